@@ -1,0 +1,399 @@
+//! Patrol events: what a guard's phone records. An event is immutable once recorded; it is stored
+//! in the shift log as one compact binary scalar (see [`EventRecord::encode`]) because immutable
+//! records gain nothing from per-field CRDT operations and cost 2-3 times more as nested maps.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{DecodeError, EncodeError, ValidationError};
+use crate::hlc::Hlc;
+use crate::ids::{CheckpointId, DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
+
+/// Longest free text (notes, descriptions, reasons) accepted in one event.
+pub const MAX_TEXT_LEN: usize = 4_096;
+/// Longest NFC tag id or QR payload accepted.
+pub const MAX_TAG_LEN: usize = 512;
+
+/// Version byte in front of every encoded event record, so newer phones can add fields.
+const RECORD_V1: u8 = 1;
+
+/// A position fix. `accuracy_m` is the radius of the 68% confidence circle, as phones report it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+    pub accuracy_m: Option<f32>,
+}
+
+impl Location {
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if !(self.lat.is_finite()
+            && self.lon.is_finite()
+            && (-90.0..=90.0).contains(&self.lat)
+            && (-180.0..=180.0).contains(&self.lon))
+        {
+            return Err(ValidationError::BadLocation { lat: self.lat, lon: self.lon });
+        }
+        if let Some(acc) = self.accuracy_m
+            && !(acc.is_finite() && acc >= 0.0)
+        {
+            return Err(ValidationError::BadAccuracy(acc));
+        }
+        Ok(())
+    }
+}
+
+/// How a checkpoint was proven.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanMethod {
+    Nfc { tag: String },
+    Qr { payload: String },
+    Gps,
+    /// The tag could not be read; the guard says why.
+    Manual { reason: String },
+}
+
+/// A checkpoint scan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scan {
+    pub checkpoint: CheckpointId,
+    pub method: ScanMethod,
+    pub location: Option<Location>,
+    pub note: Option<String>,
+}
+
+/// Incident categories a site reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentCategory {
+    Theft,
+    Shoplifting,
+    Fraud,
+    Robbery,
+    Fighting,
+    Provocation,
+    /// Contradictions and disputes.
+    Dispute,
+    /// Fire or flammable material.
+    Fire,
+    Explosive,
+    Toxic,
+    Radioactive,
+    Other,
+}
+
+impl IncidentCategory {
+    pub const ALL: [IncidentCategory; 12] = [
+        Self::Theft,
+        Self::Shoplifting,
+        Self::Fraud,
+        Self::Robbery,
+        Self::Fighting,
+        Self::Provocation,
+        Self::Dispute,
+        Self::Fire,
+        Self::Explosive,
+        Self::Toxic,
+        Self::Radioactive,
+        Self::Other,
+    ];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// The first report of an incident, as recorded in the reporting guard's shift log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentReport {
+    pub incident: IncidentId,
+    pub category: IncidentCategory,
+    pub severity: Severity,
+    pub description: String,
+    pub location: Option<Location>,
+}
+
+/// What happened. Serialised externally tagged so the binary encoding needs no field names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventBody {
+    ShiftStarted,
+    ShiftEnded { note: Option<String> },
+    CheckpointScanned(Scan),
+    IncidentReported(IncidentReport),
+    Panic { location: Option<Location> },
+    Note { text: String },
+    Handover { to_guard: Option<GuardId>, text: String },
+}
+
+impl EventBody {
+    /// The event kind as the control-room API names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::ShiftStarted => "shift_started",
+            EventBody::ShiftEnded { .. } => "shift_ended",
+            EventBody::CheckpointScanned(_) => "checkpoint_scanned",
+            EventBody::IncidentReported(_) => "incident_reported",
+            EventBody::Panic { .. } => "panic",
+            EventBody::Note { .. } => "note",
+            EventBody::Handover { .. } => "handover",
+        }
+    }
+
+    /// The checkpoint a scan names, for indexing.
+    pub fn checkpoint(&self) -> Option<&CheckpointId> {
+        match self {
+            EventBody::CheckpointScanned(scan) => Some(&scan.checkpoint),
+            _ => None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        fn text(field: &'static str, s: &str, max: usize) -> Result<(), ValidationError> {
+            if s.len() > max {
+                return Err(ValidationError::TooLong { field, len: s.len(), max });
+            }
+            Ok(())
+        }
+        fn non_empty(field: &'static str, s: &str, max: usize) -> Result<(), ValidationError> {
+            if s.trim().is_empty() {
+                return Err(ValidationError::Empty { field });
+            }
+            text(field, s, max)
+        }
+        fn loc(l: &Option<Location>) -> Result<(), ValidationError> {
+            l.as_ref().map_or(Ok(()), Location::validate)
+        }
+        match self {
+            EventBody::ShiftStarted => Ok(()),
+            EventBody::ShiftEnded { note } => text("note", note.as_deref().unwrap_or(""), MAX_TEXT_LEN),
+            EventBody::CheckpointScanned(scan) => {
+                match &scan.method {
+                    ScanMethod::Nfc { tag } => non_empty("NFC tag", tag, MAX_TAG_LEN)?,
+                    ScanMethod::Qr { payload } => non_empty("QR payload", payload, MAX_TAG_LEN)?,
+                    ScanMethod::Gps => {
+                        if scan.location.is_none() {
+                            return Err(ValidationError::Empty { field: "location of a GPS scan" });
+                        }
+                    }
+                    ScanMethod::Manual { reason } => {
+                        non_empty("reason for a manual scan", reason, MAX_TEXT_LEN)?
+                    }
+                }
+                text("note", scan.note.as_deref().unwrap_or(""), MAX_TEXT_LEN)?;
+                loc(&scan.location)
+            }
+            EventBody::IncidentReported(report) => {
+                non_empty("description", &report.description, MAX_TEXT_LEN)?;
+                loc(&report.location)
+            }
+            EventBody::Panic { location } => loc(location),
+            EventBody::Note { text: t } => non_empty("note", t, MAX_TEXT_LEN),
+            EventBody::Handover { text: t, .. } => non_empty("handover note", t, MAX_TEXT_LEN),
+        }
+    }
+}
+
+/// The clocks read when an event was recorded. Wall time can be wrong or jump; the monotonic
+/// reading (milliseconds since boot, with the boot's id) orders events within one boot; the
+/// hybrid logical clock orders them causally across devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceTime {
+    /// Device wall clock, milliseconds since the Unix epoch.
+    pub wall_ms: i64,
+    pub boot_id: Uuid,
+    pub mono_ms: u64,
+    pub hlc: Hlc,
+}
+
+impl DeviceTime {
+    pub fn wall(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_millis(self.wall_ms)
+    }
+}
+
+/// What one map entry of a shift log holds: an event minus the context its document already
+/// names (site, device, shift, guard), so that context is not repeated in every record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Per-device sequence number, from 1, gap-free on one device (the server flags gaps).
+    pub seq: u64,
+    pub time: DeviceTime,
+    /// Version of the site configuration in force when recorded.
+    pub config_version: u64,
+    pub body: EventBody,
+}
+
+impl EventRecord {
+    /// The compact binary form stored as the event's scalar value: a version byte, then postcard.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        Ok(postcard::to_extend(self, vec![RECORD_V1])?)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match bytes.split_first() {
+            None => Err(DecodeError::Empty),
+            Some((&RECORD_V1, rest)) => {
+                let (record, extra) = postcard::take_from_bytes::<EventRecord>(rest)?;
+                if !extra.is_empty() {
+                    return Err(DecodeError::Malformed(format!(
+                        "{} trailing bytes after event record",
+                        extra.len()
+                    )));
+                }
+                Ok(record)
+            }
+            Some((&v, _)) => Err(DecodeError::UnknownVersion(v)),
+        }
+    }
+}
+
+/// A whole event: the record plus the context of the shift log it belongs to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub id: EventId,
+    pub site: SiteId,
+    pub device: DeviceId,
+    pub shift: ShiftId,
+    pub guard: GuardId,
+    pub record: EventRecord,
+}
+
+impl Event {
+    /// The event as the control-room API shows it: flat JSON, `kind` naming the body's fields.
+    /// `received_at` and `seq` are the server's (absent on a phone's local log).
+    pub fn to_json(&self, server: Option<(u64, DateTime<Utc>)>) -> serde_json::Value {
+        use serde_json::{Map, Value, json};
+        let r = &self.record;
+        let mut obj = Map::new();
+        if let Some((seq, _)) = server {
+            obj.insert("seq".into(), json!(seq));
+        }
+        obj.insert("id".into(), json!(self.id));
+        obj.insert("kind".into(), json!(r.body.kind()));
+        obj.insert("site_id".into(), json!(self.site));
+        obj.insert("device_id".into(), json!(self.device));
+        obj.insert("guard_id".into(), json!(self.guard));
+        obj.insert("shift_id".into(), json!(self.shift));
+        obj.insert("device_seq".into(), json!(r.seq));
+        obj.insert("device_time".into(), json!(format_time_ms(r.time.wall_ms)));
+        obj.insert("boot_id".into(), json!(r.time.boot_id));
+        obj.insert("mono_ms".into(), json!(r.time.mono_ms));
+        obj.insert("hlc".into(), json!(r.time.hlc));
+        obj.insert("config_version".into(), json!(r.config_version));
+        if let Some((_, received)) = server {
+            obj.insert(
+                "received_at".into(),
+                json!(received.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            );
+        }
+        // The body is externally tagged ({"checkpoint_scanned": {...}}); lift its fields up.
+        match serde_json::to_value(&r.body) {
+            Ok(Value::Object(tagged)) => {
+                for (_, inner) in tagged {
+                    match inner {
+                        Value::Object(fields) => obj.extend(fields),
+                        other => {
+                            obj.insert("body".into(), other);
+                        }
+                    }
+                }
+            }
+            Ok(_) | Err(_) => {}
+        }
+        Value::Object(obj)
+    }
+}
+
+/// RFC 3339 with milliseconds, UTC (`2025-03-01T22:00:00.000Z`).
+pub fn format_time_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample_record(seq: u64) -> EventRecord {
+        EventRecord {
+            seq,
+            time: DeviceTime {
+                wall_ms: 1_740_866_400_000,
+                boot_id: Uuid::nil(),
+                mono_ms: 42,
+                hlc: Hlc { wall_ms: 1_740_866_400_000, counter: 0 },
+            },
+            config_version: 3,
+            body: EventBody::CheckpointScanned(Scan {
+                checkpoint: CheckpointId::new("cp-12").unwrap_or_else(|e| panic!("{e}")),
+                method: ScanMethod::Nfc { tag: "04:A2:2B".into() },
+                location: Some(Location { lat: 51.512751, lon: -0.124974, accuracy_m: Some(8.0) }),
+                note: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn record_round_trips_and_is_compact() {
+        let r = sample_record(7);
+        let bytes = r.encode().unwrap_or_else(|e| panic!("{e}"));
+        assert!(bytes.len() < 100, "{} bytes", bytes.len());
+        assert_eq!(EventRecord::decode(&bytes), Ok(r));
+    }
+
+    #[test]
+    fn record_decode_rejects_garbage() {
+        assert_eq!(EventRecord::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(EventRecord::decode(&[9, 1, 2]), Err(DecodeError::UnknownVersion(9)));
+        let mut bytes = sample_record(1).encode().unwrap_or_else(|e| panic!("{e}"));
+        bytes.truncate(bytes.len() - 3);
+        assert!(EventRecord::decode(&bytes).is_err());
+        let mut bytes = sample_record(1).encode().unwrap_or_else(|e| panic!("{e}"));
+        bytes.push(0);
+        assert!(EventRecord::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn validation_catches_bad_bodies() {
+        let gps_without_fix = EventBody::CheckpointScanned(Scan {
+            checkpoint: CheckpointId::new("cp-1").unwrap_or_else(|e| panic!("{e}")),
+            method: ScanMethod::Gps,
+            location: None,
+            note: None,
+        });
+        assert!(gps_without_fix.validate().is_err());
+        assert!(EventBody::Note { text: "  ".into() }.validate().is_err());
+        let far = EventBody::Panic {
+            location: Some(Location { lat: 91.0, lon: 0.0, accuracy_m: None }),
+        };
+        assert!(far.validate().is_err());
+        assert!(sample_record(1).body.validate().is_ok());
+    }
+
+    #[test]
+    fn json_view_is_flat_and_names_the_kind() {
+        let ev = Event {
+            id: EventId(Uuid::nil()),
+            site: SiteId::new("site-1").unwrap_or_else(|e| panic!("{e}")),
+            device: DeviceId(Uuid::nil()),
+            shift: ShiftId(Uuid::nil()),
+            guard: GuardId::new("guard-1").unwrap_or_else(|e| panic!("{e}")),
+            record: sample_record(1),
+        };
+        let v = ev.to_json(None);
+        assert_eq!(v["kind"], "checkpoint_scanned");
+        assert_eq!(v["checkpoint"], "cp-12");
+        assert_eq!(v["method"]["nfc"]["tag"], "04:A2:2B");
+        assert_eq!(v["device_time"], "2025-03-01T22:00:00.000Z");
+        assert!(v.get("received_at").is_none());
+    }
+}

@@ -1,0 +1,34 @@
+//! # patrol-core
+//!
+//! The sans-I/O heart of the guard patrol system, shared by the phone (`patrol-mobile`) and the
+//! server (`patrol-server`) so that no rule is written twice. It does no I/O: no files, sockets,
+//! threads or clocks of its own (callers pass the time in).
+//!
+//! - [`ids`]: site, device, guard, shift, checkpoint, event and incident identifiers.
+//! - [`event`]: what a guard records (scans, incidents, panics, notes, shift start/end,
+//!   handovers), its validation and its compact binary encoding.
+//! - [`hlc`]: the hybrid logical clock stamped on every event.
+//! - [`shiftlog`]: the automerge document holding one device's events of one shift.
+//! - [`protocol`]: the sync messages exchanged over HTTP and their binary encoding.
+//! - [`merge`]: the pure functions that plan a push, check and merge it on the server, and tell
+//!   the device what is delivered.
+//!
+//! This crate must not depend on tokio, rusqlite, reqwest, axum or hyper (CI checks it).
+
+pub mod error;
+pub mod event;
+pub mod hlc;
+pub mod ids;
+pub mod merge;
+pub mod protocol;
+pub mod shiftlog;
+
+pub use automerge::ChangeHash;
+pub use error::{DecodeError, EncodeError, LogError, ValidationError};
+pub use event::{
+    DeviceTime, Event, EventBody, EventRecord, IncidentCategory, IncidentReport, Location, Scan,
+    ScanMethod, Severity,
+};
+pub use hlc::Hlc;
+pub use ids::{CheckpointId, DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
+pub use shiftlog::{LocalChange, ShiftLog, ShiftMeta};

@@ -1,0 +1,233 @@
+//! The pure functions of a sync: what a device sends ([`plan_push`]), how the server checks and
+//! merges a pushed shift log ([`ingest_shift_log`]), and what the device may then mark delivered
+//! ([`acknowledge`]). No I/O: the phone and the server wrap these in their own storage and
+//! transports, and the property tests drive them through lossy, duplicating, reordering networks.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::legacy::{Key, ObjectId, OpType};
+use automerge::{Automerge, Bundle, Change, ChangeHash, ReadDoc, ScalarValue};
+use thiserror::Error;
+
+use crate::error::LogError;
+use crate::event::EventRecord;
+use crate::ids::{DeviceId, EventId, ShiftId, SiteId};
+use crate::protocol::{DocPush, DocRef, RejectCode, from_wire, to_wire};
+use crate::shiftlog::{META_KEY, ShiftLog, ShiftMeta, read_meta};
+
+/// The device side: the push for one shift log, given the heads the server acknowledged last.
+pub fn plan_push(log: &mut ShiftLog, acked: &[ChangeHash]) -> Result<DocPush, LogError> {
+    let have = log.known(acked);
+    Ok(DocPush {
+        doc: DocRef::ShiftLog(log.meta().shift),
+        changes: log.bundle_since(&have)?,
+        have: to_wire(&have),
+    })
+}
+
+/// What a device learns from the server's heads for one of its logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    /// The heads to remember as acknowledged (those of the server's heads this device knows).
+    pub acked: Vec<ChangeHash>,
+    /// Changes still not covered by the server's heads; their events are not delivered yet.
+    pub unacked: Vec<ChangeHash>,
+}
+
+/// The device side: an event is delivered only when the server's heads include its change.
+pub fn acknowledge(log: &mut ShiftLog, server_heads: &[[u8; 32]]) -> Ack {
+    let acked = log.known(&from_wire(server_heads));
+    let unacked = log.unacked(&acked);
+    Ack { acked, unacked }
+}
+
+/// A push the server refuses; nothing of it is applied.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("{code:?}: {message}")]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub message: String,
+}
+
+fn reject(code: RejectCode, message: impl Into<String>) -> Rejection {
+    Rejection { code, message: message.into() }
+}
+
+/// Who the server expects a pushed shift log to belong to (from the request and its credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub site: SiteId,
+    pub device: DeviceId,
+    pub shift: ShiftId,
+}
+
+/// The result of merging one push into the server's copy of a shift log.
+#[derive(Debug)]
+pub struct Ingested {
+    /// The log's metadata; `None` while the server has not received the log's first change.
+    pub meta: Option<ShiftMeta>,
+    /// Events that were not in the server's copy before, in the device's sequence order.
+    pub new_events: Vec<(EventId, EventRecord)>,
+    /// The changes that were applied, to persist with the projection in one transaction.
+    pub applied: Vec<Change>,
+    pub heads: Vec<ChangeHash>,
+    /// Some pushed changes depend on changes the server does not have; they were not applied.
+    pub missing_deps: bool,
+}
+
+enum Content {
+    Meta(ShiftMeta),
+    Event(EventId, EventRecord),
+}
+
+/// Parses a bundle into changes; malformed input of any kind is a rejection, never a panic.
+pub fn parse_bundle(bytes: &[u8]) -> Result<Vec<Change>, Rejection> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parsed = catch_unwind(AssertUnwindSafe(|| {
+        Bundle::try_from(bytes).map_err(|e| e.to_string()).and_then(|b| {
+            b.to_changes().map_err(|e| e.to_string())
+        })
+    }));
+    match parsed {
+        Ok(Ok(changes)) => Ok(changes),
+        Ok(Err(e)) => Err(reject(RejectCode::Malformed, format!("changes do not decode: {e}"))),
+        Err(_) => Err(reject(RejectCode::Malformed, "changes do not decode")),
+    }
+}
+
+/// Checks one change of a shift log: made by the device, only puts of new root keys, each
+/// holding a well-formed, valid record. Returns what the change holds.
+fn check_change(change: &Change, owner: &Owner) -> Result<Vec<Content>, Rejection> {
+    let hash = change.hash();
+    if change.actor_id() != &owner.device.actor_id() {
+        return Err(reject(
+            RejectCode::ForeignActor,
+            format!("change {hash} was made by actor {}, not by the sending device", change.actor_id()),
+        ));
+    }
+    let expanded = catch_unwind(AssertUnwindSafe(|| change.decode()))
+        .map_err(|_| reject(RejectCode::Malformed, format!("change {hash} does not decode")))?;
+    let mut out = Vec::with_capacity(expanded.operations.len());
+    for op in &expanded.operations {
+        if !op.pred.is_empty() || matches!(op.action, OpType::Delete) {
+            return Err(reject(
+                RejectCode::ImmutableEvent,
+                format!("change {hash} overwrites or deletes a recorded value"),
+            ));
+        }
+        let (ObjectId::Root, Key::Map(key), OpType::Put(ScalarValue::Bytes(value)), false) =
+            (&op.obj, &op.key, &op.action, op.insert)
+        else {
+            return Err(reject(
+                RejectCode::UnexpectedOperation,
+                format!("change {hash} holds an operation a shift log never contains"),
+            ));
+        };
+        if key.as_str() == META_KEY {
+            let meta = ShiftMeta::decode(value).map_err(|e| {
+                reject(RejectCode::Malformed, format!("shift metadata does not decode: {e}"))
+            })?;
+            check_owner(&meta, owner)?;
+            out.push(Content::Meta(meta));
+        } else {
+            let id: EventId = key.parse().map_err(|_| {
+                reject(RejectCode::UnexpectedOperation, format!("key {key:?} is not an event id"))
+            })?;
+            let record = EventRecord::decode(value)
+                .map_err(|e| reject(RejectCode::Malformed, format!("event {id}: {e}")))?;
+            record
+                .body
+                .validate()
+                .map_err(|e| reject(RejectCode::Malformed, format!("event {id}: {e}")))?;
+            out.push(Content::Event(id, record));
+        }
+    }
+    Ok(out)
+}
+
+fn check_owner(meta: &ShiftMeta, owner: &Owner) -> Result<(), Rejection> {
+    if meta.site != owner.site || meta.device != owner.device || meta.shift != owner.shift {
+        return Err(reject(
+            RejectCode::WrongOwner,
+            format!(
+                "shift log belongs to site {}, device {}, shift {}; the request says site {}, device {}, shift {}",
+                meta.site, meta.device, meta.shift, owner.site, owner.device, owner.shift
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The server side: checks every change of a push, then applies the new ones to `doc` (the
+/// server's copy, empty for a shift it has not seen). On a rejection `doc` is left untouched.
+/// On an `Err` from automerge itself after checks passed, the caller must discard `doc`.
+pub fn ingest_shift_log(
+    doc: &mut Automerge,
+    owner: &Owner,
+    bundle: &[u8],
+) -> Result<Ingested, Rejection> {
+    let changes = parse_bundle(bundle)?;
+    let mut meta = match read_meta(doc) {
+        Ok(meta) => {
+            check_owner(&meta, owner)?;
+            Some(meta)
+        }
+        Err(LogError::MissingMeta) => None,
+        Err(e) => return Err(reject(RejectCode::Malformed, format!("stored log unreadable: {e}"))),
+    };
+
+    let mut fresh = Vec::new();
+    let mut contents = Vec::new();
+    for change in changes {
+        if doc.get_change_by_hash(&change.hash()).is_some() {
+            continue;
+        }
+        let content = check_change(&change, owner)?;
+        contents.push((change.hash(), content));
+        fresh.push(change);
+    }
+    for (_, content) in &contents {
+        for c in content {
+            if let Content::Meta(m) = c {
+                if meta.as_ref().is_some_and(|existing| existing != m) {
+                    return Err(reject(RejectCode::WrongOwner, "shift metadata changed"));
+                }
+                meta = Some(m.clone());
+            }
+        }
+    }
+    let Some(meta) = meta else {
+        // Without the first change the server cannot tell whose log this is: apply nothing and
+        // ask for everything.
+        return Ok(Ingested {
+            meta: None,
+            new_events: Vec::new(),
+            applied: Vec::new(),
+            heads: doc.get_heads(),
+            missing_deps: !fresh.is_empty(),
+        });
+    };
+
+    doc.apply_changes(fresh.iter().cloned())
+        .map_err(|e| reject(RejectCode::Malformed, format!("changes do not apply: {e}")))?;
+
+    let mut new_events = Vec::new();
+    let mut applied = Vec::new();
+    let mut missing_deps = false;
+    for (change, (hash, content)) in fresh.into_iter().zip(contents) {
+        if doc.get_change_by_hash(&hash).is_none() {
+            missing_deps = true;
+            continue;
+        }
+        applied.push(change);
+        for c in content {
+            if let Content::Event(id, record) = c {
+                new_events.push((id, record));
+            }
+        }
+    }
+    new_events.sort_by_key(|(_, r)| r.seq);
+    Ok(Ingested { meta: Some(meta), new_events, applied, heads: doc.get_heads(), missing_deps })
+}

@@ -1,0 +1,220 @@
+//! The sync protocol's messages: a heads exchange over request/response HTTP.
+//!
+//! The device sends, for each document it holds, the heads the server last acknowledged and the
+//! changes since then (an automerge bundle); the server answers, per document, with its heads or
+//! a rejection. Every message is `MAGIC`, a version byte, then postcard. Sending the same request
+//! twice changes nothing: changes are content-addressed and events are keyed by id.
+
+use automerge::ChangeHash;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DecodeError, EncodeError};
+use crate::hlc::Hlc;
+use crate::ids::{DeviceId, ShiftId, SiteId};
+
+/// First bytes of every sync message.
+pub const MAGIC: &[u8; 4] = b"PTRL";
+/// Current protocol version; the server answers 400 `unsupported_version` to others.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Media type of sync messages.
+pub const CONTENT_TYPE: &str = "application/x-patrol-sync";
+
+/// A change hash on the wire.
+pub type Hash = [u8; 32];
+
+pub fn to_wire(hashes: &[ChangeHash]) -> Vec<Hash> {
+    hashes.iter().map(|h| h.0).collect()
+}
+
+pub fn from_wire(hashes: &[Hash]) -> Vec<ChangeHash> {
+    hashes.iter().map(|h| ChangeHash(*h)).collect()
+}
+
+/// Which document a push or result is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DocRef {
+    ShiftLog(ShiftId),
+}
+
+/// One document's part of a sync request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocPush {
+    pub doc: DocRef,
+    /// Heads the server acknowledged last time (what the device believes it has).
+    pub have: Vec<Hash>,
+    /// The changes since `have`: an automerge bundle, or empty to ask for heads only.
+    pub changes: Vec<u8>,
+}
+
+/// Device → server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub site: SiteId,
+    pub device: DeviceId,
+    /// The device's wall clock when it sent this, for the server's skew estimate.
+    pub device_time_ms: i64,
+    pub hlc: Hlc,
+    /// Events recorded on the device and not yet acknowledged, for the control room's view.
+    pub pending_events: u64,
+    pub docs: Vec<DocPush>,
+}
+
+/// Why the server refused a document. The rest of the batch is unaffected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    /// The bundle or a change in it does not decode.
+    Malformed,
+    /// A change was made by an actor other than the sending device's.
+    ForeignActor,
+    /// The document belongs to another site, device or shift than the request says.
+    WrongOwner,
+    /// A change overwrites or deletes an event; events are immutable.
+    ImmutableEvent,
+    /// A change holds an operation a shift log never contains.
+    UnexpectedOperation,
+    /// The document's first change (its metadata) has not been received.
+    MissingMeta,
+}
+
+impl RejectCode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectCode::Malformed => "malformed",
+            RejectCode::ForeignActor => "foreign_actor",
+            RejectCode::WrongOwner => "wrong_owner",
+            RejectCode::ImmutableEvent => "immutable_event",
+            RejectCode::UnexpectedOperation => "unexpected_operation",
+            RejectCode::MissingMeta => "missing_meta",
+        }
+    }
+}
+
+/// What became of one document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DocOutcome {
+    Accepted {
+        /// The server's heads after applying the push. Every change they cover is durable there.
+        heads: Vec<Hash>,
+        /// Events new to the server in this push (0 for a repeat).
+        new_events: u32,
+        /// The server lacks changes the push depends on; the device should send all it has.
+        missing_deps: bool,
+    },
+    Rejected {
+        code: RejectCode,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocResult {
+    pub doc: DocRef,
+    pub outcome: DocOutcome,
+}
+
+/// Server → device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub server_time_ms: i64,
+    pub docs: Vec<DocResult>,
+}
+
+fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(MAGIC);
+    out.push(PROTOCOL_VERSION);
+    Ok(postcard::to_extend(msg, out)?)
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or(DecodeError::BadMagic)?;
+    match rest.split_first() {
+        Some((&PROTOCOL_VERSION, body)) => {
+            let (msg, extra) = postcard::take_from_bytes::<T>(body)?;
+            if !extra.is_empty() {
+                return Err(DecodeError::Malformed(format!(
+                    "{} trailing bytes after message",
+                    extra.len()
+                )));
+            }
+            Ok(msg)
+        }
+        Some((&v, _)) => Err(DecodeError::UnknownVersion(v)),
+        None => Err(DecodeError::Malformed("truncated header".into())),
+    }
+}
+
+impl SyncRequest {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        encode(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes)
+    }
+}
+
+impl SyncResponse {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        encode(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> SyncRequest {
+        SyncRequest {
+            site: SiteId::new("site-1").unwrap_or_else(|e| panic!("{e}")),
+            device: DeviceId::generate(),
+            device_time_ms: 1_700_000_000_000,
+            hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 2 },
+            pending_events: 3,
+            docs: vec![DocPush {
+                doc: DocRef::ShiftLog(ShiftId::generate()),
+                have: vec![[7; 32]],
+                changes: vec![1, 2, 3],
+            }],
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() -> Result<(), Box<dyn std::error::Error>> {
+        let req = request();
+        assert_eq!(SyncRequest::decode(&req.encode()?)?, req);
+        let resp = SyncResponse {
+            server_time_ms: 5,
+            docs: vec![DocResult {
+                doc: req.docs[0].doc,
+                outcome: DocOutcome::Rejected { code: RejectCode::Malformed, message: "x".into() },
+            }],
+        };
+        assert_eq!(SyncResponse::decode(&resp.encode()?)?, resp);
+        Ok(())
+    }
+
+    #[test]
+    fn decoding_rejects_bad_magic_versions_truncation_and_trailing_bytes()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let bytes = request().encode()?;
+        assert_eq!(SyncRequest::decode(b""), Err(DecodeError::Empty));
+        assert_eq!(SyncRequest::decode(b"GET / HTTP/1.1"), Err(DecodeError::BadMagic));
+        let mut v2 = bytes.clone();
+        v2[4] = 2;
+        assert_eq!(SyncRequest::decode(&v2), Err(DecodeError::UnknownVersion(2)));
+        for cut in 5..bytes.len() {
+            assert!(SyncRequest::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(SyncRequest::decode(&long).is_err());
+        Ok(())
+    }
+}
