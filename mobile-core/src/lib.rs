@@ -1,1 +1,27 @@
-//! placeholder
+//! # patrol-mobile
+//!
+//! The library inside a guard's phone app. It keeps the phone's patrol log in one SQLite file
+//! and syncs it with the patrol server whenever a network appears.
+//!
+//! - [`store::DeviceStore`]: open or create the store, start and end shifts, record scans,
+//!   notes and other events (each durable before the call returns), list the local log, and
+//!   build and apply sync rounds. Delivery is set only from the server's acknowledged heads.
+//! - [`sync::SyncClient`]: the HTTP transport (reqwest) around a sync round.
+//! - [`clock`]: the device clocks stamped on each event (wall, time since boot with boot id).
+//! - [`schema`]: numbered migrations under `PRAGMA user_version`.
+//!
+//! The rules shared with the server (validation, the shift-log document, the protocol, what
+//! counts as delivered) live in `patrol-core`; this crate adds storage and transport only.
+
+pub mod clock;
+pub mod error;
+pub mod schema;
+pub mod store;
+pub mod sync;
+
+pub use error::{Error, Result};
+pub use store::{
+    DeviceStore, Durability, LocalEvent, RecordOptions, RejectedLog, ShiftInfo, StoreOptions,
+    SyncReport, SyncStatus,
+};
+pub use sync::SyncClient;

@@ -1,1 +1,523 @@
-fn main() {}
+//! `patrol`: plays a guard's phone (`patrol device`) and the control room (`patrol control`)
+//! from a terminal, through the same library calls and API an app and a console use.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use patrol_core::{
+    CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
+    Location, Scan, ScanMethod, Severity, SiteId,
+};
+use patrol_mobile::{DeviceStore, RecordOptions, SyncClient};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "patrol",
+    version,
+    about = "Guard patrol from a terminal: a guard's phone and the control room"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Act as a guard's phone: record a shift offline into a local store, then sync it.
+    Device(DeviceArgs),
+    /// Act as the control room: read the merged site record from a server.
+    Control(ControlArgs),
+}
+
+#[derive(Args, Debug)]
+struct DeviceArgs {
+    /// The phone's store (one SQLite file).
+    #[arg(long, env = "PATROL_STORE")]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: DeviceCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// Create the store for a site (once per phone); prints the new device id.
+    Init {
+        #[arg(long)]
+        site: SiteId,
+    },
+    /// Show the device id, site, shift in progress and sync status.
+    Status,
+    /// Start or end a shift.
+    Shift {
+        #[command(subcommand)]
+        command: ShiftCommand,
+    },
+    /// Record a checkpoint scan.
+    Scan(ScanArgs),
+    /// Record a note in the shift log.
+    Note { text: String },
+    /// Raise a panic alarm.
+    Panic(LocationArgs),
+    /// Report an incident.
+    Incident {
+        #[arg(long, value_enum)]
+        category: CategoryArg,
+        #[arg(long, value_enum, default_value = "medium")]
+        severity: SeverityArg,
+        #[arg(long)]
+        description: String,
+        #[command(flatten)]
+        location: LocationArgs,
+    },
+    /// Leave a handover note for the next guard.
+    Handover {
+        text: String,
+        /// The guard taking over.
+        #[arg(long)]
+        to: Option<GuardId>,
+    },
+    /// List the local log.
+    Log {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send every unacknowledged event to the server and apply its answer.
+    Sync {
+        #[arg(long, env = "PATROL_SERVER")]
+        server: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ShiftCommand {
+    /// Start a shift for a guard.
+    Start {
+        #[arg(long)]
+        guard: GuardId,
+    },
+    /// End the shift in progress.
+    End {
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[group(id = "method", required = true, multiple = false)]
+struct MethodArgs {
+    /// Scanned an NFC tag with this id.
+    #[arg(long, group = "method")]
+    nfc: Option<String>,
+    /// Scanned a QR code with this payload.
+    #[arg(long, group = "method")]
+    qr: Option<String>,
+    /// Proven by GPS position (needs --lat and --lon).
+    #[arg(long, group = "method")]
+    gps: bool,
+    /// Entered by hand; give the reason the tag could not be read.
+    #[arg(long, group = "method")]
+    manual: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ScanArgs {
+    /// The checkpoint scanned.
+    checkpoint: CheckpointId,
+    #[command(flatten)]
+    method: MethodArgs,
+    #[command(flatten)]
+    location: LocationArgs,
+    /// A remark about the checkpoint (e.g. "door found unlocked").
+    #[arg(long)]
+    note: Option<String>,
+    /// Record under this event id (a retried scan with the same id is recorded once).
+    #[arg(long)]
+    event_id: Option<EventId>,
+}
+
+#[derive(Args, Debug)]
+struct LocationArgs {
+    #[arg(long, requires = "lon", allow_hyphen_values = true)]
+    lat: Option<f64>,
+    #[arg(long, requires = "lat", allow_hyphen_values = true)]
+    lon: Option<f64>,
+    /// Accuracy radius in metres.
+    #[arg(long, requires = "lat")]
+    accuracy: Option<f32>,
+}
+
+impl LocationArgs {
+    fn location(&self) -> Option<Location> {
+        Some(Location {
+            lat: self.lat?,
+            lon: self.lon?,
+            accuracy_m: self.accuracy,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CategoryArg {
+    Theft,
+    Shoplifting,
+    Fraud,
+    Robbery,
+    Fighting,
+    Provocation,
+    Dispute,
+    Fire,
+    Explosive,
+    Toxic,
+    Radioactive,
+    Other,
+}
+
+impl From<CategoryArg> for IncidentCategory {
+    fn from(c: CategoryArg) -> Self {
+        match c {
+            CategoryArg::Theft => Self::Theft,
+            CategoryArg::Shoplifting => Self::Shoplifting,
+            CategoryArg::Fraud => Self::Fraud,
+            CategoryArg::Robbery => Self::Robbery,
+            CategoryArg::Fighting => Self::Fighting,
+            CategoryArg::Provocation => Self::Provocation,
+            CategoryArg::Dispute => Self::Dispute,
+            CategoryArg::Fire => Self::Fire,
+            CategoryArg::Explosive => Self::Explosive,
+            CategoryArg::Toxic => Self::Toxic,
+            CategoryArg::Radioactive => Self::Radioactive,
+            CategoryArg::Other => Self::Other,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SeverityArg {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<SeverityArg> for Severity {
+    fn from(s: SeverityArg) -> Self {
+        match s {
+            SeverityArg::Low => Self::Low,
+            SeverityArg::Medium => Self::Medium,
+            SeverityArg::High => Self::High,
+            SeverityArg::Critical => Self::Critical,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct ControlArgs {
+    /// The patrol server, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "PATROL_SERVER")]
+    server: String,
+    #[command(subcommand)]
+    command: ControlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ControlCommand {
+    /// Pull the merged site log in canonical order (all of it, or pages after a cursor).
+    Pull {
+        #[arg(long)]
+        site: SiteId,
+        /// Start after this server sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Events per page.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the site's devices: last sync, pending events, clock skew.
+    Devices {
+        #[arg(long)]
+        site: SiteId,
+    },
+}
+
+fn short(id: &impl ToString) -> String {
+    id.to_string().chars().take(8).collect()
+}
+
+fn describe(body: &EventBody) -> String {
+    match body {
+        EventBody::ShiftStarted => String::new(),
+        EventBody::ShiftEnded { note } => note.clone().unwrap_or_default(),
+        EventBody::CheckpointScanned(scan) => {
+            let how = match &scan.method {
+                ScanMethod::Nfc { tag } => format!("nfc {tag}"),
+                ScanMethod::Qr { payload } => format!("qr {payload}"),
+                ScanMethod::Gps => "gps".into(),
+                ScanMethod::Manual { reason } => format!("manual: {reason}"),
+            };
+            format!("{} ({how})", scan.checkpoint)
+        }
+        EventBody::IncidentReported(r) => {
+            format!(
+                "{:?}/{:?} {}: {}",
+                r.category,
+                r.severity,
+                short(&r.incident),
+                r.description
+            )
+        }
+        EventBody::Panic { .. } => "PANIC".into(),
+        EventBody::Note { text } => text.clone(),
+        EventBody::Handover { to_guard, text } => match to_guard {
+            Some(g) => format!("to {g}: {text}"),
+            None => text.clone(),
+        },
+    }
+}
+
+fn print_event(e: &Event, delivered: bool) {
+    println!(
+        "{:>5}  {}  {:<8}  {:<18}  {:<9}  {}",
+        e.record.seq,
+        patrol_core::event::format_time_ms(e.record.time.wall_ms),
+        e.guard,
+        e.record.body.kind(),
+        if delivered { "delivered" } else { "pending" },
+        describe(&e.record.body)
+    );
+}
+
+async fn device(args: DeviceArgs) -> Result<()> {
+    if let DeviceCommand::Init { site } = &args.command {
+        let store = DeviceStore::create(&args.store, site.clone())
+            .with_context(|| format!("creating {}", args.store.display()))?;
+        println!("device {} on site {}", store.device_id(), store.site());
+        return Ok(());
+    }
+    let mut store = DeviceStore::open(&args.store)
+        .with_context(|| format!("opening {}", args.store.display()))?;
+    match args.command {
+        DeviceCommand::Init { .. } => {}
+        DeviceCommand::Status => {
+            println!("device   {}", store.device_id());
+            println!("site     {}", store.site());
+            match store.current_shift() {
+                Some(s) => println!(
+                    "shift    {} (guard {}, since {})",
+                    s.shift,
+                    s.guard,
+                    patrol_core::event::format_time_ms(s.started_ms)
+                ),
+                None => println!("shift    none open"),
+            }
+            let st = store.status()?;
+            println!("pending  {} event(s)", st.pending_events);
+            if let Some(ms) = st.oldest_pending_ms {
+                println!("oldest   {}", patrol_core::event::format_time_ms(ms));
+            }
+            if let Some(ms) = st.last_success_ms {
+                println!("synced   {}", patrol_core::event::format_time_ms(ms));
+            }
+            if let Some(err) = st.last_error {
+                println!("error    {err}");
+            }
+            for r in st.rejected {
+                println!("refused  shift {}: {} ({})", r.shift, r.message, r.code);
+            }
+        }
+        DeviceCommand::Shift {
+            command: ShiftCommand::Start { guard },
+        } => {
+            let shift = store.start_shift(guard)?;
+            println!("shift {shift} started");
+        }
+        DeviceCommand::Shift {
+            command: ShiftCommand::End { note },
+        } => {
+            let id = store.end_shift(note)?;
+            println!("shift ended ({id})");
+        }
+        DeviceCommand::Scan(scan) => {
+            let m = scan.method;
+            let method = if let Some(tag) = m.nfc {
+                ScanMethod::Nfc { tag }
+            } else if let Some(payload) = m.qr {
+                ScanMethod::Qr { payload }
+            } else if let Some(reason) = m.manual {
+                ScanMethod::Manual { reason }
+            } else {
+                ScanMethod::Gps
+            };
+            let id = store.scan(
+                Scan {
+                    checkpoint: scan.checkpoint,
+                    method,
+                    location: scan.location.location(),
+                    note: scan.note,
+                },
+                RecordOptions {
+                    event_id: scan.event_id,
+                    wall_ms: None,
+                },
+            )?;
+            println!("recorded {id}");
+        }
+        DeviceCommand::Note { text } => println!("recorded {}", store.note(text)?),
+        DeviceCommand::Panic(loc) => {
+            let id = store.record(
+                EventBody::Panic {
+                    location: loc.location(),
+                },
+                RecordOptions::default(),
+            )?;
+            println!("PANIC recorded {id}; sync to raise it in the control room");
+        }
+        DeviceCommand::Incident {
+            category,
+            severity,
+            description,
+            location,
+        } => {
+            let incident = IncidentId::generate();
+            store.record(
+                EventBody::IncidentReported(IncidentReport {
+                    incident,
+                    category: category.into(),
+                    severity: severity.into(),
+                    description,
+                    location: location.location(),
+                }),
+                RecordOptions::default(),
+            )?;
+            println!("incident {incident} reported");
+        }
+        DeviceCommand::Handover { text, to } => {
+            let id = store.record(
+                EventBody::Handover { to_guard: to, text },
+                RecordOptions::default(),
+            )?;
+            println!("recorded {id}");
+        }
+        DeviceCommand::Log { json } => {
+            for e in store.events(None)? {
+                if json {
+                    let mut v = e.event.to_json(None);
+                    v["delivered"] = e.delivered.into();
+                    println!("{v}");
+                } else {
+                    print_event(&e.event, e.delivered);
+                }
+            }
+        }
+        DeviceCommand::Sync { server } => {
+            let client = SyncClient::new(&server)?;
+            let report = client.sync(&mut store).await?;
+            println!(
+                "synced: {} event(s) delivered, {} pending",
+                report.events_delivered, report.pending_events
+            );
+            for r in &report.rejected {
+                println!("refused: shift {}: {} ({})", r.shift, r.message, r.code);
+            }
+            if !report.rejected.is_empty() {
+                bail!(
+                    "{} shift log(s) refused by the server",
+                    report.rejected.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .with_context(|| format!("reading {url}"))?;
+    if !status.is_success() {
+        let msg = body
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("no message");
+        bail!("server answered {status}: {msg}");
+    }
+    Ok(body)
+}
+
+async fn control(args: ControlArgs) -> Result<()> {
+    let base = args.server.trim_end_matches('/');
+    let http = reqwest::Client::new();
+    match args.command {
+        ControlCommand::Pull {
+            site,
+            after,
+            limit,
+            json,
+        } => {
+            let mut cursor = after;
+            let mut total = 0u64;
+            loop {
+                let url = format!("{base}/api/v1/sites/{site}/events?after={cursor}&limit={limit}");
+                let page = get_json(&http, &url).await?;
+                let events = page["events"].as_array().cloned().unwrap_or_default();
+                for e in &events {
+                    if json {
+                        println!("{e}");
+                    } else {
+                        let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+                        println!(
+                            "{:>6}  {}  {}  {:<8}  {:<18}  {}",
+                            e["seq"],
+                            s("device_time"),
+                            s("received_at"),
+                            s("guard_id"),
+                            s("kind"),
+                            s("checkpoint")
+                        );
+                    }
+                }
+                total += events.len() as u64;
+                cursor = page["next"].as_u64().unwrap_or(cursor);
+                if events.is_empty() || !page["more"].as_bool().unwrap_or(false) {
+                    break;
+                }
+            }
+            if !json {
+                println!("{total} event(s); next cursor {cursor}");
+            }
+        }
+        ControlCommand::Devices { site } => {
+            let body = get_json(&http, &format!("{base}/api/v1/sites/{site}/devices")).await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Device(args) => device(args).await,
+        Command::Control(args) => control(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -8,7 +8,11 @@ pub enum ValidationError {
     #[error("bad {what}: {reason}")]
     BadId { what: &'static str, reason: String },
     #[error("{field} is too long: {len} bytes, at most {max}")]
-    TooLong { field: &'static str, len: usize, max: usize },
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{field} must not be empty")]
     Empty { field: &'static str },
     #[error("location out of range: lat {lat}, lon {lon} (lat -90..90, lon -180..180)")]

@@ -33,7 +33,10 @@ impl Location {
             && (-90.0..=90.0).contains(&self.lat)
             && (-180.0..=180.0).contains(&self.lon))
         {
-            return Err(ValidationError::BadLocation { lat: self.lat, lon: self.lon });
+            return Err(ValidationError::BadLocation {
+                lat: self.lat,
+                lon: self.lon,
+            });
         }
         if let Some(acc) = self.accuracy_m
             && !(acc.is_finite() && acc >= 0.0)
@@ -48,11 +51,17 @@ impl Location {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScanMethod {
-    Nfc { tag: String },
-    Qr { payload: String },
+    Nfc {
+        tag: String,
+    },
+    Qr {
+        payload: String,
+    },
     Gps,
     /// The tag could not be read; the guard says why.
-    Manual { reason: String },
+    Manual {
+        reason: String,
+    },
 }
 
 /// A checkpoint scan.
@@ -125,12 +134,21 @@ pub struct IncidentReport {
 #[serde(rename_all = "snake_case")]
 pub enum EventBody {
     ShiftStarted,
-    ShiftEnded { note: Option<String> },
+    ShiftEnded {
+        note: Option<String>,
+    },
     CheckpointScanned(Scan),
     IncidentReported(IncidentReport),
-    Panic { location: Option<Location> },
-    Note { text: String },
-    Handover { to_guard: Option<GuardId>, text: String },
+    Panic {
+        location: Option<Location>,
+    },
+    Note {
+        text: String,
+    },
+    Handover {
+        to_guard: Option<GuardId>,
+        text: String,
+    },
 }
 
 impl EventBody {
@@ -158,7 +176,11 @@ impl EventBody {
     pub fn validate(&self) -> Result<(), ValidationError> {
         fn text(field: &'static str, s: &str, max: usize) -> Result<(), ValidationError> {
             if s.len() > max {
-                return Err(ValidationError::TooLong { field, len: s.len(), max });
+                return Err(ValidationError::TooLong {
+                    field,
+                    len: s.len(),
+                    max,
+                });
             }
             Ok(())
         }
@@ -173,14 +195,18 @@ impl EventBody {
         }
         match self {
             EventBody::ShiftStarted => Ok(()),
-            EventBody::ShiftEnded { note } => text("note", note.as_deref().unwrap_or(""), MAX_TEXT_LEN),
+            EventBody::ShiftEnded { note } => {
+                text("note", note.as_deref().unwrap_or(""), MAX_TEXT_LEN)
+            }
             EventBody::CheckpointScanned(scan) => {
                 match &scan.method {
                     ScanMethod::Nfc { tag } => non_empty("NFC tag", tag, MAX_TAG_LEN)?,
                     ScanMethod::Qr { payload } => non_empty("QR payload", payload, MAX_TAG_LEN)?,
                     ScanMethod::Gps => {
                         if scan.location.is_none() {
-                            return Err(ValidationError::Empty { field: "location of a GPS scan" });
+                            return Err(ValidationError::Empty {
+                                field: "location of a GPS scan",
+                            });
                         }
                     }
                     ScanMethod::Manual { reason } => {
@@ -295,18 +321,15 @@ impl Event {
             );
         }
         // The body is externally tagged ({"checkpoint_scanned": {...}}); lift its fields up.
-        match serde_json::to_value(&r.body) {
-            Ok(Value::Object(tagged)) => {
-                for (_, inner) in tagged {
-                    match inner {
-                        Value::Object(fields) => obj.extend(fields),
-                        other => {
-                            obj.insert("body".into(), other);
-                        }
+        if let Ok(Value::Object(tagged)) = serde_json::to_value(&r.body) {
+            for (_, inner) in tagged {
+                match inner {
+                    Value::Object(fields) => obj.extend(fields),
+                    other => {
+                        obj.insert("body".into(), other);
                     }
                 }
             }
-            Ok(_) | Err(_) => {}
         }
         Value::Object(obj)
     }
@@ -330,13 +353,22 @@ mod tests {
                 wall_ms: 1_740_866_400_000,
                 boot_id: Uuid::nil(),
                 mono_ms: 42,
-                hlc: Hlc { wall_ms: 1_740_866_400_000, counter: 0 },
+                hlc: Hlc {
+                    wall_ms: 1_740_866_400_000,
+                    counter: 0,
+                },
             },
             config_version: 3,
             body: EventBody::CheckpointScanned(Scan {
                 checkpoint: CheckpointId::new("cp-12").unwrap_or_else(|e| panic!("{e}")),
-                method: ScanMethod::Nfc { tag: "04:A2:2B".into() },
-                location: Some(Location { lat: 51.512751, lon: -0.124974, accuracy_m: Some(8.0) }),
+                method: ScanMethod::Nfc {
+                    tag: "04:A2:2B".into(),
+                },
+                location: Some(Location {
+                    lat: 51.512751,
+                    lon: -0.124974,
+                    accuracy_m: Some(8.0),
+                }),
                 note: None,
             }),
         }
@@ -353,7 +385,10 @@ mod tests {
     #[test]
     fn record_decode_rejects_garbage() {
         assert_eq!(EventRecord::decode(&[]), Err(DecodeError::Empty));
-        assert_eq!(EventRecord::decode(&[9, 1, 2]), Err(DecodeError::UnknownVersion(9)));
+        assert_eq!(
+            EventRecord::decode(&[9, 1, 2]),
+            Err(DecodeError::UnknownVersion(9))
+        );
         let mut bytes = sample_record(1).encode().unwrap_or_else(|e| panic!("{e}"));
         bytes.truncate(bytes.len() - 3);
         assert!(EventRecord::decode(&bytes).is_err());
@@ -373,7 +408,11 @@ mod tests {
         assert!(gps_without_fix.validate().is_err());
         assert!(EventBody::Note { text: "  ".into() }.validate().is_err());
         let far = EventBody::Panic {
-            location: Some(Location { lat: 91.0, lon: 0.0, accuracy_m: None }),
+            location: Some(Location {
+                lat: 91.0,
+                lon: 0.0,
+                accuracy_m: None,
+            }),
         };
         assert!(far.validate().is_err());
         assert!(sample_record(1).body.validate().is_ok());

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// A hybrid logical clock reading: milliseconds since the Unix epoch plus a counter that breaks
 /// ties within one millisecond.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Hlc {
     pub wall_ms: u64,
     pub counter: u32,
@@ -16,9 +18,15 @@ impl Hlc {
     /// The timestamp for a local event at physical time `now_ms`; `self` is the last one issued.
     pub fn tick(self, now_ms: u64) -> Hlc {
         if now_ms > self.wall_ms {
-            Hlc { wall_ms: now_ms, counter: 0 }
+            Hlc {
+                wall_ms: now_ms,
+                counter: 0,
+            }
         } else {
-            Hlc { wall_ms: self.wall_ms, counter: self.counter.saturating_add(1) }
+            Hlc {
+                wall_ms: self.wall_ms,
+                counter: self.counter.saturating_add(1),
+            }
         }
     }
 
@@ -34,7 +42,10 @@ impl Hlc {
         } else {
             0
         };
-        Hlc { wall_ms: wall, counter }
+        Hlc {
+            wall_ms: wall,
+            counter,
+        }
     }
 }
 
@@ -53,8 +64,14 @@ mod tests {
 
     #[test]
     fn observing_a_later_clock_moves_past_it() {
-        let local = Hlc { wall_ms: 100, counter: 3 };
-        let remote = Hlc { wall_ms: 5_000, counter: 7 };
+        let local = Hlc {
+            wall_ms: 100,
+            counter: 3,
+        };
+        let remote = Hlc {
+            wall_ms: 5_000,
+            counter: 7,
+        };
         let next = local.observe(remote, 200);
         assert!(next > remote && next > local);
         assert!(next.tick(200) > next);

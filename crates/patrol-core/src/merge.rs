@@ -50,7 +50,10 @@ pub struct Rejection {
 }
 
 fn reject(code: RejectCode, message: impl Into<String>) -> Rejection {
-    Rejection { code, message: message.into() }
+    Rejection {
+        code,
+        message: message.into(),
+    }
 }
 
 /// Who the server expects a pushed shift log to belong to (from the request and its credentials).
@@ -86,13 +89,16 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Vec<Change>, Rejection> {
         return Ok(Vec::new());
     }
     let parsed = catch_unwind(AssertUnwindSafe(|| {
-        Bundle::try_from(bytes).map_err(|e| e.to_string()).and_then(|b| {
-            b.to_changes().map_err(|e| e.to_string())
-        })
+        Bundle::try_from(bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|b| b.to_changes().map_err(|e| e.to_string()))
     }));
     match parsed {
         Ok(Ok(changes)) => Ok(changes),
-        Ok(Err(e)) => Err(reject(RejectCode::Malformed, format!("changes do not decode: {e}"))),
+        Ok(Err(e)) => Err(reject(
+            RejectCode::Malformed,
+            format!("changes do not decode: {e}"),
+        )),
         Err(_) => Err(reject(RejectCode::Malformed, "changes do not decode")),
     }
 }
@@ -104,11 +110,18 @@ fn check_change(change: &Change, owner: &Owner) -> Result<Vec<Content>, Rejectio
     if change.actor_id() != &owner.device.actor_id() {
         return Err(reject(
             RejectCode::ForeignActor,
-            format!("change {hash} was made by actor {}, not by the sending device", change.actor_id()),
+            format!(
+                "change {hash} was made by actor {}, not by the sending device",
+                change.actor_id()
+            ),
         ));
     }
-    let expanded = catch_unwind(AssertUnwindSafe(|| change.decode()))
-        .map_err(|_| reject(RejectCode::Malformed, format!("change {hash} does not decode")))?;
+    let expanded = catch_unwind(AssertUnwindSafe(|| change.decode())).map_err(|_| {
+        reject(
+            RejectCode::Malformed,
+            format!("change {hash} does not decode"),
+        )
+    })?;
     let mut out = Vec::with_capacity(expanded.operations.len());
     for op in &expanded.operations {
         if !op.pred.is_empty() || matches!(op.action, OpType::Delete) {
@@ -127,13 +140,19 @@ fn check_change(change: &Change, owner: &Owner) -> Result<Vec<Content>, Rejectio
         };
         if key.as_str() == META_KEY {
             let meta = ShiftMeta::decode(value).map_err(|e| {
-                reject(RejectCode::Malformed, format!("shift metadata does not decode: {e}"))
+                reject(
+                    RejectCode::Malformed,
+                    format!("shift metadata does not decode: {e}"),
+                )
             })?;
             check_owner(&meta, owner)?;
             out.push(Content::Meta(meta));
         } else {
             let id: EventId = key.parse().map_err(|_| {
-                reject(RejectCode::UnexpectedOperation, format!("key {key:?} is not an event id"))
+                reject(
+                    RejectCode::UnexpectedOperation,
+                    format!("key {key:?} is not an event id"),
+                )
             })?;
             let record = EventRecord::decode(value)
                 .map_err(|e| reject(RejectCode::Malformed, format!("event {id}: {e}")))?;
@@ -175,7 +194,12 @@ pub fn ingest_shift_log(
             Some(meta)
         }
         Err(LogError::MissingMeta) => None,
-        Err(e) => return Err(reject(RejectCode::Malformed, format!("stored log unreadable: {e}"))),
+        Err(e) => {
+            return Err(reject(
+                RejectCode::Malformed,
+                format!("stored log unreadable: {e}"),
+            ));
+        }
     };
 
     let mut fresh = Vec::new();
@@ -229,5 +253,11 @@ pub fn ingest_shift_log(
         }
     }
     new_events.sort_by_key(|(_, r)| r.seq);
-    Ok(Ingested { meta: Some(meta), new_events, applied, heads: doc.get_heads(), missing_deps })
+    Ok(Ingested {
+        meta: Some(meta),
+        new_events,
+        applied,
+        heads: doc.get_heads(),
+        missing_deps,
+    })
 }

@@ -131,7 +131,9 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let rest = bytes.strip_prefix(MAGIC.as_slice()).ok_or(DecodeError::BadMagic)?;
+    let rest = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or(DecodeError::BadMagic)?;
     match rest.split_first() {
         Some((&PROTOCOL_VERSION, body)) => {
             let (msg, extra) = postcard::take_from_bytes::<T>(body)?;
@@ -175,7 +177,10 @@ mod tests {
             site: SiteId::new("site-1").unwrap_or_else(|e| panic!("{e}")),
             device: DeviceId::generate(),
             device_time_ms: 1_700_000_000_000,
-            hlc: Hlc { wall_ms: 1_700_000_000_000, counter: 2 },
+            hlc: Hlc {
+                wall_ms: 1_700_000_000_000,
+                counter: 2,
+            },
             pending_events: 3,
             docs: vec![DocPush {
                 doc: DocRef::ShiftLog(ShiftId::generate()),
@@ -193,7 +198,10 @@ mod tests {
             server_time_ms: 5,
             docs: vec![DocResult {
                 doc: req.docs[0].doc,
-                outcome: DocOutcome::Rejected { code: RejectCode::Malformed, message: "x".into() },
+                outcome: DocOutcome::Rejected {
+                    code: RejectCode::Malformed,
+                    message: "x".into(),
+                },
             }],
         };
         assert_eq!(SyncResponse::decode(&resp.encode()?)?, resp);
@@ -205,12 +213,21 @@ mod tests {
     -> Result<(), Box<dyn std::error::Error>> {
         let bytes = request().encode()?;
         assert_eq!(SyncRequest::decode(b""), Err(DecodeError::Empty));
-        assert_eq!(SyncRequest::decode(b"GET / HTTP/1.1"), Err(DecodeError::BadMagic));
+        assert_eq!(
+            SyncRequest::decode(b"GET / HTTP/1.1"),
+            Err(DecodeError::BadMagic)
+        );
         let mut v2 = bytes.clone();
         v2[4] = 2;
-        assert_eq!(SyncRequest::decode(&v2), Err(DecodeError::UnknownVersion(2)));
+        assert_eq!(
+            SyncRequest::decode(&v2),
+            Err(DecodeError::UnknownVersion(2))
+        );
         for cut in 5..bytes.len() {
-            assert!(SyncRequest::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+            assert!(
+                SyncRequest::decode(&bytes[..cut]).is_err(),
+                "truncated at {cut}"
+            );
         }
         let mut long = bytes.clone();
         long.push(0);

@@ -35,7 +35,9 @@ impl ShiftMeta {
             Some((&META_V1, rest)) => {
                 let (meta, extra) = postcard::take_from_bytes::<ShiftMeta>(rest)?;
                 if !extra.is_empty() {
-                    return Err(DecodeError::Malformed("trailing bytes after shift meta".into()));
+                    return Err(DecodeError::Malformed(
+                        "trailing bytes after shift meta".into(),
+                    ));
                 }
                 Ok(meta)
             }
@@ -65,15 +67,29 @@ impl ShiftLog {
         let mut doc = AutoCommit::new().with_actor(meta.device.actor_id());
         doc.put(ROOT, META_KEY, meta.encode()?)?;
         let change = commit(&mut doc)?;
-        Ok((ShiftLog { doc, meta, ended: false }, change))
+        Ok((
+            ShiftLog {
+                doc,
+                meta,
+                ended: false,
+            },
+            change,
+        ))
     }
 
     /// Loads a log from what was persisted: a saved document and/or change chunks, concatenated.
     pub fn load(bytes: &[u8], device: DeviceId) -> Result<Self, LogError> {
         let doc = AutoCommit::load(bytes)?.with_actor(device.actor_id());
         let meta = read_meta(&doc)?;
-        let mut log = ShiftLog { doc, meta, ended: false };
-        log.ended = log.events_raw()?.iter().any(|(_, r)| matches!(r.body, EventBody::ShiftEnded { .. }));
+        let mut log = ShiftLog {
+            doc,
+            meta,
+            ended: false,
+        };
+        log.ended = log
+            .events_raw()?
+            .iter()
+            .any(|(_, r)| matches!(r.body, EventBody::ShiftEnded { .. }));
         Ok(log)
     }
 
@@ -96,7 +112,11 @@ impl ShiftLog {
         record.body.validate()?;
         let key = id.to_string();
         if let Some(existing) = self.get(&id)? {
-            return if &existing == record { Ok(None) } else { Err(LogError::ConflictingEvent(id)) };
+            return if &existing == record {
+                Ok(None)
+            } else {
+                Err(LogError::ConflictingEvent(id))
+            };
         }
         if self.ended {
             return Err(LogError::Frozen);
@@ -166,12 +186,20 @@ impl ShiftLog {
     /// in `acked` are ignored, so a server that lost data gets everything again.
     pub fn unacked(&mut self, acked: &[ChangeHash]) -> Vec<ChangeHash> {
         let known = self.known(acked);
-        self.doc.get_changes(&known).iter().map(|c| c.hash()).collect()
+        self.doc
+            .get_changes(&known)
+            .iter()
+            .map(|c| c.hash())
+            .collect()
     }
 
     /// Keeps only the hashes this document holds.
     pub fn known(&mut self, hashes: &[ChangeHash]) -> Vec<ChangeHash> {
-        hashes.iter().copied().filter(|h| self.doc.get_change_by_hash(h).is_some()).collect()
+        hashes
+            .iter()
+            .copied()
+            .filter(|h| self.doc.get_change_by_hash(h).is_some())
+            .collect()
     }
 
     /// The changes not covered by `acked`, as one compressed bundle (empty if there are none).
@@ -189,7 +217,10 @@ fn commit(doc: &mut AutoCommit) -> Result<LocalChange, LogError> {
     let mut change = doc
         .get_last_local_change()
         .ok_or(LogError::Automerge(automerge::AutomergeError::Fail))?;
-    Ok(LocalChange { hash: change.hash(), bytes: change.bytes().into_owned() })
+    Ok(LocalChange {
+        hash: change.hash(),
+        bytes: change.bytes().into_owned(),
+    })
 }
 
 pub(crate) fn read_meta(doc: &impl ReadDoc) -> Result<ShiftMeta, LogError> {
@@ -205,7 +236,7 @@ pub(crate) fn read_meta(doc: &impl ReadDoc) -> Result<ShiftMeta, LogError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::event::{DeviceTime, ScanMethod, Scan};
+    use crate::event::{DeviceTime, Scan, ScanMethod};
     use crate::hlc::Hlc;
     use crate::ids::CheckpointId;
     use uuid::Uuid;
@@ -226,13 +257,18 @@ pub(crate) mod tests {
                 wall_ms: 1_740_866_400_000 + seq as i64,
                 boot_id: Uuid::nil(),
                 mono_ms: seq,
-                hlc: Hlc { wall_ms: 1_740_866_400_000 + seq, counter: 0 },
+                hlc: Hlc {
+                    wall_ms: 1_740_866_400_000 + seq,
+                    counter: 0,
+                },
             },
             config_version: 1,
             body: EventBody::CheckpointScanned(Scan {
                 checkpoint: CheckpointId::new(format!("cp-{}", seq % 40 + 1))
                     .unwrap_or_else(|e| panic!("{e}")),
-                method: ScanMethod::Qr { payload: format!("QR{seq}") },
+                method: ScanMethod::Qr {
+                    payload: format!("QR{seq}"),
+                },
                 location: None,
                 note: None,
             }),
@@ -250,7 +286,10 @@ pub(crate) mod tests {
             persisted.extend(c.map(|c| c.bytes).unwrap_or_default());
         }
         assert_eq!(log.record(ids[0], &scan(1))?, None);
-        assert!(matches!(log.record(ids[0], &scan(9)), Err(LogError::ConflictingEvent(_))));
+        assert!(matches!(
+            log.record(ids[0], &scan(9)),
+            Err(LogError::ConflictingEvent(_))
+        ));
 
         let loaded = ShiftLog::load(&persisted, device)?;
         let events = loaded.events()?;
@@ -265,8 +304,14 @@ pub(crate) mod tests {
         let (mut log, first) = ShiftLog::create(meta(device))?;
         let mut end = scan(1);
         end.body = EventBody::ShiftEnded { note: None };
-        let c = log.record(EventId::generate(), &end)?.map(|c| c.bytes).unwrap_or_default();
-        assert!(matches!(log.record(EventId::generate(), &scan(2)), Err(LogError::Frozen)));
+        let c = log
+            .record(EventId::generate(), &end)?
+            .map(|c| c.bytes)
+            .unwrap_or_default();
+        assert!(matches!(
+            log.record(EventId::generate(), &scan(2)),
+            Err(LogError::Frozen)
+        ));
         let reloaded = ShiftLog::load(&[first.bytes, c].concat(), device)?;
         assert!(reloaded.is_ended());
         Ok(())

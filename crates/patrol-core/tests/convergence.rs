@@ -54,19 +54,29 @@ impl Device {
 
     fn record(&mut self) {
         self.seq += 1;
-        let id = EventId(Uuid::from_u128((u128::from(self.id.0.as_u128() as u32) << 64) + u128::from(self.seq)));
+        let id = EventId(Uuid::from_u128(
+            (u128::from(self.id.0.as_u128() as u32) << 64) + u128::from(self.seq),
+        ));
         let record = EventRecord {
             seq: self.seq,
             time: DeviceTime {
                 wall_ms: 1_000 * self.seq as i64,
                 boot_id: Uuid::nil(),
                 mono_ms: self.seq,
-                hlc: Hlc { wall_ms: self.seq, counter: 0 },
+                hlc: Hlc {
+                    wall_ms: self.seq,
+                    counter: 0,
+                },
             },
             config_version: 1,
-            body: EventBody::Note { text: format!("note {}", self.seq) },
+            body: EventBody::Note {
+                text: format!("note {}", self.seq),
+            },
         };
-        let change = self.log.record(id, &record).unwrap_or_else(|e| panic!("{e}"));
+        let change = self
+            .log
+            .record(id, &record)
+            .unwrap_or_else(|e| panic!("{e}"));
         let change = change.unwrap_or_else(|| panic!("new event made no change"));
         self.persisted.extend_from_slice(&change.bytes);
         self.hash_of.insert(id, change.hash);
@@ -111,29 +121,44 @@ impl Server {
     fn handle(&mut self, device: DeviceId, shift: ShiftId, push: &DocPush) -> DocOutcome {
         let stored = self.chunks.entry(shift).or_default();
         let mut doc = Automerge::load(stored).unwrap_or_else(|e| panic!("{e}"));
-        let owner = Owner { site: site(), device, shift };
+        let owner = Owner {
+            site: site(),
+            device,
+            shift,
+        };
         match ingest_shift_log(&mut doc, &owner, &push.changes) {
             Ok(ingested) => {
                 for mut change in ingested.applied {
                     stored.extend_from_slice(&change.bytes());
                 }
-                self.feed.extend(ingested.new_events.iter().map(|(id, _)| *id));
+                self.feed
+                    .extend(ingested.new_events.iter().map(|(id, _)| *id));
                 DocOutcome::Accepted {
                     heads: to_wire(&ingested.heads),
                     new_events: ingested.new_events.len() as u32,
                     missing_deps: ingested.missing_deps,
                 }
             }
-            Err(r) => DocOutcome::Rejected { code: r.code, message: r.message },
+            Err(r) => DocOutcome::Rejected {
+                code: r.code,
+                message: r.message,
+            },
         }
     }
 
     fn check_delivered(&self, devices: &[Device]) {
         let on_server: HashSet<EventId> = self.feed.iter().copied().collect();
-        assert_eq!(on_server.len(), self.feed.len(), "an event reached the feed twice");
+        assert_eq!(
+            on_server.len(),
+            self.feed.len(),
+            "an event reached the feed twice"
+        );
         for d in devices {
             for id in &d.delivered {
-                assert!(on_server.contains(id), "event {id} marked delivered but not on the server");
+                assert!(
+                    on_server.contains(id),
+                    "event {id} marked delivered but not on the server"
+                );
             }
         }
     }
@@ -206,21 +231,29 @@ fn run(steps: &[Step]) {
 
     // The network heals: each device syncs until it has nothing unacknowledged; a few rounds
     // suffice (one to learn the server lacks a dependency, one to send everything).
-    for d in 0..devices.len() {
+    for device in &mut devices {
         for _ in 0..3 {
-            let push = devices[d].push();
-            let outcome = server.handle(devices[d].id, devices[d].shift, &push);
-            devices[d].on_response(&outcome);
+            let push = device.push();
+            let outcome = server.handle(device.id, device.shift, &push);
+            device.on_response(&outcome);
         }
     }
     server.check_delivered(&devices);
     let mut all = HashSet::new();
     for d in &mut devices {
-        assert_eq!(d.delivered.len(), d.recorded.len(), "device still has undelivered events");
+        assert_eq!(
+            d.delivered.len(),
+            d.recorded.len(),
+            "device still has undelivered events"
+        );
         all.extend(d.recorded.iter().copied());
         let mut server_doc =
             Automerge::load(&server.chunks[&d.shift]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(server_doc.get_heads(), d.log.heads(), "server and device copies differ");
+        assert_eq!(
+            server_doc.get_heads(),
+            d.log.heads(),
+            "server and device copies differ"
+        );
         let _ = &mut server_doc;
     }
     assert_eq!(server.feed.len(), all.len());
@@ -249,7 +282,13 @@ fn a_push_whose_base_the_server_lost_is_resent_whole() {
     device.record();
     let push = device.push();
     let outcome = server.handle(device.id, device.shift, &push);
-    assert!(matches!(outcome, DocOutcome::Accepted { missing_deps: true, .. }));
+    assert!(matches!(
+        outcome,
+        DocOutcome::Accepted {
+            missing_deps: true,
+            ..
+        }
+    ));
     device.on_response(&outcome);
     let push = device.push();
     let outcome = server.handle(device.id, device.shift, &push);

@@ -1,0 +1,54 @@
+//! Errors of the phone library.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in a device store or a sync.
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] patrol_core::ValidationError),
+    #[error(transparent)]
+    Log(#[from] patrol_core::LogError),
+    #[error("storage error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store at {path} is not initialised; create it with a site first")]
+    NotInitialised { path: String },
+    #[error(
+        "the store at {path} was written by a newer version (schema {found}, this build knows {known})"
+    )]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("the store is already set up for site {existing}, not {requested}")]
+    WrongSite { existing: String, requested: String },
+    #[error("no shift is open; start one first")]
+    NoOpenShift,
+    #[error("a shift is already open ({0}); end it first")]
+    ShiftAlreadyOpen(patrol_core::ShiftId),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Encode(#[from] patrol_core::EncodeError),
+    #[error("network: {0}")]
+    Network(String),
+    #[error("server error (HTTP {status}), will retry: {message}")]
+    ServerTransient { status: u16, message: String },
+    #[error("server refused the sync (HTTP {status}): {message}")]
+    ServerRejected { status: u16, message: String },
+    #[error("bad response from server: {0}")]
+    BadResponse(String),
+}
+
+impl Error {
+    /// Whether trying again later may succeed (network down, server busy or failing).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Network(_) | Error::ServerTransient { .. } | Error::BadResponse(_)
+        )
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,87 @@
+//! The store's schema, versioned with `PRAGMA user_version`. Each migration runs in the same
+//! transaction as the version bump, so a store is always at exactly one version.
+
+use rusqlite::{Connection, Transaction};
+
+use crate::error::{Error, Result};
+
+/// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// The schema version this build writes.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub fn version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Brings the schema up to [`VERSION`], one migration per step.
+pub fn upgrade(conn: &mut Connection, path: &str) -> Result<()> {
+    upgrade_to(conn, path, VERSION)
+}
+
+pub(crate) fn upgrade_to(conn: &mut Connection, path: &str, target: i64) -> Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let found = version(&tx)?;
+    if found > VERSION {
+        return Err(Error::SchemaTooNew {
+            path: path.to_owned(),
+            found,
+            known: VERSION,
+        });
+    }
+    for v in found..target {
+        apply(&tx, v)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn apply(tx: &Transaction<'_>, from: i64) -> Result<()> {
+    let sql = usize::try_from(from)
+        .ok()
+        .and_then(|i| MIGRATIONS.get(i))
+        .ok_or_else(|| Error::Corrupt(format!("no migration from schema version {from}")))?;
+    tx.execute_batch(sql)?;
+    tx.pragma_update(None, "user_version", from + 1)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema(conn: &Connection) -> Vec<(String, String)> {
+        let mut stmt = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap_or_else(|e| panic!("{e}"));
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn upgrading_step_by_step_equals_a_fresh_schema() -> Result<()> {
+        let mut fresh = Connection::open_in_memory()?;
+        upgrade(&mut fresh, "fresh")?;
+        let mut stepped = Connection::open_in_memory()?;
+        for v in 1..=VERSION {
+            upgrade_to(&mut stepped, "stepped", v)?;
+            assert_eq!(version(&stepped)?, v);
+        }
+        assert_eq!(schema(&stepped), schema(&fresh));
+        assert_eq!(version(&fresh)?, VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() -> Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "user_version", VERSION + 1)?;
+        assert!(matches!(
+            upgrade(&mut conn, "x"),
+            Err(Error::SchemaTooNew { .. })
+        ));
+        Ok(())
+    }
+}

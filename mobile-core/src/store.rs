@@ -1,0 +1,715 @@
+//! The device store: one SQLite file holding this phone's shift logs. Every recording call
+//! writes the event and the automerge change that carries it in one transaction, committed
+//! before the call returns. Delivery is tracked per event and set only from the server's heads.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use patrol_core::merge::{acknowledge, plan_push};
+use patrol_core::protocol::{DocOutcome, DocRef, SyncRequest, SyncResponse};
+use patrol_core::{
+    ChangeHash, DeviceId, DeviceTime, Event, EventBody, EventId, EventRecord, GuardId, Hlc,
+    LocalChange, Scan, ShiftId, ShiftLog, ShiftMeta, SiteId,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::schema;
+
+/// How hard each commit pushes to the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: a returned call survives power loss. The default.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: survives the app being killed, may lose the last commits on power loss.
+    Normal,
+}
+
+/// Options for opening a store.
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    /// The clock to read; the system's if `None`.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// Optional overrides when recording an event.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecordOptions {
+    /// An id chosen by the app, so a call retried after a crash records the event once.
+    pub event_id: Option<EventId>,
+    /// The wall-clock time of the observation, when the app read it earlier than the call.
+    pub wall_ms: Option<i64>,
+}
+
+/// An event as the phone holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalEvent {
+    pub event: Event,
+    /// The server's acknowledged heads include this event's change.
+    pub delivered: bool,
+}
+
+/// The shift in progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShiftInfo {
+    pub shift: ShiftId,
+    pub guard: GuardId,
+    pub started_ms: i64,
+}
+
+/// A log the server refused, as the app should show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RejectedLog {
+    pub shift: ShiftId,
+    pub code: String,
+    pub message: String,
+}
+
+/// What the app shows about syncing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub pending_events: u64,
+    /// Device wall time of the oldest undelivered event.
+    pub oldest_pending_ms: Option<i64>,
+    pub last_attempt_ms: Option<i64>,
+    pub last_success_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub rejected: Vec<RejectedLog>,
+}
+
+/// A sync request ready to send, with what is needed to apply its response.
+#[derive(Debug)]
+pub struct PreparedSync {
+    pub request: SyncRequest,
+    /// Logs of finished shifts, loaded to build the request (the open one stays in the store).
+    logs: HashMap<ShiftId, ShiftLog>,
+}
+
+/// What one sync round achieved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub docs_sent: usize,
+    pub events_delivered: u64,
+    pub pending_events: u64,
+    pub rejected: Vec<RejectedLog>,
+    /// The server lacks history a push built on; another round will send it.
+    pub needs_another_round: bool,
+}
+
+/// A guard's phone: its identity, its shift logs and their delivery state.
+#[derive(Debug)]
+pub struct DeviceStore {
+    conn: Connection,
+    path: String,
+    device: DeviceId,
+    site: SiteId,
+    clock: Arc<dyn Clock>,
+    open: Option<(ShiftInfo, ShiftLog)>,
+    next_seq: u64,
+    hlc: Hlc,
+    config_version: u64,
+}
+
+fn heads_to_blob(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+fn heads_from_blob(blob: &[u8]) -> Result<Vec<ChangeHash>> {
+    if blob.len() % 32 != 0 {
+        return Err(Error::Corrupt(
+            "acknowledged heads are not whole hashes".into(),
+        ));
+    }
+    Ok(blob
+        .chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            ChangeHash(h)
+        })
+        .collect())
+}
+
+fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
+    s.parse()
+        .map_err(|_| Error::Corrupt(format!("stored {what} {s:?} does not parse")))
+}
+
+impl DeviceStore {
+    /// Opens the store at `path`, creating it for `site` if it does not exist yet.
+    pub fn create(path: impl AsRef<Path>, site: SiteId) -> Result<Self> {
+        Self::open_with(path, Some(site), StoreOptions::default())
+    }
+
+    /// Opens an existing store.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, None, StoreOptions::default())
+    }
+
+    /// Opens (and with `site`, creates if needed) a store.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        site: Option<SiteId>,
+        options: StoreOptions,
+    ) -> Result<Self> {
+        let path_str = path.as_ref().display().to_string();
+        let mut conn = Connection::open(path.as_ref())?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match options.durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            },
+        )?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        schema::upgrade(&mut conn, &path_str)?;
+        let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
+
+        let existing: Option<(String, String, i64, i64, i64)> = conn
+            .query_row(
+                "SELECT device_id, site_id, hlc_wall, hlc_counter, config_version FROM device",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let (device, stored_site, server_hlc, config_version) = match (existing, site) {
+            (Some((d, s, w, c, v)), requested) => {
+                if let Some(requested) = requested
+                    && requested.as_str() != s
+                {
+                    return Err(Error::WrongSite {
+                        existing: s,
+                        requested: requested.to_string(),
+                    });
+                }
+                let hlc = Hlc {
+                    wall_ms: w as u64,
+                    counter: c as u32,
+                };
+                (
+                    parse::<DeviceId>(&d, "device id")?,
+                    parse::<SiteId>(&s, "site id")?,
+                    hlc,
+                    v as u64,
+                )
+            }
+            (None, Some(site)) => {
+                let device = DeviceId::generate();
+                conn.execute(
+                    "INSERT INTO device (id, device_id, site_id, created_ms) VALUES (1, ?1, ?2, ?3)",
+                    params![device.to_string(), site.as_str(), clock.now().wall_ms],
+                )?;
+                (device, site, Hlc::default(), 0)
+            }
+            (None, None) => return Err(Error::NotInitialised { path: path_str }),
+        };
+
+        let (max_seq, last_hlc): (i64, Option<(i64, i64)>) = conn.query_row(
+            "SELECT COALESCE(MAX(seq), 0), (SELECT hlc_wall FROM events ORDER BY seq DESC LIMIT 1),
+                    (SELECT hlc_counter FROM events ORDER BY seq DESC LIMIT 1) FROM events",
+            [],
+            |r| {
+                let w: Option<i64> = r.get(1)?;
+                let c: Option<i64> = r.get(2)?;
+                Ok((r.get(0)?, w.zip(c)))
+            },
+        )?;
+        let local_hlc = last_hlc
+            .map(|(w, c)| Hlc {
+                wall_ms: w as u64,
+                counter: c as u32,
+            })
+            .unwrap_or_default();
+
+        let mut store = DeviceStore {
+            conn,
+            path: path_str,
+            device,
+            site: stored_site,
+            clock,
+            open: None,
+            next_seq: max_seq as u64 + 1,
+            hlc: local_hlc.max(server_hlc),
+            config_version,
+        };
+        store.open = store.load_open_shift()?;
+        Ok(store)
+    }
+
+    pub fn device_id(&self) -> DeviceId {
+        self.device
+    }
+
+    pub fn site(&self) -> &SiteId {
+        &self.site
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The shift in progress, if any.
+    pub fn current_shift(&self) -> Option<&ShiftInfo> {
+        self.open.as_ref().map(|(info, _)| info)
+    }
+
+    fn load_log(&self, shift: &ShiftId, meta_change: Vec<u8>) -> Result<ShiftLog> {
+        let mut bytes = meta_change;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT change FROM events WHERE shift_id = ?1 ORDER BY seq")?;
+        let mut rows = stmt.query([shift.to_string()])?;
+        while let Some(row) = rows.next()? {
+            bytes.extend_from_slice(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
+        }
+        Ok(ShiftLog::load(&bytes, self.device)?)
+    }
+
+    fn load_open_shift(&self) -> Result<Option<(ShiftInfo, ShiftLog)>> {
+        let row: Option<(String, String, i64, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT shift_id, guard_id, started_ms, meta_change FROM shifts
+                 WHERE ended_ms IS NULL ORDER BY started_ms DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((shift, guard, started_ms, meta_change)) = row else {
+            return Ok(None);
+        };
+        let shift: ShiftId = parse(&shift, "shift id")?;
+        let log = self.load_log(&shift, meta_change)?;
+        let info = ShiftInfo {
+            shift,
+            guard: parse(&guard, "guard id")?,
+            started_ms,
+        };
+        Ok(Some((info, log)))
+    }
+
+    /// Starts a shift for `guard`: creates its log and records `ShiftStarted`, in one transaction.
+    pub fn start_shift(&mut self, guard: GuardId) -> Result<ShiftId> {
+        if let Some((info, _)) = &self.open {
+            return Err(Error::ShiftAlreadyOpen(info.shift));
+        }
+        let shift = ShiftId::generate();
+        let meta = ShiftMeta {
+            site: self.site.clone(),
+            device: self.device,
+            shift,
+            guard: guard.clone(),
+        };
+        let (log, first) = ShiftLog::create(meta)?;
+        let started_ms = self.clock.now().wall_ms;
+        let info = ShiftInfo {
+            shift,
+            guard,
+            started_ms,
+        };
+        self.open = Some((info.clone(), log));
+        let result = self.append(
+            EventBody::ShiftStarted,
+            RecordOptions::default(),
+            Some(&first),
+        );
+        if let Err(e) = result {
+            self.open = None;
+            return Err(e);
+        }
+        Ok(shift)
+    }
+
+    /// Ends the shift in progress; its log takes no more events.
+    pub fn end_shift(&mut self, note: Option<String>) -> Result<EventId> {
+        let id = self.record(EventBody::ShiftEnded { note }, RecordOptions::default())?;
+        self.open = None;
+        Ok(id)
+    }
+
+    /// Records a checkpoint scan.
+    pub fn scan(&mut self, scan: Scan, options: RecordOptions) -> Result<EventId> {
+        self.record(EventBody::CheckpointScanned(scan), options)
+    }
+
+    /// Records a free-text note in the shift log.
+    pub fn note(&mut self, text: impl Into<String>) -> Result<EventId> {
+        self.record(
+            EventBody::Note { text: text.into() },
+            RecordOptions::default(),
+        )
+    }
+
+    /// Records any event in the shift in progress. Durable when this returns.
+    pub fn record(&mut self, body: EventBody, options: RecordOptions) -> Result<EventId> {
+        if matches!(body, EventBody::ShiftStarted) {
+            return Err(Error::Invalid(patrol_core::ValidationError::BadId {
+                what: "event",
+                reason: "a shift is started with start_shift".into(),
+            }));
+        }
+        self.append(body, options, None)
+    }
+
+    fn append(
+        &mut self,
+        body: EventBody,
+        options: RecordOptions,
+        new_shift: Option<&LocalChange>,
+    ) -> Result<EventId> {
+        let Some((info, log)) = self.open.as_mut() else {
+            return Err(Error::NoOpenShift);
+        };
+        let id = options.event_id.unwrap_or_else(EventId::generate);
+        if let Some(existing) = log.get(&id)? {
+            // A retried call: same content is the same event; anything else is a conflict.
+            return if existing.body == body {
+                Ok(id)
+            } else {
+                Err(Error::Log(patrol_core::LogError::ConflictingEvent(id)))
+            };
+        }
+        let reading = self.clock.now();
+        let wall_ms = options.wall_ms.unwrap_or(reading.wall_ms);
+        let hlc = self.hlc.tick(reading.wall_ms.max(0) as u64);
+        let record = EventRecord {
+            seq: self.next_seq,
+            time: DeviceTime {
+                wall_ms,
+                boot_id: reading.boot_id,
+                mono_ms: reading.mono_ms,
+                hlc,
+            },
+            config_version: self.config_version,
+            body,
+        };
+        let Some(change) = log.record(id, &record)? else {
+            return Ok(id);
+        };
+        let info = info.clone();
+        let written = write_event(&mut self.conn, &info, new_shift, id, &record, &change);
+        if let Err(e) = written {
+            // The log in memory holds a change the disk does not: rebuild it from the disk.
+            self.open = if new_shift.is_some() {
+                None
+            } else {
+                self.load_open_shift()?
+            };
+            return Err(e);
+        }
+        self.next_seq += 1;
+        self.hlc = hlc;
+        Ok(id)
+    }
+
+    /// Events in the device's order; of one shift, or all.
+    pub fn events(&self, shift: Option<ShiftId>) -> Result<Vec<LocalEvent>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.event_id, e.shift_id, s.guard_id, e.record, e.delivered
+             FROM events e JOIN shifts s ON s.shift_id = e.shift_id
+             WHERE ?1 IS NULL OR e.shift_id = ?1 ORDER BY e.seq",
+        )?;
+        let rows = stmt.query_map([shift.map(|s| s.to_string())], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, bool>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, shift, guard, record, delivered) = row?;
+            let record = EventRecord::decode(&record)
+                .map_err(|e| Error::Corrupt(format!("event {id}: {e}")))?;
+            out.push(LocalEvent {
+                event: Event {
+                    id: parse(&id, "event id")?,
+                    site: self.site.clone(),
+                    device: self.device,
+                    shift: parse(&shift, "shift id")?,
+                    guard: parse(&guard, "guard id")?,
+                    record,
+                },
+                delivered,
+            });
+        }
+        Ok(out)
+    }
+
+    /// What the app shows about syncing.
+    pub fn status(&self) -> Result<SyncStatus> {
+        let (pending, oldest): (i64, Option<i64>) = self.conn.query_row(
+            "SELECT COUNT(*), MIN(wall_ms) FROM events WHERE delivered = 0",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (last_attempt_ms, last_success_ms, last_error) = self.conn.query_row(
+            "SELECT last_attempt_ms, last_success_ms, last_error FROM sync_state",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(SyncStatus {
+            pending_events: pending as u64,
+            oldest_pending_ms: oldest,
+            last_attempt_ms,
+            last_success_ms,
+            last_error,
+            rejected: self.rejected()?,
+        })
+    }
+
+    fn rejected(&self) -> Result<Vec<RejectedLog>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT shift_id, reject_code, reject_message FROM shifts
+             WHERE reject_code IS NOT NULL ORDER BY started_ms",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (shift, code, message) = row?;
+            out.push(RejectedLog {
+                shift: parse(&shift, "shift id")?,
+                code,
+                message,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Builds the next sync request: every log with events the server has not acknowledged.
+    pub fn prepare_sync(&mut self) -> Result<PreparedSync> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.shift_id, s.meta_change, s.acked_heads FROM shifts s
+             WHERE EXISTS (SELECT 1 FROM events e WHERE e.shift_id = s.shift_id AND e.delivered = 0)
+             ORDER BY s.started_ms",
+        )?;
+        let rows: Vec<(String, Vec<u8>, Vec<u8>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        drop(stmt);
+        let open_shift = self.open.as_ref().map(|(info, _)| info.shift);
+        let mut logs = HashMap::new();
+        let mut docs = Vec::with_capacity(rows.len());
+        for (shift, meta_change, acked) in rows {
+            let shift: ShiftId = parse(&shift, "shift id")?;
+            let acked = heads_from_blob(&acked)?;
+            let push = if Some(shift) == open_shift {
+                match self.open.as_mut() {
+                    Some((_, log)) => plan_push(log, &acked)?,
+                    None => continue,
+                }
+            } else {
+                let mut log = self.load_log(&shift, meta_change)?;
+                let push = plan_push(&mut log, &acked)?;
+                logs.insert(shift, log);
+                push
+            };
+            docs.push(push);
+        }
+        let pending = self.status()?.pending_events;
+        let now = self.clock.now();
+        self.conn
+            .execute("UPDATE sync_state SET last_attempt_ms = ?1", [now.wall_ms])?;
+        Ok(PreparedSync {
+            request: SyncRequest {
+                site: self.site.clone(),
+                device: self.device,
+                device_time_ms: now.wall_ms,
+                hlc: self.hlc,
+                pending_events: pending,
+                docs,
+            },
+            logs,
+        })
+    }
+
+    /// Applies the server's answer: marks delivered what its heads cover, notes rejections.
+    pub fn complete_sync(
+        &mut self,
+        mut prepared: PreparedSync,
+        response: &SyncResponse,
+    ) -> Result<SyncReport> {
+        let mut report = SyncReport {
+            docs_sent: prepared.request.docs.len(),
+            ..Default::default()
+        };
+        let sent: HashSet<DocRef> = prepared.request.docs.iter().map(|d| d.doc).collect();
+        let tx = self.conn.transaction()?;
+        for result in &response.docs {
+            // Only documents this request sent are answered; anything else is ignored.
+            if !sent.contains(&result.doc) {
+                continue;
+            }
+            let DocRef::ShiftLog(shift) = result.doc;
+            let log = match self.open.as_mut() {
+                Some((info, log)) if info.shift == shift => log,
+                _ => match prepared.logs.get_mut(&shift) {
+                    Some(log) => log,
+                    None => continue,
+                },
+            };
+            match &result.outcome {
+                DocOutcome::Accepted {
+                    heads,
+                    missing_deps,
+                    ..
+                } => {
+                    let ack = acknowledge(log, heads);
+                    report.events_delivered += mark_delivered(&tx, &shift, &ack.unacked)?;
+                    tx.execute(
+                        "UPDATE shifts SET acked_heads = ?2, reject_code = NULL, reject_message = NULL
+                         WHERE shift_id = ?1",
+                        params![shift.to_string(), heads_to_blob(&ack.acked)],
+                    )?;
+                    report.needs_another_round |= *missing_deps || !ack.unacked.is_empty();
+                }
+                DocOutcome::Rejected { code, message } => {
+                    tx.execute(
+                        "UPDATE shifts SET reject_code = ?2, reject_message = ?3 WHERE shift_id = ?1",
+                        params![shift.to_string(), code.as_str(), message],
+                    )?;
+                    report.rejected.push(RejectedLog {
+                        shift,
+                        code: code.as_str().to_owned(),
+                        message: message.clone(),
+                    });
+                }
+            }
+        }
+        let now = self.clock.now();
+        let server = Hlc {
+            wall_ms: response.server_time_ms.max(0) as u64,
+            counter: 0,
+        };
+        let hlc = self.hlc.observe(server, now.wall_ms.max(0) as u64);
+        tx.execute(
+            "UPDATE device SET hlc_wall = ?1, hlc_counter = ?2",
+            params![hlc.wall_ms as i64, hlc.counter],
+        )?;
+        let error = (!report.rejected.is_empty()).then(|| {
+            format!(
+                "{} shift log(s) refused by the server",
+                report.rejected.len()
+            )
+        });
+        tx.execute(
+            "UPDATE sync_state SET last_success_ms = ?1, last_error = ?2",
+            params![now.wall_ms, error],
+        )?;
+        tx.commit()?;
+        self.hlc = hlc;
+        report.pending_events = self.status()?.pending_events;
+        // A rejected log will be rejected again; only missing history warrants a new round.
+        report.needs_another_round &= report.pending_events > 0;
+        Ok(report)
+    }
+
+    /// Notes a failed sync attempt for the status line.
+    pub fn sync_failed(&mut self, error: &Error) -> Result<()> {
+        self.conn
+            .execute("UPDATE sync_state SET last_error = ?1", [error.to_string()])?;
+        Ok(())
+    }
+}
+
+fn write_event(
+    conn: &mut Connection,
+    info: &ShiftInfo,
+    new_shift: Option<&LocalChange>,
+    id: EventId,
+    record: &EventRecord,
+    change: &LocalChange,
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    if let Some(first) = new_shift {
+        tx.execute(
+            "INSERT INTO shifts (shift_id, guard_id, started_ms, meta_change) VALUES (?1, ?2, ?3, ?4)",
+            params![info.shift.to_string(), info.guard.as_str(), info.started_ms, first.bytes],
+        )?;
+    }
+    insert_event(&tx, info, id, record, change)?;
+    if matches!(record.body, EventBody::ShiftEnded { .. }) {
+        tx.execute(
+            "UPDATE shifts SET ended_ms = ?2 WHERE shift_id = ?1",
+            params![info.shift.to_string(), record.time.wall_ms],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_event(
+    tx: &Transaction<'_>,
+    info: &ShiftInfo,
+    id: EventId,
+    record: &EventRecord,
+    change: &LocalChange,
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO events (event_id, shift_id, seq, kind, wall_ms, hlc_wall, hlc_counter, record,
+                             change_hash, change)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    stmt.execute(params![
+        id.to_string(),
+        info.shift.to_string(),
+        record.seq as i64,
+        record.body.kind(),
+        record.time.wall_ms,
+        record.time.hlc.wall_ms as i64,
+        record.time.hlc.counter,
+        record.encode()?,
+        change.hash.0.as_slice(),
+        change.bytes,
+    ])?;
+    Ok(())
+}
+
+/// Marks delivered every undelivered event of `shift` whose change is not in `unacked`.
+fn mark_delivered(tx: &Transaction<'_>, shift: &ShiftId, unacked: &[ChangeHash]) -> Result<u64> {
+    if unacked.is_empty() {
+        let n = tx.execute(
+            "UPDATE events SET delivered = 1 WHERE shift_id = ?1 AND delivered = 0",
+            [shift.to_string()],
+        )?;
+        return Ok(n as u64);
+    }
+    let unacked: HashSet<[u8; 32]> = unacked.iter().map(|h| h.0).collect();
+    let mut select = tx.prepare_cached(
+        "SELECT event_id, change_hash FROM events WHERE shift_id = ?1 AND delivered = 0",
+    )?;
+    let ids: Vec<String> = select
+        .query_map([shift.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .filter_map(|row| match row {
+            Ok((id, hash))
+                if !<[u8; 32]>::try_from(hash.as_slice()).is_ok_and(|h| unacked.contains(&h)) =>
+            {
+                Some(Ok(id))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut update = tx.prepare_cached("UPDATE events SET delivered = 1 WHERE event_id = ?1")?;
+    for id in &ids {
+        update.execute([id])?;
+    }
+    Ok(ids.len() as u64)
+}

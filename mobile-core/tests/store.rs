@@ -1,0 +1,313 @@
+//! The device store as an app uses it: record offline, reopen, sync rounds whose answers are
+//! lost or repeated. The server side of a round is patrol-core's real merge on an in-memory
+//! document, so delivery is decided exactly as against the real server.
+
+use std::collections::HashMap;
+
+use automerge::Automerge;
+use patrol_core::merge::{Owner, ingest_shift_log};
+use patrol_core::protocol::{DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse, to_wire};
+use patrol_core::{
+    CheckpointId, EventBody, EventId, GuardId, Location, Scan, ScanMethod, ShiftId, SiteId,
+};
+use patrol_mobile::{DeviceStore, Error, RecordOptions};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn site() -> SiteId {
+    SiteId::new("site-1").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn guard() -> GuardId {
+    GuardId::new("guard-7").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn scan(cp: &str) -> Scan {
+    Scan {
+        checkpoint: CheckpointId::new(cp).unwrap_or_else(|e| panic!("{e}")),
+        method: ScanMethod::Nfc {
+            tag: format!("tag-{cp}"),
+        },
+        location: Some(Location {
+            lat: 51.5,
+            lon: -0.12,
+            accuracy_m: Some(12.0),
+        }),
+        note: None,
+    }
+}
+
+/// The server's half of a round, on patrol-core's merge, keeping applied changes as its store.
+#[derive(Default)]
+struct Server {
+    chunks: HashMap<ShiftId, Vec<u8>>,
+    events: Vec<EventId>,
+}
+
+impl Server {
+    fn answer(&mut self, req: &SyncRequest) -> SyncResponse {
+        let docs = req
+            .docs
+            .iter()
+            .map(|push| {
+                let DocRef::ShiftLog(shift) = push.doc;
+                let stored = self.chunks.entry(shift).or_default();
+                let mut doc = Automerge::load(stored).unwrap_or_else(|e| panic!("{e}"));
+                let owner = Owner {
+                    site: req.site.clone(),
+                    device: req.device,
+                    shift,
+                };
+                let outcome = match ingest_shift_log(&mut doc, &owner, &push.changes) {
+                    Ok(ing) => {
+                        for mut c in ing.applied {
+                            stored.extend_from_slice(&c.bytes());
+                        }
+                        self.events.extend(ing.new_events.iter().map(|(id, _)| *id));
+                        DocOutcome::Accepted {
+                            heads: to_wire(&ing.heads),
+                            new_events: ing.new_events.len() as u32,
+                            missing_deps: ing.missing_deps,
+                        }
+                    }
+                    Err(r) => DocOutcome::Rejected {
+                        code: r.code,
+                        message: r.message,
+                    },
+                };
+                DocResult {
+                    doc: push.doc,
+                    outcome,
+                }
+            })
+            .collect();
+        SyncResponse {
+            server_time_ms: 1_800_000_000_000,
+            docs,
+        }
+    }
+}
+
+#[test]
+fn a_shift_recorded_offline_survives_reopening() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("phone.db");
+    let (device, shift, ids) = {
+        let mut store = DeviceStore::create(&path, site())?;
+        let shift = store.start_shift(guard())?;
+        let a = store.scan(scan("cp-1"), RecordOptions::default())?;
+        let b = store.note("fire door propped open")?;
+        (store.device_id(), shift, vec![a, b])
+    };
+    let mut store = DeviceStore::open(&path)?;
+    assert_eq!(store.device_id(), device);
+    assert_eq!(store.current_shift().map(|s| s.shift), Some(shift));
+    let c = store.scan(scan("cp-2"), RecordOptions::default())?;
+    let events = store.events(None)?;
+    let kinds: Vec<&str> = events.iter().map(|e| e.event.record.body.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "shift_started",
+            "checkpoint_scanned",
+            "note",
+            "checkpoint_scanned"
+        ]
+    );
+    assert_eq!(events[1].event.id, ids[0]);
+    assert_eq!(events[3].event.id, c);
+    let seqs: Vec<u64> = events.iter().map(|e| e.event.record.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0].event.record.time.hlc < w[1].event.record.time.hlc)
+    );
+    assert!(events.iter().all(|e| !e.delivered));
+    assert_eq!(store.status()?.pending_events, 4);
+    Ok(())
+}
+
+#[test]
+fn store_rules_give_typed_errors_and_change_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("phone.db");
+    assert!(matches!(
+        DeviceStore::open(&path),
+        Err(Error::NotInitialised { .. })
+    ));
+    let mut store = DeviceStore::create(&path, site())?;
+    assert!(matches!(store.note("x"), Err(Error::NoOpenShift)));
+    store.start_shift(guard())?;
+    assert!(matches!(
+        store.start_shift(guard()),
+        Err(Error::ShiftAlreadyOpen(_))
+    ));
+    let gps_without_fix = Scan {
+        method: ScanMethod::Gps,
+        location: None,
+        ..scan("cp-1")
+    };
+    assert!(
+        store
+            .scan(gps_without_fix, RecordOptions::default())
+            .is_err()
+    );
+    assert_eq!(store.events(None)?.len(), 1);
+    assert!(matches!(
+        DeviceStore::create(&path, SiteId::new("site-2")?),
+        Err(Error::WrongSite { .. })
+    ));
+    store.end_shift(None)?;
+    assert!(matches!(
+        store.note("after the end"),
+        Err(Error::NoOpenShift)
+    ));
+    Ok(())
+}
+
+#[test]
+fn a_retried_call_with_the_same_event_id_records_once() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    store.start_shift(guard())?;
+    let id = EventId::generate();
+    let opts = RecordOptions {
+        event_id: Some(id),
+        wall_ms: None,
+    };
+    assert_eq!(store.scan(scan("cp-1"), opts)?, id);
+    assert_eq!(store.scan(scan("cp-1"), opts)?, id);
+    assert!(
+        store.scan(scan("cp-9"), opts).is_err(),
+        "same id, other content"
+    );
+    assert_eq!(store.events(None)?.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn events_are_delivered_only_when_the_server_heads_cover_them() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("p.db");
+    let mut store = DeviceStore::create(&path, site())?;
+    let mut server = Server::default();
+    store.start_shift(guard())?;
+    for cp in ["cp-1", "cp-2", "cp-3"] {
+        store.scan(scan(cp), RecordOptions::default())?;
+    }
+
+    // The first answer is lost: the server has the events, the phone still counts them pending.
+    let prepared = store.prepare_sync()?;
+    let _lost = server.answer(&prepared.request);
+    drop(prepared);
+    assert_eq!(store.status()?.pending_events, 4);
+
+    // The app is killed and restarted, then syncs again: nothing is duplicated on the server.
+    drop(store);
+    let mut store = DeviceStore::open(&path)?;
+    store.scan(scan("cp-4"), RecordOptions::default())?;
+    let prepared = store.prepare_sync()?;
+    let response = server.answer(&prepared.request);
+    let report = store.complete_sync(prepared, &response)?;
+    assert_eq!(report.events_delivered, 5);
+    assert_eq!(report.pending_events, 0);
+    assert_eq!(server.events.len(), 5);
+    assert!(store.events(None)?.iter().all(|e| e.delivered));
+
+    // Nothing new: the next round sends no log at all.
+    let prepared = store.prepare_sync()?;
+    assert!(prepared.request.docs.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_rejected_log_is_reported_and_does_not_block_the_others() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    store.start_shift(guard())?;
+    store.note("first shift")?;
+    store.end_shift(None)?;
+    let second = store.start_shift(guard())?;
+    store.note("second shift")?;
+
+    let prepared = store.prepare_sync()?;
+    assert_eq!(prepared.request.docs.len(), 2);
+    let mut response = server.answer(&prepared.request);
+    // The server refuses the second log (as it would a log of a revoked device's shift).
+    for r in &mut response.docs {
+        if r.doc == DocRef::ShiftLog(second) {
+            r.outcome = DocOutcome::Rejected {
+                code: patrol_core::protocol::RejectCode::WrongOwner,
+                message: "not yours".into(),
+            };
+        }
+    }
+    let report = store.complete_sync(prepared, &response)?;
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0].shift, second);
+    assert_eq!(
+        report.events_delivered, 3,
+        "the first shift's three events got through"
+    );
+    let status = store.status()?;
+    assert_eq!(status.pending_events, 2);
+    assert_eq!(status.rejected.len(), 1);
+    assert!(status.last_error.is_some());
+
+    // Once the server accepts it, the rejection clears.
+    let prepared = store.prepare_sync()?;
+    let response = server.answer(&prepared.request);
+    store.complete_sync(prepared, &response)?;
+    let status = store.status()?;
+    assert_eq!(status.pending_events, 0);
+    assert!(status.rejected.is_empty());
+    Ok(())
+}
+
+#[test]
+fn every_event_kind_records_and_lists() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    store.start_shift(guard())?;
+    store.record(
+        EventBody::Panic { location: None },
+        RecordOptions::default(),
+    )?;
+    store.record(
+        EventBody::Handover {
+            to_guard: Some(guard()),
+            text: "keys at desk".into(),
+        },
+        RecordOptions::default(),
+    )?;
+    store.record(
+        EventBody::IncidentReported(patrol_core::IncidentReport {
+            incident: patrol_core::IncidentId::generate(),
+            category: patrol_core::IncidentCategory::Shoplifting,
+            severity: patrol_core::Severity::High,
+            description: "two people left without paying".into(),
+            location: None,
+        }),
+        RecordOptions::default(),
+    )?;
+    store.end_shift(Some("quiet night".into()))?;
+    let kinds: Vec<&str> = store
+        .events(None)?
+        .iter()
+        .map(|e| e.event.record.body.kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "shift_started",
+            "panic",
+            "handover",
+            "incident_reported",
+            "shift_ended"
+        ]
+    );
+    assert!(store.current_shift().is_none());
+    Ok(())
+}
