@@ -1,1 +1,228 @@
-//! Helpers for the end-to-end tests.
+//! # patrol-e2e
+//!
+//! Helpers for the end-to-end tests: build and locate the real binaries, start `patrol-server`
+//! on a loopback port with a fresh data directory, run `patrol` as a guard's phone or the control
+//! room, and a TCP proxy that kills a client process at the worst moment of a sync.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+/// The built `patrol-server` and `patrol` binaries.
+#[derive(Debug)]
+pub struct Bins {
+    pub server: PathBuf,
+    pub patrol: PathBuf,
+}
+
+/// Builds both binaries once per test process (a no-op when they are fresh) and returns their
+/// paths, next to this test executable's profile directory.
+pub fn bins() -> Result<&'static Bins> {
+    static BINS: OnceLock<Result<Bins, String>> = OnceLock::new();
+    BINS.get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .as_ref()
+        .map_err(|e| anyhow!("building binaries: {e}"))
+}
+
+fn build() -> Result<Bins> {
+    // target/<profile>/deps/<test-exe> -> target/<profile>
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow!("cannot locate the target directory from {}", exe.display()))?
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "patrol-server", "-p", "patrol-cli"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed: {status}");
+    }
+    let bins = Bins { server: profile_dir.join("patrol-server"), patrol: profile_dir.join("patrol") };
+    for b in [&bins.server, &bins.patrol] {
+        if !b.exists() {
+            bail!("{} was not built", b.display());
+        }
+    }
+    Ok(bins)
+}
+
+/// Runs a command to completion; fails with its output unless it succeeded.
+pub fn run_ok(cmd: &mut Command) -> Result<String> {
+    let out = run(cmd)?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}):\nstdout: {}\nstderr: {}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+pub fn run(cmd: &mut Command) -> Result<Output> {
+    cmd.output().with_context(|| format!("running {cmd:?}"))
+}
+
+/// A running `patrol-server` on 127.0.0.1 with its own data directory; killed on drop.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Creates `sites` in a fresh store under `data_dir`, then starts the server on a free port.
+    pub fn start(data_dir: &Path, sites: &[&str]) -> Result<Server> {
+        let bins = bins()?;
+        for site in sites {
+            run_ok(
+                Command::new(&bins.server)
+                    .args(["site", "create", site, "--data-dir"])
+                    .arg(data_dir),
+            )?;
+        }
+        let mut child = Command::new(&bins.server)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting patrol-server")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.kill();
+                bail!("patrol-server exited before it was listening");
+            };
+            let line = line?;
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest.trim().parse::<SocketAddr>()?;
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server { child, addr, url: format!("http://{addr}"), data_dir: data_dir.to_path_buf() })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A guard's phone played by the `patrol` command on its own store file.
+#[derive(Debug, Clone)]
+pub struct Phone {
+    pub store: PathBuf,
+}
+
+impl Phone {
+    pub fn init(store: PathBuf, site: &str) -> Result<Phone> {
+        let phone = Phone { store };
+        phone.run(&["init", "--site", site])?;
+        Ok(phone)
+    }
+
+    /// The command `patrol device --store <store> <args>`, not yet run.
+    pub fn command(&self, args: &[&str]) -> Result<Command> {
+        let mut cmd = Command::new(&bins()?.patrol);
+        cmd.arg("device").arg("--store").arg(&self.store).args(args);
+        Ok(cmd)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        run_ok(&mut self.command(args)?)
+    }
+
+    /// The local log as JSON objects.
+    pub fn log(&self) -> Result<Vec<serde_json::Value>> {
+        self.run(&["log", "--json"])?
+            .lines()
+            .map(|l| serde_json::from_str(l).context("parsing log line"))
+            .collect()
+    }
+}
+
+/// The control room's pull of the whole merged site log, through the `patrol` command.
+pub fn control_pull(server: &str, site: &str, page: u32) -> Result<Vec<serde_json::Value>> {
+    let out = run_ok(Command::new(&bins()?.patrol).args([
+        "control",
+        "--server",
+        server,
+        "pull",
+        "--site",
+        site,
+        "--json",
+        "--limit",
+        &page.to_string(),
+    ]))?;
+    out.lines().map(|l| serde_json::from_str(l).context("parsing pulled event")).collect()
+}
+
+/// A one-connection TCP proxy to `upstream` that, as soon as the server starts answering,
+/// SIGKILLs the client process in `victim` and drops the answer: the server has applied and
+/// committed the sync, the client never learns it.
+#[derive(Debug)]
+pub struct KillingProxy {
+    pub addr: SocketAddr,
+    handle: Option<JoinHandle<Result<()>>>,
+}
+
+impl KillingProxy {
+    pub fn start(upstream: SocketAddr, victim: Arc<Mutex<Option<Child>>>) -> Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let handle = std::thread::spawn(move || -> Result<()> {
+            let (mut client, _) = listener.accept()?;
+            let mut server = TcpStream::connect(upstream)?;
+            server.set_read_timeout(Some(Duration::from_secs(60)))?;
+            let mut to_server = server.try_clone()?;
+            let mut from_client = client.try_clone()?;
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_server);
+            });
+            let mut first = [0u8; 1];
+            let n = server.read(&mut first)?;
+            if n == 0 {
+                bail!("server closed without answering");
+            }
+            if let Some(mut child) = victim.lock().map_err(|_| anyhow!("poisoned"))?.take() {
+                child.kill()?;
+                child.wait()?;
+            }
+            let _ = client.write_all(b"");
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            Ok(())
+        });
+        Ok(KillingProxy { addr, handle: Some(handle) })
+    }
+
+    /// Waits for the proxy to have done its work.
+    pub fn finish(mut self) -> Result<()> {
+        match self.handle.take() {
+            Some(h) => h.join().map_err(|_| anyhow!("proxy thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
