@@ -1,1 +1,89 @@
-//! placeholder
+//! # patrol-server
+//!
+//! The sync server of the guard patrol system. Devices push their shift logs (automerge
+//! documents, one per site, device and shift) to `POST /api/v1/sync`; the server checks each
+//! push with `patrol_core::merge`, stores the document and projects its events into a per-site
+//! feed with server sequence numbers, all in one transaction per document. The control room
+//! reads the feed and the device list over JSON.
+//!
+//! - [`config`]: the command line (`serve`, `site create`, `site list`) and API settings.
+//! - [`api`]: the axum router ([`router`]) and its handlers; [`AppState`] holds the store.
+//! - [`error`]: [`AppError`], the JSON error body every endpoint answers with.
+//! - [`store`]: the [`Store`] trait (the canonical site record) and its backends; today
+//!   [`SqliteStore`], an embedded SQLite file in the data directory.
+//!
+//! To embed or test the server, open a store, wrap it in an [`AppState`], and either call
+//! [`router`] (e.g. with `tower::ServiceExt::oneshot`) or [`serve`] on a bound listener:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use patrol_server::{AppState, SqliteStore, serve, shutdown_signal};
+//!
+//! let store = SqliteStore::open_dir("./patrol-data")?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! serve(listener, AppState::new(Arc::new(store)), shutdown_signal()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod store;
+
+use std::future::Future;
+
+pub use api::{AppState, router};
+pub use config::ApiConfig;
+pub use error::AppError;
+pub use store::sqlite::SqliteStore;
+pub use store::{Store, StoreError};
+
+/// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish
+/// (each document push is one transaction, so stopping never leaves half a push).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving the patrol API");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C, shutting down"),
+        () = terminate => tracing::info!("received SIGTERM, shutting down"),
+    }
+}
+
+/// The server's wall clock, milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,1 +1,85 @@
-fn main() {}
+//! `patrol-server`: parses the command line, sets up logging (to stderr; stdout carries only
+//! what scripts read) and runs the command.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use patrol_core::SiteId;
+use patrol_core::event::format_time_ms;
+use patrol_server::config::{Cli, Command, ServeArgs, SiteCommand};
+use patrol_server::store::Site;
+use patrol_server::{ApiConfig, AppState, SqliteStore, Store, now_ms, serve, shutdown_signal};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    match cli.into_command() {
+        Command::Serve(args) => run_server(args).await,
+        Command::Site(SiteCommand::Create {
+            site_id,
+            name,
+            data,
+        }) => {
+            let id = SiteId::new(site_id).context("invalid site id")?;
+            let store = open_store(&data.data_dir).await?;
+            let name = name.unwrap_or_else(|| id.to_string());
+            let site = store
+                .create_site(Site {
+                    id,
+                    name,
+                    created_at_ms: now_ms(),
+                })
+                .await?;
+            println!("created site {} ({})", site.id, site.name);
+            Ok(())
+        }
+        Command::Site(SiteCommand::List { data }) => {
+            let store = open_store(&data.data_dir).await?;
+            for site in store.list_sites().await? {
+                println!(
+                    "{}\t{}\t{}",
+                    site.id,
+                    site.name,
+                    format_time_ms(site.created_at_ms)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {
+    let dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || SqliteStore::open_dir(&dir))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+}
+
+async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.data.data_dir).await?;
+    tracing::info!(db = %store.path().display(), "opened the store");
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts that pass port 0 read the real address from this line.
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on http://{addr}")?;
+    out.flush()?;
+    drop(out);
+    let state = AppState::with_config(Arc::new(store), ApiConfig::from(&args));
+    serve(listener, state, shutdown_signal())
+        .await
+        .context("server failed")
+}

@@ -1,0 +1,348 @@
+//! The HTTP API (axum). Endpoints:
+//!
+//! - `POST /api/v1/sync`: a device's sync request (binary, [`protocol::CONTENT_TYPE`]).
+//! - `GET /api/v1/sites/{site}/events?after=<seq>&limit=<n>`: the site's event feed, in server
+//!   sequence order.
+//! - `GET /api/v1/sites/{site}/devices`: the site's devices, last sync, pending count, skew.
+//! - `GET /healthz`: liveness.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use patrol_core::SiteId;
+use patrol_core::event::format_time_ms;
+use patrol_core::merge::Owner;
+use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse};
+use serde::{Deserialize, Serialize};
+use tower_http::trace::TraceLayer;
+
+use crate::config::ApiConfig;
+use crate::error::AppError;
+use crate::now_ms;
+use crate::store::{DeviceSync, ShiftLogPush, Store};
+
+/// Events per feed page when `limit` is not given.
+pub const DEFAULT_FEED_LIMIT: u32 = 1_000;
+/// Largest feed page.
+pub const MAX_FEED_LIMIT: u32 = 10_000;
+
+/// What every handler shares: the store and the API settings. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ApiConfig>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self::with_config(store, ApiConfig::default())
+    }
+
+    pub fn with_config(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        AppState {
+            store,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The API's router, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(
+            "/api/v1/sync",
+            post(sync).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/api/v1/sites/{site}/events", get(events))
+        .route("/api/v1/sites/{site}/devices", get(devices))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found(OriginalUri(uri): OriginalUri) -> AppError {
+    AppError::NotFound(uri.path().to_string())
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> AppError {
+    AppError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+/// Accepts `application/x-patrol-sync`, with or without parameters, in any letter case.
+fn check_content_type(headers: &HeaderMap) -> Result<(), AppError> {
+    let got = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let matches = got.as_deref().is_some_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(protocol::CONTENT_TYPE))
+    });
+    if matches {
+        return Ok(());
+    }
+    Err(AppError::UnsupportedMediaType {
+        expected: protocol::CONTENT_TYPE,
+        got: got.unwrap_or_else(|| "none".into()),
+    })
+}
+
+fn body_error(rejection: BytesRejection, limit: usize) -> AppError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::PayloadTooLarge { limit }
+    } else {
+        AppError::UnreadableBody(rejection.body_text())
+    }
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    check_content_type(&headers)?;
+    let body = body.map_err(|r| body_error(r, state.config.max_body_bytes))?;
+    let request = SyncRequest::decode(&body)?;
+    let received_at_ms = now_ms();
+    if state.store.get_site(request.site.clone()).await?.is_none() {
+        return Err(AppError::UnknownSite(request.site.to_string()));
+    }
+
+    let mut docs = Vec::with_capacity(request.docs.len());
+    for push in request.docs {
+        let DocRef::ShiftLog(shift) = push.doc;
+        let owner = Owner {
+            site: request.site.clone(),
+            device: request.device,
+            shift,
+        };
+        let outcome = state
+            .store
+            .push_shift_log(ShiftLogPush {
+                owner,
+                changes: push.changes,
+                received_at_ms,
+            })
+            .await?;
+        match &outcome {
+            DocOutcome::Rejected { code, message } => tracing::warn!(
+                site = %request.site, device = %request.device, %shift, code = code.as_str(), %message,
+                "rejected a shift log push"
+            ),
+            DocOutcome::Accepted {
+                new_events,
+                missing_deps,
+                ..
+            } => tracing::debug!(
+                site = %request.site, device = %request.device, %shift, new_events, missing_deps,
+                "merged a shift log push"
+            ),
+        }
+        docs.push(DocResult {
+            doc: push.doc,
+            outcome,
+        });
+    }
+
+    state
+        .store
+        .record_device_sync(DeviceSync {
+            site: request.site.clone(),
+            device: request.device,
+            synced_at_ms: received_at_ms,
+            pending_events: request.pending_events,
+            clock_skew_ms: received_at_ms.saturating_sub(request.device_time_ms),
+        })
+        .await?;
+
+    let response = SyncResponse {
+        server_time_ms: now_ms(),
+        docs,
+    }
+    .encode()
+    .map_err(AppError::internal)?;
+    Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], response).into_response())
+}
+
+fn site_from_path(path: Result<Path<String>, PathRejection>) -> Result<SiteId, AppError> {
+    let Path(raw) = path.map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
+    SiteId::new(raw).map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))
+}
+
+/// Kept as text so that a bad value gets our message, not the extractor's.
+#[derive(Debug, Deserialize)]
+struct FeedParams {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+fn parse_feed_params(params: FeedParams) -> Result<(u64, u32), AppError> {
+    let after = match params.after.as_deref() {
+        None | Some("") => 0,
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            AppError::bad_request(
+                "invalid_query",
+                format!("after must be a non-negative integer (a sequence number), got {s:?}"),
+            )
+        })?,
+    };
+    let limit = match params.limit.as_deref() {
+        None | Some("") => DEFAULT_FEED_LIMIT,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=MAX_FEED_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(AppError::bad_request(
+                    "invalid_query",
+                    format!("limit must be an integer from 1 to {MAX_FEED_LIMIT}, got {s:?}"),
+                ));
+            }
+        },
+    };
+    Ok((after, limit))
+}
+
+/// The feed page, assembled from the stored JSON text without parsing it again:
+/// `{"site_id":..,"events":[..],"next":<last seq or after>,"more":bool}`.
+async fn events(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<FeedParams>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let site = site_from_path(path)?;
+    let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let (after, limit) = parse_feed_params(params)?;
+    let Some(page) = state.store.events_after(site.clone(), after, limit).await? else {
+        return Err(AppError::UnknownSite(site.to_string()));
+    };
+
+    let next = page.events.last().map_or(after, |(seq, _)| *seq);
+    let site_json = serde_json::to_string(site.as_str()).map_err(AppError::internal)?;
+    let size: usize = page.events.iter().map(|(_, json)| json.len() + 1).sum();
+    let mut body = String::with_capacity(size + site_json.len() + 64);
+    body.push_str("{\"site_id\":");
+    body.push_str(&site_json);
+    body.push_str(",\"events\":[");
+    for (i, (_, json)) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(json);
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(body, "],\"next\":{next},\"more\":{}}}", page.more);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct DeviceView {
+    device_id: String,
+    first_seen: String,
+    last_sync_at: String,
+    pending_events: u64,
+    clock_skew_ms: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct DevicesView {
+    site_id: String,
+    devices: Vec<DeviceView>,
+}
+
+async fn devices(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<DevicesView>, AppError> {
+    let site = site_from_path(path)?;
+    let Some(devices) = state.store.devices(site.clone()).await? else {
+        return Err(AppError::UnknownSite(site.to_string()));
+    };
+    Ok(Json(DevicesView {
+        site_id: site.to_string(),
+        devices: devices
+            .into_iter()
+            .map(|d| DeviceView {
+                device_id: d.device.to_string(),
+                first_seen: format_time_ms(d.first_seen_ms),
+                last_sync_at: format_time_ms(d.last_sync_at_ms),
+                pending_events: d.pending_events,
+                clock_skew_ms: d.clock_skew_ms,
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(after: Option<&str>, limit: Option<&str>) -> FeedParams {
+        FeedParams {
+            after: after.map(Into::into),
+            limit: limit.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn feed_params_default_and_reject_out_of_range() {
+        assert!(matches!(
+            parse_feed_params(params(None, None)),
+            Ok((0, DEFAULT_FEED_LIMIT))
+        ));
+        assert!(matches!(
+            parse_feed_params(params(Some("5"), Some("10000"))),
+            Ok((5, 10_000))
+        ));
+        for (a, l) in [
+            (Some("-1"), None),
+            (Some("x"), None),
+            (None, Some("0")),
+            (None, Some("10001")),
+        ] {
+            let err = parse_feed_params(params(a, l));
+            assert!(
+                matches!(
+                    err,
+                    Err(AppError::BadRequest {
+                        code: "invalid_query",
+                        ..
+                    })
+                ),
+                "{a:?} {l:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_type_allows_parameters_and_case() {
+        let mut h = HeaderMap::new();
+        assert!(check_content_type(&h).is_err());
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("Application/X-Patrol-Sync; v=1"),
+        );
+        assert!(check_content_type(&h).is_ok());
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        assert!(check_content_type(&h).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! Command line and configuration. Every flag of `serve` also reads an environment variable,
+//! so a container or service unit can configure the server without arguments.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default request body limit for `POST /api/v1/sync`.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// The patrol sync server: merges devices' shift logs into the canonical site record and
+/// serves the control-room API. Without a subcommand it serves.
+#[derive(Debug, Parser)]
+#[command(
+    name = "patrol-server",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of `serve`, accepted here too since serving is the default.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+impl Cli {
+    /// The command to run, `serve` when none was given.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the sync and control-room API (the default).
+    Serve(ServeArgs),
+    /// Manage sites (a site must exist before devices can sync to it).
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DataDirArg {
+    /// Directory of the server's data; the SQLite database is `<data-dir>/patrol.db`.
+    #[arg(long, env = "PATROL_DATA_DIR", default_value = "./patrol-data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    #[arg(long, env = "PATROL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// Largest accepted sync request body, in bytes.
+    #[arg(long, env = "PATROL_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Create a site.
+    Create {
+        /// The site's id: 1-64 letters, digits, '-', '_', '.' or ':'.
+        site_id: String,
+        /// A human-readable name (defaults to the id).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List sites.
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+/// Settings of the HTTP API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl From<&ServeArgs> for ApiConfig {
+    fn from(args: &ServeArgs) -> Self {
+        ApiConfig {
+            max_body_bytes: args.max_body_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_is_the_default_and_flags_parse() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "/tmp/x",
+        ])?;
+        let Command::Serve(args) = cli.into_command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.listen.port(), 0);
+        assert_eq!(args.data.data_dir, PathBuf::from("/tmp/x"));
+
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "site",
+            "create",
+            "mall-1",
+            "--name",
+            "Mall",
+        ])?;
+        let Command::Site(SiteCommand::Create { site_id, name, .. }) = cli.into_command() else {
+            panic!("expected site create")
+        };
+        assert_eq!(
+            (site_id.as_str(), name.as_deref()),
+            ("mall-1", Some("Mall"))
+        );
+        assert!(Cli::try_parse_from(["patrol-server", "--listen", "nonsense"]).is_err());
+        Ok(())
+    }
+}
