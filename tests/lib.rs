@@ -41,7 +41,14 @@ fn build() -> Result<Bins> {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "patrol-server", "-p", "patrol-cli"]);
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "patrol-server",
+        "-p",
+        "patrol-cli",
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -49,7 +56,10 @@ fn build() -> Result<Bins> {
     if !status.success() {
         bail!("cargo build failed: {status}");
     }
-    let bins = Bins { server: profile_dir.join("patrol-server"), patrol: profile_dir.join("patrol") };
+    let bins = Bins {
+        server: profile_dir.join("patrol-server"),
+        patrol: profile_dir.join("patrol"),
+    };
     for b in [&bins.server, &bins.patrol] {
         if !b.exists() {
             bail!("{} was not built", b.display());
@@ -119,7 +129,12 @@ impl Server {
         };
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Ok(Server { child, addr, url: format!("http://{addr}"), data_dir: data_dir.to_path_buf() })
+        Ok(Server {
+            child,
+            addr,
+            url: format!("http://{addr}"),
+            data_dir: data_dir.to_path_buf(),
+        })
     }
 }
 
@@ -176,7 +191,9 @@ pub fn control_pull(server: &str, site: &str, page: u32) -> Result<Vec<serde_jso
         "--limit",
         &page.to_string(),
     ]))?;
-    out.lines().map(|l| serde_json::from_str(l).context("parsing pulled event")).collect()
+    out.lines()
+        .map(|l| serde_json::from_str(l).context("parsing pulled event"))
+        .collect()
 }
 
 /// A one-connection TCP proxy to `upstream` that, as soon as the server starts answering,
@@ -215,7 +232,10 @@ impl KillingProxy {
             let _ = server.shutdown(Shutdown::Both);
             Ok(())
         });
-        Ok(KillingProxy { addr, handle: Some(handle) })
+        Ok(KillingProxy {
+            addr,
+            handle: Some(handle),
+        })
     }
 
     /// Waits for the proxy to have done its work.

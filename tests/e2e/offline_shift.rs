@@ -17,14 +17,20 @@ fn record_offline_shift(phone: &Phone, guard: &str, scans: usize) -> Result<()> 
     for i in 0..scans {
         let cp = format!("cp-{}", i % 12 + 1);
         let tag = format!("04:{guard}:{i}");
-        phone.run(&["scan", &cp, "--nfc", &tag, "--lat", "51.5074", "--lon", "-0.1278"])?;
+        phone.run(&[
+            "scan", &cp, "--nfc", &tag, "--lat", "51.5074", "--lon", "-0.1278",
+        ])?;
     }
     phone.run(&["note", &format!("{guard}: fire exit B2 clear")])?;
     Ok(())
 }
 
 fn pending(phone: &Phone) -> Result<usize> {
-    Ok(phone.log()?.iter().filter(|e| e["delivered"] == false).count())
+    Ok(phone
+        .log()?
+        .iter()
+        .filter(|e| e["delivered"] == false)
+        .count())
 }
 
 #[test]
@@ -40,11 +46,18 @@ fn offline_logs_from_three_phones_merge_exactly_once_even_when_a_sync_is_killed(
         record_offline_shift(phone, &format!("guard-{}", n + 1), 5 + 3 * n)?;
     }
     let local: Vec<Vec<Value>> = phones.iter().map(Phone::log).collect::<Result<_>>()?;
-    ensure!(local.iter().all(|log| log.iter().all(|e| e["delivered"] == false)));
+    ensure!(
+        local
+            .iter()
+            .all(|log| log.iter().all(|e| e["delivered"] == false))
+    );
 
     // Guard 1 syncs normally.
     phones[0].run(&["sync", "--server", &server.url])?;
-    ensure!(pending(&phones[0])? == 0, "guard 1 still has pending events");
+    ensure!(
+        pending(&phones[0])? == 0,
+        "guard 1 still has pending events"
+    );
 
     // Guard 2's phone dies the moment the server starts answering.
     let victim = Arc::new(Mutex::new(None));
@@ -75,7 +88,11 @@ fn offline_logs_from_three_phones_merge_exactly_once_even_when_a_sync_is_killed(
     // A repeat sync with nothing new changes nothing.
     phones[0].run(&["sync", "--server", &server.url])?;
     for phone in &phones {
-        ensure!(pending(phone)? == 0, "{} has pending events", phone.store.display());
+        ensure!(
+            pending(phone)? == 0,
+            "{} has pending events",
+            phone.store.display()
+        );
     }
 
     // The control room pulls in small pages to exercise the cursor.
@@ -85,21 +102,52 @@ fn offline_logs_from_three_phones_merge_exactly_once_even_when_a_sync_is_killed(
         .flatten()
         .map(|e| (e["id"].as_str().unwrap_or_default().to_owned(), e))
         .collect();
-    ensure!(pulled.len() == expected.len(), "pulled {} of {} events", pulled.len(), expected.len());
+    ensure!(
+        pulled.len() == expected.len(),
+        "pulled {} of {} events",
+        pulled.len(),
+        expected.len()
+    );
     let ids: HashSet<&str> = pulled.iter().filter_map(|e| e["id"].as_str()).collect();
-    ensure!(ids.len() == pulled.len(), "an event appears twice in the site record");
+    ensure!(
+        ids.len() == pulled.len(),
+        "an event appears twice in the site record"
+    );
 
     let seqs: Vec<u64> = pulled.iter().filter_map(|e| e["seq"].as_u64()).collect();
-    ensure!(seqs.len() == pulled.len(), "every event has a server sequence number");
-    ensure!(seqs.windows(2).all(|w| w[0] < w[1]), "events are not in canonical order: {seqs:?}");
+    ensure!(
+        seqs.len() == pulled.len(),
+        "every event has a server sequence number"
+    );
+    ensure!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "events are not in canonical order: {seqs:?}"
+    );
 
     for e in &pulled {
         let id = e["id"].as_str().unwrap_or_default();
-        let mine = expected.get(id).ok_or_else(|| anyhow!("server invented event {id}"))?;
-        for key in ["kind", "device_id", "guard_id", "shift_id", "device_seq", "device_time"] {
-            ensure!(e[key] == mine[key], "event {id}: {key} {} != {}", e[key], mine[key]);
+        let mine = expected
+            .get(id)
+            .ok_or_else(|| anyhow!("server invented event {id}"))?;
+        for key in [
+            "kind",
+            "device_id",
+            "guard_id",
+            "shift_id",
+            "device_seq",
+            "device_time",
+        ] {
+            ensure!(
+                e[key] == mine[key],
+                "event {id}: {key} {} != {}",
+                e[key],
+                mine[key]
+            );
         }
-        ensure!(e["received_at"].as_str().is_some_and(|s| s.ends_with('Z')), "{id} lacks received_at");
+        ensure!(
+            e["received_at"].as_str().is_some_and(|s| s.ends_with('Z')),
+            "{id} lacks received_at"
+        );
         if e["kind"] == "checkpoint_scanned" {
             ensure!(e["checkpoint"] == mine["checkpoint"] && e["method"] == mine["method"]);
             ensure!(e["location"] == mine["location"]);
@@ -108,8 +156,11 @@ fn offline_logs_from_three_phones_merge_exactly_once_even_when_a_sync_is_killed(
     // Each phone's events keep their device order within the canonical order.
     for log in &local {
         let device = &log[0]["device_id"];
-        let order: Vec<&Value> =
-            pulled.iter().filter(|e| &e["device_id"] == device).map(|e| &e["device_seq"]).collect();
+        let order: Vec<&Value> = pulled
+            .iter()
+            .filter(|e| &e["device_id"] == device)
+            .map(|e| &e["device_seq"])
+            .collect();
         let mine: Vec<&Value> = log.iter().map(|e| &e["device_seq"]).collect();
         ensure!(order == mine, "device {device}: events out of device order");
     }
@@ -122,10 +173,15 @@ fn a_sync_to_an_unknown_site_is_refused_and_the_phone_keeps_its_events() -> Resu
     let server = Server::start(&dir.path().join("server"), &[SITE])?;
     let phone = Phone::init(dir.path().join("lost.db"), "no-such-site")?;
     record_offline_shift(&phone, "guard-9", 2)?;
-    let out = phone.command(&["sync", "--server", &server.url])?.output()?;
+    let out = phone
+        .command(&["sync", "--server", &server.url])?
+        .output()?;
     ensure!(!out.status.success(), "sync to an unknown site must fail");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure!(stderr.contains("no-such-site"), "the error names the site: {stderr}");
+    ensure!(
+        stderr.contains("no-such-site"),
+        "the error names the site: {stderr}"
+    );
     ensure!(pending(&phone)? == 4);
     ensure!(control_pull(&server.url, SITE, 100)?.is_empty());
     Ok(())
