@@ -127,6 +127,8 @@ async fn sync(
     }
 
     let mut docs = Vec::with_capacity(request.docs.len());
+    // What the device still holds undelivered once this request's accepted pushes are counted.
+    let mut still_pending = request.pending_events;
     for push in request.docs {
         let DocRef::ShiftLog(shift) = push.doc;
         let owner = Owner {
@@ -151,10 +153,15 @@ async fn sync(
                 new_events,
                 missing_deps,
                 ..
-            } => tracing::debug!(
-                site = %request.site, device = %request.device, %shift, new_events, missing_deps,
-                "merged a shift log push"
-            ),
+            } => {
+                if !missing_deps {
+                    still_pending = still_pending.saturating_sub(u64::from(push.events));
+                }
+                tracing::debug!(
+                    site = %request.site, device = %request.device, %shift, new_events, missing_deps,
+                    "merged a shift log push"
+                )
+            }
         }
         docs.push(DocResult {
             doc: push.doc,
@@ -168,7 +175,7 @@ async fn sync(
             site: request.site.clone(),
             device: request.device,
             synced_at_ms: received_at_ms,
-            pending_events: request.pending_events,
+            pending_events: still_pending,
             clock_skew_ms: received_at_ms.saturating_sub(request.device_time_ms),
         })
         .await?;

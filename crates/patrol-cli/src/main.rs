@@ -435,6 +435,28 @@ async fn device(args: DeviceArgs) -> Result<()> {
     Ok(())
 }
 
+/// One line about a pulled event, from its JSON fields.
+fn feed_detail(e: &serde_json::Value) -> String {
+    let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+    match e["kind"].as_str().unwrap_or("") {
+        "checkpoint_scanned" => {
+            let method = e["method"]
+                .as_object()
+                .and_then(|m| m.keys().next().cloned())
+                .or_else(|| e["method"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("{} ({method})", s("checkpoint"))
+        }
+        "incident_reported" => {
+            format!("{}/{}: {}", s("category"), s("severity"), s("description"))
+        }
+        "panic" => "PANIC".into(),
+        "note" | "handover" => s("text"),
+        "shift_ended" => s("note"),
+        _ => String::new(),
+    }
+}
+
 async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value> {
     let resp = http
         .get(url)
@@ -478,13 +500,13 @@ async fn control(args: ControlArgs) -> Result<()> {
                     } else {
                         let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
                         println!(
-                            "{:>6}  {}  {}  {:<8}  {:<18}  {}",
+                            "{:>6}  {}  {}  {:<10}  {:<18}  {}",
                             e["seq"],
                             s("device_time"),
                             s("received_at"),
                             s("guard_id"),
                             s("kind"),
-                            s("checkpoint")
+                            feed_detail(e)
                         );
                     }
                 }

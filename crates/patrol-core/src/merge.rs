@@ -18,10 +18,12 @@ use crate::shiftlog::{META_KEY, ShiftLog, ShiftMeta, read_meta};
 /// The device side: the push for one shift log, given the heads the server acknowledged last.
 pub fn plan_push(log: &mut ShiftLog, acked: &[ChangeHash]) -> Result<DocPush, LogError> {
     let have = log.known(acked);
+    let (changes, events) = log.bundle_since(&have)?;
     Ok(DocPush {
         doc: DocRef::ShiftLog(log.meta().shift),
-        changes: log.bundle_since(&have)?,
         have: to_wire(&have),
+        changes,
+        events,
     })
 }
 

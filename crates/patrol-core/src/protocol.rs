@@ -44,6 +44,8 @@ pub struct DocPush {
     pub have: Vec<Hash>,
     /// The changes since `have`: an automerge bundle, or empty to ask for heads only.
     pub changes: Vec<u8>,
+    /// How many events `changes` holds, for the device-health view (not trusted for anything else).
+    pub events: u32,
 }
 
 /// Device → server.
@@ -54,7 +56,8 @@ pub struct SyncRequest {
     /// The device's wall clock when it sent this, for the server's skew estimate.
     pub device_time_ms: i64,
     pub hlc: Hlc,
-    /// Events recorded on the device and not yet acknowledged, for the control room's view.
+    /// Events recorded on the device and not yet acknowledged, including those in this request.
+    /// The server subtracts the events of the pushes it accepts to show what is still pending.
     pub pending_events: u64,
     pub docs: Vec<DocPush>,
 }
@@ -186,6 +189,7 @@ mod tests {
                 doc: DocRef::ShiftLog(ShiftId::generate()),
                 have: vec![[7; 32]],
                 changes: vec![1, 2, 3],
+                events: 1,
             }],
         }
     }

@@ -202,13 +202,19 @@ impl ShiftLog {
             .collect()
     }
 
-    /// The changes not covered by `acked`, as one compressed bundle (empty if there are none).
-    pub fn bundle_since(&mut self, acked: &[ChangeHash]) -> Result<Vec<u8>, LogError> {
+    /// The changes not covered by `acked`, as one compressed bundle (empty if there are none),
+    /// and how many events they hold.
+    pub fn bundle_since(&mut self, acked: &[ChangeHash]) -> Result<(Vec<u8>, u32), LogError> {
         let pending = self.unacked(acked);
         if pending.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), 0));
         }
-        Ok(self.doc.bundle(pending)?.bytes().to_vec())
+        // History is linear (one writer), so the metadata change is pending only when nothing
+        // has been acknowledged; every other change holds one event.
+        let known = self.known(acked);
+        let events = pending.len() - usize::from(known.is_empty());
+        let bundle = self.doc.bundle(pending)?.bytes().to_vec();
+        Ok((bundle, u32::try_from(events).unwrap_or(u32::MAX)))
     }
 }
 
