@@ -5,6 +5,7 @@
 //!   sequence order.
 //! - `GET /api/v1/sites/{site}/devices`: the site's devices, last sync, pending count, skew.
 //! - `GET /healthz`: liveness.
+//! - `GET /metrics`: the counters in Prometheus text format ([`crate::metrics`]).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, OriginalUri, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, OriginalUri, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +26,9 @@ use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
 
 use crate::config::ApiConfig;
+use crate::counting::count_traffic;
 use crate::error::AppError;
+use crate::metrics::{Metrics, metrics_handler};
 use crate::now_ms;
 use crate::store::{DeviceSync, ShiftLogPush, Store};
 
@@ -34,11 +37,12 @@ pub const DEFAULT_FEED_LIMIT: u32 = 1_000;
 /// Largest feed page.
 pub const MAX_FEED_LIMIT: u32 = 10_000;
 
-/// What every handler shares: the store and the API settings. Cheap to clone.
+/// What every handler shares: the store, the API settings and the counters. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<ApiConfig>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -50,15 +54,25 @@ impl AppState {
         AppState {
             store,
             config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
 
-/// The API's router, ready to serve.
+/// Lets handlers of the API router take `State<Arc<Metrics>>`, as the side listener's do.
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}
+
+/// The API's router, ready to serve. Its traffic is counted into `state.metrics`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_handler))
         .route(
             "/api/v1/sync",
             post(sync).layer(DefaultBodyLimit::max(body_limit)),
@@ -68,6 +82,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
+        // Outermost, so that it sees bodies exactly as they go to and come from hyper: after
+        // any encoding a layer inside it applies, and including error responses of every layer.
+        .layer(axum::middleware::from_fn_with_state(metrics, count_traffic))
         .with_state(state)
 }
 
@@ -118,6 +135,7 @@ async fn sync(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
+    state.metrics.add_sync_request();
     check_content_type(&headers)?;
     let body = body.map_err(|r| body_error(r, state.config.max_body_bytes))?;
     let request = SyncRequest::decode(&body)?;
@@ -145,15 +163,19 @@ async fn sync(
             })
             .await?;
         match &outcome {
-            DocOutcome::Rejected { code, message } => tracing::warn!(
-                site = %request.site, device = %request.device, %shift, code = code.as_str(), %message,
-                "rejected a shift log push"
-            ),
+            DocOutcome::Rejected { code, message } => {
+                state.metrics.add_doc_rejected(*code);
+                tracing::warn!(
+                    site = %request.site, device = %request.device, %shift, code = code.as_str(), %message,
+                    "rejected a shift log push"
+                )
+            }
             DocOutcome::Accepted {
                 new_events,
                 missing_deps,
                 ..
             } => {
+                state.metrics.add_doc_accepted(*new_events);
                 if !missing_deps {
                     still_pending = still_pending.saturating_sub(u64::from(push.events));
                 }

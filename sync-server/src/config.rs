@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Largest accepted sync request body, in bytes.
     #[arg(long, env = "PATROL_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Also serve `/metrics` on this address, outside the traffic counters (its own requests
+    /// are not counted); port 0 picks a free port (printed as `metrics on http://ADDR`).
+    #[arg(long, env = "PATROL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,6 +123,18 @@ mod tests {
         };
         assert_eq!(args.listen.port(), 0);
         assert_eq!(args.data.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(args.metrics_listen, None);
+
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "serve",
+            "--metrics-listen",
+            "127.0.0.1:9100",
+        ])?;
+        let Command::Serve(args) = cli.into_command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(args.metrics_listen.map(|a| a.port()), Some(9100));
 
         let cli = Cli::try_parse_from([
             "patrol-server",

@@ -9,6 +9,9 @@
 //! - [`config`]: the command line (`serve`, `site create`, `site list`) and API settings.
 //! - [`api`]: the axum router ([`router`]) and its handlers; [`AppState`] holds the store.
 //! - [`error`]: [`AppError`], the JSON error body every endpoint answers with.
+//! - [`metrics`]: [`Metrics`], the traffic and domain counters, served as Prometheus text on
+//!   `/metrics` and optionally on a side listener ([`serve_metrics`]) whose own traffic is not
+//!   counted; [`counting`]: the socket and body wrappers that feed the traffic counters.
 //! - [`store`]: the [`Store`] trait (the canonical site record) and its backends; today
 //!   [`SqliteStore`], an embedded SQLite file in the data directory.
 //!
@@ -28,19 +31,26 @@
 
 pub mod api;
 pub mod config;
+pub mod counting;
 pub mod error;
+pub mod metrics;
 pub mod store;
 
 use std::future::Future;
+use std::sync::Arc;
 
 pub use api::{AppState, router};
 pub use config::ApiConfig;
 pub use error::AppError;
+pub use metrics::{Metrics, MetricsSnapshot};
 pub use store::sqlite::SqliteStore;
 pub use store::{Store, StoreError};
 
 /// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish
 /// (each document push is one transaction, so stopping never leaves half a push).
+///
+/// Every accepted socket counts its bytes into `state.metrics` (see [`counting`]), and accepted
+/// sockets get `TCP_NODELAY`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -48,11 +58,26 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving the patrol API");
+    let listener = counting::CountingListener::new(listener, state.metrics.clone());
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Serves `/metrics` (and `/healthz`) for `metrics` on a side listener until `shutdown`
+/// completes. Nothing here is counted: a harness can poll the counters without changing them.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving metrics");
+    axum::serve(listener, metrics::metrics_router(metrics))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

@@ -10,7 +10,9 @@ use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
 use patrol_server::config::{Cli, Command, ServeArgs, SiteCommand};
 use patrol_server::store::Site;
-use patrol_server::{ApiConfig, AppState, SqliteStore, Store, now_ms, serve, shutdown_signal};
+use patrol_server::{
+    ApiConfig, AppState, SqliteStore, Store, now_ms, serve, serve_metrics, shutdown_signal,
+};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -73,13 +75,48 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    // Tests and scripts that pass port 0 read the real address from this line.
+    let metrics_listener = match args.metrics_listen {
+        Some(metrics_addr) => Some(
+            tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {metrics_addr}"))?,
+        ),
+        None => None,
+    };
+    // Tests and scripts that pass port 0 read the real addresses from these lines. Both
+    // sockets are bound before either line is printed, so each is ready once it is read.
     let mut out = std::io::stdout().lock();
     writeln!(out, "listening on http://{addr}")?;
+    if let Some(l) = &metrics_listener {
+        writeln!(out, "metrics on http://{}", l.local_addr()?)?;
+    }
     out.flush()?;
     drop(out);
+
     let state = AppState::with_config(Arc::new(store), ApiConfig::from(&args));
-    serve(listener, state, shutdown_signal())
+    // The side listener runs until the API server has stopped, so the counters stay readable
+    // while in-flight requests finish.
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = metrics_listener.map(|l| {
+        tokio::spawn(serve_metrics(l, state.metrics.clone(), async move {
+            // An error only means the sender is gone, which is a stop too.
+            let _ = metrics_stopped.await;
+        }))
+    });
+    let served = serve(listener, state, shutdown_signal())
         .await
-        .context("server failed")
+        .context("server failed");
+    drop(stop_metrics);
+    if let Some(task) = metrics_task {
+        match tokio::time::timeout(METRICS_STOP_TIMEOUT, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "metrics listener failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "metrics listener task failed"),
+            Err(_) => tracing::warn!("metrics listener did not stop in time; leaving it"),
+        }
+    }
+    served
 }
+
+/// How long the metrics side listener may take to finish its requests after the API stopped.
+const METRICS_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

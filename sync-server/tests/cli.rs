@@ -12,6 +12,7 @@ fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol-server"));
     cmd.env_remove("PATROL_LISTEN")
         .env_remove("PATROL_DATA_DIR")
+        .env_remove("PATROL_METRICS_LISTEN")
         .env("RUST_LOG", "warn");
     cmd
 }
@@ -99,6 +100,60 @@ fn site_commands_and_serve() -> TestResult {
         devices.contains(r#""site_id":"mall-1""#) && devices.contains(r#""devices":[]"#),
         "{devices}"
     );
+    assert!(kill?.success());
+    assert!(status.success(), "server exited with {status}");
+    Ok(())
+}
+
+#[test]
+fn serve_prints_the_metrics_address_and_serves_metrics_there() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut child = bin()
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("PATROL_METRICS_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout);
+    let (mut first, mut second) = (String::new(), String::new());
+    let read = lines
+        .read_line(&mut first)
+        .and_then(|_| lines.read_line(&mut second));
+    let addrs = read.map(|_| {
+        (
+            first
+                .trim()
+                .strip_prefix("listening on http://")
+                .map(str::to_string),
+            second
+                .trim()
+                .strip_prefix("metrics on http://")
+                .map(str::to_string),
+        )
+    });
+    let fetched = match &addrs {
+        Ok((Some(api), Some(side))) => {
+            Some((http_get(api, "/healthz"), http_get(side, "/metrics")))
+        }
+        _ => None,
+    };
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait()?;
+    addrs?;
+    let (health, metrics) = fetched.ok_or_else(|| format!("odd lines {first:?} {second:?}"))?;
+    assert!(health?.starts_with("HTTP/1.1 200"));
+    let metrics = metrics?;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    // The health check went through the API port and is counted; the side port is not.
+    assert!(
+        metrics.contains("\npatrol_http_requests_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\n# TYPE patrol_wire_read_bytes_total counter\n"));
     assert!(kill?.success());
     assert!(status.success(), "server exited with {status}");
     Ok(())

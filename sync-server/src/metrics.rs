@@ -1,0 +1,338 @@
+//! The server's counters and their Prometheus text exposition (`GET /metrics`).
+//!
+//! Counters are plain atomics in one shared [`Metrics`]: a handful of numbers does not need a
+//! metrics registry, and an increment on the request path is one relaxed `fetch_add`. Relaxed
+//! ordering is enough because every counter is independent and only ever read as a total.
+//!
+//! What feeds them:
+//! - the wire counters: [`CountingListener`](crate::counting::CountingListener), which wraps
+//!   every socket [`serve`](crate::serve) accepts on the main listener;
+//! - the HTTP counters: [`count_traffic`](crate::counting::count_traffic), the outermost layer of
+//!   [`router`](crate::router);
+//! - the domain counters: the sync handler, from each document's outcome.
+//!
+//! The same text is served on the main router and, with `--metrics-listen`, on a side listener
+//! ([`metrics_router`], [`serve_metrics`](crate::serve_metrics)) that goes through neither
+//! wrapper, so reading the counters there does not change them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use patrol_core::protocol::RejectCode;
+
+/// Content type of the Prometheus text exposition format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every reject code known when this was built, so that each has a series (at 0) from the
+/// start: a scraper can then tell "none yet" from "not exported". A code added to patrol-core
+/// later still gets counted; its series appears with its first rejection.
+const KNOWN_REJECT_CODES: [RejectCode; 6] = [
+    RejectCode::Malformed,
+    RejectCode::ForeignActor,
+    RejectCode::WrongOwner,
+    RejectCode::ImmutableEvent,
+    RejectCode::UnexpectedOperation,
+    RejectCode::MissingMeta,
+];
+
+/// Status classes as exported; index = first digit of the status - 1.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The server's traffic and domain counters, shared by the listener, the middleware and the
+/// handlers (hold it in an `Arc`). All are monotonic totals since the process started.
+#[derive(Debug)]
+pub struct Metrics {
+    wire_connections: AtomicU64,
+    wire_read_bytes: AtomicU64,
+    wire_written_bytes: AtomicU64,
+    http_requests: AtomicU64,
+    http_responses: [AtomicU64; 5],
+    http_request_body_bytes: AtomicU64,
+    http_response_body_bytes: AtomicU64,
+    sync_requests: AtomicU64,
+    docs_accepted: AtomicU64,
+    /// By reject code. Rejections are rare, so a lock costs nothing that matters, and a map
+    /// keeps codes added to patrol-core later without a change here.
+    docs_rejected: Mutex<BTreeMap<&'static str, u64>>,
+    events_inserted: AtomicU64,
+}
+
+/// A copy of every counter at one moment (each read on its own, so not one atomic snapshot of
+/// all of them; in a quiet server they agree).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub wire_connections: u64,
+    pub wire_read_bytes: u64,
+    pub wire_written_bytes: u64,
+    pub http_requests: u64,
+    /// Responses by status class, `1xx` to `5xx`.
+    pub http_responses: [u64; 5],
+    pub http_request_body_bytes: u64,
+    pub http_response_body_bytes: u64,
+    pub sync_requests: u64,
+    pub docs_accepted: u64,
+    pub docs_rejected: BTreeMap<&'static str, u64>,
+    pub events_inserted: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics {
+            wire_connections: AtomicU64::new(0),
+            wire_read_bytes: AtomicU64::new(0),
+            wire_written_bytes: AtomicU64::new(0),
+            http_requests: AtomicU64::new(0),
+            http_responses: Default::default(),
+            http_request_body_bytes: AtomicU64::new(0),
+            http_response_body_bytes: AtomicU64::new(0),
+            sync_requests: AtomicU64::new(0),
+            docs_accepted: AtomicU64::new(0),
+            docs_rejected: Mutex::new(
+                KNOWN_REJECT_CODES
+                    .iter()
+                    .map(|code| (code.as_str(), 0))
+                    .collect(),
+            ),
+            events_inserted: AtomicU64::new(0),
+        }
+    }
+
+    pub fn add_wire_connection(&self) {
+        add(&self.wire_connections, 1);
+    }
+
+    pub fn add_wire_read(&self, bytes: usize) {
+        add(&self.wire_read_bytes, bytes as u64);
+    }
+
+    pub fn add_wire_written(&self, bytes: usize) {
+        add(&self.wire_written_bytes, bytes as u64);
+    }
+
+    pub fn add_http_request(&self) {
+        add(&self.http_requests, 1);
+    }
+
+    /// Counts a response under its status class; a status outside 100-599 (which `http` does
+    /// not construct) is not counted.
+    pub fn add_http_response(&self, status: StatusCode) {
+        let class = usize::from(status.as_u16() / 100);
+        if let Some(counter) = class
+            .checked_sub(1)
+            .and_then(|i| self.http_responses.get(i))
+        {
+            add(counter, 1);
+        }
+    }
+
+    pub fn add_http_request_body(&self, bytes: usize) {
+        add(&self.http_request_body_bytes, bytes as u64);
+    }
+
+    pub fn add_http_response_body(&self, bytes: usize) {
+        add(&self.http_response_body_bytes, bytes as u64);
+    }
+
+    pub fn add_sync_request(&self) {
+        add(&self.sync_requests, 1);
+    }
+
+    /// An accepted document push and the events it inserted into the projection.
+    pub fn add_doc_accepted(&self, new_events: u32) {
+        add(&self.docs_accepted, 1);
+        add(&self.events_inserted, u64::from(new_events));
+    }
+
+    pub fn add_doc_rejected(&self, code: RejectCode) {
+        // A panic while holding this lock cannot leave the map inconsistent (one `+= 1`), so a
+        // poisoned lock is still good to use.
+        let mut map = self
+            .docs_rejected
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *map.entry(code.as_str()).or_insert(0) += 1;
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            wire_connections: load(&self.wire_connections),
+            wire_read_bytes: load(&self.wire_read_bytes),
+            wire_written_bytes: load(&self.wire_written_bytes),
+            http_requests: load(&self.http_requests),
+            http_responses: std::array::from_fn(|i| load(&self.http_responses[i])),
+            http_request_body_bytes: load(&self.http_request_body_bytes),
+            http_response_body_bytes: load(&self.http_response_body_bytes),
+            sync_requests: load(&self.sync_requests),
+            docs_accepted: load(&self.docs_accepted),
+            docs_rejected: self
+                .docs_rejected
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+            events_inserted: load(&self.events_inserted),
+        }
+    }
+
+    /// The counters in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        self.snapshot().render()
+    }
+}
+
+impl MetricsSnapshot {
+    /// The counters in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut counter = |name: &str, help: &str, series: &[(&str, u64)]| {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, value) in series {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        counter(
+            "patrol_wire_connections_total",
+            "TCP connections accepted on the main listener.",
+            &[("", self.wire_connections)],
+        );
+        counter(
+            "patrol_wire_read_bytes_total",
+            "TCP payload bytes read from sockets accepted on the main listener (HTTP headers, framing and bodies).",
+            &[("", self.wire_read_bytes)],
+        );
+        counter(
+            "patrol_wire_written_bytes_total",
+            "TCP payload bytes written to sockets accepted on the main listener (HTTP headers, framing and bodies).",
+            &[("", self.wire_written_bytes)],
+        );
+        counter(
+            "patrol_http_requests_total",
+            "HTTP requests received by the API.",
+            &[("", self.http_requests)],
+        );
+        let classes: Vec<(String, u64)> = STATUS_CLASSES
+            .iter()
+            .zip(self.http_responses)
+            .map(|(class, n)| (format!("{{class=\"{class}\"}}"), n))
+            .collect();
+        let classes: Vec<(&str, u64)> = classes.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        counter(
+            "patrol_http_responses_total",
+            "HTTP responses sent by the API, by status class.",
+            &classes,
+        );
+        counter(
+            "patrol_http_request_body_bytes_total",
+            "HTTP request body bytes read by the API (as received, before any decoding).",
+            &[("", self.http_request_body_bytes)],
+        );
+        counter(
+            "patrol_http_response_body_bytes_total",
+            "HTTP response body bytes sent by the API (after any Content-Encoding).",
+            &[("", self.http_response_body_bytes)],
+        );
+        counter(
+            "patrol_sync_requests_total",
+            "Sync requests (POST /api/v1/sync) received.",
+            &[("", self.sync_requests)],
+        );
+        counter(
+            "patrol_sync_docs_accepted_total",
+            "Shift log pushes accepted (including repeats that added nothing).",
+            &[("", self.docs_accepted)],
+        );
+        // Reject codes are snake_case identifiers, so they need no escaping as label values.
+        let codes: Vec<(String, u64)> = self
+            .docs_rejected
+            .iter()
+            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
+            .collect();
+        let codes: Vec<(&str, u64)> = codes.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        counter(
+            "patrol_sync_docs_rejected_total",
+            "Shift log pushes rejected, by reject code.",
+            &codes,
+        );
+        counter(
+            "patrol_events_inserted_total",
+            "Events inserted into the site feed (the projection); repeats are not counted.",
+            &[("", self.events_inserted)],
+        );
+        out
+    }
+}
+
+/// `GET /metrics`: the counters as Prometheus text.
+pub async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+/// The side listener's router: `/metrics` and `/healthz`, without the counting layer, so
+/// reading it adds nothing to the counters it reports.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_counter_with_help_and_type() {
+        let m = Metrics::new();
+        m.add_wire_read(10);
+        m.add_wire_written(20);
+        m.add_http_request();
+        m.add_http_response(StatusCode::OK);
+        m.add_http_response(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        m.add_doc_accepted(7);
+        m.add_doc_rejected(RejectCode::WrongOwner);
+        m.add_doc_rejected(RejectCode::WrongOwner);
+        let text = m.render();
+        for line in [
+            "patrol_wire_read_bytes_total 10",
+            "patrol_wire_written_bytes_total 20",
+            "patrol_http_requests_total 1",
+            "patrol_http_responses_total{class=\"2xx\"} 1",
+            "patrol_http_responses_total{class=\"4xx\"} 1",
+            "patrol_http_responses_total{class=\"5xx\"} 0",
+            "patrol_sync_docs_accepted_total 1",
+            "patrol_sync_docs_rejected_total{code=\"wrong_owner\"} 2",
+            "patrol_sync_docs_rejected_total{code=\"malformed\"} 0",
+            "patrol_events_inserted_total 7",
+            "# TYPE patrol_events_inserted_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(text.ends_with('\n'));
+    }
+}
