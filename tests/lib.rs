@@ -31,15 +31,19 @@ pub fn bins() -> Result<&'static Bins> {
 }
 
 fn build() -> Result<Bins> {
-    // target/<profile>/deps/<test-exe> -> target/<profile>
+    // target/<profile>/deps/<test-exe> or target/<profile>/<bin> -> target/<profile>
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
+    let mut profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| anyhow!("cannot locate the target directory from {}", exe.display()))?
-        .to_path_buf();
+        .ok_or_else(|| anyhow!("cannot locate the target directory from {}", exe.display()))?;
+    if profile_dir.file_name().is_some_and(|n| n == "deps") {
+        profile_dir = profile_dir.parent().unwrap_or(profile_dir);
+    }
+    let profile_dir = profile_dir.to_path_buf();
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The workspace this crate was built in, so the build works from any directory.
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut cmd = Command::new(cargo);
     cmd.args([
         "build",
@@ -48,7 +52,9 @@ fn build() -> Result<Bins> {
         "patrol-server",
         "-p",
         "patrol-cli",
-    ]);
+        "--manifest-path",
+    ])
+    .arg(&manifest);
     if release {
         cmd.arg("--release");
     }
@@ -93,12 +99,19 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub url: String,
+    /// The side port serving `/metrics`, whose own traffic the server does not count.
+    pub metrics_url: Option<String>,
     pub data_dir: PathBuf,
 }
 
 impl Server {
     /// Creates `sites` in a fresh store under `data_dir`, then starts the server on a free port.
     pub fn start(data_dir: &Path, sites: &[&str]) -> Result<Server> {
+        Self::start_with(data_dir, sites, false)
+    }
+
+    /// As [`Server::start`], with a metrics side port when `metrics` is set.
+    pub fn start_with(data_dir: &Path, sites: &[&str], metrics: bool) -> Result<Server> {
         let bins = bins()?;
         for site in sites {
             run_ok(
@@ -107,9 +120,13 @@ impl Server {
                     .arg(data_dir),
             )?;
         }
-        let mut child = Command::new(&bins.server)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+        let mut cmd = Command::new(&bins.server);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir);
+        if metrics {
+            cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -117,24 +134,35 @@ impl Server {
             .context("starting patrol-server")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
-        let addr = loop {
+        let mut addr = None;
+        let mut metrics_url = None;
+        while addr.is_none() || (metrics && metrics_url.is_none()) {
             let Some(line) = lines.next() else {
                 let _ = child.kill();
                 bail!("patrol-server exited before it was listening");
             };
             let line = line?;
             if let Some(rest) = line.split("listening on http://").nth(1) {
-                break rest.trim().parse::<SocketAddr>()?;
+                addr = Some(rest.trim().parse::<SocketAddr>()?);
+            } else if let Some(rest) = line.split("metrics on http://").nth(1) {
+                metrics_url = Some(format!("http://{}", rest.trim()));
             }
-        };
+        }
+        let addr = addr.ok_or_else(|| anyhow!("no listening address"))?;
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Ok(Server {
             child,
             addr,
             url: format!("http://{addr}"),
+            metrics_url,
             data_dir: data_dir.to_path_buf(),
         })
+    }
+
+    /// The server's process id, to read its memory and CPU from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

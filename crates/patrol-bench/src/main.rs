@@ -1,0 +1,56 @@
+//! `patrol-bench`: runs the shared workloads on the real system and writes the results as JSON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use patrol_bench::{Params, run, table};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "patrol-bench",
+    about = "Runs workloads W1-W3 (shared/WORKLOADS.md) against the real patrol-server"
+)]
+struct Args {
+    /// D: devices at the site.
+    #[arg(long, default_value_t = 100)]
+    devices: u64,
+    /// E: events each device records offline before W1.
+    #[arg(long, default_value_t = 1000)]
+    events: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// New events from device 1 before the incremental pull.
+    #[arg(long, default_value_t = 1000)]
+    w2_new: u64,
+    /// Events written one by one in W3.
+    #[arg(long, default_value_t = 10_000)]
+    w3_n: u64,
+    #[arg(long, default_value_t = 3)]
+    w3_reps: usize,
+    /// Where to write the results.
+    #[arg(long, default_value = "results.json")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let params = Params {
+        seed: args.seed,
+        w2_new: args.w2_new,
+        w3_n: args.w3_n,
+        w3_reps: args.w3_reps,
+        ..Params::new(args.devices, args.events)
+    };
+    // TOTAL_TIMEOUT_S: a bound around the whole run.
+    let results = tokio::time::timeout(Duration::from_secs(3600), run(&params))
+        .await
+        .context("the run took longer than its 3600 s bound")??;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    print!("{}", table(&results));
+    println!("results written to {}", args.out.display());
+    Ok(())
+}
