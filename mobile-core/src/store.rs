@@ -12,7 +12,7 @@ use patrol_core::{
     ChangeHash, DeviceId, DeviceTime, Event, EventBody, EventId, EventRecord, GuardId, Hlc,
     LocalChange, Scan, ShiftId, ShiftLog, ShiftMeta, SiteId,
 };
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -87,6 +87,8 @@ pub struct PreparedSync {
     pub request: SyncRequest,
     /// Logs of finished shifts, loaded to build the request (the open one stays in the store).
     logs: HashMap<ShiftId, ShiftLog>,
+    /// Row id and delivered count of every shift when the request was built.
+    delivered: HashMap<ShiftId, (i64, u64)>,
 }
 
 /// What one sync round achieved.
@@ -108,7 +110,7 @@ pub struct DeviceStore {
     device: DeviceId,
     site: SiteId,
     clock: Arc<dyn Clock>,
-    open: Option<(ShiftInfo, ShiftLog)>,
+    open: Option<OpenShift>,
     next_seq: u64,
     hlc: Hlc,
     config_version: u64,
@@ -137,6 +139,45 @@ fn heads_from_blob(blob: &[u8]) -> Result<Vec<ChangeHash>> {
 fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
     s.parse()
         .map_err(|_| Error::Corrupt(format!("stored {what} {s:?} does not parse")))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A shift as stored, with how many events it holds (derived from the sequence numbers).
+#[derive(Debug)]
+struct ShiftRow {
+    id: i64,
+    shift: ShiftId,
+    guard: GuardId,
+    started_ms: i64,
+    ended: bool,
+    first_seq: u64,
+    /// Events recorded in this shift.
+    recorded: u64,
+    delivered: u64,
+    acked: Vec<ChangeHash>,
+    meta_change: Vec<u8>,
+}
+
+impl ShiftRow {
+    /// The sequence numbers of this shift's events.
+    fn seqs(&self) -> std::ops::Range<u64> {
+        self.first_seq..self.first_seq + self.recorded
+    }
+
+    fn pending(&self) -> u64 {
+        self.recorded.saturating_sub(self.delivered)
+    }
+}
+
+/// The open shift: its row id and first sequence number, and its log in memory.
+#[derive(Debug)]
+struct OpenShift {
+    info: ShiftInfo,
+    row_id: i64,
+    log: ShiftLog,
 }
 
 impl DeviceStore {
@@ -211,20 +252,23 @@ impl DeviceStore {
             (None, None) => return Err(Error::NotInitialised { path: path_str }),
         };
 
-        let (max_seq, last_hlc): (i64, Option<(i64, i64)>) = conn.query_row(
-            "SELECT COALESCE(MAX(seq), 0), (SELECT hlc_wall FROM events ORDER BY seq DESC LIMIT 1),
-                    (SELECT hlc_counter FROM events ORDER BY seq DESC LIMIT 1) FROM events",
-            [],
-            |r| {
-                let w: Option<i64> = r.get(1)?;
-                let c: Option<i64> = r.get(2)?;
-                Ok((r.get(0)?, w.zip(c)))
-            },
-        )?;
-        let local_hlc = last_hlc
-            .map(|(w, c)| Hlc {
-                wall_ms: w as u64,
-                counter: c as u32,
+        // Sequence numbers are gap-free from 1, so the last one is the count of events.
+        let last: Option<(i64, i64, i64)> = conn
+            .query_row(
+                "SELECT seq, hlc_wall, hlc_counter FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (last_seq, local_hlc) = last
+            .map(|(seq, w, c)| {
+                (
+                    seq as u64,
+                    Hlc {
+                        wall_ms: w as u64,
+                        counter: c as u32,
+                    },
+                )
             })
             .unwrap_or_default();
 
@@ -235,7 +279,7 @@ impl DeviceStore {
             site: stored_site,
             clock,
             open: None,
-            next_seq: max_seq as u64 + 1,
+            next_seq: last_seq + 1,
             hlc: local_hlc.max(server_hlc),
             config_version,
         };
@@ -257,48 +301,95 @@ impl DeviceStore {
 
     /// The shift in progress, if any.
     pub fn current_shift(&self) -> Option<&ShiftInfo> {
-        self.open.as_ref().map(|(info, _)| info)
+        self.open.as_ref().map(|o| &o.info)
     }
 
-    fn load_log(&self, shift: &ShiftId, meta_change: Vec<u8>) -> Result<ShiftLog> {
-        let mut bytes = meta_change;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT change FROM events WHERE shift_id = ?1 ORDER BY seq")?;
-        let mut rows = stmt.query([shift.to_string()])?;
-        while let Some(row) = rows.next()? {
-            bytes.extend_from_slice(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
+    /// Every shift, in the order they were worked.
+    fn shift_rows(&self) -> Result<Vec<ShiftRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, shift_id, guard_id, started_ms, ended_ms IS NOT NULL, first_seq, delivered,
+                    acked_heads, meta_change
+             FROM shifts ORDER BY first_seq",
+        )?;
+        let raw = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, Vec<u8>>(7)?,
+                    r.get::<_, Vec<u8>>(8)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = Vec::with_capacity(raw.len());
+        for (i, (id, shift, guard, started_ms, ended, first, delivered, acked, meta)) in
+            raw.iter().enumerate()
+        {
+            let first_seq = *first as u64;
+            let end = raw.get(i + 1).map_or(self.next_seq, |next| next.5 as u64);
+            rows.push(ShiftRow {
+                id: *id,
+                shift: parse(shift, "shift id")?,
+                guard: parse(guard, "guard id")?,
+                started_ms: *started_ms,
+                ended: *ended,
+                first_seq,
+                recorded: end.saturating_sub(first_seq),
+                delivered: *delivered as u64,
+                acked: heads_from_blob(acked)?,
+                meta_change: meta.clone(),
+            });
+        }
+        Ok(rows)
+    }
+
+    fn load_log(&self, row: &ShiftRow) -> Result<ShiftLog> {
+        let mut bytes = row.meta_change.clone();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT change FROM events WHERE seq >= ?1 AND seq < ?2 AND shift = ?3 ORDER BY seq",
+        )?;
+        let seqs = row.seqs();
+        let mut rows = stmt.query(params![to_i64(seqs.start), to_i64(seqs.end), row.id])?;
+        while let Some(r) = rows.next()? {
+            bytes.extend_from_slice(r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
         }
         Ok(ShiftLog::load(&bytes, self.device)?)
     }
 
-    fn load_open_shift(&self) -> Result<Option<(ShiftInfo, ShiftLog)>> {
-        let row: Option<(String, String, i64, Vec<u8>)> = self
-            .conn
-            .query_row(
-                "SELECT shift_id, guard_id, started_ms, meta_change FROM shifts
-                 WHERE ended_ms IS NULL ORDER BY started_ms DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let Some((shift, guard, started_ms, meta_change)) = row else {
+    fn load_open_shift(&self) -> Result<Option<OpenShift>> {
+        let Some(row) = self.shift_rows()?.into_iter().rev().find(|r| !r.ended) else {
             return Ok(None);
         };
-        let shift: ShiftId = parse(&shift, "shift id")?;
-        let log = self.load_log(&shift, meta_change)?;
+        let log = self.load_log(&row)?;
+        if log.event_count() as u64 != row.recorded {
+            return Err(Error::Corrupt(format!(
+                "shift {} holds {} events, its sequence numbers say {}",
+                row.shift,
+                log.event_count(),
+                row.recorded
+            )));
+        }
         let info = ShiftInfo {
-            shift,
-            guard: parse(&guard, "guard id")?,
-            started_ms,
+            shift: row.shift,
+            guard: row.guard,
+            started_ms: row.started_ms,
         };
-        Ok(Some((info, log)))
+        Ok(Some(OpenShift {
+            info,
+            row_id: row.id,
+            log,
+        }))
     }
 
     /// Starts a shift for `guard`: creates its log and records `ShiftStarted`, in one transaction.
     pub fn start_shift(&mut self, guard: GuardId) -> Result<ShiftId> {
-        if let Some((info, _)) = &self.open {
-            return Err(Error::ShiftAlreadyOpen(info.shift));
+        if let Some(open) = &self.open {
+            return Err(Error::ShiftAlreadyOpen(open.info.shift));
         }
         let shift = ShiftId::generate();
         let meta = ShiftMeta {
@@ -314,7 +405,12 @@ impl DeviceStore {
             guard,
             started_ms,
         };
-        self.open = Some((info.clone(), log));
+        // The row id is set when the shift row is inserted, with the ShiftStarted event.
+        self.open = Some(OpenShift {
+            info,
+            row_id: 0,
+            log,
+        });
         let result = self.append(
             EventBody::ShiftStarted,
             RecordOptions::default(),
@@ -364,11 +460,11 @@ impl DeviceStore {
         options: RecordOptions,
         new_shift: Option<&LocalChange>,
     ) -> Result<EventId> {
-        let Some((info, log)) = self.open.as_mut() else {
+        let Some(open) = self.open.as_mut() else {
             return Err(Error::NoOpenShift);
         };
         let id = options.event_id.unwrap_or_else(EventId::generate);
-        if let Some(existing) = log.get(&id)? {
+        if let Some(existing) = open.log.get(&id)? {
             // A retried call: same content is the same event; anything else is a conflict.
             return if existing.body == body {
                 Ok(id)
@@ -390,19 +486,21 @@ impl DeviceStore {
             config_version: self.config_version,
             body,
         };
-        let Some(change) = log.record(id, &record)? else {
+        let Some(change) = open.log.record(id, &record)? else {
             return Ok(id);
         };
-        let info = info.clone();
-        let written = write_event(&mut self.conn, &info, new_shift, id, &record, &change);
-        if let Err(e) = written {
-            // The log in memory holds a change the disk does not: rebuild it from the disk.
-            self.open = if new_shift.is_some() {
-                None
-            } else {
-                self.load_open_shift()?
-            };
-            return Err(e);
+        let written = write_event(&mut self.conn, open, new_shift, id, &record, &change);
+        match written {
+            Ok(row_id) => open.row_id = row_id,
+            Err(e) => {
+                // The log in memory holds a change the disk does not: rebuild it from the disk.
+                self.open = if new_shift.is_some() {
+                    None
+                } else {
+                    self.load_open_shift()?
+                };
+                return Err(e);
+            }
         }
         self.next_seq += 1;
         self.hlc = hlc;
@@ -411,55 +509,46 @@ impl DeviceStore {
 
     /// Events in the device's order; of one shift, or all.
     pub fn events(&self, shift: Option<ShiftId>) -> Result<Vec<LocalEvent>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT e.event_id, e.shift_id, s.guard_id, e.record, e.delivered
-             FROM events e JOIN shifts s ON s.shift_id = e.shift_id
-             WHERE ?1 IS NULL OR e.shift_id = ?1 ORDER BY e.seq",
-        )?;
-        let rows = stmt.query_map([shift.map(|s| s.to_string())], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-                r.get::<_, bool>(4)?,
-            ))
-        })?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, shift, guard, record, delivered) = row?;
-            let record = EventRecord::decode(&record)
-                .map_err(|e| Error::Corrupt(format!("event {id}: {e}")))?;
-            out.push(LocalEvent {
-                event: Event {
-                    id: parse(&id, "event id")?,
-                    site: self.site.clone(),
-                    device: self.device,
-                    shift: parse(&shift, "shift id")?,
-                    guard: parse(&guard, "guard id")?,
-                    record,
-                },
-                delivered,
-            });
+        for row in self.shift_rows()? {
+            if shift.is_some_and(|s| s != row.shift) {
+                continue;
+            }
+            let events = match &self.open {
+                Some(open) if open.info.shift == row.shift => open.log.events()?,
+                _ => self.load_log(&row)?.events()?,
+            };
+            out.extend(events.into_iter().enumerate().map(|(i, event)| LocalEvent {
+                event,
+                delivered: (i as u64) < row.delivered,
+            }));
         }
         Ok(out)
     }
 
     /// What the app shows about syncing.
     pub fn status(&self) -> Result<SyncStatus> {
-        let (pending, oldest): (i64, Option<i64>) = self.conn.query_row(
-            "SELECT COUNT(*), MIN(wall_ms) FROM events WHERE delivered = 0",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let rows = self.shift_rows()?;
+        let pending_events = rows.iter().map(ShiftRow::pending).sum();
+        let oldest_pending_ms = match rows.iter().find(|r| r.pending() > 0) {
+            Some(r) => self
+                .conn
+                .query_row(
+                    "SELECT wall_ms FROM events WHERE seq = ?1",
+                    [to_i64(r.first_seq + r.delivered)],
+                    |row| row.get(0),
+                )
+                .optional()?,
+            None => None,
+        };
         let (last_attempt_ms, last_success_ms, last_error) = self.conn.query_row(
             "SELECT last_attempt_ms, last_success_ms, last_error FROM sync_state",
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         Ok(SyncStatus {
-            pending_events: pending as u64,
-            oldest_pending_ms: oldest,
+            pending_events,
+            oldest_pending_ms,
             last_attempt_ms,
             last_success_ms,
             last_error,
@@ -470,7 +559,7 @@ impl DeviceStore {
     fn rejected(&self) -> Result<Vec<RejectedLog>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT shift_id, reject_code, reject_message FROM shifts
-             WHERE reject_code IS NOT NULL ORDER BY started_ms",
+             WHERE reject_code IS NOT NULL ORDER BY first_seq",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -493,35 +582,26 @@ impl DeviceStore {
 
     /// Builds the next sync request: every log with events the server has not acknowledged.
     pub fn prepare_sync(&mut self) -> Result<PreparedSync> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT s.shift_id, s.meta_change, s.acked_heads FROM shifts s
-             WHERE EXISTS (SELECT 1 FROM events e WHERE e.shift_id = s.shift_id AND e.delivered = 0)
-             ORDER BY s.started_ms",
-        )?;
-        let rows: Vec<(String, Vec<u8>, Vec<u8>)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_, _>>()?;
-        drop(stmt);
-        let open_shift = self.open.as_ref().map(|(info, _)| info.shift);
+        let rows = self.shift_rows()?;
+        let pending: u64 = rows.iter().map(ShiftRow::pending).sum();
         let mut logs = HashMap::new();
-        let mut docs = Vec::with_capacity(rows.len());
-        for (shift, meta_change, acked) in rows {
-            let shift: ShiftId = parse(&shift, "shift id")?;
-            let acked = heads_from_blob(&acked)?;
-            let push = if Some(shift) == open_shift {
-                match self.open.as_mut() {
-                    Some((_, log)) => plan_push(log, &acked)?,
-                    None => continue,
+        let mut docs = Vec::new();
+        for row in rows.iter().filter(|r| r.pending() > 0) {
+            let push = match self.open.as_mut() {
+                Some(open) if open.info.shift == row.shift => plan_push(&mut open.log, &row.acked)?,
+                _ => {
+                    let mut log = self.load_log(row)?;
+                    let push = plan_push(&mut log, &row.acked)?;
+                    logs.insert(row.shift, log);
+                    push
                 }
-            } else {
-                let mut log = self.load_log(&shift, meta_change)?;
-                let push = plan_push(&mut log, &acked)?;
-                logs.insert(shift, log);
-                push
             };
             docs.push(push);
         }
-        let pending = self.status()?.pending_events;
+        let delivered = rows
+            .iter()
+            .map(|r| (r.shift, (r.id, r.delivered)))
+            .collect::<HashMap<_, _>>();
         let now = self.clock.now();
         self.conn
             .execute("UPDATE sync_state SET last_attempt_ms = ?1", [now.wall_ms])?;
@@ -535,6 +615,7 @@ impl DeviceStore {
                 docs,
             },
             logs,
+            delivered,
         })
     }
 
@@ -556,8 +637,11 @@ impl DeviceStore {
                 continue;
             }
             let DocRef::ShiftLog(shift) = result.doc;
+            let Some(&(row_id, before)) = prepared.delivered.get(&shift) else {
+                continue;
+            };
             let log = match self.open.as_mut() {
-                Some((info, log)) if info.shift == shift => log,
+                Some(open) if open.info.shift == shift => &mut open.log,
                 _ => match prepared.logs.get_mut(&shift) {
                     Some(log) => log,
                     None => continue,
@@ -570,18 +654,20 @@ impl DeviceStore {
                     ..
                 } => {
                     let ack = acknowledge(log, heads);
-                    report.events_delivered += mark_delivered(&tx, &shift, &ack.unacked)?;
+                    let delivered = ack.delivered_events as u64;
+                    report.events_delivered += delivered.saturating_sub(before);
                     tx.execute(
-                        "UPDATE shifts SET acked_heads = ?2, reject_code = NULL, reject_message = NULL
-                         WHERE shift_id = ?1",
-                        params![shift.to_string(), heads_to_blob(&ack.acked)],
+                        "UPDATE shifts SET acked_heads = ?2, delivered = ?3, reject_code = NULL,
+                                reject_message = NULL
+                         WHERE id = ?1",
+                        params![row_id, heads_to_blob(&ack.acked), to_i64(delivered)],
                     )?;
                     report.needs_another_round |= *missing_deps || !ack.unacked.is_empty();
                 }
                 DocOutcome::Rejected { code, message } => {
                     tx.execute(
-                        "UPDATE shifts SET reject_code = ?2, reject_message = ?3 WHERE shift_id = ?1",
-                        params![shift.to_string(), code.as_str(), message],
+                        "UPDATE shifts SET reject_code = ?2, reject_message = ?3 WHERE id = ?1",
+                        params![row_id, code.as_str(), message],
                     )?;
                     report.rejected.push(RejectedLog {
                         shift,
@@ -599,7 +685,7 @@ impl DeviceStore {
         let hlc = self.hlc.observe(server, now.wall_ms.max(0) as u64);
         tx.execute(
             "UPDATE device SET hlc_wall = ?1, hlc_counter = ?2",
-            params![hlc.wall_ms as i64, hlc.counter],
+            params![to_i64(hlc.wall_ms), hlc.counter],
         )?;
         let error = (!report.rejected.is_empty()).then(|| {
             format!(
@@ -627,89 +713,70 @@ impl DeviceStore {
     }
 }
 
+/// Writes one event (and, for `ShiftStarted`, its shift row) in one transaction; returns the
+/// shift's row id.
 fn write_event(
     conn: &mut Connection,
-    info: &ShiftInfo,
+    open: &OpenShift,
     new_shift: Option<&LocalChange>,
     id: EventId,
     record: &EventRecord,
     change: &LocalChange,
-) -> Result<()> {
-    let tx = conn.transaction()?;
-    if let Some(first) = new_shift {
-        tx.execute(
-            "INSERT INTO shifts (shift_id, guard_id, started_ms, meta_change) VALUES (?1, ?2, ?3, ?4)",
-            params![info.shift.to_string(), info.guard.as_str(), info.started_ms, first.bytes],
-        )?;
+) -> Result<i64> {
+    let ends_shift = matches!(record.body, EventBody::ShiftEnded { .. });
+    if new_shift.is_none() && !ends_shift {
+        // One statement commits atomically on its own: no BEGIN/COMMIT round on the hot path.
+        insert_event(conn, open.row_id, id, record, change)?;
+        return Ok(open.row_id);
     }
-    insert_event(&tx, info, id, record, change)?;
-    if matches!(record.body, EventBody::ShiftEnded { .. }) {
+    let tx = conn.transaction()?;
+    let row_id = match new_shift {
+        Some(first) => {
+            tx.execute(
+                "INSERT INTO shifts (shift_id, guard_id, started_ms, first_seq, meta_change)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    open.info.shift.to_string(),
+                    open.info.guard.as_str(),
+                    open.info.started_ms,
+                    to_i64(record.seq),
+                    first.bytes
+                ],
+            )?;
+            tx.last_insert_rowid()
+        }
+        None => open.row_id,
+    };
+    insert_event(&tx, row_id, id, record, change)?;
+    if ends_shift {
         tx.execute(
-            "UPDATE shifts SET ended_ms = ?2 WHERE shift_id = ?1",
-            params![info.shift.to_string(), record.time.wall_ms],
+            "UPDATE shifts SET ended_ms = ?2 WHERE id = ?1",
+            params![row_id, record.time.wall_ms],
         )?;
     }
     tx.commit()?;
-    Ok(())
+    Ok(row_id)
 }
 
 fn insert_event(
-    tx: &Transaction<'_>,
-    info: &ShiftInfo,
+    conn: &Connection,
+    shift_row: i64,
     id: EventId,
     record: &EventRecord,
     change: &LocalChange,
 ) -> Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO events (event_id, shift_id, seq, kind, wall_ms, hlc_wall, hlc_counter, record,
-                             change_hash, change)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, change)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     stmt.execute(params![
-        id.to_string(),
-        info.shift.to_string(),
-        record.seq as i64,
-        record.body.kind(),
+        to_i64(record.seq),
+        shift_row,
+        id.0.as_bytes().as_slice(),
         record.time.wall_ms,
-        record.time.hlc.wall_ms as i64,
+        to_i64(record.time.hlc.wall_ms),
         record.time.hlc.counter,
-        record.encode()?,
-        change.hash.0.as_slice(),
         change.bytes,
     ])?;
     Ok(())
-}
-
-/// Marks delivered every undelivered event of `shift` whose change is not in `unacked`.
-fn mark_delivered(tx: &Transaction<'_>, shift: &ShiftId, unacked: &[ChangeHash]) -> Result<u64> {
-    if unacked.is_empty() {
-        let n = tx.execute(
-            "UPDATE events SET delivered = 1 WHERE shift_id = ?1 AND delivered = 0",
-            [shift.to_string()],
-        )?;
-        return Ok(n as u64);
-    }
-    let unacked: HashSet<[u8; 32]> = unacked.iter().map(|h| h.0).collect();
-    let mut select = tx.prepare_cached(
-        "SELECT event_id, change_hash FROM events WHERE shift_id = ?1 AND delivered = 0",
-    )?;
-    let ids: Vec<String> = select
-        .query_map([shift.to_string()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?
-        .filter_map(|row| match row {
-            Ok((id, hash))
-                if !<[u8; 32]>::try_from(hash.as_slice()).is_ok_and(|h| unacked.contains(&h)) =>
-            {
-                Some(Ok(id))
-            }
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect::<Result<_, _>>()?;
-    let mut update = tx.prepare_cached("UPDATE events SET delivered = 1 WHERE event_id = ?1")?;
-    for id in &ids {
-        update.execute([id])?;
-    }
-    Ok(ids.len() as u64)
 }

@@ -6,7 +6,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::legacy::{Key, ObjectId, OpType};
-use automerge::{Automerge, Bundle, Change, ChangeHash, ReadDoc, ScalarValue};
+use automerge::{Automerge, Bundle, Change, ChangeHash, ScalarValue};
 use thiserror::Error;
 
 use crate::error::LogError;
@@ -34,13 +34,23 @@ pub struct Ack {
     pub acked: Vec<ChangeHash>,
     /// Changes still not covered by the server's heads; their events are not delivered yet.
     pub unacked: Vec<ChangeHash>,
+    /// How many of the log's events the server's heads cover. A log's history is linear (one
+    /// writer, each change on the previous), so these are its first events in sequence order.
+    pub delivered_events: usize,
 }
 
 /// The device side: an event is delivered only when the server's heads include its change.
 pub fn acknowledge(log: &mut ShiftLog, server_heads: &[[u8; 32]]) -> Ack {
     let acked = log.known(&from_wire(server_heads));
     let unacked = log.unacked(&acked);
-    Ack { acked, unacked }
+    // With nothing acknowledged, the metadata change is among the unacknowledged ones.
+    let unacked_events = unacked.len() - usize::from(acked.is_empty() && !unacked.is_empty());
+    let delivered_events = log.event_count().saturating_sub(unacked_events);
+    Ack {
+        acked,
+        unacked,
+        delivered_events,
+    }
 }
 
 /// A push the server refuses; nothing of it is applied.
@@ -207,7 +217,7 @@ pub fn ingest_shift_log(
     let mut fresh = Vec::new();
     let mut contents = Vec::new();
     for change in changes {
-        if doc.get_change_by_hash(&change.hash()).is_some() {
+        if doc.get_change_meta_by_hash(&change.hash()).is_some() {
             continue;
         }
         let content = check_change(&change, owner)?;
@@ -243,7 +253,7 @@ pub fn ingest_shift_log(
     let mut applied = Vec::new();
     let mut missing_deps = false;
     for (change, (hash, content)) in fresh.into_iter().zip(contents) {
-        if doc.get_change_by_hash(&hash).is_none() {
+        if doc.get_change_meta_by_hash(&hash).is_none() {
             missing_deps = true;
             continue;
         }

@@ -59,6 +59,8 @@ pub struct ShiftLog {
     doc: AutoCommit,
     meta: ShiftMeta,
     ended: bool,
+    /// Events in the log (every root key but `meta`), kept so it costs nothing to ask.
+    events: usize,
 }
 
 impl ShiftLog {
@@ -72,6 +74,7 @@ impl ShiftLog {
                 doc,
                 meta,
                 ended: false,
+                events: 0,
             },
             change,
         ))
@@ -85,9 +88,11 @@ impl ShiftLog {
             doc,
             meta,
             ended: false,
+            events: 0,
         };
-        log.ended = log
-            .events_raw()?
+        let events = log.events_raw()?;
+        log.events = events.len();
+        log.ended = events
             .iter()
             .any(|(_, r)| matches!(r.body, EventBody::ShiftEnded { .. }));
         Ok(log)
@@ -95,6 +100,11 @@ impl ShiftLog {
 
     pub fn meta(&self) -> &ShiftMeta {
         &self.meta
+    }
+
+    /// How many events the log holds.
+    pub fn event_count(&self) -> usize {
+        self.events
     }
 
     /// Whether a `ShiftEnded` event has been recorded; a frozen log takes no more events.
@@ -123,6 +133,7 @@ impl ShiftLog {
         }
         self.doc.put(ROOT, key, record.encode()?)?;
         let change = commit(&mut self.doc)?;
+        self.events += 1;
         if matches!(record.body, EventBody::ShiftEnded { .. }) {
             self.ended = true;
         }
@@ -186,10 +197,11 @@ impl ShiftLog {
     /// in `acked` are ignored, so a server that lost data gets everything again.
     pub fn unacked(&mut self, acked: &[ChangeHash]) -> Vec<ChangeHash> {
         let known = self.known(acked);
+        // Metadata only: materialising whole changes costs several times more.
         self.doc
-            .get_changes(&known)
+            .get_changes_meta(&known)
             .iter()
-            .map(|c| c.hash())
+            .map(|c| c.hash)
             .collect()
     }
 
@@ -198,7 +210,7 @@ impl ShiftLog {
         hashes
             .iter()
             .copied()
-            .filter(|h| self.doc.get_change_by_hash(h).is_some())
+            .filter(|h| self.doc.get_change_meta_by_hash(h).is_some())
             .collect()
     }
 

@@ -97,8 +97,21 @@ impl Device {
         };
         let ack = acknowledge(&mut self.log, heads);
         let unacked: HashSet<ChangeHash> = ack.unacked.into_iter().collect();
-        for id in &self.recorded {
-            if !unacked.contains(&self.hash_of[id]) {
+        let covered: Vec<bool> = self
+            .recorded
+            .iter()
+            .map(|id| !unacked.contains(&self.hash_of[id]))
+            .collect();
+        // What the heads cover is exactly a prefix of the log, of the length the ack reports.
+        let prefix: Vec<bool> = (0..self.recorded.len())
+            .map(|i| i < ack.delivered_events)
+            .collect();
+        assert_eq!(
+            covered, prefix,
+            "delivered events are not the reported prefix"
+        );
+        for (id, covered) in self.recorded.iter().zip(covered) {
+            if covered {
                 self.delivered.insert(*id);
             }
         }

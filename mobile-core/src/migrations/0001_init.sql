@@ -10,37 +10,39 @@ CREATE TABLE device (
     config_version INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 
--- One row per shift log. meta_change is the log's first change (its metadata).
+-- One row per shift log. A device has one shift open at a time, so a shift's events are the
+-- contiguous run of sequence numbers from first_seq up to the next shift's first_seq.
 CREATE TABLE shifts (
-    shift_id     TEXT PRIMARY KEY,
+    id           INTEGER PRIMARY KEY,
+    shift_id     TEXT NOT NULL UNIQUE,
     guard_id     TEXT NOT NULL,
     started_ms   INTEGER NOT NULL,
     ended_ms     INTEGER,
+    first_seq    INTEGER NOT NULL UNIQUE,
+    -- The log's first change (its metadata).
     meta_change  BLOB NOT NULL,
-    -- Heads the server acknowledged (32-byte hashes, concatenated).
+    -- Heads the server acknowledged (32-byte hashes, concatenated) ...
     acked_heads  BLOB NOT NULL DEFAULT x'',
+    -- ... and how many of the shift's events they cover: always its first ones, since a log's
+    -- history is linear.
+    delivered    INTEGER NOT NULL DEFAULT 0,
     -- Last rejection of this log by the server, shown to the app; cleared on acceptance.
     reject_code    TEXT,
     reject_message TEXT
 ) STRICT;
 
--- One row per event: the record for listing and the change that carries it in the shift log.
+-- One row per event, appended: the change that carries it in its shift log (which holds the
+-- event record), plus what is needed without loading the log. No secondary index, so a
+-- recording commit writes as few pages as possible.
 CREATE TABLE events (
-    event_id    TEXT PRIMARY KEY,
-    shift_id    TEXT NOT NULL REFERENCES shifts(shift_id),
-    seq         INTEGER NOT NULL UNIQUE,
-    kind        TEXT NOT NULL,
+    seq         INTEGER PRIMARY KEY,
+    shift       INTEGER NOT NULL REFERENCES shifts(id),
+    event_id    BLOB NOT NULL,
     wall_ms     INTEGER NOT NULL,
     hlc_wall    INTEGER NOT NULL,
     hlc_counter INTEGER NOT NULL,
-    record      BLOB NOT NULL,
-    change_hash BLOB NOT NULL,
-    change      BLOB NOT NULL,
-    delivered   INTEGER NOT NULL DEFAULT 0
+    change      BLOB NOT NULL
 ) STRICT;
-
-CREATE INDEX events_by_shift ON events(shift_id, seq);
-CREATE INDEX events_pending ON events(delivered, seq);
 
 -- Outcome of the last sync attempts, for the app's status line.
 CREATE TABLE sync_state (
