@@ -466,7 +466,7 @@ impl DeviceStore {
         let id = options.event_id.unwrap_or_else(EventId::generate);
         if let Some(existing) = open.log.get(&id)? {
             // A retried call: same content is the same event; anything else is a conflict.
-            return if existing.body == body {
+            return if existing.body == body.as_recorded()? {
                 Ok(id)
             } else {
                 Err(Error::Log(patrol_core::LogError::ConflictingEvent(id)))

@@ -122,7 +122,8 @@ impl ShiftLog {
         record.body.validate()?;
         let key = id.to_string();
         if let Some(existing) = self.get(&id)? {
-            return if &existing == record {
+            // Compared as recorded (locations rounded to 1e-7 degree), not as passed in.
+            return if existing.encode()? == record.encode()? {
                 Ok(None)
             } else {
                 Err(LogError::ConflictingEvent(id))
