@@ -464,14 +464,6 @@ impl DeviceStore {
             return Err(Error::NoOpenShift);
         };
         let id = options.event_id.unwrap_or_else(EventId::generate);
-        if let Some(existing) = open.log.get(&id)? {
-            // A retried call: same content is the same event; anything else is a conflict.
-            return if existing.body == body.as_recorded()? {
-                Ok(id)
-            } else {
-                Err(Error::Log(patrol_core::LogError::ConflictingEvent(id)))
-            };
-        }
         let reading = self.clock.now();
         let wall_ms = options.wall_ms.unwrap_or(reading.wall_ms);
         let hlc = self.hlc.tick(reading.wall_ms.max(0) as u64);

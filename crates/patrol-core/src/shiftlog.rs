@@ -112,8 +112,9 @@ impl ShiftLog {
         self.ended
     }
 
-    /// Records one event as one change. Recording the same id with the same record again does
-    /// nothing (returns `None`), so an app may retry a call whose outcome it did not see.
+    /// Records one event as one change. Recording the same id with the same body again does
+    /// nothing (returns `None`), whatever its clock readings, so an app may retry a call whose
+    /// outcome it did not see; the same id with another body is a conflict.
     pub fn record(
         &mut self,
         id: EventId,
@@ -123,7 +124,7 @@ impl ShiftLog {
         let key = id.to_string();
         if let Some(existing) = self.get(&id)? {
             // Compared as recorded (locations rounded to 1e-7 degree), not as passed in.
-            return if existing.encode()? == record.encode()? {
+            return if existing.body == record.body.as_recorded()? {
                 Ok(None)
             } else {
                 Err(LogError::ConflictingEvent(id))
