@@ -29,6 +29,14 @@ pub enum Error {
     ShiftAlreadyOpen(patrol_core::ShiftId),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "the store at {path} is damaged ({reason}); it was moved aside to {moved_to}, untouched, for recovery"
+    )]
+    Quarantined {
+        path: String,
+        moved_to: String,
+        reason: String,
+    },
     #[error(transparent)]
     Encode(#[from] patrol_core::EncodeError),
     #[error("network: {0}")]

@@ -7,12 +7,14 @@
 //!   notes and other events (each durable before the call returns), list the local log, and
 //!   build and apply sync rounds. Delivery is set only from the server's acknowledged heads.
 //! - [`sync::SyncClient`]: the HTTP transport (reqwest) around a sync round.
+//! - [`backoff`]: when to retry a failed sync, and how failures are classed.
 //! - [`clock`]: the device clocks stamped on each event (wall, time since boot with boot id).
 //! - [`schema`]: numbered migrations under `PRAGMA user_version`.
 //!
 //! The rules shared with the server (validation, the shift-log document, the protocol, what
 //! counts as delivered) live in `patrol-core`; this crate adds storage and transport only.
 
+pub mod backoff;
 pub mod clock;
 pub mod error;
 pub mod schema;

@@ -6,7 +6,10 @@ use rusqlite::{Connection, Transaction};
 use crate::error::{Error, Result};
 
 /// Migrations in order; migration `i` brings the schema from version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_compaction_backoff.sql"),
+];
 
 /// The schema version this build writes.
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
@@ -71,6 +74,28 @@ mod tests {
         }
         assert_eq!(schema(&stepped), schema(&fresh));
         assert_eq!(version(&fresh)?, VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn data_written_at_version_1_survives_the_upgrade() -> Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        upgrade_to(&mut conn, "v1", 1)?;
+        conn.execute_batch(
+            "INSERT INTO device (id, device_id, site_id, created_ms) VALUES (1, 'd', 's', 1);
+             INSERT INTO shifts (id, shift_id, guard_id, started_ms, first_seq, meta_change)
+                 VALUES (1, 'x', 'g', 1, 1, x'00');
+             INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, change)
+                 VALUES (1, 1, x'01', 5, 5, 0, x'02');",
+        )?;
+        upgrade(&mut conn, "v1")?;
+        let (wall, snapshot, failures): (i64, Option<Vec<u8>>, i64) = conn.query_row(
+            "SELECT e.wall_ms, s.snapshot, (SELECT failures FROM sync_state)
+             FROM events e JOIN shifts s ON s.id = e.shift",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        assert_eq!((wall, snapshot, failures), (5, None, 0));
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use patrol_core::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::backoff::RetryPolicy;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::schema;
@@ -78,6 +79,11 @@ pub struct SyncStatus {
     pub last_attempt_ms: Option<i64>,
     pub last_success_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// Failed attempts since the last success, and when the outbox will try again.
+    pub consecutive_failures: u32,
+    pub next_attempt_ms: Option<i64>,
+    /// An undelivered panic alarm: sync is retried within seconds, whatever the backoff.
+    pub urgent: bool,
     pub rejected: Vec<RejectedLog>,
 }
 
@@ -197,8 +203,15 @@ impl DeviceStore {
         site: Option<SiteId>,
         options: StoreOptions,
     ) -> Result<Self> {
-        let path_str = path.as_ref().display().to_string();
-        let mut conn = Connection::open(path.as_ref())?;
+        match Self::open_inner(path.as_ref(), site, options) {
+            Err(e) if is_corruption(&e) => Err(quarantine(path.as_ref(), &e)),
+            other => other,
+        }
+    }
+
+    fn open_inner(path: &Path, site: Option<SiteId>, options: StoreOptions) -> Result<Self> {
+        let path_str = path.display().to_string();
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
             None,
@@ -210,6 +223,11 @@ impl DeviceStore {
         )?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // A damaged file is found here, before anything is written to it.
+        let check: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(Error::Corrupt(format!("integrity check: {check}")));
+        }
         schema::upgrade(&mut conn, &path_str)?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
 
@@ -284,6 +302,8 @@ impl DeviceStore {
             config_version,
         };
         store.open = store.load_open_shift()?;
+        // A shift ended just before the app was killed may still wait for compaction.
+        store.compact_finished()?;
         Ok(store)
     }
 
@@ -349,6 +369,14 @@ impl DeviceStore {
     }
 
     fn load_log(&self, row: &ShiftRow) -> Result<ShiftLog> {
+        let snapshot: Option<Vec<u8>> =
+            self.conn
+                .query_row("SELECT snapshot FROM shifts WHERE id = ?1", [row.id], |r| {
+                    r.get(0)
+                })?;
+        if let Some(snapshot) = snapshot {
+            return Ok(ShiftLog::load(&snapshot, self.device)?);
+        }
         let mut bytes = row.meta_change.clone();
         let mut stmt = self.conn.prepare_cached(
             "SELECT change FROM events WHERE seq >= ?1 AND seq < ?2 AND shift = ?3 ORDER BY seq",
@@ -427,7 +455,46 @@ impl DeviceStore {
     pub fn end_shift(&mut self, note: Option<String>) -> Result<EventId> {
         let id = self.record(EventBody::ShiftEnded { note }, RecordOptions::default())?;
         self.open = None;
+        self.compact_finished()?;
         Ok(id)
+    }
+
+    /// Replaces the per-event changes of every ended shift by one compacted save of its log
+    /// (about a quarter of the size), in one transaction per shift. Delivery state is kept:
+    /// the saved log has the same changes and heads.
+    fn compact_finished(&mut self) -> Result<()> {
+        let pending: Vec<ShiftRow> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id FROM shifts WHERE ended_ms IS NOT NULL AND snapshot IS NULL",
+            )?;
+            let ids: Vec<i64> = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            drop(stmt);
+            if ids.is_empty() {
+                return Ok(());
+            }
+            self.shift_rows()?
+                .into_iter()
+                .filter(|r| ids.contains(&r.id))
+                .collect()
+        };
+        for row in pending {
+            let mut log = self.load_log(&row)?;
+            let snapshot = log.save();
+            let seqs = row.seqs();
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "UPDATE shifts SET snapshot = ?2 WHERE id = ?1",
+                params![row.id, snapshot],
+            )?;
+            tx.execute(
+                "UPDATE events SET change = x'' WHERE seq >= ?1 AND seq < ?2 AND shift = ?3",
+                params![to_i64(seqs.start), to_i64(seqs.end), row.id],
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
     }
 
     /// Records a checkpoint scan.
@@ -533,17 +600,39 @@ impl DeviceStore {
                 .optional()?,
             None => None,
         };
-        let (last_attempt_ms, last_success_ms, last_error) = self.conn.query_row(
-            "SELECT last_attempt_ms, last_success_ms, last_error FROM sync_state",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        let (last_attempt_ms, last_success_ms, last_error, failures, next_attempt_ms, urgent_seq) =
+            self.conn.query_row(
+                "SELECT last_attempt_ms, last_success_ms, last_error, failures, next_attempt_ms,
+                        urgent_seq
+                 FROM sync_state",
+                [],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                },
+            )?;
+        // Delivered events are a prefix of each shift, so a panic is delivered when its shift's
+        // delivered prefix reaches it.
+        let urgent = urgent_seq.is_some_and(|seq| {
+            let seq = seq as u64;
+            rows.iter()
+                .any(|r| r.seqs().contains(&seq) && seq >= r.first_seq + r.delivered)
+        });
         Ok(SyncStatus {
             pending_events,
             oldest_pending_ms,
             last_attempt_ms,
             last_success_ms,
             last_error,
+            consecutive_failures: u32::try_from(failures).unwrap_or(u32::MAX),
+            next_attempt_ms,
+            urgent,
             rejected: self.rejected()?,
         })
     }
@@ -686,7 +775,8 @@ impl DeviceStore {
             )
         });
         tx.execute(
-            "UPDATE sync_state SET last_success_ms = ?1, last_error = ?2",
+            "UPDATE sync_state SET last_success_ms = ?1, last_error = ?2, failures = 0,
+                    next_attempt_ms = NULL",
             params![now.wall_ms, error],
         )?;
         tx.commit()?;
@@ -697,11 +787,37 @@ impl DeviceStore {
         Ok(report)
     }
 
-    /// Notes a failed sync attempt for the status line.
-    pub fn sync_failed(&mut self, error: &Error) -> Result<()> {
-        self.conn
-            .execute("UPDATE sync_state SET last_error = ?1", [error.to_string()])?;
+    /// Notes a failed sync attempt and schedules the next one (see [`RetryPolicy`]).
+    pub fn sync_failed(&mut self, error: &Error, policy: &RetryPolicy) -> Result<()> {
+        let status = self.status()?;
+        let failures = status.consecutive_failures.saturating_add(1);
+        let delay = policy.delay_ms(
+            failures,
+            error.failure_class(),
+            status.urgent,
+            rand::random::<f64>(),
+        );
+        let next = self.clock.now().wall_ms.saturating_add(to_i64(delay));
+        self.conn.execute(
+            "UPDATE sync_state SET last_error = ?1, failures = ?2, next_attempt_ms = ?3",
+            params![error.to_string(), failures, next],
+        )?;
         Ok(())
+    }
+
+    /// Whether the outbox should sync now: something is pending and the backoff after the last
+    /// failure has passed (an undelivered panic makes it due at once).
+    pub fn sync_due(&self) -> Result<bool> {
+        let status = self.status()?;
+        if status.pending_events == 0 {
+            return Ok(false);
+        }
+        if status.urgent {
+            return Ok(true);
+        }
+        Ok(status
+            .next_attempt_ms
+            .is_none_or(|at| self.clock.now().wall_ms >= at))
     }
 }
 
@@ -716,7 +832,8 @@ fn write_event(
     change: &LocalChange,
 ) -> Result<i64> {
     let ends_shift = matches!(record.body, EventBody::ShiftEnded { .. });
-    if new_shift.is_none() && !ends_shift {
+    let panic = matches!(record.body, EventBody::Panic { .. });
+    if new_shift.is_none() && !ends_shift && !panic {
         // One statement commits atomically on its own: no BEGIN/COMMIT round on the hot path.
         insert_event(conn, open.row_id, id, record, change)?;
         return Ok(open.row_id);
@@ -746,6 +863,13 @@ fn write_event(
             params![row_id, record.time.wall_ms],
         )?;
     }
+    if panic {
+        // The outbox treats the log as urgent until this event is delivered.
+        tx.execute(
+            "UPDATE sync_state SET urgent_seq = ?1",
+            [to_i64(record.seq)],
+        )?;
+    }
     tx.commit()?;
     Ok(row_id)
 }
@@ -771,4 +895,44 @@ fn insert_event(
         change.bytes,
     ])?;
     Ok(())
+}
+
+/// Whether an error means the file itself is damaged (not a passing I/O or lock problem).
+fn is_corruption(e: &Error) -> bool {
+    match e {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => matches!(
+            f.code,
+            rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+        ),
+        Error::Corrupt(_) => true,
+        _ => false,
+    }
+}
+
+/// Moves a damaged store (and its WAL and shared-memory files) aside, never deleting it, and
+/// says where it went.
+fn quarantine(path: &Path, cause: &Error) -> Error {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let moved = path.with_file_name(format!(
+        "{}.corrupt-{stamp}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    let mut reason = cause.to_string();
+    for suffix in ["", "-wal", "-shm"] {
+        let from = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if from.exists() {
+            let to = std::path::PathBuf::from(format!("{}{suffix}", moved.display()));
+            if let Err(e) = std::fs::rename(&from, &to) {
+                reason.push_str(&format!("; could not move {}: {e}", from.display()));
+            }
+        }
+    }
+    tracing::error!(path = %path.display(), moved_to = %moved.display(), %reason, "quarantined a damaged store");
+    Error::Quarantined {
+        path: path.display().to_string(),
+        moved_to: moved.display().to_string(),
+        reason,
+    }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use patrol_core::protocol::{CONTENT_TYPE, SyncRequest, SyncResponse};
 
+use crate::backoff::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::store::{DeviceStore, SyncReport};
 
@@ -17,6 +18,7 @@ const MAX_ROUNDS: usize = 3;
 pub struct SyncClient {
     http: reqwest::Client,
     endpoint: String,
+    retry: RetryPolicy,
 }
 
 impl SyncClient {
@@ -40,6 +42,7 @@ impl SyncClient {
         Ok(SyncClient {
             http,
             endpoint: format!("{base}/api/v1/sync"),
+            retry: RetryPolicy::default(),
         })
     }
 
@@ -52,7 +55,7 @@ impl SyncClient {
             let response = match self.exchange(&prepared.request).await {
                 Ok(r) => r,
                 Err(e) => {
-                    store.sync_failed(&e)?;
+                    store.sync_failed(&e, &self.retry)?;
                     return Err(e);
                 }
             };
@@ -67,6 +70,17 @@ impl SyncClient {
             }
         }
         Ok(total)
+    }
+
+    /// Uses `policy` for the outbox's retry intervals.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The retry intervals in force.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// One request/response exchange.

@@ -311,3 +311,118 @@ fn every_event_kind_records_and_lists() -> TestResult {
     assert!(store.current_shift().is_none());
     Ok(())
 }
+
+#[test]
+fn a_finished_shift_is_compacted_and_still_lists_and_syncs() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("p.db");
+    let mut server = Server::default();
+    let mut store = DeviceStore::create(&path, site())?;
+    store.start_shift(guard())?;
+    for i in 0..50 {
+        store.scan(scan(&format!("cp-{}", i % 9 + 1)), RecordOptions::default())?;
+    }
+    store.end_shift(Some("all quiet".into()))?;
+    let raw: i64 = rusqlite::Connection::open(&path)?.query_row(
+        "SELECT SUM(LENGTH(change)) FROM events",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(
+        raw, 0,
+        "the events' changes were folded into the shift's snapshot"
+    );
+    drop(store);
+
+    let mut store = DeviceStore::open(&path)?;
+    assert_eq!(store.events(None)?.len(), 52);
+    let prepared = store.prepare_sync()?;
+    let response = server.answer(&prepared.request);
+    let report = store.complete_sync(prepared, &response)?;
+    assert_eq!(report.events_delivered, 52);
+    assert_eq!(server.events.len(), 52);
+    assert!(store.events(None)?.iter().all(|e| e.delivered));
+    Ok(())
+}
+
+#[test]
+fn a_damaged_store_is_moved_aside_and_reported_never_deleted() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("p.db");
+    let garbage = b"this is not a database, but somebody's data all the same".repeat(200);
+    std::fs::write(&path, &garbage)?;
+    let Err(Error::Quarantined { moved_to, .. }) = DeviceStore::open(&path) else {
+        panic!("a damaged store must be quarantined");
+    };
+    assert!(!path.exists(), "the damaged file no longer blocks the path");
+    assert_eq!(std::fs::read(&moved_to)?, garbage, "moved aside untouched");
+    // The app can now create a fresh store in its place.
+    DeviceStore::create(&path, site())?;
+    Ok(())
+}
+
+/// A clock the test moves by hand.
+#[derive(Debug)]
+struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl patrol_mobile::clock::Clock for ManualClock {
+    fn now(&self) -> patrol_mobile::clock::ClockReading {
+        let wall_ms = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        patrol_mobile::clock::ClockReading {
+            wall_ms,
+            boot_id: uuid::Uuid::nil(),
+            mono_ms: wall_ms as u64,
+        }
+    }
+}
+
+#[test]
+fn failed_syncs_back_off_and_a_pending_panic_makes_sync_due_at_once() -> TestResult {
+    use patrol_mobile::backoff::RetryPolicy;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir()?;
+    let clock = std::sync::Arc::new(ManualClock(1_800_000_000_000.into()));
+    let options = patrol_mobile::StoreOptions {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    };
+    let mut store = DeviceStore::open_with(dir.path().join("p.db"), Some(site()), options)?;
+    store.start_shift(guard())?;
+    assert!(store.sync_due()?);
+
+    let policy = RetryPolicy::default();
+    let offline = Error::Network("no route to host".into());
+    store.sync_failed(&offline, &policy)?;
+    store.sync_failed(&offline, &policy)?;
+    let status = store.status()?;
+    assert_eq!(status.consecutive_failures, 2);
+    let next = status.next_attempt_ms.unwrap_or_default();
+    assert!(
+        (1_800_000_002_000..=1_800_000_004_000).contains(&next),
+        "{next}"
+    );
+    assert!(!store.sync_due()?, "backing off");
+    clock.0.store(next, Ordering::SeqCst);
+    assert!(store.sync_due()?, "due once the backoff has passed");
+
+    // A panic alarm jumps the queue: due at once, whatever the backoff.
+    store.sync_failed(&offline, &policy)?;
+    assert!(!store.sync_due()?);
+    store.record(
+        EventBody::Panic { location: None },
+        RecordOptions::default(),
+    )?;
+    assert!(store.status()?.urgent);
+    assert!(store.sync_due()?);
+
+    // Delivery clears the urgency and the failure count.
+    let mut server = Server::default();
+    let prepared = store.prepare_sync()?;
+    let response = server.answer(&prepared.request);
+    store.complete_sync(prepared, &response)?;
+    let status = store.status()?;
+    assert!(!status.urgent);
+    assert_eq!(status.consecutive_failures, 0);
+    assert!(!store.sync_due()?, "nothing pending");
+    Ok(())
+}
