@@ -88,6 +88,10 @@ enum DeviceCommand {
     Sync {
         #[arg(long, env = "PATROL_SERVER")]
         server: String,
+        /// On a network or server failure, retry up to this many times, waiting the outbox's
+        /// backoff (exponential with jitter; seconds while a panic alarm is undelivered).
+        #[arg(long, default_value_t = 0)]
+        retry: u32,
     },
 }
 
@@ -326,6 +330,17 @@ async fn device(args: DeviceArgs) -> Result<()> {
             if let Some(err) = st.last_error {
                 println!("error    {err}");
             }
+            if st.consecutive_failures > 0 {
+                let next = st.next_attempt_ms.map(patrol_core::event::format_time_ms);
+                println!(
+                    "retry    {} failure(s); next attempt {}",
+                    st.consecutive_failures,
+                    next.unwrap_or_else(|| "now".into())
+                );
+            }
+            if st.urgent {
+                println!("URGENT   a panic alarm is not delivered yet");
+            }
             for r in st.rejected {
                 println!("refused  shift {}: {} ({})", r.shift, r.message, r.code);
             }
@@ -414,9 +429,23 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 }
             }
         }
-        DeviceCommand::Sync { server } => {
+        DeviceCommand::Sync { server, retry } => {
             let client = SyncClient::new(&server)?;
-            let report = client.sync(&mut store).await?;
+            let mut attempt = 0;
+            let report = loop {
+                match client.sync(&mut store).await {
+                    Ok(report) => break report,
+                    Err(e) if e.is_retryable() && attempt < retry => {
+                        attempt += 1;
+                        let status = store.status()?;
+                        let now = chrono::Utc::now().timestamp_millis();
+                        let wait = status.next_attempt_ms.map_or(0, |at| at - now).max(0);
+                        eprintln!("sync failed ({e}); retry {attempt}/{retry} in {wait} ms");
+                        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
             println!(
                 "synced: {} event(s) delivered, {} pending",
                 report.events_delivered, report.pending_events
