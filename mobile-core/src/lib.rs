@@ -10,6 +10,8 @@
 //! - [`backoff`]: when to retry a failed sync, and how failures are classed.
 //! - [`clock`]: the device clocks stamped on each event (wall, time since boot with boot id).
 //! - [`schema`]: numbered migrations under `PRAGMA user_version`.
+//! - [`ffi`]: the API exported to the Kotlin, Swift and Python apps through UniFFI
+//!   ([`ffi::PatrolDevice`], [`ffi::PatrolError`], [`ffi::EventObserver`]); see `docs/mobile.md`.
 //!
 //! The rules shared with the server (validation, the shift-log document, the protocol, what
 //! counts as delivered) live in `patrol-core`; this crate adds storage and transport only.
@@ -17,6 +19,7 @@
 pub mod backoff;
 pub mod clock;
 pub mod error;
+pub mod ffi;
 pub mod schema;
 pub mod store;
 pub mod sync;
@@ -27,3 +30,6 @@ pub use store::{
     SyncReport, SyncStatus,
 };
 pub use sync::SyncClient;
+
+// The UniFFI scaffolding: the C-ABI entry points the generated bindings call.
+uniffi::setup_scaffolding!();

@@ -1,0 +1,1324 @@
+//! The exported API for the phone apps (Kotlin, Swift, Python through UniFFI): a thin layer over
+//! [`DeviceStore`] and [`SyncClient`]. Everything here converts at the boundary and forwards;
+//! the rules live in the inner API and in `patrol-core`.
+//!
+//! - [`PatrolDevice`]: one phone store. Thread-safe; every method blocks (disk writes are
+//!   committed before a recording returns, `sync` talks to the server), so the app calls it from
+//!   a background thread (a Kotlin `Dispatchers.IO` coroutine, a Swift background queue), never
+//!   from the UI thread.
+//! - Records and enums for inputs and outputs. Ids cross as strings and are validated on the way
+//!   in; a bad id is [`PatrolError::InvalidInput`].
+//! - [`PatrolError`]: the one error the apps see, converted from the internal [`Error`] in one
+//!   place ([`From<Error> for PatrolError`]), which also logs through `tracing` and keeps
+//!   personal data (note texts, descriptions, positions) out of messages.
+//! - [`EventObserver`]: implemented by the app to hear about new events and sync attempts.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use patrol_core::{
+    CheckpointId, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
+    Location, LogError, Scan, ScanMethod, Severity, ShiftId, SiteId, ValidationError,
+};
+
+use crate::error::Error;
+use crate::store::{
+    DeviceStore, Durability, LocalEvent, RecordOptions, RejectedLog, ShiftInfo, StoreOptions,
+    SyncReport, SyncStatus,
+};
+use crate::sync::SyncClient;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/// What went wrong in a call. Each variant carries a message for logs and support, free of
+/// personal data; apps branch on the variant, not the text. In Kotlin this is
+/// `PatrolException.InvalidInput` etc. (the message is the exception's `message`), in Swift
+/// `PatrolError.InvalidInput(message:)`, in Python `PatrolError.InvalidInput` (`str(e)`).
+#[derive(Debug, PartialEq, Eq, thiserror::Error, uniffi::Error)]
+// Flat: each variant crosses as its name plus the message below. (A field called `message` in a
+// non-flat error clashes with `Throwable.message` in the generated Kotlin.)
+#[uniffi(flat_error)]
+pub enum PatrolError {
+    /// An argument breaks a rule: a malformed id, an empty or too long text, a location out of
+    /// range, an event id reused for different content. Fix the input; retrying will not help.
+    #[error("{message}")]
+    InvalidInput { message: String },
+    /// The call needs a shift in progress; start one first.
+    #[error("no shift is open; start one first")]
+    NoOpenShift,
+    /// A shift is already in progress; end it first.
+    #[error("{message}")]
+    ShiftAlreadyOpen { message: String },
+    /// The store could not be read or written (disk full, file not set up, written by a newer
+    /// version of the app, unusable after an internal failure).
+    #[error("{message}")]
+    Storage { message: String },
+    /// The server could not be reached, failed or answered badly. Retryable: nothing was lost,
+    /// sync again later (the events stay pending until the server acknowledges them).
+    #[error("{message}")]
+    Network { message: String },
+    /// The server refused the request as such (unknown site, bad request). Retrying unchanged
+    /// will not help; the events stay pending and the status says which logs were refused.
+    #[error("{message}")]
+    ServerRejected { message: String },
+    /// Stored data is damaged.
+    #[error("{message}")]
+    Corrupt { message: String },
+}
+
+impl PatrolError {
+    /// Whether trying the same call again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PatrolError::Network { .. })
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            PatrolError::InvalidInput { .. } => "invalid_input",
+            PatrolError::NoOpenShift => "no_open_shift",
+            PatrolError::ShiftAlreadyOpen { .. } => "shift_already_open",
+            PatrolError::Storage { .. } => "storage",
+            PatrolError::Network { .. } => "network",
+            PatrolError::ServerRejected { .. } => "server_rejected",
+            PatrolError::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
+/// A validation failure in words, without the values that failed: coordinates are where a guard
+/// was, so they stay out of messages and logs.
+fn describe_invalid(e: &ValidationError) -> String {
+    match e {
+        ValidationError::BadLocation { .. } => {
+            "location out of range (lat -90..90, lon -180..180)".into()
+        }
+        ValidationError::BadAccuracy(_) => {
+            "location accuracy must be a finite, non-negative number of metres".into()
+        }
+        // Field names, lengths and the rule broken; never the text itself.
+        ValidationError::BadId { .. }
+        | ValidationError::TooLong { .. }
+        | ValidationError::Empty { .. } => e.to_string(),
+    }
+}
+
+fn invalid(message: impl Into<String>) -> PatrolError {
+    PatrolError::InvalidInput {
+        message: message.into(),
+    }
+}
+
+impl From<Error> for PatrolError {
+    /// The one place internal errors become the public error. The message chosen here is also
+    /// what is logged, so neither carries personal data.
+    fn from(e: Error) -> Self {
+        let out = match e {
+            Error::Invalid(v) => invalid(describe_invalid(&v)),
+            Error::Log(LogError::Invalid(v)) => invalid(describe_invalid(&v)),
+            Error::Log(LogError::ConflictingEvent(id)) => invalid(format!(
+                "event {id} is already recorded with different content; use a new event id"
+            )),
+            Error::Log(LogError::Frozen) => PatrolError::NoOpenShift,
+            Error::Log(LogError::Encode(_)) | Error::Encode(_) => {
+                invalid("the event could not be encoded")
+            }
+            Error::Log(
+                e @ (LogError::Decode(_) | LogError::Automerge(_) | LogError::MissingMeta),
+            ) => PatrolError::Corrupt {
+                message: format!("a shift log is damaged: {e}"),
+            },
+            // SQLite's messages name the failure (disk full, I/O error, locked), never values.
+            Error::Sqlite(e) => PatrolError::Storage {
+                message: format!("storage error: {e}"),
+            },
+            Error::NotInitialised { .. } => PatrolError::Storage {
+                message: "the store is not set up; create it with a site first".into(),
+            },
+            Error::SchemaTooNew { found, known, .. } => PatrolError::Storage {
+                message: format!(
+                    "the store was written by a newer version of the app (schema {found}, this \
+                     version knows {known})"
+                ),
+            },
+            Error::WrongSite {
+                existing,
+                requested,
+            } => invalid(format!(
+                "the store is set up for site {existing}, not {requested}"
+            )),
+            Error::NoOpenShift => PatrolError::NoOpenShift,
+            Error::ShiftAlreadyOpen(shift) => PatrolError::ShiftAlreadyOpen {
+                message: format!("shift {shift} is already open; end it first"),
+            },
+            Error::Quarantined { moved_to, .. } => PatrolError::Corrupt {
+                message: format!(
+                    "the store was damaged and has been moved aside, untouched, to {moved_to}; \
+                     create a new store"
+                ),
+            },
+            Error::Corrupt(what) => PatrolError::Corrupt {
+                message: format!("stored data is corrupt: {what}"),
+            },
+            Error::Network(what) => PatrolError::Network {
+                message: format!("network: {what}"),
+            },
+            Error::ServerTransient { status, message } => PatrolError::Network {
+                message: format!("server error (HTTP {status}), will retry: {message}"),
+            },
+            Error::BadResponse(what) => PatrolError::Network {
+                message: format!("bad response from the server: {what}"),
+            },
+            Error::ServerRejected { status, message } => PatrolError::ServerRejected {
+                message: format!("the server refused the sync (HTTP {status}): {message}"),
+            },
+        };
+        match &out {
+            PatrolError::InvalidInput { .. }
+            | PatrolError::NoOpenShift
+            | PatrolError::ShiftAlreadyOpen { .. } => {
+                tracing::debug!(kind = out.kind(), error = %out, "call refused")
+            }
+            PatrolError::Network { .. } => {
+                tracing::info!(kind = out.kind(), error = %out, "sync failed, will retry")
+            }
+            PatrolError::ServerRejected { .. } => {
+                tracing::warn!(kind = out.kind(), error = %out, "sync refused by the server")
+            }
+            PatrolError::Storage { .. } | PatrolError::Corrupt { .. } => {
+                tracing::error!(kind = out.kind(), error = %out, "store failure")
+            }
+        }
+        out
+    }
+}
+
+type FfiResult<T> = std::result::Result<T, PatrolError>;
+
+// ---------------------------------------------------------------------------------------------
+// Records and enums
+
+/// How hard each commit pushes to the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiDurability {
+    /// A returned call survives power loss (SQLite `synchronous=FULL`). The default.
+    #[default]
+    Full,
+    /// A returned call survives the app being killed; the last commits may be lost on power
+    /// loss (`synchronous=NORMAL`), in exchange for faster writes.
+    Normal,
+}
+
+impl From<FfiDurability> for Durability {
+    fn from(d: FfiDurability) -> Self {
+        match d {
+            FfiDurability::Full => Durability::Full,
+            FfiDurability::Normal => Durability::Normal,
+        }
+    }
+}
+
+/// A position fix in degrees (WGS 84); `accuracy_m` is the radius of the 68% confidence circle
+/// as the phone reports it. Recorded to 1e-7 degree.
+#[derive(Clone, Copy, Debug, PartialEq, uniffi::Record)]
+pub struct FfiLocation {
+    pub lat: f64,
+    pub lon: f64,
+    #[uniffi(default)]
+    pub accuracy_m: Option<f32>,
+}
+
+impl From<FfiLocation> for Location {
+    fn from(l: FfiLocation) -> Self {
+        Location {
+            lat: l.lat,
+            lon: l.lon,
+            accuracy_m: l.accuracy_m,
+        }
+    }
+}
+
+/// How a checkpoint was proven.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiScanMethod {
+    /// The checkpoint's NFC tag was read; `tag` is its id as read.
+    Nfc { tag: String },
+    /// The checkpoint's QR code was read.
+    Qr { payload: String },
+    /// The phone's position proves the visit (a location is then required).
+    Gps,
+    /// The tag could not be read; the guard says why.
+    Manual { reason: String },
+}
+
+impl From<FfiScanMethod> for ScanMethod {
+    fn from(m: FfiScanMethod) -> Self {
+        match m {
+            FfiScanMethod::Nfc { tag } => ScanMethod::Nfc { tag },
+            FfiScanMethod::Qr { payload } => ScanMethod::Qr { payload },
+            FfiScanMethod::Gps => ScanMethod::Gps,
+            FfiScanMethod::Manual { reason } => ScanMethod::Manual { reason },
+        }
+    }
+}
+
+/// A checkpoint scan to record.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct FfiScanInput {
+    /// The checkpoint as the site configuration names it (letters, digits, `-_.:`; 1-64).
+    pub checkpoint_id: String,
+    pub method: FfiScanMethod,
+    #[uniffi(default)]
+    pub location: Option<FfiLocation>,
+    #[uniffi(default)]
+    pub note: Option<String>,
+    /// An id (UUID) chosen by the app, so a call retried after a crash records the event once.
+    #[uniffi(default)]
+    pub event_id: Option<String>,
+    /// When the scan happened (ms since the Unix epoch), if the app read the time earlier than
+    /// the call; otherwise the time of the call.
+    #[uniffi(default)]
+    pub wall_time_ms: Option<i64>,
+}
+
+/// Incident categories a site reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiIncidentCategory {
+    Theft,
+    Shoplifting,
+    Fraud,
+    Robbery,
+    Fighting,
+    Provocation,
+    /// Contradictions and disputes.
+    Dispute,
+    /// Fire or flammable material.
+    Fire,
+    Explosive,
+    Toxic,
+    Radioactive,
+    Other,
+}
+
+impl From<FfiIncidentCategory> for IncidentCategory {
+    fn from(c: FfiIncidentCategory) -> Self {
+        match c {
+            FfiIncidentCategory::Theft => IncidentCategory::Theft,
+            FfiIncidentCategory::Shoplifting => IncidentCategory::Shoplifting,
+            FfiIncidentCategory::Fraud => IncidentCategory::Fraud,
+            FfiIncidentCategory::Robbery => IncidentCategory::Robbery,
+            FfiIncidentCategory::Fighting => IncidentCategory::Fighting,
+            FfiIncidentCategory::Provocation => IncidentCategory::Provocation,
+            FfiIncidentCategory::Dispute => IncidentCategory::Dispute,
+            FfiIncidentCategory::Fire => IncidentCategory::Fire,
+            FfiIncidentCategory::Explosive => IncidentCategory::Explosive,
+            FfiIncidentCategory::Toxic => IncidentCategory::Toxic,
+            FfiIncidentCategory::Radioactive => IncidentCategory::Radioactive,
+            FfiIncidentCategory::Other => IncidentCategory::Other,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiSeverity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<FfiSeverity> for Severity {
+    fn from(s: FfiSeverity) -> Self {
+        match s {
+            FfiSeverity::Low => Severity::Low,
+            FfiSeverity::Medium => Severity::Medium,
+            FfiSeverity::High => Severity::High,
+            FfiSeverity::Critical => Severity::Critical,
+        }
+    }
+}
+
+/// The shift in progress.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiShift {
+    pub shift_id: String,
+    pub guard_id: String,
+    /// Device wall time when it started, ms since the Unix epoch.
+    pub started_ms: i64,
+}
+
+impl From<&ShiftInfo> for FfiShift {
+    fn from(s: &ShiftInfo) -> Self {
+        FfiShift {
+            shift_id: s.shift.to_string(),
+            guard_id: s.guard.to_string(),
+            started_ms: s.started_ms,
+        }
+    }
+}
+
+/// An event as the phone holds it.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiEvent {
+    /// The event id (UUID).
+    pub id: String,
+    /// `shift_started`, `shift_ended`, `checkpoint_scanned`, `incident_reported`, `panic`,
+    /// `note` or `handover`, as the control-room API names it.
+    pub kind: String,
+    /// This device's sequence number, from 1, gap-free.
+    pub seq: u64,
+    /// Device wall time when recorded, ms since the Unix epoch.
+    pub device_time_ms: i64,
+    pub guard_id: String,
+    pub shift_id: String,
+    /// The server has acknowledged it.
+    pub delivered: bool,
+    /// The whole event as JSON, in the control-room API's form (without the server's fields).
+    pub json: String,
+}
+
+impl From<LocalEvent> for FfiEvent {
+    fn from(e: LocalEvent) -> Self {
+        let LocalEvent { event, delivered } = e;
+        FfiEvent {
+            id: event.id.to_string(),
+            kind: event.record.body.kind().to_owned(),
+            seq: event.record.seq,
+            device_time_ms: event.record.time.wall_ms,
+            guard_id: event.guard.to_string(),
+            shift_id: event.shift.to_string(),
+            delivered,
+            json: event.to_json(None).to_string(),
+        }
+    }
+}
+
+/// A shift log the server refused.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiRejectedLog {
+    pub shift_id: String,
+    /// The protocol's rejection code (see `docs/protocol.md`).
+    pub code: String,
+    pub message: String,
+}
+
+impl From<RejectedLog> for FfiRejectedLog {
+    fn from(r: RejectedLog) -> Self {
+        FfiRejectedLog {
+            shift_id: r.shift.to_string(),
+            code: r.code,
+            message: r.message,
+        }
+    }
+}
+
+/// What the app shows about syncing.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiSyncStatus {
+    /// Events the server has not acknowledged yet.
+    pub pending_events: u64,
+    /// Device wall time of the oldest undelivered event.
+    pub oldest_pending_ms: Option<i64>,
+    pub last_attempt_ms: Option<i64>,
+    pub last_success_ms: Option<i64>,
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// When the outbox's backoff says to try again (ms since the Unix epoch), after a failure.
+    pub next_attempt_ms: Option<i64>,
+    /// A panic alarm is still undelivered: sync as soon as possible.
+    pub urgent: bool,
+    pub rejected: Vec<FfiRejectedLog>,
+}
+
+impl From<SyncStatus> for FfiSyncStatus {
+    fn from(s: SyncStatus) -> Self {
+        FfiSyncStatus {
+            pending_events: s.pending_events,
+            oldest_pending_ms: s.oldest_pending_ms,
+            last_attempt_ms: s.last_attempt_ms,
+            last_success_ms: s.last_success_ms,
+            last_error: s.last_error,
+            consecutive_failures: s.consecutive_failures,
+            next_attempt_ms: s.next_attempt_ms,
+            urgent: s.urgent,
+            rejected: s.rejected.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// What one `sync` call achieved.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiSyncReport {
+    /// Shift logs sent.
+    pub docs_sent: u64,
+    /// Events newly acknowledged by the server.
+    pub events_delivered: u64,
+    /// Events still pending afterwards.
+    pub pending_events: u64,
+    pub rejected: Vec<FfiRejectedLog>,
+    /// The server still lacks some history; sync again.
+    pub needs_another_round: bool,
+}
+
+impl From<SyncReport> for FfiSyncReport {
+    fn from(r: SyncReport) -> Self {
+        FfiSyncReport {
+            docs_sent: u64::try_from(r.docs_sent).unwrap_or(u64::MAX),
+            events_delivered: r.events_delivered,
+            pending_events: r.pending_events,
+            rejected: r.rejected.into_iter().map(Into::into).collect(),
+            needs_another_round: r.needs_another_round,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observer
+
+/// Implemented by the app to hear what the device records and how syncing goes (to refresh a
+/// list, a pending badge, a "last synced" line).
+///
+/// Called on the thread that made the call, after the call's work is done and after the store
+/// is released, so an observer may call back into the device. Keep it short (hand the value to
+/// the UI thread); the call it follows returns only when the observer has. An observer that
+/// throws is logged and otherwise ignored: the recording it reports has already succeeded.
+#[uniffi::export(foreign)]
+pub trait EventObserver: Send + Sync {
+    /// An event was recorded (durably) by this device.
+    fn on_event_recorded(&self, event: FfiEvent);
+    /// A sync attempt finished, successfully or not; `status` is the state after it.
+    fn on_sync_status(&self, status: FfiSyncStatus);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device
+
+/// A guard's phone: its store of shift logs and the means to sync them.
+///
+/// Thread-safe; all methods block and belong on a background thread. Recordings are serialised
+/// on one store; a recording made while `sync` is exchanging with the server waits for that
+/// sync to finish (each request is bounded by the client's timeout).
+#[derive(uniffi::Object)]
+pub struct PatrolDevice {
+    store: Mutex<DeviceStore>,
+    /// Held for the whole of a `sync`, so syncs do not overlap. Taken before the store.
+    sync: Mutex<SyncState>,
+    observer: Mutex<Option<Arc<dyn EventObserver>>>,
+}
+
+/// The runtime that drives the HTTP client, and the client of the last server synced with
+/// (kept for its connection pool). Both are made on the first `sync`.
+#[derive(Debug, Default)]
+struct SyncState {
+    runtime: Option<tokio::runtime::Runtime>,
+    client: Option<(String, SyncClient)>,
+}
+
+impl fmt::Debug for PatrolDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PatrolDevice")
+            .field("store", &self.store)
+            .field("sync", &self.sync)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks a mutex. A poisoned store mutex means a call panicked half-way: the store's memory may
+/// no longer match its disk, so it is refused until the app opens the store again (which
+/// rebuilds everything from the disk).
+fn lock<'a, T>(m: &'a Mutex<T>, what: &str) -> FfiResult<MutexGuard<'a, T>> {
+    m.lock().map_err(|_| {
+        let e = PatrolError::Storage {
+            message: format!(
+                "the {what} is unusable after an internal failure; open the store again"
+            ),
+        };
+        tracing::error!(error = %e, "poisoned lock");
+        e
+    })
+}
+
+fn parse_uuid_id<T: std::str::FromStr<Err = ValidationError>>(s: &str) -> Result<T, Error> {
+    s.parse().map_err(Error::Invalid)
+}
+
+fn scan_from(input: FfiScanInput) -> Result<(Scan, RecordOptions), Error> {
+    let scan = Scan {
+        checkpoint: CheckpointId::new(input.checkpoint_id)?,
+        method: input.method.into(),
+        location: input.location.map(Into::into),
+        note: input.note,
+    };
+    let options = RecordOptions {
+        event_id: input
+            .event_id
+            .as_deref()
+            .map(parse_uuid_id::<EventId>)
+            .transpose()?,
+        wall_ms: input.wall_time_ms,
+    };
+    Ok((scan, options))
+}
+
+/// The event just recorded, as the app is told about it. `id` is `None` for a shift's first
+/// event (`start_shift` returns the shift, not its event).
+fn recorded_event(
+    store: &DeviceStore,
+    shift: ShiftId,
+    id: Option<EventId>,
+) -> Result<Option<FfiEvent>, Error> {
+    let events = store.events(Some(shift))?;
+    let found = match id {
+        Some(id) => events.into_iter().find(|e| e.event.id == id),
+        None => events.into_iter().next(),
+    };
+    Ok(found.map(Into::into))
+}
+
+impl PatrolDevice {
+    fn with_options(
+        path: String,
+        site: Option<SiteId>,
+        durability: FfiDurability,
+    ) -> FfiResult<Self> {
+        let options = StoreOptions {
+            durability: durability.into(),
+            ..StoreOptions::default()
+        };
+        let store = DeviceStore::open_with(&path, site, options)?;
+        Ok(PatrolDevice {
+            store: Mutex::new(store),
+            sync: Mutex::new(SyncState::default()),
+            observer: Mutex::new(None),
+        })
+    }
+
+    fn observer(&self) -> Option<Arc<dyn EventObserver>> {
+        // A poisoned observer slot only means an earlier caller panicked while swapping it;
+        // the value itself is a plain Option and stays usable.
+        match self.observer.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Runs one recording on the store; then, with the store released, tells the observer.
+    /// `op` returns the event's id (`None`: the shift's first event) and the call's result.
+    fn record<T>(
+        &self,
+        op: impl FnOnce(&mut DeviceStore) -> Result<(Option<EventId>, T), Error>,
+    ) -> FfiResult<T> {
+        let observer = self.observer();
+        let (value, event) = {
+            let mut store = lock(&self.store, "store")?;
+            let shift_before = store.current_shift().map(|s| s.shift);
+            let (id, value) = op(&mut store)?;
+            let event = match (
+                &observer,
+                store.current_shift().map(|s| s.shift).or(shift_before),
+            ) {
+                (Some(_), Some(shift)) => match recorded_event(&store, shift, id) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        // The event is recorded; only the notification is lost.
+                        let e = PatrolError::from(e);
+                        tracing::warn!(error = %e, "cannot read back a recorded event");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            (value, event)
+        };
+        if let (Some(observer), Some(event)) = (observer, event) {
+            notify("on_event_recorded", || observer.on_event_recorded(event));
+        }
+        Ok(value)
+    }
+
+    fn notify_status(&self) {
+        let Some(observer) = self.observer() else {
+            return;
+        };
+        let status = match lock(&self.store, "store").and_then(|s| Ok(s.status()?)) {
+            Ok(status) => FfiSyncStatus::from(status),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the sync status for the observer");
+                return;
+            }
+        };
+        notify("on_sync_status", || observer.on_sync_status(status));
+    }
+
+    fn sync_inner(&self, server_url: &str) -> FfiResult<SyncReport> {
+        let mut state = lock(&self.sync, "sync client")?;
+        let SyncState { runtime, client } = &mut *state;
+        let runtime = match runtime {
+            Some(rt) => rt,
+            None => runtime.insert(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        Error::Network(format!("cannot start the network runtime: {e}"))
+                    })?,
+            ),
+        };
+        let client = match client {
+            Some((url, c)) if url == server_url => c,
+            _ => {
+                let base = server_url.trim();
+                if !(base.starts_with("http://") || base.starts_with("https://")) {
+                    return Err(Error::Invalid(ValidationError::BadId {
+                        what: "server URL",
+                        reason: "must start with http:// or https://".into(),
+                    })
+                    .into());
+                }
+                &client
+                    .insert((server_url.to_owned(), SyncClient::new(base)?))
+                    .1
+            }
+        };
+        let mut store = lock(&self.store, "store")?;
+        Ok(runtime.block_on(client.sync(&mut store))?)
+    }
+}
+
+/// Calls an observer, containing a failure: a foreign exception surfaces in Rust as a panic,
+/// which must not turn the successful call it reports into a failed one.
+fn notify(what: &str, call: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(call)).is_err() {
+        tracing::warn!(callback = what, "the observer failed; ignored");
+    }
+}
+
+#[uniffi::export]
+impl PatrolDevice {
+    /// Opens an existing store at `path`. `durability` defaults to `Full`.
+    #[uniffi::constructor(default(durability = None))]
+    pub fn open(path: String, durability: Option<FfiDurability>) -> FfiResult<Arc<Self>> {
+        Self::with_options(path, None, durability.unwrap_or_default()).map(Arc::new)
+    }
+
+    /// Opens the store at `path`, creating it for `site_id` if it does not exist yet. Opening an
+    /// existing store set up for another site fails. `durability` defaults to `Full`.
+    #[uniffi::constructor(default(durability = None))]
+    pub fn create(
+        path: String,
+        site_id: String,
+        durability: Option<FfiDurability>,
+    ) -> FfiResult<Arc<Self>> {
+        let site = SiteId::new(site_id).map_err(Error::from)?;
+        Self::with_options(path, Some(site), durability.unwrap_or_default()).map(Arc::new)
+    }
+
+    /// Sets (or with `None` removes) the observer told about new events and sync attempts.
+    pub fn set_observer(&self, observer: Option<Arc<dyn EventObserver>>) {
+        match self.observer.lock() {
+            Ok(mut slot) => *slot = observer,
+            Err(poisoned) => *poisoned.into_inner() = observer,
+        }
+    }
+
+    /// This phone's id (UUID), made when the store was created.
+    pub fn device_id(&self) -> FfiResult<String> {
+        Ok(lock(&self.store, "store")?.device_id().to_string())
+    }
+
+    /// The site this phone's store is set up for.
+    pub fn site_id(&self) -> FfiResult<String> {
+        Ok(lock(&self.store, "store")?.site().to_string())
+    }
+
+    /// The shift in progress, if any.
+    pub fn current_shift(&self) -> FfiResult<Option<FfiShift>> {
+        Ok(lock(&self.store, "store")?
+            .current_shift()
+            .map(FfiShift::from))
+    }
+
+    /// Starts a shift for `guard_id`; returns the shift id. Fails with `ShiftAlreadyOpen` while
+    /// one is in progress.
+    pub fn start_shift(&self, guard_id: String) -> FfiResult<String> {
+        let guard = GuardId::new(guard_id).map_err(Error::from)?;
+        self.record(|store| Ok((None, store.start_shift(guard)?.to_string())))
+    }
+
+    /// Ends the shift in progress, with an optional closing note; returns the event id.
+    #[uniffi::method(default(note = None))]
+    pub fn end_shift(&self, note: Option<String>) -> FfiResult<String> {
+        self.record(|store| {
+            let id = store.end_shift(note)?;
+            Ok((Some(id), id.to_string()))
+        })
+    }
+
+    /// Records a checkpoint scan; returns the event id. With `event_id` set, repeating the call
+    /// with the same content records it once.
+    pub fn scan_checkpoint(&self, input: FfiScanInput) -> FfiResult<String> {
+        let (scan, options) = scan_from(input)?;
+        self.record(|store| {
+            let id = store.scan(scan, options)?;
+            Ok((Some(id), id.to_string()))
+        })
+    }
+
+    /// Records a free-text note; returns the event id.
+    pub fn add_note(&self, text: String) -> FfiResult<String> {
+        self.record(|store| {
+            let id = store.note(text)?;
+            Ok((Some(id), id.to_string()))
+        })
+    }
+
+    /// Records a panic alarm, with the position if the phone has one; returns the event id.
+    #[uniffi::method(default(location = None))]
+    pub fn raise_panic(&self, location: Option<FfiLocation>) -> FfiResult<String> {
+        let body = EventBody::Panic {
+            location: location.map(Into::into),
+        };
+        self.record(|store| {
+            let id = store.record(body, RecordOptions::default())?;
+            Ok((Some(id), id.to_string()))
+        })
+    }
+
+    /// Reports an incident; returns the new incident's id (UUID).
+    #[uniffi::method(default(location = None))]
+    pub fn report_incident(
+        &self,
+        category: FfiIncidentCategory,
+        severity: FfiSeverity,
+        description: String,
+        location: Option<FfiLocation>,
+    ) -> FfiResult<String> {
+        let incident = IncidentId::generate();
+        let body = EventBody::IncidentReported(IncidentReport {
+            incident,
+            category: category.into(),
+            severity: severity.into(),
+            description,
+            location: location.map(Into::into),
+        });
+        self.record(|store| {
+            let id = store.record(body, RecordOptions::default())?;
+            Ok((Some(id), incident.to_string()))
+        })
+    }
+
+    /// Records a handover note, to a named guard or to whoever takes over; returns the event id.
+    pub fn handover(&self, to_guard: Option<String>, text: String) -> FfiResult<String> {
+        let to_guard = to_guard
+            .map(GuardId::new)
+            .transpose()
+            .map_err(Error::from)?;
+        self.record(|store| {
+            let id = store.record(
+                EventBody::Handover { to_guard, text },
+                RecordOptions::default(),
+            )?;
+            Ok((Some(id), id.to_string()))
+        })
+    }
+
+    /// The local log in the device's order: of one shift, or (with `None`) of all shifts.
+    #[uniffi::method(default(shift_id = None))]
+    pub fn events(&self, shift_id: Option<String>) -> FfiResult<Vec<FfiEvent>> {
+        let shift = shift_id
+            .as_deref()
+            .map(parse_uuid_id::<ShiftId>)
+            .transpose()?;
+        let events = lock(&self.store, "store")?.events(shift)?;
+        Ok(events.into_iter().map(Into::into).collect())
+    }
+
+    /// Pending events, last attempt and success, last error, refused logs.
+    pub fn status(&self) -> FfiResult<FfiSyncStatus> {
+        Ok(lock(&self.store, "store")?.status()?.into())
+    }
+
+    /// Whether the outbox should sync now: something is pending and the backoff after the last
+    /// failure has passed (an undelivered panic alarm makes it due at once). For the app's
+    /// scheduler; `sync` itself may be called at any time.
+    pub fn sync_due(&self) -> FfiResult<bool> {
+        Ok(lock(&self.store, "store")?.sync_due()?)
+    }
+
+    /// Sends everything the server has not acknowledged to `server_url` (e.g.
+    /// `https://patrol.example.org`) and marks delivered what it acknowledges.
+    ///
+    /// Blocking: it returns when the exchange is over (each request is bounded by a 30 s
+    /// timeout), so call it from a background thread (a WorkManager worker, a background task).
+    /// Safe to repeat and to interrupt: an event is marked delivered only once the server holds
+    /// it. A `Network` error means try again later. Concurrent calls run one after another;
+    /// recordings made meanwhile wait for the exchange. The observer hears the resulting status
+    /// whether the sync succeeded or not.
+    pub fn sync(&self, server_url: String) -> FfiResult<FfiSyncReport> {
+        let result = self.sync_inner(&server_url);
+        self.notify_status();
+        result.map(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn temp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn path(dir: &tempfile::TempDir, name: &str) -> String {
+        dir.path().join(name).display().to_string()
+    }
+
+    fn device(dir: &tempfile::TempDir) -> Arc<PatrolDevice> {
+        PatrolDevice::create(path(dir, "phone.db"), "site-1".into(), None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn nfc(checkpoint: &str) -> FfiScanInput {
+        FfiScanInput {
+            checkpoint_id: checkpoint.into(),
+            method: FfiScanMethod::Nfc {
+                tag: "04:A2:2B".into(),
+            },
+            location: Some(FfiLocation {
+                lat: 51.5074,
+                lon: -0.1278,
+                accuracy_m: Some(20.0),
+            }),
+            note: None,
+            event_id: None,
+            wall_time_ms: None,
+        }
+    }
+
+    fn is_invalid<T: fmt::Debug>(r: FfiResult<T>) -> bool {
+        matches!(r, Err(PatrolError::InvalidInput { .. }))
+    }
+
+    /// Keeps what it hears; optionally reads the device back from inside the callback, which
+    /// deadlocks if the store is still locked.
+    #[derive(Default)]
+    struct Recorder {
+        events: Mutex<Vec<FfiEvent>>,
+        statuses: Mutex<Vec<FfiSyncStatus>>,
+        reenter: Mutex<Option<Weak<PatrolDevice>>>,
+        reentered: Mutex<usize>,
+    }
+
+    impl Recorder {
+        fn events(&self) -> Vec<FfiEvent> {
+            self.events.lock().map(|e| e.clone()).unwrap_or_default()
+        }
+        fn statuses(&self) -> Vec<FfiSyncStatus> {
+            self.statuses.lock().map(|s| s.clone()).unwrap_or_default()
+        }
+        fn reenter(&self) {
+            let device = self
+                .reenter
+                .lock()
+                .ok()
+                .and_then(|d| d.as_ref().and_then(Weak::upgrade));
+            if let Some(device) = device {
+                assert!(device.events(None).is_ok());
+                assert!(device.status().is_ok());
+                if let Ok(mut n) = self.reentered.lock() {
+                    *n += 1;
+                }
+            }
+        }
+    }
+
+    impl EventObserver for Recorder {
+        fn on_event_recorded(&self, event: FfiEvent) {
+            self.reenter();
+            if let Ok(mut events) = self.events.lock() {
+                events.push(event);
+            }
+        }
+        fn on_sync_status(&self, status: FfiSyncStatus) {
+            self.reenter();
+            if let Ok(mut statuses) = self.statuses.lock() {
+                statuses.push(status);
+            }
+        }
+    }
+
+    #[test]
+    fn internal_errors_map_to_the_public_kinds() {
+        use patrol_core::DecodeError;
+        let shift = ShiftId::generate();
+        let cases: Vec<(Error, PatrolError)> = vec![
+            (
+                Error::Invalid(ValidationError::Empty { field: "note" }),
+                invalid("note must not be empty"),
+            ),
+            (Error::NoOpenShift, PatrolError::NoOpenShift),
+            (Error::Log(LogError::Frozen), PatrolError::NoOpenShift),
+            (
+                Error::ShiftAlreadyOpen(shift),
+                PatrolError::ShiftAlreadyOpen {
+                    message: format!("shift {shift} is already open; end it first"),
+                },
+            ),
+            (
+                Error::Network("connection refused".into()),
+                PatrolError::Network {
+                    message: "network: connection refused".into(),
+                },
+            ),
+            (
+                Error::ServerTransient {
+                    status: 503,
+                    message: "busy".into(),
+                },
+                PatrolError::Network {
+                    message: "server error (HTTP 503), will retry: busy".into(),
+                },
+            ),
+            (
+                Error::ServerRejected {
+                    status: 404,
+                    message: "unknown site".into(),
+                },
+                PatrolError::ServerRejected {
+                    message: "the server refused the sync (HTTP 404): unknown site".into(),
+                },
+            ),
+        ];
+        for (internal, public) in cases {
+            assert_eq!(PatrolError::from(internal), public);
+        }
+        let kind = |e: Error| PatrolError::from(e).kind();
+        assert_eq!(kind(Error::BadResponse("short".into())), "network");
+        assert_eq!(
+            kind(Error::Sqlite(rusqlite::Error::InvalidQuery)),
+            "storage"
+        );
+        assert_eq!(
+            kind(Error::SchemaTooNew {
+                path: "p".into(),
+                found: 9,
+                known: 2
+            }),
+            "storage"
+        );
+        assert_eq!(kind(Error::Corrupt("heads".into())), "corrupt");
+        assert_eq!(
+            kind(Error::Log(LogError::Decode(DecodeError::Empty))),
+            "corrupt"
+        );
+        assert_eq!(
+            kind(Error::Quarantined {
+                path: "p".into(),
+                moved_to: "p.corrupt".into(),
+                reason: "r".into()
+            }),
+            "corrupt"
+        );
+        assert_eq!(
+            kind(Error::Log(LogError::ConflictingEvent(EventId::generate()))),
+            "invalid_input"
+        );
+        assert_eq!(
+            kind(Error::WrongSite {
+                existing: "a".into(),
+                requested: "b".into()
+            }),
+            "invalid_input"
+        );
+        assert!(PatrolError::from(Error::Network(String::new())).is_retryable());
+        assert!(!PatrolError::from(Error::NoOpenShift).is_retryable());
+    }
+
+    #[test]
+    fn messages_carry_no_personal_data() -> TestResult {
+        let dir = temp();
+        let device = device(&dir);
+        device.start_shift("guard-1".into())?;
+
+        // A position out of range: where the guard was stays out of the message.
+        let far = FfiLocation {
+            lat: 91.123_456,
+            lon: -0.987_654,
+            accuracy_m: None,
+        };
+        let err = device.raise_panic(Some(far)).err().ok_or("accepted")?;
+        assert!(matches!(err, PatrolError::InvalidInput { .. }));
+        let text = err.to_string();
+        assert!(!text.contains("91.12") && !text.contains("0.98"), "{text}");
+
+        // A note too long: its length is named, not its text.
+        let secret = format!(
+            "patient in bed 4 {}",
+            "x".repeat(patrol_core::event::MAX_TEXT_LEN)
+        );
+        let err = device.add_note(secret).err().ok_or("accepted")?;
+        assert!(matches!(err, PatrolError::InvalidInput { .. }));
+        assert!(!err.to_string().contains("patient"), "{err}");
+
+        // The store at a path nobody set up: the path is not repeated.
+        let err = PatrolDevice::open(path(&dir, "guard-jane-doe.db"), None)
+            .err()
+            .ok_or("opened")?;
+        assert!(matches!(err, PatrolError::Storage { .. }), "{err:?}");
+        assert!(!err.to_string().contains("jane"), "{err}");
+        Ok(())
+    }
+
+    #[test]
+    fn ids_are_validated_on_the_way_in() -> TestResult {
+        let dir = temp();
+        assert!(is_invalid(PatrolDevice::create(
+            path(&dir, "a.db"),
+            "site 1".into(),
+            None
+        )));
+        let device = device(&dir);
+        assert!(is_invalid(device.start_shift("guard/1".into())));
+        assert_eq!(device.current_shift()?, None);
+        device.start_shift("guard-1".into())?;
+
+        assert!(is_invalid(device.scan_checkpoint(nfc("cp 12"))));
+        assert!(is_invalid(device.scan_checkpoint(nfc(""))));
+        let mut bad_event_id = nfc("cp-12");
+        bad_event_id.event_id = Some("not-a-uuid".into());
+        assert!(is_invalid(device.scan_checkpoint(bad_event_id)));
+        assert!(is_invalid(
+            device.handover(Some("guard 2".into()), "keys on the hook".into())
+        ));
+        assert!(is_invalid(device.events(Some("not-a-shift".into()))));
+        let gps_without_fix = FfiScanInput {
+            method: FfiScanMethod::Gps,
+            location: None,
+            ..nfc("cp-12")
+        };
+        assert!(is_invalid(device.scan_checkpoint(gps_without_fix)));
+        assert!(is_invalid(device.sync("ftp://example.org".into())));
+        // Nothing but the shift's start was recorded.
+        assert_eq!(device.events(None)?.len(), 1);
+        assert!(is_invalid(PatrolDevice::create(
+            path(&dir, "phone.db"),
+            "site-2".into(),
+            None
+        )));
+        Ok(())
+    }
+
+    #[test]
+    fn a_shift_through_the_exported_api() -> TestResult {
+        let dir = temp();
+        let device = PatrolDevice::create(
+            path(&dir, "phone.db"),
+            "site-1".into(),
+            Some(FfiDurability::Normal),
+        )?;
+        assert_eq!(device.site_id()?, "site-1");
+        assert_eq!(
+            device.add_note("too early".into()),
+            Err(PatrolError::NoOpenShift)
+        );
+        let shift = device.start_shift("guard-1".into())?;
+        assert!(matches!(
+            device.start_shift("guard-2".into()),
+            Err(PatrolError::ShiftAlreadyOpen { .. })
+        ));
+        let current = device.current_shift()?.ok_or("no shift")?;
+        assert_eq!(
+            (current.shift_id.as_str(), current.guard_id.as_str()),
+            (shift.as_str(), "guard-1")
+        );
+
+        // An app-chosen event id makes a retried call record once.
+        let retried = FfiScanInput {
+            event_id: Some(EventId::generate().to_string()),
+            wall_time_ms: Some(1_740_866_400_000),
+            ..nfc("cp-12")
+        };
+        let first = device.scan_checkpoint(retried.clone())?;
+        assert_eq!(device.scan_checkpoint(retried.clone())?, first);
+        assert_eq!(retried.event_id.as_deref(), Some(first.as_str()));
+
+        let incident = device.report_incident(
+            FfiIncidentCategory::Fire,
+            FfiSeverity::High,
+            "smoke in plant room 2".into(),
+            None,
+        )?;
+        device.raise_panic(None)?;
+        device.handover(None, "B2 door reported".into())?;
+        let ended = device.end_shift(Some("quiet night".into()))?;
+        assert_eq!(device.current_shift()?, None);
+
+        let events = device.events(Some(shift.clone()))?;
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "shift_started",
+                "checkpoint_scanned",
+                "incident_reported",
+                "panic",
+                "handover",
+                "shift_ended"
+            ]
+        );
+        assert_eq!(events[1].id, first);
+        assert_eq!(events[1].device_time_ms, 1_740_866_400_000);
+        assert_eq!(events[5].id, ended);
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        assert!(
+            events
+                .iter()
+                .all(|e| e.shift_id == shift && e.guard_id == "guard-1")
+        );
+        let json: serde_json::Value = serde_json::from_str(&events[2].json)?;
+        assert_eq!(json["incident"], incident.as_str());
+        assert_eq!(json["category"], "fire");
+        assert_eq!(json["device_id"], device.device_id()?.as_str());
+
+        let status = device.status()?;
+        assert_eq!(status.pending_events, 6);
+        assert!(status.urgent);
+        assert!(device.sync_due()?);
+
+        // Reopened, the store holds the same log.
+        drop(device);
+        let again = PatrolDevice::open(path(&dir, "phone.db"), None)?;
+        assert_eq!(again.events(None)?, events);
+        Ok(())
+    }
+
+    /// Runs `f` on another thread and fails if it does not finish: a re-entrant observer
+    /// deadlocks if the store is still locked when it is called.
+    fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("deadlock: the observer was called with the store locked"))
+    }
+
+    #[test]
+    fn the_observer_hears_every_recording_without_the_store_locked() -> TestResult {
+        let dir = temp();
+        let device = device(&dir);
+        let recorder = Arc::new(Recorder::default());
+        if let Ok(mut slot) = recorder.reenter.lock() {
+            *slot = Some(Arc::downgrade(&device));
+        }
+        device.set_observer(Some(recorder.clone()));
+
+        let ids = within_seconds({
+            let device = device.clone();
+            move || -> FfiResult<Vec<String>> {
+                let shift = device.start_shift("guard-1".into())?;
+                let scan = device.scan_checkpoint(nfc("cp-1"))?;
+                let note = device.add_note("lift 3 out of service".into())?;
+                // A refused call is not reported.
+                assert!(device.add_note("  ".into()).is_err());
+                let panic = device.raise_panic(None)?;
+                let end = device.end_shift(None)?;
+                Ok(vec![shift, scan, note, panic, end])
+            }
+        })?;
+
+        let heard = recorder.events();
+        let events = device.events(None)?;
+        assert_eq!(heard, events);
+        assert_eq!(heard.len(), 5);
+        assert_eq!(heard[0].shift_id, ids[0]);
+        assert_eq!(heard[0].kind, "shift_started");
+        let heard_ids: Vec<&str> = heard[1..].iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            heard_ids,
+            ids[1..].iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        assert_eq!(recorder.reentered.lock().map(|n| *n).unwrap_or(0), 5);
+
+        // Removed, it hears nothing more.
+        device.set_observer(None);
+        device.start_shift("guard-2".into())?;
+        assert_eq!(recorder.events().len(), 5);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_sync_is_a_retryable_error_and_the_observer_hears_the_status() -> TestResult {
+        let dir = temp();
+        let device = device(&dir);
+        let recorder = Arc::new(Recorder::default());
+        if let Ok(mut slot) = recorder.reenter.lock() {
+            *slot = Some(Arc::downgrade(&device));
+        }
+        device.set_observer(Some(recorder.clone()));
+        device.start_shift("guard-1".into())?;
+        device.add_note("basement level 3".into())?;
+
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let err = within_seconds({
+            let device = device.clone();
+            move || device.sync(url)
+        })
+        .err()
+        .ok_or("synced")?;
+        assert!(matches!(err, PatrolError::Network { .. }), "{err:?}");
+        assert!(err.is_retryable());
+
+        let statuses = recorder.statuses();
+        assert_eq!(statuses.len(), 1);
+        assert_eq!(statuses[0].pending_events, 2);
+        assert_eq!(statuses[0].consecutive_failures, 1);
+        assert!(statuses[0].last_error.is_some());
+        assert!(statuses[0].next_attempt_ms.is_some());
+        assert_eq!(device.status()?, statuses[0]);
+        assert_eq!(
+            device.events(None)?.iter().filter(|e| e.delivered).count(),
+            0
+        );
+        Ok(())
+    }
+
+    /// An observer that fails (a foreign exception arrives in Rust as a panic).
+    struct Failing;
+
+    impl EventObserver for Failing {
+        fn on_event_recorded(&self, _: FfiEvent) {
+            panic!("observer failed");
+        }
+        fn on_sync_status(&self, _: FfiSyncStatus) {
+            panic!("observer failed");
+        }
+    }
+
+    #[test]
+    fn a_failing_observer_does_not_fail_the_call() -> TestResult {
+        let dir = temp();
+        let device = device(&dir);
+        device.set_observer(Some(Arc::new(Failing)));
+        device.start_shift("guard-1".into())?;
+        let id = device.add_note("fire door B2 propped open".into())?;
+        assert_eq!(device.events(None)?.last().map(|e| e.id.clone()), Some(id));
+        // The store was not poisoned by the observer's failure.
+        device.add_note("and again".into())?;
+        assert_eq!(device.status()?.pending_events, 3);
+        Ok(())
+    }
+}
