@@ -8,6 +8,7 @@
 //! - [`event`]: what a guard records (scans, incidents, panics, notes, shift start/end,
 //!   handovers), its validation and its compact binary encoding.
 //! - [`hlc`]: the hybrid logical clock stamped on every event.
+//! - [`incident`]: the collaborative incident document and each field's merge rule.
 //! - [`shiftlog`]: the automerge document holding one device's events of one shift.
 //! - [`protocol`]: the sync messages exchanged over HTTP and their binary encoding.
 //! - [`merge`]: the pure functions that plan a push, check and merge it on the server, and tell
@@ -19,6 +20,7 @@ pub mod error;
 pub mod event;
 pub mod hlc;
 pub mod ids;
+pub mod incident;
 pub mod merge;
 pub mod protocol;
 pub mod shiftlog;

@@ -1,0 +1,731 @@
+//! Incidents worked together: one automerge document per incident, written by the reporting
+//! guard's phone, responding guards and the control room, often offline and at the same time.
+//!
+//! Every write adds a new immutable *entry* under a fresh unique key, so automerge never has
+//! two writers on one key (where it would pick a winner by actor id, which is no policy). The
+//! incident's state is a pure fold over all entries, and each field's merge rule lives in that
+//! fold ([`IncidentState::fold`]):
+//!
+//! | field | rule |
+//! |---|---|
+//! | status | a lattice per *round*: open < acknowledged < dispatched < resolved < closed; the state is the greatest (round, status); reopening starts round + 1 at open, so a reopen wins over a concurrent close of the round it reopens, and a concurrent acknowledge of the old round is absorbed |
+//! | severity | the latest by hybrid logical clock (ties broken by entry id); the report sets the first |
+//! | assignee | the latest by hybrid logical clock (ties broken by entry id) |
+//! | notes | appended, never lost; ordered by hybrid logical clock, then entry id |
+//! | attachments | a set keyed by content hash |
+
+use std::collections::BTreeMap;
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ChangeHash, ROOT, ReadDoc, ScalarValueRef, ValueRef};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{DecodeError, EncodeError, LogError, ValidationError};
+use crate::event::{IncidentCategory, Location, MAX_TEXT_LEN, Severity};
+use crate::hlc::Hlc;
+use crate::ids::{DeviceId, GuardId, IncidentId, SiteId};
+use crate::shiftlog::LocalChange;
+
+const ENTRY_V1: u8 = 1;
+/// Longest media type and attachment name accepted.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// Where an incident stands in its current round.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentStatus {
+    #[default]
+    Open,
+    Acknowledged,
+    Dispatched,
+    Resolved,
+    Closed,
+}
+
+impl IncidentStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            IncidentStatus::Open => "open",
+            IncidentStatus::Acknowledged => "acknowledged",
+            IncidentStatus::Dispatched => "dispatched",
+            IncidentStatus::Resolved => "resolved",
+            IncidentStatus::Closed => "closed",
+        }
+    }
+}
+
+/// Who wrote an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Party {
+    Guard { device: DeviceId, guard: GuardId },
+    Operator { user: String },
+}
+
+/// A file attached to an incident: the phone or console keeps the bytes; the document holds
+/// the reference, so an attachment is verifiable by its hash wherever it is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub sha256: [u8; 32],
+    pub media_type: String,
+    pub size: u64,
+    pub name: Option<String>,
+}
+
+/// One immutable entry of an incident document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entry {
+    /// The first report; exactly one per incident, written when the incident is created.
+    Reported {
+        site: SiteId,
+        category: IncidentCategory,
+        severity: Severity,
+        description: String,
+        location: Option<Location>,
+    },
+    Status {
+        round: u32,
+        status: IncidentStatus,
+    },
+    Severity {
+        severity: Severity,
+    },
+    Assign {
+        to: Option<String>,
+    },
+    Note {
+        text: String,
+    },
+    Attach {
+        attachment: Attachment,
+    },
+}
+
+/// An entry with who wrote it and when (hybrid logical clock, device wall time).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    pub by: Party,
+    pub at: Hlc,
+    pub wall_ms: i64,
+    pub entry: Entry,
+}
+
+impl Stamped {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        Ok(postcard::to_extend(self, vec![ENTRY_V1])?)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match bytes.split_first() {
+            None => Err(DecodeError::Empty),
+            Some((&ENTRY_V1, rest)) => {
+                let (entry, extra) = postcard::take_from_bytes::<Stamped>(rest)?;
+                if !extra.is_empty() {
+                    return Err(DecodeError::Malformed("trailing bytes after entry".into()));
+                }
+                Ok(entry)
+            }
+            Some((&v, _)) => Err(DecodeError::UnknownVersion(v)),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        fn text(
+            field: &'static str,
+            s: &str,
+            max: usize,
+            required: bool,
+        ) -> Result<(), ValidationError> {
+            if required && s.trim().is_empty() {
+                return Err(ValidationError::Empty { field });
+            }
+            if s.len() > max {
+                return Err(ValidationError::TooLong {
+                    field,
+                    len: s.len(),
+                    max,
+                });
+            }
+            Ok(())
+        }
+        if let Party::Operator { user } = &self.by {
+            text("operator", user, MAX_NAME_LEN, true)?;
+        }
+        match &self.entry {
+            Entry::Reported {
+                description,
+                location,
+                ..
+            } => {
+                text("description", description, MAX_TEXT_LEN, true)?;
+                location.as_ref().map_or(Ok(()), Location::validate)
+            }
+            Entry::Note { text: t } => text("note", t, MAX_TEXT_LEN, true),
+            Entry::Assign { to } => {
+                text("assignee", to.as_deref().unwrap_or(""), MAX_NAME_LEN, false)
+            }
+            Entry::Attach { attachment } => {
+                text("media type", &attachment.media_type, MAX_NAME_LEN, true)?;
+                text(
+                    "attachment name",
+                    attachment.name.as_deref().unwrap_or(""),
+                    MAX_NAME_LEN,
+                    false,
+                )
+            }
+            Entry::Status { .. } | Entry::Severity { .. } => Ok(()),
+        }
+    }
+}
+
+/// A note as the incident shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncidentNote {
+    pub by: Party,
+    pub at: Hlc,
+    pub wall_ms: i64,
+    pub text: String,
+}
+
+/// The incident as every replica computes it from the same entries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IncidentState {
+    pub id: IncidentId,
+    pub site: Option<SiteId>,
+    pub category: Option<IncidentCategory>,
+    pub description: Option<String>,
+    pub location: Option<Location>,
+    pub reported_by: Option<Party>,
+    pub reported_at_ms: Option<i64>,
+    pub round: u32,
+    pub status: IncidentStatus,
+    pub severity: Option<Severity>,
+    pub assignee: Option<String>,
+    pub notes: Vec<IncidentNote>,
+    pub attachments: Vec<Attachment>,
+}
+
+impl IncidentState {
+    /// Folds every entry (keyed by entry id) into the state, by the rules in the module docs.
+    /// The result depends only on the set of entries, never on their order or on actor ids.
+    pub fn fold<'a>(
+        id: IncidentId,
+        entries: impl IntoIterator<Item = (&'a str, &'a Stamped)>,
+    ) -> Self {
+        let mut s = IncidentState {
+            id,
+            site: None,
+            category: None,
+            description: None,
+            location: None,
+            reported_by: None,
+            reported_at_ms: None,
+            round: 0,
+            status: IncidentStatus::Open,
+            severity: None,
+            assignee: None,
+            notes: Vec::new(),
+            attachments: Vec::new(),
+        };
+        let mut severity: Option<((Hlc, &str), Severity)> = None;
+        let mut assignee: Option<((Hlc, &str), Option<String>)> = None;
+        let mut notes: Vec<((Hlc, &str), IncidentNote)> = Vec::new();
+        let mut attachments: BTreeMap<[u8; 32], Attachment> = BTreeMap::new();
+        for (key, e) in entries {
+            let stamp = (e.at, key);
+            match &e.entry {
+                Entry::Reported {
+                    site,
+                    category,
+                    severity: sev,
+                    description,
+                    location,
+                } => {
+                    s.site = Some(site.clone());
+                    s.category = Some(*category);
+                    s.description = Some(description.clone());
+                    s.location = *location;
+                    s.reported_by = Some(e.by.clone());
+                    s.reported_at_ms = Some(e.wall_ms);
+                    // The report's severity is the earliest; any later change wins over it.
+                    let first = (Hlc::default(), "");
+                    if severity.as_ref().is_none_or(|(at, _)| *at < first) {
+                        severity = Some((first, *sev));
+                    }
+                }
+                Entry::Status { round, status } => {
+                    if (*round, *status) > (s.round, s.status) {
+                        s.round = *round;
+                        s.status = *status;
+                    }
+                }
+                Entry::Severity { severity: sev } => {
+                    if severity.as_ref().is_none_or(|(at, _)| *at < stamp) {
+                        severity = Some((stamp, *sev));
+                    }
+                }
+                Entry::Assign { to } => {
+                    if assignee.as_ref().is_none_or(|(at, _)| *at < stamp) {
+                        assignee = Some((stamp, to.clone()));
+                    }
+                }
+                Entry::Note { text } => notes.push((
+                    stamp,
+                    IncidentNote {
+                        by: e.by.clone(),
+                        at: e.at,
+                        wall_ms: e.wall_ms,
+                        text: text.clone(),
+                    },
+                )),
+                Entry::Attach { attachment } => {
+                    attachments
+                        .entry(attachment.sha256)
+                        .or_insert_with(|| attachment.clone());
+                }
+            }
+        }
+        s.severity = severity.map(|(_, v)| v);
+        s.assignee = assignee.and_then(|(_, v)| v);
+        notes.sort_by(|a, b| a.0.cmp(&b.0));
+        s.notes = notes.into_iter().map(|(_, n)| n).collect();
+        s.attachments = attachments.into_values().collect();
+        s
+    }
+}
+
+/// What a party may do to an incident. Each becomes one entry (one change).
+#[derive(Clone, Debug, PartialEq)]
+pub enum IncidentAction {
+    Acknowledge,
+    Dispatch,
+    Resolve,
+    Close,
+    /// Starts a new round at open; only after the incident was resolved or closed.
+    Reopen,
+    Assign(Option<String>),
+    SetSeverity(Severity),
+    AddNote(String),
+    Attach(Attachment),
+}
+
+/// Errors of incident actions.
+#[derive(Debug, thiserror::Error)]
+pub enum IncidentError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("incident is {current}; it cannot be {wanted}")]
+    NotAllowed {
+        current: &'static str,
+        wanted: &'static str,
+    },
+}
+
+impl From<EncodeError> for IncidentError {
+    fn from(e: EncodeError) -> Self {
+        IncidentError::Log(LogError::Encode(e))
+    }
+}
+
+impl From<automerge::AutomergeError> for IncidentError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        IncidentError::Log(LogError::Automerge(e))
+    }
+}
+
+/// One replica of an incident document.
+#[derive(Debug)]
+pub struct IncidentDoc {
+    id: IncidentId,
+    doc: AutoCommit,
+}
+
+impl IncidentDoc {
+    /// Creates the incident with its report, written by `actor`.
+    pub fn create(
+        id: IncidentId,
+        actor: automerge::ActorId,
+        report: Stamped,
+    ) -> Result<(Self, LocalChange), IncidentError> {
+        if !matches!(report.entry, Entry::Reported { .. }) {
+            return Err(IncidentError::NotAllowed {
+                current: "new",
+                wanted: "created without a report",
+            });
+        }
+        let mut doc = IncidentDoc {
+            id,
+            doc: AutoCommit::new().with_actor(actor),
+        };
+        let change = doc.append(report)?;
+        Ok((doc, change))
+    }
+
+    /// Loads a replica from persisted bytes (a save and/or changes, concatenated).
+    pub fn load(id: IncidentId, bytes: &[u8], actor: automerge::ActorId) -> Result<Self, LogError> {
+        Ok(IncidentDoc {
+            id,
+            doc: AutoCommit::load(bytes)?.with_actor(actor),
+        })
+    }
+
+    pub fn id(&self) -> IncidentId {
+        self.id
+    }
+
+    /// Every entry, keyed by entry id.
+    pub fn entries(&self) -> Result<Vec<(String, Stamped)>, LogError> {
+        let mut out = Vec::new();
+        for item in self.doc.map_range(ROOT, ..) {
+            let ValueRef::Scalar(ScalarValueRef::Bytes(bytes)) = &item.value else {
+                return Err(
+                    DecodeError::Malformed(format!("entry {} is not bytes", item.key)).into(),
+                );
+            };
+            out.push((item.key.to_string(), Stamped::decode(bytes)?));
+        }
+        Ok(out)
+    }
+
+    pub fn state(&self) -> Result<IncidentState, LogError> {
+        let entries = self.entries()?;
+        Ok(IncidentState::fold(
+            self.id,
+            entries.iter().map(|(k, e)| (k.as_str(), e)),
+        ))
+    }
+
+    /// Applies an action as `by` at `at`/`wall_ms`; returns the change to persist and send.
+    pub fn act(
+        &mut self,
+        action: IncidentAction,
+        by: Party,
+        at: Hlc,
+        wall_ms: i64,
+    ) -> Result<LocalChange, IncidentError> {
+        let state = self.state()?;
+        let status = |wanted: IncidentStatus| -> Result<Entry, IncidentError> {
+            if state.status >= wanted {
+                return Err(IncidentError::NotAllowed {
+                    current: state.status.as_str(),
+                    wanted: wanted.as_str(),
+                });
+            }
+            Ok(Entry::Status {
+                round: state.round,
+                status: wanted,
+            })
+        };
+        let entry = match action {
+            IncidentAction::Acknowledge => status(IncidentStatus::Acknowledged)?,
+            IncidentAction::Dispatch => status(IncidentStatus::Dispatched)?,
+            IncidentAction::Resolve => status(IncidentStatus::Resolved)?,
+            IncidentAction::Close => status(IncidentStatus::Closed)?,
+            IncidentAction::Reopen => {
+                if state.status < IncidentStatus::Resolved {
+                    return Err(IncidentError::NotAllowed {
+                        current: state.status.as_str(),
+                        wanted: "reopened",
+                    });
+                }
+                Entry::Status {
+                    round: state.round + 1,
+                    status: IncidentStatus::Open,
+                }
+            }
+            IncidentAction::Assign(to) => Entry::Assign { to },
+            IncidentAction::SetSeverity(severity) => Entry::Severity { severity },
+            IncidentAction::AddNote(text) => Entry::Note { text },
+            IncidentAction::Attach(attachment) => Entry::Attach { attachment },
+        };
+        self.append(Stamped {
+            by,
+            at,
+            wall_ms,
+            entry,
+        })
+    }
+
+    fn append(&mut self, entry: Stamped) -> Result<LocalChange, IncidentError> {
+        entry.validate().map_err(LogError::from)?;
+        self.doc
+            .put(ROOT, Uuid::now_v7().to_string(), entry.encode()?)?;
+        self.doc.commit();
+        let mut change = self
+            .doc
+            .get_last_local_change()
+            .ok_or(LogError::Automerge(automerge::AutomergeError::Fail))?;
+        Ok(LocalChange {
+            hash: change.hash(),
+            bytes: change.bytes().into_owned(),
+        })
+    }
+
+    /// Merges changes received from elsewhere (bytes of changes, a save, or a bundle).
+    pub fn merge(&mut self, bytes: &[u8]) -> Result<(), LogError> {
+        self.doc.load_incremental(bytes)?;
+        Ok(())
+    }
+
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The changes `other_heads` does not cover, as raw change bytes.
+    pub fn changes_since(&mut self, other_heads: &[ChangeHash]) -> Vec<u8> {
+        self.doc.save_after(other_heads)
+    }
+
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard_party(device: DeviceId) -> Party {
+        Party::Guard {
+            device,
+            guard: GuardId::new("guard-1").unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+
+    fn operator() -> Party {
+        Party::Operator {
+            user: "op-anna".into(),
+        }
+    }
+
+    fn at(ms: u64) -> Hlc {
+        Hlc {
+            wall_ms: ms,
+            counter: 0,
+        }
+    }
+
+    fn report(device: DeviceId) -> Stamped {
+        Stamped {
+            by: guard_party(device),
+            at: at(1_000),
+            wall_ms: 1_000,
+            entry: Entry::Reported {
+                site: SiteId::new("site-1").unwrap_or_else(|e| panic!("{e}")),
+                category: IncidentCategory::Fire,
+                severity: Severity::High,
+                description: "smoke from plant room 2".into(),
+                location: None,
+            },
+        }
+    }
+
+    /// A phone and the control room each hold a replica, edit offline, then exchange changes.
+    fn two_replicas() -> Result<(IncidentDoc, IncidentDoc, DeviceId), IncidentError> {
+        let device = DeviceId::generate();
+        let id = IncidentId::generate();
+        let (mut phone, _) = IncidentDoc::create(id, device.actor_id(), report(device))?;
+        let room = IncidentDoc::load(id, &phone.save(), automerge::ActorId::random())?;
+        Ok((phone, room, device))
+    }
+
+    fn exchange(a: &mut IncidentDoc, b: &mut IncidentDoc) -> Result<(), LogError> {
+        let (ha, hb) = (a.heads(), b.heads());
+        let to_b = a.changes_since(&hb);
+        let to_a = b.changes_since(&ha);
+        b.merge(&to_b)?;
+        a.merge(&to_a)?;
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_offline_edits_converge_to_the_decided_rules() -> Result<(), IncidentError> {
+        let (mut phone, mut room, device) = two_replicas()?;
+        // Offline on the phone: a note, severity raised to critical, resolved.
+        phone.act(
+            IncidentAction::AddNote("fire brigade on site".into()),
+            guard_party(device),
+            at(2_000),
+            2_000,
+        )?;
+        phone.act(
+            IncidentAction::SetSeverity(Severity::Critical),
+            guard_party(device),
+            at(2_100),
+            2_100,
+        )?;
+        // Meanwhile in the control room: acknowledged, assigned, a note, severity set to medium
+        // earlier than the phone's change.
+        room.act(IncidentAction::Acknowledge, operator(), at(1_500), 1_500)?;
+        room.act(
+            IncidentAction::Assign(Some("guard-4".into())),
+            operator(),
+            at(1_600),
+            1_600,
+        )?;
+        room.act(
+            IncidentAction::AddNote("calling estates".into()),
+            operator(),
+            at(1_700),
+            1_700,
+        )?;
+        room.act(
+            IncidentAction::SetSeverity(Severity::Medium),
+            operator(),
+            at(1_800),
+            1_800,
+        )?;
+        phone.act(
+            IncidentAction::Resolve,
+            guard_party(device),
+            at(2_200),
+            2_200,
+        )?;
+
+        exchange(&mut phone, &mut room)?;
+        let (a, b) = (phone.state()?, room.state()?);
+        assert_eq!(a, b, "replicas converge");
+        assert_eq!(
+            a.status,
+            IncidentStatus::Resolved,
+            "the lattice keeps the furthest status"
+        );
+        assert_eq!(
+            a.severity,
+            Some(Severity::Critical),
+            "the latest severity by clock wins"
+        );
+        assert_eq!(a.assignee.as_deref(), Some("guard-4"));
+        let notes: Vec<&str> = a.notes.iter().map(|n| n.text.as_str()).collect();
+        assert_eq!(
+            notes,
+            ["calling estates", "fire brigade on site"],
+            "both notes, in clock order"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_reopen_wins_over_a_concurrent_close_of_the_same_round() -> Result<(), IncidentError> {
+        let (mut phone, mut room, device) = two_replicas()?;
+        room.act(IncidentAction::Resolve, operator(), at(2_000), 2_000)?;
+        exchange(&mut phone, &mut room)?;
+        room.act(IncidentAction::Close, operator(), at(3_000), 3_000)?;
+        phone.act(
+            IncidentAction::Reopen,
+            guard_party(device),
+            at(2_500),
+            2_500,
+        )?;
+        exchange(&mut phone, &mut room)?;
+        let s = room.state()?;
+        assert_eq!(s, phone.state()?);
+        assert_eq!((s.round, s.status), (1, IncidentStatus::Open));
+        // The new round is worked like the first.
+        room.act(IncidentAction::Acknowledge, operator(), at(4_000), 4_000)?;
+        assert_eq!(room.state()?.status, IncidentStatus::Acknowledged);
+        Ok(())
+    }
+
+    #[test]
+    fn actions_out_of_order_are_refused_and_change_nothing() -> Result<(), IncidentError> {
+        let (_, mut room, _) = two_replicas()?;
+        room.act(IncidentAction::Dispatch, operator(), at(2_000), 2_000)?;
+        let before = room.heads();
+        assert!(matches!(
+            room.act(IncidentAction::Acknowledge, operator(), at(2_100), 2_100),
+            Err(IncidentError::NotAllowed { .. })
+        ));
+        assert!(matches!(
+            room.act(IncidentAction::Reopen, operator(), at(2_100), 2_100),
+            Err(IncidentError::NotAllowed { .. })
+        ));
+        assert!(
+            room.act(
+                IncidentAction::AddNote("  ".into()),
+                operator(),
+                at(2_100),
+                2_100
+            )
+            .is_err()
+        );
+        assert_eq!(room.heads(), before);
+        Ok(())
+    }
+
+    #[test]
+    fn attachments_are_a_set_by_content_hash() -> Result<(), IncidentError> {
+        let (mut phone, mut room, device) = two_replicas()?;
+        let photo = Attachment {
+            sha256: [9; 32],
+            media_type: "image/jpeg".into(),
+            size: 123_456,
+            name: Some("bay14.jpg".into()),
+        };
+        phone.act(
+            IncidentAction::Attach(photo.clone()),
+            guard_party(device),
+            at(2_000),
+            2_000,
+        )?;
+        room.act(
+            IncidentAction::Attach(photo.clone()),
+            operator(),
+            at(2_001),
+            2_001,
+        )?;
+        exchange(&mut phone, &mut room)?;
+        assert_eq!(room.state()?.attachments, vec![photo]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_fold_ignores_entry_order() {
+        let device = DeviceId::generate();
+        let entries = [
+            ("a".to_owned(), report(device)),
+            (
+                "b".to_owned(),
+                Stamped {
+                    by: operator(),
+                    at: at(5),
+                    wall_ms: 5,
+                    entry: Entry::Status {
+                        round: 0,
+                        status: IncidentStatus::Closed,
+                    },
+                },
+            ),
+            (
+                "c".to_owned(),
+                Stamped {
+                    by: operator(),
+                    at: at(9),
+                    wall_ms: 9,
+                    entry: Entry::Status {
+                        round: 1,
+                        status: IncidentStatus::Open,
+                    },
+                },
+            ),
+            (
+                "d".to_owned(),
+                Stamped {
+                    by: operator(),
+                    at: at(7),
+                    wall_ms: 7,
+                    entry: Entry::Note { text: "x".into() },
+                },
+            ),
+        ];
+        let id = IncidentId::generate();
+        let forward = IncidentState::fold(id, entries.iter().map(|(k, e)| (k.as_str(), e)));
+        let backward = IncidentState::fold(id, entries.iter().rev().map(|(k, e)| (k.as_str(), e)));
+        assert_eq!(forward, backward);
+        assert_eq!((forward.round, forward.status), (1, IncidentStatus::Open));
+    }
+}
