@@ -10,6 +10,7 @@
 //! - [`hlc`]: the hybrid logical clock stamped on every event.
 //! - [`incident`]: the collaborative incident document and each field's merge rule.
 //! - [`shiftlog`]: the automerge document holding one device's events of one shift.
+//! - [`siteconfig`]: checkpoints, tours and post orders; scan flags and tour progress.
 //! - [`protocol`]: the sync messages exchanged over HTTP and their binary encoding.
 //! - [`merge`]: the pure functions that plan a push, check and merge it on the server, and tell
 //!   the device what is delivered.
@@ -24,6 +25,7 @@ pub mod incident;
 pub mod merge;
 pub mod protocol;
 pub mod shiftlog;
+pub mod siteconfig;
 
 pub use automerge::ChangeHash;
 pub use error::{DecodeError, EncodeError, LogError, ValidationError};
