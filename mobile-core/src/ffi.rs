@@ -682,8 +682,8 @@ impl PatrolDevice {
                     .1
             }
         };
-        let mut store = lock(&self.store, "store")?;
-        Ok(runtime.block_on(client.sync(&mut store))?)
+        // The store is locked only around building the request and applying the answer.
+        Ok(runtime.block_on(client.sync_shared(&self.store))?)
     }
 }
 
@@ -1319,6 +1319,40 @@ mod tests {
         // The store was not poisoned by the observer's failure.
         device.add_note("and again".into())?;
         assert_eq!(device.status()?.pending_events, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn a_panic_is_recorded_while_a_sync_waits_on_the_network() -> TestResult {
+        let dir = temp();
+        let device = device(&dir);
+        device.start_shift("guard-1".into())?;
+        // A "server" that accepts the connection and answers only when told to.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let syncing = {
+            let device = Arc::clone(&device);
+            std::thread::spawn(move || device.sync(url))
+        };
+        let (connection, _) = listener.accept()?;
+        // The sync is now waiting on the network; a panic alarm must not wait for it.
+        let (tx, rx) = mpsc::channel();
+        {
+            let device = Arc::clone(&device);
+            std::thread::spawn(move || {
+                let _ = tx.send(device.raise_panic(None));
+            });
+        }
+        let recorded = rx.recv_timeout(Duration::from_secs(60));
+        assert!(!syncing.is_finished(), "the sync was still in flight");
+        drop(connection);
+        let synced = syncing.join().map_err(|_| "sync thread panicked")?;
+        assert!(
+            recorded.is_ok_and(|r| r.is_ok()),
+            "the panic was recorded during the sync"
+        );
+        assert!(matches!(synced, Err(PatrolError::Network { .. })));
+        assert!(device.status()?.urgent);
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The sync client: a thin HTTP transport around [`DeviceStore::prepare_sync`] and
 //! [`DeviceStore::complete_sync`]. It classes failures so the app knows whether to retry.
 
+use std::borrow::BorrowMut;
 use std::time::Duration;
 
 use patrol_core::protocol::{CONTENT_TYPE, SyncRequest, SyncResponse};
@@ -49,17 +50,45 @@ impl SyncClient {
     /// Sends everything the server has not acknowledged and applies its answer. Events are marked
     /// delivered only from the server's heads, so an interrupted sync is simply done again.
     pub async fn sync(&self, store: &mut DeviceStore) -> Result<SyncReport> {
+        self.sync_shared(&std::sync::Mutex::new(store)).await
+    }
+
+    /// As [`SyncClient::sync`], for a store shared between threads: the lock is held only to
+    /// build a request and to apply its answer, never while the network is waited on, so the
+    /// guard's recordings (a panic alarm above all) are not held up by a slow sync.
+    pub async fn sync_shared<S: BorrowMut<DeviceStore>>(
+        &self,
+        store: &std::sync::Mutex<S>,
+    ) -> Result<SyncReport> {
+        let with = |f: &mut dyn FnMut(&mut DeviceStore) -> Result<()>| -> Result<()> {
+            let mut guard = store
+                .lock()
+                .map_err(|_| Error::Corrupt("the store's lock is poisoned".into()))?;
+            f((*guard).borrow_mut())
+        };
         let mut total = SyncReport::default();
         for _ in 0..MAX_ROUNDS {
-            let prepared = store.prepare_sync()?;
+            let mut prepared = None;
+            with(&mut |s| {
+                prepared = Some(s.prepare_sync()?);
+                Ok(())
+            })?;
+            let Some(prepared) = prepared else { break };
             let response = match self.exchange(&prepared.request).await {
                 Ok(r) => r,
                 Err(e) => {
-                    store.sync_failed(&e, &self.retry)?;
+                    with(&mut |s| s.sync_failed(&e, &self.retry))?;
                     return Err(e);
                 }
             };
-            let report = store.complete_sync(prepared, &response)?;
+            let mut prepared = Some(prepared);
+            let mut report = SyncReport::default();
+            with(&mut |s| {
+                if let Some(p) = prepared.take() {
+                    report = s.complete_sync(p, &response)?;
+                }
+                Ok(())
+            })?;
             total.docs_sent += report.docs_sent;
             total.events_delivered += report.events_delivered;
             total.pending_events = report.pending_events;
