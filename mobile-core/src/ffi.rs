@@ -569,10 +569,9 @@ fn recorded_event(
     shift: ShiftId,
     id: Option<EventId>,
 ) -> Result<Option<FfiEvent>, Error> {
-    let events = store.events(Some(shift))?;
     let found = match id {
-        Some(id) => events.into_iter().find(|e| e.event.id == id),
-        None => events.into_iter().next(),
+        Some(id) => store.event(id)?,
+        None => store.events(Some(shift))?.into_iter().next(),
     };
     Ok(found.map(Into::into))
 }

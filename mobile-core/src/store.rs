@@ -585,6 +585,30 @@ impl DeviceStore {
         Ok(out)
     }
 
+    /// One event by id; from the open shift's log without reading the others.
+    pub fn event(&self, id: EventId) -> Result<Option<LocalEvent>> {
+        if let Some(open) = &self.open
+            && let Some(record) = open.log.get(&id)?
+        {
+            let meta = open.log.meta();
+            let delivered = self
+                .shift_rows()?
+                .iter()
+                .find(|r| r.id == open.row_id)
+                .is_some_and(|r| record.seq < r.first_seq + r.delivered);
+            let event = Event {
+                id,
+                site: meta.site.clone(),
+                device: meta.device,
+                shift: meta.shift,
+                guard: meta.guard.clone(),
+                record,
+            };
+            return Ok(Some(LocalEvent { event, delivered }));
+        }
+        Ok(self.events(None)?.into_iter().find(|e| e.event.id == id))
+    }
+
     /// What the app shows about syncing.
     pub fn status(&self) -> Result<SyncStatus> {
         let rows = self.shift_rows()?;
