@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
-use patrol_core::merge::Owner;
 use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse};
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
@@ -30,7 +29,7 @@ use crate::counting::count_traffic;
 use crate::error::AppError;
 use crate::metrics::{Metrics, metrics_handler};
 use crate::now_ms;
-use crate::store::{DeviceSync, ShiftLogPush, Store};
+use crate::store::{ShiftLogPush, Store, SyncBatch};
 
 /// Events per feed page when `limit` is not given.
 pub const DEFAULT_FEED_LIMIT: u32 = 1_000;
@@ -144,29 +143,37 @@ async fn sync(
         return Err(AppError::UnknownSite(request.site.to_string()));
     }
 
-    let mut docs = Vec::with_capacity(request.docs.len());
-    // What the device still holds undelivered once this request's accepted pushes are counted.
-    let mut still_pending = request.pending_events;
-    for push in request.docs {
-        let DocRef::ShiftLog(shift) = push.doc;
-        let owner = Owner {
-            site: request.site.clone(),
-            device: request.device,
-            shift,
-        };
-        let outcome = state
-            .store
-            .push_shift_log(ShiftLogPush {
-                owner,
-                changes: push.changes,
-                received_at_ms,
+    let refs: Vec<DocRef> = request.docs.iter().map(|push| push.doc).collect();
+    let batch = SyncBatch {
+        site: request.site,
+        device: request.device,
+        received_at_ms,
+        device_time_ms: request.device_time_ms,
+        pending_events: request.pending_events,
+        pushes: request
+            .docs
+            .into_iter()
+            .map(|push| {
+                let DocRef::ShiftLog(shift) = push.doc;
+                ShiftLogPush {
+                    shift,
+                    changes: push.changes,
+                    events: push.events,
+                }
             })
-            .await?;
+            .collect(),
+    };
+    let (site, device) = (batch.site.clone(), batch.device);
+    let outcomes = state.store.sync(batch).await?;
+
+    let mut docs = Vec::with_capacity(outcomes.len());
+    for (doc, outcome) in refs.into_iter().zip(outcomes) {
+        let DocRef::ShiftLog(shift) = &doc;
         match &outcome {
             DocOutcome::Rejected { code, message } => {
                 state.metrics.add_doc_rejected(*code);
                 tracing::warn!(
-                    site = %request.site, device = %request.device, %shift, code = code.as_str(), %message,
+                    %site, %device, %shift, code = code.as_str(), %message,
                     "rejected a shift log push"
                 )
             }
@@ -176,31 +183,14 @@ async fn sync(
                 ..
             } => {
                 state.metrics.add_doc_accepted(*new_events);
-                if !missing_deps {
-                    still_pending = still_pending.saturating_sub(u64::from(push.events));
-                }
                 tracing::debug!(
-                    site = %request.site, device = %request.device, %shift, new_events, missing_deps,
+                    %site, %device, %shift, new_events, missing_deps,
                     "merged a shift log push"
                 )
             }
         }
-        docs.push(DocResult {
-            doc: push.doc,
-            outcome,
-        });
+        docs.push(DocResult { doc, outcome });
     }
-
-    state
-        .store
-        .record_device_sync(DeviceSync {
-            site: request.site.clone(),
-            device: request.device,
-            synced_at_ms: received_at_ms,
-            pending_events: still_pending,
-            clock_skew_ms: received_at_ms.saturating_sub(request.device_time_ms),
-        })
-        .await?;
 
     let response = SyncResponse {
         server_time_ms: now_ms(),

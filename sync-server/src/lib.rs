@@ -3,7 +3,7 @@
 //! The sync server of the guard patrol system. Devices push their shift logs (automerge
 //! documents, one per site, device and shift) to `POST /api/v1/sync`; the server checks each
 //! push with `patrol_core::merge`, stores the document and projects its events into a per-site
-//! feed with server sequence numbers, all in one transaction per document. The control room
+//! feed with server sequence numbers, all in one transaction per request. The control room
 //! reads the feed and the device list over JSON.
 //!
 //! - [`config`]: the command line (`serve`, `site create`, `site list`) and API settings.
@@ -47,7 +47,7 @@ pub use store::sqlite::SqliteStore;
 pub use store::{Store, StoreError};
 
 /// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish
-/// (each document push is one transaction, so stopping never leaves half a push).
+/// (each sync request is one transaction, so stopping never leaves half a push).
 ///
 /// Every accepted socket counts its bytes into `state.metrics` (see [`counting`]), and accepted
 /// sockets get `TCP_NODELAY`.

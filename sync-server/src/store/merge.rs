@@ -1,14 +1,27 @@
 //! The backend-neutral part of applying a push: load the stored document from its chunks, run
-//! the core's merge rules on it, and say exactly what a backend must write. A backend calls
-//! [`merge_shift_log`] inside its transaction and persists the returned [`MergedLog`].
+//! the core's merge rules on it, and say exactly what a backend must write.
+//!
+//! Every backend applies a sync request in two phases:
+//!
+//! 1. **Merge**, outside any write lock and in parallel across documents: read the document's
+//!    stored chunks and its [`StoredDoc::version`] (one consistent read), then run
+//!    [`merge_shift_log`], the CPU-heavy part (automerge parsing, the core's checks, the save, the
+//!    events' JSON). A rejection is decided here and never reaches the write phase.
+//! 2. **Write**, in one short transaction per request: for every document with something to
+//!    write, check that its version is still the one the merge started from (SQLite: under the
+//!    database write lock; PostgreSQL: `SELECT .. FOR UPDATE` on the `docs` row), then persist
+//!    the [`MergedLog`]: the chunk, the `docs` row, and each new event with the next per-site
+//!    sequence number. If a version moved (a concurrent push of the same document committed
+//!    first), the merge is redone from a fresh read.
 
 use automerge::{Automerge, ChangeHash};
+use chrono::DateTime;
 use patrol_core::merge::{Owner, Rejection, ingest_shift_log};
 use patrol_core::protocol::RejectCode;
 use patrol_core::{Event, EventId, ShiftId, ShiftMeta};
 
 /// Above this many chunks, a document's chunks are replaced by one compacted save in the same
-/// transaction: a save is about 5 times smaller than the changes and loads faster.
+/// transaction: a save is about 3 times smaller than the changes and loads faster.
 pub const COMPACT_AFTER_CHUNKS: u32 = 16;
 
 /// `docs.kind` of a shift log.
@@ -19,6 +32,18 @@ pub fn shift_log_doc_id(shift: &ShiftId) -> String {
     shift.to_string()
 }
 
+/// A document as the merge phase read it.
+#[derive(Debug, Default)]
+pub struct StoredDoc {
+    /// What the write phase compares to tell whether the document changed since this read: its
+    /// stored heads (every write applies new changes, so the heads move with every write and
+    /// never return to an earlier value); `None` while the document has no row.
+    pub version: Option<Vec<u8>>,
+    pub chunk_count: u32,
+    /// The concatenation of its chunks in order; empty for a new document.
+    pub bytes: Vec<u8>,
+}
+
 /// What a backend must do with the document's chunks.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ChunkWrite {
@@ -26,8 +51,71 @@ pub enum ChunkWrite {
     Nothing,
     /// Append one chunk holding the newly applied changes.
     Append(Vec<u8>),
-    /// Replace every chunk of the document by this one compacted save.
+    /// Replace every chunk of the document (if any) by this one compacted save.
     Replace(Vec<u8>),
+}
+
+/// One event new to its document, ready for the projection: everything but its server
+/// sequence number, which only the write phase knows.
+#[derive(Debug)]
+pub struct NewEvent {
+    pub event: Event,
+    /// The event as the feed serves it ([`Event::to_json`] with the request's receive time),
+    /// cut around the value of `seq`: the JSON is `json_head`, the number, `json_tail`.
+    json_head: String,
+    json_tail: String,
+}
+
+impl NewEvent {
+    fn new(event: Event, received_at_ms: i64) -> Result<Self, String> {
+        let received = DateTime::from_timestamp_millis(received_at_ms)
+            .ok_or_else(|| format!("receive time {received_at_ms} out of range"))?;
+        let serde_json::Value::Object(fields) = event.to_json(Some((0, received))) else {
+            return Err("an event's JSON is not an object".into());
+        };
+        // Written as serde_json writes the whole object (compact, keys in the map's order), so
+        // that the stored text is byte for byte what `to_json(..).to_string()` gives.
+        let mut head = Vec::with_capacity(640);
+        let mut tail = Vec::new();
+        head.push(b'{');
+        let mut seq_seen = false;
+        let mut first = true;
+        for (key, value) in &fields {
+            let out = if seq_seen { &mut tail } else { &mut head };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut *out, key).map_err(|e| e.to_string())?;
+            out.push(b':');
+            if key == "seq" {
+                seq_seen = true;
+                continue;
+            }
+            serde_json::to_writer(&mut *out, value).map_err(|e| e.to_string())?;
+        }
+        if !seq_seen {
+            return Err("an event's JSON has no seq".into());
+        }
+        tail.push(b'}');
+        let utf8 = |b: Vec<u8>| String::from_utf8(b).map_err(|e| e.to_string());
+        Ok(NewEvent {
+            event,
+            json_head: utf8(head)?,
+            json_tail: utf8(tail)?,
+        })
+    }
+
+    /// Writes the event's feed JSON with server sequence number `seq` into `out` (cleared).
+    pub fn write_json(&self, seq: u64, out: &mut String) {
+        use std::fmt::Write as _;
+        out.clear();
+        out.reserve(self.json_head.len() + self.json_tail.len() + 20);
+        out.push_str(&self.json_head);
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{seq}");
+        out.push_str(&self.json_tail);
+    }
 }
 
 /// The result of merging a push that the rules accepted.
@@ -42,7 +130,7 @@ pub struct MergedLog {
     /// Chunk count after the write.
     pub chunk_count: u32,
     /// Events new to this document, in the device's sequence order.
-    pub new_events: Vec<Event>,
+    pub new_events: Vec<NewEvent>,
 }
 
 /// Either the accepted merge or the rules' rejection (nothing to write).
@@ -52,16 +140,24 @@ pub enum Merge {
     Rejected(Rejection),
 }
 
-/// Merges `changes` into the document stored as `stored` (the concatenation of its
-/// `chunk_count` chunks; empty for a new document). `Err` means the stored bytes do not load,
-/// a server-side problem, never the device's.
+/// Merges `changes` into the document `stored`. New events are stamped `received_at_ms`. `Err`
+/// means the stored bytes do not load (or an event cannot be rendered), a server-side problem,
+/// never the device's.
+///
+/// What to store: the newly applied changes as one more chunk; past [`COMPACT_AFTER_CHUNKS`], or
+/// when the document was empty, one compacted save instead (a first push of a whole shift is
+/// about 3 times smaller saved than as raw changes).
 pub fn merge_shift_log(
-    stored: &[u8],
-    chunk_count: u32,
+    stored: &StoredDoc,
     owner: &Owner,
     changes: &[u8],
+    received_at_ms: i64,
 ) -> Result<Merge, String> {
-    let mut doc = Automerge::load(stored).map_err(|e| e.to_string())?;
+    let mut doc = if stored.bytes.is_empty() {
+        Automerge::new()
+    } else {
+        Automerge::load(&stored.bytes).map_err(|e| e.to_string())?
+    };
     let ingested = match ingest_shift_log(&mut doc, owner, changes) {
         Ok(ingested) => ingested,
         Err(rejection) => return Ok(Merge::Rejected(rejection)),
@@ -81,9 +177,10 @@ pub fn merge_shift_log(
         }));
     }
 
+    let chunk_count = stored.chunk_count;
     let (write, chunk_count) = if ingested.applied.is_empty() {
         (ChunkWrite::Nothing, chunk_count)
-    } else if chunk_count + 1 > COMPACT_AFTER_CHUNKS {
+    } else if chunk_count == 0 || chunk_count + 1 > COMPACT_AFTER_CHUNKS {
         (ChunkWrite::Replace(doc.save()), 1)
     } else {
         let mut chunk =
@@ -93,20 +190,26 @@ pub fn merge_shift_log(
         }
         (ChunkWrite::Append(chunk), chunk_count + 1)
     };
+    // The document and the pushed changes are not needed any more: free them before rendering.
+    drop(doc);
+    drop(ingested.applied);
 
     let new_events = match &ingested.meta {
         Some(meta) => ingested
             .new_events
             .into_iter()
-            .map(|(id, record): (EventId, _)| Event {
-                id,
-                site: meta.site.clone(),
-                device: meta.device,
-                shift: meta.shift,
-                guard: meta.guard.clone(),
-                record,
+            .map(|(id, record): (EventId, _)| {
+                let event = Event {
+                    id,
+                    site: meta.site.clone(),
+                    device: meta.device,
+                    shift: meta.shift,
+                    guard: meta.guard.clone(),
+                    record,
+                };
+                NewEvent::new(event, received_at_ms)
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
     Ok(Merge::Accepted(MergedLog {
@@ -193,16 +296,20 @@ mod tests {
         for seq in 1..=40u64 {
             log.record(EventId::generate(), &note(seq))?;
             let push = plan_push(&mut log, &acked)?;
-            let stored = chunks.concat();
-            let Merge::Accepted(merged) =
-                merge_shift_log(&stored, chunks.len() as u32, &owner, &push.changes)?
+            let stored = StoredDoc {
+                version: None,
+                chunk_count: chunks.len() as u32,
+                bytes: chunks.concat(),
+            };
+            let Merge::Accepted(merged) = merge_shift_log(&stored, &owner, &push.changes, 0)?
             else {
                 panic!("push {seq} rejected");
             };
             match merged.write {
                 ChunkWrite::Append(c) => chunks.push(c),
                 ChunkWrite::Replace(c) => {
-                    compacted = true;
+                    // The first push is stored as a save; later ones only past the threshold.
+                    compacted |= seq > 1;
                     chunks = vec![c];
                 }
                 ChunkWrite::Nothing => panic!("push {seq} applied nothing"),
@@ -216,6 +323,93 @@ mod tests {
         let reloaded = ShiftLog::load(&chunks.concat(), device)?;
         assert_eq!(reloaded.events()?.len(), 40);
         assert_eq!(heads_from_blob(&heads_to_blob(&acked))?, acked);
+        Ok(())
+    }
+
+    fn owner_and_log() -> Result<(Owner, ShiftLog), Box<dyn std::error::Error>> {
+        let device = DeviceId::generate();
+        let meta = ShiftMeta {
+            site: SiteId::new("site-1")?,
+            device,
+            shift: ShiftId::generate(),
+            guard: GuardId::new("guard-1")?,
+        };
+        let owner = Owner {
+            site: meta.site.clone(),
+            device,
+            shift: meta.shift,
+        };
+        let (log, _) = ShiftLog::create(meta)?;
+        Ok((owner, log))
+    }
+
+    /// A new document is stored as one save, smaller than its raw changes, that loads back
+    /// every event; a later push appends its raw changes.
+    #[test]
+    fn a_new_document_is_stored_as_a_save() -> TestResult {
+        let (owner, mut log) = owner_and_log()?;
+        for seq in 1..=200u64 {
+            log.record(EventId::generate(), &note(seq))?;
+        }
+        let push = plan_push(&mut log, &[])?;
+        let Merge::Accepted(merged) =
+            merge_shift_log(&StoredDoc::default(), &owner, &push.changes, 0)?
+        else {
+            panic!("rejected");
+        };
+        let ChunkWrite::Replace(saved) = &merged.write else {
+            panic!("expected one save, got {:?}", merged.write);
+        };
+        let raw: usize = patrol_core::merge::parse_bundle(&push.changes)?
+            .iter()
+            .map(|c| c.raw_bytes().len())
+            .sum();
+        assert!(saved.len() * 2 < raw, "save {} B, raw {raw} B", saved.len());
+        assert_eq!(merged.chunk_count, 1);
+        assert_eq!(merged.new_events.len(), 200);
+        let reloaded = ShiftLog::load(saved, owner.device)?;
+        assert_eq!(reloaded.events()?.len(), 200);
+
+        log.record(EventId::generate(), &note(201))?;
+        let push = plan_push(&mut log, &merged.heads)?;
+        let stored = StoredDoc {
+            version: Some(heads_to_blob(&merged.heads)),
+            chunk_count: 1,
+            bytes: saved.clone(),
+        };
+        let Merge::Accepted(next) = merge_shift_log(&stored, &owner, &push.changes, 0)? else {
+            panic!("rejected");
+        };
+        assert!(
+            matches!(next.write, ChunkWrite::Append(_)),
+            "{:?}",
+            next.write
+        );
+        assert_eq!((next.chunk_count, next.new_events.len()), (2, 1));
+        Ok(())
+    }
+
+    /// The stored JSON is exactly what `Event::to_json` gives, whatever the sequence number.
+    #[test]
+    fn event_json_matches_to_json() -> TestResult {
+        let (owner, mut log) = owner_and_log()?;
+        log.record(EventId::generate(), &note(1))?;
+        let push = plan_push(&mut log, &[])?;
+        let received_at_ms = 1_740_866_401_234;
+        let Merge::Accepted(merged) =
+            merge_shift_log(&StoredDoc::default(), &owner, &push.changes, received_at_ms)?
+        else {
+            panic!("rejected");
+        };
+        let received = DateTime::from_timestamp_millis(received_at_ms).ok_or("time")?;
+        let mut json = String::new();
+        for event in &merged.new_events {
+            for seq in [0, 1, 9, 10, 12_345, u64::MAX] {
+                event.write_json(seq, &mut json);
+                let expected = serde_json::to_string(&event.event.to_json(Some((seq, received))))?;
+                assert_eq!(json, expected);
+            }
+        }
         Ok(())
     }
 }

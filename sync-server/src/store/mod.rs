@@ -3,9 +3,12 @@
 //! merge of a pushed shift log into the stored document is shared by all of them ([`merge`]).
 //!
 //! Contract every backend keeps:
-//! - A document push is applied in one transaction: its chunks, its `docs` row and its events
-//!   in the projection commit together or not at all, and are durable once the call returns
-//!   (the device forgets nothing until the server's heads cover it).
+//! - A sync request is applied in one transaction: the chunks, `docs` rows and projected events
+//!   of every accepted document and the device's row commit together or not at all, and are
+//!   durable once the call returns (the device forgets nothing until the server's heads cover
+//!   it). A rejected document changes nothing and does not hold back the others.
+//! - The CPU-heavy merge runs outside the write lock, with optimistic concurrency (see
+//!   [`merge`]): a concurrent push of the same document is never lost nor applied twice.
 //! - Event sequence numbers are per site, gap-free, and become visible in order: a reader that
 //!   saw `seq = n` never later finds a new event with a smaller `seq` (the feed relies on it).
 //! - An event id gets at most one row per site, whatever is pushed again.
@@ -19,7 +22,7 @@ use std::pin::Pin;
 
 use patrol_core::merge::Owner;
 use patrol_core::protocol::DocOutcome;
-use patrol_core::{DeviceId, SiteId};
+use patrol_core::{DeviceId, ShiftId, SiteId};
 use thiserror::Error;
 
 /// A boxed, sendable future, so that [`Store`] stays object-safe (`Arc<dyn Store>`).
@@ -33,14 +36,61 @@ pub struct Site {
     pub created_at_ms: i64,
 }
 
-/// One document push to apply: the owner comes from the request (later: its credentials).
+/// One document of a sync request.
 #[derive(Clone, Debug)]
 pub struct ShiftLogPush {
-    pub owner: Owner,
+    pub shift: ShiftId,
     /// The automerge bundle (or concatenated changes) the device sent.
     pub changes: Vec<u8>,
-    /// Server receive time of the request, stamped on every new event.
+    /// Events the device counts in this push (for its pending count).
+    pub events: u32,
+}
+
+/// One sync request: the documents a device pushed and what it said about itself. The owner of
+/// every document is the request's site and device (later: its credentials).
+#[derive(Clone, Debug)]
+pub struct SyncBatch {
+    pub site: SiteId,
+    pub device: DeviceId,
+    /// Server receive time of the request, stamped on every new event and on the device row.
     pub received_at_ms: i64,
+    /// The device's wall clock when it sent the request.
+    pub device_time_ms: i64,
+    /// Events the device held undelivered when it sent the request.
+    pub pending_events: u64,
+    pub pushes: Vec<ShiftLogPush>,
+}
+
+impl SyncBatch {
+    pub fn owner(&self, push: &ShiftLogPush) -> Owner {
+        Owner {
+            site: self.site.clone(),
+            device: self.device,
+            shift: push.shift,
+        }
+    }
+
+    /// The device row to record once the documents' outcomes (one per push, in order) are
+    /// known: what the device still holds undelivered once the accepted pushes are counted.
+    pub fn device_sync(&self, outcomes: &[DocOutcome]) -> DeviceSync {
+        let mut pending = self.pending_events;
+        for (push, outcome) in self.pushes.iter().zip(outcomes) {
+            if let DocOutcome::Accepted {
+                missing_deps: false,
+                ..
+            } = outcome
+            {
+                pending = pending.saturating_sub(u64::from(push.events));
+            }
+        }
+        DeviceSync {
+            site: self.site.clone(),
+            device: self.device,
+            synced_at_ms: self.received_at_ms,
+            pending_events: pending,
+            clock_skew_ms: self.received_at_ms.saturating_sub(self.device_time_ms),
+        }
+    }
 }
 
 /// What a device told the server about itself in a sync, for the control room's device view.
@@ -99,6 +149,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("storage task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the store is shut down")]
+    Closed,
+    #[error("commit failed: {0}")]
+    Commit(String),
 }
 
 /// The canonical site record.
@@ -110,13 +164,11 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     fn get_site(&self, site: SiteId) -> BoxFuture<'_, Result<Option<Site>, StoreError>>;
 
-    /// Checks and merges one pushed shift log into the stored copy, in one transaction (see the
-    /// module docs). A push the merge rules refuse is `Ok(DocOutcome::Rejected)` and changes
-    /// nothing; `Err` is reserved for the server's own failures.
-    fn push_shift_log(&self, push: ShiftLogPush) -> BoxFuture<'_, Result<DocOutcome, StoreError>>;
-
-    /// Records that a device synced (creating its row on first contact).
-    fn record_device_sync(&self, sync: DeviceSync) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Checks and merges every pushed shift log of a sync request into the stored copies and
+    /// records the device's sync, in one transaction (see the module docs). Returns one outcome
+    /// per push, in order. A push the merge rules refuse is `DocOutcome::Rejected` and changes
+    /// nothing; `Err` is reserved for the server's own failures, and then nothing is applied.
+    fn sync(&self, batch: SyncBatch) -> BoxFuture<'_, Result<Vec<DocOutcome>, StoreError>>;
 
     /// Up to `limit` events with `seq > after`, in order; `None` if the site does not exist.
     fn events_after(

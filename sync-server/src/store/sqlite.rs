@@ -3,29 +3,36 @@
 //! - WAL with `synchronous = FULL`: a commit is fsynced before it returns, so whatever the
 //!   server acknowledged to a device survives a crash or power loss (NORMAL could lose the last
 //!   commits on power loss, and the device would already have been told they were delivered).
-//! - One writer connection behind a mutex (SQLite allows one writer at a time anyway) and a
-//!   small pool of read-only connections, which WAL lets run beside the writer.
-//! - All database work runs on tokio's blocking pool.
+//! - One writer connection, owned by the writer thread (SQLite allows one writer at a time
+//!   anyway). It runs the write phase of sync requests and commits the requests queued by then
+//!   together (group commit: one fsync, and the index pages they share written once).
+//! - One merge thread per core, each with its own read-only connection: the merge phase of sync
+//!   requests, the CPU-heavy part, runs there in parallel, outside the write lock (optimistic
+//!   concurrency, see [`super::merge`]).
+//! - A checkpoint thread copies the WAL into the database file beside the writer, so commits
+//!   never do.
+//! - Feed and device reads run on tokio's blocking pool, on a small pool of read-only
+//!   connections, which WAL lets run beside the writer.
 //! - Schema changes are numbered migrations in `sqlite/migrations/`, applied in order, the
 //!   applied count kept in `PRAGMA user_version`.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::mpsc::{self, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use chrono::DateTime;
 use patrol_core::merge::Rejection;
 use patrol_core::protocol::{DocOutcome, to_wire};
 use patrol_core::{DeviceId, SiteId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
 
 use super::merge::{
-    ChunkWrite, Merge, SHIFT_LOG_KIND, heads_to_blob, merge_shift_log, shift_log_doc_id,
+    ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_shift_log,
+    shift_log_doc_id,
 };
-use super::{
-    BoxFuture, DeviceStatus, DeviceSync, EventPage, ShiftLogPush, Site, Store, StoreError,
-};
+use super::{BoxFuture, DeviceStatus, DeviceSync, EventPage, Site, Store, StoreError, SyncBatch};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "patrol.db";
@@ -37,18 +44,38 @@ const MIGRATIONS: &[&str] = &[include_str!("sqlite/migrations/0001_init.sql")];
 /// Idle read connections kept for reuse.
 const MAX_IDLE_READERS: usize = 4;
 
+/// Pages of the writer's cache (in KiB when negative, as `PRAGMA cache_size` takes it). The
+/// writer revisits the same index pages in every transaction (the event-id index grows at random
+/// places); keeping them cached saves reading them back from the file.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+
+/// The least time between two checkpoints: the commits meanwhile are copied in one go, and a page
+/// they all changed is copied once.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How long a statement waits for another process (e.g. `patrol-server site create` beside a
 /// running server) to release the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Optimistic rounds of a sync request (read, merge, check and write) before the documents whose
+/// version keeps moving are merged under the write lock instead.
+const OPTIMISTIC_ROUNDS: u32 = 3;
+
+/// Most sync requests one group commit takes along.
+const MAX_GROUP: usize = 64;
+
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// To the writer thread, which owns the only writing connection ([`writer_thread`]).
+    writer: mpsc::Sender<WriterJob>,
+    /// To the merge threads ([`merge_thread`]).
+    merges: mpsc::Sender<MergeJob>,
     readers: Mutex<Vec<Connection>>,
 }
 
-/// The SQLite store. Cheap to clone; clones share the connections.
+/// The SQLite store. Cheap to clone; clones share the connections and threads, which end once
+/// the last clone is dropped.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -69,10 +96,27 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut writer = open_connection(&path)?;
         migrate(&mut writer, MIGRATIONS.len())?;
+        // The checkpoint thread copies the WAL into the database file, beside the writer.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        let checkpoint = spawn_checkpointer(&path)?;
+        let (writer_tx, writer_rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("patrol-writer".into())
+            .spawn(move || writer_thread(writer, writer_rx, checkpoint))?;
+        let (merges_tx, merges_rx) = mpsc::channel();
+        let merges_rx = Arc::new(Mutex::new(merges_rx));
+        for i in 0..cpus() {
+            let (path, jobs) = (path.clone(), Arc::clone(&merges_rx));
+            std::thread::Builder::new()
+                .name(format!("patrol-merge-{i}"))
+                .spawn(move || merge_thread(&path, &jobs))?;
+        }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                writer: writer_tx,
+                merges: merges_tx,
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -82,20 +126,75 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `f` on the writer connection on the blocking pool.
+    /// Runs `f` on the writer connection, on the writer thread.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            // A panic inside `f` rolls its transaction back when the transaction drops, so the
-            // connection behind a poisoned lock is still consistent.
-            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await?
+        let (done, result) = oneshot::channel();
+        let job: Box<dyn FnOnce(&mut Connection) + Send> = Box::new(move |conn| {
+            // The caller may have stopped waiting; the result is not needed then.
+            let _ = done.send(f(conn));
+        });
+        self.inner
+            .writer
+            .send(WriterJob::Run(job))
+            .map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Applies a sync request: merges its documents outside the write lock (on a merge thread),
+    /// then writes them all and the device row in one transaction, shared with the other
+    /// requests that wait for the writer by then (on the writer thread), redoing the merge of a
+    /// document that a concurrent request changed meanwhile (see [`super::merge`]).
+    async fn sync_batch(&self, batch: SyncBatch) -> Result<Vec<DocOutcome>, StoreError> {
+        let batch = Arc::new(batch);
+        let mut merged: Vec<Option<Prepared>> = batch.pushes.iter().map(|_| None).collect();
+        let mut todo: Vec<usize> = (0..batch.pushes.len()).collect();
+        let mut round = 1;
+        loop {
+            if !todo.is_empty() {
+                let (done, result) = oneshot::channel();
+                self.inner
+                    .merges
+                    .send(MergeJob {
+                        batch: Arc::clone(&batch),
+                        todo,
+                        merged,
+                        done,
+                    })
+                    .map_err(|_| StoreError::Closed)?;
+                merged = result.await.map_err(|_| StoreError::Closed)??;
+            }
+            let (done, result) = oneshot::channel();
+            self.inner
+                .writer
+                .send(WriterJob::Sync(WriteJob {
+                    batch: Arc::clone(&batch),
+                    merged,
+                    final_round: round >= OPTIMISTIC_ROUNDS,
+                    done,
+                }))
+                .map_err(|_| StoreError::Closed)?;
+            match result.await.map_err(|_| StoreError::Closed)?? {
+                Written::Committed(outcomes) => {
+                    return Ok(outcomes);
+                }
+                Written::Conflicts {
+                    merged: m,
+                    conflicts,
+                } => {
+                    tracing::debug!(
+                        site = %batch.site, device = %batch.device, round, conflicts = conflicts.len(),
+                        "documents changed while merging; merging them again"
+                    );
+                    merged = m;
+                    todo = conflicts;
+                    round += 1;
+                }
+            }
+        }
     }
 
     /// Runs `f` on a pooled read-only connection on the blocking pool.
@@ -126,6 +225,122 @@ impl SqliteStore {
     }
 }
 
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// What the writer thread runs.
+enum WriterJob {
+    /// A sync request's write phase, committed together with the others queued by then.
+    Sync(WriteJob),
+    /// Anything else, alone.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+impl std::fmt::Debug for WriterJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriterJob::Sync(job) => f.debug_tuple("Sync").field(job).finish(),
+            WriterJob::Run(_) => f.write_str("Run(..)"),
+        }
+    }
+}
+
+/// The writer thread: owns the writing connection and runs the jobs in order. Sync requests
+/// queued together are committed together ([`commit_jobs`]): one transaction, one fsync, and
+/// the index pages they all touch written once. Ends when the store is dropped, after the
+/// queued jobs.
+fn writer_thread(
+    mut conn: Connection,
+    jobs: mpsc::Receiver<WriterJob>,
+    checkpoint: SyncSender<()>,
+) {
+    let mut next = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            WriterJob::Run(f) => run_caught("a write", || f(&mut conn)),
+            WriterJob::Sync(first) => {
+                let mut group = vec![first];
+                while group.len() < MAX_GROUP {
+                    match jobs.try_recv() {
+                        Ok(WriterJob::Sync(job)) => group.push(job),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                run_caught("a group commit", || commit_jobs(&mut conn, group));
+                // A wake is already pending if the channel is full.
+                let _ = checkpoint.try_send(());
+            }
+        }
+    }
+}
+
+/// Runs `f`, logging rather than propagating a panic, so that one bad job does not stop a
+/// store thread. A transaction open in `f` rolls back as it unwinds, and the callers waiting
+/// for `f` see their answer channel closed.
+fn run_caught(what: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!("{what} panicked; its requests failed");
+    }
+}
+
+/// Documents of one request to read and merge, on a merge thread.
+#[derive(Debug)]
+struct MergeJob {
+    batch: Arc<SyncBatch>,
+    /// Indexes of the pushes to (re)merge; the others keep their entry in `merged`.
+    todo: Vec<usize>,
+    merged: Vec<Option<Prepared>>,
+    done: oneshot::Sender<Result<Vec<Option<Prepared>>, StoreError>>,
+}
+
+/// A merge thread: reads each document with its own read-only connection (a read transaction
+/// that ends before the merge, so it pins no snapshot) and merges it. There is one per core:
+/// merges are CPU-bound, and more at once would only hold more documents in memory. Ends when
+/// the store is dropped.
+fn merge_thread(path: &Path, jobs: &Mutex<mpsc::Receiver<MergeJob>>) {
+    let mut conn = None;
+    loop {
+        let job = match jobs.lock().unwrap_or_else(PoisonError::into_inner).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        run_caught("a merge", || {
+            let MergeJob {
+                batch,
+                todo,
+                mut merged,
+                done,
+            } = job;
+            let result = (|| {
+                let conn = match &mut conn {
+                    Some(conn) => conn,
+                    None => conn.insert(open_reader(path)?),
+                };
+                let site = batch.site.as_str();
+                for i in todo {
+                    let doc_id = shift_log_doc_id(&batch.pushes[i].shift);
+                    let stored = read_stored(conn, site, &doc_id)?;
+                    merged[i] = Some(merge_push(&batch, i, stored)?);
+                }
+                Ok(merged)
+            })();
+            let _ = done.send(result);
+        });
+    }
+}
+
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
@@ -139,6 +354,27 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
+}
+
+/// Starts the thread that checkpoints the WAL into the database file when woken (after
+/// commits), at most once per [`CHECKPOINT_INTERVAL`], so that commits never copy pages
+/// themselves. Checkpoints are PASSIVE: they never wait for or block readers or the writer. The
+/// thread ends with the writer thread, which holds the sender.
+fn spawn_checkpointer(path: &Path) -> Result<SyncSender<()>, StoreError> {
+    let conn = open_connection(path)?;
+    let (wake, woken) = sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("patrol-checkpoint".into())
+        .spawn(move || {
+            while woken.recv().is_ok() {
+                let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next commit");
+                }
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+            }
+        })?;
+    Ok(wake)
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
@@ -204,170 +440,353 @@ fn get_site(conn: &Connection, site: &SiteId) -> Result<Option<Site>, StoreError
     }
 }
 
-fn push_shift_log(conn: &mut Connection, push: &ShiftLogPush) -> Result<DocOutcome, StoreError> {
-    let owner = &push.owner;
-    let site = owner.site.as_str();
-    let doc_id = shift_log_doc_id(&owner.shift);
-    let received_at = DateTime::from_timestamp_millis(push.received_at_ms).ok_or_else(|| {
-        StoreError::CorruptData(format!("receive time {} out of range", push.received_at_ms))
-    })?;
+/// Reads a document's chunks and version in one read transaction (one snapshot).
+fn read_stored(conn: &mut Connection, site: &str, doc_id: &str) -> Result<StoredDoc, StoreError> {
+    let tx = conn.transaction()?;
+    let stored = read_stored_in(&tx, site, doc_id)?;
+    tx.finish()?;
+    Ok(stored)
+}
 
-    // IMMEDIATE takes the write lock up front: the document is read and rewritten under it.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let next_seq: Option<i64> = tx
-        .query_row(
-            "SELECT next_seq FROM sites WHERE site_id = ?1",
-            [site],
-            |r| r.get(0),
-        )
+/// Reads a document's chunks and version inside an open transaction.
+fn read_stored_in(conn: &Connection, site: &str, doc_id: &str) -> Result<StoredDoc, StoreError> {
+    let row: Option<(Vec<u8>, i64)> = conn
+        .prepare_cached("SELECT heads, chunk_count FROM docs WHERE site_id = ?1 AND doc_id = ?2")?
+        .query_row(params![site, doc_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some(mut next_seq) = next_seq else {
-        return Err(StoreError::UnknownSite(owner.site.clone()));
+    let Some((heads, chunk_count)) = row else {
+        return Ok(StoredDoc::default());
     };
-    let chunk_count: i64 = tx
-        .query_row(
-            "SELECT chunk_count FROM docs WHERE site_id = ?1 AND doc_id = ?2",
-            params![site, doc_id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0);
-    let mut stored = Vec::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT bytes FROM doc_chunks WHERE site_id = ?1 AND doc_id = ?2 ORDER BY chunk_id",
-        )?;
-        let mut rows = stmt.query(params![site, doc_id])?;
-        while let Some(row) = rows.next()? {
-            let chunk = row
-                .get_ref(0)?
-                .as_blob()
-                .map_err(|e| StoreError::CorruptData(format!("chunk of {doc_id}: {e}")))?;
-            stored.extend_from_slice(chunk);
-        }
-    }
     let chunk_count = u32::try_from(chunk_count)
         .map_err(|_| StoreError::CorruptData(format!("chunk count {chunk_count} of {doc_id}")))?;
+    let mut bytes = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT bytes FROM doc_chunks WHERE site_id = ?1 AND doc_id = ?2 ORDER BY chunk_id",
+    )?;
+    let mut rows = stmt.query(params![site, doc_id])?;
+    while let Some(row) = rows.next()? {
+        let chunk = row
+            .get_ref(0)?
+            .as_blob()
+            .map_err(|e| StoreError::CorruptData(format!("chunk of {doc_id}: {e}")))?;
+        bytes.extend_from_slice(chunk);
+    }
+    Ok(StoredDoc {
+        version: Some(heads),
+        chunk_count,
+        bytes,
+    })
+}
 
-    let merged = match merge_shift_log(&stored, chunk_count, owner, &push.changes) {
-        Err(reason) => {
-            return Err(StoreError::CorruptDocument {
-                site: owner.site.clone(),
-                doc: doc_id,
-                reason,
-            });
-        }
-        // Dropping `tx` rolls back: nothing of a rejected document changes.
-        Ok(Merge::Rejected(Rejection { code, message })) => {
-            return Ok(DocOutcome::Rejected { code, message });
-        }
-        Ok(Merge::Accepted(merged)) => merged,
+/// The version of a document as the write phase compares it ([`StoredDoc::version`]).
+fn current_version(
+    conn: &Connection,
+    site: &str,
+    doc_id: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT heads FROM docs WHERE site_id = ?1 AND doc_id = ?2")?
+        .query_row(params![site, doc_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// One document of a request, merged: the version it was merged from and the result.
+#[derive(Debug)]
+struct Prepared {
+    doc_id: String,
+    version: Option<Vec<u8>>,
+    merge: Merge,
+}
+
+impl Prepared {
+    /// Whether the write phase has something to persist for it (and so checks its version).
+    fn writes(&self) -> bool {
+        matches!(&self.merge, Merge::Accepted(m) if m.write != ChunkWrite::Nothing)
+    }
+}
+
+/// The merge phase of push `index` of `batch`: `stored` is the document as read.
+fn merge_push(batch: &SyncBatch, index: usize, stored: StoredDoc) -> Result<Prepared, StoreError> {
+    let push = &batch.pushes[index];
+    let doc_id = shift_log_doc_id(&push.shift);
+    let merge = merge_shift_log(
+        &stored,
+        &batch.owner(push),
+        &push.changes,
+        batch.received_at_ms,
+    )
+    .map_err(|reason| StoreError::CorruptDocument {
+        site: batch.site.clone(),
+        doc: doc_id.clone(),
+        reason,
+    })?;
+    Ok(Prepared {
+        doc_id,
+        version: stored.version,
+        merge,
+    })
+}
+
+/// What a write phase did.
+#[derive(Debug)]
+enum Written {
+    /// Committed; one outcome per push.
+    Committed(Vec<DocOutcome>),
+    /// Nothing written: these pushes' documents changed since they were read.
+    Conflicts {
+        merged: Vec<Option<Prepared>>,
+        conflicts: Vec<usize>,
+    },
+}
+
+/// The write phase of one request, inside the writer's open transaction (its own savepoint, see
+/// [`commit_jobs`]): checks that every document to write is still at the version it was merged
+/// from, then persists every accepted document, the events with their sequence numbers, and the
+/// device row.
+///
+/// If a version moved, writes nothing and reports the conflicts, unless `final_round`: then the
+/// conflicting documents are read and merged again here, under the write lock. A document pushed
+/// twice in one request is merged again here on top of its first push.
+fn write_request(
+    tx: &Connection,
+    batch: &SyncBatch,
+    mut merged: Vec<Option<Prepared>>,
+    final_round: bool,
+) -> Result<Written, StoreError> {
+    let site = batch.site.as_str();
+    let next_seq: Option<i64> = tx
+        .prepare_cached("SELECT next_seq FROM sites WHERE site_id = ?1")?
+        .query_row([site], |r| r.get(0))
+        .optional()?;
+    let Some(mut next_seq) = next_seq else {
+        return Err(StoreError::UnknownSite(batch.site.clone()));
     };
 
-    let mut inserted: u32 = 0;
-    if merged.write != ChunkWrite::Nothing {
-        let Some(meta) = &merged.meta else {
-            return Err(StoreError::CorruptData(format!(
-                "changes applied to {doc_id} without shift metadata"
-            )));
-        };
-        tx.execute(
-            "INSERT INTO docs (site_id, doc_id, kind, device_id, guard_id, heads, chunk_count, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (site_id, doc_id) DO UPDATE SET
-                 heads = excluded.heads, chunk_count = excluded.chunk_count, updated_at = excluded.updated_at",
-            params![
-                site,
-                doc_id,
-                SHIFT_LOG_KIND,
-                meta.device.to_string(),
-                meta.guard.as_str(),
-                heads_to_blob(&merged.heads),
-                merged.chunk_count,
-                push.received_at_ms,
-            ],
-        )?;
-        let chunk = match &merged.write {
-            ChunkWrite::Append(bytes) => bytes.as_slice(),
-            ChunkWrite::Replace(bytes) => {
-                tx.execute(
-                    "DELETE FROM doc_chunks WHERE site_id = ?1 AND doc_id = ?2",
-                    params![site, doc_id],
-                )?;
-                bytes.as_slice()
-            }
-            ChunkWrite::Nothing => &[],
-        };
-        tx.execute(
-            "INSERT INTO doc_chunks (site_id, doc_id, chunk_id, bytes)
-             SELECT ?1, ?2, COALESCE(MAX(chunk_id), 0) + 1, ?3 FROM doc_chunks
-             WHERE site_id = ?1 AND doc_id = ?2",
-            params![site, doc_id, chunk],
-        )?;
-
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
-                 checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (site_id, event_id) DO NOTHING",
-        )?;
-        for event in &merged.new_events {
-            let seq = u64::try_from(next_seq).map_err(|_| {
-                StoreError::CorruptData(format!("next_seq {next_seq} of site {site}"))
-            })?;
-            let json = serde_json::to_string(&event.to_json(Some((seq, received_at))))
-                .map_err(|e| StoreError::Encode(e.to_string()))?;
-            let event_id = event.id.to_string();
-            let shift_id = event.shift.to_string();
-            let rows = insert.execute(params![
-                site,
-                next_seq,
-                event_id,
-                event.device.to_string(),
-                shift_id,
-                event.guard.as_str(),
-                event.record.body.kind(),
-                event.record.body.checkpoint().map(|c| c.as_str()),
-                to_i64(event.record.seq),
-                event.record.time.wall_ms,
-                push.received_at_ms,
-                json,
-            ])?;
-            if rows == 1 {
-                inserted += 1;
-                next_seq += 1;
-            } else {
-                // Already in the feed. From another shift log it is a device reusing an id:
-                // the first row stands, but say so.
-                let existing: Option<String> = tx
-                    .query_row(
-                        "SELECT shift_id FROM events WHERE site_id = ?1 AND event_id = ?2",
-                        params![site, event_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if existing.as_deref() != Some(shift_id.as_str()) {
-                    tracing::warn!(
-                        site, event = %event_id, shift = %shift_id, existing_shift = ?existing,
-                        "event id already recorded from another shift log; keeping the first"
-                    );
-                }
-            }
+    let mut conflicts = Vec::new();
+    for (i, prepared) in merged.iter().enumerate() {
+        let prepared = prepared.as_ref().ok_or_else(not_merged)?;
+        if prepared.writes() && current_version(tx, site, &prepared.doc_id)? != prepared.version {
+            conflicts.push(i);
         }
-        drop(insert);
-        if inserted > 0 {
-            tx.execute(
-                "UPDATE sites SET next_seq = ?1 WHERE site_id = ?2",
-                params![next_seq, site],
-            )?;
-        }
-        tx.commit()?;
     }
-    Ok(DocOutcome::Accepted {
-        heads: to_wire(&merged.heads),
-        new_events: inserted,
-        missing_deps: merged.missing_deps,
-    })
+    if !conflicts.is_empty() && !final_round {
+        return Ok(Written::Conflicts { merged, conflicts });
+    }
+
+    let first_seq = next_seq;
+    let mut outcomes = Vec::with_capacity(merged.len());
+    // Documents this transaction has written already.
+    let mut written: Vec<String> = Vec::new();
+    let mut json = String::new();
+    for (i, prepared) in merged.iter_mut().enumerate() {
+        let mut prepared = prepared.take().ok_or_else(not_merged)?;
+        let again = prepared.writes() && written.contains(&prepared.doc_id);
+        if again || conflicts.contains(&i) {
+            let stored = read_stored_in(tx, site, &prepared.doc_id)?;
+            prepared = merge_push(batch, i, stored)?;
+        }
+        let log = match prepared.merge {
+            Merge::Rejected(Rejection { code, message }) => {
+                outcomes.push(DocOutcome::Rejected { code, message });
+                continue;
+            }
+            Merge::Accepted(log) => log,
+        };
+        let new_events = write_doc(
+            tx,
+            site,
+            &prepared.doc_id,
+            batch.received_at_ms,
+            &log,
+            &mut next_seq,
+            &mut json,
+        )?;
+        if log.write != ChunkWrite::Nothing && !written.contains(&prepared.doc_id) {
+            written.push(prepared.doc_id);
+        }
+        outcomes.push(DocOutcome::Accepted {
+            heads: to_wire(&log.heads),
+            new_events,
+            missing_deps: log.missing_deps,
+        });
+    }
+    if next_seq != first_seq {
+        tx.prepare_cached("UPDATE sites SET next_seq = ?1 WHERE site_id = ?2")?
+            .execute(params![next_seq, site])?;
+    }
+    record_device_sync(tx, &batch.device_sync(&outcomes))?;
+    Ok(Written::Committed(outcomes))
+}
+
+/// A request's merged documents, waiting for the writer.
+#[derive(Debug)]
+struct WriteJob {
+    batch: Arc<SyncBatch>,
+    merged: Vec<Option<Prepared>>,
+    final_round: bool,
+    done: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// Group commit: writes every queued request in one IMMEDIATE transaction, one fsync for all,
+/// each request in its own savepoint so that a request that fails changes nothing and does not
+/// fail the others. Answers each request once the transaction committed.
+fn commit_jobs(conn: &mut Connection, jobs: Vec<WriteJob>) {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            for job in jobs {
+                let _ = job.done.send(Err(StoreError::Commit(e.to_string())));
+            }
+            return;
+        }
+    };
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let result = tx.savepoint().map_err(StoreError::from).and_then(|sp| {
+            let written = write_request(&sp, &job.batch, job.merged, job.final_round)?;
+            if let Written::Committed(_) = written {
+                sp.commit()?;
+            }
+            // Otherwise dropping the savepoint rolls it back (it wrote nothing).
+            Ok(written)
+        });
+        results.push((job.done, result));
+    }
+    let committed = tx.commit();
+    for (done, result) in results {
+        let result = match (&committed, result) {
+            (Err(e), Ok(Written::Committed(_))) => Err(StoreError::Commit(e.to_string())),
+            (_, result) => result,
+        };
+        // The request may have given up waiting (its connection closed); nothing to do then.
+        let _ = done.send(result);
+    }
+}
+fn not_merged() -> StoreError {
+    StoreError::CorruptData("a push reached the write phase without a merge".into())
+}
+
+/// Persists one accepted document inside the write transaction: its chunk, its `docs` row and
+/// its new events, numbered from `next_seq` on. Returns how many events were new to the site.
+fn write_doc(
+    tx: &Connection,
+    site: &str,
+    doc_id: &str,
+    received_at_ms: i64,
+    log: &MergedLog,
+    next_seq: &mut i64,
+    json: &mut String,
+) -> Result<u32, StoreError> {
+    let chunk = match &log.write {
+        ChunkWrite::Nothing => return Ok(0),
+        ChunkWrite::Append(bytes) => bytes.as_slice(),
+        ChunkWrite::Replace(bytes) => bytes.as_slice(),
+    };
+    let Some(meta) = &log.meta else {
+        return Err(StoreError::CorruptData(format!(
+            "changes applied to {doc_id} without shift metadata"
+        )));
+    };
+    let device_id = meta.device.to_string();
+    let shift_id = meta.shift.to_string();
+    tx.prepare_cached(
+        "INSERT INTO docs (site_id, doc_id, kind, device_id, guard_id, heads, chunk_count, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (site_id, doc_id) DO UPDATE SET
+             heads = excluded.heads, chunk_count = excluded.chunk_count, updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        site,
+        doc_id,
+        SHIFT_LOG_KIND,
+        device_id,
+        meta.guard.as_str(),
+        heads_to_blob(&log.heads),
+        log.chunk_count,
+        received_at_ms,
+    ])?;
+    if let ChunkWrite::Replace(_) = &log.write {
+        tx.prepare_cached("DELETE FROM doc_chunks WHERE site_id = ?1 AND doc_id = ?2")?
+            .execute(params![site, doc_id])?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO doc_chunks (site_id, doc_id, chunk_id, bytes)
+         SELECT ?1, ?2, COALESCE(MAX(chunk_id), 0) + 1, ?3 FROM doc_chunks
+         WHERE site_id = ?1 AND doc_id = ?2",
+    )?
+    .execute(params![site, doc_id, chunk])?;
+
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
+             checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (site_id, event_id) DO NOTHING",
+    )?;
+    let mut inserted: u32 = 0;
+    for new in &log.new_events {
+        let event = &new.event;
+        let seq = u64::try_from(*next_seq)
+            .map_err(|_| StoreError::CorruptData(format!("next_seq {next_seq} of site {site}")))?;
+        new.write_json(seq, json);
+        let mut id_buf = uuid::Uuid::encode_buffer();
+        let event_id: &str = event.id.0.hyphenated().encode_lower(&mut id_buf);
+        let rows = insert.execute(params![
+            site,
+            *next_seq,
+            event_id,
+            device_id,
+            shift_id,
+            event.guard.as_str(),
+            event.record.body.kind(),
+            event.record.body.checkpoint().map(|c| c.as_str()),
+            to_i64(event.record.seq),
+            event.record.time.wall_ms,
+            received_at_ms,
+            json.as_str(),
+        ])?;
+        if rows == 1 {
+            inserted += 1;
+            *next_seq += 1;
+        } else {
+            // Already in the feed. From another shift log it is a device reusing an id: the
+            // first row stands, but say so.
+            let existing: Option<String> = tx
+                .prepare_cached("SELECT shift_id FROM events WHERE site_id = ?1 AND event_id = ?2")?
+                .query_row(params![site, event_id], |r| r.get(0))
+                .optional()?;
+            if existing.as_deref() != Some(shift_id.as_str()) {
+                tracing::warn!(
+                    site, event = %event.id, shift = %shift_id, existing_shift = ?existing,
+                    "event id already recorded from another shift log; keeping the first"
+                );
+            }
+        }
+    }
+    Ok(inserted)
+}
+
+/// Records that a device synced (creating its row on first contact).
+fn record_device_sync(tx: &Connection, sync: &DeviceSync) -> Result<(), StoreError> {
+    let rows = tx
+        .prepare_cached(
+            "INSERT INTO devices (site_id, device_id, first_seen, last_sync_at, last_pending, clock_skew_ms)
+             SELECT ?1, ?2, ?3, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM sites WHERE site_id = ?1)
+             ON CONFLICT (site_id, device_id) DO UPDATE SET
+                 last_sync_at = MAX(last_sync_at, excluded.last_sync_at),
+                 last_pending = excluded.last_pending,
+                 clock_skew_ms = excluded.clock_skew_ms",
+        )?
+        .execute(params![
+            sync.site.as_str(),
+            sync.device.to_string(),
+            sync.synced_at_ms,
+            to_i64(sync.pending_events),
+            sync.clock_skew_ms,
+        ])?;
+    if rows == 0 {
+        return Err(StoreError::UnknownSite(sync.site.clone()));
+    }
+    Ok(())
 }
 
 fn events_after(
@@ -465,32 +884,8 @@ impl Store for SqliteStore {
         Box::pin(self.read(move |conn| get_site(conn, &site)))
     }
 
-    fn push_shift_log(&self, push: ShiftLogPush) -> BoxFuture<'_, Result<DocOutcome, StoreError>> {
-        Box::pin(self.write(move |conn| push_shift_log(conn, &push)))
-    }
-
-    fn record_device_sync(&self, sync: DeviceSync) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(self.write(move |conn| {
-            let rows = conn.execute(
-                "INSERT INTO devices (site_id, device_id, first_seen, last_sync_at, last_pending, clock_skew_ms)
-                 SELECT ?1, ?2, ?3, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM sites WHERE site_id = ?1)
-                 ON CONFLICT (site_id, device_id) DO UPDATE SET
-                     last_sync_at = MAX(last_sync_at, excluded.last_sync_at),
-                     last_pending = excluded.last_pending,
-                     clock_skew_ms = excluded.clock_skew_ms",
-                params![
-                    sync.site.as_str(),
-                    sync.device.to_string(),
-                    sync.synced_at_ms,
-                    to_i64(sync.pending_events),
-                    sync.clock_skew_ms,
-                ],
-            )?;
-            if rows == 0 {
-                return Err(StoreError::UnknownSite(sync.site));
-            }
-            Ok(())
-        }))
+    fn sync(&self, batch: SyncBatch) -> BoxFuture<'_, Result<Vec<DocOutcome>, StoreError>> {
+        Box::pin(self.sync_batch(batch))
     }
 
     fn events_after(
@@ -529,17 +924,11 @@ mod tests {
 
     /// A database upgraded from every earlier version, one server start per version, ends with
     /// the same schema as a fresh one.
-    #[test]
-    fn upgraded_schema_equals_fresh() -> TestResult {
+    #[tokio::test]
+    async fn upgraded_schema_equals_fresh() -> TestResult {
         let dir = tempfile::tempdir()?;
         let fresh = SqliteStore::open(dir.path().join("fresh.db"))?;
-        let fresh_schema = schema(
-            &fresh
-                .inner
-                .writer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        )?;
+        let fresh_schema = fresh.write(|conn| schema(conn)).await?;
         assert!(!fresh_schema.is_empty());
 
         for start in 0..MIGRATIONS.len() {
@@ -551,15 +940,12 @@ mod tests {
                 assert_eq!(schema_version(&conn)?, version as i64);
             }
             let upgraded = SqliteStore::open(&path)?;
-            let conn = upgraded
-                .inner
-                .writer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            assert_eq!(schema_version(&conn)?, MIGRATIONS.len() as i64);
+            let (version, upgraded_schema) = upgraded
+                .write(|conn| Ok((schema_version(conn)?, schema(conn)?)))
+                .await?;
+            assert_eq!(version, MIGRATIONS.len() as i64);
             assert_eq!(
-                schema(&conn)?,
-                fresh_schema,
+                upgraded_schema, fresh_schema,
                 "upgraded from version {start}"
             );
         }
@@ -588,20 +974,164 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn durable_pragmas_are_set() -> TestResult {
+    #[tokio::test]
+    async fn durable_pragmas_are_set() -> TestResult {
         let dir = tempfile::tempdir()?;
         let store = SqliteStore::open_dir(dir.path().join("data"))?;
         assert!(dir.path().join("data").join(DB_FILE).exists());
-        let conn = store
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
-        let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
-        let fk: i64 = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
-        assert_eq!((mode.as_str(), sync, fk), ("wal", 2, 1));
+        let pragmas = store
+            .write(|conn| {
+                let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+                let sync: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+                let fk: i64 = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+                Ok((mode, sync, fk))
+            })
+            .await?;
+        assert_eq!(pragmas, ("wal".to_string(), 2, 1));
+        Ok(())
+    }
+
+    fn test_site_db(dir: &Path) -> Result<(PathBuf, Connection), StoreError> {
+        let path = dir.join("p.db");
+        drop(SqliteStore::open(&path)?);
+        let conn = open_connection(&path)?;
+        conn.execute(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 1, 0)",
+            [],
+        )?;
+        Ok((path, conn))
+    }
+
+    /// A shift log and a batch pushing everything it holds so far.
+    struct TestLog {
+        log: patrol_core::ShiftLog,
+        meta: patrol_core::ShiftMeta,
+        seq: u64,
+    }
+
+    impl TestLog {
+        fn new() -> Result<Self, Box<dyn std::error::Error>> {
+            let meta = patrol_core::ShiftMeta {
+                site: SiteId::new("site-1")?,
+                device: DeviceId::generate(),
+                shift: patrol_core::ShiftId::generate(),
+                guard: patrol_core::GuardId::new("guard-1")?,
+            };
+            let (log, _) = patrol_core::ShiftLog::create(meta.clone())?;
+            Ok(TestLog { log, meta, seq: 0 })
+        }
+
+        fn record(&mut self, n: u64) -> Result<(), Box<dyn std::error::Error>> {
+            for _ in 0..n {
+                self.seq += 1;
+                let record = patrol_core::EventRecord {
+                    seq: self.seq,
+                    time: patrol_core::DeviceTime {
+                        wall_ms: 1_740_866_400_000,
+                        boot_id: uuid::Uuid::nil(),
+                        mono_ms: self.seq,
+                        hlc: patrol_core::Hlc::default(),
+                    },
+                    config_version: 1,
+                    body: patrol_core::EventBody::Note {
+                        text: format!("note {}", self.seq),
+                    },
+                };
+                self.log.record(patrol_core::EventId::generate(), &record)?;
+            }
+            Ok(())
+        }
+
+        fn batch(&mut self) -> Result<Arc<SyncBatch>, Box<dyn std::error::Error>> {
+            let push = patrol_core::merge::plan_push(&mut self.log, &[])?;
+            Ok(Arc::new(SyncBatch {
+                site: self.meta.site.clone(),
+                device: self.meta.device,
+                received_at_ms: 1_740_866_500_000,
+                device_time_ms: 1_740_866_500_000,
+                pending_events: 0,
+                pushes: vec![super::super::ShiftLogPush {
+                    shift: self.meta.shift,
+                    changes: push.changes,
+                    events: push.events,
+                }],
+            }))
+        }
+    }
+
+    fn merge_all(
+        conn: &mut Connection,
+        batch: &SyncBatch,
+    ) -> Result<Vec<Option<Prepared>>, StoreError> {
+        let doc_id = shift_log_doc_id(&batch.pushes[0].shift);
+        let stored = read_stored(conn, batch.site.as_str(), &doc_id)?;
+        Ok(vec![Some(merge_push(batch, 0, stored)?)])
+    }
+
+    fn new_events(written: &Written) -> Vec<u32> {
+        match written {
+            Written::Committed(outcomes) => outcomes
+                .iter()
+                .map(|o| match o {
+                    DocOutcome::Accepted { new_events, .. } => *new_events,
+                    other => panic!("{other:?}"),
+                })
+                .collect(),
+            Written::Conflicts { conflicts, .. } => panic!("conflicts {conflicts:?}"),
+        }
+    }
+
+    /// Two pushes of one log merged from the same stored version: the first to write wins; the
+    /// second finds the version moved and writes nothing, and in its final round is merged again
+    /// under the write lock, on top of the first. No event is lost or projected twice.
+    #[test]
+    fn a_stale_merge_conflicts_and_is_merged_again_under_the_lock() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (_path, mut conn) = test_site_db(dir.path())?;
+        let mut log = TestLog::new()?;
+        log.record(5)?;
+        let first = log.batch()?;
+        log.record(5)?;
+        let second = log.batch()?;
+        let merged_first = merge_all(&mut conn, &first)?;
+        let merged_second = merge_all(&mut conn, &second)?;
+
+        let tx = conn.transaction()?;
+        let written = write_request(&tx, &first, merged_first, false)?;
+        tx.commit()?;
+        // The metadata change holds no event: the 5 notes.
+        assert_eq!(new_events(&written), vec![5]);
+
+        let tx = conn.transaction()?;
+        let Written::Conflicts { merged, conflicts } =
+            write_request(&tx, &second, merged_second, false)?
+        else {
+            panic!("a stale merge was written");
+        };
+        assert_eq!(conflicts, vec![0]);
+        drop(tx);
+
+        let tx = conn.transaction()?;
+        let written = write_request(&tx, &second, merged, true)?;
+        tx.commit()?;
+        assert_eq!(new_events(&written), vec![5]);
+
+        let (rows, ids, seqs): (i64, i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COUNT(DISTINCT event_id), MAX(seq) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        assert_eq!((rows, ids, seqs), (10, 10, 10));
+        let next_seq: i64 = conn.query_row("SELECT next_seq FROM sites", [], |r| r.get(0))?;
+        assert_eq!(next_seq, 11);
+        // A fresh merge of the whole log finds nothing new, from the stored chunks.
+        let again = log.batch()?;
+        let merged = merge_all(&mut conn, &again)?;
+        let tx = conn.transaction()?;
+        assert_eq!(
+            new_events(&write_request(&tx, &again, merged, false)?),
+            vec![0]
+        );
         Ok(())
     }
 }
