@@ -14,7 +14,9 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRef, OriginalUri, Path, Query, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRef, FromRequest, OriginalUri, Path, Query, Request, State,
+};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,6 +24,7 @@ use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
 use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
 use crate::config::ApiConfig;
@@ -36,12 +39,21 @@ pub const DEFAULT_FEED_LIMIT: u32 = 1_000;
 /// Largest feed page.
 pub const MAX_FEED_LIMIT: u32 = 10_000;
 
+/// Sync requests handled at once, per core, unless set otherwise
+/// ([`AppState::with_max_concurrent_syncs`]).
+pub const DEFAULT_CONCURRENT_SYNCS_PER_CPU: usize = 4;
+
 /// What every handler shares: the store, the API settings and the counters. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<ApiConfig>,
     pub metrics: Arc<Metrics>,
+    /// Admits sync requests: a request's body is read only once it holds a permit, so that
+    /// however many devices sync at once, the server holds the bodies and merge results of a
+    /// bounded number of them (the others wait in their sockets). Enough permits that requests
+    /// merged while the store writes queue up for its next group commit.
+    syncs: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -50,11 +62,19 @@ impl AppState {
     }
 
     pub fn with_config(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         AppState {
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
+            syncs: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_SYNCS_PER_CPU * cpus)),
         }
+    }
+
+    /// Handles at most `n` (at least 1) sync requests at once.
+    pub fn with_max_concurrent_syncs(mut self, n: usize) -> Self {
+        self.syncs = Arc::new(Semaphore::new(n.max(1)));
+        self
     }
 }
 
@@ -129,14 +149,14 @@ fn body_error(rejection: BytesRejection, limit: usize) -> AppError {
     }
 }
 
-async fn sync(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, AppError> {
+async fn sync(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     state.metrics.add_sync_request();
-    check_content_type(&headers)?;
-    let body = body.map_err(|r| body_error(r, state.config.max_body_bytes))?;
+    check_content_type(request.headers())?;
+    // Held until the answer is ready. The semaphore is never closed.
+    let _admitted = state.syncs.acquire().await.map_err(AppError::internal)?;
+    let body = Bytes::from_request(request, &state)
+        .await
+        .map_err(|r| body_error(r, state.config.max_body_bytes))?;
     let request = SyncRequest::decode(&body)?;
     let received_at_ms = now_ms();
     if state.store.get_site(request.site.clone()).await?.is_none() {

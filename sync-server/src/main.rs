@@ -93,7 +93,10 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    let state = AppState::with_config(Arc::new(store), ApiConfig::from(&args));
+    let mut state = AppState::with_config(Arc::new(store), ApiConfig::from(&args));
+    if let Some(n) = args.max_concurrent_syncs {
+        state = state.with_max_concurrent_syncs(n);
+    }
     // The side listener runs until the API server has stopped, so the counters stay readable
     // while in-flight requests finish.
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -225,3 +225,25 @@ async fn a_rejected_document_does_not_hold_back_the_accepted_one_or_the_device_r
     assert_eq!(feed_ids(&server).await?, bob_ids);
     Ok(())
 }
+
+/// With one sync admitted at a time, concurrent requests queue and all land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_admission_limit_wait_and_land() -> TestResult {
+    let mut server = TestServer::new().await?;
+    server.state = server.state.clone().with_max_concurrent_syncs(1);
+    let mut phones = Vec::new();
+    let mut requests = Vec::new();
+    for p in 0..8 {
+        let mut phone = Phone::new(&format!("guard-{p}"))?;
+        phone.scan("cp-1")?;
+        requests.push(phone.push_request()?);
+        phones.push(phone);
+    }
+    let answers =
+        futures_join_all(requests.iter().map(|r| server.sync(r)).collect::<Vec<_>>()).await;
+    for answer in answers {
+        assert_eq!(new_events(&answer?.docs[0].outcome), 2);
+    }
+    assert_eq!(feed_ids(&server).await?.len(), 16);
+    Ok(())
+}
