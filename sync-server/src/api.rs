@@ -41,7 +41,7 @@ pub const MAX_FEED_LIMIT: u32 = 10_000;
 
 /// Sync requests handled at once, per core, unless set otherwise
 /// ([`AppState::with_max_concurrent_syncs`]).
-pub const DEFAULT_CONCURRENT_SYNCS_PER_CPU: usize = 4;
+pub const DEFAULT_CONCURRENT_SYNCS_PER_CPU: usize = 16;
 
 /// What every handler shares: the store, the API settings and the counters. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -50,9 +50,10 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub metrics: Arc<Metrics>,
     /// Admits sync requests: a request's body is read only once it holds a permit, so that
-    /// however many devices sync at once, the server holds the bodies and merge results of a
-    /// bounded number of them (the others wait in their sockets). Enough permits that requests
-    /// merged while the store writes queue up for its next group commit.
+    /// however many devices sync at once, the server holds the bodies of a bounded number of
+    /// them (the others wait in their sockets). Bodies are small; the store bounds the larger
+    /// merge results separately. Enough permits that the server always has bodies at hand while
+    /// slow clients finish sending theirs.
     syncs: Arc<Semaphore>,
 }
 

@@ -62,7 +62,7 @@ pub struct ServeArgs {
     /// are not counted); port 0 picks a free port (printed as `metrics on http://ADDR`).
     #[arg(long, env = "PATROL_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Sync requests handled at once; more wait, unread, in their connections (default: 4 per
+    /// Sync requests handled at once; more wait, unread, in their connections (default: 16 per
     /// core). Bounds the memory that many devices syncing at once take.
     #[arg(long, env = "PATROL_MAX_CONCURRENT_SYNCS")]
     pub max_concurrent_syncs: Option<usize>,

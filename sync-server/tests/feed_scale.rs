@@ -25,7 +25,8 @@ async fn paging_through_100k_events_is_fast() -> TestResult {
                  VALUES (?1, ?2, ?3, 'd', 's', 'g', 'checkpoint_scanned', 'cp-1', ?2, 0, 0, ?4)",
             )?;
             for seq in 1..=EVENTS {
-                let event_id = uuid::Uuid::now_v7().to_string();
+                let id = uuid::Uuid::now_v7();
+                let event_id = id.to_string();
                 let json = serde_json::json!({
                     "seq": seq, "id": event_id, "kind": "checkpoint_scanned", "site_id": SITE,
                     "device_id": "0195a1b2-0000-7000-8000-000000000001",
@@ -39,7 +40,7 @@ async fn paging_through_100k_events_is_fast() -> TestResult {
                 insert.execute(rusqlite::params![
                     SITE,
                     seq as i64,
-                    event_id,
+                    id.as_bytes().as_slice(),
                     json.to_string()
                 ])?;
             }

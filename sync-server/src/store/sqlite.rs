@@ -10,7 +10,10 @@
 //!   requests, the CPU-heavy part, runs there in parallel, outside the write lock (optimistic
 //!   concurrency, see [`super::merge`]).
 //! - A checkpoint thread copies the WAL into the database file beside the writer, so commits
-//!   never do.
+//!   never do; the writer finishes the copy now and then so that the WAL is reused.
+//! - Event ids are deduplicated through a two-level index (migration 0002) that the writer
+//!   folds in bulk, so that ids arriving in random order do not rewrite a large index on every
+//!   commit.
 //! - Feed and device reads run on tokio's blocking pool, on a small pool of read-only
 //!   connections, which WAL lets run beside the writer.
 //! - Schema changes are numbered migrations in `sqlite/migrations/`, applied in order, the
@@ -20,13 +23,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::mpsc::{self, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use patrol_core::merge::Rejection;
 use patrol_core::protocol::{DocOutcome, to_wire};
 use patrol_core::{DeviceId, SiteId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::oneshot;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::merge::{
     ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_shift_log,
@@ -39,7 +42,10 @@ pub const DB_FILE: &str = "patrol.db";
 
 /// The schema migrations, in order; migration `i` (from 0) brings the schema to version `i + 1`.
 /// Never edit a released one: add a new file.
-const MIGRATIONS: &[&str] = &[include_str!("sqlite/migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("sqlite/migrations/0001_init.sql"),
+    include_str!("sqlite/migrations/0002_event_ids.sql"),
+];
 
 /// Idle read connections kept for reuse.
 const MAX_IDLE_READERS: usize = 4;
@@ -49,9 +55,12 @@ const MAX_IDLE_READERS: usize = 4;
 /// places); keeping them cached saves reading them back from the file.
 const WRITER_CACHE_KIB: i64 = 16 * 1024;
 
-/// The least time between two checkpoints: the commits meanwhile are copied in one go, and a page
-/// they all changed is copied once.
+/// The least time between two checkpoints of the checkpoint thread: the commits meanwhile are
+/// copied in one go, and a page they all changed is copied once.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The least time between two checkpoints of the writer itself (see [`checkpoint`]).
+const WRITER_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// How long a statement waits for another process (e.g. `patrol-server site create` beside a
 /// running server) to release the write lock.
@@ -61,8 +70,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// version keeps moving are merged under the write lock instead.
 const OPTIMISTIC_ROUNDS: u32 = 3;
 
+/// Sync requests merged or being merged at once, per core (see [`Inner::merging`]).
+const MERGING_PER_CPU: usize = 4;
+
 /// Most sync requests one group commit takes along.
 const MAX_GROUP: usize = 64;
+
+/// Events whose ids the recent level of the event-id index holds before the writer folds them
+/// into the main level (see migration 0002). Larger: fewer folds, but every commit rewrites more
+/// of the recent level (~35 bytes an id, ~4.5 MiB at this size, within the writer's cache).
+const FOLD_EVENT_IDS_AT: u64 = 1 << 17;
 
 #[derive(Debug)]
 struct Inner {
@@ -71,6 +88,10 @@ struct Inner {
     writer: mpsc::Sender<WriterJob>,
     /// To the merge threads ([`merge_thread`]).
     merges: mpsc::Sender<MergeJob>,
+    /// Sync requests being merged or merged and not yet written: it bounds the merge results
+    /// (the new events, ready to insert, about 1 MiB per 1000) held in memory. Enough that the
+    /// requests merged while the writer commits queue up for its next group commit.
+    merging: Semaphore,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -99,11 +120,14 @@ impl SqliteStore {
         // The checkpoint thread copies the WAL into the database file, beside the writer.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-        let checkpoint = spawn_checkpointer(&path)?;
+        let recent_ids: i64 =
+            writer.query_row("SELECT COUNT(*) FROM event_ids_recent", [], |r| r.get(0))?;
+        let recent_ids = u64::try_from(recent_ids).unwrap_or(0);
+        let checkpointer = spawn_checkpointer(&path)?;
         let (writer_tx, writer_rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("patrol-writer".into())
-            .spawn(move || writer_thread(writer, writer_rx, checkpoint))?;
+            .spawn(move || writer_thread(writer, writer_rx, checkpointer, recent_ids))?;
         let (merges_tx, merges_rx) = mpsc::channel();
         let merges_rx = Arc::new(Mutex::new(merges_rx));
         for i in 0..cpus() {
@@ -117,6 +141,7 @@ impl SqliteStore {
                 path,
                 writer: writer_tx,
                 merges: merges_tx,
+                merging: Semaphore::new(MERGING_PER_CPU * cpus()),
                 readers: Mutex::new(Vec::new()),
             }),
         })
@@ -149,6 +174,12 @@ impl SqliteStore {
     /// requests that wait for the writer by then (on the writer thread), redoing the merge of a
     /// document that a concurrent request changed meanwhile (see [`super::merge`]).
     async fn sync_batch(&self, batch: SyncBatch) -> Result<Vec<DocOutcome>, StoreError> {
+        let _merging = self
+            .inner
+            .merging
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let batch = Arc::new(batch);
         let mut merged: Vec<Option<Prepared>> = batch.pushes.iter().map(|_| None).collect();
         let mut todo: Vec<usize> = (0..batch.pushes.len()).collect();
@@ -253,9 +284,11 @@ impl std::fmt::Debug for WriterJob {
 fn writer_thread(
     mut conn: Connection,
     jobs: mpsc::Receiver<WriterJob>,
-    checkpoint: SyncSender<()>,
+    checkpointer: SyncSender<()>,
+    mut recent_ids: u64,
 ) {
     let mut next = None;
+    let mut last_checkpoint = Instant::now();
     loop {
         let job = match next.take() {
             Some(job) => job,
@@ -278,9 +311,26 @@ fn writer_thread(
                         Err(_) => break,
                     }
                 }
-                run_caught("a group commit", || commit_jobs(&mut conn, group));
-                // A wake is already pending if the channel is full.
-                let _ = checkpoint.try_send(());
+                run_caught("a group commit", || {
+                    recent_ids += commit_jobs(&mut conn, group);
+                });
+                if recent_ids >= FOLD_EVENT_IDS_AT {
+                    run_caught("a fold of event ids", || match fold_event_ids(&mut conn) {
+                        Ok(_) => recent_ids = 0,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not fold event ids; will retry");
+                        }
+                    });
+                }
+                // The checkpoint thread copies the WAL beside the writer; now and then the
+                // writer finishes the job itself (see [`checkpoint`]).
+                if last_checkpoint.elapsed() >= WRITER_CHECKPOINT_INTERVAL {
+                    checkpoint(&conn);
+                    last_checkpoint = Instant::now();
+                } else {
+                    // A wake is already pending if the channel is full.
+                    let _ = checkpointer.try_send(());
+                }
             }
         }
     }
@@ -356,10 +406,25 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Copies the WAL into the database file (PASSIVE: never waits for readers or the writer).
+///
+/// The checkpoint thread does most of the copying, beside the writer. But it races the
+/// writer's commits and so rarely finds the WAL fully copied, and only a fully copied WAL is
+/// started over from its beginning (by the writer's next transaction, when no reader still
+/// needs it): otherwise the WAL grows, which costs more than reusing it, as new blocks of the
+/// file are allocated and zeroed under each frame written. So every
+/// [`WRITER_CHECKPOINT_INTERVAL`] the writer also checkpoints between two transactions, which
+/// copies only the few frames the checkpoint thread has not.
+fn checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next commit");
+    }
+}
+
 /// Starts the thread that checkpoints the WAL into the database file when woken (after
-/// commits), at most once per [`CHECKPOINT_INTERVAL`], so that commits never copy pages
-/// themselves. Checkpoints are PASSIVE: they never wait for or block readers or the writer. The
-/// thread ends with the writer thread, which holds the sender.
+/// commits), at most once per [`CHECKPOINT_INTERVAL`], so that commits do not copy pages
+/// themselves (see [`checkpoint`]). The thread ends with the writer thread, which holds the
+/// sender.
 fn spawn_checkpointer(path: &Path) -> Result<SyncSender<()>, StoreError> {
     let conn = open_connection(path)?;
     let (wake, woken) = sync_channel::<()>(1);
@@ -367,10 +432,7 @@ fn spawn_checkpointer(path: &Path) -> Result<SyncSender<()>, StoreError> {
         .name("patrol-checkpoint".into())
         .spawn(move || {
             while woken.recv().is_ok() {
-                let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                if let Err(e) = r {
-                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next commit");
-                }
+                checkpoint(&conn);
                 std::thread::sleep(CHECKPOINT_INTERVAL);
             }
         })?;
@@ -527,7 +589,7 @@ fn merge_push(batch: &SyncBatch, index: usize, stored: StoredDoc) -> Result<Prep
     })
 }
 
-/// What a write phase did.
+/// The answer to a request's write job.
 #[derive(Debug)]
 enum Written {
     /// Committed; one outcome per push.
@@ -539,20 +601,29 @@ enum Written {
     },
 }
 
-/// The write phase of one request, inside the writer's open transaction (its own savepoint, see
-/// [`commit_jobs`]): checks that every document to write is still at the version it was merged
-/// from, then persists every accepted document, the events with their sequence numbers, and the
-/// device row.
+/// What the write phase did with one request.
+#[derive(Debug)]
+enum Wrote {
+    Committed(Vec<DocOutcome>),
+    /// Nothing written: these pushes' documents changed since they were read.
+    Conflicts(Vec<usize>),
+}
+
+/// The write phase of one request, inside the writer's open transaction (shared with the other
+/// requests of its group, see [`commit_jobs`]): checks that every document to write is still at
+/// the version it was merged from, then persists every accepted document, the events with their
+/// sequence numbers, and the device row.
 ///
 /// If a version moved, writes nothing and reports the conflicts, unless `final_round`: then the
-/// conflicting documents are read and merged again here, under the write lock. A document pushed
-/// twice in one request is merged again here on top of its first push.
+/// conflicting documents are read and merged again here, under the write lock (replacing their
+/// entry in `merged`). A document pushed twice in one request is merged again here on top of its
+/// first push.
 fn write_request(
     tx: &Connection,
     batch: &SyncBatch,
-    mut merged: Vec<Option<Prepared>>,
+    merged: &mut [Option<Prepared>],
     final_round: bool,
-) -> Result<Written, StoreError> {
+) -> Result<Wrote, StoreError> {
     let site = batch.site.as_str();
     let next_seq: Option<i64> = tx
         .prepare_cached("SELECT next_seq FROM sites WHERE site_id = ?1")?
@@ -570,7 +641,7 @@ fn write_request(
         }
     }
     if !conflicts.is_empty() && !final_round {
-        return Ok(Written::Conflicts { merged, conflicts });
+        return Ok(Wrote::Conflicts(conflicts));
     }
 
     let first_seq = next_seq;
@@ -578,16 +649,23 @@ fn write_request(
     // Documents this transaction has written already.
     let mut written: Vec<String> = Vec::new();
     let mut json = String::new();
-    for (i, prepared) in merged.iter_mut().enumerate() {
-        let mut prepared = prepared.take().ok_or_else(not_merged)?;
-        let again = prepared.writes() && written.contains(&prepared.doc_id);
-        if again || conflicts.contains(&i) {
-            let stored = read_stored_in(tx, site, &prepared.doc_id)?;
-            prepared = merge_push(batch, i, stored)?;
+    for (i, slot) in merged.iter_mut().enumerate() {
+        let stale = {
+            let prepared = slot.as_ref().ok_or_else(not_merged)?;
+            (prepared.writes() && written.contains(&prepared.doc_id)) || conflicts.contains(&i)
+        };
+        if stale {
+            let doc_id = shift_log_doc_id(&batch.pushes[i].shift);
+            let stored = read_stored_in(tx, site, &doc_id)?;
+            *slot = Some(merge_push(batch, i, stored)?);
         }
-        let log = match prepared.merge {
+        let prepared = slot.as_ref().ok_or_else(not_merged)?;
+        let log = match &prepared.merge {
             Merge::Rejected(Rejection { code, message }) => {
-                outcomes.push(DocOutcome::Rejected { code, message });
+                outcomes.push(DocOutcome::Rejected {
+                    code: *code,
+                    message: message.clone(),
+                });
                 continue;
             }
             Merge::Accepted(log) => log,
@@ -597,12 +675,12 @@ fn write_request(
             site,
             &prepared.doc_id,
             batch.received_at_ms,
-            &log,
+            log,
             &mut next_seq,
             &mut json,
         )?;
         if log.write != ChunkWrite::Nothing && !written.contains(&prepared.doc_id) {
-            written.push(prepared.doc_id);
+            written.push(prepared.doc_id.clone());
         }
         outcomes.push(DocOutcome::Accepted {
             heads: to_wire(&log.heads),
@@ -615,7 +693,7 @@ fn write_request(
             .execute(params![next_seq, site])?;
     }
     record_device_sync(tx, &batch.device_sync(&outcomes))?;
-    Ok(Written::Committed(outcomes))
+    Ok(Wrote::Committed(outcomes))
 }
 
 /// A request's merged documents, waiting for the writer.
@@ -628,40 +706,64 @@ struct WriteJob {
 }
 
 /// Group commit: writes every queued request in one IMMEDIATE transaction, one fsync for all,
-/// each request in its own savepoint so that a request that fails changes nothing and does not
-/// fail the others. Answers each request once the transaction committed.
-fn commit_jobs(conn: &mut Connection, jobs: Vec<WriteJob>) {
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            for job in jobs {
-                let _ = job.done.send(Err(StoreError::Commit(e.to_string())));
+/// and answers each once it committed. A request with conflicts writes nothing and does not
+/// disturb the others. If the transaction fails, its requests are written again one by one, so
+/// that a request that cannot be written fails alone. Returns how many events it added.
+fn commit_jobs(conn: &mut Connection, mut jobs: Vec<WriteJob>) -> u64 {
+    match write_jobs(conn, &mut jobs) {
+        Ok(wrote) => {
+            let mut added = 0;
+            for (job, wrote) in jobs.into_iter().zip(wrote) {
+                let answer = match wrote {
+                    Wrote::Committed(outcomes) => {
+                        for outcome in &outcomes {
+                            if let DocOutcome::Accepted { new_events, .. } = outcome {
+                                added += u64::from(*new_events);
+                            }
+                        }
+                        Written::Committed(outcomes)
+                    }
+                    Wrote::Conflicts(conflicts) => Written::Conflicts {
+                        merged: job.merged,
+                        conflicts,
+                    },
+                };
+                // The request may have given up waiting (its connection closed).
+                let _ = job.done.send(Ok(answer));
             }
-            return;
+            added
         }
-    };
-    let mut results = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let result = tx.savepoint().map_err(StoreError::from).and_then(|sp| {
-            let written = write_request(&sp, &job.batch, job.merged, job.final_round)?;
-            if let Written::Committed(_) = written {
-                sp.commit()?;
+        Err(e) if jobs.len() > 1 => {
+            tracing::warn!(error = %e, requests = jobs.len(), "a group commit failed; writing its requests one by one");
+            jobs.into_iter()
+                .map(|job| commit_jobs(conn, vec![job]))
+                .sum()
+        }
+        Err(e) => {
+            if let Some(job) = jobs.into_iter().next() {
+                let _ = job.done.send(Err(e));
             }
-            // Otherwise dropping the savepoint rolls it back (it wrote nothing).
-            Ok(written)
-        });
-        results.push((job.done, result));
-    }
-    let committed = tx.commit();
-    for (done, result) in results {
-        let result = match (&committed, result) {
-            (Err(e), Ok(Written::Committed(_))) => Err(StoreError::Commit(e.to_string())),
-            (_, result) => result,
-        };
-        // The request may have given up waiting (its connection closed); nothing to do then.
-        let _ = done.send(result);
+            0
+        }
     }
 }
+
+/// Writes `jobs` in one transaction; on `Err` nothing of them is written.
+fn write_jobs(conn: &mut Connection, jobs: &mut [WriteJob]) -> Result<Vec<Wrote>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut wrote = Vec::with_capacity(jobs.len());
+    for job in jobs.iter_mut() {
+        wrote.push(write_request(
+            &tx,
+            &job.batch,
+            &mut job.merged,
+            job.final_round,
+        )?);
+    }
+    tx.commit()?;
+    Ok(wrote)
+}
+
 fn not_merged() -> StoreError {
     StoreError::CorruptData("a push reached the write phase without a merge".into())
 }
@@ -716,21 +818,36 @@ fn write_doc(
     )?
     .execute(params![site, doc_id, chunk])?;
 
+    // The id is looked up in both levels of the event-id index (see migration 0002) and
+    // claimed in the recent one before the event goes in.
+    let mut folded =
+        tx.prepare_cached("SELECT seq FROM event_ids WHERE site_id = ?1 AND event_id = ?2")?;
+    let mut claim = tx.prepare_cached(
+        "INSERT INTO event_ids_recent (site_id, event_id, seq) VALUES (?1, ?2, ?3)
+         ON CONFLICT (site_id, event_id) DO NOTHING",
+    )?;
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
              checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT (site_id, event_id) DO NOTHING",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     let mut inserted: u32 = 0;
     for new in &log.new_events {
         let event = &new.event;
+        let event_id: &[u8] = event.id.0.as_bytes();
+        let known: Option<i64> = folded
+            .query_row(params![site, event_id], |r| r.get(0))
+            .optional()?;
+        if known.is_some() || claim.execute(params![site, event_id, *next_seq])? == 0 {
+            // Already in the feed. From another shift log it is a device reusing an id: the
+            // first row stands, but say so.
+            warn_if_from_another_log(tx, site, event, &shift_id, known)?;
+            continue;
+        }
         let seq = u64::try_from(*next_seq)
             .map_err(|_| StoreError::CorruptData(format!("next_seq {next_seq} of site {site}")))?;
         new.write_json(seq, json);
-        let mut id_buf = uuid::Uuid::encode_buffer();
-        let event_id: &str = event.id.0.hyphenated().encode_lower(&mut id_buf);
-        let rows = insert.execute(params![
+        insert.execute(params![
             site,
             *next_seq,
             event_id,
@@ -744,25 +861,60 @@ fn write_doc(
             received_at_ms,
             json.as_str(),
         ])?;
-        if rows == 1 {
-            inserted += 1;
-            *next_seq += 1;
-        } else {
-            // Already in the feed. From another shift log it is a device reusing an id: the
-            // first row stands, but say so.
-            let existing: Option<String> = tx
-                .prepare_cached("SELECT shift_id FROM events WHERE site_id = ?1 AND event_id = ?2")?
-                .query_row(params![site, event_id], |r| r.get(0))
-                .optional()?;
-            if existing.as_deref() != Some(shift_id.as_str()) {
-                tracing::warn!(
-                    site, event = %event.id, shift = %shift_id, existing_shift = ?existing,
-                    "event id already recorded from another shift log; keeping the first"
-                );
-            }
-        }
+        inserted += 1;
+        *next_seq += 1;
     }
     Ok(inserted)
+}
+
+/// For an event whose id the site already has: warns unless the existing row is from the same
+/// shift log. `folded` is its seq if the id was found in `event_ids`.
+fn warn_if_from_another_log(
+    tx: &Connection,
+    site: &str,
+    event: &patrol_core::Event,
+    shift_id: &str,
+    folded: Option<i64>,
+) -> Result<(), StoreError> {
+    let event_id: &[u8] = event.id.0.as_bytes();
+    let seq = match folded {
+        Some(seq) => Some(seq),
+        None => tx
+            .prepare_cached(
+                "SELECT seq FROM event_ids_recent WHERE site_id = ?1 AND event_id = ?2",
+            )?
+            .query_row(params![site, event_id], |r| r.get::<_, i64>(0))
+            .optional()?,
+    };
+    let existing: Option<String> = match seq {
+        Some(seq) => tx
+            .prepare_cached("SELECT shift_id FROM events WHERE site_id = ?1 AND seq = ?2")?
+            .query_row(params![site, seq], |r| r.get(0))
+            .optional()?,
+        None => None,
+    };
+    if existing.as_deref() != Some(shift_id) {
+        tracing::warn!(
+            site, event = %event.id, shift = %shift_id, existing_shift = ?existing,
+            "event id already recorded from another shift log; keeping the first"
+        );
+    }
+    Ok(())
+}
+
+/// Moves every id of `event_ids_recent` into `event_ids`, in key order (each page of
+/// `event_ids` is written once), in one transaction. Returns how many moved.
+fn fold_event_ids(conn: &mut Connection) -> Result<usize, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // A plain INSERT: an id in both levels would be a bug, and fails the fold loudly.
+    let moved = tx.execute(
+        "INSERT INTO event_ids (site_id, event_id, seq)
+         SELECT site_id, event_id, seq FROM event_ids_recent ORDER BY site_id, event_id",
+        [],
+    )?;
+    tx.execute("DELETE FROM event_ids_recent", [])?;
+    tx.commit()?;
+    Ok(moved)
 }
 
 /// Records that a device synced (creating its row on first contact).
@@ -1023,6 +1175,16 @@ mod tests {
 
         fn record(&mut self, n: u64) -> Result<(), Box<dyn std::error::Error>> {
             for _ in 0..n {
+                self.record_id(patrol_core::EventId::generate())?;
+            }
+            Ok(())
+        }
+
+        fn record_id(
+            &mut self,
+            id: patrol_core::EventId,
+        ) -> Result<(), Box<dyn std::error::Error>> {
+            {
                 self.seq += 1;
                 let record = patrol_core::EventRecord {
                     seq: self.seq,
@@ -1037,7 +1199,7 @@ mod tests {
                         text: format!("note {}", self.seq),
                     },
                 };
-                self.log.record(patrol_core::EventId::generate(), &record)?;
+                self.log.record(id, &record)?;
             }
             Ok(())
         }
@@ -1068,16 +1230,16 @@ mod tests {
         Ok(vec![Some(merge_push(batch, 0, stored)?)])
     }
 
-    fn new_events(written: &Written) -> Vec<u32> {
-        match written {
-            Written::Committed(outcomes) => outcomes
+    fn new_events(wrote: &Wrote) -> Vec<u32> {
+        match wrote {
+            Wrote::Committed(outcomes) => outcomes
                 .iter()
                 .map(|o| match o {
                     DocOutcome::Accepted { new_events, .. } => *new_events,
                     other => panic!("{other:?}"),
                 })
                 .collect(),
-            Written::Conflicts { conflicts, .. } => panic!("conflicts {conflicts:?}"),
+            Wrote::Conflicts(conflicts) => panic!("conflicts {conflicts:?}"),
         }
     }
 
@@ -1093,18 +1255,17 @@ mod tests {
         let first = log.batch()?;
         log.record(5)?;
         let second = log.batch()?;
-        let merged_first = merge_all(&mut conn, &first)?;
-        let merged_second = merge_all(&mut conn, &second)?;
+        let mut merged_first = merge_all(&mut conn, &first)?;
+        let mut merged_second = merge_all(&mut conn, &second)?;
 
         let tx = conn.transaction()?;
-        let written = write_request(&tx, &first, merged_first, false)?;
+        let wrote = write_request(&tx, &first, &mut merged_first, false)?;
         tx.commit()?;
         // The metadata change holds no event: the 5 notes.
-        assert_eq!(new_events(&written), vec![5]);
+        assert_eq!(new_events(&wrote), vec![5]);
 
         let tx = conn.transaction()?;
-        let Written::Conflicts { merged, conflicts } =
-            write_request(&tx, &second, merged_second, false)?
+        let Wrote::Conflicts(conflicts) = write_request(&tx, &second, &mut merged_second, false)?
         else {
             panic!("a stale merge was written");
         };
@@ -1112,9 +1273,9 @@ mod tests {
         drop(tx);
 
         let tx = conn.transaction()?;
-        let written = write_request(&tx, &second, merged, true)?;
+        let wrote = write_request(&tx, &second, &mut merged_second, true)?;
         tx.commit()?;
-        assert_eq!(new_events(&written), vec![5]);
+        assert_eq!(new_events(&wrote), vec![5]);
 
         let (rows, ids, seqs): (i64, i64, i64) = conn.query_row(
             "SELECT COUNT(*), COUNT(DISTINCT event_id), MAX(seq) FROM events",
@@ -1126,11 +1287,95 @@ mod tests {
         assert_eq!(next_seq, 11);
         // A fresh merge of the whole log finds nothing new, from the stored chunks.
         let again = log.batch()?;
-        let merged = merge_all(&mut conn, &again)?;
+        let mut merged = merge_all(&mut conn, &again)?;
         let tx = conn.transaction()?;
         assert_eq!(
-            new_events(&write_request(&tx, &again, merged, false)?),
+            new_events(&write_request(&tx, &again, &mut merged, false)?),
             vec![0]
+        );
+        Ok(())
+    }
+
+    /// Migration 2 turns the text event ids into their bytes and keeps everything else.
+    #[test]
+    fn migration_2_stores_event_ids_as_bytes() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn, 1)?;
+        let id = uuid::Uuid::now_v7();
+        conn.execute(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 2, 0)",
+            [],
+        )?;
+        conn.execute(
+            "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
+                 checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
+             VALUES ('site-1', 1, ?1, 'd', 's', 'g', 'note', NULL, 1, 2, 3, '{\"x\":1}')",
+            [id.to_string()],
+        )?;
+        drop(conn);
+        drop(SqliteStore::open(&path)?);
+        let conn = open_connection(&path)?;
+        let row: (i64, Vec<u8>, String, i64) = conn.query_row(
+            "SELECT seq, event_id, json, received_at_ms FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        assert_eq!(row, (1, id.as_bytes().to_vec(), "{\"x\":1}".into(), 3));
+        let folded: (Vec<u8>, i64) =
+            conn.query_row("SELECT event_id, seq FROM event_ids", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        assert_eq!(folded, (id.as_bytes().to_vec(), 1));
+        let recent: i64 =
+            conn.query_row("SELECT COUNT(*) FROM event_ids_recent", [], |r| r.get(0))?;
+        assert_eq!(recent, 0);
+        Ok(())
+    }
+
+    /// An event id already on the site from another log is not projected again, whether the
+    /// first one's id is still in the recent level of the index or already folded.
+    #[test]
+    fn an_event_id_from_another_log_stays_once_in_either_level() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (_path, mut conn) = test_site_db(dir.path())?;
+        let ids: Vec<patrol_core::EventId> =
+            (0..5).map(|_| patrol_core::EventId::generate()).collect();
+        let push = |conn: &mut Connection, log_ids: &[patrol_core::EventId]| {
+            let mut log = TestLog::new()?;
+            for id in log_ids {
+                log.record_id(*id)?;
+            }
+            let batch = log.batch()?;
+            let mut merged = merge_all(conn, &batch)?;
+            let tx = conn.transaction()?;
+            let wrote = write_request(&tx, &batch, &mut merged, false)?;
+            tx.commit()?;
+            Ok::<_, Box<dyn std::error::Error>>(new_events(&wrote))
+        };
+        assert_eq!(push(&mut conn, &ids[0..3])?, vec![3]);
+        // ids[0] is in the recent level.
+        assert_eq!(push(&mut conn, &[ids[0], ids[3]])?, vec![1]);
+        assert_eq!(fold_event_ids(&mut conn)?, 4);
+        // ids[1] is folded.
+        assert_eq!(push(&mut conn, &[ids[1], ids[4]])?, vec![1]);
+
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        assert_eq!(count("SELECT COUNT(*) FROM events")?, 5);
+        assert_eq!(count("SELECT COUNT(DISTINCT event_id) FROM events")?, 5);
+        assert_eq!(count("SELECT MAX(seq) FROM events")?, 5);
+        assert_eq!(count("SELECT COUNT(*) FROM event_ids")?, 4);
+        assert_eq!(count("SELECT COUNT(*) FROM event_ids_recent")?, 1);
+        // Every event's id is in exactly one level, with its seq.
+        assert_eq!(
+            count(
+                "SELECT COUNT(*) FROM events e
+                 JOIN (SELECT site_id, event_id, seq FROM event_ids
+                       UNION ALL SELECT site_id, event_id, seq FROM event_ids_recent) i
+                   ON i.site_id = e.site_id AND i.event_id = e.event_id AND i.seq = e.seq"
+            )?,
+            5
         );
         Ok(())
     }
