@@ -15,10 +15,12 @@
 //!    first), the merge is redone from a fresh read.
 
 use automerge::{Automerge, ChangeHash};
-use chrono::DateTime;
+use chrono::{DateTime, SecondsFormat};
 use patrol_core::merge::{Owner, Rejection, ingest_shift_log};
 use patrol_core::protocol::RejectCode;
 use patrol_core::{Event, EventId, ShiftId, ShiftMeta};
+
+use super::event_json::{Scratch, SplitJson, event_json};
 
 /// Above this many chunks, a document's chunks are replaced by one compacted save in the same
 /// transaction: a save is about 3 times smaller than the changes and loads faster.
@@ -67,45 +69,6 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    fn new(event: Event, received_at_ms: i64) -> Result<Self, String> {
-        let received = DateTime::from_timestamp_millis(received_at_ms)
-            .ok_or_else(|| format!("receive time {received_at_ms} out of range"))?;
-        let serde_json::Value::Object(fields) = event.to_json(Some((0, received))) else {
-            return Err("an event's JSON is not an object".into());
-        };
-        // Written as serde_json writes the whole object (compact, keys in the map's order), so
-        // that the stored text is byte for byte what `to_json(..).to_string()` gives.
-        let mut head = Vec::with_capacity(640);
-        let mut tail = Vec::new();
-        head.push(b'{');
-        let mut seq_seen = false;
-        let mut first = true;
-        for (key, value) in &fields {
-            let out = if seq_seen { &mut tail } else { &mut head };
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            serde_json::to_writer(&mut *out, key).map_err(|e| e.to_string())?;
-            out.push(b':');
-            if key == "seq" {
-                seq_seen = true;
-                continue;
-            }
-            serde_json::to_writer(&mut *out, value).map_err(|e| e.to_string())?;
-        }
-        if !seq_seen {
-            return Err("an event's JSON has no seq".into());
-        }
-        tail.push(b'}');
-        let utf8 = |b: Vec<u8>| String::from_utf8(b).map_err(|e| e.to_string());
-        Ok(NewEvent {
-            event,
-            json_head: utf8(head)?,
-            json_tail: utf8(tail)?,
-        })
-    }
-
     /// Writes the event's feed JSON with server sequence number `seq` into `out` (cleared).
     pub fn write_json(&self, seq: u64, out: &mut String) {
         use std::fmt::Write as _;
@@ -195,21 +158,32 @@ pub fn merge_shift_log(
     drop(ingested.applied);
 
     let new_events = match &ingested.meta {
-        Some(meta) => ingested
-            .new_events
-            .into_iter()
-            .map(|(id, record): (EventId, _)| {
-                let event = Event {
-                    id,
-                    site: meta.site.clone(),
-                    device: meta.device,
-                    shift: meta.shift,
-                    guard: meta.guard.clone(),
-                    record,
-                };
-                NewEvent::new(event, received_at_ms)
-            })
-            .collect::<Result<_, _>>()?,
+        Some(meta) => {
+            let received_at = DateTime::from_timestamp_millis(received_at_ms)
+                .ok_or_else(|| format!("receive time {received_at_ms} out of range"))?
+                .to_rfc3339_opts(SecondsFormat::Millis, true);
+            let mut scratch = Scratch::default();
+            ingested
+                .new_events
+                .into_iter()
+                .map(|(id, record): (EventId, _)| {
+                    let event = Event {
+                        id,
+                        site: meta.site.clone(),
+                        device: meta.device,
+                        shift: meta.shift,
+                        guard: meta.guard.clone(),
+                        record,
+                    };
+                    let SplitJson { head, tail } = event_json(&event, &received_at, &mut scratch)?;
+                    Ok(NewEvent {
+                        event,
+                        json_head: head,
+                        json_tail: tail,
+                    })
+                })
+                .collect::<Result<_, String>>()?
+        }
         None => Vec::new(),
     };
     Ok(Merge::Accepted(MergedLog {

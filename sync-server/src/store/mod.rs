@@ -13,6 +13,7 @@
 //!   saw `seq = n` never later finds a new event with a smaller `seq` (the feed relies on it).
 //! - An event id gets at most one row per site, whatever is pushed again.
 
+pub mod event_json;
 pub mod merge;
 pub mod sqlite;
 
