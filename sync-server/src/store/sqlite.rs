@@ -31,11 +31,14 @@ use patrol_core::{DeviceId, SiteId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Semaphore, oneshot};
 
+use self::folded::FoldedFilter;
 use super::merge::{
     ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_shift_log,
     shift_log_doc_id,
 };
 use super::{BoxFuture, DeviceStatus, DeviceSync, EventPage, Site, Store, StoreError, SyncBatch};
+
+mod folded;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "patrol.db";
@@ -289,6 +292,7 @@ fn writer_thread(
 ) {
     let mut next = None;
     let mut last_checkpoint = Instant::now();
+    let mut folded = load_folded_filter(&conn);
     loop {
         let job = match next.take() {
             Some(job) => job,
@@ -312,13 +316,18 @@ fn writer_thread(
                     }
                 }
                 run_caught("a group commit", || {
-                    recent_ids += commit_jobs(&mut conn, group);
+                    recent_ids += commit_jobs(&mut conn, &folded, group);
                 });
                 if recent_ids >= FOLD_EVENT_IDS_AT {
-                    run_caught("a fold of event ids", || match fold_event_ids(&mut conn) {
-                        Ok(_) => recent_ids = 0,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not fold event ids; will retry");
+                    run_caught("a fold of event ids", || {
+                        match fold_event_ids(&mut conn, &mut folded) {
+                            Ok(_) => recent_ids = 0,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not fold event ids; will retry");
+                            }
+                        }
+                        if folded.is_full() {
+                            folded = load_folded_filter(&conn);
                         }
                     });
                 }
@@ -334,6 +343,14 @@ fn writer_thread(
             }
         }
     }
+}
+
+/// The filter over `event_ids`; one that always says "maybe" if the table cannot be read.
+fn load_folded_filter(conn: &Connection) -> FoldedFilter {
+    FoldedFilter::load(conn).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read event_ids; looking up every event id there");
+        FoldedFilter::everything()
+    })
 }
 
 /// Runs `f`, logging rather than propagating a panic, so that one bad job does not stop a
@@ -620,6 +637,7 @@ enum Wrote {
 /// first push.
 fn write_request(
     tx: &Connection,
+    folded: &FoldedFilter,
     batch: &SyncBatch,
     merged: &mut [Option<Prepared>],
     final_round: bool,
@@ -672,9 +690,9 @@ fn write_request(
         };
         let new_events = write_doc(
             tx,
-            site,
+            folded,
+            batch,
             &prepared.doc_id,
-            batch.received_at_ms,
             log,
             &mut next_seq,
             &mut json,
@@ -709,8 +727,8 @@ struct WriteJob {
 /// and answers each once it committed. A request with conflicts writes nothing and does not
 /// disturb the others. If the transaction fails, its requests are written again one by one, so
 /// that a request that cannot be written fails alone. Returns how many events it added.
-fn commit_jobs(conn: &mut Connection, mut jobs: Vec<WriteJob>) -> u64 {
-    match write_jobs(conn, &mut jobs) {
+fn commit_jobs(conn: &mut Connection, folded: &FoldedFilter, mut jobs: Vec<WriteJob>) -> u64 {
+    match write_jobs(conn, folded, &mut jobs) {
         Ok(wrote) => {
             let mut added = 0;
             for (job, wrote) in jobs.into_iter().zip(wrote) {
@@ -736,7 +754,7 @@ fn commit_jobs(conn: &mut Connection, mut jobs: Vec<WriteJob>) -> u64 {
         Err(e) if jobs.len() > 1 => {
             tracing::warn!(error = %e, requests = jobs.len(), "a group commit failed; writing its requests one by one");
             jobs.into_iter()
-                .map(|job| commit_jobs(conn, vec![job]))
+                .map(|job| commit_jobs(conn, folded, vec![job]))
                 .sum()
         }
         Err(e) => {
@@ -749,12 +767,17 @@ fn commit_jobs(conn: &mut Connection, mut jobs: Vec<WriteJob>) -> u64 {
 }
 
 /// Writes `jobs` in one transaction; on `Err` nothing of them is written.
-fn write_jobs(conn: &mut Connection, jobs: &mut [WriteJob]) -> Result<Vec<Wrote>, StoreError> {
+fn write_jobs(
+    conn: &mut Connection,
+    folded: &FoldedFilter,
+    jobs: &mut [WriteJob],
+) -> Result<Vec<Wrote>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut wrote = Vec::with_capacity(jobs.len());
     for job in jobs.iter_mut() {
         wrote.push(write_request(
             &tx,
+            folded,
             &job.batch,
             &mut job.merged,
             job.final_round,
@@ -772,13 +795,15 @@ fn not_merged() -> StoreError {
 /// its new events, numbered from `next_seq` on. Returns how many events were new to the site.
 fn write_doc(
     tx: &Connection,
-    site: &str,
+    folded_ids: &FoldedFilter,
+    batch: &SyncBatch,
     doc_id: &str,
-    received_at_ms: i64,
     log: &MergedLog,
     next_seq: &mut i64,
     json: &mut String,
 ) -> Result<u32, StoreError> {
+    let site = batch.site.as_str();
+    let received_at_ms = batch.received_at_ms;
     let chunk = match &log.write {
         ChunkWrite::Nothing => return Ok(0),
         ChunkWrite::Append(bytes) => bytes.as_slice(),
@@ -835,9 +860,13 @@ fn write_doc(
     for new in &log.new_events {
         let event = &new.event;
         let event_id: &[u8] = event.id.0.as_bytes();
-        let known: Option<i64> = folded
-            .query_row(params![site, event_id], |r| r.get(0))
-            .optional()?;
+        let known: Option<i64> = if folded_ids.may_contain(site, event_id) {
+            folded
+                .query_row(params![site, event_id], |r| r.get(0))
+                .optional()?
+        } else {
+            None
+        };
         if known.is_some() || claim.execute(params![site, event_id, *next_seq])? == 0 {
             // Already in the feed. From another shift log it is a device reusing an id: the
             // first row stands, but say so.
@@ -903,9 +932,21 @@ fn warn_if_from_another_log(
 }
 
 /// Moves every id of `event_ids_recent` into `event_ids`, in key order (each page of
-/// `event_ids` is written once), in one transaction. Returns how many moved.
-fn fold_event_ids(conn: &mut Connection) -> Result<usize, StoreError> {
+/// `event_ids` is written once), in one transaction, adding them to `filter`. Returns how many
+/// moved.
+fn fold_event_ids(conn: &mut Connection, filter: &mut FoldedFilter) -> Result<usize, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Into the filter first: if the fold then fails, the filter only holds ids it need not.
+    {
+        let mut stmt = tx.prepare("SELECT site_id, event_id FROM event_ids_recent")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let corrupt = |e| StoreError::CorruptData(format!("event_ids_recent row: {e}"));
+            let site = row.get_ref(0)?.as_str().map_err(corrupt)?;
+            let id = row.get_ref(1)?.as_blob().map_err(corrupt)?;
+            filter.insert(site, id);
+        }
+    }
     // A plain INSERT: an id in both levels would be a bug, and fails the fold loudly.
     let moved = tx.execute(
         "INSERT INTO event_ids (site_id, event_id, seq)
@@ -1259,13 +1300,25 @@ mod tests {
         let mut merged_second = merge_all(&mut conn, &second)?;
 
         let tx = conn.transaction()?;
-        let wrote = write_request(&tx, &first, &mut merged_first, false)?;
+        let wrote = write_request(
+            &tx,
+            &FoldedFilter::everything(),
+            &first,
+            &mut merged_first,
+            false,
+        )?;
         tx.commit()?;
         // The metadata change holds no event: the 5 notes.
         assert_eq!(new_events(&wrote), vec![5]);
 
         let tx = conn.transaction()?;
-        let Wrote::Conflicts(conflicts) = write_request(&tx, &second, &mut merged_second, false)?
+        let Wrote::Conflicts(conflicts) = write_request(
+            &tx,
+            &FoldedFilter::everything(),
+            &second,
+            &mut merged_second,
+            false,
+        )?
         else {
             panic!("a stale merge was written");
         };
@@ -1273,7 +1326,13 @@ mod tests {
         drop(tx);
 
         let tx = conn.transaction()?;
-        let wrote = write_request(&tx, &second, &mut merged_second, true)?;
+        let wrote = write_request(
+            &tx,
+            &FoldedFilter::everything(),
+            &second,
+            &mut merged_second,
+            true,
+        )?;
         tx.commit()?;
         assert_eq!(new_events(&wrote), vec![5]);
 
@@ -1290,7 +1349,13 @@ mod tests {
         let mut merged = merge_all(&mut conn, &again)?;
         let tx = conn.transaction()?;
         assert_eq!(
-            new_events(&write_request(&tx, &again, &mut merged, false)?),
+            new_events(&write_request(
+                &tx,
+                &FoldedFilter::everything(),
+                &again,
+                &mut merged,
+                false
+            )?),
             vec![0]
         );
         Ok(())
@@ -1342,24 +1407,31 @@ mod tests {
         let (_path, mut conn) = test_site_db(dir.path())?;
         let ids: Vec<patrol_core::EventId> =
             (0..5).map(|_| patrol_core::EventId::generate()).collect();
-        let push = |conn: &mut Connection, log_ids: &[patrol_core::EventId]| {
-            let mut log = TestLog::new()?;
-            for id in log_ids {
-                log.record_id(*id)?;
-            }
-            let batch = log.batch()?;
-            let mut merged = merge_all(conn, &batch)?;
-            let tx = conn.transaction()?;
-            let wrote = write_request(&tx, &batch, &mut merged, false)?;
-            tx.commit()?;
-            Ok::<_, Box<dyn std::error::Error>>(new_events(&wrote))
-        };
-        assert_eq!(push(&mut conn, &ids[0..3])?, vec![3]);
+        let push =
+            |conn: &mut Connection, filter: &FoldedFilter, log_ids: &[patrol_core::EventId]| {
+                let mut log = TestLog::new()?;
+                for id in log_ids {
+                    log.record_id(*id)?;
+                }
+                let batch = log.batch()?;
+                let mut merged = merge_all(conn, &batch)?;
+                let tx = conn.transaction()?;
+                let wrote = write_request(&tx, filter, &batch, &mut merged, false)?;
+                tx.commit()?;
+                Ok::<_, Box<dyn std::error::Error>>(new_events(&wrote))
+            };
+        let mut filter = FoldedFilter::load(&conn)?;
+        assert_eq!(push(&mut conn, &filter, &ids[0..3])?, vec![3]);
         // ids[0] is in the recent level.
-        assert_eq!(push(&mut conn, &[ids[0], ids[3]])?, vec![1]);
-        assert_eq!(fold_event_ids(&mut conn)?, 4);
-        // ids[1] is folded.
-        assert_eq!(push(&mut conn, &[ids[1], ids[4]])?, vec![1]);
+        assert_eq!(push(&mut conn, &filter, &[ids[0], ids[3]])?, vec![1]);
+        assert!(!filter.may_contain("site-1", ids[0].0.as_bytes()));
+        assert_eq!(fold_event_ids(&mut conn, &mut filter)?, 4);
+        assert!(filter.may_contain("site-1", ids[0].0.as_bytes()));
+        // ids[1] is folded: the filter kept up with the fold...
+        assert_eq!(push(&mut conn, &filter, &[ids[1], ids[4]])?, vec![1]);
+        // ...and one built from the table knows it too.
+        let fresh = FoldedFilter::load(&conn)?;
+        assert_eq!(push(&mut conn, &fresh, &[ids[2]])?, vec![0]);
 
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
         assert_eq!(count("SELECT COUNT(*) FROM events")?, 5);
