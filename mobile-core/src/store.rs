@@ -122,24 +122,9 @@ pub struct DeviceStore {
     config_version: u64,
 }
 
-fn heads_to_blob(heads: &[ChangeHash]) -> Vec<u8> {
-    heads.iter().flat_map(|h| h.0).collect()
-}
-
 fn heads_from_blob(blob: &[u8]) -> Result<Vec<ChangeHash>> {
-    if blob.len() % 32 != 0 {
-        return Err(Error::Corrupt(
-            "acknowledged heads are not whole hashes".into(),
-        ));
-    }
-    Ok(blob
-        .chunks_exact(32)
-        .map(|c| {
-            let mut h = [0u8; 32];
-            h.copy_from_slice(c);
-            ChangeHash(h)
-        })
-        .collect())
+    patrol_core::codec::heads_from_blob(blob)
+        .map_err(|e| Error::Corrupt(format!("acknowledged heads: {e}")))
 }
 
 fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
@@ -765,7 +750,11 @@ impl DeviceStore {
                         "UPDATE shifts SET acked_heads = ?2, delivered = ?3, reject_code = NULL,
                                 reject_message = NULL
                          WHERE id = ?1",
-                        params![row_id, heads_to_blob(&ack.acked), to_i64(delivered)],
+                        params![
+                            row_id,
+                            patrol_core::codec::heads_to_blob(&ack.acked),
+                            to_i64(delivered)
+                        ],
                     )?;
                     report.needs_another_round |= *missing_deps || !ack.unacked.is_empty();
                 }

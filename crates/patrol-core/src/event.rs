@@ -335,24 +335,11 @@ pub struct EventRecord {
 impl EventRecord {
     /// The compact binary form stored as the event's scalar value: a version byte, then postcard.
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        Ok(postcard::to_extend(self, vec![RECORD_V1])?)
+        crate::codec::encode_versioned(RECORD_V1, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        match bytes.split_first() {
-            None => Err(DecodeError::Empty),
-            Some((&RECORD_V1, rest)) => {
-                let (record, extra) = postcard::take_from_bytes::<EventRecord>(rest)?;
-                if !extra.is_empty() {
-                    return Err(DecodeError::Malformed(format!(
-                        "{} trailing bytes after event record",
-                        extra.len()
-                    )));
-                }
-                Ok(record)
-            }
-            Some((&v, _)) => Err(DecodeError::UnknownVersion(v)),
-        }
+        crate::codec::decode_versioned(RECORD_V1, bytes)
     }
 }
 

@@ -116,21 +116,11 @@ pub struct Stamped {
 
 impl Stamped {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        Ok(postcard::to_extend(self, vec![ENTRY_V1])?)
+        crate::codec::encode_versioned(ENTRY_V1, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        match bytes.split_first() {
-            None => Err(DecodeError::Empty),
-            Some((&ENTRY_V1, rest)) => {
-                let (entry, extra) = postcard::take_from_bytes::<Stamped>(rest)?;
-                if !extra.is_empty() {
-                    return Err(DecodeError::Malformed("trailing bytes after entry".into()));
-                }
-                Ok(entry)
-            }
-            Some((&v, _)) => Err(DecodeError::UnknownVersion(v)),
-        }
+        crate::codec::decode_versioned(ENTRY_V1, bytes)
     }
 
     pub fn validate(&self) -> Result<(), ValidationError> {

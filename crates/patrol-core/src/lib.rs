@@ -4,6 +4,7 @@
 //! server (`patrol-server`) so that no rule is written twice. It does no I/O: no files, sockets,
 //! threads or clocks of its own (callers pass the time in).
 //!
+//! - [`codec`]: the versioned binary form of stored values, and stored heads.
 //! - [`ids`]: site, device, guard, shift, checkpoint, event and incident identifiers.
 //! - [`event`]: what a guard records (scans, incidents, panics, notes, shift start/end,
 //!   handovers), its validation and its compact binary encoding.
@@ -17,6 +18,7 @@
 //!
 //! This crate must not depend on tokio, rusqlite, reqwest, axum or hyper (CI checks it).
 
+pub mod codec;
 pub mod error;
 pub mod event;
 pub mod hlc;

@@ -26,23 +26,11 @@ pub struct ShiftMeta {
 
 impl ShiftMeta {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        Ok(postcard::to_extend(self, vec![META_V1])?)
+        crate::codec::encode_versioned(META_V1, self)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        match bytes.split_first() {
-            None => Err(DecodeError::Empty),
-            Some((&META_V1, rest)) => {
-                let (meta, extra) = postcard::take_from_bytes::<ShiftMeta>(rest)?;
-                if !extra.is_empty() {
-                    return Err(DecodeError::Malformed(
-                        "trailing bytes after shift meta".into(),
-                    ));
-                }
-                Ok(meta)
-            }
-            Some((&v, _)) => Err(DecodeError::UnknownVersion(v)),
-        }
+        crate::codec::decode_versioned(META_V1, bytes)
     }
 }
 

@@ -196,26 +196,11 @@ pub fn merge_shift_log(
     }))
 }
 
-/// Heads as stored: the 32-byte hashes concatenated.
-pub fn heads_to_blob(heads: &[ChangeHash]) -> Vec<u8> {
-    heads.iter().flat_map(|h| h.0).collect()
-}
+/// Heads as stored: the 32-byte hashes concatenated (the one form, in patrol-core).
+pub use patrol_core::codec::heads_to_blob;
 
 pub fn heads_from_blob(blob: &[u8]) -> Result<Vec<ChangeHash>, String> {
-    if blob.len() % 32 != 0 {
-        return Err(format!(
-            "heads blob of {} bytes is not a multiple of 32",
-            blob.len()
-        ));
-    }
-    Ok(blob
-        .chunks_exact(32)
-        .map(|c| {
-            let mut h = [0u8; 32];
-            h.copy_from_slice(c);
-            ChangeHash(h)
-        })
-        .collect())
+    patrol_core::codec::heads_from_blob(blob).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
