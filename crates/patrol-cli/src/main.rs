@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity, SiteId,
@@ -62,10 +62,13 @@ enum DeviceCommand {
     Panic(LocationArgs),
     /// Report an incident.
     Incident {
-        #[arg(long, value_enum)]
-        category: CategoryArg,
-        #[arg(long, value_enum, default_value = "medium")]
-        severity: SeverityArg,
+        /// theft, shoplifting, fraud, robbery, fighting, provocation, dispute, fire, explosive,
+        /// toxic, radioactive or other.
+        #[arg(long)]
+        category: IncidentCategory,
+        /// low, medium, high or critical.
+        #[arg(long, default_value = "medium")]
+        severity: Severity,
         #[arg(long)]
         description: String,
         #[command(flatten)]
@@ -160,60 +163,6 @@ impl LocationArgs {
             lon: self.lon?,
             accuracy_m: self.accuracy,
         })
-    }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum CategoryArg {
-    Theft,
-    Shoplifting,
-    Fraud,
-    Robbery,
-    Fighting,
-    Provocation,
-    Dispute,
-    Fire,
-    Explosive,
-    Toxic,
-    Radioactive,
-    Other,
-}
-
-impl From<CategoryArg> for IncidentCategory {
-    fn from(c: CategoryArg) -> Self {
-        match c {
-            CategoryArg::Theft => Self::Theft,
-            CategoryArg::Shoplifting => Self::Shoplifting,
-            CategoryArg::Fraud => Self::Fraud,
-            CategoryArg::Robbery => Self::Robbery,
-            CategoryArg::Fighting => Self::Fighting,
-            CategoryArg::Provocation => Self::Provocation,
-            CategoryArg::Dispute => Self::Dispute,
-            CategoryArg::Fire => Self::Fire,
-            CategoryArg::Explosive => Self::Explosive,
-            CategoryArg::Toxic => Self::Toxic,
-            CategoryArg::Radioactive => Self::Radioactive,
-            CategoryArg::Other => Self::Other,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum SeverityArg {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl From<SeverityArg> for Severity {
-    fn from(s: SeverityArg) -> Self {
-        match s {
-            SeverityArg::Low => Self::Low,
-            SeverityArg::Medium => Self::Medium,
-            SeverityArg::High => Self::High,
-            SeverityArg::Critical => Self::Critical,
-        }
     }
 }
 
@@ -402,8 +351,8 @@ async fn device(args: DeviceArgs) -> Result<()> {
             store.record(
                 EventBody::IncidentReported(IncidentReport {
                     incident,
-                    category: category.into(),
-                    severity: severity.into(),
+                    category,
+                    severity,
                     description,
                     location: location.location(),
                 }),

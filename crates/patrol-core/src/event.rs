@@ -178,6 +178,33 @@ impl IncidentCategory {
     ];
 }
 
+/// Parses the snake_case name a value has in JSON (`"shoplifting"`, `"critical"`).
+fn parse_name<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    s: &str,
+) -> Result<T, ValidationError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        ValidationError::BadId {
+            what,
+            reason: format!("{s:?} is not one of the known names"),
+        }
+    })
+}
+
+impl std::str::FromStr for IncidentCategory {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_name("incident category", s)
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_name("severity", s)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
