@@ -170,7 +170,7 @@ impl SqliteStore {
             .writer
             .send(WriterJob::Run(job))
             .map_err(|_| StoreError::Closed)?;
-        result.await.map_err(|_| StoreError::Closed)?
+        result.await.map_err(|_| abandoned("a write"))?
     }
 
     /// Applies a sync request: merges its documents outside the write lock (on a merge thread),
@@ -200,7 +200,7 @@ impl SqliteStore {
                         done,
                     })
                     .map_err(|_| StoreError::Closed)?;
-                merged = result.await.map_err(|_| StoreError::Closed)??;
+                merged = result.await.map_err(|_| abandoned("a merge"))??;
             }
             let (done, result) = oneshot::channel();
             self.inner
@@ -212,7 +212,7 @@ impl SqliteStore {
                     done,
                 }))
                 .map_err(|_| StoreError::Closed)?;
-            match result.await.map_err(|_| StoreError::Closed)?? {
+            match result.await.map_err(|_| abandoned("a group commit"))?? {
                 Written::Committed(outcomes) => {
                     return Ok(outcomes);
                 }
@@ -352,6 +352,14 @@ fn load_folded_filter(conn: &Connection) -> FoldedFilter {
         tracing::warn!(error = %e, "cannot read event_ids; looking up every event id there");
         FoldedFilter::everything()
     })
+}
+
+/// The error of a request whose job a store thread dropped without answering: the job
+/// panicked (and was logged; see [`run_caught`]).
+fn abandoned(what: &str) -> StoreError {
+    StoreError::Commit(format!(
+        "{what} failed unexpectedly; the server log has the details"
+    ))
 }
 
 /// Runs `f`, logging rather than propagating a panic, so that one bad job does not stop a
