@@ -581,14 +581,7 @@ impl DeviceStore {
                 .iter()
                 .find(|r| r.id == open.row_id)
                 .is_some_and(|r| record.seq < r.first_seq + r.delivered);
-            let event = Event {
-                id,
-                site: meta.site.clone(),
-                device: meta.device,
-                shift: meta.shift,
-                guard: meta.guard.clone(),
-                record,
-            };
+            let event = meta.event(id, record);
             return Ok(Some(LocalEvent { event, delivered }));
         }
         Ok(self.events(None)?.into_iter().find(|e| e.event.id == id))

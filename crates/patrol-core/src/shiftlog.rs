@@ -25,6 +25,18 @@ pub struct ShiftMeta {
 }
 
 impl ShiftMeta {
+    /// The whole event for a record of this log: the record plus the log's context.
+    pub fn event(&self, id: EventId, record: EventRecord) -> Event {
+        Event {
+            id,
+            site: self.site.clone(),
+            device: self.device,
+            shift: self.shift,
+            guard: self.guard.clone(),
+            record,
+        }
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         crate::codec::encode_versioned(META_V1, self)
     }
@@ -163,14 +175,7 @@ impl ShiftLog {
         Ok(self
             .events_raw()?
             .into_iter()
-            .map(|(id, record)| Event {
-                id,
-                site: self.meta.site.clone(),
-                device: self.meta.device,
-                shift: self.meta.shift,
-                guard: self.meta.guard.clone(),
-                record,
-            })
+            .map(|(id, record)| self.meta.event(id, record))
             .collect())
     }
 

@@ -167,14 +167,7 @@ pub fn merge_shift_log(
                 .new_events
                 .into_iter()
                 .map(|(id, record): (EventId, _)| {
-                    let event = Event {
-                        id,
-                        site: meta.site.clone(),
-                        device: meta.device,
-                        shift: meta.shift,
-                        guard: meta.guard.clone(),
-                        record,
-                    };
+                    let event = meta.event(id, record);
                     let SplitJson { head, tail } = event_json(&event, &received_at, &mut scratch)?;
                     Ok(NewEvent {
                         event,
@@ -236,19 +229,8 @@ mod tests {
     /// chunks collapse into one save, and the stored bytes always load back every event.
     #[test]
     fn compacts_past_the_threshold_and_stays_loadable() -> TestResult {
-        let device = DeviceId::generate();
-        let meta = ShiftMeta {
-            site: SiteId::new("site-1")?,
-            device,
-            shift: ShiftId::generate(),
-            guard: GuardId::new("guard-1")?,
-        };
-        let owner = Owner {
-            site: meta.site.clone(),
-            device,
-            shift: meta.shift,
-        };
-        let (mut log, _) = ShiftLog::create(meta)?;
+        let (owner, mut log) = owner_and_log()?;
+        let device = owner.device;
         let mut chunks: Vec<Vec<u8>> = Vec::new();
         let mut acked = Vec::new();
         let mut compacted = false;
