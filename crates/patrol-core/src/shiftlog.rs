@@ -3,6 +3,8 @@
 //! the event id, whose value is the event's encoded [`EventRecord`]. Each event is one change of
 //! exactly one operation, so a change can be checked on its own (see [`crate::merge`]).
 
+use std::collections::HashSet;
+
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ChangeHash, ROOT, ReadDoc, ScalarValueRef, ValueRef};
 use serde::{Deserialize, Serialize};
@@ -59,8 +61,9 @@ pub struct ShiftLog {
     doc: AutoCommit,
     meta: ShiftMeta,
     ended: bool,
-    /// Events in the log (every root key but `meta`), kept so it costs nothing to ask.
-    events: usize,
+    /// Ids of the events in the log (every root key but `meta`): asking whether an id is new
+    /// costs a hash lookup, not a read of the document.
+    ids: HashSet<EventId>,
 }
 
 impl ShiftLog {
@@ -74,7 +77,7 @@ impl ShiftLog {
                 doc,
                 meta,
                 ended: false,
-                events: 0,
+                ids: HashSet::new(),
             },
             change,
         ))
@@ -88,10 +91,10 @@ impl ShiftLog {
             doc,
             meta,
             ended: false,
-            events: 0,
+            ids: HashSet::new(),
         };
         let events = log.events_raw()?;
-        log.events = events.len();
+        log.ids = events.iter().map(|(id, _)| *id).collect();
         log.ended = events
             .iter()
             .any(|(_, r)| matches!(r.body, EventBody::ShiftEnded { .. }));
@@ -104,7 +107,7 @@ impl ShiftLog {
 
     /// How many events the log holds.
     pub fn event_count(&self) -> usize {
-        self.events
+        self.ids.len()
     }
 
     /// Whether a `ShiftEnded` event has been recorded; a frozen log takes no more events.
@@ -122,7 +125,9 @@ impl ShiftLog {
     ) -> Result<Option<LocalChange>, LogError> {
         record.body.validate()?;
         let key = id.to_string();
-        if let Some(existing) = self.get(&id)? {
+        if self.ids.contains(&id)
+            && let Some(existing) = self.get(&id)?
+        {
             // Compared as recorded (locations rounded to 1e-7 degree), not as passed in.
             return if existing.body == record.body.as_recorded()? {
                 Ok(None)
@@ -135,7 +140,7 @@ impl ShiftLog {
         }
         self.doc.put(ROOT, key, record.encode()?)?;
         let change = commit(&mut self.doc)?;
-        self.events += 1;
+        self.ids.insert(id);
         if matches!(record.body, EventBody::ShiftEnded { .. }) {
             self.ended = true;
         }
