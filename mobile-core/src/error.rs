@@ -25,6 +25,14 @@ pub enum Error {
     WrongSite { existing: String, requested: String },
     #[error("no shift is open; start one first")]
     NoOpenShift,
+    #[error("this phone holds no incident {0}")]
+    UnknownIncident(patrol_core::IncidentId),
+    #[error("{0}")]
+    IncidentRule(String),
+    #[error("no site configuration yet; sync once with the server")]
+    NoSiteConfig,
+    #[error("the site configuration has no tour {0:?}")]
+    UnknownTour(String),
     #[error("a shift is already open ({0}); end it first")]
     ShiftAlreadyOpen(patrol_core::ShiftId),
     #[error("stored data is corrupt: {0}")]

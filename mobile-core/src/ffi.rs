@@ -17,6 +17,8 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use patrol_core::incident::{Attachment, IncidentAction, Party};
+use patrol_core::siteconfig::{CheckpointState, ScanFlag, WindowProgress};
 use patrol_core::{
     CheckpointId, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, LogError, Scan, ScanMethod, Severity, ShiftId, SiteId, ValidationError,
@@ -24,8 +26,8 @@ use patrol_core::{
 
 use crate::error::Error;
 use crate::store::{
-    DeviceStore, Durability, LocalEvent, RecordOptions, RejectedLog, ShiftInfo, StoreOptions,
-    SyncReport, SyncStatus,
+    Alarm, AlarmState, DeviceStore, Durability, LocalEvent, LocalIncident, RecordOptions,
+    RejectedLog, ShiftInfo, StoreOptions, SyncReport, SyncStatus,
 };
 use crate::sync::SyncClient;
 
@@ -149,6 +151,12 @@ impl From<Error> for PatrolError {
                 "the store is set up for site {existing}, not {requested}"
             )),
             Error::NoOpenShift => PatrolError::NoOpenShift,
+            Error::UnknownIncident(id) => invalid(format!("this phone holds no incident {id}")),
+            Error::IncidentRule(rule) => invalid(rule),
+            Error::NoSiteConfig => invalid("no site configuration yet; sync once with the server"),
+            Error::UnknownTour(tour) => {
+                invalid(format!("the site configuration has no tour {tour:?}"))
+            }
             Error::ShiftAlreadyOpen(shift) => PatrolError::ShiftAlreadyOpen {
                 message: format!("shift {shift} is already open; end it first"),
             },
@@ -785,27 +793,42 @@ impl PatrolDevice {
         })
     }
 
-    /// Reports an incident; returns the new incident's id (UUID).
-    #[uniffi::method(default(location = None))]
+    /// Reports an incident, with references to its photos or recordings (the app keeps the
+    /// files); returns the new incident's id (UUID). The incident's document is created with
+    /// the event and syncs with the control room, who works it with the guard.
+    #[uniffi::method(default(location = None, attachments = []))]
     pub fn report_incident(
         &self,
         category: FfiIncidentCategory,
         severity: FfiSeverity,
         description: String,
         location: Option<FfiLocation>,
+        attachments: Vec<FfiAttachment>,
     ) -> FfiResult<String> {
+        let attachments = attachments
+            .into_iter()
+            .map(Attachment::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         let incident = IncidentId::generate();
-        let body = EventBody::IncidentReported(IncidentReport {
+        let report = IncidentReport {
             incident,
             category: category.into(),
             severity: severity.into(),
             description,
             location: location.map(Into::into),
-        });
+        };
         self.record(|store| {
-            let id = store.record(body, RecordOptions::default())?;
-            Ok((Some(id), incident.to_string()))
-        })
+            let id = store.record(
+                EventBody::IncidentReported(report),
+                RecordOptions::default(),
+            )?;
+            Ok((Some(id), ()))
+        })?;
+        let mut store = lock(&self.store, "store")?;
+        for attachment in attachments {
+            store.act_on_incident(incident, IncidentAction::Attach(attachment))?;
+        }
+        Ok(incident.to_string())
     }
 
     /// Records a handover note, to a named guard or to whoever takes over; returns the event id.
@@ -859,6 +882,426 @@ impl PatrolDevice {
         let result = self.sync_inner(&server_url);
         self.notify_status();
         result.map(Into::into)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Incidents, site configuration, tour progress and alarms
+
+/// A file attached to an incident. The app keeps the bytes; the incident holds this reference,
+/// verifiable by its SHA-256 wherever the file ends up.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiAttachment {
+    /// SHA-256 of the file, 64 hex digits.
+    pub sha256_hex: String,
+    pub media_type: String,
+    pub size: u64,
+    #[uniffi(default)]
+    pub name: Option<String>,
+}
+
+impl TryFrom<FfiAttachment> for Attachment {
+    type Error = Error;
+
+    fn try_from(a: FfiAttachment) -> Result<Self, Error> {
+        let bad = || {
+            Error::Invalid(ValidationError::BadId {
+                what: "sha256",
+                reason: "must be 64 hex digits".into(),
+            })
+        };
+        if a.sha256_hex.len() != 64 {
+            return Err(bad());
+        }
+        let mut sha256 = [0u8; 32];
+        for (i, byte) in sha256.iter_mut().enumerate() {
+            let pair = a.sha256_hex.get(2 * i..2 * i + 2).ok_or_else(bad)?;
+            *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+        }
+        Ok(Attachment {
+            sha256,
+            media_type: a.media_type,
+            size: a.size,
+            name: a.name,
+        })
+    }
+}
+
+impl From<&Attachment> for FfiAttachment {
+    fn from(a: &Attachment) -> Self {
+        FfiAttachment {
+            sha256_hex: a.sha256.iter().map(|b| format!("{b:02x}")).collect(),
+            media_type: a.media_type.clone(),
+            size: a.size,
+            name: a.name.clone(),
+        }
+    }
+}
+
+/// What a guard does to an incident.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiIncidentAction {
+    AddNote {
+        text: String,
+    },
+    SetSeverity {
+        severity: FfiSeverity,
+    },
+    Attach {
+        attachment: FfiAttachment,
+    },
+    Acknowledge,
+    Dispatch,
+    Resolve,
+    Close,
+    Reopen,
+    /// Assign to a guard or operator by name; `None` clears the assignment.
+    Assign {
+        to: Option<String>,
+    },
+}
+
+impl TryFrom<FfiIncidentAction> for IncidentAction {
+    type Error = Error;
+
+    fn try_from(a: FfiIncidentAction) -> Result<Self, Error> {
+        Ok(match a {
+            FfiIncidentAction::AddNote { text } => IncidentAction::AddNote(text),
+            FfiIncidentAction::SetSeverity { severity } => {
+                IncidentAction::SetSeverity(severity.into())
+            }
+            FfiIncidentAction::Attach { attachment } => {
+                IncidentAction::Attach(attachment.try_into()?)
+            }
+            FfiIncidentAction::Acknowledge => IncidentAction::Acknowledge,
+            FfiIncidentAction::Dispatch => IncidentAction::Dispatch,
+            FfiIncidentAction::Resolve => IncidentAction::Resolve,
+            FfiIncidentAction::Close => IncidentAction::Close,
+            FfiIncidentAction::Reopen => IncidentAction::Reopen,
+            FfiIncidentAction::Assign { to } => IncidentAction::Assign(to),
+        })
+    }
+}
+
+/// A note on an incident.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiIncidentNote {
+    /// `guard:<guard id>` or `operator:<name>`.
+    pub by: String,
+    pub wall_ms: i64,
+    pub text: String,
+}
+
+fn party_name(p: &Party) -> String {
+    match p {
+        Party::Guard { guard, .. } => format!("guard:{guard}"),
+        Party::Operator { user } => format!("operator:{user}"),
+    }
+}
+
+/// An incident as the phone knows it (its own changes and what the last sync brought).
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiIncident {
+    pub id: String,
+    /// `open`, `acknowledged`, `dispatched`, `resolved` or `closed`.
+    pub status: String,
+    /// Reopenings so far.
+    pub round: u32,
+    pub category: Option<String>,
+    pub severity: Option<String>,
+    pub description: Option<String>,
+    pub assignee: Option<String>,
+    pub reported_by: Option<String>,
+    pub reported_ms: Option<i64>,
+    pub notes: Vec<FfiIncidentNote>,
+    pub attachments: Vec<FfiAttachment>,
+    /// Holds changes made on this phone the server has not acknowledged.
+    pub pending: bool,
+    /// Why the server refused this phone's changes, if it did.
+    pub rejected: Option<String>,
+}
+
+impl From<LocalIncident> for FfiIncident {
+    fn from(i: LocalIncident) -> Self {
+        let s = i.state;
+        FfiIncident {
+            id: s.id.to_string(),
+            status: s.status.as_str().to_owned(),
+            round: s.round,
+            category: s.category.map(|c| c.to_string()),
+            severity: s.severity.map(|v| v.to_string()),
+            description: s.description,
+            assignee: s.assignee,
+            reported_by: s.reported_by.as_ref().map(party_name),
+            reported_ms: s.reported_at_ms,
+            notes: s
+                .notes
+                .iter()
+                .map(|n| FfiIncidentNote {
+                    by: party_name(&n.by),
+                    wall_ms: n.wall_ms,
+                    text: n.text.clone(),
+                })
+                .collect(),
+            attachments: s.attachments.iter().map(Into::into).collect(),
+            pending: i.pending,
+            rejected: i.rejected,
+        }
+    }
+}
+
+/// A checkpoint scanned by its NFC tag or QR code, resolved through the site configuration.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct FfiTagScanInput {
+    /// The NFC tag id or QR payload as read.
+    pub tag: String,
+    /// True for a QR code, false for an NFC tag.
+    #[uniffi(default = false)]
+    pub qr: bool,
+    #[uniffi(default)]
+    pub location: Option<FfiLocation>,
+    #[uniffi(default)]
+    pub note: Option<String>,
+    #[uniffi(default)]
+    pub event_id: Option<String>,
+    #[uniffi(default)]
+    pub wall_time_ms: Option<i64>,
+}
+
+/// A recorded tag scan: the checkpoint it proved (`unknown` if no checkpoint has the tag) and
+/// what looks wrong about it (`unknown_checkpoint`, `unknown_tag`, `tag_of_another_checkpoint`,
+/// `manual`, `far_from_checkpoint`). A scan is never refused.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiScanResult {
+    pub event_id: String,
+    pub checkpoint_id: String,
+    pub flags: Vec<String>,
+}
+
+fn flag_name(f: &ScanFlag) -> String {
+    match f {
+        ScanFlag::UnknownCheckpoint => "unknown_checkpoint".into(),
+        ScanFlag::UnknownTag => "unknown_tag".into(),
+        ScanFlag::TagOfAnotherCheckpoint(_) => "tag_of_another_checkpoint".into(),
+        ScanFlag::Manual => "manual".into(),
+        ScanFlag::FarFromCheckpoint { .. } => "far_from_checkpoint".into(),
+    }
+}
+
+/// A tour of the site configuration.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiTour {
+    pub id: String,
+    pub name: String,
+    pub checkpoint_ids: Vec<String>,
+}
+
+/// The site configuration the phone holds.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiSiteConfig {
+    pub version: u64,
+    pub checkpoint_ids: Vec<String>,
+    pub tours: Vec<FfiTour>,
+    /// Post orders as (title, text).
+    pub post_orders: Vec<FfiPostOrder>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiPostOrder {
+    pub title: String,
+    pub text: String,
+}
+
+/// One checkpoint of a tour window: `upcoming`, `due`, `late`, `done`, `done_late` or
+/// `missed`; `at_ms` is the scan's device time when done.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiCheckpointProgress {
+    pub checkpoint_id: String,
+    pub state: String,
+    pub at_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiWindowProgress {
+    pub tour_id: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub checkpoints: Vec<FfiCheckpointProgress>,
+}
+
+impl From<WindowProgress> for FfiWindowProgress {
+    fn from(w: WindowProgress) -> Self {
+        FfiWindowProgress {
+            tour_id: w.tour,
+            start_ms: w.window.start_ms,
+            end_ms: w.window.end_ms,
+            checkpoints: w
+                .checkpoints
+                .into_iter()
+                .map(|(cp, state)| {
+                    let (state, at_ms) = match state {
+                        CheckpointState::Upcoming => ("upcoming", None),
+                        CheckpointState::Due => ("due", None),
+                        CheckpointState::Late => ("late", None),
+                        CheckpointState::Done { at_ms } => ("done", Some(at_ms)),
+                        CheckpointState::DoneLate { at_ms } => ("done_late", Some(at_ms)),
+                        CheckpointState::Missed => ("missed", None),
+                    };
+                    FfiCheckpointProgress {
+                        checkpoint_id: cp.to_string(),
+                        state: state.into(),
+                        at_ms,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where a panic alarm stands.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiAlarmState {
+    /// On this phone only, retried at once whenever a network appears.
+    Queued,
+    /// On the server, not yet acknowledged by the control room.
+    Delivered,
+    /// The control room has acknowledged it (seen at the last sync).
+    Acknowledged { by: String, at_ms: i64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiAlarm {
+    pub event_id: String,
+    pub recorded_ms: i64,
+    pub state: FfiAlarmState,
+}
+
+impl From<Alarm> for FfiAlarm {
+    fn from(a: Alarm) -> Self {
+        FfiAlarm {
+            event_id: a.event.to_string(),
+            recorded_ms: a.recorded_ms,
+            state: match a.state {
+                AlarmState::Queued => FfiAlarmState::Queued,
+                AlarmState::Delivered => FfiAlarmState::Delivered,
+                AlarmState::Acknowledged { by, at_ms } => FfiAlarmState::Acknowledged { by, at_ms },
+            },
+        }
+    }
+}
+
+#[uniffi::export]
+impl PatrolDevice {
+    /// Acts on an incident this phone holds, as the guard on duty; returns the incident after.
+    /// Edits made here and in the control room at the same time both survive (see
+    /// `docs/protocol.md` for each field's rule).
+    pub fn update_incident(
+        &self,
+        incident_id: String,
+        action: FfiIncidentAction,
+    ) -> FfiResult<FfiIncident> {
+        let id = parse_uuid_id::<IncidentId>(&incident_id)?;
+        let action = IncidentAction::try_from(action)?;
+        let mut store = lock(&self.store, "store")?;
+        Ok(store.act_on_incident(id, action)?.into())
+    }
+
+    /// Adds a note to an incident (shorthand for `update_incident` with `AddNote`).
+    pub fn add_incident_note(&self, incident_id: String, text: String) -> FfiResult<FfiIncident> {
+        self.update_incident(incident_id, FfiIncidentAction::AddNote { text })
+    }
+
+    /// Every incident the phone holds: those its guard reported or worked, and those the
+    /// control room assigned to the guard (as of the last sync); most recently changed first.
+    pub fn incidents(&self) -> FfiResult<Vec<FfiIncident>> {
+        let store = lock(&self.store, "store")?;
+        Ok(store.incidents()?.into_iter().map(Into::into).collect())
+    }
+
+    pub fn incident(&self, incident_id: String) -> FfiResult<Option<FfiIncident>> {
+        let id = parse_uuid_id::<IncidentId>(&incident_id)?;
+        let store = lock(&self.store, "store")?;
+        Ok(store.incident(id)?.map(Into::into))
+    }
+
+    /// Records a scan of an NFC tag or QR code: the checkpoint comes from the site
+    /// configuration; a tag it does not know is recorded all the same, and flagged.
+    pub fn scan_tag(&self, input: FfiTagScanInput) -> FfiResult<FfiScanResult> {
+        let options = RecordOptions {
+            event_id: input
+                .event_id
+                .as_deref()
+                .map(parse_uuid_id::<EventId>)
+                .transpose()?,
+            wall_ms: input.wall_time_ms,
+        };
+        self.record(|store| {
+            let checkpoint = store.checkpoint_for_tag(&input.tag)?;
+            let method = if input.qr {
+                ScanMethod::Qr { payload: input.tag }
+            } else {
+                ScanMethod::Nfc { tag: input.tag }
+            };
+            let scan = Scan {
+                checkpoint: checkpoint.clone(),
+                method,
+                location: input.location.map(Into::into),
+                note: input.note,
+            };
+            let flags = store.scan_flags(&scan)?;
+            let id = store.scan(scan, options)?;
+            Ok((
+                Some(id),
+                FfiScanResult {
+                    event_id: id.to_string(),
+                    checkpoint_id: checkpoint.to_string(),
+                    flags: flags.iter().map(flag_name).collect(),
+                },
+            ))
+        })
+    }
+
+    /// The site configuration the phone holds (after a sync), if any.
+    pub fn site_config(&self) -> FfiResult<Option<FfiSiteConfig>> {
+        let store = lock(&self.store, "store")?;
+        Ok(store.site_config()?.map(|c| FfiSiteConfig {
+            version: c.version,
+            checkpoint_ids: c.checkpoints.iter().map(|cp| cp.id.to_string()).collect(),
+            tours: c
+                .tours
+                .iter()
+                .map(|t| FfiTour {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    checkpoint_ids: t.checkpoints.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+            post_orders: c
+                .post_orders
+                .iter()
+                .map(|p| FfiPostOrder {
+                    title: p.title.clone(),
+                    text: p.text.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    /// Which checkpoints of a tour are done, due, late or missed at `now_ms` (ms since the Unix
+    /// epoch), from this phone's scans and its site configuration: no network needed.
+    pub fn tour_progress(&self, tour_id: String, now_ms: i64) -> FfiResult<Vec<FfiWindowProgress>> {
+        let store = lock(&self.store, "store")?;
+        Ok(store
+            .tour_progress(&tour_id, now_ms)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Panic alarms raised on this phone, newest first: queued, delivered or acknowledged.
+    pub fn alarms(&self) -> FfiResult<Vec<FfiAlarm>> {
+        let store = lock(&self.store, "store")?;
+        Ok(store.alarms()?.into_iter().map(Into::into).collect())
     }
 }
 
@@ -1149,13 +1592,55 @@ mod tests {
         assert_eq!(device.scan_checkpoint(retried.clone())?, first);
         assert_eq!(retried.event_id.as_deref(), Some(first.as_str()));
 
+        let photo = FfiAttachment {
+            sha256_hex: "ab".repeat(32),
+            media_type: "image/jpeg".into(),
+            size: 48_213,
+            name: Some("plant-room.jpg".into()),
+        };
         let incident = device.report_incident(
             FfiIncidentCategory::Fire,
             FfiSeverity::High,
             "smoke in plant room 2".into(),
             None,
+            vec![photo.clone()],
         )?;
+        let worked = device.add_incident_note(incident.clone(), "brigade called".into())?;
+        assert_eq!(worked.attachments, vec![photo]);
+        assert_eq!(worked.notes.len(), 1);
+        assert!(worked.pending);
+        assert_eq!(worked.category.as_deref(), Some("fire"));
+        let bad_hash = FfiAttachment {
+            sha256_hex: "zz".into(),
+            media_type: "image/jpeg".into(),
+            size: 1,
+            name: None,
+        };
+        assert!(is_invalid(device.update_incident(
+            incident.clone(),
+            FfiIncidentAction::Attach {
+                attachment: bad_hash
+            }
+        )));
+        assert!(is_invalid(
+            device.update_incident(incident.clone(), FfiIncidentAction::Reopen)
+        ));
+        // Without a site configuration, a tag scan is still recorded, and flagged.
+        let stray = device.scan_tag(FfiTagScanInput {
+            tag: "04:a2:19".into(),
+            qr: false,
+            location: None,
+            note: None,
+            event_id: None,
+            wall_time_ms: None,
+        })?;
+        assert_eq!(stray.checkpoint_id, "unknown");
+        assert_eq!(stray.flags, vec!["unknown_checkpoint".to_owned()]);
         device.raise_panic(None)?;
+        assert!(matches!(
+            device.alarms()?.first().map(|a| &a.state),
+            Some(FfiAlarmState::Queued)
+        ));
         device.handover(None, "B2 door reported".into())?;
         let ended = device.end_shift(Some("quiet night".into()))?;
         assert_eq!(device.current_shift()?, None);
@@ -1168,6 +1653,7 @@ mod tests {
                 "shift_started",
                 "checkpoint_scanned",
                 "incident_reported",
+                "checkpoint_scanned",
                 "panic",
                 "handover",
                 "shift_ended"
@@ -1175,9 +1661,9 @@ mod tests {
         );
         assert_eq!(events[1].id, first);
         assert_eq!(events[1].device_time_ms, 1_740_866_400_000);
-        assert_eq!(events[5].id, ended);
+        assert_eq!(events[6].id, ended);
         let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
         assert!(
             events
                 .iter()
@@ -1189,7 +1675,7 @@ mod tests {
         assert_eq!(json["device_id"], device.device_id()?.as_str());
 
         let status = device.status()?;
-        assert_eq!(status.pending_events, 6);
+        assert_eq!(status.pending_events, 7);
         assert!(status.urgent);
         assert!(device.sync_due()?);
 

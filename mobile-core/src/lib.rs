@@ -26,8 +26,8 @@ pub mod sync;
 
 pub use error::{Error, Result};
 pub use store::{
-    DeviceStore, Durability, LocalEvent, RecordOptions, RejectedLog, ShiftInfo, StoreOptions,
-    SyncReport, SyncStatus,
+    Alarm, AlarmState, DeviceStore, Durability, LocalEvent, LocalIncident, RecordOptions,
+    RejectedLog, ShiftInfo, StoreOptions, SyncReport, SyncStatus,
 };
 pub use sync::SyncClient;
 

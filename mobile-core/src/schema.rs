@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_compaction_backoff.sql"),
+    include_str!("migrations/0003_incidents_config_alarms.sql"),
 ];
 
 /// The schema version this build writes.
@@ -96,6 +97,27 @@ mod tests {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         assert_eq!((wall, snapshot, failures), (5, None, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn a_panic_pending_at_version_2_becomes_a_tracked_alarm() -> Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        upgrade_to(&mut conn, "v2", 2)?;
+        conn.execute_batch(
+            "INSERT INTO device (id, device_id, site_id, created_ms) VALUES (1, 'd', 's', 1);
+             INSERT INTO shifts (id, shift_id, guard_id, started_ms, first_seq, meta_change)
+                 VALUES (1, 'x', 'g', 1, 1, x'00');
+             INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, change)
+                 VALUES (1, 1, x'01', 5, 5, 0, x'02'), (2, 1, x'03', 6, 6, 0, x'04');
+             UPDATE sync_state SET urgent_seq = 2;",
+        )?;
+        upgrade(&mut conn, "v2")?;
+        let alarms: Vec<(Vec<u8>, i64)> = conn
+            .prepare("SELECT event_id, seq FROM alarms")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(alarms, [(vec![3u8], 2)]);
         Ok(())
     }
 

@@ -14,6 +14,10 @@ use patrol_core::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod collab;
+
+pub use collab::{Alarm, AlarmState, LocalIncident};
+
 use crate::backoff::RetryPolicy;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
@@ -533,7 +537,25 @@ impl DeviceStore {
         let Some(change) = open.log.record(id, &record)? else {
             return Ok(id);
         };
-        let written = write_event(&mut self.conn, open, new_shift, id, &record, &change);
+        let incident = match &record.body {
+            EventBody::IncidentReported(report) => Some(collab::new_incident(
+                self.device,
+                &self.site,
+                &open.info.guard,
+                report,
+                &record.time,
+            )?),
+            _ => None,
+        };
+        let written = write_event(
+            &mut self.conn,
+            open,
+            new_shift,
+            id,
+            &record,
+            &change,
+            incident.as_ref(),
+        );
         match written {
             Ok(row_id) => open.row_id = row_id,
             Err(e) => {
@@ -681,6 +703,7 @@ impl DeviceStore {
             };
             docs.push(push);
         }
+        docs.extend(self.incident_pushes()?);
         let delivered = rows
             .iter()
             .map(|r| (r.shift, (r.id, r.delivered)))
@@ -696,6 +719,9 @@ impl DeviceStore {
                 hlc: self.hlc,
                 pending_events: pending,
                 docs,
+                guard: self.open.as_ref().map(|o| o.info.guard.clone()),
+                config_version: self.config_version,
+                awaiting_ack: self.awaiting_ack()?,
             },
             logs,
             delivered,
@@ -719,7 +745,9 @@ impl DeviceStore {
             if !sent.contains(&result.doc) {
                 continue;
             }
-            let DocRef::ShiftLog(shift) = result.doc;
+            let DocRef::ShiftLog(shift) = result.doc else {
+                continue;
+            };
             let Some(&(row_id, before)) = prepared.delivered.get(&shift) else {
                 continue;
             };
@@ -765,6 +793,7 @@ impl DeviceStore {
             }
         }
         let now = self.clock.now();
+        let config_version = collab::apply_response(&tx, self.device, response, now.wall_ms)?;
         let server = Hlc {
             wall_ms: response.server_time_ms.max(0) as u64,
             counter: 0,
@@ -787,6 +816,9 @@ impl DeviceStore {
         )?;
         tx.commit()?;
         self.hlc = hlc;
+        if let Some(v) = config_version {
+            self.config_version = self.config_version.max(v);
+        }
         report.pending_events = self.status()?.pending_events;
         // A rejected log will be rejected again; only missing history warrants a new round.
         report.needs_another_round &= report.pending_events > 0;
@@ -836,10 +868,11 @@ fn write_event(
     id: EventId,
     record: &EventRecord,
     change: &LocalChange,
+    incident: Option<&collab::NewIncident>,
 ) -> Result<i64> {
     let ends_shift = matches!(record.body, EventBody::ShiftEnded { .. });
     let panic = matches!(record.body, EventBody::Panic { .. });
-    if new_shift.is_none() && !ends_shift && !panic {
+    if new_shift.is_none() && !ends_shift && !panic && incident.is_none() {
         // One statement commits atomically on its own: no BEGIN/COMMIT round on the hot path.
         insert_event(conn, open.row_id, id, record, change)?;
         return Ok(open.row_id);
@@ -875,6 +908,13 @@ fn write_event(
             "UPDATE sync_state SET urgent_seq = ?1",
             [to_i64(record.seq)],
         )?;
+        tx.execute(
+            "INSERT INTO alarms (event_id, seq) VALUES (?1, ?2)",
+            params![id.0.as_bytes().as_slice(), to_i64(record.seq)],
+        )?;
+    }
+    if let Some(incident) = incident {
+        collab::insert_incident(&tx, incident, record.time.wall_ms)?;
     }
     tx.commit()?;
     Ok(row_id)

@@ -5,12 +5,20 @@
 use std::collections::HashMap;
 
 use automerge::Automerge;
-use patrol_core::merge::{Owner, ingest_shift_log};
-use patrol_core::protocol::{DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse, to_wire};
-use patrol_core::{
-    CheckpointId, EventBody, EventId, GuardId, Location, Scan, ScanMethod, ShiftId, SiteId,
+use patrol_core::incident::{IncidentAction, IncidentDoc, IncidentStatus, Party};
+use patrol_core::merge::{Owner, ingest_incident, ingest_shift_log};
+use patrol_core::protocol::{
+    AlarmAck, ConfigUpdate, DocOutcome, DocPush, DocRef, DocResult, IncidentUpdate, SyncRequest,
+    SyncResponse, from_wire, to_wire,
 };
-use patrol_mobile::{DeviceStore, Error, RecordOptions};
+use patrol_core::siteconfig::{
+    Checkpoint, CheckpointState, ScanFlag, SiteConfig, Tour, UNKNOWN_CHECKPOINT, Window,
+};
+use patrol_core::{
+    CheckpointId, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
+    Location, Scan, ScanMethod, Severity, ShiftId, SiteId,
+};
+use patrol_mobile::{AlarmState, DeviceStore, Error, RecordOptions};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -42,15 +50,62 @@ fn scan(cp: &str) -> Scan {
 struct Server {
     chunks: HashMap<ShiftId, Vec<u8>>,
     events: Vec<EventId>,
+    incidents: HashMap<IncidentId, IncidentDoc>,
+    config: Option<SiteConfig>,
+    acks: HashMap<EventId, String>,
 }
 
 impl Server {
+    /// The control room's side of an incident: its copy, as the server holds it.
+    fn incident(&mut self, id: IncidentId) -> &mut IncidentDoc {
+        self.incidents
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("the server has no incident {id}"))
+    }
+
+    fn answer_incident(&mut self, req: &SyncRequest, id: IncidentId, push: &DocPush) -> DocResult {
+        let doc = self.incidents.entry(id).or_insert_with(|| {
+            IncidentDoc::load(id, &[], automerge::ActorId::random())
+                .unwrap_or_else(|e| panic!("{e}"))
+        });
+        let outcome = match ingest_incident(doc, &req.site, req.device, &push.changes) {
+            Ok(ing) => DocOutcome::Accepted {
+                heads: to_wire(&doc.heads()),
+                new_events: 0,
+                missing_deps: ing.missing_deps,
+            },
+            Err(r) => DocOutcome::Rejected {
+                code: r.code,
+                message: r.message,
+            },
+        };
+        DocResult {
+            doc: push.doc,
+            outcome,
+        }
+    }
+
     fn answer(&mut self, req: &SyncRequest) -> SyncResponse {
+        let mut incidents = Vec::new();
         let docs = req
             .docs
             .iter()
             .map(|push| {
-                let DocRef::ShiftLog(shift) = push.doc;
+                let shift = match push.doc {
+                    DocRef::ShiftLog(shift) => shift,
+                    DocRef::Incident(id) => {
+                        let result = self.answer_incident(req, id, push);
+                        if matches!(result.outcome, DocOutcome::Accepted { .. }) {
+                            let doc = self.incident(id);
+                            incidents.push(IncidentUpdate {
+                                incident: id,
+                                heads: to_wire(&doc.heads()),
+                                changes: doc.changes_since(&from_wire(&push.have)),
+                            });
+                        }
+                        return result;
+                    }
+                };
                 let stored = self.chunks.entry(shift).or_default();
                 let mut doc = Automerge::load(stored).unwrap_or_else(|e| panic!("{e}"));
                 let owner = Owner {
@@ -84,6 +139,26 @@ impl Server {
         SyncResponse {
             server_time_ms: 1_800_000_000_000,
             docs,
+            config: self
+                .config
+                .as_ref()
+                .filter(|c| c.version > req.config_version)
+                .map(|c| ConfigUpdate {
+                    version: c.version,
+                    config: c.encode().unwrap_or_else(|e| panic!("{e}")),
+                }),
+            incidents,
+            alarm_acks: req
+                .awaiting_ack
+                .iter()
+                .filter_map(|id| {
+                    self.acks.get(id).map(|by| AlarmAck {
+                        event: *id,
+                        by: by.clone(),
+                        at_ms: 1_800_000_000_000,
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -424,5 +499,182 @@ fn failed_syncs_back_off_and_a_pending_panic_makes_sync_due_at_once() -> TestRes
     assert!(!status.urgent);
     assert_eq!(status.consecutive_failures, 0);
     assert!(!store.sync_due()?, "nothing pending");
+    Ok(())
+}
+
+fn sync_once(store: &mut DeviceStore, server: &mut Server) -> Result<(), patrol_mobile::Error> {
+    let prepared = store.prepare_sync()?;
+    let response = server.answer(&prepared.request);
+    store.complete_sync(prepared, &response)?;
+    Ok(())
+}
+
+#[test]
+fn incident_edits_on_the_phone_and_in_the_control_room_both_survive() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    store.start_shift(guard())?;
+    let id = store.report_incident(
+        IncidentReport {
+            incident: IncidentId::generate(),
+            category: IncidentCategory::Theft,
+            severity: Severity::Medium,
+            description: "bike taken from level -2".into(),
+            location: None,
+        },
+        Vec::new(),
+        RecordOptions::default(),
+    )?;
+    let local = store.incident(id)?.ok_or("no incident")?;
+    assert!(local.pending);
+    assert_eq!(local.state.status, IncidentStatus::Open);
+    sync_once(&mut store, &mut server)?;
+    assert!(!store.incident(id)?.ok_or("no incident")?.pending);
+
+    // Offline on the phone: a note and a raised severity. In the control room meanwhile: an
+    // acknowledgement and a note.
+    store.act_on_incident(id, IncidentAction::AddNote("lock was cut".into()))?;
+    store.act_on_incident(id, IncidentAction::SetSeverity(Severity::High))?;
+    let operator = Party::Operator {
+        user: "anna".into(),
+    };
+    let doc = server.incident(id);
+    doc.act(
+        IncidentAction::Acknowledge,
+        operator.clone(),
+        patrol_core::Hlc::default(),
+        1,
+    )?;
+    doc.act(
+        IncidentAction::AddNote("checking the cameras".into()),
+        operator,
+        patrol_core::Hlc::default(),
+        2,
+    )?;
+    sync_once(&mut store, &mut server)?;
+    let phone = store.incident(id)?.ok_or("no incident")?;
+    let room = server.incident(id).state()?;
+    assert_eq!(phone.state, room);
+    assert!(!phone.pending);
+    assert_eq!(room.status, IncidentStatus::Acknowledged);
+    assert_eq!(room.severity, Some(Severity::High));
+    let notes: Vec<&str> = room.notes.iter().map(|n| n.text.as_str()).collect();
+    assert!(notes.contains(&"lock was cut") && notes.contains(&"checking the cameras"));
+    // Reopened, the store still holds it.
+    drop(store);
+    let store = DeviceStore::open(dir.path().join("p.db"))?;
+    assert_eq!(store.incidents()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    store.start_shift(guard())?;
+    assert!(matches!(
+        store.tour_progress("night", 0),
+        Err(Error::NoSiteConfig)
+    ));
+    let cp = |id: &str| -> Result<Checkpoint, Box<dyn std::error::Error>> {
+        Ok(Checkpoint {
+            id: CheckpointId::new(id)?,
+            name: id.into(),
+            tags: vec![format!("tag-{id}")],
+            location: None,
+            radius_m: None,
+        })
+    };
+    server.config = Some(SiteConfig {
+        site: site(),
+        version: 3,
+        checkpoints: vec![cp("cp-1")?, cp("cp-2")?],
+        tours: vec![Tour {
+            id: "night".into(),
+            name: "Night round".into(),
+            checkpoints: vec![CheckpointId::new("cp-1")?, CheckpointId::new("cp-2")?],
+            windows: vec![Window {
+                start_ms: 1_000,
+                end_ms: 10_000,
+            }],
+            grace_min: 0,
+        }],
+        post_orders: Vec::new(),
+    });
+    sync_once(&mut store, &mut server)?;
+    assert_eq!(store.site_config()?.map(|c| c.version), Some(3));
+
+    // A known tag resolves to its checkpoint; an unknown one is recorded and flagged.
+    assert_eq!(store.checkpoint_for_tag("tag-cp-1")?.as_str(), "cp-1");
+    let unknown = store.checkpoint_for_tag("tag-nobody")?;
+    assert_eq!(unknown.as_str(), UNKNOWN_CHECKPOINT);
+    let stray = Scan {
+        checkpoint: unknown,
+        method: ScanMethod::Nfc {
+            tag: "tag-nobody".into(),
+        },
+        location: None,
+        note: None,
+    };
+    assert!(
+        store
+            .scan_flags(&stray)?
+            .contains(&ScanFlag::UnknownCheckpoint)
+    );
+    store.scan(stray, RecordOptions::default())?;
+    store.scan(
+        scan("cp-1"),
+        RecordOptions {
+            event_id: None,
+            wall_ms: Some(5_000),
+        },
+    )?;
+    let progress = store.tour_progress("night", 6_000)?;
+    let states: Vec<CheckpointState> = progress[0].checkpoints.iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        states,
+        [CheckpointState::Done { at_ms: 5_000 }, CheckpointState::Due]
+    );
+    let later = store.tour_progress("night", 20_000)?;
+    assert_eq!(later[0].checkpoints[1].1, CheckpointState::Missed);
+    // The config is not sent again once the phone has it.
+    let prepared = store.prepare_sync()?;
+    assert_eq!(prepared.request.config_version, 3);
+    assert!(server.answer(&prepared.request).config.is_none());
+    Ok(())
+}
+
+#[test]
+fn a_panic_is_queued_then_delivered_then_acknowledged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    store.start_shift(guard())?;
+    let id = store.record(
+        patrol_core::EventBody::Panic { location: None },
+        RecordOptions::default(),
+    )?;
+    let state = |s: &DeviceStore| -> Result<AlarmState, patrol_mobile::Error> {
+        s.alarms()?
+            .first()
+            .map(|a| a.state.clone())
+            .ok_or_else(|| patrol_mobile::Error::Corrupt("no alarm".into()))
+    };
+    assert_eq!(state(&store)?, AlarmState::Queued);
+    sync_once(&mut store, &mut server)?;
+    assert_eq!(state(&store)?, AlarmState::Delivered);
+    server.acks.insert(id, "op-anna".into());
+    sync_once(&mut store, &mut server)?;
+    assert_eq!(
+        state(&store)?,
+        AlarmState::Acknowledged {
+            by: "op-anna".into(),
+            at_ms: 1_800_000_000_000
+        }
+    );
+    // Once acknowledged, the phone stops asking.
+    assert!(store.prepare_sync()?.request.awaiting_ack.is_empty());
     Ok(())
 }

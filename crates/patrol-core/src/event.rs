@@ -191,6 +191,26 @@ fn parse_name<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Writes the snake_case name a value has in JSON.
+fn write_name<T: Serialize>(v: &T, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => f.write_str(&s),
+        _ => Err(std::fmt::Error),
+    }
+}
+
+impl std::fmt::Display for IncidentCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_name(self, f)
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_name(self, f)
+    }
+}
+
 impl std::str::FromStr for IncidentCategory {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -455,6 +455,47 @@ impl IncidentDoc {
         })
     }
 
+    /// Whether the replica holds no entry yet (a server's copy of an incident it never saw).
+    pub fn is_empty(&self) -> bool {
+        self.doc.map_range(ROOT, ..).next().is_none()
+    }
+
+    pub(crate) fn has_change(&mut self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_meta_by_hash(hash).is_some()
+    }
+
+    pub(crate) fn apply(
+        &mut self,
+        changes: Vec<automerge::Change>,
+    ) -> Result<(), automerge::AutomergeError> {
+        self.doc.apply_changes(changes)
+    }
+
+    /// Of `hashes`, those this replica holds.
+    pub fn known(&mut self, hashes: &[ChangeHash]) -> Vec<ChangeHash> {
+        hashes
+            .iter()
+            .copied()
+            .filter(|h| self.doc.get_change_meta_by_hash(h).is_some())
+            .collect()
+    }
+
+    /// The changes not covered by `heads`, as an automerge bundle (empty if none): what a device
+    /// pushes of an incident.
+    pub fn bundle_since(&mut self, heads: &[ChangeHash]) -> Result<Vec<u8>, LogError> {
+        let heads = self.known(heads);
+        let pending: Vec<ChangeHash> = self
+            .doc
+            .get_changes(&heads)
+            .iter()
+            .map(|c| c.hash())
+            .collect();
+        if pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.doc.bundle(pending)?.bytes().to_vec())
+    }
+
     /// Merges changes received from elsewhere (bytes of changes, a save, or a bundle).
     pub fn merge(&mut self, bytes: &[u8]) -> Result<(), LogError> {
         self.doc.load_incremental(bytes)?;
@@ -465,9 +506,11 @@ impl IncidentDoc {
         self.doc.get_heads()
     }
 
-    /// The changes `other_heads` does not cover, as raw change bytes.
+    /// The changes `other_heads` does not cover, as raw change bytes (heads this replica does
+    /// not know are ignored).
     pub fn changes_since(&mut self, other_heads: &[ChangeHash]) -> Vec<u8> {
-        self.doc.save_after(other_heads)
+        let heads = self.known(other_heads);
+        self.doc.save_after(&heads)
     }
 
     pub fn save(&mut self) -> Vec<u8> {
@@ -717,5 +760,82 @@ mod tests {
         let backward = IncidentState::fold(id, entries.iter().rev().map(|(k, e)| (k.as_str(), e)));
         assert_eq!(forward, backward);
         assert_eq!((forward.round, forward.status), (1, IncidentStatus::Open));
+    }
+
+    #[test]
+    fn the_server_takes_a_devices_incident_pushes_and_refuses_forged_ones()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use crate::merge::{ingest_incident, plan_incident_push};
+        use crate::protocol::RejectCode;
+        let site = SiteId::new("site-1")?;
+        let device = DeviceId::generate();
+        let id = IncidentId::generate();
+        let (mut phone, _) = IncidentDoc::create(id, device.actor_id(), report(device))?;
+        phone.act(
+            IncidentAction::AddNote("door forced".into()),
+            guard_party(device),
+            at(1_100),
+            1_100,
+        )?;
+        // The server's copy starts empty; a push without the report is refused.
+        let mut server = IncidentDoc::load(id, &[], automerge::ActorId::random())?;
+        let push = plan_incident_push(&mut phone, &[])?;
+        let ingested = ingest_incident(&mut server, &site, device, &push.changes)
+            .map_err(|r| r.to_string())?;
+        assert_eq!(ingested.new_entries, 2);
+        assert!(!ingested.missing_deps);
+        assert_eq!(server.state()?, phone.state()?);
+        // The same push again adds nothing.
+        let again = ingest_incident(&mut server, &site, device, &push.changes)
+            .map_err(|r| r.to_string())?;
+        assert_eq!(again.new_entries, 0);
+
+        // The control room acts while the phone adds a note offline; both survive.
+        server.act(IncidentAction::Acknowledge, operator(), at(1_200), 1_200)?;
+        let synced = server.heads();
+        let down = server.changes_since(&phone.heads());
+        phone.merge(&down)?;
+        phone.act(
+            IncidentAction::AddNote("police called".into()),
+            guard_party(device),
+            at(1_300),
+            1_300,
+        )?;
+        server.act(
+            IncidentAction::AddNote("sending a second guard".into()),
+            operator(),
+            at(1_310),
+            1_310,
+        )?;
+        let push = plan_incident_push(&mut phone, &synced)?;
+        let ingested = ingest_incident(&mut server, &site, device, &push.changes)
+            .map_err(|r| r.to_string())?;
+        assert_eq!(ingested.new_entries, 1);
+        let phone_heads = phone.heads();
+        phone.merge(&server.changes_since(&phone_heads))?;
+        let state = server.state()?;
+        assert_eq!(state, phone.state()?);
+        assert_eq!(state.status, IncidentStatus::Acknowledged);
+        assert_eq!(state.notes.len(), 3);
+
+        // Another device may not push changes made by this device's actor, nor write as an
+        // operator, nor report for another site.
+        let other = DeviceId::generate();
+        let forged = plan_incident_push(&mut phone, &[])?;
+        let mut fresh = IncidentDoc::load(id, &[], automerge::ActorId::random())?;
+        let refused = ingest_incident(&mut fresh, &site, other, &forged.changes);
+        assert!(matches!(refused, Err(r) if r.code == RejectCode::ForeignActor));
+        assert!(fresh.is_empty());
+        let (mut posing, _) = IncidentDoc::create(id, other.actor_id(), report(device))?;
+        let push = plan_incident_push(&mut posing, &[])?;
+        let refused = ingest_incident(&mut fresh, &site, other, &push.changes);
+        assert!(matches!(refused, Err(r) if r.code == RejectCode::WrongAuthor));
+        let refused = ingest_incident(&mut fresh, &SiteId::new("site-2")?, device, &{
+            let (mut d, _) = IncidentDoc::create(id, device.actor_id(), report(device))?;
+            plan_incident_push(&mut d, &[])?.changes
+        });
+        assert!(matches!(refused, Err(r) if r.code == RejectCode::WrongAuthor));
+        assert!(fresh.is_empty());
+        Ok(())
     }
 }

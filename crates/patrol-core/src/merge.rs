@@ -12,6 +12,7 @@ use thiserror::Error;
 use crate::error::LogError;
 use crate::event::EventRecord;
 use crate::ids::{DeviceId, EventId, ShiftId, SiteId};
+use crate::incident::{Entry, IncidentDoc, Party, Stamped};
 use crate::protocol::{DocPush, DocRef, RejectCode, from_wire, to_wire};
 use crate::shiftlog::{META_KEY, ShiftLog, ShiftMeta, read_meta};
 
@@ -272,4 +273,158 @@ pub fn ingest_shift_log(
         heads: doc.get_heads(),
         missing_deps,
     })
+}
+
+/// The device side: the push for one incident, given the server heads it last merged.
+pub fn plan_incident_push(
+    doc: &mut IncidentDoc,
+    synced: &[ChangeHash],
+) -> Result<DocPush, LogError> {
+    let have = doc.known(synced);
+    let changes = doc.bundle_since(&have)?;
+    Ok(DocPush {
+        doc: DocRef::Incident(doc.id()),
+        have: to_wire(&have),
+        changes,
+        events: 0,
+    })
+}
+
+/// The result of merging a device's incident push into the server's copy.
+#[derive(Debug)]
+pub struct IncidentIngested {
+    /// Entries new to the server's copy.
+    pub new_entries: usize,
+    /// Some pushed changes depend on changes the server does not have; they were not applied.
+    pub missing_deps: bool,
+}
+
+/// Checks one change of an incident pushed by `device`: made by the device's actor, only new
+/// root keys holding valid entries written by that device as a guard; a report only for `site`
+/// and only as the incident's first entry. Returns how many entries it adds.
+fn check_incident_change(
+    change: &Change,
+    site: &SiteId,
+    device: DeviceId,
+    first: bool,
+) -> Result<usize, Rejection> {
+    let hash = change.hash();
+    if change.actor_id() != &device.actor_id() {
+        return Err(reject(
+            RejectCode::ForeignActor,
+            format!("change {hash} was not made by the sending device"),
+        ));
+    }
+    let expanded = catch_unwind(AssertUnwindSafe(|| change.decode())).map_err(|_| {
+        reject(
+            RejectCode::Malformed,
+            format!("change {hash} does not decode"),
+        )
+    })?;
+    for op in &expanded.operations {
+        if !op.pred.is_empty() || matches!(op.action, OpType::Delete) {
+            return Err(reject(
+                RejectCode::ImmutableEvent,
+                format!("change {hash} overwrites or deletes an incident entry"),
+            ));
+        }
+        let (ObjectId::Root, Key::Map(key), OpType::Put(ScalarValue::Bytes(value)), false) =
+            (&op.obj, &op.key, &op.action, op.insert)
+        else {
+            return Err(reject(
+                RejectCode::UnexpectedOperation,
+                format!("change {hash} holds an operation an incident never contains"),
+            ));
+        };
+        if key.parse::<uuid::Uuid>().is_err() {
+            return Err(reject(
+                RejectCode::UnexpectedOperation,
+                format!("key {key:?} is not an entry id"),
+            ));
+        }
+        let entry = Stamped::decode(value)
+            .map_err(|e| reject(RejectCode::Malformed, format!("entry {key}: {e}")))?;
+        entry
+            .validate()
+            .map_err(|e| reject(RejectCode::Malformed, format!("entry {key}: {e}")))?;
+        match &entry.by {
+            Party::Guard { device: d, .. } if *d == device => {}
+            _ => {
+                return Err(reject(
+                    RejectCode::WrongAuthor,
+                    format!("entry {key} is not written by the sending device"),
+                ));
+            }
+        }
+        if let Entry::Reported { site: s, .. } = &entry.entry {
+            if s != site {
+                return Err(reject(
+                    RejectCode::WrongAuthor,
+                    format!("entry {key} reports an incident of site {s}, not {site}"),
+                ));
+            }
+            if !first {
+                return Err(reject(
+                    RejectCode::ImmutableEvent,
+                    format!("entry {key} reports an incident that is already reported"),
+                ));
+            }
+        }
+    }
+    Ok(expanded.operations.len())
+}
+
+/// The server side of an incident push: checks every change the server does not hold yet, then
+/// applies them. A rejection leaves `doc` untouched. An incident the server has never seen must
+/// arrive with its report.
+pub fn ingest_incident(
+    doc: &mut IncidentDoc,
+    site: &SiteId,
+    device: DeviceId,
+    bundle: &[u8],
+) -> Result<IncidentIngested, Rejection> {
+    let changes = parse_bundle(bundle)?;
+    let mut fresh = Vec::new();
+    let mut new_entries = 0;
+    // The report must be the first change of a new incident: in a bundle, changes come in
+    // dependency order, so it is the first fresh one.
+    let mut first = doc.is_empty();
+    for change in changes {
+        if doc.has_change(&change.hash()) {
+            continue;
+        }
+        new_entries += check_incident_change(&change, site, device, first)?;
+        if first && !is_report(&change) {
+            return Err(reject(
+                RejectCode::MissingMeta,
+                format!(
+                    "incident {} is unknown here and the push has no report",
+                    doc.id()
+                ),
+            ));
+        }
+        first = false;
+        fresh.push(change);
+    }
+    let hashes: Vec<ChangeHash> = fresh.iter().map(Change::hash).collect();
+    doc.apply(fresh)
+        .map_err(|e| reject(RejectCode::Malformed, format!("changes do not apply: {e}")))?;
+    let missing_deps = hashes.iter().any(|h| !doc.has_change(h));
+    Ok(IncidentIngested {
+        new_entries,
+        missing_deps,
+    })
+}
+
+fn is_report(change: &Change) -> bool {
+    catch_unwind(AssertUnwindSafe(|| change.decode()))
+        .ok()
+        .is_some_and(|expanded| {
+            expanded.operations.iter().any(|op| match &op.action {
+                OpType::Put(ScalarValue::Bytes(value)) => {
+                    Stamped::decode(value).is_ok_and(|e| matches!(e.entry, Entry::Reported { .. }))
+                }
+                _ => false,
+            })
+        })
 }

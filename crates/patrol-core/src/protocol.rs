@@ -4,18 +4,25 @@
 //! changes since then (an automerge bundle); the server answers, per document, with its heads or
 //! a rejection. Every message is `MAGIC`, a version byte, then postcard. Sending the same request
 //! twice changes nothing: changes are content-addressed and events are keyed by id.
+//!
+//! The same exchange carries what flows the other way: the site configuration when the server
+//! has a newer version than the device, the incidents the device's guard takes part in (both
+//! directions: the device pushes its incident changes like a shift log's, the server answers
+//! with the changes the device lacks), and the control room's acknowledgements of the device's
+//! panic alarms.
 
 use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::hlc::Hlc;
-use crate::ids::{DeviceId, ShiftId, SiteId};
+use crate::ids::{DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
 
 /// First bytes of every sync message.
 pub const MAGIC: &[u8; 4] = b"PTRL";
 /// Current protocol version; the server answers 400 `unsupported_version` to others.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version 2 added incidents, site configuration and alarm acknowledgements.
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Media type of sync messages.
 pub const CONTENT_TYPE: &str = "application/x-patrol-sync";
 
@@ -34,6 +41,8 @@ pub fn from_wire(hashes: &[Hash]) -> Vec<ChangeHash> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DocRef {
     ShiftLog(ShiftId),
+    /// An incident document; its `have` is the server heads the device last merged.
+    Incident(IncidentId),
 }
 
 /// One document's part of a sync request.
@@ -60,6 +69,38 @@ pub struct SyncRequest {
     /// The server subtracts the events of the pushes it accepts to show what is still pending.
     pub pending_events: u64,
     pub docs: Vec<DocPush>,
+    /// The guard on duty (of the open shift), whose assigned incidents the device should get.
+    pub guard: Option<GuardId>,
+    /// The site configuration version the device holds (0: none).
+    pub config_version: u64,
+    /// The device's delivered panic alarms it has not yet seen acknowledged.
+    pub awaiting_ack: Vec<EventId>,
+}
+
+/// A site configuration the device does not have yet: [`crate::siteconfig::SiteConfig`],
+/// encoded with its version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigUpdate {
+    pub version: u64,
+    pub config: Vec<u8>,
+}
+
+/// Incident changes the device lacks, with the server's heads once it merges them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentUpdate {
+    pub incident: IncidentId,
+    pub heads: Vec<Hash>,
+    /// Raw automerge changes, concatenated (empty when the device has them all).
+    pub changes: Vec<u8>,
+}
+
+/// The control room acknowledged one of the device's panic alarms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmAck {
+    pub event: EventId,
+    /// The operator who acknowledged it.
+    pub by: String,
+    pub at_ms: i64,
 }
 
 /// Why the server refused a document. The rest of the batch is unaffected.
@@ -78,6 +119,9 @@ pub enum RejectCode {
     UnexpectedOperation,
     /// The document's first change (its metadata) has not been received.
     MissingMeta,
+    /// An incident change claims to be written by someone other than the sending device, or
+    /// reports an incident for another site.
+    WrongAuthor,
 }
 
 impl RejectCode {
@@ -89,6 +133,7 @@ impl RejectCode {
             RejectCode::ImmutableEvent => "immutable_event",
             RejectCode::UnexpectedOperation => "unexpected_operation",
             RejectCode::MissingMeta => "missing_meta",
+            RejectCode::WrongAuthor => "wrong_author",
         }
     }
 }
@@ -121,6 +166,9 @@ pub struct DocResult {
 pub struct SyncResponse {
     pub server_time_ms: i64,
     pub docs: Vec<DocResult>,
+    pub config: Option<ConfigUpdate>,
+    pub incidents: Vec<IncidentUpdate>,
+    pub alarm_acks: Vec<AlarmAck>,
 }
 
 fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, EncodeError> {
@@ -191,6 +239,9 @@ mod tests {
                 changes: vec![1, 2, 3],
                 events: 1,
             }],
+            guard: Some(GuardId::new("guard-1").unwrap_or_else(|e| panic!("{e}"))),
+            config_version: 4,
+            awaiting_ack: vec![EventId::generate()],
         }
     }
 
@@ -207,6 +258,20 @@ mod tests {
                     message: "x".into(),
                 },
             }],
+            config: Some(ConfigUpdate {
+                version: 5,
+                config: vec![1],
+            }),
+            incidents: vec![IncidentUpdate {
+                incident: IncidentId::generate(),
+                heads: vec![[3; 32]],
+                changes: vec![9, 9],
+            }],
+            alarm_acks: vec![AlarmAck {
+                event: EventId::generate(),
+                by: "op".into(),
+                at_ms: 7,
+            }],
         };
         assert_eq!(SyncResponse::decode(&resp.encode()?)?, resp);
         Ok(())
@@ -221,12 +286,14 @@ mod tests {
             SyncRequest::decode(b"GET / HTTP/1.1"),
             Err(DecodeError::BadMagic)
         );
-        let mut v2 = bytes.clone();
-        v2[4] = 2;
-        assert_eq!(
-            SyncRequest::decode(&v2),
-            Err(DecodeError::UnknownVersion(2))
-        );
+        for version in [1, PROTOCOL_VERSION + 1] {
+            let mut other = bytes.clone();
+            other[4] = version;
+            assert_eq!(
+                SyncRequest::decode(&other),
+                Err(DecodeError::UnknownVersion(version))
+            );
+        }
         for cut in 5..bytes.len() {
             assert!(
                 SyncRequest::decode(&bytes[..cut]).is_err(),

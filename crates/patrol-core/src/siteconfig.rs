@@ -53,6 +53,12 @@ pub struct PostOrder {
     pub text: String,
 }
 
+/// The checkpoint id a scan of a tag no checkpoint has is recorded under (flagged
+/// [`ScanFlag::UnknownCheckpoint`]): a guard's scan is never refused. No checkpoint may use it.
+pub const UNKNOWN_CHECKPOINT: &str = "unknown";
+
+const CONFIG_V1: u8 = 1;
+
 /// A site's configuration at one version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SiteConfig {
@@ -88,6 +94,12 @@ impl SiteConfig {
         let mut ids = std::collections::HashSet::new();
         let mut tags = std::collections::HashMap::new();
         for cp in &self.checkpoints {
+            if cp.id.as_str() == UNKNOWN_CHECKPOINT {
+                return Err(bad(
+                    "checkpoint",
+                    format!("{UNKNOWN_CHECKPOINT:?} is reserved for scans of unknown tags"),
+                ));
+            }
             if !ids.insert(&cp.id) {
                 return Err(bad("checkpoint", format!("{} appears twice", cp.id)));
             }
@@ -164,6 +176,22 @@ impl SiteConfig {
             }
         }
         Ok(())
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>, crate::EncodeError> {
+        crate::codec::encode_versioned(CONFIG_V1, self)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::DecodeError> {
+        crate::codec::decode_versioned(CONFIG_V1, bytes)
+    }
+
+    /// The checkpoint an NFC tag id or QR payload proves, or [`UNKNOWN_CHECKPOINT`].
+    pub fn resolve_tag(&self, tag: &str) -> Result<CheckpointId, ValidationError> {
+        match self.checkpoint_for_tag(tag) {
+            Some(cp) => Ok(cp.id.clone()),
+            None => CheckpointId::new(UNKNOWN_CHECKPOINT),
+        }
     }
 
     pub fn checkpoint(&self, id: &CheckpointId) -> Option<&Checkpoint> {

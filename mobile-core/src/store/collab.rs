@@ -1,0 +1,468 @@
+//! What the phone shares with the control room beyond its own shift logs: the incidents its
+//! guard takes part in (worked together: both sides write, the core's fold decides), the site
+//! configuration (read-only here: scan flags and tour progress offline), and the control room's
+//! acknowledgements of this phone's panic alarms. All of it travels in the same sync exchange
+//! as the shift logs.
+
+use std::collections::HashMap;
+
+use patrol_core::incident::{
+    Entry, IncidentAction, IncidentDoc, IncidentError, IncidentState, Party, Stamped,
+};
+use patrol_core::merge::plan_incident_push;
+use patrol_core::protocol::{DocOutcome, DocPush, DocRef, SyncResponse, from_wire};
+use patrol_core::siteconfig::{
+    ScanFlag, SiteConfig, UNKNOWN_CHECKPOINT, WindowProgress, tour_progress,
+};
+use patrol_core::{
+    CheckpointId, DeviceId, DeviceTime, EventBody, EventId, GuardId, IncidentId, IncidentReport,
+    LogError, Scan, SiteId,
+};
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{DeviceStore, RecordOptions, to_i64};
+use crate::error::{Error, Result};
+
+/// An incident as the phone holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalIncident {
+    pub state: IncidentState,
+    /// Holds changes made here that the server has not acknowledged yet.
+    pub pending: bool,
+    /// Why the server refused this phone's changes to it, if it did.
+    pub rejected: Option<String>,
+}
+
+/// Where a panic alarm stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AlarmState {
+    /// Recorded here, not yet on the server.
+    Queued,
+    /// On the server; nobody in the control room has acknowledged it yet.
+    Delivered,
+    /// Acknowledged by the control room.
+    Acknowledged { by: String, at_ms: i64 },
+}
+
+/// A panic alarm raised on this phone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alarm {
+    pub event: EventId,
+    pub recorded_ms: i64,
+    pub state: AlarmState,
+}
+
+/// A reported incident's first document, made in the same transaction as its event.
+#[derive(Debug)]
+pub(super) struct NewIncident {
+    id: IncidentId,
+    doc: Vec<u8>,
+}
+
+fn guard_party(device: DeviceId, guard: &GuardId) -> Party {
+    Party::Guard {
+        device,
+        guard: guard.clone(),
+    }
+}
+
+fn incident_error(e: IncidentError) -> Error {
+    match e {
+        IncidentError::Log(e) => Error::Log(e),
+        IncidentError::NotAllowed { current, wanted } => {
+            Error::IncidentRule(format!("the incident is {current}; it cannot be {wanted}"))
+        }
+    }
+}
+
+pub(super) fn new_incident(
+    device: DeviceId,
+    site: &SiteId,
+    guard: &GuardId,
+    report: &IncidentReport,
+    time: &DeviceTime,
+) -> Result<NewIncident> {
+    let stamped = Stamped {
+        by: guard_party(device, guard),
+        at: time.hlc,
+        wall_ms: time.wall_ms,
+        entry: Entry::Reported {
+            site: site.clone(),
+            category: report.category,
+            severity: report.severity,
+            description: report.description.clone(),
+            location: report.location,
+        },
+    };
+    let (mut doc, _) =
+        IncidentDoc::create(report.incident, device.actor_id(), stamped).map_err(incident_error)?;
+    Ok(NewIncident {
+        id: report.incident,
+        doc: doc.save(),
+    })
+}
+
+pub(super) fn insert_incident(tx: &Transaction<'_>, new: &NewIncident, now_ms: i64) -> Result<()> {
+    tx.execute(
+        "INSERT INTO incidents (incident_id, doc, synced_heads, pending, updated_ms)
+         VALUES (?1, ?2, x'', 1, ?3)",
+        params![new.id.to_string(), new.doc, now_ms],
+    )?;
+    Ok(())
+}
+
+fn heads_blob(heads: &[patrol_core::ChangeHash]) -> Vec<u8> {
+    patrol_core::codec::heads_to_blob(heads)
+}
+
+fn heads_of(blob: &[u8]) -> Result<Vec<patrol_core::ChangeHash>> {
+    patrol_core::codec::heads_from_blob(blob)
+        .map_err(|e| Error::Corrupt(format!("incident heads: {e}")))
+}
+
+impl DeviceStore {
+    fn load_incident(&self, id: IncidentId) -> Result<Option<(IncidentDoc, Vec<u8>, bool)>> {
+        let row: Option<(Vec<u8>, Vec<u8>, bool)> = self
+            .conn
+            .query_row(
+                "SELECT doc, synced_heads, pending FROM incidents WHERE incident_id = ?1",
+                [id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((doc, synced, pending)) => Ok(Some((
+                IncidentDoc::load(id, &doc, self.device.actor_id())?,
+                synced,
+                pending,
+            ))),
+        }
+    }
+
+    /// Reports an incident: records the `incident_reported` event and creates the incident's
+    /// document, in one transaction; then attaches each attachment. Returns the incident's id.
+    pub fn report_incident(
+        &mut self,
+        report: IncidentReport,
+        attachments: Vec<patrol_core::incident::Attachment>,
+        options: RecordOptions,
+    ) -> Result<IncidentId> {
+        let id = report.incident;
+        self.record(EventBody::IncidentReported(report), options)?;
+        for attachment in attachments {
+            self.act_on_incident(id, IncidentAction::Attach(attachment))?;
+        }
+        Ok(id)
+    }
+
+    /// Acts on an incident this phone holds (a note, a new severity, an attachment, a status
+    /// change), as the guard on duty. Durable when this returns; sent at the next sync.
+    pub fn act_on_incident(
+        &mut self,
+        id: IncidentId,
+        action: IncidentAction,
+    ) -> Result<LocalIncident> {
+        let guard = self
+            .current_shift()
+            .map(|s| s.guard.clone())
+            .ok_or(Error::NoOpenShift)?;
+        let Some((mut doc, _, _)) = self.load_incident(id)? else {
+            return Err(Error::UnknownIncident(id));
+        };
+        let now = self.clock.now();
+        let hlc = self.hlc.tick(now.wall_ms.max(0) as u64);
+        doc.act(action, guard_party(self.device, &guard), hlc, now.wall_ms)
+            .map_err(incident_error)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE incidents SET doc = ?2, pending = 1, updated_ms = ?3 WHERE incident_id = ?1",
+            params![id.to_string(), doc.save(), now.wall_ms],
+        )?;
+        // The clock never runs backwards across a restart, whatever is recorded next.
+        tx.execute(
+            "UPDATE device SET hlc_wall = ?1, hlc_counter = ?2",
+            params![to_i64(hlc.wall_ms), hlc.counter],
+        )?;
+        tx.commit()?;
+        self.hlc = hlc;
+        self.incident(id)?.ok_or(Error::UnknownIncident(id))
+    }
+
+    /// One incident as this phone knows it.
+    pub fn incident(&self, id: IncidentId) -> Result<Option<LocalIncident>> {
+        let reject: Option<Option<String>> = self
+            .conn
+            .query_row(
+                "SELECT reject_message FROM incidents WHERE incident_id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(rejected) = reject else {
+            return Ok(None);
+        };
+        let Some((doc, _, pending)) = self.load_incident(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(LocalIncident {
+            state: doc.state()?,
+            pending,
+            rejected,
+        }))
+    }
+
+    /// Every incident this phone holds, most recently changed first.
+    pub fn incidents(&self) -> Result<Vec<LocalIncident>> {
+        let ids: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT incident_id FROM incidents ORDER BY updated_ms DESC")?;
+            stmt.query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id: IncidentId = super::parse(&id, "incident id")?;
+            if let Some(incident) = self.incident(id)? {
+                out.push(incident);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The site configuration the server last sent, if any.
+    pub fn site_config(&self) -> Result<Option<SiteConfig>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT config FROM site_config WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        bytes
+            .map(|b| {
+                SiteConfig::decode(&b)
+                    .map_err(|e| Error::Corrupt(format!("stored site configuration: {e}")))
+            })
+            .transpose()
+    }
+
+    /// What looks wrong about a scan under the site configuration held. Before the first
+    /// configuration arrives only a scan of an unknown tag is flagged.
+    pub fn scan_flags(&self, scan: &Scan) -> Result<Vec<ScanFlag>> {
+        Ok(match self.site_config()? {
+            Some(config) => config.flags(scan),
+            None if scan.checkpoint.as_str() == UNKNOWN_CHECKPOINT => {
+                vec![ScanFlag::UnknownCheckpoint]
+            }
+            None => Vec::new(),
+        })
+    }
+
+    /// The checkpoint an NFC tag id or QR payload proves under the configuration held; a tag
+    /// nobody knows (or no configuration yet) gives the reserved unknown checkpoint, so the scan
+    /// is still recorded, and flagged.
+    pub fn checkpoint_for_tag(&self, tag: &str) -> Result<CheckpointId> {
+        let config = self
+            .site_config()?
+            .unwrap_or_else(|| SiteConfig::empty(self.site.clone()));
+        Ok(config.resolve_tag(tag)?)
+    }
+
+    /// How far each window of a tour has come at `now_ms`, from this phone's own scans and the
+    /// configuration it holds: works offline.
+    pub fn tour_progress(&self, tour: &str, now_ms: i64) -> Result<Vec<WindowProgress>> {
+        let config = self.site_config()?.ok_or(Error::NoSiteConfig)?;
+        let tour = config
+            .tours
+            .iter()
+            .find(|t| t.id == tour)
+            .ok_or_else(|| Error::UnknownTour(tour.to_owned()))?;
+        let scans: Vec<(CheckpointId, i64)> = self
+            .events(None)?
+            .into_iter()
+            .filter_map(|e| match e.event.record.body {
+                EventBody::CheckpointScanned(scan) => {
+                    Some((scan.checkpoint, e.event.record.time.wall_ms))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(tour_progress(tour, &scans, now_ms))
+    }
+
+    /// Every panic alarm raised on this phone, newest first, with its state.
+    pub fn alarms(&self) -> Result<Vec<Alarm>> {
+        // Event id, sequence number, acknowledged by, acknowledged at.
+        type Row = (Vec<u8>, i64, Option<String>, Option<i64>);
+        let rows: Vec<Row> = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT event_id, seq, acked_by, acked_at_ms FROM alarms ORDER BY seq DESC",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, _, by, at) in rows {
+            let event = EventId(
+                uuid::Uuid::from_slice(&id)
+                    .map_err(|_| Error::Corrupt("stored alarm id is not a UUID".into()))?,
+            );
+            let Some(local) = self.event(event)? else {
+                return Err(Error::Corrupt(format!("alarm {event} has no event")));
+            };
+            let state = match (by, at) {
+                (Some(by), Some(at_ms)) => AlarmState::Acknowledged { by, at_ms },
+                _ if local.delivered => AlarmState::Delivered,
+                _ => AlarmState::Queued,
+            };
+            out.push(Alarm {
+                event,
+                recorded_ms: local.event.record.time.wall_ms,
+                state,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Pushes for the incidents to sync: those with changes to send and those still open
+    /// (an empty push asks the server for what the phone lacks).
+    pub(super) fn incident_pushes(&self) -> Result<Vec<DocPush>> {
+        let rows: Vec<(String, Vec<u8>, bool)> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT incident_id, synced_heads, pending FROM incidents")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?
+        };
+        let mut out = Vec::new();
+        for (id, synced, pending) in rows {
+            let id: IncidentId = super::parse(&id, "incident id")?;
+            let Some((mut doc, _, _)) = self.load_incident(id)? else {
+                continue;
+            };
+            if !pending && doc.state()?.status == patrol_core::incident::IncidentStatus::Closed {
+                continue;
+            }
+            out.push(plan_incident_push(&mut doc, &heads_of(&synced)?)?);
+        }
+        Ok(out)
+    }
+
+    /// Alarms not yet seen acknowledged.
+    pub(super) fn awaiting_ack(&self) -> Result<Vec<EventId>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT event_id FROM alarms WHERE acked_by IS NULL")?;
+        let ids: Vec<Vec<u8>> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.iter()
+            .map(|b| {
+                uuid::Uuid::from_slice(b)
+                    .map(EventId)
+                    .map_err(|_| Error::Corrupt("stored alarm id is not a UUID".into()))
+            })
+            .collect()
+    }
+}
+
+/// Applies what the server's answer says about incidents, the configuration and alarms, inside
+/// the sync's transaction. Returns the new configuration version, if one arrived.
+pub(super) fn apply_response(
+    tx: &Transaction<'_>,
+    device: DeviceId,
+    response: &SyncResponse,
+    now_ms: i64,
+) -> Result<Option<u64>> {
+    let mut rejected: HashMap<IncidentId, (&str, &str)> = HashMap::new();
+    for result in &response.docs {
+        if let (DocRef::Incident(id), DocOutcome::Rejected { code, message }) =
+            (&result.doc, &result.outcome)
+        {
+            rejected.insert(*id, (code.as_str(), message.as_str()));
+        }
+    }
+    for (id, (code, message)) in &rejected {
+        tx.execute(
+            "UPDATE incidents SET reject_code = ?2, reject_message = ?3 WHERE incident_id = ?1",
+            params![id.to_string(), code, message],
+        )?;
+    }
+    for update in &response.incidents {
+        if rejected.contains_key(&update.incident) {
+            continue;
+        }
+        let key = update.incident.to_string();
+        let stored: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT doc FROM incidents WHERE incident_id = ?1",
+                [&key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let mut doc = match &stored {
+            Some(bytes) => IncidentDoc::load(update.incident, bytes, device.actor_id())?,
+            None => IncidentDoc::load(update.incident, &[], device.actor_id())?,
+        };
+        if !update.changes.is_empty() {
+            doc.merge(&update.changes).map_err(|e| match e {
+                LogError::Automerge(e) => {
+                    Error::BadResponse(format!("incident {key}: changes do not load: {e}"))
+                }
+                other => Error::Log(other),
+            })?;
+        }
+        let server_heads = from_wire(&update.heads);
+        if doc.known(&server_heads).len() != server_heads.len() {
+            return Err(Error::BadResponse(format!(
+                "incident {key}: the server's heads are not in the changes it sent"
+            )));
+        }
+        // Pending while this phone holds changes beyond the server's heads (made during the
+        // exchange, or refused for missing history).
+        let mut local = doc.heads();
+        local.sort();
+        let mut server = server_heads.clone();
+        server.sort();
+        let pending = local != server;
+        let saved = doc.save();
+        tx.execute(
+            "INSERT INTO incidents (incident_id, doc, synced_heads, pending, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (incident_id) DO UPDATE SET doc = ?2, synced_heads = ?3, pending = ?4,
+                 updated_ms = CASE WHEN doc = ?2 THEN updated_ms ELSE ?5 END,
+                 reject_code = NULL, reject_message = NULL",
+            params![key, saved, heads_blob(&server_heads), pending, now_ms],
+        )?;
+    }
+    for ack in &response.alarm_acks {
+        tx.execute(
+            "UPDATE alarms SET acked_by = ?2, acked_at_ms = ?3
+             WHERE event_id = ?1 AND acked_by IS NULL",
+            params![ack.event.0.as_bytes().as_slice(), ack.by, ack.at_ms],
+        )?;
+    }
+    let Some(update) = &response.config else {
+        return Ok(None);
+    };
+    let config = SiteConfig::decode(&update.config)
+        .map_err(|e| Error::BadResponse(format!("site configuration: {e}")))?;
+    if config.version != update.version {
+        return Err(Error::BadResponse(format!(
+            "site configuration says version {}, the answer {}",
+            config.version, update.version
+        )));
+    }
+    tx.execute(
+        "INSERT INTO site_config (id, version, config, received_ms) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET version = ?1, config = ?2, received_ms = ?3
+         WHERE excluded.version > site_config.version",
+        params![to_i64(update.version), update.config, now_ms],
+    )?;
+    tx.execute(
+        "UPDATE device SET config_version = MAX(config_version, ?1)",
+        [to_i64(update.version)],
+    )?;
+    Ok(Some(update.version))
+}
