@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use patrol_core::incident::{Attachment, IncidentAction, IncidentState, Party};
 use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity, SiteId,
@@ -73,7 +74,31 @@ enum DeviceCommand {
         description: String,
         #[command(flatten)]
         location: LocationArgs,
+        /// A photo or recording the app keeps: SHA256HEX:MEDIA_TYPE:SIZE[:NAME] (repeatable).
+        #[arg(long = "attach", value_parser = parse_attachment)]
+        attachments: Vec<Attachment>,
     },
+    /// List the incidents this phone holds (reported here, worked here, or assigned to the
+    /// guard), as of the last sync.
+    Incidents,
+    /// Act on an incident as the guard on duty: one action per call.
+    IncidentUpdate {
+        /// The incident id.
+        incident: IncidentId,
+        #[command(flatten)]
+        action: IncidentActionArgs,
+    },
+    /// Show the site configuration the phone holds.
+    Config,
+    /// Tour progress from this phone's scans and its site configuration (works offline).
+    Tour {
+        tour: String,
+        /// The time to evaluate at, ms since the Unix epoch (default: now).
+        #[arg(long)]
+        at: Option<i64>,
+    },
+    /// Panic alarms raised on this phone: queued, delivered or acknowledged.
+    Alarms,
     /// Leave a handover note for the next guard.
     Handover {
         text: String,
@@ -130,9 +155,83 @@ struct MethodArgs {
 }
 
 #[derive(Args, Debug)]
+#[group(id = "incident_action", required = true, multiple = false)]
+struct IncidentActionArgs {
+    #[arg(long, group = "incident_action")]
+    note: Option<String>,
+    /// low, medium, high or critical.
+    #[arg(long, group = "incident_action")]
+    severity: Option<Severity>,
+    /// acknowledge, dispatch, resolve, close or reopen.
+    #[arg(long, group = "incident_action")]
+    status: Option<String>,
+    /// Assign to a guard or operator by name.
+    #[arg(long, group = "incident_action")]
+    assign: Option<String>,
+    /// SHA256HEX:MEDIA_TYPE:SIZE[:NAME]
+    #[arg(long, group = "incident_action", value_parser = parse_attachment)]
+    attach: Option<Attachment>,
+}
+
+impl IncidentActionArgs {
+    fn action(self) -> Result<IncidentAction> {
+        if let Some(text) = self.note {
+            return Ok(IncidentAction::AddNote(text));
+        }
+        if let Some(severity) = self.severity {
+            return Ok(IncidentAction::SetSeverity(severity));
+        }
+        if let Some(to) = self.assign {
+            return Ok(IncidentAction::Assign(Some(to)));
+        }
+        if let Some(attachment) = self.attach {
+            return Ok(IncidentAction::Attach(attachment));
+        }
+        match self.status.as_deref() {
+            Some("acknowledge") => Ok(IncidentAction::Acknowledge),
+            Some("dispatch") => Ok(IncidentAction::Dispatch),
+            Some("resolve") => Ok(IncidentAction::Resolve),
+            Some("close") => Ok(IncidentAction::Close),
+            Some("reopen") => Ok(IncidentAction::Reopen),
+            Some(other) => Err(anyhow!(
+                "--status must be acknowledge, dispatch, resolve, close or reopen, not {other:?}"
+            )),
+            None => Err(anyhow!("give one action")),
+        }
+    }
+}
+
+fn parse_attachment(s: &str) -> Result<Attachment, String> {
+    let mut parts = s.splitn(4, ':');
+    let (Some(hex), Some(media_type), Some(size)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("expected SHA256HEX:MEDIA_TYPE:SIZE[:NAME]".into());
+    };
+    let mut sha256 = [0u8; 32];
+    if hex.len() != 64 {
+        return Err("the SHA-256 must be 64 hex digits".into());
+    }
+    for (i, byte) in sha256.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .ok_or("the SHA-256 must be 64 hex digits")?;
+    }
+    Ok(Attachment {
+        sha256,
+        media_type: media_type.to_owned(),
+        size: size
+            .parse()
+            .map_err(|_| format!("size {size:?} is not a number"))?,
+        name: parts.next().map(str::to_owned),
+    })
+}
+
+#[derive(Args, Debug)]
 struct ScanArgs {
-    /// The checkpoint scanned.
-    checkpoint: CheckpointId,
+    /// The checkpoint scanned; with --nfc or --qr it may be left out, and the site
+    /// configuration says which checkpoint the tag proves.
+    checkpoint: Option<CheckpointId>,
     #[command(flatten)]
     method: MethodArgs,
     #[command(flatten)]
@@ -233,6 +332,47 @@ fn describe(body: &EventBody) -> String {
     }
 }
 
+fn ms_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn print_incident(s: &IncidentState, pending: bool, rejected: Option<&str>) {
+    let category = s.category.map(|c| c.to_string()).unwrap_or_default();
+    let severity = s.severity.map(|c| c.to_string()).unwrap_or_default();
+    println!(
+        "incident {} {category} {severity} {}{}{}{}",
+        s.id,
+        s.status.as_str(),
+        s.assignee
+            .as_deref()
+            .map(|a| format!(" assigned to {a}"))
+            .unwrap_or_default(),
+        if pending { " (not yet synced)" } else { "" },
+        rejected
+            .map(|r| format!(" REFUSED: {r}"))
+            .unwrap_or_default()
+    );
+    if let Some(d) = &s.description {
+        println!("  {d}");
+    }
+    for n in &s.notes {
+        let by = match &n.by {
+            Party::Guard { guard, .. } => guard.to_string(),
+            Party::Operator { user } => format!("control room ({user})"),
+        };
+        println!("  note {} {by}: {}", ms_to_rfc3339(n.wall_ms), n.text);
+    }
+    for a in &s.attachments {
+        let hex: String = a.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        println!(
+            "  attachment {} {} bytes sha256 {hex}",
+            a.media_type, a.size
+        );
+    }
+}
+
 fn print_event(e: &Event, delivered: bool) {
     println!(
         "{:>5}  {}  {:<8}  {:<18}  {:<9}  {}",
@@ -307,6 +447,7 @@ async fn device(args: DeviceArgs) -> Result<()> {
             println!("shift ended ({id})");
         }
         DeviceCommand::Scan(scan) => {
+            let scan_event_id = scan.event_id;
             let m = scan.method;
             let method = if let Some(tag) = m.nfc {
                 ScanMethod::Nfc { tag }
@@ -317,19 +458,33 @@ async fn device(args: DeviceArgs) -> Result<()> {
             } else {
                 ScanMethod::Gps
             };
+            let checkpoint = match (scan.checkpoint, &method) {
+                (Some(cp), _) => cp,
+                (None, ScanMethod::Nfc { tag } | ScanMethod::Qr { payload: tag }) => {
+                    store.checkpoint_for_tag(tag)?
+                }
+                (None, _) => bail!("name the checkpoint (only a tag or QR scan can look it up)"),
+            };
+            let scan = Scan {
+                checkpoint,
+                method,
+                location: scan.location.location(),
+                note: scan.note,
+            };
+            let flags = store.scan_flags(&scan)?;
+            let checkpoint = scan.checkpoint.clone();
             let id = store.scan(
-                Scan {
-                    checkpoint: scan.checkpoint,
-                    method,
-                    location: scan.location.location(),
-                    note: scan.note,
-                },
+                scan,
                 RecordOptions {
-                    event_id: scan.event_id,
+                    event_id: scan_event_id,
                     wall_ms: None,
                 },
             )?;
-            println!("recorded {id}");
+            if flags.is_empty() {
+                println!("recorded {id} at {checkpoint}");
+            } else {
+                println!("recorded {id} at {checkpoint}, flagged: {flags:?}");
+            }
         }
         DeviceCommand::Note { text } => println!("recorded {}", store.note(text)?),
         DeviceCommand::Panic(loc) => {
@@ -346,19 +501,68 @@ async fn device(args: DeviceArgs) -> Result<()> {
             severity,
             description,
             location,
+            attachments,
         } => {
-            let incident = IncidentId::generate();
-            store.record(
-                EventBody::IncidentReported(IncidentReport {
-                    incident,
+            let incident = store.report_incident(
+                IncidentReport {
+                    incident: IncidentId::generate(),
                     category,
                     severity,
                     description,
                     location: location.location(),
-                }),
+                },
+                attachments,
                 RecordOptions::default(),
             )?;
             println!("incident {incident} reported");
+        }
+        DeviceCommand::Incidents => {
+            for i in store.incidents()? {
+                print_incident(&i.state, i.pending, i.rejected.as_deref());
+            }
+        }
+        DeviceCommand::IncidentUpdate { incident, action } => {
+            let i = store.act_on_incident(incident, action.action()?)?;
+            print_incident(&i.state, i.pending, i.rejected.as_deref());
+        }
+        DeviceCommand::Config => match store.site_config()? {
+            None => println!("no site configuration yet; sync once with the server"),
+            Some(c) => {
+                println!("site config version {}", c.version);
+                for cp in &c.checkpoints {
+                    println!(
+                        "  checkpoint {:<16} {} (tags: {})",
+                        cp.id,
+                        cp.name,
+                        cp.tags.join(", ")
+                    );
+                }
+                for t in &c.tours {
+                    let cps: Vec<String> = t.checkpoints.iter().map(ToString::to_string).collect();
+                    println!("  tour {:<16} {}: {}", t.id, t.name, cps.join(" -> "));
+                }
+                for p in &c.post_orders {
+                    println!("  post order {}: {}", p.title, p.text);
+                }
+            }
+        },
+        DeviceCommand::Tour { tour, at } => {
+            let now = at.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            for w in store.tour_progress(&tour, now)? {
+                println!(
+                    "window {} .. {}",
+                    ms_to_rfc3339(w.window.start_ms),
+                    ms_to_rfc3339(w.window.end_ms)
+                );
+                for (cp, state) in w.checkpoints {
+                    println!("  {cp:<16} {state:?}");
+                }
+            }
+        }
+        DeviceCommand::Alarms => {
+            for a in store.alarms()? {
+                println!("{} {} {:?}", ms_to_rfc3339(a.recorded_ms), a.event, a.state);
+            }
         }
         DeviceCommand::Handover { text, to } => {
             let id = store.record(
