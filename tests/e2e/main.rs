@@ -3,3 +3,4 @@
 
 mod crash;
 mod offline_shift;
+mod working_together;

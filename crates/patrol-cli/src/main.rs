@@ -295,6 +295,46 @@ enum ControlCommand {
         #[arg(long)]
         site: SiteId,
     },
+    /// List the site's incidents (newest first), or show one.
+    Incidents {
+        #[arg(long)]
+        site: SiteId,
+        /// Show only this incident, in full.
+        incident: Option<IncidentId>,
+    },
+    /// Act on an incident: acknowledge, dispatch, resolve, close, reopen, assign (--to),
+    /// set_severity (--severity) or add_note (--text).
+    IncidentAction {
+        #[arg(long)]
+        site: SiteId,
+        incident: IncidentId,
+        action: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        severity: Option<Severity>,
+        #[arg(long)]
+        text: Option<String>,
+        /// The operator acting.
+        #[arg(long)]
+        by: String,
+    },
+    /// Show the site configuration, or replace it with a JSON file
+    /// ({"base_version", "checkpoints", "tours", "post_orders"}; see docs/protocol.md).
+    Config {
+        #[arg(long)]
+        site: SiteId,
+        #[arg(long)]
+        set: Option<PathBuf>,
+    },
+    /// Acknowledge a guard's panic alarm (its event id); the phone shows it at its next sync.
+    AckAlarm {
+        #[arg(long)]
+        site: SiteId,
+        event: EventId,
+        #[arg(long)]
+        by: String,
+    },
 }
 
 fn short(id: &impl ToString) -> String {
@@ -640,11 +680,12 @@ fn feed_detail(e: &serde_json::Value) -> String {
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value> {
-    let resp = http
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
+    send_json(http.get(url), url).await
+}
+
+/// Sends a control-room request; a non-2xx answer becomes an error with the server's message.
+async fn send_json(req: reqwest::RequestBuilder, url: &str) -> Result<serde_json::Value> {
+    let resp = req.send().await.with_context(|| format!("calling {url}"))?;
     let status = resp.status();
     let body: serde_json::Value = resp
         .json()
@@ -705,6 +746,57 @@ async fn control(args: ControlArgs) -> Result<()> {
         ControlCommand::Devices { site } => {
             let body = get_json(&http, &format!("{base}/api/v1/sites/{site}/devices")).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
+        }
+        ControlCommand::Incidents { site, incident } => {
+            let url = match incident {
+                Some(id) => format!("{base}/api/v1/sites/{site}/incidents/{id}"),
+                None => format!("{base}/api/v1/sites/{site}/incidents"),
+            };
+            let body = get_json(&http, &url).await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        }
+        ControlCommand::IncidentAction {
+            site,
+            incident,
+            action,
+            to,
+            severity,
+            text,
+            by,
+        } => {
+            let url = format!("{base}/api/v1/sites/{site}/incidents/{incident}/actions");
+            let mut body = serde_json::json!({ "action": action, "by": by });
+            if let Some(to) = to {
+                body["to"] = to.into();
+            }
+            if let Some(severity) = severity {
+                body["severity"] = severity.to_string().into();
+            }
+            if let Some(text) = text {
+                body["text"] = text.into();
+            }
+            let state = send_json(http.post(&url).json(&body), &url).await?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
+        }
+        ControlCommand::Config { site, set } => {
+            let url = format!("{base}/api/v1/sites/{site}/config");
+            let body = match set {
+                None => get_json(&http, &url).await?,
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let json: serde_json::Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", file.display()))?;
+                    send_json(http.put(&url).json(&json), &url).await?
+                }
+            };
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        }
+        ControlCommand::AckAlarm { site, event, by } => {
+            let url = format!("{base}/api/v1/sites/{site}/alarms/{event}/acknowledge");
+            let body = serde_json::json!({ "by": by });
+            let ack = send_json(http.post(&url).json(&body), &url).await?;
+            println!("{}", serde_json::to_string_pretty(&ack)?);
         }
     }
     Ok(())
