@@ -32,7 +32,7 @@ use crate::counting::count_traffic;
 use crate::error::AppError;
 use crate::metrics::{Metrics, metrics_handler};
 use crate::now_ms;
-use crate::store::{ShiftLogPush, Store, SyncBatch};
+use crate::store::{CollabSync, IncidentPush, ShiftLogPush, Store, SyncBatch};
 
 /// Events per feed page when `limit` is not given.
 pub const DEFAULT_FEED_LIMIT: u32 = 1_000;
@@ -164,50 +164,81 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         return Err(AppError::UnknownSite(request.site.to_string()));
     }
 
+    // Shift logs take the batch path unchanged; incidents, the configuration and alarm acks
+    // go to the store's collaborative path, at the same time.
     let refs: Vec<DocRef> = request.docs.iter().map(|push| push.doc).collect();
+    let mut shift_logs = Vec::with_capacity(request.docs.len());
+    let mut incidents = Vec::new();
+    for push in request.docs {
+        match push.doc {
+            DocRef::ShiftLog(shift) => shift_logs.push(ShiftLogPush {
+                shift,
+                changes: push.changes,
+                events: push.events,
+            }),
+            DocRef::Incident(incident) => incidents.push(IncidentPush {
+                incident,
+                have: protocol::from_wire(&push.have),
+                changes: push.changes,
+            }),
+        }
+    }
     let batch = SyncBatch {
-        site: request.site,
+        site: request.site.clone(),
         device: request.device,
         received_at_ms,
         device_time_ms: request.device_time_ms,
         pending_events: request.pending_events,
-        pushes: request
-            .docs
-            .into_iter()
-            .map(|push| {
-                let DocRef::ShiftLog(shift) = push.doc;
-                ShiftLogPush {
-                    shift,
-                    changes: push.changes,
-                    events: push.events,
-                }
-            })
-            .collect(),
+        pushes: shift_logs,
+    };
+    let collab = CollabSync {
+        site: request.site,
+        device: request.device,
+        guard: request.guard,
+        received_at_ms,
+        incidents,
+        config_version: request.config_version,
+        awaiting_ack: request.awaiting_ack,
     };
     let (site, device) = (batch.site.clone(), batch.device);
-    let outcomes = state.store.sync(batch).await?;
+    let (outcomes, collab) = tokio::join!(state.store.sync(batch), state.store.sync_collab(collab));
+    let (outcomes, collab) = (outcomes?, collab?);
 
-    let mut docs = Vec::with_capacity(outcomes.len());
-    for (doc, outcome) in refs.into_iter().zip(outcomes) {
-        let DocRef::ShiftLog(shift) = &doc;
-        match &outcome {
-            DocOutcome::Rejected { code, message } => {
+    // Back into the request's order.
+    let mut shift_outcomes = outcomes.into_iter();
+    let mut incident_outcomes = collab.outcomes.into_iter();
+    let mut docs = Vec::with_capacity(refs.len());
+    for doc in refs {
+        let outcome = match doc {
+            DocRef::ShiftLog(_) => shift_outcomes.next(),
+            DocRef::Incident(_) => incident_outcomes.next(),
+        }
+        .ok_or_else(|| AppError::internal("the store answered fewer documents than were pushed"))?;
+        match (&doc, &outcome) {
+            (_, DocOutcome::Rejected { code, message }) => {
                 state.metrics.add_doc_rejected(*code);
                 tracing::warn!(
-                    %site, %device, %shift, code = code.as_str(), %message,
-                    "rejected a shift log push"
+                    %site, %device, ?doc, code = code.as_str(), %message,
+                    "rejected a document push"
                 )
             }
-            DocOutcome::Accepted {
-                new_events,
-                missing_deps,
-                ..
-            } => {
+            (
+                DocRef::ShiftLog(shift),
+                DocOutcome::Accepted {
+                    new_events,
+                    missing_deps,
+                    ..
+                },
+            ) => {
                 state.metrics.add_doc_accepted(*new_events);
                 tracing::debug!(
                     %site, %device, %shift, new_events, missing_deps,
                     "merged a shift log push"
                 )
+            }
+            (DocRef::Incident(incident), DocOutcome::Accepted { missing_deps, .. }) => {
+                state.metrics.add_doc_accepted(0);
+                tracing::debug!(%site, %device, %incident, missing_deps, "merged an incident push")
             }
         }
         docs.push(DocResult { doc, outcome });
@@ -216,6 +247,9 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
     let response = SyncResponse {
         server_time_ms: now_ms(),
         docs,
+        config: collab.config,
+        incidents: collab.incidents,
+        alarm_acks: collab.alarm_acks,
     }
     .encode()
     .map_err(AppError::internal)?;

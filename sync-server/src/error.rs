@@ -27,6 +27,14 @@ pub enum AppError {
     UnknownSite(String),
     #[error("site {0} already exists")]
     SiteExists(String),
+    #[error("{0}")]
+    UnknownIncident(String),
+    #[error("{0}")]
+    UnknownAlarm(String),
+    /// The request is well-formed but the current state refuses it (a stale version, an
+    /// incident action its status rules forbid).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     /// Any other bad input: a query parameter, a path segment.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -65,8 +73,11 @@ impl AppError {
             | AppError::MalformedRequest(_)
             | AppError::UnsupportedVersion(_)
             | AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            AppError::UnknownSite(_) | AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::SiteExists(_) => StatusCode::CONFLICT,
+            AppError::UnknownSite(_)
+            | AppError::UnknownIncident(_)
+            | AppError::UnknownAlarm(_)
+            | AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::SiteExists(_) | AppError::Conflict { .. } => StatusCode::CONFLICT,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -82,7 +93,9 @@ impl AppError {
             AppError::UnsupportedVersion(_) => "unsupported_version",
             AppError::UnknownSite(_) => "unknown_site",
             AppError::SiteExists(_) => "site_exists",
-            AppError::BadRequest { code, .. } => code,
+            AppError::UnknownIncident(_) => "unknown_incident",
+            AppError::UnknownAlarm(_) => "unknown_alarm",
+            AppError::Conflict { code, .. } | AppError::BadRequest { code, .. } => code,
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
@@ -108,6 +121,17 @@ impl From<StoreError> for AppError {
         match e {
             StoreError::UnknownSite(site) => AppError::UnknownSite(site.to_string()),
             StoreError::SiteExists(site) => AppError::SiteExists(site.to_string()),
+            e @ StoreError::UnknownIncident { .. } => AppError::UnknownIncident(e.to_string()),
+            e @ StoreError::UnknownAlarm { .. } => AppError::UnknownAlarm(e.to_string()),
+            e @ StoreError::StaleConfig { .. } => AppError::Conflict {
+                code: "stale_config",
+                message: e.to_string(),
+            },
+            StoreError::ActionRefused(message) => AppError::Conflict {
+                code: "action_not_allowed",
+                message,
+            },
+            StoreError::InvalidAction(message) => AppError::bad_request("invalid_action", message),
             other => AppError::internal(other),
         }
     }

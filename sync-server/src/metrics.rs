@@ -33,13 +33,14 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Every reject code known when this was built, so that each has a series (at 0) from the
 /// start: a scraper can then tell "none yet" from "not exported". A code added to patrol-core
 /// later still gets counted; its series appears with its first rejection.
-const KNOWN_REJECT_CODES: [RejectCode; 6] = [
+const KNOWN_REJECT_CODES: [RejectCode; 7] = [
     RejectCode::Malformed,
     RejectCode::ForeignActor,
     RejectCode::WrongOwner,
     RejectCode::ImmutableEvent,
     RejectCode::UnexpectedOperation,
     RejectCode::MissingMeta,
+    RejectCode::WrongAuthor,
 ];
 
 /// Status classes as exported; index = first digit of the status - 1.

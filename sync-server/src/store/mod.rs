@@ -12,8 +12,14 @@
 //! - Event sequence numbers are per site, gap-free, and become visible in order: a reader that
 //!   saw `seq = n` never later finds a new event with a smaller `seq` (the feed relies on it).
 //! - An event id gets at most one row per site, whatever is pushed again.
+//! - Incidents, site configurations and alarm acknowledgements ([`Store::sync_collab`] and the
+//!   control-room methods) are low volume and go their own way: every write of an incident is a
+//!   read-modify-write of its document inside one write transaction, so concurrent writers (a
+//!   device's push, an operator's action) never lose each other's entries. The shared logic is
+//!   in [`incident`].
 
 pub mod event_json;
+pub mod incident;
 pub mod merge;
 pub mod sqlite;
 
@@ -21,9 +27,12 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use automerge::ChangeHash;
+use patrol_core::incident::{IncidentAction, IncidentStatus};
 use patrol_core::merge::Owner;
-use patrol_core::protocol::DocOutcome;
-use patrol_core::{DeviceId, ShiftId, SiteId};
+use patrol_core::protocol::{AlarmAck, ConfigUpdate, DocOutcome, IncidentUpdate};
+use patrol_core::siteconfig::SiteConfig;
+use patrol_core::{DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
 use thiserror::Error;
 
 /// A boxed, sendable future, so that [`Store`] stays object-safe (`Arc<dyn Store>`).
@@ -115,6 +124,88 @@ pub struct DeviceStatus {
     pub clock_skew_ms: i64,
 }
 
+/// One incident document of a sync request.
+#[derive(Clone, Debug)]
+pub struct IncidentPush {
+    pub incident: IncidentId,
+    /// The server heads the device last merged.
+    pub have: Vec<ChangeHash>,
+    /// The device's changes since `have` (an automerge bundle), or empty.
+    pub changes: Vec<u8>,
+}
+
+/// The part of a sync request beyond its shift logs: the incident pushes, and what the device
+/// asks to receive (incidents it takes part in, a newer site configuration, alarm acks).
+#[derive(Clone, Debug)]
+pub struct CollabSync {
+    pub site: SiteId,
+    pub device: DeviceId,
+    /// The guard on duty on the device; open incidents assigned to them are delivered.
+    pub guard: Option<GuardId>,
+    pub received_at_ms: i64,
+    pub incidents: Vec<IncidentPush>,
+    /// The configuration version the device holds (0: none).
+    pub config_version: u64,
+    /// The device's panic alarms it has not seen acknowledged.
+    pub awaiting_ack: Vec<EventId>,
+}
+
+/// The answer to a [`CollabSync`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CollabAnswer {
+    /// One per incident push, in order.
+    pub outcomes: Vec<DocOutcome>,
+    pub incidents: Vec<IncidentUpdate>,
+    pub config: Option<ConfigUpdate>,
+    pub alarm_acks: Vec<AlarmAck>,
+}
+
+/// An operator's action on an incident.
+#[derive(Clone, Debug)]
+pub struct OperatorAction {
+    pub site: SiteId,
+    pub incident: IncidentId,
+    /// The operator, as entries and the automerge actor name them.
+    pub user: String,
+    pub action: IncidentAction,
+    /// Server wall time of the action.
+    pub at_ms: i64,
+}
+
+/// Which incidents to list, newest (first seen by the server) first.
+#[derive(Clone, Debug)]
+pub struct IncidentQuery {
+    pub status: Option<IncidentStatus>,
+    pub limit: u32,
+}
+
+/// A page of incidents: each incident's state JSON, as [`incident::IncidentRow`] renders it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IncidentList {
+    pub incidents: Vec<String>,
+    /// More incidents match than were returned.
+    pub more: bool,
+}
+
+/// A site configuration as stored: the latest, or the empty version 0 when there is none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredConfig {
+    pub config: SiteConfig,
+    /// When this version was stored; `None` for the empty version 0.
+    pub created_at_ms: Option<i64>,
+}
+
+/// The control room's acknowledgement of a panic alarm, as stored (the first one stands).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmAckRecord {
+    pub site: SiteId,
+    pub event: EventId,
+    /// The device that raised the alarm.
+    pub device: DeviceId,
+    pub by: String,
+    pub at_ms: i64,
+}
+
 /// One page of a site's event feed: each event's stored JSON text, in sequence order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventPage {
@@ -140,6 +231,25 @@ pub enum StoreError {
         doc: String,
         reason: String,
     },
+    #[error("incident {incident} does not exist on site {site}")]
+    UnknownIncident { site: SiteId, incident: IncidentId },
+    #[error("site {site} has no panic alarm {event}")]
+    UnknownAlarm { site: SiteId, event: EventId },
+    #[error(
+        "site {site} configuration is at version {latest}, not {base}: reload it and apply \
+         your changes to version {latest}"
+    )]
+    StaleConfig {
+        site: SiteId,
+        base: u64,
+        latest: u64,
+    },
+    /// The incident's status rules refuse the action (the core's message).
+    #[error("{0}")]
+    ActionRefused(String),
+    /// The action's content is invalid (e.g. an empty note).
+    #[error("{0}")]
+    InvalidAction(String),
     #[error("stored data is invalid: {0}")]
     CorruptData(String),
     #[error("could not encode: {0}")]
@@ -182,4 +292,53 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The site's devices, ordered by device id; `None` if the site does not exist.
     fn devices(&self, site: SiteId)
     -> BoxFuture<'_, Result<Option<Vec<DeviceStatus>>, StoreError>>;
+
+    /// Merges a sync request's incident pushes (checked by `patrol_core::merge::ingest_incident`)
+    /// and answers what the device should receive, in one transaction: the incidents it pushed
+    /// (the changes it lacks), the open incidents it takes part in that it did not push (whole),
+    /// a newer site configuration, and acks of its awaited alarms. A rejected push changes
+    /// nothing. Without incident pushes it only reads.
+    fn sync_collab(&self, sync: CollabSync) -> BoxFuture<'_, Result<CollabAnswer, StoreError>>;
+
+    /// The site's incidents, newest first. [`StoreError::UnknownSite`] if there is no site.
+    fn incidents(
+        &self,
+        site: SiteId,
+        query: IncidentQuery,
+    ) -> BoxFuture<'_, Result<IncidentList, StoreError>>;
+
+    /// One incident's state JSON.
+    fn incident(
+        &self,
+        site: SiteId,
+        incident: IncidentId,
+    ) -> BoxFuture<'_, Result<String, StoreError>>;
+
+    /// Applies an operator's action to the stored incident and returns its new state JSON.
+    /// [`StoreError::ActionRefused`] if the status rules refuse it; then nothing changes.
+    fn act_on_incident(&self, action: OperatorAction) -> BoxFuture<'_, Result<String, StoreError>>;
+
+    /// The site's latest configuration (the empty version 0 if none was stored).
+    fn site_config(&self, site: SiteId) -> BoxFuture<'_, Result<StoredConfig, StoreError>>;
+
+    /// Stores `config` as version `base_version + 1` if `base_version` is the latest
+    /// ([`StoreError::StaleConfig`] otherwise) and returns it as stored. The caller has
+    /// validated it; its `site` and `version` are set here.
+    fn put_site_config(
+        &self,
+        config: SiteConfig,
+        base_version: u64,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<StoredConfig, StoreError>>;
+
+    /// Records that `by` acknowledged the site's panic alarm `event` (an event of kind `panic`
+    /// in the site's feed, else [`StoreError::UnknownAlarm`]). Idempotent: the first
+    /// acknowledgement stands and is returned.
+    fn acknowledge_alarm(
+        &self,
+        site: SiteId,
+        event: EventId,
+        by: String,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<AlarmAckRecord, StoreError>>;
 }

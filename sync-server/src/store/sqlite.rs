@@ -16,6 +16,9 @@
 //!   commit.
 //! - Feed and device reads run on tokio's blocking pool, on a small pool of read-only
 //!   connections, which WAL lets run beside the writer.
+//! - Incidents, site configurations and alarm acknowledgements (migration 0003, [`collab`]):
+//!   each write is its own transaction on the writer thread; a sync request without incident
+//!   pushes reads its answer on a read connection.
 //! - Schema changes are numbered migrations in `sqlite/migrations/`, applied in order, the
 //!   applied count kept in `PRAGMA user_version`.
 
@@ -32,12 +35,17 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Semaphore, oneshot};
 
 use self::folded::FoldedFilter;
+use super::incident::ServerClock;
 use super::merge::{
     ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_shift_log,
     shift_log_doc_id,
 };
-use super::{BoxFuture, DeviceStatus, DeviceSync, EventPage, Site, Store, StoreError, SyncBatch};
+use super::{
+    AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceStatus, DeviceSync, EventPage,
+    IncidentList, IncidentQuery, OperatorAction, Site, Store, StoreError, StoredConfig, SyncBatch,
+};
 
+mod collab;
 mod folded;
 
 /// Name of the database file inside the data directory.
@@ -48,10 +56,13 @@ pub const DB_FILE: &str = "patrol.db";
 const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0001_init.sql"),
     include_str!("sqlite/migrations/0002_event_ids.sql"),
+    include_str!("sqlite/migrations/0003_incidents_config_alarms.sql"),
 ];
 
-/// Idle read connections kept for reuse.
-const MAX_IDLE_READERS: usize = 4;
+/// Idle read connections kept for reuse. Every sync request reads its answer's extras (config,
+/// incidents, alarm acks) on one, beside its shift-log merge, so keep enough that concurrent
+/// requests rarely open a new connection.
+const MAX_IDLE_READERS: usize = 16;
 
 /// Pages of the writer's cache (in KiB when negative, as `PRAGMA cache_size` takes it). The
 /// writer revisits the same index pages in every transaction (the event-id index grows at random
@@ -97,6 +108,8 @@ struct Inner {
     /// requests merged while the writer commits queue up for its next group commit.
     merging: Semaphore,
     readers: Mutex<Vec<Connection>>,
+    /// Stamps operators' incident entries.
+    clock: Arc<ServerClock>,
 }
 
 /// The SQLite store. Cheap to clone; clones share the connections and threads, which end once
@@ -147,12 +160,29 @@ impl SqliteStore {
                 merges: merges_tx,
                 merging: Semaphore::new(MERGING_PER_CPU * cpus()),
                 readers: Mutex::new(Vec::new()),
+                clock: Arc::new(ServerClock::default()),
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Runs `f` in its own IMMEDIATE transaction on the writer thread, committing if it
+    /// returns `Ok` (and rolling back otherwise, so a refused write changes nothing).
+    async fn write_tx<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
     }
 
     /// Runs `f` on the writer connection, on the writer thread.
@@ -1105,6 +1135,63 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<Option<Vec<DeviceStatus>>, StoreError>> {
         Box::pin(self.read(move |conn| devices(conn, &site)))
     }
+
+    fn sync_collab(&self, sync: CollabSync) -> BoxFuture<'_, Result<CollabAnswer, StoreError>> {
+        if sync.incidents.is_empty() {
+            // Nothing to write: answer from a read connection, off the writer thread.
+            return Box::pin(self.read(move |conn| {
+                let tx = conn.transaction()?;
+                let mut answer = CollabAnswer::default();
+                collab::sync_extras(&tx, &sync, &Default::default(), &mut answer)?;
+                Ok(answer)
+            }));
+        }
+        Box::pin(self.write_tx(move |tx| collab::write_collab(tx, &sync)))
+    }
+
+    fn incidents(
+        &self,
+        site: SiteId,
+        query: IncidentQuery,
+    ) -> BoxFuture<'_, Result<IncidentList, StoreError>> {
+        Box::pin(self.read(move |conn| collab::incidents(conn, &site, &query)))
+    }
+
+    fn incident(
+        &self,
+        site: SiteId,
+        incident: patrol_core::IncidentId,
+    ) -> BoxFuture<'_, Result<String, StoreError>> {
+        Box::pin(self.read(move |conn| collab::incident_state(conn, &site, incident)))
+    }
+
+    fn act_on_incident(&self, action: OperatorAction) -> BoxFuture<'_, Result<String, StoreError>> {
+        let clock = Arc::clone(&self.inner.clock);
+        Box::pin(self.write_tx(move |tx| collab::act_on_incident(tx, action, &clock)))
+    }
+
+    fn site_config(&self, site: SiteId) -> BoxFuture<'_, Result<StoredConfig, StoreError>> {
+        Box::pin(self.read(move |conn| collab::site_config(conn, &site)))
+    }
+
+    fn put_site_config(
+        &self,
+        config: patrol_core::siteconfig::SiteConfig,
+        base_version: u64,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<StoredConfig, StoreError>> {
+        Box::pin(self.write_tx(move |tx| collab::put_site_config(tx, config, base_version, at_ms)))
+    }
+
+    fn acknowledge_alarm(
+        &self,
+        site: SiteId,
+        event: patrol_core::EventId,
+        by: String,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<AlarmAckRecord, StoreError>> {
+        Box::pin(self.write_tx(move |tx| collab::acknowledge_alarm(tx, &site, event, &by, at_ms)))
+    }
 }
 
 #[cfg(test)]
@@ -1125,7 +1212,8 @@ mod tests {
     }
 
     /// A database upgraded from every earlier version, one server start per version, ends with
-    /// the same schema as a fresh one.
+    /// the same schema as a fresh one, keeps the rows it had, and passes SQLite's integrity and
+    /// foreign-key checks.
     #[tokio::test]
     async fn upgraded_schema_equals_fresh() -> TestResult {
         let dir = tempfile::tempdir()?;
@@ -1140,17 +1228,90 @@ mod tests {
                 let mut conn = open_connection(&path)?;
                 migrate(&mut conn, version)?;
                 assert_eq!(schema_version(&conn)?, version as i64);
+                if version == 1 {
+                    // A site every version has, to survive the later migrations.
+                    conn.execute(
+                        "INSERT INTO sites (site_id, name, next_seq, created_at)
+                         VALUES ('site-1', 's', 1, 0)",
+                        [],
+                    )?;
+                }
             }
             let upgraded = SqliteStore::open(&path)?;
-            let (version, upgraded_schema) = upgraded
-                .write(|conn| Ok((schema_version(conn)?, schema(conn)?)))
+            let (version, upgraded_schema, integrity, fk_violations) = upgraded
+                .write(|conn| {
+                    let integrity: String =
+                        conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+                    let fk_violations: i64 =
+                        conn.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+                            r.get(0)
+                        })?;
+                    Ok((
+                        schema_version(conn)?,
+                        schema(conn)?,
+                        integrity,
+                        fk_violations,
+                    ))
+                })
                 .await?;
             assert_eq!(version, MIGRATIONS.len() as i64);
             assert_eq!(
                 upgraded_schema, fresh_schema,
                 "upgraded from version {start}"
             );
+            assert_eq!(
+                (integrity.as_str(), fk_violations),
+                ("ok", 0),
+                "from {start}"
+            );
+            let sites = upgraded.list_sites().await?;
+            assert_eq!(sites.len(), usize::from(start >= 1), "from {start}");
         }
+        Ok(())
+    }
+
+    /// Migration 3 adds its tables beside the data of version 2, which the new features then
+    /// use: a panic recorded before the upgrade is acknowledged after it.
+    #[tokio::test]
+    async fn migration_3_works_with_the_events_of_version_2() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn, 2)?;
+        let panic = patrol_core::EventId::generate();
+        let device = DeviceId::generate();
+        conn.execute(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 2, 0)",
+            [],
+        )?;
+        conn.execute(
+            "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
+                 checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
+             VALUES ('site-1', 1, ?1, ?2, 's', 'g', 'panic', NULL, 1, 2, 3, '{}')",
+            params![panic.0.as_bytes().as_slice(), device.to_string()],
+        )?;
+        conn.execute(
+            "INSERT INTO event_ids (site_id, event_id, seq) VALUES ('site-1', ?1, 1)",
+            [panic.0.as_bytes().as_slice()],
+        )?;
+        drop(conn);
+
+        let store = SqliteStore::open(&path)?;
+        let site = SiteId::new("site-1")?;
+        let ack = store
+            .acknowledge_alarm(site.clone(), panic, "op-anna".into(), 10)
+            .await?;
+        assert_eq!(
+            (ack.device, ack.by.as_str(), ack.at_ms),
+            (device, "op-anna", 10)
+        );
+        let page = store
+            .events_after(site.clone(), 0, 10)
+            .await?
+            .ok_or("no site")?;
+        assert_eq!(page.events, vec![(1, "{}".to_string())]);
+        let config = store.site_config(site).await?;
+        assert_eq!(config.config.version, 0);
         Ok(())
     }
 

@@ -147,7 +147,7 @@ impl TestServer {
     }
 
     /// The stored canonical record (every table but `devices`, whose last-sync time moves on
-    /// every contact), row by row, read through a separate connection.
+    /// every contact, and the event-id index), row by row, read through a separate connection.
     pub fn snapshot(&self) -> Result<Vec<String>, Box<dyn std::error::Error>> {
         let conn = rusqlite::Connection::open(self.db_path())?;
         let mut out = Vec::new();
@@ -156,6 +156,10 @@ impl TestServer {
             ("docs", "site_id, doc_id"),
             ("doc_chunks", "site_id, doc_id, chunk_id"),
             ("events", "site_id, seq"),
+            ("incidents", "site_id, incident_id"),
+            ("incident_participants", "site_id, device_id, incident_id"),
+            ("site_configs", "site_id, version"),
+            ("alarm_acks", "site_id, event_id"),
         ] {
             let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))?;
             let columns = stmt.column_count();
@@ -267,6 +271,9 @@ impl Phone {
             hlc: Hlc::default(),
             pending_events: self.recorded.len() as u64,
             docs,
+            guard: Some(self.log.meta().guard.clone()),
+            config_version: 0,
+            awaiting_ack: Vec::new(),
         }
     }
 

@@ -1,0 +1,358 @@
+//! The backend-neutral part of incidents: loading a stored incident document, merging a
+//! device's push into it with the core's rules, applying an operator's action, and the
+//! projection (columns and state JSON) a backend stores beside the document.
+//!
+//! Incidents are low volume, so a backend does the whole read-modify-write of one incident
+//! inside its write transaction (no optimistic merge as for shift logs): a device's push and an
+//! operator's action on the same incident are serialised and neither loses the other's entries.
+
+use std::sync::{Mutex, PoisonError};
+
+use automerge::{ActorId, ChangeHash};
+use patrol_core::event::{IncidentCategory, Location, Severity, format_time_ms};
+use patrol_core::incident::{
+    IncidentAction, IncidentDoc, IncidentError, IncidentState, IncidentStatus, Party,
+};
+use patrol_core::merge::{Rejection, ingest_incident, parse_bundle};
+use patrol_core::{DeviceId, Hlc, IncidentId, LogError, SiteId};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{IncidentPush, StoreError};
+
+fn derived_actor(label: &str) -> ActorId {
+    let digest = Sha256::digest(label.as_bytes());
+    ActorId::from(&digest[..16])
+}
+
+/// The actor the server loads incident documents with. It never writes: operators' changes are
+/// made with their own actors ([`operator_actor`]).
+pub fn server_actor(site: &SiteId) -> ActorId {
+    derived_actor(&format!("server:{site}"))
+}
+
+/// The automerge actor of an operator on a site: the first 16 bytes of
+/// SHA-256(`"operator:" site "\n" user`). Deterministic, so every action of one operator is one
+/// actor's history, on any server instance; the newline cannot occur in a site id, so no two
+/// (site, user) pairs share an actor.
+pub fn operator_actor(site: &SiteId, user: &str) -> ActorId {
+    derived_actor(&format!("operator:{site}\n{user}"))
+}
+
+/// The server's hybrid logical clock, which stamps operators' entries.
+#[derive(Debug, Default)]
+pub struct ServerClock {
+    last: Mutex<Hlc>,
+}
+
+impl ServerClock {
+    /// A stamp at wall time `now_ms`, after every stamp this clock issued and after `seen` (the
+    /// latest entry of the document acted on), so that an operator's change is ordered after
+    /// everything the operator saw, even when a phone's clock runs ahead. `seen` is not kept:
+    /// a phone whose clock is far ahead skews only the documents it wrote to, not this clock.
+    pub fn stamp(&self, seen: Hlc, now_ms: i64) -> Hlc {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        *last = last.tick(u64::try_from(now_ms).unwrap_or(0));
+        let after_seen = Hlc {
+            wall_ms: seen.wall_ms,
+            counter: seen.counter.saturating_add(1),
+        };
+        (*last).max(after_seen)
+    }
+}
+
+fn corrupt(site: &SiteId, incident: IncidentId, reason: impl ToString) -> StoreError {
+    StoreError::CorruptDocument {
+        site: site.clone(),
+        doc: format!("incident {incident}"),
+        reason: reason.to_string(),
+    }
+}
+
+/// Loads a stored incident document (`bytes` empty: one the server does not have yet).
+pub fn load(
+    site: &SiteId,
+    incident: IncidentId,
+    bytes: &[u8],
+    actor: ActorId,
+) -> Result<IncidentDoc, StoreError> {
+    IncidentDoc::load(incident, bytes, actor).map_err(|e| corrupt(site, incident, e))
+}
+
+/// Heads in the one order they are stored and compared in.
+pub fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
+    heads.sort_unstable();
+    heads
+}
+
+/// Whether a push holds nothing new and the device already has exactly the server's heads: the
+/// answer is then known without loading the document.
+pub fn up_to_date(push: &IncidentPush, stored_heads: &[ChangeHash]) -> bool {
+    push.changes.is_empty() && sorted(push.have.clone()) == stored_heads
+}
+
+/// The result of merging a device's incident push.
+#[derive(Debug)]
+pub enum PushMerge {
+    /// The core's rules refused it; the document is untouched.
+    Rejected(Rejection),
+    Accepted {
+        /// New changes were applied: store the document, and the device takes part in it.
+        changed: bool,
+        /// The document's heads after the merge (sorted).
+        heads: Vec<ChangeHash>,
+        /// The device should send everything it has: some pushed changes build on changes
+        /// the server lacks, or its `have` names changes the server does not hold.
+        missing_deps: bool,
+        /// The changes the device lacks (raw changes, concatenated).
+        update: Vec<u8>,
+    },
+}
+
+/// Merges `push` from `device` into `doc` (the server's copy, empty if it has none) with
+/// `patrol_core::merge::ingest_incident`.
+pub fn merge_push(
+    doc: &mut IncidentDoc,
+    site: &SiteId,
+    device: DeviceId,
+    push: &IncidentPush,
+) -> PushMerge {
+    let before = sorted(doc.heads());
+    let ingested = match ingest_incident(doc, site, device, &push.changes) {
+        Ok(ingested) => ingested,
+        Err(rejection) => return PushMerge::Rejected(rejection),
+    };
+    let heads = sorted(doc.heads());
+    let have_unknown = doc.known(&push.have).len() != push.have.len();
+    // The device holds everything under `have` and what it pushed: send only the rest, not
+    // its own changes back. The bundle parsed in the ingest, so it parses here.
+    let mut device_has = push.have.clone();
+    if let Ok(changes) = parse_bundle(&push.changes) {
+        device_has.extend(changes.iter().map(|c| c.hash()));
+    }
+    PushMerge::Accepted {
+        changed: heads != before,
+        update: doc.changes_since(&device_has),
+        heads,
+        missing_deps: ingested.missing_deps || have_unknown,
+    }
+}
+
+/// Applies an operator's action to `doc` (loaded with [`operator_actor`]), stamped by `clock`
+/// after every entry the document holds.
+pub fn act(
+    doc: &mut IncidentDoc,
+    site: &SiteId,
+    user: &str,
+    action: IncidentAction,
+    clock: &ServerClock,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let incident = doc.id();
+    let seen = doc
+        .entries()
+        .map_err(|e| corrupt(site, incident, e))?
+        .iter()
+        .map(|(_, e)| e.at)
+        .max()
+        .unwrap_or_default();
+    let at = clock.stamp(seen, at_ms);
+    let by = Party::Operator {
+        user: user.to_owned(),
+    };
+    match doc.act(action, by, at, at_ms) {
+        Ok(_) => Ok(()),
+        Err(e @ IncidentError::NotAllowed { .. }) => Err(StoreError::ActionRefused(e.to_string())),
+        Err(IncidentError::Log(LogError::Invalid(e))) => {
+            Err(StoreError::InvalidAction(e.to_string()))
+        }
+        Err(e) => Err(corrupt(site, incident, e)),
+    }
+}
+
+/// What a backend stores for an incident: the document and its projection.
+#[derive(Debug)]
+pub struct IncidentRow {
+    /// The document as one automerge save.
+    pub doc: Vec<u8>,
+    /// Sorted heads, as [`patrol_core::codec::heads_to_blob`] stores them.
+    pub heads: Vec<u8>,
+    pub status: &'static str,
+    pub round: u32,
+    pub severity: Option<String>,
+    pub category: Option<String>,
+    pub assignee: Option<String>,
+    /// Device wall time of the report.
+    pub reported_at_ms: Option<i64>,
+    /// The state as the control-room API serves it ([`IncidentView`]).
+    pub state: String,
+}
+
+/// The row to store for `doc`, written at server time `updated_at_ms`.
+pub fn row(
+    doc: &mut IncidentDoc,
+    site: &SiteId,
+    updated_at_ms: i64,
+) -> Result<IncidentRow, StoreError> {
+    let incident = doc.id();
+    let state = doc.state().map_err(|e| corrupt(site, incident, e))?;
+    let json = serde_json::to_string(&IncidentView::new(&state, updated_at_ms))
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(IncidentRow {
+        heads: patrol_core::codec::heads_to_blob(&sorted(doc.heads())),
+        doc: doc.save(),
+        status: state.status.as_str(),
+        round: state.round,
+        severity: state.severity.map(|s| s.to_string()),
+        category: state.category.map(|c| c.to_string()),
+        assignee: state.assignee.clone(),
+        reported_at_ms: state.reported_at_ms,
+        state: json,
+    })
+}
+
+/// Who wrote an entry, in the API's JSON.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PartyView<'a> {
+    Guard { guard: &'a str, device: String },
+    Operator { user: &'a str },
+}
+
+impl<'a> PartyView<'a> {
+    fn new(party: &'a Party) -> Self {
+        match party {
+            Party::Guard { device, guard } => PartyView::Guard {
+                guard: guard.as_str(),
+                device: device.to_string(),
+            },
+            Party::Operator { user } => PartyView::Operator { user },
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct NoteView<'a> {
+    pub by: PartyView<'a>,
+    /// The writer's wall time.
+    pub at: String,
+    pub text: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttachmentView<'a> {
+    /// Lower-case hex.
+    pub sha256: String,
+    pub media_type: &'a str,
+    pub size: u64,
+    pub name: Option<&'a str>,
+}
+
+/// An incident's state as the control-room API serves it.
+#[derive(Debug, Serialize)]
+pub struct IncidentView<'a> {
+    pub id: String,
+    pub site: Option<&'a str>,
+    pub category: Option<IncidentCategory>,
+    pub description: Option<&'a str>,
+    pub location: Option<&'a Location>,
+    pub reported_by: Option<PartyView<'a>>,
+    /// The reporting device's wall time.
+    pub reported_at: Option<String>,
+    pub round: u32,
+    pub status: IncidentStatus,
+    pub severity: Option<Severity>,
+    pub assignee: Option<&'a str>,
+    pub notes: Vec<NoteView<'a>>,
+    pub attachments: Vec<AttachmentView<'a>>,
+    /// Server time of the last change the server stored.
+    pub updated_at: String,
+}
+
+impl<'a> IncidentView<'a> {
+    pub fn new(state: &'a IncidentState, updated_at_ms: i64) -> Self {
+        IncidentView {
+            id: state.id.to_string(),
+            site: state.site.as_ref().map(SiteId::as_str),
+            category: state.category,
+            description: state.description.as_deref(),
+            location: state.location.as_ref(),
+            reported_by: state.reported_by.as_ref().map(PartyView::new),
+            reported_at: state.reported_at_ms.map(format_time_ms),
+            round: state.round,
+            status: state.status,
+            severity: state.severity,
+            assignee: state.assignee.as_deref(),
+            notes: state
+                .notes
+                .iter()
+                .map(|n| NoteView {
+                    by: PartyView::new(&n.by),
+                    at: format_time_ms(n.wall_ms),
+                    text: &n.text,
+                })
+                .collect(),
+            attachments: state
+                .attachments
+                .iter()
+                .map(|a| AttachmentView {
+                    sha256: hex(&a.sha256),
+                    media_type: &a.media_type,
+                    size: a.size,
+                    name: a.name.as_deref(),
+                })
+                .collect(),
+            updated_at: format_time_ms(updated_at_ms),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_clock_stamps_after_what_was_seen_without_keeping_it() {
+        let clock = ServerClock::default();
+        let a = clock.stamp(Hlc::default(), 1_000);
+        let b = clock.stamp(Hlc::default(), 1_000);
+        assert!(b > a, "monotonic within a millisecond");
+        let ahead = Hlc {
+            wall_ms: 9_000_000,
+            counter: 4,
+        };
+        let c = clock.stamp(ahead, 1_001);
+        assert!(c > ahead && c > b);
+        // A phone's clock far ahead does not drag the stamps of other documents with it.
+        let d = clock.stamp(Hlc::default(), 1_002);
+        assert_eq!(d.wall_ms, 1_002);
+    }
+
+    #[test]
+    fn operator_actors_are_deterministic_and_distinct() -> Result<(), Box<dyn std::error::Error>> {
+        let site = SiteId::new("site-1")?;
+        assert_eq!(operator_actor(&site, "anna"), operator_actor(&site, "anna"));
+        assert_ne!(operator_actor(&site, "anna"), operator_actor(&site, "bob"));
+        assert_ne!(
+            operator_actor(&site, "anna"),
+            operator_actor(&SiteId::new("site-2")?, "anna")
+        );
+        assert_eq!(operator_actor(&site, "anna").to_bytes().len(), 16);
+        Ok(())
+    }
+
+    #[test]
+    fn hex_is_lower_case_and_padded() {
+        assert_eq!(hex(&[0, 0x0f, 0xab]), "000fab");
+    }
+}

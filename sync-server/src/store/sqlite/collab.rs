@@ -1,0 +1,467 @@
+//! Incidents, site configurations and alarm acknowledgements on SQLite (migration 0003).
+//!
+//! Writes run on the writer thread, each in its own IMMEDIATE transaction: an incident is read,
+//! changed and written back under the write lock, so a device's push and an operator's action on
+//! the same incident are serialised. Reads of the sync answer (when a request pushes no
+//! incident) run on a read connection, beside the shift-log path.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use patrol_core::protocol::{AlarmAck, ConfigUpdate, DocOutcome, IncidentUpdate, to_wire};
+use patrol_core::siteconfig::SiteConfig;
+use patrol_core::{DeviceId, EventId, IncidentId, SiteId};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{get_site, to_i64};
+use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
+use crate::store::merge::heads_from_blob;
+use crate::store::{
+    AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentQuery, OperatorAction,
+    StoreError, StoredConfig,
+};
+
+fn require_site(conn: &Connection, site: &SiteId) -> Result<(), StoreError> {
+    match get_site(conn, site)? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::UnknownSite(site.clone())),
+    }
+}
+
+fn heads(
+    site: &SiteId,
+    incident: IncidentId,
+    blob: &[u8],
+) -> Result<Vec<automerge::ChangeHash>, StoreError> {
+    heads_from_blob(blob).map_err(|reason| StoreError::CorruptDocument {
+        site: site.clone(),
+        doc: format!("incident {incident}"),
+        reason,
+    })
+}
+
+/// An incident as stored: the document and its heads.
+struct StoredIncident {
+    doc: Vec<u8>,
+    heads: Vec<u8>,
+}
+
+fn stored_incident(
+    conn: &Connection,
+    site: &SiteId,
+    incident: IncidentId,
+) -> Result<Option<StoredIncident>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT doc, heads FROM incidents WHERE site_id = ?1 AND incident_id = ?2")?
+        .query_row(params![site.as_str(), incident.to_string()], |r| {
+            Ok(StoredIncident {
+                doc: r.get(0)?,
+                heads: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Inserts or updates an incident's row. `created_at` is kept from the first write.
+fn put_incident(
+    tx: &Connection,
+    site: &SiteId,
+    incident: IncidentId,
+    row: &IncidentRow,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO incidents (site_id, incident_id, doc, heads, status, round, severity,
+             category, assignee, reported_at, created_at, updated_at, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)
+         ON CONFLICT (site_id, incident_id) DO UPDATE SET
+             doc = excluded.doc, heads = excluded.heads, status = excluded.status,
+             round = excluded.round, severity = excluded.severity, category = excluded.category,
+             assignee = excluded.assignee, reported_at = excluded.reported_at,
+             updated_at = excluded.updated_at, state = excluded.state",
+    )?
+    .execute(params![
+        site.as_str(),
+        incident.to_string(),
+        row.doc,
+        row.heads,
+        row.status,
+        row.round,
+        row.severity,
+        row.category,
+        row.assignee,
+        row.reported_at_ms,
+        at_ms,
+        row.state,
+    ])?;
+    Ok(())
+}
+
+/// The write transaction of a sync request's incident pushes and its answer.
+pub(super) fn write_collab(tx: &Connection, sync: &CollabSync) -> Result<CollabAnswer, StoreError> {
+    require_site(tx, &sync.site)?;
+    let site = &sync.site;
+    let actor = incident::server_actor(site);
+    let mut answer = CollabAnswer::default();
+    let mut pushed = HashSet::new();
+    for push in &sync.incidents {
+        pushed.insert(push.incident);
+        let stored = stored_incident(tx, site, push.incident)?;
+        if let Some(StoredIncident { heads: blob, .. }) = &stored {
+            let server_heads = heads(site, push.incident, blob)?;
+            if incident::up_to_date(push, &server_heads) {
+                let heads = to_wire(&server_heads);
+                answer.outcomes.push(DocOutcome::Accepted {
+                    heads: heads.clone(),
+                    new_events: 0,
+                    missing_deps: false,
+                });
+                answer.incidents.push(IncidentUpdate {
+                    incident: push.incident,
+                    heads,
+                    changes: Vec::new(),
+                });
+                continue;
+            }
+        }
+        let bytes = stored.map(|s| s.doc).unwrap_or_default();
+        let mut doc = incident::load(site, push.incident, &bytes, actor.clone())?;
+        match incident::merge_push(&mut doc, site, sync.device, push) {
+            PushMerge::Rejected(rejection) => answer.outcomes.push(DocOutcome::Rejected {
+                code: rejection.code,
+                message: rejection.message,
+            }),
+            PushMerge::Accepted {
+                changed,
+                heads,
+                missing_deps,
+                update,
+            } => {
+                if changed {
+                    let row = incident::row(&mut doc, site, sync.received_at_ms)?;
+                    put_incident(tx, site, push.incident, &row, sync.received_at_ms)?;
+                    // Only the sending device's changes can be new, so it wrote to the incident.
+                    tx.prepare_cached(
+                        "INSERT INTO incident_participants (site_id, device_id, incident_id)
+                         VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![
+                        site.as_str(),
+                        sync.device.to_string(),
+                        push.incident.to_string()
+                    ])?;
+                }
+                let heads = to_wire(&heads);
+                answer.outcomes.push(DocOutcome::Accepted {
+                    heads: heads.clone(),
+                    new_events: 0,
+                    missing_deps,
+                });
+                answer.incidents.push(IncidentUpdate {
+                    incident: push.incident,
+                    heads,
+                    changes: update,
+                });
+            }
+        }
+    }
+    sync_extras(tx, sync, &pushed, &mut answer)?;
+    Ok(answer)
+}
+
+/// What a sync answers beyond the pushed documents: the open incidents the device takes part in
+/// and did not push (whole), a newer configuration, and acknowledgements of its alarms.
+pub(super) fn sync_extras(
+    conn: &Connection,
+    sync: &CollabSync,
+    pushed: &HashSet<IncidentId>,
+    answer: &mut CollabAnswer,
+) -> Result<(), StoreError> {
+    let site = &sync.site;
+    let ids: Vec<String> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT incident_id FROM incidents
+             WHERE site_id = ?1 AND status <> 'closed' AND incident_id IN (
+                 SELECT incident_id FROM incident_participants
+                 WHERE site_id = ?1 AND device_id = ?2)
+             UNION
+             SELECT incident_id FROM incidents
+             WHERE site_id = ?1 AND status <> 'closed' AND assignee IS NOT NULL AND assignee = ?3
+             ORDER BY incident_id",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                site.as_str(),
+                sync.device.to_string(),
+                sync.guard.as_ref().map(|g| g.as_str())
+            ],
+            |r| r.get(0),
+        )?;
+        rows.collect::<Result<_, _>>()?
+    };
+    let actor = incident::server_actor(site);
+    for id in ids {
+        let incident = IncidentId::from_str(&id)
+            .map_err(|e| StoreError::CorruptData(format!("incident id {id:?}: {e}")))?;
+        if pushed.contains(&incident) {
+            continue;
+        }
+        let Some(StoredIncident { doc: bytes, .. }) = stored_incident(conn, site, incident)? else {
+            continue;
+        };
+        let mut doc = incident::load(site, incident, &bytes, actor.clone())?;
+        answer.incidents.push(IncidentUpdate {
+            incident,
+            heads: to_wire(&incident::sorted(doc.heads())),
+            changes: doc.changes_since(&[]),
+        });
+    }
+
+    let config: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT version, config FROM site_configs WHERE site_id = ?1 AND version > ?2
+             ORDER BY version DESC LIMIT 1",
+        )?
+        .query_row(params![site.as_str(), to_i64(sync.config_version)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    if let Some((version, config)) = config {
+        answer.config = Some(ConfigUpdate {
+            version: u64::try_from(version)
+                .map_err(|_| StoreError::CorruptData(format!("config version {version}")))?,
+            config,
+        });
+    }
+
+    if !sync.awaiting_ack.is_empty() {
+        let mut stmt = conn.prepare_cached(
+            "SELECT acked_by, acked_at FROM alarm_acks
+             WHERE site_id = ?1 AND event_id = ?2 AND device_id = ?3",
+        )?;
+        let device = sync.device.to_string();
+        let mut seen = HashSet::new();
+        for event in &sync.awaiting_ack {
+            if !seen.insert(*event) {
+                continue;
+            }
+            let ack: Option<(String, i64)> = stmt
+                .query_row(
+                    params![site.as_str(), event.0.as_bytes().as_slice(), device],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((by, at_ms)) = ack {
+                answer.alarm_acks.push(AlarmAck {
+                    event: *event,
+                    by,
+                    at_ms,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn incidents(
+    conn: &mut Connection,
+    site: &SiteId,
+    query: &IncidentQuery,
+) -> Result<IncidentList, StoreError> {
+    let tx = conn.transaction()?;
+    require_site(&tx, site)?;
+    let limit = i64::from(query.limit);
+    let mut list = IncidentList::default();
+    {
+        // One extra row tells whether more follow.
+        let mut stmt = tx.prepare_cached(
+            "SELECT state FROM incidents WHERE site_id = ?1 AND (?2 IS NULL OR status = ?2)
+             ORDER BY created_at DESC, incident_id DESC LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![
+            site.as_str(),
+            query.status.map(|s| s.as_str()),
+            limit + 1
+        ])?;
+        while let Some(row) = rows.next()? {
+            if list.incidents.len() == query.limit as usize {
+                list.more = true;
+                break;
+            }
+            list.incidents.push(row.get(0)?);
+        }
+    }
+    Ok(list)
+}
+
+pub(super) fn incident_state(
+    conn: &mut Connection,
+    site: &SiteId,
+    incident: IncidentId,
+) -> Result<String, StoreError> {
+    let tx = conn.transaction()?;
+    let state: Option<String> = tx
+        .prepare_cached("SELECT state FROM incidents WHERE site_id = ?1 AND incident_id = ?2")?
+        .query_row(params![site.as_str(), incident.to_string()], |r| r.get(0))
+        .optional()?;
+    match state {
+        Some(state) => Ok(state),
+        None => {
+            require_site(&tx, site)?;
+            Err(StoreError::UnknownIncident {
+                site: site.clone(),
+                incident,
+            })
+        }
+    }
+}
+
+pub(super) fn act_on_incident(
+    tx: &Connection,
+    action: OperatorAction,
+    clock: &ServerClock,
+) -> Result<String, StoreError> {
+    let OperatorAction {
+        site,
+        incident,
+        user,
+        action,
+        at_ms,
+    } = action;
+    let Some(StoredIncident { doc: bytes, .. }) = stored_incident(tx, &site, incident)? else {
+        require_site(tx, &site)?;
+        return Err(StoreError::UnknownIncident { site, incident });
+    };
+    let mut doc = incident::load(
+        &site,
+        incident,
+        &bytes,
+        incident::operator_actor(&site, &user),
+    )?;
+    incident::act(&mut doc, &site, &user, action, clock, at_ms)?;
+    let row = incident::row(&mut doc, &site, at_ms)?;
+    put_incident(tx, &site, incident, &row, at_ms)?;
+    Ok(row.state)
+}
+
+fn decode_config(site: &SiteId, version: i64, bytes: &[u8]) -> Result<SiteConfig, StoreError> {
+    SiteConfig::decode(bytes).map_err(|e| {
+        StoreError::CorruptData(format!("configuration {version} of site {site}: {e}"))
+    })
+}
+
+pub(super) fn site_config(
+    conn: &mut Connection,
+    site: &SiteId,
+) -> Result<StoredConfig, StoreError> {
+    let tx = conn.transaction()?;
+    require_site(&tx, site)?;
+    let latest: Option<(i64, Vec<u8>, i64)> = tx
+        .prepare_cached(
+            "SELECT version, config, created_at FROM site_configs WHERE site_id = ?1
+             ORDER BY version DESC LIMIT 1",
+        )?
+        .query_row([site.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(match latest {
+        Some((version, bytes, created_at_ms)) => StoredConfig {
+            config: decode_config(site, version, &bytes)?,
+            created_at_ms: Some(created_at_ms),
+        },
+        None => StoredConfig {
+            config: SiteConfig::empty(site.clone()),
+            created_at_ms: None,
+        },
+    })
+}
+
+pub(super) fn put_site_config(
+    tx: &Connection,
+    mut config: SiteConfig,
+    base_version: u64,
+    at_ms: i64,
+) -> Result<StoredConfig, StoreError> {
+    require_site(tx, &config.site)?;
+    let latest: i64 = tx
+        .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM site_configs WHERE site_id = ?1")?
+        .query_row([config.site.as_str()], |r| r.get(0))?;
+    let latest = u64::try_from(latest)
+        .map_err(|_| StoreError::CorruptData(format!("config version {latest}")))?;
+    if latest != base_version {
+        return Err(StoreError::StaleConfig {
+            site: config.site,
+            base: base_version,
+            latest,
+        });
+    }
+    config.version = latest + 1;
+    let bytes = config
+        .encode()
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    let json = serde_json::to_string(&config).map_err(|e| StoreError::Encode(e.to_string()))?;
+    tx.prepare_cached(
+        "INSERT INTO site_configs (site_id, version, config, json, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        config.site.as_str(),
+        to_i64(config.version),
+        bytes,
+        json,
+        at_ms
+    ])?;
+    Ok(StoredConfig {
+        config,
+        created_at_ms: Some(at_ms),
+    })
+}
+
+pub(super) fn acknowledge_alarm(
+    tx: &Connection,
+    site: &SiteId,
+    event: EventId,
+    by: &str,
+    at_ms: i64,
+) -> Result<AlarmAckRecord, StoreError> {
+    require_site(tx, site)?;
+    let id: &[u8] = event.0.as_bytes();
+    // The event's row through either level of the event-id index (migration 0002).
+    let panic: Option<String> = tx
+        .prepare_cached(
+            "SELECT e.device_id FROM events e
+             JOIN (SELECT seq FROM event_ids WHERE site_id = ?1 AND event_id = ?2
+                   UNION ALL
+                   SELECT seq FROM event_ids_recent WHERE site_id = ?1 AND event_id = ?2) i
+               ON e.site_id = ?1 AND e.seq = i.seq
+             WHERE e.kind = 'panic'",
+        )?
+        .query_row(params![site.as_str(), id], |r| r.get(0))
+        .optional()?;
+    let Some(device) = panic else {
+        return Err(StoreError::UnknownAlarm {
+            site: site.clone(),
+            event,
+        });
+    };
+    tx.prepare_cached(
+        "INSERT INTO alarm_acks (site_id, event_id, device_id, acked_by, acked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (site_id, event_id) DO NOTHING",
+    )?
+    .execute(params![site.as_str(), id, device, by, at_ms])?;
+    let (device, by, at_ms): (String, String, i64) = tx
+        .prepare_cached(
+            "SELECT device_id, acked_by, acked_at FROM alarm_acks
+             WHERE site_id = ?1 AND event_id = ?2",
+        )?
+        .query_row(params![site.as_str(), id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    Ok(AlarmAckRecord {
+        site: site.clone(),
+        event,
+        device: DeviceId::from_str(&device)
+            .map_err(|e| StoreError::CorruptData(format!("device id {device:?}: {e}")))?,
+        by,
+        at_ms,
+    })
+}
