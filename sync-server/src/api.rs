@@ -4,6 +4,8 @@
 //! - `GET /api/v1/sites/{site}/events?after=<seq>&limit=<n>`: the site's event feed, in server
 //!   sequence order.
 //! - `GET /api/v1/sites/{site}/devices`: the site's devices, last sync, pending count, skew.
+//! - `GET /api/v1/sites/{site}/incidents?status=<s>&limit=<n>`, `GET .../incidents/{id}`,
+//!   `POST .../incidents/{id}/actions`: incidents for the control room ([`crate::control`]).
 //! - `GET /healthz`: liveness.
 //! - `GET /metrics`: the counters in Prometheus text format ([`crate::metrics`]).
 
@@ -28,6 +30,7 @@ use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
 use crate::config::ApiConfig;
+use crate::control;
 use crate::counting::count_traffic;
 use crate::error::AppError;
 use crate::metrics::{Metrics, metrics_handler};
@@ -99,6 +102,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/sites/{site}/events", get(events))
         .route("/api/v1/sites/{site}/devices", get(devices))
+        .route(
+            "/api/v1/sites/{site}/incidents",
+            get(control::list_incidents),
+        )
+        .route(
+            "/api/v1/sites/{site}/incidents/{incident}",
+            get(control::get_incident),
+        )
+        .route(
+            "/api/v1/sites/{site}/incidents/{incident}/actions",
+            post(control::act_on_incident).layer(DefaultBodyLimit::max(control::MAX_JSON_BODY)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
@@ -125,24 +140,32 @@ async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> Ap
 
 /// Accepts `application/x-patrol-sync`, with or without parameters, in any letter case.
 fn check_content_type(headers: &HeaderMap) -> Result<(), AppError> {
+    check_media_type(headers, protocol::CONTENT_TYPE)
+}
+
+/// Accepts the media type `expected`, with or without parameters, in any letter case.
+pub(crate) fn check_media_type(
+    headers: &HeaderMap,
+    expected: &'static str,
+) -> Result<(), AppError> {
     let got = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let matches = got.as_deref().is_some_and(|v| {
         v.split(';')
             .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case(protocol::CONTENT_TYPE))
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case(expected))
     });
     if matches {
         return Ok(());
     }
     Err(AppError::UnsupportedMediaType {
-        expected: protocol::CONTENT_TYPE,
+        expected,
         got: got.unwrap_or_else(|| "none".into()),
     })
 }
 
-fn body_error(rejection: BytesRejection, limit: usize) -> AppError {
+pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> AppError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         AppError::PayloadTooLarge { limit }
     } else {
@@ -256,7 +279,9 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
     Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], response).into_response())
 }
 
-fn site_from_path(path: Result<Path<String>, PathRejection>) -> Result<SiteId, AppError> {
+pub(crate) fn site_from_path(
+    path: Result<Path<String>, PathRejection>,
+) -> Result<SiteId, AppError> {
     let Path(raw) = path.map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
     SiteId::new(raw).map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))
 }

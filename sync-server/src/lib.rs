@@ -8,6 +8,7 @@
 //!
 //! - [`config`]: the command line (`serve`, `site create`, `site list`) and API settings.
 //! - [`api`]: the axum router ([`router`]) and its handlers; [`AppState`] holds the store.
+//! - [`control`]: the control room's incident, configuration and alarm handlers.
 //! - [`error`]: [`AppError`], the JSON error body every endpoint answers with.
 //! - [`metrics`]: [`Metrics`], the traffic and domain counters, served as Prometheus text on
 //!   `/metrics` and optionally on a side listener ([`serve_metrics`]) whose own traffic is not
@@ -31,6 +32,7 @@
 
 pub mod api;
 pub mod config;
+pub mod control;
 pub mod counting;
 pub mod error;
 pub mod metrics;

@@ -4,13 +4,16 @@
 mod common;
 
 use automerge::ChangeHash;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
 use common::{Phone, TestResult, TestServer, site};
-use patrol_core::incident::{Entry, IncidentAction, IncidentDoc, Party, Stamped};
+use patrol_core::incident::{Entry, IncidentAction, IncidentDoc, IncidentStatus, Party, Stamped};
 use patrol_core::merge::plan_incident_push;
 use patrol_core::protocol::{
     self, DocOutcome, DocPush, DocRef, IncidentUpdate, RejectCode, SyncResponse,
 };
 use patrol_core::{Hlc, IncidentCategory, IncidentId, Severity, SiteId};
+use serde_json::json;
 
 /// A phone's replica of one incident and the server heads it last merged.
 struct Replica {
@@ -341,5 +344,417 @@ async fn a_device_gets_its_open_incidents_whole_and_no_one_elses() -> TestResult
     assert!(resp.incidents.is_empty(), "{:?}", resp.incidents);
     assert!(resp.config.is_none());
     assert!(resp.alarm_acks.is_empty());
+    Ok(())
+}
+
+fn incident_uri(id: IncidentId) -> String {
+    format!("/api/v1/sites/{}/incidents/{id}", common::SITE)
+}
+
+async fn act(
+    server: &TestServer,
+    id: IncidentId,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let (status, state) = server
+        .send_json("POST", &format!("{}/actions", incident_uri(id)), &body)
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}: {state}");
+    Ok(state)
+}
+
+fn note_texts(state: &serde_json::Value) -> Vec<String> {
+    state["notes"]
+        .as_array()
+        .map(|notes| {
+            notes
+                .iter()
+                .map(|n| n["text"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The control room works an incident while the reporting phone edits it offline: both sides'
+/// entries survive on both, and the phone is sent only the control room's changes.
+#[tokio::test]
+async fn an_operators_action_and_a_phones_offline_edit_both_survive() -> TestResult {
+    let server = TestServer::new().await?;
+    let phone = Phone::new("guard-1")?;
+    let mut replica = Replica::report(&phone, "car alarm in bay 12")?;
+    let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
+    replica.apply(&resp)?;
+
+    // The control room, now.
+    let state = act(
+        &server,
+        replica.id(),
+        json!({"action": "acknowledge", "by": "op-anna"}),
+    )
+    .await?;
+    assert_eq!(state["status"], "acknowledged");
+    let state = act(
+        &server,
+        replica.id(),
+        json!({"action": "add_note", "text": "watching camera 4", "by": "op-anna"}),
+    )
+    .await?;
+    assert_eq!(
+        state["notes"][0]["by"],
+        json!({"kind": "operator", "user": "op-anna"})
+    );
+    // The phone, offline meanwhile (its clock far ahead of the server's).
+    replica.note(&phone, "owner found", 4_000_000_000_000)?;
+    replica.doc.act(
+        IncidentAction::SetSeverity(Severity::Low),
+        guard_of(&phone),
+        stamp(4_000_000_000_001),
+        4_000_000_000_001,
+    )?;
+
+    let push = replica.push()?;
+    let resp = server.sync(&phone.request(vec![push])).await?;
+    let update = update_for(&resp, replica.id()).ok_or("no update")?.clone();
+    let before = replica.doc.heads();
+    replica.apply(&resp)?;
+    // What came down is exactly what the phone lacked: the control room's two changes.
+    assert_eq!(
+        update.changes.len(),
+        replica.doc.changes_since(&before).len()
+    );
+    assert!(!update.changes.is_empty());
+
+    let (status, room) = server.get_json(&incident_uri(replica.id())).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(room["status"], "acknowledged");
+    assert_eq!(room["severity"], "low");
+    let mut notes = note_texts(&room);
+    notes.sort();
+    assert_eq!(notes, ["owner found", "watching camera 4"]);
+    let phone_state = replica.doc.state()?;
+    assert_eq!(phone_state.status, IncidentStatus::Acknowledged);
+    assert_eq!(phone_state.notes.len(), 2);
+    assert_eq!(phone_state.severity, Some(Severity::Low));
+
+    // An operator acting after seeing the phone's entries is ordered after them, whatever the
+    // phone's clock said.
+    let state = act(
+        &server,
+        replica.id(),
+        json!({"action": "set_severity", "severity": "critical", "by": "op-anna"}),
+    )
+    .await?;
+    assert_eq!(state["severity"], "critical");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_assigned_incident_reaches_the_assignees_phone_while_it_is_open() -> TestResult {
+    let server = TestServer::new().await?;
+    let alice = Phone::new("guard-a")?;
+    let bob = Phone::new("guard-b")?;
+    let carol = Phone::new("guard-c")?;
+    let mut reported = Replica::report(&alice, "fight at the entrance")?;
+    server.sync(&alice.request(vec![reported.push()?])).await?;
+
+    act(
+        &server,
+        reported.id(),
+        json!({"action": "assign", "to": "guard-b", "by": "op-anna"}),
+    )
+    .await?;
+    let resp = server.sync(&bob.request(vec![])).await?;
+    let update = update_for(&resp, reported.id()).ok_or("not delivered to the assignee")?;
+    let mut on_bob = IncidentDoc::load(reported.id(), &[], bob.device.actor_id())?;
+    on_bob.merge(&update.changes)?;
+    let state = on_bob.state()?;
+    assert_eq!(state.assignee.as_deref(), Some("guard-b"));
+    assert_eq!(state.description.as_deref(), Some("fight at the entrance"));
+    let resp = server.sync(&carol.request(vec![])).await?;
+    assert!(resp.incidents.is_empty());
+
+    // Reassigned to Carol: she gets it, Bob (who never wrote to it) no longer does.
+    act(
+        &server,
+        reported.id(),
+        json!({"action": "assign", "to": "guard-c", "by": "op-anna"}),
+    )
+    .await?;
+    assert!(update_for(&server.sync(&carol.request(vec![])).await?, reported.id()).is_some());
+    assert!(
+        server
+            .sync(&bob.request(vec![]))
+            .await?
+            .incidents
+            .is_empty()
+    );
+
+    // Closed: nobody is sent it unasked, not even its reporter.
+    for action in ["resolve", "close"] {
+        act(
+            &server,
+            reported.id(),
+            json!({"action": action, "by": "op-anna"}),
+        )
+        .await?;
+    }
+    for phone in [&alice, &carol] {
+        assert!(
+            server
+                .sync(&phone.request(vec![]))
+                .await?
+                .incidents
+                .is_empty()
+        );
+    }
+    // A phone that still holds it and asks is answered, with what it lacks.
+    let resp = server.sync(&alice.request(vec![reported.push()?])).await?;
+    reported.apply(&resp)?;
+    assert_eq!(reported.doc.state()?.status, IncidentStatus::Closed);
+    Ok(())
+}
+
+#[tokio::test]
+async fn incidents_are_listed_newest_first_and_filtered_by_status() -> TestResult {
+    let server = TestServer::new().await?;
+    let phone = Phone::new("guard-1")?;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let mut replica = Replica::report(&phone, &format!("incident {n}"))?;
+        server.sync(&phone.request(vec![replica.push()?])).await?;
+        ids.push(replica.id());
+    }
+    act(
+        &server,
+        ids[1],
+        json!({"action": "dispatch", "by": "op-anna"}),
+    )
+    .await?;
+
+    let list_ids = |list: &serde_json::Value| -> Vec<String> {
+        list["incidents"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|i| i["id"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let uri = format!("/api/v1/sites/{}/incidents", common::SITE);
+    let (status, list) = server.get_json(&uri).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["site_id"], common::SITE);
+    assert_eq!(list["more"], false);
+    let expected: Vec<String> = ids.iter().rev().map(|id| id.to_string()).collect();
+    assert_eq!(list_ids(&list), expected);
+    let (_, open) = server.get_json(&format!("{uri}?status=open")).await?;
+    assert_eq!(list_ids(&open), [ids[2].to_string(), ids[0].to_string()]);
+    let (_, dispatched) = server.get_json(&format!("{uri}?status=dispatched")).await?;
+    assert_eq!(list_ids(&dispatched), [ids[1].to_string()]);
+    assert_eq!(dispatched["incidents"][0]["status"], "dispatched");
+    let (_, first) = server.get_json(&format!("{uri}?limit=1")).await?;
+    assert_eq!(list_ids(&first), [ids[2].to_string()]);
+    assert_eq!(first["more"], true);
+    Ok(())
+}
+
+#[tokio::test]
+async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> TestResult {
+    let server = TestServer::new().await?;
+    let phone = Phone::new("guard-1")?;
+    let mut replica = Replica::report(&phone, "broken window")?;
+    server.sync(&phone.request(vec![replica.push()?])).await?;
+    let id = replica.id();
+    let actions = format!("{}/actions", incident_uri(id));
+    let before = server.snapshot()?;
+
+    for (uri, status, code) in [
+        (
+            format!("/api/v1/sites/nowhere/incidents/{id}"),
+            StatusCode::NOT_FOUND,
+            "unknown_site",
+        ),
+        (
+            "/api/v1/sites/nowhere/incidents".to_string(),
+            StatusCode::NOT_FOUND,
+            "unknown_site",
+        ),
+        (
+            incident_uri(IncidentId::generate()),
+            StatusCode::NOT_FOUND,
+            "unknown_incident",
+        ),
+        (
+            format!("/api/v1/sites/{}/incidents/not-a-uuid", common::SITE),
+            StatusCode::BAD_REQUEST,
+            "invalid_incident_id",
+        ),
+        (
+            format!("/api/v1/sites/{}/incidents?status=lost", common::SITE),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+    ] {
+        let (got, body) = server.get_json(&uri).await?;
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{uri}: {body}"
+        );
+    }
+
+    let post = |uri: String, content_type: &'static str, body: Vec<u8>| {
+        let server = &server;
+        async move {
+            let req = Request::post(uri)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))?;
+            let (status, _, body) = server.call(req).await?;
+            let json: serde_json::Value = serde_json::from_slice(&body)?;
+            Ok::<_, Box<dyn std::error::Error>>((status, json))
+        }
+    };
+    let json = "application/json";
+    // (case, uri, content type, body, expected status, expected error code)
+    type Case<'a> = (&'a str, String, &'a str, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "not json",
+            actions.clone(),
+            json,
+            b"{\"action\":".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "wrong type",
+            actions.clone(),
+            "text/plain",
+            br#"{"action":"close","by":"a"}"#.to_vec(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "unknown field",
+            actions.clone(),
+            json,
+            br#"{"action":"close","by":"a","why":1}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            "unknown action",
+            actions.clone(),
+            json,
+            br#"{"action":"fly","by":"a"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_action",
+        ),
+        (
+            "no operator",
+            actions.clone(),
+            json,
+            br#"{"action":"acknowledge"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_operator",
+        ),
+        (
+            "empty note",
+            actions.clone(),
+            json,
+            br#"{"action":"add_note","text":"  ","by":"a"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid_action",
+        ),
+        (
+            "refused by status",
+            actions.clone(),
+            json,
+            br#"{"action":"reopen","by":"a"}"#.to_vec(),
+            StatusCode::CONFLICT,
+            "action_not_allowed",
+        ),
+        (
+            "unknown incident",
+            format!("{}/actions", incident_uri(IncidentId::generate())),
+            json,
+            br#"{"action":"close","by":"a"}"#.to_vec(),
+            StatusCode::NOT_FOUND,
+            "unknown_incident",
+        ),
+        (
+            "unknown site",
+            format!("/api/v1/sites/nowhere/incidents/{id}/actions"),
+            json,
+            br#"{"action":"close","by":"a"}"#.to_vec(),
+            StatusCode::NOT_FOUND,
+            "unknown_site",
+        ),
+    ];
+    for (name, uri, content_type, body, status, code) in cases {
+        let (got, body) = post(uri, content_type, body).await?;
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{name}: {body}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{name}"
+        );
+    }
+    assert_eq!(server.snapshot()?, before);
+
+    // After a dispatch, acknowledging is refused with the core's words.
+    act(&server, id, json!({"action": "dispatch", "by": "a"})).await?;
+    let before = server.snapshot()?;
+    let (status, body) = server
+        .send_json(
+            "POST",
+            &actions,
+            &json!({"action": "acknowledge", "by": "a"}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        body["message"],
+        "incident is dispatched; it cannot be acknowledged"
+    );
+    assert_eq!(server.snapshot()?, before);
+    Ok(())
+}
+
+/// Operator notes and phone notes sent at the same moment, many times over: the writes of one
+/// incident are serialised, so none is lost.
+#[tokio::test]
+async fn simultaneous_writes_to_one_incident_all_land() -> TestResult {
+    let server = TestServer::new().await?;
+    let phone = Phone::new("guard-1")?;
+    let mut replica = Replica::report(&phone, "water leak")?;
+    let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
+    replica.apply(&resp)?;
+    let actions = format!("{}/actions", incident_uri(replica.id()));
+    for n in 0..20u64 {
+        replica.note(&phone, &format!("phone {n}"), 1_740_866_500_000 + n)?;
+        let request = phone.request(vec![replica.push()?]);
+        let body = json!({"action": "add_note", "text": format!("room {n}"), "by": "op-anna"});
+        let (synced, acted) = tokio::join!(
+            server.sync(&request),
+            server.send_json("POST", &actions, &body)
+        );
+        assert_eq!(acted?.0, StatusCode::OK);
+        replica.apply(&synced?)?;
+    }
+    let (_, room) = server.get_json(&incident_uri(replica.id())).await?;
+    let notes = note_texts(&room);
+    assert_eq!(notes.len(), 40, "{notes:?}");
+    for n in 0..20 {
+        assert!(notes.contains(&format!("phone {n}")) && notes.contains(&format!("room {n}")));
+    }
+    // The phone converges on the same incident at its next exchange.
+    let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
+    replica.apply(&resp)?;
+    assert_eq!(replica.doc.state()?.notes.len(), 40);
     Ok(())
 }

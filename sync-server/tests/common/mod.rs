@@ -120,6 +120,22 @@ impl TestServer {
         Ok((status, serde_json::from_slice(&body)?))
     }
 
+    /// Sends `body` with `method` to `uri` as JSON and parses the answer as JSON.
+    pub async fn send_json(
+        &self,
+        method: &str,
+        uri: &str,
+        body: &serde_json::Value,
+    ) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(serde_json::to_vec(body)?))?;
+        let (status, _, body) = self.call(req).await?;
+        Ok((status, serde_json::from_slice(&body)?))
+    }
+
     /// Every event of the feed, paging with `limit`.
     pub async fn whole_feed(
         &self,

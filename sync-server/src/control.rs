@@ -1,0 +1,362 @@
+//! The control room's JSON API beyond the feed: incidents (list, state, actions). Shapes are
+//! documented in `docs/protocol.md`.
+//!
+//! Every body is JSON (`Content-Type: application/json`); bad input gets a 4xx with the usual
+//! error body and changes nothing. Until authentication lands, the operator acting is named by
+//! the body's `by` field, read in one place only ([`acting_operator`]).
+
+use std::fmt::Write as _;
+use std::str::FromStr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use patrol_core::incident::{IncidentAction, IncidentStatus, MAX_NAME_LEN};
+use patrol_core::{GuardId, IncidentId, Severity, SiteId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use crate::api::{AppState, check_media_type};
+use crate::error::AppError;
+use crate::now_ms;
+use crate::store::{IncidentQuery, OperatorAction};
+
+/// Incidents per list when `limit` is not given.
+pub const DEFAULT_INCIDENT_LIMIT: u32 = 100;
+/// Largest incident list.
+pub const MAX_INCIDENT_LIMIT: u32 = 1_000;
+/// Largest JSON body of a control-room call (a site configuration is the largest).
+pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
+
+const JSON: &str = "application/json";
+
+/// The operator acting on a request. Today the body names them (`by`); authentication will
+/// replace this with the authenticated user, here and nowhere else.
+fn acting_operator(by: Option<String>) -> Result<String, AppError> {
+    match by {
+        Some(by) if !by.trim().is_empty() && by.len() <= MAX_NAME_LEN => Ok(by),
+        Some(by) if by.len() > MAX_NAME_LEN => Err(AppError::bad_request(
+            "invalid_operator",
+            format!("\"by\" is {} bytes long, at most {MAX_NAME_LEN}", by.len()),
+        )),
+        _ => Err(AppError::bad_request(
+            "invalid_operator",
+            "\"by\" must name the operator acting",
+        )),
+    }
+}
+
+/// Parses a JSON body, refusing other content types (415) and bodies that do not fit `T` (400,
+/// with serde's words: which field, where).
+fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, AppError> {
+    check_media_type(headers, JSON)?;
+    let body = body.map_err(|r| crate::api::body_error(r, MAX_JSON_BODY))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| AppError::bad_request("invalid_json", format!("invalid request body: {e}")))
+}
+
+fn json_text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, JSON)], body).into_response()
+}
+
+fn site_and<T: FromStr>(
+    path: Result<Path<(String, String)>, PathRejection>,
+    code: &'static str,
+    what: &str,
+) -> Result<(SiteId, T), AppError>
+where
+    T::Err: std::fmt::Display,
+{
+    let Path((site, id)) =
+        path.map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
+    let site =
+        SiteId::new(site).map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))?;
+    let id = id
+        .parse::<T>()
+        .map_err(|e| AppError::bad_request(code, format!("bad {what} {id:?}: {e}")))?;
+    Ok((site, id))
+}
+
+/// Kept as text so that a bad value gets our message, not the extractor's.
+#[derive(Debug, Deserialize)]
+pub struct IncidentParams {
+    status: Option<String>,
+    limit: Option<String>,
+}
+
+fn parse_status(s: &str) -> Result<IncidentStatus, AppError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).map_err(|_| {
+        AppError::bad_request(
+            "invalid_query",
+            format!(
+                "status must be one of open, acknowledged, dispatched, resolved, closed; got {s:?}"
+            ),
+        )
+    })
+}
+
+fn parse_incident_params(params: IncidentParams) -> Result<IncidentQuery, AppError> {
+    let status = match params.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(parse_status(s)?),
+    };
+    let limit = match params.limit.as_deref() {
+        None | Some("") => DEFAULT_INCIDENT_LIMIT,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=MAX_INCIDENT_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(AppError::bad_request(
+                    "invalid_query",
+                    format!("limit must be an integer from 1 to {MAX_INCIDENT_LIMIT}, got {s:?}"),
+                ));
+            }
+        },
+    };
+    Ok(IncidentQuery { status, limit })
+}
+
+/// `GET /api/v1/sites/{site}/incidents?status=<status>&limit=<n>`:
+/// `{"site_id":..,"incidents":[<state>..],"more":bool}`, newest first.
+pub async fn list_incidents(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<IncidentParams>, QueryRejection>,
+) -> Result<Response, AppError> {
+    let site = crate::api::site_from_path(path)?;
+    let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let query = parse_incident_params(params)?;
+    let list = state.store.incidents(site.clone(), query).await?;
+    // Assembled from the stored JSON text, as the feed is.
+    let site_json = serde_json::to_string(site.as_str()).map_err(AppError::internal)?;
+    let size: usize = list.incidents.iter().map(|s| s.len() + 1).sum();
+    let mut body = String::with_capacity(size + site_json.len() + 48);
+    body.push_str("{\"site_id\":");
+    body.push_str(&site_json);
+    body.push_str(",\"incidents\":[");
+    for (i, incident) in list.incidents.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(incident);
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(body, "],\"more\":{}}}", list.more);
+    Ok(json_text(body))
+}
+
+/// `GET /api/v1/sites/{site}/incidents/{id}`: the incident's state.
+pub async fn get_incident(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, AppError> {
+    let (site, incident) = site_and::<IncidentId>(path, "invalid_incident_id", "incident id")?;
+    Ok(json_text(state.store.incident(site, incident).await?))
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The body of an incident action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    action: String,
+    /// For `assign`: a guard id, or `null` to unassign.
+    #[serde(default, deserialize_with = "present")]
+    to: Option<Option<String>>,
+    /// For `set_severity`.
+    severity: Option<String>,
+    /// For `add_note`.
+    text: Option<String>,
+    by: Option<String>,
+}
+
+const ACTIONS: &str =
+    "acknowledge, dispatch, resolve, close, reopen, assign, set_severity, add_note";
+
+/// The core's action a body asks for. A field the action does not use is refused rather than
+/// ignored: it is most likely a mistake.
+fn parse_action(body: &ActionBody) -> Result<IncidentAction, AppError> {
+    let bad = |message: String| AppError::bad_request("invalid_action", message);
+    let name = body.action.as_str();
+    let fields = [
+        ("to", body.to.is_some()),
+        ("severity", body.severity.is_some()),
+        ("text", body.text.is_some()),
+    ];
+    let uses = match name {
+        "acknowledge" | "dispatch" | "resolve" | "close" | "reopen" => "",
+        "assign" => "to",
+        "set_severity" => "severity",
+        "add_note" => "text",
+        other => {
+            return Err(bad(format!("unknown action {other:?}; one of {ACTIONS}")));
+        }
+    };
+    if let Some((field, _)) = fields.iter().find(|(f, given)| *given && *f != uses) {
+        return Err(bad(format!("{name} does not take \"{field}\"")));
+    }
+    Ok(match name {
+        "acknowledge" => IncidentAction::Acknowledge,
+        "dispatch" => IncidentAction::Dispatch,
+        "resolve" => IncidentAction::Resolve,
+        "close" => IncidentAction::Close,
+        "reopen" => IncidentAction::Reopen,
+        "assign" => match &body.to {
+            None => {
+                return Err(bad(
+                    "assign needs \"to\": a guard id, or null to unassign".into()
+                ));
+            }
+            Some(None) => IncidentAction::Assign(None),
+            // A guard id, so that the assignee's phone can be found at its sync.
+            Some(Some(to)) => IncidentAction::Assign(Some(
+                GuardId::new(to.as_str())
+                    .map_err(|e| bad(format!("\"to\" must be a guard id: {e}")))?
+                    .to_string(),
+            )),
+        },
+        "set_severity" => {
+            let severity = body
+                .severity
+                .as_deref()
+                .ok_or_else(|| bad("set_severity needs \"severity\"".into()))?;
+            IncidentAction::SetSeverity(Severity::from_str(severity).map_err(|_| {
+                bad(format!(
+                    "severity must be one of low, medium, high, critical; got {severity:?}"
+                ))
+            })?)
+        }
+        _ => IncidentAction::AddNote(
+            body.text
+                .clone()
+                .ok_or_else(|| bad("add_note needs \"text\"".into()))?,
+        ),
+    })
+}
+
+/// `POST /api/v1/sites/{site}/incidents/{id}/actions`: applies the action and answers the new
+/// state; 409 `action_not_allowed` if the status rules refuse it.
+pub async fn act_on_incident(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, AppError> {
+    let (site, incident) = site_and::<IncidentId>(path, "invalid_incident_id", "incident id")?;
+    let body: ActionBody = json_body(&headers, body)?;
+    let action = parse_action(&body)?;
+    let user = acting_operator(body.by)?;
+    let new_state = state
+        .store
+        .act_on_incident(OperatorAction {
+            site,
+            incident,
+            user,
+            action,
+            at_ms: now_ms(),
+        })
+        .await?;
+    Ok(json_text(new_state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: serde_json::Value) -> ActionBody {
+        serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn actions_parse_and_refuse_what_they_do_not_use() {
+        use serde_json::json;
+        assert_eq!(
+            parse_action(&body(json!({"action": "acknowledge", "by": "a"}))).ok(),
+            Some(IncidentAction::Acknowledge)
+        );
+        assert_eq!(
+            parse_action(&body(json!({"action": "assign", "to": "guard-2"}))).ok(),
+            Some(IncidentAction::Assign(Some("guard-2".into())))
+        );
+        assert_eq!(
+            parse_action(&body(json!({"action": "assign", "to": null}))).ok(),
+            Some(IncidentAction::Assign(None))
+        );
+        assert_eq!(
+            parse_action(&body(
+                json!({"action": "set_severity", "severity": "critical"})
+            ))
+            .ok(),
+            Some(IncidentAction::SetSeverity(Severity::Critical))
+        );
+        for bad in [
+            json!({"action": "fly"}),
+            json!({"action": "assign"}),
+            json!({"action": "assign", "to": "guard 2"}),
+            json!({"action": "acknowledge", "text": "x"}),
+            json!({"action": "set_severity", "severity": "huge"}),
+            json!({"action": "add_note"}),
+            json!({"action": "add_note", "text": "x", "to": null}),
+        ] {
+            assert!(
+                matches!(
+                    parse_action(&body(bad.clone())),
+                    Err(AppError::BadRequest {
+                        code: "invalid_action",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(
+            serde_json::from_value::<ActionBody>(json!({"action": "close", "note": 1})).is_err()
+        );
+    }
+
+    #[test]
+    fn the_operator_must_be_named() {
+        assert_eq!(
+            acting_operator(Some("anna".into())).ok().as_deref(),
+            Some("anna")
+        );
+        for by in [
+            None,
+            Some(String::new()),
+            Some("  ".into()),
+            Some("x".repeat(257)),
+        ] {
+            assert!(acting_operator(by).is_err());
+        }
+    }
+
+    #[test]
+    fn incident_params_default_and_reject_bad_values() {
+        let p = |status: Option<&str>, limit: Option<&str>| IncidentParams {
+            status: status.map(Into::into),
+            limit: limit.map(Into::into),
+        };
+        let q = parse_incident_params(p(Some("closed"), None)).ok();
+        assert_eq!(
+            q.map(|q| (q.status, q.limit)),
+            Some((Some(IncidentStatus::Closed), DEFAULT_INCIDENT_LIMIT))
+        );
+        for (s, l) in [
+            (Some("gone"), None),
+            (None, Some("0")),
+            (None, Some("1001")),
+        ] {
+            assert!(parse_incident_params(p(s, l)).is_err(), "{s:?} {l:?}");
+        }
+    }
+}
