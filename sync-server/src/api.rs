@@ -6,6 +6,8 @@
 //! - `GET /api/v1/sites/{site}/devices`: the site's devices, last sync, pending count, skew.
 //! - `GET /api/v1/sites/{site}/incidents?status=<s>&limit=<n>`, `GET .../incidents/{id}`,
 //!   `POST .../incidents/{id}/actions`: incidents for the control room ([`crate::control`]).
+//! - `GET`, `PUT /api/v1/sites/{site}/config`: the site configuration, versioned.
+//! - `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge`: acknowledges a panic alarm.
 //! - `GET /healthz`: liveness.
 //! - `GET /metrics`: the counters in Prometheus text format ([`crate::metrics`]).
 
@@ -113,6 +115,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/sites/{site}/incidents/{incident}/actions",
             post(control::act_on_incident).layer(DefaultBodyLimit::max(control::MAX_JSON_BODY)),
+        )
+        .route(
+            "/api/v1/sites/{site}/config",
+            get(control::get_config)
+                .put(control::put_config)
+                .layer(DefaultBodyLimit::max(control::MAX_JSON_BODY)),
+        )
+        .route(
+            "/api/v1/sites/{site}/alarms/{event}/acknowledge",
+            post(control::acknowledge_alarm).layer(DefaultBodyLimit::max(control::MAX_JSON_BODY)),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

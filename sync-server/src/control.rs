@@ -1,5 +1,6 @@
-//! The control room's JSON API beyond the feed: incidents (list, state, actions). Shapes are
-//! documented in `docs/protocol.md`.
+//! The control room's JSON API beyond the feed: incidents (list, state, actions), the site
+//! configuration (read, replace with a new version) and panic alarm acknowledgements. Shapes
+//! are documented in `docs/protocol.md`.
 //!
 //! Every body is JSON (`Content-Type: application/json`); bad input gets a 4xx with the usual
 //! error body and changes nothing. Until authentication lands, the operator acting is named by
@@ -8,20 +9,23 @@
 use std::fmt::Write as _;
 use std::str::FromStr;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use patrol_core::event::format_time_ms;
 use patrol_core::incident::{IncidentAction, IncidentStatus, MAX_NAME_LEN};
-use patrol_core::{GuardId, IncidentId, Severity, SiteId};
+use patrol_core::siteconfig::{Checkpoint, PostOrder, SiteConfig, Tour};
+use patrol_core::{EventId, GuardId, IncidentId, Severity, SiteId};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::api::{AppState, check_media_type};
 use crate::error::AppError;
 use crate::now_ms;
-use crate::store::{IncidentQuery, OperatorAction};
+use crate::store::{AlarmAckRecord, IncidentQuery, OperatorAction, StoredConfig};
 
 /// Incidents per list when `limit` is not given.
 pub const DEFAULT_INCIDENT_LIMIT: u32 = 100;
@@ -267,6 +271,120 @@ pub async fn act_on_incident(
         })
         .await?;
     Ok(json_text(new_state))
+}
+
+/// A site configuration as the API serves it: [`SiteConfig`]'s fields and when the version was
+/// stored (`null` for the empty version 0).
+#[derive(Debug, Serialize)]
+pub struct ConfigView {
+    #[serde(flatten)]
+    config: SiteConfig,
+    created_at: Option<String>,
+}
+
+impl From<StoredConfig> for ConfigView {
+    fn from(stored: StoredConfig) -> Self {
+        ConfigView {
+            config: stored.config,
+            created_at: stored.created_at_ms.map(format_time_ms),
+        }
+    }
+}
+
+/// `GET /api/v1/sites/{site}/config`: the latest configuration (version 0, empty, if none).
+pub async fn get_config(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ConfigView>, AppError> {
+    let site = crate::api::site_from_path(path)?;
+    Ok(Json(state.store.site_config(site).await?.into()))
+}
+
+/// The body of a configuration write: the whole new configuration and the version it was made
+/// from (0 for the first).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigBody {
+    checkpoints: Vec<Checkpoint>,
+    tours: Vec<Tour>,
+    post_orders: Vec<PostOrder>,
+    base_version: u64,
+}
+
+/// `PUT /api/v1/sites/{site}/config`: stores the configuration as version `base_version + 1`;
+/// 409 `stale_config` if `base_version` is not the latest (another write came first), 400
+/// `invalid_config` if it is not coherent.
+pub async fn put_config(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ConfigView>, AppError> {
+    let site = crate::api::site_from_path(path)?;
+    let body: ConfigBody = json_body(&headers, body)?;
+    let config = SiteConfig {
+        site,
+        version: body.base_version.saturating_add(1),
+        checkpoints: body.checkpoints,
+        tours: body.tours,
+        post_orders: body.post_orders,
+    };
+    config
+        .validate()
+        .map_err(|e| AppError::bad_request("invalid_config", e.to_string()))?;
+    let stored = state
+        .store
+        .put_site_config(config, body.base_version, now_ms())
+        .await?;
+    Ok(Json(stored.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    by: Option<String>,
+}
+
+/// An alarm acknowledgement as the API serves it.
+#[derive(Debug, Serialize)]
+pub struct AlarmAckView {
+    site_id: String,
+    event_id: String,
+    /// The device that raised the alarm.
+    device_id: String,
+    by: String,
+    at: String,
+}
+
+impl From<AlarmAckRecord> for AlarmAckView {
+    fn from(ack: AlarmAckRecord) -> Self {
+        AlarmAckView {
+            site_id: ack.site.to_string(),
+            event_id: ack.event.to_string(),
+            device_id: ack.device.to_string(),
+            by: ack.by,
+            at: format_time_ms(ack.at_ms),
+        }
+    }
+}
+
+/// `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge`: records the acknowledgement of a
+/// panic alarm (404 `unknown_alarm` unless the site's feed has that event, of kind `panic`).
+/// Idempotent: the first acknowledgement stands and every call answers it.
+pub async fn acknowledge_alarm(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AlarmAckView>, AppError> {
+    let (site, event) = site_and::<EventId>(path, "invalid_event_id", "event id")?;
+    let body: AckBody = json_body(&headers, body)?;
+    let by = acting_operator(body.by)?;
+    let ack = state
+        .store
+        .acknowledge_alarm(site, event, by, now_ms())
+        .await?;
+    Ok(Json(ack.into()))
 }
 
 #[cfg(test)]

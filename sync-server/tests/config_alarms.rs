@@ -1,0 +1,305 @@
+//! Site configuration versions and panic alarm acknowledgements: written by the control room,
+//! delivered to phones in the sync exchange.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::{Phone, SITE, TestResult, TestServer};
+use patrol_core::protocol::SyncRequest;
+use patrol_core::siteconfig::SiteConfig;
+use patrol_core::{EventBody, EventId};
+use serde_json::{Value, json};
+
+fn config_uri() -> String {
+    format!("/api/v1/sites/{SITE}/config")
+}
+
+fn config_body(base_version: u64, tag: &str) -> Value {
+    json!({
+        "base_version": base_version,
+        "checkpoints": [
+            {"id": "cp-1", "name": "Car park B2", "tags": [tag],
+             "location": {"lat": 51.5, "lon": -0.12, "accuracy_m": null}, "radius_m": 15.0},
+            {"id": "cp-2", "name": "Loading bay", "tags": ["QR-2"], "location": null, "radius_m": null}
+        ],
+        "tours": [{
+            "id": "night", "name": "Night round", "checkpoints": ["cp-1", "cp-2"],
+            "windows": [{"start_ms": 1000, "end_ms": 2000}], "grace_min": 10
+        }],
+        "post_orders": [{"id": "po-1", "title": "Fire doors", "text": "Check every fire door."}]
+    })
+}
+
+fn with_config_version(request: SyncRequest, config_version: u64) -> SyncRequest {
+    SyncRequest {
+        config_version,
+        ..request
+    }
+}
+
+#[tokio::test]
+async fn configuration_versions_are_checked_and_delivered_once() -> TestResult {
+    let server = TestServer::new().await?;
+    let phone = Phone::new("guard-1")?;
+
+    let (status, empty) = server.get_json(&config_uri()).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        empty,
+        json!({"site": SITE, "version": 0, "checkpoints": [], "tours": [], "post_orders": [],
+               "created_at": null})
+    );
+    assert!(server.sync(&phone.request(vec![])).await?.config.is_none());
+
+    let (status, v1) = server
+        .send_json("PUT", &config_uri(), &config_body(0, "04:A1"))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{v1}");
+    assert_eq!(
+        (v1["version"].as_u64(), v1["site"].as_str()),
+        (Some(1), Some(SITE))
+    );
+    assert_eq!(v1["checkpoints"][0]["tags"], json!(["04:A1"]));
+    assert!(v1["created_at"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let (_, got) = server.get_json(&config_uri()).await?;
+    assert_eq!(got, v1);
+
+    // A write from a stale base is refused: it would overwrite version 1 unseen.
+    let before = server.snapshot()?;
+    let (status, body) = server
+        .send_json("PUT", &config_uri(), &config_body(0, "04:A9"))
+        .await?;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("stale_config"))
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("version 1")),
+        "{body}"
+    );
+    assert_eq!(server.snapshot()?, before);
+
+    let (status, v2) = server
+        .send_json("PUT", &config_uri(), &config_body(1, "04:A2"))
+        .await?;
+    assert_eq!((status, v2["version"].as_u64()), (StatusCode::OK, Some(2)));
+
+    // A phone with no configuration, or an older one, gets the latest; one that has it, none.
+    for held in [0, 1] {
+        let resp = server
+            .sync(&with_config_version(phone.request(vec![]), held))
+            .await?;
+        let update = resp.config.ok_or("no config delivered")?;
+        assert_eq!(update.version, 2);
+        let config = SiteConfig::decode(&update.config)?;
+        assert_eq!((config.version, config.site.as_str()), (2, SITE));
+        assert_eq!(
+            config.checkpoint_for_tag("04:A2").map(|c| c.id.as_str()),
+            Some("cp-1")
+        );
+        assert_eq!(config.tours[0].grace_min, 10);
+        assert_eq!(
+            serde_json::to_value(&config)?["post_orders"],
+            v2["post_orders"]
+        );
+    }
+    for held in [2, 3] {
+        let resp = server
+            .sync(&with_config_version(phone.request(vec![]), held))
+            .await?;
+        assert!(resp.config.is_none(), "holding {held}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_configurations_get_a_clear_4xx_and_change_nothing() -> TestResult {
+    let server = TestServer::new().await?;
+    server
+        .send_json("PUT", &config_uri(), &config_body(0, "04:A1"))
+        .await?;
+    let before = server.snapshot()?;
+
+    let mut unknown_checkpoint = config_body(1, "04:A1");
+    unknown_checkpoint["tours"][0]["checkpoints"] = json!(["cp-1", "cp-9"]);
+    let mut duplicate_tag = config_body(1, "QR-2");
+    duplicate_tag["checkpoints"][0]["tags"] = json!(["QR-2"]);
+    let mut backwards = config_body(1, "04:A1");
+    backwards["tours"][0]["windows"] = json!([{"start_ms": 5, "end_ms": 1}]);
+    let mut bad_id = config_body(1, "04:A1");
+    bad_id["checkpoints"][0]["id"] = json!("cp 1");
+    let mut typo = config_body(1, "04:A1");
+    typo["post_order"] = json!([]);
+    let mut no_base = config_body(1, "04:A1");
+    no_base.as_object_mut().map(|o| o.remove("base_version"));
+    for (name, body, code) in [
+        ("unknown checkpoint", unknown_checkpoint, "invalid_config"),
+        ("duplicate tag", duplicate_tag, "invalid_config"),
+        ("backwards window", backwards, "invalid_config"),
+        ("bad checkpoint id", bad_id, "invalid_json"),
+        ("unknown field", typo, "invalid_json"),
+        ("no base version", no_base, "invalid_json"),
+        ("not an object", json!([1, 2]), "invalid_json"),
+    ] {
+        let (status, resp) = server.send_json("PUT", &config_uri(), &body).await?;
+        assert_eq!(
+            (status, resp["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{name}: {resp}"
+        );
+    }
+    let req = Request::put(config_uri())
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(config_body(1, "04:A1").to_string()))?;
+    let (status, _, _) = server.call(req).await?;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, resp) = server
+        .send_json(
+            "PUT",
+            "/api/v1/sites/nowhere/config",
+            &config_body(0, "04:A1"),
+        )
+        .await?;
+    assert_eq!(
+        (status, resp["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_site"))
+    );
+    let (status, _) = server.get_json("/api/v1/sites/nowhere/config").await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(server.snapshot()?, before);
+    Ok(())
+}
+
+fn ack_uri(site: &str, event: impl std::fmt::Display) -> String {
+    format!("/api/v1/sites/{site}/alarms/{event}/acknowledge")
+}
+
+fn awaiting(request: SyncRequest, awaiting_ack: Vec<EventId>) -> SyncRequest {
+    SyncRequest {
+        awaiting_ack,
+        ..request
+    }
+}
+
+#[tokio::test]
+async fn alarm_acks_are_idempotent_and_reach_only_the_raising_phone() -> TestResult {
+    let server = TestServer::new().await?;
+    let mut alice = Phone::new("guard-a")?;
+    let mut bob = Phone::new("guard-b")?;
+    let alice_panic = alice.record(EventBody::Panic { location: None })?;
+    let alice_scan = alice.scan("cp-1")?;
+    let bob_panic = bob.record(EventBody::Panic { location: None })?;
+    server.sync(&alice.push_request()?).await?;
+    server.sync(&bob.push_request()?).await?;
+
+    // Not acknowledged yet: nothing to deliver.
+    let resp = server
+        .sync(&awaiting(alice.request(vec![]), vec![alice_panic]))
+        .await?;
+    assert!(resp.alarm_acks.is_empty());
+
+    let (status, ack) = server
+        .send_json(
+            "POST",
+            &ack_uri(SITE, alice_panic),
+            &json!({"by": "op-anna"}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["event_id"], alice_panic.to_string());
+    assert_eq!(ack["device_id"], alice.device.to_string());
+    assert_eq!(
+        (ack["site_id"].as_str(), ack["by"].as_str()),
+        (Some(SITE), Some("op-anna"))
+    );
+    // Again, by someone else: the first acknowledgement stands.
+    let before = server.snapshot()?;
+    let (status, again) = server
+        .send_json(
+            "POST",
+            &ack_uri(SITE, alice_panic),
+            &json!({"by": "op-bob"}),
+        )
+        .await?;
+    assert_eq!((status, &again), (StatusCode::OK, &ack));
+    assert_eq!(server.snapshot()?, before);
+
+    // Alice's phone learns of it; Bob's, asking about Alice's alarm and his own, learns nothing.
+    let resp = server
+        .sync(&awaiting(
+            alice.request(vec![]),
+            vec![alice_panic, bob_panic, alice_panic],
+        ))
+        .await?;
+    assert_eq!(resp.alarm_acks.len(), 1);
+    assert_eq!(
+        (resp.alarm_acks[0].event, resp.alarm_acks[0].by.as_str()),
+        (alice_panic, "op-anna")
+    );
+    let resp = server
+        .sync(&awaiting(bob.request(vec![]), vec![alice_panic, bob_panic]))
+        .await?;
+    assert!(resp.alarm_acks.is_empty(), "{:?}", resp.alarm_acks);
+
+    // Only panics of this site's feed can be acknowledged.
+    for (uri, body, status, code) in [
+        (
+            ack_uri(SITE, alice_scan),
+            json!({"by": "a"}),
+            StatusCode::NOT_FOUND,
+            "unknown_alarm",
+        ),
+        (
+            ack_uri(SITE, EventId::generate()),
+            json!({"by": "a"}),
+            StatusCode::NOT_FOUND,
+            "unknown_alarm",
+        ),
+        (
+            ack_uri("nowhere", bob_panic),
+            json!({"by": "a"}),
+            StatusCode::NOT_FOUND,
+            "unknown_site",
+        ),
+        (
+            ack_uri(SITE, "42"),
+            json!({"by": "a"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_event_id",
+        ),
+        (
+            ack_uri(SITE, bob_panic),
+            json!({}),
+            StatusCode::BAD_REQUEST,
+            "invalid_operator",
+        ),
+        (
+            ack_uri(SITE, bob_panic),
+            json!({"by": "a", "x": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+    ] {
+        let (got, resp) = server.send_json("POST", &uri, &body).await?;
+        assert_eq!(
+            (got, resp["error"].as_str()),
+            (status, Some(code)),
+            "{uri} {body}: {resp}"
+        );
+    }
+    assert_eq!(server.snapshot()?, before);
+
+    // Bob's own acknowledged alarm reaches him.
+    server
+        .send_json("POST", &ack_uri(SITE, bob_panic), &json!({"by": "op-bob"}))
+        .await?;
+    let resp = server
+        .sync(&awaiting(bob.request(vec![]), vec![bob_panic]))
+        .await?;
+    assert_eq!(resp.alarm_acks.len(), 1);
+    assert_eq!(resp.alarm_acks[0].by, "op-bob");
+    Ok(())
+}
