@@ -167,9 +167,17 @@ class ShiftTest(unittest.TestCase):
         self.assertEqual(device.status().pending_events, len(local))
         self.assertTrue(device.status().urgent, "an undelivered panic makes sync urgent")
 
+        worked = device.add_incident_note(incident, "brigade called")
+        self.assertTrue(worked.pending)
+        self.assertEqual([n.text for n in worked.notes], ["brigade called"])
+        self.assertEqual(type(device.alarms()[0].state), pm.FfiAlarmState.QUEUED)
+
         report = device.sync(self.server.url)
         self.assertEqual(report.events_delivered, len(local))
         self.assertEqual(report.pending_events, 0)
+        # The incident's document went with the events; the alarm is on the server.
+        self.assertFalse(device.incident(incident).pending)
+        self.assertEqual(type(device.alarms()[0].state), pm.FfiAlarmState.DELIVERED)
 
         device.end_shift("quiet night")
         self.assertIsNone(device.current_shift())
