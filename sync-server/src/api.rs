@@ -21,7 +21,7 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{
     DefaultBodyLimit, FromRef, FromRequest, OriginalUri, Path, Query, Request, State,
 };
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use patrol_core::SiteId;
@@ -359,8 +359,29 @@ async fn events(
     }
     // Writing to a String cannot fail.
     let _ = write!(body, "],\"next\":{next},\"more\":{}}}", page.more);
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    // The cursor also travels in headers, so a client can ask for the next page as soon as the
+    // headers arrive and read this page's body meanwhile (RFC 8288 `Link` for generic clients).
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(NEXT_CURSOR_HEADER, HeaderValue::from(next));
+    headers.insert(
+        MORE_HEADER,
+        HeaderValue::from_static(if page.more { "true" } else { "false" }),
+    );
+    if page.more {
+        let link =
+            format!("</api/v1/sites/{site}/events?after={next}&limit={limit}>; rel=\"next\"");
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            headers.insert(header::LINK, value);
+        }
+    }
+    Ok(response)
 }
+
+/// Response header of a feed page: the cursor to ask the next page from (as `next` in the body).
+pub const NEXT_CURSOR_HEADER: &str = "patrol-next-cursor";
+/// Response header of a feed page: `true` when more events follow (as `more` in the body).
+pub const MORE_HEADER: &str = "patrol-more";
 
 #[derive(Debug, Serialize)]
 struct DeviceView {

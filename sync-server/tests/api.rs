@@ -465,6 +465,23 @@ async fn paging_returns_every_event_once_in_order() -> TestResult {
         (Some(15), Some(true))
     );
     assert_eq!(page["events"][0]["seq"], 11);
+    // The cursor is in the headers too, for a client that asks for the next page before it
+    // has read this one.
+    let headers = server
+        .get_headers(&format!("/api/v1/sites/{SITE}/events?after=10&limit=5"))
+        .await?;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header("patrol-next-cursor").as_deref(), Some("15"));
+    assert_eq!(header("patrol-more").as_deref(), Some("true"));
+    assert_eq!(
+        header("link").as_deref(),
+        Some(format!("</api/v1/sites/{SITE}/events?after=15&limit=5>; rel=\"next\"").as_str())
+    );
     Ok(())
 }
 

@@ -317,18 +317,46 @@ struct FeedPage {
 }
 
 /// Pulls every event after `cursor` through the control-room API, page by page.
+/// Pulls every page after `cursor`. The next page is asked for as soon as a page's headers
+/// give its cursor, so the server builds page k+1 while this client reads and parses page k.
 async fn pull(http: &reqwest::Client, base: &str, cursor: u64) -> Result<(Vec<FeedEvent>, u64)> {
-    let mut cursor = cursor;
+    let fetch = |after: u64| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/sites/{SITE}/events?after={after}&limit=10000");
+        tokio::spawn(async move {
+            let resp = http.get(&url).send().await?;
+            ensure!(resp.status().is_success(), "GET {url}: {}", resp.status());
+            Ok::<_, anyhow::Error>(resp)
+        })
+    };
+    let header = |resp: &reqwest::Response, name: &str| -> Option<String> {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let mut out = Vec::new();
+    let mut inflight = fetch(cursor);
     loop {
-        let url = format!("{base}/api/v1/sites/{SITE}/events?after={cursor}&limit=10000");
-        let resp = http.get(&url).send().await?;
-        ensure!(resp.status().is_success(), "GET {url}: {}", resp.status());
+        let resp = inflight.await??;
+        let next: Option<u64> = header(&resp, "patrol-next-cursor").and_then(|v| v.parse().ok());
+        let more = header(&resp, "patrol-more").as_deref() == Some("true");
+        let ahead = match next {
+            Some(next) if more => Some(fetch(next)),
+            _ => None,
+        };
         let page: FeedPage = serde_json::from_slice(&resp.bytes().await?)?;
-        cursor = page.next;
+        ensure!(
+            next.is_none_or(|n| n == page.next),
+            "the cursor header says {next:?}, the body {}",
+            page.next
+        );
         out.extend(page.events);
-        if !page.more {
-            return Ok((out, cursor));
+        match ahead {
+            Some(request) => inflight = request,
+            // A server without the headers: page by the body's cursor.
+            None if page.more => inflight = fetch(page.next),
+            None => return Ok((out, page.next)),
         }
     }
 }

@@ -112,6 +112,17 @@ impl TestServer {
         Ok(SyncResponse::decode(&body)?)
     }
 
+    /// The response headers of a GET.
+    pub async fn get_headers(
+        &self,
+        uri: &str,
+    ) -> Result<axum::http::HeaderMap, Box<dyn std::error::Error>> {
+        let resp = router(self.state.clone())
+            .oneshot(Request::get(uri).body(Body::empty())?)
+            .await?;
+        Ok(resp.headers().clone())
+    }
+
     pub async fn get_json(
         &self,
         uri: &str,
