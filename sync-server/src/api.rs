@@ -19,14 +19,15 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{
-    DefaultBodyLimit, FromRef, FromRequest, OriginalUri, Path, Query, Request, State,
+    DefaultBodyLimit, FromRef, FromRequest, OriginalUri, Path, Query, RawQuery, Request, State,
 };
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
 use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse};
+use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId, SiteId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
@@ -35,8 +36,10 @@ use crate::config::ApiConfig;
 use crate::control;
 use crate::counting::count_traffic;
 use crate::error::AppError;
+use crate::feed::FeedNotifier;
 use crate::metrics::{Metrics, metrics_handler};
 use crate::now_ms;
+use crate::store::FeedFilter;
 use crate::store::{CollabSync, IncidentPush, ShiftLogPush, Store, SyncBatch};
 
 /// Events per feed page when `limit` is not given.
@@ -60,6 +63,8 @@ pub struct AppState {
     /// merge results separately. Enough permits that the server always has bodies at hand while
     /// slow clients finish sending theirs.
     syncs: Arc<Semaphore>,
+    /// Wakes live feed streams when a site gets new events.
+    pub feed: Arc<FeedNotifier>,
 }
 
 impl AppState {
@@ -74,6 +79,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             syncs: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_SYNCS_PER_CPU * cpus)),
+            feed: Arc::new(FeedNotifier::default()),
         }
     }
 
@@ -103,6 +109,7 @@ pub fn router(state: AppState) -> Router {
             post(sync).layer(DefaultBodyLimit::max(body_limit)),
         )
         .route("/api/v1/sites/{site}/events", get(events))
+        .route("/api/v1/sites/{site}/stream", get(stream))
         .route("/api/v1/sites/{site}/devices", get(devices))
         .route(
             "/api/v1/sites/{site}/incidents",
@@ -279,6 +286,12 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         docs.push(DocResult { doc, outcome });
     }
 
+    let new_events = docs
+        .iter()
+        .any(|d| matches!(d.outcome, DocOutcome::Accepted { new_events, .. } if new_events > 0));
+    if new_events {
+        state.feed.bump(&site);
+    }
     let response = SyncResponse {
         server_time_ms: now_ms(),
         docs,
@@ -303,9 +316,71 @@ pub(crate) fn site_from_path(
 struct FeedParams {
     after: Option<String>,
     limit: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    guard: Option<String>,
+    device: Option<String>,
+    kind: Option<String>,
+    checkpoint: Option<String>,
 }
 
-fn parse_feed_params(params: FeedParams) -> Result<(u64, u32), AppError> {
+/// The feed's filters, checked: times as RFC 3339, ids by their rules, kinds by name.
+fn parse_feed_filter(params: &FeedParams) -> Result<FeedFilter, AppError> {
+    fn present(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|s| !s.is_empty())
+    }
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, AppError> {
+        present(v)
+            .map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.timestamp_millis())
+                    .map_err(|_| {
+                        AppError::bad_request(
+                            "invalid_query",
+                            format!("{name} must be an RFC 3339 time, got {s:?}"),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    let bad = |name: &str, e: &dyn std::fmt::Display| {
+        AppError::bad_request("invalid_query", format!("{name}: {e}"))
+    };
+    let guard = present(&params.guard)
+        .map(|g| GuardId::new(g).map_err(|e| bad("guard", &e)))
+        .transpose()?;
+    let checkpoint = present(&params.checkpoint)
+        .map(|c| CheckpointId::new(c).map_err(|e| bad("checkpoint", &e)))
+        .transpose()?;
+    let device = present(&params.device)
+        .map(|d| d.parse::<DeviceId>().map_err(|e| bad("device", &e)))
+        .transpose()?;
+    let kind = present(&params.kind)
+        .map(|k| {
+            if EventBody::KINDS.contains(&k) {
+                Ok(k.to_owned())
+            } else {
+                Err(AppError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "kind must be one of {}, got {k:?}",
+                        EventBody::KINDS.join(", ")
+                    ),
+                ))
+            }
+        })
+        .transpose()?;
+    Ok(FeedFilter {
+        from_ms: time("from", &params.from)?,
+        to_ms: time("to", &params.to)?,
+        guard: guard.map(|g| g.to_string()),
+        device: device.map(|d| d.to_string()),
+        kind,
+        checkpoint: checkpoint.map(|c| c.to_string()),
+    })
+}
+
+fn parse_feed_params(params: &FeedParams) -> Result<(u64, u32), AppError> {
     let after = match params.after.as_deref() {
         None | Some("") => 0,
         Some(s) => s.parse::<u64>().map_err(|_| {
@@ -336,15 +411,21 @@ async fn events(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<FeedParams>, QueryRejection>,
+    RawQuery(raw_query): RawQuery,
 ) -> Result<Response, AppError> {
     let site = site_from_path(path)?;
     let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
-    let (after, limit) = parse_feed_params(params)?;
-    let Some(page) = state.store.events_after(site.clone(), after, limit).await? else {
+    let (after, limit) = parse_feed_params(&params)?;
+    let filter = parse_feed_filter(&params)?;
+    let Some(page) = state
+        .store
+        .events_filtered(site.clone(), after, limit, filter)
+        .await?
+    else {
         return Err(AppError::UnknownSite(site.to_string()));
     };
 
-    let next = page.events.last().map_or(after, |(seq, _)| *seq);
+    let next = page.next(after);
     let site_json = serde_json::to_string(site.as_str()).map_err(AppError::internal)?;
     let size: usize = page.events.iter().map(|(_, json)| json.len() + 1).sum();
     let mut body = String::with_capacity(size + site_json.len() + 64);
@@ -369,8 +450,15 @@ async fn events(
         HeaderValue::from_static(if page.more { "true" } else { "false" }),
     );
     if page.more {
-        let link =
-            format!("</api/v1/sites/{site}/events?after={next}&limit={limit}>; rel=\"next\"");
+        // The same filters, the next cursor (pairs kept as sent: already URL-encoded).
+        let mut query = format!("after={next}&limit={limit}");
+        for pair in raw_query.as_deref().unwrap_or("").split('&') {
+            if !pair.is_empty() && !pair.starts_with("after=") && !pair.starts_with("limit=") {
+                query.push('&');
+                query.push_str(pair);
+            }
+        }
+        let link = format!("</api/v1/sites/{site}/events?{query}>; rel=\"next\"");
         if let Ok(value) = HeaderValue::from_str(&link) {
             headers.insert(header::LINK, value);
         }
@@ -382,6 +470,40 @@ async fn events(
 pub const NEXT_CURSOR_HEADER: &str = "patrol-next-cursor";
 /// Response header of a feed page: `true` when more events follow (as `more` in the body).
 pub const MORE_HEADER: &str = "patrol-more";
+
+/// The live feed as server-sent events: each event's SSE id is its sequence number, so a
+/// client that reconnects with `Last-Event-ID` (or `after`) resumes exactly where it was. The
+/// same filters as the paged feed apply.
+async fn stream(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<FeedParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let site = site_from_path(path)?;
+    let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let (mut after, _) = parse_feed_params(&params)?;
+    let filter = parse_feed_filter(&params)?;
+    if let Some(last) = headers.get("last-event-id") {
+        after = last
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                AppError::bad_request(
+                    "invalid_last_event_id",
+                    "Last-Event-ID must be an event sequence number",
+                )
+            })?;
+    }
+    if state.store.get_site(site.clone()).await?.is_none() {
+        return Err(AppError::UnknownSite(site.to_string()));
+    }
+    let events = crate::feed::stream(state.store.clone(), state.feed.clone(), site, filter, after);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
 
 #[derive(Debug, Serialize)]
 struct DeviceView {
@@ -429,17 +551,23 @@ mod tests {
         FeedParams {
             after: after.map(Into::into),
             limit: limit.map(Into::into),
+            from: None,
+            to: None,
+            guard: None,
+            device: None,
+            kind: None,
+            checkpoint: None,
         }
     }
 
     #[test]
     fn feed_params_default_and_reject_out_of_range() {
         assert!(matches!(
-            parse_feed_params(params(None, None)),
+            parse_feed_params(&params(None, None)),
             Ok((0, DEFAULT_FEED_LIMIT))
         ));
         assert!(matches!(
-            parse_feed_params(params(Some("5"), Some("10000"))),
+            parse_feed_params(&params(Some("5"), Some("10000"))),
             Ok((5, 10_000))
         ));
         for (a, l) in [
@@ -448,7 +576,7 @@ mod tests {
             (None, Some("0")),
             (None, Some("10001")),
         ] {
-            let err = parse_feed_params(params(a, l));
+            let err = parse_feed_params(&params(a, l));
             assert!(
                 matches!(
                     err,

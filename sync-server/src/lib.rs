@@ -35,6 +35,7 @@ pub mod config;
 pub mod control;
 pub mod counting;
 pub mod error;
+pub mod feed;
 pub mod metrics;
 pub mod store;
 
@@ -61,8 +62,13 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving the patrol API");
     let listener = counting::CountingListener::new(listener, state.metrics.clone());
+    let feed = state.feed.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Live streams never end by themselves; in-flight requests are let finish.
+            feed.close();
+        })
         .await?;
     tracing::info!("server stopped");
     Ok(())

@@ -280,6 +280,17 @@ impl EventBody {
         }
     }
 
+    /// Every kind's name, as [`EventBody::kind`] gives it.
+    pub const KINDS: [&'static str; 7] = [
+        "shift_started",
+        "shift_ended",
+        "checkpoint_scanned",
+        "incident_reported",
+        "panic",
+        "note",
+        "handover",
+    ];
+
     /// The body as a record keeps it (locations rounded to 1e-7 degree), for comparing a
     /// retried call with what was recorded.
     pub fn as_recorded(&self) -> Result<EventBody, EncodeError> {

@@ -231,6 +231,33 @@ impl Fields<'_> {
     }
 }
 
+/// Whether a stored event's JSON matches a feed filter (the generic path of
+/// [`super::Store::events_filtered`]).
+pub fn matches(json: &str, filter: &super::FeedFilter) -> Result<bool, super::StoreError> {
+    let v: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| super::StoreError::CorruptData(format!("stored event JSON: {e}")))?;
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str());
+    let same = |want: &Option<String>, k: &str| want.as_deref().is_none_or(|w| text(k) == Some(w));
+    let time_ok = if filter.from_ms.is_some() || filter.to_ms.is_some() {
+        let at = text("device_time")
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis());
+        match at {
+            Some(at) => {
+                filter.from_ms.is_none_or(|f| at >= f) && filter.to_ms.is_none_or(|t| at < t)
+            }
+            None => false,
+        }
+    } else {
+        true
+    };
+    Ok(time_ok
+        && same(&filter.guard, "guard_id")
+        && same(&filter.device, "device_id")
+        && same(&filter.kind, "kind")
+        && same(&filter.checkpoint, "checkpoint"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

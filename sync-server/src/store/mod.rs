@@ -212,7 +212,41 @@ pub struct EventPage {
     pub events: Vec<(u64, String)>,
     /// More events follow the last one returned.
     pub more: bool,
+    /// With a filter: the last sequence number examined, where the next page starts (a page of
+    /// a rare filter may hold few events but still move the cursor on).
+    pub scanned_to: Option<u64>,
 }
+
+impl EventPage {
+    /// The cursor to ask the next page from.
+    pub fn next(&self, after: u64) -> u64 {
+        let last = self.events.last().map_or(after, |(seq, _)| *seq);
+        self.scanned_to.map_or(last, |s| s.max(last))
+    }
+}
+
+/// Which events a control room wants (every field optional; all given must match).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedFilter {
+    /// Device time at or after, ms since the epoch.
+    pub from_ms: Option<i64>,
+    /// Device time before, ms since the epoch.
+    pub to_ms: Option<i64>,
+    pub guard: Option<String>,
+    pub device: Option<String>,
+    pub kind: Option<String>,
+    pub checkpoint: Option<String>,
+}
+
+impl FeedFilter {
+    pub fn is_empty(&self) -> bool {
+        *self == FeedFilter::default()
+    }
+}
+
+/// At most this many events are examined for one filtered page; the page then says where it
+/// stopped, so a rare filter never makes one request scan a whole site.
+pub const FILTER_SCAN_LIMIT: u32 = 50_000;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -288,6 +322,50 @@ pub trait Store: Send + Sync + fmt::Debug {
         after: u64,
         limit: u32,
     ) -> BoxFuture<'_, Result<Option<EventPage>, StoreError>>;
+
+    /// Up to `limit` events with `seq > after` matching `filter`, in order, examining at most
+    /// [`FILTER_SCAN_LIMIT`] events; `None` if the site does not exist. This default reads
+    /// pages through [`Store::events_after`] and matches each event's JSON; a backend may
+    /// answer it in its query language instead.
+    fn events_filtered(
+        &self,
+        site: SiteId,
+        after: u64,
+        limit: u32,
+        filter: FeedFilter,
+    ) -> BoxFuture<'_, Result<Option<EventPage>, StoreError>> {
+        Box::pin(async move {
+            if filter.is_empty() {
+                return self.events_after(site, after, limit).await;
+            }
+            let mut out = EventPage::default();
+            let mut cursor = after;
+            let mut scanned = 0u32;
+            loop {
+                let chunk = limit.max(1_000).min(FILTER_SCAN_LIMIT - scanned);
+                let Some(page) = self.events_after(site.clone(), cursor, chunk).await? else {
+                    return Ok(None);
+                };
+                for (seq, json) in page.events.iter() {
+                    scanned += 1;
+                    cursor = *seq;
+                    if event_json::matches(json, &filter)? {
+                        out.events.push((*seq, json.clone()));
+                        if out.events.len() == limit as usize {
+                            out.more = true;
+                            out.scanned_to = Some(cursor);
+                            return Ok(Some(out));
+                        }
+                    }
+                }
+                if !page.more || scanned >= FILTER_SCAN_LIMIT {
+                    out.more = page.more;
+                    out.scanned_to = Some(cursor);
+                    return Ok(Some(out));
+                }
+            }
+        })
+    }
 
     /// The site's devices, ordered by device id; `None` if the site does not exist.
     fn devices(&self, site: SiteId)

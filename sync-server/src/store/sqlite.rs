@@ -42,7 +42,8 @@ use super::merge::{
 };
 use super::{
     AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceStatus, DeviceSync, EventPage,
-    IncidentList, IncidentQuery, OperatorAction, Site, Store, StoreError, StoredConfig, SyncBatch,
+    FILTER_SCAN_LIMIT, FeedFilter, IncidentList, IncidentQuery, OperatorAction, Site, Store,
+    StoreError, StoredConfig, SyncBatch,
 };
 
 mod collab;
@@ -1035,6 +1036,7 @@ fn events_after(
     let mut page = EventPage {
         events: Vec::with_capacity(limit.min(10_000) as usize),
         more: false,
+        scanned_to: None,
     };
     {
         let mut stmt = tx.prepare_cached(
@@ -1051,6 +1053,61 @@ fn events_after(
             let seq = u64::try_from(seq)
                 .map_err(|_| StoreError::CorruptData(format!("negative event seq {seq}")))?;
             page.events.push((seq, row.get(1)?));
+        }
+    }
+    Ok(Some(page))
+}
+
+fn events_filtered(
+    conn: &mut Connection,
+    site: &SiteId,
+    after: u64,
+    limit: u32,
+    filter: &FeedFilter,
+) -> Result<Option<EventPage>, StoreError> {
+    let tx = conn.transaction()?;
+    if get_site(&tx, site)?.is_none() {
+        return Ok(None);
+    }
+    let mut page = EventPage::default();
+    {
+        // Walks the site's events in order (its primary key) and reads the JSON only of those
+        // that match; at most FILTER_SCAN_LIMIT rows per page.
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, CASE WHEN (?4 IS NULL OR device_time_ms >= ?4)
+                               AND (?5 IS NULL OR device_time_ms < ?5)
+                               AND (?6 IS NULL OR guard_id = ?6)
+                               AND (?7 IS NULL OR device_id = ?7)
+                               AND (?8 IS NULL OR kind = ?8)
+                               AND (?9 IS NULL OR checkpoint_id = ?9)
+                          THEN json END
+             FROM events WHERE site_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let mut rows = stmt.query(params![
+            site.as_str(),
+            to_i64(after),
+            i64::from(FILTER_SCAN_LIMIT) + 1,
+            filter.from_ms,
+            filter.to_ms,
+            filter.guard,
+            filter.device,
+            filter.kind,
+            filter.checkpoint,
+        ])?;
+        let mut scanned = 0u32;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let seq = u64::try_from(seq)
+                .map_err(|_| StoreError::CorruptData(format!("negative event seq {seq}")))?;
+            if scanned == FILTER_SCAN_LIMIT || page.events.len() == limit as usize {
+                page.more = true;
+                break;
+            }
+            scanned += 1;
+            page.scanned_to = Some(seq);
+            if let Some(json) = row.get::<_, Option<String>>(1)? {
+                page.events.push((seq, json));
+            }
         }
     }
     Ok(Some(page))
@@ -1127,6 +1184,22 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Option<EventPage>, StoreError>> {
         Box::pin(self.read(move |conn| events_after(conn, &site, after, limit)))
+    }
+
+    fn events_filtered(
+        &self,
+        site: SiteId,
+        after: u64,
+        limit: u32,
+        filter: FeedFilter,
+    ) -> BoxFuture<'_, Result<Option<EventPage>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            if filter.is_empty() {
+                events_after(conn, &site, after, limit)
+            } else {
+                events_filtered(conn, &site, after, limit, &filter)
+            }
+        }))
     }
 
     fn devices(
