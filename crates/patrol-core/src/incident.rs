@@ -444,15 +444,7 @@ impl IncidentDoc {
         entry.validate().map_err(LogError::from)?;
         self.doc
             .put(ROOT, Uuid::now_v7().to_string(), entry.encode()?)?;
-        self.doc.commit();
-        let mut change = self
-            .doc
-            .get_last_local_change()
-            .ok_or(LogError::Automerge(automerge::AutomergeError::Fail))?;
-        Ok(LocalChange {
-            hash: change.hash(),
-            bytes: change.bytes().into_owned(),
-        })
+        Ok(crate::shiftlog::commit(&mut self.doc)?)
     }
 
     /// Whether the replica holds no entry yet (a server's copy of an incident it never saw).
@@ -473,11 +465,7 @@ impl IncidentDoc {
 
     /// Of `hashes`, those this replica holds.
     pub fn known(&mut self, hashes: &[ChangeHash]) -> Vec<ChangeHash> {
-        hashes
-            .iter()
-            .copied()
-            .filter(|h| self.doc.get_change_meta_by_hash(h).is_some())
-            .collect()
+        crate::shiftlog::known(&mut self.doc, hashes)
     }
 
     /// The changes not covered by `heads`, as an automerge bundle (empty if none): what a device

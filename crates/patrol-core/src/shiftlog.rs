@@ -207,11 +207,7 @@ impl ShiftLog {
 
     /// Keeps only the hashes this document holds.
     pub fn known(&mut self, hashes: &[ChangeHash]) -> Vec<ChangeHash> {
-        hashes
-            .iter()
-            .copied()
-            .filter(|h| self.doc.get_change_meta_by_hash(h).is_some())
-            .collect()
+        known(&mut self.doc, hashes)
     }
 
     /// The changes not covered by `acked`, as one compressed bundle (empty if there are none),
@@ -230,7 +226,17 @@ impl ShiftLog {
     }
 }
 
-fn commit(doc: &mut AutoCommit) -> Result<LocalChange, LogError> {
+/// Of `hashes`, those `doc` holds.
+pub(crate) fn known(doc: &mut AutoCommit, hashes: &[ChangeHash]) -> Vec<ChangeHash> {
+    hashes
+        .iter()
+        .copied()
+        .filter(|h| doc.get_change_meta_by_hash(h).is_some())
+        .collect()
+}
+
+/// Commits the pending operations as one change and returns it, to persist and send.
+pub(crate) fn commit(doc: &mut AutoCommit) -> Result<LocalChange, LogError> {
     doc.commit();
     let mut change = doc
         .get_last_local_change()
