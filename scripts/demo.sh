@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: the patrol server on its embedded SQLite store, and three guards whose offline
-# logs merge into the site record. Leaves the server running; Ctrl-C stops it.
+# The main job: the patrol server on its embedded SQLite store, a first administrator, three
+# guards' phones enrolled with one-time codes, and their offline logs merged into the site
+# record. Leaves the server running; Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,10 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "Site $SITE created in a fresh embedded store ($DATA/server)"
 "$BIN/patrol-server" site create "$SITE" --name "St Mary's Hospital" --data-dir "$DATA/server"
 
+step "The first administrator (its token is printed once; the server keeps only its hash)"
+ADMIN_TOKEN=$("$BIN/patrol-server" admin create admin --data-dir "$DATA/server")
+echo "admin token: ${ADMIN_TOKEN:0:8}… (in \$ADMIN_TOKEN)"
+
 step "Server starting on $URL"
 "$BIN/patrol-server" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/server" &
 SERVER=$!
@@ -29,10 +34,16 @@ for _ in $(seq 100); do
 done
 
 guard() { "$BIN/patrol" device --store "$DATA/$1.db" "${@:2}"; }
+control() { "$BIN/patrol" control --server "$URL" --token "$ADMIN_TOKEN" "$@"; }
+
+step "Each phone is enrolled once, in signal, with a one-time code from the administrator"
+for g in alice bob carol; do
+    code=$(control enrollment-code --site "$SITE" 2>/dev/null)
+    printf '%-6s ' "$g"; guard "$g" enroll --server "$URL" --code "$code"
+done
 
 step "Three guards patrol the basement car park with no signal (nothing reaches the server)"
 for g in alice bob carol; do
-    guard "$g" init --site "$SITE" >/dev/null
     guard "$g" shift start --guard "$g" >/dev/null
 done
 guard alice scan cp-1 --nfc 04:A1:11 --lat 51.5171 --lon -0.1749 --accuracy 25 >/dev/null
@@ -48,18 +59,25 @@ echo "bob's phone:";   guard bob log
 
 step "The guards come up to the ground floor; their phones sync"
 for g in carol alice bob; do
-    printf '%-6s ' "$g"; guard "$g" sync --server "$URL"
+    printf '%-6s ' "$g"; guard "$g" sync
 done
 
+step "An operator for the control room, who reads site $SITE and nothing else"
+OPERATOR_TOKEN=$(control user create control-room --role operator --site "$SITE" 2>/dev/null)
+
 step "The control room's merged site record (canonical order: server sequence)"
-"$BIN/patrol" control --server "$URL" pull --site "$SITE"
+"$BIN/patrol" control --server "$URL" --token "$OPERATOR_TOKEN" pull --site "$SITE"
 
 step "Device health"
-"$BIN/patrol" control --server "$URL" devices --site "$SITE"
+"$BIN/patrol" control --server "$URL" --token "$OPERATOR_TOKEN" devices --site "$SITE"
+
+step "Without a token, the server answers 401"
+"$BIN/patrol" control --server "$URL" --token "" pull --site "$SITE" || true
 
 step "Server still running at $URL (data in $DATA). Try:"
+echo "  export PATROL_TOKEN=$OPERATOR_TOKEN"
 echo "  $BIN/patrol device --store $DATA/alice.db scan cp-5 --nfc 04:A1:15"
-echo "  $BIN/patrol device --store $DATA/alice.db sync --server $URL"
+echo "  $BIN/patrol device --store $DATA/alice.db sync"
 echo "  $BIN/patrol control --server $URL pull --site $SITE --after 8"
 echo "Ctrl-C stops it."
 wait $SERVER

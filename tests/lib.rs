@@ -1,8 +1,9 @@
 //! # patrol-e2e
 //!
 //! Helpers for the end-to-end tests: build and locate the real binaries, start `patrol-server`
-//! on a loopback port with a fresh data directory, run `patrol` as a guard's phone or the control
-//! room, and a TCP proxy that kills a client process at the worst moment of a sync.
+//! on a loopback port with a fresh data directory and a first administrator, enroll phones and
+//! run `patrol` as a guard's phone or the control room, and a TCP proxy that kills a client
+//! process at the worst moment of a sync.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -102,16 +103,30 @@ pub struct Server {
     /// The side port serving `/metrics`, whose own traffic the server does not count.
     pub metrics_url: Option<String>,
     pub data_dir: PathBuf,
+    /// The token of the first administrator (over all sites), made with
+    /// `patrol-server admin create` before the server started.
+    pub admin_token: String,
 }
 
 impl Server {
-    /// Creates `sites` in a fresh store under `data_dir`, then starts the server on a free port.
+    /// Creates `sites` and a first administrator in a fresh store under `data_dir`, then starts
+    /// the server on a free port.
     pub fn start(data_dir: &Path, sites: &[&str]) -> Result<Server> {
         Self::start_with(data_dir, sites, false)
     }
 
     /// As [`Server::start`], with a metrics side port when `metrics` is set.
     pub fn start_with(data_dir: &Path, sites: &[&str], metrics: bool) -> Result<Server> {
+        Self::start_with_args(data_dir, sites, metrics, &[])
+    }
+
+    /// As [`Server::start_with`], passing `args` to `serve` as well.
+    pub fn start_with_args(
+        data_dir: &Path,
+        sites: &[&str],
+        metrics: bool,
+        args: &[&str],
+    ) -> Result<Server> {
         let bins = bins()?;
         for site in sites {
             run_ok(
@@ -120,12 +135,20 @@ impl Server {
                     .arg(data_dir),
             )?;
         }
+        let admin_token = run_ok(
+            Command::new(&bins.server)
+                .args(["admin", "create", "e2e-admin", "--data-dir"])
+                .arg(data_dir),
+        )?
+        .trim()
+        .to_owned();
         let mut cmd = Command::new(&bins.server);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
         if metrics {
             cmd.args(["--metrics-listen", "127.0.0.1:0"]);
         }
+        cmd.args(args);
         let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -157,7 +180,26 @@ impl Server {
             url: format!("http://{addr}"),
             metrics_url,
             data_dir: data_dir.to_path_buf(),
+            admin_token,
         })
+    }
+
+    /// The command `patrol control --server <url> --token <token> <args>`, not yet run.
+    pub fn control(&self, token: &str, args: &[&str]) -> Result<Command> {
+        let mut cmd = Command::new(&bins()?.patrol);
+        cmd.args(["control", "--server", &self.url, "--token", token])
+            .args(args);
+        Ok(cmd)
+    }
+
+    /// A one-time code enrolling a phone on `site`, issued by the administrator through the
+    /// `patrol` command.
+    pub fn enrollment_code(&self, site: &str) -> Result<String> {
+        Ok(
+            run_ok(&mut self.control(&self.admin_token, &["enrollment-code", "--site", site])?)?
+                .trim()
+                .to_owned(),
+        )
     }
 
     /// The server's process id, to read its memory and CPU from `/proc`.
@@ -180,10 +222,22 @@ pub struct Phone {
 }
 
 impl Phone {
-    pub fn init(store: PathBuf, site: &str) -> Result<Phone> {
+    /// Enrolls a new phone on `site` of `server` with a fresh enrollment code, creating its
+    /// store at `store`.
+    pub fn enroll(store: PathBuf, server: &Server, site: &str) -> Result<Phone> {
+        let code = server.enrollment_code(site)?;
         let phone = Phone { store };
-        phone.run(&["init", "--site", site])?;
+        phone.run(&["enroll", "--server", &server.url, "--code", &code])?;
         Ok(phone)
+    }
+
+    /// The device id, as `patrol device status` shows it.
+    pub fn device_id(&self) -> Result<String> {
+        let status = self.run(&["status"])?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("device").map(|id| id.trim().to_owned()))
+            .ok_or_else(|| anyhow!("no device line in {status}"))
     }
 
     /// The command `patrol device --store <store> <args>`, not yet run.
@@ -206,19 +260,20 @@ impl Phone {
     }
 }
 
-/// The control room's pull of the whole merged site log, through the `patrol` command.
-pub fn control_pull(server: &str, site: &str, page: u32) -> Result<Vec<serde_json::Value>> {
-    let out = run_ok(Command::new(&bins()?.patrol).args([
-        "control",
-        "--server",
-        server,
-        "pull",
-        "--site",
-        site,
-        "--json",
-        "--limit",
-        &page.to_string(),
-    ]))?;
+/// The control room's pull of the whole merged site log, through the `patrol` command, as the
+/// first administrator.
+pub fn control_pull(server: &Server, site: &str, page: u32) -> Result<Vec<serde_json::Value>> {
+    let out = run_ok(&mut server.control(
+        &server.admin_token,
+        &[
+            "pull",
+            "--site",
+            site,
+            "--json",
+            "--limit",
+            &page.to_string(),
+        ],
+    )?)?;
     out.lines()
         .map(|l| serde_json::from_str(l).context("parsing pulled event"))
         .collect()

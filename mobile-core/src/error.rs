@@ -23,6 +23,16 @@ pub enum Error {
     },
     #[error("the store is already set up for site {existing}, not {requested}")]
     WrongSite { existing: String, requested: String },
+    #[error("a store is already set up at {path}; enroll into a new store")]
+    AlreadySetUp { path: String },
+    #[error("this store is not enrolled with a server, so it cannot sync; enroll the phone")]
+    NotEnrolled,
+    /// The server does not accept the device's credential (401): revoked, or unknown to it.
+    #[error("the server refused the device's credential (HTTP {status}): {message}")]
+    Unauthorized { status: u16, message: String },
+    /// The server had accepted a request with a seq at least `last_seq`: this one was stale.
+    #[error("the server refused a stale sync request (last accepted request {last_seq})")]
+    Replayed { last_seq: u64 },
     #[error("no shift is open; start one first")]
     NoOpenShift,
     #[error("this phone holds no incident {0}")]

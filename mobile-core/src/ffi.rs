@@ -2,7 +2,8 @@
 //! [`DeviceStore`] and [`SyncClient`]. Everything here converts at the boundary and forwards;
 //! the rules live in the inner API and in `patrol-core`.
 //!
-//! - [`PatrolDevice`]: one phone store. Thread-safe; every method blocks (disk writes are
+//! - [`PatrolDevice`]: one phone store, made by enrolling the phone with a server
+//!   ([`PatrolDevice::enroll`]) and opened afterwards. Thread-safe; every method blocks (disk writes are
 //!   committed before a recording returns, `sync` talks to the server), so the app calls it from
 //!   a background thread (a Kotlin `Dispatchers.IO` coroutine, a Swift background queue), never
 //!   from the UI thread.
@@ -29,6 +30,7 @@ use crate::store::{
     Alarm, AlarmState, DeviceStore, Durability, LocalEvent, LocalIncident, RecordOptions,
     RejectedLog, ShiftInfo, StoreOptions, SyncReport, SyncStatus,
 };
+
 use crate::sync::SyncClient;
 
 // ---------------------------------------------------------------------------------------------
@@ -65,6 +67,11 @@ pub enum PatrolError {
     /// will not help; the events stay pending and the status says which logs were refused.
     #[error("{message}")]
     ServerRejected { message: String },
+    /// The store cannot sync: it was not made by enrolling, or the server no longer accepts its
+    /// credential (revoked). Enroll the phone (into a new store) with a code from an
+    /// administrator; the events recorded here stay in this store.
+    #[error("{message}")]
+    NotEnrolled { message: String },
     /// Stored data is damaged.
     #[error("{message}")]
     Corrupt { message: String },
@@ -84,6 +91,7 @@ impl PatrolError {
             PatrolError::Storage { .. } => "storage",
             PatrolError::Network { .. } => "network",
             PatrolError::ServerRejected { .. } => "server_rejected",
+            PatrolError::NotEnrolled { .. } => "not_enrolled",
             PatrolError::Corrupt { .. } => "corrupt",
         }
     }
@@ -181,6 +189,25 @@ impl From<Error> for PatrolError {
             Error::ServerRejected { status, message } => PatrolError::ServerRejected {
                 message: format!("the server refused the sync (HTTP {status}): {message}"),
             },
+            Error::Replayed { last_seq } => PatrolError::ServerRejected {
+                message: format!(
+                    "the server refused a stale sync request (its last accepted is {last_seq}); \
+                     sync again"
+                ),
+            },
+            Error::AlreadySetUp { .. } => {
+                invalid("a store is already set up at this path; enroll into a new store")
+            }
+            Error::NotEnrolled => PatrolError::NotEnrolled {
+                message: "this store is not enrolled with a server, so it cannot sync; enroll \
+                          the phone with a code from an administrator"
+                    .into(),
+            },
+            Error::Unauthorized { status, message } => PatrolError::NotEnrolled {
+                message: format!(
+                    "the server refused this device's credential (HTTP {status}): {message}"
+                ),
+            },
         };
         match &out {
             PatrolError::InvalidInput { .. }
@@ -191,7 +218,7 @@ impl From<Error> for PatrolError {
             PatrolError::Network { .. } => {
                 tracing::info!(kind = out.kind(), error = %out, "sync failed, will retry")
             }
-            PatrolError::ServerRejected { .. } => {
+            PatrolError::ServerRejected { .. } | PatrolError::NotEnrolled { .. } => {
                 tracing::warn!(kind = out.kind(), error = %out, "sync refused by the server")
             }
             PatrolError::Storage { .. } | PatrolError::Corrupt { .. } => {
@@ -595,11 +622,43 @@ impl PatrolDevice {
             ..StoreOptions::default()
         };
         let store = DeviceStore::open_with(&path, site, options)?;
-        Ok(PatrolDevice {
+        Ok(Self::from_store(store, SyncState::default()))
+    }
+
+    fn from_store(store: DeviceStore, sync: SyncState) -> Self {
+        PatrolDevice {
             store: Mutex::new(store),
-            sync: Mutex::new(SyncState::default()),
+            sync: Mutex::new(sync),
             observer: Mutex::new(None),
-        })
+        }
+    }
+
+    fn enroll_inner(
+        path: String,
+        server_url: String,
+        code: String,
+        durability: FfiDurability,
+    ) -> Result<Self, Error> {
+        let base = checked_url(&server_url)?;
+        // Before the code is spent: a store already set up here cannot take a new identity.
+        if DeviceStore::is_set_up(&path)? {
+            return Err(Error::AlreadySetUp { path });
+        }
+        let runtime = new_runtime()?;
+        let client = SyncClient::new(base)?;
+        let enrollment = runtime.block_on(client.enroll(&code))?;
+        let options = StoreOptions {
+            durability: durability.into(),
+            ..StoreOptions::default()
+        };
+        let store = DeviceStore::create_enrolled(&path, enrollment, options)?;
+        Ok(Self::from_store(
+            store,
+            SyncState {
+                runtime: Some(runtime),
+                client: Some((server_url, client)),
+            },
+        ))
     }
 
     fn observer(&self) -> Option<Arc<dyn EventObserver>> {
@@ -664,26 +723,12 @@ impl PatrolDevice {
         let SyncState { runtime, client } = &mut *state;
         let runtime = match runtime {
             Some(rt) => rt,
-            None => runtime.insert(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| {
-                        Error::Network(format!("cannot start the network runtime: {e}"))
-                    })?,
-            ),
+            None => runtime.insert(new_runtime()?),
         };
         let client = match client {
             Some((url, c)) if url == server_url => c,
             _ => {
-                let base = server_url.trim();
-                if !(base.starts_with("http://") || base.starts_with("https://")) {
-                    return Err(Error::Invalid(ValidationError::BadId {
-                        what: "server URL",
-                        reason: "must start with http:// or https://".into(),
-                    })
-                    .into());
-                }
+                let base = checked_url(server_url)?;
                 &client
                     .insert((server_url.to_owned(), SyncClient::new(base)?))
                     .1
@@ -692,6 +737,25 @@ impl PatrolDevice {
         // The store is locked only around building the request and applying the answer.
         Ok(runtime.block_on(client.sync_shared(&self.store))?)
     }
+}
+
+fn new_runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Network(format!("cannot start the network runtime: {e}")))
+}
+
+/// The server URL, trimmed, if it is http(s).
+fn checked_url(server_url: &str) -> Result<&str, Error> {
+    let base = server_url.trim();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(Error::Invalid(ValidationError::BadId {
+            what: "server URL",
+            reason: "must start with http:// or https://".into(),
+        }));
+    }
+    Ok(base)
 }
 
 /// Calls an observer, containing a failure: a foreign exception surfaces in Rust as a panic,
@@ -710,8 +774,38 @@ impl PatrolDevice {
         Self::with_options(path, None, durability.unwrap_or_default()).map(Arc::new)
     }
 
-    /// Opens the store at `path`, creating it for `site_id` if it does not exist yet. Opening an
-    /// existing store set up for another site fails. `durability` defaults to `Full`.
+    /// Enrolls this phone with the server at `server_url` (e.g. `https://patrol.example.org`)
+    /// using a one-time `code` from an administrator, and creates its store at `path` with the
+    /// device id, site and credential the server gives it. Needs the network once; from then on
+    /// the phone records offline and syncs with `sync`. Fails with `InvalidInput` if a store is
+    /// already set up at `path` (the code is then not used), `NotEnrolled` if the server refuses
+    /// the code (unknown, expired or already used), `Network` if it cannot be reached.
+    /// `durability` defaults to `Full`.
+    #[uniffi::constructor(default(durability = None))]
+    pub fn enroll(
+        path: String,
+        server_url: String,
+        code: String,
+        durability: Option<FfiDurability>,
+    ) -> FfiResult<Arc<Self>> {
+        Self::enroll_inner(path, server_url, code, durability.unwrap_or_default())
+            .map(Arc::new)
+            .map_err(|e| match e {
+                // A refused code is a 401 or 410; either way, the phone is not enrolled.
+                Error::ServerRejected { status, message }
+                | Error::Unauthorized { status, message } => PatrolError::NotEnrolled {
+                    message: format!(
+                        "the server refused the enrollment code (HTTP {status}): {message}"
+                    ),
+                },
+                other => other.into(),
+            })
+    }
+
+    /// Opens the store at `path`, creating it for `site_id` if it does not exist yet. A store
+    /// created here records offline but is not enrolled, so its `sync` fails with
+    /// `NotEnrolled`: phones are set up with `enroll`. Opening an existing store set up for
+    /// another site fails. `durability` defaults to `Full`.
     #[uniffi::constructor(default(durability = None))]
     pub fn create(
         path: String,
@@ -738,6 +832,16 @@ impl PatrolDevice {
     /// The site this phone's store is set up for.
     pub fn site_id(&self) -> FfiResult<String> {
         Ok(lock(&self.store, "store")?.site().to_string())
+    }
+
+    /// Whether the store was made by enrolling (only then can it sync).
+    pub fn is_enrolled(&self) -> FfiResult<bool> {
+        Ok(lock(&self.store, "store")?.credential().is_some())
+    }
+
+    /// The server the phone enrolled with, if it did.
+    pub fn server_url(&self) -> FfiResult<Option<String>> {
+        Ok(lock(&self.store, "store")?.server_url().map(str::to_owned))
     }
 
     /// The shift in progress, if any.
@@ -1328,6 +1432,24 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A store as enrollment makes it, with what a server would have given the phone (no
+    /// server is needed to record; these tests' syncs fail before any server answers).
+    fn enrolled(dir: &tempfile::TempDir) -> Arc<PatrolDevice> {
+        let enrollment = crate::store::Enrollment {
+            site: SiteId::new("site-1").unwrap_or_else(|e| panic!("{e}")),
+            device: patrol_core::DeviceId::generate(),
+            credential: format!("pd_{}", "A".repeat(43)),
+            server_url: "http://127.0.0.1:9".into(),
+        };
+        let store = DeviceStore::create_enrolled(
+            path(dir, "phone.db"),
+            enrollment,
+            StoreOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        Arc::new(PatrolDevice::from_store(store, SyncState::default()))
+    }
+
     fn nfc(checkpoint: &str) -> FfiScanInput {
         FfiScanInput {
             checkpoint_id: checkpoint.into(),
@@ -1744,7 +1866,7 @@ mod tests {
     #[test]
     fn a_failed_sync_is_a_retryable_error_and_the_observer_hears_the_status() -> TestResult {
         let dir = temp();
-        let device = device(&dir);
+        let device = enrolled(&dir);
         let recorder = Arc::new(Recorder::default());
         if let Ok(mut slot) = recorder.reenter.lock() {
             *slot = Some(Arc::downgrade(&device));
@@ -1781,6 +1903,54 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn a_store_not_made_by_enrolling_records_but_cannot_sync() -> TestResult {
+        let dir = temp();
+        let device = device(&dir);
+        assert!(!device.is_enrolled()?);
+        assert_eq!(device.server_url()?, None);
+        device.start_shift("guard-1".into())?;
+        device.add_note("recorded offline".into())?;
+        // A port nobody listens on: the sync fails before it would try the network.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let err = device
+            .sync(format!("http://127.0.0.1:{port}"))
+            .err()
+            .ok_or("synced")?;
+        assert!(matches!(err, PatrolError::NotEnrolled { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+        let status = device.status()?;
+        assert_eq!(status.pending_events, 2);
+        assert!(
+            status
+                .last_error
+                .is_some_and(|e| e.contains("not enrolled"))
+        );
+
+        // Enrolling into a path that holds a store is refused before the code is sent.
+        let err = PatrolDevice::enroll(
+            path(&dir, "phone.db"),
+            format!("http://127.0.0.1:{port}"),
+            format!("pe_{}", "A".repeat(43)),
+            None,
+        )
+        .err()
+        .ok_or("enrolled")?;
+        assert!(matches!(err, PatrolError::InvalidInput { .. }), "{err:?}");
+        assert_eq!(device.events(None)?.len(), 2);
+
+        let other = temp();
+        let enrolled = enrolled(&other);
+        assert!(enrolled.is_enrolled()?);
+        assert_eq!(
+            enrolled.server_url()?.as_deref(),
+            Some("http://127.0.0.1:9")
+        );
+        Ok(())
+    }
+
     /// An observer that fails (a foreign exception arrives in Rust as a panic).
     struct Failing;
 
@@ -1810,7 +1980,7 @@ mod tests {
     #[test]
     fn a_panic_is_recorded_while_a_sync_waits_on_the_network() -> TestResult {
         let dir = temp();
-        let device = device(&dir);
+        let device = enrolled(&dir);
         device.start_shift("guard-1".into())?;
         // A "server" that accepts the connection and answers only when told to.
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -3,10 +3,12 @@
 //! The library inside a guard's phone app. It keeps the phone's patrol log in one SQLite file
 //! and syncs it with the patrol server whenever a network appears.
 //!
-//! - [`store::DeviceStore`]: open or create the store, start and end shifts, record scans,
+//! - [`store::DeviceStore`]: create the store of an enrolled phone (with the device id and
+//!   credential from [`sync::SyncClient::enroll`]) or open it, start and end shifts, record scans,
 //!   notes and other events (each durable before the call returns), list the local log, and
 //!   build and apply sync rounds. Delivery is set only from the server's acknowledged heads.
-//! - [`sync::SyncClient`]: the HTTP transport (reqwest) around a sync round.
+//! - [`sync::SyncClient`]: the HTTP transport (reqwest): enrollment, and sync rounds that
+//!   present the device's credential.
 //! - [`backoff`]: when to retry a failed sync, and how failures are classed.
 //! - [`clock`]: the device clocks stamped on each event (wall, time since boot with boot id).
 //! - [`schema`]: numbered migrations under `PRAGMA user_version`.
@@ -26,8 +28,8 @@ pub mod sync;
 
 pub use error::{Error, Result};
 pub use store::{
-    Alarm, AlarmState, DeviceStore, Durability, LocalEvent, LocalIncident, RecordOptions,
-    RejectedLog, ShiftInfo, StoreOptions, SyncReport, SyncStatus,
+    Alarm, AlarmState, DeviceStore, Durability, Enrollment, LocalEvent, LocalIncident,
+    RecordOptions, RejectedLog, ShiftInfo, StoreOptions, SyncReport, SyncStatus,
 };
 pub use sync::SyncClient;
 

@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_compaction_backoff.sql"),
     include_str!("migrations/0003_incidents_config_alarms.sql"),
+    include_str!("migrations/0004_enrollment.sql"),
 ];
 
 /// The schema version this build writes.
@@ -118,6 +119,23 @@ mod tests {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
         assert_eq!(alarms, [(vec![3u8], 2)]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_device_from_version_3_is_not_enrolled_after_the_upgrade() -> Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        upgrade_to(&mut conn, "v3", 3)?;
+        conn.execute_batch(
+            "INSERT INTO device (id, device_id, site_id, created_ms) VALUES (1, 'd', 's', 1);",
+        )?;
+        upgrade(&mut conn, "v3")?;
+        let (credential, url, seq): (Option<String>, Option<String>, i64) = conn.query_row(
+            "SELECT credential, server_url, request_seq FROM device",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        assert_eq!((credential, url, seq), (None, None, 0));
         Ok(())
     }
 

@@ -112,6 +112,41 @@ pub struct SyncReport {
     pub needs_another_round: bool,
 }
 
+/// What a server gave a phone that enrolled with it (`POST /api/v1/enroll`): the site, the
+/// device id it made (whose 16 bytes are the actor id of every change the phone writes) and the
+/// device's credential.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Enrollment {
+    pub site: SiteId,
+    pub device: DeviceId,
+    /// The bearer credential of every sync; a secret.
+    pub credential: String,
+    /// The server it came from, e.g. `https://patrol.example.org`.
+    pub server_url: String,
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The credential is a secret: never in logs.
+        f.debug_struct("Enrollment")
+            .field("site", &self.site)
+            .field("device", &self.device)
+            .field("server_url", &self.server_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a store is opened.
+enum Setup {
+    /// An existing store.
+    Existing,
+    /// An existing store, or a new one for this site with a device id of its own (not enrolled:
+    /// it records, but cannot sync).
+    ForSite(SiteId),
+    /// A new store for an enrolled device.
+    Enrolled(Enrollment),
+}
+
 /// A guard's phone: its identity, its shift logs and their delivery state.
 #[derive(Debug)]
 pub struct DeviceStore {
@@ -119,11 +154,24 @@ pub struct DeviceStore {
     path: String,
     device: DeviceId,
     site: SiteId,
+    /// The credential of an enrolled store (kept out of `Debug` output by [`Credential`]).
+    credential: Option<Credential>,
+    server_url: Option<String>,
     clock: Arc<dyn Clock>,
     open: Option<OpenShift>,
     next_seq: u64,
     hlc: Hlc,
     config_version: u64,
+}
+
+/// A device credential, kept out of `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+struct Credential(String);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(…)")
+    }
 }
 
 fn heads_from_blob(blob: &[u8]) -> Result<Vec<ChangeHash>> {
@@ -176,7 +224,9 @@ struct OpenShift {
 }
 
 impl DeviceStore {
-    /// Opens the store at `path`, creating it for `site` if it does not exist yet.
+    /// Opens the store at `path`, creating it for `site` if it does not exist yet. A store made
+    /// this way records offline but is not enrolled, so it cannot sync ([`Error::NotEnrolled`]):
+    /// phones are set up with [`DeviceStore::create_enrolled`].
     pub fn create(path: impl AsRef<Path>, site: SiteId) -> Result<Self> {
         Self::open_with(path, Some(site), StoreOptions::default())
     }
@@ -192,13 +242,49 @@ impl DeviceStore {
         site: Option<SiteId>,
         options: StoreOptions,
     ) -> Result<Self> {
-        match Self::open_inner(path.as_ref(), site, options) {
-            Err(e) if is_corruption(&e) => Err(quarantine(path.as_ref(), &e)),
+        let setup = site.map_or(Setup::Existing, Setup::ForSite);
+        Self::open_setup(path.as_ref(), setup, options)
+    }
+
+    /// Creates the store of an enrolled phone at `path`, with the device id, site and credential
+    /// the server gave it ([`crate::SyncClient::enroll`]). Fails with [`Error::AlreadySetUp`]
+    /// if a store is already set up there.
+    pub fn create_enrolled(
+        path: impl AsRef<Path>,
+        enrollment: Enrollment,
+        options: StoreOptions,
+    ) -> Result<Self> {
+        Self::open_setup(path.as_ref(), Setup::Enrolled(enrollment), options)
+    }
+
+    /// Whether a store is set up at `path` (a phone enrolls only into a new store). Reads, never
+    /// creates or changes anything.
+    pub fn is_set_up(path: impl AsRef<Path>) -> Result<bool> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Ok(false);
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let tables: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'device'",
+            [],
+            |r| r.get(0),
+        )?;
+        if tables == 0 {
+            return Ok(false);
+        }
+        let devices: i64 = conn.query_row("SELECT COUNT(*) FROM device", [], |r| r.get(0))?;
+        Ok(devices > 0)
+    }
+
+    fn open_setup(path: &Path, setup: Setup, options: StoreOptions) -> Result<Self> {
+        match Self::open_inner(path, setup, options) {
+            Err(e) if is_corruption(&e) => Err(quarantine(path, &e)),
             other => other,
         }
     }
 
-    fn open_inner(path: &Path, site: Option<SiteId>, options: StoreOptions) -> Result<Self> {
+    fn open_inner(path: &Path, setup: Setup, options: StoreOptions) -> Result<Self> {
         let path_str = path.display().to_string();
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -220,44 +306,95 @@ impl DeviceStore {
         schema::upgrade(&mut conn, &path_str)?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
 
-        let existing: Option<(String, String, i64, i64, i64)> = conn
+        type DeviceRow = (
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+        );
+        let existing: Option<DeviceRow> = conn
             .query_row(
-                "SELECT device_id, site_id, hlc_wall, hlc_counter, config_version FROM device",
+                "SELECT device_id, site_id, hlc_wall, hlc_counter, config_version, credential,
+                        server_url
+                 FROM device",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                },
             )
             .optional()?;
-        let (device, stored_site, server_hlc, config_version) = match (existing, site) {
-            (Some((d, s, w, c, v)), requested) => {
-                if let Some(requested) = requested
-                    && requested.as_str() != s
-                {
-                    return Err(Error::WrongSite {
-                        existing: s,
-                        requested: requested.to_string(),
-                    });
+        let (device, stored_site, server_hlc, config_version, credential, server_url) =
+            match (existing, setup) {
+                (Some(_), Setup::Enrolled(_)) => {
+                    return Err(Error::AlreadySetUp { path: path_str });
                 }
-                let hlc = Hlc {
-                    wall_ms: w as u64,
-                    counter: c as u32,
-                };
-                (
-                    parse::<DeviceId>(&d, "device id")?,
-                    parse::<SiteId>(&s, "site id")?,
-                    hlc,
-                    v as u64,
-                )
-            }
-            (None, Some(site)) => {
-                let device = DeviceId::generate();
-                conn.execute(
-                    "INSERT INTO device (id, device_id, site_id, created_ms) VALUES (1, ?1, ?2, ?3)",
-                    params![device.to_string(), site.as_str(), clock.now().wall_ms],
-                )?;
-                (device, site, Hlc::default(), 0)
-            }
-            (None, None) => return Err(Error::NotInitialised { path: path_str }),
-        };
+                (Some((d, s, w, c, v, credential, url)), requested) => {
+                    if let Setup::ForSite(requested) = requested
+                        && requested.as_str() != s
+                    {
+                        return Err(Error::WrongSite {
+                            existing: s,
+                            requested: requested.to_string(),
+                        });
+                    }
+                    let hlc = Hlc {
+                        wall_ms: w as u64,
+                        counter: c as u32,
+                    };
+                    (
+                        parse::<DeviceId>(&d, "device id")?,
+                        parse::<SiteId>(&s, "site id")?,
+                        hlc,
+                        v as u64,
+                        credential.map(Credential),
+                        url,
+                    )
+                }
+                (None, Setup::ForSite(site)) => {
+                    let device = DeviceId::generate();
+                    conn.execute(
+                        "INSERT INTO device (id, device_id, site_id, created_ms)
+                         VALUES (1, ?1, ?2, ?3)",
+                        params![device.to_string(), site.as_str(), clock.now().wall_ms],
+                    )?;
+                    (device, site, Hlc::default(), 0, None, None)
+                }
+                (None, Setup::Enrolled(e)) => {
+                    let now = clock.now().wall_ms;
+                    conn.execute(
+                        "INSERT INTO device (id, device_id, site_id, created_ms, credential,
+                                             server_url, enrolled_ms)
+                         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?3)",
+                        params![
+                            e.device.to_string(),
+                            e.site.as_str(),
+                            now,
+                            e.credential,
+                            e.server_url
+                        ],
+                    )?;
+                    (
+                        e.device,
+                        e.site,
+                        Hlc::default(),
+                        0,
+                        Some(Credential(e.credential)),
+                        Some(e.server_url),
+                    )
+                }
+                (None, Setup::Existing) => return Err(Error::NotInitialised { path: path_str }),
+            };
 
         // Sequence numbers are gap-free from 1, so the last one is the count of events.
         let last: Option<(i64, i64, i64)> = conn
@@ -284,6 +421,8 @@ impl DeviceStore {
             path: path_str,
             device,
             site: stored_site,
+            credential,
+            server_url,
             clock,
             open: None,
             next_seq: last_seq + 1,
@@ -306,6 +445,35 @@ impl DeviceStore {
 
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The credential a sync presents; `None` for a store that was not enrolled.
+    pub fn credential(&self) -> Option<&str> {
+        self.credential.as_ref().map(|c| c.0.as_str())
+    }
+
+    /// The server the store was enrolled with.
+    pub fn server_url(&self) -> Option<&str> {
+        self.server_url.as_deref()
+    }
+
+    /// The request_seq of the last sync request prepared (0 before the first).
+    pub fn request_seq(&self) -> Result<u64> {
+        let seq: i64 = self
+            .conn
+            .query_row("SELECT request_seq FROM device", [], |r| r.get(0))?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// Moves the request counter past `last_seq`, the last request the server says it
+    /// accepted from this device (after a refusal as stale: the store's counter fell behind,
+    /// as when it was restored from an old copy). Never moves it back.
+    pub fn advance_request_seq(&mut self, last_seq: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE device SET request_seq = MAX(request_seq, ?1)",
+            [to_i64(last_seq)],
+        )?;
+        Ok(())
     }
 
     /// The shift in progress, if any.
@@ -709,12 +877,21 @@ impl DeviceStore {
             .map(|r| (r.shift, (r.id, r.delivered)))
             .collect::<HashMap<_, _>>();
         let now = self.clock.now();
-        self.conn
-            .execute("UPDATE sync_state SET last_attempt_ms = ?1", [now.wall_ms])?;
+        // Each request takes a new number, committed before it is sent, so that a retry (a new
+        // request) is never mistaken for a replay of one the server already applied.
+        let tx = self.conn.transaction()?;
+        tx.execute("UPDATE sync_state SET last_attempt_ms = ?1", [now.wall_ms])?;
+        let request_seq: i64 = tx.query_row(
+            "UPDATE device SET request_seq = request_seq + 1 RETURNING request_seq",
+            [],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
         Ok(PreparedSync {
             request: SyncRequest {
                 site: self.site.clone(),
                 device: self.device,
+                request_seq: u64::try_from(request_seq).unwrap_or(0),
                 device_time_ms: now.wall_ms,
                 hlc: self.hlc,
                 pending_events: pending,

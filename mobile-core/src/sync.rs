@@ -1,14 +1,17 @@
 //! The sync client: a thin HTTP transport around [`DeviceStore::prepare_sync`] and
-//! [`DeviceStore::complete_sync`]. It classes failures so the app knows whether to retry.
+//! [`DeviceStore::complete_sync`], presenting the device's credential, and the enrollment that
+//! gives a phone its device id and credential. It classes failures so the app knows whether to
+//! retry.
 
 use std::borrow::BorrowMut;
 use std::time::Duration;
 
 use patrol_core::protocol::{CONTENT_TYPE, SyncRequest, SyncResponse};
+use patrol_core::{DeviceId, SiteId};
 
 use crate::backoff::RetryPolicy;
 use crate::error::{Error, Result};
-use crate::store::{DeviceStore, SyncReport};
+use crate::store::{DeviceStore, Enrollment, SyncReport};
 
 /// Rounds in one `sync` call: one more than needed for a server that lost history to ask for
 /// everything and receive it.
@@ -18,6 +21,7 @@ const MAX_ROUNDS: usize = 3;
 #[derive(Clone, Debug)]
 pub struct SyncClient {
     http: reqwest::Client,
+    base: String,
     endpoint: String,
     retry: RetryPolicy,
 }
@@ -42,8 +46,63 @@ impl SyncClient {
             .map_err(|e| Error::Network(e.to_string()))?;
         Ok(SyncClient {
             http,
+            base: base.to_owned(),
             endpoint: format!("{base}/api/v1/sync"),
             retry: RetryPolicy::default(),
+        })
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Enrolls this phone with a one-time code from an administrator
+    /// (`POST /api/v1/enroll`): the server makes the device's id and credential. Store them at
+    /// once with [`DeviceStore::create_enrolled`]; the code cannot be used again.
+    pub async fn enroll(&self, code: &str) -> Result<Enrollment> {
+        let body = serde_json::json!({ "code": code.trim() }).to_string();
+        let response = self
+            .http
+            .post(format!("{}/api/v1/enroll", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::Network(error_chain(&e)))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Network(error_chain(&e)))?;
+        if !status.is_success() {
+            return Err(http_error(status.as_u16(), &bytes));
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadResponse(format!("enrollment answer: {e}")))?;
+        let field = |name: &str| {
+            answer[name]
+                .as_str()
+                .ok_or_else(|| Error::BadResponse(format!("enrollment answer lacks {name}")))
+        };
+        let site: SiteId = field("site")?
+            .parse()
+            .map_err(|e| Error::BadResponse(format!("enrollment answer: {e}")))?;
+        let device: DeviceId = field("device_id")?
+            .parse()
+            .map_err(|e| Error::BadResponse(format!("enrollment answer: {e}")))?;
+        // The actor id the server will require of this device's changes must be the one the
+        // store writes them with.
+        if field("actor_id")? != device.actor_id().to_hex_string() {
+            return Err(Error::BadResponse(
+                "the enrollment answer's actor id is not the device id's bytes".into(),
+            ));
+        }
+        Ok(Enrollment {
+            site,
+            device,
+            credential: field("credential")?.to_owned(),
+            server_url: self.base.clone(),
         })
     }
 
@@ -66,16 +125,38 @@ impl SyncClient {
                 .map_err(|_| Error::Corrupt("the store's lock is poisoned".into()))?;
             f((*guard).borrow_mut())
         };
+        let mut credential = None;
+        with(&mut |s| {
+            credential = s.credential().map(str::to_owned);
+            Ok(())
+        })?;
+        let Some(credential) = credential else {
+            let e = Error::NotEnrolled;
+            with(&mut |s| s.sync_failed(&e, &self.retry))?;
+            return Err(e);
+        };
         let mut total = SyncReport::default();
-        for _ in 0..MAX_ROUNDS {
+        let mut stale_retried = false;
+        let mut round = 0;
+        while round < MAX_ROUNDS {
+            round += 1;
+            // A fresh request, with a new request_seq, on every attempt.
             let mut prepared = None;
             with(&mut |s| {
                 prepared = Some(s.prepare_sync()?);
                 Ok(())
             })?;
             let Some(prepared) = prepared else { break };
-            let response = match self.exchange(&prepared.request).await {
+            let response = match self.exchange(&prepared.request, &credential).await {
                 Ok(r) => r,
+                Err(Error::Replayed { last_seq }) if !stale_retried => {
+                    // The store's counter is behind the server's (restored from an old copy):
+                    // move past it and send a fresh request, once.
+                    stale_retried = true;
+                    round -= 1;
+                    with(&mut |s| s.advance_request_seq(last_seq))?;
+                    continue;
+                }
                 Err(e) => {
                     with(&mut |s| s.sync_failed(&e, &self.retry))?;
                     return Err(e);
@@ -112,13 +193,14 @@ impl SyncClient {
         &self.retry
     }
 
-    /// One request/response exchange.
-    pub async fn exchange(&self, request: &SyncRequest) -> Result<SyncResponse> {
+    /// One request/response exchange, presenting `credential`.
+    pub async fn exchange(&self, request: &SyncRequest, credential: &str) -> Result<SyncResponse> {
         let body = request.encode()?;
         let response = self
             .http
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .bearer_auth(credential)
             .body(body)
             .send()
             .await
@@ -131,16 +213,34 @@ impl SyncClient {
         if status.is_success() {
             return SyncResponse::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()));
         }
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-        let status = status.as_u16();
-        if status >= 500 || status == 429 || status == 408 {
-            Err(Error::ServerTransient { status, message })
-        } else {
-            Err(Error::ServerRejected { status, message })
-        }
+        Err(http_error(status.as_u16(), &bytes))
+    }
+}
+
+/// The error for a non-success answer, from its JSON body (`{"error", "message"}`) if it has one.
+fn http_error(status: u16, bytes: &[u8]) -> Error {
+    let body = serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    let message = body
+        .as_ref()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(200).collect());
+    let code = body
+        .as_ref()
+        .and_then(|v| v.get("error").and_then(|m| m.as_str()));
+    if status == 409
+        && code == Some("replayed_request")
+        && let Some(last_seq) = body
+            .as_ref()
+            .and_then(|v| v.get("last_seq").and_then(|n| n.as_u64()))
+    {
+        return Error::Replayed { last_seq };
+    }
+    if status >= 500 || status == 429 || status == 408 {
+        Error::ServerTransient { status, message }
+    } else if status == 401 {
+        Error::Unauthorized { status, message }
+    } else {
+        Error::ServerRejected { status, message }
     }
 }
 

@@ -18,7 +18,7 @@ use patrol_core::{
     CheckpointId, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity, ShiftId, SiteId,
 };
-use patrol_mobile::{AlarmState, DeviceStore, Error, RecordOptions};
+use patrol_mobile::{AlarmState, DeviceStore, Enrollment, Error, RecordOptions, StoreOptions};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -293,6 +293,62 @@ fn events_are_delivered_only_when_the_server_heads_cover_them() -> TestResult {
     // Nothing new: the next round sends no log at all.
     let prepared = store.prepare_sync()?;
     assert!(prepared.request.docs.is_empty());
+    Ok(())
+}
+
+/// An enrolled store keeps the server's device id, site and credential; every prepared request
+/// takes a new request_seq, kept across restarts (a retry is never a replay of an applied one).
+#[test]
+fn an_enrolled_store_keeps_its_identity_and_numbers_every_request() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("p.db");
+    assert!(!DeviceStore::is_set_up(&path)?);
+    let device = patrol_core::DeviceId::generate();
+    let enrollment = Enrollment {
+        site: site(),
+        device,
+        credential: format!("pd_{}", "x".repeat(43)),
+        server_url: "http://127.0.0.1:8080".into(),
+    };
+    assert!(
+        !format!("{enrollment:?}").contains("xxxx"),
+        "the secret stays out of Debug"
+    );
+    let mut store =
+        DeviceStore::create_enrolled(&path, enrollment.clone(), StoreOptions::default())?;
+    assert!(DeviceStore::is_set_up(&path)?);
+    assert_eq!(store.device_id(), device);
+    assert_eq!(store.credential(), Some(enrollment.credential.as_str()));
+    assert!(!format!("{store:?}").contains("xxxx"));
+    store.start_shift(guard())?;
+    assert_eq!(store.request_seq()?, 0);
+    let first = store.prepare_sync()?;
+    let second = store.prepare_sync()?;
+    assert_eq!(
+        (first.request.request_seq, second.request.request_seq),
+        (1, 2)
+    );
+    // The shift log's changes are made by the enrolled device's actor.
+    assert_eq!(first.request.device, device);
+    drop(store);
+
+    let mut store = DeviceStore::open(&path)?;
+    assert_eq!(store.credential(), Some(enrollment.credential.as_str()));
+    assert_eq!(store.server_url(), Some("http://127.0.0.1:8080"));
+    assert_eq!(store.prepare_sync()?.request.request_seq, 3);
+    store.advance_request_seq(10)?;
+    store.advance_request_seq(4)?;
+    assert_eq!(store.prepare_sync()?.request.request_seq, 11);
+    drop(store);
+
+    // A set-up store never takes another identity.
+    assert!(matches!(
+        DeviceStore::create_enrolled(&path, enrollment, StoreOptions::default()),
+        Err(Error::AlreadySetUp { .. })
+    ));
+    // A store made without enrolling has no credential.
+    let plain = DeviceStore::create(dir.path().join("plain.db"), site())?;
+    assert_eq!(plain.credential(), None);
     Ok(())
 }
 

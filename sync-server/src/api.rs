@@ -1,16 +1,29 @@
-//! The HTTP API (axum). Endpoints:
+//! The HTTP API (axum). Endpoints, and the credential each needs (see [`crate::auth`]):
 //!
-//! - `POST /api/v1/sync`: a device's sync request (binary, [`protocol::CONTENT_TYPE`]).
+//! - `POST /api/v1/sync`: a device's sync request (binary, [`protocol::CONTENT_TYPE`]); the
+//!   device's credential, which must name the request's site and device.
+//! - `POST /api/v1/enroll`: `{"code"}` → a new device's id and credential; the code is the
+//!   credential.
+//! - `GET /api/v1/sites`: the sites the user covers; `POST /api/v1/sites`: a new site
+//!   (administrators over all sites).
 //! - `GET /api/v1/sites/{site}/events?after=<seq>&limit=<n>`: the site's event feed, in server
-//!   sequence order.
-//! - `GET /api/v1/sites/{site}/devices`: the site's devices, last sync, pending count, skew.
+//!   sequence order; a user covering the site.
+//! - `GET /api/v1/sites/{site}/devices`: the site's devices: enrollment, revocation, last sync,
+//!   pending count, skew; a user covering the site.
 //! - `GET /api/v1/sites/{site}/incidents?status=<s>&limit=<n>`, `GET .../incidents/{id}`,
-//!   `POST .../incidents/{id}/actions`: incidents for the control room ([`crate::control`]).
-//! - `GET`, `PUT /api/v1/sites/{site}/config`: the site configuration, versioned.
-//! - `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge`: acknowledges a panic alarm.
-//! - `GET /healthz`: liveness.
-//! - `GET /metrics`: the counters in Prometheus text format ([`crate::metrics`]).
+//!   `POST .../incidents/{id}/actions`: incidents for the control room ([`crate::control`]);
+//!   `GET /api/v1/sites/{site}/config`; `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge`:
+//!   acknowledges a panic alarm; a user covering the site.
+//! - `PUT /api/v1/sites/{site}/config`: the site configuration, versioned; an administrator of
+//!   the site.
+//! - `POST /api/v1/sites/{site}/enrollment-codes`: a one-time code to enroll a phone on the
+//!   site; `POST /api/v1/sites/{site}/devices/{device}/revoke`; an administrator of the site.
+//! - `POST /api/v1/users`, `GET /api/v1/users`, `POST /api/v1/users/{id}/revoke`: an
+//!   administrator, for users within its scope.
+//! - `GET /healthz`: liveness; `GET /metrics`: the counters in Prometheus text format
+//!   ([`crate::metrics`]); open, no credential.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -28,19 +41,23 @@ use axum::routing::{get, post};
 use patrol_core::event::format_time_ms;
 use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse};
 use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId, SiteId};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
-use crate::config::ApiConfig;
+use crate::auth::{self, AuthUser, Secret, TokenHash, TokenKind};
+use crate::config::{ApiConfig, MAX_ENROLLMENT_CODE_TTL_SECS};
 use crate::control;
 use crate::counting::count_traffic;
 use crate::error::AppError;
 use crate::feed::FeedNotifier;
 use crate::metrics::{Metrics, metrics_handler};
 use crate::now_ms;
-use crate::store::FeedFilter;
-use crate::store::{CollabSync, IncidentPush, ShiftLogPush, Store, SyncBatch};
+use crate::store::{
+    CollabSync, DeviceCredential, Enrollment, FeedFilter, IncidentPush, NewEnrollmentCode, Role,
+    Scope, ShiftLogPush, Site, Store, SyncBatch, User,
+};
 
 /// Events per feed page when `limit` is not given.
 pub const DEFAULT_FEED_LIMIT: u32 = 1_000;
@@ -50,6 +67,9 @@ pub const MAX_FEED_LIMIT: u32 = 10_000;
 /// Sync requests handled at once, per core, unless set otherwise
 /// ([`AppState::with_max_concurrent_syncs`]).
 pub const DEFAULT_CONCURRENT_SYNCS_PER_CPU: usize = 16;
+
+/// Largest JSON request body (users, sites, enrollment): these are a few hundred bytes.
+pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 
 /// What every handler shares: the store, the API settings and the counters. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -133,6 +153,22 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/sites/{site}/alarms/{event}/acknowledge",
             post(control::acknowledge_alarm).layer(DefaultBodyLimit::max(control::MAX_JSON_BODY)),
         )
+        .merge(
+            Router::new()
+                .route("/api/v1/enroll", post(enroll))
+                .route("/api/v1/sites", get(list_sites).post(create_site))
+                .route(
+                    "/api/v1/sites/{site}/enrollment-codes",
+                    post(create_enrollment_code),
+                )
+                .route(
+                    "/api/v1/sites/{site}/devices/{device}/revoke",
+                    post(revoke_device),
+                )
+                .route("/api/v1/users", get(list_users).post(create_user))
+                .route("/api/v1/users/{id}/revoke", post(revoke_user))
+                .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
@@ -192,8 +228,39 @@ pub(crate) fn body_error(rejection: BytesRejection, limit: usize) -> AppError {
     }
 }
 
+/// The request as a whole must come from the device its credential names: another site or
+/// device is 403, an old `request_seq` 409, and nothing is applied. The batch's owner is the
+/// credential's device, so every change must be made by that device's actor.
+fn check_sync_request(
+    request: &SyncRequest,
+    credential: &DeviceCredential,
+) -> Result<(), AppError> {
+    if request.site != credential.site || request.device != credential.device {
+        return Err(AppError::Forbidden(format!(
+            "this credential belongs to device {} of site {}, not to device {} of site {}",
+            credential.device, credential.site, request.device, request.site
+        )));
+    }
+    // Stored as a signed 64-bit integer; no phone counts that far.
+    if i64::try_from(request.request_seq).is_err() {
+        return Err(AppError::MalformedRequest(format!(
+            "request_seq {} is out of range",
+            request.request_seq
+        )));
+    }
+    // Checked again, authoritatively, in the request's transaction; this spares a replay the
+    // merge.
+    if request.request_seq <= credential.last_request_seq {
+        return Err(AppError::Replayed {
+            last_seq: credential.last_request_seq,
+        });
+    }
+    Ok(())
+}
+
 async fn sync(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     state.metrics.add_sync_request();
+    let credential = auth::authenticate_device(&state, request.headers()).await?;
     check_content_type(request.headers())?;
     // Held until the answer is ready. The semaphore is never closed.
     let _admitted = state.syncs.acquire().await.map_err(AppError::internal)?;
@@ -202,9 +269,7 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         .map_err(|r| body_error(r, state.config.max_body_bytes))?;
     let request = SyncRequest::decode(&body)?;
     let received_at_ms = now_ms();
-    if state.store.get_site(request.site.clone()).await?.is_none() {
-        return Err(AppError::UnknownSite(request.site.to_string()));
-    }
+    check_sync_request(&request, &credential)?;
 
     // Shift logs take the batch path unchanged; incidents, the configuration and alarm acks
     // go to the store's collaborative path, at the same time.
@@ -226,16 +291,17 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         }
     }
     let batch = SyncBatch {
-        site: request.site.clone(),
-        device: request.device,
+        site: credential.site,
+        device: credential.device,
+        request_seq: request.request_seq,
         received_at_ms,
         device_time_ms: request.device_time_ms,
         pending_events: request.pending_events,
         pushes: shift_logs,
     };
     let collab = CollabSync {
-        site: request.site,
-        device: request.device,
+        site: batch.site.clone(),
+        device: batch.device,
         guard: request.guard,
         received_at_ms,
         incidents,
@@ -243,8 +309,17 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         awaiting_ack: request.awaiting_ack,
     };
     let (site, device) = (batch.site.clone(), batch.device);
-    let (outcomes, collab) = tokio::join!(state.store.sync(batch), state.store.sync_collab(collab));
-    let (outcomes, collab) = (outcomes?, collab?);
+    // The shift-log transaction is where a replayed, stale or revoked request is refused. Without
+    // incident pushes the collaborative part only reads, so it runs alongside; with them it
+    // writes, and runs only once the request was accepted, so a refused one changes nothing.
+    let (outcomes, collab) = if collab.incidents.is_empty() {
+        let (outcomes, collab) =
+            tokio::join!(state.store.sync(batch), state.store.sync_collab(collab));
+        (outcomes?, collab?)
+    } else {
+        let outcomes = state.store.sync(batch).await?;
+        (outcomes, state.store.sync_collab(collab).await?)
+    };
 
     // Back into the request's order.
     let mut shift_outcomes = outcomes.into_iter();
@@ -408,12 +483,14 @@ fn parse_feed_params(params: &FeedParams) -> Result<(u64, u32), AppError> {
 /// The feed page, assembled from the stored JSON text without parsing it again:
 /// `{"site_id":..,"events":[..],"next":<last seq or after>,"more":bool}`.
 async fn events(
+    user: AuthUser,
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<FeedParams>, QueryRejection>,
     RawQuery(raw_query): RawQuery,
 ) -> Result<Response, AppError> {
     let site = site_from_path(path)?;
+    user.can_read(&site)?;
     let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
     let (after, limit) = parse_feed_params(&params)?;
     let filter = parse_feed_filter(&params)?;
@@ -475,12 +552,14 @@ pub const MORE_HEADER: &str = "patrol-more";
 /// client that reconnects with `Last-Event-ID` (or `after`) resumes exactly where it was. The
 /// same filters as the paged feed apply.
 async fn stream(
+    user: AuthUser,
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<FeedParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let site = site_from_path(path)?;
+    user.can_read(&site)?;
     let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
     let (mut after, _) = parse_feed_params(&params)?;
     let filter = parse_feed_filter(&params)?;
@@ -505,13 +584,17 @@ async fn stream(
         .into_response())
 }
 
-#[derive(Debug, Serialize)]
+/// A device as the control room sees it: its enrollment (absent for a device that synced
+/// before enrollment existed) and its last sync (absent until its first).
+#[derive(Debug, Default, Serialize)]
 struct DeviceView {
     device_id: String,
-    first_seen: String,
-    last_sync_at: String,
+    enrolled_at: Option<String>,
+    revoked_at: Option<String>,
+    first_seen: Option<String>,
+    last_sync_at: Option<String>,
     pending_events: u64,
-    clock_skew_ms: i64,
+    clock_skew_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -521,26 +604,395 @@ struct DevicesView {
 }
 
 async fn devices(
+    user: AuthUser,
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DevicesView>, AppError> {
     let site = site_from_path(path)?;
-    let Some(devices) = state.store.devices(site.clone()).await? else {
+    user.can_read(&site)?;
+    let (Some(synced), Some(enrolled)) = (
+        state.store.devices(site.clone()).await?,
+        state.store.device_credentials(site.clone()).await?,
+    ) else {
         return Err(AppError::UnknownSite(site.to_string()));
     };
+    let mut views: BTreeMap<DeviceId, DeviceView> = BTreeMap::new();
+    for c in enrolled {
+        let view = views.entry(c.device).or_default();
+        view.enrolled_at = Some(format_time_ms(c.enrolled_at_ms));
+        view.revoked_at = c.revoked_at_ms.map(format_time_ms);
+    }
+    for d in synced {
+        let view = views.entry(d.device).or_default();
+        view.first_seen = Some(format_time_ms(d.first_seen_ms));
+        view.last_sync_at = Some(format_time_ms(d.last_sync_at_ms));
+        view.pending_events = d.pending_events;
+        view.clock_skew_ms = Some(d.clock_skew_ms);
+    }
     Ok(Json(DevicesView {
         site_id: site.to_string(),
-        devices: devices
+        devices: views
             .into_iter()
-            .map(|d| DeviceView {
-                device_id: d.device.to_string(),
-                first_seen: format_time_ms(d.first_seen_ms),
-                last_sync_at: format_time_ms(d.last_sync_at_ms),
-                pending_events: d.pending_events,
-                clock_skew_ms: d.clock_skew_ms,
+            .map(|(id, view)| DeviceView {
+                device_id: id.to_string(),
+                ..view
             })
             .collect(),
     }))
+}
+
+/// Reads a JSON body of at most [`MAX_JSON_BODY_BYTES`]. An empty body is `empty` when given
+/// (the request's fields are all optional); otherwise it must be `application/json` that
+/// decodes into `T`.
+async fn read_json<T: DeserializeOwned>(
+    state: &AppState,
+    request: Request,
+    empty: Option<T>,
+) -> Result<T, AppError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let body = Bytes::from_request(request, state)
+        .await
+        .map_err(|r| body_error(r, MAX_JSON_BODY_BYTES))?;
+    if body.is_empty()
+        && let Some(value) = empty
+    {
+        return Ok(value);
+    }
+    let is_json = content_type.as_deref().is_some_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !is_json {
+        return Err(AppError::UnsupportedMediaType {
+            expected: "application/json",
+            got: content_type.unwrap_or_else(|| "none".into()),
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| AppError::bad_request("invalid_json", e.to_string()))
+}
+
+#[derive(Debug, Serialize)]
+struct SiteView {
+    site_id: String,
+    name: String,
+    created_at: String,
+}
+
+impl From<Site> for SiteView {
+    fn from(s: Site) -> Self {
+        SiteView {
+            site_id: s.id.to_string(),
+            name: s.name,
+            created_at: format_time_ms(s.created_at_ms),
+        }
+    }
+}
+
+/// The sites the user covers.
+async fn list_sites(
+    user: AuthUser,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let sites: Vec<SiteView> = state
+        .store
+        .list_sites()
+        .await?
+        .into_iter()
+        .filter(|s| user.0.can_read(&s.id))
+        .map(SiteView::from)
+        .collect();
+    Ok(Json(serde_json::json!({ "sites": sites })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSiteBody {
+    site_id: String,
+    name: Option<String>,
+}
+
+/// Longest site name.
+const MAX_SITE_NAME_LEN: usize = 200;
+
+async fn create_site(
+    user: AuthUser,
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<(StatusCode, Json<SiteView>), AppError> {
+    user.is_global_admin()?;
+    let body: NewSiteBody = read_json(&state, request, None).await?;
+    let id = SiteId::new(body.site_id)
+        .map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))?;
+    let name = body.name.unwrap_or_else(|| id.to_string());
+    if name.trim().is_empty() || name.len() > MAX_SITE_NAME_LEN {
+        return Err(AppError::bad_request(
+            "invalid_site_name",
+            format!("a site name is 1 to {MAX_SITE_NAME_LEN} bytes, not blank"),
+        ));
+    }
+    let site = state
+        .store
+        .create_site(Site {
+            id,
+            name,
+            created_at_ms: now_ms(),
+        })
+        .await?;
+    tracing::info!(site = %site.id, by = %user.0.name, "created a site");
+    Ok((StatusCode::CREATED, Json(site.into())))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCodeBody {
+    /// Lifetime in seconds; the server's default when absent.
+    ttl_secs: Option<u64>,
+}
+
+/// A one-time code that enrolls one phone on the site, shown once.
+async fn create_enrollment_code(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    let site = site_from_path(path)?;
+    user.administers(&site)?;
+    let body: NewCodeBody = read_json(&state, request, Some(NewCodeBody::default())).await?;
+    let ttl_secs = body
+        .ttl_secs
+        .unwrap_or(state.config.enrollment_code_ttl_secs);
+    if !(1..=MAX_ENROLLMENT_CODE_TTL_SECS).contains(&ttl_secs) {
+        return Err(AppError::bad_request(
+            "invalid_ttl",
+            format!("ttl_secs must be from 1 to {MAX_ENROLLMENT_CODE_TTL_SECS}, got {ttl_secs}"),
+        ));
+    }
+    let code = Secret::generate(TokenKind::Enrollment).map_err(AppError::internal)?;
+    let now = now_ms();
+    let expires_at_ms = now.saturating_add(i64::try_from(ttl_secs * 1000).unwrap_or(i64::MAX));
+    state
+        .store
+        .create_enrollment_code(NewEnrollmentCode {
+            site: site.clone(),
+            code_hash: code.hash(),
+            created_by: Some(user.0.id.clone()),
+            created_at_ms: now,
+            expires_at_ms,
+        })
+        .await?;
+    tracing::info!(%site, by = %user.0.name, ttl_secs, "issued an enrollment code");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "site": site.as_str(),
+            "code": code.expose(),
+            "expires_at": format_time_ms(expires_at_ms),
+        })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollBody {
+    code: String,
+}
+
+/// Enrolls a phone: the code (one-time, unexpired) decides the site; the server makes the
+/// device id and its credential, shown once. The device's automerge actor id is its id's 16
+/// bytes, which the server requires of every change the device sends.
+async fn enroll(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let body: EnrollBody = read_json(&state, request, None).await?;
+    if TokenKind::of(body.code.trim()) != Some(TokenKind::Enrollment) {
+        return Err(AppError::Unauthorized {
+            code: "invalid_enrollment_code",
+            message: format!("the code is not {}", TokenKind::Enrollment.describe()),
+        });
+    }
+    let credential = Secret::generate(TokenKind::Device).map_err(AppError::internal)?;
+    let device = DeviceId::generate();
+    let enrolled = state
+        .store
+        .enroll_device(Enrollment {
+            code_hash: TokenHash::of(body.code.trim()),
+            device,
+            credential_hash: credential.hash(),
+            now_ms: now_ms(),
+        })
+        .await?;
+    tracing::info!(site = %enrolled.site, %device, "enrolled a device");
+    Ok(Json(serde_json::json!({
+        "site": enrolled.site.as_str(),
+        "device_id": device.to_string(),
+        "actor_id": device.actor_id().to_hex_string(),
+        "credential": credential.expose(),
+    })))
+}
+
+async fn revoke_device(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let Path((site, device)) =
+        path.map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
+    let site =
+        SiteId::new(site).map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))?;
+    user.administers(&site)?;
+    let device: DeviceId = device.parse().map_err(|e: patrol_core::ValidationError| {
+        AppError::bad_request("invalid_device_id", e.to_string())
+    })?;
+    let Some(revoked) = state
+        .store
+        .revoke_device(site.clone(), device, now_ms())
+        .await?
+    else {
+        return Err(AppError::UnknownDevice {
+            site: site.to_string(),
+            device: device.to_string(),
+        });
+    };
+    tracing::info!(%site, %device, by = %user.0.name, "revoked a device");
+    Ok(Json(serde_json::json!({
+        "site": site.as_str(),
+        "device_id": device.to_string(),
+        "enrolled_at": format_time_ms(revoked.enrolled_at_ms),
+        "revoked_at": revoked.revoked_at_ms.map(format_time_ms),
+    })))
+}
+
+#[derive(Debug, Serialize)]
+struct UserView {
+    id: String,
+    name: String,
+    role: &'static str,
+    all_sites: bool,
+    sites: Vec<String>,
+    created_at: String,
+    created_by: Option<String>,
+    revoked_at: Option<String>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        let (all_sites, sites) = match u.scope {
+            Scope::AllSites => (true, Vec::new()),
+            Scope::Sites(sites) => (false, sites.iter().map(|s| s.to_string()).collect()),
+        };
+        UserView {
+            id: u.id,
+            name: u.name,
+            role: u.role.as_str(),
+            all_sites,
+            sites,
+            created_at: format_time_ms(u.created_at_ms),
+            created_by: u.created_by,
+            revoked_at: u.revoked_at_ms.map(format_time_ms),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUserBody {
+    name: String,
+    role: String,
+    #[serde(default)]
+    sites: Vec<String>,
+    #[serde(default)]
+    all_sites: bool,
+}
+
+/// Creates a user within the caller's scope; its token is in the answer, once.
+async fn create_user(
+    user: AuthUser,
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    user.is_admin()?;
+    let body: NewUserBody = read_json(&state, request, None).await?;
+    let role: Role = body
+        .role
+        .parse()
+        .map_err(|e: String| AppError::bad_request("invalid_role", e))?;
+    let sites = body
+        .sites
+        .into_iter()
+        .map(SiteId::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))?;
+    let scope = auth::user_scope(&body.name, role, sites, body.all_sites)
+        .map_err(|e| AppError::bad_request("invalid_user", e))?;
+    if !user.0.manages(&scope) {
+        return Err(AppError::Forbidden(format!(
+            "user {} may not create a user over sites it does not administer",
+            user.0.name
+        )));
+    }
+    let (new, token) = auth::new_user(body.name, role, scope, Some(user.0.id.clone()), now_ms())
+        .map_err(AppError::internal)?;
+    let created = state.store.create_user(new).await?;
+    tracing::info!(user = %created.name, role = created.role.as_str(), by = %user.0.name, "created a user");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "user": UserView::from(created),
+            "token": token.expose(),
+        })),
+    ))
+}
+
+/// The users the caller manages (all of them, for an administrator over all sites).
+async fn list_users(
+    user: AuthUser,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    user.is_admin()?;
+    let users: Vec<UserView> = state
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| user.0.manages(&u.scope))
+        .map(UserView::from)
+        .collect();
+    Ok(Json(serde_json::json!({ "users": users })))
+}
+
+async fn revoke_user(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<UserView>, AppError> {
+    user.is_admin()?;
+    let Path(id) = path.map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
+    let target = state
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .find(|u| u.id == id)
+        .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
+    if !user.0.manages(&target.scope) {
+        return Err(AppError::Forbidden(format!(
+            "user {} may not revoke a user over sites it does not administer",
+            user.0.name
+        )));
+    }
+    let revoked = state
+        .store
+        .revoke_user(target.id, now_ms())
+        .await?
+        .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
+    tracing::info!(user = %revoked.name, by = %user.0.name, "revoked a user");
+    Ok(Json(revoked.into()))
 }
 
 #[cfg(test)]

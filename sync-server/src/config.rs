@@ -9,6 +9,12 @@ use clap::{Args, Parser, Subcommand};
 /// Default request body limit for `POST /api/v1/sync`.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+/// How long an enrollment code stays usable unless its request says otherwise: a day.
+pub const DEFAULT_ENROLLMENT_CODE_TTL_SECS: u64 = 24 * 60 * 60;
+
+/// The longest lifetime an enrollment code may be given: 30 days.
+pub const MAX_ENROLLMENT_CODE_TTL_SECS: u64 = 30 * 24 * 60 * 60;
+
 /// The patrol sync server: merges devices' shift logs into the canonical site record and
 /// serves the control-room API. Without a subcommand it serves.
 #[derive(Debug, Parser)]
@@ -39,6 +45,58 @@ pub enum Command {
     /// Manage sites (a site must exist before devices can sync to it).
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Create an administrator (the first one, or one more); prints its token once.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Manage users (administrators and operators) on the data directory.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an administrator over all sites (or, with --site, over those sites) and print its
+    /// bearer token on stdout, once: only its hash is stored. Works while the server runs.
+    Create {
+        /// The user's name: 1-64 letters, digits, '-', '_', '.' or '@'; unique.
+        name: String,
+        /// Administer only this site (repeatable); without it, all sites.
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print its bearer token on stdout, once.
+    Create {
+        /// The user's name: 1-64 letters, digits, '-', '_', '.' or '@'; unique.
+        name: String,
+        /// admin or operator.
+        #[arg(long)]
+        role: String,
+        /// A site the user covers (repeatable); operators need at least one.
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        /// Cover all sites (administrators only).
+        #[arg(long, conflicts_with = "sites")]
+        all_sites: bool,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// List users: id, name, role, sites, created, revoked.
+    List {
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Revoke a user's token (by id or name); its requests are refused from then on.
+    Revoke {
+        user: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -66,6 +124,14 @@ pub struct ServeArgs {
     /// core). Bounds the memory that many devices syncing at once take.
     #[arg(long, env = "PATROL_MAX_CONCURRENT_SYNCS")]
     pub max_concurrent_syncs: Option<usize>,
+    /// Lifetime of an enrollment code whose request does not set one, in seconds.
+    #[arg(
+        long,
+        env = "PATROL_ENROLLMENT_CODE_TTL_SECS",
+        default_value_t = DEFAULT_ENROLLMENT_CODE_TTL_SECS,
+        value_parser = clap::value_parser!(u64).range(1..=MAX_ENROLLMENT_CODE_TTL_SECS)
+    )]
+    pub enrollment_code_ttl_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,12 +157,15 @@ pub enum SiteCommand {
 #[derive(Clone, Debug)]
 pub struct ApiConfig {
     pub max_body_bytes: usize,
+    /// Lifetime of an enrollment code whose request does not set one.
+    pub enrollment_code_ttl_secs: u64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            enrollment_code_ttl_secs: DEFAULT_ENROLLMENT_CODE_TTL_SECS,
         }
     }
 }
@@ -105,6 +174,7 @@ impl From<&ServeArgs> for ApiConfig {
     fn from(args: &ServeArgs) -> Self {
         ApiConfig {
             max_body_bytes: args.max_body_bytes,
+            enrollment_code_ttl_secs: args.enrollment_code_ttl_secs,
         }
     }
 }
@@ -156,6 +226,43 @@ mod tests {
             ("mall-1", Some("Mall"))
         );
         assert!(Cli::try_parse_from(["patrol-server", "--listen", "nonsense"]).is_err());
+
+        let cli = Cli::try_parse_from(["patrol-server", "admin", "create", "root"])?;
+        let Command::Admin(AdminCommand::Create { name, sites, .. }) = cli.into_command() else {
+            panic!("expected admin create")
+        };
+        assert_eq!((name.as_str(), sites.len()), ("root", 0));
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "user",
+            "create",
+            "ann",
+            "--role",
+            "operator",
+            "--site",
+            "a",
+            "--site",
+            "b",
+        ])?;
+        let Command::User(UserCommand::Create { sites, .. }) = cli.into_command() else {
+            panic!("expected user create")
+        };
+        assert_eq!(sites, ["a", "b"]);
+        assert!(
+            Cli::try_parse_from([
+                "patrol-server",
+                "user",
+                "create",
+                "x",
+                "--role",
+                "admin",
+                "--site",
+                "a",
+                "--all-sites"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["patrol-server", "--enrollment-code-ttl-secs", "0"]).is_err());
         Ok(())
     }
 }

@@ -3,8 +3,9 @@
 //! are documented in `docs/protocol.md`.
 //!
 //! Every body is JSON (`Content-Type: application/json`); bad input gets a 4xx with the usual
-//! error body and changes nothing. Until authentication lands, the operator acting is named by
-//! the body's `by` field, read in one place only ([`acting_operator`]).
+//! error body and changes nothing. Every call needs the token of a user covering the site
+//! ([`AuthUser`]); replacing the configuration needs an administrator of the site. The operator
+//! acting on an incident or an alarm is the authenticated user ([`acting_operator`]).
 
 use std::fmt::Write as _;
 use std::str::FromStr;
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::api::{AppState, check_media_type};
+use crate::auth::AuthUser;
 use crate::error::AppError;
 use crate::now_ms;
 use crate::store::{AlarmAckRecord, IncidentQuery, OperatorAction, StoredConfig};
@@ -36,19 +38,21 @@ pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
 
 const JSON: &str = "application/json";
 
-/// The operator acting on a request. Today the body names them (`by`); authentication will
-/// replace this with the authenticated user, here and nowhere else.
-fn acting_operator(by: Option<String>) -> Result<String, AppError> {
+/// The operator acting on a request: the authenticated user, by name. A body may still name
+/// them (`by`, as before authentication), but only as themselves.
+fn acting_operator(user: &AuthUser, by: Option<String>) -> Result<String, AppError> {
+    let name = &user.0.name;
+    if name.len() > MAX_NAME_LEN {
+        return Err(AppError::bad_request(
+            "invalid_operator",
+            format!("user names over {MAX_NAME_LEN} bytes cannot act on incidents"),
+        ));
+    }
     match by {
-        Some(by) if !by.trim().is_empty() && by.len() <= MAX_NAME_LEN => Ok(by),
-        Some(by) if by.len() > MAX_NAME_LEN => Err(AppError::bad_request(
-            "invalid_operator",
-            format!("\"by\" is {} bytes long, at most {MAX_NAME_LEN}", by.len()),
-        )),
-        _ => Err(AppError::bad_request(
-            "invalid_operator",
-            "\"by\" must name the operator acting",
-        )),
+        Some(by) if &by != name => Err(AppError::Forbidden(format!(
+            "user {name} may not act as {by:?}"
+        ))),
+        _ => Ok(name.clone()),
     }
 }
 
@@ -127,11 +131,13 @@ fn parse_incident_params(params: IncidentParams) -> Result<IncidentQuery, AppErr
 /// `GET /api/v1/sites/{site}/incidents?status=<status>&limit=<n>`:
 /// `{"site_id":..,"incidents":[<state>..],"more":bool}`, newest first.
 pub async fn list_incidents(
+    user: AuthUser,
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<IncidentParams>, QueryRejection>,
 ) -> Result<Response, AppError> {
     let site = crate::api::site_from_path(path)?;
+    user.can_read(&site)?;
     let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
     let query = parse_incident_params(params)?;
     let list = state.store.incidents(site.clone(), query).await?;
@@ -155,10 +161,12 @@ pub async fn list_incidents(
 
 /// `GET /api/v1/sites/{site}/incidents/{id}`: the incident's state.
 pub async fn get_incident(
+    user: AuthUser,
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, AppError> {
     let (site, incident) = site_and::<IncidentId>(path, "invalid_incident_id", "incident id")?;
+    user.can_read(&site)?;
     Ok(json_text(state.store.incident(site, incident).await?))
 }
 
@@ -251,15 +259,17 @@ fn parse_action(body: &ActionBody) -> Result<IncidentAction, AppError> {
 /// `POST /api/v1/sites/{site}/incidents/{id}/actions`: applies the action and answers the new
 /// state; 409 `action_not_allowed` if the status rules refuse it.
 pub async fn act_on_incident(
+    operator: AuthUser,
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AppError> {
     let (site, incident) = site_and::<IncidentId>(path, "invalid_incident_id", "incident id")?;
+    operator.can_read(&site)?;
     let body: ActionBody = json_body(&headers, body)?;
     let action = parse_action(&body)?;
-    let user = acting_operator(body.by)?;
+    let user = acting_operator(&operator, body.by)?;
     let new_state = state
         .store
         .act_on_incident(OperatorAction {
@@ -293,10 +303,12 @@ impl From<StoredConfig> for ConfigView {
 
 /// `GET /api/v1/sites/{site}/config`: the latest configuration (version 0, empty, if none).
 pub async fn get_config(
+    user: AuthUser,
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ConfigView>, AppError> {
     let site = crate::api::site_from_path(path)?;
+    user.can_read(&site)?;
     Ok(Json(state.store.site_config(site).await?.into()))
 }
 
@@ -315,12 +327,14 @@ pub struct ConfigBody {
 /// 409 `stale_config` if `base_version` is not the latest (another write came first), 400
 /// `invalid_config` if it is not coherent.
 pub async fn put_config(
+    user: AuthUser,
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ConfigView>, AppError> {
     let site = crate::api::site_from_path(path)?;
+    user.administers(&site)?;
     let body: ConfigBody = json_body(&headers, body)?;
     let config = SiteConfig {
         site,
@@ -372,14 +386,16 @@ impl From<AlarmAckRecord> for AlarmAckView {
 /// panic alarm (404 `unknown_alarm` unless the site's feed has that event, of kind `panic`).
 /// Idempotent: the first acknowledgement stands and every call answers it.
 pub async fn acknowledge_alarm(
+    operator: AuthUser,
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<AlarmAckView>, AppError> {
     let (site, event) = site_and::<EventId>(path, "invalid_event_id", "event id")?;
+    operator.can_read(&site)?;
     let body: AckBody = json_body(&headers, body)?;
-    let by = acting_operator(body.by)?;
+    let by = acting_operator(&operator, body.by)?;
     let ack = state
         .store
         .acknowledge_alarm(site, event, by, now_ms())
@@ -443,19 +459,23 @@ mod tests {
     }
 
     #[test]
-    fn the_operator_must_be_named() {
-        assert_eq!(
-            acting_operator(Some("anna".into())).ok().as_deref(),
-            Some("anna")
-        );
-        for by in [
-            None,
-            Some(String::new()),
-            Some("  ".into()),
-            Some("x".repeat(257)),
-        ] {
-            assert!(acting_operator(by).is_err());
+    fn the_operator_acting_is_the_authenticated_user() {
+        let user = AuthUser(crate::store::User {
+            id: "u".into(),
+            name: "anna".into(),
+            role: crate::store::Role::Operator,
+            scope: crate::store::Scope::AllSites,
+            created_at_ms: 0,
+            created_by: None,
+            revoked_at_ms: None,
+        });
+        for by in [None, Some("anna".to_owned())] {
+            assert_eq!(acting_operator(&user, by).ok().as_deref(), Some("anna"));
         }
+        assert!(matches!(
+            acting_operator(&user, Some("bob".into())),
+            Err(AppError::Forbidden(_))
+        ));
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! The one error type of the HTTP API. Every error answers with a JSON body
-//! `{"error": "<snake_case_code>", "message": "<clear words>"}`: a 4xx says what was wrong with
+//! `{"error": "<snake_case_code>", "message": "<clear words>"}` (a `replayed_request` also
+//! gives `last_seq`; a 401 also has `WWW-Authenticate: Bearer`): a 4xx says what was wrong with
 //! the request; a 5xx says only that the server failed, and the details go to the log.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use patrol_core::DecodeError;
+use patrol_core::event::format_time_ms;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::store::StoreError;
+use crate::store::{EnrollRefusal, StoreError, SyncRefusal};
 
 #[derive(Debug, Error)]
 pub enum AppError {
@@ -35,6 +37,26 @@ pub enum AppError {
     /// incident action its status rules forbid).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A missing, malformed, unknown or revoked credential.
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    /// A valid credential that does not cover the request.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(
+        "this request's request_seq is not greater than {last_seq}, the last one accepted from \
+         this device: a replayed or stale request; prepare a new one"
+    )]
+    Replayed { last_seq: u64 },
+    #[error("a user named {0:?} already exists")]
+    UserExists(String),
+    #[error("no user with id {0:?}")]
+    UnknownUser(String),
+    #[error("no enrolled device {device} on site {site}")]
+    UnknownDevice { site: String, device: String },
+    /// An enrollment code that exists but can no longer be used.
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
     /// Any other bad input: a query parameter, a path segment.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -51,6 +73,10 @@ pub enum AppError {
 struct ErrorBody<'a> {
     error: &'a str,
     message: String,
+    /// For `replayed_request`: the last request seq the server accepted from the device, so
+    /// that a phone whose counter fell behind (a store restored from a backup) can move past it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seq: Option<u64>,
 }
 
 impl AppError {
@@ -76,8 +102,16 @@ impl AppError {
             AppError::UnknownSite(_)
             | AppError::UnknownIncident(_)
             | AppError::UnknownAlarm(_)
+            | AppError::UnknownUser(_)
+            | AppError::UnknownDevice { .. }
             | AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::SiteExists(_) | AppError::Conflict { .. } => StatusCode::CONFLICT,
+            AppError::SiteExists(_)
+            | AppError::Conflict { .. }
+            | AppError::UserExists(_)
+            | AppError::Replayed { .. } => StatusCode::CONFLICT,
+            AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Gone { .. } => StatusCode::GONE,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,7 +129,15 @@ impl AppError {
             AppError::SiteExists(_) => "site_exists",
             AppError::UnknownIncident(_) => "unknown_incident",
             AppError::UnknownAlarm(_) => "unknown_alarm",
-            AppError::Conflict { code, .. } | AppError::BadRequest { code, .. } => code,
+            AppError::Conflict { code, .. }
+            | AppError::BadRequest { code, .. }
+            | AppError::Unauthorized { code, .. }
+            | AppError::Gone { code, .. } => code,
+            AppError::Forbidden(_) => "forbidden",
+            AppError::Replayed { .. } => "replayed_request",
+            AppError::UserExists(_) => "user_exists",
+            AppError::UnknownUser(_) => "unknown_user",
+            AppError::UnknownDevice { .. } => "unknown_device",
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
@@ -132,6 +174,37 @@ impl From<StoreError> for AppError {
                 message,
             },
             StoreError::InvalidAction(message) => AppError::bad_request("invalid_action", message),
+            StoreError::UserExists(name) => AppError::UserExists(name),
+            StoreError::SyncRefused(SyncRefusal::Replayed { last_seq }) => {
+                AppError::Replayed { last_seq }
+            }
+            StoreError::SyncRefused(SyncRefusal::Revoked) => AppError::Unauthorized {
+                code: "revoked_credential",
+                message: "this device's credential has been revoked; enroll the phone again".into(),
+            },
+            StoreError::SyncRefused(SyncRefusal::NotEnrolled) => AppError::Unauthorized {
+                code: "invalid_credential",
+                message: "this device is not enrolled on the site; enroll the phone".into(),
+            },
+            StoreError::Enrollment(EnrollRefusal::Unknown) => AppError::Unauthorized {
+                code: "invalid_enrollment_code",
+                message: "this enrollment code is not known to the server".into(),
+            },
+            StoreError::Enrollment(EnrollRefusal::Used { used_at_ms }) => AppError::Gone {
+                code: "enrollment_code_used",
+                message: format!(
+                    "this enrollment code was already used (at {}); ask an administrator for a \
+                     new one",
+                    format_time_ms(used_at_ms)
+                ),
+            },
+            StoreError::Enrollment(EnrollRefusal::Expired { expired_at_ms }) => AppError::Gone {
+                code: "enrollment_code_expired",
+                message: format!(
+                    "this enrollment code expired at {}; ask an administrator for a new one",
+                    format_time_ms(expired_at_ms)
+                ),
+            },
             other => AppError::internal(other),
         }
     }
@@ -140,6 +213,10 @@ impl From<StoreError> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let last_seq = match &self {
+            AppError::Replayed { last_seq } => Some(*last_seq),
+            _ => None,
+        };
         let message = match &self {
             AppError::Internal(e) => {
                 let mut chain = e.to_string();
@@ -155,13 +232,21 @@ impl IntoResponse for AppError {
             }
             other => other.to_string(),
         };
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: self.code(),
                 message,
+                last_seq,
             }),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"patrol\""),
+            );
+        }
+        response
     }
 }

@@ -6,9 +6,11 @@
 //! feed with server sequence numbers, all in one transaction per request. The control room
 //! reads the feed and the device list over JSON.
 //!
-//! - [`config`]: the command line (`serve`, `site create`, `site list`) and API settings.
+//! - [`config`]: the command line (`serve`, `site`, `admin create`, `user`) and API settings.
 //! - [`api`]: the axum router ([`router`]) and its handlers; [`AppState`] holds the store.
 //! - [`control`]: the control room's incident, configuration and alarm handlers.
+//! - [`auth`]: tokens (device credentials, user tokens, enrollment codes; stored only as
+//!   SHA-256), users' roles and scopes, and the checks every API request passes.
 //! - [`error`]: [`AppError`], the JSON error body every endpoint answers with.
 //! - [`metrics`]: [`Metrics`], the traffic and domain counters, served as Prometheus text on
 //!   `/metrics` and optionally on a side listener ([`serve_metrics`]) whose own traffic is not
@@ -31,6 +33,7 @@
 //! ```
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod counting;

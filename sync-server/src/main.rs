@@ -8,8 +8,9 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
-use patrol_server::config::{Cli, Command, ServeArgs, SiteCommand};
-use patrol_server::store::Site;
+use patrol_server::auth;
+use patrol_server::config::{AdminCommand, Cli, Command, ServeArgs, SiteCommand, UserCommand};
+use patrol_server::store::{Role, Scope, Site, User};
 use patrol_server::{
     ApiConfig, AppState, SqliteStore, Store, now_ms, serve, serve_metrics, shutdown_signal,
 };
@@ -67,7 +68,107 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Admin(AdminCommand::Create { name, sites, data }) => {
+            let all_sites = sites.is_empty();
+            create_user(&data.data_dir, name, Role::Admin, sites, all_sites).await
+        }
+        Command::User(UserCommand::Create {
+            name,
+            role,
+            sites,
+            all_sites,
+            data,
+        }) => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            create_user(&data.data_dir, name, role, sites, all_sites).await
+        }
+        Command::User(UserCommand::List { data }) => {
+            let store = open_store(&data.data_dir).await?;
+            for user in store.users().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    user.id,
+                    user.name,
+                    user.role.as_str(),
+                    describe_scope(&user.scope),
+                    format_time_ms(user.created_at_ms),
+                    user.revoked_at_ms.map_or_else(
+                        || "active".to_string(),
+                        |t| format!("revoked {}", format_time_ms(t))
+                    )
+                );
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Revoke { user, data }) => {
+            let store = open_store(&data.data_dir).await?;
+            let found: Vec<User> = store
+                .users()
+                .await?
+                .into_iter()
+                .filter(|u| u.id == user || u.name == user)
+                .collect();
+            let [target] = found.as_slice() else {
+                anyhow::bail!("no user with id or name {user:?}");
+            };
+            let revoked = store
+                .revoke_user(target.id.clone(), now_ms())
+                .await?
+                .context("the user disappeared while being revoked")?;
+            println!(
+                "revoked user {} ({}) at {}",
+                revoked.name,
+                revoked.id,
+                revoked
+                    .revoked_at_ms
+                    .map(format_time_ms)
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
     }
+}
+
+fn describe_scope(scope: &Scope) -> String {
+    match scope {
+        Scope::AllSites => "all sites".into(),
+        Scope::Sites(sites) => sites
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+/// Creates a user on the data directory and prints its token, alone, on stdout (so that a
+/// script can capture it); what was done goes to stderr.
+async fn create_user(
+    data_dir: &std::path::Path,
+    name: String,
+    role: Role,
+    sites: Vec<String>,
+    all_sites: bool,
+) -> anyhow::Result<()> {
+    let sites = sites
+        .into_iter()
+        .map(SiteId::new)
+        .collect::<Result<Vec<_>, _>>()
+        .context("invalid site id")?;
+    let scope = auth::user_scope(&name, role, sites, all_sites).map_err(anyhow::Error::msg)?;
+    let store = open_store(data_dir).await?;
+    let (new, token) = auth::new_user(name, role, scope, None, now_ms())?;
+    let user = store.create_user(new).await?;
+    eprintln!(
+        "created {} {} ({}) over {}; its token follows, shown this once: keep it secret",
+        user.role.as_str(),
+        user.name,
+        user.id,
+        describe_scope(&user.scope)
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", token.expose())?;
+    out.flush()?;
+    Ok(())
 }
 
 async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {

@@ -27,7 +27,7 @@ fn error_code(body: &[u8]) -> String {
 #[tokio::test]
 async fn a_shift_log_syncs_into_the_feed() -> TestResult {
     let server = TestServer::new().await?;
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     phone.scan("cp-2")?;
     phone.record(EventBody::Note {
@@ -106,13 +106,19 @@ async fn a_shift_log_syncs_into_the_feed() -> TestResult {
 #[tokio::test]
 async fn a_repeated_request_changes_nothing() -> TestResult {
     let server = TestServer::new().await?;
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     let request = phone.push_request()?;
 
     let first = server.sync(&request).await?;
     let before = server.snapshot()?;
-    let second = server.sync(&request).await?;
+    // The very same request again is a replay: refused, nothing changes.
+    let (status, _, body) = server.try_sync(&request).await?;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "replayed_request");
+    assert_eq!(server.snapshot()?, before);
+    // The same push in a fresh request (a retry after a lost answer) changes nothing either.
+    let second = server.sync(&phone.request(request.docs.clone())).await?;
     assert_eq!(server.snapshot()?, before);
     let (
         DocOutcome::Accepted {
@@ -148,9 +154,10 @@ async fn a_repeated_request_changes_nothing() -> TestResult {
 async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> TestResult {
     let server = TestServer::with_config(ApiConfig {
         max_body_bytes: 64 * 1024,
+        ..ApiConfig::default()
     })
     .await?;
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     let good = phone.push_request()?.encode()?;
     let ct = Some(protocol::CONTENT_TYPE);
@@ -158,8 +165,8 @@ async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> TestResult {
 
     let mut wrong_version = good.clone();
     wrong_version[4] = 99;
-    let mut unknown_site = phone.push_request()?;
-    unknown_site.site = patrol_core::SiteId::new("no-such-site")?;
+    let mut other_site = phone.push_request()?;
+    other_site.site = patrol_core::SiteId::new("no-such-site")?;
 
     // (case, content type, body, expected status, expected error code)
     type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
@@ -214,15 +221,17 @@ async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> TestResult {
             "payload_too_large",
         ),
         (
-            "unknown site",
+            "another site than the credential's",
             ct,
-            unknown_site.encode()?,
-            StatusCode::NOT_FOUND,
-            "unknown_site",
+            other_site.encode()?,
+            StatusCode::FORBIDDEN,
+            "forbidden",
         ),
     ];
     for (name, content_type, body, status, code) in cases {
-        let (got, ct, resp) = server.post_sync(content_type, body).await?;
+        let (got, ct, resp) = server
+            .post_sync(Some(&phone.credential), content_type, body)
+            .await?;
         assert_eq!(got, status, "{name}: {}", String::from_utf8_lossy(&resp));
         assert_eq!(ct, "application/json", "{name}");
         assert_eq!(error_code(&resp), code, "{name}");
@@ -274,8 +283,12 @@ async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> TestResult {
             "not_found",
         ),
     ] {
-        let (got, _, body) = server.call(Request::get(&uri).body(Body::empty())?).await?;
-        assert_eq!((got, error_code(&body).as_str()), (status, code), "{uri}");
+        let (got, body) = server.get_json(&uri).await?;
+        assert_eq!(
+            (got, error_code(body.to_string().as_bytes()).as_str()),
+            (status, code),
+            "{uri}"
+        );
     }
     let (got, _, body) = server
         .call(Request::get("/api/v1/sync").body(Body::empty())?)
@@ -290,9 +303,9 @@ async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> TestResult {
 #[tokio::test]
 async fn per_document_problems_are_rejected_while_the_rest_of_the_batch_lands() -> TestResult {
     let server = TestServer::new().await?;
-    let mut alice = Phone::new("guard-a")?;
+    let mut alice = server.phone("guard-a").await?;
     alice.scan("cp-1")?;
-    let mut bob = Phone::new("guard-b")?;
+    let mut bob = server.phone("guard-b").await?;
     bob.scan("cp-2")?;
     bob.scan("cp-3")?;
 
@@ -401,9 +414,9 @@ async fn per_document_problems_are_rejected_while_the_rest_of_the_batch_lands() 
 async fn paging_returns_every_event_once_in_order() -> TestResult {
     let server = TestServer::new().await?;
     let mut phones = vec![
-        Phone::new("guard-1")?,
-        Phone::new("guard-2")?,
-        Phone::new("guard-3")?,
+        server.phone("guard-1").await?,
+        server.phone("guard-2").await?,
+        server.phone("guard-3").await?,
     ];
     for round in 0..5 {
         for (p, phone) in phones.iter_mut().enumerate() {
@@ -488,7 +501,7 @@ async fn paging_returns_every_event_once_in_order() -> TestResult {
 #[tokio::test]
 async fn the_store_survives_a_restart_and_compacts() -> TestResult {
     let mut server = TestServer::new().await?;
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = server.phone("guard-1").await?;
     let mut last = None;
     // One event per sync: enough chunks to pass the compaction threshold.
     for i in 0..25 {
@@ -540,7 +553,10 @@ async fn the_store_survives_a_restart_and_compacts() -> TestResult {
 #[tokio::test]
 async fn a_push_missing_its_first_change_asks_for_everything() -> TestResult {
     let server = TestServer::new().await?;
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = server.phone("guard-1").await?;
+    // A second server restored from a backup made before the phone's first sync: it knows the
+    // phone but never saw its first change.
+    let other = server.copy()?;
     let first = server.sync(&phone.push_request()?).await?;
     let first_heads = match &first.docs[0].outcome {
         DocOutcome::Accepted { heads, .. } => heads.clone(),
@@ -548,8 +564,7 @@ async fn a_push_missing_its_first_change_asks_for_everything() -> TestResult {
     };
     phone.scan("cp-1")?;
 
-    // A second server that never saw the first change: the phone sends only what is new.
-    let other = TestServer::new().await?;
+    // The phone sends only what is new to the restored server.
     phone.acked = protocol::from_wire(&first_heads);
     let resp = other.sync(&phone.push_request()?).await?;
     assert!(

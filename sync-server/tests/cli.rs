@@ -1,5 +1,5 @@
-//! The real binary: `site create`/`site list`, and `serve` on port 0 printing its address,
-//! answering over TCP and stopping cleanly on SIGTERM.
+//! The real binary: `site create`/`site list`, `admin create` and `user ...`, and `serve` on
+//! port 0 printing its address, answering over TCP and stopping cleanly on SIGTERM.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -18,11 +18,20 @@ fn bin() -> Command {
 }
 
 fn http_get(addr: &str, path: &str) -> Result<String, Box<dyn std::error::Error>> {
+    http_get_as(addr, path, None)
+}
+
+fn http_get_as(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<String, Box<dyn std::error::Error>> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )?;
     let mut out = String::new();
     stream.read_to_string(&mut out)?;
@@ -69,6 +78,55 @@ fn site_commands_and_serve() -> TestResult {
     let listed = String::from_utf8_lossy(&list.stdout);
     assert!(listed.starts_with("mall-1\tCity Mall\t"), "{listed}");
 
+    // The first administrator: its token alone on stdout, once.
+    let out = bin()
+        .args(["admin", "create", "root", "--data-dir"])
+        .arg(&data)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = String::from_utf8(out.stdout)?.trim().to_string();
+    assert!(root.starts_with("pu_") && root.len() == 46, "{root:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shown this once"));
+    let token_of = |args: &[&str]| -> Result<String, Box<dyn std::error::Error>> {
+        let out = bin().args(args).env("PATROL_DATA_DIR", &data).output()?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    };
+    let ann = token_of(&[
+        "user", "create", "ann", "--role", "operator", "--site", "mall-1",
+    ])?;
+    let bob = token_of(&[
+        "user", "create", "bob", "--role", "operator", "--site", "mall-1",
+    ])?;
+    assert!(
+        token_of(&["admin", "create", "root"]).is_err(),
+        "a name is unique"
+    );
+    assert!(token_of(&["user", "create", "op", "--role", "operator"]).is_err());
+    assert!(
+        token_of(&[
+            "user", "create", "op", "--role", "operator", "--site", "nowhere"
+        ])
+        .is_err()
+    );
+    let revoked = token_of(&["user", "revoke", "bob"])?;
+    assert!(revoked.starts_with("revoked user bob"), "{revoked}");
+    let users = token_of(&["user", "list"])?;
+    let lines: Vec<&str> = users.lines().collect();
+    assert_eq!(lines.len(), 3, "{users}");
+    assert!(lines[0].contains("\troot\tadmin\tall sites\t"), "{users}");
+    assert!(lines[1].contains("\tann\toperator\tmall-1\t") && lines[1].ends_with("active"));
+    assert!(
+        lines[2].contains("\tbob\t") && lines[2].contains("revoked"),
+        "{users}"
+    );
+
     let mut child = bin()
         .args(["--listen", "127.0.0.1:0"])
         .env("PATROL_DATA_DIR", &data)
@@ -85,7 +143,10 @@ fn site_commands_and_serve() -> TestResult {
         .to_string();
 
     let health = http_get(&addr, "/healthz");
-    let devices = http_get(&addr, "/api/v1/sites/mall-1/devices");
+    let devices = http_get_as(&addr, "/api/v1/sites/mall-1/devices", Some(&ann));
+    let anonymous = http_get(&addr, "/api/v1/sites/mall-1/devices");
+    let revoked = http_get_as(&addr, "/api/v1/sites/mall-1/devices", Some(&bob));
+    let as_root = http_get_as(&addr, "/api/v1/users", Some(&root));
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -99,6 +160,21 @@ fn site_commands_and_serve() -> TestResult {
     assert!(
         devices.contains(r#""site_id":"mall-1""#) && devices.contains(r#""devices":[]"#),
         "{devices}"
+    );
+    let anonymous = anonymous?;
+    assert!(
+        anonymous.starts_with("HTTP/1.1 401") && anonymous.contains("missing_credential"),
+        "{anonymous}"
+    );
+    let revoked = revoked?;
+    assert!(
+        revoked.starts_with("HTTP/1.1 401") && revoked.contains("revoked_credential"),
+        "{revoked}"
+    );
+    let as_root = as_root?;
+    assert!(
+        as_root.starts_with("HTTP/1.1 200") && as_root.contains(r#""name":"ann""#),
+        "{as_root}"
     );
     assert!(kill?.success());
     assert!(status.success(), "server exited with {status}");

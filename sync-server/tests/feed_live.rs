@@ -47,7 +47,7 @@ async fn read_events(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_stream_delivers_new_events_and_resumes_from_a_cursor() -> TestResult {
     let server = TestServer::new().await?;
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     phone.record(EventBody::Note {
         text: "gate 2 locked".into(),
@@ -62,8 +62,16 @@ async fn the_live_stream_delivers_new_events_and_resumes_from_a_cursor() -> Test
     let serving = tokio::spawn(serve(listener, server.state.clone(), async {
         let _ = stopped.await;
     }));
-    let http = reqwest::Client::new();
+    // The control room reads the stream with a user token.
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", server.admin))?,
+    );
+    let http = reqwest::Client::builder().default_headers(auth).build()?;
     let url = format!("http://{addr}/api/v1/sites/{SITE}/stream");
+    let anonymous = reqwest::Client::new().get(&url).send().await?;
+    assert_eq!(anonymous.status(), 401);
 
     // What is stored comes first, then what is committed while the client listens.
     let mut live = http.get(&url).send().await?;
@@ -127,8 +135,8 @@ async fn the_live_stream_delivers_new_events_and_resumes_from_a_cursor() -> Test
 #[tokio::test]
 async fn the_paged_feed_filters_by_kind_guard_checkpoint_device_and_time() -> TestResult {
     let server = TestServer::new().await?;
-    let mut a = Phone::new("guard-1")?;
-    let mut b = Phone::new("guard-2")?;
+    let mut a = server.phone("guard-1").await?;
+    let mut b = server.phone("guard-2").await?;
     for phone in [&mut a, &mut b] {
         phone.scan("cp-1")?;
         phone.scan("cp-2")?;

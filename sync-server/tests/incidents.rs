@@ -127,7 +127,7 @@ fn stored_state(
 #[tokio::test]
 async fn incident_pushes_are_merged_and_answered_in_the_requests_order() -> TestResult {
     let server = TestServer::new().await?;
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     let mut theft = Replica::report(&phone, "bike stolen from rack 3")?;
     theft.note(&phone, "lock cut", 1_740_866_460_000)?;
@@ -182,9 +182,13 @@ async fn incident_pushes_are_merged_and_answered_in_the_requests_order() -> Test
     );
     assert_eq!(server.count("SELECT COUNT(*) FROM incidents")?, 2);
 
-    // The same request again, and a heads-only push, change nothing.
+    // The very same request again is a replay: refused, nothing changes.
     let before = server.snapshot()?;
-    let again = server.sync(&request).await?;
+    let (status, _, _) = server.try_sync(&request).await?;
+    assert_eq!(status, axum::http::StatusCode::CONFLICT);
+    assert_eq!(server.snapshot()?, before);
+    // The same pushes in a fresh request, and a heads-only push, change nothing.
+    let again = server.sync(&phone.request(request.docs.clone())).await?;
     assert_eq!(
         (&again.docs[0], &again.docs[2]),
         (&resp.docs[0], &resp.docs[2])
@@ -216,8 +220,8 @@ async fn incident_pushes_are_merged_and_answered_in_the_requests_order() -> Test
 #[tokio::test]
 async fn forged_incident_pushes_are_rejected_and_change_nothing() -> TestResult {
     let server = TestServer::new().await?;
-    let alice = Phone::new("guard-a")?;
-    let bob = Phone::new("guard-b")?;
+    let alice = server.phone("guard-a").await?;
+    let bob = server.phone("guard-b").await?;
     let mut theirs = Replica::report(&alice, "door forced")?;
     let resp = server.sync(&alice.request(vec![theirs.push()?])).await?;
     theirs.apply(&resp)?;
@@ -324,8 +328,8 @@ async fn forged_incident_pushes_are_rejected_and_change_nothing() -> TestResult 
 #[tokio::test]
 async fn a_device_gets_its_open_incidents_whole_and_no_one_elses() -> TestResult {
     let server = TestServer::new().await?;
-    let alice = Phone::new("guard-a")?;
-    let bob = Phone::new("guard-b")?;
+    let alice = server.phone("guard-a").await?;
+    let bob = server.phone("guard-b").await?;
     let mut reported = Replica::report(&alice, "door forced")?;
     reported.note(&alice, "alarm sounding", 1_740_866_460_000)?;
     server.sync(&alice.request(vec![reported.push()?])).await?;
@@ -380,7 +384,7 @@ fn note_texts(state: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn an_operators_action_and_a_phones_offline_edit_both_survive() -> TestResult {
     let server = TestServer::new().await?;
-    let phone = Phone::new("guard-1")?;
+    let phone = server.phone("guard-1").await?;
     let mut replica = Replica::report(&phone, "car alarm in bay 12")?;
     let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
     replica.apply(&resp)?;
@@ -451,9 +455,9 @@ async fn an_operators_action_and_a_phones_offline_edit_both_survive() -> TestRes
 #[tokio::test]
 async fn an_assigned_incident_reaches_the_assignees_phone_while_it_is_open() -> TestResult {
     let server = TestServer::new().await?;
-    let alice = Phone::new("guard-a")?;
-    let bob = Phone::new("guard-b")?;
-    let carol = Phone::new("guard-c")?;
+    let alice = server.phone("guard-a").await?;
+    let bob = server.phone("guard-b").await?;
+    let carol = server.phone("guard-c").await?;
     let mut reported = Replica::report(&alice, "fight at the entrance")?;
     server.sync(&alice.request(vec![reported.push()?])).await?;
 
@@ -517,7 +521,7 @@ async fn an_assigned_incident_reaches_the_assignees_phone_while_it_is_open() -> 
 #[tokio::test]
 async fn incidents_are_listed_newest_first_and_filtered_by_status() -> TestResult {
     let server = TestServer::new().await?;
-    let phone = Phone::new("guard-1")?;
+    let phone = server.phone("guard-1").await?;
     let mut ids = Vec::new();
     for n in 0..3 {
         let mut replica = Replica::report(&phone, &format!("incident {n}"))?;
@@ -562,7 +566,7 @@ async fn incidents_are_listed_newest_first_and_filtered_by_status() -> TestResul
 #[tokio::test]
 async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> TestResult {
     let server = TestServer::new().await?;
-    let phone = Phone::new("guard-1")?;
+    let phone = server.phone("guard-1").await?;
     let mut replica = Replica::report(&phone, "broken window")?;
     server.sync(&phone.request(vec![replica.push()?])).await?;
     let id = replica.id();
@@ -609,6 +613,7 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
         async move {
             let req = Request::post(uri)
                 .header(header::CONTENT_TYPE, content_type)
+                .header(header::AUTHORIZATION, format!("Bearer {}", server.admin))
                 .body(Body::from(body))?;
             let (status, _, body) = server.call(req).await?;
             let json: serde_json::Value = serde_json::from_slice(&body)?;
@@ -631,7 +636,7 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
             "wrong type",
             actions.clone(),
             "text/plain",
-            br#"{"action":"close","by":"a"}"#.to_vec(),
+            br#"{"action":"close"}"#.to_vec(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
         ),
@@ -639,7 +644,7 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
             "unknown field",
             actions.clone(),
             json,
-            br#"{"action":"close","by":"a","why":1}"#.to_vec(),
+            br#"{"action":"close","why":1}"#.to_vec(),
             StatusCode::BAD_REQUEST,
             "invalid_json",
         ),
@@ -647,23 +652,23 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
             "unknown action",
             actions.clone(),
             json,
-            br#"{"action":"fly","by":"a"}"#.to_vec(),
+            br#"{"action":"fly"}"#.to_vec(),
             StatusCode::BAD_REQUEST,
             "invalid_action",
         ),
         (
-            "no operator",
+            "acting as another user",
             actions.clone(),
             json,
-            br#"{"action":"acknowledge"}"#.to_vec(),
-            StatusCode::BAD_REQUEST,
-            "invalid_operator",
+            br#"{"action":"acknowledge","by":"someone-else"}"#.to_vec(),
+            StatusCode::FORBIDDEN,
+            "forbidden",
         ),
         (
             "empty note",
             actions.clone(),
             json,
-            br#"{"action":"add_note","text":"  ","by":"a"}"#.to_vec(),
+            br#"{"action":"add_note","text":"  "}"#.to_vec(),
             StatusCode::BAD_REQUEST,
             "invalid_action",
         ),
@@ -671,7 +676,7 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
             "refused by status",
             actions.clone(),
             json,
-            br#"{"action":"reopen","by":"a"}"#.to_vec(),
+            br#"{"action":"reopen"}"#.to_vec(),
             StatusCode::CONFLICT,
             "action_not_allowed",
         ),
@@ -679,7 +684,7 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
             "unknown incident",
             format!("{}/actions", incident_uri(IncidentId::generate())),
             json,
-            br#"{"action":"close","by":"a"}"#.to_vec(),
+            br#"{"action":"close"}"#.to_vec(),
             StatusCode::NOT_FOUND,
             "unknown_incident",
         ),
@@ -687,7 +692,7 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
             "unknown site",
             format!("/api/v1/sites/nowhere/incidents/{id}/actions"),
             json,
-            br#"{"action":"close","by":"a"}"#.to_vec(),
+            br#"{"action":"close"}"#.to_vec(),
             StatusCode::NOT_FOUND,
             "unknown_site",
         ),
@@ -730,7 +735,7 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
 #[tokio::test]
 async fn simultaneous_writes_to_one_incident_all_land() -> TestResult {
     let server = TestServer::new().await?;
-    let phone = Phone::new("guard-1")?;
+    let phone = server.phone("guard-1").await?;
     let mut replica = Replica::report(&phone, "water leak")?;
     let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
     replica.apply(&resp)?;

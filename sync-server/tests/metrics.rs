@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use common::{Phone, SITE, TestResult, TestServer};
+use axum::http::{Request, StatusCode, header};
+use common::{SITE, TestResult, TestServer};
 use patrol_core::protocol;
 use patrol_server::{Metrics, MetricsSnapshot, serve, serve_metrics};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -100,14 +100,16 @@ fn value(metrics: &BTreeMap<String, f64>, series: &str) -> u64 {
 async fn a_sync_counts_bodies_and_domain_events() -> TestResult {
     let server = TestServer::new().await?;
     let metrics = server.state.metrics.clone();
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     phone.scan("cp-2")?;
     let request = phone.push_request()?.encode()?;
     let before = metrics.snapshot();
 
+    let credential = phone.credential.clone();
+    let credential = Some(credential.as_str());
     let (status, _, response) = server
-        .post_sync(Some(protocol::CONTENT_TYPE), request.clone())
+        .post_sync(credential, Some(protocol::CONTENT_TYPE), request.clone())
         .await?;
     assert_eq!(status, StatusCode::OK);
     let after = metrics.snapshot();
@@ -123,17 +125,26 @@ async fn a_sync_counts_bodies_and_domain_events() -> TestResult {
     // The router alone has no sockets: oneshot calls do not touch the wire counters.
     assert_eq!(after.wire_read_bytes, 0);
 
-    // A repeat inserts nothing; a refused request counts as a 4xx and still as a sync request.
-    server
-        .post_sync(Some(protocol::CONTENT_TYPE), request)
+    // A repeat (a new request with the same push) inserts nothing; a replayed request and a
+    // refused one count as 4xx and still as sync requests.
+    let repeat = phone.push_request()?.encode()?;
+    let (status, _, _) = server
+        .post_sync(credential, Some(protocol::CONTENT_TYPE), repeat)
         .await?;
-    let (status, _, _) = server.post_sync(Some("text/plain"), b"x".to_vec()).await?;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = server
+        .post_sync(credential, Some(protocol::CONTENT_TYPE), request)
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _, _) = server
+        .post_sync(credential, Some("text/plain"), b"x".to_vec())
+        .await?;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let last = metrics.snapshot();
     assert_eq!(last.events_inserted, after.events_inserted);
     assert_eq!(last.docs_accepted - after.docs_accepted, 1);
-    assert_eq!(last.sync_requests - after.sync_requests, 2);
-    assert_eq!(last.http_responses[3] - after.http_responses[3], 1);
+    assert_eq!(last.sync_requests - after.sync_requests, 3);
+    assert_eq!(last.http_responses[3] - after.http_responses[3], 2);
 
     // The same counters, through `/metrics` on the API router.
     let (status, ct, body) = server
@@ -144,7 +155,7 @@ async fn a_sync_counts_bodies_and_domain_events() -> TestResult {
     let text = String::from_utf8(body.to_vec())?;
     let parsed = parse_metrics(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(value(&parsed, "patrol_events_inserted_total"), 3);
-    assert_eq!(value(&parsed, "patrol_sync_requests_total"), 3);
+    assert_eq!(value(&parsed, "patrol_sync_requests_total"), 4);
     assert_eq!(value(&parsed, "patrol_sync_docs_accepted_total"), 2);
     assert_eq!(
         value(
@@ -155,10 +166,10 @@ async fn a_sync_counts_bodies_and_domain_events() -> TestResult {
     );
     assert_eq!(
         value(&parsed, "patrol_http_responses_total{class=\"4xx\"}"),
-        1
+        2
     );
     // The `/metrics` request itself was counted before its response was rendered.
-    assert_eq!(value(&parsed, "patrol_http_requests_total"), 4);
+    assert_eq!(value(&parsed, "patrol_http_requests_total"), 5);
     assert!(
         value(&parsed, "patrol_http_request_body_bytes_total")
             >= last.http_request_body_bytes.max(1)
@@ -181,7 +192,7 @@ struct Running {
     metrics: Arc<Metrics>,
     stop: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
-    _server: TestServer,
+    server: TestServer,
 }
 
 impl Running {
@@ -207,7 +218,7 @@ impl Running {
             metrics,
             stop: vec![stop_api, stop_side],
             tasks,
-            _server: server,
+            server,
         })
     }
 
@@ -252,12 +263,13 @@ fn changed_wire(a: &MetricsSnapshot, b: &MetricsSnapshot) -> bool {
 #[tokio::test]
 async fn wire_counters_see_every_byte_and_the_side_port_is_not_counted() -> TestResult {
     let running = Running::start().await?;
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = running.server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     let request = phone.push_request()?.encode()?;
     let head = format!(
-        "POST /api/v1/sync HTTP/1.1\r\nHost: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /api/v1/sync HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         running.api,
+        phone.credential,
         protocol::CONTENT_TYPE,
         request.len()
     );
@@ -318,7 +330,11 @@ async fn feed_pages_count_as_response_body() -> TestResult {
     let server = TestServer::new().await?;
     let before = server.state.metrics.snapshot();
     let (status, _, body) = server
-        .call(Request::get(format!("/api/v1/sites/{SITE}/events")).body(Body::empty())?)
+        .call(
+            Request::get(format!("/api/v1/sites/{SITE}/events"))
+                .header(header::AUTHORIZATION, format!("Bearer {}", server.admin))
+                .body(Body::empty())?,
+        )
         .await?;
     assert_eq!(status, StatusCode::OK);
     let after = server.state.metrics.snapshot();

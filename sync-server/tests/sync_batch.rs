@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{Phone, SITE, TestResult, TestServer};
+use common::{SITE, TestResult, TestServer};
 use patrol_core::ShiftId;
 use patrol_core::protocol::{DocOutcome, DocRef, RejectCode, SyncRequest};
 
@@ -44,12 +44,12 @@ async fn concurrent_pushes_of_one_log_converge_without_duplicates() -> TestResul
     let server = TestServer::new().await?;
     let mut phones = Vec::new();
     for p in 0..6 {
-        phones.push(Phone::new(&format!("guard-{p}"))?);
+        phones.push(server.phone(&format!("guard-{p}")).await?);
     }
     let mut counted_new = 0u64;
     for round in 0..4 {
         let mut requests = Vec::new();
-        for phone in &mut phones {
+        for (p, phone) in phones.iter_mut().enumerate() {
             for k in 0..20 {
                 phone.scan(&format!("cp-{round}-{k}"))?;
             }
@@ -58,10 +58,18 @@ async fn concurrent_pushes_of_one_log_converge_without_duplicates() -> TestResul
                 phone.scan(&format!("cp-{round}-{k}"))?;
             }
             let all = phone.push_request()?;
-            requests.extend([half, all.clone(), all]);
+            let again = phone.request(all.docs.clone());
+            requests.extend([(p, half), (p, all), (p, again)]);
         }
-        let answers =
-            futures_join_all(requests.iter().map(|r| server.sync(r)).collect::<Vec<_>>()).await;
+        // A request that commits after a later one of its phone is refused as stale (409) and
+        // sent again with a fresh seq, as a phone does: the merges still race.
+        let answers = futures_join_all(
+            requests
+                .iter()
+                .map(|(p, r)| server.sync_fresh_on_replay(&phones[*p], r))
+                .collect::<Vec<_>>(),
+        )
+        .await;
         for (answer, phone_index) in answers
             .into_iter()
             .zip((0..phones.len()).flat_map(|p| [p; 3]))
@@ -138,7 +146,7 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
 #[tokio::test]
 async fn one_log_twice_in_a_request_lands_once() -> TestResult {
     let server = TestServer::new().await?;
-    let mut phone = Phone::new("guard-1")?;
+    let mut phone = server.phone("guard-1").await?;
     for k in 0..10 {
         phone.scan(&format!("cp-{k}"))?;
     }
@@ -164,9 +172,9 @@ async fn one_log_twice_in_a_request_lands_once() -> TestResult {
 #[tokio::test]
 async fn a_rejected_document_does_not_hold_back_the_accepted_one_or_the_device_row() -> TestResult {
     let server = TestServer::new().await?;
-    let mut alice = Phone::new("guard-a")?;
+    let mut alice = server.phone("guard-a").await?;
     alice.scan("cp-1")?;
-    let mut bob = Phone::new("guard-b")?;
+    let mut bob = server.phone("guard-b").await?;
     bob.scan("cp-2")?;
     bob.scan("cp-3")?;
 
@@ -201,10 +209,17 @@ async fn a_rejected_document_does_not_hold_back_the_accepted_one_or_the_device_r
         .get_json(&format!("/api/v1/sites/{SITE}/devices"))
         .await?;
     let list = devices["devices"].as_array().cloned().unwrap_or_default();
-    assert_eq!(list.len(), 1, "{devices}");
-    assert_eq!(list[0]["device_id"], bob.device.to_string());
+    let entry = |list: &[serde_json::Value], device: patrol_core::DeviceId| {
+        list.iter()
+            .find(|d| d["device_id"] == device.to_string())
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Both are enrolled; only Bob has synced.
+    assert_eq!(list.len(), 2, "{devices}");
+    assert!(entry(&list, alice.device)["last_sync_at"].is_null());
     // Only the accepted push counts as delivered.
-    assert_eq!(list[0]["pending_events"], 5);
+    assert_eq!(entry(&list, bob.device)["pending_events"], 5);
 
     // Alice: every document rejected, yet her sync is on record.
     let mut wrong_shift = alice.push()?;
@@ -222,6 +237,7 @@ async fn a_rejected_document_does_not_hold_back_the_accepted_one_or_the_device_r
         .await?;
     let list = devices["devices"].as_array().cloned().unwrap_or_default();
     assert_eq!(list.len(), 2, "{devices}");
+    assert!(entry(&list, alice.device)["last_sync_at"].is_string());
     assert_eq!(feed_ids(&server).await?, bob_ids);
     Ok(())
 }
@@ -234,7 +250,7 @@ async fn requests_beyond_the_admission_limit_wait_and_land() -> TestResult {
     let mut phones = Vec::new();
     let mut requests = Vec::new();
     for p in 0..8 {
-        let mut phone = Phone::new(&format!("guard-{p}"))?;
+        let mut phone = server.phone(&format!("guard-{p}")).await?;
         phone.scan("cp-1")?;
         requests.push(phone.push_request()?);
         phones.push(phone);

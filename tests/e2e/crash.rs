@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::{CheckpointId, EventId, GuardId, Location, Scan, ScanMethod, SiteId};
-use patrol_e2e::{Server, control_pull};
+use patrol_e2e::{Phone, Server, control_pull};
 use patrol_mobile::{DeviceStore, Durability, RecordOptions, StoreOptions, SyncClient};
 
 const STORE_ENV: &str = "PATROL_CRASH_STORE";
@@ -145,6 +145,10 @@ fn kill_repeatedly(
 ) -> Result<(std::path::PathBuf, HashSet<EventId>, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("phone.db");
+    if let Some(server) = server {
+        // A phone that syncs is enrolled first; the writer then opens its store.
+        Phone::enroll(store.clone(), server, SITE)?;
+    }
     let mut rng = Rng(seed);
     let mut returned = HashSet::new();
     for round in 0..KILLS {
@@ -209,7 +213,7 @@ fn a_phone_killed_while_syncing_loses_nothing_and_duplicates_nothing() -> Result
     );
 
     let local: HashSet<EventId> = store.events(None)?.iter().map(|e| e.event.id).collect();
-    let pulled = control_pull(&server.url, SITE, 10_000)?;
+    let pulled = control_pull(&server, SITE, 10_000)?;
     let on_server: Vec<String> = pulled
         .iter()
         .filter_map(|e| e["id"].as_str().map(str::to_owned))

@@ -40,7 +40,7 @@ fn offline_logs_from_three_phones_merge_exactly_once_even_when_a_sync_is_killed(
 
     // Three guards record their rounds with no network at all.
     let phones: Vec<Phone> = (1..=3)
-        .map(|n| Phone::init(dir.path().join(format!("guard{n}.db")), SITE))
+        .map(|n| Phone::enroll(dir.path().join(format!("guard{n}.db")), &server, SITE))
         .collect::<Result<_>>()?;
     for (n, phone) in phones.iter().enumerate() {
         record_offline_shift(phone, &format!("guard-{}", n + 1), 5 + 3 * n)?;
@@ -76,7 +76,7 @@ fn offline_logs_from_three_phones_merge_exactly_once_even_when_a_sync_is_killed(
         pending(&phones[1])? == local[1].len(),
         "a phone killed before the answer must still count every event pending"
     );
-    let after_kill = control_pull(&server.url, SITE, 1000)?;
+    let after_kill = control_pull(&server, SITE, 1000)?;
     ensure!(
         after_kill.len() == local[0].len() + local[1].len(),
         "the server committed guard 2's events before answering"
@@ -96,7 +96,7 @@ fn offline_logs_from_three_phones_merge_exactly_once_even_when_a_sync_is_killed(
     }
 
     // The control room pulls in small pages to exercise the cursor.
-    let pulled = control_pull(&server.url, SITE, 7)?;
+    let pulled = control_pull(&server, SITE, 7)?;
     let expected: HashMap<String, &Value> = local
         .iter()
         .flatten()
@@ -168,21 +168,30 @@ fn offline_logs_from_three_phones_merge_exactly_once_even_when_a_sync_is_killed(
 }
 
 #[test]
-fn a_sync_to_an_unknown_site_is_refused_and_the_phone_keeps_its_events() -> Result<()> {
+fn a_store_made_without_enrolling_records_but_its_sync_is_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let server = Server::start(&dir.path().join("server"), &[SITE])?;
-    let phone = Phone::init(dir.path().join("lost.db"), "no-such-site")?;
+    let path = dir.path().join("lost.db");
+    // A store set up for the site without enrolling (the library's offline-only path).
+    drop(patrol_mobile::DeviceStore::create(
+        &path,
+        patrol_core::SiteId::new(SITE)?,
+    )?);
+    let phone = Phone { store: path };
     record_offline_shift(&phone, "guard-9", 2)?;
     let out = phone
         .command(&["sync", "--server", &server.url])?
         .output()?;
-    ensure!(!out.status.success(), "sync to an unknown site must fail");
+    ensure!(
+        !out.status.success(),
+        "sync of a store not enrolled must fail"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(
-        stderr.contains("no-such-site"),
-        "the error names the site: {stderr}"
+        stderr.contains("not enrolled"),
+        "the error says so: {stderr}"
     );
     ensure!(pending(&phone)? == 4);
-    ensure!(control_pull(&server.url, SITE, 100)?.is_empty());
+    ensure!(control_pull(&server, SITE, 100)?.is_empty());
     Ok(())
 }

@@ -11,14 +11,27 @@ use patrol_core::{
     EventBody, GuardId, IncidentCategory, IncidentId, IncidentReport, Scan, ScanMethod, Severity,
     SiteId,
 };
-use patrol_e2e::Server;
-use patrol_mobile::{AlarmState, DeviceStore, RecordOptions, SyncClient};
+use patrol_e2e::{Server, run_ok};
+use patrol_mobile::{AlarmState, DeviceStore, RecordOptions, StoreOptions, SyncClient};
 use serde_json::{Value, json};
 
 const SITE: &str = "site-1";
 
-fn phone(dir: &std::path::Path, name: &str, guard: &str) -> Result<DeviceStore> {
-    let mut store = DeviceStore::create(dir.join(format!("{name}.db")), SiteId::new(SITE)?)?;
+/// A phone enrolled on the site with a code from the administrator, its guard's shift started.
+async fn phone(
+    server: &Server,
+    dir: &std::path::Path,
+    name: &str,
+    guard: &str,
+) -> Result<DeviceStore> {
+    let code = server.enrollment_code(SITE)?;
+    let enrollment = SyncClient::new(&server.url)?.enroll(&code).await?;
+    ensure!(enrollment.site == SiteId::new(SITE)?);
+    let mut store = DeviceStore::create_enrolled(
+        dir.join(format!("{name}.db")),
+        enrollment,
+        StoreOptions::default(),
+    )?;
     store.start_shift(GuardId::new(guard)?)?;
     Ok(store)
 }
@@ -28,14 +41,15 @@ async fn sync(server: &Server, store: &mut DeviceStore) -> Result<()> {
     Ok(())
 }
 
-/// A control-room call; returns the status and the JSON body.
+/// A control-room call with a user's token; returns the status and the JSON body.
 async fn call(
     http: &reqwest::Client,
+    token: &str,
     method: reqwest::Method,
     url: String,
     body: Option<Value>,
 ) -> Result<(u16, Value)> {
-    let mut req = http.request(method, url);
+    let mut req = http.request(method, url).bearer_auth(token);
     if let Some(body) = body {
         req = req.json(&body);
     }
@@ -63,6 +77,17 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
     let server = Server::start(&dir.path().join("server"), &[SITE])?;
     let http = reqwest::Client::new();
     let api = format!("{}/api/v1/sites/{SITE}", server.url);
+    let admin = server.admin_token.as_str();
+    // The control room's operator, who works the site's incidents and alarms.
+    let anna = run_ok(&mut server.control(
+        admin,
+        &[
+            "user", "create", "anna", "--role", "operator", "--site", SITE,
+        ],
+    )?)?
+    .trim()
+    .to_owned();
+    let anna = anna.as_str();
 
     // The administrator sets up the site: two checkpoints with tags, one tour.
     let config = json!({
@@ -79,6 +104,7 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
     });
     let (status, body) = call(
         &http,
+        admin,
         reqwest::Method::PUT,
         format!("{api}/config"),
         Some(config.clone()),
@@ -88,6 +114,7 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
     // A second write from the same base version is refused: it would overwrite unseen work.
     let (status, _) = call(
         &http,
+        admin,
         reqwest::Method::PUT,
         format!("{api}/config"),
         Some(config),
@@ -99,7 +126,7 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
     );
 
     // Guard 1's phone syncs once and then works offline.
-    let mut guard1 = phone(dir.path(), "guard1", "guard-1")?;
+    let mut guard1 = phone(&server, dir.path(), "guard1", "guard-1").await?;
     sync(&server, &mut guard1).await?;
     ensure!(guard1.site_config()?.map(|c| c.version) == Some(1));
     let cp = guard1.checkpoint_for_tag("04:a1")?;
@@ -161,6 +188,7 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
     // The control room sees the incident and works it ...
     let (status, list) = call(
         &http,
+        anna,
         reqwest::Method::GET,
         format!("{api}/incidents"),
         None,
@@ -180,22 +208,21 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
     let act = |body: Value| {
         let http = http.clone();
         let url = format!("{api}/incidents/{incident}/actions");
-        async move { call(&http, reqwest::Method::POST, url, Some(body)).await }
+        async move { call(&http, anna, reqwest::Method::POST, url, Some(body)).await }
     };
-    let (status, body) = act(json!({"action": "acknowledge", "by": "anna"})).await?;
+    let (status, body) = act(json!({"action": "acknowledge"})).await?;
     ensure!(status == 200, "acknowledge: {status} {body}");
-    let (status, body) =
-        act(json!({"action": "add_note", "text": "checking the cameras", "by": "anna"})).await?;
+    let (status, body) = act(json!({"action": "add_note", "text": "checking the cameras"})).await?;
     ensure!(status == 200, "note: {status} {body}");
-    let (status, body) = act(json!({"action": "assign", "to": "guard-2", "by": "anna"})).await?;
+    let (status, body) = act(json!({"action": "assign", "to": "guard-2"})).await?;
     ensure!(status == 200, "assign: {status} {body}");
     // ... a rule the status lattice refuses is a clear conflict, and changes nothing.
-    let (status, _) = act(json!({"action": "reopen", "by": "anna"})).await?;
+    let (status, _) = act(json!({"action": "reopen"})).await?;
     ensure!(
         status == 409,
         "reopening an open incident must be refused, got {status}"
     );
-    let (status, _) = act(json!({"action": "fly", "by": "anna"})).await?;
+    let (status, _) = act(json!({"action": "fly"})).await?;
     ensure!(
         (400..500).contains(&status),
         "an unknown action must be a 4xx, got {status}"
@@ -208,6 +235,7 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
 
     let (status, room) = call(
         &http,
+        anna,
         reqwest::Method::GET,
         format!("{api}/incidents/{incident}"),
         None,
@@ -245,7 +273,7 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
     );
 
     // The incident assigned to guard 2 reaches guard 2's phone at its next sync.
-    let mut guard2 = phone(dir.path(), "guard2", "guard-2")?;
+    let mut guard2 = phone(&server, dir.path(), "guard2", "guard-2").await?;
     sync(&server, &mut guard2).await?;
     let assigned = guard2
         .incident(incident)?
@@ -255,9 +283,10 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
     // The control room acknowledges the panic; the phone shows it at its next sync.
     let (status, body) = call(
         &http,
+        anna,
         reqwest::Method::POST,
         format!("{api}/alarms/{panic}/acknowledge"),
-        Some(json!({"by": "anna"})),
+        Some(json!({})),
     )
     .await?;
     ensure!(status == 200, "alarm ack: {status} {body}");

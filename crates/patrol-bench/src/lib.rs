@@ -175,6 +175,40 @@ pub fn record_scan(store: &mut DeviceStore, ev: &GenEvent) -> Result<EventId> {
     Ok(store.scan(scan, options)?)
 }
 
+/// Enrolls device `n` on the bench's site with a fresh code from the administrator, as a phone
+/// is set up, and starts its shift.
+async fn enroll_device(
+    http: &reqwest::Client,
+    server: &Server,
+    dir: &Path,
+    n: u64,
+) -> Result<DeviceStore> {
+    let url = format!("{}/api/v1/sites/{SITE}/enrollment-codes", server.url);
+    let resp = http
+        .post(&url)
+        .bearer_auth(&server.admin_token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "POST {url}: {}", resp.status());
+    let code: serde_json::Value = serde_json::from_slice(&resp.bytes().await?)?;
+    let code = code["code"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no code in the answer to POST {url}"))?;
+    let enrollment = SyncClient::new(&server.url)?.enroll(code).await?;
+    let mut store = DeviceStore::create_enrolled(
+        dir.join(format!("dev-{n}.db")),
+        enrollment,
+        StoreOptions {
+            durability: Durability::Normal,
+            clock: None,
+        },
+    )?;
+    store.start_shift(GuardId::new(format!("guard-{n}"))?)?;
+    Ok(store)
+}
+
+/// A store for W3's local writes, which never sync: not enrolled.
 fn open_device(dir: &Path, n: u64, durability: Durability) -> Result<DeviceStore> {
     let mut store = DeviceStore::open_with(
         dir.join(format!("dev-{n}.db")),
@@ -316,15 +350,22 @@ struct FeedPage {
     more: bool,
 }
 
-/// Pulls every event after `cursor` through the control-room API, page by page.
-/// Pulls every page after `cursor`. The next page is asked for as soon as a page's headers
+/// Pulls every page after `cursor` through the control-room API, as the administrator. The next page is asked for as soon as a page's headers
 /// give its cursor, so the server builds page k+1 while this client reads and parses page k.
-async fn pull(http: &reqwest::Client, base: &str, cursor: u64) -> Result<(Vec<FeedEvent>, u64)> {
+async fn pull(
+    http: &reqwest::Client,
+    server: &Server,
+    cursor: u64,
+) -> Result<(Vec<FeedEvent>, u64)> {
     let fetch = |after: u64| {
         let http = http.clone();
-        let url = format!("{base}/api/v1/sites/{SITE}/events?after={after}&limit=10000");
+        let url = format!(
+            "{}/api/v1/sites/{SITE}/events?after={after}&limit=10000",
+            server.url
+        );
+        let token = server.admin_token.clone();
         tokio::spawn(async move {
-            let resp = http.get(&url).send().await?;
+            let resp = http.get(&url).bearer_auth(token).send().await?;
             ensure!(resp.status().is_success(), "GET {url}: {}", resp.status());
             Ok::<_, anyhow::Error>(resp)
         })
@@ -457,14 +498,18 @@ pub async fn run(params: &Params) -> Result<Results> {
     let devices_dir = work.path().join("devices");
     std::fs::create_dir_all(&devices_dir)?;
 
-    // Setup (untimed for the workload): every device records its events offline, one change and
-    // one committed call per scan. NORMAL durability here only shortens setup.
+    let server = Server::start_with(&work.path().join("server"), &[SITE], true)?;
+    let http = reqwest::Client::new();
+
+    // Setup (untimed for the workload): every device is enrolled (once, online, as a phone is
+    // set up), then records its events offline, one change and one committed call per scan.
+    // NORMAL durability here only shortens setup.
     let setup_start = Instant::now();
     let mut expected: Vec<GenEvent> = Vec::with_capacity(total as usize);
     let mut stores = Vec::with_capacity(params.devices as usize);
     let mut device_ids = HashMap::new();
     for n in 1..=params.devices {
-        let mut store = open_device(&devices_dir, n, Durability::Normal)?;
+        let mut store = enroll_device(&http, &server, &devices_dir, n).await?;
         let events = DeviceStream::new(params.seed, n).take(params.events);
         for ev in &events {
             record_scan(&mut store, ev)?;
@@ -475,13 +520,11 @@ pub async fn run(params: &Params) -> Result<Results> {
     }
     let setup_ms = ms(setup_start.elapsed());
 
-    let server = Server::start_with(&work.path().join("server"), &[SITE], true)?;
     let metrics_url = server
         .metrics_url
         .clone()
         .ok_or_else(|| anyhow!("server printed no metrics port"))?;
     let pid = server.pid();
-    let http = reqwest::Client::new();
     let counter = StoreCounter::open(&server.data_dir)?;
 
     // Every event the devices hold: the workload's scans plus each shift's start.
@@ -490,7 +533,8 @@ pub async fn run(params: &Params) -> Result<Results> {
         rows_target += store.status()?.pending_events;
     }
 
-    // W1: all devices sync at once.
+    // W1: all devices sync at once. The server's peak memory is W1's, not the enrollments'.
+    procfs::reset_peak_rss(pid)?;
     let before = counters(&http, &metrics_url).await?;
     let cpu_before = procfs::cpu_ms(pid)?;
     let client_cpu_before = procfs::self_cpu_ms()?;
@@ -544,7 +588,7 @@ pub async fn run(params: &Params) -> Result<Results> {
     // The control room's client is made inside the timed pull (connection set-up counts).
     let control_room = reqwest::Client::new();
     let (pulled, cursor) =
-        tokio::time::timeout(params.pull_timeout, pull(&control_room, &server.url, 0)).await??;
+        tokio::time::timeout(params.pull_timeout, pull(&control_room, &server, 0)).await??;
     let full_wall = start.elapsed();
     let after = quiesce(&http, &metrics_url).await?;
     let w2full_verify = verify(&pulled, &expected, &device_ids);
@@ -577,11 +621,8 @@ pub async fn run(params: &Params) -> Result<Results> {
     // W2 incremental pull: only what is new since the control room's cursor.
     let start = Instant::now();
     // The same control room as the full pull: its client and connection are already there.
-    let (incr, _) = tokio::time::timeout(
-        params.pull_timeout,
-        pull(&control_room, &server.url, cursor),
-    )
-    .await??;
+    let (incr, _) =
+        tokio::time::timeout(params.pull_timeout, pull(&control_room, &server, cursor)).await??;
     let incr_wall = start.elapsed();
     let w2incr = W2Incr {
         wall_ms: ms(incr_wall),

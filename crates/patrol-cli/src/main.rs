@@ -1,5 +1,7 @@
 //! `patrol`: plays a guard's phone (`patrol device`) and the control room (`patrol control`)
-//! from a terminal, through the same library calls and API an app and a console use.
+//! from a terminal, through the same library calls and API an app and a console use. A phone
+//! store is made by enrolling with a code from an administrator; the control room presents a
+//! user token (`--token` or `PATROL_TOKEN`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +13,7 @@ use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity, SiteId,
 };
-use patrol_mobile::{DeviceStore, RecordOptions, SyncClient};
+use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,7 +30,8 @@ struct Cli {
 enum Command {
     /// Act as a guard's phone: record a shift offline into a local store, then sync it.
     Device(DeviceArgs),
-    /// Act as the control room: read the merged site record from a server.
+    /// Act as the control room or an administrator: read the merged site record, issue
+    /// enrollment codes, manage users and devices.
     Control(ControlArgs),
 }
 
@@ -43,10 +46,14 @@ struct DeviceArgs {
 
 #[derive(Subcommand, Debug)]
 enum DeviceCommand {
-    /// Create the store for a site (once per phone); prints the new device id.
-    Init {
+    /// Enroll this phone with a server using a one-time code from an administrator, creating
+    /// its store (once per phone); prints the device id and site the server assigned.
+    Enroll {
+        #[arg(long, env = "PATROL_SERVER")]
+        server: String,
+        /// The enrollment code (pe_…).
         #[arg(long)]
-        site: SiteId,
+        code: String,
     },
     /// Show the device id, site, shift in progress and sync status.
     Status,
@@ -114,8 +121,9 @@ enum DeviceCommand {
     },
     /// Send every unacknowledged event to the server and apply its answer.
     Sync {
+        /// The server; the one the phone enrolled with if not given.
         #[arg(long, env = "PATROL_SERVER")]
-        server: String,
+        server: Option<String>,
         /// On a network or server failure, retry up to this many times, waiting the outbox's
         /// backoff (exponential with jitter; seconds while a panic alarm is undelivered).
         #[arg(long, default_value_t = 0)]
@@ -270,6 +278,9 @@ struct ControlArgs {
     /// The patrol server, e.g. http://127.0.0.1:8080.
     #[arg(long, env = "PATROL_SERVER")]
     server: String,
+    /// A user token (pu_…), from `patrol-server admin create` or an administrator.
+    #[arg(long, env = "PATROL_TOKEN", hide_env_values = true)]
+    token: String,
     #[command(subcommand)]
     command: ControlCommand,
 }
@@ -290,7 +301,7 @@ enum ControlCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List the site's devices: last sync, pending events, clock skew.
+    /// List the site's devices: enrollment, revocation, last sync, pending events, clock skew.
     Devices {
         #[arg(long)]
         site: SiteId,
@@ -315,9 +326,6 @@ enum ControlCommand {
         severity: Option<Severity>,
         #[arg(long)]
         text: Option<String>,
-        /// The operator acting.
-        #[arg(long)]
-        by: String,
     },
     /// Show the site configuration, or replace it with a JSON file
     /// ({"base_version", "checkpoints", "tours", "post_orders"}; see docs/protocol.md).
@@ -332,9 +340,48 @@ enum ControlCommand {
         #[arg(long)]
         site: SiteId,
         event: EventId,
-        #[arg(long)]
-        by: String,
     },
+    /// Issue a one-time code that enrolls one phone on a site (administrators); prints the code
+    /// alone on stdout and when it expires on stderr.
+    EnrollmentCode {
+        #[arg(long)]
+        site: SiteId,
+        /// Lifetime in seconds (the server's default, a day, if not given).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// Revoke a device: its syncs are refused from then on (administrators).
+    RevokeDevice {
+        #[arg(long)]
+        site: SiteId,
+        device: String,
+    },
+    /// Manage users (administrators, within their sites).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user; prints its token alone on stdout, once.
+    Create {
+        name: String,
+        /// admin or operator.
+        #[arg(long)]
+        role: String,
+        /// A site the user covers (repeatable).
+        #[arg(long = "site")]
+        sites: Vec<SiteId>,
+        /// Cover all sites (administrators only).
+        #[arg(long, conflicts_with = "sites")]
+        all_sites: bool,
+    },
+    /// List the users you manage.
+    List,
+    /// Revoke a user's token, by id.
+    Revoke { id: String },
 }
 
 fn short(id: &impl ToString) -> String {
@@ -426,8 +473,19 @@ fn print_event(e: &Event, delivered: bool) {
 }
 
 async fn device(args: DeviceArgs) -> Result<()> {
-    if let DeviceCommand::Init { site } = &args.command {
-        let store = DeviceStore::create(&args.store, site.clone())
+    if let DeviceCommand::Enroll { server, code } = &args.command {
+        // Checked before the code is spent.
+        if DeviceStore::is_set_up(&args.store)? {
+            bail!(
+                "a store is already set up at {}; enroll into a new store",
+                args.store.display()
+            );
+        }
+        let enrollment = SyncClient::new(server)?
+            .enroll(code)
+            .await
+            .context("enrolling")?;
+        let store = DeviceStore::create_enrolled(&args.store, enrollment, StoreOptions::default())
             .with_context(|| format!("creating {}", args.store.display()))?;
         println!("device {} on site {}", store.device_id(), store.site());
         return Ok(());
@@ -435,10 +493,14 @@ async fn device(args: DeviceArgs) -> Result<()> {
     let mut store = DeviceStore::open(&args.store)
         .with_context(|| format!("opening {}", args.store.display()))?;
     match args.command {
-        DeviceCommand::Init { .. } => {}
+        DeviceCommand::Enroll { .. } => {}
         DeviceCommand::Status => {
             println!("device   {}", store.device_id());
             println!("site     {}", store.site());
+            match store.server_url() {
+                Some(url) => println!("server   {url}"),
+                None => println!("server   none: not enrolled, cannot sync"),
+            }
             match store.current_shift() {
                 Some(s) => println!(
                     "shift    {} (guard {}, since {})",
@@ -623,6 +685,10 @@ async fn device(args: DeviceArgs) -> Result<()> {
             }
         }
         DeviceCommand::Sync { server, retry } => {
+            let server = match server.as_deref().or(store.server_url()) {
+                Some(url) => url.to_owned(),
+                None => bail!("this store is not enrolled, so it cannot sync; enroll the phone"),
+            };
             let client = SyncClient::new(&server)?;
             let mut attempt = 0;
             let report = loop {
@@ -679,13 +745,42 @@ fn feed_detail(e: &serde_json::Value) -> String {
     }
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value> {
-    send_json(http.get(url), url).await
+/// The control room's HTTP client: every request presents the user's token.
+#[derive(Debug)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
 }
 
-/// Sends a control-room request; a non-2xx answer becomes an error with the server's message.
-async fn send_json(req: reqwest::RequestBuilder, url: &str) -> Result<serde_json::Value> {
-    let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+impl Api {
+    async fn get(&self, path: &str) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        answer(self.authorized(self.http.get(&url)), &url).await
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        answer(self.authorized(self.http.post(&url).json(&body)), &url).await
+    }
+
+    async fn put(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.base);
+        answer(self.authorized(self.http.put(&url).json(&body)), &url).await
+    }
+
+    /// With the token; an empty one is left out, so that the server says none was given.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.token.is_empty() {
+            request
+        } else {
+            request.bearer_auth(&self.token)
+        }
+    }
+}
+
+async fn answer(request: reqwest::RequestBuilder, url: &str) -> Result<serde_json::Value> {
+    let resp = request.send().await.with_context(|| url.to_owned())?;
     let status = resp.status();
     let body: serde_json::Value = resp
         .json()
@@ -702,8 +797,11 @@ async fn send_json(req: reqwest::RequestBuilder, url: &str) -> Result<serde_json
 }
 
 async fn control(args: ControlArgs) -> Result<()> {
-    let base = args.server.trim_end_matches('/');
-    let http = reqwest::Client::new();
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: args.server.trim_end_matches('/').to_owned(),
+        token: args.token.trim().to_owned(),
+    };
     match args.command {
         ControlCommand::Pull {
             site,
@@ -714,8 +812,11 @@ async fn control(args: ControlArgs) -> Result<()> {
             let mut cursor = after;
             let mut total = 0u64;
             loop {
-                let url = format!("{base}/api/v1/sites/{site}/events?after={cursor}&limit={limit}");
-                let page = get_json(&http, &url).await?;
+                let page = api
+                    .get(&format!(
+                        "/api/v1/sites/{site}/events?after={cursor}&limit={limit}"
+                    ))
+                    .await?;
                 let events = page["events"].as_array().cloned().unwrap_or_default();
                 for e in &events {
                     if json {
@@ -744,15 +845,15 @@ async fn control(args: ControlArgs) -> Result<()> {
             }
         }
         ControlCommand::Devices { site } => {
-            let body = get_json(&http, &format!("{base}/api/v1/sites/{site}/devices")).await?;
+            let body = api.get(&format!("/api/v1/sites/{site}/devices")).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
         ControlCommand::Incidents { site, incident } => {
-            let url = match incident {
-                Some(id) => format!("{base}/api/v1/sites/{site}/incidents/{id}"),
-                None => format!("{base}/api/v1/sites/{site}/incidents"),
+            let path = match incident {
+                Some(id) => format!("/api/v1/sites/{site}/incidents/{id}"),
+                None => format!("/api/v1/sites/{site}/incidents"),
             };
-            let body = get_json(&http, &url).await?;
+            let body = api.get(&path).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
         ControlCommand::IncidentAction {
@@ -762,10 +863,9 @@ async fn control(args: ControlArgs) -> Result<()> {
             to,
             severity,
             text,
-            by,
         } => {
-            let url = format!("{base}/api/v1/sites/{site}/incidents/{incident}/actions");
-            let mut body = serde_json::json!({ "action": action, "by": by });
+            // The operator acting is the token's user.
+            let mut body = serde_json::json!({ "action": action });
             if let Some(to) = to {
                 body["to"] = to.into();
             }
@@ -775,28 +875,132 @@ async fn control(args: ControlArgs) -> Result<()> {
             if let Some(text) = text {
                 body["text"] = text.into();
             }
-            let state = send_json(http.post(&url).json(&body), &url).await?;
+            let state = api
+                .post(
+                    &format!("/api/v1/sites/{site}/incidents/{incident}/actions"),
+                    body,
+                )
+                .await?;
             println!("{}", serde_json::to_string_pretty(&state)?);
         }
         ControlCommand::Config { site, set } => {
-            let url = format!("{base}/api/v1/sites/{site}/config");
+            let path = format!("/api/v1/sites/{site}/config");
             let body = match set {
-                None => get_json(&http, &url).await?,
+                None => api.get(&path).await?,
                 Some(file) => {
                     let text = std::fs::read_to_string(&file)
                         .with_context(|| format!("reading {}", file.display()))?;
                     let json: serde_json::Value = serde_json::from_str(&text)
                         .with_context(|| format!("{} is not JSON", file.display()))?;
-                    send_json(http.put(&url).json(&json), &url).await?
+                    api.put(&path, json).await?
                 }
             };
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
-        ControlCommand::AckAlarm { site, event, by } => {
-            let url = format!("{base}/api/v1/sites/{site}/alarms/{event}/acknowledge");
-            let body = serde_json::json!({ "by": by });
-            let ack = send_json(http.post(&url).json(&body), &url).await?;
+        ControlCommand::AckAlarm { site, event } => {
+            let ack = api
+                .post(
+                    &format!("/api/v1/sites/{site}/alarms/{event}/acknowledge"),
+                    serde_json::json!({}),
+                )
+                .await?;
             println!("{}", serde_json::to_string_pretty(&ack)?);
+        }
+        ControlCommand::EnrollmentCode { site, ttl_secs } => {
+            let body = match ttl_secs {
+                Some(ttl) => serde_json::json!({ "ttl_secs": ttl }),
+                None => serde_json::json!({}),
+            };
+            let code = api
+                .post(&format!("/api/v1/sites/{site}/enrollment-codes"), body)
+                .await?;
+            eprintln!(
+                "enrollment code for site {site}, one use, expires {}:",
+                code["expires_at"].as_str().unwrap_or("?")
+            );
+            println!("{}", code["code"].as_str().unwrap_or_default());
+        }
+        ControlCommand::RevokeDevice { site, device } => {
+            let body = api
+                .post(
+                    &format!("/api/v1/sites/{site}/devices/{device}/revoke"),
+                    serde_json::json!({}),
+                )
+                .await?;
+            println!(
+                "device {device} of site {site} revoked at {}",
+                body["revoked_at"].as_str().unwrap_or("?")
+            );
+        }
+        ControlCommand::User {
+            command:
+                UserCommand::Create {
+                    name,
+                    role,
+                    sites,
+                    all_sites,
+                },
+        } => {
+            let sites: Vec<&str> = sites.iter().map(SiteId::as_str).collect();
+            let body = api
+                .post(
+                    "/api/v1/users",
+                    serde_json::json!({
+                        "name": name, "role": role, "sites": sites, "all_sites": all_sites
+                    }),
+                )
+                .await?;
+            eprintln!(
+                "created {} {} ({}); its token follows, shown this once",
+                body["user"]["role"].as_str().unwrap_or("?"),
+                body["user"]["name"].as_str().unwrap_or("?"),
+                body["user"]["id"].as_str().unwrap_or("?"),
+            );
+            println!("{}", body["token"].as_str().unwrap_or_default());
+        }
+        ControlCommand::User {
+            command: UserCommand::List,
+        } => {
+            let body = api.get("/api/v1/users").await?;
+            for u in body["users"].as_array().cloned().unwrap_or_default() {
+                let s = |k: &str| u[k].as_str().unwrap_or("").to_owned();
+                let sites = if u["all_sites"] == true {
+                    "all sites".to_owned()
+                } else {
+                    u["sites"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        })
+                        .unwrap_or_default()
+                };
+                let state = match u["revoked_at"].as_str() {
+                    Some(at) => format!("revoked {at}"),
+                    None => "active".into(),
+                };
+                println!(
+                    "{}\t{}\t{}\t{sites}\t{}\t{state}",
+                    s("id"),
+                    s("name"),
+                    s("role"),
+                    s("created_at")
+                );
+            }
+        }
+        ControlCommand::User {
+            command: UserCommand::Revoke { id },
+        } => {
+            let body = api
+                .post(&format!("/api/v1/users/{id}/revoke"), serde_json::json!({}))
+                .await?;
+            println!(
+                "user {} revoked at {}",
+                body["name"].as_str().unwrap_or("?"),
+                body["revoked_at"].as_str().unwrap_or("?")
+            );
         }
     }
     Ok(())

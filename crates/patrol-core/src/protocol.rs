@@ -62,6 +62,11 @@ pub struct DocPush {
 pub struct SyncRequest {
     pub site: SiteId,
     pub device: DeviceId,
+    /// The device's number for this request, persisted and increased for every request it
+    /// prepares: the server applies a request only if this is greater than the last one it
+    /// accepted from the device, so a captured request cannot be played again. A retry is a
+    /// freshly prepared request with a new number.
+    pub request_seq: u64,
     /// The device's wall clock when it sent this, for the server's skew estimate.
     pub device_time_ms: i64,
     pub hlc: Hlc,
@@ -227,6 +232,7 @@ mod tests {
         SyncRequest {
             site: SiteId::new("site-1").unwrap_or_else(|e| panic!("{e}")),
             device: DeviceId::generate(),
+            request_seq: 7,
             device_time_ms: 1_700_000_000_000,
             hlc: Hlc {
                 wall_ms: 1_700_000_000_000,

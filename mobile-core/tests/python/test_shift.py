@@ -1,6 +1,6 @@
 """A whole guard shift through the generated Python bindings of patrol-mobile, against the real
-patrol-server: record offline, sync, end the shift, sync again, and find every event in the
-control room's feed exactly once.
+patrol-server: enroll the phone with a one-time code, record offline, sync, end the shift, sync
+again, and find every event in the control room's feed exactly once.
 
 Run by scripts/python-tests.sh, which builds the library and the server, generates the bindings
 and sets PYTHONPATH and PATROL_SERVER_BIN. Needs only the standard library.
@@ -44,7 +44,8 @@ class Recorder(pm.EventObserver):
 
 
 class Server:
-    """The real patrol-server on a free loopback port, with site-1 created in a fresh store."""
+    """The real patrol-server on a free loopback port, with site-1 and a first administrator
+    created in a fresh store."""
 
     def __init__(self, binary, data_dir):
         # The server logs to stderr: warnings and errors only, unless RUST_LOG says otherwise.
@@ -56,6 +57,15 @@ class Server:
             stdout=subprocess.DEVNULL,
             env=env,
         )
+        # The documented first step: the command prints the administrator's token, once.
+        self.admin_token = subprocess.run(
+            [binary, "admin", "create", "py-admin", "--data-dir", data_dir],
+            check=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            text=True,
+        ).stdout.strip()
         self.proc = subprocess.Popen(
             [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
             stdout=subprocess.PIPE,
@@ -75,10 +85,23 @@ class Server:
             self.stop()
             raise RuntimeError("patrol-server did not report its address")
 
-    def feed(self):
-        url = f"{self.url}/api/v1/sites/{SITE}/events?after=0&limit=1000"
-        with urllib.request.urlopen(url, timeout=10) as response:
+    def _call(self, method, path, body=None):
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.admin_token}",
+                     "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
+
+    def enrollment_code(self):
+        """A one-time code for a phone to enroll with, issued by the administrator."""
+        return self._call("POST", f"/api/v1/sites/{SITE}/enrollment-codes", {})["code"]
+
+    def feed(self):
+        return self._call("GET", f"/api/v1/sites/{SITE}/events?after=0&limit=1000")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -102,12 +125,22 @@ class ShiftTest(unittest.TestCase):
         self.addCleanup(self.server.stop)
 
     def test_a_whole_shift_reaches_the_control_room_once(self):
-        device = pm.PatrolDevice.create(os.path.join(self.tmp, "phone.db"), SITE)
+        path = os.path.join(self.tmp, "phone.db")
+        code = self.server.enrollment_code()
+        device = pm.PatrolDevice.enroll(path, self.server.url, code)
         observer = Recorder()
         observer.device = device
         device.set_observer(observer)
         self.assertEqual(device.site_id(), SITE)
+        self.assertTrue(device.is_enrolled())
+        self.assertEqual(device.server_url(), self.server.url)
         self.assertIsNone(device.current_shift())
+        # The code is spent: enrolling again with it, into a new store, is refused.
+        with self.assertRaises(pm.PatrolError.NotEnrolled):
+            pm.PatrolDevice.enroll(os.path.join(self.tmp, "again.db"), self.server.url, code)
+        # A store already set up never takes another identity.
+        with self.assertRaises(pm.PatrolError.InvalidInput):
+            pm.PatrolDevice.enroll(path, self.server.url, self.server.enrollment_code())
 
         shift_id = device.start_shift("guard-1")
         current = device.current_shift()
@@ -222,8 +255,11 @@ class ShiftTest(unittest.TestCase):
         self.assertEqual(again.status().pending_events, 0)
 
     def test_a_failed_sync_is_a_network_error_and_keeps_the_events(self):
-        device = pm.PatrolDevice.create(
-            os.path.join(self.tmp, "offline.db"), SITE, pm.FfiDurability.NORMAL
+        device = pm.PatrolDevice.enroll(
+            os.path.join(self.tmp, "offline.db"),
+            self.server.url,
+            self.server.enrollment_code(),
+            pm.FfiDurability.NORMAL,
         )
         observer = Recorder()
         device.set_observer(observer)
@@ -243,6 +279,15 @@ class ShiftTest(unittest.TestCase):
         self.assertEqual(observer.statuses[0].pending_events, 2)
         with self.assertRaises(pm.PatrolError.InvalidInput):
             device.sync("ftp://example.org")
+
+    def test_a_store_not_made_by_enrolling_cannot_sync(self):
+        device = pm.PatrolDevice.create(os.path.join(self.tmp, "plain.db"), SITE)
+        self.assertFalse(device.is_enrolled())
+        device.start_shift("guard-3")
+        with self.assertRaises(pm.PatrolError.NotEnrolled):
+            device.sync(self.server.url)
+        self.assertEqual(device.status().pending_events, 1)
+        self.assertEqual(self.server.feed()["events"], [])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@
 //!   read-modify-write of its document inside one write transaction, so concurrent writers (a
 //!   device's push, an operator's action) never lose each other's entries. The shared logic is
 //!   in [`incident`].
+//! - A sync request is applied only for an enrolled, unrevoked device whose `request_seq` is
+//!   greater than the last one accepted from it, checked in the request's transaction; the
+//!   accepted seq is recorded in that transaction ([`SyncRefusal`] otherwise, nothing applied).
+//! - Tokens are stored only as their SHA-256 ([`TokenHash`]); lookups are by that digest.
 
 pub mod event_json;
 pub mod incident;
@@ -27,6 +31,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::auth::TokenHash;
 use automerge::ChangeHash;
 use patrol_core::incident::{IncidentAction, IncidentStatus};
 use patrol_core::merge::Owner;
@@ -57,11 +62,13 @@ pub struct ShiftLogPush {
 }
 
 /// One sync request: the documents a device pushed and what it said about itself. The owner of
-/// every document is the request's site and device (later: its credentials).
+/// every document is the site and device of the credential the request was authenticated with.
 #[derive(Clone, Debug)]
 pub struct SyncBatch {
     pub site: SiteId,
     pub device: DeviceId,
+    /// The device's number for this request; applied only if greater than the last accepted.
+    pub request_seq: u64,
     /// Server receive time of the request, stamped on every new event and on the device row.
     pub received_at_ms: i64,
     /// The device's wall clock when it sent the request.
@@ -247,6 +254,122 @@ impl FeedFilter {
 /// At most this many events are examined for one filtered page; the page then says where it
 /// stopped, so a rare filter never makes one request scan a whole site.
 pub const FILTER_SCAN_LIMIT: u32 = 50_000;
+/// A user's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Reads its sites, issues their enrollment codes, revokes their devices, manages users
+    /// within its scope.
+    Admin,
+    /// Reads its sites.
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "operator" => Ok(Role::Operator),
+            other => Err(format!(
+                "role must be \"admin\" or \"operator\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// The sites a user covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every site, present and future (administrators only).
+    AllSites,
+    /// These sites, sorted, without repeats, at least one.
+    Sites(Vec<SiteId>),
+}
+
+/// A user as stored (its token only as a hash, never returned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// A UUID, assigned at creation.
+    pub id: String,
+    /// Unique among users.
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    pub created_at_ms: i64,
+    /// The user who created it; `None` when made with the `patrol-server` command.
+    pub created_by: Option<String>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+/// A user to create, with the hash of its token.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub user: User,
+    pub token_hash: TokenHash,
+}
+
+/// An enrolled device's credential record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceCredential {
+    pub site: SiteId,
+    pub device: DeviceId,
+    pub enrolled_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    /// The highest `request_seq` accepted from the device (0 before its first sync).
+    pub last_request_seq: u64,
+}
+
+/// A one-time enrollment code to store, by its hash.
+#[derive(Clone, Debug)]
+pub struct NewEnrollmentCode {
+    pub site: SiteId,
+    pub code_hash: TokenHash,
+    pub created_by: Option<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// A device enrolling with a code: the device id and credential the server made for it.
+#[derive(Clone, Debug)]
+pub struct Enrollment {
+    pub code_hash: TokenHash,
+    pub device: DeviceId,
+    pub credential_hash: TokenHash,
+    pub now_ms: i64,
+}
+
+/// Why an enrollment code was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnrollRefusal {
+    /// No such code.
+    Unknown,
+    Expired {
+        expired_at_ms: i64,
+    },
+    Used {
+        used_at_ms: i64,
+    },
+}
+
+/// Why a sync request was refused as a whole, in its transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncRefusal {
+    /// The device has no credential on the site.
+    NotEnrolled,
+    /// The device's credential was revoked.
+    Revoked,
+    /// The request's `request_seq` is not greater than `last_seq`, the last one accepted.
+    Replayed { last_seq: u64 },
+}
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -254,6 +377,12 @@ pub enum StoreError {
     UnknownSite(SiteId),
     #[error("site {0} already exists")]
     SiteExists(SiteId),
+    #[error("a user named {0:?} already exists")]
+    UserExists(String),
+    #[error("enrollment code refused: {0:?}")]
+    Enrollment(EnrollRefusal),
+    #[error("sync refused: {0:?}")]
+    SyncRefused(SyncRefusal),
     #[error(
         "the database schema is version {found}, newer than this server knows ({known}); \
          run a newer patrol-server"
@@ -419,4 +548,59 @@ pub trait Store: Send + Sync + fmt::Debug {
         by: String,
         at_ms: i64,
     ) -> BoxFuture<'_, Result<AlarmAckRecord, StoreError>>;
+    /// Creates a user; [`StoreError::UserExists`] if its name is taken,
+    /// [`StoreError::UnknownSite`] if its scope names a site that does not exist.
+    fn create_user(&self, user: NewUser) -> BoxFuture<'_, Result<User, StoreError>>;
+
+    /// Every user, revoked ones included, in order of creation.
+    fn users(&self) -> BoxFuture<'_, Result<Vec<User>, StoreError>>;
+
+    /// The user whose token hashes to `hash` (revoked or not), with the stored hash.
+    fn user_by_token(
+        &self,
+        hash: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<(User, TokenHash)>, StoreError>>;
+
+    /// Revokes a user's token at `at_ms` (a revoked user stays revoked, with its first
+    /// revocation time); `None` if there is no such user.
+    fn revoke_user(
+        &self,
+        id: String,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<User>, StoreError>>;
+
+    /// Stores a one-time enrollment code; [`StoreError::UnknownSite`] if its site does not exist.
+    fn create_enrollment_code(
+        &self,
+        code: NewEnrollmentCode,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Enrolls a device with a code, in one transaction: the code must be known, unexpired at
+    /// `now_ms` and unused ([`StoreError::Enrollment`] otherwise, nothing changed); it is marked
+    /// used and the device's credential stored, bound to the code's site.
+    fn enroll_device(
+        &self,
+        enrollment: Enrollment,
+    ) -> BoxFuture<'_, Result<DeviceCredential, StoreError>>;
+
+    /// The device whose credential hashes to `hash` (revoked or not), with the stored hash.
+    fn device_by_credential(
+        &self,
+        hash: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<(DeviceCredential, TokenHash)>, StoreError>>;
+
+    /// The site's enrolled devices, ordered by device id; `None` if the site does not exist.
+    fn device_credentials(
+        &self,
+        site: SiteId,
+    ) -> BoxFuture<'_, Result<Option<Vec<DeviceCredential>>, StoreError>>;
+
+    /// Revokes a device's credential at `at_ms` (a revoked device stays revoked, with its first
+    /// revocation time); `None` if the site has no such enrolled device.
+    fn revoke_device(
+        &self,
+        site: SiteId,
+        device: DeviceId,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>>;
 }

@@ -19,6 +19,9 @@
 //! - Incidents, site configurations and alarm acknowledgements (migration 0003, [`collab`]):
 //!   each write is its own transaction on the writer thread; a sync request without incident
 //!   pushes reads its answer on a read connection.
+//! - Users, enrollment codes and device credentials (migration 0004) are small tables written
+//!   by the writer thread like everything else; a sync request's credential check and replay
+//!   counter are read and updated inside its write transaction.
 //! - Schema changes are numbered migrations in `sqlite/migrations/`, applied in order, the
 //!   applied count kept in `PRAGMA user_version`.
 
@@ -28,6 +31,7 @@ use std::sync::mpsc::{self, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::auth::TokenHash;
 use patrol_core::merge::Rejection;
 use patrol_core::protocol::{DocOutcome, to_wire};
 use patrol_core::{DeviceId, SiteId};
@@ -41,9 +45,10 @@ use super::merge::{
     shift_log_doc_id,
 };
 use super::{
-    AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceStatus, DeviceSync, EventPage,
-    FILTER_SCAN_LIMIT, FeedFilter, IncidentList, IncidentQuery, OperatorAction, Site, Store,
-    StoreError, StoredConfig, SyncBatch,
+    AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceCredential, DeviceStatus,
+    DeviceSync, EnrollRefusal, Enrollment, EventPage, FILTER_SCAN_LIMIT, FeedFilter, IncidentList,
+    IncidentQuery, NewEnrollmentCode, NewUser, OperatorAction, Scope, Site, Store, StoreError,
+    StoredConfig, SyncBatch, SyncRefusal, User,
 };
 
 mod collab;
@@ -58,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0001_init.sql"),
     include_str!("sqlite/migrations/0002_event_ids.sql"),
     include_str!("sqlite/migrations/0003_incidents_config_alarms.sql"),
+    include_str!("sqlite/migrations/0004_auth.sql"),
 ];
 
 /// Idle read connections kept for reuse. Every sync request reads its answer's extras (config,
@@ -247,6 +253,7 @@ impl SqliteStore {
                 Written::Committed(outcomes) => {
                     return Ok(outcomes);
                 }
+                Written::Refused(refusal) => return Err(StoreError::SyncRefused(refusal)),
                 Written::Conflicts {
                     merged: m,
                     conflicts,
@@ -651,6 +658,8 @@ fn merge_push(batch: &SyncBatch, index: usize, stored: StoredDoc) -> Result<Prep
 enum Written {
     /// Committed; one outcome per push.
     Committed(Vec<DocOutcome>),
+    /// Nothing written: the device may not sync this request.
+    Refused(SyncRefusal),
     /// Nothing written: these pushes' documents changed since they were read.
     Conflicts {
         merged: Vec<Option<Prepared>>,
@@ -662,6 +671,8 @@ enum Written {
 #[derive(Debug)]
 enum Wrote {
     Committed(Vec<DocOutcome>),
+    /// Nothing written: the device may not sync this request.
+    Refused(SyncRefusal),
     /// Nothing written: these pushes' documents changed since they were read.
     Conflicts(Vec<usize>),
 }
@@ -669,7 +680,12 @@ enum Wrote {
 /// The write phase of one request, inside the writer's open transaction (shared with the other
 /// requests of its group, see [`commit_jobs`]): checks that every document to write is still at
 /// the version it was merged from, then persists every accepted document, the events with their
-/// sequence numbers, and the device row.
+/// sequence numbers, the device row and the request's seq as the device's last accepted one.
+///
+/// First of all, the device must hold an unrevoked credential on the site and the request's seq
+/// must be greater than the last accepted one, else nothing is written ([`Wrote::Refused`]):
+/// checked here, in the transaction, so that a revocation or a concurrent request with the same
+/// seq is never missed.
 ///
 /// If a version moved, writes nothing and reports the conflicts, unless `final_round`: then the
 /// conflicting documents are read and merged again here, under the write lock (replacing their
@@ -690,6 +706,9 @@ fn write_request(
     let Some(mut next_seq) = next_seq else {
         return Err(StoreError::UnknownSite(batch.site.clone()));
     };
+    if let Some(refusal) = sync_refusal(tx, batch)? {
+        return Ok(Wrote::Refused(refusal));
+    }
 
     let mut conflicts = Vec::new();
     for (i, prepared) in merged.iter().enumerate() {
@@ -751,7 +770,38 @@ fn write_request(
             .execute(params![next_seq, site])?;
     }
     record_device_sync(tx, &batch.device_sync(&outcomes))?;
+    tx.prepare_cached(
+        "UPDATE device_credentials SET last_request_seq = ?3 WHERE site_id = ?1 AND device_id = ?2",
+    )?
+    .execute(params![
+        site,
+        batch.device.to_string(),
+        to_i64(batch.request_seq)
+    ])?;
     Ok(Wrote::Committed(outcomes))
+}
+
+/// Why the device may not sync `batch`, if it may not: no credential on the site, a revoked
+/// one, or a request seq not greater than the last accepted.
+fn sync_refusal(tx: &Connection, batch: &SyncBatch) -> Result<Option<SyncRefusal>, StoreError> {
+    let row: Option<(i64, Option<i64>)> = tx
+        .prepare_cached(
+            "SELECT last_request_seq, revoked_at FROM device_credentials
+             WHERE site_id = ?1 AND device_id = ?2",
+        )?
+        .query_row(
+            params![batch.site.as_str(), batch.device.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match row {
+        None => Some(SyncRefusal::NotEnrolled),
+        Some((_, Some(_))) => Some(SyncRefusal::Revoked),
+        Some((last, None)) => {
+            let last = u64::try_from(last).unwrap_or(0);
+            (batch.request_seq <= last).then_some(SyncRefusal::Replayed { last_seq: last })
+        }
+    })
 }
 
 /// A request's merged documents, waiting for the writer.
@@ -785,6 +835,7 @@ fn commit_jobs(conn: &mut Connection, folded: &FoldedFilter, mut jobs: Vec<Write
                         merged: job.merged,
                         conflicts,
                     },
+                    Wrote::Refused(refusal) => Written::Refused(refusal),
                 };
                 // The request may have given up waiting (its connection closed).
                 let _ = job.done.send(Ok(answer));
@@ -1141,6 +1192,188 @@ fn devices(conn: &mut Connection, site: &SiteId) -> Result<Option<Vec<DeviceStat
     Ok(Some(out))
 }
 
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::CorruptData(what.to_string())
+}
+
+fn read_hash(bytes: &[u8], what: &str) -> Result<TokenHash, StoreError> {
+    TokenHash::from_slice(bytes).ok_or_else(|| corrupt(format!("{what} is not 32 bytes")))
+}
+
+fn read_site_id(s: &str) -> Result<SiteId, StoreError> {
+    SiteId::new(s).map_err(|e| corrupt(format!("site id {s:?}: {e}")))
+}
+
+fn read_device_id(s: &str) -> Result<DeviceId, StoreError> {
+    DeviceId::from_str(s).map_err(|e| corrupt(format!("device id {s:?}: {e}")))
+}
+
+const USER_COLUMNS: &str =
+    "user_id, name, role, all_sites, created_at, created_by, revoked_at, token_hash";
+
+/// A `users` row read with [`USER_COLUMNS`], its sites read from `user_sites`.
+fn read_user(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<(User, TokenHash), StoreError> {
+    let id: String = row.get(0)?;
+    let role: String = row.get(2)?;
+    let all_sites: bool = row.get(3)?;
+    let hash = read_hash(row.get_ref(7)?.as_blob().map_err(corrupt)?, "a token hash")?;
+    let scope = if all_sites {
+        Scope::AllSites
+    } else {
+        let mut stmt = conn
+            .prepare_cached("SELECT site_id FROM user_sites WHERE user_id = ?1 ORDER BY site_id")?;
+        let mut rows = stmt.query([&id])?;
+        let mut sites = Vec::new();
+        while let Some(r) = rows.next()? {
+            sites.push(read_site_id(r.get_ref(0)?.as_str().map_err(corrupt)?)?);
+        }
+        Scope::Sites(sites)
+    };
+    let user = User {
+        role: role.parse().map_err(corrupt)?,
+        name: row.get(1)?,
+        scope,
+        created_at_ms: row.get(4)?,
+        created_by: row.get(5)?,
+        revoked_at_ms: row.get(6)?,
+        id,
+    };
+    Ok((user, hash))
+}
+
+fn user_by_id(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE user_id = ?1"
+    ))?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(read_user(conn, row)?.0)),
+        None => Ok(None),
+    }
+}
+
+fn create_user(conn: &mut Connection, new: NewUser) -> Result<User, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let NewUser { user, token_hash } = new;
+    let sites: &[SiteId] = match &user.scope {
+        Scope::AllSites => &[],
+        Scope::Sites(sites) => sites,
+    };
+    for site in sites {
+        if get_site(&tx, site)?.is_none() {
+            return Err(StoreError::UnknownSite(site.clone()));
+        }
+    }
+    let inserted = tx.execute(
+        "INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (name) DO NOTHING",
+        params![
+            user.id,
+            user.name,
+            user.role.as_str(),
+            user.scope == Scope::AllSites,
+            token_hash.0.as_slice(),
+            user.created_at_ms,
+            user.created_by,
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::UserExists(user.name));
+    }
+    for site in sites {
+        tx.execute(
+            "INSERT INTO user_sites (site_id, user_id) VALUES (?1, ?2)",
+            params![site.as_str(), user.id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(user)
+}
+
+const DEVICE_CREDENTIAL_COLUMNS: &str =
+    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash";
+
+fn read_device_credential(
+    row: &rusqlite::Row<'_>,
+) -> Result<(DeviceCredential, TokenHash), StoreError> {
+    let last: i64 = row.get(4)?;
+    let credential = DeviceCredential {
+        site: read_site_id(row.get_ref(0)?.as_str().map_err(corrupt)?)?,
+        device: read_device_id(row.get_ref(1)?.as_str().map_err(corrupt)?)?,
+        enrolled_at_ms: row.get(2)?,
+        revoked_at_ms: row.get(3)?,
+        last_request_seq: u64::try_from(last).unwrap_or(0),
+    };
+    let hash = read_hash(
+        row.get_ref(5)?.as_blob().map_err(corrupt)?,
+        "a credential hash",
+    )?;
+    Ok((credential, hash))
+}
+
+fn device_credential(
+    conn: &Connection,
+    site: &SiteId,
+    device: &DeviceId,
+) -> Result<Option<DeviceCredential>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials
+         WHERE site_id = ?1 AND device_id = ?2"
+    ))?;
+    let mut rows = stmt.query(params![site.as_str(), device.to_string()])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(read_device_credential(row)?.0)),
+        None => Ok(None),
+    }
+}
+
+/// Uses an enrollment code and stores the device's credential, in one transaction.
+fn enroll_device(conn: &mut Connection, e: Enrollment) -> Result<DeviceCredential, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let row: Option<(String, Vec<u8>, i64, Option<i64>)> = tx
+        .query_row(
+            "SELECT site_id, code_hash, expires_at, used_at FROM enrollment_codes
+             WHERE code_hash = ?1",
+            [e.code_hash.0.as_slice()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((site, stored, expires_at_ms, used_at)) = row else {
+        return Err(StoreError::Enrollment(EnrollRefusal::Unknown));
+    };
+    if !read_hash(&stored, "a code hash")?.matches(&e.code_hash) {
+        return Err(StoreError::Enrollment(EnrollRefusal::Unknown));
+    }
+    if let Some(used_at_ms) = used_at {
+        return Err(StoreError::Enrollment(EnrollRefusal::Used { used_at_ms }));
+    }
+    if e.now_ms >= expires_at_ms {
+        return Err(StoreError::Enrollment(EnrollRefusal::Expired {
+            expired_at_ms: expires_at_ms,
+        }));
+    }
+    let device = e.device.to_string();
+    tx.execute(
+        "UPDATE enrollment_codes SET used_at = ?3, device_id = ?4
+         WHERE site_id = ?1 AND code_hash = ?2",
+        params![site, e.code_hash.0.as_slice(), e.now_ms, device],
+    )?;
+    tx.execute(
+        "INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![site, device, e.credential_hash.0.as_slice(), e.now_ms],
+    )?;
+    tx.commit()?;
+    Ok(DeviceCredential {
+        site: read_site_id(&site)?,
+        device: e.device,
+        enrolled_at_ms: e.now_ms,
+        revoked_at_ms: None,
+        last_request_seq: 0,
+    })
+}
+
 impl Store for SqliteStore {
     fn create_site(&self, site: Site) -> BoxFuture<'_, Result<Site, StoreError>> {
         Box::pin(self.write(move |conn| {
@@ -1264,6 +1497,153 @@ impl Store for SqliteStore {
         at_ms: i64,
     ) -> BoxFuture<'_, Result<AlarmAckRecord, StoreError>> {
         Box::pin(self.write_tx(move |tx| collab::acknowledge_alarm(tx, &site, event, &by, at_ms)))
+    }
+
+    fn create_user(&self, user: NewUser) -> BoxFuture<'_, Result<User, StoreError>> {
+        Box::pin(self.write(move |conn| create_user(conn, user)))
+    }
+
+    fn users(&self) -> BoxFuture<'_, Result<Vec<User>, StoreError>> {
+        Box::pin(self.read(|conn| {
+            let tx = conn.transaction()?;
+            let mut out = Vec::new();
+            {
+                let mut stmt = tx.prepare(&format!(
+                    "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, user_id"
+                ))?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    out.push(read_user(&tx, row)?.0);
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn user_by_token(
+        &self,
+        hash: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<(User, TokenHash)>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let tx = conn.transaction()?;
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE token_hash = ?1"
+            ))?;
+            let mut rows = stmt.query([hash.0.as_slice()])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(read_user(&tx, row)?)),
+                None => Ok(None),
+            }
+        }))
+    }
+
+    fn revoke_user(
+        &self,
+        id: String,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<User>, StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE users SET revoked_at = COALESCE(revoked_at, ?2) WHERE user_id = ?1",
+                params![id, at_ms],
+            )?;
+            let user = user_by_id(&tx, &id)?;
+            tx.commit()?;
+            Ok(user)
+        }))
+    }
+
+    fn create_enrollment_code(
+        &self,
+        code: NewEnrollmentCode,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if get_site(&tx, &code.site)?.is_none() {
+                return Err(StoreError::UnknownSite(code.site));
+            }
+            tx.execute(
+                "INSERT INTO enrollment_codes (site_id, code_hash, created_by, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    code.site.as_str(),
+                    code.code_hash.0.as_slice(),
+                    code.created_by,
+                    code.created_at_ms,
+                    code.expires_at_ms,
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        }))
+    }
+
+    fn enroll_device(
+        &self,
+        enrollment: Enrollment,
+    ) -> BoxFuture<'_, Result<DeviceCredential, StoreError>> {
+        Box::pin(self.write(move |conn| enroll_device(conn, enrollment)))
+    }
+
+    fn device_by_credential(
+        &self,
+        hash: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<(DeviceCredential, TokenHash)>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials
+                 WHERE credential_hash = ?1"
+            ))?;
+            let mut rows = stmt.query([hash.0.as_slice()])?;
+            match rows.next()? {
+                Some(row) => Ok(Some(read_device_credential(row)?)),
+                None => Ok(None),
+            }
+        }))
+    }
+
+    fn device_credentials(
+        &self,
+        site: SiteId,
+    ) -> BoxFuture<'_, Result<Option<Vec<DeviceCredential>>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            let tx = conn.transaction()?;
+            if get_site(&tx, &site)?.is_none() {
+                return Ok(None);
+            }
+            let mut out = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials
+                     WHERE site_id = ?1 ORDER BY device_id"
+                ))?;
+                let mut rows = stmt.query([site.as_str()])?;
+                while let Some(row) = rows.next()? {
+                    out.push(read_device_credential(row)?.0);
+                }
+            }
+            Ok(Some(out))
+        }))
+    }
+
+    fn revoke_device(
+        &self,
+        site: SiteId,
+        device: DeviceId,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>> {
+        Box::pin(self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE device_credentials SET revoked_at = COALESCE(revoked_at, ?3)
+                 WHERE site_id = ?1 AND device_id = ?2",
+                params![site.as_str(), device.to_string(), at_ms],
+            )?;
+            let credential = device_credential(&tx, &site, &device)?;
+            tx.commit()?;
+            Ok(credential)
+        }))
     }
 }
 
@@ -1443,6 +1823,7 @@ mod tests {
         log: patrol_core::ShiftLog,
         meta: patrol_core::ShiftMeta,
         seq: u64,
+        request_seq: u64,
     }
 
     impl TestLog {
@@ -1454,7 +1835,12 @@ mod tests {
                 guard: patrol_core::GuardId::new("guard-1")?,
             };
             let (log, _) = patrol_core::ShiftLog::create(meta.clone())?;
-            Ok(TestLog { log, meta, seq: 0 })
+            Ok(TestLog {
+                log,
+                meta,
+                seq: 0,
+                request_seq: 0,
+            })
         }
 
         fn record(&mut self, n: u64) -> Result<(), Box<dyn std::error::Error>> {
@@ -1490,9 +1876,11 @@ mod tests {
 
         fn batch(&mut self) -> Result<Arc<SyncBatch>, Box<dyn std::error::Error>> {
             let push = patrol_core::merge::plan_push(&mut self.log, &[])?;
+            self.request_seq += 1;
             Ok(Arc::new(SyncBatch {
                 site: self.meta.site.clone(),
                 device: self.meta.device,
+                request_seq: self.request_seq,
                 received_at_ms: 1_740_866_500_000,
                 device_time_ms: 1_740_866_500_000,
                 pending_events: 0,
@@ -1505,10 +1893,22 @@ mod tests {
         }
     }
 
+    /// Gives the batch's device a credential on its site, as enrollment does.
+    fn enroll(conn: &Connection, batch: &SyncBatch) -> Result<(), StoreError> {
+        conn.execute(
+            "INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at)
+             VALUES (?1, ?2, randomblob(32), 0) ON CONFLICT DO NOTHING",
+            params![batch.site.as_str(), batch.device.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Merges the batch's one push against the stored document (enrolling its device first).
     fn merge_all(
         conn: &mut Connection,
         batch: &SyncBatch,
     ) -> Result<Vec<Option<Prepared>>, StoreError> {
+        enroll(conn, batch)?;
         let doc_id = shift_log_doc_id(&batch.pushes[0].shift);
         let stored = read_stored(conn, batch.site.as_str(), &doc_id)?;
         Ok(vec![Some(merge_push(batch, 0, stored)?)])
@@ -1524,6 +1924,7 @@ mod tests {
                 })
                 .collect(),
             Wrote::Conflicts(conflicts) => panic!("conflicts {conflicts:?}"),
+            Wrote::Refused(refusal) => panic!("refused {refusal:?}"),
         }
     }
 
@@ -1692,6 +2093,273 @@ mod tests {
             )?,
             5
         );
+        Ok(())
+    }
+
+    /// A sync request is written only for an enrolled, unrevoked device, with a request seq
+    /// above the last accepted one: checked in the write transaction, and a refused request
+    /// writes nothing at all (no document, event, device row or seq).
+    #[test]
+    fn a_sync_is_refused_in_its_transaction_unless_the_device_may_send_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (_path, mut conn) = test_site_db(dir.path())?;
+        let mut log = TestLog::new()?;
+        log.record(3)?;
+        let first = log.batch()?;
+        let count = |conn: &Connection, sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        let write = |conn: &mut Connection, batch: &SyncBatch| -> Result<Wrote, StoreError> {
+            let doc_id = shift_log_doc_id(&batch.pushes[0].shift);
+            let stored = read_stored(conn, batch.site.as_str(), &doc_id)?;
+            let mut merged = vec![Some(merge_push(batch, 0, stored)?)];
+            let tx = conn.transaction()?;
+            let wrote = write_request(&tx, &FoldedFilter::everything(), batch, &mut merged, true)?;
+            tx.commit()?;
+            Ok(wrote)
+        };
+        let nothing_written = |conn: &Connection| -> Result<bool, StoreError> {
+            Ok(count(conn, "SELECT COUNT(*) FROM events")? == 0
+                && count(conn, "SELECT COUNT(*) FROM docs")? == 0
+                && count(conn, "SELECT COUNT(*) FROM devices")? == 0)
+        };
+
+        assert!(matches!(
+            write(&mut conn, &first)?,
+            Wrote::Refused(SyncRefusal::NotEnrolled)
+        ));
+        assert!(nothing_written(&conn)?);
+
+        enroll(&conn, &first)?;
+        assert_eq!(new_events(&write(&mut conn, &first)?), vec![3]);
+        assert_eq!(
+            count(&conn, "SELECT last_request_seq FROM device_credentials")?,
+            1
+        );
+        // The same request again, and one numbered below the last accepted.
+        log.record(2)?;
+        let mut replayed = (*log.batch()?).clone();
+        for seq in [1, 0] {
+            replayed.request_seq = seq;
+            assert!(matches!(
+                write(&mut conn, &replayed)?,
+                Wrote::Refused(SyncRefusal::Replayed { last_seq: 1 })
+            ));
+        }
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM events")?, 3);
+
+        conn.execute("UPDATE device_credentials SET revoked_at = 5", [])?;
+        replayed.request_seq = 9;
+        assert!(matches!(
+            write(&mut conn, &replayed)?,
+            Wrote::Refused(SyncRefusal::Revoked)
+        ));
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM events")?, 3);
+        assert_eq!(
+            count(&conn, "SELECT last_request_seq FROM device_credentials")?,
+            1
+        );
+        Ok(())
+    }
+
+    /// Migration 4 adds the auth tables, empty, and leaves the devices already known alone.
+    #[test]
+    fn migration_4_keeps_devices_and_starts_with_no_credentials() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn, 3)?;
+        conn.execute_batch(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 1, 0);
+             INSERT INTO devices (site_id, device_id, first_seen, last_sync_at, last_pending,
+                                  clock_skew_ms)
+             VALUES ('site-1', '0195a1b2-0000-7000-8000-000000000001', 1, 2, 3, 4);",
+        )?;
+        drop(conn);
+        drop(SqliteStore::open(&path)?);
+        let conn = open_connection(&path)?;
+        let devices: i64 = conn.query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))?;
+        assert_eq!(devices, 1);
+        for table in [
+            "users",
+            "user_sites",
+            "enrollment_codes",
+            "device_credentials",
+        ] {
+            let rows: i64 =
+                conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            assert_eq!(rows, 0, "{table}");
+        }
+        Ok(())
+    }
+
+    /// Users, enrollment codes and device credentials through the store's interface.
+    #[tokio::test]
+    async fn users_codes_and_credentials_are_stored_by_hash() -> TestResult {
+        use crate::auth::{Secret, TokenKind};
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(dir.path().join("p.db"))?;
+        let site = SiteId::new("site-1")?;
+        store
+            .create_site(Site {
+                id: site.clone(),
+                name: "s".into(),
+                created_at_ms: 0,
+            })
+            .await?;
+
+        // Users: created once per name, within existing sites, found by their token's hash.
+        let (new, token) = crate::auth::new_user(
+            "ann".into(),
+            super::super::Role::Operator,
+            Scope::Sites(vec![site.clone()]),
+            None,
+            1,
+        )?;
+        let ann = store.create_user(new.clone()).await?;
+        assert!(matches!(
+            store.create_user(new).await,
+            Err(StoreError::UserExists(name)) if name == "ann"
+        ));
+        let (nowhere, _) = crate::auth::new_user(
+            "bob".into(),
+            super::super::Role::Operator,
+            Scope::Sites(vec![SiteId::new("nowhere")?]),
+            None,
+            1,
+        )?;
+        assert!(matches!(
+            store.create_user(nowhere).await,
+            Err(StoreError::UnknownSite(_))
+        ));
+        let (found, stored) = store
+            .user_by_token(token.hash())
+            .await?
+            .ok_or("ann not found by her token")?;
+        assert_eq!(found, ann);
+        assert!(stored.matches(&token.hash()));
+        assert!(
+            store
+                .user_by_token(TokenHash::of("pu_other"))
+                .await?
+                .is_none()
+        );
+        let revoked = store.revoke_user(ann.id.clone(), 7).await?.ok_or("gone")?;
+        assert_eq!(revoked.revoked_at_ms, Some(7));
+        let again = store.revoke_user(ann.id.clone(), 9).await?.ok_or("gone")?;
+        assert_eq!(
+            again.revoked_at_ms,
+            Some(7),
+            "the first revocation time stays"
+        );
+        assert_eq!(store.users().await?, vec![again]);
+        assert!(store.revoke_user("nobody".into(), 9).await?.is_none());
+
+        // Enrollment: a code works once, before it expires; nothing else changes.
+        let code = Secret::generate(TokenKind::Enrollment)?;
+        let new_code = |code: &Secret, expires_at_ms| NewEnrollmentCode {
+            site: site.clone(),
+            code_hash: code.hash(),
+            created_by: None,
+            created_at_ms: 0,
+            expires_at_ms,
+        };
+        store.create_enrollment_code(new_code(&code, 1_000)).await?;
+        let credential = Secret::generate(TokenKind::Device)?;
+        let enrollment = |code: &Secret, now_ms| Enrollment {
+            code_hash: code.hash(),
+            device: DeviceId::generate(),
+            credential_hash: Secret::generate(TokenKind::Device)
+                .map(|c| c.hash())
+                .unwrap_or(TokenHash([0; 32])),
+            now_ms,
+        };
+        let device = DeviceId::generate();
+        let enrolled = store
+            .enroll_device(Enrollment {
+                code_hash: code.hash(),
+                device,
+                credential_hash: credential.hash(),
+                now_ms: 500,
+            })
+            .await?;
+        assert_eq!(
+            (
+                enrolled.site.clone(),
+                enrolled.device,
+                enrolled.last_request_seq
+            ),
+            (site.clone(), device, 0)
+        );
+        assert!(matches!(
+            store.enroll_device(enrollment(&code, 600)).await,
+            Err(StoreError::Enrollment(EnrollRefusal::Used {
+                used_at_ms: 500
+            }))
+        ));
+        let expired = Secret::generate(TokenKind::Enrollment)?;
+        store
+            .create_enrollment_code(new_code(&expired, 1_000))
+            .await?;
+        assert!(matches!(
+            store.enroll_device(enrollment(&expired, 1_000)).await,
+            Err(StoreError::Enrollment(EnrollRefusal::Expired {
+                expired_at_ms: 1_000
+            }))
+        ));
+        let unknown = Secret::generate(TokenKind::Enrollment)?;
+        assert!(matches!(
+            store.enroll_device(enrollment(&unknown, 1)).await,
+            Err(StoreError::Enrollment(EnrollRefusal::Unknown))
+        ));
+        let elsewhere = NewEnrollmentCode {
+            site: SiteId::new("nowhere")?,
+            ..new_code(&unknown, 1_000)
+        };
+        assert!(matches!(
+            store.create_enrollment_code(elsewhere).await,
+            Err(StoreError::UnknownSite(_))
+        ));
+        assert_eq!(
+            store.device_credentials(site.clone()).await?,
+            Some(vec![enrolled.clone()])
+        );
+
+        // The credential finds its device; revoking keeps the first revocation time.
+        let (by_credential, stored) = store
+            .device_by_credential(credential.hash())
+            .await?
+            .ok_or("device not found by its credential")?;
+        assert_eq!(by_credential, enrolled);
+        assert!(stored.matches(&credential.hash()));
+        let revoked = store
+            .revoke_device(site.clone(), device, 800)
+            .await?
+            .ok_or("gone")?;
+        assert_eq!(revoked.revoked_at_ms, Some(800));
+        let again = store
+            .revoke_device(site.clone(), device, 900)
+            .await?
+            .ok_or("gone")?;
+        assert_eq!(again.revoked_at_ms, Some(800));
+        assert!(
+            store
+                .revoke_device(site, DeviceId::generate(), 900)
+                .await?
+                .is_none()
+        );
+        // Only hashes are stored: no byte of the database or its log holds a token's text.
+        let mut files = Vec::new();
+        for suffix in ["", "-wal"] {
+            let file = PathBuf::from(format!("{}{suffix}", store.path().display()));
+            if file.exists() {
+                files.push(std::fs::read(file)?);
+            }
+        }
+        for secret in [token.expose(), code.expose(), credential.expose()] {
+            let needle = secret.as_bytes();
+            for bytes in &files {
+                assert!(!bytes.windows(needle.len()).any(|w| w == needle));
+            }
+        }
         Ok(())
     }
 }

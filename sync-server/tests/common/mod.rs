@@ -1,10 +1,13 @@
-//! Shared helpers of the integration tests: a real SQLite store in a temp dir, phones built on
-//! `patrol_core::ShiftLog`, and requests sent through the real router.
+//! Shared helpers of the integration tests: a real SQLite store in a temp dir with a first
+//! administrator, phones built on `patrol_core::ShiftLog` and enrolled through the API, and
+//! requests sent through the real router with their credentials.
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use automerge::ChangeHash;
 use axum::body::{Body, Bytes};
@@ -15,8 +18,9 @@ use patrol_core::{
     CheckpointId, DeviceId, DeviceTime, EventBody, EventId, EventRecord, GuardId, Hlc, Scan,
     ScanMethod, ShiftId, ShiftLog, ShiftMeta, SiteId,
 };
+use patrol_server::auth;
 use patrol_server::config::ApiConfig;
-use patrol_server::store::Site;
+use patrol_server::store::{Role, Scope, Site};
 use patrol_server::{AppState, SqliteStore, Store, router};
 use tempfile::TempDir;
 use tower::ServiceExt;
@@ -29,10 +33,23 @@ pub fn site() -> SiteId {
     SiteId::new(SITE).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A server over a fresh data dir holding one site, [`SITE`].
+/// A server over a fresh data dir holding one site, [`SITE`], and an administrator over all
+/// sites whose token is `admin`.
 pub struct TestServer {
     pub dir: TempDir,
     pub state: AppState,
+    pub admin: String,
+    /// The credential of every device enrolled through [`TestServer::enroll`].
+    credentials: Mutex<HashMap<DeviceId, String>>,
+    /// The tokens of users made by [`TestServer::user_token`], by name.
+    users: Mutex<HashMap<String, String>>,
+}
+
+/// What `POST /api/v1/enroll` gave a device.
+#[derive(Clone, Debug)]
+pub struct Enrolled {
+    pub device: DeviceId,
+    pub credential: String,
 }
 
 impl TestServer {
@@ -50,9 +67,15 @@ impl TestServer {
                 created_at_ms: 0,
             })
             .await?;
+        // As `patrol-server admin create` does.
+        let (new, token) = auth::new_user("admin".into(), Role::Admin, Scope::AllSites, None, 0)?;
+        store.create_user(new).await?;
         Ok(TestServer {
             dir,
             state: AppState::with_config(Arc::new(store), config),
+            admin: token.expose().to_owned(),
+            credentials: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
         })
     }
 
@@ -60,6 +83,80 @@ impl TestServer {
     pub fn reopen(&mut self) -> Result<(), Box<dyn std::error::Error>> {
         self.state = AppState::new(Arc::new(SqliteStore::open_dir(self.dir.path())?));
         Ok(())
+    }
+
+    /// Another server whose data is a copy of this one's as it is now, as a server restored
+    /// from a backup is: it knows the same users and devices, and nothing synced after the copy.
+    pub fn copy(&self) -> Result<TestServer, Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let conn = rusqlite::Connection::open(self.db_path())?;
+        conn.execute(
+            "VACUUM INTO ?1",
+            [dir.path().join("patrol.db").display().to_string()],
+        )?;
+        let state = AppState::new(Arc::new(SqliteStore::open_dir(dir.path())?));
+        let credentials = self.credentials.lock().map_err(|_| "poisoned")?.clone();
+        Ok(TestServer {
+            dir,
+            state,
+            admin: self.admin.clone(),
+            credentials: Mutex::new(credentials),
+            users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Enrolls a device on `site` through the API, as an administrator and a phone do. These
+    /// calls go through a router with counters of its own, so that tests of the server's
+    /// counters see only the traffic they make.
+    pub async fn enroll_on(&self, site: &str) -> Result<Enrolled, Box<dyn std::error::Error>> {
+        let mut uncounted = self.state.clone();
+        uncounted.metrics = Arc::new(patrol_server::Metrics::new());
+        let (status, code) = post_json(
+            &uncounted,
+            &self.admin,
+            &format!("/api/v1/sites/{site}/enrollment-codes"),
+            serde_json::json!({}),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::CREATED, "{code}");
+        let (status, enrolled) = post_json(
+            &uncounted,
+            "",
+            "/api/v1/enroll",
+            serde_json::json!({"code": code["code"]}),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::OK, "{enrolled}");
+        let device: DeviceId = enrolled["device_id"]
+            .as_str()
+            .ok_or("no device id")?
+            .parse()?;
+        let credential = enrolled["credential"]
+            .as_str()
+            .ok_or("no credential")?
+            .to_owned();
+        self.credentials
+            .lock()
+            .map_err(|_| "poisoned")?
+            .insert(device, credential.clone());
+        Ok(Enrolled { device, credential })
+    }
+
+    /// A phone enrolled on [`SITE`], with one shift log.
+    pub async fn phone(&self, guard: &str) -> Result<Phone, Box<dyn std::error::Error>> {
+        let enrolled = self.enroll_on(SITE).await?;
+        Phone::new(enrolled, guard)
+    }
+
+    /// The credential of a device enrolled here.
+    pub fn credential(&self, device: DeviceId) -> Result<String, Box<dyn std::error::Error>> {
+        Ok(self
+            .credentials
+            .lock()
+            .map_err(|_| "poisoned")?
+            .get(&device)
+            .cloned()
+            .ok_or("device not enrolled here")?)
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -70,20 +167,13 @@ impl TestServer {
         &self,
         req: Request<Body>,
     ) -> Result<(StatusCode, String, Bytes), Box<dyn std::error::Error>> {
-        let resp = router(self.state.clone()).oneshot(req).await?;
-        let status = resp.status();
-        let ct = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default();
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await?;
-        Ok((status, ct, body))
+        call(&self.state, req).await
     }
 
-    /// Posts raw bytes to the sync endpoint with the given content type.
+    /// Posts raw bytes to the sync endpoint with the given credential and content type.
     pub async fn post_sync(
         &self,
+        credential: Option<&str>,
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<(StatusCode, String, Bytes), Box<dyn std::error::Error>> {
@@ -91,17 +181,33 @@ impl TestServer {
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
         }
+        if let Some(credential) = credential {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {credential}"));
+        }
         self.call(req.body(Body::from(body))?).await
     }
 
-    /// Sends a well-formed request and decodes the answer (failing on anything but 200).
+    /// Sends a request with its device's credential, as is.
+    pub async fn try_sync(
+        &self,
+        request: &SyncRequest,
+    ) -> Result<(StatusCode, String, Bytes), Box<dyn std::error::Error>> {
+        let credential = self.credential(request.device)?;
+        self.post_sync(
+            Some(&credential),
+            Some(protocol::CONTENT_TYPE),
+            request.encode()?,
+        )
+        .await
+    }
+
+    /// Sends a well-formed request with its device's credential and decodes the answer
+    /// (failing on anything but 200).
     pub async fn sync(
         &self,
         request: &SyncRequest,
     ) -> Result<SyncResponse, Box<dyn std::error::Error>> {
-        let (status, ct, body) = self
-            .post_sync(Some(protocol::CONTENT_TYPE), request.encode()?)
-            .await?;
+        let (status, ct, body) = self.try_sync(request).await?;
         assert_eq!(
             status,
             StatusCode::OK,
@@ -117,23 +223,89 @@ impl TestServer {
         &self,
         uri: &str,
     ) -> Result<axum::http::HeaderMap, Box<dyn std::error::Error>> {
-        let resp = router(self.state.clone())
-            .oneshot(Request::get(uri).body(Body::empty())?)
-            .await?;
+        let req = Request::get(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.admin))
+            .body(Body::empty())?;
+        let resp = router(self.state.clone()).oneshot(req).await?;
         Ok(resp.headers().clone())
     }
 
+    /// Sends `request`; while it is refused as replayed (a later request of the phone committed
+    /// first), sends its documents again in a fresh request from `phone`, as a phone does.
+    pub async fn sync_fresh_on_replay(
+        &self,
+        phone: &Phone,
+        request: &SyncRequest,
+    ) -> Result<SyncResponse, Box<dyn std::error::Error>> {
+        let mut request = request.clone();
+        loop {
+            let (status, _, body) = self.try_sync(&request).await?;
+            if status != StatusCode::CONFLICT {
+                assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+                return Ok(SyncResponse::decode(&body)?);
+            }
+            request = phone.request(request.docs);
+        }
+    }
+
+    /// A GET as the administrator.
     pub async fn get_json(
         &self,
         uri: &str,
     ) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
-        let (status, _, body) = self.call(Request::get(uri).body(Body::empty())?).await?;
+        self.get_json_as(&self.admin, uri).await
+    }
+
+    /// A GET with `token` (none if empty).
+    pub async fn get_json_as(
+        &self,
+        token: &str,
+        uri: &str,
+    ) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+        let mut req = Request::get(uri);
+        if !token.is_empty() {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let (status, _, body) = self.call(req.body(Body::empty())?).await?;
         Ok((status, serde_json::from_slice(&body)?))
     }
 
-    /// Sends `body` with `method` to `uri` as JSON and parses the answer as JSON.
+    /// Sends `body` with `method` to `uri` as JSON and parses the answer as JSON: as the user
+    /// the body names in `by` (the operator acting on an incident or alarm, see
+    /// [`TestServer::user_token`]), else as the administrator.
     pub async fn send_json(
         &self,
+        method: &str,
+        uri: &str,
+        body: &serde_json::Value,
+    ) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+        let token = match body["by"].as_str() {
+            Some(name) => self.user_token(name).await?,
+            None => self.admin.clone(),
+        };
+        self.send_json_as(&token, method, uri, body).await
+    }
+
+    /// The token of the user `name`, made on first use as an administrator over all sites (so
+    /// that a call about an unknown site still gets its 404).
+    pub async fn user_token(&self, name: &str) -> Result<String, Box<dyn std::error::Error>> {
+        if let Some(token) = self.users.lock().map_err(|_| "poisoned")?.get(name) {
+            return Ok(token.clone());
+        }
+        let (new, token) = auth::new_user(name.into(), Role::Admin, Scope::AllSites, None, 0)?;
+        self.state.store.create_user(new).await?;
+        let token = token.expose().to_owned();
+        self.users
+            .lock()
+            .map_err(|_| "poisoned")?
+            .insert(name.to_owned(), token.clone());
+        Ok(token)
+    }
+
+    /// Sends `body` with `method` to `uri` as JSON with `token`, and parses the answer as JSON.
+    pub async fn send_json_as(
+        &self,
+        token: &str,
         method: &str,
         uri: &str,
         body: &serde_json::Value,
@@ -142,9 +314,20 @@ impl TestServer {
             .method(method)
             .uri(uri)
             .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .body(Body::from(serde_json::to_vec(body)?))?;
         let (status, _, body) = self.call(req).await?;
         Ok((status, serde_json::from_slice(&body)?))
+    }
+
+    /// A JSON POST with `token` (none if empty).
+    pub async fn post_json(
+        &self,
+        token: &str,
+        uri: &str,
+        body: serde_json::Value,
+    ) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+        post_json(&self.state, token, uri, body).await
     }
 
     /// Every event of the feed, paging with `limit`.
@@ -208,18 +391,53 @@ impl TestServer {
     }
 }
 
+/// Sends `req` through the real router over `state`.
+pub async fn call(
+    state: &AppState,
+    req: Request<Body>,
+) -> Result<(StatusCode, String, Bytes), Box<dyn std::error::Error>> {
+    let resp = router(state.clone()).oneshot(req).await?;
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await?;
+    Ok((status, ct, body))
+}
+
+/// A JSON POST with `token` (none if empty) through the real router over `state`.
+pub async fn post_json(
+    state: &AppState,
+    token: &str,
+    uri: &str,
+    body: serde_json::Value,
+) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+    let mut req = Request::post(uri).header(header::CONTENT_TYPE, "application/json");
+    if !token.is_empty() {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let (status, _, body) = call(state, req.body(Body::from(body.to_string()))?).await?;
+    Ok((status, serde_json::from_slice(&body)?))
+}
+
 /// A guard's phone with one shift log, as mobile-core would drive patrol-core.
 pub struct Phone {
     pub device: DeviceId,
+    pub credential: String,
     pub log: ShiftLog,
     pub acked: Vec<ChangeHash>,
     pub seq: u64,
     pub recorded: Vec<EventId>,
+    /// The last request seq given out: each request gets the next one.
+    pub request_seq: AtomicU64,
 }
 
 impl Phone {
-    pub fn new(guard: &str) -> Result<Self, Box<dyn std::error::Error>> {
-        let device = DeviceId::generate();
+    /// A phone with the device id and credential it was enrolled with.
+    pub fn new(enrolled: Enrolled, guard: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        let Enrolled { device, credential } = enrolled;
         let meta = ShiftMeta {
             site: site(),
             device,
@@ -229,10 +447,12 @@ impl Phone {
         let (log, _first_change) = ShiftLog::create(meta)?;
         let mut phone = Phone {
             device,
+            credential,
             log,
             acked: Vec::new(),
             seq: 0,
             recorded: Vec::new(),
+            request_seq: AtomicU64::new(0),
         };
         phone.record(EventBody::ShiftStarted)?;
         Ok(phone)
@@ -289,11 +509,12 @@ impl Phone {
         Ok(self.request(vec![push]))
     }
 
-    /// A request from this phone carrying `docs`.
+    /// A request from this phone carrying `docs`, with the next request seq.
     pub fn request(&self, docs: Vec<DocPush>) -> SyncRequest {
         SyncRequest {
             site: site(),
             device: self.device,
+            request_seq: self.request_seq.fetch_add(1, Ordering::Relaxed) + 1,
             device_time_ms: crate_now_ms() - 1_500,
             hlc: Hlc::default(),
             pending_events: self.recorded.len() as u64,
