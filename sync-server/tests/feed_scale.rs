@@ -1,10 +1,11 @@
-//! The feed stays fast on a large site: 100,000 events, paged 10,000 at a time. The rows are
+//! The feed pages through a large site: 100,000 events, 10,000 at a time, each once and in
+//! order (its speed is the benchmark's W2, not a test's business). The rows are
 //! written straight into the projection (building 100,000 events through automerge would make
 //! this test about the merge, not the feed); their JSON is what the server stores.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -13,7 +14,7 @@ use common::{SITE, TestResult, TestServer};
 const EVENTS: u64 = 100_000;
 
 #[tokio::test]
-async fn paging_through_100k_events_is_fast() -> TestResult {
+async fn paging_through_100k_events_serves_each_once_in_order() -> TestResult {
     let server = TestServer::new().await?;
     {
         let mut conn = rusqlite::Connection::open(server.db_path())?;
@@ -86,7 +87,5 @@ async fn paging_through_100k_events_is_fast() -> TestResult {
         }
     }
     assert_eq!(expected, EVENTS + 1);
-    // Generous for a debug build on a loaded CI machine; a release build takes a fraction.
-    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
     Ok(())
 }
