@@ -21,7 +21,11 @@
 //! - `POST /api/v1/users`, `GET /api/v1/users`, `POST /api/v1/users/{id}/revoke`: an
 //!   administrator, for users within its scope.
 //! - `GET /healthz`: liveness; `GET /metrics`: the counters in Prometheus text format
-//!   ([`crate::metrics`]); open, no credential.
+//!   ([`crate::metrics`]); `GET /openapi.json`: this list as an OpenAPI document
+//!   ([`crate::openapi`]); open, no credential.
+//!
+//! The router is built from one table ([`routes`] lists it), which the OpenAPI test holds the
+//! document to.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -34,10 +38,11 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{
     DefaultBodyLimit, FromRef, FromRequest, OriginalUri, Path, Query, RawQuery, Request, State,
 };
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use patrol_core::event::format_time_ms;
 use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse};
 use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId, SiteId};
@@ -45,6 +50,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, AuthUser, Secret, TokenHash, TokenKind};
 use crate::config::{ApiConfig, MAX_ENROLLMENT_CODE_TTL_SECS};
@@ -117,58 +123,133 @@ impl FromRef<AppState> for Arc<Metrics> {
     }
 }
 
+/// An HTTP method the API routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+    Put,
+}
+
+impl Verb {
+    pub fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+        }
+    }
+}
+
+/// One entry of the route table: method, path, and its handler with its body limit.
+type Endpoint = (Verb, &'static str, MethodRouter<AppState>);
+
+fn endpoint<H, T>(verb: Verb, path: &'static str, handler: H, body_limit: usize) -> Endpoint
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let route = on(verb.filter(), handler).layer(DefaultBodyLimit::max(body_limit));
+    (verb, path, route)
+}
+
+/// Every route the API serves, in one table: [`router`] is built from it, and [`routes`] lists
+/// it, so that a test can hold the OpenAPI document ([`crate::openapi`]) to it.
+fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
+    use Verb::{Get, Post, Put};
+    // Handlers that read no body keep the JSON limit: it bounds nothing they do.
+    let json = MAX_JSON_BODY_BYTES;
+    let control = control::MAX_JSON_BODY;
+    vec![
+        endpoint(Get, "/healthz", healthz, json),
+        endpoint(Get, "/metrics", metrics_handler, json),
+        endpoint(Get, "/openapi.json", crate::openapi::openapi_json, json),
+        endpoint(Post, "/api/v1/sync", sync, sync_body_limit),
+        endpoint(Post, "/api/v1/enroll", enroll, json),
+        endpoint(Get, "/api/v1/sites", list_sites, json),
+        endpoint(Post, "/api/v1/sites", create_site, json),
+        endpoint(Get, "/api/v1/sites/{site}/events", events, json),
+        endpoint(Get, "/api/v1/sites/{site}/stream", stream, json),
+        endpoint(Get, "/api/v1/sites/{site}/devices", devices, json),
+        endpoint(
+            Post,
+            "/api/v1/sites/{site}/devices/{device}/revoke",
+            revoke_device,
+            json,
+        ),
+        endpoint(
+            Post,
+            "/api/v1/sites/{site}/enrollment-codes",
+            create_enrollment_code,
+            json,
+        ),
+        endpoint(
+            Get,
+            "/api/v1/sites/{site}/incidents",
+            control::list_incidents,
+            control,
+        ),
+        endpoint(
+            Get,
+            "/api/v1/sites/{site}/incidents/{incident}",
+            control::get_incident,
+            control,
+        ),
+        endpoint(
+            Post,
+            "/api/v1/sites/{site}/incidents/{incident}/actions",
+            control::act_on_incident,
+            control,
+        ),
+        endpoint(
+            Get,
+            "/api/v1/sites/{site}/config",
+            control::get_config,
+            control,
+        ),
+        endpoint(
+            Put,
+            "/api/v1/sites/{site}/config",
+            control::put_config,
+            control,
+        ),
+        endpoint(
+            Post,
+            "/api/v1/sites/{site}/alarms/{event}/acknowledge",
+            control::acknowledge_alarm,
+            control,
+        ),
+        endpoint(Get, "/api/v1/users", list_users, json),
+        endpoint(Post, "/api/v1/users", create_user, json),
+        endpoint(Post, "/api/v1/users/{id}/revoke", revoke_user, json),
+    ]
+}
+
+/// Every method and path the router serves (paths in axum's `{param}` form, as in OpenAPI).
+pub fn routes() -> Vec<(Method, &'static str)> {
+    endpoints(0)
+        .into_iter()
+        .map(|(verb, path, _)| (verb.method(), path))
+        .collect()
+}
+
 /// The API's router, ready to serve. Its traffic is counted into `state.metrics`.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.max_body_bytes;
     let metrics = state.metrics.clone();
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_handler))
-        .route(
-            "/api/v1/sync",
-            post(sync).layer(DefaultBodyLimit::max(body_limit)),
-        )
-        .route("/api/v1/sites/{site}/events", get(events))
-        .route("/api/v1/sites/{site}/stream", get(stream))
-        .route("/api/v1/sites/{site}/devices", get(devices))
-        .route(
-            "/api/v1/sites/{site}/incidents",
-            get(control::list_incidents),
-        )
-        .route(
-            "/api/v1/sites/{site}/incidents/{incident}",
-            get(control::get_incident),
-        )
-        .route(
-            "/api/v1/sites/{site}/incidents/{incident}/actions",
-            post(control::act_on_incident).layer(DefaultBodyLimit::max(control::MAX_JSON_BODY)),
-        )
-        .route(
-            "/api/v1/sites/{site}/config",
-            get(control::get_config)
-                .put(control::put_config)
-                .layer(DefaultBodyLimit::max(control::MAX_JSON_BODY)),
-        )
-        .route(
-            "/api/v1/sites/{site}/alarms/{event}/acknowledge",
-            post(control::acknowledge_alarm).layer(DefaultBodyLimit::max(control::MAX_JSON_BODY)),
-        )
-        .merge(
-            Router::new()
-                .route("/api/v1/enroll", post(enroll))
-                .route("/api/v1/sites", get(list_sites).post(create_site))
-                .route(
-                    "/api/v1/sites/{site}/enrollment-codes",
-                    post(create_enrollment_code),
-                )
-                .route(
-                    "/api/v1/sites/{site}/devices/{device}/revoke",
-                    post(revoke_device),
-                )
-                .route("/api/v1/users", get(list_users).post(create_user))
-                .route("/api/v1/users/{id}/revoke", post(revoke_user))
-                .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES)),
-        )
+    let mut router = Router::new();
+    // Two methods on one path are merged by axum into one method router.
+    for (_, path, method_router) in endpoints(state.config.max_body_bytes) {
+        router = router.route(path, method_router);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http())
@@ -178,6 +259,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The server is up", content_type = "text/plain", body = String, example = "ok"))
+)]
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -258,6 +345,27 @@ fn check_sync_request(
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sync",
+    tag = "sync",
+    security(("device_credential" = [])),
+    request_body(
+        content = SyncBody,
+        content_type = "application/x-patrol-sync",
+        description = "A `SyncRequest`, postcard-encoded after a version byte (docs/protocol.md)"
+    ),
+    responses(
+        (status = 200, description = "A `SyncResponse`, postcard-encoded (docs/protocol.md): each document's outcome, the configuration, incidents and alarm acks due to the device", content_type = "application/x-patrol-sync", body = SyncBody),
+        (status = 400, description = "Malformed or truncated request, unsupported protocol version, or unreadable body", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked device credential", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The credential belongs to another site or device", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`replayed_request`: request_seq not above the last accepted one (`last_seq` given)", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over the server's sync body limit", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Content-Type is not `application/x-patrol-sync`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn sync(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     state.metrics.add_sync_request();
     let credential = auth::authenticate_device(&state, request.headers()).await?;
@@ -379,6 +487,26 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
     Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], response).into_response())
 }
 
+/// A postcard-encoded sync message (documentation only: the handler decodes the bytes).
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+struct SyncBody(Vec<u8>);
+
+/// A feed page (documentation only: the handler writes it from the stored JSON text).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct EventsPage {
+    site_id: String,
+    /// The events, oldest first; each event's JSON is described in docs/protocol.md.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+    /// The cursor for the next page: the last event's sequence number, or `after`.
+    next: u64,
+    /// Whether more events follow.
+    more: bool,
+}
+
 pub(crate) fn site_from_path(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<SiteId, AppError> {
@@ -386,16 +514,30 @@ pub(crate) fn site_from_path(
     SiteId::new(raw).map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))
 }
 
-/// Kept as text so that a bad value gets our message, not the extractor's.
-#[derive(Debug, Deserialize)]
+/// Kept as text so that a bad value gets our message, not the extractor's; the documented types
+/// are what the values must parse as.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FeedParams {
+    /// Events after this sequence number (the previous page's `next`); 0 when absent.
+    #[param(value_type = Option<u64>)]
     after: Option<String>,
+    /// Events per page, 1 to 10000; 1000 when absent. (The stream ignores it.)
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
+    /// Only events before this time (RFC 3339).
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Only this guard's events (guard id).
     guard: Option<String>,
+    /// Only this device's events (device id, UUID).
     device: Option<String>,
+    /// Only events of this kind (e.g. `checkpoint_scan`, `panic`).
     kind: Option<String>,
+    /// Only events at this checkpoint (checkpoint id).
     checkpoint: Option<String>,
 }
 
@@ -482,6 +624,30 @@ fn parse_feed_params(params: &FeedParams) -> Result<(u64, u32), AppError> {
 
 /// The feed page, assembled from the stored JSON text without parsing it again:
 /// `{"site_id":..,"events":[..],"next":<last seq or after>,"more":bool}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/events",
+    tag = "feed",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        FeedParams,
+    ),
+    responses(
+        (status = 200, description = "One page of the feed, in server sequence order", body = EventsPage,
+            headers(
+                ("patrol-next-cursor" = u64, description = "The cursor to ask the next page from (`next` in the body)"),
+                ("patrol-more" = bool, description = "`true` when more events follow (`more` in the body)"),
+                ("Link" = String, description = "RFC 8288 `rel=\"next\"` link to the next page, with the same filters; only when more follow"),
+            )
+        ),
+        (status = 400, description = "A bad query parameter or site id (`invalid_query`, `invalid_site_id`)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token does not cover this site or action", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn events(
     user: AuthUser,
     State(state): State<AppState>,
@@ -551,6 +717,25 @@ pub const MORE_HEADER: &str = "patrol-more";
 /// The live feed as server-sent events: each event's SSE id is its sequence number, so a
 /// client that reconnects with `Last-Event-ID` (or `after`) resumes exactly where it was. The
 /// same filters as the paged feed apply.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/stream",
+    tag = "feed",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        FeedParams,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events, one per feed event: `id` is its sequence number, `data` the event's JSON as in the paged feed. Never ends by itself; keep-alive comments are sent while idle.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad query parameter, site id or `Last-Event-ID`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token does not cover this site or action", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn stream(
     user: AuthUser,
     State(state): State<AppState>,
@@ -586,7 +771,7 @@ async fn stream(
 
 /// A device as the control room sees it: its enrollment (absent for a device that synced
 /// before enrollment existed) and its last sync (absent until its first).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 struct DeviceView {
     device_id: String,
     enrolled_at: Option<String>,
@@ -597,12 +782,29 @@ struct DeviceView {
     clock_skew_ms: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct DevicesView {
     site_id: String,
     devices: Vec<DeviceView>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/devices",
+    tag = "feed",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+    ),
+    responses(
+        (status = 200, description = "The site's devices", body = DevicesView),
+        (status = 400, description = "`invalid_site_id`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token does not cover this site or action", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn devices(
     user: AuthUser,
     State(state): State<AppState>,
@@ -675,7 +877,7 @@ async fn read_json<T: DeserializeOwned>(
     serde_json::from_slice(&body).map_err(|e| AppError::bad_request("invalid_json", e.to_string()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct SiteView {
     site_id: String,
     name: String,
@@ -692,7 +894,25 @@ impl From<Site> for SiteView {
     }
 }
 
+/// The sites the user covers (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct SitesList {
+    sites: Vec<SiteView>,
+}
+
 /// The sites the user covers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites",
+    tag = "administration",
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The sites the user covers", body = SitesList),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn list_sites(
     user: AuthUser,
     State(state): State<AppState>,
@@ -708,7 +928,7 @@ async fn list_sites(
     Ok(Json(serde_json::json!({ "sites": sites })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSiteBody {
     site_id: String,
@@ -718,6 +938,23 @@ struct NewSiteBody {
 /// Longest site name.
 const MAX_SITE_NAME_LEN: usize = 200;
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites",
+    tag = "administration",
+    security(("user_token" = [])),
+    request_body(content = NewSiteBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new site", body = SiteView),
+        (status = 400, description = "`invalid_json`, `invalid_site_id`, `invalid_site_name`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not an administrator over all sites", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`site_exists`", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn create_site(
     user: AuthUser,
     State(state): State<AppState>,
@@ -746,14 +983,45 @@ async fn create_site(
     Ok((StatusCode::CREATED, Json(site.into())))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCodeBody {
     /// Lifetime in seconds; the server's default when absent.
     ttl_secs: Option<u64>,
 }
 
+/// An enrollment code as issued (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct EnrollmentCodeView {
+    site: String,
+    /// The one-time code (`pe_…`), shown only here.
+    code: String,
+    /// RFC 3339.
+    expires_at: String,
+}
+
 /// A one-time code that enrolls one phone on the site, shown once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites/{site}/enrollment-codes",
+    tag = "administration",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+    ),
+    request_body(content = Option<NewCodeBody>, content_type = "application/json", description = "Optional; an empty body takes the server's default lifetime"),
+    responses(
+        (status = 201, description = "The one-time code, shown once", body = EnrollmentCodeView),
+        (status = 400, description = "`invalid_json`, `invalid_site_id`, `invalid_ttl`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not an administrator of the site", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn create_enrollment_code(
     user: AuthUser,
     State(state): State<AppState>,
@@ -796,15 +1064,42 @@ async fn create_enrollment_code(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EnrollBody {
     code: String,
 }
 
+/// An enrolled device (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct EnrolledView {
+    site: String,
+    device_id: String,
+    /// The automerge actor id every change of the device must carry (hex).
+    actor_id: String,
+    /// The device credential (`pd_…`), shown only here.
+    credential: String,
+}
+
 /// Enrolls a phone: the code (one-time, unexpired) decides the site; the server makes the
 /// device id and its credential, shown once. The device's automerge actor id is its id's 16
 /// bytes, which the server requires of every change the device sends.
+#[utoipa::path(
+    post,
+    path = "/api/v1/enroll",
+    tag = "sync",
+    request_body(content = EnrollBody, content_type = "application/json", description = "The one-time enrollment code is the credential"),
+    responses(
+        (status = 200, description = "The new device, its actor id and its credential, shown once", body = EnrolledView),
+        (status = 400, description = "`invalid_json`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "`invalid_enrollment_code`: not an enrollment code, or unknown", body = crate::openapi::ErrorBody),
+        (status = 410, description = "`enrollment_code_used` or `enrollment_code_expired`", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn enroll(
     State(state): State<AppState>,
     request: Request,
@@ -836,6 +1131,34 @@ async fn enroll(
     })))
 }
 
+/// A revoked device (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct RevokedDeviceView {
+    site: String,
+    device_id: String,
+    enrolled_at: String,
+    revoked_at: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites/{site}/devices/{device}/revoke",
+    tag = "administration",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        ("device" = String, Path, description = "Device id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The revoked device", body = RevokedDeviceView),
+        (status = 400, description = "`invalid_site_id`, `invalid_device_id`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not an administrator of the site", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_device`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn revoke_device(
     user: AuthUser,
     State(state): State<AppState>,
@@ -868,7 +1191,7 @@ async fn revoke_device(
     })))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct UserView {
     id: String,
     name: String,
@@ -899,7 +1222,7 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUserBody {
     name: String,
@@ -910,7 +1233,33 @@ struct NewUserBody {
     all_sites: bool,
 }
 
+/// A new user and its token (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct CreatedUserView {
+    user: UserView,
+    /// The user's token (`pu_…`), shown only here.
+    token: String,
+}
+
 /// Creates a user within the caller's scope; its token is in the answer, once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "administration",
+    security(("user_token" = [])),
+    request_body(content = NewUserBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new user and its token, shown once", body = CreatedUserView),
+        (status = 400, description = "`invalid_json`, `invalid_role`, `invalid_site_id`, `invalid_user`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not an administrator, or the scope is beyond the caller's", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`user_exists`", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn create_user(
     user: AuthUser,
     State(state): State<AppState>,
@@ -949,7 +1298,26 @@ async fn create_user(
     ))
 }
 
+/// The users the caller manages (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct UsersList {
+    users: Vec<UserView>,
+}
+
 /// The users the caller manages (all of them, for an administrator over all sites).
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "administration",
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The users the caller manages", body = UsersList),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not an administrator", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn list_users(
     user: AuthUser,
     State(state): State<AppState>,
@@ -966,6 +1334,23 @@ async fn list_users(
     Ok(Json(serde_json::json!({ "users": users })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{id}/revoke",
+    tag = "administration",
+    security(("user_token" = [])),
+    params(
+        ("id" = String, Path, description = "User id"),
+    ),
+    responses(
+        (status = 200, description = "The revoked user", body = UserView),
+        (status = 400, description = "`invalid_path`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not an administrator, or the user is beyond the caller's scope", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_user`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 async fn revoke_user(
     user: AuthUser,
     State(state): State<AppState>,

@@ -22,6 +22,7 @@ use patrol_core::siteconfig::{Checkpoint, PostOrder, SiteConfig, Tour};
 use patrol_core::{EventId, GuardId, IncidentId, Severity, SiteId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{AppState, check_media_type};
 use crate::auth::AuthUser;
@@ -91,9 +92,13 @@ where
 }
 
 /// Kept as text so that a bad value gets our message, not the extractor's.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IncidentParams {
+    /// Only incidents in this status: open, acknowledged, dispatched, resolved or closed.
     status: Option<String>,
+    /// Incidents per list, 1 to 1000; 100 when absent.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -128,8 +133,43 @@ fn parse_incident_params(params: IncidentParams) -> Result<IncidentQuery, AppErr
     Ok(IncidentQuery { status, limit })
 }
 
+/// A list of incidents (documentation only: the handler writes it from the stored JSON text).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct IncidentList {
+    site_id: String,
+    incidents: Vec<IncidentState>,
+    /// Whether more incidents match than were listed.
+    more: bool,
+}
+
+/// An incident's state: status, severity, assignee, notes, history (docs/protocol.md; written by
+/// `patrol_core::incident`, documentation only).
+#[derive(Debug, ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)]
+pub struct IncidentState(serde_json::Value);
+
 /// `GET /api/v1/sites/{site}/incidents?status=<status>&limit=<n>`:
 /// `{"site_id":..,"incidents":[<state>..],"more":bool}`, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/incidents",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        IncidentParams,
+    ),
+    responses(
+        (status = 200, description = "The site's incidents, newest first", body = IncidentList),
+        (status = 400, description = "`invalid_query`, `invalid_site_id`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token does not cover this site or action", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn list_incidents(
     user: AuthUser,
     State(state): State<AppState>,
@@ -160,6 +200,24 @@ pub async fn list_incidents(
 }
 
 /// `GET /api/v1/sites/{site}/incidents/{id}`: the incident's state.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/incidents/{incident}",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        ("incident" = String, Path, description = "Incident id"),
+    ),
+    responses(
+        (status = 200, description = "The incident's state", body = IncidentState),
+        (status = 400, description = "`invalid_site_id`, `invalid_incident_id`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token does not cover this site or action", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`, `unknown_incident`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_incident(
     user: AuthUser,
     State(state): State<AppState>,
@@ -178,17 +236,20 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// The body of an incident action.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
+    /// acknowledge, dispatch, resolve, close, reopen, assign, set_severity or add_note.
     action: String,
     /// For `assign`: a guard id, or `null` to unassign.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     to: Option<Option<String>>,
     /// For `set_severity`.
     severity: Option<String>,
     /// For `add_note`.
     text: Option<String>,
+    /// The acting operator; if given, must be the authenticated user's name.
     by: Option<String>,
 }
 
@@ -258,6 +319,28 @@ fn parse_action(body: &ActionBody) -> Result<IncidentAction, AppError> {
 
 /// `POST /api/v1/sites/{site}/incidents/{id}/actions`: applies the action and answers the new
 /// state; 409 `action_not_allowed` if the status rules refuse it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites/{site}/incidents/{incident}/actions",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        ("incident" = String, Path, description = "Incident id"),
+    ),
+    request_body(content = ActionBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The incident's new state", body = IncidentState),
+        (status = 400, description = "`invalid_json`, `invalid_action`, `invalid_operator`, `invalid_site_id`, `invalid_incident_id`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token does not cover the site, or `by` names someone else", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`, `unknown_incident`", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`action_not_allowed`: the status rules refuse the action", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit (4 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn act_on_incident(
     operator: AuthUser,
     State(state): State<AppState>,
@@ -301,7 +384,46 @@ impl From<StoredConfig> for ConfigView {
     }
 }
 
+/// A site configuration as served, with when its version was stored; the element shapes are in
+/// docs/protocol.md. (Documentation only: `ConfigView` flattens the core's `SiteConfig`.)
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ConfigDoc {
+    site: String,
+    /// 0 (empty) until the first write.
+    version: u64,
+    /// Each: `id`, `name`, `tags` (NFC tag ids), `location` (`lat`, `lon`), `radius_m`.
+    #[schema(value_type = Vec<Object>)]
+    checkpoints: Vec<serde_json::Value>,
+    /// Each: `id`, `name`, ordered `checkpoints`, time `windows` (`start_ms`, `end_ms`),
+    /// `grace_min`.
+    #[schema(value_type = Vec<Object>)]
+    tours: Vec<serde_json::Value>,
+    /// Each: `id`, `title`, `text`.
+    #[schema(value_type = Vec<Object>)]
+    post_orders: Vec<serde_json::Value>,
+    /// When this version was stored (RFC 3339); `null` for version 0.
+    created_at: Option<String>,
+}
+
 /// `GET /api/v1/sites/{site}/config`: the latest configuration (version 0, empty, if none).
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/config",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+    ),
+    responses(
+        (status = 200, description = "The configuration in force", body = ConfigDoc),
+        (status = 400, description = "`invalid_site_id`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token does not cover this site or action", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn get_config(
     user: AuthUser,
     State(state): State<AppState>,
@@ -314,18 +436,44 @@ pub async fn get_config(
 
 /// The body of a configuration write: the whole new configuration and the version it was made
 /// from (0 for the first).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigBody {
+    /// As in `ConfigDoc`.
+    #[schema(value_type = Vec<Object>)]
     checkpoints: Vec<Checkpoint>,
+    #[schema(value_type = Vec<Object>)]
     tours: Vec<Tour>,
+    #[schema(value_type = Vec<Object>)]
     post_orders: Vec<PostOrder>,
+    /// The version this one was made from; the new one is `base_version + 1`.
     base_version: u64,
 }
 
 /// `PUT /api/v1/sites/{site}/config`: stores the configuration as version `base_version + 1`;
 /// 409 `stale_config` if `base_version` is not the latest (another write came first), 400
 /// `invalid_config` if it is not coherent.
+#[utoipa::path(
+    put,
+    path = "/api/v1/sites/{site}/config",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+    ),
+    request_body(content = ConfigBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The stored configuration", body = ConfigDoc),
+        (status = 400, description = "`invalid_json`, `invalid_config`, `invalid_site_id`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "Not an administrator of the site", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`stale_config`: `base_version` is not the latest", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit (4 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn put_config(
     user: AuthUser,
     State(state): State<AppState>,
@@ -353,14 +501,15 @@ pub async fn put_config(
     Ok(Json(stored.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
+    /// The acting operator; if given, must be the authenticated user's name.
     by: Option<String>,
 }
 
 /// An alarm acknowledgement as the API serves it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AlarmAckView {
     site_id: String,
     event_id: String,
@@ -385,6 +534,27 @@ impl From<AlarmAckRecord> for AlarmAckView {
 /// `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge`: records the acknowledgement of a
 /// panic alarm (404 `unknown_alarm` unless the site's feed has that event, of kind `panic`).
 /// Idempotent: the first acknowledgement stands and every call answers it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites/{site}/alarms/{event}/acknowledge",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        ("event" = String, Path, description = "The panic event's id"),
+    ),
+    request_body(content = AckBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The acknowledgement (the first one stands)", body = AlarmAckView),
+        (status = 400, description = "`invalid_json`, `invalid_operator`, `invalid_site_id`, `invalid_event_id`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token does not cover the site, or `by` names someone else", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`unknown_site`, `unknown_alarm`", body = crate::openapi::ErrorBody),
+        (status = 413, description = "The body is over the limit (4 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
 pub async fn acknowledge_alarm(
     operator: AuthUser,
     State(state): State<AppState>,

@@ -15,6 +15,7 @@
 //! - [`metrics`]: [`Metrics`], the traffic and domain counters, served as Prometheus text on
 //!   `/metrics` and optionally on a side listener ([`serve_metrics`]) whose own traffic is not
 //!   counted; [`counting`]: the socket and body wrappers that feed the traffic counters.
+//! - [`openapi`]: the OpenAPI document, generated from the handlers, at `/openapi.json`.
 //! - [`store`]: the [`Store`] trait (the canonical site record) and its backends; today
 //!   [`SqliteStore`], an embedded SQLite file in the data directory.
 //!
@@ -40,6 +41,7 @@ pub mod counting;
 pub mod error;
 pub mod feed;
 pub mod metrics;
+pub mod openapi;
 pub mod store;
 
 use std::future::Future;

@@ -285,6 +285,12 @@ impl MetricsSnapshot {
 }
 
 /// `GET /metrics`: the counters as Prometheus text.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "The counters in Prometheus text format", content_type = "text/plain; version=0.0.4", body = String))
+)]
 pub async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
     (
         StatusCode::OK,
