@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -142,6 +142,17 @@ impl Server {
         )?
         .trim()
         .to_owned();
+        Self::serve(data_dir, metrics, args, admin_token)
+    }
+
+    /// Starts the server again on an existing data directory, creating nothing (a restart
+    /// after a crash); `admin_token` is the administrator's from the first start.
+    pub fn restart(data_dir: &Path, admin_token: &str) -> Result<Server> {
+        Self::serve(data_dir, false, &[], admin_token.to_owned())
+    }
+
+    fn serve(data_dir: &Path, metrics: bool, args: &[&str], admin_token: String) -> Result<Server> {
+        let bins = bins()?;
         let mut cmd = Command::new(&bins.server);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
@@ -162,7 +173,8 @@ impl Server {
         while addr.is_none() || (metrics && metrics_url.is_none()) {
             let Some(line) = lines.next() else {
                 let _ = child.kill();
-                bail!("patrol-server exited before it was listening");
+                let status = child.wait()?;
+                bail!("patrol-server exited ({status}) before it was listening");
             };
             let line = line?;
             if let Some(rest) = line.split("listening on http://").nth(1) {
@@ -200,6 +212,19 @@ impl Server {
                 .trim()
                 .to_owned(),
         )
+    }
+
+    /// The server's SQLite database.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("patrol.db")
+    }
+
+    /// SIGKILLs the server, as the kernel's OOM killer or a power cut of the process would:
+    /// no shutdown, no flush, in-flight requests cut off wherever they are.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill().context("killing patrol-server")?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// The server's process id, to read its memory and CPU from `/proc`.
@@ -328,4 +353,211 @@ impl KillingProxy {
             None => Ok(()),
         }
     }
+}
+
+/// A tiny deterministic generator (SplitMix64) for the seeded choices of the crash tests: the
+/// same seed replays the same kill delays and kill points.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+/// The seed in the environment variable `var`, else one from the clock; printed by the caller
+/// so that a failing run can be replayed.
+pub fn seed_from_env(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(7)
+        })
+}
+
+/// What a [`Relay`] does when it next sees the server start an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnAnswer {
+    /// Pass it on.
+    Pass,
+    /// SIGKILL the server and drop the answer: the server committed, the phone never learns it.
+    KillAndDrop,
+    /// Pass on what has arrived of the answer, then SIGKILL the server: the phone may mark
+    /// events delivered that the killed server must still hold after its restart.
+    ForwardThenKill,
+}
+
+#[derive(Debug)]
+struct RelayState {
+    server: Option<Server>,
+    arm: OnAnswer,
+    stopped: bool,
+}
+
+#[derive(Debug)]
+struct RelayShared {
+    state: Mutex<RelayState>,
+    changed: Condvar,
+}
+
+impl RelayShared {
+    fn lock(&self) -> Result<MutexGuard<'_, RelayState>> {
+        self.state
+            .lock()
+            .map_err(|_| anyhow!("relay state poisoned"))
+    }
+}
+
+/// A TCP relay on a fixed loopback address in front of a server that is killed and restarted
+/// on new ports: phones keep one URL. It owns the running [`Server`], so that it can SIGKILL it
+/// at the moment an answer starts (the server answers only after its commit), as armed by
+/// [`Relay::arm`]. Without a server, connections are closed at once (a refused sync).
+#[derive(Debug)]
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub url: String,
+    shared: Arc<RelayShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    pub fn start() -> Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(RelayShared {
+            state: Mutex::new(RelayState {
+                server: None,
+                arm: OnAnswer::Pass,
+                stopped: false,
+            }),
+            changed: Condvar::new(),
+        });
+        let accept_shared = shared.clone();
+        let accept = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let upstream = match accept_shared.lock() {
+                    Ok(state) if state.stopped => return,
+                    Ok(state) => state.server.as_ref().map(|s| s.addr),
+                    Err(_) => return,
+                };
+                let Some(upstream) = upstream else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                let shared = accept_shared.clone();
+                std::thread::spawn(move || relay_connection(client, upstream, &shared));
+            }
+        });
+        Ok(Relay {
+            addr,
+            url: format!("http://{addr}"),
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    /// Puts `server` behind the relay; new connections go to it.
+    pub fn attach(&self, server: Server) -> Result<()> {
+        let mut state = self.shared.lock()?;
+        state.server = Some(server);
+        state.arm = OnAnswer::Pass;
+        Ok(())
+    }
+
+    /// What to do when the server next starts an answer.
+    pub fn arm(&self, on_answer: OnAnswer) -> Result<()> {
+        self.shared.lock()?.arm = on_answer;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for an armed kill to happen; true if the relay killed the server.
+    pub fn wait_for_kill(&self, timeout: Duration) -> Result<bool> {
+        let state = self.shared.lock()?;
+        let (state, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.server.is_some())
+            .map_err(|_| anyhow!("relay state poisoned"))?;
+        Ok(state.server.is_none())
+    }
+
+    /// SIGKILLs the server now, if the relay has not already; disarms the relay.
+    pub fn kill_server(&self) -> Result<()> {
+        let server = {
+            let mut state = self.shared.lock()?;
+            state.arm = OnAnswer::Pass;
+            state.server.take()
+        };
+        match server {
+            Some(server) => server.kill(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.shared.lock() {
+            state.stopped = true;
+            state.server = None;
+        }
+        // Wake the accept loop so that it sees `stopped`.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.join();
+        }
+    }
+}
+
+fn relay_connection(client: TcpStream, upstream: SocketAddr, shared: &RelayShared) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    };
+    let (Ok(mut to_server), Ok(mut from_client)) = (server.try_clone(), client.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    let (mut server, mut client) = (server, client);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match server.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let Ok(mut state) = shared.lock() else { break };
+        let arm = std::mem::replace(&mut state.arm, OnAnswer::Pass);
+        let forward = arm != OnAnswer::KillAndDrop;
+        if forward && client.write_all(&buf[..n]).is_err() {
+            state.arm = arm;
+            break;
+        }
+        if arm != OnAnswer::Pass {
+            if let Some(victim) = state.server.take() {
+                let _ = victim.kill();
+            }
+            shared.changed.notify_all();
+            break;
+        }
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
 }

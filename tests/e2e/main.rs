@@ -4,4 +4,5 @@
 mod auth;
 mod crash;
 mod offline_shift;
+mod server_crash;
 mod working_together;

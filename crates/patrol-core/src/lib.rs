@@ -4,6 +4,8 @@
 //! server (`patrol-server`) so that no rule is written twice. It does no I/O: no files, sockets,
 //! threads or clocks of its own (callers pass the time in).
 //!
+//! - [`bundle_limits`]: what a pushed bundle may ask of the parser (values per column,
+//!   inflated bytes), checked before automerge expands it.
 //! - [`codec`]: the versioned binary form of stored values, and stored heads.
 //! - [`ids`]: site, device, guard, shift, checkpoint, event and incident identifiers.
 //! - [`event`]: what a guard records (scans, incidents, panics, notes, shift start/end,
@@ -18,6 +20,7 @@
 //!
 //! This crate must not depend on tokio, rusqlite, reqwest, axum or hyper (CI checks it).
 
+pub mod bundle_limits;
 pub mod codec;
 pub mod error;
 pub mod event;

@@ -3,10 +3,11 @@
 //! ([`acknowledge`]). No I/O: the phone and the server wrap these in their own storage and
 //! transports, and the property tests drive them through lossy, duplicating, reordering networks.
 
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use automerge::legacy::{Key, ObjectId, OpType};
-use automerge::{Automerge, Bundle, Change, ChangeHash, ScalarValue};
+use automerge::{Automerge, Bundle, Change, ChangeHash, ROOT, ReadDoc, ScalarValue};
 use thiserror::Error;
 
 use crate::error::LogError;
@@ -84,7 +85,8 @@ pub struct Ingested {
     pub meta: Option<ShiftMeta>,
     /// Events that were not in the server's copy before, in the device's sequence order.
     pub new_events: Vec<(EventId, EventRecord)>,
-    /// The changes that were applied, to persist with the projection in one transaction.
+    /// The changes that were applied, to persist with the projection in one transaction; in the
+    /// order they were made (by sequence number), so that their raw bytes appended load again.
     pub applied: Vec<Change>,
     pub heads: Vec<ChangeHash>,
     /// Some pushed changes depend on changes the server does not have; they were not applied.
@@ -101,6 +103,8 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Vec<Change>, Rejection> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
+    crate::bundle_limits::check(bytes)
+        .map_err(|e| reject(RejectCode::Malformed, format!("changes do not decode: {e}")))?;
     let parsed = catch_unwind(AssertUnwindSafe(|| {
         Bundle::try_from(bytes)
             .map_err(|e| e.to_string())
@@ -127,6 +131,12 @@ fn check_change(change: &Change, owner: &Owner) -> Result<Vec<Content>, Rejectio
                 "change {hash} was made by actor {}, not by the sending device",
                 change.actor_id()
             ),
+        ));
+    }
+    if change.author().is_some() {
+        return Err(reject(
+            RejectCode::UnexpectedOperation,
+            format!("change {hash} names an author; a device's changes never do"),
         ));
     }
     let expanded = catch_unwind(AssertUnwindSafe(|| change.decode())).map_err(|_| {
@@ -179,6 +189,38 @@ fn check_change(change: &Change, owner: &Owner) -> Result<Vec<Content>, Rejectio
     Ok(out)
 }
 
+/// A shift log has one writer, so its history is one line: the device's first change depends on
+/// nothing and each later one on exactly the change numbered before it. automerge applies a
+/// forked history of one actor in memory, but cannot load it again once stored (it panics), so
+/// a fork would make the log unreadable on the server. A dependency the server lacks cannot be
+/// checked yet: the change waits for it (`missing_deps`) and is checked again when it comes.
+fn check_linear(doc: &Automerge, fresh: &[Change]) -> Result<(), Rejection> {
+    let in_push: HashMap<ChangeHash, u64> = fresh.iter().map(|c| (c.hash(), c.seq())).collect();
+    for change in fresh {
+        let follows = match (change.seq(), change.deps()) {
+            (1, []) => true,
+            (seq, [dep]) if seq > 1 => in_push
+                .get(dep)
+                .copied()
+                .or_else(|| doc.get_change_meta_by_hash(dep).map(|m| m.seq))
+                .is_none_or(|dep_seq| dep_seq.checked_add(1) == Some(seq)),
+            _ => false,
+        };
+        if !follows {
+            return Err(reject(
+                RejectCode::Malformed,
+                format!(
+                    "change {} (the device's number {}) does not follow the device's previous \
+                     change: a shift log's history is one line",
+                    change.hash(),
+                    change.seq()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_owner(meta: &ShiftMeta, owner: &Owner) -> Result<(), Rejection> {
     if meta.site != owner.site || meta.device != owner.device || meta.shift != owner.shift {
         return Err(reject(
@@ -217,21 +259,46 @@ pub fn ingest_shift_log(
 
     let mut fresh = Vec::new();
     let mut contents = Vec::new();
+    let mut seen = HashSet::new();
     for change in changes {
-        if doc.get_change_meta_by_hash(&change.hash()).is_some() {
+        // A change the bundle holds twice is one change.
+        if doc.get_change_meta_by_hash(&change.hash()).is_some() || !seen.insert(change.hash()) {
             continue;
         }
         let content = check_change(&change, owner)?;
         contents.push((change.hash(), content));
         fresh.push(change);
     }
-    for (_, content) in &contents {
+    // Every key is put once in a log's whole history. A put naming no predecessor passes
+    // `check_change`, yet on a key the log already holds automerge takes it as a concurrent
+    // write, and the later value would win in the document while the feed kept the first.
+    let mut put = HashSet::new();
+    for (hash, content) in &contents {
         for c in content {
-            if let Content::Meta(m) = c {
-                if meta.as_ref().is_some_and(|existing| existing != m) {
-                    return Err(reject(RejectCode::WrongOwner, "shift metadata changed"));
+            match c {
+                Content::Meta(m) => {
+                    if meta.as_ref().is_some_and(|existing| existing != m) {
+                        return Err(reject(RejectCode::WrongOwner, "shift metadata changed"));
+                    }
+                    if meta.is_some() {
+                        return Err(reject(
+                            RejectCode::ImmutableEvent,
+                            format!("change {hash} puts the shift metadata again"),
+                        ));
+                    }
+                    meta = Some(m.clone());
                 }
-                meta = Some(m.clone());
+                Content::Event(id, _) => {
+                    if !put.insert(*id) || doc.get(ROOT, id.to_string()).ok().flatten().is_some() {
+                        return Err(reject(
+                            RejectCode::ImmutableEvent,
+                            format!(
+                                "change {hash} puts event {id} again; a recorded event is never \
+                                 overwritten"
+                            ),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -247,8 +314,14 @@ pub fn ingest_shift_log(
         });
     };
 
-    doc.apply_changes(fresh.iter().cloned())
-        .map_err(|e| reject(RejectCode::Malformed, format!("changes do not apply: {e}")))?;
+    check_linear(doc, &fresh)?;
+    // automerge asserts some invariants of changes with panics; a change that trips one is
+    // malformed, and the caller discards `doc`.
+    catch_unwind(AssertUnwindSafe(|| {
+        doc.apply_changes(fresh.iter().cloned())
+    }))
+    .map_err(|_| reject(RejectCode::Malformed, "changes do not apply"))?
+    .map_err(|e| reject(RejectCode::Malformed, format!("changes do not apply: {e}")))?;
 
     let mut new_events = Vec::new();
     let mut applied = Vec::new();
@@ -266,6 +339,10 @@ pub fn ingest_shift_log(
         }
     }
     new_events.sort_by_key(|(_, r)| r.seq);
+    // In the order the device made them (one actor, so by sequence number), whatever order the
+    // bundle listed them in: persisted in this order, they load again; out of order, automerge's
+    // load panics on them.
+    applied.sort_by_key(Change::seq);
     Ok(Ingested {
         meta: Some(meta),
         new_events,
