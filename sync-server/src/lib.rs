@@ -15,8 +15,9 @@
 //! - [`metrics`]: [`Metrics`], the traffic and domain counters, served as Prometheus text on
 //!   `/metrics` and optionally on a side listener ([`serve_metrics`]) whose own traffic is not
 //!   counted; [`counting`]: the socket and body wrappers that feed the traffic counters.
-//! - [`store`]: the [`Store`] trait (the canonical site record) and its backends; today
-//!   [`SqliteStore`], an embedded SQLite file in the data directory.
+//! - [`store`]: the [`Store`] trait (the canonical site record) and its backends:
+//!   [`SqliteStore`], an embedded SQLite file in the data directory (the default), and
+//!   [`PostgresStore`], which several server instances can share.
 //!
 //! To embed or test the server, open a store, wrap it in an [`AppState`], and either call
 //! [`router`] (e.g. with `tower::ServiceExt::oneshot`) or [`serve`] on a bound listener:
@@ -49,6 +50,7 @@ pub use api::{AppState, router};
 pub use config::ApiConfig;
 pub use error::AppError;
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use store::postgres::{PostgresOptions, PostgresStore};
 pub use store::sqlite::SqliteStore;
 pub use store::{Store, StoreError};
 

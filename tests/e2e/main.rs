@@ -3,5 +3,6 @@
 
 mod auth;
 mod crash;
+mod instances;
 mod offline_shift;
 mod working_together;
