@@ -1,9 +1,10 @@
 //! # patrol-e2e
 //!
 //! Helpers for the end-to-end tests: build and locate the real binaries, start `patrol-server`
-//! on a loopback port with a fresh data directory and a first administrator, enroll phones and
-//! run `patrol` as a guard's phone or the control room, and a TCP proxy that kills a client
-//! process at the worst moment of a sync.
+//! on a loopback port with a fresh data directory or over a scratch PostgreSQL database (which
+//! several servers can share) and a first administrator, enroll phones and run `patrol` as a
+//! guard's phone or the control room, and a TCP proxy that kills a client process at the worst
+//! moment of a sync.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -156,6 +157,54 @@ impl Server {
         let mut cmd = Command::new(&bins.server);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
+        Self::spawn(cmd, data_dir, metrics, args, admin_token)
+    }
+
+    /// Creates `sites` and a first administrator in the PostgreSQL database `database_url`
+    /// (see [`ScratchDatabase`]); returns the administrator's token.
+    pub fn prepare_database(database_url: &str, sites: &[&str]) -> Result<String> {
+        let bins = bins()?;
+        for site in sites {
+            run_ok(
+                Command::new(&bins.server)
+                    .args(["site", "create", site])
+                    // The environment rather than an argument: a URL may hold a password.
+                    .env("PATROL_DATABASE_URL", database_url),
+            )?;
+        }
+        Ok(run_ok(
+            Command::new(&bins.server)
+                .args(["admin", "create", "e2e-admin"])
+                .env("PATROL_DATABASE_URL", database_url),
+        )?
+        .trim()
+        .to_owned())
+    }
+
+    /// Starts a server on a free port over the PostgreSQL database `database_url` (prepared by
+    /// [`Server::prepare_database`], whose administrator token is `admin_token`); other servers
+    /// may share it. `data_dir` is unused by the server but is its working directory's place.
+    pub fn start_on_database(
+        database_url: &str,
+        admin_token: &str,
+        data_dir: &Path,
+    ) -> Result<Server> {
+        let mut cmd = Command::new(&bins()?.server);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("PATROL_DATABASE_URL", database_url);
+        Self::spawn(cmd, data_dir, false, &[], admin_token.to_owned())
+    }
+
+    /// Runs `cmd` (a `serve` command, to which `args` are added) and waits until it prints the
+    /// addresses it serves on.
+    fn spawn(
+        mut cmd: Command,
+        data_dir: &Path,
+        metrics: bool,
+        args: &[&str],
+        admin_token: String,
+    ) -> Result<Server> {
         if metrics {
             cmd.args(["--metrics-listen", "127.0.0.1:0"]);
         }
@@ -560,4 +609,84 @@ fn relay_connection(client: TcpStream, upstream: SocketAddr, shared: &RelayShare
     }
     let _ = client.shutdown(Shutdown::Both);
     let _ = server.shutdown(Shutdown::Both);
+}
+
+/// A throwaway database on the local PostgreSQL server (`PATROL_TEST_POSTGRES_URL` names
+/// another administrative URL), dropped on drop.
+#[derive(Debug)]
+pub struct ScratchDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+async fn admin_client(admin: &str) -> Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        // The connection ends when the client is dropped; an error then is of no interest.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+impl ScratchDatabase {
+    /// A fresh database, or `None` (with a notice on stderr) when no server is reachable,
+    /// unless `PATROL_REQUIRE_POSTGRES=1`: then an error.
+    pub async fn create() -> Result<Option<ScratchDatabase>> {
+        let admin = std::env::var("PATROL_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let client = match admin_client(&admin).await {
+            Ok(client) => client,
+            Err(e) if std::env::var("PATROL_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
+                bail!("PostgreSQL is required (PATROL_REQUIRE_POSTGRES=1) but unreachable: {e:#}")
+            }
+            Err(e) => {
+                // Straight to stderr, past the test harness's capture: a skip must be seen.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOTICE: skipping a PostgreSQL test, no server: {e:#}"
+                );
+                return Ok(None);
+            }
+        };
+        let name = format!("patrol_test_{}", uuid::Uuid::new_v4().simple());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let config: tokio_postgres::Config = admin.parse()?;
+        let mut url = format!("dbname={name}");
+        if let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() {
+            url.push_str(&format!(" host={host}"));
+        }
+        if let Some(port) = config.get_ports().first() {
+            url.push_str(&format!(" port={port}"));
+        }
+        if let Some(user) = config.get_user() {
+            url.push_str(&format!(" user={user}"));
+        }
+        if let Some(password) = config.get_password() {
+            url.push_str(&format!(" password={}", String::from_utf8_lossy(password)));
+        }
+        Ok(Some(ScratchDatabase { admin, name, url }))
+    }
+
+    /// Its connection string, for `--database-url`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop may run inside a runtime, which cannot block on another: a thread of its own.
+        let _ = std::thread::spawn(move || -> Result<()> {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async { Ok(admin_client(&admin).await?.batch_execute(&sql).await?) })
+        })
+        .join();
+    }
 }

@@ -101,9 +101,15 @@ pub enum UserCommand {
 
 #[derive(Debug, Clone, Args)]
 pub struct DataDirArg {
-    /// Directory of the server's data; the SQLite database is `<data-dir>/patrol.db`.
+    /// Directory of the server's data; the SQLite database is `<data-dir>/patrol.db`. Unused
+    /// with `--database-url`.
     #[arg(long, env = "PATROL_DATA_DIR", default_value = "./patrol-data")]
     pub data_dir: PathBuf,
+    /// A PostgreSQL database to keep the record in instead of SQLite, as
+    /// `postgres://user:password@host:port/dbname` (or libpq's key=value form). Several server
+    /// instances can share one.
+    #[arg(long, env = "PATROL_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -132,6 +138,10 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(1..=MAX_ENROLLMENT_CODE_TTL_SECS)
     )]
     pub enrollment_code_ttl_secs: u64,
+    /// Most connections to PostgreSQL (with `--database-url`), besides one that listens for
+    /// other instances' events.
+    #[arg(long, env = "PATROL_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,6 +273,35 @@ mod tests {
             .is_err()
         );
         assert!(Cli::try_parse_from(["patrol-server", "--enrollment-code-ttl-secs", "0"]).is_err());
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "serve",
+            "--database-url",
+            "postgres://u@db/patrol",
+            "--database-max-connections",
+            "4",
+        ])?;
+        let Command::Serve(args) = cli.into_command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            (
+                args.data.database_url.as_deref(),
+                args.database_max_connections
+            ),
+            (Some("postgres://u@db/patrol"), 4)
+        );
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "site",
+            "list",
+            "--database-url",
+            "postgres://u@db/patrol",
+        ])?;
+        let Command::Site(SiteCommand::List { data }) = cli.into_command() else {
+            panic!("expected site list")
+        };
+        assert_eq!(data.database_url.as_deref(), Some("postgres://u@db/patrol"));
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! The live control-room feed: wake-ups when a site gets new events, and the server-sent-events
 //! stream built on them. A stream resumes from a cursor (`after`, or the `Last-Event-ID` its
 //! client sends on reconnect): every event has the site's sequence number as its SSE id, so a
-//! reconnecting client misses nothing and sees nothing twice.
+//! reconnecting client misses nothing and sees nothing twice. A stream wakes both for this
+//! instance's syncs and for commits the store reports ([`Store::subscribe`]), which on
+//! PostgreSQL include those made through other instances.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use axum::response::sse::Event as SseEvent;
 use futures_util::Stream;
 use patrol_core::SiteId;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::store::{FeedFilter, Store};
 
@@ -67,6 +69,8 @@ struct StreamState {
     store: Arc<dyn Store>,
     notifier: Arc<FeedNotifier>,
     wake: watch::Receiver<u64>,
+    /// The store's wake-ups: commits through any instance sharing the database.
+    committed: broadcast::Receiver<u64>,
     closing: watch::Receiver<bool>,
     site: SiteId,
     filter: FeedFilter,
@@ -86,6 +90,8 @@ pub fn stream(
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send {
     let state = StreamState {
         wake: notifier.subscribe(&site),
+        // Subscribed before the first read, so a commit after that read still wakes the stream.
+        committed: store.subscribe(site.clone()),
         closing: notifier.closing(),
         store,
         notifier,
@@ -130,6 +136,12 @@ pub fn stream(
             let _keep = &s.notifier;
             tokio::select! {
                 changed = s.wake.changed() => if changed.is_err() { return None; },
+                committed = s.committed.recv() => {
+                    // Lagging only means several commits are read at once.
+                    if let Err(broadcast::error::RecvError::Closed) = committed {
+                        return None;
+                    }
+                }
                 _ = s.closing.changed() => return None,
             }
         }

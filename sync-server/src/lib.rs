@@ -16,8 +16,9 @@
 //!   `/metrics` and optionally on a side listener ([`serve_metrics`]) whose own traffic is not
 //!   counted; [`counting`]: the socket and body wrappers that feed the traffic counters.
 //! - [`openapi`]: the OpenAPI document, generated from the handlers, at `/openapi.json`.
-//! - [`store`]: the [`Store`] trait (the canonical site record) and its backends; today
-//!   [`SqliteStore`], an embedded SQLite file in the data directory.
+//! - [`store`]: the [`Store`] trait (the canonical site record) and its backends:
+//!   [`SqliteStore`], an embedded SQLite file in the data directory (the default), and
+//!   [`PostgresStore`], which several server instances can share.
 //!
 //! To embed or test the server, open a store, wrap it in an [`AppState`], and either call
 //! [`router`] (e.g. with `tower::ServiceExt::oneshot`) or [`serve`] on a bound listener:
@@ -51,6 +52,7 @@ pub use api::{AppState, router};
 pub use config::ApiConfig;
 pub use error::AppError;
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use store::postgres::{PostgresOptions, PostgresStore};
 pub use store::sqlite::SqliteStore;
 pub use store::{Store, StoreError};
 

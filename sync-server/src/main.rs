@@ -9,10 +9,13 @@ use clap::Parser as _;
 use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
 use patrol_server::auth;
-use patrol_server::config::{AdminCommand, Cli, Command, ServeArgs, SiteCommand, UserCommand};
+use patrol_server::config::{
+    AdminCommand, Cli, Command, DataDirArg, ServeArgs, SiteCommand, UserCommand,
+};
 use patrol_server::store::{Role, Scope, Site, User};
 use patrol_server::{
-    ApiConfig, AppState, SqliteStore, Store, now_ms, serve, serve_metrics, shutdown_signal,
+    ApiConfig, AppState, PostgresOptions, PostgresStore, SqliteStore, Store, now_ms, serve,
+    serve_metrics, shutdown_signal,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -44,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
             data,
         }) => {
             let id = SiteId::new(site_id).context("invalid site id")?;
-            let store = open_store(&data.data_dir).await?;
+            let store = open_store(&data, PostgresOptions::default()).await?;
             let name = name.unwrap_or_else(|| id.to_string());
             let site = store
                 .create_site(Site {
@@ -57,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Site(SiteCommand::List { data }) => {
-            let store = open_store(&data.data_dir).await?;
+            let store = open_store(&data, PostgresOptions::default()).await?;
             for site in store.list_sites().await? {
                 println!(
                     "{}\t{}\t{}",
@@ -70,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Admin(AdminCommand::Create { name, sites, data }) => {
             let all_sites = sites.is_empty();
-            create_user(&data.data_dir, name, Role::Admin, sites, all_sites).await
+            create_user(&data, name, Role::Admin, sites, all_sites).await
         }
         Command::User(UserCommand::Create {
             name,
@@ -80,10 +83,10 @@ async fn main() -> anyhow::Result<()> {
             data,
         }) => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            create_user(&data.data_dir, name, role, sites, all_sites).await
+            create_user(&data, name, role, sites, all_sites).await
         }
         Command::User(UserCommand::List { data }) => {
-            let store = open_store(&data.data_dir).await?;
+            let store = open_store(&data, PostgresOptions::default()).await?;
             for user in store.users().await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
@@ -101,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(UserCommand::Revoke { user, data }) => {
-            let store = open_store(&data.data_dir).await?;
+            let store = open_store(&data, PostgresOptions::default()).await?;
             let found: Vec<User> = store
                 .users()
                 .await?
@@ -143,7 +146,7 @@ fn describe_scope(scope: &Scope) -> String {
 /// Creates a user on the data directory and prints its token, alone, on stdout (so that a
 /// script can capture it); what was done goes to stderr.
 async fn create_user(
-    data_dir: &std::path::Path,
+    data: &DataDirArg,
     name: String,
     role: Role,
     sites: Vec<String>,
@@ -155,7 +158,7 @@ async fn create_user(
         .collect::<Result<Vec<_>, _>>()
         .context("invalid site id")?;
     let scope = auth::user_scope(&name, role, sites, all_sites).map_err(anyhow::Error::msg)?;
-    let store = open_store(data_dir).await?;
+    let store = open_store(data, PostgresOptions::default()).await?;
     let (new, token) = auth::new_user(name, role, scope, None, now_ms())?;
     let user = store.create_user(new).await?;
     eprintln!(
@@ -171,16 +174,31 @@ async fn create_user(
     Ok(())
 }
 
-async fn open_store(data_dir: &std::path::Path) -> anyhow::Result<SqliteStore> {
-    let dir = data_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || SqliteStore::open_dir(&dir))
+/// PostgreSQL if a database URL is given, else SQLite in the data directory.
+async fn open_store(data: &DataDirArg, options: PostgresOptions) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &data.database_url {
+        // The URL may hold a password: it goes in no message.
+        let store = PostgresStore::connect(url, options)
+            .await
+            .context("cannot open the PostgreSQL store (--database-url)")?;
+        return Ok(Arc::new(store));
+    }
+    let dir = data.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open_dir(&dir))
         .await?
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))
+        .with_context(|| format!("cannot open the store in {}", data.data_dir.display()))?;
+    tracing::info!(db = %store.path().display(), "opened the store");
+    Ok(Arc::new(store))
 }
 
 async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.data.data_dir).await?;
-    tracing::info!(db = %store.path().display(), "opened the store");
+    let store = open_store(
+        &args.data,
+        PostgresOptions {
+            max_connections: args.database_max_connections,
+        },
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -203,7 +221,7 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    let mut state = AppState::with_config(Arc::new(store), ApiConfig::from(&args));
+    let mut state = AppState::with_config(store, ApiConfig::from(&args));
     if let Some(n) = args.max_concurrent_syncs {
         state = state.with_max_concurrent_syncs(n);
     }

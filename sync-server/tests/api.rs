@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Phone, SITE, TestResult, TestServer};
+use common::{Backend, Phone, SITE, TestResult, TestServer};
 use patrol_core::protocol::{self, DocOutcome, DocPush, DocRef, RejectCode};
 use patrol_core::{EventBody, ShiftId};
 use patrol_server::config::ApiConfig;
@@ -24,9 +24,8 @@ fn error_code(body: &[u8]) -> String {
         .to_string()
 }
 
-#[tokio::test]
-async fn a_shift_log_syncs_into_the_feed() -> TestResult {
-    let server = TestServer::new().await?;
+async fn a_shift_log_syncs_into_the_feed(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     phone.scan("cp-2")?;
@@ -103,23 +102,22 @@ async fn a_shift_log_syncs_into_the_feed() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn a_repeated_request_changes_nothing() -> TestResult {
-    let server = TestServer::new().await?;
+async fn a_repeated_request_changes_nothing(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     let request = phone.push_request()?;
 
     let first = server.sync(&request).await?;
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
     // The very same request again is a replay: refused, nothing changes.
     let (status, _, body) = server.try_sync(&request).await?;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(error_code(&body), "replayed_request");
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
     // The same push in a fresh request (a retry after a lost answer) changes nothing either.
     let second = server.sync(&phone.request(request.docs.clone())).await?;
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
     let (
         DocOutcome::Accepted {
             heads: h1,
@@ -145,23 +143,25 @@ async fn a_repeated_request_changes_nothing() -> TestResult {
     assert!(
         matches!(&third.docs[0].outcome, DocOutcome::Accepted { heads, new_events: 0, .. } if heads == h1)
     );
-    assert_eq!(server.snapshot()?, before);
-    assert_eq!(server.count("SELECT COUNT(*) FROM devices")?, 1);
+    assert_eq!(server.snapshot().await?, before);
+    assert_eq!(server.count("SELECT COUNT(*) FROM devices").await?, 1);
     Ok(())
 }
 
-#[tokio::test]
-async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> TestResult {
-    let server = TestServer::with_config(ApiConfig {
-        max_body_bytes: 64 * 1024,
-        ..ApiConfig::default()
-    })
+async fn bad_requests_get_a_clear_4xx_and_change_nothing(backend: Backend) -> TestResult {
+    let server = TestServer::with_config(
+        backend,
+        ApiConfig {
+            max_body_bytes: 64 * 1024,
+            ..ApiConfig::default()
+        },
+    )
     .await?;
     let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     let good = phone.push_request()?.encode()?;
     let ct = Some(protocol::CONTENT_TYPE);
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
 
     let mut wrong_version = good.clone();
     wrong_version[4] = 99;
@@ -236,8 +236,8 @@ async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> TestResult {
         assert_eq!(ct, "application/json", "{name}");
         assert_eq!(error_code(&resp), code, "{name}");
     }
-    assert_eq!(server.snapshot()?, before);
-    assert_eq!(server.count("SELECT COUNT(*) FROM devices")?, 0);
+    assert_eq!(server.snapshot().await?, before);
+    assert_eq!(server.count("SELECT COUNT(*) FROM devices").await?, 0);
     assert!(server.whole_feed(10).await?.is_empty());
 
     // The feed's own bad input.
@@ -300,9 +300,10 @@ async fn bad_requests_get_a_clear_4xx_and_change_nothing() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn per_document_problems_are_rejected_while_the_rest_of_the_batch_lands() -> TestResult {
-    let server = TestServer::new().await?;
+async fn per_document_problems_are_rejected_while_the_rest_of_the_batch_lands(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut alice = server.phone("guard-a").await?;
     alice.scan("cp-1")?;
     let mut bob = server.phone("guard-b").await?;
@@ -375,7 +376,7 @@ async fn per_document_problems_are_rejected_while_the_rest_of_the_batch_lands() 
         feed.iter()
             .all(|e| e["device_id"] == bob.device.to_string())
     );
-    assert_eq!(server.count("SELECT COUNT(*) FROM docs")?, 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM docs").await?, 1);
 
     // Alice syncs her own log; then Bob tries to write into it: rejected, her log unchanged.
     let resp = server.sync(&alice.push_request()?).await?;
@@ -383,7 +384,7 @@ async fn per_document_problems_are_rejected_while_the_rest_of_the_batch_lands() 
         resp.docs[0].outcome,
         DocOutcome::Accepted { new_events: 2, .. }
     ));
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
     let mut intruder = bob.push()?;
     intruder.doc = DocRef::ShiftLog(alice.shift());
     let resp = server.sync(&bob.request(vec![intruder])).await?;
@@ -406,13 +407,12 @@ async fn per_document_problems_are_rejected_while_the_rest_of_the_batch_lands() 
             ..
         }
     ));
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
     Ok(())
 }
 
-#[tokio::test]
-async fn paging_returns_every_event_once_in_order() -> TestResult {
-    let server = TestServer::new().await?;
+async fn paging_returns_every_event_once_in_order(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut phones = vec![
         server.phone("guard-1").await?,
         server.phone("guard-2").await?,
@@ -498,9 +498,8 @@ async fn paging_returns_every_event_once_in_order() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn the_store_survives_a_restart_and_compacts() -> TestResult {
-    let mut server = TestServer::new().await?;
+async fn the_store_survives_a_restart_and_compacts(backend: Backend) -> TestResult {
+    let mut server = TestServer::new(backend).await?;
     let mut phone = server.phone("guard-1").await?;
     let mut last = None;
     // One event per sync: enough chunks to pass the compaction threshold.
@@ -511,15 +510,15 @@ async fn the_store_survives_a_restart_and_compacts() -> TestResult {
         assert_eq!(phone.on_accepted(&resp.docs[0].outcome), 0);
         last = Some(resp.docs[0].outcome.clone());
     }
-    let chunks = server.count("SELECT COUNT(*) FROM doc_chunks")?;
+    let chunks = server.count("SELECT COUNT(*) FROM doc_chunks").await?;
     assert!((1..=16).contains(&chunks), "{chunks} chunks");
-    assert_eq!(server.count("SELECT chunk_count FROM docs")?, chunks);
+    assert_eq!(server.count("SELECT chunk_count FROM docs").await?, chunks);
     let feed_before = server.whole_feed(1000).await?;
     assert_eq!(feed_before.len(), 26);
-    let snapshot = server.snapshot()?;
+    let snapshot = server.snapshot().await?;
 
-    server.reopen()?;
-    assert_eq!(server.snapshot()?, snapshot);
+    server.reopen().await?;
+    assert_eq!(server.snapshot().await?, snapshot);
     assert_eq!(server.whole_feed(1000).await?, feed_before);
 
     // The restarted server still has the whole log: a resend from scratch adds nothing...
@@ -534,7 +533,7 @@ async fn the_store_survives_a_restart_and_compacts() -> TestResult {
     assert!(
         matches!(&resp.docs[0].outcome, DocOutcome::Accepted { heads, new_events: 0, missing_deps: false } if heads == old_heads)
     );
-    assert_eq!(server.snapshot()?, snapshot);
+    assert_eq!(server.snapshot().await?, snapshot);
     // ...and a new event continues the sequence.
     phone.scan("cp-last")?;
     let resp = server.sync(&phone.push_request()?).await?;
@@ -550,9 +549,10 @@ async fn the_store_survives_a_restart_and_compacts() -> TestResult {
     Ok(())
 }
 
+/// (SQLite only: it restores a copy of the database, see [`TestServer::copy`].)
 #[tokio::test]
 async fn a_push_missing_its_first_change_asks_for_everything() -> TestResult {
-    let server = TestServer::new().await?;
+    let server = TestServer::sqlite().await?;
     let mut phone = server.phone("guard-1").await?;
     // A second server restored from a backup made before the phone's first sync: it knows the
     // phone but never saw its first change.
@@ -593,3 +593,12 @@ async fn a_push_missing_its_first_change_asks_for_everything() -> TestResult {
     ));
     Ok(())
 }
+
+crate::on_every_backend!(
+    a_shift_log_syncs_into_the_feed,
+    a_repeated_request_changes_nothing,
+    bad_requests_get_a_clear_4xx_and_change_nothing,
+    per_document_problems_are_rejected_while_the_rest_of_the_batch_lands,
+    paging_returns_every_event_once_in_order,
+    the_store_survives_a_restart_and_compacts,
+);

@@ -4,7 +4,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{SITE, TestResult, TestServer};
+use common::{Backend, SITE, TestResult, TestServer};
 use serde_json::{Value, json};
 
 fn code(body: &Value) -> &str {
@@ -29,9 +29,8 @@ async fn user(server: &TestServer, token: &str, body: Value) -> Result<String, S
     Ok(token.to_owned())
 }
 
-#[tokio::test]
-async fn administrators_manage_sites_and_users_within_their_scope() -> TestResult {
-    let server = TestServer::new().await?;
+async fn administrators_manage_sites_and_users_within_their_scope(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let root = server.admin.clone();
 
     // Sites: only an administrator over all sites creates them.
@@ -200,9 +199,8 @@ async fn administrators_manage_sites_and_users_within_their_scope() -> TestResul
     Ok(())
 }
 
-#[tokio::test]
-async fn enrollment_codes_and_device_revocation() -> TestResult {
-    let server = TestServer::new().await?;
+async fn enrollment_codes_and_device_revocation(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let uri = format!("/api/v1/sites/{SITE}/enrollment-codes");
     for ttl in [0, 31 * 24 * 3600] {
         let (status, bad) = server
@@ -298,3 +296,8 @@ async fn enrollment_codes_and_device_revocation() -> TestResult {
     assert_eq!(devices["devices"][0]["revoked_at"], revoked["revoked_at"]);
     Ok(())
 }
+
+crate::on_every_backend!(
+    administrators_manage_sites_and_users_within_their_scope,
+    enrollment_codes_and_device_revocation,
+);

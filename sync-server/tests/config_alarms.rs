@@ -5,7 +5,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::{SITE, TestResult, TestServer};
+use common::{Backend, SITE, TestResult, TestServer};
 use patrol_core::protocol::SyncRequest;
 use patrol_core::siteconfig::SiteConfig;
 use patrol_core::{EventBody, EventId};
@@ -38,9 +38,8 @@ fn with_config_version(request: SyncRequest, config_version: u64) -> SyncRequest
     }
 }
 
-#[tokio::test]
-async fn configuration_versions_are_checked_and_delivered_once() -> TestResult {
-    let server = TestServer::new().await?;
+async fn configuration_versions_are_checked_and_delivered_once(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let phone = server.phone("guard-1").await?;
 
     let (status, empty) = server.get_json(&config_uri()).await?;
@@ -66,7 +65,7 @@ async fn configuration_versions_are_checked_and_delivered_once() -> TestResult {
     assert_eq!(got, v1);
 
     // A write from a stale base is refused: it would overwrite version 1 unseen.
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
     let (status, body) = server
         .send_json("PUT", &config_uri(), &config_body(0, "04:A9"))
         .await?;
@@ -80,7 +79,7 @@ async fn configuration_versions_are_checked_and_delivered_once() -> TestResult {
             .is_some_and(|m| m.contains("version 1")),
         "{body}"
     );
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
 
     let (status, v2) = server
         .send_json("PUT", &config_uri(), &config_body(1, "04:A2"))
@@ -115,13 +114,12 @@ async fn configuration_versions_are_checked_and_delivered_once() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn bad_configurations_get_a_clear_4xx_and_change_nothing() -> TestResult {
-    let server = TestServer::new().await?;
+async fn bad_configurations_get_a_clear_4xx_and_change_nothing(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     server
         .send_json("PUT", &config_uri(), &config_body(0, "04:A1"))
         .await?;
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
 
     let mut unknown_checkpoint = config_body(1, "04:A1");
     unknown_checkpoint["tours"][0]["checkpoints"] = json!(["cp-1", "cp-9"]);
@@ -170,7 +168,7 @@ async fn bad_configurations_get_a_clear_4xx_and_change_nothing() -> TestResult {
     );
     let (status, _) = server.get_json("/api/v1/sites/nowhere/config").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
     Ok(())
 }
 
@@ -185,9 +183,10 @@ fn awaiting(request: SyncRequest, awaiting_ack: Vec<EventId>) -> SyncRequest {
     }
 }
 
-#[tokio::test]
-async fn alarm_acks_are_idempotent_and_reach_only_the_raising_phone() -> TestResult {
-    let server = TestServer::new().await?;
+async fn alarm_acks_are_idempotent_and_reach_only_the_raising_phone(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut alice = server.phone("guard-a").await?;
     let mut bob = server.phone("guard-b").await?;
     let alice_panic = alice.record(EventBody::Panic { location: None })?;
@@ -217,7 +216,7 @@ async fn alarm_acks_are_idempotent_and_reach_only_the_raising_phone() -> TestRes
         (Some(SITE), Some("op-anna"))
     );
     // Again, by someone else: the first acknowledgement stands.
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
     let (status, again) = server
         .send_json(
             "POST",
@@ -226,7 +225,7 @@ async fn alarm_acks_are_idempotent_and_reach_only_the_raising_phone() -> TestRes
         )
         .await?;
     assert_eq!((status, &again), (StatusCode::OK, &ack));
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
 
     // Alice's phone learns of it; Bob's, asking about Alice's alarm and his own, learns nothing.
     let resp = server
@@ -298,7 +297,7 @@ async fn alarm_acks_are_idempotent_and_reach_only_the_raising_phone() -> TestRes
         (got, resp["error"].as_str()),
         (StatusCode::FORBIDDEN, Some("forbidden"))
     );
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
 
     // Bob's own acknowledged alarm reaches him.
     server
@@ -311,3 +310,9 @@ async fn alarm_acks_are_idempotent_and_reach_only_the_raising_phone() -> TestRes
     assert_eq!(resp.alarm_acks[0].by, "op-bob");
     Ok(())
 }
+
+crate::on_every_backend!(
+    configuration_versions_are_checked_and_delivered_once,
+    bad_configurations_get_a_clear_4xx_and_change_nothing,
+    alarm_acks_are_idempotent_and_reach_only_the_raising_phone,
+);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Phone, SITE, TestResult, TestServer};
+use common::{Backend, Phone, SITE, TestResult, TestServer};
 use patrol_core::EventBody;
 use patrol_server::serve;
 
@@ -44,9 +44,10 @@ async fn read_events(
     Ok(out)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_live_stream_delivers_new_events_and_resumes_from_a_cursor() -> TestResult {
-    let server = TestServer::new().await?;
+async fn the_live_stream_delivers_new_events_and_resumes_from_a_cursor(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     phone.record(EventBody::Note {
@@ -132,9 +133,10 @@ async fn the_live_stream_delivers_new_events_and_resumes_from_a_cursor() -> Test
     Ok(())
 }
 
-#[tokio::test]
-async fn the_paged_feed_filters_by_kind_guard_checkpoint_device_and_time() -> TestResult {
-    let server = TestServer::new().await?;
+async fn the_paged_feed_filters_by_kind_guard_checkpoint_device_and_time(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut a = server.phone("guard-1").await?;
     let mut b = server.phone("guard-2").await?;
     for phone in [&mut a, &mut b] {
@@ -199,3 +201,8 @@ async fn the_paged_feed_filters_by_kind_guard_checkpoint_device_and_time() -> Te
     }
     Ok(())
 }
+
+crate::on_every_backend!(
+    the_live_stream_delivers_new_events_and_resumes_from_a_cursor,
+    the_paged_feed_filters_by_kind_guard_checkpoint_device_and_time,
+);

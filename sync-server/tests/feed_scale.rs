@@ -15,9 +15,9 @@ const EVENTS: u64 = 100_000;
 
 #[tokio::test]
 async fn paging_through_100k_events_serves_each_once_in_order() -> TestResult {
-    let server = TestServer::new().await?;
+    let server = TestServer::sqlite().await?;
     {
-        let mut conn = rusqlite::Connection::open(server.db_path())?;
+        let mut conn = rusqlite::Connection::open(server.db_path()?)?;
         let tx = conn.transaction()?;
         {
             let mut insert = tx.prepare(

@@ -6,7 +6,7 @@ mod common;
 use automerge::ChangeHash;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::{Phone, TestResult, TestServer, site};
+use common::{Backend, Phone, TestResult, TestServer, site};
 use patrol_core::incident::{Entry, IncidentAction, IncidentDoc, IncidentStatus, Party, Stamped};
 use patrol_core::merge::plan_incident_push;
 use patrol_core::protocol::{
@@ -111,22 +111,23 @@ fn update_for(resp: &SyncResponse, id: IncidentId) -> Option<&IncidentUpdate> {
     resp.incidents.iter().find(|u| u.incident == id)
 }
 
-fn stored_state(
+async fn stored_state(
     server: &TestServer,
     id: IncidentId,
 ) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
-    let conn = rusqlite::Connection::open(server.db_path())?;
-    let state: String = conn.query_row(
-        "SELECT state FROM incidents WHERE site_id = ?1 AND incident_id = ?2",
-        [common::SITE, &id.to_string()],
-        |r| r.get(0),
-    )?;
+    let state = server
+        .text(&format!(
+            "SELECT state FROM incidents WHERE site_id = '{}' AND incident_id = '{id}'",
+            common::SITE
+        ))
+        .await?;
     Ok(serde_json::from_str(&state)?)
 }
 
-#[tokio::test]
-async fn incident_pushes_are_merged_and_answered_in_the_requests_order() -> TestResult {
-    let server = TestServer::new().await?;
+async fn incident_pushes_are_merged_and_answered_in_the_requests_order(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
     let mut theft = Replica::report(&phone, "bike stolen from rack 3")?;
@@ -167,7 +168,7 @@ async fn incident_pushes_are_merged_and_answered_in_the_requests_order() -> Test
     }
     assert_eq!(resp.incidents.len(), 2);
 
-    let state = stored_state(&server, theft.id())?;
+    let state = stored_state(&server, theft.id()).await?;
     assert_eq!(state["status"], "open");
     assert_eq!(state["description"], "bike stolen from rack 3");
     assert_eq!(state["category"], "theft");
@@ -177,16 +178,18 @@ async fn incident_pushes_are_merged_and_answered_in_the_requests_order() -> Test
     assert_eq!(state["reported_by"]["guard"], "guard-1");
     assert_eq!(state["reported_by"]["device"], phone.device.to_string());
     assert_eq!(
-        server.count("SELECT COUNT(*) FROM incident_participants")?,
+        server
+            .count("SELECT COUNT(*) FROM incident_participants")
+            .await?,
         2
     );
-    assert_eq!(server.count("SELECT COUNT(*) FROM incidents")?, 2);
+    assert_eq!(server.count("SELECT COUNT(*) FROM incidents").await?, 2);
 
     // The very same request again is a replay: refused, nothing changes.
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
     let (status, _, _) = server.try_sync(&request).await?;
     assert_eq!(status, axum::http::StatusCode::CONFLICT);
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
     // The same pushes in a fresh request, and a heads-only push, change nothing.
     let again = server.sync(&phone.request(request.docs.clone())).await?;
     assert_eq!(
@@ -204,7 +207,7 @@ async fn incident_pushes_are_merged_and_answered_in_the_requests_order() -> Test
         &resp.docs[0].outcome,
         DocOutcome::Accepted { heads, missing_deps: false, .. } if *heads == theft.sorted_heads()
     ));
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
 
     // A later note goes up alone and lands.
     theft.note(&phone, "police informed", 1_740_866_520_000)?;
@@ -212,20 +215,19 @@ async fn incident_pushes_are_merged_and_answered_in_the_requests_order() -> Test
     assert!(!push.have.is_empty());
     let resp = server.sync(&phone.request(vec![push])).await?;
     theft.apply(&resp)?;
-    let state = stored_state(&server, theft.id())?;
+    let state = stored_state(&server, theft.id()).await?;
     assert_eq!(state["notes"][1]["text"], "police informed");
     Ok(())
 }
 
-#[tokio::test]
-async fn forged_incident_pushes_are_rejected_and_change_nothing() -> TestResult {
-    let server = TestServer::new().await?;
+async fn forged_incident_pushes_are_rejected_and_change_nothing(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let alice = server.phone("guard-a").await?;
     let bob = server.phone("guard-b").await?;
     let mut theirs = Replica::report(&alice, "door forced")?;
     let resp = server.sync(&alice.request(vec![theirs.push()?])).await?;
     theirs.apply(&resp)?;
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
 
     // Alice's unsynced incident, pushed by Bob: her actor's changes.
     let mut hers = Replica::report(&alice, "window broken")?;
@@ -298,7 +300,7 @@ async fn forged_incident_pushes_are_rejected_and_change_nothing() -> TestResult 
         ]
     );
     assert!(resp.incidents.is_empty(), "{:?}", resp.incidents);
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
 
     // A valid push beside a forged one lands; the forged one still leaves no trace.
     let mut own = Replica::report(&bob, "spill in aisle 4")?;
@@ -314,20 +316,21 @@ async fn forged_incident_pushes_are_rejected_and_change_nothing() -> TestResult 
     ));
     assert!(matches!(resp.docs[1].outcome, DocOutcome::Accepted { .. }));
     own.apply(&resp)?;
-    assert_eq!(server.count("SELECT COUNT(*) FROM incidents")?, 2);
+    assert_eq!(server.count("SELECT COUNT(*) FROM incidents").await?, 2);
     assert_eq!(
-        server.count(&format!(
-            "SELECT COUNT(*) FROM incidents WHERE incident_id = '{}'",
-            hers.id()
-        ))?,
+        server
+            .count(&format!(
+                "SELECT COUNT(*) FROM incidents WHERE incident_id = '{}'",
+                hers.id()
+            ))
+            .await?,
         0
     );
     Ok(())
 }
 
-#[tokio::test]
-async fn a_device_gets_its_open_incidents_whole_and_no_one_elses() -> TestResult {
-    let server = TestServer::new().await?;
+async fn a_device_gets_its_open_incidents_whole_and_no_one_elses(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let alice = server.phone("guard-a").await?;
     let bob = server.phone("guard-b").await?;
     let mut reported = Replica::report(&alice, "door forced")?;
@@ -381,9 +384,10 @@ fn note_texts(state: &serde_json::Value) -> Vec<String> {
 
 /// The control room works an incident while the reporting phone edits it offline: both sides'
 /// entries survive on both, and the phone is sent only the control room's changes.
-#[tokio::test]
-async fn an_operators_action_and_a_phones_offline_edit_both_survive() -> TestResult {
-    let server = TestServer::new().await?;
+async fn an_operators_action_and_a_phones_offline_edit_both_survive(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let phone = server.phone("guard-1").await?;
     let mut replica = Replica::report(&phone, "car alarm in bay 12")?;
     let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
@@ -452,9 +456,10 @@ async fn an_operators_action_and_a_phones_offline_edit_both_survive() -> TestRes
     Ok(())
 }
 
-#[tokio::test]
-async fn an_assigned_incident_reaches_the_assignees_phone_while_it_is_open() -> TestResult {
-    let server = TestServer::new().await?;
+async fn an_assigned_incident_reaches_the_assignees_phone_while_it_is_open(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let alice = server.phone("guard-a").await?;
     let bob = server.phone("guard-b").await?;
     let carol = server.phone("guard-c").await?;
@@ -518,9 +523,8 @@ async fn an_assigned_incident_reaches_the_assignees_phone_while_it_is_open() -> 
     Ok(())
 }
 
-#[tokio::test]
-async fn incidents_are_listed_newest_first_and_filtered_by_status() -> TestResult {
-    let server = TestServer::new().await?;
+async fn incidents_are_listed_newest_first_and_filtered_by_status(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let phone = server.phone("guard-1").await?;
     let mut ids = Vec::new();
     for n in 0..3 {
@@ -563,15 +567,16 @@ async fn incidents_are_listed_newest_first_and_filtered_by_status() -> TestResul
     Ok(())
 }
 
-#[tokio::test]
-async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> TestResult {
-    let server = TestServer::new().await?;
+async fn control_room_incident_calls_refuse_bad_input_and_change_nothing(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let phone = server.phone("guard-1").await?;
     let mut replica = Replica::report(&phone, "broken window")?;
     server.sync(&phone.request(vec![replica.push()?])).await?;
     let id = replica.id();
     let actions = format!("{}/actions", incident_uri(id));
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
 
     for (uri, status, code) in [
         (
@@ -709,11 +714,11 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
             "{name}"
         );
     }
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
 
     // After a dispatch, acknowledging is refused with the core's words.
     act(&server, id, json!({"action": "dispatch", "by": "a"})).await?;
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
     let (status, body) = server
         .send_json(
             "POST",
@@ -726,15 +731,14 @@ async fn control_room_incident_calls_refuse_bad_input_and_change_nothing() -> Te
         body["message"],
         "incident is dispatched; it cannot be acknowledged"
     );
-    assert_eq!(server.snapshot()?, before);
+    assert_eq!(server.snapshot().await?, before);
     Ok(())
 }
 
 /// Operator notes and phone notes sent at the same moment, many times over: the writes of one
 /// incident are serialised, so none is lost.
-#[tokio::test]
-async fn simultaneous_writes_to_one_incident_all_land() -> TestResult {
-    let server = TestServer::new().await?;
+async fn simultaneous_writes_to_one_incident_all_land(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let phone = server.phone("guard-1").await?;
     let mut replica = Replica::report(&phone, "water leak")?;
     let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
@@ -763,3 +767,14 @@ async fn simultaneous_writes_to_one_incident_all_land() -> TestResult {
     assert_eq!(replica.doc.state()?.notes.len(), 40);
     Ok(())
 }
+
+crate::on_every_backend!(
+    incident_pushes_are_merged_and_answered_in_the_requests_order,
+    forged_incident_pushes_are_rejected_and_change_nothing,
+    a_device_gets_its_open_incidents_whole_and_no_one_elses,
+    an_operators_action_and_a_phones_offline_edit_both_survive,
+    an_assigned_incident_reaches_the_assignees_phone_while_it_is_open,
+    incidents_are_listed_newest_first_and_filtered_by_status,
+    control_room_incident_calls_refuse_bad_input_and_change_nothing,
+    simultaneous_writes_to_one_incident_all_land,
+);

@@ -98,7 +98,7 @@ fn value(metrics: &BTreeMap<String, f64>, series: &str) -> u64 {
 
 #[tokio::test]
 async fn a_sync_counts_bodies_and_domain_events() -> TestResult {
-    let server = TestServer::new().await?;
+    let server = TestServer::sqlite().await?;
     let metrics = server.state.metrics.clone();
     let mut phone = server.phone("guard-1").await?;
     phone.scan("cp-1")?;
@@ -197,7 +197,7 @@ struct Running {
 
 impl Running {
     async fn start() -> Result<Self, Error> {
-        let server = TestServer::new().await?;
+        let server = TestServer::sqlite().await?;
         let metrics = server.state.metrics.clone();
         let api_listener = TcpListener::bind("127.0.0.1:0").await?;
         let side_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -327,7 +327,7 @@ async fn wire_counters_see_every_byte_and_the_side_port_is_not_counted() -> Test
 
 #[tokio::test]
 async fn feed_pages_count_as_response_body() -> TestResult {
-    let server = TestServer::new().await?;
+    let server = TestServer::sqlite().await?;
     let before = server.state.metrics.snapshot();
     let (status, _, body) = server
         .call(

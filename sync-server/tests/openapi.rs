@@ -43,7 +43,7 @@ fn operations(doc: &Value) -> Result<BTreeSet<(String, String)>, Error> {
 
 #[tokio::test]
 async fn openapi_json_is_an_openapi_3_document() -> TestResult {
-    let server = TestServer::new().await?;
+    let server = TestServer::new(common::Backend::sqlite()?).await?;
     let doc = document(&server).await?;
     let version = doc["openapi"].as_str().ok_or("no openapi version")?;
     assert!(version.starts_with("3."), "{version}");
@@ -137,7 +137,7 @@ async fn openapi_json_is_an_openapi_3_document() -> TestResult {
 
 #[tokio::test]
 async fn the_document_lists_exactly_the_routes() -> TestResult {
-    let server = TestServer::new().await?;
+    let server = TestServer::new(common::Backend::sqlite()?).await?;
     let documented = operations(&document(&server).await?)?;
     let routed: BTreeSet<(String, String)> = patrol_server::api::routes()
         .into_iter()
@@ -158,7 +158,7 @@ async fn the_document_lists_exactly_the_routes() -> TestResult {
 
 #[tokio::test]
 async fn every_documented_operation_reaches_a_handler() -> TestResult {
-    let server = TestServer::new().await?;
+    let server = TestServer::new(common::Backend::sqlite()?).await?;
     let doc = document(&server).await?;
     for (method, path) in operations(&doc)? {
         let op = &doc["paths"][path.as_str()][method.to_lowercase()];

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{SITE, TestResult, TestServer};
+use common::{Backend, SITE, TestResult, TestServer};
 use patrol_core::ShiftId;
 use patrol_core::protocol::{DocOutcome, DocRef, RejectCode, SyncRequest};
 
@@ -39,9 +39,8 @@ fn new_events(outcome: &DocOutcome) -> u32 {
 /// merge in parallel from the same stored version, so most of them find the log changed when
 /// they come to write and merge again. Nothing is lost, nothing is projected twice, and every
 /// event is counted new exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_pushes_of_one_log_converge_without_duplicates() -> TestResult {
-    let server = TestServer::new().await?;
+async fn concurrent_pushes_of_one_log_converge_without_duplicates(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut phones = Vec::new();
     for p in 0..6 {
         phones.push(server.phone(&format!("guard-{p}")).await?);
@@ -100,7 +99,7 @@ async fn concurrent_pushes_of_one_log_converge_without_duplicates() -> TestResul
     );
     assert_eq!(counted_new, recorded.len() as u64);
     assert_eq!(
-        server.count("SELECT COUNT(*) FROM docs")?,
+        server.count("SELECT COUNT(*) FROM docs").await?,
         phones.len() as i64
     );
 
@@ -143,9 +142,8 @@ async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Out
 
 /// The same log twice in one request (an older and a newer push): the second is merged on top
 /// of the first within the request's transaction.
-#[tokio::test]
-async fn one_log_twice_in_a_request_lands_once() -> TestResult {
-    let server = TestServer::new().await?;
+async fn one_log_twice_in_a_request_lands_once(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut phone = server.phone("guard-1").await?;
     for k in 0..10 {
         phone.scan(&format!("cp-{k}"))?;
@@ -162,16 +160,17 @@ async fn one_log_twice_in_a_request_lands_once() -> TestResult {
     assert_eq!(counted, vec![11, 10, 0]);
     assert_eq!(phone.on_accepted(&answer.docs[2].outcome), 0);
     assert_eq!(feed_ids(&server).await?.len(), 21);
-    assert_eq!(server.count("SELECT COUNT(*) FROM docs")?, 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM docs").await?, 1);
     Ok(())
 }
 
 /// A request with a rejected document and an accepted one: the accepted log, its events and
 /// the device's row commit; the rejected document leaves no trace. A request whose documents
 /// are all rejected still records the device's sync.
-#[tokio::test]
-async fn a_rejected_document_does_not_hold_back_the_accepted_one_or_the_device_row() -> TestResult {
-    let server = TestServer::new().await?;
+async fn a_rejected_document_does_not_hold_back_the_accepted_one_or_the_device_row(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let mut alice = server.phone("guard-a").await?;
     alice.scan("cp-1")?;
     let mut bob = server.phone("guard-b").await?;
@@ -203,8 +202,8 @@ async fn a_rejected_document_does_not_hold_back_the_accepted_one_or_the_device_r
     let ids = feed_ids(&server).await?;
     let bob_ids: Vec<String> = bob.recorded.iter().map(|id| id.to_string()).collect();
     assert_eq!(ids, bob_ids);
-    assert_eq!(server.count("SELECT COUNT(*) FROM docs")?, 1);
-    assert_eq!(server.count("SELECT COUNT(*) FROM doc_chunks")?, 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM docs").await?, 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM doc_chunks").await?, 1);
     let (_, devices) = server
         .get_json(&format!("/api/v1/sites/{SITE}/devices"))
         .await?;
@@ -243,9 +242,8 @@ async fn a_rejected_document_does_not_hold_back_the_accepted_one_or_the_device_r
 }
 
 /// With one sync admitted at a time, concurrent requests queue and all land.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_beyond_the_admission_limit_wait_and_land() -> TestResult {
-    let mut server = TestServer::new().await?;
+async fn requests_beyond_the_admission_limit_wait_and_land(backend: Backend) -> TestResult {
+    let mut server = TestServer::new(backend).await?;
     server.state = server.state.clone().with_max_concurrent_syncs(1);
     let mut phones = Vec::new();
     let mut requests = Vec::new();
@@ -263,3 +261,10 @@ async fn requests_beyond_the_admission_limit_wait_and_land() -> TestResult {
     assert_eq!(feed_ids(&server).await?.len(), 16);
     Ok(())
 }
+
+crate::on_every_backend!(
+    concurrent_pushes_of_one_log_converge_without_duplicates,
+    one_log_twice_in_a_request_lands_once,
+    a_rejected_document_does_not_hold_back_the_accepted_one_or_the_device_row,
+    requests_beyond_the_admission_limit_wait_and_land,
+);

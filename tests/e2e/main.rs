@@ -3,6 +3,7 @@
 
 mod auth;
 mod crash;
+mod instances;
 mod offline_shift;
 mod server_crash;
 mod working_together;

@@ -1,5 +1,5 @@
-//! Storage of the canonical site record, behind one trait so that backends (embedded SQLite now,
-//! PostgreSQL later) are interchangeable. Everything SQL-specific stays inside a backend; the
+//! Storage of the canonical site record, behind one trait so that backends (embedded SQLite,
+//! PostgreSQL) are interchangeable. Everything SQL-specific stays inside a backend; the
 //! merge of a pushed shift log into the stored document is shared by all of them ([`merge`]).
 //!
 //! Contract every backend keeps:
@@ -21,10 +21,14 @@
 //!   greater than the last one accepted from it, checked in the request's transaction; the
 //!   accepted seq is recorded in that transaction ([`SyncRefusal`] otherwise, nothing applied).
 //! - Tokens are stored only as their SHA-256 ([`TokenHash`]); lookups are by that digest.
+//! - [`Store::subscribe`] wakes a site's readers after every commit that added events to it,
+//!   whichever process committed them (PostgreSQL: `LISTEN`/`NOTIFY`, see [`postgres`]).
 
 pub mod event_json;
 pub mod incident;
 pub mod merge;
+pub mod notify;
+pub mod postgres;
 pub mod sqlite;
 
 use std::fmt;
@@ -419,6 +423,13 @@ pub enum StoreError {
     Encode(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The driver's message with its causes (its own `Display` leaves them out).
+    #[error("postgres: {}", postgres_message(.0))]
+    Postgres(tokio_postgres::Error),
+    #[error("postgres connection pool: {0}")]
+    Pool(String),
+    #[error("invalid database URL: {0}")]
+    DatabaseUrl(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage task failed: {0}")]
@@ -427,6 +438,24 @@ pub enum StoreError {
     Closed,
     #[error("commit failed: {0}")]
     Commit(String),
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Postgres(e)
+    }
+}
+
+/// `e` and each of its causes, joined by `: `.
+fn postgres_message(e: &tokio_postgres::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
 }
 
 /// The canonical site record.
@@ -603,4 +632,11 @@ pub trait Store: Send + Sync + fmt::Debug {
         device: DeviceId,
         at_ms: i64,
     ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>>;
+
+    /// Wakes on the site's new events: after each commit that added events to the site's feed,
+    /// in this process or (PostgreSQL) any other sharing the database, the receiver gets the
+    /// last sequence number committed. A hint, not a delivery: read
+    /// [`Store::events_after`] from your own cursor (see [`notify`]). A receiver made before a
+    /// write wakes for it.
+    fn subscribe(&self, site: SiteId) -> tokio::sync::broadcast::Receiver<u64>;
 }

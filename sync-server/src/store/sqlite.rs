@@ -44,6 +44,7 @@ use super::merge::{
     ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_shift_log,
     shift_log_doc_id,
 };
+use super::notify::Notifier;
 use super::{
     AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceCredential, DeviceStatus,
     DeviceSync, EnrollRefusal, Enrollment, EventPage, FILTER_SCAN_LIMIT, FeedFilter, IncidentList,
@@ -117,6 +118,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Stamps operators' incident entries.
     clock: Arc<ServerClock>,
+    /// Subscribers to sites' new events, woken by the writer thread after each commit.
+    notifier: Arc<Notifier>,
 }
 
 /// The SQLite store. Cheap to clone; clones share the connections and threads, which end once
@@ -149,9 +152,19 @@ impl SqliteStore {
         let recent_ids = u64::try_from(recent_ids).unwrap_or(0);
         let checkpointer = spawn_checkpointer(&path)?;
         let (writer_tx, writer_rx) = mpsc::channel();
+        let notifier = Arc::new(Notifier::default());
+        let writer_notifier = Arc::clone(&notifier);
         std::thread::Builder::new()
             .name("patrol-writer".into())
-            .spawn(move || writer_thread(writer, writer_rx, checkpointer, recent_ids))?;
+            .spawn(move || {
+                writer_thread(
+                    writer,
+                    writer_rx,
+                    checkpointer,
+                    recent_ids,
+                    &writer_notifier,
+                )
+            })?;
         let (merges_tx, merges_rx) = mpsc::channel();
         let merges_rx = Arc::new(Mutex::new(merges_rx));
         for i in 0..cpus() {
@@ -168,6 +181,7 @@ impl SqliteStore {
                 merging: Semaphore::new(MERGING_PER_CPU * cpus()),
                 readers: Mutex::new(Vec::new()),
                 clock: Arc::new(ServerClock::default()),
+                notifier,
             }),
         })
     }
@@ -328,6 +342,7 @@ fn writer_thread(
     jobs: mpsc::Receiver<WriterJob>,
     checkpointer: SyncSender<()>,
     mut recent_ids: u64,
+    notifier: &Notifier,
 ) {
     let mut next = None;
     let mut last_checkpoint = Instant::now();
@@ -355,7 +370,7 @@ fn writer_thread(
                     }
                 }
                 run_caught("a group commit", || {
-                    recent_ids += commit_jobs(&mut conn, &folded, group);
+                    recent_ids += commit_jobs(&mut conn, &folded, group, notifier);
                 });
                 if recent_ids >= FOLD_EVENT_IDS_AT {
                     run_caught("a fold of event ids", || {
@@ -817,16 +832,25 @@ struct WriteJob {
 /// and answers each once it committed. A request with conflicts writes nothing and does not
 /// disturb the others. If the transaction fails, its requests are written again one by one, so
 /// that a request that cannot be written fails alone. Returns how many events it added.
-fn commit_jobs(conn: &mut Connection, folded: &FoldedFilter, mut jobs: Vec<WriteJob>) -> u64 {
+fn commit_jobs(
+    conn: &mut Connection,
+    folded: &FoldedFilter,
+    mut jobs: Vec<WriteJob>,
+    notifier: &Notifier,
+) -> u64 {
     match write_jobs(conn, folded, &mut jobs) {
         Ok(wrote) => {
             let mut added = 0;
+            let mut sites_added: Vec<SiteId> = Vec::new();
             for (job, wrote) in jobs.into_iter().zip(wrote) {
                 let answer = match wrote {
                     Wrote::Committed(outcomes) => {
                         for outcome in &outcomes {
                             if let DocOutcome::Accepted { new_events, .. } = outcome {
                                 added += u64::from(*new_events);
+                                if *new_events > 0 && !sites_added.contains(&job.batch.site) {
+                                    sites_added.push(job.batch.site.clone());
+                                }
                             }
                         }
                         Written::Committed(outcomes)
@@ -840,12 +864,13 @@ fn commit_jobs(conn: &mut Connection, folded: &FoldedFilter, mut jobs: Vec<Write
                 // The request may have given up waiting (its connection closed).
                 let _ = job.done.send(Ok(answer));
             }
+            notify_sites(conn, notifier, &sites_added);
             added
         }
         Err(e) if jobs.len() > 1 => {
             tracing::warn!(error = %e, requests = jobs.len(), "a group commit failed; writing its requests one by one");
             jobs.into_iter()
-                .map(|job| commit_jobs(conn, folded, vec![job]))
+                .map(|job| commit_jobs(conn, folded, vec![job], notifier))
                 .sum()
         }
         Err(e) => {
@@ -853,6 +878,21 @@ fn commit_jobs(conn: &mut Connection, folded: &FoldedFilter, mut jobs: Vec<Write
                 let _ = job.done.send(Err(e));
             }
             0
+        }
+    }
+}
+
+/// Wakes the subscribers of `sites` after a commit that added events to them, with each site's
+/// last sequence number (read after the commit, so it covers every event committed by then).
+fn notify_sites(conn: &Connection, notifier: &Notifier, sites: &[SiteId]) {
+    for site in sites {
+        let last = conn
+            .prepare_cached("SELECT next_seq - 1 FROM sites WHERE site_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([site.as_str()], |r| r.get::<_, i64>(0)));
+        match last {
+            Ok(last) => notifier.notify(site.as_str(), u64::try_from(last).unwrap_or(0)),
+            // Subscribers then wake at the next commit; their cursors lose nothing.
+            Err(e) => tracing::warn!(error = %e, %site, "cannot read the last seq to notify"),
         }
     }
 }
@@ -1644,6 +1684,10 @@ impl Store for SqliteStore {
             tx.commit()?;
             Ok(credential)
         }))
+    }
+
+    fn subscribe(&self, site: SiteId) -> tokio::sync::broadcast::Receiver<u64> {
+        self.inner.notifier.subscribe(site)
     }
 }
 

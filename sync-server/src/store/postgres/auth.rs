@@ -1,0 +1,349 @@
+//! Users, enrollment codes and device credentials on PostgreSQL (migration 0003). Only token
+//! hashes are stored; lookups are by hash, and the caller compares again in constant time.
+
+use std::str::FromStr;
+
+use deadpool_postgres::GenericClient;
+use patrol_core::{DeviceId, SiteId};
+use tokio_postgres::Row;
+
+use super::{execute, get_site, query, query_opt, to_i64};
+use crate::auth::TokenHash;
+use crate::store::{
+    DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, NewUser, Scope, StoreError,
+    SyncBatch, SyncRefusal, User,
+};
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::CorruptData(what.to_string())
+}
+
+fn read_hash(bytes: &[u8], what: &str) -> Result<TokenHash, StoreError> {
+    TokenHash::from_slice(bytes).ok_or_else(|| corrupt(format!("{what} is not 32 bytes")))
+}
+
+fn read_site_id(s: &str) -> Result<SiteId, StoreError> {
+    SiteId::new(s).map_err(|e| corrupt(format!("site id {s:?}: {e}")))
+}
+
+fn read_device_id(s: &str) -> Result<DeviceId, StoreError> {
+    DeviceId::from_str(s).map_err(|e| corrupt(format!("device id {s:?}: {e}")))
+}
+
+const USER_COLUMNS: &str =
+    "user_id, name, role, all_sites, created_at, created_by, revoked_at, token_hash";
+
+/// A `users` row read with [`USER_COLUMNS`], its sites read from `user_sites`.
+async fn read_user<C: GenericClient>(c: &C, row: &Row) -> Result<(User, TokenHash), StoreError> {
+    let id: String = row.try_get(0)?;
+    let role: String = row.try_get(2)?;
+    let all_sites: bool = row.try_get(3)?;
+    let hash = read_hash(row.try_get(7)?, "a token hash")?;
+    let scope = if all_sites {
+        Scope::AllSites
+    } else {
+        let rows = query(
+            c,
+            "SELECT site_id FROM user_sites WHERE user_id = $1 ORDER BY site_id",
+            &[&id],
+        )
+        .await?;
+        let mut sites = Vec::with_capacity(rows.len());
+        for r in rows {
+            sites.push(read_site_id(r.try_get(0)?)?);
+        }
+        Scope::Sites(sites)
+    };
+    let user = User {
+        role: role.parse().map_err(corrupt)?,
+        name: row.try_get(1)?,
+        scope,
+        created_at_ms: row.try_get(4)?,
+        created_by: row.try_get(5)?,
+        revoked_at_ms: row.try_get(6)?,
+        id,
+    };
+    Ok((user, hash))
+}
+
+async fn user_by_id<C: GenericClient>(c: &C, id: &str) -> Result<Option<User>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE user_id = $1");
+    match query_opt(c, &sql, &[&id]).await? {
+        Some(row) => Ok(Some(read_user(c, &row).await?.0)),
+        None => Ok(None),
+    }
+}
+
+/// Creates a user and its sites inside `tx`.
+pub(super) async fn create_user<C: GenericClient>(
+    tx: &C,
+    new: NewUser,
+) -> Result<User, StoreError> {
+    let NewUser { user, token_hash } = new;
+    let sites: &[SiteId] = match &user.scope {
+        Scope::AllSites => &[],
+        Scope::Sites(sites) => sites,
+    };
+    for site in sites {
+        if get_site(tx, site).await?.is_none() {
+            return Err(StoreError::UnknownSite(site.clone()));
+        }
+    }
+    let inserted = execute(
+        tx,
+        "INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (name) DO NOTHING",
+        &[
+            &user.id,
+            &user.name,
+            &user.role.as_str(),
+            &(user.scope == Scope::AllSites),
+            &token_hash.0.as_slice(),
+            &user.created_at_ms,
+            &user.created_by,
+        ],
+    )
+    .await?;
+    if inserted == 0 {
+        return Err(StoreError::UserExists(user.name));
+    }
+    for site in sites {
+        execute(
+            tx,
+            "INSERT INTO user_sites (site_id, user_id) VALUES ($1, $2)",
+            &[&site.as_str(), &user.id],
+        )
+        .await?;
+    }
+    Ok(user)
+}
+
+pub(super) async fn users<C: GenericClient>(c: &C) -> Result<Vec<User>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, user_id");
+    let rows = query(c, &sql, &[]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(read_user(c, row).await?.0);
+    }
+    Ok(out)
+}
+
+pub(super) async fn user_by_token<C: GenericClient>(
+    c: &C,
+    hash: &TokenHash,
+) -> Result<Option<(User, TokenHash)>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE token_hash = $1");
+    match query_opt(c, &sql, &[&hash.0.as_slice()]).await? {
+        Some(row) => Ok(Some(read_user(c, &row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// Revokes a user (the first revocation time stands).
+pub(super) async fn revoke_user<C: GenericClient>(
+    tx: &C,
+    id: &str,
+    at_ms: i64,
+) -> Result<Option<User>, StoreError> {
+    execute(
+        tx,
+        "UPDATE users SET revoked_at = COALESCE(revoked_at, $2) WHERE user_id = $1",
+        &[&id, &at_ms],
+    )
+    .await?;
+    user_by_id(tx, id).await
+}
+
+pub(super) async fn create_enrollment_code<C: GenericClient>(
+    c: &C,
+    code: NewEnrollmentCode,
+) -> Result<(), StoreError> {
+    if get_site(c, &code.site).await?.is_none() {
+        return Err(StoreError::UnknownSite(code.site));
+    }
+    execute(
+        c,
+        "INSERT INTO enrollment_codes (site_id, code_hash, created_by, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &code.site.as_str(),
+            &code.code_hash.0.as_slice(),
+            &code.created_by,
+            &code.created_at_ms,
+            &code.expires_at_ms,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Uses an enrollment code and stores the device's credential inside `tx`. The code's row is
+/// locked, so two devices racing with one code cannot both enroll.
+pub(super) async fn enroll_device<C: GenericClient>(
+    tx: &C,
+    e: Enrollment,
+) -> Result<DeviceCredential, StoreError> {
+    let row = query_opt(
+        tx,
+        "SELECT site_id, code_hash, expires_at, used_at FROM enrollment_codes
+         WHERE code_hash = $1 FOR NO KEY UPDATE",
+        &[&e.code_hash.0.as_slice()],
+    )
+    .await?;
+    let Some(row) = row else {
+        return Err(StoreError::Enrollment(EnrollRefusal::Unknown));
+    };
+    let site: String = row.try_get(0)?;
+    if !read_hash(row.try_get(1)?, "a code hash")?.matches(&e.code_hash) {
+        return Err(StoreError::Enrollment(EnrollRefusal::Unknown));
+    }
+    let expires_at_ms: i64 = row.try_get(2)?;
+    if let Some(used_at_ms) = row.try_get::<_, Option<i64>>(3)? {
+        return Err(StoreError::Enrollment(EnrollRefusal::Used { used_at_ms }));
+    }
+    if e.now_ms >= expires_at_ms {
+        return Err(StoreError::Enrollment(EnrollRefusal::Expired {
+            expired_at_ms: expires_at_ms,
+        }));
+    }
+    let device = e.device.to_string();
+    execute(
+        tx,
+        "UPDATE enrollment_codes SET used_at = $3, device_id = $4
+         WHERE site_id = $1 AND code_hash = $2",
+        &[&site, &e.code_hash.0.as_slice(), &e.now_ms, &device],
+    )
+    .await?;
+    execute(
+        tx,
+        "INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at)
+         VALUES ($1, $2, $3, $4)",
+        &[&site, &device, &e.credential_hash.0.as_slice(), &e.now_ms],
+    )
+    .await?;
+    Ok(DeviceCredential {
+        site: read_site_id(&site)?,
+        device: e.device,
+        enrolled_at_ms: e.now_ms,
+        revoked_at_ms: None,
+        last_request_seq: 0,
+    })
+}
+
+const DEVICE_CREDENTIAL_COLUMNS: &str =
+    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash";
+
+fn read_device_credential(row: &Row) -> Result<(DeviceCredential, TokenHash), StoreError> {
+    let last: i64 = row.try_get(4)?;
+    let credential = DeviceCredential {
+        site: read_site_id(row.try_get(0)?)?,
+        device: read_device_id(row.try_get(1)?)?,
+        enrolled_at_ms: row.try_get(2)?,
+        revoked_at_ms: row.try_get(3)?,
+        last_request_seq: u64::try_from(last).unwrap_or(0),
+    };
+    let hash = read_hash(row.try_get(5)?, "a credential hash")?;
+    Ok((credential, hash))
+}
+
+pub(super) async fn device_by_credential<C: GenericClient>(
+    c: &C,
+    hash: &TokenHash,
+) -> Result<Option<(DeviceCredential, TokenHash)>, StoreError> {
+    let sql = format!(
+        "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials WHERE credential_hash = $1"
+    );
+    match query_opt(c, &sql, &[&hash.0.as_slice()]).await? {
+        Some(row) => Ok(Some(read_device_credential(&row)?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn device_credentials<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+) -> Result<Option<Vec<DeviceCredential>>, StoreError> {
+    if get_site(c, site).await?.is_none() {
+        return Ok(None);
+    }
+    let sql = format!(
+        "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials
+         WHERE site_id = $1 ORDER BY device_id"
+    );
+    let rows = query(c, &sql, &[&site.as_str()]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(read_device_credential(row)?.0);
+    }
+    Ok(Some(out))
+}
+
+/// Revokes a device's credential (the first revocation time stands).
+pub(super) async fn revoke_device<C: GenericClient>(
+    tx: &C,
+    site: &SiteId,
+    device: &DeviceId,
+    at_ms: i64,
+) -> Result<Option<DeviceCredential>, StoreError> {
+    let device = device.to_string();
+    execute(
+        tx,
+        "UPDATE device_credentials SET revoked_at = COALESCE(revoked_at, $3)
+         WHERE site_id = $1 AND device_id = $2",
+        &[&site.as_str(), &device, &at_ms],
+    )
+    .await?;
+    let sql = format!(
+        "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials
+         WHERE site_id = $1 AND device_id = $2"
+    );
+    match query_opt(tx, &sql, &[&site.as_str(), &device]).await? {
+        Some(row) => Ok(Some(read_device_credential(&row)?.0)),
+        None => Ok(None),
+    }
+}
+
+/// Why the device may not sync `batch`, if it may not: no credential on the site, a revoked
+/// one, or a request seq not greater than the last accepted. Locks the credential's row until
+/// the transaction ends, so that one device's requests are checked and recorded one at a time
+/// whichever instance they reach.
+pub(super) async fn sync_refusal<C: GenericClient>(
+    tx: &C,
+    batch: &SyncBatch,
+) -> Result<Option<SyncRefusal>, StoreError> {
+    let row = query_opt(
+        tx,
+        "SELECT last_request_seq, revoked_at FROM device_credentials
+         WHERE site_id = $1 AND device_id = $2 FOR NO KEY UPDATE",
+        &[&batch.site.as_str(), &batch.device.to_string()],
+    )
+    .await?;
+    let Some(row) = row else {
+        return Ok(Some(SyncRefusal::NotEnrolled));
+    };
+    if row.try_get::<_, Option<i64>>(1)?.is_some() {
+        return Ok(Some(SyncRefusal::Revoked));
+    }
+    let last = u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0);
+    Ok((batch.request_seq <= last).then_some(SyncRefusal::Replayed { last_seq: last }))
+}
+
+/// Records the request's seq as the device's last accepted, in the request's transaction.
+pub(super) async fn accept_request<C: GenericClient>(
+    tx: &C,
+    batch: &SyncBatch,
+) -> Result<(), StoreError> {
+    execute(
+        tx,
+        "UPDATE device_credentials SET last_request_seq = $3
+         WHERE site_id = $1 AND device_id = $2",
+        &[
+            &batch.site.as_str(),
+            &batch.device.to_string(),
+            &to_i64(batch.request_seq),
+        ],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,554 @@
+//! Incidents, site configurations and alarm acknowledgements on PostgreSQL (migration 0002).
+//!
+//! An incident's read-modify-write locks its row (`SELECT .. FOR NO KEY UPDATE`) in the write
+//! transaction, so a device's push and an operator's action on one incident are serialised on
+//! every instance. A new incident is inserted with `ON CONFLICT DO NOTHING`: if another
+//! transaction created it meanwhile, the push is merged again on top of that one. A request's
+//! incidents are locked in id order, so two requests never wait on each other in a cycle.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use deadpool_postgres::GenericClient;
+use patrol_core::protocol::{AlarmAck, ConfigUpdate, DocOutcome, IncidentUpdate, to_wire};
+use patrol_core::siteconfig::SiteConfig;
+use patrol_core::{DeviceId, EventId, IncidentId, SiteId};
+
+use super::{execute, get_site, query, query_one, query_opt, to_i64, to_u64};
+use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
+use crate::store::merge::heads_from_blob;
+use crate::store::{
+    AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentPush, IncidentQuery,
+    OperatorAction, StoreError, StoredConfig,
+};
+
+async fn require_site<C: GenericClient>(c: &C, site: &SiteId) -> Result<(), StoreError> {
+    match get_site(c, site).await? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::UnknownSite(site.clone())),
+    }
+}
+
+fn heads(
+    site: &SiteId,
+    incident: IncidentId,
+    blob: &[u8],
+) -> Result<Vec<automerge::ChangeHash>, StoreError> {
+    heads_from_blob(blob).map_err(|reason| StoreError::CorruptDocument {
+        site: site.clone(),
+        doc: format!("incident {incident}"),
+        reason,
+    })
+}
+
+/// An incident as stored: the document and its heads.
+struct StoredIncident {
+    doc: Vec<u8>,
+    heads: Vec<u8>,
+}
+
+/// The stored incident; with `lock`, its row stays locked until the transaction ends.
+async fn stored_incident<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    incident: IncidentId,
+    lock: bool,
+) -> Result<Option<StoredIncident>, StoreError> {
+    let sql = if lock {
+        "SELECT doc, heads FROM incidents WHERE site_id = $1 AND incident_id = $2
+         FOR NO KEY UPDATE"
+    } else {
+        "SELECT doc, heads FROM incidents WHERE site_id = $1 AND incident_id = $2"
+    };
+    let row = query_opt(c, sql, &[&site.as_str(), &incident.to_string()]).await?;
+    match row {
+        Some(row) => Ok(Some(StoredIncident {
+            doc: row.try_get(0)?,
+            heads: row.try_get(1)?,
+        })),
+        None => Ok(None),
+    }
+}
+
+/// Inserts a new incident's row; `false` if another transaction inserted it first.
+async fn insert_incident<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    incident: IncidentId,
+    row: &IncidentRow,
+    at_ms: i64,
+) -> Result<bool, StoreError> {
+    let inserted = execute(
+        c,
+        "INSERT INTO incidents (site_id, incident_id, doc, heads, status, round, severity,
+             category, assignee, reported_at, created_at, updated_at, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)
+         ON CONFLICT (site_id, incident_id) DO NOTHING",
+        &[
+            &site.as_str(),
+            &incident.to_string(),
+            &row.doc,
+            &row.heads,
+            &row.status,
+            &i64::from(row.round),
+            &row.severity,
+            &row.category,
+            &row.assignee,
+            &row.reported_at_ms,
+            &at_ms,
+            &row.state,
+        ],
+    )
+    .await?;
+    Ok(inserted == 1)
+}
+
+/// Updates a stored (and locked) incident's row; `created_at` stays.
+async fn update_incident<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    incident: IncidentId,
+    row: &IncidentRow,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    execute(
+        c,
+        "UPDATE incidents SET doc = $3, heads = $4, status = $5, round = $6, severity = $7,
+             category = $8, assignee = $9, reported_at = $10, updated_at = $11, state = $12
+         WHERE site_id = $1 AND incident_id = $2",
+        &[
+            &site.as_str(),
+            &incident.to_string(),
+            &row.doc,
+            &row.heads,
+            &row.status,
+            &i64::from(row.round),
+            &row.severity,
+            &row.category,
+            &row.assignee,
+            &row.reported_at_ms,
+            &at_ms,
+            &row.state,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// What one incident push answers.
+struct Answered {
+    outcome: DocOutcome,
+    update: Option<IncidentUpdate>,
+}
+
+/// Merges one incident push inside the write transaction, locking the incident's row.
+async fn merge_incident<C: GenericClient>(
+    tx: &C,
+    sync: &CollabSync,
+    push: &IncidentPush,
+) -> Result<Answered, StoreError> {
+    let site = &sync.site;
+    loop {
+        let stored = stored_incident(tx, site, push.incident, true).await?;
+        let exists = stored.is_some();
+        if let Some(StoredIncident { heads: blob, .. }) = &stored {
+            let server_heads = heads(site, push.incident, blob)?;
+            if incident::up_to_date(push, &server_heads) {
+                let heads = to_wire(&server_heads);
+                return Ok(Answered {
+                    outcome: DocOutcome::Accepted {
+                        heads: heads.clone(),
+                        new_events: 0,
+                        missing_deps: false,
+                    },
+                    update: Some(IncidentUpdate {
+                        incident: push.incident,
+                        heads,
+                        changes: Vec::new(),
+                    }),
+                });
+            }
+        }
+        let bytes = stored.map(|s| s.doc).unwrap_or_default();
+        let mut doc = incident::load(site, push.incident, &bytes, incident::server_actor(site))?;
+        match incident::merge_push(&mut doc, site, sync.device, push) {
+            PushMerge::Rejected(rejection) => {
+                return Ok(Answered {
+                    outcome: DocOutcome::Rejected {
+                        code: rejection.code,
+                        message: rejection.message,
+                    },
+                    update: None,
+                });
+            }
+            PushMerge::Accepted {
+                changed,
+                heads,
+                missing_deps,
+                update,
+            } => {
+                if changed {
+                    let row = incident::row(&mut doc, site, sync.received_at_ms)?;
+                    if exists {
+                        update_incident(tx, site, push.incident, &row, sync.received_at_ms).await?;
+                    } else if !insert_incident(tx, site, push.incident, &row, sync.received_at_ms)
+                        .await?
+                    {
+                        // Created by a concurrent request since the read: merge onto that.
+                        continue;
+                    }
+                    // Only the sending device's changes can be new, so it wrote to the incident.
+                    execute(
+                        tx,
+                        "INSERT INTO incident_participants (site_id, device_id, incident_id)
+                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        &[
+                            &site.as_str(),
+                            &sync.device.to_string(),
+                            &push.incident.to_string(),
+                        ],
+                    )
+                    .await?;
+                }
+                let heads = to_wire(&heads);
+                return Ok(Answered {
+                    outcome: DocOutcome::Accepted {
+                        heads: heads.clone(),
+                        new_events: 0,
+                        missing_deps,
+                    },
+                    update: Some(IncidentUpdate {
+                        incident: push.incident,
+                        heads,
+                        changes: update,
+                    }),
+                });
+            }
+        }
+    }
+}
+
+/// The write transaction of a sync request's incident pushes and its answer.
+pub(super) async fn write_collab<C: GenericClient>(
+    tx: &C,
+    sync: &CollabSync,
+) -> Result<CollabAnswer, StoreError> {
+    require_site(tx, &sync.site).await?;
+    // Merged in incident-id order (the lock order), answered in the request's order.
+    let mut order: Vec<usize> = (0..sync.incidents.len()).collect();
+    order.sort_by_key(|&i| (sync.incidents[i].incident, i));
+    let mut answered: Vec<Option<Answered>> = sync.incidents.iter().map(|_| None).collect();
+    for i in order {
+        answered[i] = Some(merge_incident(tx, sync, &sync.incidents[i]).await?);
+    }
+    let mut answer = CollabAnswer::default();
+    for a in answered.into_iter().flatten() {
+        answer.outcomes.push(a.outcome);
+        answer.incidents.extend(a.update);
+    }
+    let pushed: HashSet<IncidentId> = sync.incidents.iter().map(|p| p.incident).collect();
+    sync_extras(tx, sync, &pushed, &mut answer).await?;
+    Ok(answer)
+}
+
+/// What a sync answers beyond the pushed documents: the open incidents the device takes part in
+/// and did not push (whole), a newer configuration, and acknowledgements of its alarms.
+pub(super) async fn sync_extras<C: GenericClient>(
+    c: &C,
+    sync: &CollabSync,
+    pushed: &HashSet<IncidentId>,
+    answer: &mut CollabAnswer,
+) -> Result<(), StoreError> {
+    let site = &sync.site;
+    let device = sync.device.to_string();
+    let guard = sync.guard.as_ref().map(|g| g.as_str());
+    let rows = query(
+        c,
+        "SELECT incident_id, doc FROM incidents
+         WHERE site_id = $1 AND status <> 'closed' AND (
+             incident_id IN (SELECT incident_id FROM incident_participants
+                             WHERE site_id = $1 AND device_id = $2)
+             OR (assignee IS NOT NULL AND assignee = $3::text))
+         ORDER BY incident_id",
+        &[&site.as_str(), &device, &guard],
+    )
+    .await?;
+    let actor = incident::server_actor(site);
+    for row in rows {
+        let id: String = row.try_get(0)?;
+        let incident = IncidentId::from_str(&id)
+            .map_err(|e| StoreError::CorruptData(format!("incident id {id:?}: {e}")))?;
+        if pushed.contains(&incident) {
+            continue;
+        }
+        let bytes: &[u8] = row.try_get(1)?;
+        let mut doc = incident::load(site, incident, bytes, actor.clone())?;
+        answer.incidents.push(IncidentUpdate {
+            incident,
+            heads: to_wire(&incident::sorted(doc.heads())),
+            changes: doc.changes_since(&[]),
+        });
+    }
+
+    let config = query_opt(
+        c,
+        "SELECT version, config FROM site_configs WHERE site_id = $1 AND version > $2
+         ORDER BY version DESC LIMIT 1",
+        &[&site.as_str(), &to_i64(sync.config_version)],
+    )
+    .await?;
+    if let Some(row) = config {
+        let version: i64 = row.try_get(0)?;
+        answer.config = Some(ConfigUpdate {
+            version: to_u64(version, "config version")?,
+            config: row.try_get(1)?,
+        });
+    }
+
+    if !sync.awaiting_ack.is_empty() {
+        let mut seen = HashSet::new();
+        for event in &sync.awaiting_ack {
+            if !seen.insert(*event) {
+                continue;
+            }
+            let ack = query_opt(
+                c,
+                "SELECT acked_by, acked_at FROM alarm_acks
+                 WHERE site_id = $1 AND event_id = $2 AND device_id = $3",
+                &[&site.as_str(), &event.0.as_bytes().as_slice(), &device],
+            )
+            .await?;
+            if let Some(row) = ack {
+                answer.alarm_acks.push(AlarmAck {
+                    event: *event,
+                    by: row.try_get(0)?,
+                    at_ms: row.try_get(1)?,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn incidents<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    query_: &IncidentQuery,
+) -> Result<IncidentList, StoreError> {
+    require_site(c, site).await?;
+    // One extra row tells whether more follow.
+    let rows = query(
+        c,
+        "SELECT state FROM incidents WHERE site_id = $1 AND ($2::text IS NULL OR status = $2)
+         ORDER BY created_at DESC, incident_id DESC LIMIT $3",
+        &[
+            &site.as_str(),
+            &query_.status.map(|s| s.as_str()),
+            &(i64::from(query_.limit) + 1),
+        ],
+    )
+    .await?;
+    let mut list = IncidentList::default();
+    for row in rows {
+        if list.incidents.len() == query_.limit as usize {
+            list.more = true;
+            break;
+        }
+        list.incidents.push(row.try_get(0)?);
+    }
+    Ok(list)
+}
+
+pub(super) async fn incident_state<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    incident: IncidentId,
+) -> Result<String, StoreError> {
+    let row = query_opt(
+        c,
+        "SELECT state FROM incidents WHERE site_id = $1 AND incident_id = $2",
+        &[&site.as_str(), &incident.to_string()],
+    )
+    .await?;
+    match row {
+        Some(row) => Ok(row.try_get(0)?),
+        None => {
+            require_site(c, site).await?;
+            Err(StoreError::UnknownIncident {
+                site: site.clone(),
+                incident,
+            })
+        }
+    }
+}
+
+pub(super) async fn act_on_incident<C: GenericClient>(
+    tx: &C,
+    action: OperatorAction,
+    clock: &ServerClock,
+) -> Result<String, StoreError> {
+    let OperatorAction {
+        site,
+        incident,
+        user,
+        action,
+        at_ms,
+    } = action;
+    let Some(StoredIncident { doc: bytes, .. }) =
+        stored_incident(tx, &site, incident, true).await?
+    else {
+        require_site(tx, &site).await?;
+        return Err(StoreError::UnknownIncident { site, incident });
+    };
+    let mut doc = incident::load(
+        &site,
+        incident,
+        &bytes,
+        incident::operator_actor(&site, &user),
+    )?;
+    incident::act(&mut doc, &site, &user, action, clock, at_ms)?;
+    let row = incident::row(&mut doc, &site, at_ms)?;
+    update_incident(tx, &site, incident, &row, at_ms).await?;
+    Ok(row.state)
+}
+
+fn decode_config(site: &SiteId, version: i64, bytes: &[u8]) -> Result<SiteConfig, StoreError> {
+    SiteConfig::decode(bytes).map_err(|e| {
+        StoreError::CorruptData(format!("configuration {version} of site {site}: {e}"))
+    })
+}
+
+pub(super) async fn site_config<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+) -> Result<StoredConfig, StoreError> {
+    require_site(c, site).await?;
+    let latest = query_opt(
+        c,
+        "SELECT version, config, created_at FROM site_configs WHERE site_id = $1
+         ORDER BY version DESC LIMIT 1",
+        &[&site.as_str()],
+    )
+    .await?;
+    Ok(match latest {
+        Some(row) => {
+            let version: i64 = row.try_get(0)?;
+            StoredConfig {
+                config: decode_config(site, version, row.try_get(1)?)?,
+                created_at_ms: Some(row.try_get(2)?),
+            }
+        }
+        None => StoredConfig {
+            config: SiteConfig::empty(site.clone()),
+            created_at_ms: None,
+        },
+    })
+}
+
+async fn latest_config_version<C: GenericClient>(c: &C, site: &SiteId) -> Result<u64, StoreError> {
+    let row = query_one(
+        c,
+        "SELECT COALESCE(MAX(version), 0)::bigint FROM site_configs WHERE site_id = $1",
+        &[&site.as_str()],
+    )
+    .await?;
+    to_u64(row.try_get(0)?, "config version")
+}
+
+/// Stores the next configuration version. Each statement stands alone: the version's primary
+/// key decides between two concurrent writers from the same base, and the loser is told stale.
+pub(super) async fn put_site_config<C: GenericClient>(
+    c: &C,
+    mut config: SiteConfig,
+    base_version: u64,
+    at_ms: i64,
+) -> Result<StoredConfig, StoreError> {
+    require_site(c, &config.site).await?;
+    let latest = latest_config_version(c, &config.site).await?;
+    if latest != base_version {
+        return Err(StoreError::StaleConfig {
+            site: config.site,
+            base: base_version,
+            latest,
+        });
+    }
+    config.version = latest + 1;
+    let bytes = config
+        .encode()
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    let json = serde_json::to_string(&config).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let inserted = execute(
+        c,
+        "INSERT INTO site_configs (site_id, version, config, json, created_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site_id, version) DO NOTHING",
+        &[
+            &config.site.as_str(),
+            &to_i64(config.version),
+            &bytes,
+            &json,
+            &at_ms,
+        ],
+    )
+    .await?;
+    if inserted == 0 {
+        let latest = latest_config_version(c, &config.site).await?;
+        return Err(StoreError::StaleConfig {
+            site: config.site,
+            base: base_version,
+            latest,
+        });
+    }
+    Ok(StoredConfig {
+        config,
+        created_at_ms: Some(at_ms),
+    })
+}
+
+/// Records the first acknowledgement of a panic alarm; each statement stands alone (the
+/// primary key keeps the first).
+pub(super) async fn acknowledge_alarm<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    event: EventId,
+    by: &str,
+    at_ms: i64,
+) -> Result<AlarmAckRecord, StoreError> {
+    require_site(c, site).await?;
+    let id: &[u8] = event.0.as_bytes();
+    let panic = query_opt(
+        c,
+        "SELECT device_id FROM events WHERE site_id = $1 AND event_id = $2 AND kind = 'panic'",
+        &[&site.as_str(), &id],
+    )
+    .await?;
+    let Some(panic) = panic else {
+        return Err(StoreError::UnknownAlarm {
+            site: site.clone(),
+            event,
+        });
+    };
+    let device: String = panic.try_get(0)?;
+    execute(
+        c,
+        "INSERT INTO alarm_acks (site_id, event_id, device_id, acked_by, acked_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site_id, event_id) DO NOTHING",
+        &[&site.as_str(), &id, &device, &by, &at_ms],
+    )
+    .await?;
+    let row = query_one(
+        c,
+        "SELECT device_id, acked_by, acked_at FROM alarm_acks
+         WHERE site_id = $1 AND event_id = $2",
+        &[&site.as_str(), &id],
+    )
+    .await?;
+    let device: String = row.try_get(0)?;
+    Ok(AlarmAckRecord {
+        site: site.clone(),
+        event,
+        device: DeviceId::from_str(&device)
+            .map_err(|e| StoreError::CorruptData(format!("device id {device:?}: {e}")))?,
+        by: row.try_get(1)?,
+        at_ms: row.try_get(2)?,
+    })
+}
