@@ -624,6 +624,58 @@ fn incident_edits_on_the_phone_and_in_the_control_room_both_survive() -> TestRes
     Ok(())
 }
 
+/// Found by the deterministic simulation (`patrol-sim`, seed 24): a phone stopped pushing an
+/// incident once it held it closed, and the server sends an incident unpushed only while it is
+/// open, so a note the control room added to the closed incident never reached the phone.
+#[test]
+fn a_closed_incident_still_receives_what_is_written_to_it_later() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    store.start_shift(guard())?;
+    let id = store.report_incident(
+        IncidentReport {
+            incident: IncidentId::generate(),
+            category: IncidentCategory::Dispute,
+            severity: Severity::Low,
+            description: "argument at the gate".into(),
+            location: None,
+        },
+        Vec::new(),
+        RecordOptions::default(),
+    )?;
+    store.act_on_incident(id, IncidentAction::Close)?;
+    sync_once(&mut store, &mut server)?;
+    let closed = store.incident(id)?.ok_or("no incident")?;
+    assert_eq!(closed.state.status, IncidentStatus::Closed);
+    assert!(!closed.pending);
+
+    // The control room notes something on the closed incident.
+    server.incident(id).act(
+        IncidentAction::AddNote("police report filed".into()),
+        Party::Operator {
+            user: "anna".into(),
+        },
+        patrol_core::Hlc::default(),
+        3,
+    )?;
+    let push = store.prepare_sync()?;
+    assert!(
+        push.request
+            .docs
+            .iter()
+            .any(|d| d.doc == DocRef::Incident(id) && d.changes.is_empty()),
+        "a closed incident with nothing to send is pushed heads-only"
+    );
+    let response = server.answer(&push.request);
+    store.complete_sync(push, &response)?;
+    let phone = store.incident(id)?.ok_or("no incident")?;
+    assert_eq!(phone.state, server.incident(id).state()?);
+    assert_eq!(phone.state.notes.len(), 1);
+    assert!(!phone.pending);
+    Ok(())
+}
+
 #[test]
 fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -382,6 +382,77 @@ fn note_texts(state: &serde_json::Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A phone holding an incident closed pushes it heads-only; such a request writes nothing (it is
+/// answered from a read connection) and brings down what was written after the close.
+#[tokio::test]
+async fn a_heads_only_push_of_a_closed_incident_gets_what_was_written_after() -> TestResult {
+    let server = TestServer::new().await?;
+    let phone = server.phone("guard-1").await?;
+    let mut replica = Replica::report(&phone, "window broken at the side door")?;
+    let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
+    replica.apply(&resp)?;
+    act(
+        &server,
+        replica.id(),
+        json!({"action": "close", "by": "op-anna"}),
+    )
+    .await?;
+    let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
+    replica.apply(&resp)?;
+    assert_eq!(replica.doc.state()?.status, IncidentStatus::Closed);
+
+    // Closed, and still written to: a note and an assignee.
+    act(
+        &server,
+        replica.id(),
+        json!({"action": "add_note", "text": "glazier booked", "by": "op-anna"}),
+    )
+    .await?;
+    act(
+        &server,
+        replica.id(),
+        json!({"action": "assign", "to": "guard-2", "by": "op-anna"}),
+    )
+    .await?;
+    let before = server.snapshot()?;
+    let push = replica.push()?;
+    assert!(push.changes.is_empty(), "nothing to send: heads only");
+    let resp = server.sync(&phone.request(vec![push])).await?;
+    assert_eq!(
+        server.snapshot()?,
+        before,
+        "a heads-only push writes nothing"
+    );
+    assert!(matches!(
+        resp.docs[0].outcome,
+        DocOutcome::Accepted {
+            missing_deps: false,
+            ..
+        }
+    ));
+    replica.apply(&resp)?;
+    let (status, room) = server.get_json(&incident_uri(replica.id())).await?;
+    assert_eq!(status, StatusCode::OK);
+    let state = replica.doc.state()?;
+    assert_eq!(state.status, IncidentStatus::Closed);
+    assert_eq!(state.assignee.as_deref(), Some("guard-2"));
+    assert_eq!(
+        state
+            .notes
+            .iter()
+            .map(|n| n.text.clone())
+            .collect::<Vec<_>>(),
+        note_texts(&room)
+    );
+
+    // Up to date now: the same push is answered with the same heads and nothing to merge.
+    let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
+    let update = update_for(&resp, replica.id()).ok_or("no update")?;
+    assert!(update.changes.is_empty());
+    assert_eq!(update.heads, replica.sorted_heads());
+    Ok(())
+}
+
 /// The control room works an incident while the reporting phone edits it offline: both sides'
 /// entries survive on both, and the phone is sent only the control room's changes.
 async fn an_operators_action_and_a_phones_offline_edit_both_survive(

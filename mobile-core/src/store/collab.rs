@@ -325,25 +325,25 @@ impl DeviceStore {
         Ok(out)
     }
 
-    /// Pushes for the incidents to sync: those with changes to send and those still open
-    /// (an empty push asks the server for what the phone lacks).
+    /// Pushes for every incident held: its changes to send, or none (a heads-only push asks the
+    /// server for what the phone lacks). Closed ones too: the control room and other guards may
+    /// still write to a closed incident (a note, an assignee, a reopen), and the server sends an
+    /// incident to a phone only when the phone pushes it, or when it is open and the phone takes
+    /// part in it.
     pub(super) fn incident_pushes(&self) -> Result<Vec<DocPush>> {
-        let rows: Vec<(String, Vec<u8>, bool)> = {
+        let rows: Vec<(String, Vec<u8>)> = {
             let mut stmt = self
                 .conn
-                .prepare_cached("SELECT incident_id, synced_heads, pending FROM incidents")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .prepare_cached("SELECT incident_id, synced_heads FROM incidents")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?
         };
         let mut out = Vec::new();
-        for (id, synced, pending) in rows {
+        for (id, synced) in rows {
             let id: IncidentId = super::parse(&id, "incident id")?;
             let Some((mut doc, _, _)) = self.load_incident(id)? else {
                 continue;
             };
-            if !pending && doc.state()?.status == patrol_core::incident::IncidentStatus::Closed {
-                continue;
-            }
             out.push(plan_incident_push(&mut doc, &heads_of(&synced)?)?);
         }
         Ok(out)

@@ -1492,6 +1492,14 @@ impl Store for SqliteStore {
                 Ok(answer)
             }));
         }
+        if sync.incidents.iter().all(|push| push.changes.is_empty()) {
+            // Heads-only pushes (a phone asking what it lacks, closed incidents included) apply
+            // nothing, so they never write either: the same answer, from a read connection.
+            return Box::pin(self.read(move |conn| {
+                let tx = conn.transaction()?;
+                collab::write_collab(&tx, &sync)
+            }));
+        }
         Box::pin(self.write_tx(move |tx| collab::write_collab(tx, &sync)))
     }
 

@@ -97,7 +97,9 @@ fn put_incident(
     Ok(())
 }
 
-/// The write transaction of a sync request's incident pushes and its answer.
+/// The write transaction of a sync request's incident pushes and its answer. Writes only what a
+/// push applies: with heads-only pushes (no changes) it only reads, and runs on a read
+/// connection.
 pub(super) fn write_collab(tx: &Connection, sync: &CollabSync) -> Result<CollabAnswer, StoreError> {
     require_site(tx, &sync.site)?;
     let site = &sync.site;
