@@ -452,6 +452,11 @@ impl IncidentDoc {
         self.doc.map_range(ROOT, ..).next().is_none()
     }
 
+    /// Whether the replica holds an entry under `key`.
+    pub(crate) fn has_key(&self, key: &str) -> bool {
+        self.doc.get(ROOT, key).ok().flatten().is_some()
+    }
+
     pub(crate) fn has_change(&mut self, hash: &ChangeHash) -> bool {
         self.doc.get_change_meta_by_hash(hash).is_some()
     }
@@ -748,6 +753,45 @@ mod tests {
         let backward = IncidentState::fold(id, entries.iter().rev().map(|(k, e)| (k.as_str(), e)));
         assert_eq!(forward, backward);
         assert_eq!((forward.round, forward.status), (1, IncidentStatus::Open));
+    }
+
+    #[test]
+    fn a_device_putting_an_incident_entry_again_is_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        use crate::merge::{ingest_incident, plan_incident_push};
+        use crate::protocol::RejectCode;
+        let site = SiteId::new("site-1")?;
+        let device = DeviceId::generate();
+        let id = IncidentId::generate();
+        let (mut phone, _) = IncidentDoc::create(id, device.actor_id(), report(device))?;
+        phone.act(
+            IncidentAction::AddNote("door forced".into()),
+            guard_party(device),
+            at(1_100),
+            1_100,
+        )?;
+        let mut server = IncidentDoc::load(id, &[], automerge::ActorId::random())?;
+        let push = plan_incident_push(&mut phone, &[])?;
+        ingest_incident(&mut server, &site, device, &push.changes).map_err(|r| r.to_string())?;
+        let synced = server.heads();
+
+        // A change after the note that puts the note's key again, naming no predecessor:
+        // automerge would show it instead of the note.
+        let note = phone.doc.get_last_local_change().ok_or("no local change")?;
+        let mut forged = note.decode();
+        forged.seq += 1;
+        forged.start_op = std::num::NonZeroU64::new(forged.start_op.get() + 1).ok_or("overflow")?;
+        forged.deps = vec![note.hash()];
+        forged.hash = None;
+        let forged = automerge::Change::from(forged);
+        phone.doc.apply_changes([forged])?;
+        let push = plan_incident_push(&mut phone, &synced)?;
+        let refused = ingest_incident(&mut server, &site, device, &push.changes);
+        assert!(
+            matches!(&refused, Err(r) if r.code == RejectCode::ImmutableEvent),
+            "{refused:?}"
+        );
+        Ok(())
     }
 
     #[test]

@@ -378,18 +378,24 @@ pub struct IncidentIngested {
 
 /// Checks one change of an incident pushed by `device`: made by the device's actor, only new
 /// root keys holding valid entries written by that device as a guard; a report only for `site`
-/// and only as the incident's first entry. Returns how many entries it adds.
+/// and only as the incident's first entry. Returns the keys of the entries it adds.
 fn check_incident_change(
     change: &Change,
     site: &SiteId,
     device: DeviceId,
     first: bool,
-) -> Result<usize, Rejection> {
+) -> Result<Vec<String>, Rejection> {
     let hash = change.hash();
     if change.actor_id() != &device.actor_id() {
         return Err(reject(
             RejectCode::ForeignActor,
             format!("change {hash} was not made by the sending device"),
+        ));
+    }
+    if change.author().is_some() {
+        return Err(reject(
+            RejectCode::UnexpectedOperation,
+            format!("change {hash} names an author; a device's changes never do"),
         ));
     }
     let expanded = catch_unwind(AssertUnwindSafe(|| change.decode())).map_err(|_| {
@@ -398,6 +404,7 @@ fn check_incident_change(
             format!("change {hash} does not decode"),
         )
     })?;
+    let mut keys = Vec::with_capacity(expanded.operations.len());
     for op in &expanded.operations {
         if !op.pred.is_empty() || matches!(op.action, OpType::Delete) {
             return Err(reject(
@@ -419,6 +426,7 @@ fn check_incident_change(
                 format!("key {key:?} is not an entry id"),
             ));
         }
+        keys.push(key.to_string());
         let entry = Stamped::decode(value)
             .map_err(|e| reject(RejectCode::Malformed, format!("entry {key}: {e}")))?;
         entry
@@ -448,7 +456,7 @@ fn check_incident_change(
             }
         }
     }
-    Ok(expanded.operations.len())
+    Ok(keys)
 }
 
 /// The server side of an incident push: checks every change the server does not hold yet, then
@@ -466,11 +474,27 @@ pub fn ingest_incident(
     // The report must be the first change of a new incident: in a bundle, changes come in
     // dependency order, so it is the first fresh one.
     let mut first = doc.is_empty();
+    // Entries are immutable: every key is put once in an incident's whole history (see
+    // `ingest_shift_log` for why a put naming no predecessor is not enough).
+    let mut put = HashSet::new();
+    let mut seen = HashSet::new();
     for change in changes {
-        if doc.has_change(&change.hash()) {
+        if doc.has_change(&change.hash()) || !seen.insert(change.hash()) {
             continue;
         }
-        new_entries += check_incident_change(&change, site, device, first)?;
+        let keys = check_incident_change(&change, site, device, first)?;
+        for key in &keys {
+            if doc.has_key(key) || !put.insert(key.clone()) {
+                return Err(reject(
+                    RejectCode::ImmutableEvent,
+                    format!(
+                        "change {} puts entry {key} again; an entry is never overwritten",
+                        change.hash()
+                    ),
+                ));
+            }
+        }
+        new_entries += keys.len();
         if first && !is_report(&change) {
             return Err(reject(
                 RejectCode::MissingMeta,
@@ -484,7 +508,9 @@ pub fn ingest_incident(
         fresh.push(change);
     }
     let hashes: Vec<ChangeHash> = fresh.iter().map(Change::hash).collect();
-    doc.apply(fresh)
+    // automerge asserts some invariants of changes with panics; such a push is malformed.
+    catch_unwind(AssertUnwindSafe(|| doc.apply(fresh)))
+        .map_err(|_| reject(RejectCode::Malformed, "changes do not apply"))?
         .map_err(|e| reject(RejectCode::Malformed, format!("changes do not apply: {e}")))?;
     let missing_deps = hashes.iter().any(|h| !doc.has_change(h));
     Ok(IncidentIngested {
