@@ -53,6 +53,15 @@ fn main() -> ExitCode {
                 failures.push(seed);
             }
         }
+        let done = seed - args.start + 1;
+        if done % 1000 == 0 && done < args.seeds {
+            // A long run says where it is.
+            eprintln!(
+                "{done} seeds run, {} failed, {:.0} s",
+                failures.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     println!(
         "{} seeds from {} ({} phones, {} steps each) in {:.1} s: {} failed",
