@@ -384,9 +384,10 @@ fn note_texts(state: &serde_json::Value) -> Vec<String> {
 
 /// A phone holding an incident closed pushes it heads-only; such a request writes nothing (it is
 /// answered from a read connection) and brings down what was written after the close.
-#[tokio::test]
-async fn a_heads_only_push_of_a_closed_incident_gets_what_was_written_after() -> TestResult {
-    let server = TestServer::new().await?;
+async fn a_heads_only_push_of_a_closed_incident_gets_what_was_written_after(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
     let phone = server.phone("guard-1").await?;
     let mut replica = Replica::report(&phone, "window broken at the side door")?;
     let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
@@ -414,12 +415,12 @@ async fn a_heads_only_push_of_a_closed_incident_gets_what_was_written_after() ->
         json!({"action": "assign", "to": "guard-2", "by": "op-anna"}),
     )
     .await?;
-    let before = server.snapshot()?;
+    let before = server.snapshot().await?;
     let push = replica.push()?;
     assert!(push.changes.is_empty(), "nothing to send: heads only");
     let resp = server.sync(&phone.request(vec![push])).await?;
     assert_eq!(
-        server.snapshot()?,
+        server.snapshot().await?,
         before,
         "a heads-only push writes nothing"
     );
@@ -848,4 +849,5 @@ crate::on_every_backend!(
     incidents_are_listed_newest_first_and_filtered_by_status,
     control_room_incident_calls_refuse_bad_input_and_change_nothing,
     simultaneous_writes_to_one_incident_all_land,
+    a_heads_only_push_of_a_closed_incident_gets_what_was_written_after,
 );
