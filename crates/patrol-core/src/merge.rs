@@ -120,11 +120,16 @@ pub fn parse_bundle(bytes: &[u8]) -> Result<Vec<Change>, Rejection> {
     }
 }
 
-/// Checks one change of a shift log: made by the device, only puts of new root keys, each
-/// holding a well-formed, valid record. Returns what the change holds.
-fn check_change(change: &Change, owner: &Owner) -> Result<Vec<Content>, Rejection> {
+/// What every change a device pushes must be, whatever the document: made by the device's
+/// own actor, naming no author, decodable, and only puts of new root keys holding bytes (never
+/// an overwrite or delete: what is recorded is evidence). Returns the puts as (key, value).
+fn device_puts(
+    change: &Change,
+    device: DeviceId,
+    doc: &str,
+) -> Result<Vec<(String, Vec<u8>)>, Rejection> {
     let hash = change.hash();
-    if change.actor_id() != &owner.device.actor_id() {
+    if change.actor_id() != &device.actor_id() {
         return Err(reject(
             RejectCode::ForeignActor,
             format!(
@@ -145,7 +150,7 @@ fn check_change(change: &Change, owner: &Owner) -> Result<Vec<Content>, Rejectio
             format!("change {hash} does not decode"),
         )
     })?;
-    let mut out = Vec::with_capacity(expanded.operations.len());
+    let mut puts = Vec::with_capacity(expanded.operations.len());
     for op in &expanded.operations {
         if !op.pred.is_empty() || matches!(op.action, OpType::Delete) {
             return Err(reject(
@@ -158,9 +163,21 @@ fn check_change(change: &Change, owner: &Owner) -> Result<Vec<Content>, Rejectio
         else {
             return Err(reject(
                 RejectCode::UnexpectedOperation,
-                format!("change {hash} holds an operation a shift log never contains"),
+                format!("change {hash} holds an operation {doc} never contains"),
             ));
         };
+        puts.push((key.to_string(), value.clone()));
+    }
+    Ok(puts)
+}
+
+/// Checks one change of a shift log: made by the device, only puts of new root keys, each
+/// holding a well-formed, valid record. Returns what the change holds.
+fn check_change(change: &Change, owner: &Owner) -> Result<Vec<Content>, Rejection> {
+    let puts = device_puts(change, owner.device, "a shift log")?;
+    let mut out = Vec::with_capacity(puts.len());
+    for (key, value) in &puts {
+        let value = value.as_slice();
         if key.as_str() == META_KEY {
             let meta = ShiftMeta::decode(value).map_err(|e| {
                 reject(
@@ -385,41 +402,10 @@ fn check_incident_change(
     device: DeviceId,
     first: bool,
 ) -> Result<Vec<String>, Rejection> {
-    let hash = change.hash();
-    if change.actor_id() != &device.actor_id() {
-        return Err(reject(
-            RejectCode::ForeignActor,
-            format!("change {hash} was not made by the sending device"),
-        ));
-    }
-    if change.author().is_some() {
-        return Err(reject(
-            RejectCode::UnexpectedOperation,
-            format!("change {hash} names an author; a device's changes never do"),
-        ));
-    }
-    let expanded = catch_unwind(AssertUnwindSafe(|| change.decode())).map_err(|_| {
-        reject(
-            RejectCode::Malformed,
-            format!("change {hash} does not decode"),
-        )
-    })?;
-    let mut keys = Vec::with_capacity(expanded.operations.len());
-    for op in &expanded.operations {
-        if !op.pred.is_empty() || matches!(op.action, OpType::Delete) {
-            return Err(reject(
-                RejectCode::ImmutableEvent,
-                format!("change {hash} overwrites or deletes an incident entry"),
-            ));
-        }
-        let (ObjectId::Root, Key::Map(key), OpType::Put(ScalarValue::Bytes(value)), false) =
-            (&op.obj, &op.key, &op.action, op.insert)
-        else {
-            return Err(reject(
-                RejectCode::UnexpectedOperation,
-                format!("change {hash} holds an operation an incident never contains"),
-            ));
-        };
+    let puts = device_puts(change, device, "an incident")?;
+    let mut keys = Vec::with_capacity(puts.len());
+    for (key, value) in &puts {
+        let value = value.as_slice();
         if key.parse::<uuid::Uuid>().is_err() {
             return Err(reject(
                 RejectCode::UnexpectedOperation,
