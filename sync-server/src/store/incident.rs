@@ -27,6 +27,19 @@ fn derived_actor(label: &str) -> ActorId {
 
 /// The actor the server loads incident documents with. It never writes: operators' changes are
 /// made with their own actors ([`operator_actor`]).
+/// An incident's stored heads, or which document is damaged (both backends keep them as a blob).
+pub fn stored_heads(
+    site: &SiteId,
+    incident: IncidentId,
+    blob: &[u8],
+) -> Result<Vec<ChangeHash>, StoreError> {
+    super::merge::heads_from_blob(blob).map_err(|reason| StoreError::CorruptDocument {
+        site: site.clone(),
+        doc: format!("incident {incident}"),
+        reason,
+    })
+}
+
 pub fn server_actor(site: &SiteId) -> ActorId {
     derived_actor(&format!("server:{site}"))
 }

@@ -16,7 +16,6 @@ use patrol_core::{DeviceId, EventId, IncidentId, SiteId};
 
 use super::{execute, get_site, query, query_one, query_opt, to_i64, to_u64};
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
-use crate::store::merge::heads_from_blob;
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentPush, IncidentQuery,
     OperatorAction, StoreError, StoredConfig,
@@ -27,18 +26,6 @@ async fn require_site<C: GenericClient>(c: &C, site: &SiteId) -> Result<(), Stor
         Some(_) => Ok(()),
         None => Err(StoreError::UnknownSite(site.clone())),
     }
-}
-
-fn heads(
-    site: &SiteId,
-    incident: IncidentId,
-    blob: &[u8],
-) -> Result<Vec<automerge::ChangeHash>, StoreError> {
-    heads_from_blob(blob).map_err(|reason| StoreError::CorruptDocument {
-        site: site.clone(),
-        doc: format!("incident {incident}"),
-        reason,
-    })
 }
 
 /// An incident as stored: the document and its heads.
@@ -152,7 +139,7 @@ async fn merge_incident<C: GenericClient>(
         let stored = stored_incident(tx, site, push.incident, true).await?;
         let exists = stored.is_some();
         if let Some(StoredIncident { heads: blob, .. }) = &stored {
-            let server_heads = heads(site, push.incident, blob)?;
+            let server_heads = incident::stored_heads(site, push.incident, blob)?;
             if incident::up_to_date(push, &server_heads) {
                 let heads = to_wire(&server_heads);
                 return Ok(Answered {

@@ -15,7 +15,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{get_site, to_i64};
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
-use crate::store::merge::heads_from_blob;
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentQuery, OperatorAction,
     StoreError, StoredConfig,
@@ -26,18 +25,6 @@ fn require_site(conn: &Connection, site: &SiteId) -> Result<(), StoreError> {
         Some(_) => Ok(()),
         None => Err(StoreError::UnknownSite(site.clone())),
     }
-}
-
-fn heads(
-    site: &SiteId,
-    incident: IncidentId,
-    blob: &[u8],
-) -> Result<Vec<automerge::ChangeHash>, StoreError> {
-    heads_from_blob(blob).map_err(|reason| StoreError::CorruptDocument {
-        site: site.clone(),
-        doc: format!("incident {incident}"),
-        reason,
-    })
 }
 
 /// An incident as stored: the document and its heads.
@@ -110,7 +97,7 @@ pub(super) fn write_collab(tx: &Connection, sync: &CollabSync) -> Result<CollabA
         pushed.insert(push.incident);
         let stored = stored_incident(tx, site, push.incident)?;
         if let Some(StoredIncident { heads: blob, .. }) = &stored {
-            let server_heads = heads(site, push.incident, blob)?;
+            let server_heads = incident::stored_heads(site, push.incident, blob)?;
             if incident::up_to_date(push, &server_heads) {
                 let heads = to_wire(&server_heads);
                 answer.outcomes.push(DocOutcome::Accepted {
