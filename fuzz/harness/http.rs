@@ -101,6 +101,7 @@ impl Harness {
                     code_hash: code.hash(),
                     device: device(),
                     credential_hash: credential.hash(),
+                    public_key: None,
                     now_ms: 1,
                 })
                 .await?;

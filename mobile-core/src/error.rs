@@ -57,6 +57,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Encode(#[from] patrol_core::EncodeError),
+    #[error("the phone has no random source for its signing key: {0}")]
+    KeyGeneration(String),
     #[error("network: {0}")]
     Network(String),
     #[error("server error (HTTP {status}), will retry: {message}")]

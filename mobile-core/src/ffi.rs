@@ -180,6 +180,9 @@ impl From<Error> for PatrolError {
             Error::Network(what) => PatrolError::Network {
                 message: format!("network: {what}"),
             },
+            Error::KeyGeneration(what) => PatrolError::Storage {
+                message: format!("the phone has no random source for its signing key: {what}"),
+            },
             Error::ServerTransient { status, message } => PatrolError::Network {
                 message: format!("server error (HTTP {status}), will retry: {message}"),
             },
@@ -839,6 +842,15 @@ impl PatrolDevice {
         Ok(lock(&self.store, "store")?.credential().is_some())
     }
 
+    /// The public key (64 hex digits) this phone signs its shift logs with, made when it
+    /// enrolled; `None` for a store enrolled before keys existed or never enrolled. Show it to
+    /// whoever records the phone's enrollment: `patrol verify` checks an exported log against it.
+    pub fn public_key(&self) -> FfiResult<Option<String>> {
+        Ok(lock(&self.store, "store")?
+            .public_key()
+            .map(|k| k.to_string()))
+    }
+
     /// The server the phone enrolled with, if it did.
     pub fn server_url(&self) -> FfiResult<Option<String>> {
         Ok(lock(&self.store, "store")?.server_url().map(str::to_owned))
@@ -1440,6 +1452,7 @@ mod tests {
             device: patrol_core::DeviceId::generate(),
             credential: format!("pd_{}", "A".repeat(43)),
             server_url: "http://127.0.0.1:9".into(),
+            signing_key: None,
         };
         let store = DeviceStore::create_enrolled(
             path(dir, "phone.db"),

@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_compaction_backoff.sql"),
     include_str!("migrations/0003_incidents_config_alarms.sql"),
     include_str!("migrations/0004_enrollment.sql"),
+    include_str!("migrations/0005_signing_key.sql"),
 ];
 
 /// The schema version this build writes.

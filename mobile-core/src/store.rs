@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use patrol_core::evidence::{DeviceKey, PublicKey};
 use patrol_core::merge::{acknowledge, plan_push};
-use patrol_core::protocol::{DocOutcome, DocRef, SyncRequest, SyncResponse};
+use patrol_core::protocol::{DocOutcome, DocPush, DocRef, SyncRequest, SyncResponse};
 use patrol_core::{
     ChangeHash, DeviceId, DeviceTime, Event, EventBody, EventId, EventRecord, GuardId, Hlc,
     LocalChange, Scan, ShiftId, ShiftLog, ShiftMeta, SiteId,
@@ -114,8 +115,8 @@ pub struct SyncReport {
 
 /// What a server gave a phone that enrolled with it (`POST /api/v1/enroll`): the site, the
 /// device id it made (whose 16 bytes are the actor id of every change the phone writes) and the
-/// device's credential.
-#[derive(Clone, PartialEq, Eq)]
+/// device's credential; with the signing key the phone made and registered in that enrollment.
+#[derive(Clone)]
 pub struct Enrollment {
     pub site: SiteId,
     pub device: DeviceId,
@@ -123,6 +124,8 @@ pub struct Enrollment {
     pub credential: String,
     /// The server it came from, e.g. `https://patrol.example.org`.
     pub server_url: String,
+    /// The key every sync signs the shift logs' heads with; the server holds its public half.
+    pub signing_key: Option<DeviceKey>,
 }
 
 impl std::fmt::Debug for Enrollment {
@@ -132,6 +135,7 @@ impl std::fmt::Debug for Enrollment {
             .field("site", &self.site)
             .field("device", &self.device)
             .field("server_url", &self.server_url)
+            .field("signing_key", &self.signing_key)
             .finish_non_exhaustive()
     }
 }
@@ -144,7 +148,7 @@ enum Setup {
     /// it records, but cannot sync).
     ForSite(SiteId),
     /// A new store for an enrolled device.
-    Enrolled(Enrollment),
+    Enrolled(Box<Enrollment>),
 }
 
 /// A guard's phone: its identity, its shift logs and their delivery state.
@@ -157,6 +161,8 @@ pub struct DeviceStore {
     /// The credential of an enrolled store (kept out of `Debug` output by [`Credential`]).
     credential: Option<Credential>,
     server_url: Option<String>,
+    /// Signs the heads of every shift log a sync pushes changes of ([`patrol_core::evidence`]).
+    signing_key: Option<DeviceKey>,
     clock: Arc<dyn Clock>,
     open: Option<OpenShift>,
     next_seq: u64,
@@ -254,7 +260,7 @@ impl DeviceStore {
         enrollment: Enrollment,
         options: StoreOptions,
     ) -> Result<Self> {
-        Self::open_setup(path.as_ref(), Setup::Enrolled(enrollment), options)
+        Self::open_setup(path.as_ref(), Setup::Enrolled(Box::new(enrollment)), options)
     }
 
     /// Whether a store is set up at `path` (a phone enrolls only into a new store). Reads, never
@@ -314,11 +320,12 @@ impl DeviceStore {
             i64,
             Option<String>,
             Option<String>,
+            Option<Vec<u8>>,
         );
         let existing: Option<DeviceRow> = conn
             .query_row(
                 "SELECT device_id, site_id, hlc_wall, hlc_counter, config_version, credential,
-                        server_url
+                        server_url, signing_key
                  FROM device",
                 [],
                 |r| {
@@ -330,16 +337,17 @@ impl DeviceStore {
                         r.get(4)?,
                         r.get(5)?,
                         r.get(6)?,
+                        r.get(7)?,
                     ))
                 },
             )
             .optional()?;
-        let (device, stored_site, server_hlc, config_version, credential, server_url) =
+        let (device, stored_site, server_hlc, config_version, credential, server_url, signing_key) =
             match (existing, setup) {
                 (Some(_), Setup::Enrolled(_)) => {
                     return Err(Error::AlreadySetUp { path: path_str });
                 }
-                (Some((d, s, w, c, v, credential, url)), requested) => {
+                (Some((d, s, w, c, v, credential, url, key)), requested) => {
                     if let Setup::ForSite(requested) = requested
                         && requested.as_str() != s
                     {
@@ -359,6 +367,14 @@ impl DeviceStore {
                         v as u64,
                         credential.map(Credential),
                         url,
+                        key.map(|k| {
+                            <[u8; 32]>::try_from(k.as_slice())
+                                .map(DeviceKey::from_seed)
+                                .map_err(|_| {
+                                    Error::Corrupt("the stored signing key is not 32 bytes".into())
+                                })
+                        })
+                        .transpose()?,
                     )
                 }
                 (None, Setup::ForSite(site)) => {
@@ -368,20 +384,22 @@ impl DeviceStore {
                          VALUES (1, ?1, ?2, ?3)",
                         params![device.to_string(), site.as_str(), clock.now().wall_ms],
                     )?;
-                    (device, site, Hlc::default(), 0, None, None)
+                    (device, site, Hlc::default(), 0, None, None, None)
                 }
                 (None, Setup::Enrolled(e)) => {
+                    let e = *e;
                     let now = clock.now().wall_ms;
                     conn.execute(
                         "INSERT INTO device (id, device_id, site_id, created_ms, credential,
-                                             server_url, enrolled_ms)
-                         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?3)",
+                                             server_url, enrolled_ms, signing_key)
+                         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?3, ?6)",
                         params![
                             e.device.to_string(),
                             e.site.as_str(),
                             now,
                             e.credential,
-                            e.server_url
+                            e.server_url,
+                            e.signing_key.as_ref().map(|k| k.seed().to_vec()),
                         ],
                     )?;
                     (
@@ -391,6 +409,7 @@ impl DeviceStore {
                         0,
                         Some(Credential(e.credential)),
                         Some(e.server_url),
+                        e.signing_key,
                     )
                 }
                 (None, Setup::Existing) => return Err(Error::NotInitialised { path: path_str }),
@@ -423,6 +442,7 @@ impl DeviceStore {
             site: stored_site,
             credential,
             server_url,
+            signing_key,
             clock,
             open: None,
             next_seq: last_seq + 1,
@@ -450,6 +470,12 @@ impl DeviceStore {
     /// The credential a sync presents; `None` for a store that was not enrolled.
     pub fn credential(&self) -> Option<&str> {
         self.credential.as_ref().map(|c| c.0.as_str())
+    }
+
+    /// The public half of the key this device signs its shift logs with (`None` for a store
+    /// enrolled before keys existed, or never enrolled): what `patrol verify` checks a log with.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.signing_key.as_ref().map(DeviceKey::public_key)
     }
 
     /// The server the store was enrolled with.
@@ -859,12 +885,23 @@ impl DeviceStore {
         let pending: u64 = rows.iter().map(ShiftRow::pending).sum();
         let mut logs = HashMap::new();
         let mut docs = Vec::new();
+        let signed_at_ms = self.clock.now().wall_ms;
         for row in rows.iter().filter(|r| r.pending() > 0) {
+            let sign = |push: &mut DocPush, log: &mut ShiftLog| {
+                if let Some(key) = &self.signing_key {
+                    key.sign_push(push, log, signed_at_ms);
+                }
+            };
             let push = match self.open.as_mut() {
-                Some(open) if open.info.shift == row.shift => plan_push(&mut open.log, &row.acked)?,
+                Some(open) if open.info.shift == row.shift => {
+                    let mut push = plan_push(&mut open.log, &row.acked)?;
+                    sign(&mut push, &mut open.log);
+                    push
+                }
                 _ => {
                     let mut log = self.load_log(row)?;
-                    let push = plan_push(&mut log, &row.acked)?;
+                    let mut push = plan_push(&mut log, &row.acked)?;
+                    sign(&mut push, &mut log);
                     logs.insert(row.shift, log);
                     push
                 }

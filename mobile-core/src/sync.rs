@@ -6,6 +6,7 @@
 use std::borrow::BorrowMut;
 use std::time::Duration;
 
+use patrol_core::evidence::DeviceKey;
 use patrol_core::protocol::{CONTENT_TYPE, SyncRequest, SyncResponse};
 use patrol_core::{DeviceId, SiteId};
 
@@ -58,10 +59,16 @@ impl SyncClient {
     }
 
     /// Enrolls this phone with a one-time code from an administrator
-    /// (`POST /api/v1/enroll`): the server makes the device's id and credential. Store them at
-    /// once with [`DeviceStore::create_enrolled`]; the code cannot be used again.
+    /// (`POST /api/v1/enroll`): the phone makes its signing key and registers the public half;
+    /// the server makes the device's id and credential. Store them at once with
+    /// [`DeviceStore::create_enrolled`]; the code cannot be used again.
     pub async fn enroll(&self, code: &str) -> Result<Enrollment> {
-        let body = serde_json::json!({ "code": code.trim() }).to_string();
+        let key = DeviceKey::generate().map_err(|e| Error::KeyGeneration(e.to_string()))?;
+        let body = serde_json::json!({
+            "code": code.trim(),
+            "public_key": key.public_key().to_string(),
+        })
+        .to_string();
         let response = self
             .http
             .post(format!("{}/api/v1/enroll", self.base))
@@ -103,6 +110,7 @@ impl SyncClient {
             device,
             credential: field("credential")?.to_owned(),
             server_url: self.base.clone(),
+            signing_key: Some(key),
         })
     }
 

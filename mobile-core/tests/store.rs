@@ -2,6 +2,7 @@
 //! lost or repeated. The server side of a round is patrol-core's real merge on an in-memory
 //! document, so delivery is decided exactly as against the real server.
 
+use patrol_core::evidence::DeviceKey;
 use std::collections::HashMap;
 
 use automerge::Automerge;
@@ -309,6 +310,7 @@ fn an_enrolled_store_keeps_its_identity_and_numbers_every_request() -> TestResul
         device,
         credential: format!("pd_{}", "x".repeat(43)),
         server_url: "http://127.0.0.1:8080".into(),
+        signing_key: Some(DeviceKey::generate()?),
     };
     assert!(
         !format!("{enrollment:?}").contains("xxxx"),
@@ -319,6 +321,10 @@ fn an_enrolled_store_keeps_its_identity_and_numbers_every_request() -> TestResul
     assert!(DeviceStore::is_set_up(&path)?);
     assert_eq!(store.device_id(), device);
     assert_eq!(store.credential(), Some(enrollment.credential.as_str()));
+    assert_eq!(
+        store.public_key(),
+        enrollment.signing_key.as_ref().map(DeviceKey::public_key)
+    );
     assert!(!format!("{store:?}").contains("xxxx"));
     store.start_shift(guard())?;
     assert_eq!(store.request_seq()?, 0);
@@ -334,6 +340,10 @@ fn an_enrolled_store_keeps_its_identity_and_numbers_every_request() -> TestResul
 
     let mut store = DeviceStore::open(&path)?;
     assert_eq!(store.credential(), Some(enrollment.credential.as_str()));
+    assert_eq!(
+        store.public_key(),
+        enrollment.signing_key.as_ref().map(DeviceKey::public_key)
+    );
     assert_eq!(store.server_url(), Some("http://127.0.0.1:8080"));
     assert_eq!(store.prepare_sync()?.request.request_seq, 3);
     store.advance_request_seq(10)?;

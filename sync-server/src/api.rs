@@ -44,8 +44,9 @@ use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use patrol_core::event::format_time_ms;
+use patrol_core::evidence::{PublicKey, ShiftLogExport};
 use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse};
-use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId, SiteId};
+use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId, ShiftId, ShiftLog, SiteId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
@@ -62,7 +63,7 @@ use crate::metrics::{Metrics, metrics_handler};
 use crate::now_ms;
 use crate::store::{
     CollabSync, DeviceCredential, Enrollment, FeedFilter, IncidentPush, NewEnrollmentCode, Role,
-    Scope, ShiftLogPush, Site, Store, SyncBatch, User,
+    Scope, ShiftLogPush, Site, Store, StoreError, SyncBatch, User,
 };
 
 /// Events per feed page when `limit` is not given.
@@ -179,6 +180,12 @@ fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
         endpoint(Get, "/api/v1/sites/{site}/events", events, json),
         endpoint(Get, "/api/v1/sites/{site}/stream", stream, json),
         endpoint(Get, "/api/v1/sites/{site}/devices", devices, json),
+        endpoint(
+            Get,
+            "/api/v1/sites/{site}/shift-logs/{shift}/export",
+            export_shift_log,
+            json,
+        ),
         endpoint(
             Post,
             "/api/v1/sites/{site}/devices/{device}/revoke",
@@ -390,6 +397,7 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
                 shift,
                 changes: push.changes,
                 events: push.events,
+                signature: push.signature,
             }),
             DocRef::Incident(incident) => incidents.push(IncidentPush {
                 incident,
@@ -406,6 +414,7 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         device_time_ms: request.device_time_ms,
         pending_events: request.pending_events,
         pushes: shift_logs,
+        public_key: credential.public_key,
     };
     let collab = CollabSync {
         site: batch.site.clone(),
@@ -780,6 +789,9 @@ struct DeviceView {
     last_sync_at: Option<String>,
     pending_events: u64,
     clock_skew_ms: Option<i64>,
+    /// The ed25519 key (hex) the device registered at enrollment, which its shift logs'
+    /// signatures verify against; absent for a device enrolled before keys existed.
+    public_key: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -823,6 +835,7 @@ async fn devices(
         let view = views.entry(c.device).or_default();
         view.enrolled_at = Some(format_time_ms(c.enrolled_at_ms));
         view.revoked_at = c.revoked_at_ms.map(format_time_ms);
+        view.public_key = c.public_key.map(|k| k.to_string());
     }
     for d in synced {
         let view = views.entry(d.device).or_default();
@@ -1068,6 +1081,11 @@ async fn create_enrollment_code(
 #[serde(deny_unknown_fields)]
 struct EnrollBody {
     code: String,
+    /// The ed25519 public key (64 hex digits) the phone made for this enrollment: every push of
+    /// shift-log changes it makes must then be signed with it. Phones of this version always
+    /// send one; without it the device syncs unsigned, and its logs cannot be verified.
+    #[serde(default)]
+    public_key: Option<String>,
 }
 
 /// An enrolled device (documentation only: the handler builds it as JSON).
@@ -1092,7 +1110,7 @@ struct EnrolledView {
     request_body(content = EnrollBody, content_type = "application/json", description = "The one-time enrollment code is the credential"),
     responses(
         (status = 200, description = "The new device, its actor id and its credential, shown once", body = EnrolledView),
-        (status = 400, description = "`invalid_json`", body = crate::openapi::ErrorBody),
+        (status = 400, description = "`invalid_json`, or `invalid_public_key`: not 64 hex digits of an ed25519 key", body = crate::openapi::ErrorBody),
         (status = 401, description = "`invalid_enrollment_code`: not an enrollment code, or unknown", body = crate::openapi::ErrorBody),
         (status = 410, description = "`enrollment_code_used` or `enrollment_code_expired`", body = crate::openapi::ErrorBody),
         (status = 413, description = "The body is over the limit", body = crate::openapi::ErrorBody),
@@ -1111,6 +1129,12 @@ async fn enroll(
             message: format!("the code is not {}", TokenKind::Enrollment.describe()),
         });
     }
+    let public_key = body
+        .public_key
+        .as_deref()
+        .map(str::parse::<PublicKey>)
+        .transpose()
+        .map_err(|e| AppError::bad_request("invalid_public_key", e.to_string()))?;
     let credential = Secret::generate(TokenKind::Device).map_err(AppError::internal)?;
     let device = DeviceId::generate();
     let enrolled = state
@@ -1119,6 +1143,7 @@ async fn enroll(
             code_hash: TokenHash::of(body.code.trim()),
             device,
             credential_hash: credential.hash(),
+            public_key,
             now_ms: now_ms(),
         })
         .await?;
@@ -1129,6 +1154,87 @@ async fn enroll(
         "actor_id": device.actor_id().to_hex_string(),
         "credential": credential.expose(),
     })))
+}
+
+/// A shift log with its device's signatures (documentation only: the handler serves
+/// [`patrol_core::evidence::ShiftLogExport`]).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct ShiftLogExportView {
+    /// `patrol-shift-log-export/1`.
+    format: String,
+    site: String,
+    device: String,
+    shift: String,
+    /// The key the device registered at enrollment (hex), for information: a verifier checks
+    /// the log against a key it holds, not this one.
+    public_key: Option<String>,
+    /// The log's raw automerge changes (hex), each after those it depends on.
+    changes: Vec<String>,
+    /// Each `{heads: [hex], signed_at_ms, signature: hex, received_at_ms}`.
+    signatures: Vec<serde_json::Value>,
+}
+
+/// Exports a shift log as evidence: its changes exactly as the device made them and every
+/// signature the device made over the log's heads. `patrol verify` checks the file offline
+/// against the device's public key.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/shift-logs/{shift}/export",
+    tag = "feed",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        ("shift" = String, Path, description = "Shift id (UUID): the `shift_id` of its events"),
+    ),
+    responses(
+        (status = 200, description = "The shift log and its signatures", body = ShiftLogExportView),
+        (status = 400, description = "`invalid_site_id`, `invalid_shift_id`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "The token does not cover this site", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`not_found`: the site has no such shift log", body = crate::openapi::ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+    )
+)]
+async fn export_shift_log(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<ShiftLogExport>, AppError> {
+    let Path((site, shift)) =
+        path.map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
+    let site =
+        SiteId::new(site).map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))?;
+    user.can_read(&site)?;
+    let shift: ShiftId = shift.parse().map_err(|e: patrol_core::ValidationError| {
+        AppError::bad_request("invalid_shift_id", e.to_string())
+    })?;
+    let Some(evidence) = state.store.shift_log_evidence(site.clone(), shift).await? else {
+        return Err(AppError::NotFound(format!(
+            "site {site} has no shift log {shift}"
+        )));
+    };
+    // Loading the document and writing out its changes is CPU work.
+    let export = tokio::task::spawn_blocking(move || {
+        let mut log = ShiftLog::load(&evidence.bytes, evidence.device)?;
+        let changes = log.changes();
+        Ok::<_, patrol_core::LogError>(ShiftLogExport::new(
+            log.meta(),
+            evidence.public_key,
+            &changes,
+            &evidence.signatures,
+        ))
+    })
+    .await
+    .map_err(AppError::internal)?
+    .map_err(|e| {
+        AppError::from(StoreError::CorruptDocument {
+            site,
+            doc: shift.to_string(),
+            reason: e.to_string(),
+        })
+    })?;
+    Ok(Json(export))
 }
 
 /// A revoked device (documentation only: the handler builds it as JSON).

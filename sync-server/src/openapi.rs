@@ -41,6 +41,7 @@ pub const USER_TOKEN: &str = "user_token";
         api::events,
         api::stream,
         api::devices,
+        api::export_shift_log,
         api::revoke_device,
         api::create_enrollment_code,
         control::list_incidents,

@@ -320,6 +320,7 @@ async fn per_document_problems_are_rejected_while_the_rest_of_the_batch_lands(
         have: vec![],
         changes: vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3],
         events: 1,
+        signature: None,
     };
     let mut wrong_shift = bob.push()?;
     wrong_shift.doc = DocRef::ShiftLog(ShiftId::generate());

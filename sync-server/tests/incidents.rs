@@ -266,6 +266,7 @@ async fn forged_incident_pushes_are_rejected_and_change_nothing(backend: Backend
         have: vec![],
         changes: vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3],
         events: 0,
+        signature: None,
     };
 
     let request = bob.request(vec![

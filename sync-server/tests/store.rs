@@ -47,7 +47,9 @@ fn batch(phone: &mut Phone) -> Result<SyncBatch, Box<dyn std::error::Error>> {
             shift: phone.shift(),
             changes: push.changes,
             events: push.events,
+            signature: None,
         }],
+        public_key: None,
     })
 }
 

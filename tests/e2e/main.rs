@@ -3,6 +3,7 @@
 
 mod auth;
 mod crash;
+mod evidence;
 mod instances;
 mod offline_shift;
 mod server_crash;

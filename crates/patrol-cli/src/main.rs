@@ -8,10 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
+use patrol_core::evidence::{PublicKey, ShiftLogExport, verify_export};
 use patrol_core::incident::{Attachment, IncidentAction, IncidentState, Party};
 use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
-    Location, Scan, ScanMethod, Severity, SiteId,
+    Location, Scan, ScanMethod, Severity, ShiftId, SiteId,
 };
 use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient};
 
@@ -33,6 +34,17 @@ enum Command {
     /// Act as the control room or an administrator: read the merged site record, issue
     /// enrollment codes, manage users and devices.
     Control(ControlArgs),
+    /// Check an exported shift log (`patrol control export-shift-log`) offline against the
+    /// device's public key: every signature holds, and no change of the log was altered,
+    /// removed or inserted. Exits non-zero if it does not verify.
+    Verify {
+        /// The exported file (JSON).
+        file: PathBuf,
+        /// The device's ed25519 public key, 64 hex digits, as recorded at enrollment (`patrol
+        /// device status` on the phone; `patrol control devices` on the server).
+        #[arg(long)]
+        public_key: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -301,10 +313,22 @@ enum ControlCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List the site's devices: enrollment, revocation, last sync, pending events, clock skew.
+    /// List the site's devices: enrollment, revocation, public key, last sync, pending events,
+    /// clock skew.
     Devices {
         #[arg(long)]
         site: SiteId,
+    },
+    /// Export a shift log with the device's signatures, as evidence `patrol verify` checks.
+    ExportShiftLog {
+        #[arg(long)]
+        site: SiteId,
+        /// The shift id (the `shift_id` of its events).
+        #[arg(long)]
+        shift: ShiftId,
+        /// Where to write the export (JSON).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// List the site's incidents (newest first), or show one.
     Incidents {
@@ -500,6 +524,10 @@ async fn device(args: DeviceArgs) -> Result<()> {
             match store.server_url() {
                 Some(url) => println!("server   {url}"),
                 None => println!("server   none: not enrolled, cannot sync"),
+            }
+            match store.public_key() {
+                Some(key) => println!("key      {key}"),
+                None => println!("key      none: this phone's logs are not signed"),
             }
             match store.current_shift() {
                 Some(s) => println!(
@@ -848,6 +876,19 @@ async fn control(args: ControlArgs) -> Result<()> {
             let body = api.get(&format!("/api/v1/sites/{site}/devices")).await?;
             println!("{}", serde_json::to_string_pretty(&body)?);
         }
+        ControlCommand::ExportShiftLog { site, shift, out } => {
+            let body = api
+                .get(&format!("/api/v1/sites/{site}/shift-logs/{shift}/export"))
+                .await?;
+            std::fs::write(&out, serde_json::to_string_pretty(&body)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "shift log {shift}: {} change(s), {} signature(s) written to {}",
+                body["changes"].as_array().map_or(0, Vec::len),
+                body["signatures"].as_array().map_or(0, Vec::len),
+                out.display()
+            );
+        }
         ControlCommand::Incidents { site, incident } => {
             let path = match incident {
                 Some(id) => format!("/api/v1/sites/{site}/incidents/{id}"),
@@ -1006,12 +1047,46 @@ async fn control(args: ControlArgs) -> Result<()> {
     Ok(())
 }
 
+/// `patrol verify`: offline, no server involved.
+fn verify(file: &std::path::Path, public_key: &str) -> Result<()> {
+    let key: PublicKey = public_key.parse().context("--public-key")?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let export: ShiftLogExport = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a shift-log export", file.display()))?;
+    let verified = verify_export(&export, &key)
+        .map_err(|e| anyhow!("NOT VERIFIED: {e}"))
+        .with_context(|| format!("{}", file.display()))?;
+    println!(
+        "verified: shift {} of device {} on site {} (guard {})",
+        verified.meta.shift, verified.meta.device, verified.meta.site, verified.meta.guard
+    );
+    println!(
+        "  {} event(s) in {} change(s), exactly those the device signed; {} signature(s), the \
+         last made at {} (device clock)",
+        verified.events,
+        verified.changes,
+        verified.signatures,
+        patrol_core::event::format_time_ms(verified.last_signed_at_ms)
+    );
+    if verified.ended {
+        println!("  the shift's end is among the signed events: the log is complete");
+    } else {
+        println!(
+            "  the shift's end is not among the signed events: the shift was still open at the \
+             device's last sync, or events after that sync are not in this export"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Device(args) => device(args).await,
         Command::Control(args) => control(args).await,
+        Command::Verify { file, public_key } => verify(&file, &public_key),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

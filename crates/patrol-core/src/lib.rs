@@ -8,6 +8,8 @@
 //!   inflated bytes), checked before automerge expands it.
 //! - [`codec`]: the versioned binary form of stored values, and stored heads.
 //! - [`ids`]: site, device, guard, shift, checkpoint, event and incident identifiers.
+//! - [`evidence`]: devices' ed25519 signatures over their shift logs' heads, and the offline
+//!   check of an exported log against a device's public key.
 //! - [`event`]: what a guard records (scans, incidents, panics, notes, shift start/end,
 //!   handovers), its validation and its compact binary encoding.
 //! - [`hlc`]: the hybrid logical clock stamped on every event.
@@ -24,6 +26,7 @@ pub mod bundle_limits;
 pub mod codec;
 pub mod error;
 pub mod event;
+pub mod evidence;
 pub mod hlc;
 pub mod ids;
 pub mod incident;

@@ -26,6 +26,7 @@ pub fn plan_push(log: &mut ShiftLog, acked: &[ChangeHash]) -> Result<DocPush, Lo
         have: to_wire(&have),
         changes,
         events,
+        signature: None,
     })
 }
 
@@ -381,6 +382,7 @@ pub fn plan_incident_push(
         have: to_wire(&have),
         changes,
         events: 0,
+        signature: None,
     })
 }
 

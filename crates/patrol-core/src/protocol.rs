@@ -15,6 +15,7 @@ use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DecodeError, EncodeError};
+use crate::evidence::SignedHeads;
 use crate::hlc::Hlc;
 use crate::ids::{DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
 
@@ -22,7 +23,8 @@ use crate::ids::{DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
 pub const MAGIC: &[u8; 4] = b"PTRL";
 /// Current protocol version; the server answers 400 `unsupported_version` to others.
 /// Version 2 added incidents, site configuration and alarm acknowledgements.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// Version 3 added the device's signature over its shift log's heads.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Media type of sync messages.
 pub const CONTENT_TYPE: &str = "application/x-patrol-sync";
 
@@ -55,6 +57,10 @@ pub struct DocPush {
     pub changes: Vec<u8>,
     /// How many events `changes` holds, for the device-health view (not trusted for anything else).
     pub events: u32,
+    /// A shift log's push with changes: the device's signature over the heads they bring the log
+    /// to ([`crate::evidence`]). The server refuses a push of changes without a valid one from a
+    /// device that enrolled with a key.
+    pub signature: Option<SignedHeads>,
 }
 
 /// Device → server.
@@ -127,6 +133,9 @@ pub enum RejectCode {
     /// An incident change claims to be written by someone other than the sending device, or
     /// reports an incident for another site.
     WrongAuthor,
+    /// A shift log's changes came without the device's signature over their heads, or with one
+    /// that does not verify against the key the device enrolled with.
+    BadSignature,
 }
 
 impl RejectCode {
@@ -139,6 +148,7 @@ impl RejectCode {
             RejectCode::UnexpectedOperation => "unexpected_operation",
             RejectCode::MissingMeta => "missing_meta",
             RejectCode::WrongAuthor => "wrong_author",
+            RejectCode::BadSignature => "bad_signature",
         }
     }
 }
@@ -244,6 +254,7 @@ mod tests {
                 have: vec![[7; 32]],
                 changes: vec![1, 2, 3],
                 events: 1,
+                signature: None,
             }],
             guard: Some(GuardId::new("guard-1").unwrap_or_else(|e| panic!("{e}"))),
             config_version: 4,

@@ -188,6 +188,11 @@ impl ShiftLog {
         self.doc.get_heads()
     }
 
+    /// Every change of the log, each after those it depends on.
+    pub fn changes(&mut self) -> Vec<automerge::Change> {
+        self.doc.get_changes(&[])
+    }
+
     /// The compact form of the whole document (for compaction of a finished shift).
     pub fn save(&mut self) -> Vec<u8> {
         self.doc.save()

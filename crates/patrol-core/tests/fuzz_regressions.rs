@@ -224,6 +224,7 @@ fn seeds() -> TestResult<Seeds> {
                     have: vec![[3; 32]],
                     changes: Vec::new(),
                     events: 0,
+                    signature: None,
                 },
             ]),
         ),

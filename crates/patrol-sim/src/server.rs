@@ -4,6 +4,7 @@
 //! sync with their credentials; the control room's operators and its administrator call with
 //! their user tokens.
 
+use patrol_core::evidence::DeviceKey;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -151,7 +152,10 @@ impl SimServer {
         if status != StatusCode::CREATED {
             return Err(SimError::invariant(format!("POST {uri}: {status} {code}")));
         }
-        let body = serde_json::json!({ "code": code["code"] });
+        // Every phone signs its shift logs, so every push the simulation makes is verified.
+        let key = DeviceKey::generate().map_err(SimError::from_display("signing key"))?;
+        let body =
+            serde_json::json!({ "code": code["code"], "public_key": key.public_key().to_string() });
         let (status, enrolled) = self.send_json(rt, "", "POST", "/api/v1/enroll", &body)?;
         if status != StatusCode::OK {
             return Err(SimError::invariant(format!(
@@ -173,6 +177,7 @@ impl SimServer {
                 .map_err(SimError::from_display("enrolled device id"))?,
             credential: field("credential")?,
             server_url: "http://patrol-sim.invalid".into(),
+            signing_key: Some(key),
         })
     }
 

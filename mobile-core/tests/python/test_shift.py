@@ -134,6 +134,9 @@ class ShiftTest(unittest.TestCase):
         self.assertEqual(device.site_id(), SITE)
         self.assertTrue(device.is_enrolled())
         self.assertEqual(device.server_url(), self.server.url)
+        # The key the phone signs its logs with, registered with the server at enrollment.
+        key = device.public_key()
+        self.assertEqual(len(key), 64)
         self.assertIsNone(device.current_shift())
         # The code is spent: enrolling again with it, into a new store, is refused.
         with self.assertRaises(pm.PatrolError.NotEnrolled):
@@ -283,6 +286,7 @@ class ShiftTest(unittest.TestCase):
     def test_a_store_not_made_by_enrolling_cannot_sync(self):
         device = pm.PatrolDevice.create(os.path.join(self.tmp, "plain.db"), SITE)
         self.assertFalse(device.is_enrolled())
+        self.assertIsNone(device.public_key())
         device.start_shift("guard-3")
         with self.assertRaises(pm.PatrolError.NotEnrolled):
             device.sync(self.server.url)

@@ -16,11 +16,13 @@
 
 use automerge::{Automerge, ChangeHash};
 use chrono::{DateTime, SecondsFormat};
+use patrol_core::evidence::{PublicKey, SignedHeads};
 use patrol_core::merge::{Owner, Rejection, ingest_shift_log};
-use patrol_core::protocol::RejectCode;
+use patrol_core::protocol::{RejectCode, from_wire, to_wire};
 use patrol_core::{Event, EventId, ShiftId, ShiftMeta};
 
 use super::event_json::{Scratch, SplitJson, event_json};
+use super::{StoreError, SyncBatch};
 
 /// Above this many chunks, a document's chunks are replaced by one compacted save in the same
 /// transaction: a save is about 3 times smaller than the changes and loads faster.
@@ -94,6 +96,9 @@ pub struct MergedLog {
     pub chunk_count: u32,
     /// Events new to this document, in the device's sequence order.
     pub new_events: Vec<NewEvent>,
+    /// The device's verified signature over `heads`, to keep with the document (absent for a
+    /// device without a key, or when the push left the log short of what the device signed).
+    pub signature: Option<SignedHeads>,
 }
 
 /// Either the accepted merge or the rules' rejection (nothing to write).
@@ -110,11 +115,15 @@ pub enum Merge {
 /// What to store: the newly applied changes as one more chunk; past [`COMPACT_AFTER_CHUNKS`], or
 /// when the document was empty, one compacted save instead (a first push of a whole shift is
 /// about 3 times smaller saved than as raw changes).
+///
+/// `signed` is the device's verified signature (heads sorted, without repeats): kept in the
+/// result if it signs exactly the merged document's heads.
 pub fn merge_shift_log(
     stored: &StoredDoc,
     owner: &Owner,
     changes: &[u8],
     received_at_ms: i64,
+    signed: Option<&SignedHeads>,
 ) -> Result<Merge, String> {
     let mut doc = if stored.bytes.is_empty() {
         Automerge::new()
@@ -153,6 +162,9 @@ pub fn merge_shift_log(
         }
         (ChunkWrite::Append(chunk), chunk_count + 1)
     };
+    let mut heads = to_wire(&ingested.heads);
+    heads.sort_unstable();
+    let signature = signed.filter(|s| s.heads == heads).cloned();
     // The document and the pushed changes are not needed any more: free them before rendering.
     drop(doc);
     drop(ingested.applied);
@@ -186,7 +198,108 @@ pub fn merge_shift_log(
         write,
         chunk_count,
         new_events,
+        signature,
     }))
+}
+
+/// The merge phase of push `index` of `batch`, for every backend: checks the device's
+/// signature over the heads its changes bring the log to (before anything is merged, so a push
+/// without a valid one changes nothing), merges, and keeps the signature when the merged heads
+/// are exactly the signed ones.
+pub fn merge_signed_push(
+    stored: &StoredDoc,
+    batch: &SyncBatch,
+    index: usize,
+) -> Result<Merge, String> {
+    let push = &batch.pushes[index];
+    let owner = batch.owner(push);
+    let signature = match (&batch.public_key, &push.signature) {
+        (Some(key), Some(signed)) => {
+            if let Err(e) = key.verify_heads(&owner.site, owner.device, owner.shift, signed) {
+                return Ok(Merge::Rejected(bad_signature(e.to_string())));
+            }
+            // Kept in the stored form: heads sorted, without repeats.
+            let mut heads = signed.heads.clone();
+            heads.sort_unstable();
+            heads.dedup();
+            Some(SignedHeads {
+                heads,
+                ..signed.clone()
+            })
+        }
+        (Some(_), None) if !push.changes.is_empty() => {
+            return Ok(Merge::Rejected(bad_signature(
+                "this device enrolled with a signing key; its shift-log changes must come \
+                 signed"
+                    .into(),
+            )));
+        }
+        // A device without a registered key: nothing to check a signature against.
+        _ => None,
+    };
+    let merge = merge_shift_log(
+        stored,
+        &owner,
+        &push.changes,
+        batch.received_at_ms,
+        signature.as_ref(),
+    )?;
+    match &merge {
+        // New changes whose signature does not sign where they bring the log, though nothing
+        // was missing: they would be stored unsigned.
+        Merge::Accepted(merged)
+            if signature.is_some()
+                && merged.signature.is_none()
+                && !merged.missing_deps
+                && merged.write != ChunkWrite::Nothing =>
+        {
+            Ok(Merge::Rejected(bad_signature(
+                "the signed heads are not those the pushed changes bring the log to".into(),
+            )))
+        }
+        _ => Ok(merge),
+    }
+}
+
+fn bad_signature(message: String) -> Rejection {
+    Rejection {
+        code: RejectCode::BadSignature,
+        message,
+    }
+}
+
+/// A stored public key, checked.
+pub fn read_public_key(bytes: Option<Vec<u8>>) -> Result<Option<PublicKey>, StoreError> {
+    bytes
+        .map(|b| {
+            PublicKey::from_bytes(&b)
+                .map_err(|e| StoreError::CorruptData(format!("a device's public key: {e}")))
+        })
+        .transpose()
+}
+
+/// A stored signature row: heads as stored ([`heads_to_blob`]), time, signature, receive time.
+pub fn read_signature(
+    heads: &[u8],
+    signed_at_ms: i64,
+    signature: Vec<u8>,
+    received_at_ms: i64,
+) -> Result<(SignedHeads, i64), StoreError> {
+    let heads = heads_from_blob(heads)
+        .map_err(|e| StoreError::CorruptData(format!("signed heads: {e}")))?;
+    Ok((
+        SignedHeads {
+            heads: to_wire(&heads),
+            signed_at_ms,
+            signature,
+        },
+        received_at_ms,
+    ))
+}
+
+/// The signed heads as stored (the key of a signature row).
+pub fn signed_heads_blob(signed: &SignedHeads) -> Vec<u8> {
+    heads_to_blob(&from_wire(&signed.heads))
 }
 
 /// Heads as stored: the 32-byte hashes concatenated (the one form, in patrol-core).
@@ -242,7 +355,7 @@ mod tests {
                 chunk_count: chunks.len() as u32,
                 bytes: chunks.concat(),
             };
-            let Merge::Accepted(merged) = merge_shift_log(&stored, &owner, &push.changes, 0)?
+            let Merge::Accepted(merged) = merge_shift_log(&stored, &owner, &push.changes, 0, None)?
             else {
                 panic!("push {seq} rejected");
             };
@@ -294,7 +407,7 @@ mod tests {
         }
         let push = plan_push(&mut log, &[])?;
         let Merge::Accepted(merged) =
-            merge_shift_log(&StoredDoc::default(), &owner, &push.changes, 0)?
+            merge_shift_log(&StoredDoc::default(), &owner, &push.changes, 0, None)?
         else {
             panic!("rejected");
         };
@@ -318,7 +431,8 @@ mod tests {
             chunk_count: 1,
             bytes: saved.clone(),
         };
-        let Merge::Accepted(next) = merge_shift_log(&stored, &owner, &push.changes, 0)? else {
+        let Merge::Accepted(next) = merge_shift_log(&stored, &owner, &push.changes, 0, None)?
+        else {
             panic!("rejected");
         };
         assert!(
@@ -337,8 +451,13 @@ mod tests {
         log.record(EventId::generate(), &note(1))?;
         let push = plan_push(&mut log, &[])?;
         let received_at_ms = 1_740_866_401_234;
-        let Merge::Accepted(merged) =
-            merge_shift_log(&StoredDoc::default(), &owner, &push.changes, received_at_ms)?
+        let Merge::Accepted(merged) = merge_shift_log(
+            &StoredDoc::default(),
+            &owner,
+            &push.changes,
+            received_at_ms,
+            None,
+        )?
         else {
             panic!("rejected");
         };

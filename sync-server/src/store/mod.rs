@@ -37,6 +37,7 @@ use std::pin::Pin;
 
 use crate::auth::TokenHash;
 use automerge::ChangeHash;
+use patrol_core::evidence::{PublicKey, SignedHeads};
 use patrol_core::incident::{IncidentAction, IncidentStatus};
 use patrol_core::merge::Owner;
 use patrol_core::protocol::{AlarmAck, ConfigUpdate, DocOutcome, IncidentUpdate};
@@ -63,6 +64,8 @@ pub struct ShiftLogPush {
     pub changes: Vec<u8>,
     /// Events the device counts in this push (for its pending count).
     pub events: u32,
+    /// The device's signature over the heads the changes bring the log to.
+    pub signature: Option<SignedHeads>,
 }
 
 /// One sync request: the documents a device pushed and what it said about itself. The owner of
@@ -80,6 +83,8 @@ pub struct SyncBatch {
     /// Events the device held undelivered when it sent the request.
     pub pending_events: u64,
     pub pushes: Vec<ShiftLogPush>,
+    /// The device's registered key: when set, every push of changes must be signed with it.
+    pub public_key: Option<PublicKey>,
 }
 
 impl SyncBatch {
@@ -330,6 +335,20 @@ pub struct DeviceCredential {
     pub revoked_at_ms: Option<i64>,
     /// The highest `request_seq` accepted from the device (0 before its first sync).
     pub last_request_seq: u64,
+    /// The key the device registered at enrollment: every push of shift-log changes it makes
+    /// must carry its signature. `None` for a device enrolled before keys existed.
+    pub public_key: Option<PublicKey>,
+}
+
+/// What the server holds as evidence of one shift log ([`Store::shift_log_evidence`]).
+#[derive(Clone, Debug)]
+pub struct ShiftLogEvidence {
+    pub device: DeviceId,
+    /// The document's chunks, concatenated (they load as the document).
+    pub bytes: Vec<u8>,
+    pub public_key: Option<PublicKey>,
+    /// Every signature kept, with when it was received, oldest first.
+    pub signatures: Vec<(SignedHeads, i64)>,
 }
 
 /// A one-time enrollment code to store, by its hash.
@@ -348,6 +367,7 @@ pub struct Enrollment {
     pub code_hash: TokenHash,
     pub device: DeviceId,
     pub credential_hash: TokenHash,
+    pub public_key: Option<PublicKey>,
     pub now_ms: i64,
 }
 
@@ -617,6 +637,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         &self,
         hash: TokenHash,
     ) -> BoxFuture<'_, Result<Option<(DeviceCredential, TokenHash)>, StoreError>>;
+
+    /// A shift log as stored, with its device's registered key and every signature kept for
+    /// it, for export; `None` if the site has no such log.
+    fn shift_log_evidence(
+        &self,
+        site: SiteId,
+        shift: ShiftId,
+    ) -> BoxFuture<'_, Result<Option<ShiftLogEvidence>, StoreError>>;
 
     /// The site's enrolled devices, ordered by device id; `None` if the site does not exist.
     fn device_credentials(

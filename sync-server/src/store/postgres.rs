@@ -38,7 +38,7 @@ use std::time::Duration;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use patrol_core::merge::Rejection;
 use patrol_core::protocol::{DocOutcome, to_wire};
-use patrol_core::{DeviceId, SiteId};
+use patrol_core::{DeviceId, ShiftId, SiteId};
 use tokio::sync::{Semaphore, broadcast, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -46,15 +46,15 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::incident::ServerClock;
 use super::merge::{
-    ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_shift_log,
-    shift_log_doc_id,
+    ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_signed_push,
+    read_public_key, read_signature, shift_log_doc_id, signed_heads_blob,
 };
 use super::notify::Notifier;
 use super::{
     AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceCredential, DeviceStatus,
     Enrollment, EventPage, FILTER_SCAN_LIMIT, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, NewUser, OperatorAction, Site, Store, StoreError, StoredConfig, SyncBatch,
-    SyncRefusal, User,
+    NewEnrollmentCode, NewUser, OperatorAction, ShiftLogEvidence, Site, Store, StoreError,
+    StoredConfig, SyncBatch, SyncRefusal, User,
 };
 use crate::auth::TokenHash;
 
@@ -68,6 +68,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/migrations/0001_init.sql"),
     include_str!("postgres/migrations/0002_incidents_config_alarms.sql"),
     include_str!("postgres/migrations/0003_auth.sql"),
+    include_str!("postgres/migrations/0004_signatures.sql"),
 ];
 
 /// The advisory lock key migrations run under (any constant; this is "patrol" in ASCII).
@@ -767,6 +768,23 @@ async fn write_doc(
         &[&site, &doc_id, &chunk],
     )
     .await?;
+    if let Some(signed) = &log.signature {
+        execute(
+            tx,
+            "INSERT INTO shift_log_signatures (site_id, doc_id, heads, signed_at, signature,
+                 received_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &site,
+                &doc_id,
+                &signed_heads_blob(signed),
+                &signed.signed_at_ms,
+                &signed.signature,
+                &received_at_ms,
+            ],
+        )
+        .await?;
+    }
     if log.new_events.is_empty() {
         return Ok(0);
     }
@@ -892,17 +910,12 @@ enum Wrote {
 fn merge_push(batch: &SyncBatch, index: usize, stored: StoredDoc) -> Result<Prepared, StoreError> {
     let push = &batch.pushes[index];
     let doc_id = shift_log_doc_id(&push.shift);
-    let merge = merge_shift_log(
-        &stored,
-        &batch.owner(push),
-        &push.changes,
-        batch.received_at_ms,
-    )
-    .map_err(|reason| StoreError::CorruptDocument {
-        site: batch.site.clone(),
-        doc: doc_id.clone(),
-        reason,
-    })?;
+    let merge =
+        merge_signed_push(&stored, batch, index).map_err(|reason| StoreError::CorruptDocument {
+            site: batch.site.clone(),
+            doc: doc_id.clone(),
+            reason,
+        })?;
     Ok(Prepared {
         doc_id,
         version: stored.version,
@@ -1370,6 +1383,65 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let client = self.client().await?;
             auth::device_by_credential(&client, &hash).await
+        })
+    }
+
+    fn shift_log_evidence(
+        &self,
+        site: SiteId,
+        shift: ShiftId,
+    ) -> BoxFuture<'_, Result<Option<ShiftLogEvidence>, StoreError>> {
+        Box::pin(async move {
+            // One snapshot: the chunks and the signatures written with them.
+            let mut client = self.client().await?;
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let doc_id = shift_log_doc_id(&shift);
+            let site_id = site.as_str();
+            let Some(row) = query_opt(
+                &tx,
+                "SELECT d.device_id, k.public_key FROM docs d
+                 LEFT JOIN device_credentials k
+                     ON k.site_id = d.site_id AND k.device_id = d.device_id
+                 WHERE d.site_id = $1 AND d.doc_id = $2 AND d.kind = $3",
+                &[&site_id, &doc_id, &SHIFT_LOG_KIND],
+            )
+            .await?
+            else {
+                return Ok(None);
+            };
+            let device: String = row.try_get(0)?;
+            let public_key: Option<Vec<u8>> = row.try_get(1)?;
+            let stored = read_stored(&tx, site_id, &doc_id).await?;
+            let signatures = query(
+                &tx,
+                "SELECT heads, signed_at, signature, received_at FROM shift_log_signatures
+                 WHERE site_id = $1 AND doc_id = $2 ORDER BY received_at, signed_at",
+                &[&site_id, &doc_id],
+            )
+            .await?
+            .iter()
+            .map(|row| {
+                read_signature(
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                )
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+            tx.commit().await?;
+            Ok(Some(ShiftLogEvidence {
+                device: DeviceId::from_str(&device)
+                    .map_err(|e| StoreError::CorruptData(format!("device id {device:?}: {e}")))?,
+                bytes: stored.bytes,
+                public_key: read_public_key(public_key)?,
+                signatures,
+            }))
         })
     }
 

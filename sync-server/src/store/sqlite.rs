@@ -34,22 +34,22 @@ use std::time::{Duration, Instant};
 use crate::auth::TokenHash;
 use patrol_core::merge::Rejection;
 use patrol_core::protocol::{DocOutcome, to_wire};
-use patrol_core::{DeviceId, SiteId};
+use patrol_core::{DeviceId, ShiftId, SiteId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Semaphore, oneshot};
 
 use self::folded::FoldedFilter;
 use super::incident::ServerClock;
 use super::merge::{
-    ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_shift_log,
-    shift_log_doc_id,
+    ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_signed_push,
+    read_public_key, read_signature, shift_log_doc_id, signed_heads_blob,
 };
 use super::notify::Notifier;
 use super::{
     AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceCredential, DeviceStatus,
     DeviceSync, EnrollRefusal, Enrollment, EventPage, FILTER_SCAN_LIMIT, FeedFilter, IncidentList,
-    IncidentQuery, NewEnrollmentCode, NewUser, OperatorAction, Scope, Site, Store, StoreError,
-    StoredConfig, SyncBatch, SyncRefusal, User,
+    IncidentQuery, NewEnrollmentCode, NewUser, OperatorAction, Scope, ShiftLogEvidence, Site,
+    Store, StoreError, StoredConfig, SyncBatch, SyncRefusal, User,
 };
 
 mod collab;
@@ -65,6 +65,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0002_event_ids.sql"),
     include_str!("sqlite/migrations/0003_incidents_config_alarms.sql"),
     include_str!("sqlite/migrations/0004_auth.sql"),
+    include_str!("sqlite/migrations/0005_signatures.sql"),
 ];
 
 /// Idle read connections kept for reuse. Every sync request reads its answer's extras (config,
@@ -650,17 +651,12 @@ impl Prepared {
 fn merge_push(batch: &SyncBatch, index: usize, stored: StoredDoc) -> Result<Prepared, StoreError> {
     let push = &batch.pushes[index];
     let doc_id = shift_log_doc_id(&push.shift);
-    let merge = merge_shift_log(
-        &stored,
-        &batch.owner(push),
-        &push.changes,
-        batch.received_at_ms,
-    )
-    .map_err(|reason| StoreError::CorruptDocument {
-        site: batch.site.clone(),
-        doc: doc_id.clone(),
-        reason,
-    })?;
+    let merge =
+        merge_signed_push(&stored, batch, index).map_err(|reason| StoreError::CorruptDocument {
+            site: batch.site.clone(),
+            doc: doc_id.clone(),
+            reason,
+        })?;
     Ok(Prepared {
         doc_id,
         version: stored.version,
@@ -973,6 +969,21 @@ fn write_doc(
          WHERE site_id = ?1 AND doc_id = ?2",
     )?
     .execute(params![site, doc_id, chunk])?;
+    if let Some(signed) = &log.signature {
+        tx.prepare_cached(
+            "INSERT INTO shift_log_signatures (site_id, doc_id, heads, signed_at, signature,
+                 received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            site,
+            doc_id,
+            signed_heads_blob(signed),
+            signed.signed_at_ms,
+            signed.signature,
+            received_at_ms
+        ])?;
+    }
 
     // The id is looked up in both levels of the event-id index (see migration 0002) and
     // claimed in the recent one before the event goes in.
@@ -1332,7 +1343,7 @@ fn create_user(conn: &mut Connection, new: NewUser) -> Result<User, StoreError> 
 }
 
 const DEVICE_CREDENTIAL_COLUMNS: &str =
-    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash";
+    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash, public_key";
 
 fn read_device_credential(
     row: &rusqlite::Row<'_>,
@@ -1344,6 +1355,7 @@ fn read_device_credential(
         enrolled_at_ms: row.get(2)?,
         revoked_at_ms: row.get(3)?,
         last_request_seq: u64::try_from(last).unwrap_or(0),
+        public_key: read_public_key(row.get(6)?)?,
     };
     let hash = read_hash(
         row.get_ref(5)?.as_blob().map_err(corrupt)?,
@@ -1400,9 +1412,16 @@ fn enroll_device(conn: &mut Connection, e: Enrollment) -> Result<DeviceCredentia
         params![site, e.code_hash.0.as_slice(), e.now_ms, device],
     )?;
     tx.execute(
-        "INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at)
-         VALUES (?1, ?2, ?3, ?4)",
-        params![site, device, e.credential_hash.0.as_slice(), e.now_ms],
+        "INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at,
+             public_key)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            site,
+            device,
+            e.credential_hash.0.as_slice(),
+            e.now_ms,
+            e.public_key.map(|k| k.to_bytes().to_vec())
+        ],
     )?;
     tx.commit()?;
     Ok(DeviceCredential {
@@ -1411,6 +1430,7 @@ fn enroll_device(conn: &mut Connection, e: Enrollment) -> Result<DeviceCredentia
         enrolled_at_ms: e.now_ms,
         revoked_at_ms: None,
         last_request_seq: 0,
+        public_key: e.public_key,
     })
 }
 
@@ -1648,6 +1668,54 @@ impl Store for SqliteStore {
                 Some(row) => Ok(Some(read_device_credential(row)?)),
                 None => Ok(None),
             }
+        }))
+    }
+
+    fn shift_log_evidence(
+        &self,
+        site: SiteId,
+        shift: ShiftId,
+    ) -> BoxFuture<'_, Result<Option<ShiftLogEvidence>, StoreError>> {
+        Box::pin(self.read(move |conn| {
+            // One snapshot: the chunks and the signatures written with them.
+            let tx = conn.transaction()?;
+            let doc_id = shift_log_doc_id(&shift);
+            let device: Option<String> = tx
+                .prepare_cached(
+                    "SELECT device_id FROM docs WHERE site_id = ?1 AND doc_id = ?2 AND kind = ?3",
+                )?
+                .query_row(params![site.as_str(), doc_id, SHIFT_LOG_KIND], |r| r.get(0))
+                .optional()?;
+            let Some(device) = device else {
+                return Ok(None);
+            };
+            let stored = read_stored_in(&tx, site.as_str(), &doc_id)?;
+            let public_key: Option<Vec<u8>> = tx
+                .prepare_cached(
+                    "SELECT public_key FROM device_credentials WHERE site_id = ?1 AND device_id = ?2",
+                )?
+                .query_row(params![site.as_str(), device], |r| r.get(0))
+                .optional()?
+                .flatten();
+            let mut signatures = Vec::new();
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT heads, signed_at, signature, received_at FROM shift_log_signatures
+                     WHERE site_id = ?1 AND doc_id = ?2 ORDER BY received_at, signed_at",
+                )?;
+                let mut rows = stmt.query(params![site.as_str(), doc_id])?;
+                while let Some(row) = rows.next()? {
+                    let heads: Vec<u8> = row.get(0)?;
+                    signatures.push(read_signature(&heads, row.get(1)?, row.get(2)?, row.get(3)?)?);
+                }
+            }
+            tx.finish()?;
+            Ok(Some(ShiftLogEvidence {
+                device: read_device_id(&device)?,
+                bytes: stored.bytes,
+                public_key: read_public_key(public_key)?,
+                signatures,
+            }))
         }))
     }
 
@@ -1940,7 +2008,9 @@ mod tests {
                     shift: self.meta.shift,
                     changes: push.changes,
                     events: push.events,
+                    signature: None,
                 }],
+                public_key: None,
             }))
         }
     }
@@ -2322,6 +2392,7 @@ mod tests {
             credential_hash: Secret::generate(TokenKind::Device)
                 .map(|c| c.hash())
                 .unwrap_or(TokenHash([0; 32])),
+            public_key: None,
             now_ms,
         };
         let device = DeviceId::generate();
@@ -2330,6 +2401,7 @@ mod tests {
                 code_hash: code.hash(),
                 device,
                 credential_hash: credential.hash(),
+                public_key: None,
                 now_ms: 500,
             })
             .await?;

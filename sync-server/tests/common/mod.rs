@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use automerge::ChangeHash;
 use axum::body::{Body, Bytes};
 use axum::http::{Request, StatusCode, header};
+use patrol_core::evidence::DeviceKey;
 use patrol_core::merge::{acknowledge, plan_push};
 use patrol_core::protocol::{self, DocOutcome, DocPush, SyncRequest, SyncResponse};
 use patrol_core::{
@@ -221,6 +222,16 @@ impl TestServer {
     /// calls go through a router with counters of its own, so that tests of the server's
     /// counters see only the traffic they make.
     pub async fn enroll_on(&self, site: &str) -> Result<Enrolled, Box<dyn std::error::Error>> {
+        self.enroll_with_key(site, None).await
+    }
+
+    /// As [`TestServer::enroll_on`], registering `key`'s public half as a phone of this
+    /// version does (without one, the device is one enrolled before keys existed).
+    pub async fn enroll_with_key(
+        &self,
+        site: &str,
+        key: Option<&DeviceKey>,
+    ) -> Result<Enrolled, Box<dyn std::error::Error>> {
         let mut uncounted = self.state.clone();
         uncounted.metrics = Arc::new(patrol_server::Metrics::new());
         let (status, code) = post_json(
@@ -235,7 +246,13 @@ impl TestServer {
             &uncounted,
             "",
             "/api/v1/enroll",
-            serde_json::json!({"code": code["code"]}),
+            match key {
+                Some(key) => serde_json::json!({
+                    "code": code["code"],
+                    "public_key": key.public_key().to_string(),
+                }),
+                None => serde_json::json!({"code": code["code"]}),
+            },
         )
         .await?;
         assert_eq!(status, StatusCode::OK, "{enrolled}");
@@ -602,6 +619,8 @@ pub struct Phone {
     pub recorded: Vec<EventId>,
     /// The last request seq given out: each request gets the next one.
     pub request_seq: AtomicU64,
+    /// Signs every push of changes, when set ([`Phone::signing`]).
+    pub key: Option<DeviceKey>,
 }
 
 impl Phone {
@@ -623,9 +642,16 @@ impl Phone {
             seq: 0,
             recorded: Vec::new(),
             request_seq: AtomicU64::new(0),
+            key: None,
         };
         phone.record(EventBody::ShiftStarted)?;
         Ok(phone)
+    }
+
+    /// A phone that signs its pushes with `key`, as phones of this version do.
+    pub fn signing(mut self, key: DeviceKey) -> Self {
+        self.key = Some(key);
+        self
     }
 
     pub fn shift(&self) -> ShiftId {
@@ -670,7 +696,11 @@ impl Phone {
     }
 
     pub fn push(&mut self) -> Result<DocPush, Box<dyn std::error::Error>> {
-        Ok(plan_push(&mut self.log, &self.acked)?)
+        let mut push = plan_push(&mut self.log, &self.acked)?;
+        if let Some(key) = &self.key {
+            key.sign_push(&mut push, &mut self.log, crate_now_ms());
+        }
+        Ok(push)
     }
 
     /// A request carrying this phone's push.

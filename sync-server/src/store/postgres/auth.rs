@@ -9,6 +9,7 @@ use tokio_postgres::Row;
 
 use super::{execute, get_site, query, query_opt, to_i64};
 use crate::auth::TokenHash;
+use crate::store::merge::read_public_key;
 use crate::store::{
     DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, NewUser, Scope, StoreError,
     SyncBatch, SyncRefusal, User,
@@ -215,11 +216,19 @@ pub(super) async fn enroll_device<C: GenericClient>(
         &[&site, &e.code_hash.0.as_slice(), &e.now_ms, &device],
     )
     .await?;
+    let public_key = e.public_key.map(|k| k.to_bytes().to_vec());
     execute(
         tx,
-        "INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at)
-         VALUES ($1, $2, $3, $4)",
-        &[&site, &device, &e.credential_hash.0.as_slice(), &e.now_ms],
+        "INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at,
+             public_key)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &site,
+            &device,
+            &e.credential_hash.0.as_slice(),
+            &e.now_ms,
+            &public_key,
+        ],
     )
     .await?;
     Ok(DeviceCredential {
@@ -228,11 +237,12 @@ pub(super) async fn enroll_device<C: GenericClient>(
         enrolled_at_ms: e.now_ms,
         revoked_at_ms: None,
         last_request_seq: 0,
+        public_key: e.public_key,
     })
 }
 
 const DEVICE_CREDENTIAL_COLUMNS: &str =
-    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash";
+    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash, public_key";
 
 fn read_device_credential(row: &Row) -> Result<(DeviceCredential, TokenHash), StoreError> {
     let last: i64 = row.try_get(4)?;
@@ -242,6 +252,7 @@ fn read_device_credential(row: &Row) -> Result<(DeviceCredential, TokenHash), St
         enrolled_at_ms: row.try_get(2)?,
         revoked_at_ms: row.try_get(3)?,
         last_request_seq: u64::try_from(last).unwrap_or(0),
+        public_key: read_public_key(row.try_get(6)?)?,
     };
     let hash = read_hash(row.try_get(5)?, "a credential hash")?;
     Ok((credential, hash))

@@ -1,0 +1,180 @@
+//! Tamper evidence on the server: a device that enrolled with a key must sign every push of
+//! shift-log changes; the server verifies the signature before it stores anything, keeps it
+//! with the log, and exports both for `patrol verify`.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{Backend, Phone, SITE, TestResult, TestServer};
+use patrol_core::evidence::{DeviceKey, ShiftLogExport, verify_export};
+use patrol_core::protocol::{DocOutcome, RejectCode};
+
+/// A phone enrolled with `key` and signing its pushes with it.
+async fn signing_phone(
+    server: &TestServer,
+    key: &DeviceKey,
+) -> Result<Phone, Box<dyn std::error::Error>> {
+    let enrolled = server.enroll_with_key(SITE, Some(key)).await?;
+    Ok(Phone::new(enrolled, "guard-1")?.signing(key.clone()))
+}
+
+fn rejection(outcome: &DocOutcome) -> Option<RejectCode> {
+    match outcome {
+        DocOutcome::Rejected { code, .. } => Some(*code),
+        DocOutcome::Accepted { .. } => None,
+    }
+}
+
+async fn feed_len(server: &TestServer) -> Result<usize, Box<dyn std::error::Error>> {
+    let (status, page) = server
+        .get_json(&format!("/api/v1/sites/{SITE}/events?limit=1000"))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    Ok(page["events"].as_array().map_or(0, Vec::len))
+}
+
+async fn export(
+    server: &TestServer,
+    phone: &Phone,
+) -> Result<ShiftLogExport, Box<dyn std::error::Error>> {
+    let (status, body) = server
+        .get_json(&format!(
+            "/api/v1/sites/{SITE}/shift-logs/{}/export",
+            phone.shift()
+        ))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Ok(serde_json::from_value(body)?)
+}
+
+async fn signed_pushes_are_verified_kept_and_exported(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let key = DeviceKey::generate()?;
+    let mut phone = signing_phone(&server, &key).await?;
+    for round in 0..2 {
+        phone.scan(&format!("cp-{round}"))?;
+        let resp = server.sync(&phone.push_request()?).await?;
+        assert_eq!(rejection(&resp.docs[0].outcome), None, "{resp:?}");
+        phone.on_accepted(&resp.docs[0].outcome);
+    }
+    let exported = export(&server, &phone).await?;
+    assert_eq!(exported.public_key, Some(key.public_key().to_string()));
+    assert_eq!(exported.signatures.len(), 2);
+    let verified = verify_export(&exported, &key.public_key())?;
+    assert_eq!(verified.events, 3);
+
+    // The device list shows the key the device registered.
+    let (_, devices) = server
+        .get_json(&format!("/api/v1/sites/{SITE}/devices"))
+        .await?;
+    assert_eq!(
+        devices["devices"][0]["public_key"],
+        key.public_key().to_string()
+    );
+    Ok(())
+}
+
+async fn unsigned_or_badly_signed_changes_are_refused_and_change_nothing(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let key = DeviceKey::generate()?;
+    let mut phone = signing_phone(&server, &key).await?;
+    phone.scan("cp-1")?;
+
+    let mut unsigned = phone.push()?;
+    unsigned.signature = None;
+    let mut forged = phone.push()?;
+    let other = DeviceKey::generate()?;
+    other.sign_push(&mut forged, &mut phone.log, 1);
+    let mut stale = phone.push()?;
+    // A valid signature over heads short of those the pushed changes reach (the log's first
+    // change), and over none.
+    let meta = phone.log.meta().clone();
+    let first = phone.log.changes()[0].hash();
+    stale.signature = Some(key.sign_heads(&meta, &[first], 1));
+    let mut empty = phone.push()?;
+    empty.signature = Some(key.sign_heads(&meta, &[], 1));
+
+    for (what, push) in [
+        ("unsigned", unsigned),
+        ("other key", forged),
+        ("stale heads", stale),
+    ] {
+        let resp = server.sync(&phone.request(vec![push])).await?;
+        assert_eq!(
+            rejection(&resp.docs[0].outcome),
+            Some(RejectCode::BadSignature),
+            "{what}: {resp:?}"
+        );
+        assert_eq!(feed_len(&server).await?, 0, "{what}: nothing stored");
+    }
+    let (status, _) = server
+        .get_json(&format!(
+            "/api/v1/sites/{SITE}/shift-logs/{}/export",
+            phone.shift()
+        ))
+        .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The phone's next, properly signed sync delivers everything.
+    let resp = server.sync(&phone.push_request()?).await?;
+    assert_eq!(rejection(&resp.docs[0].outcome), None, "{resp:?}");
+    assert_eq!(feed_len(&server).await?, 2);
+    Ok(())
+}
+
+async fn a_device_enrolled_without_a_key_syncs_unsigned(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let mut phone = server.phone("guard-1").await?;
+    phone.scan("cp-1")?;
+    let resp = server.sync(&phone.push_request()?).await?;
+    assert_eq!(rejection(&resp.docs[0].outcome), None, "{resp:?}");
+    let exported = export(&server, &phone).await?;
+    assert!(exported.signatures.is_empty());
+    assert_eq!(exported.public_key, None);
+    Ok(())
+}
+
+crate::on_every_backend!(
+    signed_pushes_are_verified_kept_and_exported,
+    unsigned_or_badly_signed_changes_are_refused_and_change_nothing,
+    a_device_enrolled_without_a_key_syncs_unsigned,
+);
+
+#[tokio::test]
+async fn enrollment_refuses_a_malformed_public_key() -> TestResult {
+    let server = TestServer::sqlite().await?;
+    let (status, code) = server
+        .send_json(
+            "POST",
+            &format!("/api/v1/sites/{SITE}/enrollment-codes"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{code}");
+    for bad in ["zz", "00", &"ab".repeat(33)] {
+        let (status, body) = server
+            .send_json_as(
+                "",
+                "POST",
+                "/api/v1/enroll",
+                &serde_json::json!({"code": code["code"], "public_key": bad}),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["error"], "invalid_public_key");
+    }
+    // The code was not spent by the refused attempts.
+    let key = DeviceKey::generate()?;
+    let (status, body) = server
+        .send_json_as(
+            "",
+            "POST",
+            "/api/v1/enroll",
+            &serde_json::json!({"code": code["code"], "public_key": key.public_key().to_string()}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Ok(())
+}
