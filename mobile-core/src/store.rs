@@ -260,7 +260,11 @@ impl DeviceStore {
         enrollment: Enrollment,
         options: StoreOptions,
     ) -> Result<Self> {
-        Self::open_setup(path.as_ref(), Setup::Enrolled(Box::new(enrollment)), options)
+        Self::open_setup(
+            path.as_ref(),
+            Setup::Enrolled(Box::new(enrollment)),
+            options,
+        )
     }
 
     /// Whether a store is set up at `path` (a phone enrolls only into a new store). Reads, never
