@@ -71,6 +71,12 @@ step "The control room's merged site record (canonical order: server sequence)"
 step "Device health"
 "$BIN/patrol" control --server "$URL" --token "$OPERATOR_TOKEN" devices --site "$SITE"
 
+step "Alice's shift log as evidence, checked offline against her phone's signing key"
+ALICE_KEY=$(guard alice status | awk '/^key/ {print $2}')
+ALICE_SHIFT=$(guard alice status | awk '/^shift/ {print $2}')
+control export-shift-log --site "$SITE" --shift "$ALICE_SHIFT" --out "$DATA/alice-shift.json"
+"$BIN/patrol" verify "$DATA/alice-shift.json" --public-key "$ALICE_KEY"
+
 step "Without a token, the server answers 401"
 "$BIN/patrol" control --server "$URL" --token "" pull --site "$SITE" || true
 

@@ -261,6 +261,42 @@ pub fn merge_signed_push(
     }
 }
 
+/// One document of a request, merged: the version it was merged from and the result.
+#[derive(Debug)]
+pub struct Prepared {
+    pub doc_id: String,
+    pub version: Option<Vec<u8>>,
+    pub merge: Merge,
+}
+
+impl Prepared {
+    /// Whether the write phase has something to persist for it (and so checks its version).
+    pub fn writes(&self) -> bool {
+        matches!(&self.merge, Merge::Accepted(m) if m.write != ChunkWrite::Nothing)
+    }
+}
+
+/// The merge phase of push `index` of `batch`, for every backend: `stored` is the document as
+/// read.
+pub fn merge_push(
+    batch: &SyncBatch,
+    index: usize,
+    stored: StoredDoc,
+) -> Result<Prepared, StoreError> {
+    let doc_id = shift_log_doc_id(&batch.pushes[index].shift);
+    let merge =
+        merge_signed_push(&stored, batch, index).map_err(|reason| StoreError::CorruptDocument {
+            site: batch.site.clone(),
+            doc: doc_id.clone(),
+            reason,
+        })?;
+    Ok(Prepared {
+        doc_id,
+        version: stored.version,
+        merge,
+    })
+}
+
 fn bad_signature(message: String) -> Rejection {
     Rejection {
         code: RejectCode::BadSignature,

@@ -46,7 +46,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::incident::ServerClock;
 use super::merge::{
-    ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_signed_push,
+    ChunkWrite, Merge, MergedLog, Prepared, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_push,
     read_public_key, read_signature, shift_log_doc_id, signed_heads_blob,
 };
 use super::notify::Notifier;
@@ -585,6 +585,18 @@ async fn migrate(client: &mut deadpool_postgres::Client, target: usize) -> Resul
     }
 }
 
+/// A read-only transaction whose reads all see one snapshot.
+async fn snapshot(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
 /// Reads a document's chunks and version in one statement (one snapshot).
 async fn read_stored<C: GenericClient>(
     c: &C,
@@ -877,21 +889,6 @@ async fn write_doc(
     u32::try_from(inserted).map_err(|_| StoreError::CorruptData("too many events".into()))
 }
 
-/// One document of a request, merged: the version it was merged from and the result.
-#[derive(Debug)]
-struct Prepared {
-    doc_id: String,
-    version: Option<Vec<u8>>,
-    merge: Merge,
-}
-
-impl Prepared {
-    /// Whether the write phase has something to persist for it (and so checks its version).
-    fn writes(&self) -> bool {
-        matches!(&self.merge, Merge::Accepted(m) if m.write != ChunkWrite::Nothing)
-    }
-}
-
 /// What the write phase did with one request.
 #[derive(Debug)]
 enum Wrote {
@@ -904,23 +901,6 @@ enum Wrote {
     Conflicts(Vec<usize>),
     /// Nothing written: the device may not sync this request.
     Refused(SyncRefusal),
-}
-
-/// The merge phase of push `index` of `batch`: `stored` is the document as read.
-fn merge_push(batch: &SyncBatch, index: usize, stored: StoredDoc) -> Result<Prepared, StoreError> {
-    let push = &batch.pushes[index];
-    let doc_id = shift_log_doc_id(&push.shift);
-    let merge =
-        merge_signed_push(&stored, batch, index).map_err(|reason| StoreError::CorruptDocument {
-            site: batch.site.clone(),
-            doc: doc_id.clone(),
-            reason,
-        })?;
-    Ok(Prepared {
-        doc_id,
-        version: stored.version,
-        merge,
-    })
 }
 
 fn read_site(row: &Row) -> Result<Site, StoreError> {
@@ -1222,12 +1202,7 @@ impl Store for PostgresStore {
             if sync.incidents.is_empty() {
                 // Nothing to write: the answer's reads share one snapshot.
                 let mut client = self.client().await?;
-                let tx = client
-                    .build_transaction()
-                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .await?;
+                let tx = snapshot(&mut client).await?;
                 let mut answer = CollabAnswer::default();
                 collab::sync_extras(&tx, &sync, &HashSet::new(), &mut answer).await?;
                 tx.commit().await?;
@@ -1394,12 +1369,7 @@ impl Store for PostgresStore {
         Box::pin(async move {
             // One snapshot: the chunks and the signatures written with them.
             let mut client = self.client().await?;
-            let tx = client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await?;
+            let tx = snapshot(&mut client).await?;
             let doc_id = shift_log_doc_id(&shift);
             let site_id = site.as_str();
             let Some(row) = query_opt(

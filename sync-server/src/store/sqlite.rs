@@ -41,7 +41,7 @@ use tokio::sync::{Semaphore, oneshot};
 use self::folded::FoldedFilter;
 use super::incident::ServerClock;
 use super::merge::{
-    ChunkWrite, Merge, MergedLog, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_signed_push,
+    ChunkWrite, Merge, MergedLog, Prepared, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_push,
     read_public_key, read_signature, shift_log_doc_id, signed_heads_blob,
 };
 use super::notify::Notifier;
@@ -630,38 +630,6 @@ fn current_version(
         .prepare_cached("SELECT heads FROM docs WHERE site_id = ?1 AND doc_id = ?2")?
         .query_row(params![site, doc_id], |r| r.get(0))
         .optional()?)
-}
-
-/// One document of a request, merged: the version it was merged from and the result.
-#[derive(Debug)]
-struct Prepared {
-    doc_id: String,
-    version: Option<Vec<u8>>,
-    merge: Merge,
-}
-
-impl Prepared {
-    /// Whether the write phase has something to persist for it (and so checks its version).
-    fn writes(&self) -> bool {
-        matches!(&self.merge, Merge::Accepted(m) if m.write != ChunkWrite::Nothing)
-    }
-}
-
-/// The merge phase of push `index` of `batch`: `stored` is the document as read.
-fn merge_push(batch: &SyncBatch, index: usize, stored: StoredDoc) -> Result<Prepared, StoreError> {
-    let push = &batch.pushes[index];
-    let doc_id = shift_log_doc_id(&push.shift);
-    let merge =
-        merge_signed_push(&stored, batch, index).map_err(|reason| StoreError::CorruptDocument {
-            site: batch.site.clone(),
-            doc: doc_id.clone(),
-            reason,
-        })?;
-    Ok(Prepared {
-        doc_id,
-        version: stored.version,
-        merge,
-    })
 }
 
 /// The answer to a request's write job.
