@@ -5,5 +5,6 @@ mod auth;
 mod crash;
 mod instances;
 mod offline_shift;
+mod overload;
 mod server_crash;
 mod working_together;
