@@ -124,8 +124,10 @@ pub struct Probe {
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerFigures {
+    /// `VmHWM` over the run (reset after setup, read when the run ends).
     #[serde(rename = "peakRssMB")]
     pub peak_rss_mb: f64,
+    /// After the final syncs and the loss check's pull of the whole feed.
     #[serde(rename = "finalRssMB")]
     pub final_rss_mb: f64,
     pub cpu_ms: f64,
@@ -172,6 +174,7 @@ pub struct LossCheck {
 #[serde(rename_all = "camelCase")]
 pub struct LoadResults {
     pub devices: u64,
+    /// From the start until the last device had finished its last sync begun in the run.
     pub seconds: f64,
     pub think_ms: u64,
     pub seed: u64,
@@ -191,7 +194,8 @@ pub struct LoadResults {
     /// Attempts the server refused with `503` (how fast a refusal comes back).
     pub refused_latency_ms: Latency,
     pub events_recorded: u64,
-    /// Events the server acknowledged to syncs during the run.
+    /// Events the server acknowledged to syncs during the run (scans, and each device's shift
+    /// start with its first sync).
     pub events_acknowledged: u64,
     pub syncs_per_sec: f64,
     pub events_per_sec: f64,
@@ -250,6 +254,8 @@ struct DeviceLog {
     /// Ids of the events the store holds as delivered, after the final sync.
     delivered: Vec<uuid::Uuid>,
     undelivered: u64,
+    /// When it left the run for its final sync, from the start.
+    left_run: Duration,
 }
 
 /// How one sync, with its retries, ended.
@@ -377,6 +383,8 @@ async fn device_loop(
         let pause = Duration::from_millis((think * (0.5 + unit(&mut pauses))) as u64);
         tokio::time::sleep_until((Instant::now() + pause).min(clock.end).into()).await;
     }
+
+    log.left_run = clock.start.elapsed();
 
     // The final sync: until nothing is pending, each failure retried when due.
     let (mut exchange, mut refused) = (Vec::new(), Vec::new());
@@ -568,8 +576,7 @@ pub async fn run_load(params: &LoadParams) -> Result<LoadResults> {
         });
     }
     let (feed_ms, devices_ms, probe_ms, probe_errors, max_waiting) = probe.await??;
-    // The measured window ends here; the devices are now in their final syncs.
-    let run_wall = start.elapsed();
+    // The devices are now in their final syncs (a few may still finish their last one).
     let during = counters(&http, &metrics_url).await?;
     let server_cpu_ms = procfs::cpu_ms(pid)? - cpu_before;
     let generator_cpu_ms = procfs::self_cpu_ms()? - self_cpu_before;
@@ -623,7 +630,9 @@ pub async fn run_load(params: &LoadParams) -> Result<LoadResults> {
     };
     let (mut sync_ms, mut exchange_ms, mut refused_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut recorded, mut acked) = (0, 0);
+    let mut run_left = params.duration;
     for log in logs {
+        run_left = run_left.max(log.left_run);
         syncs.ok += log.syncs.ok;
         syncs.retried += log.syncs.retried;
         syncs.cut_off += log.syncs.cut_off;
@@ -644,7 +653,8 @@ pub async fn run_load(params: &LoadParams) -> Result<LoadResults> {
         recorded += log.recorded;
         acked += log.acknowledged;
     }
-    let secs = run_wall.as_secs_f64();
+    // The run lasted until the last device's last sync begun before the end had finished.
+    let secs = run_left.as_secs_f64();
     Ok(LoadResults {
         devices: params.devices,
         seconds: secs,
@@ -783,7 +793,7 @@ pub fn load_table(r: &LoadResults) -> String {
     );
     line("server 5xx responses", r.server.http_5xx.to_string());
     line(
-        "server peak RSS (VmHWM) / final RSS",
+        "server RSS: run peak (VmHWM) / at the end",
         format!(
             "{:.1} / {:.1} MiB",
             r.server.peak_rss_mb, r.server.final_rss_mb
