@@ -64,6 +64,25 @@ impl RetryPolicy {
         let half = ceiling / 2;
         half + (unit.clamp(0.0, 1.0) * half as f64) as u64
     }
+
+    /// Delay before the next attempt after `error`, the `failures`-th in a row: as
+    /// [`RetryPolicy::delay_ms`], but never sooner than a server's `Retry-After`. That floor is
+    /// spread over [`Retry-After`, 1.5 × `Retry-After`) by the same `unit`, so that phones a
+    /// busy server refused together do not all come back in the same second; it is capped like
+    /// any delay.
+    pub fn delay_after(&self, error: &Error, failures: u32, urgent: bool, unit: f64) -> u64 {
+        let delay = self.delay_ms(failures, error.failure_class(), urgent, unit);
+        let Some(after) = error.retry_after_ms() else {
+            return delay;
+        };
+        let cap = if urgent {
+            self.urgent_max_ms
+        } else {
+            self.max_ms
+        };
+        let floor = after.saturating_add((unit.clamp(0.0, 1.0) * (after / 2) as f64) as u64);
+        delay.max(floor.min(cap))
+    }
 }
 
 #[cfg(test)]
@@ -91,6 +110,33 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_after_is_a_floor_spread_by_the_jitter_and_capped() {
+        let p = RetryPolicy::default();
+        let busy = |secs: u64| Error::ServerTransient {
+            status: 503,
+            message: String::new(),
+            retry_after_ms: Some(secs * 1_000),
+        };
+        // Longer than the backoff: the server's word, plus up to half again.
+        assert_eq!(p.delay_after(&busy(10), 1, false, 0.0), 10_000);
+        assert_eq!(p.delay_after(&busy(10), 1, false, 0.5), 12_500);
+        // Shorter than the backoff: the backoff.
+        assert_eq!(
+            p.delay_after(&busy(1), 4, false, 0.0),
+            p.delay_ms(4, FailureClass::Transient, false, 0.0)
+        );
+        // Capped like any delay, and short while a panic alarm waits.
+        assert_eq!(p.delay_after(&busy(3_600), 1, false, 0.9), p.max_ms);
+        assert_eq!(p.delay_after(&busy(60), 1, true, 0.9), p.urgent_max_ms);
+        // Without a Retry-After, the backoff as before.
+        let plain = Error::Network("down".into());
+        assert_eq!(
+            p.delay_after(&plain, 2, false, 0.3),
+            p.delay_ms(2, FailureClass::Network, false, 0.3)
+        );
+    }
+
+    #[test]
     fn errors_are_classed() {
         assert_eq!(
             Error::Network("x".into()).failure_class(),
@@ -99,6 +145,7 @@ mod tests {
         let busy = Error::ServerTransient {
             status: 503,
             message: String::new(),
+            retry_after_ms: None,
         };
         assert_eq!(busy.failure_class(), FailureClass::Transient);
         let refused = Error::ServerRejected {

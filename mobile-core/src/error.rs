@@ -62,7 +62,13 @@ pub enum Error {
     #[error("network: {0}")]
     Network(String),
     #[error("server error (HTTP {status}), will retry: {message}")]
-    ServerTransient { status: u16, message: String },
+    ServerTransient {
+        status: u16,
+        message: String,
+        /// The answer's `Retry-After`, when it gave one in seconds: the earliest the server
+        /// wants the request again (see [`crate::backoff::RetryPolicy::delay_after`]).
+        retry_after_ms: Option<u64>,
+    },
     #[error("server refused the sync (HTTP {status}): {message}")]
     ServerRejected { status: u16, message: String },
     #[error("bad response from server: {0}")]
@@ -76,6 +82,16 @@ impl Error {
             self,
             Error::Network(_) | Error::ServerTransient { .. } | Error::BadResponse(_)
         )
+    }
+}
+
+impl Error {
+    /// How long the server asked to be left alone (`Retry-After` of a 503 or 429).
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Error::ServerTransient { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        }
     }
 }
 

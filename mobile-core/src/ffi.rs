@@ -183,7 +183,9 @@ impl From<Error> for PatrolError {
             Error::KeyGeneration(what) => PatrolError::Storage {
                 message: format!("the phone has no random source for its signing key: {what}"),
             },
-            Error::ServerTransient { status, message } => PatrolError::Network {
+            Error::ServerTransient {
+                status, message, ..
+            } => PatrolError::Network {
                 message: format!("server error (HTTP {status}), will retry: {message}"),
             },
             Error::BadResponse(what) => PatrolError::Network {
@@ -1559,6 +1561,7 @@ mod tests {
                 Error::ServerTransient {
                     status: 503,
                     message: "busy".into(),
+                    retry_after_ms: Some(1_000),
                 },
                 PatrolError::Network {
                     message: "server error (HTTP 503), will retry: busy".into(),

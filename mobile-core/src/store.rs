@@ -1047,12 +1047,7 @@ impl DeviceStore {
     pub fn sync_failed(&mut self, error: &Error, policy: &RetryPolicy) -> Result<()> {
         let status = self.status()?;
         let failures = status.consecutive_failures.saturating_add(1);
-        let delay = policy.delay_ms(
-            failures,
-            error.failure_class(),
-            status.urgent,
-            rand::random::<f64>(),
-        );
+        let delay = policy.delay_after(error, failures, status.urgent, rand::random::<f64>());
         let next = self.clock.now().wall_ms.saturating_add(to_i64(delay));
         self.conn.execute(
             "UPDATE sync_state SET last_error = ?1, failures = ?2, next_attempt_ms = ?3",

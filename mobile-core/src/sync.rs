@@ -78,12 +78,13 @@ impl SyncClient {
             .await
             .map_err(|e| Error::Network(error_chain(&e)))?;
         let status = response.status();
+        let retry_after = retry_after_ms(response.headers());
         let bytes = response
             .bytes()
             .await
             .map_err(|e| Error::Network(error_chain(&e)))?;
         if !status.is_success() {
-            return Err(http_error(status.as_u16(), &bytes));
+            return Err(http_error(status.as_u16(), &bytes, retry_after));
         }
         let answer: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::BadResponse(format!("enrollment answer: {e}")))?;
@@ -214,6 +215,7 @@ impl SyncClient {
             .await
             .map_err(|e| Error::Network(error_chain(&e)))?;
         let status = response.status();
+        let retry_after = retry_after_ms(response.headers());
         let bytes = response
             .bytes()
             .await
@@ -221,12 +223,25 @@ impl SyncClient {
         if status.is_success() {
             return SyncResponse::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()));
         }
-        Err(http_error(status.as_u16(), &bytes))
+        Err(http_error(status.as_u16(), &bytes, retry_after))
     }
 }
 
+/// A `Retry-After` in seconds (as a busy patrol server sends it), in milliseconds. The HTTP-date
+/// form is not used by the server and is ignored: the backoff applies alone then.
+fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(secs.saturating_mul(1_000))
+}
+
 /// The error for a non-success answer, from its JSON body (`{"error", "message"}`) if it has one.
-fn http_error(status: u16, bytes: &[u8]) -> Error {
+fn http_error(status: u16, bytes: &[u8], retry_after_ms: Option<u64>) -> Error {
     let body = serde_json::from_slice::<serde_json::Value>(bytes).ok();
     let message = body
         .as_ref()
@@ -244,7 +259,11 @@ fn http_error(status: u16, bytes: &[u8]) -> Error {
         return Error::Replayed { last_seq };
     }
     if status >= 500 || status == 429 || status == 408 {
-        Error::ServerTransient { status, message }
+        Error::ServerTransient {
+            status,
+            message,
+            retry_after_ms,
+        }
     } else if status == 401 {
         Error::Unauthorized { status, message }
     } else {
@@ -261,4 +280,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_answer_is_transient_and_carries_its_retry_after() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after_ms(&headers), None);
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            reqwest::header::HeaderValue::from_static("2"),
+        );
+        assert_eq!(retry_after_ms(&headers), Some(2_000));
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after_ms(&headers), None);
+
+        let body = br#"{"error":"server_busy","message":"busy"}"#;
+        let e = http_error(503, body, Some(2_000));
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after_ms(), Some(2_000));
+        assert!(matches!(e, Error::ServerTransient { status: 503, .. }));
+        assert_eq!(http_error(400, body, Some(2_000)).retry_after_ms(), None);
+    }
 }

@@ -30,6 +30,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -49,12 +51,16 @@ use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, Sy
 use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId, ShiftId, ShiftLog, SiteId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::{self, AuthUser, Secret, TokenHash, TokenKind};
-use crate::config::{ApiConfig, MAX_ENROLLMENT_CODE_TTL_SECS};
+use crate::config::{
+    ApiConfig, DEFAULT_MAX_SYNC_WAIT_MS, DEFAULT_SYNC_RETRY_AFTER_SECS,
+    MAX_ENROLLMENT_CODE_TTL_SECS,
+};
 use crate::control;
 use crate::counting::count_traffic;
 use crate::error::AppError;
@@ -75,6 +81,16 @@ pub const MAX_FEED_LIMIT: u32 = 10_000;
 /// ([`AppState::with_max_concurrent_syncs`]).
 pub const DEFAULT_CONCURRENT_SYNCS_PER_CPU: usize = 16;
 
+/// Sync requests that may wait for a permit, per core, unless set otherwise
+/// ([`AppState::with_max_queued_syncs`]): four times the default permits. A fixed number rather
+/// than a multiple of the permits in force, so that a server run with few permits still queues
+/// a burst instead of refusing it.
+pub const DEFAULT_QUEUED_SYNCS_PER_CPU: usize = 4 * DEFAULT_CONCURRENT_SYNCS_PER_CPU;
+
+/// How long a sync request may wait for a permit before it is refused, unless set otherwise
+/// ([`AppState::with_max_sync_wait`]): well inside a phone's 30 s request timeout.
+pub const DEFAULT_MAX_SYNC_WAIT: Duration = Duration::from_millis(DEFAULT_MAX_SYNC_WAIT_MS);
+
 /// Largest JSON request body (users, sites, enrollment): these are a few hundred bytes.
 pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 
@@ -84,12 +100,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<ApiConfig>,
     pub metrics: Arc<Metrics>,
-    /// Admits sync requests: a request's body is read only once it holds a permit, so that
-    /// however many devices sync at once, the server holds the bodies of a bounded number of
-    /// them (the others wait in their sockets). Bodies are small; the store bounds the larger
-    /// merge results separately. Enough permits that the server always has bodies at hand while
-    /// slow clients finish sending theirs.
-    syncs: Arc<Semaphore>,
+    /// Admits sync requests ([`SyncAdmission`]).
+    syncs: Arc<SyncAdmission>,
     /// Wakes live feed streams when a site gets new events.
     pub feed: Arc<FeedNotifier>,
 }
@@ -105,15 +117,150 @@ impl AppState {
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
-            syncs: Arc::new(Semaphore::new(DEFAULT_CONCURRENT_SYNCS_PER_CPU * cpus)),
+            syncs: Arc::new(SyncAdmission::new(AdmissionLimits {
+                permits: DEFAULT_CONCURRENT_SYNCS_PER_CPU * cpus,
+                max_waiting: DEFAULT_QUEUED_SYNCS_PER_CPU * cpus,
+                max_wait: DEFAULT_MAX_SYNC_WAIT,
+                retry_after_secs: DEFAULT_SYNC_RETRY_AFTER_SECS,
+            })),
             feed: Arc::new(FeedNotifier::default()),
         }
     }
 
-    /// Handles at most `n` (at least 1) sync requests at once.
-    pub fn with_max_concurrent_syncs(mut self, n: usize) -> Self {
-        self.syncs = Arc::new(Semaphore::new(n.max(1)));
+    /// Sets the admission limits; meant for start-up, before any request (requests already
+    /// waiting keep the old limits).
+    fn with_limits(mut self, change: impl FnOnce(&mut AdmissionLimits)) -> Self {
+        let mut limits = self.syncs.limits;
+        change(&mut limits);
+        self.syncs = Arc::new(SyncAdmission::new(limits));
         self
+    }
+
+    /// Handles at most `n` (at least 1) sync requests at once.
+    pub fn with_max_concurrent_syncs(self, n: usize) -> Self {
+        self.with_limits(|l| l.permits = n.max(1))
+    }
+
+    /// Lets at most `n` sync requests wait for a permit; more are refused at once with `503
+    /// server_busy`. 0 refuses every request that finds no permit free.
+    pub fn with_max_queued_syncs(self, n: usize) -> Self {
+        self.with_limits(|l| l.max_waiting = n)
+    }
+
+    /// Refuses, with `503 server_busy`, a sync request that waited `wait` for a permit.
+    pub fn with_max_sync_wait(self, wait: Duration) -> Self {
+        self.with_limits(|l| l.max_wait = wait)
+    }
+
+    /// The `Retry-After` a refused sync is given, in seconds (at least 1).
+    pub fn with_sync_retry_after(self, secs: u64) -> Self {
+        self.with_limits(|l| l.retry_after_secs = secs.max(1))
+    }
+}
+
+/// The limits of [`SyncAdmission`].
+#[derive(Clone, Copy, Debug)]
+struct AdmissionLimits {
+    permits: usize,
+    max_waiting: usize,
+    max_wait: Duration,
+    retry_after_secs: u64,
+}
+
+/// Admits sync requests: a request's body is read only once it holds a permit, so that however
+/// many devices sync at once, the server holds the bodies of a bounded number of them (the
+/// others wait in their sockets). Bodies are small; the store bounds the larger merge results
+/// separately. Enough permits that the server always has bodies at hand while slow clients
+/// finish sending theirs.
+///
+/// The wait is bounded too, in length and in time: a request that finds `max_waiting` others
+/// already waiting, or that waited `max_wait`, is answered `503 server_busy` with a
+/// `Retry-After`, its body unread and nothing changed. Without the bound, a flood of phones
+/// would pile up waiting requests (each a socket and a task) until they time out at the phones
+/// and are sent again on top of the queue, and the server would answer no one in time.
+#[derive(Debug)]
+struct SyncAdmission {
+    permits: Arc<Semaphore>,
+    /// Requests waiting for a permit now.
+    waiting: AtomicUsize,
+    limits: AdmissionLimits,
+}
+
+/// Why a sync request was refused a permit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusyReason {
+    /// `max_waiting` requests were already waiting.
+    QueueFull,
+    /// It waited `max_wait` without a permit.
+    WaitedTooLong,
+}
+
+impl BusyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusyReason::QueueFull => "queue_full",
+            BusyReason::WaitedTooLong => "wait_timeout",
+        }
+    }
+}
+
+/// Takes a request off the waiting count however its wait ends (a permit, the time bound, or
+/// the client going away, which drops the handler's future).
+struct Waiting<'a> {
+    admission: &'a SyncAdmission,
+    metrics: &'a Metrics,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.admission.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.leave_sync_queue();
+    }
+}
+
+impl SyncAdmission {
+    fn new(limits: AdmissionLimits) -> Self {
+        SyncAdmission {
+            permits: Arc::new(Semaphore::new(limits.permits)),
+            waiting: AtomicUsize::new(0),
+            limits,
+        }
+    }
+
+    /// A permit at once if one is free, else after a bounded wait in the queue, or the reason
+    /// there is none.
+    async fn admit(&self, metrics: &Metrics) -> Result<OwnedSemaphorePermit, AppError> {
+        let busy = |reason: BusyReason| {
+            metrics.add_sync_refused(reason);
+            AppError::ServerBusy {
+                reason: reason.as_str(),
+                retry_after_secs: self.limits.retry_after_secs,
+            }
+        };
+        // The semaphore is never closed, so the only failure is "no permit free".
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let max = self.limits.max_waiting;
+        if self
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(busy(BusyReason::QueueFull));
+        }
+        metrics.enter_sync_queue();
+        let _waiting = Waiting {
+            admission: self,
+            metrics,
+        };
+        match tokio::time::timeout(self.limits.max_wait, self.permits.clone().acquire_owned()).await
+        {
+            Ok(permit) => permit.map_err(AppError::internal),
+            Err(_) => Err(busy(BusyReason::WaitedTooLong)),
+        }
     }
 }
 
@@ -259,11 +406,26 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(log_failure))
         // Outermost, so that it sees bodies exactly as they go to and come from hyper: after
         // any encoding a layer inside it applies, and including error responses of every layer.
         .layer(axum::middleware::from_fn_with_state(metrics, count_traffic))
         .with_state(state)
+}
+
+/// Logs a 5xx answer as an error, except a refused sync (`503 server_busy`): that is
+/// back-pressure doing its work, counted in `patrol_sync_refused_total`, and under a flood one
+/// error line per refusal would only cost the CPU the refusal saved.
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, span: &tracing::Span) {
+    let latency_ms = latency.as_millis();
+    match class {
+        ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::debug!(parent: span, latency_ms, "refused: server busy")
+        }
+        other => {
+            tracing::error!(parent: span, classification = %other, latency_ms, "response failed")
+        }
+    }
 }
 
 #[utoipa::path(
@@ -371,14 +533,16 @@ fn check_sync_request(
         (status = 413, description = "The body is over the server's sync body limit", body = crate::openapi::ErrorBody),
         (status = 415, description = "Content-Type is not `application/x-patrol-sync`", body = crate::openapi::ErrorBody),
         (status = 500, description = "The server failed; details are in its log", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`server_busy`: too many sync requests are already waiting, or this one waited too long; its body was not read and nothing changed. Send it again after `Retry-After` seconds", body = crate::openapi::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before sending the sync again"))),
     )
 )]
 async fn sync(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     state.metrics.add_sync_request();
     let credential = auth::authenticate_device(&state, request.headers()).await?;
     check_content_type(request.headers())?;
-    // Held until the answer is ready. The semaphore is never closed.
-    let _admitted = state.syncs.acquire().await.map_err(AppError::internal)?;
+    // Held until the answer is ready. Refused (503) before a byte of the body is read.
+    let _admitted = state.syncs.admit(&state.metrics).await?;
     let body = Bytes::from_request(request, &state)
         .await
         .map_err(|r| body_error(r, state.config.max_body_bytes))?;
@@ -1547,5 +1711,61 @@ mod tests {
             header::HeaderValue::from_static("application/json"),
         );
         assert!(check_content_type(&h).is_err());
+    }
+
+    #[tokio::test]
+    async fn admission_queues_up_to_its_bound_then_refuses() -> Result<(), AppError> {
+        use futures_util::FutureExt as _;
+        let admission = SyncAdmission::new(AdmissionLimits {
+            permits: 1,
+            max_waiting: 1,
+            max_wait: Duration::from_millis(50),
+            retry_after_secs: 3,
+        });
+        let metrics = Metrics::new();
+        let held = admission.admit(&metrics).await?;
+        // One may wait; while it does, the next is refused at once.
+        let waiter = admission.admit(&metrics);
+        tokio::pin!(waiter);
+        assert!(waiter.as_mut().now_or_never().is_none());
+        assert_eq!(metrics.snapshot().sync_waiting, 1);
+        match admission.admit(&metrics).await {
+            Err(e @ AppError::ServerBusy { .. }) => {
+                assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(e.code(), "server_busy");
+                let response = e.into_response();
+                assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+            }
+            other => panic!("expected server_busy, got {other:?}"),
+        }
+        // The waiter waits out its bound.
+        assert!(matches!(
+            waiter.await,
+            Err(AppError::ServerBusy {
+                reason: "wait_timeout",
+                ..
+            })
+        ));
+        let m = metrics.snapshot();
+        assert_eq!(
+            (
+                m.sync_waiting,
+                m.sync_queued,
+                m.sync_refused_queue_full,
+                m.sync_refused_wait_timeout
+            ),
+            (0, 1, 1, 1)
+        );
+        // A freed permit goes to the next request.
+        drop(held);
+        let again = admission.admit(&metrics).await?;
+        // And one freed while a request waits goes to it.
+        let waiter = admission.admit(&metrics);
+        tokio::pin!(waiter);
+        assert!(waiter.as_mut().now_or_never().is_none());
+        drop(again);
+        let _admitted = waiter.await?;
+        assert_eq!(metrics.snapshot().sync_waiting, 0);
+        Ok(())
     }
 }

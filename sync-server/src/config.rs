@@ -9,6 +9,12 @@ use clap::{Args, Parser, Subcommand};
 /// Default request body limit for `POST /api/v1/sync`.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+/// Longest wait of a sync request for a permit before `503 server_busy`, in milliseconds.
+pub const DEFAULT_MAX_SYNC_WAIT_MS: u64 = 10_000;
+
+/// The `Retry-After` of a refused sync, in seconds.
+pub const DEFAULT_SYNC_RETRY_AFTER_SECS: u64 = 1;
+
 /// How long an enrollment code stays usable unless its request says otherwise: a day.
 pub const DEFAULT_ENROLLMENT_CODE_TTL_SECS: u64 = 24 * 60 * 60;
 
@@ -130,6 +136,20 @@ pub struct ServeArgs {
     /// core). Bounds the memory that many devices syncing at once take.
     #[arg(long, env = "PATROL_MAX_CONCURRENT_SYNCS")]
     pub max_concurrent_syncs: Option<usize>,
+    /// Sync requests that may wait for a permit; one more is refused at once with `503
+    /// server_busy` and a `Retry-After`, its body unread (default: 64 per core, four times the
+    /// default permits). 0 refuses every sync that finds no permit free.
+    #[arg(long, env = "PATROL_MAX_QUEUED_SYNCS")]
+    pub max_queued_syncs: Option<usize>,
+    /// Longest wait for a permit, in milliseconds; a sync that waited this long is refused with
+    /// `503 server_busy`.
+    #[arg(long, env = "PATROL_MAX_SYNC_WAIT_MS", default_value_t = DEFAULT_MAX_SYNC_WAIT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sync_wait_ms: u64,
+    /// The `Retry-After` of a refused sync, in seconds.
+    #[arg(long, env = "PATROL_SYNC_RETRY_AFTER_SECS", default_value_t = DEFAULT_SYNC_RETRY_AFTER_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub sync_retry_after_secs: u64,
     /// Lifetime of an enrollment code whose request does not set one, in seconds.
     #[arg(
         long,
@@ -302,6 +322,47 @@ mod tests {
             panic!("expected site list")
         };
         assert_eq!(data.database_url.as_deref(), Some("postgres://u@db/patrol"));
+
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "--max-concurrent-syncs",
+            "2",
+            "--max-queued-syncs",
+            "0",
+            "--max-sync-wait-ms",
+            "250",
+            "--sync-retry-after-secs",
+            "3",
+        ])?;
+        let Command::Serve(args) = cli.into_command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            (
+                args.max_concurrent_syncs,
+                args.max_queued_syncs,
+                args.max_sync_wait_ms,
+                args.sync_retry_after_secs
+            ),
+            (Some(2), Some(0), 250, 3)
+        );
+        let cli = Cli::try_parse_from(["patrol-server"])?;
+        let Command::Serve(args) = cli.into_command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            (
+                args.max_queued_syncs,
+                args.max_sync_wait_ms,
+                args.sync_retry_after_secs
+            ),
+            (
+                None,
+                DEFAULT_MAX_SYNC_WAIT_MS,
+                DEFAULT_SYNC_RETRY_AFTER_SECS
+            )
+        );
+        assert!(Cli::try_parse_from(["patrol-server", "--sync-retry-after-secs", "0"]).is_err());
         Ok(())
     }
 }

@@ -64,6 +64,16 @@ pub enum AppError {
     NotFound(String),
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// A sync request refused admission (see `api::SyncAdmission`): its body was not read and
+    /// nothing changed; the client sends it again after `retry_after_secs`.
+    #[error(
+        "the server is busy with other syncs ({reason}); nothing was read or changed: send the \
+         sync again in {retry_after_secs} s"
+    )]
+    ServerBusy {
+        reason: &'static str,
+        retry_after_secs: u64,
+    },
     /// The server's own failure; never shown to the client.
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
@@ -114,6 +124,7 @@ impl AppError {
             AppError::Gone { .. } => StatusCode::GONE,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::ServerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -141,6 +152,7 @@ impl AppError {
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
+            AppError::ServerBusy { .. } => "server_busy",
         }
     }
 }
@@ -241,6 +253,15 @@ impl IntoResponse for AppError {
             }),
         )
             .into_response();
+        if let AppError::ServerBusy {
+            retry_after_secs, ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

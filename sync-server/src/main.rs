@@ -225,6 +225,12 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(n) = args.max_concurrent_syncs {
         state = state.with_max_concurrent_syncs(n);
     }
+    if let Some(n) = args.max_queued_syncs {
+        state = state.with_max_queued_syncs(n);
+    }
+    state = state
+        .with_max_sync_wait(std::time::Duration::from_millis(args.max_sync_wait_ms))
+        .with_sync_retry_after(args.sync_retry_after_secs);
     // The side listener runs until the API server has stopped, so the counters stay readable
     // while in-flight requests finish.
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -9,7 +9,9 @@
 //!   every socket [`serve`](crate::serve) accepts on the main listener;
 //! - the HTTP counters: [`count_traffic`](crate::counting::count_traffic), the outermost layer of
 //!   [`router`](crate::router);
-//! - the domain counters: the sync handler, from each document's outcome.
+//! - the domain counters: the sync handler, from each document's outcome;
+//! - the admission counters and the waiting gauge: the sync handler's admission
+//!   ([`AppState`](crate::AppState)'s permits and bounded queue).
 //!
 //! The same text is served on the main router and, with `--metrics-listen`, on a side listener
 //! ([`metrics_router`], [`serve_metrics`](crate::serve_metrics)) that goes through neither
@@ -26,6 +28,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use patrol_core::protocol::RejectCode;
+
+use crate::api::BusyReason;
 
 /// Content type of the Prometheus text exposition format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -63,6 +67,11 @@ pub struct Metrics {
     /// keeps codes added to patrol-core later without a change here.
     docs_rejected: Mutex<BTreeMap<&'static str, u64>>,
     events_inserted: AtomicU64,
+    /// Sync requests that waited for a permit, refused ones by reason, and those waiting now.
+    sync_queued: AtomicU64,
+    sync_refused_queue_full: AtomicU64,
+    sync_refused_wait_timeout: AtomicU64,
+    sync_waiting: AtomicU64,
 }
 
 /// A copy of every counter at one moment (each read on its own, so not one atomic snapshot of
@@ -81,6 +90,11 @@ pub struct MetricsSnapshot {
     pub docs_accepted: u64,
     pub docs_rejected: BTreeMap<&'static str, u64>,
     pub events_inserted: u64,
+    pub sync_queued: u64,
+    pub sync_refused_queue_full: u64,
+    pub sync_refused_wait_timeout: u64,
+    /// A gauge: sync requests waiting for a permit at the moment of the snapshot.
+    pub sync_waiting: u64,
 }
 
 impl Default for Metrics {
@@ -116,6 +130,10 @@ impl Metrics {
                     .collect(),
             ),
             events_inserted: AtomicU64::new(0),
+            sync_queued: AtomicU64::new(0),
+            sync_refused_queue_full: AtomicU64::new(0),
+            sync_refused_wait_timeout: AtomicU64::new(0),
+            sync_waiting: AtomicU64::new(0),
         }
     }
 
@@ -175,6 +193,29 @@ impl Metrics {
         *map.entry(code.as_str()).or_insert(0) += 1;
     }
 
+    /// A sync request starts waiting for a permit.
+    pub fn enter_sync_queue(&self) {
+        add(&self.sync_queued, 1);
+        add(&self.sync_waiting, 1);
+    }
+
+    /// A sync request stops waiting (admitted, refused or gone); paired with
+    /// [`Metrics::enter_sync_queue`].
+    pub fn leave_sync_queue(&self) {
+        self.sync_waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A sync request refused admission with `503 server_busy`.
+    pub fn add_sync_refused(&self, reason: BusyReason) {
+        add(
+            match reason {
+                BusyReason::QueueFull => &self.sync_refused_queue_full,
+                BusyReason::WaitedTooLong => &self.sync_refused_wait_timeout,
+            },
+            1,
+        );
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             wire_connections: load(&self.wire_connections),
@@ -192,6 +233,10 @@ impl Metrics {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone(),
             events_inserted: load(&self.events_inserted),
+            sync_queued: load(&self.sync_queued),
+            sync_refused_queue_full: load(&self.sync_refused_queue_full),
+            sync_refused_wait_timeout: load(&self.sync_refused_wait_timeout),
+            sync_waiting: load(&self.sync_waiting),
         }
     }
 
@@ -205,13 +250,15 @@ impl MetricsSnapshot {
     /// The counters in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(2048);
-        let mut counter = |name: &str, help: &str, series: &[(&str, u64)]| {
+        let mut metric = |kind: &str, name: &str, help: &str, series: &[(&str, u64)]| {
             // Writing to a String cannot fail.
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in series {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
+        let mut counter =
+            |name: &str, help: &str, series: &[(&str, u64)]| metric("counter", name, help, series);
         counter(
             "patrol_wire_connections_total",
             "TCP connections accepted on the main listener.",
@@ -280,6 +327,25 @@ impl MetricsSnapshot {
             "Events inserted into the site feed (the projection); repeats are not counted.",
             &[("", self.events_inserted)],
         );
+        counter(
+            "patrol_sync_queued_total",
+            "Sync requests that found no permit free and waited for one.",
+            &[("", self.sync_queued)],
+        );
+        counter(
+            "patrol_sync_refused_total",
+            "Sync requests refused with 503 server_busy, body unread: the wait queue was full, or the request waited too long.",
+            &[
+                ("{reason=\"queue_full\"}", self.sync_refused_queue_full),
+                ("{reason=\"wait_timeout\"}", self.sync_refused_wait_timeout),
+            ],
+        );
+        metric(
+            "gauge",
+            "patrol_sync_waiting",
+            "Sync requests waiting for a permit now.",
+            &[("", self.sync_waiting)],
+        );
         out
     }
 }
@@ -324,6 +390,10 @@ mod tests {
         m.add_doc_accepted(7);
         m.add_doc_rejected(RejectCode::WrongOwner);
         m.add_doc_rejected(RejectCode::WrongOwner);
+        m.enter_sync_queue();
+        m.enter_sync_queue();
+        m.leave_sync_queue();
+        m.add_sync_refused(BusyReason::QueueFull);
         let text = m.render();
         for line in [
             "patrol_wire_read_bytes_total 10",
@@ -337,6 +407,11 @@ mod tests {
             "patrol_sync_docs_rejected_total{code=\"malformed\"} 0",
             "patrol_events_inserted_total 7",
             "# TYPE patrol_events_inserted_total counter",
+            "patrol_sync_queued_total 2",
+            "patrol_sync_refused_total{reason=\"queue_full\"} 1",
+            "patrol_sync_refused_total{reason=\"wait_timeout\"} 0",
+            "patrol_sync_waiting 1",
+            "# TYPE patrol_sync_waiting gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -6,5 +6,6 @@ mod crash;
 mod evidence;
 mod instances;
 mod offline_shift;
+mod overload;
 mod server_crash;
 mod working_together;

@@ -8,11 +8,14 @@
 //! - [`generator`]: the exact event generator (SplitMix64), checked against the test vectors.
 //! - [`procfs`]: the server's peak memory and CPU time, read from `/proc`.
 //! - [`run`]: setup, W1, W2 and W3, returning the [`Results`] written as JSON.
+//! - [`load`]: the load run (`patrol-load`): many devices recording and syncing at once for a
+//!   while, with a control-room probe, then a check that nothing acknowledged was lost.
 //!
 //! Server counters (wire and body bytes, requests) are read from its metrics side port, whose
 //! own traffic the server does not count; its event count is read from its store file.
 
 pub mod generator;
+pub mod load;
 pub mod procfs;
 
 use std::collections::{HashMap, HashSet};
@@ -176,8 +179,8 @@ pub fn record_scan(store: &mut DeviceStore, ev: &GenEvent) -> Result<EventId> {
 }
 
 /// Enrolls device `n` on the bench's site with a fresh code from the administrator, as a phone
-/// is set up, and starts its shift.
-async fn enroll_device(
+/// is set up, and starts its shift. Its store uses `synchronous=NORMAL` (see the callers).
+pub(crate) async fn enroll_device(
     http: &reqwest::Client,
     server: &Server,
     dir: &Path,
@@ -224,19 +227,25 @@ fn open_device(dir: &Path, n: u64, durability: Durability) -> Result<DeviceStore
 
 /// The server's counters, read from its metrics side port (not counted by the server).
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Counters(HashMap<String, f64>);
+pub(crate) struct Counters(HashMap<String, f64>);
 
 impl Counters {
-    fn get(&self, name: &str) -> u64 {
+    pub(crate) fn get(&self, name: &str) -> u64 {
         self.0.get(name).copied().unwrap_or(0.0) as u64
     }
 
-    fn delta(&self, before: &Counters, name: &str) -> u64 {
+    pub(crate) fn delta(&self, before: &Counters, name: &str) -> u64 {
         self.get(name).saturating_sub(before.get(name))
+    }
+
+    /// The change of one labelled series, `name{labels}`.
+    pub(crate) fn delta_labelled(&self, before: &Counters, name: &str, labels: &str) -> u64 {
+        self.delta(before, &format!("{name}{{{labels}}}"))
     }
 }
 
-async fn counters(http: &reqwest::Client, metrics_url: &str) -> Result<Counters> {
+/// The server's counters (series of one name summed over their labels) and gauges.
+pub(crate) async fn counters(http: &reqwest::Client, metrics_url: &str) -> Result<Counters> {
     let text = http
         .get(format!("{metrics_url}/metrics"))
         .send()
@@ -251,10 +260,15 @@ async fn counters(http: &reqwest::Client, metrics_url: &str) -> Result<Counters>
         let Some((name, value)) = line.rsplit_once(' ') else {
             continue;
         };
-        let name = name.split('{').next().unwrap_or(name).to_owned();
-        if let Ok(v) = value.parse::<f64>() {
-            *sums.entry(name).or_insert(0.0) += v;
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        // Each labelled series by itself, and every name summed over its labels.
+        if name.contains('{') {
+            sums.insert(name.to_owned(), v);
         }
+        let name = name.split('{').next().unwrap_or(name).to_owned();
+        *sums.entry(name).or_insert(0.0) += v;
     }
     Ok(Counters(sums))
 }
@@ -324,9 +338,9 @@ impl StoreCounter {
 
 /// One event of the control-room feed, with the fields the verification compares.
 #[derive(Debug, Deserialize)]
-struct FeedEvent {
+pub(crate) struct FeedEvent {
     seq: u64,
-    id: uuid::Uuid,
+    pub(crate) id: uuid::Uuid,
     kind: String,
     site_id: String,
     device_id: String,
@@ -350,11 +364,13 @@ struct FeedPage {
     more: bool,
 }
 
-/// Pulls every page after `cursor` through the control-room API, as the administrator. The next page is asked for as soon as a page's headers
-/// give its cursor, so the server builds page k+1 while this client reads and parses page k.
-async fn pull(
+/// Pulls every page after `cursor` through the control-room API, as the user whose token is
+/// `token`. The next page is asked for as soon as a page's headers give its cursor, so the
+/// server builds page k+1 while this client reads and parses page k.
+pub(crate) async fn pull(
     http: &reqwest::Client,
     server: &Server,
+    token: &str,
     cursor: u64,
 ) -> Result<(Vec<FeedEvent>, u64)> {
     let fetch = |after: u64| {
@@ -363,7 +379,7 @@ async fn pull(
             "{}/api/v1/sites/{SITE}/events?after={after}&limit=10000",
             server.url
         );
-        let token = server.admin_token.clone();
+        let token = token.to_owned();
         tokio::spawn(async move {
             let resp = http.get(&url).bearer_auth(token).send().await?;
             ensure!(resp.status().is_success(), "GET {url}: {}", resp.status());
@@ -587,8 +603,11 @@ pub async fn run(params: &Params) -> Result<Results> {
     let start = Instant::now();
     // The control room's client is made inside the timed pull (connection set-up counts).
     let control_room = reqwest::Client::new();
-    let (pulled, cursor) =
-        tokio::time::timeout(params.pull_timeout, pull(&control_room, &server, 0)).await??;
+    let (pulled, cursor) = tokio::time::timeout(
+        params.pull_timeout,
+        pull(&control_room, &server, &server.admin_token, 0),
+    )
+    .await??;
     let full_wall = start.elapsed();
     let after = quiesce(&http, &metrics_url).await?;
     let w2full_verify = verify(&pulled, &expected, &device_ids);
@@ -621,8 +640,11 @@ pub async fn run(params: &Params) -> Result<Results> {
     // W2 incremental pull: only what is new since the control room's cursor.
     let start = Instant::now();
     // The same control room as the full pull: its client and connection are already there.
-    let (incr, _) =
-        tokio::time::timeout(params.pull_timeout, pull(&control_room, &server, cursor)).await??;
+    let (incr, _) = tokio::time::timeout(
+        params.pull_timeout,
+        pull(&control_room, &server, &server.admin_token, cursor),
+    )
+    .await??;
     let incr_wall = start.elapsed();
     let w2incr = W2Incr {
         wall_ms: ms(incr_wall),

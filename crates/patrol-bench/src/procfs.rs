@@ -29,19 +29,42 @@ pub fn self_cpu_ms() -> Result<f64> {
     stat_cpu_ms(&std::fs::read_to_string("/proc/self/stat")?)
 }
 
-/// `VmHWM` of process `pid` in MiB: its peak resident memory since start or the last reset.
-pub fn peak_rss_mb(pid: u32) -> Result<f64> {
+/// A `kB` field of `/proc/<pid>/status`, in MiB.
+fn status_mb(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow!("no VmHWM for {pid}"))?;
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+        .ok_or_else(|| anyhow!("no {field} for {pid}"))?;
     let kb: f64 = line
         .split_whitespace()
         .nth(1)
-        .ok_or_else(|| anyhow!("bad VmHWM line"))?
+        .ok_or_else(|| anyhow!("bad {field} line"))?
         .parse()?;
     Ok(kb / 1024.0)
+}
+
+/// `VmHWM` of process `pid` in MiB: its peak resident memory since start or the last reset.
+pub fn peak_rss_mb(pid: u32) -> Result<f64> {
+    status_mb(pid, "VmHWM")
+}
+
+/// `VmRSS` of process `pid` in MiB: its resident memory now.
+pub fn rss_mb(pid: u32) -> Result<f64> {
+    status_mb(pid, "VmRSS")
+}
+
+/// The 1-, 5- and 15-minute load averages of the machine.
+pub fn load_average() -> Result<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg")?;
+    let mut fields = text.split_whitespace();
+    let mut next = || -> Result<f64> {
+        Ok(fields
+            .next()
+            .ok_or_else(|| anyhow!("short /proc/loadavg"))?
+            .parse()?)
+    };
+    Ok([next()?, next()?, next()?])
 }
 
 /// Resets `VmHWM` of process `pid` to its current RSS.
@@ -58,6 +81,8 @@ mod tests {
     fn reads_this_process() -> Result<()> {
         assert!(self_cpu_ms()? >= 0.0);
         assert!(peak_rss_mb(std::process::id())? > 0.0);
+        assert!(rss_mb(std::process::id())? > 0.0);
+        assert!(load_average()?.iter().all(|l| *l >= 0.0));
         let stat = "1 (a b) S 0 0 0 0 0 0 0 0 0 0 250 150 0 0";
         assert_eq!(stat_cpu_ms(stat)?, ticks_to_ms(400));
         Ok(())
