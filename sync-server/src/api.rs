@@ -82,10 +82,14 @@ pub const MAX_FEED_LIMIT: u32 = 10_000;
 pub const DEFAULT_CONCURRENT_SYNCS_PER_CPU: usize = 16;
 
 /// Sync requests that may wait for a permit, per core, unless set otherwise
-/// ([`AppState::with_max_queued_syncs`]): four times the default permits. A fixed number rather
-/// than a multiple of the permits in force, so that a server run with few permits still queues
-/// a burst instead of refusing it.
-pub const DEFAULT_QUEUED_SYNCS_PER_CPU: usize = 4 * DEFAULT_CONCURRENT_SYNCS_PER_CPU;
+/// ([`AppState::with_max_queued_syncs`]). A waiting request costs a connection and a small task:
+/// its body stays unread in the kernel. Enough places that a whole large site coming back into
+/// signal at once (a thousand phones at a shift change) is queued rather than bounced into
+/// retries, which would cost the phones seconds of backoff; the wait bound
+/// ([`DEFAULT_MAX_SYNC_WAIT`]) still refuses what the server cannot serve in time. A fixed
+/// number rather than a multiple of the permits in force, so that a server run with few
+/// permits still queues a burst instead of refusing it.
+pub const DEFAULT_QUEUED_SYNCS_PER_CPU: usize = 512;
 
 /// How long a sync request may wait for a permit before it is refused, unless set otherwise
 /// ([`AppState::with_max_sync_wait`]): well inside a phone's 30 s request timeout.

@@ -77,6 +77,9 @@ pub struct W1 {
     pub body_down: u64,
     pub wire_bytes_per_event: f64,
     pub http_requests: u64,
+    /// Sync attempts refused as retryable (`503 server_busy`) and made again when the phone's
+    /// backoff said, as a phone does; 0 when the server took every device at once.
+    pub retried_syncs: u64,
     pub server_cpu_ms: f64,
     pub client_cpu_ms: f64,
     #[serde(rename = "serverPeakRssMB")]
@@ -563,19 +566,33 @@ pub async fn run(params: &Params) -> Result<Results> {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (mut store, client)) in stores.into_iter().zip(clients).enumerate() {
         tasks.spawn(async move {
-            let result = client.sync(&mut store).await;
+            let result = load::sync_as_phone(&client, &mut store).await;
             (i, store, result, start.elapsed())
         });
     }
-    let server_count = counter.wait_for(rows_target, params.w1_timeout).await?;
-    let wall = start.elapsed();
     let mut stores: Vec<Option<DeviceStore>> = (0..params.devices).map(|_| None).collect();
     let mut clients_done = Duration::ZERO;
-    while let Some(joined) = tasks.join_next().await {
-        let (i, store, result, done) = joined?;
-        result.with_context(|| format!("device {} sync", i + 1))?;
+    let mut retried_syncs = 0;
+    let mut finished = |joined: Result<_, tokio::task::JoinError>| -> Result<()> {
+        let (i, store, result, done): (usize, DeviceStore, Result<u64>, Duration) = joined?;
+        retried_syncs += result.with_context(|| format!("device {} sync", i + 1))?;
         clients_done = clients_done.max(done);
         stores[i] = Some(store);
+        Ok(())
+    };
+    // A device whose sync fails ends the run at once, rather than leaving W1 to wait for
+    // events that will not come.
+    let wait = counter.wait_for(rows_target, params.w1_timeout);
+    tokio::pin!(wait);
+    let server_count = loop {
+        tokio::select! {
+            count = &mut wait => break count?,
+            Some(joined) = tasks.join_next() => finished(joined)?,
+        }
+    };
+    let wall = start.elapsed();
+    while let Some(joined) = tasks.join_next().await {
+        finished(joined)?;
     }
     let after = quiesce(&http, &metrics_url).await?;
     let wire_up = after.delta(&before, "patrol_wire_read_bytes_total");
@@ -592,6 +609,7 @@ pub async fn run(params: &Params) -> Result<Results> {
         body_down: after.delta(&before, "patrol_http_response_body_bytes_total"),
         wire_bytes_per_event: (wire_up + wire_down) as f64 / total.max(1) as f64,
         http_requests: after.delta(&before, "patrol_http_requests_total"),
+        retried_syncs,
         server_cpu_ms: procfs::cpu_ms(pid)? - cpu_before,
         client_cpu_ms: procfs::self_cpu_ms()? - client_cpu_before,
         server_peak_rss_mb: procfs::peak_rss_mb(pid)?,
@@ -700,6 +718,7 @@ pub fn table(r: &Results) -> String {
         ),
     );
     line("W1 clients done", format!("{:.0} ms", r.w1.clients_done_ms));
+    line("W1 syncs retried (503)", r.w1.retried_syncs.to_string());
     line(
         "W1 server count",
         format!("{} (ok: {})", r.w1.server_count, r.w1.count_ok),

@@ -278,6 +278,28 @@ fn until_due(store: &DeviceStore) -> Result<Duration> {
     Ok(Duration::from_millis(wait_ms as u64))
 }
 
+/// One sync until it succeeds, as a phone's outbox does it: a retryable failure (a
+/// `503 server_busy` above all) is tried again when the store's backoff says. Returns how many
+/// attempts were refused on the way. For W1, where every device must deliver.
+pub async fn sync_as_phone(client: &SyncClient, store: &mut DeviceStore) -> Result<u64> {
+    let mut retried = 0;
+    loop {
+        match client.sync(store).await {
+            Ok(report) => {
+                if let Some(r) = report.rejected.first() {
+                    anyhow::bail!("the server rejected a log: {} {}", r.code, r.message);
+                }
+                return Ok(retried);
+            }
+            Err(e) if e.is_retryable() && retried < 100 => {
+                retried += 1;
+                tokio::time::sleep(until_due(store)?).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// One sync as the phone's outbox does it: only once the store says an attempt is due (after a
 /// failure, its backoff), and retryable failures again when due, until `deadline`.
 async fn sync_with_retries(
