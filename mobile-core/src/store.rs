@@ -889,11 +889,12 @@ impl DeviceStore {
         let pending: u64 = rows.iter().map(ShiftRow::pending).sum();
         let mut logs = HashMap::new();
         let mut docs = Vec::new();
-        let signed_at_ms = self.clock.now().wall_ms;
+        // One reading for the whole request: the signatures' time and the request's.
+        let now = self.clock.now();
         for row in rows.iter().filter(|r| r.pending() > 0) {
             let sign = |push: &mut DocPush, log: &mut ShiftLog| {
                 if let Some(key) = &self.signing_key {
-                    key.sign_push(push, log, signed_at_ms);
+                    key.sign_push(push, log, now.wall_ms);
                 }
             };
             let push = match self.open.as_mut() {
@@ -917,7 +918,6 @@ impl DeviceStore {
             .iter()
             .map(|r| (r.shift, (r.id, r.delivered)))
             .collect::<HashMap<_, _>>();
-        let now = self.clock.now();
         // Each request takes a new number, committed before it is sent, so that a retry (a new
         // request) is never mistaken for a replay of one the server already applied.
         let tx = self.conn.transaction()?;

@@ -69,23 +69,13 @@ impl SyncClient {
             "public_key": key.public_key().to_string(),
         })
         .to_string();
-        let response = self
-            .http
-            .post(format!("{}/api/v1/enroll", self.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::Network(error_chain(&e)))?;
-        let status = response.status();
-        let retry_after = retry_after_ms(response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Error::Network(error_chain(&e)))?;
-        if !status.is_success() {
-            return Err(http_error(status.as_u16(), &bytes, retry_after));
-        }
+        let bytes = send(
+            self.http
+                .post(format!("{}/api/v1/enroll", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body),
+        )
+        .await?;
         let answer: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::BadResponse(format!("enrollment answer: {e}")))?;
         let field = |name: &str| {
@@ -205,26 +195,35 @@ impl SyncClient {
     /// One request/response exchange, presenting `credential`.
     pub async fn exchange(&self, request: &SyncRequest, credential: &str) -> Result<SyncResponse> {
         let body = request.encode()?;
-        let response = self
-            .http
-            .post(&self.endpoint)
-            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .bearer_auth(credential)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::Network(error_chain(&e)))?;
-        let status = response.status();
-        let retry_after = retry_after_ms(response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Error::Network(error_chain(&e)))?;
-        if status.is_success() {
-            return SyncResponse::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()));
-        }
-        Err(http_error(status.as_u16(), &bytes, retry_after))
+        let bytes = send(
+            self.http
+                .post(&self.endpoint)
+                .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+                .bearer_auth(credential)
+                .body(body),
+        )
+        .await?;
+        SyncResponse::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()))
     }
+}
+
+/// Sends `request` and reads its whole answer: the body of a success, or the error an HTTP
+/// failure means (with the server's `Retry-After`, if any).
+async fn send(request: reqwest::RequestBuilder) -> Result<Vec<u8>> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| Error::Network(error_chain(&e)))?;
+    let status = response.status();
+    let retry_after = retry_after_ms(response.headers());
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::Network(error_chain(&e)))?;
+    if !status.is_success() {
+        return Err(http_error(status.as_u16(), &bytes, retry_after));
+    }
+    Ok(Vec::from(bytes))
 }
 
 /// A `Retry-After` in seconds (as a busy patrol server sends it), in milliseconds. The HTTP-date

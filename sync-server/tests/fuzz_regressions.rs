@@ -3,6 +3,8 @@
 //! under `fuzz/regressions/http_body/` and named `<expected status>-<what it was>`, and the seed
 //! corpus under `fuzz/seeds/http_body/` (written by patrol-core's `write_seed_corpus`).
 
+#[path = "../../fuzz/harness/corpus.rs"]
+mod corpus;
 #[path = "../../fuzz/harness/http.rs"]
 mod harness;
 
@@ -19,23 +21,7 @@ fn dir(kind: &str) -> PathBuf {
 
 /// The files of `fuzz/<kind>/http_body/`: `(name, bytes)`.
 fn files(kind: &str) -> TestResult<Vec<(String, Vec<u8>)>> {
-    let dir = dir(kind);
-    let mut out = Vec::new();
-    if !dir.is_dir() {
-        return Ok(out);
-    }
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if path.is_file() && !name.starts_with('.') && name != "README.md" {
-            out.push((name, std::fs::read(&path)?));
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(corpus::files(&dir(kind))?)
 }
 
 #[test]

@@ -194,6 +194,22 @@ pub struct SignedHeads {
     pub signature: Vec<u8>,
 }
 
+impl SignedHeads {
+    /// The same signature with its heads sorted and without repeats, the form it is signed and
+    /// kept in (a device may send them in any order).
+    pub fn canonical(&self) -> SignedHeads {
+        SignedHeads {
+            heads: sorted_unique(&self.heads),
+            ..self.clone()
+        }
+    }
+
+    /// Whether it signs exactly `heads` (in any order).
+    pub fn signs(&self, heads: &[ChangeHash]) -> bool {
+        sorted_unique(&self.heads) == sorted_wire(heads)
+    }
+}
+
 fn sorted_wire(heads: &[ChangeHash]) -> Vec<Hash> {
     sorted_unique(&heads.iter().map(|h| h.0).collect::<Vec<_>>())
 }
@@ -331,8 +347,9 @@ pub fn verify_export(export: &ShiftLogExport, key: &PublicKey) -> Result<Verifie
     }
 
     let actor = export.device.actor_id();
-    let mut changes: HashMap<ChangeHash, Change> = HashMap::with_capacity(export.changes.len());
-    let mut order = Vec::with_capacity(export.changes.len());
+    // Each change once, in the export's order, and where to find it by hash.
+    let mut order: Vec<Change> = Vec::with_capacity(export.changes.len());
+    let mut by_hash: HashMap<ChangeHash, usize> = HashMap::with_capacity(export.changes.len());
     for (index, text) in export.changes.iter().enumerate() {
         let undecodable = |reason: String| EvidenceError::UndecodableChange { index, reason };
         let bytes = hex::decode(text).map_err(|e| undecodable(e.to_string()))?;
@@ -342,7 +359,8 @@ pub fn verify_export(export: &ShiftLogExport, key: &PublicKey) -> Result<Verifie
                 hash: change.hash().to_string(),
             });
         }
-        if changes.insert(change.hash(), change.clone()).is_none() {
+        if let std::collections::hash_map::Entry::Vacant(slot) = by_hash.entry(change.hash()) {
+            slot.insert(order.len());
             order.push(change);
         }
     }
@@ -355,8 +373,8 @@ pub fn verify_export(export: &ShiftLogExport, key: &PublicKey) -> Result<Verifie
         if !reached.insert(hash) {
             continue;
         }
-        match changes.get(&hash) {
-            Some(change) => stack.extend(change.deps().iter().copied()),
+        match by_hash.get(&hash) {
+            Some(&i) => stack.extend(order[i].deps().iter().copied()),
             None => missing.push(hash),
         }
     }

@@ -10,6 +10,8 @@
 //! public encoders: run it after a protocol change with
 //! `cargo test -p patrol-core --test fuzz_regressions -- --ignored write_seed_corpus`.
 
+#[path = "../../../fuzz/harness/corpus.rs"]
+mod corpus;
 #[path = "../../../fuzz/harness/decode.rs"]
 mod decode;
 #[path = "../../../fuzz/harness/ingest.rs"]
@@ -40,23 +42,7 @@ fn fuzz_dir() -> PathBuf {
 
 /// The files of `fuzz/<kind>/<target>/`, by name, with their contents.
 fn files(kind: &str, target: &str) -> TestResult<Files> {
-    let dir = fuzz_dir().join(kind).join(target);
-    let mut out = Vec::new();
-    if !dir.is_dir() {
-        return Ok(out);
-    }
-    for entry in std::fs::read_dir(&dir)? {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if path.is_file() && !name.starts_with('.') && name != "README.md" {
-            out.push((name, std::fs::read(&path)?));
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(corpus::files(&fuzz_dir().join(kind).join(target))?)
 }
 
 fn expected_class(name: &str) -> &str {

@@ -16,9 +16,9 @@
 
 use automerge::{Automerge, ChangeHash};
 use chrono::{DateTime, SecondsFormat};
-use patrol_core::evidence::{PublicKey, SignedHeads};
+use patrol_core::evidence::SignedHeads;
 use patrol_core::merge::{Owner, Rejection, ingest_shift_log};
-use patrol_core::protocol::{RejectCode, from_wire, to_wire};
+use patrol_core::protocol::RejectCode;
 use patrol_core::{Event, EventId, ShiftId, ShiftMeta};
 
 use super::event_json::{Scratch, SplitJson, event_json};
@@ -116,8 +116,8 @@ pub enum Merge {
 /// when the document was empty, one compacted save instead (a first push of a whole shift is
 /// about 3 times smaller saved than as raw changes).
 ///
-/// `signed` is the device's verified signature (heads sorted, without repeats): kept in the
-/// result if it signs exactly the merged document's heads.
+/// `signed` is the device's verified signature: kept in the result if it signs exactly the
+/// merged document's heads.
 pub fn merge_shift_log(
     stored: &StoredDoc,
     owner: &Owner,
@@ -162,9 +162,7 @@ pub fn merge_shift_log(
         }
         (ChunkWrite::Append(chunk), chunk_count + 1)
     };
-    let mut heads = to_wire(&ingested.heads);
-    heads.sort_unstable();
-    let signature = signed.filter(|s| s.heads == heads).cloned();
+    let signature = signed.filter(|s| s.signs(&ingested.heads)).cloned();
     // The document and the pushed changes are not needed any more: free them before rendering.
     drop(doc);
     drop(ingested.applied);
@@ -218,14 +216,7 @@ pub fn merge_signed_push(
             if let Err(e) = key.verify_heads(&owner.site, owner.device, owner.shift, signed) {
                 return Ok(Merge::Rejected(bad_signature(e.to_string())));
             }
-            // Kept in the stored form: heads sorted, without repeats.
-            let mut heads = signed.heads.clone();
-            heads.sort_unstable();
-            heads.dedup();
-            Some(SignedHeads {
-                heads,
-                ..signed.clone()
-            })
+            Some(signed.canonical())
         }
         (Some(_), None) if !push.changes.is_empty() => {
             return Ok(Merge::Rejected(bad_signature(
@@ -302,40 +293,6 @@ fn bad_signature(message: String) -> Rejection {
         code: RejectCode::BadSignature,
         message,
     }
-}
-
-/// A stored public key, checked.
-pub fn read_public_key(bytes: Option<Vec<u8>>) -> Result<Option<PublicKey>, StoreError> {
-    bytes
-        .map(|b| {
-            PublicKey::from_bytes(&b)
-                .map_err(|e| StoreError::CorruptData(format!("a device's public key: {e}")))
-        })
-        .transpose()
-}
-
-/// A stored signature row: heads as stored ([`heads_to_blob`]), time, signature, receive time.
-pub fn read_signature(
-    heads: &[u8],
-    signed_at_ms: i64,
-    signature: Vec<u8>,
-    received_at_ms: i64,
-) -> Result<(SignedHeads, i64), StoreError> {
-    let heads = heads_from_blob(heads)
-        .map_err(|e| StoreError::CorruptData(format!("signed heads: {e}")))?;
-    Ok((
-        SignedHeads {
-            heads: to_wire(&heads),
-            signed_at_ms,
-            signature,
-        },
-        received_at_ms,
-    ))
-}
-
-/// The signed heads as stored (the key of a signature row).
-pub fn signed_heads_blob(signed: &SignedHeads) -> Vec<u8> {
-    heads_to_blob(&from_wire(&signed.heads))
 }
 
 /// Heads as stored: the 32-byte hashes concatenated (the one form, in patrol-core).

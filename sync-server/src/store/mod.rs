@@ -29,6 +29,7 @@ pub mod incident;
 pub mod merge;
 pub mod notify;
 pub mod postgres;
+pub mod rows;
 pub mod sqlite;
 
 use std::fmt;

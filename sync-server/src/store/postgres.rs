@@ -47,9 +47,10 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use super::incident::ServerClock;
 use super::merge::{
     ChunkWrite, Merge, MergedLog, Prepared, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_push,
-    read_public_key, read_signature, shift_log_doc_id, signed_heads_blob,
+    shift_log_doc_id,
 };
 use super::notify::Notifier;
+use super::rows::{read_device_id, read_public_key, read_signature, signed_heads_blob};
 use super::{
     AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceCredential, DeviceStatus,
     Enrollment, EventPage, FILTER_SCAN_LIMIT, FeedFilter, IncidentList, IncidentQuery,
@@ -1406,8 +1407,7 @@ impl Store for PostgresStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
             tx.commit().await?;
             Ok(Some(ShiftLogEvidence {
-                device: DeviceId::from_str(&device)
-                    .map_err(|e| StoreError::CorruptData(format!("device id {device:?}: {e}")))?,
+                device: read_device_id(&device)?,
                 bytes: stored.bytes,
                 public_key: read_public_key(public_key)?,
                 signatures,

@@ -42,9 +42,13 @@ use self::folded::FoldedFilter;
 use super::incident::ServerClock;
 use super::merge::{
     ChunkWrite, Merge, MergedLog, Prepared, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_push,
-    read_public_key, read_signature, shift_log_doc_id, signed_heads_blob,
+    shift_log_doc_id,
 };
 use super::notify::Notifier;
+use super::rows::{
+    DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
+    read_signature, read_site_id, signed_heads_blob,
+};
 use super::{
     AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceCredential, DeviceStatus,
     DeviceSync, EnrollRefusal, Enrollment, EventPage, FILTER_SCAN_LIMIT, FeedFilter, IncidentList,
@@ -1211,25 +1215,6 @@ fn devices(conn: &mut Connection, site: &SiteId) -> Result<Option<Vec<DeviceStat
     Ok(Some(out))
 }
 
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::CorruptData(what.to_string())
-}
-
-fn read_hash(bytes: &[u8], what: &str) -> Result<TokenHash, StoreError> {
-    TokenHash::from_slice(bytes).ok_or_else(|| corrupt(format!("{what} is not 32 bytes")))
-}
-
-fn read_site_id(s: &str) -> Result<SiteId, StoreError> {
-    SiteId::new(s).map_err(|e| corrupt(format!("site id {s:?}: {e}")))
-}
-
-fn read_device_id(s: &str) -> Result<DeviceId, StoreError> {
-    DeviceId::from_str(s).map_err(|e| corrupt(format!("device id {s:?}: {e}")))
-}
-
-const USER_COLUMNS: &str =
-    "user_id, name, role, all_sites, created_at, created_by, revoked_at, token_hash";
-
 /// A `users` row read with [`USER_COLUMNS`], its sites read from `user_sites`.
 fn read_user(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<(User, TokenHash), StoreError> {
     let id: String = row.get(0)?;
@@ -1309,9 +1294,6 @@ fn create_user(conn: &mut Connection, new: NewUser) -> Result<User, StoreError> 
     tx.commit()?;
     Ok(user)
 }
-
-const DEVICE_CREDENTIAL_COLUMNS: &str =
-    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash, public_key";
 
 fn read_device_credential(
     row: &rusqlite::Row<'_>,

@@ -1,38 +1,20 @@
 //! Users, enrollment codes and device credentials on PostgreSQL (migration 0003). Only token
 //! hashes are stored; lookups are by hash, and the caller compares again in constant time.
 
-use std::str::FromStr;
-
 use deadpool_postgres::GenericClient;
 use patrol_core::{DeviceId, SiteId};
 use tokio_postgres::Row;
 
 use super::{execute, get_site, query, query_opt, to_i64};
 use crate::auth::TokenHash;
-use crate::store::merge::read_public_key;
+use crate::store::rows::{
+    DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
+    read_site_id,
+};
 use crate::store::{
     DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, NewUser, Scope, StoreError,
     SyncBatch, SyncRefusal, User,
 };
-
-fn corrupt(what: impl std::fmt::Display) -> StoreError {
-    StoreError::CorruptData(what.to_string())
-}
-
-fn read_hash(bytes: &[u8], what: &str) -> Result<TokenHash, StoreError> {
-    TokenHash::from_slice(bytes).ok_or_else(|| corrupt(format!("{what} is not 32 bytes")))
-}
-
-fn read_site_id(s: &str) -> Result<SiteId, StoreError> {
-    SiteId::new(s).map_err(|e| corrupt(format!("site id {s:?}: {e}")))
-}
-
-fn read_device_id(s: &str) -> Result<DeviceId, StoreError> {
-    DeviceId::from_str(s).map_err(|e| corrupt(format!("device id {s:?}: {e}")))
-}
-
-const USER_COLUMNS: &str =
-    "user_id, name, role, all_sites, created_at, created_by, revoked_at, token_hash";
 
 /// A `users` row read with [`USER_COLUMNS`], its sites read from `user_sites`.
 async fn read_user<C: GenericClient>(c: &C, row: &Row) -> Result<(User, TokenHash), StoreError> {
@@ -240,9 +222,6 @@ pub(super) async fn enroll_device<C: GenericClient>(
         public_key: e.public_key,
     })
 }
-
-const DEVICE_CREDENTIAL_COLUMNS: &str =
-    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash, public_key";
 
 fn read_device_credential(row: &Row) -> Result<(DeviceCredential, TokenHash), StoreError> {
     let last: i64 = row.try_get(4)?;

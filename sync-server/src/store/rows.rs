@@ -1,0 +1,70 @@
+//! Reading stored values back, for every backend: the checks that turn a column into a typed
+//! value (or a [`StoreError::CorruptData`] saying which), and the column lists both backends
+//! select in the same order.
+
+use std::str::FromStr;
+
+use patrol_core::evidence::{PublicKey, SignedHeads};
+use patrol_core::protocol::{from_wire, to_wire};
+use patrol_core::{DeviceId, SiteId};
+
+use super::StoreError;
+use super::merge::{heads_from_blob, heads_to_blob};
+use crate::auth::TokenHash;
+
+/// The `users` columns `read_user` expects, in order.
+pub const USER_COLUMNS: &str =
+    "user_id, name, role, all_sites, created_at, created_by, revoked_at, token_hash";
+
+/// The `device_credentials` columns `read_device_credential` expects, in order.
+pub const DEVICE_CREDENTIAL_COLUMNS: &str =
+    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash, public_key";
+
+pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::CorruptData(what.to_string())
+}
+
+pub fn read_hash(bytes: &[u8], what: &str) -> Result<TokenHash, StoreError> {
+    TokenHash::from_slice(bytes).ok_or_else(|| corrupt(format!("{what} is not 32 bytes")))
+}
+
+pub fn read_site_id(s: &str) -> Result<SiteId, StoreError> {
+    SiteId::new(s).map_err(|e| corrupt(format!("site id {s:?}: {e}")))
+}
+
+pub fn read_device_id(s: &str) -> Result<DeviceId, StoreError> {
+    DeviceId::from_str(s).map_err(|e| corrupt(format!("device id {s:?}: {e}")))
+}
+
+/// A stored public key, checked.
+pub fn read_public_key(bytes: Option<Vec<u8>>) -> Result<Option<PublicKey>, StoreError> {
+    bytes
+        .map(|b| {
+            PublicKey::from_bytes(&b).map_err(|e| corrupt(format!("a device's public key: {e}")))
+        })
+        .transpose()
+}
+
+/// A stored signature row: heads as stored ([`signed_heads_blob`]), time, signature, receive
+/// time.
+pub fn read_signature(
+    heads: &[u8],
+    signed_at_ms: i64,
+    signature: Vec<u8>,
+    received_at_ms: i64,
+) -> Result<(SignedHeads, i64), StoreError> {
+    let heads = heads_from_blob(heads).map_err(|e| corrupt(format!("signed heads: {e}")))?;
+    Ok((
+        SignedHeads {
+            heads: to_wire(&heads),
+            signed_at_ms,
+            signature,
+        },
+        received_at_ms,
+    ))
+}
+
+/// The signed heads as stored (the key of a signature row).
+pub fn signed_heads_blob(signed: &SignedHeads) -> Vec<u8> {
+    heads_to_blob(&from_wire(&signed.heads))
+}
