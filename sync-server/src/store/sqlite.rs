@@ -38,7 +38,7 @@ use patrol_core::{DeviceId, ShiftId, SiteId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Semaphore, oneshot};
 
-use self::folded::FoldedFilter;
+use self::event_ids::{Claims, Committed, EventIds};
 use super::incident::ServerClock;
 use super::merge::{
     ChunkWrite, Merge, MergedLog, Prepared, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_push,
@@ -57,6 +57,7 @@ use super::{
 };
 
 mod collab;
+mod event_ids;
 mod folded;
 
 /// Name of the database file inside the data directory.
@@ -70,6 +71,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0003_incidents_config_alarms.sql"),
     include_str!("sqlite/migrations/0004_auth.sql"),
     include_str!("sqlite/migrations/0005_signatures.sql"),
+    include_str!("sqlite/migrations/0006_recent_event_ids_in_memory.sql"),
 ];
 
 /// Idle read connections kept for reuse. Every sync request reads its answer's extras (config,
@@ -104,9 +106,9 @@ const MERGING_PER_CPU: usize = 8;
 /// Most sync requests one group commit takes along.
 const MAX_GROUP: usize = 64;
 
-/// Events whose ids the recent level of the event-id index holds before the writer folds them
-/// into the main level (see migration 0002). Larger: fewer folds, but every commit rewrites more
-/// of the recent level (~35 bytes an id, ~4.5 MiB at this size, within the writer's cache).
+/// Events whose ids the recent level of the event-id index holds (in the writer's memory, about
+/// 40 bytes an id) before the writer folds them into `event_ids` (see [`EventIds`]). Larger:
+/// fewer folds, each rewriting most pages of `event_ids`, but more memory.
 const FOLD_EVENT_IDS_AT: u64 = 1 << 17;
 
 #[derive(Debug)]
@@ -152,9 +154,7 @@ impl SqliteStore {
         // The checkpoint thread copies the WAL into the database file, beside the writer.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-        let recent_ids: i64 =
-            writer.query_row("SELECT COUNT(*) FROM event_ids_recent", [], |r| r.get(0))?;
-        let recent_ids = u64::try_from(recent_ids).unwrap_or(0);
+        let event_ids = EventIds::load(&writer)?;
         let checkpointer = spawn_checkpointer(&path)?;
         let (writer_tx, writer_rx) = mpsc::channel();
         let notifier = Arc::new(Notifier::default());
@@ -162,13 +162,7 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("patrol-writer".into())
             .spawn(move || {
-                writer_thread(
-                    writer,
-                    writer_rx,
-                    checkpointer,
-                    recent_ids,
-                    &writer_notifier,
-                )
+                writer_thread(writer, writer_rx, checkpointer, event_ids, &writer_notifier)
             })?;
         let (merges_tx, merges_rx) = mpsc::channel();
         let merges_rx = Arc::new(Mutex::new(merges_rx));
@@ -346,12 +340,11 @@ fn writer_thread(
     mut conn: Connection,
     jobs: mpsc::Receiver<WriterJob>,
     checkpointer: SyncSender<()>,
-    mut recent_ids: u64,
+    mut event_ids: EventIds,
     notifier: &Notifier,
 ) {
     let mut next = None;
     let mut last_checkpoint = Instant::now();
-    let mut folded = load_folded_filter(&conn);
     loop {
         let job = match next.take() {
             Some(job) => job,
@@ -375,18 +368,12 @@ fn writer_thread(
                     }
                 }
                 run_caught("a group commit", || {
-                    recent_ids += commit_jobs(&mut conn, &folded, group, notifier);
+                    commit_jobs(&mut conn, &mut event_ids, group, notifier);
                 });
-                if recent_ids >= FOLD_EVENT_IDS_AT {
+                if event_ids.recent_len() >= FOLD_EVENT_IDS_AT {
                     run_caught("a fold of event ids", || {
-                        match fold_event_ids(&mut conn, &mut folded) {
-                            Ok(_) => recent_ids = 0,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "could not fold event ids; will retry");
-                            }
-                        }
-                        if folded.is_full() {
-                            folded = load_folded_filter(&conn);
+                        if let Err(e) = event_ids.fold(&mut conn) {
+                            tracing::warn!(error = %e, "could not fold event ids; will retry");
                         }
                     });
                 }
@@ -402,14 +389,6 @@ fn writer_thread(
             }
         }
     }
-}
-
-/// The filter over `event_ids`; one that always says "maybe" if the table cannot be read.
-fn load_folded_filter(conn: &Connection) -> FoldedFilter {
-    FoldedFilter::load(conn).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read event_ids; looking up every event id there");
-        FoldedFilter::everything()
-    })
 }
 
 /// The error of a request whose job a store thread dropped without answering: the job
@@ -676,7 +655,7 @@ enum Wrote {
 /// first push.
 fn write_request(
     tx: &Connection,
-    folded: &FoldedFilter,
+    event_ids: &mut Claims<'_>,
     batch: &SyncBatch,
     merged: &mut [Option<Prepared>],
     final_round: bool,
@@ -732,7 +711,7 @@ fn write_request(
         };
         let new_events = write_doc(
             tx,
-            folded,
+            event_ids,
             batch,
             &prepared.doc_id,
             log,
@@ -799,23 +778,22 @@ struct WriteJob {
 /// Group commit: writes every queued request in one IMMEDIATE transaction, one fsync for all,
 /// and answers each once it committed. A request with conflicts writes nothing and does not
 /// disturb the others. If the transaction fails, its requests are written again one by one, so
-/// that a request that cannot be written fails alone. Returns how many events it added.
+/// that a request that cannot be written fails alone.
 fn commit_jobs(
     conn: &mut Connection,
-    folded: &FoldedFilter,
+    event_ids: &mut EventIds,
     mut jobs: Vec<WriteJob>,
     notifier: &Notifier,
-) -> u64 {
-    match write_jobs(conn, folded, &mut jobs) {
-        Ok(wrote) => {
-            let mut added = 0;
+) {
+    match write_jobs(conn, event_ids, &mut jobs) {
+        Ok((wrote, claims)) => {
+            event_ids.committed(claims);
             let mut sites_added: Vec<SiteId> = Vec::new();
             for (job, wrote) in jobs.into_iter().zip(wrote) {
                 let answer = match wrote {
                     Wrote::Committed(outcomes) => {
                         for outcome in &outcomes {
                             if let DocOutcome::Accepted { new_events, .. } = outcome {
-                                added += u64::from(*new_events);
                                 if *new_events > 0 && !sites_added.contains(&job.batch.site) {
                                     sites_added.push(job.batch.site.clone());
                                 }
@@ -833,19 +811,17 @@ fn commit_jobs(
                 let _ = job.done.send(Ok(answer));
             }
             notify_sites(conn, notifier, &sites_added);
-            added
         }
         Err(e) if jobs.len() > 1 => {
             tracing::warn!(error = %e, requests = jobs.len(), "a group commit failed; writing its requests one by one");
-            jobs.into_iter()
-                .map(|job| commit_jobs(conn, folded, vec![job], notifier))
-                .sum()
+            for job in jobs {
+                commit_jobs(conn, event_ids, vec![job], notifier);
+            }
         }
         Err(e) => {
             if let Some(job) = jobs.into_iter().next() {
                 let _ = job.done.send(Err(e));
             }
-            0
         }
     }
 }
@@ -865,25 +841,27 @@ fn notify_sites(conn: &Connection, notifier: &Notifier, sites: &[SiteId]) {
     }
 }
 
-/// Writes `jobs` in one transaction; on `Err` nothing of them is written.
+/// Writes `jobs` in one transaction, and returns with what each wrote the event ids it claimed;
+/// on `Err` nothing of them is written.
 fn write_jobs(
     conn: &mut Connection,
-    folded: &FoldedFilter,
+    event_ids: &EventIds,
     jobs: &mut [WriteJob],
-) -> Result<Vec<Wrote>, StoreError> {
+) -> Result<(Vec<Wrote>, Committed), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut claims = event_ids.claims();
     let mut wrote = Vec::with_capacity(jobs.len());
     for job in jobs.iter_mut() {
         wrote.push(write_request(
             &tx,
-            folded,
+            &mut claims,
             &job.batch,
             &mut job.merged,
             job.final_round,
         )?);
     }
     tx.commit()?;
-    Ok(wrote)
+    Ok((wrote, claims.into_committed()))
 }
 
 fn not_merged() -> StoreError {
@@ -894,7 +872,7 @@ fn not_merged() -> StoreError {
 /// its new events, numbered from `next_seq` on. Returns how many events were new to the site.
 fn write_doc(
     tx: &Connection,
-    folded_ids: &FoldedFilter,
+    event_ids: &mut Claims<'_>,
     batch: &SyncBatch,
     doc_id: &str,
     log: &MergedLog,
@@ -957,14 +935,7 @@ fn write_doc(
         ])?;
     }
 
-    // The id is looked up in both levels of the event-id index (see migration 0002) and
-    // claimed in the recent one before the event goes in.
-    let mut folded =
-        tx.prepare_cached("SELECT seq FROM event_ids WHERE site_id = ?1 AND event_id = ?2")?;
-    let mut claim = tx.prepare_cached(
-        "INSERT INTO event_ids_recent (site_id, event_id, seq) VALUES (?1, ?2, ?3)
-         ON CONFLICT (site_id, event_id) DO NOTHING",
-    )?;
+    // The id is looked up in the site's event-id index and claimed before the event goes in.
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
              checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
@@ -973,27 +944,21 @@ fn write_doc(
     let mut inserted: u32 = 0;
     for new in &log.new_events {
         let event = &new.event;
-        let event_id: &[u8] = event.id.0.as_bytes();
-        let known: Option<i64> = if folded_ids.may_contain(site, event_id) {
-            folded
-                .query_row(params![site, event_id], |r| r.get(0))
-                .optional()?
-        } else {
-            None
-        };
-        if known.is_some() || claim.execute(params![site, event_id, *next_seq])? == 0 {
+        let event_id = event.id.0.as_bytes();
+        if let Some(known) = event_ids.existing(tx, site, event_id)? {
             // Already in the feed. From another shift log it is a device reusing an id: the
             // first row stands, but say so.
             warn_if_from_another_log(tx, site, event, &shift_id, known)?;
             continue;
         }
+        event_ids.claim(site, *event_id, *next_seq);
         let seq = u64::try_from(*next_seq)
             .map_err(|_| StoreError::CorruptData(format!("next_seq {next_seq} of site {site}")))?;
         new.write_json(seq, json);
         insert.execute(params![
             site,
             *next_seq,
-            event_id,
+            &event_id[..],
             device_id,
             shift_id,
             event.guard.as_str(),
@@ -1010,32 +975,19 @@ fn write_doc(
     Ok(inserted)
 }
 
-/// For an event whose id the site already has: warns unless the existing row is from the same
-/// shift log. `folded` is its seq if the id was found in `event_ids`.
+/// For an event whose id the site already has (as its event `seq`): warns unless the existing
+/// row is from the same shift log.
 fn warn_if_from_another_log(
     tx: &Connection,
     site: &str,
     event: &patrol_core::Event,
     shift_id: &str,
-    folded: Option<i64>,
+    seq: i64,
 ) -> Result<(), StoreError> {
-    let event_id: &[u8] = event.id.0.as_bytes();
-    let seq = match folded {
-        Some(seq) => Some(seq),
-        None => tx
-            .prepare_cached(
-                "SELECT seq FROM event_ids_recent WHERE site_id = ?1 AND event_id = ?2",
-            )?
-            .query_row(params![site, event_id], |r| r.get::<_, i64>(0))
-            .optional()?,
-    };
-    let existing: Option<String> = match seq {
-        Some(seq) => tx
-            .prepare_cached("SELECT shift_id FROM events WHERE site_id = ?1 AND seq = ?2")?
-            .query_row(params![site, seq], |r| r.get(0))
-            .optional()?,
-        None => None,
-    };
+    let existing: Option<String> = tx
+        .prepare_cached("SELECT shift_id FROM events WHERE site_id = ?1 AND seq = ?2")?
+        .query_row(params![site, seq], |r| r.get(0))
+        .optional()?;
     if existing.as_deref() != Some(shift_id) {
         tracing::warn!(
             site, event = %event.id, shift = %shift_id, existing_shift = ?existing,
@@ -1043,33 +995,6 @@ fn warn_if_from_another_log(
         );
     }
     Ok(())
-}
-
-/// Moves every id of `event_ids_recent` into `event_ids`, in key order (each page of
-/// `event_ids` is written once), in one transaction, adding them to `filter`. Returns how many
-/// moved.
-fn fold_event_ids(conn: &mut Connection, filter: &mut FoldedFilter) -> Result<usize, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    // Into the filter first: if the fold then fails, the filter only holds ids it need not.
-    {
-        let mut stmt = tx.prepare("SELECT site_id, event_id FROM event_ids_recent")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let corrupt = |e| StoreError::CorruptData(format!("event_ids_recent row: {e}"));
-            let site = row.get_ref(0)?.as_str().map_err(corrupt)?;
-            let id = row.get_ref(1)?.as_blob().map_err(corrupt)?;
-            filter.insert(site, id);
-        }
-    }
-    // A plain INSERT: an id in both levels would be a bug, and fails the fold loudly.
-    let moved = tx.execute(
-        "INSERT INTO event_ids (site_id, event_id, seq)
-         SELECT site_id, event_id, seq FROM event_ids_recent ORDER BY site_id, event_id",
-        [],
-    )?;
-    tx.execute("DELETE FROM event_ids_recent", [])?;
-    tx.commit()?;
-    Ok(moved)
 }
 
 /// Records that a device synced (creating its row on first contact).
@@ -1986,6 +1911,24 @@ mod tests {
         Ok(vec![Some(merge_push(batch, 0, stored)?)])
     }
 
+    /// Writes one request in a transaction of its own, as the writer thread does, keeping the
+    /// event-id index in step.
+    fn write_alone(
+        conn: &mut Connection,
+        ids: &mut EventIds,
+        batch: &SyncBatch,
+        merged: &mut [Option<Prepared>],
+        final_round: bool,
+    ) -> Result<Wrote, StoreError> {
+        let tx = conn.transaction()?;
+        let mut claims = ids.claims();
+        let wrote = write_request(&tx, &mut claims, batch, merged, final_round)?;
+        let claims = claims.into_committed();
+        tx.commit()?;
+        ids.committed(claims);
+        Ok(wrote)
+    }
+
     fn new_events(wrote: &Wrote) -> Vec<u32> {
         match wrote {
             Wrote::Committed(outcomes) => outcomes
@@ -2014,42 +1957,20 @@ mod tests {
         let second = log.batch()?;
         let mut merged_first = merge_all(&mut conn, &first)?;
         let mut merged_second = merge_all(&mut conn, &second)?;
+        let mut index = EventIds::load(&conn)?;
 
-        let tx = conn.transaction()?;
-        let wrote = write_request(
-            &tx,
-            &FoldedFilter::everything(),
-            &first,
-            &mut merged_first,
-            false,
-        )?;
-        tx.commit()?;
+        let wrote = write_alone(&mut conn, &mut index, &first, &mut merged_first, false)?;
         // The metadata change holds no event: the 5 notes.
         assert_eq!(new_events(&wrote), vec![5]);
 
-        let tx = conn.transaction()?;
-        let Wrote::Conflicts(conflicts) = write_request(
-            &tx,
-            &FoldedFilter::everything(),
-            &second,
-            &mut merged_second,
-            false,
-        )?
+        let Wrote::Conflicts(conflicts) =
+            write_alone(&mut conn, &mut index, &second, &mut merged_second, false)?
         else {
             panic!("a stale merge was written");
         };
         assert_eq!(conflicts, vec![0]);
-        drop(tx);
 
-        let tx = conn.transaction()?;
-        let wrote = write_request(
-            &tx,
-            &FoldedFilter::everything(),
-            &second,
-            &mut merged_second,
-            true,
-        )?;
-        tx.commit()?;
+        let wrote = write_alone(&mut conn, &mut index, &second, &mut merged_second, true)?;
         assert_eq!(new_events(&wrote), vec![5]);
 
         let (rows, ids, seqs): (i64, i64, i64) = conn.query_row(
@@ -2063,11 +1984,10 @@ mod tests {
         // A fresh merge of the whole log finds nothing new, from the stored chunks.
         let again = log.batch()?;
         let mut merged = merge_all(&mut conn, &again)?;
-        let tx = conn.transaction()?;
         assert_eq!(
-            new_events(&write_request(
-                &tx,
-                &FoldedFilter::everything(),
+            new_events(&write_alone(
+                &mut conn,
+                &mut index,
                 &again,
                 &mut merged,
                 false
@@ -2109,62 +2029,82 @@ mod tests {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
         assert_eq!(folded, (id.as_bytes().to_vec(), 1));
-        let recent: i64 =
-            conn.query_row("SELECT COUNT(*) FROM event_ids_recent", [], |r| r.get(0))?;
-        assert_eq!(recent, 0);
+        let through: i64 =
+            conn.query_row("SELECT through_seq FROM event_id_folds", [], |r| r.get(0))?;
+        assert_eq!(through, 1);
         Ok(())
     }
 
     /// An event id already on the site from another log is not projected again, whether the
-    /// first one's id is still in the recent level of the index or already folded.
+    /// first one's id is still in the recent level of the index (in memory), already folded into
+    /// `event_ids`, or claimed earlier in the same transaction; and the recent level is rebuilt
+    /// from the events past the fold when the store opens.
     #[test]
     fn an_event_id_from_another_log_stays_once_in_either_level() -> TestResult {
         let dir = tempfile::tempdir()?;
         let (_path, mut conn) = test_site_db(dir.path())?;
         let ids: Vec<patrol_core::EventId> =
-            (0..5).map(|_| patrol_core::EventId::generate()).collect();
+            (0..6).map(|_| patrol_core::EventId::generate()).collect();
+        let batch = |log_ids: &[patrol_core::EventId]| {
+            let mut log = TestLog::new()?;
+            for id in log_ids {
+                log.record_id(*id)?;
+            }
+            log.batch()
+        };
         let push =
-            |conn: &mut Connection, filter: &FoldedFilter, log_ids: &[patrol_core::EventId]| {
-                let mut log = TestLog::new()?;
-                for id in log_ids {
-                    log.record_id(*id)?;
-                }
-                let batch = log.batch()?;
+            |conn: &mut Connection, index: &mut EventIds, log_ids: &[patrol_core::EventId]| {
+                let batch = batch(log_ids)?;
                 let mut merged = merge_all(conn, &batch)?;
-                let tx = conn.transaction()?;
-                let wrote = write_request(&tx, filter, &batch, &mut merged, false)?;
-                tx.commit()?;
+                let wrote = write_alone(conn, index, &batch, &mut merged, false)?;
                 Ok::<_, Box<dyn std::error::Error>>(new_events(&wrote))
             };
-        let mut filter = FoldedFilter::load(&conn)?;
-        assert_eq!(push(&mut conn, &filter, &ids[0..3])?, vec![3]);
+        let mut index = EventIds::load(&conn)?;
+        assert_eq!(push(&mut conn, &mut index, &ids[0..3])?, vec![3]);
         // ids[0] is in the recent level.
-        assert_eq!(push(&mut conn, &filter, &[ids[0], ids[3]])?, vec![1]);
-        assert!(!filter.may_contain("site-1", ids[0].0.as_bytes()));
-        assert_eq!(fold_event_ids(&mut conn, &mut filter)?, 4);
-        assert!(filter.may_contain("site-1", ids[0].0.as_bytes()));
-        // ids[1] is folded: the filter kept up with the fold...
-        assert_eq!(push(&mut conn, &filter, &[ids[1], ids[4]])?, vec![1]);
-        // ...and one built from the table knows it too.
-        let fresh = FoldedFilter::load(&conn)?;
-        assert_eq!(push(&mut conn, &fresh, &[ids[2]])?, vec![0]);
+        assert_eq!(push(&mut conn, &mut index, &[ids[0], ids[3]])?, vec![1]);
+        assert_eq!(index.recent_len(), 4);
+        assert_eq!(index.fold(&mut conn)?, 4);
+        assert_eq!(index.recent_len(), 0);
+        // ids[1] is folded...
+        assert_eq!(push(&mut conn, &mut index, &[ids[1], ids[4]])?, vec![1]);
+        // ...and an index read from the database knows both levels: ids[2] folded, ids[4]
+        // recent.
+        let mut fresh = EventIds::load(&conn)?;
+        assert_eq!(fresh.recent_len(), 1);
+        assert_eq!(push(&mut conn, &mut fresh, &[ids[2], ids[4]])?, vec![0]);
+        // Two logs in one transaction with the same new id: the first claims it.
+        let (a, b) = (batch(&[ids[5]])?, batch(&[ids[5]])?);
+        let (mut merged_a, mut merged_b) = (merge_all(&mut conn, &a)?, merge_all(&mut conn, &b)?);
+        let tx = conn.transaction()?;
+        let mut claims = fresh.claims();
+        let first = write_request(&tx, &mut claims, &a, &mut merged_a, false)?;
+        let second = write_request(&tx, &mut claims, &b, &mut merged_b, false)?;
+        // Rolled back: the claim must not outlive the transaction.
+        drop(claims);
+        drop(tx);
+        assert_eq!(
+            (new_events(&first), new_events(&second)),
+            (vec![1], vec![0])
+        );
+        assert_eq!(fresh.recent_len(), 1);
+        assert_eq!(push(&mut conn, &mut fresh, &[ids[5]])?, vec![1]);
 
         let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
-        assert_eq!(count("SELECT COUNT(*) FROM events")?, 5);
-        assert_eq!(count("SELECT COUNT(DISTINCT event_id) FROM events")?, 5);
-        assert_eq!(count("SELECT MAX(seq) FROM events")?, 5);
-        assert_eq!(count("SELECT COUNT(*) FROM event_ids")?, 4);
-        assert_eq!(count("SELECT COUNT(*) FROM event_ids_recent")?, 1);
-        // Every event's id is in exactly one level, with its seq.
+        assert_eq!(count("SELECT COUNT(*) FROM events")?, 6);
+        assert_eq!(count("SELECT COUNT(DISTINCT event_id) FROM events")?, 6);
+        assert_eq!(count("SELECT MAX(seq) FROM events")?, 6);
+        assert_eq!(count("SELECT through_seq FROM event_id_folds")?, 4);
+        // The folded level holds exactly the events up to the watermark, with their seq.
         assert_eq!(
             count(
-                "SELECT COUNT(*) FROM events e
-                 JOIN (SELECT site_id, event_id, seq FROM event_ids
-                       UNION ALL SELECT site_id, event_id, seq FROM event_ids_recent) i
-                   ON i.site_id = e.site_id AND i.event_id = e.event_id AND i.seq = e.seq"
+                "SELECT COUNT(*) FROM events e JOIN event_ids i
+                   ON i.site_id = e.site_id AND i.event_id = e.event_id AND i.seq = e.seq
+                 WHERE e.seq <= 4"
             )?,
-            5
+            4
         );
+        assert_eq!(count("SELECT COUNT(*) FROM event_ids")?, 4);
         Ok(())
     }
 
@@ -2183,10 +2123,8 @@ mod tests {
             let doc_id = shift_log_doc_id(&batch.pushes[0].shift);
             let stored = read_stored(conn, batch.site.as_str(), &doc_id)?;
             let mut merged = vec![Some(merge_push(batch, 0, stored)?)];
-            let tx = conn.transaction()?;
-            let wrote = write_request(&tx, &FoldedFilter::everything(), batch, &mut merged, true)?;
-            tx.commit()?;
-            Ok(wrote)
+            let mut ids = EventIds::load(conn)?;
+            write_alone(conn, &mut ids, batch, &mut merged, true)
         };
         let nothing_written = |conn: &Connection| -> Result<bool, StoreError> {
             Ok(count(conn, "SELECT COUNT(*) FROM events")? == 0

@@ -414,15 +414,10 @@ pub(super) fn acknowledge_alarm(
 ) -> Result<AlarmAckRecord, StoreError> {
     require_site(tx, site)?;
     let id: &[u8] = event.0.as_bytes();
-    // The event's row through either level of the event-id index (migration 0002).
+    // Through the index of panic events (migration 0006).
     let panic: Option<String> = tx
         .prepare_cached(
-            "SELECT e.device_id FROM events e
-             JOIN (SELECT seq FROM event_ids WHERE site_id = ?1 AND event_id = ?2
-                   UNION ALL
-                   SELECT seq FROM event_ids_recent WHERE site_id = ?1 AND event_id = ?2) i
-               ON e.site_id = ?1 AND e.seq = i.seq
-             WHERE e.kind = 'panic'",
+            "SELECT device_id FROM events WHERE site_id = ?1 AND event_id = ?2 AND kind = 'panic'",
         )?
         .query_row(params![site.as_str(), id], |r| r.get(0))
         .optional()?;

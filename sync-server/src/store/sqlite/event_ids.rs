@@ -1,0 +1,198 @@
+//! The site-wide event-id index, which keeps one row per event id in the feed: in two levels
+//! (migrations 0002 and 0006).
+//!
+//! - **Folded**: `event_ids`, every id up to a site's `event_id_folds.through_seq`, with a Bloom
+//!   filter in front ([`FoldedFilter`]) so that the table is read only for ids that may be there.
+//! - **Recent**: the ids of the site's events after that, in the writer thread's memory only.
+//!   They are already on disk as the events' own `event_id`, so the level is rebuilt from the
+//!   `events` rows past the watermark when the store opens. Kept as a table, every commit
+//!   rewrote most of it (new ids land on random pages): at a million events that doubled what
+//!   the server wrote to disk.
+//!
+//! The writer moves the recent level into `event_ids` in key order once it has grown past a
+//! threshold (a *fold*), in one transaction that also moves the watermark. Ids claimed in a write
+//! transaction join the recent level only once it commits ([`Claims`]), so a rolled-back or
+//! panicked transaction never leaves an id claimed that no event row holds.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::folded::FoldedFilter;
+use crate::store::StoreError;
+
+/// Event ids of each site, with their events' seq.
+type Level = HashMap<String, HashMap<[u8; 16], i64>>;
+
+/// Both levels of the index; owned by the writer thread.
+#[derive(Debug)]
+pub(super) struct EventIds {
+    folded: FoldedFilter,
+    recent: Level,
+    recent_len: u64,
+}
+
+impl EventIds {
+    /// Reads both levels: the filter from `event_ids` (one that always says "maybe" if that
+    /// table cannot be read: slower, never wrong) and the recent ids from `events`.
+    pub(super) fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let folded = FoldedFilter::load(conn).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read event_ids; looking up every event id there");
+            FoldedFilter::everything()
+        });
+        let mut ids = EventIds {
+            folded,
+            recent: Level::new(),
+            recent_len: 0,
+        };
+        let mut stmt = conn.prepare(
+            "SELECT e.site_id, e.event_id, e.seq FROM sites s
+             JOIN events e ON e.site_id = s.site_id
+              AND e.seq > COALESCE((SELECT through_seq FROM event_id_folds f
+                                    WHERE f.site_id = s.site_id), 0)",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let corrupt = |e| StoreError::CorruptData(format!("events row: {e}"));
+            let site = row.get_ref(0)?.as_str().map_err(corrupt)?;
+            let id = event_id(row.get_ref(1)?.as_blob().map_err(corrupt)?)?;
+            let seq: i64 = row.get(2)?;
+            ids.recent_len += 1;
+            if ids.recent_site(site).insert(id, seq).is_some() {
+                return Err(StoreError::CorruptData(format!(
+                    "event id {} twice in the events of site {site}",
+                    uuid::Uuid::from_bytes(id)
+                )));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// How many ids the recent level holds.
+    pub(super) fn recent_len(&self) -> u64 {
+        self.recent_len
+    }
+
+    /// Starts the claims of one write transaction.
+    pub(super) fn claims(&self) -> Claims<'_> {
+        Claims {
+            ids: self,
+            new: Level::new(),
+        }
+    }
+
+    /// Adds the claims of a committed transaction (see [`Claims::into_committed`]).
+    pub(super) fn committed(&mut self, claims: Committed) {
+        for (site, ids) in claims.0 {
+            self.recent_len += ids.len() as u64;
+            self.recent_site(&site).extend(ids);
+        }
+    }
+
+    /// Moves every recent id into `event_ids`, in key order (each page of the table is written
+    /// once), and every such site's watermark to its last event, in one transaction. Returns how
+    /// many moved. On `Err` nothing moved (the filter may then hold a few ids it need not).
+    pub(super) fn fold(&mut self, conn: &mut Connection) -> Result<usize, StoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut sites: Vec<&String> = self.recent.keys().collect();
+        sites.sort();
+        let mut moved = 0;
+        {
+            // A plain INSERT: an id in both levels would be a bug, and fails the fold loudly.
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO event_ids (site_id, event_id, seq) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut watermark = tx.prepare_cached(
+                "INSERT INTO event_id_folds (site_id, through_seq)
+                 SELECT site_id, next_seq - 1 FROM sites WHERE site_id = ?1
+                 ON CONFLICT (site_id) DO UPDATE SET through_seq = excluded.through_seq",
+            )?;
+            for site in sites {
+                let mut ids: Vec<(&[u8; 16], &i64)> = self.recent[site].iter().collect();
+                ids.sort_unstable();
+                for (id, seq) in ids {
+                    // Into the filter first: it must never miss an id the table holds.
+                    self.folded.insert(site, id);
+                    insert.execute(params![site, &id[..], seq])?;
+                    moved += 1;
+                }
+                watermark.execute([site])?;
+            }
+        }
+        tx.commit()?;
+        self.recent.clear();
+        self.recent_len = 0;
+        if self.folded.is_full() {
+            *self = EventIds {
+                folded: FoldedFilter::load(conn).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read event_ids; looking up every event id there");
+                    FoldedFilter::everything()
+                }),
+                recent: Level::new(),
+                recent_len: 0,
+            };
+        }
+        Ok(moved)
+    }
+
+    fn recent_site(&mut self, site: &str) -> &mut HashMap<[u8; 16], i64> {
+        self.recent.entry(site.to_owned()).or_default()
+    }
+}
+
+/// The ids one write transaction claims, on top of the index as it was when it began.
+#[derive(Debug)]
+pub(super) struct Claims<'a> {
+    ids: &'a EventIds,
+    new: Level,
+}
+
+/// The claims of a transaction that committed, to add to the index.
+#[derive(Debug, Default)]
+pub(super) struct Committed(Level);
+
+impl Claims<'_> {
+    /// The seq of the site's event with id `id`, if the site has one (committed or claimed in
+    /// this transaction). Reads `event_ids` in `tx` only if the filter says it may be there.
+    pub(super) fn existing(
+        &self,
+        tx: &Connection,
+        site: &str,
+        id: &[u8; 16],
+    ) -> Result<Option<i64>, StoreError> {
+        let recent = |level: &Level| level.get(site).and_then(|ids| ids.get(id)).copied();
+        if let Some(seq) = recent(&self.new).or_else(|| recent(&self.ids.recent)) {
+            return Ok(Some(seq));
+        }
+        if !self.ids.folded.may_contain(site, id) {
+            return Ok(None);
+        }
+        Ok(tx
+            .prepare_cached("SELECT seq FROM event_ids WHERE site_id = ?1 AND event_id = ?2")?
+            .query_row(params![site, &id[..]], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Claims `id` for the site's event `seq`; the caller checked [`Claims::existing`] first.
+    pub(super) fn claim(&mut self, site: &str, id: [u8; 16], seq: i64) {
+        match self.new.get_mut(site) {
+            Some(ids) => {
+                ids.insert(id, seq);
+            }
+            None => {
+                self.new.insert(site.to_owned(), HashMap::from([(id, seq)]));
+            }
+        }
+    }
+
+    /// For [`EventIds::committed`], once the transaction has committed.
+    pub(super) fn into_committed(self) -> Committed {
+        Committed(self.new)
+    }
+}
+
+fn event_id(bytes: &[u8]) -> Result<[u8; 16], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::CorruptData(format!("an event id of {} bytes", bytes.len())))
+}
