@@ -191,10 +191,13 @@ fn check_store_image(db: &Path) -> Result<i64> {
     let through =
         one("SELECT coalesce((SELECT through_seq FROM event_id_folds WHERE site_id = ?1), 0)")?;
     let claims = one("SELECT count(*) FROM event_ids WHERE site_id = ?1")?;
-    let folded = one("SELECT count(*) FROM events e JOIN event_ids i
+    let folded: i64 = conn.query_row(
+        "SELECT count(*) FROM events e JOIN event_ids i
            ON i.site_id = e.site_id AND i.event_id = e.event_id AND i.seq = e.seq
-         WHERE e.site_id = ?1
-           AND e.seq <= coalesce((SELECT through_seq FROM event_id_folds WHERE site_id = ?1), 0)")?;
+         WHERE e.site_id = ?1 AND e.seq <= ?2",
+        rusqlite::params![SITE, through],
+        |r| r.get(0),
+    )?;
     ensure!(
         claims == folded && folded == through && through <= events,
         "{claims} folded id claims, {folded} of them matching the {through} events up to the watermark"

@@ -655,7 +655,7 @@ enum Wrote {
 /// first push.
 fn write_request(
     tx: &Connection,
-    event_ids: &mut Claims<'_>,
+    claims: &mut Claims<'_>,
     batch: &SyncBatch,
     merged: &mut [Option<Prepared>],
     final_round: bool,
@@ -711,7 +711,7 @@ fn write_request(
         };
         let new_events = write_doc(
             tx,
-            event_ids,
+            claims,
             batch,
             &prepared.doc_id,
             log,
@@ -872,7 +872,7 @@ fn not_merged() -> StoreError {
 /// its new events, numbered from `next_seq` on. Returns how many events were new to the site.
 fn write_doc(
     tx: &Connection,
-    event_ids: &mut Claims<'_>,
+    claims: &mut Claims<'_>,
     batch: &SyncBatch,
     doc_id: &str,
     log: &MergedLog,
@@ -945,13 +945,13 @@ fn write_doc(
     for new in &log.new_events {
         let event = &new.event;
         let event_id = event.id.0.as_bytes();
-        if let Some(known) = event_ids.existing(tx, site, event_id)? {
+        if let Some(known) = claims.existing(tx, site, event_id)? {
             // Already in the feed. From another shift log it is a device reusing an id: the
             // first row stands, but say so.
             warn_if_from_another_log(tx, site, event, &shift_id, known)?;
             continue;
         }
-        event_ids.claim(site, *event_id, *next_seq);
+        claims.claim(site, *event_id, *next_seq);
         let seq = u64::try_from(*next_seq)
             .map_err(|_| StoreError::CorruptData(format!("next_seq {next_seq} of site {site}")))?;
         new.write_json(seq, json);

@@ -20,30 +20,38 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::folded::FoldedFilter;
 use crate::store::StoreError;
+use crate::store::rows::corrupt;
 
 /// Event ids of each site, with their events' seq.
 type Level = HashMap<String, HashMap<[u8; 16], i64>>;
+
+/// Runs `f` on the ids of `site` in `level`, adding the site if it has none yet (without
+/// allocating its name when it has).
+fn with_site(level: &mut Level, site: &str, f: impl FnOnce(&mut HashMap<[u8; 16], i64>)) {
+    match level.get_mut(site) {
+        Some(ids) => f(ids),
+        None => {
+            let mut ids = HashMap::new();
+            f(&mut ids);
+            level.insert(site.to_owned(), ids);
+        }
+    }
+}
 
 /// Both levels of the index; owned by the writer thread.
 #[derive(Debug)]
 pub(super) struct EventIds {
     folded: FoldedFilter,
     recent: Level,
-    recent_len: u64,
 }
 
 impl EventIds {
     /// Reads both levels: the filter from `event_ids` (one that always says "maybe" if that
     /// table cannot be read: slower, never wrong) and the recent ids from `events`.
     pub(super) fn load(conn: &Connection) -> Result<Self, StoreError> {
-        let folded = FoldedFilter::load(conn).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read event_ids; looking up every event id there");
-            FoldedFilter::everything()
-        });
         let mut ids = EventIds {
-            folded,
+            folded: FoldedFilter::load_or_everything(conn),
             recent: Level::new(),
-            recent_len: 0,
         };
         let mut stmt = conn.prepare(
             "SELECT e.site_id, e.event_id, e.seq FROM sites s
@@ -53,13 +61,16 @@ impl EventIds {
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let corrupt = |e| StoreError::CorruptData(format!("events row: {e}"));
-            let site = row.get_ref(0)?.as_str().map_err(corrupt)?;
-            let id = event_id(row.get_ref(1)?.as_blob().map_err(corrupt)?)?;
+            let bad_row = |e| corrupt(format!("events row: {e}"));
+            let site = row.get_ref(0)?.as_str().map_err(bad_row)?;
+            let id = event_id(row.get_ref(1)?.as_blob().map_err(bad_row)?)?;
             let seq: i64 = row.get(2)?;
-            ids.recent_len += 1;
-            if ids.recent_site(site).insert(id, seq).is_some() {
-                return Err(StoreError::CorruptData(format!(
+            let mut twice = false;
+            with_site(&mut ids.recent, site, |ids| {
+                twice = ids.insert(id, seq).is_some();
+            });
+            if twice {
+                return Err(corrupt(format!(
                     "event id {} twice in the events of site {site}",
                     uuid::Uuid::from_bytes(id)
                 )));
@@ -70,7 +81,7 @@ impl EventIds {
 
     /// How many ids the recent level holds.
     pub(super) fn recent_len(&self) -> u64 {
-        self.recent_len
+        self.recent.values().map(|ids| ids.len() as u64).sum()
     }
 
     /// Starts the claims of one write transaction.
@@ -83,9 +94,8 @@ impl EventIds {
 
     /// Adds the claims of a committed transaction (see [`Claims::into_committed`]).
     pub(super) fn committed(&mut self, claims: Committed) {
-        for (site, ids) in claims.0 {
-            self.recent_len += ids.len() as u64;
-            self.recent_site(&site).extend(ids);
+        for (site, new) in claims.0 {
+            with_site(&mut self.recent, &site, |ids| ids.extend(new));
         }
     }
 
@@ -121,22 +131,10 @@ impl EventIds {
         }
         tx.commit()?;
         self.recent.clear();
-        self.recent_len = 0;
         if self.folded.is_full() {
-            *self = EventIds {
-                folded: FoldedFilter::load(conn).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "cannot read event_ids; looking up every event id there");
-                    FoldedFilter::everything()
-                }),
-                recent: Level::new(),
-                recent_len: 0,
-            };
+            self.folded = FoldedFilter::load_or_everything(conn);
         }
         Ok(moved)
-    }
-
-    fn recent_site(&mut self, site: &str) -> &mut HashMap<[u8; 16], i64> {
-        self.recent.entry(site.to_owned()).or_default()
     }
 }
 
@@ -175,14 +173,9 @@ impl Claims<'_> {
 
     /// Claims `id` for the site's event `seq`; the caller checked [`Claims::existing`] first.
     pub(super) fn claim(&mut self, site: &str, id: [u8; 16], seq: i64) {
-        match self.new.get_mut(site) {
-            Some(ids) => {
-                ids.insert(id, seq);
-            }
-            None => {
-                self.new.insert(site.to_owned(), HashMap::from([(id, seq)]));
-            }
-        }
+        with_site(&mut self.new, site, |ids| {
+            ids.insert(id, seq);
+        });
     }
 
     /// For [`EventIds::committed`], once the transaction has committed.
@@ -194,5 +187,5 @@ impl Claims<'_> {
 fn event_id(bytes: &[u8]) -> Result<[u8; 16], StoreError> {
     bytes
         .try_into()
-        .map_err(|_| StoreError::CorruptData(format!("an event id of {} bytes", bytes.len())))
+        .map_err(|_| corrupt(format!("an event id of {} bytes", bytes.len())))
 }

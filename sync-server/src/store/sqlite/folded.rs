@@ -70,6 +70,15 @@ impl FoldedFilter {
         Ok(filter)
     }
 
+    /// [`FoldedFilter::load`], or if the table cannot be read, [`FoldedFilter::everything`]:
+    /// slower, never wrong.
+    pub(super) fn load_or_everything(conn: &Connection) -> Self {
+        Self::load(conn).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read event_ids; looking up every event id there");
+            Self::everything()
+        })
+    }
+
     /// Whether more ids were added than it was sized for (it then answers "maybe" too often).
     pub(super) fn is_full(&self) -> bool {
         self.ids > self.capacity
