@@ -72,6 +72,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0004_auth.sql"),
     include_str!("sqlite/migrations/0005_signatures.sql"),
     include_str!("sqlite/migrations/0006_recent_event_ids_in_memory.sql"),
+    include_str!("sqlite/migrations/0007_event_id_runs.sql"),
 ];
 
 /// Idle read connections kept for reuse. Every sync request reads its answer's extras (config,
@@ -113,8 +114,8 @@ const MERGING_PER_CPU: usize = 8;
 const MAX_GROUP: usize = 64;
 
 /// Events whose ids the recent level of the event-id index holds (in the writer's memory, about
-/// 40 bytes an id) before the writer folds them into `event_ids` (see [`EventIds`]). Larger:
-/// fewer folds, each rewriting most pages of `event_ids`, but more memory.
+/// 40 bytes an id) before the writer folds them into a new run of `event_ids` (see
+/// [`EventIds`]). Larger: fewer runs, but more memory.
 const FOLD_EVENT_IDS_AT: u64 = 1 << 17;
 
 #[derive(Debug)]
@@ -2068,6 +2069,81 @@ mod tests {
         Ok(())
     }
 
+    /// A new shift log holding `ids`, as one sync request.
+    fn log_with_ids(
+        ids: &[patrol_core::EventId],
+    ) -> Result<Arc<SyncBatch>, Box<dyn std::error::Error>> {
+        let mut log = TestLog::new()?;
+        for id in ids {
+            log.record_id(*id)?;
+        }
+        log.batch()
+    }
+
+    /// Merges and writes a new shift log holding `ids` alone; returns its new events' count.
+    fn push_log_with_ids(
+        conn: &mut Connection,
+        index: &mut EventIds,
+        ids: &[patrol_core::EventId],
+    ) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
+        let batch = log_with_ids(ids)?;
+        let mut merged = merge_all(conn, &batch)?;
+        let wrote = write_alone(conn, index, &batch, &mut merged, false)?;
+        Ok(new_events(&wrote))
+    }
+
+    /// Each fold writes its ids as a new run of `event_ids`; an id is found in whichever run
+    /// holds it, by the index as it is and as read back from the database; and the fold that
+    /// makes more than `MAX_RUNS` runs merges them into run 0, where they are found as well.
+    #[test]
+    fn folded_ids_are_found_in_every_run_and_runs_merge() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (_path, mut conn) = test_site_db(dir.path())?;
+        let runs = |conn: &Connection| -> rusqlite::Result<Vec<i64>> {
+            conn.prepare("SELECT DISTINCT run FROM event_ids ORDER BY run")?
+                .query_map([], |r| r.get(0))?
+                .collect()
+        };
+        let mut index = EventIds::load(&conn)?;
+        let mut folded = Vec::new();
+        for fold in 1..=event_ids::MAX_RUNS {
+            let id = patrol_core::EventId::generate();
+            assert_eq!(push_log_with_ids(&mut conn, &mut index, &[id])?, vec![1]);
+            assert_eq!(index.fold(&mut conn)?, 1);
+            folded.push(id);
+            assert_eq!(runs(&conn)?, (1..=fold).collect::<Vec<_>>());
+        }
+        // Each id again, in a log of its own: known in every run, to both indexes.
+        let mut fresh = EventIds::load(&conn)?;
+        for id in &folded {
+            assert_eq!(push_log_with_ids(&mut conn, &mut index, &[*id])?, vec![0]);
+            assert_eq!(push_log_with_ids(&mut conn, &mut fresh, &[*id])?, vec![0]);
+        }
+        let last = patrol_core::EventId::generate();
+        assert_eq!(push_log_with_ids(&mut conn, &mut index, &[last])?, vec![1]);
+        assert_eq!(index.fold(&mut conn)?, 1);
+        folded.push(last);
+        assert_eq!(runs(&conn)?, vec![0]);
+        let mut fresh = EventIds::load(&conn)?;
+        for id in &folded {
+            assert_eq!(push_log_with_ids(&mut conn, &mut index, &[*id])?, vec![0]);
+            assert_eq!(push_log_with_ids(&mut conn, &mut fresh, &[*id])?, vec![0]);
+        }
+        // The next fold starts run 1 again, and the merged ids keep their seqs.
+        let next = patrol_core::EventId::generate();
+        assert_eq!(push_log_with_ids(&mut conn, &mut index, &[next])?, vec![1]);
+        assert_eq!(index.fold(&mut conn)?, 1);
+        assert_eq!(runs(&conn)?, vec![0, 1]);
+        let matching: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM events e JOIN event_ids i
+               ON i.site_id = e.site_id AND i.event_id = e.event_id AND i.seq = e.seq",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(matching, event_ids::MAX_RUNS + 2);
+        Ok(())
+    }
+
     /// An event id already on the site from another log is not projected again, whether the
     /// first one's id is still in the recent level of the index (in memory), already folded into
     /// `event_ids`, or claimed earlier in the same transaction; and the recent level is rebuilt
@@ -2078,20 +2154,7 @@ mod tests {
         let (_path, mut conn) = test_site_db(dir.path())?;
         let ids: Vec<patrol_core::EventId> =
             (0..6).map(|_| patrol_core::EventId::generate()).collect();
-        let batch = |log_ids: &[patrol_core::EventId]| {
-            let mut log = TestLog::new()?;
-            for id in log_ids {
-                log.record_id(*id)?;
-            }
-            log.batch()
-        };
-        let push =
-            |conn: &mut Connection, index: &mut EventIds, log_ids: &[patrol_core::EventId]| {
-                let batch = batch(log_ids)?;
-                let mut merged = merge_all(conn, &batch)?;
-                let wrote = write_alone(conn, index, &batch, &mut merged, false)?;
-                Ok::<_, Box<dyn std::error::Error>>(new_events(&wrote))
-            };
+        let (batch, push) = (log_with_ids, push_log_with_ids);
         let mut index = EventIds::load(&conn)?;
         assert_eq!(push(&mut conn, &mut index, &ids[0..3])?, vec![3]);
         // ids[0] is in the recent level.

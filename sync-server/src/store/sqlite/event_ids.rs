@@ -1,16 +1,20 @@
 //! The site-wide event-id index, which keeps one row per event id in the feed: in two levels
-//! (migrations 0002 and 0006).
+//! (migrations 0002, 0006 and 0007).
 //!
 //! - **Folded**: `event_ids`, every id up to a site's `event_id_folds.through_seq`, with a Bloom
 //!   filter in front ([`FoldedFilter`]) so that the table is read only for ids that may be there.
+//!   Each fold wrote its ids as a new *run* (key `(site_id, run, event_id)`): written in order at
+//!   the end of the site's key range, a fold costs its own size, however large the table. Once a
+//!   site has more than [`MAX_RUNS`] runs they are merged into run 0, which rewrites most of it;
+//!   so that happens once per [`MAX_RUNS`] folds, and a look-up seeks at most `MAX_RUNS + 1` runs.
 //! - **Recent**: the ids of the site's events after that, in the writer thread's memory only.
 //!   They are already on disk as the events' own `event_id`, so the level is rebuilt from the
 //!   `events` rows past the watermark when the store opens. Kept as a table, every commit
 //!   rewrote most of it (new ids land on random pages): at a million events that doubled what
 //!   the server wrote to disk.
 //!
-//! The writer moves the recent level into `event_ids` in key order once it has grown past a
-//! threshold (a *fold*), in one transaction that also moves the watermark. Ids claimed in a write
+//! The writer moves the recent level into a new run once it has grown past a threshold (a
+//! *fold*), in one transaction that also moves the watermark. Ids claimed in a write
 //! transaction join the recent level only once it commits ([`Claims`]), so a rolled-back or
 //! panicked transaction never leaves an id claimed that no event row holds.
 
@@ -24,6 +28,9 @@ use crate::store::rows::corrupt;
 
 /// Event ids of each site, with their events' seq.
 type Level = HashMap<String, HashMap<[u8; 16], i64>>;
+
+/// Runs a site's folded ids may be in (besides run 0) before they are merged into run 0.
+pub(super) const MAX_RUNS: i64 = 8;
 
 /// Runs `f` on the ids of `site` in `level`, adding the site if it has none yet (without
 /// allocating its name when it has).
@@ -42,6 +49,8 @@ fn with_site(level: &mut Level, site: &str, f: impl FnOnce(&mut HashMap<[u8; 16]
 #[derive(Debug)]
 pub(super) struct EventIds {
     folded: FoldedFilter,
+    /// Each site's newest run in `event_ids` (none: 0, the merged run, at most).
+    runs: HashMap<String, i64>,
     recent: Level,
 }
 
@@ -51,8 +60,21 @@ impl EventIds {
     pub(super) fn load(conn: &Connection) -> Result<Self, StoreError> {
         let mut ids = EventIds {
             folded: FoldedFilter::load_or_everything(conn),
+            runs: HashMap::new(),
             recent: Level::new(),
         };
+        let mut stmt = conn.prepare(
+            "SELECT site_id, (SELECT MAX(run) FROM event_ids i WHERE i.site_id = s.site_id)
+             FROM sites s",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            if let Some(run) = row.get::<_, Option<i64>>(1)? {
+                ids.runs.insert(row.get(0)?, run);
+            }
+        }
+        drop(rows);
+        drop(stmt);
         let mut stmt = conn.prepare(
             "SELECT e.site_id, e.event_id, e.seq FROM sites s
              JOIN events e ON e.site_id = s.site_id
@@ -99,18 +121,21 @@ impl EventIds {
         }
     }
 
-    /// Moves every recent id into `event_ids`, in key order (each page of the table is written
-    /// once), and every such site's watermark to its last event, in one transaction. Returns how
-    /// many moved. On `Err` nothing moved (the filter may then hold a few ids it need not).
+    /// Moves every recent id into a new run of `event_ids` (one per site, in key order: written
+    /// at the end of the site's key range, each page once), and every such site's watermark to
+    /// its last event, in one transaction; then merges the runs of any site that has more than
+    /// [`MAX_RUNS`]. Returns how many ids moved. On `Err` nothing moved (the filter may then hold
+    /// a few ids it need not).
     pub(super) fn fold(&mut self, conn: &mut Connection) -> Result<usize, StoreError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut sites: Vec<&String> = self.recent.keys().collect();
         sites.sort();
         let mut moved = 0;
+        let mut new_runs = Vec::with_capacity(sites.len());
         {
             // A plain INSERT: an id in both levels would be a bug, and fails the fold loudly.
             let mut insert = tx.prepare_cached(
-                "INSERT INTO event_ids (site_id, event_id, seq) VALUES (?1, ?2, ?3)",
+                "INSERT INTO event_ids (site_id, run, event_id, seq) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut watermark = tx.prepare_cached(
                 "INSERT INTO event_id_folds (site_id, through_seq)
@@ -118,23 +143,75 @@ impl EventIds {
                  ON CONFLICT (site_id) DO UPDATE SET through_seq = excluded.through_seq",
             )?;
             for site in sites {
+                let run = self.runs.get(site).copied().unwrap_or(0) + 1;
                 let mut ids: Vec<(&[u8; 16], &i64)> = self.recent[site].iter().collect();
                 ids.sort_unstable();
                 for (id, seq) in ids {
                     // Into the filter first: it must never miss an id the table holds.
                     self.folded.insert(site, id);
-                    insert.execute(params![site, &id[..], seq])?;
+                    insert.execute(params![site, run, &id[..], seq])?;
                     moved += 1;
                 }
                 watermark.execute([site])?;
+                new_runs.push((site.clone(), run));
             }
         }
         tx.commit()?;
         self.recent.clear();
+        for (site, run) in new_runs {
+            self.runs.insert(site.clone(), run);
+            if run > MAX_RUNS {
+                // Still correct if it fails: the ids stay in their runs, and it is tried again
+                // after the next fold.
+                if let Err(e) = self.merge_runs(conn, &site) {
+                    tracing::warn!(error = %e, %site, "could not merge event-id runs");
+                }
+            }
+        }
         if self.folded.is_full() {
             self.folded = FoldedFilter::load_or_everything(conn);
         }
         Ok(moved)
+    }
+
+    /// Moves every id of the site's runs into run 0, in one transaction.
+    fn merge_runs(&mut self, conn: &mut Connection, site: &str) -> Result<(), StoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO event_ids (site_id, run, event_id, seq)
+             SELECT site_id, 0, event_id, seq FROM event_ids WHERE site_id = ?1 AND run > 0
+             ORDER BY event_id",
+            [site],
+        )?;
+        tx.execute(
+            "DELETE FROM event_ids WHERE site_id = ?1 AND run > 0",
+            [site],
+        )?;
+        tx.commit()?;
+        self.runs.insert(site.to_owned(), 0);
+        Ok(())
+    }
+
+    /// The seq of the site's folded event with id `id`, if any: a seek in each of its runs.
+    fn folded_seq(
+        &self,
+        tx: &Connection,
+        site: &str,
+        id: &[u8; 16],
+    ) -> Result<Option<i64>, StoreError> {
+        let newest = self.runs.get(site).copied().unwrap_or(0);
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq FROM event_ids WHERE site_id = ?1 AND run = ?2 AND event_id = ?3",
+        )?;
+        for run in (0..=newest).rev() {
+            if let Some(seq) = stmt
+                .query_row(params![site, run, &id[..]], |r| r.get(0))
+                .optional()?
+            {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -165,10 +242,7 @@ impl Claims<'_> {
         if !self.ids.folded.may_contain(site, id) {
             return Ok(None);
         }
-        Ok(tx
-            .prepare_cached("SELECT seq FROM event_ids WHERE site_id = ?1 AND event_id = ?2")?
-            .query_row(params![site, &id[..]], |r| r.get(0))
-            .optional()?)
+        self.ids.folded_seq(tx, site, id)
     }
 
     /// Claims `id` for the site's event `seq`; the caller checked [`Claims::existing`] first.
