@@ -2104,35 +2104,35 @@ mod tests {
                 .query_map([], |r| r.get(0))?
                 .collect()
         };
+        // A new event in a log of its own, folded at once.
+        let fold_one = |conn: &mut Connection, index: &mut EventIds| {
+            let id = patrol_core::EventId::generate();
+            assert_eq!(push_log_with_ids(conn, index, &[id])?, vec![1]);
+            assert_eq!(index.fold(conn)?, 1);
+            Ok::<_, Box<dyn std::error::Error>>(id)
+        };
+        // Each id again, in a log of its own: known to `index` and to one read from the database.
+        let known_to_both =
+            |conn: &mut Connection, index: &mut EventIds, ids: &[patrol_core::EventId]| {
+                let mut fresh = EventIds::load(conn)?;
+                for id in ids {
+                    assert_eq!(push_log_with_ids(conn, index, &[*id])?, vec![0]);
+                    assert_eq!(push_log_with_ids(conn, &mut fresh, &[*id])?, vec![0]);
+                }
+                Ok::<_, Box<dyn std::error::Error>>(())
+            };
         let mut index = EventIds::load(&conn)?;
         let mut folded = Vec::new();
         for fold in 1..=event_ids::MAX_RUNS {
-            let id = patrol_core::EventId::generate();
-            assert_eq!(push_log_with_ids(&mut conn, &mut index, &[id])?, vec![1]);
-            assert_eq!(index.fold(&mut conn)?, 1);
-            folded.push(id);
+            folded.push(fold_one(&mut conn, &mut index)?);
             assert_eq!(runs(&conn)?, (1..=fold).collect::<Vec<_>>());
         }
-        // Each id again, in a log of its own: known in every run, to both indexes.
-        let mut fresh = EventIds::load(&conn)?;
-        for id in &folded {
-            assert_eq!(push_log_with_ids(&mut conn, &mut index, &[*id])?, vec![0]);
-            assert_eq!(push_log_with_ids(&mut conn, &mut fresh, &[*id])?, vec![0]);
-        }
-        let last = patrol_core::EventId::generate();
-        assert_eq!(push_log_with_ids(&mut conn, &mut index, &[last])?, vec![1]);
-        assert_eq!(index.fold(&mut conn)?, 1);
-        folded.push(last);
+        known_to_both(&mut conn, &mut index, &folded)?;
+        folded.push(fold_one(&mut conn, &mut index)?);
         assert_eq!(runs(&conn)?, vec![0]);
-        let mut fresh = EventIds::load(&conn)?;
-        for id in &folded {
-            assert_eq!(push_log_with_ids(&mut conn, &mut index, &[*id])?, vec![0]);
-            assert_eq!(push_log_with_ids(&mut conn, &mut fresh, &[*id])?, vec![0]);
-        }
+        known_to_both(&mut conn, &mut index, &folded)?;
         // The next fold starts run 1 again, and the merged ids keep their seqs.
-        let next = patrol_core::EventId::generate();
-        assert_eq!(push_log_with_ids(&mut conn, &mut index, &[next])?, vec![1]);
-        assert_eq!(index.fold(&mut conn)?, 1);
+        fold_one(&mut conn, &mut index)?;
         assert_eq!(runs(&conn)?, vec![0, 1]);
         let matching: i64 = conn.query_row(
             "SELECT COUNT(*) FROM events e JOIN event_ids i
