@@ -63,18 +63,16 @@ impl EventIds {
             runs: HashMap::new(),
             recent: Level::new(),
         };
-        let mut stmt = conn.prepare(
-            "SELECT site_id, (SELECT MAX(run) FROM event_ids i WHERE i.site_id = s.site_id)
-             FROM sites s",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            if let Some(run) = row.get::<_, Option<i64>>(1)? {
-                ids.runs.insert(row.get(0)?, run);
-            }
-        }
-        drop(rows);
-        drop(stmt);
+        ids.runs = conn
+            .prepare(
+                // A seek per site (the table's key starts with site and run), not a scan.
+                "SELECT site_id, run FROM (SELECT site_id, (SELECT MAX(run) FROM event_ids i
+                                                   WHERE i.site_id = s.site_id) AS run
+                                          FROM sites s)
+                 WHERE run IS NOT NULL",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
         let mut stmt = conn.prepare(
             "SELECT e.site_id, e.event_id, e.seq FROM sites s
              JOIN events e ON e.site_id = s.site_id
