@@ -1,44 +1,124 @@
 //! An event's feed JSON, written directly: byte for byte what
 //! `serde_json::to_string(&event.to_json(Some((seq, received_at))))` gives (checked by the tests
-//! below for every kind of event), without building the `serde_json::Value` tree, which cost
-//! about a quarter of a merge (~3 µs an event).
+//! below for every kind of event), without building the `serde_json::Value` tree. The SQLite
+//! store keeps each event's binary record, not its JSON, and renders the JSON here each time it
+//! serves the event; the PostgreSQL store renders it once, when the event arrives.
 //!
 //! `Event::to_json` builds a map: the event's own fields plus the body's fields lifted to the
-//! top, which serde_json writes compactly in key order (its map is a `BTreeMap`). Here each
-//! field's value is written once into a scratch buffer, the fields are put in key order (a body
-//! field replaces an event field of the same name, as the map's `extend` does), and the object
-//! is assembled from the buffer. Scalars, strings and single-key enums are written by
-//! `serde_json::to_writer` from their typed value, which gives exactly what writing them through
-//! a `Value` gives; the two nested objects whose `Value` form differs from their direct form
-//! (keys in order, `f32` widened to `f64`) are written by hand: [`Location`] and [`Hlc`].
-//! Destructuring is exhaustive, so a field or kind added to an event fails to compile here.
+//! top (no body field has the name of an event field), which serde_json writes compactly in key
+//! order (its map is a `BTreeMap`). Here every field any event can have is written in that order,
+//! each only if this event has it, straight into the output. Scalars, strings and single-key
+//! enums are written by `serde_json::to_writer` from their typed value, which gives exactly what
+//! writing them through a `Value` gives; the two nested objects whose `Value` form differs from
+//! their direct form (keys in order, `f32` widened to `f64`) are written by hand: [`Location`]
+//! and [`Hlc`]. Destructuring is exhaustive, so a field or kind added to an event fails to compile
+//! here.
 
 use std::io::Write as _;
-use std::ops::Range;
 
-use patrol_core::event::{IncidentReport, Location, Scan};
-use patrol_core::{Event, EventBody, EventRecord, Hlc};
+use chrono::{DateTime, SecondsFormat};
+use patrol_core::event::{IncidentCategory, IncidentReport, Location, Scan, ScanMethod, Severity};
+use patrol_core::{CheckpointId, Event, EventBody, EventRecord, GuardId, Hlc, IncidentId};
 
-/// The event's JSON with its `seq` left out: it is `head`, then the number, then `tail`.
-#[derive(Debug)]
-pub struct SplitJson {
-    pub head: String,
-    pub tail: String,
+/// Renders events as the feed serves them, one after the other: the text of the last receive
+/// time (shared by every event of a sync request) is kept from one to the next.
+#[derive(Debug, Default)]
+pub struct FeedRenderer {
+    received: Option<(i64, String)>,
 }
 
-/// Writes `event` as the feed serves it, with `received_at` (already formatted, e.g.
-/// `2025-03-01T23:10:04.512Z`) and its seq left out. `scratch` is reused between calls.
-pub fn event_json(
-    event: &Event,
-    received_at: &str,
-    scratch: &mut Scratch,
-) -> Result<SplitJson, String> {
-    scratch.values.clear();
-    scratch.fields.clear();
-    let mut f = Fields {
-        values: &mut scratch.values,
-        fields: &mut scratch.fields,
-    };
+impl FeedRenderer {
+    /// The feed JSON of `event`, with its server `seq` and the time the server received it.
+    pub fn render(
+        &mut self,
+        event: &Event,
+        seq: u64,
+        received_at_ms: i64,
+    ) -> Result<String, String> {
+        let received_at = match &mut self.received {
+            Some((ms, text)) if *ms == received_at_ms => text,
+            slot => {
+                let text = DateTime::from_timestamp_millis(received_at_ms)
+                    .ok_or_else(|| format!("receive time {received_at_ms} out of range"))?
+                    .to_rfc3339_opts(SecondsFormat::Millis, true);
+                &slot.insert((received_at_ms, text)).1
+            }
+        };
+        event_json(event, seq, received_at).map_err(|e| e.to_string())
+    }
+}
+
+/// The fields a body lifts to the top of its event's JSON: `None` where its kind has no such
+/// field.
+#[derive(Default)]
+struct BodyFields<'a> {
+    category: Option<&'a IncidentCategory>,
+    checkpoint: Option<&'a CheckpointId>,
+    description: Option<&'a String>,
+    incident: Option<&'a IncidentId>,
+    location: Option<&'a Option<Location>>,
+    method: Option<&'a ScanMethod>,
+    note: Option<&'a Option<String>>,
+    severity: Option<&'a Severity>,
+    text: Option<&'a String>,
+    to_guard: Option<&'a Option<GuardId>>,
+}
+
+impl<'a> BodyFields<'a> {
+    /// A kind without fields serializes as a bare string, which `to_json` does not lift.
+    fn of(body: &'a EventBody) -> Self {
+        match body {
+            EventBody::ShiftStarted => Self::default(),
+            EventBody::ShiftEnded { note } => Self {
+                note: Some(note),
+                ..Self::default()
+            },
+            EventBody::CheckpointScanned(Scan {
+                checkpoint,
+                method,
+                location,
+                note,
+            }) => Self {
+                checkpoint: Some(checkpoint),
+                method: Some(method),
+                location: Some(location),
+                note: Some(note),
+                ..Self::default()
+            },
+            EventBody::IncidentReported(IncidentReport {
+                incident,
+                category,
+                severity,
+                description,
+                location,
+            }) => Self {
+                incident: Some(incident),
+                category: Some(category),
+                severity: Some(severity),
+                description: Some(description),
+                location: Some(location),
+                ..Self::default()
+            },
+            EventBody::Panic { location } => Self {
+                location: Some(location),
+                ..Self::default()
+            },
+            EventBody::Note { text } => Self {
+                text: Some(text),
+                ..Self::default()
+            },
+            EventBody::Handover { to_guard, text } => Self {
+                to_guard: Some(to_guard),
+                text: Some(text),
+                ..Self::default()
+            },
+        }
+    }
+}
+
+/// Writes `event` as the feed serves it, with its server `seq` and `received_at` (already
+/// formatted, e.g. `2025-03-01T23:10:04.512Z`).
+fn event_json(event: &Event, seq: u64, received_at: &str) -> Result<String, serde_json::Error> {
     let Event {
         id,
         site,
@@ -53,180 +133,129 @@ pub fn event_json(
         config_version,
         body,
     } = record;
-    f.seq()?;
-    f.put("id", id)?;
-    f.put("kind", body.kind())?;
-    f.put("site_id", site)?;
-    f.put("device_id", device)?;
-    f.put("guard_id", guard)?;
-    f.put("shift_id", shift)?;
-    f.put("device_seq", device_seq)?;
-    f.put(
+    let b = BodyFields::of(body);
+    let mut w = Writer(Vec::with_capacity(768));
+    // Every field in key order.
+    w.uuid("boot_id", &time.boot_id);
+    w.some("category", b.category)?;
+    w.some("checkpoint", b.checkpoint)?;
+    w.put("config_version", config_version)?;
+    w.some("description", b.description)?;
+    w.uuid("device_id", &device.0);
+    w.put("device_seq", device_seq)?;
+    w.plain_str(
         "device_time",
         &patrol_core::event::format_time_ms(time.wall_ms),
-    )?;
-    f.put("boot_id", &time.boot_id)?;
-    f.put("mono_ms", &time.mono_ms)?;
-    f.hlc("hlc", &time.hlc)?;
-    f.put("config_version", config_version)?;
-    f.put("received_at", received_at)?;
-    body_fields(&mut f, body)?;
-    scratch.assemble()
-}
-
-/// The body's fields, as `to_json` lifts them from the externally tagged body. A kind without
-/// fields serializes as a bare string, which `to_json` does not lift: nothing to add.
-fn body_fields(f: &mut Fields<'_>, body: &EventBody) -> Result<(), String> {
-    match body {
-        EventBody::ShiftStarted => {}
-        EventBody::ShiftEnded { note } => f.put("note", note)?,
-        EventBody::CheckpointScanned(scan) => {
-            let Scan {
-                checkpoint,
-                method,
-                location,
-                note,
-            } = scan;
-            f.put("checkpoint", checkpoint)?;
-            f.put("method", method)?;
-            f.location("location", location)?;
-            f.put("note", note)?;
-        }
-        EventBody::IncidentReported(report) => {
-            let IncidentReport {
-                incident,
-                category,
-                severity,
-                description,
-                location,
-            } = report;
-            f.put("incident", incident)?;
-            f.put("category", category)?;
-            f.put("severity", severity)?;
-            f.put("description", description)?;
-            f.location("location", location)?;
-        }
-        EventBody::Panic { location } => f.location("location", location)?,
-        EventBody::Note { text } => f.put("text", text)?,
-        EventBody::Handover { to_guard, text } => {
-            f.put("to_guard", to_guard)?;
-            f.put("text", text)?;
-        }
+    );
+    w.put("guard_id", guard)?;
+    w.hlc("hlc", &time.hlc)?;
+    w.uuid("id", &id.0);
+    if let Some(incident) = b.incident {
+        w.uuid("incident", &incident.0);
     }
-    Ok(())
-}
-
-/// Buffers reused from one event to the next.
-#[derive(Debug, Default)]
-pub struct Scratch {
-    /// The values, one after the other.
-    values: Vec<u8>,
-    /// Each field: its name and where its value is in `values` (`None` for `seq`).
-    fields: Vec<(&'static str, Option<Range<usize>>)>,
-}
-
-impl Scratch {
-    fn assemble(&mut self) -> Result<SplitJson, String> {
-        // Key order, and a later field replaces an earlier one of the same name (the body's
-        // fields come after the event's). The sort is stable.
-        self.fields.sort_by(|a, b| a.0.cmp(b.0));
-        let mut i = 0;
-        while i + 1 < self.fields.len() {
-            if self.fields[i].0 == self.fields[i + 1].0 {
-                self.fields.remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        let mut head = Vec::with_capacity(self.values.len() + 16 * self.fields.len());
-        let mut tail = Vec::new();
-        head.push(b'{');
-        let mut seq_seen = false;
-        for (n, (name, value)) in self.fields.iter().enumerate() {
-            let out = if seq_seen { &mut tail } else { &mut head };
-            if n > 0 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            // Field names are plain ASCII identifiers: nothing to escape.
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            match value {
-                Some(range) => out.extend_from_slice(&self.values[range.clone()]),
-                None => seq_seen = true,
-            }
-        }
-        if !seq_seen {
-            return Err("an event's JSON has no seq".into());
-        }
-        tail.push(b'}');
-        let utf8 = |b: Vec<u8>| String::from_utf8(b).map_err(|e| e.to_string());
-        Ok(SplitJson {
-            head: utf8(head)?,
-            tail: utf8(tail)?,
-        })
+    w.put("kind", body.kind())?;
+    if let Some(location) = b.location {
+        w.location("location", location)?;
     }
+    w.some("method", b.method)?;
+    w.put("mono_ms", &time.mono_ms)?;
+    w.some("note", b.note)?;
+    w.plain_str("received_at", received_at);
+    w.put("seq", &seq)?;
+    w.some("severity", b.severity)?;
+    w.uuid("shift_id", &shift.0);
+    w.put("site_id", site)?;
+    w.some("text", b.text)?;
+    w.some("to_guard", b.to_guard)?;
+    w.0.push(b'}');
+    // Only serde_json's output and ASCII went in.
+    String::from_utf8(w.0).map_err(serde::ser::Error::custom)
 }
 
-struct Fields<'a> {
-    values: &'a mut Vec<u8>,
-    fields: &'a mut Vec<(&'static str, Option<Range<usize>>)>,
-}
+/// The object being written: `{` and the fields so far, comma-separated.
+struct Writer(Vec<u8>);
 
-impl Fields<'_> {
-    fn seq(&mut self) -> Result<(), String> {
-        self.fields.push(("seq", None));
-        Ok(())
+impl Writer {
+    fn key(&mut self, name: &str) {
+        self.0.push(if self.0.is_empty() { b'{' } else { b',' });
+        self.0.push(b'"');
+        // Field names are plain ASCII identifiers: nothing to escape.
+        self.0.extend_from_slice(name.as_bytes());
+        self.0.extend_from_slice(b"\":");
+    }
+
+    /// A string that needs no escaping (ASCII letters, digits and punctuation other than `"`
+    /// and `\\`): a time this module or chrono formatted.
+    fn plain_str(&mut self, name: &str, value: &str) {
+        self.key(name);
+        self.0.push(b'"');
+        self.0.extend_from_slice(value.as_bytes());
+        self.0.push(b'"');
+    }
+
+    /// A UUID as serde writes it: hyphenated, lower case.
+    fn uuid(&mut self, name: &str, value: &uuid::Uuid) {
+        self.key(name);
+        self.0.push(b'"');
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        self.0
+            .extend_from_slice(value.hyphenated().encode_lower(&mut buf).as_bytes());
+        self.0.push(b'"');
     }
 
     fn put<T: serde::Serialize + ?Sized>(
         &mut self,
-        name: &'static str,
+        name: &str,
         value: &T,
-    ) -> Result<(), String> {
-        let start = self.values.len();
-        serde_json::to_writer(&mut *self.values, value).map_err(|e| e.to_string())?;
-        self.fields.push((name, Some(start..self.values.len())));
-        Ok(())
+    ) -> Result<(), serde_json::Error> {
+        self.key(name);
+        serde_json::to_writer(&mut self.0, value)
+    }
+
+    fn some<T: serde::Serialize>(
+        &mut self,
+        name: &str,
+        value: Option<&T>,
+    ) -> Result<(), serde_json::Error> {
+        match value {
+            Some(value) => self.put(name, value),
+            None => Ok(()),
+        }
     }
 
     /// `{"counter":..,"wall_ms":..}`: the `Value` form of [`Hlc`] has its keys in order.
-    fn hlc(&mut self, name: &'static str, hlc: &Hlc) -> Result<(), String> {
+    fn hlc(&mut self, name: &str, hlc: &Hlc) -> Result<(), serde_json::Error> {
         let Hlc { wall_ms, counter } = hlc;
-        let start = self.values.len();
-        write!(
-            self.values,
-            "{{\"counter\":{counter},\"wall_ms\":{wall_ms}}}"
-        )
-        .map_err(|e| e.to_string())?;
-        self.fields.push((name, Some(start..self.values.len())));
-        Ok(())
+        self.key(name);
+        write!(self.0, "{{\"counter\":{counter},\"wall_ms\":{wall_ms}}}")
+            .map_err(serde_json::Error::io)
     }
 
     /// `null` or `{"accuracy_m":..,"lat":..,"lon":..}`: the `Value` form of a [`Location`] (in
     /// degrees, as human-readable formats get it) has its keys in order and its `f32` accuracy
     /// widened to `f64`.
-    fn location(&mut self, name: &'static str, location: &Option<Location>) -> Result<(), String> {
-        let start = self.values.len();
-        let err = |e: serde_json::Error| e.to_string();
+    fn location(
+        &mut self,
+        name: &str,
+        location: &Option<Location>,
+    ) -> Result<(), serde_json::Error> {
+        self.key(name);
         match location {
-            None => self.values.extend_from_slice(b"null"),
+            None => self.0.extend_from_slice(b"null"),
             Some(Location {
                 lat,
                 lon,
                 accuracy_m,
             }) => {
-                self.values.extend_from_slice(b"{\"accuracy_m\":");
-                serde_json::to_writer(&mut *self.values, &accuracy_m.map(f64::from))
-                    .map_err(err)?;
-                self.values.extend_from_slice(b",\"lat\":");
-                serde_json::to_writer(&mut *self.values, lat).map_err(err)?;
-                self.values.extend_from_slice(b",\"lon\":");
-                serde_json::to_writer(&mut *self.values, lon).map_err(err)?;
-                self.values.push(b'}');
+                self.0.extend_from_slice(b"{\"accuracy_m\":");
+                serde_json::to_writer(&mut self.0, &accuracy_m.map(f64::from))?;
+                self.0.extend_from_slice(b",\"lat\":");
+                serde_json::to_writer(&mut self.0, lat)?;
+                self.0.extend_from_slice(b",\"lon\":");
+                serde_json::to_writer(&mut self.0, lon)?;
+                self.0.push(b'}');
             }
         }
-        self.fields.push((name, Some(start..self.values.len())));
         Ok(())
     }
 }
@@ -261,11 +290,7 @@ pub fn matches(json: &str, filter: &super::FeedFilter) -> Result<bool, super::St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{DateTime, SecondsFormat};
-    use patrol_core::event::{IncidentCategory, ScanMethod, Severity};
-    use patrol_core::{
-        CheckpointId, DeviceId, DeviceTime, EventId, GuardId, IncidentId, ShiftId, SiteId,
-    };
+    use patrol_core::{DeviceId, DeviceTime, EventId, ShiftId, SiteId};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -380,19 +405,26 @@ mod tests {
     /// sequence numbers of every width: the same bytes as `Event::to_json`.
     #[test]
     fn the_json_is_to_json_byte_for_byte() -> TestResult {
-        let mut scratch = Scratch::default();
+        let mut renderer = FeedRenderer::default();
         for received_ms in [0, 1_740_866_401_234, 253_402_300_799_999] {
             let received = DateTime::from_timestamp_millis(received_ms).ok_or("time")?;
-            let received_at = received.to_rfc3339_opts(SecondsFormat::Millis, true);
             for (n, body) in bodies()?.into_iter().enumerate() {
                 let event = event(n as u64 + 1, body)?;
-                let split = event_json(&event, &received_at, &mut scratch)?;
                 for seq in [0, 7, 10, 12_345, u64::MAX] {
                     let expected = serde_json::to_string(&event.to_json(Some((seq, received))))?;
-                    assert_eq!(format!("{}{seq}{}", split.head, split.tail), expected);
+                    assert_eq!(renderer.render(&event, seq, received_ms)?, expected);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A receive time chrono cannot represent is an error, not a wrong date.
+    #[test]
+    fn a_receive_time_out_of_range_is_an_error() -> TestResult {
+        let event = event(1, EventBody::ShiftStarted)?;
+        let mut renderer = FeedRenderer::default();
+        assert!(renderer.render(&event, 1, i64::MAX).is_err());
         Ok(())
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! 1. **Merge**, outside any write lock and in parallel across documents: read the document's
 //!    stored chunks and its [`StoredDoc::version`] (one consistent read), then run
-//!    [`merge_shift_log`], the CPU-heavy part (automerge parsing, the core's checks, the save, the
-//!    events' JSON). A rejection is decided here and never reaches the write phase.
+//!    [`merge_shift_log`], the CPU-heavy part (automerge parsing, the core's checks, the save). A
+//!    rejection is decided here and never reaches the write phase.
 //! 2. **Write**, in one short transaction per request: for every document with something to
 //!    write, check that its version is still the one the merge started from (SQLite: under the
 //!    database write lock; PostgreSQL: `SELECT .. FOR UPDATE` on the `docs` row), then persist
@@ -15,13 +15,11 @@
 //!    first), the merge is redone from a fresh read.
 
 use automerge::{Automerge, ChangeHash};
-use chrono::{DateTime, SecondsFormat};
 use patrol_core::evidence::SignedHeads;
 use patrol_core::merge::{Owner, Rejection, ingest_shift_log};
 use patrol_core::protocol::RejectCode;
 use patrol_core::{Event, EventId, ShiftId, ShiftMeta};
 
-use super::event_json::{Scratch, SplitJson, event_json};
 use super::{StoreError, SyncBatch};
 
 /// Above this many chunks, a document's chunks are replaced by one compacted save in the same
@@ -59,30 +57,6 @@ pub enum ChunkWrite {
     Replace(Vec<u8>),
 }
 
-/// One event new to its document, ready for the projection: everything but its server
-/// sequence number, which only the write phase knows.
-#[derive(Debug)]
-pub struct NewEvent {
-    pub event: Event,
-    /// The event as the feed serves it ([`Event::to_json`] with the request's receive time),
-    /// cut around the value of `seq`: the JSON is `json_head`, the number, `json_tail`.
-    json_head: String,
-    json_tail: String,
-}
-
-impl NewEvent {
-    /// Writes the event's feed JSON with server sequence number `seq` into `out` (cleared).
-    pub fn write_json(&self, seq: u64, out: &mut String) {
-        use std::fmt::Write as _;
-        out.clear();
-        out.reserve(self.json_head.len() + self.json_tail.len() + 20);
-        out.push_str(&self.json_head);
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{seq}");
-        out.push_str(&self.json_tail);
-    }
-}
-
 /// The result of merging a push that the rules accepted.
 #[derive(Debug)]
 pub struct MergedLog {
@@ -95,7 +69,7 @@ pub struct MergedLog {
     /// Chunk count after the write.
     pub chunk_count: u32,
     /// Events new to this document, in the device's sequence order.
-    pub new_events: Vec<NewEvent>,
+    pub new_events: Vec<Event>,
     /// The device's verified signature over `heads`, to keep with the document (absent for a
     /// device without a key, or when the push left the log short of what the device signed).
     pub signature: Option<SignedHeads>,
@@ -108,9 +82,8 @@ pub enum Merge {
     Rejected(Rejection),
 }
 
-/// Merges `changes` into the document `stored`. New events are stamped `received_at_ms`. `Err`
-/// means the stored bytes do not load (or an event cannot be rendered), a server-side problem,
-/// never the device's.
+/// Merges `changes` into the document `stored`. `Err` means the stored bytes do not load, a
+/// server-side problem, never the device's.
 ///
 /// What to store: the newly applied changes as one more chunk; past [`COMPACT_AFTER_CHUNKS`], or
 /// when the document was empty, one compacted save instead (a first push of a whole shift is
@@ -122,7 +95,6 @@ pub fn merge_shift_log(
     stored: &StoredDoc,
     owner: &Owner,
     changes: &[u8],
-    received_at_ms: i64,
     signed: Option<&SignedHeads>,
 ) -> Result<Merge, String> {
     let mut doc = if stored.bytes.is_empty() {
@@ -168,25 +140,11 @@ pub fn merge_shift_log(
     drop(ingested.applied);
 
     let new_events = match &ingested.meta {
-        Some(meta) => {
-            let received_at = DateTime::from_timestamp_millis(received_at_ms)
-                .ok_or_else(|| format!("receive time {received_at_ms} out of range"))?
-                .to_rfc3339_opts(SecondsFormat::Millis, true);
-            let mut scratch = Scratch::default();
-            ingested
-                .new_events
-                .into_iter()
-                .map(|(id, record): (EventId, _)| {
-                    let event = meta.event(id, record);
-                    let SplitJson { head, tail } = event_json(&event, &received_at, &mut scratch)?;
-                    Ok(NewEvent {
-                        event,
-                        json_head: head,
-                        json_tail: tail,
-                    })
-                })
-                .collect::<Result<_, String>>()?
-        }
+        Some(meta) => ingested
+            .new_events
+            .into_iter()
+            .map(|(id, record): (EventId, _)| meta.event(id, record))
+            .collect(),
         None => Vec::new(),
     };
     Ok(Merge::Accepted(MergedLog {
@@ -228,13 +186,7 @@ pub fn merge_signed_push(
         // A device without a registered key: nothing to check a signature against.
         _ => None,
     };
-    let merge = merge_shift_log(
-        stored,
-        &owner,
-        &push.changes,
-        batch.received_at_ms,
-        signature.as_ref(),
-    )?;
+    let merge = merge_shift_log(stored, &owner, &push.changes, signature.as_ref())?;
     match &merge {
         // New changes whose signature does not sign where they bring the log, though nothing
         // was missing: they would be stored unsigned.
@@ -348,7 +300,7 @@ mod tests {
                 chunk_count: chunks.len() as u32,
                 bytes: chunks.concat(),
             };
-            let Merge::Accepted(merged) = merge_shift_log(&stored, &owner, &push.changes, 0, None)?
+            let Merge::Accepted(merged) = merge_shift_log(&stored, &owner, &push.changes, None)?
             else {
                 panic!("push {seq} rejected");
             };
@@ -400,7 +352,7 @@ mod tests {
         }
         let push = plan_push(&mut log, &[])?;
         let Merge::Accepted(merged) =
-            merge_shift_log(&StoredDoc::default(), &owner, &push.changes, 0, None)?
+            merge_shift_log(&StoredDoc::default(), &owner, &push.changes, None)?
         else {
             panic!("rejected");
         };
@@ -424,8 +376,7 @@ mod tests {
             chunk_count: 1,
             bytes: saved.clone(),
         };
-        let Merge::Accepted(next) = merge_shift_log(&stored, &owner, &push.changes, 0, None)?
-        else {
+        let Merge::Accepted(next) = merge_shift_log(&stored, &owner, &push.changes, None)? else {
             panic!("rejected");
         };
         assert!(
@@ -434,35 +385,6 @@ mod tests {
             next.write
         );
         assert_eq!((next.chunk_count, next.new_events.len()), (2, 1));
-        Ok(())
-    }
-
-    /// The stored JSON is exactly what `Event::to_json` gives, whatever the sequence number.
-    #[test]
-    fn event_json_matches_to_json() -> TestResult {
-        let (owner, mut log) = owner_and_log()?;
-        log.record(EventId::generate(), &note(1))?;
-        let push = plan_push(&mut log, &[])?;
-        let received_at_ms = 1_740_866_401_234;
-        let Merge::Accepted(merged) = merge_shift_log(
-            &StoredDoc::default(),
-            &owner,
-            &push.changes,
-            received_at_ms,
-            None,
-        )?
-        else {
-            panic!("rejected");
-        };
-        let received = DateTime::from_timestamp_millis(received_at_ms).ok_or("time")?;
-        let mut json = String::new();
-        for event in &merged.new_events {
-            for seq in [0, 1, 9, 10, 12_345, u64::MAX] {
-                event.write_json(seq, &mut json);
-                let expected = serde_json::to_string(&event.event.to_json(Some((seq, received))))?;
-                assert_eq!(json, expected);
-            }
-        }
         Ok(())
     }
 }

@@ -44,6 +44,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
+use super::event_json::FeedRenderer;
 use super::incident::ServerClock;
 use super::merge::{
     ChunkWrite, Merge, MergedLog, Prepared, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_push,
@@ -808,7 +809,7 @@ async fn write_doc(
     let ids: Vec<&[u8]> = log
         .new_events
         .iter()
-        .map(|e| e.event.id.0.as_bytes().as_slice())
+        .map(|e| e.id.0.as_bytes().as_slice())
         .collect();
     let known: HashMap<Vec<u8>, String> = query(
         tx,
@@ -829,8 +830,8 @@ async fn write_doc(
     let mut device_time_col: Vec<i64> = Vec::new();
     let mut json_col: Vec<String> = Vec::new();
     let mut seen: HashSet<&[u8]> = HashSet::new();
-    for new in &log.new_events {
-        let event = &new.event;
+    let mut renderer = FeedRenderer::default();
+    for event in &log.new_events {
         let event_id: &[u8] = event.id.0.as_bytes();
         if let Some(existing) = known.get(event_id) {
             if *existing != shift_id {
@@ -846,8 +847,10 @@ async fn write_doc(
         }
         let seq = u64::try_from(next_seq)
             .map_err(|_| StoreError::CorruptData(format!("next_seq {next_seq} of site {site}")))?;
-        let mut json = String::new();
-        new.write_json(seq, &mut json);
+        // PostgreSQL keeps the JSON the feed serves (it has no binary-record projection yet).
+        let json = renderer
+            .render(event, seq, received_at_ms)
+            .map_err(|e| StoreError::Encode(format!("event {}: {e}", event.id)))?;
         seq_col.push(next_seq);
         id_col.push(event_id);
         guard_col.push(event.guard.as_str());

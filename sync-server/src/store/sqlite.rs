@@ -39,6 +39,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Semaphore, oneshot};
 
 use self::event_ids::{Claims, Committed, EventIds};
+use super::event_json::FeedRenderer;
 use super::incident::ServerClock;
 use super::merge::{
     ChunkWrite, Merge, MergedLog, Prepared, SHIFT_LOG_KIND, StoredDoc, heads_to_blob, merge_push,
@@ -73,6 +74,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("sqlite/migrations/0005_signatures.sql"),
     include_str!("sqlite/migrations/0006_recent_event_ids_in_memory.sql"),
     include_str!("sqlite/migrations/0007_event_id_runs.sql"),
+    include_str!("sqlite/migrations/0008_event_records.sql"),
 ];
 
 /// Idle read connections kept for reuse. Every sync request reads its answer's extras (config,
@@ -695,7 +697,6 @@ fn write_request(
     let mut outcomes = Vec::with_capacity(merged.len());
     // Documents this transaction has written already.
     let mut written: Vec<String> = Vec::new();
-    let mut json = String::new();
     for (i, slot) in merged.iter_mut().enumerate() {
         let stale = {
             let prepared = slot.as_ref().ok_or_else(not_merged)?;
@@ -717,15 +718,7 @@ fn write_request(
             }
             Merge::Accepted(log) => log,
         };
-        let new_events = write_doc(
-            tx,
-            claims,
-            batch,
-            &prepared.doc_id,
-            log,
-            &mut next_seq,
-            &mut json,
-        )?;
+        let new_events = write_doc(tx, claims, batch, &prepared.doc_id, log, &mut next_seq)?;
         if log.write != ChunkWrite::Nothing && !written.contains(&prepared.doc_id) {
             written.push(prepared.doc_id.clone());
         }
@@ -885,7 +878,6 @@ fn write_doc(
     doc_id: &str,
     log: &MergedLog,
     next_seq: &mut i64,
-    json: &mut String,
 ) -> Result<u32, StoreError> {
     let site = batch.site.as_str();
     let received_at_ms = batch.received_at_ms;
@@ -946,12 +938,11 @@ fn write_doc(
     // The id is looked up in the site's event-id index and claimed before the event goes in.
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
-             checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
+             checkpoint_id, device_seq, device_time_ms, received_at_ms, record)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     let mut inserted: u32 = 0;
-    for new in &log.new_events {
-        let event = &new.event;
+    for event in &log.new_events {
         let event_id = event.id.0.as_bytes();
         if let Some(known) = claims.existing(tx, site, event_id)? {
             // Already in the feed. From another shift log it is a device reusing an id: the
@@ -960,9 +951,10 @@ fn write_doc(
             continue;
         }
         claims.claim(site, *event_id, *next_seq);
-        let seq = u64::try_from(*next_seq)
-            .map_err(|_| StoreError::CorruptData(format!("next_seq {next_seq} of site {site}")))?;
-        new.write_json(seq, json);
+        let record = event
+            .record
+            .encode()
+            .map_err(|e| StoreError::Encode(e.to_string()))?;
         insert.execute(params![
             site,
             *next_seq,
@@ -975,7 +967,7 @@ fn write_doc(
             to_i64(event.record.seq),
             event.record.time.wall_ms,
             received_at_ms,
-            json.as_str(),
+            record,
         ])?;
         inserted += 1;
         *next_seq += 1;
@@ -1046,23 +1038,70 @@ fn events_after(
         scanned_to: None,
     };
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT seq, json FROM events WHERE site_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )?;
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {FEED_COLUMNS} FROM events WHERE site_id = ?1 AND seq > ?2 ORDER BY seq
+             LIMIT ?3"
+        ))?;
         // One extra row tells whether more follow.
         let mut rows = stmt.query(params![site.as_str(), to_i64(after), i64::from(limit) + 1])?;
+        let mut renderer = FeedRenderer::default();
         while let Some(row) = rows.next()? {
             if page.events.len() == limit as usize {
                 page.more = true;
                 break;
             }
-            let seq: i64 = row.get(0)?;
-            let seq = u64::try_from(seq)
-                .map_err(|_| StoreError::CorruptData(format!("negative event seq {seq}")))?;
-            page.events.push((seq, row.get(1)?));
+            let seq = feed_seq(row)?;
+            page.events
+                .push((seq, feed_json(site, seq, row, &mut renderer)?));
         }
     }
     Ok(Some(page))
+}
+
+/// The `events` columns [`feed_seq`] and [`feed_json`] read, from the first.
+const FEED_COLUMNS: &str =
+    "seq, event_id, device_id, shift_id, guard_id, received_at_ms, record, json";
+
+fn feed_seq(row: &rusqlite::Row<'_>) -> Result<u64, StoreError> {
+    let seq: i64 = row.get(0)?;
+    u64::try_from(seq).map_err(|_| StoreError::CorruptData(format!("negative event seq {seq}")))
+}
+
+/// The feed JSON of the event in `row` ([`FEED_COLUMNS`]): rendered from its record and
+/// columns, or as stored by a version before migration 8.
+fn feed_json(
+    site: &SiteId,
+    seq: u64,
+    row: &rusqlite::Row<'_>,
+    renderer: &mut FeedRenderer,
+) -> Result<String, StoreError> {
+    if let Some(json) = row.get::<_, Option<String>>(7)? {
+        return Ok(json);
+    }
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        corrupt(format!("event {seq} of site {site}: {what}: {e}"))
+    };
+    let text = |i: usize, what: &str| -> Result<&str, StoreError> {
+        row.get_ref(i)?.as_str().map_err(|e| bad(what, &e))
+    };
+    let blob = |i: usize, what: &str| -> Result<&[u8], StoreError> {
+        row.get_ref(i)?.as_blob().map_err(|e| bad(what, &e))
+    };
+    let event = patrol_core::Event {
+        id: patrol_core::EventId(
+            uuid::Uuid::from_slice(blob(1, "id")?).map_err(|e| bad("id", &e))?,
+        ),
+        site: site.clone(),
+        device: read_device_id(text(2, "device id")?)?,
+        shift: ShiftId::from_str(text(3, "shift id")?).map_err(|e| bad("shift id", &e))?,
+        guard: patrol_core::GuardId::new(text(4, "guard id")?).map_err(|e| bad("guard id", &e))?,
+        record: patrol_core::EventRecord::decode(blob(6, "record")?)
+            .map_err(|e| bad("record", &e))?,
+    };
+    let received_at_ms: i64 = row.get(5)?;
+    renderer
+        .render(&event, seq, received_at_ms)
+        .map_err(|e| bad("JSON", &e))
 }
 
 fn events_filtered(
@@ -1078,18 +1117,19 @@ fn events_filtered(
     }
     let mut page = EventPage::default();
     {
-        // Walks the site's events in order (its primary key) and reads the JSON only of those
-        // that match; at most FILTER_SCAN_LIMIT rows per page.
-        let mut stmt = tx.prepare_cached(
-            "SELECT seq, CASE WHEN (?4 IS NULL OR device_time_ms >= ?4)
-                               AND (?5 IS NULL OR device_time_ms < ?5)
-                               AND (?6 IS NULL OR guard_id = ?6)
-                               AND (?7 IS NULL OR device_id = ?7)
-                               AND (?8 IS NULL OR kind = ?8)
-                               AND (?9 IS NULL OR checkpoint_id = ?9)
-                          THEN json END
-             FROM events WHERE site_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )?;
+        // Walks the site's events in order (its primary key) and renders only those that
+        // match; at most FILTER_SCAN_LIMIT rows per page.
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {FEED_COLUMNS},
+                    CASE WHEN (?4 IS NULL OR device_time_ms >= ?4)
+                              AND (?5 IS NULL OR device_time_ms < ?5)
+                              AND (?6 IS NULL OR guard_id = ?6)
+                              AND (?7 IS NULL OR device_id = ?7)
+                              AND (?8 IS NULL OR kind = ?8)
+                              AND (?9 IS NULL OR checkpoint_id = ?9)
+                         THEN 1 ELSE 0 END
+             FROM events WHERE site_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))?;
         let mut rows = stmt.query(params![
             site.as_str(),
             to_i64(after),
@@ -1101,19 +1141,19 @@ fn events_filtered(
             filter.kind,
             filter.checkpoint,
         ])?;
+        let mut renderer = FeedRenderer::default();
         let mut scanned = 0u32;
         while let Some(row) = rows.next()? {
-            let seq: i64 = row.get(0)?;
-            let seq = u64::try_from(seq)
-                .map_err(|_| StoreError::CorruptData(format!("negative event seq {seq}")))?;
+            let seq = feed_seq(row)?;
             if scanned == FILTER_SCAN_LIMIT || page.events.len() == limit as usize {
                 page.more = true;
                 break;
             }
             scanned += 1;
             page.scanned_to = Some(seq);
-            if let Some(json) = row.get::<_, Option<String>>(1)? {
-                page.events.push((seq, json));
+            if row.get::<_, bool>(8)? {
+                page.events
+                    .push((seq, feed_json(site, seq, row, &mut renderer)?));
             }
         }
     }
@@ -1768,6 +1808,69 @@ mod tests {
         assert_eq!(page.events, vec![(1, "{}".to_string())]);
         let config = store.site_config(site).await?;
         assert_eq!(config.config.version, 0);
+        Ok(())
+    }
+
+    /// Migration 8: the events stored before it keep their JSON and are served as stored;
+    /// events written after it keep only their record, and both feed pages serve exactly what
+    /// `Event::to_json` gives for them.
+    #[tokio::test]
+    async fn migration_8_serves_stored_json_and_renders_new_records() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn, 7)?;
+        conn.execute(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 2, 0)",
+            [],
+        )?;
+        let old = patrol_core::EventId::generate();
+        conn.execute(
+            "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
+                 checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
+             VALUES ('site-1', 1, ?1, 'd', 's', 'g', 'note', NULL, 1, 2, 3, '{\"old\":1}')",
+            [old.0.as_bytes().as_slice()],
+        )?;
+        let mut log = TestLog::new()?;
+        log.record(3)?;
+        let batch = Arc::unwrap_or_clone(log.batch()?);
+        enroll(&conn, &batch)?;
+        drop(conn);
+
+        let store = SqliteStore::open(&path)?;
+        let received = chrono::DateTime::from_timestamp_millis(batch.received_at_ms).ok_or("ms")?;
+        store.sync(batch).await?;
+        let mut expected = vec![(1, "{\"old\":1}".to_string())];
+        for (seq, event) in (2..).zip(log.log.events()?) {
+            let json = serde_json::to_string(&event.to_json(Some((seq, received))))?;
+            expected.push((seq, json));
+        }
+        assert_eq!(expected.len(), 4);
+        let site = SiteId::new("site-1")?;
+        let page = store
+            .events_after(site.clone(), 0, 10)
+            .await?
+            .ok_or("site")?;
+        assert_eq!(page.events, expected);
+        let filter = FeedFilter {
+            device: Some(log.meta.device.to_string()),
+            ..FeedFilter::default()
+        };
+        let page = store
+            .events_filtered(site, 0, 10, filter)
+            .await?
+            .ok_or("site")?;
+        assert_eq!(page.events, expected[1..]);
+        let stored: (i64, i64) = store
+            .write(|conn| {
+                Ok(
+                    conn.query_row("SELECT COUNT(record), COUNT(json) FROM events", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?,
+                )
+            })
+            .await?;
+        assert_eq!(stored, (3, 1));
         Ok(())
     }
 
