@@ -455,11 +455,15 @@ impl Event {
     }
 }
 
-/// RFC 3339 with milliseconds, UTC (`2025-03-01T22:00:00.000Z`).
+/// RFC 3339 with milliseconds, UTC (`2025-03-01T22:00:00.000Z`); the number itself for a time
+/// out of chrono's range.
 pub fn format_time_ms(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
+    try_format_time_ms(ms).unwrap_or_else(|| ms.to_string())
+}
+
+/// [`format_time_ms`], or `None` for a time out of chrono's range.
+pub fn try_format_time_ms(ms: i64) -> Option<String> {
+    DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 #[cfg(test)]

@@ -16,8 +16,10 @@
 
 use std::io::Write as _;
 
-use chrono::{DateTime, SecondsFormat};
-use patrol_core::event::{IncidentCategory, IncidentReport, Location, Scan, ScanMethod, Severity};
+use patrol_core::event::{
+    IncidentCategory, IncidentReport, Location, Scan, ScanMethod, Severity, format_time_ms,
+    try_format_time_ms,
+};
 use patrol_core::{CheckpointId, Event, EventBody, EventRecord, GuardId, Hlc, IncidentId};
 
 /// Renders events as the feed serves them, one after the other: the text of the last receive
@@ -38,9 +40,8 @@ impl FeedRenderer {
         let received_at = match &mut self.received {
             Some((ms, text)) if *ms == received_at_ms => text,
             slot => {
-                let text = DateTime::from_timestamp_millis(received_at_ms)
-                    .ok_or_else(|| format!("receive time {received_at_ms} out of range"))?
-                    .to_rfc3339_opts(SecondsFormat::Millis, true);
+                let text = try_format_time_ms(received_at_ms)
+                    .ok_or_else(|| format!("receive time {received_at_ms} out of range"))?;
                 &slot.insert((received_at_ms, text)).1
             }
         };
@@ -143,10 +144,7 @@ fn event_json(event: &Event, seq: u64, received_at: &str) -> Result<String, serd
     w.some("description", b.description)?;
     w.uuid("device_id", &device.0);
     w.put("device_seq", device_seq)?;
-    w.plain_str(
-        "device_time",
-        &patrol_core::event::format_time_ms(time.wall_ms),
-    );
+    w.plain_str("device_time", &format_time_ms(time.wall_ms));
     w.put("guard_id", guard)?;
     w.hlc("hlc", &time.hlc)?;
     w.uuid("id", &id.0);
@@ -290,6 +288,7 @@ pub fn matches(json: &str, filter: &super::FeedFilter) -> Result<bool, super::St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
     use patrol_core::{DeviceId, DeviceTime, EventId, ShiftId, SiteId};
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;

@@ -1766,16 +1766,19 @@ mod tests {
         Ok(())
     }
 
-    /// Migration 3 adds its tables beside the data of version 2, which the new features then
-    /// use: a panic recorded before the upgrade is acknowledged after it.
-    #[tokio::test]
-    async fn migration_3_works_with_the_events_of_version_2() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("p.db");
+    /// A store file migrated to schema `version` only, holding site `site-1` (next seq 2) and
+    /// one event at seq 1 with the given id, device, kind and stored JSON.
+    fn db_with_one_event(
+        dir: &Path,
+        version: usize,
+        event_id: &dyn rusqlite::ToSql,
+        device: &str,
+        kind: &str,
+        json: &str,
+    ) -> Result<(PathBuf, Connection), StoreError> {
+        let path = dir.join("p.db");
         let mut conn = open_connection(&path)?;
-        migrate(&mut conn, 2)?;
-        let panic = patrol_core::EventId::generate();
-        let device = DeviceId::generate();
+        migrate(&mut conn, version)?;
         conn.execute(
             "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 2, 0)",
             [],
@@ -1783,8 +1786,26 @@ mod tests {
         conn.execute(
             "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
                  checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
-             VALUES ('site-1', 1, ?1, ?2, 's', 'g', 'panic', NULL, 1, 2, 3, '{}')",
-            params![panic.0.as_bytes().as_slice(), device.to_string()],
+             VALUES ('site-1', 1, ?1, ?2, 's', 'g', ?3, NULL, 1, 2, 3, ?4)",
+            params![event_id, device, kind, json],
+        )?;
+        Ok((path, conn))
+    }
+
+    /// Migration 3 adds its tables beside the data of version 2, which the new features then
+    /// use: a panic recorded before the upgrade is acknowledged after it.
+    #[tokio::test]
+    async fn migration_3_works_with_the_events_of_version_2() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let panic = patrol_core::EventId::generate();
+        let device = DeviceId::generate();
+        let (path, conn) = db_with_one_event(
+            dir.path(),
+            2,
+            &panic.0.as_bytes().as_slice(),
+            &device.to_string(),
+            "panic",
+            "{}",
         )?;
         conn.execute(
             "INSERT INTO event_ids (site_id, event_id, seq) VALUES ('site-1', ?1, 1)",
@@ -1817,19 +1838,14 @@ mod tests {
     #[tokio::test]
     async fn migration_8_serves_stored_json_and_renders_new_records() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("p.db");
-        let mut conn = open_connection(&path)?;
-        migrate(&mut conn, 7)?;
-        conn.execute(
-            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 2, 0)",
-            [],
-        )?;
         let old = patrol_core::EventId::generate();
-        conn.execute(
-            "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
-                 checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
-             VALUES ('site-1', 1, ?1, 'd', 's', 'g', 'note', NULL, 1, 2, 3, '{\"old\":1}')",
-            [old.0.as_bytes().as_slice()],
+        let (path, conn) = db_with_one_event(
+            dir.path(),
+            7,
+            &old.0.as_bytes().as_slice(),
+            "d",
+            "note",
+            "{\"old\":1}",
         )?;
         let mut log = TestLog::new()?;
         log.record(3)?;
@@ -2138,20 +2154,10 @@ mod tests {
     #[test]
     fn migration_2_stores_event_ids_as_bytes() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("p.db");
-        let mut conn = open_connection(&path)?;
-        migrate(&mut conn, 1)?;
         let id = uuid::Uuid::now_v7();
-        conn.execute(
-            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 2, 0)",
-            [],
-        )?;
-        conn.execute(
-            "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
-                 checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
-             VALUES ('site-1', 1, ?1, 'd', 's', 'g', 'note', NULL, 1, 2, 3, '{\"x\":1}')",
-            [id.to_string()],
-        )?;
+        // Version 1 keeps event ids as text.
+        let (path, conn) =
+            db_with_one_event(dir.path(), 1, &id.to_string(), "d", "note", "{\"x\":1}")?;
         drop(conn);
         drop(SqliteStore::open(&path)?);
         let conn = open_connection(&path)?;
