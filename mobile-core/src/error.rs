@@ -25,6 +25,12 @@ pub enum Error {
     WrongSite { existing: String, requested: String },
     #[error("a store is already set up at {path}; enroll into a new store")]
     AlreadySetUp { path: String },
+    /// Another store object (in this process or another) has the store open: a store has one
+    /// owner at a time, which holds it locked until it is dropped.
+    #[error("the store at {path} is already open; close the other store object first")]
+    InUse { path: String },
+    #[error("cannot start the store's worker thread: {0}")]
+    Thread(std::io::Error),
     #[error("this store is not enrolled with a server, so it cannot sync; enroll the phone")]
     NotEnrolled,
     /// The server does not accept the device's credential (401): revoked, or unknown to it.

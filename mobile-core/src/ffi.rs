@@ -143,6 +143,14 @@ impl From<Error> for PatrolError {
             Error::Sqlite(e) => PatrolError::Storage {
                 message: format!("storage error: {e}"),
             },
+            Error::InUse { .. } => PatrolError::Storage {
+                message: "the store is already open in another store object; close that one \
+                          first"
+                    .into(),
+            },
+            Error::Thread(e) => PatrolError::Storage {
+                message: format!("cannot start the store's worker thread: {e}"),
+            },
             Error::NotInitialised { .. } => PatrolError::Storage {
                 message: "the store is not set up; create it with a site first".into(),
             },
@@ -1688,6 +1696,13 @@ mod tests {
         assert!(is_invalid(device.sync("ftp://example.org".into())));
         // Nothing but the shift's start was recorded.
         assert_eq!(device.events(None)?.len(), 1);
+        // The store holds its file while open: a second opener is refused as such.
+        let second = PatrolDevice::create(path(&dir, "phone.db"), "site-1".into(), None);
+        assert!(
+            matches!(second, Err(PatrolError::Storage { .. })),
+            "{second:?}"
+        );
+        drop(device);
         assert!(is_invalid(PatrolDevice::create(
             path(&dir, "phone.db"),
             "site-2".into(),

@@ -7,6 +7,7 @@
 //!   credential from [`sync::SyncClient::enroll`]) or open it, start and end shifts, record scans,
 //!   notes and other events (each durable before the call returns), list the local log, and
 //!   build and apply sync rounds. Delivery is set only from the server's acknowledged heads.
+//!   One store object owns the file while it is open.
 //! - [`sync::SyncClient`]: the HTTP transport (reqwest): enrollment, and sync rounds that
 //!   present the device's credential.
 //! - [`backoff`]: when to retry a failed sync, and how failures are classed.

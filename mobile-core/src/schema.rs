@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_incidents_config_alarms.sql"),
     include_str!("migrations/0004_enrollment.sql"),
     include_str!("migrations/0005_signing_key.sql"),
+    include_str!("migrations/0006_event_records.sql"),
 ];
 
 /// The schema version this build writes.
@@ -137,6 +138,32 @@ mod tests {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         assert_eq!((credential, url, seq), (None, None, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn an_event_from_version_5_keeps_its_change_and_new_rows_need_one_of_the_two() -> Result<()> {
+        let mut conn = Connection::open_in_memory()?;
+        upgrade_to(&mut conn, "v5", 5)?;
+        conn.execute_batch(
+            "INSERT INTO device (id, device_id, site_id, created_ms) VALUES (1, 'd', 's', 1);
+             INSERT INTO shifts (id, shift_id, guard_id, started_ms, first_seq, meta_change)
+                 VALUES (1, 'x', 'g', 1, 1, x'00');
+             INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, change)
+                 VALUES (1, 1, x'01', 5, 5, 0, x'02');",
+        )?;
+        upgrade(&mut conn, "v5")?;
+        let (record, change): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            conn.query_row("SELECT record, change FROM events WHERE seq = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        assert_eq!((record, change), (None, Some(vec![2u8])));
+        let neither = conn.execute(
+            "INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter)
+             VALUES (2, 1, x'03', 6, 6, 0)",
+            [],
+        );
+        assert!(neither.is_err(), "a row with neither record nor change");
         Ok(())
     }
 

@@ -1,6 +1,9 @@
-//! The device store: one SQLite file holding this phone's shift logs. Every recording call
-//! writes the event and the automerge change that carries it in one transaction, committed
-//! before the call returns. Delivery is tracked per event and set only from the server's heads.
+//! The device store: one SQLite file holding this phone's shift logs, owned by one store
+//! object at a time (the file stays locked while it is open). Every recording call commits the
+//! event's record before it returns; the automerge change that carries it in the shift log is
+//! committed with it, or (with `synchronous=FULL`, where it is built while the disk syncs) with
+//! the next commit, and built again from the record if the app died in between. Delivery is
+//! tracked per event and set only from the server's heads.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -11,10 +14,11 @@ use patrol_core::merge::{acknowledge, plan_push};
 use patrol_core::protocol::{DocOutcome, DocPush, DocRef, SyncRequest, SyncResponse};
 use patrol_core::{
     ChangeHash, DeviceId, DeviceTime, Event, EventBody, EventId, EventRecord, GuardId, Hlc,
-    LocalChange, Scan, ShiftId, ShiftLog, ShiftMeta, SiteId,
+    LocalChange, PreparedEvent, Scan, ShiftId, ShiftLog, ShiftMeta, SiteId,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod change_builder;
 mod collab;
 
 pub use collab::{Alarm, AlarmState, LocalIncident};
@@ -23,6 +27,7 @@ use crate::backoff::RetryPolicy;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::schema;
+use change_builder::ChangeBuilder;
 
 /// How hard each commit pushes to the disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -165,6 +170,11 @@ pub struct DeviceStore {
     signing_key: Option<DeviceKey>,
     clock: Arc<dyn Clock>,
     open: Option<OpenShift>,
+    /// Changes of the open shift built but not yet written (sequence number, change bytes):
+    /// their events' records are committed; the next commit writes them.
+    unwritten: Vec<UnwrittenChange>,
+    /// Builds changes while the disk syncs; only with `synchronous=FULL`.
+    builder: Option<ChangeBuilder>,
     next_seq: u64,
     hlc: Hlc,
     config_version: u64,
@@ -193,6 +203,10 @@ fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+/// A change built after its event's record was committed, not yet written: the event's
+/// sequence number and the change's bytes.
+type UnwrittenChange = (u64, Vec<u8>);
 
 /// A shift as stored, with how many events it holds (derived from the sequence numbers).
 #[derive(Debug)]
@@ -226,7 +240,8 @@ impl ShiftRow {
 struct OpenShift {
     info: ShiftInfo,
     row_id: i64,
-    log: ShiftLog,
+    /// Boxed: it moves to the change builder's thread and back for every FULL recording.
+    log: Box<ShiftLog>,
 }
 
 impl DeviceStore {
@@ -275,11 +290,17 @@ impl DeviceStore {
             return Ok(false);
         }
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let tables: i64 = conn.query_row(
+        conn.busy_timeout(std::time::Duration::ZERO)?;
+        let tables = conn.query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'device'",
             [],
-            |r| r.get(0),
-        )?;
+            |r| r.get::<_, i64>(0),
+        );
+        let tables = match tables.map_err(Error::from) {
+            // A store object holds it (or is creating it): in use, so set up.
+            Err(e) if is_locked(&e) => return Ok(true),
+            other => other?,
+        };
         if tables == 0 {
             return Ok(false);
         }
@@ -290,6 +311,9 @@ impl DeviceStore {
     fn open_setup(path: &Path, setup: Setup, options: StoreOptions) -> Result<Self> {
         match Self::open_inner(path, setup, options) {
             Err(e) if is_corruption(&e) => Err(quarantine(path, &e)),
+            Err(e) if is_locked(&e) => Err(Error::InUse {
+                path: path.display().to_string(),
+            }),
             other => other,
         }
     }
@@ -297,6 +321,11 @@ impl DeviceStore {
     fn open_inner(path: &Path, setup: Setup, options: StoreOptions) -> Result<Self> {
         let path_str = path.display().to_string();
         let mut conn = Connection::open(path)?;
+        // One owner: the connection keeps the file locked, so a commit takes and releases no
+        // file locks and the WAL index lives in memory (no -shm file): about a quarter of the
+        // cost of a recording commit. A second opener is refused rather than racing this one.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        conn.busy_timeout(std::time::Duration::from_secs(1))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
             None,
@@ -307,7 +336,6 @@ impl DeviceStore {
             },
         )?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // A damaged file is found here, before anything is written to it.
         let check: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
         if check != "ok" {
@@ -449,11 +477,16 @@ impl DeviceStore {
             signing_key,
             clock,
             open: None,
+            unwritten: Vec::new(),
+            builder: match options.durability {
+                Durability::Full => Some(ChangeBuilder::spawn()?),
+                Durability::Normal => None,
+            },
             next_seq: last_seq + 1,
             hlc: local_hlc.max(server_hlc),
             config_version,
         };
-        store.open = store.load_open_shift()?;
+        store.reload_open_shift()?;
         // A shift ended just before the app was killed may still wait for compaction.
         store.compact_finished()?;
         Ok(store)
@@ -556,31 +589,79 @@ impl DeviceStore {
     }
 
     fn load_log(&self, row: &ShiftRow) -> Result<ShiftLog> {
+        Ok(self.load_log_rebuilding(row)?.0)
+    }
+
+    /// A shift's log from the store, with the changes it had to build again from their records
+    /// (committed records whose change was not written yet: see the module's guide).
+    fn load_log_rebuilding(&self, row: &ShiftRow) -> Result<(ShiftLog, Vec<UnwrittenChange>)> {
         let snapshot: Option<Vec<u8>> =
             self.conn
                 .query_row("SELECT snapshot FROM shifts WHERE id = ?1", [row.id], |r| {
                     r.get(0)
                 })?;
         if let Some(snapshot) = snapshot {
-            return Ok(ShiftLog::load(&snapshot, self.device)?);
+            return Ok((ShiftLog::load(&snapshot, self.device)?, Vec::new()));
         }
         let mut bytes = row.meta_change.clone();
+        let mut missing = Vec::new();
         let mut stmt = self.conn.prepare_cached(
-            "SELECT change FROM events WHERE seq >= ?1 AND seq < ?2 AND shift = ?3 ORDER BY seq",
+            "SELECT seq, event_id, record, change FROM events
+             WHERE seq >= ?1 AND seq < ?2 AND shift = ?3 ORDER BY seq",
         )?;
         let seqs = row.seqs();
         let mut rows = stmt.query(params![to_i64(seqs.start), to_i64(seqs.end), row.id])?;
         while let Some(r) = rows.next()? {
-            bytes.extend_from_slice(r.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
+            let seq = r.get::<_, i64>(0)? as u64;
+            match r
+                .get_ref(3)?
+                .as_blob_or_null()
+                .map_err(rusqlite::Error::from)?
+            {
+                // Changes are written in order, so the missing ones are the last.
+                Some(change) if missing.is_empty() => bytes.extend_from_slice(change),
+                Some(_) => {
+                    return Err(Error::Corrupt(format!(
+                        "event {seq} has its change but an earlier event has none"
+                    )));
+                }
+                None => {
+                    let id = r.get::<_, Vec<u8>>(1)?;
+                    let id = uuid::Uuid::from_slice(&id)
+                        .map_err(|_| Error::Corrupt(format!("event {seq} has a bad id")))?;
+                    let record = r.get::<_, Option<Vec<u8>>>(2)?.ok_or_else(|| {
+                        Error::Corrupt(format!("event {seq} has neither record nor change"))
+                    })?;
+                    missing.push((seq, EventId(id), record));
+                }
+            }
         }
-        Ok(ShiftLog::load(&bytes, self.device)?)
+        let mut log = ShiftLog::load(&bytes, self.device)?;
+        let mut rebuilt = Vec::with_capacity(missing.len());
+        for (seq, id, record) in missing {
+            let change = log.append(PreparedEvent::from_record_bytes(id, record)?)?;
+            rebuilt.push((seq, change.bytes));
+        }
+        Ok((log, rebuilt))
     }
 
-    fn load_open_shift(&self) -> Result<Option<OpenShift>> {
+    /// Loads the open shift (if any) from the store into memory, with the changes it had to
+    /// build again, to be written with the next commit.
+    fn reload_open_shift(&mut self) -> Result<()> {
+        self.open = None;
+        self.unwritten.clear();
+        if let Some((open, rebuilt)) = self.load_open_shift()? {
+            self.open = Some(open);
+            self.unwritten = rebuilt;
+        }
+        Ok(())
+    }
+
+    fn load_open_shift(&self) -> Result<Option<(OpenShift, Vec<UnwrittenChange>)>> {
         let Some(row) = self.shift_rows()?.into_iter().rev().find(|r| !r.ended) else {
             return Ok(None);
         };
-        let log = self.load_log(&row)?;
+        let (log, rebuilt) = self.load_log_rebuilding(&row)?;
         if log.event_count() as u64 != row.recorded {
             return Err(Error::Corrupt(format!(
                 "shift {} holds {} events, its sequence numbers say {}",
@@ -594,11 +675,14 @@ impl DeviceStore {
             guard: row.guard,
             started_ms: row.started_ms,
         };
-        Ok(Some(OpenShift {
-            info,
-            row_id: row.id,
-            log,
-        }))
+        Ok(Some((
+            OpenShift {
+                info,
+                row_id: row.id,
+                log: Box::new(log),
+            },
+            rebuilt,
+        )))
     }
 
     /// Starts a shift for `guard`: creates its log and records `ShiftStarted`, in one transaction.
@@ -624,7 +708,7 @@ impl DeviceStore {
         self.open = Some(OpenShift {
             info,
             row_id: 0,
-            log,
+            log: Box::new(log),
         });
         let result = self.append(
             EventBody::ShiftStarted,
@@ -732,7 +816,7 @@ impl DeviceStore {
             config_version: self.config_version,
             body,
         };
-        let Some(change) = open.log.record(id, &record)? else {
+        let Some(prepared) = open.log.prepare(id, &record)? else {
             return Ok(id);
         };
         let incident = match &record.body {
@@ -745,30 +829,103 @@ impl DeviceStore {
             )?),
             _ => None,
         };
+        let plain = new_shift.is_none()
+            && incident.is_none()
+            && !matches!(
+                record.body,
+                EventBody::ShiftEnded { .. } | EventBody::Panic { .. }
+            );
+        if plain && self.builder.is_some() {
+            self.append_while_syncing(id, &record, prepared)?;
+            return Ok(id);
+        }
+        let record_bytes = prepared.record_bytes().to_vec();
+        let change = open.log.append(prepared)?;
+        let row = EventRow {
+            shift_row: open.row_id,
+            id,
+            record: &record,
+            record_bytes: &record_bytes,
+            change: Some(&change.bytes),
+        };
         let written = write_event(
             &mut self.conn,
-            open,
-            new_shift,
-            id,
-            &record,
-            &change,
+            new_shift.map(|first| (&open.info, first)),
+            &row,
             incident.as_ref(),
+            &self.unwritten,
         );
         match written {
-            Ok(row_id) => open.row_id = row_id,
+            Ok(row_id) => {
+                open.row_id = row_id;
+                self.unwritten.clear();
+            }
             Err(e) => {
                 // The log in memory holds a change the disk does not: rebuild it from the disk.
-                self.open = if new_shift.is_some() {
-                    None
-                } else {
-                    self.load_open_shift()?
-                };
+                self.reload_open_shift()?;
                 return Err(e);
             }
         }
         self.next_seq += 1;
-        self.hlc = hlc;
+        self.hlc = record.time.hlc;
         Ok(id)
+    }
+
+    /// Records a plain event with `synchronous=FULL`: commits its record (and the changes not
+    /// yet written) while the builder thread appends it to the log, so the disk's sync and the
+    /// change's building overlap; the change is written with the next commit.
+    fn append_while_syncing(
+        &mut self,
+        id: EventId,
+        record: &EventRecord,
+        prepared: PreparedEvent,
+    ) -> Result<()> {
+        let Some(builder) = self.builder.as_ref() else {
+            return Err(Error::NoOpenShift);
+        };
+        let Some(OpenShift { info, row_id, log }) = self.open.take() else {
+            return Err(Error::NoOpenShift);
+        };
+        let record_bytes = prepared.record_bytes().to_vec();
+        let row = EventRow {
+            shift_row: row_id,
+            id,
+            record,
+            record_bytes: &record_bytes,
+            change: None,
+        };
+        let (written, built) = match builder.start(log, prepared) {
+            Ok(()) => {
+                let written = write_event(&mut self.conn, None, &row, None, &self.unwritten);
+                (written, builder.finish())
+            }
+            Err(_) => (Err(builder_stopped()), None),
+        };
+        if written.is_ok() {
+            // The record is committed: the event is recorded, whatever becomes of its change.
+            self.next_seq += 1;
+            self.hlc = record.time.hlc;
+        }
+        match built {
+            Some((log, Ok(change))) if written.is_ok() => {
+                self.open = Some(OpenShift { info, row_id, log });
+                self.unwritten = vec![(record.seq, change.bytes)];
+                return Ok(());
+            }
+            Some((_, Err(e))) => {
+                tracing::warn!(error = %e, "building a change failed; loading the log again");
+            }
+            Some(_) => {}
+            None => {
+                // The thread is gone, and the log with it: build changes here from now on.
+                tracing::error!("the change builder stopped; building changes on the caller");
+                self.builder = None;
+            }
+        }
+        // The log in memory and the disk disagree: load the log again from the disk, where a
+        // committed record's change is built again from the record.
+        self.reload_open_shift()?;
+        written.map(|_| ())
     }
 
     /// Events in the device's order; of one shift, or all.
@@ -921,6 +1078,9 @@ impl DeviceStore {
         // Each request takes a new number, committed before it is sent, so that a retry (a new
         // request) is never mistaken for a replay of one the server already applied.
         let tx = self.conn.transaction()?;
+        // Nothing is sent that the store does not hold: a change sent before it was written
+        // could, if the app died, be built again differently by another version of automerge.
+        write_changes(&tx, &self.unwritten)?;
         tx.execute("UPDATE sync_state SET last_attempt_ms = ?1", [now.wall_ms])?;
         let request_seq: i64 = tx.query_row(
             "UPDATE device SET request_seq = request_seq + 1 RETURNING request_seq",
@@ -928,6 +1088,7 @@ impl DeviceStore {
             |r| r.get(0),
         )?;
         tx.commit()?;
+        self.unwritten.clear();
         Ok(PreparedSync {
             request: SyncRequest {
                 site: self.site.clone(),
@@ -1072,43 +1233,64 @@ impl DeviceStore {
     }
 }
 
-/// Writes one event (and, for `ShiftStarted`, its shift row) in one transaction; returns the
-/// shift's row id.
+impl Drop for DeviceStore {
+    fn drop(&mut self) {
+        // Otherwise built again from their records at the next open.
+        if !self.unwritten.is_empty()
+            && let Err(e) = write_changes(&self.conn, &self.unwritten)
+        {
+            tracing::warn!(error = %e, "changes not written at close; rebuilt at the next open");
+        }
+    }
+}
+
+/// An event's row: what is needed without loading its log, its record, and its change once
+/// built.
+struct EventRow<'a> {
+    shift_row: i64,
+    id: EventId,
+    record: &'a EventRecord,
+    record_bytes: &'a [u8],
+    change: Option<&'a [u8]>,
+}
+
+/// Writes an event's row (and the shift's row for its first event, and what the event implies)
+/// with the changes built but not yet written, in one commit; returns the shift's row id.
 fn write_event(
     conn: &mut Connection,
-    open: &OpenShift,
-    new_shift: Option<&LocalChange>,
-    id: EventId,
-    record: &EventRecord,
-    change: &LocalChange,
+    new_shift: Option<(&ShiftInfo, &LocalChange)>,
+    row: &EventRow<'_>,
     incident: Option<&collab::NewIncident>,
+    unwritten: &[UnwrittenChange],
 ) -> Result<i64> {
+    let record = row.record;
     let ends_shift = matches!(record.body, EventBody::ShiftEnded { .. });
     let panic = matches!(record.body, EventBody::Panic { .. });
-    if new_shift.is_none() && !ends_shift && !panic && incident.is_none() {
+    if new_shift.is_none() && !ends_shift && !panic && incident.is_none() && unwritten.is_empty() {
         // One statement commits atomically on its own: no BEGIN/COMMIT round on the hot path.
-        insert_event(conn, open.row_id, id, record, change)?;
-        return Ok(open.row_id);
+        insert_event(conn, row.shift_row, row)?;
+        return Ok(row.shift_row);
     }
     let tx = conn.transaction()?;
+    write_changes(&tx, unwritten)?;
     let row_id = match new_shift {
-        Some(first) => {
+        Some((info, first)) => {
             tx.execute(
                 "INSERT INTO shifts (shift_id, guard_id, started_ms, first_seq, meta_change)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
-                    open.info.shift.to_string(),
-                    open.info.guard.as_str(),
-                    open.info.started_ms,
+                    info.shift.to_string(),
+                    info.guard.as_str(),
+                    info.started_ms,
                     to_i64(record.seq),
                     first.bytes
                 ],
             )?;
             tx.last_insert_rowid()
         }
-        None => open.row_id,
+        None => row.shift_row,
     };
-    insert_event(&tx, row_id, id, record, change)?;
+    insert_event(&tx, row_id, row)?;
     if ends_shift {
         tx.execute(
             "UPDATE shifts SET ended_ms = ?2 WHERE id = ?1",
@@ -1123,7 +1305,7 @@ fn write_event(
         )?;
         tx.execute(
             "INSERT INTO alarms (event_id, seq) VALUES (?1, ?2)",
-            params![id.0.as_bytes().as_slice(), to_i64(record.seq)],
+            params![row.id.0.as_bytes().as_slice(), to_i64(record.seq)],
         )?;
     }
     if let Some(incident) = incident {
@@ -1133,27 +1315,48 @@ fn write_event(
     Ok(row_id)
 }
 
-fn insert_event(
-    conn: &Connection,
-    shift_row: i64,
-    id: EventId,
-    record: &EventRecord,
-    change: &LocalChange,
-) -> Result<()> {
+fn insert_event(conn: &Connection, shift_row: i64, row: &EventRow<'_>) -> Result<()> {
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, change)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, record, change)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
+    let record = row.record;
     stmt.execute(params![
         to_i64(record.seq),
         shift_row,
-        id.0.as_bytes().as_slice(),
+        row.id.0.as_bytes().as_slice(),
         record.time.wall_ms,
         to_i64(record.time.hlc.wall_ms),
         record.time.hlc.counter,
-        change.bytes,
+        row.record_bytes,
+        row.change,
     ])?;
     Ok(())
+}
+
+/// Writes changes built after their events' records were committed.
+fn write_changes(conn: &Connection, changes: &[UnwrittenChange]) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached("UPDATE events SET change = ?2 WHERE seq = ?1")?;
+    for (seq, change) in changes {
+        stmt.execute(params![to_i64(*seq), change])?;
+    }
+    Ok(())
+}
+
+fn builder_stopped() -> Error {
+    Error::Thread(std::io::Error::other("the change builder has stopped"))
+}
+
+/// Another connection holds the file (see [`Error::InUse`]).
+fn is_locked(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Whether an error means the file itself is damaged (not a passing I/O or lock problem).

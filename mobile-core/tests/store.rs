@@ -230,15 +230,23 @@ fn store_rules_give_typed_errors_and_change_nothing() -> TestResult {
             .is_err()
     );
     assert_eq!(store.events(None)?.len(), 1);
+    // One owner at a time: a second store object on the same file is refused while this one
+    // is open, and nothing of either changes.
     assert!(matches!(
-        DeviceStore::create(&path, SiteId::new("site-2")?),
-        Err(Error::WrongSite { .. })
+        DeviceStore::create(&path, site()),
+        Err(Error::InUse { .. })
     ));
     store.end_shift(None)?;
     assert!(matches!(
         store.note("after the end"),
         Err(Error::NoOpenShift)
     ));
+    drop(store);
+    assert!(matches!(
+        DeviceStore::create(&path, SiteId::new("site-2")?),
+        Err(Error::WrongSite { .. })
+    ));
+    assert_eq!(DeviceStore::open(&path)?.events(None)?.len(), 2);
     Ok(())
 }
 
@@ -464,6 +472,7 @@ fn a_finished_shift_is_compacted_and_still_lists_and_syncs() -> TestResult {
         store.scan(scan(&format!("cp-{}", i % 9 + 1)), RecordOptions::default())?;
     }
     store.end_shift(Some("all quiet".into()))?;
+    drop(store);
     let raw: i64 = rusqlite::Connection::open(&path)?.query_row(
         "SELECT SUM(LENGTH(change)) FROM events",
         [],
@@ -473,7 +482,6 @@ fn a_finished_shift_is_compacted_and_still_lists_and_syncs() -> TestResult {
         raw, 0,
         "the events' changes were folded into the shift's snapshot"
     );
-    drop(store);
 
     let mut store = DeviceStore::open(&path)?;
     assert_eq!(store.events(None)?.len(), 52);
@@ -483,6 +491,61 @@ fn a_finished_shift_is_compacted_and_still_lists_and_syncs() -> TestResult {
     assert_eq!(report.events_delivered, 52);
     assert_eq!(server.events.len(), 52);
     assert!(store.events(None)?.iter().all(|e| e.delivered));
+    Ok(())
+}
+
+/// With `synchronous=FULL` a scan's change is built while its record's commit syncs, and
+/// written with the next commit. An app killed in between loses nothing: the next open builds
+/// the change again from the record, the very change the phone may already have sent.
+#[test]
+fn a_scan_committed_just_before_the_app_is_killed_is_kept_and_syncs_unchanged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("p.db");
+    let mut server = Server::default();
+    let mut store = DeviceStore::create(&path, site())?;
+    store.start_shift(guard())?;
+    let mut ids = Vec::new();
+    for cp in ["cp-1", "cp-2", "cp-3"] {
+        ids.push(store.scan(scan(cp), RecordOptions::default())?);
+    }
+    // What a kill now would leave on the disk (the store keeps no shared-memory file).
+    let killed = dir.path().join("killed.db");
+    for suffix in ["", "-wal"] {
+        std::fs::copy(
+            format!("{}{suffix}", path.display()),
+            format!("{}{suffix}", killed.display()),
+        )?;
+    }
+    let without_change: i64 = rusqlite::Connection::open(&killed)?.query_row(
+        "SELECT COUNT(*) FROM events WHERE change IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(
+        without_change, 1,
+        "the last scan's change was not written yet"
+    );
+
+    // The phone that was not killed delivers all four events.
+    let prepared = store.prepare_sync()?;
+    let response = server.answer(&prepared.request);
+    assert_eq!(
+        store.complete_sync(prepared, &response)?.events_delivered,
+        4
+    );
+
+    let mut restarted = DeviceStore::open(&killed)?;
+    let listed: Vec<EventId> = restarted.events(None)?.iter().map(|e| e.event.id).collect();
+    assert_eq!(listed[1..], ids[..]);
+    // Its rebuilt change is the one the server holds: accepted, nothing new, no duplicate.
+    let prepared = restarted.prepare_sync()?;
+    let response = server.answer(&prepared.request);
+    let report = restarted.complete_sync(prepared, &response)?;
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!(report.events_delivered, 4);
+    assert_eq!(server.events.len(), 4);
+    restarted.scan(scan("cp-4"), RecordOptions::default())?;
+    assert_eq!(restarted.status()?.pending_events, 1);
     Ok(())
 }
 

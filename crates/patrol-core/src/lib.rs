@@ -43,4 +43,4 @@ pub use event::{
 };
 pub use hlc::Hlc;
 pub use ids::{CheckpointId, DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
-pub use shiftlog::{LocalChange, ShiftLog, ShiftMeta};
+pub use shiftlog::{LocalChange, PreparedEvent, ShiftLog, ShiftMeta};

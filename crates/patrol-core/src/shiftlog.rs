@@ -55,6 +55,37 @@ pub struct LocalChange {
     pub bytes: Vec<u8>,
 }
 
+/// An event checked against its log ([`ShiftLog::prepare`]) and encoded, not yet appended.
+/// Its record bytes are what the log will hold, so a device may persist them first and build
+/// the change afterwards (or again, after a crash, from the persisted bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedEvent {
+    id: EventId,
+    bytes: Vec<u8>,
+    ends_shift: bool,
+}
+
+impl PreparedEvent {
+    /// A record persisted earlier, to append again: checked by decoding it.
+    pub fn from_record_bytes(id: EventId, bytes: Vec<u8>) -> Result<Self, LogError> {
+        let record = EventRecord::decode(&bytes)?;
+        Ok(PreparedEvent {
+            id,
+            bytes,
+            ends_shift: matches!(record.body, EventBody::ShiftEnded { .. }),
+        })
+    }
+
+    pub fn id(&self) -> EventId {
+        self.id
+    }
+
+    /// The encoded [`EventRecord`], as the log will hold it.
+    pub fn record_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// One device's log of one shift.
 #[derive(Debug)]
 pub struct ShiftLog {
@@ -123,8 +154,22 @@ impl ShiftLog {
         id: EventId,
         record: &EventRecord,
     ) -> Result<Option<LocalChange>, LogError> {
+        match self.prepare(id, record)? {
+            Some(event) => self.append(event).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks and encodes an event for [`Self::append`], without changing the log: `None` if
+    /// this id is already recorded with this body (a retry), an error if the event is invalid,
+    /// conflicts with what is recorded, or the shift has ended. A device can persist the
+    /// prepared record before its change exists (see [`PreparedEvent`]).
+    pub fn prepare(
+        &self,
+        id: EventId,
+        record: &EventRecord,
+    ) -> Result<Option<PreparedEvent>, LogError> {
         record.body.validate()?;
-        let key = id.to_string();
         if self.ids.contains(&id)
             && let Some(existing) = self.get(&id)?
         {
@@ -138,13 +183,28 @@ impl ShiftLog {
         if self.ended {
             return Err(LogError::Frozen);
         }
-        self.doc.put(ROOT, key, record.encode()?)?;
-        let change = commit(&mut self.doc)?;
-        self.ids.insert(id);
-        if matches!(record.body, EventBody::ShiftEnded { .. }) {
-            self.ended = true;
+        Ok(Some(PreparedEvent {
+            id,
+            bytes: record.encode()?,
+            ends_shift: matches!(record.body, EventBody::ShiftEnded { .. }),
+        }))
+    }
+
+    /// Appends a prepared event as one change of exactly one operation. The change depends
+    /// only on the log and the record's bytes, so appending the same records to the same log
+    /// always gives the same changes (the same hashes).
+    pub fn append(&mut self, event: PreparedEvent) -> Result<LocalChange, LogError> {
+        if self.ids.contains(&event.id) {
+            return Err(LogError::ConflictingEvent(event.id));
         }
-        Ok(Some(change))
+        if self.ended {
+            return Err(LogError::Frozen);
+        }
+        self.doc.put(ROOT, event.id.to_string(), event.bytes)?;
+        let change = commit(&mut self.doc)?;
+        self.ids.insert(event.id);
+        self.ended = event.ends_shift;
+        Ok(change)
     }
 
     /// The record stored under `id`, if any.
@@ -324,6 +384,29 @@ pub(crate) mod tests {
         let events = loaded.events()?;
         assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
         assert_eq!(loaded.meta(), log.meta());
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_appended_again_to_the_same_log_gives_the_same_change() -> Result<(), LogError> {
+        let device = DeviceId::generate();
+        let (mut log, first) = ShiftLog::create(meta(device))?;
+        let id = EventId::generate();
+        let prepared = log.prepare(id, &scan(1))?.ok_or(LogError::MissingMeta)?;
+        assert_eq!(log.event_count(), 0, "preparing changes nothing");
+        let stored = prepared.record_bytes().to_vec();
+        let change = log.append(prepared)?;
+        assert_eq!(log.prepare(id, &scan(1))?, None, "a retry");
+        assert!(matches!(
+            log.prepare(id, &scan(2)),
+            Err(LogError::ConflictingEvent(_))
+        ));
+
+        // A device that committed the record but died before its change was written.
+        let mut reloaded = ShiftLog::load(&first.bytes, device)?;
+        let again = reloaded.append(PreparedEvent::from_record_bytes(id, stored)?)?;
+        assert_eq!(again, change);
+        assert_eq!(reloaded.heads(), log.heads());
         Ok(())
     }
 

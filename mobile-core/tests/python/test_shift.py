@@ -250,8 +250,10 @@ class ShiftTest(unittest.TestCase):
         self.assertEqual(len(observer.statuses), 2)
         self.assertEqual(observer.statuses[-1].pending_events, 0)
 
-        # Reopened, the store holds the same delivered log.
+        # Reopened, the store holds the same delivered log. A store has one owner at a time:
+        # the last reference to the first object (the observer holds one) closes it.
         device.set_observer(None)
+        observer.device = None
         del device
         again = pm.PatrolDevice.open(os.path.join(self.tmp, "phone.db"))
         self.assertEqual([e.id for e in again.events()], [e.id for e in local])
