@@ -1244,8 +1244,8 @@ impl Drop for DeviceStore {
     }
 }
 
-/// An event's row: what is needed without loading its log, its record, and its change once
-/// built.
+/// An event's row: what is needed without loading its log, and its change, or (until the
+/// change is written) its record.
 struct EventRow<'a> {
     shift_row: i64,
     id: EventId,
@@ -1328,7 +1328,8 @@ fn insert_event(conn: &Connection, shift_row: i64, row: &EventRow<'_>) -> Result
         record.time.wall_ms,
         to_i64(record.time.hlc.wall_ms),
         record.time.hlc.counter,
-        row.record_bytes,
+        // The change holds the record: the row keeps the record only while it has no change.
+        row.change.is_none().then_some(row.record_bytes),
         row.change,
     ])?;
     Ok(())
@@ -1339,7 +1340,8 @@ fn write_changes(conn: &Connection, changes: &[UnwrittenChange]) -> Result<()> {
     if changes.is_empty() {
         return Ok(());
     }
-    let mut stmt = conn.prepare_cached("UPDATE events SET change = ?2 WHERE seq = ?1")?;
+    let mut stmt =
+        conn.prepare_cached("UPDATE events SET change = ?2, record = NULL WHERE seq = ?1")?;
     for (seq, change) in changes {
         stmt.execute(params![to_i64(*seq), change])?;
     }

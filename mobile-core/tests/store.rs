@@ -516,14 +516,18 @@ fn a_scan_committed_just_before_the_app_is_killed_is_kept_and_syncs_unchanged() 
             format!("{}{suffix}", killed.display()),
         )?;
     }
-    let without_change: i64 = rusqlite::Connection::open(&killed)?.query_row(
-        "SELECT COUNT(*) FROM events WHERE change IS NULL",
-        [],
-        |r| r.get(0),
-    )?;
+    let (without_change, with_record): (i64, i64) = rusqlite::Connection::open(&killed)?
+        .query_row(
+            "SELECT COUNT(*) FILTER (WHERE change IS NULL),
+                    COUNT(*) FILTER (WHERE record IS NOT NULL)
+             FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
     assert_eq!(
-        without_change, 1,
-        "the last scan's change was not written yet"
+        (without_change, with_record),
+        (1, 1),
+        "only the last scan's change is not written yet, and only its row keeps the record"
     );
 
     // The phone that was not killed delivers all four events.

@@ -1,9 +1,8 @@
--- Each event row also keeps its record (the bytes its change puts in the shift log), and its
--- change may be missing for a moment: with synchronous=FULL the record is committed while the
--- change is built on another thread, and the change is written with the next commit. A change
--- that is missing when the log is loaded (the app was killed in between) is built again from
--- the record: the same record appended to the same log gives the same change. Rows written
--- before this version keep only their change.
+-- An event row may hold its record (the bytes its change puts in the shift log) instead of its
+-- change, for a moment: with synchronous=FULL the record is committed while the change is
+-- built on another thread, and the next commit writes the change in its place. A change that
+-- is missing when the log is loaded (the app was killed in between) is built again from the
+-- record: the same record appended to the same log gives the same change.
 CREATE TABLE events_v6 (
     seq         INTEGER PRIMARY KEY,
     shift       INTEGER NOT NULL REFERENCES shifts(id),
