@@ -81,10 +81,10 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn data_written_at_version_1_survives_the_upgrade() -> Result<()> {
+    /// A store at `version` holding a device, a shift and its first event (seq 1, change 0x02).
+    fn one_event_at(version: i64) -> Result<Connection> {
         let mut conn = Connection::open_in_memory()?;
-        upgrade_to(&mut conn, "v1", 1)?;
+        upgrade_to(&mut conn, &format!("v{version}"), version)?;
         conn.execute_batch(
             "INSERT INTO device (id, device_id, site_id, created_ms) VALUES (1, 'd', 's', 1);
              INSERT INTO shifts (id, shift_id, guard_id, started_ms, first_seq, meta_change)
@@ -92,6 +92,12 @@ mod tests {
              INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, change)
                  VALUES (1, 1, x'01', 5, 5, 0, x'02');",
         )?;
+        Ok(conn)
+    }
+
+    #[test]
+    fn data_written_at_version_1_survives_the_upgrade() -> Result<()> {
+        let mut conn = one_event_at(1)?;
         upgrade(&mut conn, "v1")?;
         let (wall, snapshot, failures): (i64, Option<Vec<u8>>, i64) = conn.query_row(
             "SELECT e.wall_ms, s.snapshot, (SELECT failures FROM sync_state)
@@ -105,14 +111,10 @@ mod tests {
 
     #[test]
     fn a_panic_pending_at_version_2_becomes_a_tracked_alarm() -> Result<()> {
-        let mut conn = Connection::open_in_memory()?;
-        upgrade_to(&mut conn, "v2", 2)?;
+        let mut conn = one_event_at(2)?;
         conn.execute_batch(
-            "INSERT INTO device (id, device_id, site_id, created_ms) VALUES (1, 'd', 's', 1);
-             INSERT INTO shifts (id, shift_id, guard_id, started_ms, first_seq, meta_change)
-                 VALUES (1, 'x', 'g', 1, 1, x'00');
-             INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, change)
-                 VALUES (1, 1, x'01', 5, 5, 0, x'02'), (2, 1, x'03', 6, 6, 0, x'04');
+            "INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, change)
+                 VALUES (2, 1, x'03', 6, 6, 0, x'04');
              UPDATE sync_state SET urgent_seq = 2;",
         )?;
         upgrade(&mut conn, "v2")?;
@@ -143,15 +145,7 @@ mod tests {
 
     #[test]
     fn an_event_from_version_5_keeps_its_change_and_new_rows_need_one_of_the_two() -> Result<()> {
-        let mut conn = Connection::open_in_memory()?;
-        upgrade_to(&mut conn, "v5", 5)?;
-        conn.execute_batch(
-            "INSERT INTO device (id, device_id, site_id, created_ms) VALUES (1, 'd', 's', 1);
-             INSERT INTO shifts (id, shift_id, guard_id, started_ms, first_seq, meta_change)
-                 VALUES (1, 'x', 'g', 1, 1, x'00');
-             INSERT INTO events (seq, shift, event_id, wall_ms, hlc_wall, hlc_counter, change)
-                 VALUES (1, 1, x'01', 5, 5, 0, x'02');",
-        )?;
+        let mut conn = one_event_at(5)?;
         upgrade(&mut conn, "v5")?;
         let (record, change): (Option<Vec<u8>>, Option<Vec<u8>>) =
             conn.query_row("SELECT record, change FROM events WHERE seq = 1", [], |r| {
