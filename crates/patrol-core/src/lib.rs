@@ -14,7 +14,9 @@
 //!   handovers), its validation and its compact binary encoding.
 //! - [`hlc`]: the hybrid logical clock stamped on every event.
 //! - [`incident`]: the collaborative incident document and each field's merge rule.
-//! - [`shiftlog`]: the automerge document holding one device's events of one shift.
+//! - [`shiftlog`]: the automerge document holding one device's events of one shift; an event is
+//!   prepared (checked, encoded) and then appended as one change, which the same record
+//!   appended to the same log always gives again.
 //! - [`siteconfig`]: checkpoints, tours and post orders; scan flags and tour progress.
 //! - [`protocol`]: the sync messages exchanged over HTTP and their binary encoding.
 //! - [`merge`]: the pure functions that plan a push, check and merge it on the server, and tell
