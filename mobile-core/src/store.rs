@@ -200,6 +200,13 @@ fn parse<T: std::str::FromStr>(s: &str, what: &str) -> Result<T> {
         .map_err(|_| Error::Corrupt(format!("stored {what} {s:?} does not parse")))
 }
 
+/// An event id as the store keeps it: its 16 bytes.
+fn stored_event_id(bytes: &[u8], what: &str) -> Result<EventId> {
+    uuid::Uuid::from_slice(bytes)
+        .map(EventId)
+        .map_err(|_| Error::Corrupt(format!("stored {what} is not a UUID")))
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -626,13 +633,14 @@ impl DeviceStore {
                     )));
                 }
                 None => {
-                    let id = r.get::<_, Vec<u8>>(1)?;
-                    let id = uuid::Uuid::from_slice(&id)
-                        .map_err(|_| Error::Corrupt(format!("event {seq} has a bad id")))?;
+                    let id = stored_event_id(
+                        r.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?,
+                        "event id",
+                    )?;
                     let record = r.get::<_, Option<Vec<u8>>>(2)?.ok_or_else(|| {
                         Error::Corrupt(format!("event {seq} has neither record nor change"))
                     })?;
-                    missing.push((seq, EventId(id), record));
+                    missing.push((seq, id, record));
                 }
             }
         }
@@ -829,28 +837,23 @@ impl DeviceStore {
             )?),
             _ => None,
         };
-        let plain = new_shift.is_none()
-            && incident.is_none()
-            && !matches!(
-                record.body,
-                EventBody::ShiftEnded { .. } | EventBody::Panic { .. }
-            );
-        if plain && self.builder.is_some() {
+        if self.builder.is_some() && row_only(&record.body, new_shift, incident.as_ref()) {
             self.append_while_syncing(id, &record, prepared)?;
             return Ok(id);
         }
-        let record_bytes = prepared.record_bytes().to_vec();
         let change = open.log.append(prepared)?;
         let row = EventRow {
-            shift_row: open.row_id,
             id,
             record: &record,
-            record_bytes: &record_bytes,
-            change: Some(&change.bytes),
+            bytes: RowBytes::Change(&change.bytes),
+        };
+        let shift = match new_shift {
+            Some(first) => ShiftOfRow::New(&open.info, first),
+            None => ShiftOfRow::Stored(open.row_id),
         };
         let written = write_event(
             &mut self.conn,
-            new_shift.map(|first| (&open.info, first)),
+            shift,
             &row,
             incident.as_ref(),
             &self.unwritten,
@@ -888,18 +891,17 @@ impl DeviceStore {
         };
         let record_bytes = prepared.record_bytes().to_vec();
         let row = EventRow {
-            shift_row: row_id,
             id,
             record,
-            record_bytes: &record_bytes,
-            change: None,
+            bytes: RowBytes::Record(&record_bytes),
         };
         let (written, built) = match builder.start(log, prepared) {
             Ok(()) => {
-                let written = write_event(&mut self.conn, None, &row, None, &self.unwritten);
+                let shift = ShiftOfRow::Stored(row_id);
+                let written = write_event(&mut self.conn, shift, &row, None, &self.unwritten);
                 (written, builder.finish())
             }
-            Err(_) => (Err(builder_stopped()), None),
+            Err(e) => (Err(e), None),
         };
         if written.is_ok() {
             // The record is committed: the event is recorded, whatever becomes of its change.
@@ -1247,34 +1249,61 @@ impl Drop for DeviceStore {
 /// An event's row: what is needed without loading its log, and its change, or (until the
 /// change is written) its record.
 struct EventRow<'a> {
-    shift_row: i64,
     id: EventId,
     record: &'a EventRecord,
-    record_bytes: &'a [u8],
-    change: Option<&'a [u8]>,
+    bytes: RowBytes<'a>,
+}
+
+/// What an event's row holds of it besides its columns.
+enum RowBytes<'a> {
+    /// The change that carries the event in its shift log (which holds the record).
+    Change(&'a [u8]),
+    /// The encoded record alone, until its change is written.
+    Record(&'a [u8]),
+}
+
+/// The shift an event's row belongs to.
+enum ShiftOfRow<'a> {
+    /// Stored, with this row id.
+    Stored(i64),
+    /// Its first event: the shift's row is written with it, with the log's first change.
+    New(&'a ShiftInfo, &'a LocalChange),
+}
+
+/// Whether recording an event writes its row and nothing else: not a shift's first or last
+/// event, a panic (an alarm to track) or an incident (its document).
+fn row_only(
+    body: &EventBody,
+    new_shift: Option<&LocalChange>,
+    incident: Option<&collab::NewIncident>,
+) -> bool {
+    new_shift.is_none()
+        && incident.is_none()
+        && !matches!(body, EventBody::ShiftEnded { .. } | EventBody::Panic { .. })
 }
 
 /// Writes an event's row (and the shift's row for its first event, and what the event implies)
 /// with the changes built but not yet written, in one commit; returns the shift's row id.
 fn write_event(
     conn: &mut Connection,
-    new_shift: Option<(&ShiftInfo, &LocalChange)>,
+    shift: ShiftOfRow<'_>,
     row: &EventRow<'_>,
     incident: Option<&collab::NewIncident>,
     unwritten: &[UnwrittenChange],
 ) -> Result<i64> {
     let record = row.record;
-    let ends_shift = matches!(record.body, EventBody::ShiftEnded { .. });
-    let panic = matches!(record.body, EventBody::Panic { .. });
-    if new_shift.is_none() && !ends_shift && !panic && incident.is_none() && unwritten.is_empty() {
+    if let ShiftOfRow::Stored(row_id) = shift
+        && row_only(&record.body, None, incident)
+        && unwritten.is_empty()
+    {
         // One statement commits atomically on its own: no BEGIN/COMMIT round on the hot path.
-        insert_event(conn, row.shift_row, row)?;
-        return Ok(row.shift_row);
+        insert_event(conn, row_id, row)?;
+        return Ok(row_id);
     }
     let tx = conn.transaction()?;
     write_changes(&tx, unwritten)?;
-    let row_id = match new_shift {
-        Some((info, first)) => {
+    let row_id = match shift {
+        ShiftOfRow::New(info, first) => {
             tx.execute(
                 "INSERT INTO shifts (shift_id, guard_id, started_ms, first_seq, meta_change)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1288,16 +1317,16 @@ fn write_event(
             )?;
             tx.last_insert_rowid()
         }
-        None => row.shift_row,
+        ShiftOfRow::Stored(row_id) => row_id,
     };
     insert_event(&tx, row_id, row)?;
-    if ends_shift {
+    if matches!(record.body, EventBody::ShiftEnded { .. }) {
         tx.execute(
             "UPDATE shifts SET ended_ms = ?2 WHERE id = ?1",
             params![row_id, record.time.wall_ms],
         )?;
     }
-    if panic {
+    if matches!(record.body, EventBody::Panic { .. }) {
         // The outbox treats the log as urgent until this event is delivered.
         tx.execute(
             "UPDATE sync_state SET urgent_seq = ?1",
@@ -1321,6 +1350,10 @@ fn insert_event(conn: &Connection, shift_row: i64, row: &EventRow<'_>) -> Result
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     let record = row.record;
+    let (record_bytes, change) = match row.bytes {
+        RowBytes::Change(change) => (None, Some(change)),
+        RowBytes::Record(bytes) => (Some(bytes), None),
+    };
     stmt.execute(params![
         to_i64(record.seq),
         shift_row,
@@ -1328,9 +1361,8 @@ fn insert_event(conn: &Connection, shift_row: i64, row: &EventRow<'_>) -> Result
         record.time.wall_ms,
         to_i64(record.time.hlc.wall_ms),
         record.time.hlc.counter,
-        // The change holds the record: the row keeps the record only while it has no change.
-        row.change.is_none().then_some(row.record_bytes),
-        row.change,
+        record_bytes,
+        change,
     ])?;
     Ok(())
 }
@@ -1346,10 +1378,6 @@ fn write_changes(conn: &Connection, changes: &[UnwrittenChange]) -> Result<()> {
         stmt.execute(params![to_i64(*seq), change])?;
     }
     Ok(())
-}
-
-fn builder_stopped() -> Error {
-    Error::Thread(std::io::Error::other("the change builder has stopped"))
 }
 
 /// Another connection holds the file (see [`Error::InUse`]).

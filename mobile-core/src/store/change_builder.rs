@@ -45,15 +45,12 @@ impl ChangeBuilder {
     }
 
     /// Hands `log` over to append `event`; [`Self::finish`] gives it back. If the thread is
-    /// gone, the log comes back at once.
-    pub(crate) fn start(
-        &self,
-        log: Box<ShiftLog>,
-        event: PreparedEvent,
-    ) -> std::result::Result<(), Box<ShiftLog>> {
+    /// gone, so is the log (the store loads it again).
+    pub(crate) fn start(&self, log: Box<ShiftLog>, event: PreparedEvent) -> Result<()> {
+        let stopped = || Error::Thread(std::io::Error::other("the change builder has stopped"));
         match &self.jobs {
-            Some(jobs) => jobs.send((log, event)).map_err(|e| e.0.0),
-            None => Err(log),
+            Some(jobs) => jobs.send((log, event)).map_err(|_| stopped()),
+            None => Err(stopped()),
         }
     }
 

@@ -304,10 +304,7 @@ impl DeviceStore {
         };
         let mut out = Vec::with_capacity(rows.len());
         for (id, _, by, at) in rows {
-            let event = EventId(
-                uuid::Uuid::from_slice(&id)
-                    .map_err(|_| Error::Corrupt("stored alarm id is not a UUID".into()))?,
-            );
+            let event = super::stored_event_id(&id, "alarm id")?;
             let Some(local) = self.event(event)? else {
                 return Err(Error::Corrupt(format!("alarm {event} has no event")));
             };
@@ -358,11 +355,7 @@ impl DeviceStore {
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         ids.iter()
-            .map(|b| {
-                uuid::Uuid::from_slice(b)
-                    .map(EventId)
-                    .map_err(|_| Error::Corrupt("stored alarm id is not a UUID".into()))
-            })
+            .map(|b| super::stored_event_id(b, "alarm id"))
             .collect()
     }
 }
