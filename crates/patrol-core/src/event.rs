@@ -382,7 +382,8 @@ impl DeviceTime {
 /// names (site, device, shift, guard), so that context is not repeated in every record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
-    /// Per-device sequence number, from 1, gap-free on one device (the server flags gaps).
+    /// Per-device sequence number, from 1, gap-free on one device. The server keeps it as the
+    /// event's `device_seq` without checking it for gaps (the feed's own `seq` is the server's).
     pub seq: u64,
     pub time: DeviceTime,
     /// Version of the site configuration in force when recorded.

@@ -144,7 +144,7 @@ uuid_id!(
     EventId
 );
 uuid_id!(
-    /// One incident; its own collaborative document (later work).
+    /// One incident; names its collaborative document ([`crate::incident`]).
     IncidentId
 );
 

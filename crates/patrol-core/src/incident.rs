@@ -65,8 +65,8 @@ pub enum Party {
     Operator { user: String },
 }
 
-/// A file attached to an incident: the phone or console keeps the bytes; the document holds
-/// the reference, so an attachment is verifiable by its hash wherever it is stored.
+/// A file attached to an incident from a guard's phone: the app keeps the bytes; the document
+/// holds the reference, so an attachment is verifiable by its hash wherever it is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub sha256: [u8; 32],

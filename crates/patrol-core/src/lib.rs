@@ -22,7 +22,8 @@
 //! - [`merge`]: the pure functions that plan a push, check and merge it on the server, and tell
 //!   the device what is delivered.
 //!
-//! This crate must not depend on tokio, rusqlite, reqwest, axum or hyper (CI checks it).
+//! This crate must not depend on tokio, rusqlite, reqwest, axum, hyper, uniffi or a database
+//! driver (`scripts/check-core-deps.sh` checks it in CI).
 
 pub mod bundle_limits;
 pub mod codec;

@@ -1,7 +1,8 @@
 //! The site configuration an administrator sets up (checkpoints with their tags, locations and
-//! radii; tours with time windows and grace; post orders), and the rules both the phone and
-//! the server apply with it: which checkpoint a scan proves, what about a scan looks wrong
-//! (flagged, never refused), and how far a tour has come.
+//! radii; tours with time windows and grace; post orders), and the rules applied with it: which
+//! checkpoint a scan proves, what about a scan looks wrong (flagged, never refused), and how far
+//! a tour has come. The phone applies these rules offline; the server checks a configuration is
+//! coherent ([`SiteConfig::validate`]) before it stores and serves it.
 //!
 //! A configuration is versioned; every event records the version it was made under. Only
 //! administrators write it, through the server, so it travels as one versioned value rather
@@ -299,8 +300,7 @@ pub struct WindowProgress {
 }
 
 /// How far each window of `tour` has come at `now_ms`, given the scans seen (checkpoint and
-/// device wall time). The same function serves the phone (its own scans, offline) and the
-/// server (every device's scans).
+/// device wall time). The phone calls it with its own scans, offline.
 pub fn tour_progress(
     tour: &Tour,
     scans: &[(CheckpointId, i64)],
