@@ -14,7 +14,9 @@
 //! - [`clock`]: the device clocks stamped on each event (wall, time since boot with boot id).
 //! - [`schema`]: numbered migrations under `PRAGMA user_version`.
 //! - [`ffi`]: the API exported to the Kotlin, Swift and Python apps through UniFFI
-//!   ([`ffi::PatrolDevice`], [`ffi::PatrolError`], [`ffi::EventObserver`]); see `docs/mobile.md`.
+//!   ([`ffi::PatrolDevice`], [`ffi::PatrolError`], [`ffi::EventObserver`]), one file per concept
+//!   under `ffi/` (device and enrollment, recording, incidents, alarms, tours, sync, the
+//!   observer, errors, shared records; its guide lists them); see `docs/mobile.md`.
 //!
 //! The rules shared with the server (validation, the shift-log document, the protocol, what
 //! counts as delivered) live in `patrol-core`; this crate adds storage and transport only.

@@ -325,163 +325,26 @@ impl DeviceStore {
         }
     }
 
+    /// Opens the file and builds the store from it, one step after another: the connection and
+    /// its settings, the integrity check, the schema, the device's identity (read, or written
+    /// for a new store), where the log stands, and the open shift.
     fn open_inner(path: &Path, setup: Setup, options: StoreOptions) -> Result<Self> {
         let path_str = path.display().to_string();
-        let mut conn = Connection::open(path)?;
-        // One owner: the connection keeps the file locked, so a commit takes and releases no
-        // file locks and the WAL index lives in memory (no -shm file): about a quarter of the
-        // cost of a recording commit. A second opener is refused rather than racing this one.
-        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
-        conn.busy_timeout(std::time::Duration::from_secs(1))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            match options.durability {
-                Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
-            },
-        )?;
-        conn.pragma_update(None, "foreign_keys", true)?;
-        // A damaged file is found here, before anything is written to it.
-        let check: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
-        if check != "ok" {
-            return Err(Error::Corrupt(format!("integrity check: {check}")));
-        }
+        let mut conn = connect(path, options.durability)?;
+        check_integrity(&conn)?;
         schema::upgrade(&mut conn, &path_str)?;
         let clock = options.clock.unwrap_or_else(|| Arc::new(SystemClock));
-
-        type DeviceRow = (
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            Option<String>,
-            Option<String>,
-            Option<Vec<u8>>,
-        );
-        let existing: Option<DeviceRow> = conn
-            .query_row(
-                "SELECT device_id, site_id, hlc_wall, hlc_counter, config_version, credential,
-                        server_url, signing_key
-                 FROM device",
-                [],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let (device, stored_site, server_hlc, config_version, credential, server_url, signing_key) =
-            match (existing, setup) {
-                (Some(_), Setup::Enrolled(_)) => {
-                    return Err(Error::AlreadySetUp { path: path_str });
-                }
-                (Some((d, s, w, c, v, credential, url, key)), requested) => {
-                    if let Setup::ForSite(requested) = requested
-                        && requested.as_str() != s
-                    {
-                        return Err(Error::WrongSite {
-                            existing: s,
-                            requested: requested.to_string(),
-                        });
-                    }
-                    let hlc = Hlc {
-                        wall_ms: w as u64,
-                        counter: c as u32,
-                    };
-                    (
-                        parse::<DeviceId>(&d, "device id")?,
-                        parse::<SiteId>(&s, "site id")?,
-                        hlc,
-                        v as u64,
-                        credential.map(Credential),
-                        url,
-                        key.map(|k| {
-                            <[u8; 32]>::try_from(k.as_slice())
-                                .map(DeviceKey::from_seed)
-                                .map_err(|_| {
-                                    Error::Corrupt("the stored signing key is not 32 bytes".into())
-                                })
-                        })
-                        .transpose()?,
-                    )
-                }
-                (None, Setup::ForSite(site)) => {
-                    let device = DeviceId::generate();
-                    conn.execute(
-                        "INSERT INTO device (id, device_id, site_id, created_ms)
-                         VALUES (1, ?1, ?2, ?3)",
-                        params![device.to_string(), site.as_str(), clock.now().wall_ms],
-                    )?;
-                    (device, site, Hlc::default(), 0, None, None, None)
-                }
-                (None, Setup::Enrolled(e)) => {
-                    let e = *e;
-                    let now = clock.now().wall_ms;
-                    conn.execute(
-                        "INSERT INTO device (id, device_id, site_id, created_ms, credential,
-                                             server_url, enrolled_ms, signing_key)
-                         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?3, ?6)",
-                        params![
-                            e.device.to_string(),
-                            e.site.as_str(),
-                            now,
-                            e.credential,
-                            e.server_url,
-                            e.signing_key.as_ref().map(|k| k.seed().to_vec()),
-                        ],
-                    )?;
-                    (
-                        e.device,
-                        e.site,
-                        Hlc::default(),
-                        0,
-                        Some(Credential(e.credential)),
-                        Some(e.server_url),
-                        e.signing_key,
-                    )
-                }
-                (None, Setup::Existing) => return Err(Error::NotInitialised { path: path_str }),
-            };
-
-        // Sequence numbers are gap-free from 1, so the last one is the count of events.
-        let last: Option<(i64, i64, i64)> = conn
-            .query_row(
-                "SELECT seq, hlc_wall, hlc_counter FROM events ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let (last_seq, local_hlc) = last
-            .map(|(seq, w, c)| {
-                (
-                    seq as u64,
-                    Hlc {
-                        wall_ms: w as u64,
-                        counter: c as u32,
-                    },
-                )
-            })
-            .unwrap_or_default();
+        let identity = set_up_identity(&conn, setup, &path_str, clock.as_ref())?;
+        let (last_seq, local_hlc) = last_event(&conn)?;
 
         let mut store = DeviceStore {
             conn,
             path: path_str,
-            device,
-            site: stored_site,
-            credential,
-            server_url,
-            signing_key,
+            device: identity.device,
+            site: identity.site,
+            credential: identity.credential,
+            server_url: identity.server_url,
+            signing_key: identity.signing_key,
             clock,
             open: None,
             unwritten: Vec::new(),
@@ -490,8 +353,8 @@ impl DeviceStore {
                 Durability::Normal => None,
             },
             next_seq: last_seq + 1,
-            hlc: local_hlc.max(server_hlc),
-            config_version,
+            hlc: local_hlc.max(identity.server_hlc),
+            config_version: identity.config_version,
         };
         store.reload_open_shift()?;
         // A shift ended just before the app was killed may still wait for compaction.
@@ -1378,6 +1241,210 @@ fn write_changes(conn: &Connection, changes: &[UnwrittenChange]) -> Result<()> {
         stmt.execute(params![to_i64(*seq), change])?;
     }
     Ok(())
+}
+
+// Opening a store: the steps `DeviceStore::open_inner` takes, in its order, and (after them)
+// what a failed open makes of the file.
+
+/// Opens the file with the settings the store relies on.
+fn connect(path: &Path, durability: Durability) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    // One owner: the connection keeps the file locked, so a commit takes and releases no
+    // file locks and the WAL index lives in memory (no -shm file): about a quarter of the
+    // cost of a recording commit. A second opener is refused rather than racing this one.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    conn.busy_timeout(std::time::Duration::from_secs(1))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+/// A damaged file is found here, before anything is written to it.
+fn check_integrity(conn: &Connection) -> Result<()> {
+    let check: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(Error::Corrupt(format!("integrity check: {check}")));
+    }
+    Ok(())
+}
+
+/// Who the store belongs to, as its `device` row keeps it between opens.
+struct Identity {
+    device: DeviceId,
+    site: SiteId,
+    /// The clock as the last sync left it, after it saw the server's time.
+    server_hlc: Hlc,
+    config_version: u64,
+    credential: Option<Credential>,
+    server_url: Option<String>,
+    signing_key: Option<DeviceKey>,
+}
+
+/// The `device` row as stored: device id, site id, the clock (wall, counter), the site
+/// configuration's version, credential, server URL, signing key.
+type DeviceRow = (
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
+
+/// The store's identity: read from its `device` row, or for a new store written there as
+/// `setup` says. Refused when `setup` does not fit the file: a new identity for a store that
+/// has one, another site, or an existing store where there is none.
+fn set_up_identity(
+    conn: &Connection,
+    setup: Setup,
+    path: &str,
+    clock: &dyn Clock,
+) -> Result<Identity> {
+    match (read_device_row(conn)?, setup) {
+        (Some(_), Setup::Enrolled(_)) => Err(Error::AlreadySetUp {
+            path: path.to_owned(),
+        }),
+        (Some(row), requested) => stored_identity(row, requested),
+        (None, Setup::ForSite(site)) => new_identity_for_site(conn, site, clock),
+        (None, Setup::Enrolled(e)) => new_enrolled_identity(conn, *e, clock),
+        (None, Setup::Existing) => Err(Error::NotInitialised {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+fn read_device_row(conn: &Connection) -> Result<Option<DeviceRow>> {
+    Ok(conn
+        .query_row(
+            "SELECT device_id, site_id, hlc_wall, hlc_counter, config_version, credential,
+                    server_url, signing_key
+             FROM device",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            },
+        )
+        .optional()?)
+}
+
+/// The identity of an existing store, if it is for the site `requested` names (if it names one).
+fn stored_identity(row: DeviceRow, requested: Setup) -> Result<Identity> {
+    let (d, s, w, c, v, credential, url, key) = row;
+    if let Setup::ForSite(requested) = requested
+        && requested.as_str() != s
+    {
+        return Err(Error::WrongSite {
+            existing: s,
+            requested: requested.to_string(),
+        });
+    }
+    let hlc = Hlc {
+        wall_ms: w as u64,
+        counter: c as u32,
+    };
+    Ok(Identity {
+        device: parse::<DeviceId>(&d, "device id")?,
+        site: parse::<SiteId>(&s, "site id")?,
+        server_hlc: hlc,
+        config_version: v as u64,
+        credential: credential.map(Credential),
+        server_url: url,
+        signing_key: key
+            .map(|k| {
+                <[u8; 32]>::try_from(k.as_slice())
+                    .map(DeviceKey::from_seed)
+                    .map_err(|_| Error::Corrupt("the stored signing key is not 32 bytes".into()))
+            })
+            .transpose()?,
+    })
+}
+
+/// A new store for `site` with a device id of its own (not enrolled).
+fn new_identity_for_site(conn: &Connection, site: SiteId, clock: &dyn Clock) -> Result<Identity> {
+    let device = DeviceId::generate();
+    conn.execute(
+        "INSERT INTO device (id, device_id, site_id, created_ms)
+         VALUES (1, ?1, ?2, ?3)",
+        params![device.to_string(), site.as_str(), clock.now().wall_ms],
+    )?;
+    Ok(Identity {
+        device,
+        site,
+        server_hlc: Hlc::default(),
+        config_version: 0,
+        credential: None,
+        server_url: None,
+        signing_key: None,
+    })
+}
+
+/// A new store with the identity enrollment gave the phone.
+fn new_enrolled_identity(conn: &Connection, e: Enrollment, clock: &dyn Clock) -> Result<Identity> {
+    let now = clock.now().wall_ms;
+    conn.execute(
+        "INSERT INTO device (id, device_id, site_id, created_ms, credential,
+                             server_url, enrolled_ms, signing_key)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?3, ?6)",
+        params![
+            e.device.to_string(),
+            e.site.as_str(),
+            now,
+            e.credential,
+            e.server_url,
+            e.signing_key.as_ref().map(|k| k.seed().to_vec()),
+        ],
+    )?;
+    Ok(Identity {
+        device: e.device,
+        site: e.site,
+        server_hlc: Hlc::default(),
+        config_version: 0,
+        credential: Some(Credential(e.credential)),
+        server_url: Some(e.server_url),
+        signing_key: e.signing_key,
+    })
+}
+
+/// Where the log stands: the last event's sequence number (0 without events) and clock.
+fn last_event(conn: &Connection) -> Result<(u64, Hlc)> {
+    // Sequence numbers are gap-free from 1, so the last one is the count of events.
+    let last: Option<(i64, i64, i64)> = conn
+        .query_row(
+            "SELECT seq, hlc_wall, hlc_counter FROM events ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    Ok(last
+        .map(|(seq, w, c)| {
+            (
+                seq as u64,
+                Hlc {
+                    wall_ms: w as u64,
+                    counter: c as u32,
+                },
+            )
+        })
+        .unwrap_or_default())
 }
 
 /// Another connection holds the file (see [`Error::InUse`]).

@@ -1,0 +1,194 @@
+//! The site configuration the phone holds, tag scans resolved through it, and tour progress.
+
+use patrol_core::siteconfig::{CheckpointState, ScanFlag, WindowProgress};
+use patrol_core::{EventId, Scan, ScanMethod};
+
+use super::device::{PatrolDevice, lock};
+use super::error::FfiResult;
+use super::records::{FfiLocation, parse_uuid_id};
+use crate::store::RecordOptions;
+
+/// A checkpoint scanned by its NFC tag or QR code, resolved through the site configuration.
+#[derive(Clone, Debug, PartialEq, uniffi::Record)]
+pub struct FfiTagScanInput {
+    /// The NFC tag id or QR payload as read.
+    pub tag: String,
+    /// True for a QR code, false for an NFC tag.
+    #[uniffi(default = false)]
+    pub qr: bool,
+    #[uniffi(default)]
+    pub location: Option<FfiLocation>,
+    #[uniffi(default)]
+    pub note: Option<String>,
+    #[uniffi(default)]
+    pub event_id: Option<String>,
+    #[uniffi(default)]
+    pub wall_time_ms: Option<i64>,
+}
+
+/// A recorded tag scan: the checkpoint it proved (`unknown` if no checkpoint has the tag) and
+/// what looks wrong about it (`unknown_checkpoint`, `unknown_tag`, `tag_of_another_checkpoint`,
+/// `manual`, `far_from_checkpoint`). A scan is never refused.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiScanResult {
+    pub event_id: String,
+    pub checkpoint_id: String,
+    pub flags: Vec<String>,
+}
+
+fn flag_name(f: &ScanFlag) -> String {
+    match f {
+        ScanFlag::UnknownCheckpoint => "unknown_checkpoint".into(),
+        ScanFlag::UnknownTag => "unknown_tag".into(),
+        ScanFlag::TagOfAnotherCheckpoint(_) => "tag_of_another_checkpoint".into(),
+        ScanFlag::Manual => "manual".into(),
+        ScanFlag::FarFromCheckpoint { .. } => "far_from_checkpoint".into(),
+    }
+}
+
+/// A tour of the site configuration.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiTour {
+    pub id: String,
+    pub name: String,
+    pub checkpoint_ids: Vec<String>,
+}
+
+/// The site configuration the phone holds.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiSiteConfig {
+    pub version: u64,
+    pub checkpoint_ids: Vec<String>,
+    pub tours: Vec<FfiTour>,
+    /// Post orders as (title, text).
+    pub post_orders: Vec<FfiPostOrder>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiPostOrder {
+    pub title: String,
+    pub text: String,
+}
+
+/// One checkpoint of a tour window: `upcoming`, `due`, `late`, `done`, `done_late` or
+/// `missed`; `at_ms` is the scan's device time when done.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiCheckpointProgress {
+    pub checkpoint_id: String,
+    pub state: String,
+    pub at_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiWindowProgress {
+    pub tour_id: String,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub checkpoints: Vec<FfiCheckpointProgress>,
+}
+
+impl From<WindowProgress> for FfiWindowProgress {
+    fn from(w: WindowProgress) -> Self {
+        FfiWindowProgress {
+            tour_id: w.tour,
+            start_ms: w.window.start_ms,
+            end_ms: w.window.end_ms,
+            checkpoints: w
+                .checkpoints
+                .into_iter()
+                .map(|(cp, state)| {
+                    let (state, at_ms) = match state {
+                        CheckpointState::Upcoming => ("upcoming", None),
+                        CheckpointState::Due => ("due", None),
+                        CheckpointState::Late => ("late", None),
+                        CheckpointState::Done { at_ms } => ("done", Some(at_ms)),
+                        CheckpointState::DoneLate { at_ms } => ("done_late", Some(at_ms)),
+                        CheckpointState::Missed => ("missed", None),
+                    };
+                    FfiCheckpointProgress {
+                        checkpoint_id: cp.to_string(),
+                        state: state.into(),
+                        at_ms,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+#[uniffi::export]
+impl PatrolDevice {
+    /// Records a scan of an NFC tag or QR code: the checkpoint comes from the site
+    /// configuration; a tag it does not know is recorded all the same, and flagged.
+    pub fn scan_tag(&self, input: FfiTagScanInput) -> FfiResult<FfiScanResult> {
+        let options = RecordOptions {
+            event_id: input
+                .event_id
+                .as_deref()
+                .map(parse_uuid_id::<EventId>)
+                .transpose()?,
+            wall_ms: input.wall_time_ms,
+        };
+        self.record(|store| {
+            let checkpoint = store.checkpoint_for_tag(&input.tag)?;
+            let method = if input.qr {
+                ScanMethod::Qr { payload: input.tag }
+            } else {
+                ScanMethod::Nfc { tag: input.tag }
+            };
+            let scan = Scan {
+                checkpoint: checkpoint.clone(),
+                method,
+                location: input.location.map(Into::into),
+                note: input.note,
+            };
+            let flags = store.scan_flags(&scan)?;
+            let id = store.scan(scan, options)?;
+            Ok((
+                Some(id),
+                FfiScanResult {
+                    event_id: id.to_string(),
+                    checkpoint_id: checkpoint.to_string(),
+                    flags: flags.iter().map(flag_name).collect(),
+                },
+            ))
+        })
+    }
+
+    /// The site configuration the phone holds (after a sync), if any.
+    pub fn site_config(&self) -> FfiResult<Option<FfiSiteConfig>> {
+        let store = lock(&self.store, "store")?;
+        Ok(store.site_config()?.map(|c| FfiSiteConfig {
+            version: c.version,
+            checkpoint_ids: c.checkpoints.iter().map(|cp| cp.id.to_string()).collect(),
+            tours: c
+                .tours
+                .iter()
+                .map(|t| FfiTour {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    checkpoint_ids: t.checkpoints.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+            post_orders: c
+                .post_orders
+                .iter()
+                .map(|p| FfiPostOrder {
+                    title: p.title.clone(),
+                    text: p.text.clone(),
+                })
+                .collect(),
+        }))
+    }
+
+    /// Which checkpoints of a tour are done, due, late or missed at `now_ms` (ms since the Unix
+    /// epoch), from this phone's scans and its site configuration: no network needed.
+    pub fn tour_progress(&self, tour_id: String, now_ms: i64) -> FfiResult<Vec<FfiWindowProgress>> {
+        let store = lock(&self.store, "store")?;
+        Ok(store
+            .tour_progress(&tour_id, now_ms)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+}
