@@ -13,14 +13,24 @@
 //!    the [`MergedLog`]: the chunk, the `docs` row, and each new event with the next per-site
 //!    sequence number. If a version moved (a concurrent push of the same document committed
 //!    first), the merge is redone from a fresh read.
+//!
+//! [`apply_in_rounds`] runs the two phases of a backend ([`Phases`]) in these rounds, at most
+//! [`OPTIMISTIC_ROUNDS`]: in the last, a document whose version moved again is merged under the
+//! lock instead.
+
+use std::future::Future;
 
 use automerge::{Automerge, ChangeHash};
 use patrol_core::evidence::SignedHeads;
 use patrol_core::merge::{Owner, Rejection, ingest_shift_log};
-use patrol_core::protocol::RejectCode;
+use patrol_core::protocol::{DocOutcome, RejectCode};
 use patrol_core::{Event, EventId, ShiftId, ShiftMeta};
 
-use super::{StoreError, SyncBatch};
+use super::{StoreError, SyncBatch, SyncRefusal};
+
+/// Optimistic rounds of a sync request (read, merge, check and write) before the documents whose
+/// version keeps moving are merged under the write lock instead.
+pub const OPTIMISTIC_ROUNDS: u32 = 3;
 
 /// Above this many chunks, a document's chunks are replaced by one compacted save in the same
 /// transaction: a save is smaller than the changes and loads faster.
@@ -242,6 +252,80 @@ pub fn merge_push(
         version: stored.version,
         merge,
     })
+}
+
+/// A slot of a request's merged documents that the write phase found empty: a backend's bug.
+pub fn not_merged() -> StoreError {
+    StoreError::CorruptData("a push reached the write phase without a merge".into())
+}
+
+/// What a backend's write phase did with a request in one round.
+#[derive(Debug)]
+pub enum Written {
+    /// Committed; one outcome per push.
+    Committed(Vec<DocOutcome>),
+    /// Nothing written: the device may not sync this request.
+    Refused(SyncRefusal),
+    /// Nothing written: these pushes' documents changed since they were read. The merged
+    /// documents come back for the next round.
+    Conflicts {
+        merged: Vec<Option<Prepared>>,
+        conflicts: Vec<usize>,
+    },
+}
+
+/// A backend's two phases of one sync request, run by [`apply_in_rounds`].
+pub trait Phases {
+    /// The merge phase of the pushes `todo`, outside any write lock: each is read (one
+    /// consistent read) and merged into its entry of `merged`; the other entries stay.
+    fn merge(
+        &mut self,
+        todo: Vec<usize>,
+        merged: Vec<Option<Prepared>>,
+    ) -> impl Future<Output = Result<Vec<Option<Prepared>>, StoreError>> + Send;
+
+    /// The write phase, in one transaction: checks that every document to write is still at the
+    /// version it was merged from, then writes the request, or nothing if a version moved
+    /// ([`Written::Conflicts`]), unless `final_round`: then the conflicting documents are read
+    /// and merged again under the lock and written.
+    fn write(
+        &mut self,
+        merged: Vec<Option<Prepared>>,
+        final_round: bool,
+    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+}
+
+/// Applies a sync request in optimistic rounds: merges every push, writes, and merges again only
+/// the documents that a concurrent request changed meanwhile, until the write commits; the
+/// [`OPTIMISTIC_ROUNDS`]th round merges those under the lock, so it always ends.
+pub async fn apply_in_rounds(
+    batch: &SyncBatch,
+    phases: &mut impl Phases,
+) -> Result<Vec<DocOutcome>, StoreError> {
+    let mut merged: Vec<Option<Prepared>> = batch.pushes.iter().map(|_| None).collect();
+    let mut todo: Vec<usize> = (0..batch.pushes.len()).collect();
+    let mut round = 1;
+    loop {
+        if !todo.is_empty() {
+            merged = phases.merge(std::mem::take(&mut todo), merged).await?;
+        }
+        match phases.write(merged, round >= OPTIMISTIC_ROUNDS).await? {
+            Written::Committed(outcomes) => return Ok(outcomes),
+            Written::Refused(refusal) => return Err(StoreError::SyncRefused(refusal)),
+            Written::Conflicts {
+                merged: m,
+                conflicts,
+            } => {
+                tracing::debug!(
+                    site = %batch.site, device = %batch.device, round, conflicts = conflicts.len(),
+                    "documents changed while merging; merging them again"
+                );
+                merged = m;
+                todo = conflicts;
+                round += 1;
+            }
+        }
+    }
 }
 
 fn bad_signature(message: String) -> Rejection {

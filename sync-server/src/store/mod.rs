@@ -442,13 +442,9 @@ pub enum StoreError {
     CorruptData(String),
     #[error("could not encode: {0}")]
     Encode(String),
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The driver's message with its causes (its own `Display` leaves them out).
-    #[error("postgres: {}", postgres_message(.0))]
-    Postgres(tokio_postgres::Error),
-    #[error("postgres connection pool: {0}")]
-    Pool(String),
+    /// The database or its driver failed; the backend's own description (see [`BackendError`]).
+    #[error(transparent)]
+    Backend(BackendError),
     #[error("invalid database URL: {0}")]
     DatabaseUrl(String),
     #[error("i/o: {0}")]
@@ -461,22 +457,48 @@ pub enum StoreError {
     Commit(String),
 }
 
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Postgres(e)
+/// A failure of the database or its driver, boxed so that [`StoreError`] names no driver's
+/// type. It reads exactly as the backend's own error (message and causes); the backend has
+/// already said, from the driver's error, whether running the same transaction again may
+/// succeed ([`BackendError::is_transient`]).
+#[derive(Debug)]
+pub struct BackendError {
+    error: Box<dyn std::error::Error + Send + Sync>,
+    transient: bool,
+}
+
+impl BackendError {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError {
+            error: Box::new(error),
+            transient: false,
+        }
+    }
+
+    /// An error after which the same transaction may succeed if run again: the database
+    /// aborted it to break a deadlock or a serialization conflict.
+    pub fn transient(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError {
+            error: Box::new(error),
+            transient: true,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
     }
 }
 
-/// `e` and each of its causes, joined by `: `.
-fn postgres_message(e: &tokio_postgres::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
     }
-    message
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 /// The canonical site record.

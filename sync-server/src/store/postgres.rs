@@ -53,10 +53,10 @@ use super::merge::{
 use super::notify::Notifier;
 use super::rows::{read_device_id, read_public_key, read_signature, signed_heads_blob};
 use super::{
-    AlarmAckRecord, BoxFuture, CollabAnswer, CollabSync, DeviceCredential, DeviceStatus,
-    Enrollment, EventPage, FILTER_SCAN_LIMIT, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, NewUser, OperatorAction, ShiftLogEvidence, Site, Store, StoreError,
-    StoredConfig, SyncBatch, SyncRefusal, User,
+    AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
+    DeviceStatus, Enrollment, EventPage, FILTER_SCAN_LIMIT, FeedFilter, IncidentList,
+    IncidentQuery, NewEnrollmentCode, NewUser, OperatorAction, ShiftLogEvidence, Site, Store,
+    StoreError, StoredConfig, SyncBatch, SyncRefusal, User,
 };
 use crate::auth::TokenHash;
 
@@ -156,14 +156,52 @@ fn describe(config: &tokio_postgres::Config) -> String {
     )
 }
 
+/// PostgreSQL's and its pool's errors, as the store reports them.
+#[derive(Debug, thiserror::Error)]
+enum PostgresError {
+    /// The driver's message with its causes (its own `Display` leaves them out).
+    #[error("postgres: {}", postgres_message(.0))]
+    Driver(tokio_postgres::Error),
+    #[error("postgres connection pool: {0}")]
+    Pool(String),
+}
+
+/// `e` and each of its causes, joined by `: `.
+fn postgres_message(e: &tokio_postgres::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        message.push_str(": ");
+        message.push_str(&c.to_string());
+        cause = c.source();
+    }
+    message
+}
+
+/// The driver's error, marked transient when PostgreSQL aborted the transaction to break a
+/// deadlock or a serialization conflict (the same transaction may then succeed).
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        let transient = e.code().is_some_and(|code| {
+            *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        });
+        let e = PostgresError::Driver(e);
+        StoreError::Backend(if transient {
+            BackendError::transient(e)
+        } else {
+            BackendError::new(e)
+        })
+    }
+}
+
 fn pool_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Pool(e.to_string())
+    StoreError::Backend(BackendError::new(PostgresError::Pool(e.to_string())))
 }
 
 /// A connection the pool could not get: the database's own error when there is one.
 fn checkout_error(e: deadpool_postgres::PoolError) -> StoreError {
     match e {
-        deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
+        deadpool_postgres::PoolError::Backend(e) => StoreError::from(e),
         other => pool_error(other),
     }
 }
@@ -468,12 +506,7 @@ fn cpus() -> usize {
 /// Whether PostgreSQL aborted the transaction to break a deadlock or a serialization conflict
 /// (the same transaction may then succeed).
 fn retryable(e: &StoreError) -> bool {
-    match e {
-        StoreError::Postgres(e) => e.code().is_some_and(|code| {
-            *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
-        }),
-        _ => false,
-    }
+    matches!(e, StoreError::Backend(e) if e.is_transient())
 }
 
 fn not_merged() -> StoreError {

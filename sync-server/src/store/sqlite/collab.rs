@@ -13,7 +13,8 @@ use patrol_core::siteconfig::SiteConfig;
 use patrol_core::{DeviceId, EventId, IncidentId, SiteId};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{get_site, to_i64};
+use super::auth::get_site;
+use super::to_i64;
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentQuery, OperatorAction,
