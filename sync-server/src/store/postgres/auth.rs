@@ -1,20 +1,74 @@
-//! Users, enrollment codes and device credentials on PostgreSQL (migration 0003). Only token
-//! hashes are stored; lookups are by hash, and the caller compares again in constant time.
+//! Sites, users, enrollment codes and device credentials on PostgreSQL (migration 0003 for the
+//! auth tables). Only token hashes are stored; lookups are by hash, and the caller compares
+//! again in constant time. A sync request's credential check and replay counter
+//! ([`sync_refusal`], [`accept_request`]) run inside its write transaction.
 
 use deadpool_postgres::GenericClient;
 use patrol_core::{DeviceId, SiteId};
 use tokio_postgres::Row;
 
-use super::{execute, get_site, query, query_opt, to_i64};
+use super::{execute, query, query_opt, to_i64};
 use crate::auth::TokenHash;
 use crate::store::rows::{
     DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
     read_site_id,
 };
 use crate::store::{
-    DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, NewUser, Scope, StoreError,
-    SyncBatch, SyncRefusal, User,
+    DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, NewUser, Scope, Site,
+    StoreError, SyncBatch, SyncRefusal, User,
 };
+
+fn read_site(row: &Row) -> Result<Site, StoreError> {
+    let id: String = row.try_get(0)?;
+    Ok(Site {
+        id: SiteId::new(&id)
+            .map_err(|e| StoreError::CorruptData(format!("site id {id:?}: {e}")))?,
+        name: row.try_get(1)?,
+        created_at_ms: row.try_get(2)?,
+    })
+}
+
+pub(super) async fn get_site<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+) -> Result<Option<Site>, StoreError> {
+    match query_opt(
+        c,
+        "SELECT site_id, name, created_at FROM sites WHERE site_id = $1",
+        &[&site.as_str()],
+    )
+    .await?
+    {
+        Some(row) => Ok(Some(read_site(&row)?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn create_site<C: GenericClient>(c: &C, site: Site) -> Result<Site, StoreError> {
+    let rows = execute(
+        c,
+        "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ($1, $2, 1, $3)
+         ON CONFLICT (site_id) DO NOTHING",
+        &[&site.id.as_str(), &site.name, &site.created_at_ms],
+    )
+    .await?;
+    if rows == 0 {
+        return Err(StoreError::SiteExists(site.id));
+    }
+    Ok(site)
+}
+
+pub(super) async fn list_sites<C: GenericClient>(c: &C) -> Result<Vec<Site>, StoreError> {
+    query(
+        c,
+        "SELECT site_id, name, created_at FROM sites ORDER BY site_id",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(read_site)
+    .collect()
+}
 
 /// A `users` row read with [`USER_COLUMNS`], its sites read from `user_sites`.
 async fn read_user<C: GenericClient>(c: &C, row: &Row) -> Result<(User, TokenHash), StoreError> {

@@ -14,7 +14,8 @@ use patrol_core::protocol::{AlarmAck, ConfigUpdate, DocOutcome, IncidentUpdate, 
 use patrol_core::siteconfig::SiteConfig;
 use patrol_core::{DeviceId, EventId, IncidentId, SiteId};
 
-use super::{execute, get_site, query, query_one, query_opt, to_i64, to_u64};
+use super::auth::get_site;
+use super::{execute, query, query_one, query_opt, to_i64, to_u64};
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentPush, IncidentQuery,
