@@ -24,6 +24,8 @@
 //! - [`Store::subscribe`] wakes a site's readers after every commit that added events to it,
 //!   whichever process committed them (PostgreSQL: `LISTEN`/`NOTIFY`, see [`postgres`]).
 
+pub mod access;
+pub mod collab;
 pub mod event_json;
 pub mod incident;
 pub mod merge;

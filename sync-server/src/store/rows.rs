@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use patrol_core::evidence::{PublicKey, SignedHeads};
 use patrol_core::protocol::{from_wire, to_wire};
-use patrol_core::{DeviceId, SiteId};
+use patrol_core::{DeviceId, IncidentId, SiteId};
 
 use super::StoreError;
 use super::merge::{heads_from_blob, heads_to_blob};
@@ -30,6 +30,10 @@ pub fn read_hash(bytes: &[u8], what: &str) -> Result<TokenHash, StoreError> {
 
 pub fn read_site_id(s: &str) -> Result<SiteId, StoreError> {
     SiteId::new(s).map_err(|e| corrupt(format!("site id {s:?}: {e}")))
+}
+
+pub fn read_incident_id(s: &str) -> Result<IncidentId, StoreError> {
+    IncidentId::from_str(s).map_err(|e| corrupt(format!("incident id {s:?}: {e}")))
 }
 
 pub fn read_device_id(s: &str) -> Result<DeviceId, StoreError> {

@@ -3,13 +3,12 @@
 //! An event is stored with the JSON the feed shows, rendered once when it arrives
 //! ([`super::sync`]), and served as stored.
 
-use std::str::FromStr;
-
 use deadpool_postgres::GenericClient;
-use patrol_core::{DeviceId, SiteId};
+use patrol_core::SiteId;
 
 use super::auth::get_site;
 use super::{query, to_i64, to_u64};
+use crate::store::rows::read_device_id;
 use crate::store::{DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, StoreError};
 
 pub(super) async fn events_after<C: GenericClient>(
@@ -116,8 +115,7 @@ pub(super) async fn devices<C: GenericClient>(
         let id: String = row.try_get(0)?;
         let pending: i64 = row.try_get(3)?;
         out.push(DeviceStatus {
-            device: DeviceId::from_str(&id)
-                .map_err(|e| StoreError::CorruptData(format!("device id {id:?}: {e}")))?,
+            device: read_device_id(&id)?,
             first_seen_ms: row.try_get(1)?,
             last_sync_at_ms: row.try_get(2)?,
             pending_events: u64::try_from(pending).unwrap_or(0),

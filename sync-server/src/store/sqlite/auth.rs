@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::to_i64;
 use crate::auth::TokenHash;
+use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
     DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
     read_site_id,
@@ -21,8 +22,7 @@ use patrol_core::{DeviceId, SiteId};
 fn read_site(row: &rusqlite::Row<'_>) -> Result<Site, StoreError> {
     let id: String = row.get(0)?;
     Ok(Site {
-        id: SiteId::new(&id)
-            .map_err(|e| StoreError::CorruptData(format!("site id {id:?}: {e}")))?,
+        id: read_site_id(&id)?,
         name: row.get(1)?,
         created_at_ms: row.get(2)?,
     })
@@ -104,14 +104,9 @@ fn user_by_id(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
 pub(super) fn create_user(conn: &mut Connection, new: NewUser) -> Result<User, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let NewUser { user, token_hash } = new;
-    let sites: &[SiteId] = match &user.scope {
-        Scope::AllSites => &[],
-        Scope::Sites(sites) => sites,
-    };
+    let sites = access::scope_sites(&user.scope);
     for site in sites {
-        if get_site(&tx, site)?.is_none() {
-            return Err(StoreError::UnknownSite(site.clone()));
-        }
+        access::require_site(site, get_site(&tx, site)?)?;
     }
     let inserted = tx.execute(
         "INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at, created_by)
@@ -191,9 +186,7 @@ pub(super) fn create_enrollment_code(
     code: NewEnrollmentCode,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if get_site(&tx, &code.site)?.is_none() {
-        return Err(StoreError::UnknownSite(code.site));
-    }
+    access::require_site(&code.site, get_site(&tx, &code.site)?)?;
     tx.execute(
         "INSERT INTO enrollment_codes (site_id, code_hash, created_by, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -258,20 +251,15 @@ pub(super) fn enroll_device(
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let Some((site, stored, expires_at_ms, used_at)) = row else {
+    let Some((site, stored, expires_at_ms, used_at_ms)) = row else {
         return Err(StoreError::Enrollment(EnrollRefusal::Unknown));
     };
-    if !read_hash(&stored, "a code hash")?.matches(&e.code_hash) {
-        return Err(StoreError::Enrollment(EnrollRefusal::Unknown));
-    }
-    if let Some(used_at_ms) = used_at {
-        return Err(StoreError::Enrollment(EnrollRefusal::Used { used_at_ms }));
-    }
-    if e.now_ms >= expires_at_ms {
-        return Err(StoreError::Enrollment(EnrollRefusal::Expired {
-            expired_at_ms: expires_at_ms,
-        }));
-    }
+    let code = StoredCode {
+        code_hash: &stored,
+        expires_at_ms,
+        used_at_ms,
+    };
+    access::check_code(code, &e)?;
     let device = e.device.to_string();
     tx.execute(
         "UPDATE enrollment_codes SET used_at = ?3, device_id = ?4
@@ -291,14 +279,7 @@ pub(super) fn enroll_device(
         ],
     )?;
     tx.commit()?;
-    Ok(DeviceCredential {
-        site: read_site_id(&site)?,
-        device: e.device,
-        enrolled_at_ms: e.now_ms,
-        revoked_at_ms: None,
-        last_request_seq: 0,
-        public_key: e.public_key,
-    })
+    access::enrolled(&site, &e)
 }
 
 pub(super) fn device_by_credential(
@@ -372,14 +353,7 @@ pub(super) fn sync_refusal(
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    Ok(match row {
-        None => Some(SyncRefusal::NotEnrolled),
-        Some((_, Some(_))) => Some(SyncRefusal::Revoked),
-        Some((last, None)) => {
-            let last = u64::try_from(last).unwrap_or(0);
-            (batch.request_seq <= last).then_some(SyncRefusal::Replayed { last_seq: last })
-        }
-    })
+    Ok(access::sync_refusal(row, batch))
 }
 
 /// Records the request's seq as the device's last accepted, in the request's transaction.

@@ -7,7 +7,7 @@
 
 use std::str::FromStr;
 
-use patrol_core::{DeviceId, ShiftId, SiteId};
+use patrol_core::{ShiftId, SiteId};
 use rusqlite::{Connection, params};
 
 use super::auth::get_site;
@@ -174,8 +174,7 @@ pub(super) fn devices(
             let id: String = row.get(0)?;
             let pending: i64 = row.get(3)?;
             out.push(DeviceStatus {
-                device: DeviceId::from_str(&id)
-                    .map_err(|e| StoreError::CorruptData(format!("device id {id:?}: {e}")))?,
+                device: read_device_id(&id)?,
                 first_seen_ms: row.get(1)?,
                 last_sync_at_ms: row.get(2)?,
                 pending_events: u64::try_from(pending).unwrap_or(0),
