@@ -23,7 +23,7 @@ use std::future::Future;
 use automerge::{Automerge, ChangeHash};
 use patrol_core::evidence::SignedHeads;
 use patrol_core::merge::{Owner, Rejection, ingest_shift_log};
-use patrol_core::protocol::{DocOutcome, RejectCode};
+use patrol_core::protocol::{DocOutcome, RejectCode, to_wire};
 use patrol_core::{Event, EventId, ShiftId, ShiftMeta};
 
 use super::{StoreError, SyncBatch, SyncRefusal};
@@ -257,6 +257,71 @@ pub fn merge_push(
 /// A slot of a request's merged documents that the write phase found empty: a backend's bug.
 pub fn not_merged() -> StoreError {
     StoreError::CorruptData("a push reached the write phase without a merge".into())
+}
+
+/// The write phase's account of one request once its versions are checked, the same in every
+/// backend: which pushes to merge again under the lock, which documents this transaction has
+/// written, and one outcome per push, in order.
+#[derive(Debug)]
+pub struct WritePhase {
+    /// Pushes whose document moved since their merge (written only in the final round).
+    conflicts: Vec<usize>,
+    /// Documents this transaction has written already.
+    written: Vec<String>,
+    outcomes: Vec<DocOutcome>,
+}
+
+impl WritePhase {
+    pub fn new(conflicts: Vec<usize>, pushes: usize) -> Self {
+        WritePhase {
+            conflicts,
+            written: Vec::new(),
+            outcomes: Vec::with_capacity(pushes),
+        }
+    }
+
+    /// Whether push `index` (merged into `slot`) must be merged again, under the lock, before it
+    /// is written: its document was written earlier in this transaction (the same log twice in
+    /// one request) or moved under a concurrent request.
+    pub fn stale(&self, index: usize, slot: &Option<Prepared>) -> Result<bool, StoreError> {
+        let prepared = slot.as_ref().ok_or_else(not_merged)?;
+        Ok(
+            (prepared.writes() && self.written.contains(&prepared.doc_id))
+                || self.conflicts.contains(&index),
+        )
+    }
+
+    /// The accepted merge of `prepared`, to persist; a rejection is recorded as the push's
+    /// outcome instead (`None`).
+    pub fn accepted<'p>(&mut self, prepared: &'p Prepared) -> Option<&'p MergedLog> {
+        match &prepared.merge {
+            Merge::Rejected(Rejection { code, message }) => {
+                self.outcomes.push(DocOutcome::Rejected {
+                    code: *code,
+                    message: message.clone(),
+                });
+                None
+            }
+            Merge::Accepted(log) => Some(log),
+        }
+    }
+
+    /// Records that `log` of `doc_id` was persisted, with `new_events` new to the site.
+    pub fn wrote(&mut self, doc_id: &str, log: &MergedLog, new_events: u32) {
+        if log.write != ChunkWrite::Nothing && !self.written.iter().any(|d| d == doc_id) {
+            self.written.push(doc_id.to_owned());
+        }
+        self.outcomes.push(DocOutcome::Accepted {
+            heads: to_wire(&log.heads),
+            new_events,
+            missing_deps: log.missing_deps,
+        });
+    }
+
+    /// One outcome per push, in order.
+    pub fn outcomes(self) -> Vec<DocOutcome> {
+        self.outcomes
+    }
 }
 
 /// What a backend's write phase did with a request in one round.

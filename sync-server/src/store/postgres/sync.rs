@@ -7,8 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
-use patrol_core::merge::Rejection;
-use patrol_core::protocol::{DocOutcome, to_wire};
+use patrol_core::protocol::DocOutcome;
 use patrol_core::{ShiftId, SiteId};
 
 use super::{
@@ -17,7 +16,7 @@ use super::{
 };
 use crate::store::event_json::FeedRenderer;
 use crate::store::merge::{
-    ChunkWrite, Merge, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, Written,
+    ChunkWrite, Merge, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
     apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
 };
 use crate::store::rows::{read_device_id, read_public_key, read_signature, signed_heads_blob};
@@ -103,15 +102,10 @@ impl PostgresStore {
         }
 
         // 2 and 3. Write each accepted document and its new events, in the request's order.
-        let mut outcomes = Vec::with_capacity(merged.len());
-        let mut written: Vec<String> = Vec::new();
+        let mut phase = WritePhase::new(conflicts, merged.len());
         let mut seqs = SeqAllocator::default();
         for (i, slot) in merged.iter_mut().enumerate() {
-            let stale = {
-                let prepared = slot.as_ref().ok_or_else(not_merged)?;
-                (prepared.writes() && written.contains(&prepared.doc_id)) || conflicts.contains(&i)
-            };
-            if stale {
+            if phase.stale(i, slot)? {
                 // Written earlier in this transaction (the same log twice in one request) or
                 // moved under a concurrent request: merged again on top of what is stored now,
                 // under the lock taken above.
@@ -120,26 +114,13 @@ impl PostgresStore {
                 *slot = Some(self.merge(batch, i, stored).await?);
             }
             let prepared = slot.as_ref().ok_or_else(not_merged)?;
-            let log = match &prepared.merge {
-                Merge::Rejected(Rejection { code, message }) => {
-                    outcomes.push(DocOutcome::Rejected {
-                        code: *code,
-                        message: message.clone(),
-                    });
-                    continue;
-                }
-                Merge::Accepted(log) => log,
+            let Some(log) = phase.accepted(prepared) else {
+                continue;
             };
             let new_events = write_doc(tx, batch, &prepared.doc_id, log, &mut seqs).await?;
-            if log.write != ChunkWrite::Nothing && !written.contains(&prepared.doc_id) {
-                written.push(prepared.doc_id.clone());
-            }
-            outcomes.push(DocOutcome::Accepted {
-                heads: to_wire(&log.heads),
-                new_events,
-                missing_deps: log.missing_deps,
-            });
+            phase.wrote(&prepared.doc_id, log, new_events);
         }
+        let outcomes = phase.outcomes();
 
         // 4. The site's next seq, the announcement, and the device's row.
         let mut last_seq = None;

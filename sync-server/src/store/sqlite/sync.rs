@@ -12,8 +12,7 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use patrol_core::merge::Rejection;
-use patrol_core::protocol::{DocOutcome, to_wire};
+use patrol_core::protocol::DocOutcome;
 use patrol_core::{ShiftId, SiteId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
@@ -24,7 +23,7 @@ use super::{
     SqliteStore, WRITER_CHECKPOINT_INTERVAL, abandoned, auth, checkpoint, run_caught, to_i64,
 };
 use crate::store::merge::{
-    ChunkWrite, Merge, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, Written,
+    ChunkWrite, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
     apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
 };
 use crate::store::notify::Notifier;
@@ -334,40 +333,21 @@ fn write_request(
     }
 
     let first_seq = next_seq;
-    let mut outcomes = Vec::with_capacity(merged.len());
-    // Documents this transaction has written already.
-    let mut written: Vec<String> = Vec::new();
+    let mut phase = WritePhase::new(conflicts, merged.len());
     for (i, slot) in merged.iter_mut().enumerate() {
-        let stale = {
-            let prepared = slot.as_ref().ok_or_else(not_merged)?;
-            (prepared.writes() && written.contains(&prepared.doc_id)) || conflicts.contains(&i)
-        };
-        if stale {
+        if phase.stale(i, slot)? {
             let doc_id = shift_log_doc_id(&batch.pushes[i].shift);
             let stored = read_stored_in(tx, site, &doc_id)?;
             *slot = Some(merge_push(batch, i, stored)?);
         }
         let prepared = slot.as_ref().ok_or_else(not_merged)?;
-        let log = match &prepared.merge {
-            Merge::Rejected(Rejection { code, message }) => {
-                outcomes.push(DocOutcome::Rejected {
-                    code: *code,
-                    message: message.clone(),
-                });
-                continue;
-            }
-            Merge::Accepted(log) => log,
+        let Some(log) = phase.accepted(prepared) else {
+            continue;
         };
         let new_events = write_doc(tx, claims, batch, &prepared.doc_id, log, &mut next_seq)?;
-        if log.write != ChunkWrite::Nothing && !written.contains(&prepared.doc_id) {
-            written.push(prepared.doc_id.clone());
-        }
-        outcomes.push(DocOutcome::Accepted {
-            heads: to_wire(&log.heads),
-            new_events,
-            missing_deps: log.missing_deps,
-        });
+        phase.wrote(&prepared.doc_id, log, new_events);
     }
+    let outcomes = phase.outcomes();
     if next_seq != first_seq {
         tx.prepare_cached("UPDATE sites SET next_seq = ?1 WHERE site_id = ?2")?
             .execute(params![next_seq, site])?;
