@@ -91,7 +91,7 @@ pub fn awaited_alarms(sync: &CollabSync) -> Vec<EventId> {
 }
 
 /// A stored configuration, decoded.
-pub fn decode_config(site: &SiteId, version: i64, bytes: &[u8]) -> Result<SiteConfig, StoreError> {
+fn decode_config(site: &SiteId, version: i64, bytes: &[u8]) -> Result<SiteConfig, StoreError> {
     SiteConfig::decode(bytes).map_err(|e| {
         StoreError::CorruptData(format!("configuration {version} of site {site}: {e}"))
     })

@@ -1,7 +1,21 @@
 //! Storage of the canonical site record, behind one trait so that backends (embedded SQLite,
-//! PostgreSQL) are interchangeable. Everything SQL-specific stays inside a backend; the
-//! merge of a pushed shift log into the stored document is shared by all of them ([`merge`]).
+//! PostgreSQL) are interchangeable.
 //!
+//! Layout: the two backends sit side by side with one file per concern, so that they compare
+//! file by file: `mod.rs` (the store's set-up and its [`Store`] impl, forwarding), `schema.rs`
+//! (opening, migrations), `sync.rs` (the sync write path), `feed.rs` (feed and device-list
+//! reads), `auth.rs` (sites, users, devices, enrollment) and `collab.rs` (incidents, site
+//! configurations, alarm acks) in [`sqlite`] and in [`postgres`]. A backend keeps its SQL and
+//! its transactions; the rules both apply are written once, here:
+//! - [`merge`]: merging a pushed shift log, the optimistic rounds of a sync request and the
+//!   write phase's bookkeeping;
+//! - [`incident`] and [`collab`]: the collaboration documents (incident merges and actions, what
+//!   a sync answers, configuration versions);
+//! - [`access`]: site checks, user scopes, enrollment codes, a device's right to sync;
+//! - [`rows`]: reading stored values back; [`event_json`]: an event's feed JSON; [`notify`]:
+//!   waking a site's feed readers.
+//!
+
 //! Contract every backend keeps:
 //! - A sync request is applied in one transaction: the chunks, `docs` rows and projected events
 //!   of every accepted document and the device's row commit together or not at all, and are

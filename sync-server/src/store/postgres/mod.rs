@@ -8,7 +8,8 @@
 //!      each other in a cycle: an existing one with `SELECT .. FOR NO KEY UPDATE`, comparing its heads to
 //!      those the merge started from; a new one by inserting its row, which a concurrent first
 //!      push of the same document waits on, then finds taken. A moved version means the merge is
-//!      redone; in the last of [`OPTIMISTIC_ROUNDS`] it is redone under the lock;
+//!      redone; in the last of [`OPTIMISTIC_ROUNDS`](super::merge::OPTIMISTIC_ROUNDS) it is
+//!      redone under the lock;
 //!   2. it writes the chunks and `docs` rows;
 //!   3. before the first new event it locks the site's row and numbers the events from its
 //!      `next_seq`. Every writer of a site's events holds that lock until it commits, so sequence

@@ -23,7 +23,11 @@
 //!   by the writer thread like everything else; a sync request's credential check and replay
 //!   counter are read and updated inside its write transaction.
 //! - Schema changes are numbered migrations in `sqlite/migrations/`, applied in order, the
-//!   applied count kept in `PRAGMA user_version`.
+//!   applied count kept in `PRAGMA user_version` ([`schema`]).
+//!
+//! One file per concern, as in the PostgreSQL backend: [`schema`], [`sync`] (merge threads,
+//! writer, group commit; with [`event_ids`] and [`folded`]), [`feed`], [`auth`], [`collab`];
+//! this one sets the store and its threads up and forwards the [`Store`] methods.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, SyncSender, sync_channel};

@@ -42,7 +42,7 @@ impl SqliteStore {
     /// Applies a sync request: merges its documents outside the write lock (on a merge thread),
     /// then writes them all and the device row in one transaction, shared with the other
     /// requests that wait for the writer by then (on the writer thread), redoing the merge of a
-    /// document that a concurrent request changed meanwhile (see [`super::merge`]).
+    /// document that a concurrent request changed meanwhile (see [`crate::store::merge`]).
     pub(super) async fn sync_batch(&self, batch: SyncBatch) -> Result<Vec<DocOutcome>, StoreError> {
         let _merging = self
             .inner
