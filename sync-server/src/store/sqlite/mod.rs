@@ -301,7 +301,7 @@ impl Store for SqliteStore {
     }
 
     fn list_sites(&self) -> BoxFuture<'_, Result<Vec<Site>, StoreError>> {
-        Box::pin(self.read(|conn| auth::list_sites(conn)))
+        Box::pin(self.read(auth::list_sites))
     }
 
     fn get_site(&self, site: SiteId) -> BoxFuture<'_, Result<Option<Site>, StoreError>> {
@@ -414,7 +414,7 @@ impl Store for SqliteStore {
     }
 
     fn users(&self) -> BoxFuture<'_, Result<Vec<User>, StoreError>> {
-        Box::pin(self.read(|conn| auth::users(conn)))
+        Box::pin(self.read(auth::users))
     }
 
     fn user_by_token(
