@@ -20,6 +20,12 @@ pub const USER_COLUMNS: &str =
 pub const DEVICE_CREDENTIAL_COLUMNS: &str =
     "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash, public_key";
 
+/// A count or sequence number as the databases keep it (signed 64 bits; saturating, which no
+/// real count reaches).
+pub fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::CorruptData(what.to_string())
 }

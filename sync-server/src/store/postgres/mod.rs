@@ -50,6 +50,7 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use self::schema::{MIGRATIONS, migrate};
 use super::incident::ServerClock;
 use super::notify::Notifier;
+use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
@@ -284,10 +285,6 @@ fn cpus() -> usize {
 /// (the same transaction may then succeed).
 fn retryable(e: &StoreError) -> bool {
     matches!(e, StoreError::Backend(e) if e.is_transient())
-}
-
-pub(super) fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 pub(super) fn to_u64(n: i64, what: &str) -> Result<u64, StoreError> {

@@ -45,6 +45,7 @@ use self::schema::{MIGRATIONS, migrate, open_connection, open_reader};
 use self::sync::{MergeJob, WriterJob, merge_thread, writer_thread};
 use super::incident::ServerClock;
 use super::notify::Notifier;
+use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
@@ -289,10 +290,6 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(BackendError::new(SqliteError(e)))
     }
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Store for SqliteStore {
