@@ -14,6 +14,7 @@ use patrol_core::incident::{
     IncidentAction, IncidentDoc, IncidentError, IncidentState, IncidentStatus, Party,
 };
 use patrol_core::merge::{Rejection, ingest_incident, parse_bundle};
+use patrol_core::protocol::{IncidentUpdate, to_wire};
 use patrol_core::{DeviceId, Hlc, IncidentId, LogError, SiteId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -181,6 +182,37 @@ pub fn act(
         }
         Err(e) => Err(corrupt(site, incident, e)),
     }
+}
+
+/// The whole of a stored incident, for a device that takes part in it and did not push it.
+pub fn whole(
+    site: &SiteId,
+    incident: IncidentId,
+    bytes: &[u8],
+    actor: ActorId,
+) -> Result<IncidentUpdate, StoreError> {
+    let mut doc = load(site, incident, bytes, actor)?;
+    Ok(IncidentUpdate {
+        incident,
+        heads: to_wire(&sorted(doc.heads())),
+        changes: doc.changes_since(&[]),
+    })
+}
+
+/// Applies `user`'s action to the stored incident `bytes` (loaded with [`operator_actor`], see
+/// [`act`]) and returns the row to store in its place.
+pub fn apply_action(
+    site: &SiteId,
+    incident: IncidentId,
+    bytes: &[u8],
+    user: &str,
+    action: IncidentAction,
+    clock: &ServerClock,
+    at_ms: i64,
+) -> Result<IncidentRow, StoreError> {
+    let mut doc = load(site, incident, bytes, operator_actor(site, user))?;
+    act(&mut doc, site, user, action, clock, at_ms)?;
+    row(&mut doc, site, at_ms)
 }
 
 /// What a backend stores for an incident: the document and its projection.

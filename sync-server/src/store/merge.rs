@@ -13,14 +13,24 @@
 //!    the [`MergedLog`]: the chunk, the `docs` row, and each new event with the next per-site
 //!    sequence number. If a version moved (a concurrent push of the same document committed
 //!    first), the merge is redone from a fresh read.
+//!
+//! [`apply_in_rounds`] runs the two phases of a backend ([`Phases`]) in these rounds, at most
+//! [`OPTIMISTIC_ROUNDS`]: in the last, a document whose version moved again is merged under the
+//! lock instead.
+
+use std::future::Future;
 
 use automerge::{Automerge, ChangeHash};
 use patrol_core::evidence::SignedHeads;
 use patrol_core::merge::{Owner, Rejection, ingest_shift_log};
-use patrol_core::protocol::RejectCode;
+use patrol_core::protocol::{DocOutcome, RejectCode, to_wire};
 use patrol_core::{Event, EventId, ShiftId, ShiftMeta};
 
-use super::{StoreError, SyncBatch};
+use super::{StoreError, SyncBatch, SyncRefusal};
+
+/// Optimistic rounds of a sync request (read, merge, check and write) before the documents whose
+/// version keeps moving are merged under the write lock instead.
+pub const OPTIMISTIC_ROUNDS: u32 = 3;
 
 /// Above this many chunks, a document's chunks are replaced by one compacted save in the same
 /// transaction: a save is smaller than the changes and loads faster.
@@ -242,6 +252,145 @@ pub fn merge_push(
         version: stored.version,
         merge,
     })
+}
+
+/// A slot of a request's merged documents that the write phase found empty: a backend's bug.
+pub fn not_merged() -> StoreError {
+    StoreError::CorruptData("a push reached the write phase without a merge".into())
+}
+
+/// The write phase's account of one request once its versions are checked, the same in every
+/// backend: which pushes to merge again under the lock, which documents this transaction has
+/// written, and one outcome per push, in order.
+#[derive(Debug)]
+pub struct WritePhase {
+    /// Pushes whose document moved since their merge (written only in the final round).
+    conflicts: Vec<usize>,
+    /// Documents this transaction has written already.
+    written: Vec<String>,
+    outcomes: Vec<DocOutcome>,
+}
+
+impl WritePhase {
+    pub fn new(conflicts: Vec<usize>, pushes: usize) -> Self {
+        WritePhase {
+            conflicts,
+            written: Vec::new(),
+            outcomes: Vec::with_capacity(pushes),
+        }
+    }
+
+    /// Whether push `index` (merged into `slot`) must be merged again, under the lock, before it
+    /// is written: its document was written earlier in this transaction (the same log twice in
+    /// one request) or moved under a concurrent request.
+    pub fn stale(&self, index: usize, slot: &Option<Prepared>) -> Result<bool, StoreError> {
+        let prepared = slot.as_ref().ok_or_else(not_merged)?;
+        Ok(
+            (prepared.writes() && self.written.contains(&prepared.doc_id))
+                || self.conflicts.contains(&index),
+        )
+    }
+
+    /// The accepted merge of `prepared`, to persist; a rejection is recorded as the push's
+    /// outcome instead (`None`).
+    pub fn accepted<'p>(&mut self, prepared: &'p Prepared) -> Option<&'p MergedLog> {
+        match &prepared.merge {
+            Merge::Rejected(Rejection { code, message }) => {
+                self.outcomes.push(DocOutcome::Rejected {
+                    code: *code,
+                    message: message.clone(),
+                });
+                None
+            }
+            Merge::Accepted(log) => Some(log),
+        }
+    }
+
+    /// Records that `log` of `doc_id` was persisted, with `new_events` new to the site.
+    pub fn wrote(&mut self, doc_id: &str, log: &MergedLog, new_events: u32) {
+        if log.write != ChunkWrite::Nothing && !self.written.iter().any(|d| d == doc_id) {
+            self.written.push(doc_id.to_owned());
+        }
+        self.outcomes.push(DocOutcome::Accepted {
+            heads: to_wire(&log.heads),
+            new_events,
+            missing_deps: log.missing_deps,
+        });
+    }
+
+    /// One outcome per push, in order.
+    pub fn outcomes(self) -> Vec<DocOutcome> {
+        self.outcomes
+    }
+}
+
+/// What a backend's write phase did with a request in one round.
+#[derive(Debug)]
+pub enum Written {
+    /// Committed; one outcome per push.
+    Committed(Vec<DocOutcome>),
+    /// Nothing written: the device may not sync this request.
+    Refused(SyncRefusal),
+    /// Nothing written: these pushes' documents changed since they were read. The merged
+    /// documents come back for the next round.
+    Conflicts {
+        merged: Vec<Option<Prepared>>,
+        conflicts: Vec<usize>,
+    },
+}
+
+/// A backend's two phases of one sync request, run by [`apply_in_rounds`].
+pub trait Phases {
+    /// The merge phase of the pushes `todo`, outside any write lock: each is read (one
+    /// consistent read) and merged into its entry of `merged`; the other entries stay.
+    fn merge(
+        &mut self,
+        todo: Vec<usize>,
+        merged: Vec<Option<Prepared>>,
+    ) -> impl Future<Output = Result<Vec<Option<Prepared>>, StoreError>> + Send;
+
+    /// The write phase, in one transaction: checks that every document to write is still at the
+    /// version it was merged from, then writes the request, or nothing if a version moved
+    /// ([`Written::Conflicts`]), unless `final_round`: then the conflicting documents are read
+    /// and merged again under the lock and written.
+    fn write(
+        &mut self,
+        merged: Vec<Option<Prepared>>,
+        final_round: bool,
+    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+}
+
+/// Applies a sync request in optimistic rounds: merges every push, writes, and merges again only
+/// the documents that a concurrent request changed meanwhile, until the write commits; the
+/// [`OPTIMISTIC_ROUNDS`]th round merges those under the lock, so it always ends.
+pub async fn apply_in_rounds(
+    batch: &SyncBatch,
+    phases: &mut impl Phases,
+) -> Result<Vec<DocOutcome>, StoreError> {
+    let mut merged: Vec<Option<Prepared>> = batch.pushes.iter().map(|_| None).collect();
+    let mut todo: Vec<usize> = (0..batch.pushes.len()).collect();
+    let mut round = 1;
+    loop {
+        if !todo.is_empty() {
+            merged = phases.merge(std::mem::take(&mut todo), merged).await?;
+        }
+        match phases.write(merged, round >= OPTIMISTIC_ROUNDS).await? {
+            Written::Committed(outcomes) => return Ok(outcomes),
+            Written::Refused(refusal) => return Err(StoreError::SyncRefused(refusal)),
+            Written::Conflicts {
+                merged: m,
+                conflicts,
+            } => {
+                tracing::debug!(
+                    site = %batch.site, device = %batch.device, round, conflicts = conflicts.len(),
+                    "documents changed while merging; merging them again"
+                );
+                merged = m;
+                todo = conflicts;
+                round += 1;
+            }
+        }
+    }
 }
 
 fn bad_signature(message: String) -> Rejection {

@@ -1,7 +1,21 @@
 //! Storage of the canonical site record, behind one trait so that backends (embedded SQLite,
-//! PostgreSQL) are interchangeable. Everything SQL-specific stays inside a backend; the
-//! merge of a pushed shift log into the stored document is shared by all of them ([`merge`]).
+//! PostgreSQL) are interchangeable.
 //!
+//! Layout: the two backends sit side by side with one file per concern, so that they compare
+//! file by file: `mod.rs` (the store's set-up and its [`Store`] impl, forwarding), `schema.rs`
+//! (opening, migrations), `sync.rs` (the sync write path), `feed.rs` (feed and device-list
+//! reads), `auth.rs` (sites, users, devices, enrollment) and `collab.rs` (incidents, site
+//! configurations, alarm acks) in [`sqlite`] and in [`postgres`]. A backend keeps its SQL and
+//! its transactions; the rules both apply are written once, here:
+//! - [`merge`]: merging a pushed shift log, the optimistic rounds of a sync request and the
+//!   write phase's bookkeeping;
+//! - [`incident`] and [`collab`]: the collaboration documents (incident merges and actions, what
+//!   a sync answers, configuration versions);
+//! - [`access`]: site checks, user scopes, enrollment codes, a device's right to sync;
+//! - [`rows`]: reading stored values back; [`event_json`]: an event's feed JSON; [`notify`]:
+//!   waking a site's feed readers.
+//!
+
 //! Contract every backend keeps:
 //! - A sync request is applied in one transaction: the chunks, `docs` rows and projected events
 //!   of every accepted document and the device's row commit together or not at all, and are
@@ -24,6 +38,8 @@
 //! - [`Store::subscribe`] wakes a site's readers after every commit that added events to it,
 //!   whichever process committed them (PostgreSQL: `LISTEN`/`NOTIFY`, see [`postgres`]).
 
+pub mod access;
+pub mod collab;
 pub mod event_json;
 pub mod incident;
 pub mod merge;
@@ -442,13 +458,9 @@ pub enum StoreError {
     CorruptData(String),
     #[error("could not encode: {0}")]
     Encode(String),
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// The driver's message with its causes (its own `Display` leaves them out).
-    #[error("postgres: {}", postgres_message(.0))]
-    Postgres(tokio_postgres::Error),
-    #[error("postgres connection pool: {0}")]
-    Pool(String),
+    /// The database or its driver failed; the backend's own description (see [`BackendError`]).
+    #[error(transparent)]
+    Backend(BackendError),
     #[error("invalid database URL: {0}")]
     DatabaseUrl(String),
     #[error("i/o: {0}")]
@@ -461,22 +473,48 @@ pub enum StoreError {
     Commit(String),
 }
 
-impl From<tokio_postgres::Error> for StoreError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        StoreError::Postgres(e)
+/// A failure of the database or its driver, boxed so that [`StoreError`] names no driver's
+/// type. It reads exactly as the backend's own error (message and causes); the backend has
+/// already said, from the driver's error, whether running the same transaction again may
+/// succeed ([`BackendError::is_transient`]).
+#[derive(Debug)]
+pub struct BackendError {
+    error: Box<dyn std::error::Error + Send + Sync>,
+    transient: bool,
+}
+
+impl BackendError {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError {
+            error: Box::new(error),
+            transient: false,
+        }
+    }
+
+    /// An error after which the same transaction may succeed if run again: the database
+    /// aborted it to break a deadlock or a serialization conflict.
+    pub fn transient(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        BackendError {
+            error: Box::new(error),
+            transient: true,
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        self.transient
     }
 }
 
-/// `e` and each of its causes, joined by `: `.
-fn postgres_message(e: &tokio_postgres::Error) -> String {
-    let mut message = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
     }
-    message
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
 }
 
 /// The canonical site record.

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use patrol_core::evidence::{PublicKey, SignedHeads};
 use patrol_core::protocol::{from_wire, to_wire};
-use patrol_core::{DeviceId, SiteId};
+use patrol_core::{DeviceId, IncidentId, SiteId};
 
 use super::StoreError;
 use super::merge::{heads_from_blob, heads_to_blob};
@@ -20,6 +20,12 @@ pub const USER_COLUMNS: &str =
 pub const DEVICE_CREDENTIAL_COLUMNS: &str =
     "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash, public_key";
 
+/// A count or sequence number as the databases keep it (signed 64 bits; saturating, which no
+/// real count reaches).
+pub fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::CorruptData(what.to_string())
 }
@@ -30,6 +36,10 @@ pub fn read_hash(bytes: &[u8], what: &str) -> Result<TokenHash, StoreError> {
 
 pub fn read_site_id(s: &str) -> Result<SiteId, StoreError> {
     SiteId::new(s).map_err(|e| corrupt(format!("site id {s:?}: {e}")))
+}
+
+pub fn read_incident_id(s: &str) -> Result<IncidentId, StoreError> {
+    IncidentId::from_str(s).map_err(|e| corrupt(format!("incident id {s:?}: {e}")))
 }
 
 pub fn read_device_id(s: &str) -> Result<DeviceId, StoreError> {

@@ -1,20 +1,74 @@
-//! Users, enrollment codes and device credentials on PostgreSQL (migration 0003). Only token
-//! hashes are stored; lookups are by hash, and the caller compares again in constant time.
+//! Sites, users, enrollment codes and device credentials on PostgreSQL (migration 0003 for the
+//! auth tables). Only token hashes are stored; lookups are by hash, and the caller compares
+//! again in constant time. A sync request's credential check and replay counter
+//! ([`sync_refusal`], [`accept_request`]) run inside its write transaction.
 
 use deadpool_postgres::GenericClient;
 use patrol_core::{DeviceId, SiteId};
 use tokio_postgres::Row;
 
-use super::{execute, get_site, query, query_opt, to_i64};
+use super::{execute, query, query_opt, to_i64};
 use crate::auth::TokenHash;
+use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
     DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
     read_site_id,
 };
 use crate::store::{
-    DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, NewUser, Scope, StoreError,
-    SyncBatch, SyncRefusal, User,
+    DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, NewUser, Scope, Site,
+    StoreError, SyncBatch, SyncRefusal, User,
 };
+
+fn read_site(row: &Row) -> Result<Site, StoreError> {
+    let id: String = row.try_get(0)?;
+    Ok(Site {
+        id: read_site_id(&id)?,
+        name: row.try_get(1)?,
+        created_at_ms: row.try_get(2)?,
+    })
+}
+
+pub(super) async fn get_site<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+) -> Result<Option<Site>, StoreError> {
+    match query_opt(
+        c,
+        "SELECT site_id, name, created_at FROM sites WHERE site_id = $1",
+        &[&site.as_str()],
+    )
+    .await?
+    {
+        Some(row) => Ok(Some(read_site(&row)?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn create_site<C: GenericClient>(c: &C, site: Site) -> Result<Site, StoreError> {
+    let rows = execute(
+        c,
+        "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ($1, $2, 1, $3)
+         ON CONFLICT (site_id) DO NOTHING",
+        &[&site.id.as_str(), &site.name, &site.created_at_ms],
+    )
+    .await?;
+    if rows == 0 {
+        return Err(StoreError::SiteExists(site.id));
+    }
+    Ok(site)
+}
+
+pub(super) async fn list_sites<C: GenericClient>(c: &C) -> Result<Vec<Site>, StoreError> {
+    query(
+        c,
+        "SELECT site_id, name, created_at FROM sites ORDER BY site_id",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(read_site)
+    .collect()
+}
 
 /// A `users` row read with [`USER_COLUMNS`], its sites read from `user_sites`.
 async fn read_user<C: GenericClient>(c: &C, row: &Row) -> Result<(User, TokenHash), StoreError> {
@@ -63,14 +117,9 @@ pub(super) async fn create_user<C: GenericClient>(
     new: NewUser,
 ) -> Result<User, StoreError> {
     let NewUser { user, token_hash } = new;
-    let sites: &[SiteId] = match &user.scope {
-        Scope::AllSites => &[],
-        Scope::Sites(sites) => sites,
-    };
+    let sites = access::scope_sites(&user.scope);
     for site in sites {
-        if get_site(tx, site).await?.is_none() {
-            return Err(StoreError::UnknownSite(site.clone()));
-        }
+        access::require_site(site, get_site(tx, site).await?)?;
     }
     let inserted = execute(
         tx,
@@ -142,9 +191,7 @@ pub(super) async fn create_enrollment_code<C: GenericClient>(
     c: &C,
     code: NewEnrollmentCode,
 ) -> Result<(), StoreError> {
-    if get_site(c, &code.site).await?.is_none() {
-        return Err(StoreError::UnknownSite(code.site));
-    }
+    access::require_site(&code.site, get_site(c, &code.site).await?)?;
     execute(
         c,
         "INSERT INTO enrollment_codes (site_id, code_hash, created_by, created_at, expires_at)
@@ -178,18 +225,12 @@ pub(super) async fn enroll_device<C: GenericClient>(
         return Err(StoreError::Enrollment(EnrollRefusal::Unknown));
     };
     let site: String = row.try_get(0)?;
-    if !read_hash(row.try_get(1)?, "a code hash")?.matches(&e.code_hash) {
-        return Err(StoreError::Enrollment(EnrollRefusal::Unknown));
-    }
-    let expires_at_ms: i64 = row.try_get(2)?;
-    if let Some(used_at_ms) = row.try_get::<_, Option<i64>>(3)? {
-        return Err(StoreError::Enrollment(EnrollRefusal::Used { used_at_ms }));
-    }
-    if e.now_ms >= expires_at_ms {
-        return Err(StoreError::Enrollment(EnrollRefusal::Expired {
-            expired_at_ms: expires_at_ms,
-        }));
-    }
+    let code = StoredCode {
+        code_hash: row.try_get(1)?,
+        expires_at_ms: row.try_get(2)?,
+        used_at_ms: row.try_get(3)?,
+    };
+    access::check_code(code, &e)?;
     let device = e.device.to_string();
     execute(
         tx,
@@ -213,14 +254,7 @@ pub(super) async fn enroll_device<C: GenericClient>(
         ],
     )
     .await?;
-    Ok(DeviceCredential {
-        site: read_site_id(&site)?,
-        device: e.device,
-        enrolled_at_ms: e.now_ms,
-        revoked_at_ms: None,
-        last_request_seq: 0,
-        public_key: e.public_key,
-    })
+    access::enrolled(&site, &e)
 }
 
 fn read_device_credential(row: &Row) -> Result<(DeviceCredential, TokenHash), StoreError> {
@@ -309,14 +343,11 @@ pub(super) async fn sync_refusal<C: GenericClient>(
         &[&batch.site.as_str(), &batch.device.to_string()],
     )
     .await?;
-    let Some(row) = row else {
-        return Ok(Some(SyncRefusal::NotEnrolled));
+    let credential = match row {
+        Some(row) => Some((row.try_get(0)?, row.try_get(1)?)),
+        None => None,
     };
-    if row.try_get::<_, Option<i64>>(1)?.is_some() {
-        return Ok(Some(SyncRefusal::Revoked));
-    }
-    let last = u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0);
-    Ok((batch.request_seq <= last).then_some(SyncRefusal::Replayed { last_seq: last }))
+    Ok(access::sync_refusal(credential, batch))
 }
 
 /// Records the request's seq as the device's last accepted, in the request's transaction.

@@ -7,25 +7,25 @@
 //! incidents are locked in id order, so two requests never wait on each other in a cycle.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 
 use deadpool_postgres::GenericClient;
-use patrol_core::protocol::{AlarmAck, ConfigUpdate, DocOutcome, IncidentUpdate, to_wire};
+use patrol_core::protocol::{AlarmAck, ConfigUpdate};
 use patrol_core::siteconfig::SiteConfig;
-use patrol_core::{DeviceId, EventId, IncidentId, SiteId};
+use patrol_core::{EventId, IncidentId, SiteId};
 
-use super::{execute, get_site, query, query_one, query_opt, to_i64, to_u64};
+use super::auth::get_site;
+use super::{execute, query, query_one, query_opt, to_i64, to_u64};
+use crate::store::access;
+use crate::store::collab::{Answered, NewConfig, awaited_alarms, next_config, stored_config};
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
+use crate::store::rows::{read_device_id, read_incident_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentPush, IncidentQuery,
     OperatorAction, StoreError, StoredConfig,
 };
 
 async fn require_site<C: GenericClient>(c: &C, site: &SiteId) -> Result<(), StoreError> {
-    match get_site(c, site).await? {
-        Some(_) => Ok(()),
-        None => Err(StoreError::UnknownSite(site.clone())),
-    }
+    access::require_site(site, get_site(c, site).await?).map(drop)
 }
 
 /// An incident as stored: the document and its heads.
@@ -122,12 +122,6 @@ async fn update_incident<C: GenericClient>(
     Ok(())
 }
 
-/// What one incident push answers.
-struct Answered {
-    outcome: DocOutcome,
-    update: Option<IncidentUpdate>,
-}
-
 /// Merges one incident push inside the write transaction, locking the incident's row.
 async fn merge_incident<C: GenericClient>(
     tx: &C,
@@ -141,33 +135,13 @@ async fn merge_incident<C: GenericClient>(
         if let Some(StoredIncident { heads: blob, .. }) = &stored {
             let server_heads = incident::stored_heads(site, push.incident, blob)?;
             if incident::up_to_date(push, &server_heads) {
-                let heads = to_wire(&server_heads);
-                return Ok(Answered {
-                    outcome: DocOutcome::Accepted {
-                        heads: heads.clone(),
-                        new_events: 0,
-                        missing_deps: false,
-                    },
-                    update: Some(IncidentUpdate {
-                        incident: push.incident,
-                        heads,
-                        changes: Vec::new(),
-                    }),
-                });
+                return Ok(Answered::up_to_date(push.incident, &server_heads));
             }
         }
         let bytes = stored.map(|s| s.doc).unwrap_or_default();
         let mut doc = incident::load(site, push.incident, &bytes, incident::server_actor(site))?;
         match incident::merge_push(&mut doc, site, sync.device, push) {
-            PushMerge::Rejected(rejection) => {
-                return Ok(Answered {
-                    outcome: DocOutcome::Rejected {
-                        code: rejection.code,
-                        message: rejection.message,
-                    },
-                    update: None,
-                });
-            }
+            PushMerge::Rejected(rejection) => return Ok(Answered::rejected(rejection)),
             PushMerge::Accepted {
                 changed,
                 heads,
@@ -197,19 +171,12 @@ async fn merge_incident<C: GenericClient>(
                     )
                     .await?;
                 }
-                let heads = to_wire(&heads);
-                return Ok(Answered {
-                    outcome: DocOutcome::Accepted {
-                        heads: heads.clone(),
-                        new_events: 0,
-                        missing_deps,
-                    },
-                    update: Some(IncidentUpdate {
-                        incident: push.incident,
-                        heads,
-                        changes: update,
-                    }),
-                });
+                return Ok(Answered::accepted(
+                    push.incident,
+                    &heads,
+                    missing_deps,
+                    update,
+                ));
             }
         }
     }
@@ -230,8 +197,7 @@ pub(super) async fn write_collab<C: GenericClient>(
     }
     let mut answer = CollabAnswer::default();
     for a in answered.into_iter().flatten() {
-        answer.outcomes.push(a.outcome);
-        answer.incidents.extend(a.update);
+        a.add_to(&mut answer);
     }
     let pushed: HashSet<IncidentId> = sync.incidents.iter().map(|p| p.incident).collect();
     sync_extras(tx, sync, &pushed, &mut answer).await?;
@@ -263,18 +229,14 @@ pub(super) async fn sync_extras<C: GenericClient>(
     let actor = incident::server_actor(site);
     for row in rows {
         let id: String = row.try_get(0)?;
-        let incident = IncidentId::from_str(&id)
-            .map_err(|e| StoreError::CorruptData(format!("incident id {id:?}: {e}")))?;
+        let incident = read_incident_id(&id)?;
         if pushed.contains(&incident) {
             continue;
         }
         let bytes: &[u8] = row.try_get(1)?;
-        let mut doc = incident::load(site, incident, bytes, actor.clone())?;
-        answer.incidents.push(IncidentUpdate {
-            incident,
-            heads: to_wire(&incident::sorted(doc.heads())),
-            changes: doc.changes_since(&[]),
-        });
+        answer
+            .incidents
+            .push(incident::whole(site, incident, bytes, actor.clone())?);
     }
 
     let config = query_opt(
@@ -293,11 +255,7 @@ pub(super) async fn sync_extras<C: GenericClient>(
     }
 
     if !sync.awaiting_ack.is_empty() {
-        let mut seen = HashSet::new();
-        for event in &sync.awaiting_ack {
-            if !seen.insert(*event) {
-                continue;
-            }
+        for event in awaited_alarms(sync) {
             let ack = query_opt(
                 c,
                 "SELECT acked_by, acked_at FROM alarm_acks
@@ -307,7 +265,7 @@ pub(super) async fn sync_extras<C: GenericClient>(
             .await?;
             if let Some(row) = ack {
                 answer.alarm_acks.push(AlarmAck {
-                    event: *event,
+                    event,
                     by: row.try_get(0)?,
                     at_ms: row.try_get(1)?,
                 });
@@ -387,22 +345,9 @@ pub(super) async fn act_on_incident<C: GenericClient>(
         require_site(tx, &site).await?;
         return Err(StoreError::UnknownIncident { site, incident });
     };
-    let mut doc = incident::load(
-        &site,
-        incident,
-        &bytes,
-        incident::operator_actor(&site, &user),
-    )?;
-    incident::act(&mut doc, &site, &user, action, clock, at_ms)?;
-    let row = incident::row(&mut doc, &site, at_ms)?;
+    let row = incident::apply_action(&site, incident, &bytes, &user, action, clock, at_ms)?;
     update_incident(tx, &site, incident, &row, at_ms).await?;
     Ok(row.state)
-}
-
-fn decode_config(site: &SiteId, version: i64, bytes: &[u8]) -> Result<SiteConfig, StoreError> {
-    SiteConfig::decode(bytes).map_err(|e| {
-        StoreError::CorruptData(format!("configuration {version} of site {site}: {e}"))
-    })
 }
 
 pub(super) async fn site_config<C: GenericClient>(
@@ -417,19 +362,11 @@ pub(super) async fn site_config<C: GenericClient>(
         &[&site.as_str()],
     )
     .await?;
-    Ok(match latest {
-        Some(row) => {
-            let version: i64 = row.try_get(0)?;
-            StoredConfig {
-                config: decode_config(site, version, row.try_get(1)?)?,
-                created_at_ms: Some(row.try_get(2)?),
-            }
-        }
-        None => StoredConfig {
-            config: SiteConfig::empty(site.clone()),
-            created_at_ms: None,
-        },
-    })
+    let latest = match &latest {
+        Some(row) => Some((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)),
+        None => None,
+    };
+    stored_config(site, latest)
 }
 
 async fn latest_config_version<C: GenericClient>(c: &C, site: &SiteId) -> Result<u64, StoreError> {
@@ -446,24 +383,17 @@ async fn latest_config_version<C: GenericClient>(c: &C, site: &SiteId) -> Result
 /// key decides between two concurrent writers from the same base, and the loser is told stale.
 pub(super) async fn put_site_config<C: GenericClient>(
     c: &C,
-    mut config: SiteConfig,
+    config: SiteConfig,
     base_version: u64,
     at_ms: i64,
 ) -> Result<StoredConfig, StoreError> {
     require_site(c, &config.site).await?;
     let latest = latest_config_version(c, &config.site).await?;
-    if latest != base_version {
-        return Err(StoreError::StaleConfig {
-            site: config.site,
-            base: base_version,
-            latest,
-        });
-    }
-    config.version = latest + 1;
-    let bytes = config
-        .encode()
-        .map_err(|e| StoreError::Encode(e.to_string()))?;
-    let json = serde_json::to_string(&config).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let NewConfig {
+        config,
+        bytes,
+        json,
+    } = next_config(config, base_version, latest)?;
     let inserted = execute(
         c,
         "INSERT INTO site_configs (site_id, version, config, json, created_at)
@@ -533,8 +463,7 @@ pub(super) async fn acknowledge_alarm<C: GenericClient>(
     Ok(AlarmAckRecord {
         site: site.clone(),
         event,
-        device: DeviceId::from_str(&device)
-            .map_err(|e| StoreError::CorruptData(format!("device id {device:?}: {e}")))?,
+        device: read_device_id(&device)?,
         by: row.try_get(1)?,
         at_ms: row.try_get(2)?,
     })

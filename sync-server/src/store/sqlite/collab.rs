@@ -6,25 +6,25 @@
 //! incident) run on a read connection, beside the shift-log path.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 
-use patrol_core::protocol::{AlarmAck, ConfigUpdate, DocOutcome, IncidentUpdate, to_wire};
+use patrol_core::protocol::{AlarmAck, ConfigUpdate};
 use patrol_core::siteconfig::SiteConfig;
-use patrol_core::{DeviceId, EventId, IncidentId, SiteId};
+use patrol_core::{EventId, IncidentId, SiteId};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{get_site, to_i64};
+use super::auth::get_site;
+use super::to_i64;
+use crate::store::access;
+use crate::store::collab::{Answered, NewConfig, awaited_alarms, next_config, stored_config};
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
+use crate::store::rows::{read_device_id, read_incident_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentQuery, OperatorAction,
     StoreError, StoredConfig,
 };
 
 fn require_site(conn: &Connection, site: &SiteId) -> Result<(), StoreError> {
-    match get_site(conn, site)? {
-        Some(_) => Ok(()),
-        None => Err(StoreError::UnknownSite(site.clone())),
-    }
+    access::require_site(site, get_site(conn, site)?).map(drop)
 }
 
 /// An incident as stored: the document and its heads.
@@ -99,27 +99,14 @@ pub(super) fn write_collab(tx: &Connection, sync: &CollabSync) -> Result<CollabA
         if let Some(StoredIncident { heads: blob, .. }) = &stored {
             let server_heads = incident::stored_heads(site, push.incident, blob)?;
             if incident::up_to_date(push, &server_heads) {
-                let heads = to_wire(&server_heads);
-                answer.outcomes.push(DocOutcome::Accepted {
-                    heads: heads.clone(),
-                    new_events: 0,
-                    missing_deps: false,
-                });
-                answer.incidents.push(IncidentUpdate {
-                    incident: push.incident,
-                    heads,
-                    changes: Vec::new(),
-                });
+                Answered::up_to_date(push.incident, &server_heads).add_to(&mut answer);
                 continue;
             }
         }
         let bytes = stored.map(|s| s.doc).unwrap_or_default();
         let mut doc = incident::load(site, push.incident, &bytes, actor.clone())?;
         match incident::merge_push(&mut doc, site, sync.device, push) {
-            PushMerge::Rejected(rejection) => answer.outcomes.push(DocOutcome::Rejected {
-                code: rejection.code,
-                message: rejection.message,
-            }),
+            PushMerge::Rejected(rejection) => Answered::rejected(rejection).add_to(&mut answer),
             PushMerge::Accepted {
                 changed,
                 heads,
@@ -140,17 +127,7 @@ pub(super) fn write_collab(tx: &Connection, sync: &CollabSync) -> Result<CollabA
                         push.incident.to_string()
                     ])?;
                 }
-                let heads = to_wire(&heads);
-                answer.outcomes.push(DocOutcome::Accepted {
-                    heads: heads.clone(),
-                    new_events: 0,
-                    missing_deps,
-                });
-                answer.incidents.push(IncidentUpdate {
-                    incident: push.incident,
-                    heads,
-                    changes: update,
-                });
+                Answered::accepted(push.incident, &heads, missing_deps, update).add_to(&mut answer);
             }
         }
     }
@@ -190,20 +167,16 @@ pub(super) fn sync_extras(
     };
     let actor = incident::server_actor(site);
     for id in ids {
-        let incident = IncidentId::from_str(&id)
-            .map_err(|e| StoreError::CorruptData(format!("incident id {id:?}: {e}")))?;
+        let incident = read_incident_id(&id)?;
         if pushed.contains(&incident) {
             continue;
         }
         let Some(StoredIncident { doc: bytes, .. }) = stored_incident(conn, site, incident)? else {
             continue;
         };
-        let mut doc = incident::load(site, incident, &bytes, actor.clone())?;
-        answer.incidents.push(IncidentUpdate {
-            incident,
-            heads: to_wire(&incident::sorted(doc.heads())),
-            changes: doc.changes_since(&[]),
-        });
+        answer
+            .incidents
+            .push(incident::whole(site, incident, &bytes, actor.clone())?);
     }
 
     let config: Option<(i64, Vec<u8>)> = conn
@@ -229,11 +202,7 @@ pub(super) fn sync_extras(
              WHERE site_id = ?1 AND event_id = ?2 AND device_id = ?3",
         )?;
         let device = sync.device.to_string();
-        let mut seen = HashSet::new();
-        for event in &sync.awaiting_ack {
-            if !seen.insert(*event) {
-                continue;
-            }
+        for event in awaited_alarms(sync) {
             let ack: Option<(String, i64)> = stmt
                 .query_row(
                     params![site.as_str(), event.0.as_bytes().as_slice(), device],
@@ -241,11 +210,7 @@ pub(super) fn sync_extras(
                 )
                 .optional()?;
             if let Some((by, at_ms)) = ack {
-                answer.alarm_acks.push(AlarmAck {
-                    event: *event,
-                    by,
-                    at_ms,
-                });
+                answer.alarm_acks.push(AlarmAck { event, by, at_ms });
             }
         }
     }
@@ -321,22 +286,9 @@ pub(super) fn act_on_incident(
         require_site(tx, &site)?;
         return Err(StoreError::UnknownIncident { site, incident });
     };
-    let mut doc = incident::load(
-        &site,
-        incident,
-        &bytes,
-        incident::operator_actor(&site, &user),
-    )?;
-    incident::act(&mut doc, &site, &user, action, clock, at_ms)?;
-    let row = incident::row(&mut doc, &site, at_ms)?;
+    let row = incident::apply_action(&site, incident, &bytes, &user, action, clock, at_ms)?;
     put_incident(tx, &site, incident, &row, at_ms)?;
     Ok(row.state)
-}
-
-fn decode_config(site: &SiteId, version: i64, bytes: &[u8]) -> Result<SiteConfig, StoreError> {
-    SiteConfig::decode(bytes).map_err(|e| {
-        StoreError::CorruptData(format!("configuration {version} of site {site}: {e}"))
-    })
 }
 
 pub(super) fn site_config(
@@ -352,21 +304,17 @@ pub(super) fn site_config(
         )?
         .query_row([site.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    Ok(match latest {
-        Some((version, bytes, created_at_ms)) => StoredConfig {
-            config: decode_config(site, version, &bytes)?,
-            created_at_ms: Some(created_at_ms),
-        },
-        None => StoredConfig {
-            config: SiteConfig::empty(site.clone()),
-            created_at_ms: None,
-        },
-    })
+    stored_config(
+        site,
+        latest
+            .as_ref()
+            .map(|(version, bytes, created_at_ms)| (*version, bytes.as_slice(), *created_at_ms)),
+    )
 }
 
 pub(super) fn put_site_config(
     tx: &Connection,
-    mut config: SiteConfig,
+    config: SiteConfig,
     base_version: u64,
     at_ms: i64,
 ) -> Result<StoredConfig, StoreError> {
@@ -376,18 +324,11 @@ pub(super) fn put_site_config(
         .query_row([config.site.as_str()], |r| r.get(0))?;
     let latest = u64::try_from(latest)
         .map_err(|_| StoreError::CorruptData(format!("config version {latest}")))?;
-    if latest != base_version {
-        return Err(StoreError::StaleConfig {
-            site: config.site,
-            base: base_version,
-            latest,
-        });
-    }
-    config.version = latest + 1;
-    let bytes = config
-        .encode()
-        .map_err(|e| StoreError::Encode(e.to_string()))?;
-    let json = serde_json::to_string(&config).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let NewConfig {
+        config,
+        bytes,
+        json,
+    } = next_config(config, base_version, latest)?;
     tx.prepare_cached(
         "INSERT INTO site_configs (site_id, version, config, json, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -443,8 +384,7 @@ pub(super) fn acknowledge_alarm(
     Ok(AlarmAckRecord {
         site: site.clone(),
         event,
-        device: DeviceId::from_str(&device)
-            .map_err(|e| StoreError::CorruptData(format!("device id {device:?}: {e}")))?,
+        device: read_device_id(&device)?,
         by,
         at_ms,
     })

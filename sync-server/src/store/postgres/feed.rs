@@ -1,0 +1,126 @@
+//! The feed and the device list on PostgreSQL: plain reads on a pooled connection.
+//!
+//! An event is stored with the JSON the feed shows, rendered once when it arrives
+//! ([`super::sync`]), and served as stored.
+
+use deadpool_postgres::GenericClient;
+use patrol_core::SiteId;
+
+use super::auth::get_site;
+use super::{query, to_i64, to_u64};
+use crate::store::rows::read_device_id;
+use crate::store::{DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, StoreError};
+
+pub(super) async fn events_after<C: GenericClient>(
+    client: &C,
+    site: &SiteId,
+    after: u64,
+    limit: u32,
+) -> Result<Option<EventPage>, StoreError> {
+    // Sites are never deleted: the check and the page need not share a snapshot.
+    if get_site(client, site).await?.is_none() {
+        return Ok(None);
+    }
+    // One extra row tells whether more follow.
+    let rows = query(
+        client,
+        "SELECT seq, json FROM events WHERE site_id = $1 AND seq > $2
+         ORDER BY seq LIMIT $3",
+        &[&site.as_str(), &to_i64(after), &(i64::from(limit) + 1)],
+    )
+    .await?;
+    let mut page = EventPage {
+        events: Vec::with_capacity(rows.len().min(limit as usize)),
+        more: false,
+        scanned_to: None,
+    };
+    for row in rows {
+        if page.events.len() == limit as usize {
+            page.more = true;
+            break;
+        }
+        let seq: i64 = row.try_get(0)?;
+        page.events
+            .push((to_u64(seq, "event seq")?, row.try_get(1)?));
+    }
+    Ok(Some(page))
+}
+
+pub(super) async fn events_filtered<C: GenericClient>(
+    client: &C,
+    site: &SiteId,
+    after: u64,
+    limit: u32,
+    filter: &FeedFilter,
+) -> Result<Option<EventPage>, StoreError> {
+    if get_site(client, site).await?.is_none() {
+        return Ok(None);
+    }
+    // Walks the site's events in order (its primary key) and returns the JSON only of
+    // those that match; at most FILTER_SCAN_LIMIT rows per page.
+    let rows = query(
+        client,
+        "SELECT seq, CASE WHEN ($4::bigint IS NULL OR device_time_ms >= $4)
+                           AND ($5::bigint IS NULL OR device_time_ms < $5)
+                           AND ($6::text IS NULL OR guard_id = $6)
+                           AND ($7::text IS NULL OR device_id = $7)
+                           AND ($8::text IS NULL OR kind = $8)
+                           AND ($9::text IS NULL OR checkpoint_id = $9)
+                      THEN json END
+         FROM events WHERE site_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        &[
+            &site.as_str(),
+            &to_i64(after),
+            &(i64::from(FILTER_SCAN_LIMIT) + 1),
+            &filter.from_ms,
+            &filter.to_ms,
+            &filter.guard,
+            &filter.device,
+            &filter.kind,
+            &filter.checkpoint,
+        ],
+    )
+    .await?;
+    let mut page = EventPage::default();
+    for (scanned, row) in rows.into_iter().enumerate() {
+        let seq = to_u64(row.try_get(0)?, "event seq")?;
+        if scanned == FILTER_SCAN_LIMIT as usize || page.events.len() == limit as usize {
+            page.more = true;
+            break;
+        }
+        page.scanned_to = Some(seq);
+        if let Some(json) = row.try_get::<_, Option<String>>(1)? {
+            page.events.push((seq, json));
+        }
+    }
+    Ok(Some(page))
+}
+
+pub(super) async fn devices<C: GenericClient>(
+    client: &C,
+    site: &SiteId,
+) -> Result<Option<Vec<DeviceStatus>>, StoreError> {
+    if get_site(client, site).await?.is_none() {
+        return Ok(None);
+    }
+    let rows = query(
+        client,
+        "SELECT device_id, first_seen, last_sync_at, last_pending, clock_skew_ms
+         FROM devices WHERE site_id = $1 ORDER BY device_id",
+        &[&site.as_str()],
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: String = row.try_get(0)?;
+        let pending: i64 = row.try_get(3)?;
+        out.push(DeviceStatus {
+            device: read_device_id(&id)?,
+            first_seen_ms: row.try_get(1)?,
+            last_sync_at_ms: row.try_get(2)?,
+            pending_events: u64::try_from(pending).unwrap_or(0),
+            clock_skew_ms: row.try_get(4)?,
+        });
+    }
+    Ok(Some(out))
+}

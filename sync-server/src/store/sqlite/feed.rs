@@ -1,0 +1,186 @@
+//! The feed and the device list on SQLite: read on a pooled read-only connection, each in one
+//! read transaction, so a page and its site check come from one snapshot.
+//!
+//! An event is stored as its binary record and served as the JSON the feed shows, rendered at
+//! each read ([`feed_json`]); events stored before migration 8 keep the JSON they were stored
+//! with, and are served as stored.
+
+use std::str::FromStr;
+
+use patrol_core::{ShiftId, SiteId};
+use rusqlite::{Connection, params};
+
+use super::auth::get_site;
+use super::to_i64;
+use crate::store::event_json::FeedRenderer;
+use crate::store::rows::{corrupt, read_device_id};
+use crate::store::{DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, StoreError};
+
+pub(super) fn events_after(
+    conn: &mut Connection,
+    site: &SiteId,
+    after: u64,
+    limit: u32,
+) -> Result<Option<EventPage>, StoreError> {
+    // One read transaction: the site check and the page come from the same snapshot.
+    let tx = conn.transaction()?;
+    if get_site(&tx, site)?.is_none() {
+        return Ok(None);
+    }
+    let mut page = EventPage {
+        events: Vec::with_capacity(limit.min(10_000) as usize),
+        more: false,
+        scanned_to: None,
+    };
+    {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {FEED_COLUMNS} FROM events WHERE site_id = ?1 AND seq > ?2 ORDER BY seq
+             LIMIT ?3"
+        ))?;
+        // One extra row tells whether more follow.
+        let mut rows = stmt.query(params![site.as_str(), to_i64(after), i64::from(limit) + 1])?;
+        let mut renderer = FeedRenderer::default();
+        while let Some(row) = rows.next()? {
+            if page.events.len() == limit as usize {
+                page.more = true;
+                break;
+            }
+            let seq = feed_seq(row)?;
+            page.events
+                .push((seq, feed_json(site, seq, row, &mut renderer)?));
+        }
+    }
+    Ok(Some(page))
+}
+
+/// The `events` columns [`feed_seq`] and [`feed_json`] read, from the first.
+const FEED_COLUMNS: &str =
+    "seq, event_id, device_id, shift_id, guard_id, received_at_ms, record, json";
+
+fn feed_seq(row: &rusqlite::Row<'_>) -> Result<u64, StoreError> {
+    let seq: i64 = row.get(0)?;
+    u64::try_from(seq).map_err(|_| StoreError::CorruptData(format!("negative event seq {seq}")))
+}
+
+/// The feed JSON of the event in `row` ([`FEED_COLUMNS`]): rendered from its record and
+/// columns, or as stored by a version before migration 8.
+fn feed_json(
+    site: &SiteId,
+    seq: u64,
+    row: &rusqlite::Row<'_>,
+    renderer: &mut FeedRenderer,
+) -> Result<String, StoreError> {
+    if let Some(json) = row.get::<_, Option<String>>(7)? {
+        return Ok(json);
+    }
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        corrupt(format!("event {seq} of site {site}: {what}: {e}"))
+    };
+    let text = |i: usize, what: &str| -> Result<&str, StoreError> {
+        row.get_ref(i)?.as_str().map_err(|e| bad(what, &e))
+    };
+    let blob = |i: usize, what: &str| -> Result<&[u8], StoreError> {
+        row.get_ref(i)?.as_blob().map_err(|e| bad(what, &e))
+    };
+    let event = patrol_core::Event {
+        id: patrol_core::EventId(
+            uuid::Uuid::from_slice(blob(1, "id")?).map_err(|e| bad("id", &e))?,
+        ),
+        site: site.clone(),
+        device: read_device_id(text(2, "device id")?)?,
+        shift: ShiftId::from_str(text(3, "shift id")?).map_err(|e| bad("shift id", &e))?,
+        guard: patrol_core::GuardId::new(text(4, "guard id")?).map_err(|e| bad("guard id", &e))?,
+        record: patrol_core::EventRecord::decode(blob(6, "record")?)
+            .map_err(|e| bad("record", &e))?,
+    };
+    let received_at_ms: i64 = row.get(5)?;
+    renderer
+        .render(&event, seq, received_at_ms)
+        .map_err(|e| bad("JSON", &e))
+}
+
+pub(super) fn events_filtered(
+    conn: &mut Connection,
+    site: &SiteId,
+    after: u64,
+    limit: u32,
+    filter: &FeedFilter,
+) -> Result<Option<EventPage>, StoreError> {
+    let tx = conn.transaction()?;
+    if get_site(&tx, site)?.is_none() {
+        return Ok(None);
+    }
+    let mut page = EventPage::default();
+    {
+        // Walks the site's events in order (its primary key) and renders only those that
+        // match; at most FILTER_SCAN_LIMIT rows per page.
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {FEED_COLUMNS},
+                    CASE WHEN (?4 IS NULL OR device_time_ms >= ?4)
+                              AND (?5 IS NULL OR device_time_ms < ?5)
+                              AND (?6 IS NULL OR guard_id = ?6)
+                              AND (?7 IS NULL OR device_id = ?7)
+                              AND (?8 IS NULL OR kind = ?8)
+                              AND (?9 IS NULL OR checkpoint_id = ?9)
+                         THEN 1 ELSE 0 END
+             FROM events WHERE site_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+        ))?;
+        let mut rows = stmt.query(params![
+            site.as_str(),
+            to_i64(after),
+            i64::from(FILTER_SCAN_LIMIT) + 1,
+            filter.from_ms,
+            filter.to_ms,
+            filter.guard,
+            filter.device,
+            filter.kind,
+            filter.checkpoint,
+        ])?;
+        let mut renderer = FeedRenderer::default();
+        let mut scanned = 0u32;
+        while let Some(row) = rows.next()? {
+            let seq = feed_seq(row)?;
+            if scanned == FILTER_SCAN_LIMIT || page.events.len() == limit as usize {
+                page.more = true;
+                break;
+            }
+            scanned += 1;
+            page.scanned_to = Some(seq);
+            if row.get::<_, bool>(8)? {
+                page.events
+                    .push((seq, feed_json(site, seq, row, &mut renderer)?));
+            }
+        }
+    }
+    Ok(Some(page))
+}
+
+pub(super) fn devices(
+    conn: &mut Connection,
+    site: &SiteId,
+) -> Result<Option<Vec<DeviceStatus>>, StoreError> {
+    let tx = conn.transaction()?;
+    if get_site(&tx, site)?.is_none() {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT device_id, first_seen, last_sync_at, last_pending, clock_skew_ms
+             FROM devices WHERE site_id = ?1 ORDER BY device_id",
+        )?;
+        let mut rows = stmt.query([site.as_str()])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let pending: i64 = row.get(3)?;
+            out.push(DeviceStatus {
+                device: read_device_id(&id)?,
+                first_seen_ms: row.get(1)?,
+                last_sync_at_ms: row.get(2)?,
+                pending_events: u64::try_from(pending).unwrap_or(0),
+                clock_skew_ms: row.get(4)?,
+            });
+        }
+    }
+    Ok(Some(out))
+}
