@@ -34,23 +34,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod api;
-pub mod auth;
 pub mod config;
-pub mod control;
-pub mod counting;
-pub mod error;
-pub mod feed;
+pub mod credentials;
+pub mod http;
 pub mod metrics;
-pub mod openapi;
 pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use api::{AppState, router};
 pub use config::ApiConfig;
-pub use error::AppError;
+pub use http::{AppError, AppState, router};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use store::postgres::{PostgresOptions, PostgresStore};
 pub use store::sqlite::SqliteStore;
@@ -59,8 +53,8 @@ pub use store::{Store, StoreError};
 /// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish
 /// (each sync request is one transaction, so stopping never leaves half a push).
 ///
-/// Every accepted socket counts its bytes into `state.metrics` (see [`counting`]), and accepted
-/// sockets get `TCP_NODELAY`.
+/// Every accepted socket counts its bytes into `state.metrics` (see [`http::counting`]), and
+/// accepted sockets get `TCP_NODELAY`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -68,7 +62,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving the patrol API");
-    let listener = counting::CountingListener::new(listener, state.metrics.clone());
+    let listener = http::counting::CountingListener::new(listener, state.metrics.clone());
     let feed = state.feed.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
@@ -90,7 +84,7 @@ pub async fn serve_metrics(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving metrics");
-    axum::serve(listener, metrics::metrics_router(metrics))
+    axum::serve(listener, http::health::metrics_router(metrics))
         .with_graceful_shutdown(shutdown)
         .await
 }

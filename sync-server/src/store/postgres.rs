@@ -58,7 +58,7 @@ use super::{
     NewEnrollmentCode, NewUser, OperatorAction, ShiftLogEvidence, Site, Store, StoreError,
     StoredConfig, SyncBatch, SyncRefusal, User,
 };
-use crate::auth::TokenHash;
+use crate::credentials::TokenHash;
 
 mod auth;
 mod collab;

@@ -31,7 +31,7 @@ use std::sync::mpsc::{self, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::auth::TokenHash;
+use crate::credentials::TokenHash;
 use patrol_core::merge::Rejection;
 use patrol_core::protocol::{DocOutcome, to_wire};
 use patrol_core::{DeviceId, ShiftId, SiteId};
@@ -2409,7 +2409,7 @@ mod tests {
     /// Users, enrollment codes and device credentials through the store's interface.
     #[tokio::test]
     async fn users_codes_and_credentials_are_stored_by_hash() -> TestResult {
-        use crate::auth::{Secret, TokenKind};
+        use crate::credentials::{Secret, TokenKind};
         let dir = tempfile::tempdir()?;
         let store = SqliteStore::open(dir.path().join("p.db"))?;
         let site = SiteId::new("site-1")?;
@@ -2422,7 +2422,7 @@ mod tests {
             .await?;
 
         // Users: created once per name, within existing sites, found by their token's hash.
-        let (new, token) = crate::auth::new_user(
+        let (new, token) = crate::credentials::new_user(
             "ann".into(),
             super::super::Role::Operator,
             Scope::Sites(vec![site.clone()]),
@@ -2434,7 +2434,7 @@ mod tests {
             store.create_user(new).await,
             Err(StoreError::UserExists(name)) if name == "ann"
         ));
-        let (nowhere, _) = crate::auth::new_user(
+        let (nowhere, _) = crate::credentials::new_user(
             "bob".into(),
             super::super::Role::Operator,
             Scope::Sites(vec![SiteId::new("nowhere")?]),
