@@ -10,17 +10,17 @@ use clap::{Args, Parser, Subcommand};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Sync requests handled at once, per core, unless set otherwise
-/// ([`AppState::with_max_concurrent_syncs`](crate::AppState::with_max_concurrent_syncs)).
+/// (`AppState::with_max_concurrent_syncs`).
 pub const DEFAULT_CONCURRENT_SYNCS_PER_CPU: usize = 16;
 
 /// Sync requests that may wait for a permit, per core, unless set otherwise
-/// ([`AppState::with_max_queued_syncs`](crate::AppState::with_max_queued_syncs)). A waiting
-/// request costs a connection and a small task: its body stays unread in the kernel. Enough
-/// places that a whole large site coming back into signal at once (a thousand phones at a shift
-/// change) is queued rather than bounced into retries, which would cost the phones seconds of
-/// backoff; the wait bound ([`DEFAULT_MAX_SYNC_WAIT_MS`]) still refuses what the server cannot
-/// serve in time. A fixed number rather than a multiple of the permits in force, so that a
-/// server run with few permits still queues a burst instead of refusing it.
+/// (`AppState::with_max_queued_syncs`). A waiting request costs a connection and a small
+/// task: its body stays unread in the kernel. Enough places that a whole large site coming back
+/// into signal at once (a thousand phones at a shift change) is queued rather than bounced into
+/// retries, which would cost the phones seconds of backoff; the wait bound
+/// ([`DEFAULT_MAX_SYNC_WAIT_MS`]) still refuses what the server cannot serve in time. A fixed
+/// number rather than a multiple of the permits in force, so that a server run with few
+/// permits still queues a burst instead of refusing it.
 pub const DEFAULT_QUEUED_SYNCS_PER_CPU: usize = 512;
 
 /// Longest wait of a sync request for a permit before `503 server_busy`, in milliseconds:

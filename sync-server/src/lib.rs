@@ -6,19 +6,20 @@
 //! feed with server sequence numbers, all in one transaction per request. The control room
 //! reads the feed and the device list over JSON.
 //!
-//! - [`config`]: the command line (`serve`, `site`, `admin create`, `user`) and API settings.
-//! - [`api`]: the axum router ([`router`]) and its handlers; [`AppState`] holds the store.
-//! - [`control`]: the control room's incident, configuration and alarm handlers.
-//! - [`auth`]: tokens (device credentials, user tokens, enrollment codes; stored only as
-//!   SHA-256), users' roles and scopes, and the checks every API request passes.
-//! - [`error`]: [`AppError`], the JSON error body every endpoint answers with.
-//! - [`metrics`]: [`Metrics`], the traffic and domain counters, served as Prometheus text on
-//!   `/metrics` and optionally on a side listener ([`serve_metrics`]) whose own traffic is not
-//!   counted; [`counting`]: the socket and body wrappers that feed the traffic counters.
-//! - [`openapi`]: the OpenAPI document, generated from the handlers, at `/openapi.json`.
-//! - [`store`]: the [`Store`] trait (the canonical site record) and its backends:
-//!   [`SqliteStore`], an embedded SQLite file in the data directory (the default), and
-//!   [`PostgresStore`], which several server instances can share.
+//! Three layers, each importing only from those below it:
+//!
+//! | layer | module | holds | may import |
+//! |---|---|---|---|
+//! | HTTP | [`http`] | the axum router ([`router`]), one file per resource with its routes; [`AppState`], the sync admission queue, extractors, [`AppError`] (the JSON error body), bearer authentication, the OpenAPI document, the traffic-counting wrappers | `store`, `credentials`, `config`, `metrics` |
+//! | storage | [`store`] | the [`Store`] trait (the canonical site record) and its backends: [`SqliteStore`], an embedded SQLite file in the data directory (the default), and [`PostgresStore`], which several server instances can share | `credentials` |
+//! | credentials | [`credentials`] | token kinds, secrets and their SHA-256 (the only form stored), users, roles, scopes, and who may do what | nothing of this crate |
+//!
+//! Beside them: [`config`], the command line (`serve`, `site`, `admin create`, `user`) and the
+//! API settings, with the defaults of every flag; [`metrics`], [`Metrics`], the traffic and
+//! domain counters (the HTTP layer feeds them and serves them as Prometheus text on `/metrics`,
+//! and optionally on a side listener, [`serve_metrics`], whose own traffic is not counted).
+//! Neither imports the layers above. The storage layer never imports the HTTP layer: a store
+//! answers in [`StoreError`], which the HTTP layer turns into answers.
 //!
 //! To embed or test the server, open a store, wrap it in an [`AppState`], and either call
 //! [`router`] (e.g. with `tower::ServiceExt::oneshot`) or [`serve`] on a bound listener:

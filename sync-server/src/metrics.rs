@@ -1,24 +1,22 @@
-//! The server's counters and their Prometheus text exposition, served on `GET /metrics`
-//! ([`crate::http::health`]). Nothing here knows HTTP routes: the HTTP layer feeds and serves
-//! the counters, never the other way round.
+//! The server's counters and their Prometheus text exposition, served on `GET /metrics` by the
+//! HTTP layer (`http/health.rs`). Nothing here knows HTTP routes or state: the HTTP layer feeds
+//! and serves the counters, never the other way round.
 //!
 //! Counters are plain atomics in one shared [`Metrics`]: a handful of numbers does not need a
 //! metrics registry, and an increment on the request path is one relaxed `fetch_add`. Relaxed
 //! ordering is enough because every counter is independent and only ever read as a total.
 //!
 //! What feeds them:
-//! - the wire counters: [`CountingListener`](crate::http::counting::CountingListener), which
-//!   wraps every socket [`serve`](crate::serve) accepts on the main listener;
-//! - the HTTP counters: [`count_traffic`](crate::http::counting::count_traffic), the outermost
-//!   layer of [`router`](crate::router);
+//! - the wire counters: `http::counting::CountingListener`, which wraps every socket
+//!   `serve` accepts on the main listener;
+//! - the HTTP counters: `http::counting::count_traffic`, the outermost layer of the router;
 //! - the domain counters: the sync handler, from each document's outcome;
 //! - the admission counters and the waiting gauge: the sync handler's admission
-//!   ([`crate::http::admission`]: its permits and bounded queue), refusals by [`BusyReason`].
+//!   (`http::admission`: its permits and bounded queue), refusals by [`BusyReason`].
 //!
 //! The same text is served on the main router and, with `--metrics-listen`, on a side listener
-//! ([`metrics_router`](crate::http::health::metrics_router),
-//! [`serve_metrics`](crate::serve_metrics)) that goes through neither wrapper, so reading the
-//! counters there does not change them.
+//! (`http::health::metrics_router`, `serve_metrics`) that goes through neither wrapper, so
+//! reading the counters there does not change them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,6 +1,6 @@
 //! Admission of sync requests: a bounded number at once, a bounded queue behind them, and a
 //! bounded wait, so that a flood of phones is answered `503 server_busy` in time rather than
-//! piling up ([`SyncAdmission`]). The defaults are the command line's
+//! piling up (`SyncAdmission`). The defaults are the command line's
 //! ([`crate::config::DEFAULT_CONCURRENT_SYNCS_PER_CPU`] and its neighbours).
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use crate::config::DEFAULT_MAX_SYNC_WAIT_MS;
 use crate::metrics::{BusyReason, Metrics};
 
 /// How long a sync request may wait for a permit before it is refused, unless set otherwise
-/// ([`AppState::with_max_sync_wait`]): well inside a phone's 30 s request timeout.
+/// ([`AppState::with_max_sync_wait`](super::AppState::with_max_sync_wait)): well inside a phone's 30 s request timeout.
 pub const DEFAULT_MAX_SYNC_WAIT: Duration = Duration::from_millis(DEFAULT_MAX_SYNC_WAIT_MS);
 
 /// The limits of [`SyncAdmission`].

@@ -1,5 +1,5 @@
 //! `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge`: the control room acknowledges a
-//! panic alarm, as the authenticated user ([`acting_operator`]); a user covering the site.
+//! panic alarm, as the authenticated user (`auth::acting_operator`); a user covering the site.
 
 use axum::Json;
 use axum::body::Bytes;

@@ -1,5 +1,5 @@
-//! Who is asking: requests carry `Authorization: Bearer <token>` (the tokens and users are
-//! [`crate::credentials`]'). [`AuthUser`] authenticates a user for the control-room routes;
+//! Who is asking. Requests carry `Authorization: Bearer <token>` (token kinds, their hashes and
+//! users are [`crate::credentials`]). [`AuthUser`] authenticates a user for the control-room routes;
 //! [`authenticate_device`] a device for sync. A missing, malformed, unknown or revoked token is
 //! 401; a valid one that does not cover the request is 403.
 

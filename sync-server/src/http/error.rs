@@ -2,6 +2,7 @@
 //! `{"error": "<snake_case_code>", "message": "<clear words>"}` (a `replayed_request` also
 //! gives `last_seq`; a 401 also has `WWW-Authenticate: Bearer`): a 4xx says what was wrong with
 //! the request; a 5xx says only that the server failed, and the details go to the log.
+//! [`ErrorBody`] documents that body in the OpenAPI document.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -10,7 +11,6 @@ use patrol_core::DecodeError;
 use patrol_core::event::format_time_ms;
 use serde::Serialize;
 use thiserror::Error;
-
 use utoipa::ToSchema;
 
 use crate::store::{EnrollRefusal, StoreError, SyncRefusal};

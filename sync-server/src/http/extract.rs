@@ -1,4 +1,4 @@
-//! What handlers share to read a request: JSON bodies ([`read_json`], [`json_body`]), the
+//! What handlers share to read a request: JSON bodies (`read_json`, `json_body`), the
 //! content-type check, the answer to an unreadable body, and site (and id) path segments. Each
 //! turns bad input into the [`AppError`] its handler answers with.
 
@@ -19,6 +19,7 @@ pub const MAX_JSON_BODY_BYTES: usize = 64 * 1024;
 /// Largest JSON body of a control-room call (a site configuration is the largest).
 pub const MAX_CONTROL_JSON_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// The media type of every JSON body.
 pub(super) const JSON: &str = "application/json";
 
 /// Accepts the media type `expected`, with or without parameters, in any letter case.

@@ -1,6 +1,6 @@
 //! Incidents, for the control room: `GET /api/v1/sites/{site}/incidents?status=<s>&limit=<n>`,
 //! `GET .../incidents/{id}` and `POST .../incidents/{id}/actions`; a user covering the site. The
-//! operator acting on an incident is the authenticated user ([`acting_operator`]). Shapes are
+//! operator acting on an incident is the authenticated user (`auth::acting_operator`). Shapes are
 //! documented in `docs/protocol.md`.
 
 use std::fmt::Write as _;

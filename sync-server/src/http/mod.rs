@@ -40,7 +40,7 @@
 //!
 //! The router is built from one table ([`routes`] lists it), which the OpenAPI test holds the
 //! document to. To add a resource: a file with its handlers and a `routes()`, one line in
-//! [`endpoints`], its handlers in [`openapi::ApiDoc`].
+//! `endpoints`, its handlers in [`openapi::ApiDoc`].
 
 pub mod admin;
 pub mod admission;

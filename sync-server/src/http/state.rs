@@ -1,4 +1,6 @@
-//! [`AppState`]: what every handler shares.
+//! [`AppState`]: what every handler shares (the store, the API settings, the counters, the sync
+//! admission queue, the live feed's wake-ups), and the settings of its admission limits, made
+//! at start-up.
 
 use std::sync::Arc;
 use std::time::Duration;
