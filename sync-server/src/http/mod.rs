@@ -33,10 +33,11 @@
 //! [`auth`] (bearer tokens, [`auth::AuthUser`]), [`counting`] (the traffic counters' socket and
 //! body wrappers) and [`live`] (the live feed's wake-ups and stream).
 //!
-//! What may import what: a resource imports the shared modules and the layers below
-//! (`crate::store`, `crate::credentials`, `crate::config`, `crate::metrics`), never another
-//! resource nor [`openapi`], which only lists the resources' handlers. The shared modules import
-//! no resource. This module only merges the resources' routes.
+//! What may import what: a resource imports the shared modules, the layers below
+//! (`crate::store`, `crate::credentials`) and `crate::config`, `crate::metrics`; never another
+//! resource, nor [`openapi`], which only lists the resources' handlers. The shared modules import
+//! no resource. This module merges the resources' routes into the router, with its 404 and 405
+//! fallbacks and its layers (tracing, traffic counting).
 //!
 //! The router is built from one table ([`routes`] lists it), which the OpenAPI test holds the
 //! document to. To add a resource: a file with its handlers and a `routes()`, one line in
