@@ -9,6 +9,20 @@ use clap::{Args, Parser, Subcommand};
 /// Default request body limit for `POST /api/v1/sync`.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+/// Sync requests handled at once, per core, unless set otherwise
+/// (`AppState::with_max_concurrent_syncs`).
+pub const DEFAULT_CONCURRENT_SYNCS_PER_CPU: usize = 16;
+
+/// Sync requests that may wait for a permit, per core, unless set otherwise
+/// (`AppState::with_max_queued_syncs`). A waiting request costs a connection and a small
+/// task: its body stays unread in the kernel. Enough places that a whole large site coming back
+/// into signal at once (a thousand phones at a shift change) is queued rather than bounced into
+/// retries, which would cost the phones seconds of backoff; the wait bound
+/// ([`DEFAULT_MAX_SYNC_WAIT_MS`]) still refuses what the server cannot serve in time. A fixed
+/// number rather than a multiple of the permits in force, so that a server run with few
+/// permits still queues a burst instead of refusing it.
+pub const DEFAULT_QUEUED_SYNCS_PER_CPU: usize = 512;
+
 /// Longest wait of a sync request for a permit before `503 server_busy`, in milliseconds:
 /// inside the phone's 30 s request timeout with room for the sync itself, so that a phone is
 /// answered before it gives up, and everything that can be served in that time is served
@@ -135,14 +149,13 @@ pub struct ServeArgs {
     /// are not counted); port 0 picks a free port (printed as `metrics on http://ADDR`).
     #[arg(long, env = "PATROL_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Sync requests handled at once; more wait, unread, in their connections (default: 16 per
-    /// core). Bounds the memory that many devices syncing at once take.
-    #[arg(long, env = "PATROL_MAX_CONCURRENT_SYNCS")]
+    /// Sync requests handled at once (default: [`DEFAULT_CONCURRENT_SYNCS_PER_CPU`] per core);
+    /// the flag's help is `concurrent_syncs_help`, which takes the default from the constant.
+    #[arg(long, env = "PATROL_MAX_CONCURRENT_SYNCS", help = concurrent_syncs_help())]
     pub max_concurrent_syncs: Option<usize>,
-    /// Sync requests that may wait for a permit; one more is refused at once with `503
-    /// server_busy` and a `Retry-After`, its body unread (default: 64 per core, four times the
-    /// default permits). 0 refuses every sync that finds no permit free.
-    #[arg(long, env = "PATROL_MAX_QUEUED_SYNCS")]
+    /// Sync requests that may wait for a permit (default: [`DEFAULT_QUEUED_SYNCS_PER_CPU`] per
+    /// core); the flag's help is `queued_syncs_help`, which takes the default from the constant.
+    #[arg(long, env = "PATROL_MAX_QUEUED_SYNCS", help = queued_syncs_help())]
     pub max_queued_syncs: Option<usize>,
     /// Longest wait for a permit, in milliseconds; a sync that waited this long is refused with
     /// `503 server_busy`.
@@ -165,6 +178,25 @@ pub struct ServeArgs {
     /// other instances' events.
     #[arg(long, env = "PATROL_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: usize,
+}
+
+/// The help of `--max-concurrent-syncs`, with the default as the server applies it.
+fn concurrent_syncs_help() -> String {
+    format!(
+        "Sync requests handled at once; more wait, unread, in their connections (default: \
+         {DEFAULT_CONCURRENT_SYNCS_PER_CPU} per core). Bounds the memory that many devices \
+         syncing at once take"
+    )
+}
+
+/// The help of `--max-queued-syncs`, with the default as the server applies it.
+fn queued_syncs_help() -> String {
+    format!(
+        "Sync requests that may wait for a permit; one more is refused at once with `503 \
+         server_busy` and a `Retry-After`, its body unread (default: \
+         {DEFAULT_QUEUED_SYNCS_PER_CPU} per core). 0 refuses every sync that finds no permit \
+         free"
+    )
 }
 
 #[derive(Debug, Subcommand)]
@@ -367,5 +399,23 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["patrol-server", "--sync-retry-after-secs", "0"]).is_err());
         Ok(())
+    }
+
+    /// The defaults per core that `serve --help` states are the ones the server applies.
+    #[test]
+    fn serve_help_states_the_admission_defaults() {
+        use clap::CommandFactory as _;
+        let mut cli = Cli::command();
+        let serve = cli
+            .find_subcommand_mut("serve")
+            .unwrap_or_else(|| panic!("no serve subcommand"));
+        let help = serve.render_long_help().to_string();
+        for default in [
+            DEFAULT_CONCURRENT_SYNCS_PER_CPU,
+            DEFAULT_QUEUED_SYNCS_PER_CPU,
+        ] {
+            let said = format!("(default: {default} per core)");
+            assert!(help.contains(&said), "no {said:?} in\n{help}");
+        }
     }
 }

@@ -6,19 +6,20 @@
 //! feed with server sequence numbers, all in one transaction per request. The control room
 //! reads the feed and the device list over JSON.
 //!
-//! - [`config`]: the command line (`serve`, `site`, `admin create`, `user`) and API settings.
-//! - [`api`]: the axum router ([`router`]) and its handlers; [`AppState`] holds the store.
-//! - [`control`]: the control room's incident, configuration and alarm handlers.
-//! - [`auth`]: tokens (device credentials, user tokens, enrollment codes; stored only as
-//!   SHA-256), users' roles and scopes, and the checks every API request passes.
-//! - [`error`]: [`AppError`], the JSON error body every endpoint answers with.
-//! - [`metrics`]: [`Metrics`], the traffic and domain counters, served as Prometheus text on
-//!   `/metrics` and optionally on a side listener ([`serve_metrics`]) whose own traffic is not
-//!   counted; [`counting`]: the socket and body wrappers that feed the traffic counters.
-//! - [`openapi`]: the OpenAPI document, generated from the handlers, at `/openapi.json`.
-//! - [`store`]: the [`Store`] trait (the canonical site record) and its backends:
-//!   [`SqliteStore`], an embedded SQLite file in the data directory (the default), and
-//!   [`PostgresStore`], which several server instances can share.
+//! Three layers, each importing only from those below it:
+//!
+//! | layer | module | holds | may import |
+//! |---|---|---|---|
+//! | HTTP | [`http`] | the axum router ([`router`]), one file per resource with its routes; [`AppState`], the sync admission queue, extractors, [`AppError`] (the JSON error body), bearer authentication, the OpenAPI document, the traffic-counting wrappers | `store`, `credentials`, `config`, `metrics` |
+//! | storage | [`store`] | the [`Store`] trait (the canonical site record) and its backends: [`SqliteStore`], an embedded SQLite file in the data directory (the default), and [`PostgresStore`], which several server instances can share | `credentials` |
+//! | credentials | [`credentials`] | token kinds, secrets and their SHA-256 (the only form stored), users, roles, scopes, and who may do what | nothing of this crate |
+//!
+//! Beside them: [`config`], the command line (`serve`, `site`, `admin create`, `user`) and the
+//! API settings, with the defaults of every flag; [`metrics`], [`Metrics`], the traffic and
+//! domain counters (the HTTP layer feeds them and serves them as Prometheus text on `/metrics`,
+//! and optionally on a side listener, [`serve_metrics`], whose own traffic is not counted).
+//! Neither imports the layers above. The storage layer never imports the HTTP layer: a store
+//! answers in [`StoreError`], which the HTTP layer turns into answers.
 //!
 //! To embed or test the server, open a store, wrap it in an [`AppState`], and either call
 //! [`router`] (e.g. with `tower::ServiceExt::oneshot`) or [`serve`] on a bound listener:
@@ -34,23 +35,17 @@
 //! # Ok(()) }
 //! ```
 
-pub mod api;
-pub mod auth;
 pub mod config;
-pub mod control;
-pub mod counting;
-pub mod error;
-pub mod feed;
+pub mod credentials;
+pub mod http;
 pub mod metrics;
-pub mod openapi;
 pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
 
-pub use api::{AppState, router};
 pub use config::ApiConfig;
-pub use error::AppError;
+pub use http::{AppError, AppState, router};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use store::postgres::{PostgresOptions, PostgresStore};
 pub use store::sqlite::SqliteStore;
@@ -59,8 +54,8 @@ pub use store::{Store, StoreError};
 /// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish
 /// (each sync request is one transaction, so stopping never leaves half a push).
 ///
-/// Every accepted socket counts its bytes into `state.metrics` (see [`counting`]), and accepted
-/// sockets get `TCP_NODELAY`.
+/// Every accepted socket counts its bytes into `state.metrics` (see [`http::counting`]), and
+/// accepted sockets get `TCP_NODELAY`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -68,7 +63,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving the patrol API");
-    let listener = counting::CountingListener::new(listener, state.metrics.clone());
+    let listener = http::counting::CountingListener::new(listener, state.metrics.clone());
     let feed = state.feed.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
@@ -90,7 +85,7 @@ pub async fn serve_metrics(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving metrics");
-    axum::serve(listener, metrics::metrics_router(metrics))
+    axum::serve(listener, http::health::metrics_router(metrics))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -8,11 +8,11 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
-use patrol_server::auth;
 use patrol_server::config::{
     AdminCommand, Cli, Command, DataDirArg, ServeArgs, SiteCommand, UserCommand,
 };
-use patrol_server::store::{Role, Scope, Site, User};
+use patrol_server::credentials::{self, Role, Scope, User};
+use patrol_server::store::Site;
 use patrol_server::{
     ApiConfig, AppState, PostgresOptions, PostgresStore, SqliteStore, Store, now_ms, serve,
     serve_metrics, shutdown_signal,
@@ -157,9 +157,10 @@ async fn create_user(
         .map(SiteId::new)
         .collect::<Result<Vec<_>, _>>()
         .context("invalid site id")?;
-    let scope = auth::user_scope(&name, role, sites, all_sites).map_err(anyhow::Error::msg)?;
+    let scope =
+        credentials::user_scope(&name, role, sites, all_sites).map_err(anyhow::Error::msg)?;
     let store = open_store(data, PostgresOptions::default()).await?;
-    let (new, token) = auth::new_user(name, role, scope, None, now_ms())?;
+    let (new, token) = credentials::new_user(name, role, scope, None, now_ms())?;
     let user = store.create_user(new).await?;
     eprintln!(
         "created {} {} ({}) over {}; its token follows, shown this once: keep it secret",

@@ -1,35 +1,30 @@
-//! The server's counters and their Prometheus text exposition (`GET /metrics`).
+//! The server's counters and their Prometheus text exposition, served on `GET /metrics` by the
+//! HTTP layer (`http/health.rs`). Nothing here knows HTTP routes or state: the HTTP layer feeds
+//! and serves the counters, never the other way round.
 //!
 //! Counters are plain atomics in one shared [`Metrics`]: a handful of numbers does not need a
 //! metrics registry, and an increment on the request path is one relaxed `fetch_add`. Relaxed
 //! ordering is enough because every counter is independent and only ever read as a total.
 //!
 //! What feeds them:
-//! - the wire counters: [`CountingListener`](crate::counting::CountingListener), which wraps
-//!   every socket [`serve`](crate::serve) accepts on the main listener;
-//! - the HTTP counters: [`count_traffic`](crate::counting::count_traffic), the outermost layer of
-//!   [`router`](crate::router);
+//! - the wire counters: `http::counting::CountingListener`, which wraps every socket
+//!   `serve` accepts on the main listener;
+//! - the HTTP counters: `http::counting::count_traffic`, the outermost layer of the router;
 //! - the domain counters: the sync handler, from each document's outcome;
 //! - the admission counters and the waiting gauge: the sync handler's admission
-//!   ([`AppState`](crate::AppState)'s permits and bounded queue).
+//!   (`http::admission`: its permits and bounded queue), refusals by [`BusyReason`].
 //!
 //! The same text is served on the main router and, with `--metrics-listen`, on a side listener
-//! ([`metrics_router`], [`serve_metrics`](crate::serve_metrics)) that goes through neither
-//! wrapper, so reading the counters there does not change them.
+//! (`http::health::metrics_router`, `serve_metrics`) that goes through neither wrapper, so
+//! reading the counters there does not change them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::http::StatusCode;
 use patrol_core::protocol::RejectCode;
-
-use crate::api::BusyReason;
 
 /// Content type of the Prometheus text exposition format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -49,6 +44,25 @@ const KNOWN_REJECT_CODES: [RejectCode; 7] = [
 
 /// Status classes as exported; index = first digit of the status - 1.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Why a sync request was refused a permit (`http::admission`): the `reason` label of
+/// `patrol_sync_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BusyReason {
+    /// `max_waiting` requests were already waiting.
+    QueueFull,
+    /// It waited `max_wait` without a permit.
+    WaitedTooLong,
+}
+
+impl BusyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BusyReason::QueueFull => "queue_full",
+            BusyReason::WaitedTooLong => "wait_timeout",
+        }
+    }
+}
 
 /// The server's traffic and domain counters, shared by the listener, the middleware and the
 /// handlers (hold it in an `Arc`). All are monotonic totals since the process started.
@@ -348,31 +362,6 @@ impl MetricsSnapshot {
         );
         out
     }
-}
-
-/// `GET /metrics`: the counters as Prometheus text.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses((status = 200, description = "The counters in Prometheus text format", content_type = "text/plain; version=0.0.4", body = String))
-)]
-pub async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        metrics.render(),
-    )
-        .into_response()
-}
-
-/// The side listener's router: `/metrics` and `/healthz`, without the counting layer, so
-/// reading it adds nothing to the counters it reports.
-pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(metrics)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! `/openapi.json`: it is an OpenAPI 3.x document, and it matches the routes: it documents
-//! exactly the router's table (`patrol_server::api::routes`), and each path and method it
+//! exactly the router's table (`patrol_server::http::routes`), and each path and method it
 //! documents is served by a handler rather than the router's 404/405 fallback.
 
 mod common;
@@ -139,7 +139,7 @@ async fn openapi_json_is_an_openapi_3_document() -> TestResult {
 async fn the_document_lists_exactly_the_routes() -> TestResult {
     let server = TestServer::new(common::Backend::sqlite()?).await?;
     let documented = operations(&document(&server).await?)?;
-    let routed: BTreeSet<(String, String)> = patrol_server::api::routes()
+    let routed: BTreeSet<(String, String)> = patrol_server::http::routes()
         .into_iter()
         .map(|(method, path)| (method.to_string(), path.to_owned()))
         .collect();

@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode, header};
 use patrol_core::protocol::{CONTENT_TYPE, SyncResponse};
 use patrol_core::{DeviceId, SiteId};
 use patrol_mobile::Enrollment;
-use patrol_server::auth;
+use patrol_server::credentials::new_user;
 use patrol_server::store::{Role, Scope, Site};
 use patrol_server::{AppState, SqliteStore, Store, router};
 use tokio::runtime::Runtime;
@@ -59,8 +59,8 @@ async fn create_user(
     role: Role,
     scope: Scope,
 ) -> Result<String, SimError> {
-    let (user, token) = auth::new_user(name.into(), role, scope, None, 0)
-        .map_err(SimError::from_display("new user"))?;
+    let (user, token) =
+        new_user(name.into(), role, scope, None, 0).map_err(SimError::from_display("new user"))?;
     store
         .create_user(user)
         .await

@@ -52,7 +52,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::auth::TokenHash;
 use automerge::ChangeHash;
 use patrol_core::evidence::{PublicKey, SignedHeads};
 use patrol_core::incident::{IncidentAction, IncidentStatus};
@@ -61,6 +60,11 @@ use patrol_core::protocol::{AlarmAck, ConfigUpdate, DocOutcome, IncidentUpdate};
 use patrol_core::siteconfig::SiteConfig;
 use patrol_core::{DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
 use thiserror::Error;
+
+use crate::credentials::TokenHash;
+/// The users the store keeps are defined with the credentials they hold
+/// ([`crate::credentials`]); the store's methods take and return them.
+pub use crate::credentials::{NewUser, Role, Scope, User};
 
 /// A boxed, sendable future, so that [`Store`] stays object-safe (`Arc<dyn Store>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -280,68 +284,6 @@ impl FeedFilter {
 /// At most this many events are examined for one filtered page; the page then says where it
 /// stopped, so a rare filter never makes one request scan a whole site.
 pub const FILTER_SCAN_LIMIT: u32 = 50_000;
-/// A user's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Reads its sites, issues their enrollment codes, revokes their devices, manages users
-    /// within its scope.
-    Admin,
-    /// Reads its sites.
-    Operator,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Operator => "operator",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "admin" => Ok(Role::Admin),
-            "operator" => Ok(Role::Operator),
-            other => Err(format!(
-                "role must be \"admin\" or \"operator\", not {other:?}"
-            )),
-        }
-    }
-}
-
-/// The sites a user covers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// Every site, present and future (administrators only).
-    AllSites,
-    /// These sites, sorted, without repeats, at least one.
-    Sites(Vec<SiteId>),
-}
-
-/// A user as stored (its token only as a hash, never returned).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    /// A UUID, assigned at creation.
-    pub id: String,
-    /// Unique among users.
-    pub name: String,
-    pub role: Role,
-    pub scope: Scope,
-    pub created_at_ms: i64,
-    /// The user who created it; `None` when made with the `patrol-server` command.
-    pub created_by: Option<String>,
-    pub revoked_at_ms: Option<i64>,
-}
-
-/// A user to create, with the hash of its token.
-#[derive(Clone, Debug)]
-pub struct NewUser {
-    pub user: User,
-    pub token_hash: TokenHash,
-}
 
 /// An enrolled device's credential record.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use patrol_core::{DeviceId, IncidentId, SiteId};
 
 use super::StoreError;
 use super::merge::{heads_from_blob, heads_to_blob};
-use crate::auth::TokenHash;
+use crate::credentials::TokenHash;
 
 /// The `users` columns `read_user` expects, in order.
 pub const USER_COLUMNS: &str =

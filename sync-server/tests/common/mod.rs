@@ -22,8 +22,8 @@ use patrol_core::{
     CheckpointId, DeviceId, DeviceTime, EventBody, EventId, EventRecord, GuardId, Hlc, Scan,
     ScanMethod, ShiftId, ShiftLog, ShiftMeta, SiteId,
 };
-use patrol_server::auth;
 use patrol_server::config::ApiConfig;
+use patrol_server::credentials::new_user;
 use patrol_server::store::postgres::scratch::ScratchDatabase;
 use patrol_server::store::{Role, Scope, Site};
 use patrol_server::{AppState, PostgresOptions, PostgresStore, SqliteStore, Store, router};
@@ -176,7 +176,7 @@ impl TestServer {
             })
             .await?;
         // As `patrol-server admin create` does.
-        let (new, token) = auth::new_user("admin".into(), Role::Admin, Scope::AllSites, None, 0)?;
+        let (new, token) = new_user("admin".into(), Role::Admin, Scope::AllSites, None, 0)?;
         store.create_user(new).await?;
         Ok(TestServer {
             backend,
@@ -425,7 +425,7 @@ impl TestServer {
         if let Some(token) = self.users.lock().map_err(|_| "poisoned")?.get(name) {
             return Ok(token.clone());
         }
-        let (new, token) = auth::new_user(name.into(), Role::Admin, Scope::AllSites, None, 0)?;
+        let (new, token) = new_user(name.into(), Role::Admin, Scope::AllSites, None, 0)?;
         self.state.store.create_user(new).await?;
         let token = token.expose().to_owned();
         self.users

@@ -8,7 +8,7 @@ use patrol_core::{DeviceId, SiteId};
 use tokio_postgres::Row;
 
 use super::{execute, query, query_opt, to_i64};
-use crate::auth::TokenHash;
+use crate::credentials::TokenHash;
 use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
     DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,

@@ -57,7 +57,7 @@ use super::{
     NewEnrollmentCode, NewUser, OperatorAction, ShiftLogEvidence, Site, Store, StoreError,
     StoredConfig, SyncBatch, User,
 };
-use crate::auth::TokenHash;
+use crate::credentials::TokenHash;
 
 mod auth;
 mod collab;

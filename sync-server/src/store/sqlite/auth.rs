@@ -7,7 +7,7 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::to_i64;
-use crate::auth::TokenHash;
+use crate::credentials::TokenHash;
 use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
     DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
@@ -381,7 +381,7 @@ mod tests {
     /// Users, enrollment codes and device credentials through the store's interface.
     #[tokio::test]
     async fn users_codes_and_credentials_are_stored_by_hash() -> TestResult {
-        use crate::auth::{Secret, TokenKind};
+        use crate::credentials::{Secret, TokenKind};
         let dir = tempfile::tempdir()?;
         let store = SqliteStore::open(dir.path().join("p.db"))?;
         let site = SiteId::new("site-1")?;
@@ -394,7 +394,7 @@ mod tests {
             .await?;
 
         // Users: created once per name, within existing sites, found by their token's hash.
-        let (new, token) = crate::auth::new_user(
+        let (new, token) = crate::credentials::new_user(
             "ann".into(),
             crate::store::Role::Operator,
             Scope::Sites(vec![site.clone()]),
@@ -406,7 +406,7 @@ mod tests {
             store.create_user(new).await,
             Err(StoreError::UserExists(name)) if name == "ann"
         ));
-        let (nowhere, _) = crate::auth::new_user(
+        let (nowhere, _) = crate::credentials::new_user(
             "bob".into(),
             crate::store::Role::Operator,
             Scope::Sites(vec![SiteId::new("nowhere")?]),

@@ -34,7 +34,7 @@ use std::sync::mpsc::{self, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::auth::TokenHash;
+use crate::credentials::TokenHash;
 use patrol_core::protocol::DocOutcome;
 use patrol_core::{DeviceId, ShiftId, SiteId};
 use rusqlite::{Connection, TransactionBehavior};

@@ -1,4 +1,5 @@
-//! Credentials, and who may do what.
+//! Credentials and who may do what: the layer below both the store and the HTTP API (it knows
+//! neither; both use it).
 //!
 //! Three kinds of secret, each 256 random bits from the operating system, shown once to its
 //! holder as a short prefix and the bits in unpadded base64url (46 characters in all):
@@ -14,21 +15,16 @@
 //! ([`TokenHash::matches`]), so that no backend's lookup (a collation, a prefix index) can
 //! stand in for an exact match.
 //!
-//! Users are administrators or operators ([`Role`]) over all sites or a list of them
+//! Users ([`User`]) are administrators or operators ([`Role`]) over all sites or a list of them
 //! ([`Scope`]): an operator reads the sites of its list; an administrator also issues
 //! enrollment codes, revokes devices and manages users within its scope. Only an administrator
 //! over all sites creates sites or other such administrators.
 //!
-//! Requests carry `Authorization: Bearer <token>`. [`AuthUser`] authenticates a user for the
-//! control-room routes; [`authenticate_device`] a device for sync. A missing, malformed,
-//! unknown or revoked token is 401; a valid one that does not cover the request is 403.
+//! How a request presents its token, and the 401 and 403 answers, are the HTTP layer's
+//! (`http/auth.rs`).
 
 use std::fmt;
 
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use patrol_core::SiteId;
@@ -36,10 +32,6 @@ use rand::TryRngCore as _;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use thiserror::Error;
-
-use crate::api::AppState;
-use crate::error::AppError;
-use crate::store::{DeviceCredential, NewUser, Role, Scope, User};
 
 /// Random bytes in every token.
 pub const SECRET_BYTES: usize = 32;
@@ -162,6 +154,114 @@ pub enum AuthError {
     Random(String),
 }
 
+/// A user's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Reads its sites, issues their enrollment codes, revokes their devices, manages users
+    /// within its scope.
+    Admin,
+    /// Reads its sites.
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "operator" => Ok(Role::Operator),
+            other => Err(format!(
+                "role must be \"admin\" or \"operator\", not {other:?}"
+            )),
+        }
+    }
+}
+
+/// The sites a user covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every site, present and future (administrators only).
+    AllSites,
+    /// These sites, sorted, without repeats, at least one.
+    Sites(Vec<SiteId>),
+}
+
+impl Scope {
+    pub fn covers(&self, site: &SiteId) -> bool {
+        match self {
+            Scope::AllSites => true,
+            Scope::Sites(sites) => sites.contains(site),
+        }
+    }
+}
+
+/// A user as stored (its token only as a hash, never returned).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// A UUID, assigned at creation.
+    pub id: String,
+    /// Unique among users.
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    pub created_at_ms: i64,
+    /// The user who created it; `None` when made with the `patrol-server` command.
+    pub created_by: Option<String>,
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl User {
+    /// Whether this user may read `site` (its feed, its devices).
+    pub fn can_read(&self, site: &SiteId) -> bool {
+        self.scope.covers(site)
+    }
+
+    /// Whether this user administers `site`: issues its enrollment codes, revokes its devices.
+    pub fn administers(&self, site: &SiteId) -> bool {
+        self.role == Role::Admin && self.scope.covers(site)
+    }
+
+    pub fn is_global_admin(&self) -> bool {
+        self.role == Role::Admin && self.scope == Scope::AllSites
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether this user may create, see and revoke a user with `scope`: an administrator over
+    /// all sites, any; an administrator over some sites, users whose sites are all among its
+    /// own (never one over all sites).
+    pub fn manages(&self, scope: &Scope) -> bool {
+        if self.role != Role::Admin {
+            return false;
+        }
+        match (&self.scope, scope) {
+            (Scope::AllSites, _) => true,
+            (Scope::Sites(_), Scope::AllSites) => false,
+            (Scope::Sites(mine), Scope::Sites(theirs)) => {
+                theirs.iter().all(|site| mine.contains(site))
+            }
+        }
+    }
+}
+
+/// A user to create, with the hash of its token.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub user: User,
+    pub token_hash: TokenHash,
+}
+
 /// Longest user name.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -226,219 +326,6 @@ pub fn new_user(
         },
         token,
     ))
-}
-
-impl User {
-    /// Whether this user may read `site` (its feed, its devices).
-    pub fn can_read(&self, site: &SiteId) -> bool {
-        self.scope.covers(site)
-    }
-
-    /// Whether this user administers `site`: issues its enrollment codes, revokes its devices.
-    pub fn administers(&self, site: &SiteId) -> bool {
-        self.role == Role::Admin && self.scope.covers(site)
-    }
-
-    pub fn is_global_admin(&self) -> bool {
-        self.role == Role::Admin && self.scope == Scope::AllSites
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    /// Whether this user may create, see and revoke a user with `scope`: an administrator over
-    /// all sites, any; an administrator over some sites, users whose sites are all among its
-    /// own (never one over all sites).
-    pub fn manages(&self, scope: &Scope) -> bool {
-        if self.role != Role::Admin {
-            return false;
-        }
-        match (&self.scope, scope) {
-            (Scope::AllSites, _) => true,
-            (Scope::Sites(_), Scope::AllSites) => false,
-            (Scope::Sites(mine), Scope::Sites(theirs)) => {
-                theirs.iter().all(|site| mine.contains(site))
-            }
-        }
-    }
-}
-
-impl Scope {
-    pub fn covers(&self, site: &SiteId) -> bool {
-        match self {
-            Scope::AllSites => true,
-            Scope::Sites(sites) => sites.contains(site),
-        }
-    }
-}
-
-/// The bearer token of a request, if it has an `Authorization` header. A header that is not a
-/// bearer token is refused rather than ignored.
-pub fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AppError> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let value = value.to_str().map_err(|_| {
-        unauthorized(
-            "invalid_credential",
-            "the Authorization header is not valid text",
-        )
-    })?;
-    let (scheme, token) = value.trim().split_once(' ').ok_or_else(|| {
-        unauthorized(
-            "invalid_credential",
-            "the Authorization header must be `Bearer <token>`",
-        )
-    })?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(unauthorized(
-            "invalid_credential",
-            format!("the Authorization scheme must be Bearer, not {scheme:?}"),
-        ));
-    }
-    Ok(Some(token.trim()))
-}
-
-fn unauthorized(code: &'static str, message: impl Into<String>) -> AppError {
-    AppError::Unauthorized {
-        code,
-        message: message.into(),
-    }
-}
-
-/// The request's token, of the `expected` kind.
-fn presented(headers: &HeaderMap, expected: TokenKind) -> Result<TokenHash, AppError> {
-    let Some(token) = bearer(headers)? else {
-        return Err(unauthorized(
-            "missing_credential",
-            format!(
-                "this endpoint needs `Authorization: Bearer <token>` with {}",
-                expected.describe()
-            ),
-        ));
-    };
-    match TokenKind::of(token) {
-        Some(kind) if kind == expected => Ok(TokenHash::of(token)),
-        Some(kind) => Err(unauthorized(
-            "wrong_credential_kind",
-            format!(
-                "this endpoint needs {}, not {}",
-                expected.describe(),
-                kind.describe()
-            ),
-        )),
-        None => Err(unauthorized(
-            "invalid_credential",
-            format!("the bearer token is not {}", expected.describe()),
-        )),
-    }
-}
-
-/// The user whose token the request carries: 401 unless it is a known, unrevoked user token.
-pub async fn authenticate_user(state: &AppState, headers: &HeaderMap) -> Result<User, AppError> {
-    let hash = presented(headers, TokenKind::User)?;
-    match state.store.user_by_token(hash).await? {
-        Some((user, stored)) if stored.matches(&hash) => match user.revoked_at_ms {
-            None => Ok(user),
-            Some(_) => Err(unauthorized(
-                "revoked_credential",
-                "this user token has been revoked",
-            )),
-        },
-        _ => Err(unauthorized(
-            "invalid_credential",
-            "this user token is not known to the server",
-        )),
-    }
-}
-
-/// The device whose credential the request carries: 401 unless it is a known device
-/// credential, not revoked.
-pub async fn authenticate_device(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<DeviceCredential, AppError> {
-    let hash = presented(headers, TokenKind::Device)?;
-    match state.store.device_by_credential(hash).await? {
-        Some((device, stored)) if stored.matches(&hash) => match device.revoked_at_ms {
-            None => Ok(device),
-            Some(_) => Err(unauthorized(
-                "revoked_credential",
-                "this device's credential has been revoked; enroll the phone again",
-            )),
-        },
-        _ => Err(unauthorized(
-            "invalid_credential",
-            "this device credential is not known to the server; enroll the phone",
-        )),
-    }
-}
-
-/// An authenticated user, as a handler argument. Put it first, so that a request without a
-/// valid token is refused before anything else about it is looked at.
-#[derive(Clone, Debug)]
-pub struct AuthUser(pub User);
-
-impl<S> FromRequestParts<S> for AuthUser
-where
-    S: Send + Sync,
-    AppState: FromRef<S>,
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        authenticate_user(&state, &parts.headers)
-            .await
-            .map(AuthUser)
-    }
-}
-
-impl AuthUser {
-    /// 403 unless the user may read `site`.
-    pub fn can_read(&self, site: &SiteId) -> Result<(), AppError> {
-        if self.0.can_read(site) {
-            return Ok(());
-        }
-        Err(AppError::Forbidden(format!(
-            "user {} may not read site {site}",
-            self.0.name
-        )))
-    }
-
-    /// 403 unless the user administers `site`.
-    pub fn administers(&self, site: &SiteId) -> Result<(), AppError> {
-        if self.0.administers(site) {
-            return Ok(());
-        }
-        Err(AppError::Forbidden(format!(
-            "user {} is not an administrator of site {site}",
-            self.0.name
-        )))
-    }
-
-    /// 403 unless the user is an administrator (of some scope).
-    pub fn is_admin(&self) -> Result<(), AppError> {
-        if self.0.is_admin() {
-            return Ok(());
-        }
-        Err(AppError::Forbidden(format!(
-            "user {} is not an administrator",
-            self.0.name
-        )))
-    }
-
-    /// 403 unless the user is an administrator over all sites.
-    pub fn is_global_admin(&self) -> Result<(), AppError> {
-        if self.0.is_global_admin() {
-            return Ok(());
-        }
-        Err(AppError::Forbidden(format!(
-            "user {} is not an administrator over all sites",
-            self.0.name
-        )))
-    }
 }
 
 #[cfg(test)]
@@ -540,21 +427,6 @@ mod tests {
                 user_scope(name, role, sites, all).is_err(),
                 "{name} {role:?}"
             );
-        }
-    }
-
-    #[test]
-    fn the_authorization_header_must_be_a_bearer_token() {
-        let mut h = HeaderMap::new();
-        assert!(matches!(bearer(&h), Ok(None)));
-        for (value, ok) in [
-            ("Bearer pd_x", true),
-            ("bearer  pd_x ", true),
-            ("Basic dXNlcjpwYXNz", false),
-            ("Bearer", false),
-        ] {
-            h.insert(AUTHORIZATION, axum::http::HeaderValue::from_static(value));
-            assert_eq!(bearer(&h).is_ok(), ok, "{value}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The OpenAPI 3.1 document of the API, served at `GET /openapi.json`. It is generated from the
 //! handlers' `#[utoipa::path]` attributes and the schemas they name, so it changes with the code;
-//! `tests/openapi.rs` holds it to the route table ([`crate::api::routes`]).
+//! `tests/openapi.rs` holds it to the route table ([`super::routes`]). This module only lists
+//! the resources' handlers; no resource imports it.
 //!
 //! Two bearer schemes: `device_credential` (`pd_…`, the phone's, for sync) and `user_token`
 //! (`pu_…`, an administrator's or operator's, for everything else). `/healthz`, `/metrics`,
@@ -9,12 +10,23 @@
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use crate::api;
-use crate::control;
-use crate::error::AppError;
-use crate::metrics;
+use super::error::{AppError, ErrorBody};
+use super::extract::MAX_JSON_BODY_BYTES;
+use super::{
+    Endpoint, Verb, admin, alarms, config, devices, endpoint, enroll, export, feed, health,
+};
+use super::{incidents, sync};
+
+pub(super) fn routes() -> Vec<Endpoint> {
+    vec![endpoint(
+        Verb::Get,
+        "/openapi.json",
+        openapi_json,
+        MAX_JSON_BODY_BYTES,
+    )]
+}
 
 /// Security scheme name of a device credential.
 pub const DEVICE_CREDENTIAL: &str = "device_credential";
@@ -31,28 +43,28 @@ pub const USER_TOKEN: &str = "user_token";
                        `{\"error\": code, \"message\": text}`."
     ),
     paths(
-        api::healthz,
-        metrics::metrics_handler,
+        health::healthz,
+        health::metrics_handler,
         openapi_json,
-        api::sync,
-        api::enroll,
-        api::list_sites,
-        api::create_site,
-        api::events,
-        api::stream,
-        api::devices,
-        api::export_shift_log,
-        api::revoke_device,
-        api::create_enrollment_code,
-        control::list_incidents,
-        control::get_incident,
-        control::act_on_incident,
-        control::get_config,
-        control::put_config,
-        control::acknowledge_alarm,
-        api::list_users,
-        api::create_user,
-        api::revoke_user,
+        sync::sync,
+        enroll::enroll,
+        admin::list_sites,
+        admin::create_site,
+        feed::events,
+        feed::stream,
+        devices::devices,
+        export::export_shift_log,
+        devices::revoke_device,
+        enroll::create_enrollment_code,
+        incidents::list_incidents,
+        incidents::get_incident,
+        incidents::act_on_incident,
+        config::get_config,
+        config::put_config,
+        alarms::acknowledge_alarm,
+        admin::list_users,
+        admin::create_user,
+        admin::revoke_user,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerSchemes),
@@ -96,18 +108,6 @@ impl Modify for BearerSchemes {
             ),
         );
     }
-}
-
-/// The error body of every 4xx and 5xx answer.
-#[derive(Debug, ToSchema)]
-#[allow(dead_code)] // Documentation only: `crate::error` writes the body.
-pub struct ErrorBody {
-    /// A stable snake_case code, e.g. `unknown_site`, `forbidden`, `invalid_query`.
-    error: String,
-    /// What was wrong, in words (for a 5xx, only that the server failed).
-    message: String,
-    /// For `replayed_request` only: the last request seq accepted from the device.
-    last_seq: Option<u64>,
 }
 
 /// The OpenAPI document of this API.

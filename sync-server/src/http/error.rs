@@ -2,6 +2,7 @@
 //! `{"error": "<snake_case_code>", "message": "<clear words>"}` (a `replayed_request` also
 //! gives `last_seq`; a 401 also has `WWW-Authenticate: Bearer`): a 4xx says what was wrong with
 //! the request; a 5xx says only that the server failed, and the details go to the log.
+//! [`ErrorBody`] documents that body in the OpenAPI document.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -10,6 +11,7 @@ use patrol_core::DecodeError;
 use patrol_core::event::format_time_ms;
 use serde::Serialize;
 use thiserror::Error;
+use utoipa::ToSchema;
 
 use crate::store::{EnrollRefusal, StoreError, SyncRefusal};
 
@@ -64,7 +66,7 @@ pub enum AppError {
     NotFound(String),
     #[error("method {method} is not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
-    /// A sync request refused admission (see `api::SyncAdmission`): its body was not read and
+    /// A sync request refused admission (see `http::admission::SyncAdmission`): its body was not read and
     /// nothing changed; the client sends it again after `retry_after_secs`.
     #[error(
         "the server is busy with other syncs ({reason}); nothing was read or changed: send the \
@@ -79,13 +81,26 @@ pub enum AppError {
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// The body every error answers with ([`ErrorBody`] documents it).
 #[derive(Serialize)]
-struct ErrorBody<'a> {
+struct ErrorJson<'a> {
     error: &'a str,
     message: String,
     /// For `replayed_request`: the last request seq the server accepted from the device, so
     /// that a phone whose counter fell behind (a store restored from a backup) can move past it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    last_seq: Option<u64>,
+}
+
+/// The error body of every 4xx and 5xx answer.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Documentation only: `ErrorJson` is what is written.
+pub struct ErrorBody {
+    /// A stable snake_case code, e.g. `unknown_site`, `forbidden`, `invalid_query`.
+    error: String,
+    /// What was wrong, in words (for a 5xx, only that the server failed).
+    message: String,
+    /// For `replayed_request` only: the last request seq accepted from the device.
     last_seq: Option<u64>,
 }
 
@@ -246,7 +261,7 @@ impl IntoResponse for AppError {
         };
         let mut response = (
             status,
-            Json(ErrorBody {
+            Json(ErrorJson {
                 error: self.code(),
                 message,
                 last_seq,

@@ -1,0 +1,329 @@
+//! Sites and users, for administrators: `GET /api/v1/sites` (the sites the user covers; any
+//! user), `POST /api/v1/sites` (an administrator over all sites), and `GET`/`POST
+//! /api/v1/users`, `POST /api/v1/users/{id}/revoke` (an administrator, for users within its
+//! scope).
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use patrol_core::SiteId;
+use patrol_core::event::format_time_ms;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::AuthUser;
+use super::error::{AppError, ErrorBody};
+use super::extract::{MAX_JSON_BODY_BYTES, read_json};
+use super::state::AppState;
+use super::{Endpoint, Verb, endpoint};
+use crate::credentials::{Role, Scope, User, new_user, user_scope};
+use crate::now_ms;
+use crate::store::Site;
+
+pub(super) fn routes() -> Vec<Endpoint> {
+    use Verb::{Get, Post};
+    let json = MAX_JSON_BODY_BYTES;
+    vec![
+        endpoint(Get, "/api/v1/sites", list_sites, json),
+        endpoint(Post, "/api/v1/sites", create_site, json),
+        endpoint(Get, "/api/v1/users", list_users, json),
+        endpoint(Post, "/api/v1/users", create_user, json),
+        endpoint(Post, "/api/v1/users/{id}/revoke", revoke_user, json),
+    ]
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct SiteView {
+    site_id: String,
+    name: String,
+    created_at: String,
+}
+
+impl From<Site> for SiteView {
+    fn from(s: Site) -> Self {
+        SiteView {
+            site_id: s.id.to_string(),
+            name: s.name,
+            created_at: format_time_ms(s.created_at_ms),
+        }
+    }
+}
+
+/// The sites the user covers (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct SitesList {
+    sites: Vec<SiteView>,
+}
+
+/// The sites the user covers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites",
+    tag = "administration",
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The sites the user covers", body = SitesList),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn list_sites(
+    user: AuthUser,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let sites: Vec<SiteView> = state
+        .store
+        .list_sites()
+        .await?
+        .into_iter()
+        .filter(|s| user.0.can_read(&s.id))
+        .map(SiteView::from)
+        .collect();
+    Ok(Json(serde_json::json!({ "sites": sites })))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewSiteBody {
+    site_id: String,
+    name: Option<String>,
+}
+
+/// Longest site name.
+const MAX_SITE_NAME_LEN: usize = 200;
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/sites",
+    tag = "administration",
+    security(("user_token" = [])),
+    request_body(content = NewSiteBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new site", body = SiteView),
+        (status = 400, description = "`invalid_json`, `invalid_site_id`, `invalid_site_name`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "Not an administrator over all sites", body = ErrorBody),
+        (status = 409, description = "`site_exists`", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn create_site(
+    user: AuthUser,
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<(StatusCode, Json<SiteView>), AppError> {
+    user.is_global_admin()?;
+    let body: NewSiteBody = read_json(&state, request, None).await?;
+    let id = SiteId::new(body.site_id)
+        .map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))?;
+    let name = body.name.unwrap_or_else(|| id.to_string());
+    if name.trim().is_empty() || name.len() > MAX_SITE_NAME_LEN {
+        return Err(AppError::bad_request(
+            "invalid_site_name",
+            format!("a site name is 1 to {MAX_SITE_NAME_LEN} bytes, not blank"),
+        ));
+    }
+    let site = state
+        .store
+        .create_site(Site {
+            id,
+            name,
+            created_at_ms: now_ms(),
+        })
+        .await?;
+    tracing::info!(site = %site.id, by = %user.0.name, "created a site");
+    Ok((StatusCode::CREATED, Json(site.into())))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct UserView {
+    id: String,
+    name: String,
+    role: &'static str,
+    all_sites: bool,
+    sites: Vec<String>,
+    created_at: String,
+    created_by: Option<String>,
+    revoked_at: Option<String>,
+}
+
+impl From<User> for UserView {
+    fn from(u: User) -> Self {
+        let (all_sites, sites) = match u.scope {
+            Scope::AllSites => (true, Vec::new()),
+            Scope::Sites(sites) => (false, sites.iter().map(|s| s.to_string()).collect()),
+        };
+        UserView {
+            id: u.id,
+            name: u.name,
+            role: u.role.as_str(),
+            all_sites,
+            sites,
+            created_at: format_time_ms(u.created_at_ms),
+            created_by: u.created_by,
+            revoked_at: u.revoked_at_ms.map(format_time_ms),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewUserBody {
+    name: String,
+    role: String,
+    #[serde(default)]
+    sites: Vec<String>,
+    #[serde(default)]
+    all_sites: bool,
+}
+
+/// A new user and its token (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct CreatedUserView {
+    user: UserView,
+    /// The user's token (`pu_…`), shown only here.
+    token: String,
+}
+
+/// Creates a user within the caller's scope; its token is in the answer, once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "administration",
+    security(("user_token" = [])),
+    request_body(content = NewUserBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new user and its token, shown once", body = CreatedUserView),
+        (status = 400, description = "`invalid_json`, `invalid_role`, `invalid_site_id`, `invalid_user`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "Not an administrator, or the scope is beyond the caller's", body = ErrorBody),
+        (status = 409, description = "`user_exists`", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn create_user(
+    user: AuthUser,
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    user.is_admin()?;
+    let body: NewUserBody = read_json(&state, request, None).await?;
+    let role: Role = body
+        .role
+        .parse()
+        .map_err(|e: String| AppError::bad_request("invalid_role", e))?;
+    let sites = body
+        .sites
+        .into_iter()
+        .map(SiteId::new)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))?;
+    let scope = user_scope(&body.name, role, sites, body.all_sites)
+        .map_err(|e| AppError::bad_request("invalid_user", e))?;
+    if !user.0.manages(&scope) {
+        return Err(AppError::Forbidden(format!(
+            "user {} may not create a user over sites it does not administer",
+            user.0.name
+        )));
+    }
+    let (new, token) = new_user(body.name, role, scope, Some(user.0.id.clone()), now_ms())
+        .map_err(AppError::internal)?;
+    let created = state.store.create_user(new).await?;
+    tracing::info!(user = %created.name, role = created.role.as_str(), by = %user.0.name, "created a user");
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "user": UserView::from(created),
+            "token": token.expose(),
+        })),
+    ))
+}
+
+/// The users the caller manages (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct UsersList {
+    users: Vec<UserView>,
+}
+
+/// The users the caller manages (all of them, for an administrator over all sites).
+#[utoipa::path(
+    get,
+    path = "/api/v1/users",
+    tag = "administration",
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The users the caller manages", body = UsersList),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "Not an administrator", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn list_users(
+    user: AuthUser,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    user.is_admin()?;
+    let users: Vec<UserView> = state
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| user.0.manages(&u.scope))
+        .map(UserView::from)
+        .collect();
+    Ok(Json(serde_json::json!({ "users": users })))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{id}/revoke",
+    tag = "administration",
+    security(("user_token" = [])),
+    params(
+        ("id" = String, Path, description = "User id"),
+    ),
+    responses(
+        (status = 200, description = "The revoked user", body = UserView),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "Not an administrator, or the user is beyond the caller's scope", body = ErrorBody),
+        (status = 404, description = "`unknown_user`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn revoke_user(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<UserView>, AppError> {
+    user.is_admin()?;
+    let Path(id) = path.map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
+    let target = state
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .find(|u| u.id == id)
+        .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
+    if !user.0.manages(&target.scope) {
+        return Err(AppError::Forbidden(format!(
+            "user {} may not revoke a user over sites it does not administer",
+            user.0.name
+        )));
+    }
+    let revoked = state
+        .store
+        .revoke_user(target.id, now_ms())
+        .await?
+        .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
+    tracing::info!(user = %revoked.name, by = %user.0.name, "revoked a user");
+    Ok(Json(revoked.into()))
+}

@@ -1,0 +1,164 @@
+//! The site configuration, for the control room: `GET /api/v1/sites/{site}/config` (a user
+//! covering the site) and `PUT` (an administrator of the site), versioned. Shapes are
+//! documented in `docs/protocol.md`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use patrol_core::event::format_time_ms;
+use patrol_core::siteconfig::{Checkpoint, PostOrder, SiteConfig, Tour};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::AuthUser;
+use super::error::{AppError, ErrorBody};
+use super::extract::{MAX_CONTROL_JSON_BODY_BYTES, json_body, site_from_path};
+use super::state::AppState;
+use super::{Endpoint, Verb, endpoint};
+use crate::now_ms;
+use crate::store::StoredConfig;
+
+pub(super) fn routes() -> Vec<Endpoint> {
+    let json = MAX_CONTROL_JSON_BODY_BYTES;
+    vec![
+        endpoint(Verb::Get, "/api/v1/sites/{site}/config", get_config, json),
+        endpoint(Verb::Put, "/api/v1/sites/{site}/config", put_config, json),
+    ]
+}
+
+/// A site configuration as the API serves it: [`SiteConfig`]'s fields and when the version was
+/// stored (`null` for the empty version 0).
+#[derive(Debug, Serialize)]
+pub struct ConfigView {
+    #[serde(flatten)]
+    config: SiteConfig,
+    created_at: Option<String>,
+}
+
+impl From<StoredConfig> for ConfigView {
+    fn from(stored: StoredConfig) -> Self {
+        ConfigView {
+            config: stored.config,
+            created_at: stored.created_at_ms.map(format_time_ms),
+        }
+    }
+}
+
+/// A site configuration as served, with when its version was stored; the element shapes are in
+/// docs/protocol.md. (Documentation only: `ConfigView` flattens the core's `SiteConfig`.)
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ConfigDoc {
+    site: String,
+    /// 0 (empty) until the first write.
+    version: u64,
+    /// Each: `id`, `name`, `tags` (NFC tag ids), `location` (`lat`, `lon`), `radius_m`.
+    #[schema(value_type = Vec<Object>)]
+    checkpoints: Vec<serde_json::Value>,
+    /// Each: `id`, `name`, ordered `checkpoints`, time `windows` (`start_ms`, `end_ms`),
+    /// `grace_min`.
+    #[schema(value_type = Vec<Object>)]
+    tours: Vec<serde_json::Value>,
+    /// Each: `id`, `title`, `text`.
+    #[schema(value_type = Vec<Object>)]
+    post_orders: Vec<serde_json::Value>,
+    /// When this version was stored (RFC 3339); `null` for version 0.
+    created_at: Option<String>,
+}
+
+/// `GET /api/v1/sites/{site}/config`: the latest configuration (version 0, empty, if none).
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/config",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+    ),
+    responses(
+        (status = 200, description = "The configuration in force", body = ConfigDoc),
+        (status = 400, description = "`invalid_site_id`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "The token does not cover this site or action", body = ErrorBody),
+        (status = 404, description = "`unknown_site`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+pub async fn get_config(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ConfigView>, AppError> {
+    let site = site_from_path(path)?;
+    user.can_read(&site)?;
+    Ok(Json(state.store.site_config(site).await?.into()))
+}
+
+/// The body of a configuration write: the whole new configuration and the version it was made
+/// from (0 for the first).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigBody {
+    /// As in `ConfigDoc`.
+    #[schema(value_type = Vec<Object>)]
+    checkpoints: Vec<Checkpoint>,
+    #[schema(value_type = Vec<Object>)]
+    tours: Vec<Tour>,
+    #[schema(value_type = Vec<Object>)]
+    post_orders: Vec<PostOrder>,
+    /// The version this one was made from; the new one is `base_version + 1`.
+    base_version: u64,
+}
+
+/// `PUT /api/v1/sites/{site}/config`: stores the configuration as version `base_version + 1`;
+/// 409 `stale_config` if `base_version` is not the latest (another write came first), 400
+/// `invalid_config` if it is not coherent.
+#[utoipa::path(
+    put,
+    path = "/api/v1/sites/{site}/config",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+    ),
+    request_body(content = ConfigBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The stored configuration", body = ConfigDoc),
+        (status = 400, description = "`invalid_json`, `invalid_config`, `invalid_site_id`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "Not an administrator of the site", body = ErrorBody),
+        (status = 404, description = "`unknown_site`", body = ErrorBody),
+        (status = 409, description = "`stale_config`: `base_version` is not the latest", body = ErrorBody),
+        (status = 413, description = "The body is over the limit (4 MiB)", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+pub async fn put_config(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ConfigView>, AppError> {
+    let site = site_from_path(path)?;
+    user.administers(&site)?;
+    let body: ConfigBody = json_body(&headers, body)?;
+    let config = SiteConfig {
+        site,
+        version: body.base_version.saturating_add(1),
+        checkpoints: body.checkpoints,
+        tours: body.tours,
+        post_orders: body.post_orders,
+    };
+    config
+        .validate()
+        .map_err(|e| AppError::bad_request("invalid_config", e.to_string()))?;
+    let stored = state
+        .store
+        .put_site_config(config, body.base_version, now_ms())
+        .await?;
+    Ok(Json(stored.into()))
+}

@@ -1,0 +1,360 @@
+//! The control room's event feed: `GET /api/v1/sites/{site}/events` (pages, in server sequence
+//! order) and `GET /api/v1/sites/{site}/stream` (the same events live, as server-sent events, on
+//! [`super::live`]); the same filters apply to both. A user covering the site.
+
+use std::fmt::Write as _;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::AuthUser;
+use super::error::{AppError, ErrorBody};
+use super::extract::{MAX_JSON_BODY_BYTES, site_from_path};
+use super::state::AppState;
+use super::{Endpoint, Verb, endpoint};
+use crate::store::FeedFilter;
+
+pub(super) fn routes() -> Vec<Endpoint> {
+    vec![
+        endpoint(
+            Verb::Get,
+            "/api/v1/sites/{site}/events",
+            events,
+            MAX_JSON_BODY_BYTES,
+        ),
+        endpoint(
+            Verb::Get,
+            "/api/v1/sites/{site}/stream",
+            stream,
+            MAX_JSON_BODY_BYTES,
+        ),
+    ]
+}
+
+/// Events per feed page when `limit` is not given.
+pub const DEFAULT_FEED_LIMIT: u32 = 1_000;
+/// Largest feed page.
+pub const MAX_FEED_LIMIT: u32 = 10_000;
+
+/// A feed page (documentation only: the handler writes it from the stored JSON text).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct EventsPage {
+    site_id: String,
+    /// The events, oldest first; each event's JSON is described in docs/protocol.md.
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+    /// The cursor for the next page: the last event's sequence number, or `after`.
+    next: u64,
+    /// Whether more events follow.
+    more: bool,
+}
+
+/// Kept as text so that a bad value gets our message, not the extractor's; the documented types
+/// are what the values must parse as.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct FeedParams {
+    /// Events after this sequence number (the previous page's `next`); 0 when absent.
+    #[param(value_type = Option<u64>)]
+    after: Option<String>,
+    /// Events per page, 1 to 10000; 1000 when absent. (The stream ignores it.)
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    limit: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// Only events before this time (RFC 3339).
+    #[param(format = DateTime)]
+    to: Option<String>,
+    /// Only this guard's events (guard id).
+    guard: Option<String>,
+    /// Only this device's events (device id, UUID).
+    device: Option<String>,
+    /// Only events of this kind (e.g. `checkpoint_scan`, `panic`).
+    kind: Option<String>,
+    /// Only events at this checkpoint (checkpoint id).
+    checkpoint: Option<String>,
+}
+
+/// The feed's filters, checked: times as RFC 3339, ids by their rules, kinds by name.
+fn parse_feed_filter(params: &FeedParams) -> Result<FeedFilter, AppError> {
+    fn present(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|s| !s.is_empty())
+    }
+    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, AppError> {
+        present(v)
+            .map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.timestamp_millis())
+                    .map_err(|_| {
+                        AppError::bad_request(
+                            "invalid_query",
+                            format!("{name} must be an RFC 3339 time, got {s:?}"),
+                        )
+                    })
+            })
+            .transpose()
+    };
+    let bad = |name: &str, e: &dyn std::fmt::Display| {
+        AppError::bad_request("invalid_query", format!("{name}: {e}"))
+    };
+    let guard = present(&params.guard)
+        .map(|g| GuardId::new(g).map_err(|e| bad("guard", &e)))
+        .transpose()?;
+    let checkpoint = present(&params.checkpoint)
+        .map(|c| CheckpointId::new(c).map_err(|e| bad("checkpoint", &e)))
+        .transpose()?;
+    let device = present(&params.device)
+        .map(|d| d.parse::<DeviceId>().map_err(|e| bad("device", &e)))
+        .transpose()?;
+    let kind = present(&params.kind)
+        .map(|k| {
+            if EventBody::KINDS.contains(&k) {
+                Ok(k.to_owned())
+            } else {
+                Err(AppError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "kind must be one of {}, got {k:?}",
+                        EventBody::KINDS.join(", ")
+                    ),
+                ))
+            }
+        })
+        .transpose()?;
+    Ok(FeedFilter {
+        from_ms: time("from", &params.from)?,
+        to_ms: time("to", &params.to)?,
+        guard: guard.map(|g| g.to_string()),
+        device: device.map(|d| d.to_string()),
+        kind,
+        checkpoint: checkpoint.map(|c| c.to_string()),
+    })
+}
+
+fn parse_feed_params(params: &FeedParams) -> Result<(u64, u32), AppError> {
+    let after = match params.after.as_deref() {
+        None | Some("") => 0,
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            AppError::bad_request(
+                "invalid_query",
+                format!("after must be a non-negative integer (a sequence number), got {s:?}"),
+            )
+        })?,
+    };
+    let limit = match params.limit.as_deref() {
+        None | Some("") => DEFAULT_FEED_LIMIT,
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=MAX_FEED_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(AppError::bad_request(
+                    "invalid_query",
+                    format!("limit must be an integer from 1 to {MAX_FEED_LIMIT}, got {s:?}"),
+                ));
+            }
+        },
+    };
+    Ok((after, limit))
+}
+
+/// The feed page, assembled from the stored JSON text without parsing it again:
+/// `{"site_id":..,"events":[..],"next":<last seq or after>,"more":bool}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/events",
+    tag = "feed",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        FeedParams,
+    ),
+    responses(
+        (status = 200, description = "One page of the feed, in server sequence order", body = EventsPage,
+            headers(
+                ("patrol-next-cursor" = u64, description = "The cursor to ask the next page from (`next` in the body)"),
+                ("patrol-more" = bool, description = "`true` when more events follow (`more` in the body)"),
+                ("Link" = String, description = "RFC 8288 `rel=\"next\"` link to the next page, with the same filters; only when more follow"),
+            )
+        ),
+        (status = 400, description = "A bad query parameter or site id (`invalid_query`, `invalid_site_id`)", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "The token does not cover this site or action", body = ErrorBody),
+        (status = 404, description = "`unknown_site`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn events(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<FeedParams>, QueryRejection>,
+    RawQuery(raw_query): RawQuery,
+) -> Result<Response, AppError> {
+    let site = site_from_path(path)?;
+    user.can_read(&site)?;
+    let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let (after, limit) = parse_feed_params(&params)?;
+    let filter = parse_feed_filter(&params)?;
+    let Some(page) = state
+        .store
+        .events_filtered(site.clone(), after, limit, filter)
+        .await?
+    else {
+        return Err(AppError::UnknownSite(site.to_string()));
+    };
+
+    let next = page.next(after);
+    let site_json = serde_json::to_string(site.as_str()).map_err(AppError::internal)?;
+    let size: usize = page.events.iter().map(|(_, json)| json.len() + 1).sum();
+    let mut body = String::with_capacity(size + site_json.len() + 64);
+    body.push_str("{\"site_id\":");
+    body.push_str(&site_json);
+    body.push_str(",\"events\":[");
+    for (i, (_, json)) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(json);
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(body, "],\"next\":{next},\"more\":{}}}", page.more);
+    // The cursor also travels in headers, so a client can ask for the next page as soon as the
+    // headers arrive and read this page's body meanwhile (RFC 8288 `Link` for generic clients).
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(NEXT_CURSOR_HEADER, HeaderValue::from(next));
+    headers.insert(
+        MORE_HEADER,
+        HeaderValue::from_static(if page.more { "true" } else { "false" }),
+    );
+    if page.more {
+        // The same filters, the next cursor (pairs kept as sent: already URL-encoded).
+        let mut query = format!("after={next}&limit={limit}");
+        for pair in raw_query.as_deref().unwrap_or("").split('&') {
+            if !pair.is_empty() && !pair.starts_with("after=") && !pair.starts_with("limit=") {
+                query.push('&');
+                query.push_str(pair);
+            }
+        }
+        let link = format!("</api/v1/sites/{site}/events?{query}>; rel=\"next\"");
+        if let Ok(value) = HeaderValue::from_str(&link) {
+            headers.insert(header::LINK, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Response header of a feed page: the cursor to ask the next page from (as `next` in the body).
+pub const NEXT_CURSOR_HEADER: &str = "patrol-next-cursor";
+/// Response header of a feed page: `true` when more events follow (as `more` in the body).
+pub const MORE_HEADER: &str = "patrol-more";
+
+/// The live feed as server-sent events: each event's SSE id is its sequence number, so a
+/// client that reconnects with `Last-Event-ID` (or `after`) resumes exactly where it was. The
+/// same filters as the paged feed apply.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/stream",
+    tag = "feed",
+    security(("user_token" = [])),
+    params(
+        ("site" = String, Path, description = "Site id"),
+        FeedParams,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events, one per feed event: `id` is its sequence number, `data` the event's JSON as in the paged feed. Never ends by itself; keep-alive comments are sent while idle.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad query parameter, site id or `Last-Event-ID`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "The token does not cover this site or action", body = ErrorBody),
+        (status = 404, description = "`unknown_site`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn stream(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<FeedParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let site = site_from_path(path)?;
+    user.can_read(&site)?;
+    let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let (mut after, _) = parse_feed_params(&params)?;
+    let filter = parse_feed_filter(&params)?;
+    if let Some(last) = headers.get("last-event-id") {
+        after = last
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                AppError::bad_request(
+                    "invalid_last_event_id",
+                    "Last-Event-ID must be an event sequence number",
+                )
+            })?;
+    }
+    if state.store.get_site(site.clone()).await?.is_none() {
+        return Err(AppError::UnknownSite(site.to_string()));
+    }
+    let events = super::live::stream(state.store.clone(), state.feed.clone(), site, filter, after);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(after: Option<&str>, limit: Option<&str>) -> FeedParams {
+        FeedParams {
+            after: after.map(Into::into),
+            limit: limit.map(Into::into),
+            from: None,
+            to: None,
+            guard: None,
+            device: None,
+            kind: None,
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn feed_params_default_and_reject_out_of_range() {
+        assert!(matches!(
+            parse_feed_params(&params(None, None)),
+            Ok((0, DEFAULT_FEED_LIMIT))
+        ));
+        assert!(matches!(
+            parse_feed_params(&params(Some("5"), Some("10000"))),
+            Ok((5, 10_000))
+        ));
+        for (a, l) in [
+            (Some("-1"), None),
+            (Some("x"), None),
+            (None, Some("0")),
+            (None, Some("10001")),
+        ] {
+            let err = parse_feed_params(&params(a, l));
+            assert!(
+                matches!(
+                    err,
+                    Err(AppError::BadRequest {
+                        code: "invalid_query",
+                        ..
+                    })
+                ),
+                "{a:?} {l:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! `POST /api/v1/sync`: a device's sync exchange (binary, [`protocol::CONTENT_TYPE`]). The
+//! device's credential must name the request's site and device; the request waits its turn in
+//! the admission queue ([`super::admission`]) before its body is read.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse};
+use utoipa::ToSchema;
+
+use super::auth;
+use super::error::{AppError, ErrorBody};
+use super::extract::{body_error, check_media_type};
+use super::state::AppState;
+use super::{Endpoint, Verb, endpoint};
+use crate::now_ms;
+use crate::store::{CollabSync, DeviceCredential, IncidentPush, ShiftLogPush, SyncBatch};
+
+/// The sync route; its body limit is the server's (`--max-body-bytes`).
+pub(super) fn routes(body_limit: usize) -> Vec<Endpoint> {
+    vec![endpoint(Verb::Post, "/api/v1/sync", sync, body_limit)]
+}
+
+/// Accepts `application/x-patrol-sync`, with or without parameters, in any letter case.
+fn check_content_type(headers: &HeaderMap) -> Result<(), AppError> {
+    check_media_type(headers, protocol::CONTENT_TYPE)
+}
+
+/// The request as a whole must come from the device its credential names: another site or
+/// device is 403, an old `request_seq` 409, and nothing is applied. The batch's owner is the
+/// credential's device, so every change must be made by that device's actor.
+fn check_sync_request(
+    request: &SyncRequest,
+    credential: &DeviceCredential,
+) -> Result<(), AppError> {
+    if request.site != credential.site || request.device != credential.device {
+        return Err(AppError::Forbidden(format!(
+            "this credential belongs to device {} of site {}, not to device {} of site {}",
+            credential.device, credential.site, request.device, request.site
+        )));
+    }
+    // Stored as a signed 64-bit integer; no phone counts that far.
+    if i64::try_from(request.request_seq).is_err() {
+        return Err(AppError::MalformedRequest(format!(
+            "request_seq {} is out of range",
+            request.request_seq
+        )));
+    }
+    // Checked again, authoritatively, in the request's transaction; this spares a replay the
+    // merge.
+    if request.request_seq <= credential.last_request_seq {
+        return Err(AppError::Replayed {
+            last_seq: credential.last_request_seq,
+        });
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/sync",
+    tag = "sync",
+    security(("device_credential" = [])),
+    request_body(
+        content = SyncBody,
+        content_type = "application/x-patrol-sync",
+        description = "A `SyncRequest`, postcard-encoded after a version byte (docs/protocol.md)"
+    ),
+    responses(
+        (status = 200, description = "A `SyncResponse`, postcard-encoded (docs/protocol.md): each document's outcome, the configuration, incidents and alarm acks due to the device", content_type = "application/x-patrol-sync", body = SyncBody),
+        (status = 400, description = "Malformed or truncated request, unsupported protocol version, or unreadable body", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked device credential", body = ErrorBody),
+        (status = 403, description = "The credential belongs to another site or device", body = ErrorBody),
+        (status = 409, description = "`replayed_request`: request_seq not above the last accepted one (`last_seq` given)", body = ErrorBody),
+        (status = 413, description = "The body is over the server's sync body limit", body = ErrorBody),
+        (status = 415, description = "Content-Type is not `application/x-patrol-sync`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+        (status = 503, description = "`server_busy`: too many sync requests are already waiting, or this one waited too long; its body was not read and nothing changed. Send it again after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before sending the sync again"))),
+    )
+)]
+async fn sync(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
+    state.metrics.add_sync_request();
+    let credential = auth::authenticate_device(&state, request.headers()).await?;
+    check_content_type(request.headers())?;
+    // Held until the answer is ready. Refused (503) before a byte of the body is read.
+    let _admitted = state.syncs.admit(&state.metrics).await?;
+    let body = Bytes::from_request(request, &state)
+        .await
+        .map_err(|r| body_error(r, state.config.max_body_bytes))?;
+    let request = SyncRequest::decode(&body)?;
+    let received_at_ms = now_ms();
+    check_sync_request(&request, &credential)?;
+
+    // Shift logs take the batch path unchanged; incidents, the configuration and alarm acks
+    // go to the store's collaborative path, at the same time.
+    let refs: Vec<DocRef> = request.docs.iter().map(|push| push.doc).collect();
+    let mut shift_logs = Vec::with_capacity(request.docs.len());
+    let mut incidents = Vec::new();
+    for push in request.docs {
+        match push.doc {
+            DocRef::ShiftLog(shift) => shift_logs.push(ShiftLogPush {
+                shift,
+                changes: push.changes,
+                events: push.events,
+                signature: push.signature,
+            }),
+            DocRef::Incident(incident) => incidents.push(IncidentPush {
+                incident,
+                have: protocol::from_wire(&push.have),
+                changes: push.changes,
+            }),
+        }
+    }
+    let batch = SyncBatch {
+        site: credential.site,
+        device: credential.device,
+        request_seq: request.request_seq,
+        received_at_ms,
+        device_time_ms: request.device_time_ms,
+        pending_events: request.pending_events,
+        pushes: shift_logs,
+        public_key: credential.public_key,
+    };
+    let collab = CollabSync {
+        site: batch.site.clone(),
+        device: batch.device,
+        guard: request.guard,
+        received_at_ms,
+        incidents,
+        config_version: request.config_version,
+        awaiting_ack: request.awaiting_ack,
+    };
+    let (site, device) = (batch.site.clone(), batch.device);
+    // The shift-log transaction is where a replayed, stale or revoked request is refused. Without
+    // incident pushes the collaborative part only reads, so it runs alongside; with them it
+    // writes, and runs only once the request was accepted, so a refused one changes nothing.
+    let (outcomes, collab) = if collab.incidents.is_empty() {
+        let (outcomes, collab) =
+            tokio::join!(state.store.sync(batch), state.store.sync_collab(collab));
+        (outcomes?, collab?)
+    } else {
+        let outcomes = state.store.sync(batch).await?;
+        (outcomes, state.store.sync_collab(collab).await?)
+    };
+
+    // Back into the request's order.
+    let mut shift_outcomes = outcomes.into_iter();
+    let mut incident_outcomes = collab.outcomes.into_iter();
+    let mut docs = Vec::with_capacity(refs.len());
+    for doc in refs {
+        let outcome = match doc {
+            DocRef::ShiftLog(_) => shift_outcomes.next(),
+            DocRef::Incident(_) => incident_outcomes.next(),
+        }
+        .ok_or_else(|| AppError::internal("the store answered fewer documents than were pushed"))?;
+        match (&doc, &outcome) {
+            (_, DocOutcome::Rejected { code, message }) => {
+                state.metrics.add_doc_rejected(*code);
+                tracing::warn!(
+                    %site, %device, ?doc, code = code.as_str(), %message,
+                    "rejected a document push"
+                )
+            }
+            (
+                DocRef::ShiftLog(shift),
+                DocOutcome::Accepted {
+                    new_events,
+                    missing_deps,
+                    ..
+                },
+            ) => {
+                state.metrics.add_doc_accepted(*new_events);
+                tracing::debug!(
+                    %site, %device, %shift, new_events, missing_deps,
+                    "merged a shift log push"
+                )
+            }
+            (DocRef::Incident(incident), DocOutcome::Accepted { missing_deps, .. }) => {
+                state.metrics.add_doc_accepted(0);
+                tracing::debug!(%site, %device, %incident, missing_deps, "merged an incident push")
+            }
+        }
+        docs.push(DocResult { doc, outcome });
+    }
+
+    let new_events = docs
+        .iter()
+        .any(|d| matches!(d.outcome, DocOutcome::Accepted { new_events, .. } if new_events > 0));
+    if new_events {
+        state.feed.bump(&site);
+    }
+    let response = SyncResponse {
+        server_time_ms: now_ms(),
+        docs,
+        config: collab.config,
+        incidents: collab.incidents,
+        alarm_acks: collab.alarm_acks,
+    }
+    .encode()
+    .map_err(AppError::internal)?;
+    Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], response).into_response())
+}
+
+/// A postcard-encoded sync message (documentation only: the handler decodes the bytes).
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)]
+struct SyncBody(Vec<u8>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_type_allows_parameters_and_case() {
+        let mut h = HeaderMap::new();
+        assert!(check_content_type(&h).is_err());
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("Application/X-Patrol-Sync; v=1"),
+        );
+        assert!(check_content_type(&h).is_ok());
+        h.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        assert!(check_content_type(&h).is_err());
+    }
+}
