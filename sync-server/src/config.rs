@@ -26,7 +26,8 @@ pub const DEFAULT_QUEUED_SYNCS_PER_CPU: usize = 512;
 /// Longest wait of a sync request for a permit before `503 server_busy`, in milliseconds:
 /// inside the phone's 30 s request timeout with room for the sync itself, so that a phone is
 /// answered before it gives up, and everything that can be served in that time is served
-/// rather than bounced into backoff (a thousand phones' whole shifts take 13-20 s here).
+/// rather than bounced into backoff (a thousand phones' whole shifts take about 11 s on the
+/// benchmark machine, `docs/benchmarks.md`).
 pub const DEFAULT_MAX_SYNC_WAIT_MS: u64 = 25_000;
 
 /// The `Retry-After` of a refused sync, in seconds.

@@ -321,7 +321,7 @@ impl MetricsSnapshot {
         );
         counter(
             "patrol_sync_docs_accepted_total",
-            "Shift log pushes accepted (including repeats that added nothing).",
+            "Document pushes (shift logs and incidents) accepted, including repeats that added nothing.",
             &[("", self.docs_accepted)],
         );
         // Reject codes are snake_case identifiers, so they need no escaping as label values.
@@ -333,7 +333,7 @@ impl MetricsSnapshot {
         let codes: Vec<(&str, u64)> = codes.iter().map(|(l, n)| (l.as_str(), *n)).collect();
         counter(
             "patrol_sync_docs_rejected_total",
-            "Shift log pushes rejected, by reject code.",
+            "Document pushes (shift logs and incidents) rejected, by reject code.",
             &codes,
         );
         counter(

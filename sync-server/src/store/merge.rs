@@ -9,7 +9,7 @@
 //!    rejection is decided here and never reaches the write phase.
 //! 2. **Write**, in one short transaction per request: for every document with something to
 //!    write, check that its version is still the one the merge started from (SQLite: under the
-//!    database write lock; PostgreSQL: `SELECT .. FOR UPDATE` on the `docs` row), then persist
+//!    database write lock; PostgreSQL: `SELECT .. FOR NO KEY UPDATE` on the `docs` row), then persist
 //!    the [`MergedLog`]: the chunk, the `docs` row, and each new event with the next per-site
 //!    sequence number. If a version moved (a concurrent push of the same document committed
 //!    first), the merge is redone from a fresh read.
