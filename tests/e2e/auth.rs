@@ -9,8 +9,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::protocol::{CONTENT_TYPE, DocOutcome, RejectCode, SyncRequest, SyncResponse};
-use patrol_e2e::{Phone, Server, control_pull, run_ok};
+use patrol_e2e::{Phone, control_pull};
 use patrol_mobile::DeviceStore;
+use patrol_testkit::{Server, run_ok};
 use serde_json::Value;
 
 const A: &str = "site-a";
