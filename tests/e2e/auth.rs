@@ -283,7 +283,7 @@ fn a_change_made_by_another_devices_actor_is_rejected_and_not_stored() -> Result
     // The intruder's own credential and a fresh request of its own, carrying the victim's log
     // (every change in it made by the victim's actor, signed with the victim's key). The
     // signature, checked first, does not verify for the intruder's device; a device without a
-    // key would meet `foreign_actor` (sync-server/tests/api.rs).
+    // key would meet `foreign_actor` (sync-server/tests/integration/api.rs).
     let (victims, _) = prepared(&victim)?;
     let (mut spoofed, credential) = prepared(&intruder)?;
     spoofed.docs = victims.docs;
