@@ -1,7 +1,7 @@
 //! The server's HTTP API under arbitrary requests: the real router (`patrol_server::router`)
 //! over a real SQLite store in a temporary directory holding the site `site-1`, called
 //! in-process with `tower::ServiceExt::oneshot`. Shared, file for file, by the fuzz target
-//! `http_body` and the stable replay test `sync-server/tests/fuzz_regressions.rs`.
+//! `http_body` and the stable replay test `sync-server/tests/integration/fuzz_regressions.rs`.
 //!
 //! The store also holds an administrator and an enrolled device, the one the seed corpus is
 //! built for (`harness/ingest.rs`'s owner), so that requests get past authentication to the

@@ -9,8 +9,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::protocol::{CONTENT_TYPE, DocOutcome, RejectCode, SyncRequest, SyncResponse};
-use patrol_e2e::{Phone, Server, control_pull, run_ok};
+use patrol_e2e::{Phone, control_pull};
 use patrol_mobile::DeviceStore;
+use patrol_testkit::{Server, run_ok};
 use serde_json::Value;
 
 const A: &str = "site-a";
@@ -282,7 +283,7 @@ fn a_change_made_by_another_devices_actor_is_rejected_and_not_stored() -> Result
     // The intruder's own credential and a fresh request of its own, carrying the victim's log
     // (every change in it made by the victim's actor, signed with the victim's key). The
     // signature, checked first, does not verify for the intruder's device; a device without a
-    // key would meet `foreign_actor` (sync-server/tests/api.rs).
+    // key would meet `foreign_actor` (sync-server/tests/integration/api.rs).
     let (victims, _) = prepared(&victim)?;
     let (mut spoofed, credential) = prepared(&intruder)?;
     spoofed.docs = victims.docs;

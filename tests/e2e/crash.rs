@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::{CheckpointId, EventId, GuardId, Location, Scan, ScanMethod, SiteId};
-use patrol_e2e::{Phone, Server, control_pull};
+use patrol_e2e::{Phone, control_pull};
 use patrol_mobile::{DeviceStore, Durability, RecordOptions, StoreOptions, SyncClient};
+use patrol_testkit::Server;
 
 const STORE_ENV: &str = "PATROL_CRASH_STORE";
 const SERVER_ENV: &str = "PATROL_CRASH_SERVER";

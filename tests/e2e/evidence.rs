@@ -8,7 +8,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::{DeviceId, EventBody, EventId, ShiftLog};
-use patrol_e2e::{Phone, Server, bins, control_pull, run, run_ok};
+use patrol_e2e::{Phone, control_pull};
+use patrol_testkit::{Server, bins, run, run_ok};
 use rusqlite::{Connection, params};
 
 const SITE: &str = "site-1";

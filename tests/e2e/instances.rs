@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::{CheckpointId, GuardId, Scan, ScanMethod, SiteId};
-use patrol_e2e::{ScratchDatabase, Server, control_pull};
+use patrol_e2e::control_pull;
 use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient};
+use patrol_testkit::{ScratchDatabase, Server};
 use serde_json::Value;
 
 const SITE: &str = "site-1";

@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, anyhow, ensure};
-use patrol_e2e::{KillingProxy, Phone, Server, control_pull};
+use patrol_e2e::{KillingProxy, Phone, control_pull};
+use patrol_testkit::Server;
 use serde_json::Value;
 
 const SITE: &str = "site-1";

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::GuardId;
-use patrol_e2e::Server;
 use patrol_mobile::{DeviceStore, Durability, Error as PhoneError, StoreOptions, SyncClient};
+use patrol_testkit::Server;
 use serde_json::Value;
 
 const SITE: &str = "site-1";

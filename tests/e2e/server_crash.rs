@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use patrol_core::{CheckpointId, GuardId, Location, Scan, ScanMethod, SiteId};
-use patrol_e2e::{OnAnswer, Phone, Relay, Rng, Server, control_pull, seed_from_env};
+use patrol_e2e::{OnAnswer, Phone, Relay, Rng, control_pull, seed_from_env};
 use patrol_mobile::{DeviceStore, Durability, RecordOptions, StoreOptions, SyncClient};
+use patrol_testkit::Server;
 use serde_json::Value;
 
 const SITE: &str = "site-1";

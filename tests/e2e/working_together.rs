@@ -11,8 +11,8 @@ use patrol_core::{
     EventBody, GuardId, IncidentCategory, IncidentId, IncidentReport, Scan, ScanMethod, Severity,
     SiteId,
 };
-use patrol_e2e::{Server, run_ok};
 use patrol_mobile::{AlarmState, DeviceStore, RecordOptions, StoreOptions, SyncClient};
+use patrol_testkit::{Server, run_ok};
 use serde_json::{Value, json};
 
 const SITE: &str = "site-1";

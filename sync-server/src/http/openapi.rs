@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the API, served at `GET /openapi.json`. It is generated from the
 //! handlers' `#[utoipa::path]` attributes and the schemas they name, so it changes with the code;
-//! `tests/openapi.rs` holds it to the route table ([`super::routes`]). This module only lists
-//! the resources' handlers; no resource imports it.
+//! `tests/integration/openapi.rs` holds it to the route table ([`super::routes`]). This module
+//! only lists the resources' handlers; no resource imports it.
 //!
 //! Two bearer schemes: `device_credential` (`pd_…`, the phone's, for sync) and `user_token`
 //! (`pu_…`, an administrator's or operator's, for everything else). `/healthz`, `/metrics`,

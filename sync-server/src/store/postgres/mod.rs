@@ -63,7 +63,6 @@ mod auth;
 mod collab;
 mod feed;
 mod schema;
-pub mod scratch;
 mod sync;
 
 /// The channel new events are announced on; the payload is `<site id> <last seq>`.

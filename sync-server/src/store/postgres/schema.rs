@@ -90,32 +90,10 @@ mod tests {
 
     use super::*;
     use crate::store::Store;
-    use crate::store::postgres::scratch::ScratchDatabase;
     use crate::store::postgres::{PostgresOptions, PostgresStore};
+    use patrol_testkit::ScratchDatabase;
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-    /// A scratch database on the local server (`PATROL_TEST_POSTGRES_URL` names another), or
-    /// `None` when it is unreachable, unless `PATROL_REQUIRE_POSTGRES=1`: then that fails.
-    async fn scratch() -> Result<Option<ScratchDatabase>, Box<dyn std::error::Error>> {
-        let admin = std::env::var("PATROL_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        match ScratchDatabase::create(&admin).await {
-            Ok(db) => Ok(Some(db)),
-            Err(e) if std::env::var("PATROL_REQUIRE_POSTGRES").as_deref() == Ok("1") => {
-                Err(format!("PostgreSQL is required (PATROL_REQUIRE_POSTGRES=1): {e}").into())
-            }
-            Err(e) => {
-                use std::io::Write as _;
-                // Straight to stderr, past the test harness's capture: a skip must be seen.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "NOTICE: skipping a PostgreSQL test, no server: {e}"
-                );
-                Ok(None)
-            }
-        }
-    }
 
     async fn pool(db: &ScratchDatabase) -> Result<Pool, Box<dyn std::error::Error>> {
         let config = tokio_postgres::Config::from_str(db.url())?;
@@ -153,7 +131,7 @@ mod tests {
     /// the same schema as a fresh one and keeps the rows it had.
     #[tokio::test]
     async fn upgraded_schema_equals_fresh() -> TestResult {
-        let Some(fresh) = scratch().await? else {
+        let Some(fresh) = ScratchDatabase::create().await? else {
             return Ok(());
         };
         drop(PostgresStore::connect(fresh.url(), PostgresOptions::default()).await?);
@@ -165,7 +143,7 @@ mod tests {
         );
 
         for start in 0..MIGRATIONS.len() {
-            let Some(db) = scratch().await? else {
+            let Some(db) = ScratchDatabase::create().await? else {
                 return Ok(());
             };
             let pool = pool(&db).await?;
@@ -201,7 +179,7 @@ mod tests {
     /// A second start applies nothing; a schema newer than the server knows is refused.
     #[tokio::test]
     async fn reopening_applies_nothing_and_a_newer_schema_is_refused() -> TestResult {
-        let Some(db) = scratch().await? else {
+        let Some(db) = ScratchDatabase::create().await? else {
             return Ok(());
         };
         drop(PostgresStore::connect(db.url(), PostgresOptions::default()).await?);
@@ -232,7 +210,7 @@ mod tests {
     /// Several instances starting at once on a fresh database apply each migration once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn instances_starting_at_once_migrate_once() -> TestResult {
-        let Some(db) = scratch().await? else {
+        let Some(db) = ScratchDatabase::create().await? else {
             return Ok(());
         };
         let starts: Vec<_> = (0..4)

@@ -2,18 +2,17 @@
 //! PostgreSQL several stores over one database (as several server instances) share one record
 //! and wake each other's subscribers through LISTEN/NOTIFY.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Backend, Phone, TestResult, TestServer, site};
 use patrol_core::protocol::DocOutcome;
 use patrol_server::Store;
 use patrol_server::store::{EventPage, ShiftLogPush, SyncBatch};
 use tokio::sync::broadcast;
+
+use crate::common::{self, Backend, Phone, TestResult, TestServer, site};
 
 /// A guard against a test hanging forever; the wake-ups come long before it.
 const PATIENCE: Duration = Duration::from_secs(60);

@@ -1,8 +1,6 @@
 //! Traffic and domain counters: body counters through the router, wire counters over real TCP,
 //! the `/metrics` text format, and the side listener that does not count itself.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,13 +8,14 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::{SITE, TestResult, TestServer};
 use patrol_core::protocol;
 use patrol_server::{Metrics, MetricsSnapshot, serve, serve_metrics};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::common::{SITE, TestResult, TestServer};
 
 type Error = Box<dyn std::error::Error>;
 

@@ -2,14 +2,13 @@
 //! exactly the router's table (`patrol_server::http::routes`), and each path and method it
 //! documents is served by a handler rather than the router's 404/405 fallback.
 
-mod common;
-
 use std::collections::BTreeSet;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use common::{SITE, TestResult, TestServer};
 use serde_json::Value;
+
+use crate::common::{self, SITE, TestResult, TestServer};
 
 type Error = Box<dyn std::error::Error>;
 

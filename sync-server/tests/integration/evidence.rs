@@ -2,12 +2,11 @@
 //! shift-log changes; the server verifies the signature before it stores anything, keeps it
 //! with the log, and exports both for `patrol verify`.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::{Backend, Phone, SITE, TestResult, TestServer};
 use patrol_core::evidence::{DeviceKey, ShiftLogExport, verify_export};
 use patrol_core::protocol::{DocOutcome, RejectCode};
+
+use crate::common::{Backend, Phone, SITE, TestResult, TestServer};
 
 /// A phone enrolled with `key` and signing its pushes with it.
 async fn signing_phone(

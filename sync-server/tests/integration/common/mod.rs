@@ -7,7 +7,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,9 +23,9 @@ use patrol_core::{
 };
 use patrol_server::config::ApiConfig;
 use patrol_server::credentials::new_user;
-use patrol_server::store::postgres::scratch::ScratchDatabase;
 use patrol_server::store::{Role, Scope, Site};
 use patrol_server::{AppState, PostgresOptions, PostgresStore, SqliteStore, Store, router};
+use patrol_testkit::{ScratchDatabase, postgres_admin_url};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
@@ -36,17 +35,6 @@ pub const SITE: &str = "site-1";
 
 pub fn site() -> SiteId {
     SiteId::new(SITE).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The PostgreSQL server the tests create their scratch databases on.
-pub fn postgres_admin_url() -> String {
-    std::env::var("PATROL_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Whether a PostgreSQL test must fail, rather than skip, when no server is reachable.
-pub fn postgres_required() -> bool {
-    std::env::var("PATROL_REQUIRE_POSTGRES").as_deref() == Ok("1")
 }
 
 /// Where a test server keeps its record: one backend, fresh and empty.
@@ -64,24 +52,11 @@ impl Backend {
     }
 
     /// A fresh database on the local PostgreSQL server; `None` (with a notice) when there is
-    /// none, unless [`postgres_required`]: then an error.
+    /// none, unless `PATROL_REQUIRE_POSTGRES=1`: then an error (see [`ScratchDatabase::create`]).
     pub async fn postgres() -> Result<Option<Self>, Box<dyn std::error::Error>> {
-        match ScratchDatabase::create(&postgres_admin_url()).await {
-            Ok(db) => Ok(Some(Backend::Postgres(Box::new(db)))),
-            Err(e) if postgres_required() => Err(format!(
-                "PostgreSQL is required (PATROL_REQUIRE_POSTGRES=1) but unusable: {e}"
-            )
-            .into()),
-            Err(e) => {
-                // Straight to stderr, past the test harness's capture: a skip must be seen.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "NOTICE: skipping the PostgreSQL half of this test, no server: {e} \
-                     (PATROL_REQUIRE_POSTGRES=1 makes this a failure)"
-                );
-                Ok(None)
-            }
-        }
+        Ok(ScratchDatabase::create()
+            .await?
+            .map(|db| Backend::Postgres(Box::new(db))))
     }
 
     /// Another fresh, empty backend of the same kind.
@@ -89,7 +64,7 @@ impl Backend {
         match self {
             Backend::Sqlite(_) => Self::sqlite(),
             Backend::Postgres(_) => Ok(Backend::Postgres(Box::new(
-                ScratchDatabase::create(&postgres_admin_url()).await?,
+                ScratchDatabase::create_on(&postgres_admin_url()).await?,
             ))),
         }
     }

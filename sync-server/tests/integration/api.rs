@@ -1,15 +1,14 @@
 //! The HTTP API end to end through the real router and a real SQLite store.
 
-mod common;
-
 use std::collections::HashSet;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Backend, Phone, SITE, TestResult, TestServer};
 use patrol_core::protocol::{self, DocOutcome, DocPush, DocRef, RejectCode};
 use patrol_core::{EventBody, ShiftId};
 use patrol_server::config::ApiConfig;
+
+use crate::common::{self, Backend, Phone, SITE, TestResult, TestServer};
 
 fn error_code(body: &[u8]) -> String {
     let v: serde_json::Value =

@@ -1,12 +1,9 @@
 //! Incidents in the sync exchange: pushes merged with the core's rules, forged ones refused,
 //! and the incidents a device takes part in delivered to it.
 
-mod common;
-
 use automerge::ChangeHash;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::{Backend, Phone, TestResult, TestServer, site};
 use patrol_core::incident::{Entry, IncidentAction, IncidentDoc, IncidentStatus, Party, Stamped};
 use patrol_core::merge::plan_incident_push;
 use patrol_core::protocol::{
@@ -14,6 +11,8 @@ use patrol_core::protocol::{
 };
 use patrol_core::{Hlc, IncidentCategory, IncidentId, Severity, SiteId};
 use serde_json::json;
+
+use crate::common::{self, Backend, Phone, TestResult, TestServer, site};
 
 /// A phone's replica of one incident and the server heads it last merged.
 struct Replica {

@@ -2,13 +2,12 @@
 //! lock: concurrent pushes of one log converge, rejected documents leave the rest (and the
 //! device's row) to commit.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{Backend, SITE, TestResult, TestServer};
 use patrol_core::ShiftId;
 use patrol_core::protocol::{DocOutcome, DocRef, RejectCode, SyncRequest};
+
+use crate::common::{Backend, SITE, TestResult, TestServer};
 
 /// Every event of the feed once, numbered 1..=n without gaps; returns the ids.
 async fn feed_ids(server: &TestServer) -> Result<Vec<String>, Box<dyn std::error::Error>> {

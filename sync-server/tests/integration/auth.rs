@@ -1,11 +1,10 @@
 //! Users, sites, enrollment and revocation through the real router: who may do what, and a
 //! clear 4xx for everything else.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::{Backend, SITE, TestResult, TestServer};
 use serde_json::{Value, json};
+
+use crate::common::{Backend, SITE, TestResult, TestServer};
 
 fn code(body: &Value) -> &str {
     assert!(

@@ -1,15 +1,14 @@
 //! Site configuration versions and panic alarm acknowledgements: written by the control room,
 //! delivered to phones in the sync exchange.
 
-mod common;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::{Backend, SITE, TestResult, TestServer};
 use patrol_core::protocol::SyncRequest;
 use patrol_core::siteconfig::SiteConfig;
 use patrol_core::{EventBody, EventId};
 use serde_json::{Value, json};
+
+use crate::common::{Backend, SITE, TestResult, TestServer};
 
 fn config_uri() -> String {
     format!("/api/v1/sites/{SITE}/config")

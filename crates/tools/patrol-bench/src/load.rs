@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, ensure};
-use patrol_e2e::Server;
 use patrol_mobile::{DeviceStore, Error as PhoneError, SyncClient};
+use patrol_testkit::Server;
 use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 

@@ -3,13 +3,12 @@
 //! written straight into the projection (building 100,000 events through automerge would make
 //! this test about the merge, not the feed); their JSON is what the server stores.
 
-mod common;
-
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::{SITE, TestResult, TestServer};
+
+use crate::common::{SITE, TestResult, TestServer};
 
 const EVENTS: u64 = 100_000;
 

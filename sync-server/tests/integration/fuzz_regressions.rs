@@ -3,9 +3,9 @@
 //! under `fuzz/regressions/http_body/` and named `<expected status>-<what it was>`, and the seed
 //! corpus under `fuzz/seeds/http_body/` (written by patrol-core's `write_seed_corpus`).
 
-#[path = "../../fuzz/harness/corpus.rs"]
+#[path = "../../../fuzz/harness/corpus.rs"]
 mod corpus;
-#[path = "../../fuzz/harness/http.rs"]
+#[path = "../../../fuzz/harness/http.rs"]
 mod harness;
 
 use std::path::{Path, PathBuf};

@@ -1,13 +1,12 @@
 //! The control room's feed: filters on the paged pull, and the live stream (server-sent events)
 //! that delivers new events as they are committed and resumes from a cursor after a reconnect.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Backend, Phone, SITE, TestResult, TestServer};
 use patrol_core::EventBody;
 use patrol_server::serve;
+
+use crate::common::{Backend, Phone, SITE, TestResult, TestServer};
 
 /// Reads SSE frames from `resp` until `want` events arrived; returns their ids and kinds.
 async fn read_events(

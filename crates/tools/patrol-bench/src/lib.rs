@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use patrol_core::{CheckpointId, EventId, GuardId, Location, Scan, ScanMethod, SiteId};
-use patrol_e2e::Server;
 use patrol_mobile::{DeviceStore, Durability, RecordOptions, StoreOptions, SyncClient};
+use patrol_testkit::Server;
 use serde::{Deserialize, Serialize};
 
 use crate::generator::{DeviceStream, GenEvent};

@@ -1,0 +1,19 @@
+//! The server's integration tests, one test binary: each module is one concern, driven through
+//! the real router (and, in `cli`, the real binary) over a real store; `common` is their shared
+//! set-up, compiled once for all of them.
+
+mod common;
+
+mod api;
+mod auth;
+mod cli;
+mod config_alarms;
+mod evidence;
+mod feed_live;
+mod feed_scale;
+mod fuzz_regressions;
+mod incidents;
+mod metrics;
+mod openapi;
+mod store;
+mod sync_batch;
