@@ -34,8 +34,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use patrol_core::protocol::{CONTENT_TYPE, SyncRequest, SyncResponse};
 use patrol_core::{DeviceId, SiteId};
+use patrol_server::credentials::{Role, Scope};
 use patrol_server::credentials::{Secret, TokenKind, new_user};
-use patrol_server::store::{Enrollment, NewEnrollmentCode, Role, Scope, Site};
+use patrol_server::store::{Enrollment, NewEnrollmentCode, Site};
 use patrol_server::{AppState, SqliteStore, Store, router};
 use tower::ServiceExt;
 

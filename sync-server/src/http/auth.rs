@@ -222,11 +222,11 @@ mod tests {
 
     #[test]
     fn the_operator_acting_is_the_authenticated_user() {
-        let user = AuthUser(crate::store::User {
+        let user = AuthUser(crate::credentials::User {
             id: "u".into(),
             name: "anna".into(),
-            role: crate::store::Role::Operator,
-            scope: crate::store::Scope::AllSites,
+            role: crate::credentials::Role::Operator,
+            scope: crate::credentials::Scope::AllSites,
             created_at_ms: 0,
             created_by: None,
             revoked_at_ms: None,

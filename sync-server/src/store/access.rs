@@ -7,8 +7,9 @@ use patrol_core::SiteId;
 
 use super::rows::{read_hash, read_site_id};
 use super::{
-    DeviceCredential, EnrollRefusal, Enrollment, Scope, Site, StoreError, SyncBatch, SyncRefusal,
+    DeviceCredential, EnrollRefusal, Enrollment, Site, StoreError, SyncBatch, SyncRefusal,
 };
+use crate::credentials::Scope;
 
 /// The site a write names, which must exist ([`StoreError::UnknownSite`] otherwise).
 pub fn require_site(site: &SiteId, found: Option<Site>) -> Result<Site, StoreError> {

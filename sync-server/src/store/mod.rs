@@ -61,10 +61,9 @@ use patrol_core::siteconfig::SiteConfig;
 use patrol_core::{DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
 use thiserror::Error;
 
-use crate::credentials::TokenHash;
-/// The users the store keeps are defined with the credentials they hold
-/// ([`crate::credentials`]); the store's methods take and return them.
-pub use crate::credentials::{NewUser, Role, Scope, User};
+// The users the store keeps are defined with the credentials they hold; the store's methods
+// take and return them.
+use crate::credentials::{NewUser, TokenHash, User};
 
 /// A boxed, sendable future, so that [`Store`] stays object-safe (`Arc<dyn Store>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -8,15 +8,15 @@ use patrol_core::{DeviceId, SiteId};
 use tokio_postgres::Row;
 
 use super::{execute, query, query_opt, to_i64};
-use crate::credentials::TokenHash;
+use crate::credentials::{NewUser, Scope, TokenHash, User};
 use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
     DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
     read_site_id,
 };
 use crate::store::{
-    DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, NewUser, Scope, Site,
-    StoreError, SyncBatch, SyncRefusal, User,
+    DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, Site, StoreError, SyncBatch,
+    SyncRefusal,
 };
 
 fn read_site(row: &Row) -> Result<Site, StoreError> {

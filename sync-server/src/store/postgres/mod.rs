@@ -54,10 +54,10 @@ use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, NewUser, OperatorAction, ShiftLogEvidence, Site, Store, StoreError,
-    StoredConfig, SyncBatch, User,
+    NewEnrollmentCode, OperatorAction, ShiftLogEvidence, Site, Store, StoreError, StoredConfig,
+    SyncBatch,
 };
-use crate::credentials::TokenHash;
+use crate::credentials::{NewUser, TokenHash, User};
 
 mod auth;
 mod collab;

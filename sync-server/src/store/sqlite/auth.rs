@@ -7,15 +7,15 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::to_i64;
-use crate::credentials::TokenHash;
+use crate::credentials::{NewUser, Scope, TokenHash, User};
 use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
     DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
     read_site_id,
 };
 use crate::store::{
-    DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, NewUser, Scope, Site,
-    StoreError, SyncBatch, SyncRefusal, User,
+    DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, Site, StoreError, SyncBatch,
+    SyncRefusal,
 };
 use patrol_core::{DeviceId, SiteId};
 
@@ -396,7 +396,7 @@ mod tests {
         // Users: created once per name, within existing sites, found by their token's hash.
         let (new, token) = crate::credentials::new_user(
             "ann".into(),
-            crate::store::Role::Operator,
+            crate::credentials::Role::Operator,
             Scope::Sites(vec![site.clone()]),
             None,
             1,
@@ -408,7 +408,7 @@ mod tests {
         ));
         let (nowhere, _) = crate::credentials::new_user(
             "bob".into(),
-            crate::store::Role::Operator,
+            crate::credentials::Role::Operator,
             Scope::Sites(vec![SiteId::new("nowhere")?]),
             None,
             1,

@@ -34,7 +34,7 @@ use std::sync::mpsc::{self, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::credentials::TokenHash;
+use crate::credentials::{NewUser, TokenHash, User};
 use patrol_core::protocol::DocOutcome;
 use patrol_core::{DeviceId, ShiftId, SiteId};
 use rusqlite::{Connection, TransactionBehavior};
@@ -49,8 +49,8 @@ use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, NewUser, OperatorAction, ShiftLogEvidence, Site, Store, StoreError,
-    StoredConfig, SyncBatch, User,
+    NewEnrollmentCode, OperatorAction, ShiftLogEvidence, Site, Store, StoreError, StoredConfig,
+    SyncBatch,
 };
 
 mod auth;

@@ -23,7 +23,8 @@ use patrol_core::{
 };
 use patrol_server::config::ApiConfig;
 use patrol_server::credentials::new_user;
-use patrol_server::store::{Role, Scope, Site};
+use patrol_server::credentials::{Role, Scope};
+use patrol_server::store::Site;
 use patrol_server::{AppState, PostgresOptions, PostgresStore, SqliteStore, Store, router};
 use patrol_testkit::{ScratchDatabase, postgres_admin_url};
 use tempfile::TempDir;
