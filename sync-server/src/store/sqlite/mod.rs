@@ -24,9 +24,12 @@
 //!   counter are read and updated inside its write transaction.
 //! - Schema changes are numbered migrations in `sqlite/migrations/`, applied in order, the
 //!   applied count kept in `PRAGMA user_version` ([`schema`]).
+//! - The data directory is its owner's alone (0700), and so are the database files (0600),
+//!   set before SQLite opens them ([`files`]).
 //!
 //! One file per concern, as in the PostgreSQL backend: [`schema`], [`sync`] (merge threads,
-//! writer, group commit; with [`event_ids`] and [`folded`]), [`feed`], [`auth`], [`collab`];
+//! writer, group commit; with [`event_ids`] and [`folded`]), [`feed`], [`auth`], [`collab`],
+//! [`files`];
 //! this one sets the store and its threads up and forwards the [`Store`] methods.
 
 use std::path::{Path, PathBuf};
@@ -57,6 +60,7 @@ mod auth;
 mod collab;
 mod event_ids;
 mod feed;
+mod files;
 mod folded;
 mod schema;
 mod sync;
@@ -113,18 +117,21 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `<data_dir>/patrol.db`, creating the directory too.
-    /// Blocks: call it at start-up or from a blocking task.
+    /// Opens (creating if needed) `<data_dir>/patrol.db`, creating the directory too, private
+    /// to the server's user (on Unix; an existing directory open to others is tightened, see
+    /// [`files`]). Blocks: call it at start-up or from a blocking task.
     pub fn open_dir(data_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = data_dir.as_ref();
-        std::fs::create_dir_all(dir)?;
+        files::private_dir(dir)?;
         Self::open(dir.join(DB_FILE))
     }
 
     /// Opens (creating if needed) the database file at `path` and migrates it to the current
-    /// schema. Blocks.
+    /// schema. The file and its WAL are private to the server's user (on Unix; see [`files`]).
+    /// Blocks.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
+        files::private_db_file(&path)?;
         let mut writer = open_connection(&path)?;
         migrate(&mut writer, MIGRATIONS.len())?;
         // The checkpoint thread copies the WAL into the database file, beside the writer.
