@@ -20,11 +20,13 @@ use crate::store::StoreError;
 /// index and the rollback journal (used only while a new database switches to WAL).
 #[cfg(unix)]
 fn db_files(path: &Path) -> impl Iterator<Item = std::path::PathBuf> + '_ {
-    ["", "-wal", "-shm", "-journal"].into_iter().map(move |suffix| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        std::path::PathBuf::from(name)
-    })
+    ["", "-wal", "-shm", "-journal"]
+        .into_iter()
+        .map(move |suffix| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        })
 }
 
 /// Creates `dir` (its missing parents with the usual permissions, `dir` itself 0700), or
