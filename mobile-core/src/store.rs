@@ -3,7 +3,8 @@
 //! event's record before it returns; the automerge change that carries it in the shift log is
 //! committed with it, or (with `synchronous=FULL`, where it is built while the disk syncs) with
 //! the next commit, and built again from the record if the app died in between. Delivery is
-//! tracked per event and set only from the server's heads.
+//! tracked per event and set only from the server's heads. The file and its WAL are the app's
+//! alone (0600), as they hold the device credential and the signing key ([`files`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -20,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 mod change_builder;
 mod collab;
+mod files;
 
 pub use collab::{Alarm, AlarmState, LocalIncident};
 
@@ -1246,8 +1248,9 @@ fn write_changes(conn: &Connection, changes: &[UnwrittenChange]) -> Result<()> {
 // Opening a store: the steps `DeviceStore::open_inner` takes, in its order, and (after them)
 // what a failed open makes of the file.
 
-/// Opens the file with the settings the store relies on.
+/// Opens the file, private to the app, with the settings the store relies on.
 fn connect(path: &Path, durability: Durability) -> Result<Connection> {
+    files::private_store_file(path)?;
     let conn = Connection::open(path)?;
     // One owner: the connection keeps the file locked, so a commit takes and releases no
     // file locks and the WAL index lives in memory (no -shm file): about a quarter of the

@@ -370,6 +370,43 @@ fn an_enrolled_store_keeps_its_identity_and_numbers_every_request() -> TestResul
     Ok(())
 }
 
+/// The store holds the device credential and the signing key: its file and the WAL beside it
+/// are the app's alone, whatever the umask (typically 0022, which would make them 0644).
+#[cfg(unix)]
+#[test]
+fn the_store_and_its_wal_are_readable_by_the_app_alone() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| -> Result<u32, std::io::Error> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o7777)
+    };
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("p.db");
+    let wal = dir.path().join("p.db-wal");
+    let enrollment = Enrollment {
+        site: site(),
+        device: patrol_core::DeviceId::generate(),
+        credential: format!("pd_{}", "x".repeat(43)),
+        server_url: "http://127.0.0.1:8080".into(),
+        signing_key: Some(DeviceKey::generate()?),
+    };
+    let mut store = DeviceStore::create_enrolled(&path, enrollment, StoreOptions::default())?;
+    store.start_shift(guard())?;
+    store.note("first round")?;
+    assert_eq!(mode(&path)?, 0o600);
+    assert_eq!(mode(&wal)?, 0o600);
+    drop(store);
+
+    // A store left open to others (a copy, an older version of the library) is tightened
+    // when opened, and keeps what it held.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    let mut store = DeviceStore::open(&path)?;
+    assert_eq!(mode(&path)?, 0o600);
+    store.note("second round")?;
+    assert_eq!(mode(&wal)?, 0o600);
+    assert_eq!(store.events(None)?.len(), 3);
+    Ok(())
+}
+
 #[test]
 fn a_rejected_log_is_reported_and_does_not_block_the_others() -> TestResult {
     let dir = tempfile::tempdir()?;
