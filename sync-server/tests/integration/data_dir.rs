@@ -11,6 +11,9 @@ use std::process::{Command, Stdio};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
+/// Each path with its mode.
+type Modes = Vec<(PathBuf, u32)>;
+
 fn bin() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_patrol-server"));
     cmd.env_remove("PATROL_LISTEN")
@@ -29,9 +32,7 @@ fn mode(path: &Path) -> Result<u32, String> {
 
 /// The modes of the data directory and of the database, its WAL and the WAL's index, read
 /// while `patrol-server serve` runs on `data`, and what the server wrote to stderr.
-fn modes_while_serving(
-    data: &Path,
-) -> Result<(Vec<(PathBuf, u32)>, String), Box<dyn std::error::Error>> {
+fn modes_while_serving(data: &Path) -> Result<(Modes, String), Box<dyn std::error::Error>> {
     let mut child = bin()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)

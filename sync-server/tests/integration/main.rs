@@ -1,6 +1,6 @@
 //! The server's integration tests, one test binary: each module is one concern, driven through
-//! the real router (and, in `cli`, the real binary) over a real store; `common` is their shared
-//! set-up, compiled once for all of them.
+//! the real router (and, in `cli` and `data_dir`, the real binary) over a real store; `common`
+//! is their shared set-up, compiled once for all of them.
 
 mod common;
 
