@@ -4,10 +4,12 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -22,6 +24,18 @@ fn bin() -> Command {
         .env_remove("PATROL_LOG_FORMAT")
         .env("RUST_LOG", "warn");
     cmd
+}
+
+fn healthz(addr: &str) -> Result<String, std::io::Error> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 fn mode(path: &Path) -> Result<u32, String> {
@@ -42,7 +56,12 @@ fn modes_while_serving(data: &Path) -> Result<(Modes, String), Box<dyn std::erro
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
     let read = BufReader::new(stdout).read_line(&mut line);
-    // The store is open (and its WAL in use) before the address is printed.
+    // An answer means the server is serving (and handles SIGTERM); the store was open, and its
+    // WAL in use, before the address was printed.
+    let health = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .map(healthz);
     let modes = [
         data.to_path_buf(),
         data.join("patrol.db"),
@@ -61,10 +80,8 @@ fn modes_while_serving(data: &Path) -> Result<(Modes, String), Box<dyn std::erro
         err.read_to_string(&mut stderr)?;
     }
     read?;
-    assert!(
-        line.starts_with("listening on http://"),
-        "{line:?} {stderr}"
-    );
+    let health = health.ok_or_else(|| format!("odd line {line:?}: {stderr}"))??;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(kill?.success());
     assert!(status.success(), "server exited with {status}: {stderr}");
     Ok((modes?, stderr))
