@@ -31,6 +31,14 @@ pub enum Error {
     InUse { path: String },
     #[error("cannot start the store's worker thread: {0}")]
     Thread(std::io::Error),
+    /// The store cannot keep its file private to the app (it holds the device credential and
+    /// the signing key), so it does not open it.
+    #[error("store file {path}: {what}: {source}")]
+    Permissions {
+        path: String,
+        what: String,
+        source: std::io::Error,
+    },
     #[error("this store is not enrolled with a server, so it cannot sync; enroll the phone")]
     NotEnrolled,
     /// The server does not accept the device's credential (401): revoked, or unknown to it.

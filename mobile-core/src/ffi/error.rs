@@ -120,6 +120,11 @@ impl From<Error> for PatrolError {
             Error::Thread(e) => PatrolError::Storage {
                 message: format!("cannot start the store's worker thread: {e}"),
             },
+            Error::Permissions { what, source, .. } => PatrolError::Storage {
+                message: format!(
+                    "the store file cannot be kept private to the app: {what}: {source}"
+                ),
+            },
             Error::NotInitialised { .. } => PatrolError::Storage {
                 message: "the store is not set up; create it with a site first".into(),
             },

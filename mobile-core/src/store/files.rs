@@ -24,7 +24,7 @@ pub(super) fn private_store_file(path: &Path) -> Result<()> {
         // An empty file is a new database to SQLite.
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(refused(path, "cannot create it", &e)),
+        Err(e) => return Err(refused(path, "cannot create it", e)),
     }
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut name = path.as_os_str().to_owned();
@@ -48,7 +48,7 @@ fn restrict(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
 
     let found = std::fs::metadata(path)
-        .map_err(|e| refused(path, "cannot read its permissions", &e))?
+        .map_err(|e| refused(path, "cannot read its permissions", e))?
         .permissions()
         .mode()
         & 0o7777;
@@ -59,7 +59,7 @@ fn restrict(path: &Path) -> Result<()> {
         refused(
             path,
             &format!("it is open to other apps (mode {found:04o}) and cannot be restricted"),
-            &e,
+            e,
         )
     })?;
     tracing::warn!(
@@ -70,12 +70,12 @@ fn restrict(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The store refuses to open a file it cannot keep private: SQLite's "access permission
-/// denied", with what went wrong (the library's error type has no file-system variant).
+/// The store refuses to open a file it cannot keep private.
 #[cfg(unix)]
-fn refused(path: &Path, what: &str, e: &std::io::Error) -> Error {
-    Error::Sqlite(rusqlite::Error::SqliteFailure(
-        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_PERM),
-        Some(format!("store file {}: {what}: {e}", path.display())),
-    ))
+fn refused(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::Permissions {
+        path: path.display().to_string(),
+        what: what.to_owned(),
+        source: e,
+    }
 }
