@@ -693,9 +693,7 @@ mod tests {
     fn weak_keys() -> Result<Vec<[u8; 32]>, Box<dyn std::error::Error>> {
         let mut keys = Vec::new();
         for text in SMALL_ORDER.iter().chain(&SMALL_ORDER_NON_CANONICAL) {
-            let bytes: [u8; 32] = hex::decode(text)?
-                .try_into()
-                .map_err(|_| "not 32 bytes")?;
+            let bytes: [u8; 32] = hex::decode(text)?.try_into().map_err(|_| "not 32 bytes")?;
             // The list agrees with the library: each decodes, to a point of small order.
             assert!(VerifyingKey::from_bytes(&bytes)?.is_weak(), "{text}");
             keys.push(bytes);
@@ -736,12 +734,20 @@ mod tests {
         let mut constant = [0u8; 64];
         constant[0] = 1;
         let signature = Signature::from_bytes(&constant);
-        let bytes: Vec<u8> = changes.iter().flat_map(|c| c.raw_bytes().to_vec()).collect();
+        let bytes: Vec<u8> = changes
+            .iter()
+            .flat_map(|c| c.raw_bytes().to_vec())
+            .collect();
         let mut log = ShiftLog::load(&bytes, export.device)?;
         let heads = sorted_wire(&log.heads());
         for signed_at_ms in 0..10_000 {
-            let message =
-                heads_message(&export.site, export.device, export.shift, &heads, signed_at_ms);
+            let message = heads_message(
+                &export.site,
+                export.device,
+                export.shift,
+                &heads,
+                signed_at_ms,
+            );
             if key.verify(&message, &signature).is_ok() {
                 export.signatures = vec![ExportedSignature {
                     heads: heads.iter().map(hex::encode).collect(),

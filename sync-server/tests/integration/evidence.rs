@@ -135,7 +135,6 @@ async fn a_device_enrolled_without_a_key_syncs_unsigned(backend: Backend) -> Tes
     Ok(())
 }
 
-
 /// The points of small order, canonical encodings first, then non-canonical ones that decode to
 /// them: against each, signatures that pass the plain ed25519 check are made without a secret.
 const WEAK_KEYS: [&str; 14] = [
@@ -184,7 +183,11 @@ async fn enrollment_refuses_weak_public_keys(backend: Backend) -> TestResult {
         .get_json(&format!("/api/v1/sites/{SITE}/devices"))
         .await?;
     assert_eq!(status, StatusCode::OK, "{devices}");
-    assert_eq!(devices["devices"].as_array().map(Vec::len), Some(0), "{devices}");
+    assert_eq!(
+        devices["devices"].as_array().map(Vec::len),
+        Some(0),
+        "{devices}"
+    );
     let key = DeviceKey::generate()?;
     let (status, body) = server
         .send_json_as(
