@@ -47,15 +47,11 @@ async fn main() -> anyhow::Result<()> {
             data,
         }) => {
             let id = SiteId::new(site_id).context("invalid site id")?;
+            // Checked before the store is opened: a refused name creates nothing.
+            let site = Site::new(id, name, now_ms())
+                .map_err(|e| anyhow::anyhow!("invalid site name: {e}"))?;
             let store = open_store(&data, PostgresOptions::default()).await?;
-            let name = name.unwrap_or_else(|| id.to_string());
-            let site = store
-                .create_site(Site {
-                    id,
-                    name,
-                    created_at_ms: now_ms(),
-                })
-                .await?;
+            let site = store.create_site(site).await?;
             println!("created site {} ({})", site.id, site.name);
             Ok(())
         }

@@ -226,3 +226,64 @@ fn signed_logs_verify_offline_and_any_tampering_with_the_stored_log_is_detected(
     ensure!(said.contains("no signature"), "unsigned: {said}");
     Ok(())
 }
+
+/// Weak keys (points of small order, in canonical and non-canonical encodings): against each,
+/// signatures that pass the plain ed25519 check are made without any secret.
+const WEAK_KEYS: [&str; 14] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "0100000000000000000000000000000000000000000000000000000000000080",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+];
+
+#[test]
+fn a_forged_export_against_a_weak_key_does_not_verify() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&dir.path().join("server"), &[SITE])?;
+    let phone = Phone::enroll(dir.path().join("guard.db"), &server, SITE)?;
+    phone.run(&["shift", "start", "--guard", "guard-1"])?;
+    phone.run(&["scan", "cp-1", "--qr", "QR-cp-1"])?;
+    phone.run(&["sync", "--server", &server.url])?;
+    let events = control_pull(&server, SITE, 1000)?;
+    let shift = events[0]["shift_id"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no shift_id"))?
+        .to_owned();
+    let exported = dir.path().join("export.json");
+    export(&server, &shift, &exported)?;
+
+    // The attacker keeps the log and its signed heads but puts in the constant signature
+    // R = identity, s = 0, which the plain check accepts against the identity key for any
+    // message (and against the other weak keys for some).
+    let mut forged: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&exported)?)?;
+    let mut constant = "00".repeat(64);
+    constant.replace_range(0..2, "01");
+    let signatures = forged["signatures"]
+        .as_array_mut()
+        .ok_or_else(|| anyhow!("no signatures"))?;
+    for s in signatures.iter_mut() {
+        s["signature"] = constant.clone().into();
+    }
+    let file = dir.path().join("forged.json");
+    std::fs::write(&file, serde_json::to_string(&forged)?)?;
+
+    for weak in WEAK_KEYS {
+        let (ok, said) = verify(&file, weak)?;
+        ensure!(!ok, "{weak}: a forged log verified: {said}");
+        ensure!(
+            !said.contains("verified:") && said.contains("weak"),
+            "{weak}: {said}"
+        );
+    }
+    Ok(())
+}

@@ -8,4 +8,5 @@ mod instances;
 mod offline_shift;
 mod overload;
 mod server_crash;
+mod terminal;
 mod working_together;

@@ -17,7 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::str::FromStr;
 
 use automerge::{Change, ChangeHash};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -36,6 +36,10 @@ pub const EXPORT_FORMAT: &str = "patrol-shift-log-export/1";
 pub enum EvidenceError {
     #[error("not an ed25519 public key: {0}")]
     BadPublicKey(String),
+    #[error(
+        "a weak ed25519 public key (a point of small order): a constant signature would verify against it"
+    )]
+    WeakPublicKey,
     #[error("the signature over heads signed at {signed_at_ms} does not verify against the key")]
     BadSignature { signed_at_ms: i64 },
     #[error("not a shift-log export: {0}")]
@@ -127,13 +131,24 @@ impl DeviceKey {
 pub struct PublicKey(VerifyingKey);
 
 impl PublicKey {
+    /// Refuses what is not a point, a point's non-canonical encoding, and the points of small
+    /// order (weak keys: a signature that verifies against one can be made without any secret).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, EvidenceError> {
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
             EvidenceError::BadPublicKey(format!("{} bytes, expected 32", bytes.len()))
         })?;
-        VerifyingKey::from_bytes(&bytes)
-            .map(PublicKey)
-            .map_err(|e| EvidenceError::BadPublicKey(e.to_string()))
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|e| EvidenceError::BadPublicKey(e.to_string()))?;
+        if key.is_weak() {
+            return Err(EvidenceError::WeakPublicKey);
+        }
+        // One key, one encoding: the signed message's hash covers the key's bytes as given.
+        if key.to_edwards().compress().to_bytes() != bytes {
+            return Err(EvidenceError::BadPublicKey(
+                "a non-canonical encoding of a point".into(),
+            ));
+        }
+        Ok(PublicKey(key))
     }
 
     pub fn to_bytes(&self) -> [u8; 32] {
@@ -153,8 +168,10 @@ impl PublicKey {
         };
         let signature = Signature::from_slice(&signed.signature).map_err(|_| bad())?;
         let heads = sorted_unique(&signed.heads);
+        // Strict: refuses small-order keys and R values and non-canonical signatures, which the
+        // plain check lets through (and with them signatures made without the secret).
         self.0
-            .verify(
+            .verify_strict(
                 &heads_message(site, device, shift, &heads, signed.signed_at_ms),
                 &signature,
             )
@@ -630,6 +647,131 @@ mod tests {
         assert!("zz".parse::<PublicKey>().is_err());
         assert!(PublicKey::from_bytes(&[1; 31]).is_err());
         assert!(!format!("{key:?}").contains(&hex::encode(key.seed())));
+        // A point's non-canonical encoding: y + p, for the first small y (above 1, whose
+        // points are of small order) that is a point's.
+        let y = (2u8..19)
+            .find(|&y| {
+                let mut bytes = [0u8; 32];
+                bytes[0] = y;
+                VerifyingKey::from_bytes(&bytes).is_ok_and(|k| !k.is_weak())
+            })
+            .ok_or("no point with a small y")?;
+        let mut y_plus_p = [0xff; 32];
+        y_plus_p[0] = 0xed + y;
+        y_plus_p[31] = 0x7f;
+        assert!(VerifyingKey::from_bytes(&y_plus_p).is_ok());
+        assert!(matches!(
+            PublicKey::from_bytes(&y_plus_p),
+            Err(EvidenceError::BadPublicKey(_))
+        ));
+        Ok(())
+    }
+
+    /// The eight points of small order in their canonical encodings (the identity, the point of
+    /// order 2, two of order 4, four of order 8)...
+    const SMALL_ORDER: [&str; 8] = [
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    ];
+    /// ...and the non-canonical encodings that decode to them: x = 0 with the sign bit set, and
+    /// y + p for y = 0 and y = 1 (with either sign bit).
+    const SMALL_ORDER_NON_CANONICAL: [&str; 6] = [
+        "0100000000000000000000000000000000000000000000000000000000000080",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    ];
+
+    fn weak_keys() -> Result<Vec<[u8; 32]>, Box<dyn std::error::Error>> {
+        let mut keys = Vec::new();
+        for text in SMALL_ORDER.iter().chain(&SMALL_ORDER_NON_CANONICAL) {
+            let bytes: [u8; 32] = hex::decode(text)?.try_into().map_err(|_| "not 32 bytes")?;
+            // The list agrees with the library: each decodes, to a point of small order.
+            assert!(VerifyingKey::from_bytes(&bytes)?.is_weak(), "{text}");
+            keys.push(bytes);
+        }
+        Ok(keys)
+    }
+
+    #[test]
+    fn weak_keys_are_refused() -> TestResult {
+        for bytes in weak_keys()? {
+            let text = hex::encode(bytes);
+            assert_eq!(
+                PublicKey::from_bytes(&bytes),
+                Err(EvidenceError::WeakPublicKey),
+                "{text}"
+            );
+            assert_eq!(
+                text.parse::<PublicKey>(),
+                Err(EvidenceError::WeakPublicKey),
+                "{text}"
+            );
+        }
+        Ok(())
+    }
+
+    /// What an attacker without any secret makes against a weak key: the real log's changes,
+    /// one signature over its heads, and the constant signature R = identity, s = 0. It passes
+    /// the plain (non-strict) check whenever the message's hash is a multiple of the key's order,
+    /// so the attacker tries signing times until one does.
+    fn forged_export(
+        weak: &[u8; 32],
+    ) -> Result<(ShiftLogExport, PublicKey), Box<dyn std::error::Error>> {
+        use ed25519_dalek::Verifier;
+
+        let (_, mut export, changes) = signed_log()?;
+        // Built around from_bytes, which now refuses it.
+        let key = VerifyingKey::from_bytes(weak)?;
+        let mut constant = [0u8; 64];
+        constant[0] = 1;
+        let signature = Signature::from_bytes(&constant);
+        let bytes: Vec<u8> = changes
+            .iter()
+            .flat_map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let mut log = ShiftLog::load(&bytes, export.device)?;
+        let heads = sorted_wire(&log.heads());
+        for signed_at_ms in 0..10_000 {
+            let message = heads_message(
+                &export.site,
+                export.device,
+                export.shift,
+                &heads,
+                signed_at_ms,
+            );
+            if key.verify(&message, &signature).is_ok() {
+                export.signatures = vec![ExportedSignature {
+                    heads: heads.iter().map(hex::encode).collect(),
+                    signed_at_ms,
+                    signature: hex::encode(constant),
+                    received_at_ms: signed_at_ms,
+                }];
+                return Ok((export, PublicKey(key)));
+            }
+        }
+        Err(format!("no forgery against {}", hex::encode(weak)).into())
+    }
+
+    #[test]
+    fn a_constant_signature_against_a_weak_key_does_not_verify() -> TestResult {
+        for weak in weak_keys()? {
+            let (forged, key) = forged_export(&weak)?;
+            let err = verify_export(&forged, &key);
+            assert!(
+                matches!(err, Err(EvidenceError::BadSignature { .. })),
+                "{}: {err:?}",
+                hex::encode(weak)
+            );
+        }
         Ok(())
     }
 }

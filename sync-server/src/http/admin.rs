@@ -91,9 +91,6 @@ struct NewSiteBody {
     name: Option<String>,
 }
 
-/// Longest site name.
-const MAX_SITE_NAME_LEN: usize = 200;
-
 #[utoipa::path(
     post,
     path = "/api/v1/sites",
@@ -120,21 +117,9 @@ async fn create_site(
     let body: NewSiteBody = read_json(&state, request, None).await?;
     let id = SiteId::new(body.site_id)
         .map_err(|e| AppError::bad_request("invalid_site_id", e.to_string()))?;
-    let name = body.name.unwrap_or_else(|| id.to_string());
-    if name.trim().is_empty() || name.len() > MAX_SITE_NAME_LEN {
-        return Err(AppError::bad_request(
-            "invalid_site_name",
-            format!("a site name is 1 to {MAX_SITE_NAME_LEN} bytes, not blank"),
-        ));
-    }
-    let site = state
-        .store
-        .create_site(Site {
-            id,
-            name,
-            created_at_ms: now_ms(),
-        })
-        .await?;
+    let site = Site::new(id, body.name, now_ms())
+        .map_err(|e| AppError::bad_request("invalid_site_name", e))?;
+    let site = state.store.create_site(site).await?;
     tracing::info!(site = %site.id, by = %user.0.name, "created a site");
     Ok((StatusCode::CREATED, Json(site.into())))
 }
@@ -296,6 +281,7 @@ async fn list_users(
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "Not an administrator, or the user is beyond the caller's scope", body = ErrorBody),
         (status = 404, description = "`unknown_user`", body = ErrorBody),
+        (status = 409, description = "`last_administrator`: the user is the last active administrator over all sites", body = ErrorBody),
         (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
     )
 )]

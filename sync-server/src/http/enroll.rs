@@ -148,7 +148,7 @@ struct EnrolledView {
     request_body(content = EnrollBody, content_type = "application/json", description = "The one-time enrollment code is the credential"),
     responses(
         (status = 200, description = "The new device, its actor id and its credential, shown once", body = EnrolledView),
-        (status = 400, description = "`invalid_json`, or `invalid_public_key`: not 64 hex digits of an ed25519 key", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, or `invalid_public_key`: not 64 hex digits of an ed25519 key, or a weak key (a point of small order) or a point's non-canonical encoding", body = ErrorBody),
         (status = 401, description = "`invalid_enrollment_code`: not an enrollment code, or unknown", body = ErrorBody),
         (status = 410, description = "`enrollment_code_used` or `enrollment_code_expired`", body = ErrorBody),
         (status = 413, description = "The body is over the limit", body = ErrorBody),

@@ -202,6 +202,10 @@ impl From<StoreError> for AppError {
             },
             StoreError::InvalidAction(message) => AppError::bad_request("invalid_action", message),
             StoreError::UserExists(name) => AppError::UserExists(name),
+            e @ StoreError::LastAdministrator(_) => AppError::Conflict {
+                code: "last_administrator",
+                message: e.to_string(),
+            },
             StoreError::SyncRefused(SyncRefusal::Replayed { last_seq }) => {
                 AppError::Replayed { last_seq }
             }

@@ -9,7 +9,7 @@ use super::rows::{read_hash, read_site_id};
 use super::{
     DeviceCredential, EnrollRefusal, Enrollment, Site, StoreError, SyncBatch, SyncRefusal,
 };
-use crate::credentials::Scope;
+use crate::credentials::{Role, Scope, User};
 
 /// The site a write names, which must exist ([`StoreError::UnknownSite`] otherwise).
 pub fn require_site(site: &SiteId, found: Option<Site>) -> Result<Site, StoreError> {
@@ -22,6 +22,19 @@ pub fn scope_sites(scope: &Scope) -> &[SiteId] {
         Scope::AllSites => &[],
         Scope::Sites(sites) => sites,
     }
+}
+
+/// Whether `target` (as stored before its revocation) may be revoked, given how many *other*
+/// active administrators over all sites there are (counted in the transaction that revokes, with
+/// their rows locked): not the last one ([`StoreError::LastAdministrator`]).
+pub fn check_revocation(target: &User, other_global_admins: i64) -> Result<(), StoreError> {
+    let active_global_admin = target.role == Role::Admin
+        && matches!(target.scope, Scope::AllSites)
+        && target.revoked_at_ms.is_none();
+    if active_global_admin && other_global_admins == 0 {
+        return Err(StoreError::LastAdministrator(target.name.clone()));
+    }
+    Ok(())
 }
 
 /// An enrollment code as stored, looked up by the hash an enrollment presents.

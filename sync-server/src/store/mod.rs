@@ -76,6 +76,29 @@ pub struct Site {
     pub created_at_ms: i64,
 }
 
+impl Site {
+    /// Longest site name, in bytes.
+    pub const MAX_NAME_LEN: usize = 200;
+
+    /// A new site, named `name` or else after its id. The one rule for a site's name, which
+    /// the API and the `patrol-server site create` command both apply: 1 to
+    /// [`Site::MAX_NAME_LEN`] bytes, not blank.
+    pub fn new(id: SiteId, name: Option<String>, created_at_ms: i64) -> Result<Site, String> {
+        let name = name.unwrap_or_else(|| id.to_string());
+        if name.trim().is_empty() || name.len() > Self::MAX_NAME_LEN {
+            return Err(format!(
+                "a site name is 1 to {} bytes, not blank",
+                Self::MAX_NAME_LEN
+            ));
+        }
+        Ok(Site {
+            id,
+            name,
+            created_at_ms,
+        })
+    }
+}
+
 /// One document of a sync request.
 #[derive(Clone, Debug)]
 pub struct ShiftLogPush {
@@ -361,6 +384,12 @@ pub enum StoreError {
     SiteExists(SiteId),
     #[error("a user named {0:?} already exists")]
     UserExists(String),
+    /// Revoking the user would leave no active administrator over all sites.
+    #[error(
+        "user {0:?} is the last active administrator over all sites: create another one before \
+         revoking it, or no one could manage sites and users any more"
+    )]
+    LastAdministrator(String),
     #[error("enrollment code refused: {0:?}")]
     Enrollment(EnrollRefusal),
     #[error("sync refused: {0:?}")]

@@ -296,7 +296,115 @@ async fn enrollment_codes_and_device_revocation(backend: Backend) -> TestResult 
     Ok(())
 }
 
+/// Revokes `id` as `token`: the status and the body.
+async fn revoke(
+    server: &TestServer,
+    token: &str,
+    id: &str,
+) -> Result<(StatusCode, Value), Box<dyn std::error::Error>> {
+    server
+        .post_json(token, &format!("/api/v1/users/{id}/revoke"), json!({}))
+        .await
+}
+
+/// The id of the user named `name`.
+async fn user_id(server: &TestServer, name: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let (_, all) = server.get_json("/api/v1/users").await?;
+    let found = all["users"]
+        .as_array()
+        .and_then(|users| users.iter().find(|u| u["name"] == name))
+        .and_then(|u| u["id"].as_str())
+        .ok_or_else(|| format!("no user {name} in {all}"))?;
+    Ok(found.to_owned())
+}
+
+async fn the_last_administrator_over_all_sites_is_never_revoked(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let root = server.admin.clone();
+    let root_id = user_id(&server, "admin").await?;
+    // A site's administrator does not count: it cannot manage sites.
+    user(
+        &server,
+        &root,
+        json!({"name": "admin-1", "role": "admin", "sites": [SITE]}),
+    )
+    .await?;
+
+    let (status, refused) = revoke(&server, &root, &root_id).await?;
+    assert_eq!(
+        (status, code(&refused)),
+        (StatusCode::CONFLICT, "last_administrator"),
+        "{refused}"
+    );
+    let (status, _) = server.get_json_as(&root, "/api/v1/users").await?;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the refused revocation changed nothing"
+    );
+
+    // With a second one, either may go, but not both.
+    let second = user(
+        &server,
+        &root,
+        json!({"name": "admin-2", "role": "admin", "all_sites": true}),
+    )
+    .await?;
+    let second_id = user_id(&server, "admin-2").await?;
+    let (status, body) = revoke(&server, &second, &root_id).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, refused) = revoke(&server, &second, &second_id).await?;
+    assert_eq!(
+        (status, code(&refused)),
+        (StatusCode::CONFLICT, "last_administrator"),
+        "{refused}"
+    );
+
+    // Two revoking each other at once: one of them stays.
+    let third = user(
+        &server,
+        &second,
+        json!({"name": "admin-3", "role": "admin", "all_sites": true}),
+    )
+    .await?;
+    let (_, all) = server.get_json_as(&second, "/api/v1/users").await?;
+    let third_id = all["users"]
+        .as_array()
+        .and_then(|users| users.iter().find(|u| u["name"] == "admin-3"))
+        .and_then(|u| u["id"].as_str())
+        .ok_or("no admin-3")?
+        .to_owned();
+    let (a, b) = tokio::join!(
+        revoke(&server, &second, &third_id),
+        revoke(&server, &third, &second_id)
+    );
+    let (a, b) = (a?, b?);
+    let ok = [&a, &b]
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    assert_eq!(ok, 1, "{a:?} {b:?}");
+    let survivor = if a.0 == StatusCode::OK {
+        &second
+    } else {
+        &third
+    };
+    let (_, all) = server.get_json_as(survivor, "/api/v1/users").await?;
+    let active = all["users"]
+        .as_array()
+        .map(|users| {
+            users
+                .iter()
+                .filter(|u| u["all_sites"] == true && u["revoked_at"].is_null())
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(active, 1, "{all}");
+    Ok(())
+}
+
 crate::on_every_backend!(
     administrators_manage_sites_and_users_within_their_scope,
     enrollment_codes_and_device_revocation,
+    the_last_administrator_over_all_sites_is_never_revoked,
 );

@@ -71,12 +71,30 @@ fn site_commands_and_serve() -> TestResult {
         .env("PATROL_DATA_DIR", &data)
         .output()?;
     assert!(!bad.status.success());
+    // The API's name rules: not blank, at most 200 bytes; a refused name creates nothing.
+    for name in ["   ", &"x".repeat(201)] {
+        let refused = bin()
+            .args(["site", "create", "mall-9", "--name", name])
+            .env("PATROL_DATA_DIR", &data)
+            .output()?;
+        assert!(!refused.status.success(), "{name:?}");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains("invalid site name"), "{said}");
+    }
+    let fresh = dir.path().join("fresh");
+    let refused = bin()
+        .args(["site", "create", "mall-9", "--name", ""])
+        .env("PATROL_DATA_DIR", &fresh)
+        .output()?;
+    assert!(!refused.status.success());
+    assert!(!fresh.exists(), "a refused site made a data directory");
     let list = bin()
         .args(["site", "list", "--data-dir"])
         .arg(&data)
         .output()?;
     let listed = String::from_utf8_lossy(&list.stdout);
     assert!(listed.starts_with("mall-1\tCity Mall\t"), "{listed}");
+    assert!(!listed.contains("mall-9"), "{listed}");
 
     // The first administrator: its token alone on stdout, once.
     let out = bin()
@@ -117,6 +135,15 @@ fn site_commands_and_serve() -> TestResult {
     );
     let revoked = token_of(&["user", "revoke", "bob"])?;
     assert!(revoked.starts_with("revoked user bob"), "{revoked}");
+    // The only administrator over all sites stays.
+    let last = token_of(&["user", "revoke", "root"])
+        .err()
+        .ok_or("root was revoked")?;
+    assert!(
+        last.to_string()
+            .contains("last active administrator over all sites"),
+        "{last}"
+    );
     let users = token_of(&["user", "list"])?;
     let lines: Vec<&str> = users.lines().collect();
     assert_eq!(lines.len(), 3, "{users}");

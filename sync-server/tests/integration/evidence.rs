@@ -135,10 +135,77 @@ async fn a_device_enrolled_without_a_key_syncs_unsigned(backend: Backend) -> Tes
     Ok(())
 }
 
+/// The points of small order, canonical encodings first, then non-canonical ones that decode to
+/// them: against each, signatures that pass the plain ed25519 check are made without a secret.
+const WEAK_KEYS: [&str; 14] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "0100000000000000000000000000000000000000000000000000000000000080",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+];
+
+async fn enrollment_refuses_weak_public_keys(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let (status, code) = server
+        .send_json(
+            "POST",
+            &format!("/api/v1/sites/{SITE}/enrollment-codes"),
+            &serde_json::json!({}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{code}");
+    for weak in WEAK_KEYS {
+        let (status, body) = server
+            .send_json_as(
+                "",
+                "POST",
+                "/api/v1/enroll",
+                &serde_json::json!({"code": code["code"], "public_key": weak}),
+            )
+            .await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{weak}: {body}");
+        assert_eq!(body["error"], "invalid_public_key", "{weak}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("weak"), "{weak}: {body}");
+    }
+    // Nothing was enrolled, and the code was not spent by the refused attempts.
+    let (status, devices) = server
+        .get_json(&format!("/api/v1/sites/{SITE}/devices"))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{devices}");
+    assert_eq!(
+        devices["devices"].as_array().map(Vec::len),
+        Some(0),
+        "{devices}"
+    );
+    let key = DeviceKey::generate()?;
+    let (status, body) = server
+        .send_json_as(
+            "",
+            "POST",
+            "/api/v1/enroll",
+            &serde_json::json!({"code": code["code"], "public_key": key.public_key().to_string()}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Ok(())
+}
+
 crate::on_every_backend!(
     signed_pushes_are_verified_kept_and_exported,
     unsigned_or_badly_signed_changes_are_refused_and_change_nothing,
     a_device_enrolled_without_a_key_syncs_unsigned,
+    enrollment_refuses_weak_public_keys,
 );
 
 #[tokio::test]

@@ -16,6 +16,9 @@ use patrol_core::{
 };
 use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient};
 
+mod shown;
+use shown::shown;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "patrol",
@@ -458,28 +461,34 @@ fn print_incident(s: &IncidentState, pending: bool, rejected: Option<&str>) {
         s.status.as_str(),
         s.assignee
             .as_deref()
-            .map(|a| format!(" assigned to {a}"))
+            .map(|a| format!(" assigned to {}", shown(a)))
             .unwrap_or_default(),
         if pending { " (not yet synced)" } else { "" },
         rejected
-            .map(|r| format!(" REFUSED: {r}"))
+            .map(|r| format!(" REFUSED: {}", shown(r)))
             .unwrap_or_default()
     );
     if let Some(d) = &s.description {
-        println!("  {d}");
+        println!("  {}", shown(d));
     }
     for n in &s.notes {
         let by = match &n.by {
             Party::Guard { guard, .. } => guard.to_string(),
             Party::Operator { user } => format!("control room ({user})"),
         };
-        println!("  note {} {by}: {}", ms_to_rfc3339(n.wall_ms), n.text);
+        println!(
+            "  note {} {}: {}",
+            ms_to_rfc3339(n.wall_ms),
+            shown(&by),
+            shown(&n.text)
+        );
     }
     for a in &s.attachments {
         let hex: String = a.sha256.iter().map(|b| format!("{b:02x}")).collect();
         println!(
             "  attachment {} {} bytes sha256 {hex}",
-            a.media_type, a.size
+            shown(&a.media_type),
+            a.size
         );
     }
 }
@@ -489,10 +498,10 @@ fn print_event(e: &Event, delivered: bool) {
         "{:>5}  {}  {:<8}  {:<18}  {:<9}  {}",
         e.record.seq,
         patrol_core::event::format_time_ms(e.record.time.wall_ms),
-        e.guard,
+        shown(&e.guard.to_string()),
         e.record.body.kind(),
         if delivered { "delivered" } else { "pending" },
-        describe(&e.record.body)
+        shown(&describe(&e.record.body))
     );
 }
 
@@ -547,7 +556,7 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 println!("synced   {}", patrol_core::event::format_time_ms(ms));
             }
             if let Some(err) = st.last_error {
-                println!("error    {err}");
+                println!("error    {}", shown(&err.to_string()));
             }
             if st.consecutive_failures > 0 {
                 let next = st.next_attempt_ms.map(patrol_core::event::format_time_ms);
@@ -561,7 +570,12 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 println!("URGENT   a panic alarm is not delivered yet");
             }
             for r in st.rejected {
-                println!("refused  shift {}: {} ({})", r.shift, r.message, r.code);
+                println!(
+                    "refused  shift {}: {} ({})",
+                    r.shift,
+                    shown(&r.message),
+                    shown(&r.code.to_string())
+                );
             }
         }
         DeviceCommand::Shift {
@@ -663,16 +677,21 @@ async fn device(args: DeviceArgs) -> Result<()> {
                     println!(
                         "  checkpoint {:<16} {} (tags: {})",
                         cp.id,
-                        cp.name,
-                        cp.tags.join(", ")
+                        shown(&cp.name),
+                        shown(&cp.tags.join(", "))
                     );
                 }
                 for t in &c.tours {
                     let cps: Vec<String> = t.checkpoints.iter().map(ToString::to_string).collect();
-                    println!("  tour {:<16} {}: {}", t.id, t.name, cps.join(" -> "));
+                    println!(
+                        "  tour {:<16} {}: {}",
+                        t.id,
+                        shown(&t.name),
+                        shown(&cps.join(" -> "))
+                    );
                 }
                 for p in &c.post_orders {
-                    println!("  post order {}: {}", p.title, p.text);
+                    println!("  post order {}: {}", shown(&p.title), shown(&p.text));
                 }
             }
         },
@@ -727,7 +746,10 @@ async fn device(args: DeviceArgs) -> Result<()> {
                         let status = store.status()?;
                         let now = chrono::Utc::now().timestamp_millis();
                         let wait = status.next_attempt_ms.map_or(0, |at| at - now).max(0);
-                        eprintln!("sync failed ({e}); retry {attempt}/{retry} in {wait} ms");
+                        eprintln!(
+                            "sync failed ({}); retry {attempt}/{retry} in {wait} ms",
+                            shown(&e.to_string())
+                        );
                         tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
                     }
                     Err(e) => return Err(e.into()),
@@ -738,7 +760,12 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 report.events_delivered, report.pending_events
             );
             for r in &report.rejected {
-                println!("refused: shift {}: {} ({})", r.shift, r.message, r.code);
+                println!(
+                    "refused: shift {}: {} ({})",
+                    r.shift,
+                    shown(&r.message),
+                    shown(&r.code.to_string())
+                );
             }
             if !report.rejected.is_empty() {
                 bail!(
@@ -850,7 +877,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                     if json {
                         println!("{e}");
                     } else {
-                        let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+                        let s = |k: &str| shown(e[k].as_str().unwrap_or(""));
                         println!(
                             "{:>6}  {}  {}  {:<10}  {:<18}  {}",
                             e["seq"],
@@ -858,7 +885,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                             s("received_at"),
                             s("guard_id"),
                             s("kind"),
-                            feed_detail(e)
+                            shown(&feed_detail(e))
                         );
                     }
                 }
@@ -957,9 +984,9 @@ async fn control(args: ControlArgs) -> Result<()> {
                 .await?;
             eprintln!(
                 "enrollment code for site {site}, one use, expires {}:",
-                code["expires_at"].as_str().unwrap_or("?")
+                shown(code["expires_at"].as_str().unwrap_or("?"))
             );
-            println!("{}", code["code"].as_str().unwrap_or_default());
+            println!("{}", shown(code["code"].as_str().unwrap_or_default()));
         }
         ControlCommand::RevokeDevice { site, device } => {
             let body = api
@@ -969,8 +996,9 @@ async fn control(args: ControlArgs) -> Result<()> {
                 )
                 .await?;
             println!(
-                "device {device} of site {site} revoked at {}",
-                body["revoked_at"].as_str().unwrap_or("?")
+                "device {} of site {site} revoked at {}",
+                shown(&device),
+                shown(body["revoked_at"].as_str().unwrap_or("?"))
             );
         }
         ControlCommand::User {
@@ -993,33 +1021,35 @@ async fn control(args: ControlArgs) -> Result<()> {
                 .await?;
             eprintln!(
                 "created {} {} ({}); its token follows, shown this once",
-                body["user"]["role"].as_str().unwrap_or("?"),
-                body["user"]["name"].as_str().unwrap_or("?"),
-                body["user"]["id"].as_str().unwrap_or("?"),
+                shown(body["user"]["role"].as_str().unwrap_or("?")),
+                shown(body["user"]["name"].as_str().unwrap_or("?")),
+                shown(body["user"]["id"].as_str().unwrap_or("?")),
             );
-            println!("{}", body["token"].as_str().unwrap_or_default());
+            println!("{}", shown(body["token"].as_str().unwrap_or_default()));
         }
         ControlCommand::User {
             command: UserCommand::List,
         } => {
             let body = api.get("/api/v1/users").await?;
             for u in body["users"].as_array().cloned().unwrap_or_default() {
-                let s = |k: &str| u[k].as_str().unwrap_or("").to_owned();
+                let s = |k: &str| shown(u[k].as_str().unwrap_or(""));
                 let sites = if u["all_sites"] == true {
                     "all sites".to_owned()
                 } else {
                     u["sites"]
                         .as_array()
                         .map(|a| {
-                            a.iter()
-                                .filter_map(|v| v.as_str())
-                                .collect::<Vec<_>>()
-                                .join(",")
+                            shown(
+                                &a.iter()
+                                    .filter_map(|v| v.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            )
                         })
                         .unwrap_or_default()
                 };
                 let state = match u["revoked_at"].as_str() {
-                    Some(at) => format!("revoked {at}"),
+                    Some(at) => format!("revoked {}", shown(at)),
                     None => "active".into(),
                 };
                 println!(
@@ -1039,8 +1069,8 @@ async fn control(args: ControlArgs) -> Result<()> {
                 .await?;
             println!(
                 "user {} revoked at {}",
-                body["name"].as_str().unwrap_or("?"),
-                body["revoked_at"].as_str().unwrap_or("?")
+                shown(body["name"].as_str().unwrap_or("?")),
+                shown(body["revoked_at"].as_str().unwrap_or("?"))
             );
         }
     }
@@ -1059,7 +1089,10 @@ fn verify(file: &std::path::Path, public_key: &str) -> Result<()> {
         .with_context(|| format!("{}", file.display()))?;
     println!(
         "verified: shift {} of device {} on site {} (guard {})",
-        verified.meta.shift, verified.meta.device, verified.meta.site, verified.meta.guard
+        verified.meta.shift,
+        verified.meta.device,
+        shown(verified.meta.site.as_str()),
+        shown(&verified.meta.guard.to_string())
     );
     println!(
         "  {} event(s) in {} change(s), exactly those the device signed; {} signature(s), the \
@@ -1091,7 +1124,8 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The error can carry a server's message or a store's text.
+            eprintln!("error: {}", shown(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

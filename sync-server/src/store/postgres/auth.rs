@@ -178,6 +178,25 @@ pub(super) async fn revoke_user<C: GenericClient>(
     id: &str,
     at_ms: i64,
 ) -> Result<Option<User>, StoreError> {
+    // Locks the active administrators over all sites (and the target): two revocations at once
+    // wait for each other, and the second counts what the first left.
+    let locked = query(
+        tx,
+        "SELECT user_id FROM users
+         WHERE (role = 'admin' AND all_sites AND revoked_at IS NULL) OR user_id = $1
+         ORDER BY user_id FOR UPDATE",
+        &[&id],
+    )
+    .await?;
+    let Some(target) = user_by_id(tx, id).await? else {
+        return Ok(None);
+    };
+    let others = locked
+        .iter()
+        .map(|row| row.try_get::<_, String>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let others = others.iter().filter(|u| u.as_str() != id).count();
+    access::check_revocation(&target, i64::try_from(others).unwrap_or(i64::MAX))?;
     execute(
         tx,
         "UPDATE users SET revoked_at = COALESCE(revoked_at, $2) WHERE user_id = $1",

@@ -172,6 +172,16 @@ pub(super) fn revoke_user(
     at_ms: i64,
 ) -> Result<Option<User>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let Some(target) = user_by_id(&tx, id)? else {
+        return Ok(None);
+    };
+    let others: i64 = tx.query_row(
+        "SELECT count(*) FROM users
+         WHERE role = 'admin' AND all_sites = 1 AND revoked_at IS NULL AND user_id <> ?1",
+        [id],
+        |r| r.get(0),
+    )?;
+    access::check_revocation(&target, others)?;
     tx.execute(
         "UPDATE users SET revoked_at = COALESCE(revoked_at, ?2) WHERE user_id = ?1",
         params![id, at_ms],
