@@ -253,7 +253,6 @@ pub struct ServeArgs {
     pub shutdown_timeout_secs: u64,
 }
 
-
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
 fn concurrent_syncs_help() -> String {
     format!(
@@ -472,6 +471,54 @@ mod tests {
             )
         );
         assert!(Cli::try_parse_from(["patrol-server", "--sync-retry-after-secs", "0"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn connection_limits_parse_with_safe_defaults() -> Result<(), clap::Error> {
+        let Command::Serve(args) = Cli::try_parse_from(["patrol-server"])?.into_command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            (
+                args.header_read_timeout_secs,
+                args.body_read_timeout_secs,
+                args.idle_timeout_secs,
+                args.max_connections,
+                args.max_connections_per_address,
+                args.shutdown_timeout_secs
+            ),
+            (10, 60, 60, 4_096, 256, 20)
+        );
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "--max-connections",
+            "64",
+            "--max-connections-per-address",
+            "16",
+            "--header-read-timeout-secs",
+            "1",
+        ])?;
+        let Command::Serve(args) = cli.into_command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            (
+                args.max_connections,
+                args.max_connections_per_address,
+                args.header_read_timeout_secs
+            ),
+            (64, 16, 1)
+        );
+        for refused in [
+            ["--max-connections", "0"],
+            ["--max-connections-per-address", "0"],
+            ["--header-read-timeout-secs", "0"],
+            ["--body-read-timeout-secs", "0"],
+            ["--idle-timeout-secs", "0"],
+        ] {
+            assert!(Cli::try_parse_from(["patrol-server", refused[0], refused[1]]).is_err());
+        }
         Ok(())
     }
 

@@ -24,7 +24,10 @@ const SOON: Duration = Duration::from_secs(30);
 /// A connection to `server` from the loopback address `127.0.0.<host>`.
 async fn connect_from(host: u8, server: SocketAddr) -> Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)), 0))?;
+    socket.bind(SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(127, 0, 0, host)),
+        0,
+    ))?;
     Ok(socket.connect(server).await?)
 }
 
@@ -111,10 +114,7 @@ async fn an_idle_socket_flood_takes_only_its_own_address_places() -> Result<()> 
     drop(flood);
     let deadline = Instant::now() + SOON;
     while healthz(&http, &server).await.is_err() {
-        ensure!(
-            Instant::now() < deadline,
-            "not served after the flood left"
-        );
+        ensure!(Instant::now() < deadline, "not served after the flood left");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
@@ -147,7 +147,13 @@ async fn a_slow_header_is_closed_and_others_are_served() -> Result<()> {
 async fn graceful_shutdown_ends_within_its_bound_despite_a_half_sent_body() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut child = Command::new(&bins()?.server)
-        .args(["serve", "--listen", "127.0.0.1:0", "--shutdown-timeout-secs", "1"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shutdown-timeout-secs",
+            "1",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .env("RUST_LOG", "warn")
