@@ -39,6 +39,41 @@ pub const DEFAULT_ENROLLMENT_CODE_TTL_SECS: u64 = 24 * 60 * 60;
 /// The longest lifetime an enrollment code may be given: 30 days.
 pub const MAX_ENROLLMENT_CODE_TTL_SECS: u64 = 30 * 24 * 60 * 60;
 
+/// How long a client has to send a request's head (request line and headers), in seconds,
+/// counted from when the server starts waiting for it. A head is a few hundred bytes, one or two
+/// TCP segments: 10 s covers a poor link losing them three times over (retransmissions after 1,
+/// 2 and 4 s), while a socket that sends nothing, or a byte now and then, is closed soon.
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+
+/// Longest wait for the next piece of a request body while a handler reads it, in seconds. The
+/// wait restarts with every piece received, so a large sync on a slow link is never cut while
+/// its data keeps coming; 60 s with nothing is a stalled or gone client (the phone itself gives
+/// up on a request after 30 s).
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 60;
+
+/// How long a connection may stay open with no request in flight, in seconds. A live stream is
+/// a request in flight until it ends, so it is never idle. (On HTTP/1.1 the header timeout also
+/// runs while the server waits for a kept-alive connection's next request, so it is the tighter
+/// bound there; this one bounds HTTP/2 connections, which send no head between requests.)
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+
+/// Most connections open at once. Each takes a file descriptor: the server raises its soft
+/// open-file limit to the hard one at start and lowers this cap, with a warning, if the limit
+/// cannot hold it besides the store's and its own descriptors (`listener::RESERVED_FDS` and the
+/// PostgreSQL connections). 4,096: a thousand phones syncing at a shift change and a control
+/// room's live streams, several times over.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
+
+/// Most connections open at once from one peer address: one client cannot take every place.
+/// Phones behind one NAT (a site's Wi-Fi) share an address; behind a reverse proxy every
+/// connection comes from the proxy, where this must be raised to `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDR: usize = 256;
+
+/// How long a graceful shutdown lets requests in flight finish, in seconds, before it closes
+/// what is left: inside the 30 s a container orchestrator waits after SIGTERM by default, so the
+/// server stops by itself rather than being killed.
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
+
 /// The patrol sync server: merges devices' shift logs into the canonical site record and
 /// serves the control-room API. Without a subcommand it serves.
 #[derive(Debug, Parser)]
@@ -179,6 +214,43 @@ pub struct ServeArgs {
     /// other instances' events.
     #[arg(long, env = "PATROL_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: usize,
+    /// Seconds a client has to send a request's head (request line and headers), counted from
+    /// when the server starts waiting for it; on HTTP/1.1 this also closes a kept-alive
+    /// connection that sends no next request in that time.
+    #[arg(long, env = "PATROL_HEADER_READ_TIMEOUT_SECS",
+          default_value_t = DEFAULT_HEADER_READ_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may send nothing while it is read; the wait restarts with every
+    /// piece received, so a slow but steady upload is never cut.
+    #[arg(long, env = "PATROL_BODY_READ_TIMEOUT_SECS",
+          default_value_t = DEFAULT_BODY_READ_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight (a live stream is in
+    /// flight until it ends).
+    #[arg(long, env = "PATROL_IDLE_TIMEOUT_SECS",
+          default_value_t = DEFAULT_IDLE_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once; one more is closed as soon as it is accepted. Lowered at
+    /// start, with a warning, if the open-file limit cannot hold it.
+    #[arg(long, env = "PATROL_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections: usize,
+    /// Most connections open at once from one peer address; one more is closed as soon as it
+    /// is accepted. Behind a reverse proxy every connection comes from the proxy: set it to
+    /// `--max-connections` there.
+    #[arg(long, env = "PATROL_MAX_CONNECTIONS_PER_ADDRESS",
+          default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ADDR,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_connections_per_address: usize,
+    /// Seconds a graceful shutdown (SIGTERM, Ctrl-C) lets requests in flight finish before it
+    /// closes the connections still open.
+    #[arg(long, env = "PATROL_SHUTDOWN_TIMEOUT_SECS",
+          default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout_secs: u64,
 }
 
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
@@ -399,6 +471,54 @@ mod tests {
             )
         );
         assert!(Cli::try_parse_from(["patrol-server", "--sync-retry-after-secs", "0"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn connection_limits_parse_with_safe_defaults() -> Result<(), clap::Error> {
+        let Command::Serve(args) = Cli::try_parse_from(["patrol-server"])?.into_command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            (
+                args.header_read_timeout_secs,
+                args.body_read_timeout_secs,
+                args.idle_timeout_secs,
+                args.max_connections,
+                args.max_connections_per_address,
+                args.shutdown_timeout_secs
+            ),
+            (10, 60, 60, 4_096, 256, 20)
+        );
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "--max-connections",
+            "64",
+            "--max-connections-per-address",
+            "16",
+            "--header-read-timeout-secs",
+            "1",
+        ])?;
+        let Command::Serve(args) = cli.into_command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(
+            (
+                args.max_connections,
+                args.max_connections_per_address,
+                args.header_read_timeout_secs
+            ),
+            (64, 16, 1)
+        );
+        for refused in [
+            ["--max-connections", "0"],
+            ["--max-connections-per-address", "0"],
+            ["--header-read-timeout-secs", "0"],
+            ["--body-read-timeout-secs", "0"],
+            ["--idle-timeout-secs", "0"],
+        ] {
+            assert!(Cli::try_parse_from(["patrol-server", refused[0], refused[1]]).is_err());
+        }
         Ok(())
     }
 

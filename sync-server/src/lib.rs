@@ -19,7 +19,9 @@
 //! domain counters (the HTTP layer feeds them and serves them as Prometheus text on `/metrics`,
 //! and optionally on a side listener, [`serve_metrics`], whose own traffic is not counted).
 //! Neither imports the layers above. The storage layer never imports the HTTP layer: a store
-//! answers in [`StoreError`], which the HTTP layer turns into answers.
+//! answers in [`StoreError`], which the HTTP layer turns into answers. Above the HTTP layer,
+//! [`listener`] is the accept loop that serves the router ([`serve`]) within the connection
+//! limits ([`ConnectionLimits`]: timeouts, caps, the shutdown bound).
 //!
 //! To embed or test the server, open a store, wrap it in an [`AppState`], and either call
 //! [`router`] (e.g. with `tower::ServiceExt::oneshot`) or [`serve`] on a bound listener:
@@ -38,6 +40,7 @@
 pub mod config;
 pub mod credentials;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod store;
 
@@ -46,13 +49,16 @@ use std::sync::Arc;
 
 pub use config::ApiConfig;
 pub use http::{AppError, AppState, router};
+pub use listener::{ConnectionLimits, serve_with_limits};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use store::postgres::{PostgresOptions, PostgresStore};
 pub use store::sqlite::SqliteStore;
 pub use store::{Store, StoreError};
 
-/// Serves the API on `listener` until `shutdown` completes, then lets in-flight requests finish
-/// (each sync request is one transaction, so stopping never leaves half a push).
+/// Serves the API on `listener` with the default [`ConnectionLimits`] until `shutdown`
+/// completes, then lets in-flight requests finish within the shutdown timeout (each sync
+/// request is one transaction, so stopping never leaves half a push). See
+/// [`serve_with_limits`] and [`listener`].
 ///
 /// Every accepted socket counts its bytes into `state.metrics` (see [`http::counting`]), and
 /// accepted sockets get `TCP_NODELAY`.
@@ -61,19 +67,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving the patrol API");
-    let listener = http::counting::CountingListener::new(listener, state.metrics.clone());
-    let feed = state.feed.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Live streams never end by themselves; in-flight requests are let finish.
-            feed.close();
-        })
-        .await?;
-    tracing::info!("server stopped");
-    Ok(())
+    serve_with_limits(listener, state, ConnectionLimits::default(), shutdown).await
 }
 
 /// Serves `/metrics` (and `/healthz`) for `metrics` on a side listener until `shutdown`

@@ -14,8 +14,8 @@ use patrol_server::config::{
 use patrol_server::credentials::{self, Role, Scope, User};
 use patrol_server::store::Site;
 use patrol_server::{
-    ApiConfig, AppState, PostgresOptions, PostgresStore, SqliteStore, Store, now_ms, serve,
-    serve_metrics, shutdown_signal,
+    ApiConfig, AppState, ConnectionLimits, PostgresOptions, PostgresStore, SqliteStore, Store,
+    listener, now_ms, serve_metrics, serve_with_limits, shutdown_signal,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -189,6 +189,20 @@ async fn open_store(data: &DataDirArg, options: PostgresOptions) -> anyhow::Resu
 }
 
 async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
+    // Before the store opens its files, so that everything counts against the raised limit.
+    let fd_limit = listener::raise_fd_limit();
+    let mut limits = ConnectionLimits::from(&args);
+    let reserved = listener::RESERVED_FDS + args.database_max_connections as u64;
+    let fitted = listener::fit_to_fd_limit(limits.max_connections, fd_limit, reserved);
+    if fitted < limits.max_connections {
+        tracing::warn!(
+            fd_limit,
+            asked = limits.max_connections,
+            max_connections = fitted,
+            "the open-file limit cannot hold --max-connections; lowered (raise `ulimit -n`)"
+        );
+        limits.max_connections = fitted;
+    }
     let store = open_store(
         &args.data,
         PostgresOptions {
@@ -237,7 +251,7 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
             let _ = metrics_stopped.await;
         }))
     });
-    let served = serve(listener, state, shutdown_signal())
+    let served = serve_with_limits(listener, state, limits, shutdown_signal())
         .await
         .context("server failed");
     drop(stop_metrics);
