@@ -158,6 +158,28 @@ pub struct Results {
     pub w3_reference: Rate,
 }
 
+/// `serve` flags for a run whose devices all connect from 127.0.0.1: on a real site each phone
+/// has its own address, so the server's per-address connection cap (which guards against one
+/// host holding every connection) is raised to admit all of them, with room for the control
+/// room's pulls. Flags already in `given` are left to the caller.
+pub fn one_address_server_args(devices: u64, given: &[String]) -> Vec<String> {
+    let cap = (devices.saturating_mul(2).saturating_add(256))
+        .max(4_096)
+        .to_string();
+    let mut args = Vec::new();
+    for flag in ["--max-connections", "--max-connections-per-address"] {
+        if !given
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        {
+            args.push(flag.to_owned());
+            args.push(cap.clone());
+        }
+    }
+    args.extend(given.iter().cloned());
+    args
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1_000.0
 }
@@ -517,7 +539,9 @@ pub async fn run(params: &Params) -> Result<Results> {
     let devices_dir = work.path().join("devices");
     std::fs::create_dir_all(&devices_dir)?;
 
-    let server = Server::start_with(&work.path().join("server"), &[SITE], true)?;
+    let args = one_address_server_args(params.devices, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = Server::start_with_args(&work.path().join("server"), &[SITE], true, &args)?;
     let http = reqwest::Client::new();
 
     // Setup (untimed for the workload): every device is enrolled (once, online, as a phone is

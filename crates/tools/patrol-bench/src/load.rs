@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::time::MissedTickBehavior;
 
 use crate::generator::{DeviceStream, SplitMix64};
-use crate::{SITE, counters, enroll_device, procfs, pull, record_scan};
+use crate::{SITE, counters, enroll_device, one_address_server_args, procfs, pull, record_scan};
 
 /// What a load run does.
 #[derive(Clone, Debug)]
@@ -546,7 +546,8 @@ pub async fn run_load(params: &LoadParams) -> Result<LoadResults> {
     let work = tempfile::tempdir()?;
     let devices_dir = work.path().join("devices");
     std::fs::create_dir_all(&devices_dir)?;
-    let args: Vec<&str> = params.server_args.iter().map(String::as_str).collect();
+    let args = one_address_server_args(params.devices, &params.server_args);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start_with_args(&work.path().join("server"), &[SITE], true, &args)?;
     let metrics_url = server
         .metrics_url
