@@ -222,6 +222,8 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Signal handlers before the lines below: whoever reads them may stop the server at once.
+    let shutdown = shutdown_signal();
     // Tests and scripts that pass port 0 read the real addresses from these lines. Both
     // sockets are bound before either line is printed, so each is ready once it is read.
     let mut out = std::io::stdout().lock();
@@ -251,7 +253,7 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
             let _ = metrics_stopped.await;
         }))
     });
-    let served = serve_with_limits(listener, state, limits, shutdown_signal())
+    let served = serve_with_limits(listener, state, limits, shutdown)
         .await
         .context("server failed");
     drop(stop_metrics);

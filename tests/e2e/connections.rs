@@ -10,7 +10,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
@@ -146,31 +146,9 @@ async fn a_slow_header_is_closed_and_others_are_served() -> Result<()> {
 #[tokio::test]
 async fn graceful_shutdown_ends_within_its_bound_despite_a_half_sent_body() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut child = Command::new(&bins()?.server)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--shutdown-timeout-secs",
-            "1",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting patrol-server")?;
+    let mut child = spawn_server(dir.path(), &["--shutdown-timeout-secs", "1"])?;
     let result = async {
-        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr: SocketAddr = line
-            .split("listening on http://")
-            .nth(1)
-            .ok_or_else(|| anyhow!("no address in {line:?}"))?
-            .trim()
-            .parse()?;
+        let addr = read_address(&mut child)?;
 
         // An enrollment whose JSON body stops after 5 of its 100 bytes: the handler waits for
         // the rest, which never comes.
@@ -189,21 +167,7 @@ async fn graceful_shutdown_ends_within_its_bound_despite_a_half_sent_body() -> R
             .status();
         ensure!(status.is_success(), "/healthz answered {status}");
 
-        let terminated = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()?;
-        ensure!(terminated.success(), "kill -TERM failed");
-        let deadline = Instant::now() + SOON;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                ensure!(status.success(), "patrol-server exited with {status}");
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("patrol-server still running {SOON:?} after SIGTERM");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        terminate_and_wait(&mut child).await?;
         drop(holder);
         Ok(())
     }
@@ -211,4 +175,70 @@ async fn graceful_shutdown_ends_within_its_bound_despite_a_half_sent_body() -> R
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// A SIGTERM sent the moment the server has printed its address is a graceful shutdown (exit
+/// status 0), not the signal's default action: the handlers are installed before that line.
+#[tokio::test]
+async fn a_sigterm_right_after_the_address_line_shuts_down_gracefully() -> Result<()> {
+    // A few times: the window this guards is short.
+    for _ in 0..5 {
+        let dir = tempfile::tempdir()?;
+        let mut child = spawn_server(dir.path(), &[])?;
+        let result = async {
+            read_address(&mut child)?;
+            terminate_and_wait(&mut child).await
+        }
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        result?;
+    }
+    Ok(())
+}
+
+/// `patrol-server serve` on a free loopback port over `data_dir`, with `args` added.
+fn spawn_server(data_dir: &std::path::Path, args: &[&str]) -> Result<Child> {
+    Command::new(&bins()?.server)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting patrol-server")
+}
+
+/// The address from the server's first line, `listening on http://<addr>`.
+fn read_address(child: &mut Child) -> Result<SocketAddr> {
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    Ok(line
+        .split("listening on http://")
+        .nth(1)
+        .ok_or_else(|| anyhow!("no address in {line:?}"))?
+        .trim()
+        .parse()?)
+}
+
+/// Sends SIGTERM and waits (up to [`SOON`]) for the server to exit with status 0.
+async fn terminate_and_wait(child: &mut Child) -> Result<()> {
+    let terminated = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    ensure!(terminated.success(), "kill -TERM failed");
+    let deadline = Instant::now() + SOON;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            ensure!(status.success(), "patrol-server exited with {status}");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("patrol-server still running {SOON:?} after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
