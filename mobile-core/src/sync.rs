@@ -43,6 +43,10 @@ impl SyncClient {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
+            // The server closes a kept-alive connection that sends nothing for its header-read
+            // timeout (10 s by default): dropping idle connections sooner means a request is
+            // never sent down one just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| Error::Network(e.to_string()))?;
         Ok(SyncClient {

@@ -55,8 +55,13 @@ async fn healthz(http: &reqwest::Client, server: &Server) -> Result<()> {
     Ok(())
 }
 
+/// A client that opens a new connection for each request: each check is another client, and
+/// none reuses a kept-alive connection the server is closing for its idleness.
 fn client() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().timeout(SOON).build()?)
+    Ok(reqwest::Client::builder()
+        .timeout(SOON)
+        .pool_max_idle_per_host(0)
+        .build()?)
 }
 
 #[tokio::test]
