@@ -9,7 +9,7 @@ use std::process::Command;
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::{DeviceId, EventBody, EventId, ShiftLog};
 use patrol_e2e::{Phone, control_pull};
-use patrol_testkit::{Server, bins, run, run_ok};
+use patrol_testkit::{Server, WEAK_ED25519_KEYS, bins, run, run_ok};
 use rusqlite::{Connection, params};
 
 const SITE: &str = "site-1";
@@ -227,25 +227,6 @@ fn signed_logs_verify_offline_and_any_tampering_with_the_stored_log_is_detected(
     Ok(())
 }
 
-/// Weak keys (points of small order, in canonical and non-canonical encodings): against each,
-/// signatures that pass the plain ed25519 check are made without any secret.
-const WEAK_KEYS: [&str; 14] = [
-    "0100000000000000000000000000000000000000000000000000000000000000",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000080",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
-    "0100000000000000000000000000000000000000000000000000000000000080",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-];
-
 #[test]
 fn a_forged_export_against_a_weak_key_does_not_verify() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -277,7 +258,7 @@ fn a_forged_export_against_a_weak_key_does_not_verify() -> Result<()> {
     let file = dir.path().join("forged.json");
     std::fs::write(&file, serde_json::to_string(&forged)?)?;
 
-    for weak in WEAK_KEYS {
+    for weak in WEAK_ED25519_KEYS {
         let (ok, said) = verify(&file, weak)?;
         ensure!(!ok, "{weak}: a forged log verified: {said}");
         ensure!(

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use patrol_core::evidence::{DeviceKey, ShiftLogExport, verify_export};
 use patrol_core::protocol::{DocOutcome, RejectCode};
+use patrol_testkit::WEAK_ED25519_KEYS;
 
 use crate::common::{Backend, Phone, SITE, TestResult, TestServer};
 
@@ -135,25 +136,6 @@ async fn a_device_enrolled_without_a_key_syncs_unsigned(backend: Backend) -> Tes
     Ok(())
 }
 
-/// The points of small order, canonical encodings first, then non-canonical ones that decode to
-/// them: against each, signatures that pass the plain ed25519 check are made without a secret.
-const WEAK_KEYS: [&str; 14] = [
-    "0100000000000000000000000000000000000000000000000000000000000000",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0000000000000000000000000000000000000000000000000000000000000080",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
-    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
-    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
-    "0100000000000000000000000000000000000000000000000000000000000080",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
-];
-
 async fn enrollment_refuses_weak_public_keys(backend: Backend) -> TestResult {
     let server = TestServer::new(backend).await?;
     let (status, code) = server
@@ -164,7 +146,7 @@ async fn enrollment_refuses_weak_public_keys(backend: Backend) -> TestResult {
         )
         .await?;
     assert_eq!(status, StatusCode::CREATED, "{code}");
-    for weak in WEAK_KEYS {
+    for weak in WEAK_ED25519_KEYS {
         let (status, body) = server
             .send_json_as(
                 "",
