@@ -138,23 +138,9 @@ async fn a_device_enrolled_without_a_key_syncs_unsigned(backend: Backend) -> Tes
 
 async fn enrollment_refuses_weak_public_keys(backend: Backend) -> TestResult {
     let server = TestServer::new(backend).await?;
-    let (status, code) = server
-        .send_json(
-            "POST",
-            &format!("/api/v1/sites/{SITE}/enrollment-codes"),
-            &serde_json::json!({}),
-        )
-        .await?;
-    assert_eq!(status, StatusCode::CREATED, "{code}");
+    let code = enrollment_code(&server).await?;
     for weak in WEAK_ED25519_KEYS {
-        let (status, body) = server
-            .send_json_as(
-                "",
-                "POST",
-                "/api/v1/enroll",
-                &serde_json::json!({"code": code["code"], "public_key": weak}),
-            )
-            .await?;
+        let (status, body) = enroll(&server, &code, weak).await?;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{weak}: {body}");
         assert_eq!(body["error"], "invalid_public_key", "{weak}: {body}");
         let message = body["message"].as_str().unwrap_or_default();
@@ -170,15 +156,8 @@ async fn enrollment_refuses_weak_public_keys(backend: Backend) -> TestResult {
         Some(0),
         "{devices}"
     );
-    let key = DeviceKey::generate()?;
-    let (status, body) = server
-        .send_json_as(
-            "",
-            "POST",
-            "/api/v1/enroll",
-            &serde_json::json!({"code": code["code"], "public_key": key.public_key().to_string()}),
-        )
-        .await?;
+    let key = DeviceKey::generate()?.public_key().to_string();
+    let (status, body) = enroll(&server, &code, &key).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     Ok(())
 }
@@ -193,6 +172,23 @@ crate::on_every_backend!(
 #[tokio::test]
 async fn enrollment_refuses_a_malformed_public_key() -> TestResult {
     let server = TestServer::sqlite().await?;
+    let code = enrollment_code(&server).await?;
+    for bad in ["zz", "00", &"ab".repeat(33)] {
+        let (status, body) = enroll(&server, &code, bad).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["error"], "invalid_public_key");
+    }
+    // The code was not spent by the refused attempts.
+    let key = DeviceKey::generate()?.public_key().to_string();
+    let (status, body) = enroll(&server, &code, &key).await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    Ok(())
+}
+
+/// A new enrollment code for the site, as its administrator asks for one.
+async fn enrollment_code(
+    server: &TestServer,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     let (status, code) = server
         .send_json(
             "POST",
@@ -201,28 +197,21 @@ async fn enrollment_refuses_a_malformed_public_key() -> TestResult {
         )
         .await?;
     assert_eq!(status, StatusCode::CREATED, "{code}");
-    for bad in ["zz", "00", &"ab".repeat(33)] {
-        let (status, body) = server
-            .send_json_as(
-                "",
-                "POST",
-                "/api/v1/enroll",
-                &serde_json::json!({"code": code["code"], "public_key": bad}),
-            )
-            .await?;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
-        assert_eq!(body["error"], "invalid_public_key");
-    }
-    // The code was not spent by the refused attempts.
-    let key = DeviceKey::generate()?;
-    let (status, body) = server
+    Ok(code)
+}
+
+/// Enrolls with `code` (as returned by [`enrollment_code`]) and the hex `public_key`.
+async fn enroll(
+    server: &TestServer,
+    code: &serde_json::Value,
+    public_key: &str,
+) -> Result<(StatusCode, serde_json::Value), Box<dyn std::error::Error>> {
+    server
         .send_json_as(
             "",
             "POST",
             "/api/v1/enroll",
-            &serde_json::json!({"code": code["code"], "public_key": key.public_key().to_string()}),
+            &serde_json::json!({"code": code["code"], "public_key": public_key}),
         )
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    Ok(())
+        .await
 }
