@@ -75,6 +75,16 @@ pub enum Error {
     KeyGeneration(String),
     #[error("network: {0}")]
     Network(String),
+    #[error("{url} is not a server URL: {reason}")]
+    BadServerUrl { url: String, reason: String },
+    /// Plain `http://` to a server off this machine: refused unless allowed for a lab.
+    #[error(
+        "refusing plain http:// to {url}: the device credential and the guards' records would \
+         cross the network readable; use https://, or allow plain HTTP explicitly for a lab"
+    )]
+    PlainHttp { url: String },
+    #[error("the trusted certificates cannot be used: {0}")]
+    BadCertificate(String),
     #[error("server error (HTTP {status}), will retry: {message}")]
     ServerTransient {
         status: u16,

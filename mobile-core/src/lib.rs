@@ -10,6 +10,8 @@
 //!   One store object owns the file while it is open.
 //! - [`sync::SyncClient`]: the HTTP transport (reqwest): enrollment, and sync rounds that
 //!   present the device's credential.
+//! - [`transport::Transport`]: which server URLs are accepted (`https://`; `http://` only on
+//!   loopback unless allowed for a lab) and which certificates are trusted.
 //! - [`backoff`]: when to retry a failed sync, and how failures are classed.
 //! - [`clock`]: the device clocks stamped on each event (wall, time since boot with boot id).
 //! - [`schema`]: numbered migrations under `PRAGMA user_version`.
@@ -28,6 +30,7 @@ pub mod ffi;
 pub mod schema;
 pub mod store;
 pub mod sync;
+pub mod transport;
 
 pub use error::{Error, Result};
 pub use store::{
@@ -35,6 +38,7 @@ pub use store::{
     RecordOptions, RejectedLog, ShiftInfo, StoreOptions, SyncReport, SyncStatus,
 };
 pub use sync::SyncClient;
+pub use transport::Transport;
 
 // The UniFFI scaffolding: the C-ABI entry points the generated bindings call.
 uniffi::setup_scaffolding!();

@@ -13,6 +13,10 @@ use patrol_core::{DeviceId, SiteId};
 use crate::backoff::RetryPolicy;
 use crate::error::{Error, Result};
 use crate::store::{DeviceStore, Enrollment, SyncReport};
+use crate::transport::Transport;
+
+/// How long one request may take, whole.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Rounds in one `sync` call: one more than needed for a server that lost history to ask for
 /// everything and receive it.
@@ -28,29 +32,26 @@ pub struct SyncClient {
 }
 
 impl SyncClient {
-    /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`).
+    /// A client for the server at `base_url` (e.g. `https://patrol.example.org`) under the
+    /// strict [`Transport`] rules: `http://` only on loopback.
     pub fn new(base_url: &str) -> Result<Self> {
-        Self::with_timeout(base_url, Duration::from_secs(30))
+        Self::with_timeout(base_url, DEFAULT_TIMEOUT)
     }
 
     pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<Self> {
-        let base = base_url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(Error::Network(format!(
-                "server URL must start with http:// or https://: {base_url}"
-            )));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(10))
-            // The server closes a kept-alive connection that sends nothing for its header-read
-            // timeout (10 s by default): dropping idle connections sooner means a request is
-            // never sent down one just as the server closes it.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| Error::Network(e.to_string()))?;
+        Self::with_transport(base_url, &Transport::default(), timeout)
+    }
+
+    /// A client that reaches the server under `transport`'s rules (plain HTTP for a lab, the
+    /// site's own certificate authority).
+    pub fn with_transport(
+        base_url: &str,
+        transport: &Transport,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let base = transport.checked_base_url(base_url)?;
         Ok(SyncClient {
-            http,
+            http: transport.client(timeout)?,
             base: base.to_owned(),
             endpoint: format!("{base}/api/v1/sync"),
             retry: RetryPolicy::default(),

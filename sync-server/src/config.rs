@@ -176,6 +176,24 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the bound address is printed).
     #[arg(long, env = "PATROL_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM: the server's certificate first, then its
+    /// intermediates); needs `--tls-key`. SIGHUP re-reads both files. Without it the API is
+    /// plain HTTP: off loopback, put a TLS-terminating proxy in front (docs/operations.md).
+    #[arg(
+        long,
+        env = "PATROL_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `--tls-cert` (PEM), readable by its owner alone (mode 0600).
+    #[arg(
+        long,
+        env = "PATROL_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataDirArg,
     /// Largest accepted sync request body, in bytes.

@@ -21,7 +21,8 @@
 //! Neither imports the layers above. The storage layer never imports the HTTP layer: a store
 //! answers in [`StoreError`], which the HTTP layer turns into answers. Above the HTTP layer,
 //! [`listener`] is the accept loop that serves the router ([`serve`]) within the connection
-//! limits ([`ConnectionLimits`]: timeouts, caps, the shutdown bound).
+//! limits ([`ConnectionLimits`]: timeouts, caps, the shutdown bound), over plain HTTP or over
+//! HTTPS with the certificate [`tls`] loads (and reloads on SIGHUP).
 //!
 //! To embed or test the server, open a store, wrap it in an [`AppState`], and either call
 //! [`router`] (e.g. with `tower::ServiceExt::oneshot`) or [`serve`] on a bound listener:
@@ -43,13 +44,14 @@ pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
 
 pub use config::ApiConfig;
 pub use http::{AppError, AppState, router};
-pub use listener::{ConnectionLimits, serve_with_limits};
+pub use listener::{ConnectionLimits, serve_tls_with_limits, serve_with_limits};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use store::postgres::{PostgresOptions, PostgresStore};
 pub use store::sqlite::SqliteStore;

@@ -13,6 +13,8 @@
 //! - Idle timeout: a connection with no request in flight for this long is closed (for HTTP/2,
 //!   which has no heads to wait for between requests). A request is in flight until its
 //!   response body has been sent, so a live stream is never idle.
+//! - TLS (with `--tls-cert`, see [`crate::tls`]): the handshake must finish within the header
+//!   read timeout, in the connection's own task.
 //! - Shutdown: the listener stops accepting, live streams end, idle connections close, requests
 //!   in flight are let finish for up to `shutdown_timeout`; then what is left is cut.
 //!
@@ -23,7 +25,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,14 +33,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::ConnectInfo;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 use tower_http::timeout::RequestBodyTimeout;
 
@@ -47,7 +51,7 @@ use crate::config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDR, DEFAULT_SHUTDOWN_TIMEOUT_SECS,
     ServeArgs,
 };
-use crate::http::counting::{CountingListener, CountingStream};
+use crate::http::counting::CountingListener;
 use crate::{AppState, router};
 
 /// The limits of the API's connections (see the module's guide); `serve`'s flags set them.
@@ -131,16 +135,38 @@ pub fn fit_to_fd_limit(max_connections: usize, fd_limit: Option<u64>, reserved: 
     }
 }
 
-/// Serves the API on `listener` with `limits` until `shutdown` completes (see the module's
-/// guide).
+/// Serves the API over plain HTTP on `listener` with `limits` until `shutdown` completes (see
+/// the module's guide).
 pub async fn serve_with_limits(
     listener: tokio::net::TcpListener,
     state: AppState,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_on(listener, state, limits, None, shutdown).await
+}
+
+/// As [`serve_with_limits`], over HTTPS: every connection first completes a TLS handshake
+/// with `tls`, within the header read timeout.
+pub async fn serve_tls_with_limits(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ConnectionLimits,
+    tls: TlsAcceptor,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_on(listener, state, limits, Some(tls), shutdown).await
+}
+
+async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, ?limits, "serving the patrol API");
+    tracing::info!(%addr, ?limits, tls = tls.is_some(), "serving the patrol API");
     let mut listener = CountingListener::new(listener, state.metrics.clone());
     let feed = state.feed.clone();
     let app = RequestBodyTimeout::new(router(state), limits.body_read_timeout);
@@ -173,15 +199,23 @@ pub async fn serve_with_limits(
                     tracing::debug!(%peer, "per-address connection cap reached; closing the new connection");
                     continue;
                 };
-                let connection = serve_connection(
-                    io,
-                    app.clone(),
-                    builder.clone(),
-                    limits.idle_timeout,
-                    closing_rx.clone(),
-                );
+                let app = app.clone();
+                let builder = builder.clone();
+                let closing = closing_rx.clone();
+                let tls = tls.clone();
+                let handshake_timeout = limits.header_read_timeout;
+                let idle = limits.idle_timeout;
                 connections.spawn(async move {
-                    connection.await;
+                    match tls {
+                        None => serve_connection(io, peer, app, builder, idle, closing).await,
+                        // The handshake runs in the connection's task, bounded like a request
+                        // head, so a client that stalls in it holds only its own slot.
+                        Some(tls) => match tokio::time::timeout(handshake_timeout, tls.accept(io)).await {
+                            Ok(Ok(io)) => serve_connection(io, peer, app, builder, idle, closing).await,
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        },
+                    }
                     drop((permit, slot));
                 });
             }
@@ -212,18 +246,23 @@ pub async fn serve_with_limits(
 type App = RequestBodyTimeout<axum::Router>;
 
 /// Serves one connection until it ends, is idle for `idle`, or (after `closing` turns true)
-/// has finished its requests in flight.
-async fn serve_connection(
-    io: CountingStream<TcpStream>,
+/// has finished its requests in flight. Each request carries the peer's address as axum's
+/// [`ConnectInfo`].
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
     app: App,
     builder: auto::Builder<TokioExecutor>,
     idle: Duration,
     mut closing: watch::Receiver<bool>,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
             let guard = InFlight::enter(&activity);
             let app = app.clone();
             async move {

@@ -13,9 +13,10 @@ use patrol_server::config::{
 };
 use patrol_server::credentials::{self, Role, Scope, User};
 use patrol_server::store::Site;
+use patrol_server::tls::{CertificateReloader, TlsFiles};
 use patrol_server::{
     ApiConfig, AppState, ConnectionLimits, PostgresOptions, PostgresStore, SqliteStore, Store,
-    listener, now_ms, serve_metrics, serve_with_limits, shutdown_signal,
+    listener, now_ms, serve_metrics, serve_tls_with_limits, serve_with_limits, shutdown_signal,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -203,6 +204,26 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
         );
         limits.max_connections = fitted;
     }
+    // Before the store opens: a certificate that does not load stops the start at once.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let reloader = CertificateReloader::new(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .context("cannot use the TLS certificate (--tls-cert, --tls-key)")?;
+            let acceptor = reloader.acceptor().context("cannot configure TLS")?;
+            Some((reloader, acceptor))
+        }
+        _ => None,
+    };
+    if tls.is_none() && !args.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %args.listen,
+            "serving plain HTTP off loopback: tokens and guards' records cross the network \
+             readable; use --tls-cert/--tls-key or a TLS-terminating proxy (docs/operations.md)"
+        );
+    }
     let store = open_store(
         &args.data,
         PostgresOptions {
@@ -227,7 +248,8 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts that pass port 0 read the real addresses from these lines. Both
     // sockets are bound before either line is printed, so each is ready once it is read.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "listening on http://{addr}")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    writeln!(out, "listening on {scheme}://{addr}")?;
     if let Some(l) = &metrics_listener {
         writeln!(out, "metrics on http://{}", l.local_addr()?)?;
     }
@@ -253,9 +275,14 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
             let _ = metrics_stopped.await;
         }))
     });
-    let served = serve_with_limits(listener, state, limits, shutdown)
-        .await
-        .context("server failed");
+    let served = match tls {
+        Some((reloader, acceptor)) => {
+            reloader.reload_on_sighup();
+            serve_tls_with_limits(listener, state, limits, acceptor, shutdown).await
+        }
+        None => serve_with_limits(listener, state, limits, shutdown).await,
+    }
+    .context("server failed");
     drop(stop_metrics);
     if let Some(task) = metrics_task {
         match tokio::time::timeout(METRICS_STOP_TIMEOUT, task).await {

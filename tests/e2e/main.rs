@@ -10,4 +10,5 @@ mod offline_shift;
 mod overload;
 mod server_crash;
 mod terminal;
+mod tls;
 mod working_together;

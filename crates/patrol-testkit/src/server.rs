@@ -23,6 +23,9 @@ pub struct Server {
     /// The token of the first administrator (over all sites), made with
     /// `patrol-server admin create` before the server started.
     pub admin_token: String,
+    /// The certificate `patrol` commands made by [`Server::control`] trust for HTTPS, when the
+    /// server serves it (`serve --tls-cert`).
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Server {
@@ -134,6 +137,7 @@ impl Server {
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
         let mut lines = BufReader::new(stdout).lines();
         let mut addr = None;
+        let mut url = String::new();
         let mut metrics_url = None;
         while addr.is_none() || (metrics && metrics_url.is_none()) {
             let Some(line) = lines.next() else {
@@ -142,8 +146,14 @@ impl Server {
                 bail!("patrol-server exited ({status}) before it was listening");
             };
             let line = line?;
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                addr = Some(rest.trim().parse::<SocketAddr>()?);
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let rest = rest.trim();
+                let bound = rest
+                    .strip_prefix("http://")
+                    .or_else(|| rest.strip_prefix("https://"))
+                    .ok_or_else(|| anyhow!("no scheme in {line:?}"))?;
+                addr = Some(bound.parse::<SocketAddr>()?);
+                url = rest.to_owned();
             } else if let Some(rest) = line.split("metrics on http://").nth(1) {
                 metrics_url = Some(format!("http://{}", rest.trim()));
             }
@@ -154,18 +164,22 @@ impl Server {
         Ok(Server {
             child,
             addr,
-            url: format!("http://{addr}"),
+            url,
             metrics_url,
             data_dir: data_dir.to_path_buf(),
             admin_token,
+            ca_cert: None,
         })
     }
 
     /// The command `patrol control --server <url> --token <token> <args>`, not yet run.
     pub fn control(&self, token: &str, args: &[&str]) -> Result<Command> {
         let mut cmd = Command::new(&bins()?.patrol);
-        cmd.args(["control", "--server", &self.url, "--token", token])
-            .args(args);
+        cmd.args(["control", "--server", &self.url, "--token", token]);
+        if let Some(ca) = &self.ca_cert {
+            cmd.arg("--ca-cert").arg(ca);
+        }
+        cmd.args(args);
         Ok(cmd)
     }
 

@@ -8,10 +8,11 @@ use patrol_core::SiteId;
 
 use super::error::{FfiResult, PatrolError};
 use super::observer::EventObserver;
-use super::sync::{SyncState, checked_url, new_runtime};
+use super::sync::{FfiTransport, SyncState, new_runtime};
 use crate::error::Error;
 use crate::store::{DeviceStore, Durability, StoreOptions};
-use crate::sync::SyncClient;
+use crate::sync::{DEFAULT_TIMEOUT, SyncClient};
+use crate::transport::Transport;
 
 /// A guard's phone: its store of shift logs and the means to sync them.
 ///
@@ -97,14 +98,15 @@ impl PatrolDevice {
         server_url: String,
         code: String,
         durability: FfiDurability,
+        transport: Transport,
     ) -> Result<Self, Error> {
-        let base = checked_url(&server_url)?;
+        // Before the code is spent: a URL these rules refuse is refused without a request.
+        let client = SyncClient::with_transport(&server_url, &transport, DEFAULT_TIMEOUT)?;
         // Before the code is spent: a store already set up here cannot take a new identity.
         if DeviceStore::is_set_up(&path)? {
             return Err(Error::AlreadySetUp { path });
         }
         let runtime = new_runtime()?;
-        let client = SyncClient::new(base)?;
         let enrollment = runtime.block_on(client.enroll(&code))?;
         let options = StoreOptions {
             durability: durability.into(),
@@ -116,6 +118,7 @@ impl PatrolDevice {
             SyncState {
                 runtime: Some(runtime),
                 client: Some((server_url, client)),
+                transport,
             },
         ))
     }
@@ -135,26 +138,36 @@ impl PatrolDevice {
     /// the phone records offline and syncs with `sync`. Fails with `InvalidInput` if a store is
     /// already set up at `path` (the code is then not used), `NotEnrolled` if the server refuses
     /// the code (unknown, expired or already used), `Network` if it cannot be reached.
-    /// `durability` defaults to `Full`.
-    #[uniffi::constructor(default(durability = None))]
+    /// `durability` defaults to `Full`. `transport` says how the server may be reached (see
+    /// `FfiTransport`; by default `https://`, and `http://` only to this machine); later syncs
+    /// keep it. A URL it refuses fails with `InvalidInput` before the code is used.
+    #[uniffi::constructor(default(durability = None, transport = None))]
     pub fn enroll(
         path: String,
         server_url: String,
         code: String,
         durability: Option<FfiDurability>,
+        transport: Option<FfiTransport>,
     ) -> FfiResult<Arc<Self>> {
-        Self::enroll_inner(path, server_url, code, durability.unwrap_or_default())
-            .map(Arc::new)
-            .map_err(|e| match e {
-                // A refused code is a 401 or 410; either way, the phone is not enrolled.
-                Error::ServerRejected { status, message }
-                | Error::Unauthorized { status, message } => PatrolError::NotEnrolled {
+        Self::enroll_inner(
+            path,
+            server_url,
+            code,
+            durability.unwrap_or_default(),
+            transport.unwrap_or_default().into(),
+        )
+        .map(Arc::new)
+        .map_err(|e| match e {
+            // A refused code is a 401 or 410; either way, the phone is not enrolled.
+            Error::ServerRejected { status, message } | Error::Unauthorized { status, message } => {
+                PatrolError::NotEnrolled {
                     message: format!(
                         "the server refused the enrollment code (HTTP {status}): {message}"
                     ),
-                },
-                other => other.into(),
-            })
+                }
+            }
+            other => other.into(),
+        })
     }
 
     /// Opens the store at `path`, creating it for `site_id` if it does not exist yet. A store
@@ -238,11 +251,29 @@ mod tests {
             format!("http://127.0.0.1:{port}"),
             format!("pe_{}", "A".repeat(43)),
             None,
+            None,
         )
         .err()
         .ok_or("enrolled")?;
         assert!(matches!(err, PatrolError::InvalidInput { .. }), "{err:?}");
         assert_eq!(device.events(None)?.len(), 2);
+
+        // Plain HTTP off this machine is refused before anything is sent or created.
+        let lab = temp();
+        let err = PatrolDevice::enroll(
+            path(&lab, "phone.db"),
+            "http://192.0.2.1:8080".into(),
+            format!("pe_{}", "A".repeat(43)),
+            None,
+            None,
+        )
+        .err()
+        .ok_or("enrolled over plain HTTP")?;
+        assert!(
+            matches!(&err, PatrolError::InvalidInput { message } if message.contains("plain http://")),
+            "{err:?}"
+        );
+        assert!(!std::path::Path::new(&path(&lab, "phone.db")).exists());
 
         let other = temp();
         let enrolled = enrolled(&other);

@@ -162,6 +162,10 @@ impl From<Error> for PatrolError {
             Error::Network(what) => PatrolError::Network {
                 message: format!("network: {what}"),
             },
+            // The server's address and why it is refused: no personal data.
+            e @ (Error::BadServerUrl { .. }
+            | Error::PlainHttp { .. }
+            | Error::BadCertificate(_)) => invalid(e.to_string()),
             Error::KeyGeneration(what) => PatrolError::Storage {
                 message: format!("the phone has no random source for its signing key: {what}"),
             },

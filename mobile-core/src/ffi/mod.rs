@@ -55,7 +55,7 @@ pub use incidents::{
 pub use observer::EventObserver;
 pub use recording::{FfiScanInput, FfiScanMethod, FfiShift};
 pub use records::{FfiEvent, FfiLocation};
-pub use sync::{FfiRejectedLog, FfiSyncReport, FfiSyncStatus};
+pub use sync::{FfiRejectedLog, FfiSyncReport, FfiSyncStatus, FfiTransport};
 pub use tours::{
     FfiCheckpointProgress, FfiPostOrder, FfiScanResult, FfiSiteConfig, FfiTagScanInput, FfiTour,
     FfiWindowProgress,

@@ -1,14 +1,13 @@
 //! Syncing: the status the app shows, the outbox's schedule, and the blocking `sync` with the
 //! runtime and HTTP client it keeps between calls.
 
-use patrol_core::ValidationError;
-
 use super::device::{PatrolDevice, lock};
 use super::error::FfiResult;
 use super::observer::notify;
 use crate::error::Error;
 use crate::store::{RejectedLog, SyncReport, SyncStatus};
-use crate::sync::SyncClient;
+use crate::sync::{DEFAULT_TIMEOUT, SyncClient};
+use crate::transport::Transport;
 
 /// A shift log the server refused.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
@@ -96,6 +95,7 @@ impl From<SyncReport> for FfiSyncReport {
 pub(super) struct SyncState {
     pub(super) runtime: Option<tokio::runtime::Runtime>,
     pub(super) client: Option<(String, SyncClient)>,
+    pub(super) transport: Transport,
 }
 
 pub(super) fn new_runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -105,16 +105,25 @@ pub(super) fn new_runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::Network(format!("cannot start the network runtime: {e}")))
 }
 
-/// The server URL, trimmed, if it is http(s).
-pub(super) fn checked_url(server_url: &str) -> Result<&str, Error> {
-    let base = server_url.trim();
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        return Err(Error::Invalid(ValidationError::BadId {
-            what: "server URL",
-            reason: "must start with http:// or https://".into(),
-        }));
+/// How the phone may reach its server. By default (`None` where one is asked for): `https://`
+/// checked against the platform's certificate roots, and `http://` only to this machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, uniffi::Record)]
+pub struct FfiTransport {
+    /// Accept plain `http://` to a server off this machine, for a lab without certificates:
+    /// anyone on that network can read the device credential and the records.
+    pub allow_plain_http: bool,
+    /// PEM certificates to trust instead of the platform's roots: the site's own certificate
+    /// authority, or its server's self-signed certificate.
+    pub ca_certificates_pem: Option<String>,
+}
+
+impl From<FfiTransport> for Transport {
+    fn from(t: FfiTransport) -> Self {
+        Transport {
+            allow_plain_http: t.allow_plain_http,
+            ca_certificates_pem: t.ca_certificates_pem.map(String::into_bytes),
+        }
     }
-    Ok(base)
 }
 
 impl PatrolDevice {
@@ -134,7 +143,11 @@ impl PatrolDevice {
 
     fn sync_inner(&self, server_url: &str) -> FfiResult<SyncReport> {
         let mut state = lock(&self.sync, "sync client")?;
-        let SyncState { runtime, client } = &mut *state;
+        let SyncState {
+            runtime,
+            client,
+            transport,
+        } = &mut *state;
         let runtime = match runtime {
             Some(rt) => rt,
             None => runtime.insert(new_runtime()?),
@@ -142,10 +155,8 @@ impl PatrolDevice {
         let client = match client {
             Some((url, c)) if url == server_url => c,
             _ => {
-                let base = checked_url(server_url)?;
-                &client
-                    .insert((server_url.to_owned(), SyncClient::new(base)?))
-                    .1
+                let made = SyncClient::with_transport(server_url, transport, DEFAULT_TIMEOUT)?;
+                &client.insert((server_url.to_owned(), made)).1
             }
         };
         // The store is locked only around building the request and applying the answer.
@@ -180,6 +191,19 @@ impl PatrolDevice {
         let result = self.sync_inner(&server_url);
         self.notify_status();
         result.map(Into::into)
+    }
+
+    /// How later syncs reach the server (plain HTTP for a lab, the site's own certificate
+    /// authority). Fails with `InvalidInput` if the certificates cannot be read; the previous
+    /// rules then stay.
+    pub fn set_transport(&self, transport: FfiTransport) -> FfiResult<()> {
+        let transport = Transport::from(transport);
+        // Checked now rather than at the next sync, where it would look like a network error.
+        transport.client(DEFAULT_TIMEOUT)?;
+        let mut state = lock(&self.sync, "sync client")?;
+        state.transport = transport;
+        state.client = None;
+        Ok(())
     }
 }
 

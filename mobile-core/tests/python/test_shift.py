@@ -144,6 +144,17 @@ class ShiftTest(unittest.TestCase):
         # A store already set up never takes another identity.
         with self.assertRaises(pm.PatrolError.InvalidInput):
             pm.PatrolDevice.enroll(path, self.server.url, self.server.enrollment_code())
+        # Plain HTTP off this machine is refused before the code is sent.
+        lab = os.path.join(self.tmp, "lab.db")
+        with self.assertRaises(pm.PatrolError.InvalidInput):
+            pm.PatrolDevice.enroll(lab, "http://192.0.2.1:8080", self.server.enrollment_code())
+        self.assertFalse(os.path.exists(lab))
+        # The transport is kept and can be changed; certificates that do not parse are refused.
+        device.set_transport(pm.FfiTransport(allow_plain_http=False, ca_certificates_pem=None))
+        with self.assertRaises(pm.PatrolError.InvalidInput):
+            device.set_transport(
+                pm.FfiTransport(allow_plain_http=False, ca_certificates_pem="not a certificate")
+            )
 
         shift_id = device.start_shift("guard-1")
         current = device.current_shift()

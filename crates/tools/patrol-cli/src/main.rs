@@ -14,7 +14,8 @@ use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity, ShiftId, SiteId,
 };
-use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient};
+use patrol_mobile::sync::DEFAULT_TIMEOUT;
+use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient, Transport};
 
 mod shown;
 use shown::shown;
@@ -55,8 +56,42 @@ struct DeviceArgs {
     /// The phone's store (one SQLite file).
     #[arg(long, env = "PATROL_STORE")]
     store: PathBuf,
+    #[command(flatten)]
+    transport: TransportArgs,
     #[command(subcommand)]
     command: DeviceCommand,
+}
+
+/// How the server may be reached: `https://` (checked against the system's certificate roots
+/// or `--ca-cert`), and `http://` only on this machine unless `--allow-plain-http`.
+#[derive(Args, Debug)]
+struct TransportArgs {
+    /// Trust only the PEM certificates in FILE for the server's HTTPS (the site's own
+    /// certificate authority, or the server's self-signed certificate) instead of the system's
+    /// roots.
+    #[arg(long, env = "PATROL_CA_CERT", value_name = "FILE", global = true)]
+    ca_cert: Option<PathBuf>,
+    /// Allow plain http:// to a server that is not on this machine, for a lab: anyone on the
+    /// network can then read and alter the traffic, credentials included.
+    #[arg(long, env = "PATROL_ALLOW_PLAIN_HTTP", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    allow_plain_http: bool,
+}
+
+impl TransportArgs {
+    fn transport(&self) -> Result<Transport> {
+        let ca_certificates_pem = match &self.ca_cert {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading --ca-cert {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Transport {
+            allow_plain_http: self.allow_plain_http,
+            ca_certificates_pem,
+        })
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -296,6 +331,8 @@ struct ControlArgs {
     /// A user token (pu_…), from `patrol-server admin create` or an administrator.
     #[arg(long, env = "PATROL_TOKEN", hide_env_values = true)]
     token: String,
+    #[command(flatten)]
+    transport: TransportArgs,
     #[command(subcommand)]
     command: ControlCommand,
 }
@@ -514,7 +551,8 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 args.store.display()
             );
         }
-        let enrollment = SyncClient::new(server)?
+        let transport = args.transport.transport()?;
+        let enrollment = SyncClient::with_transport(server, &transport, DEFAULT_TIMEOUT)?
             .enroll(code)
             .await
             .context("enrolling")?;
@@ -736,7 +774,8 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 Some(url) => url.to_owned(),
                 None => bail!("this store is not enrolled, so it cannot sync; enroll the phone"),
             };
-            let client = SyncClient::new(&server)?;
+            let client =
+                SyncClient::with_transport(&server, &args.transport.transport()?, DEFAULT_TIMEOUT)?;
             let mut attempt = 0;
             let report = loop {
                 match client.sync(&mut store).await {
@@ -852,9 +891,10 @@ async fn answer(request: reqwest::RequestBuilder, url: &str) -> Result<serde_jso
 }
 
 async fn control(args: ControlArgs) -> Result<()> {
+    let transport = args.transport.transport()?;
     let api = Api {
-        http: reqwest::Client::new(),
-        base: args.server.trim_end_matches('/').to_owned(),
+        http: transport.client(DEFAULT_TIMEOUT)?,
+        base: transport.checked_base_url(&args.server)?.to_owned(),
         token: args.token.trim().to_owned(),
     };
     match args.command {

@@ -1,0 +1,286 @@
+//! HTTPS end to end: the real server with `--tls-cert`/`--tls-key` (a certificate made here,
+//! signed by a certificate authority made here), a phone played by the real `patrol` command
+//! enrolling, syncing and the control room pulling over it; a client that does not trust the
+//! authority is refused; a renewed certificate is taken on SIGHUP; and `patrol` refuses plain
+//! `http://` to a server off loopback before sending anything.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail, ensure};
+use patrol_e2e::{Phone, control_pull};
+use patrol_testkit::{Server, bins, run, run_ok};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+const SITE: &str = "site-tls";
+
+/// A certificate authority and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, written as PEM files in `dir`: `ca.pem`, `server.pem`, `server.key` (0600).
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn make_pki(dir: &Path, name: &str) -> Result<Pki> {
+    std::fs::create_dir_all(dir)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} test authority"));
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let server_key = KeyPair::generate()?;
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
+        .signed_by(&server_key, &ca)?;
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    };
+    std::fs::write(&pki.ca, ca.pem())?;
+    std::fs::write(&pki.cert, server.pem())?;
+    write_private(&pki.key, &server_key.serialize_pem())?;
+    Ok(pki)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+fn start_tls(data_dir: &Path, pki: &Pki) -> Result<Server> {
+    let cert = pki.cert.to_string_lossy().into_owned();
+    let key = pki.key.to_string_lossy().into_owned();
+    let mut server = Server::start_with_args(
+        data_dir,
+        &[SITE],
+        false,
+        &["--tls-cert", &cert, "--tls-key", &key],
+    )?;
+    server.ca_cert = Some(pki.ca.clone());
+    Ok(server)
+}
+
+/// `patrol device --store <store> --ca-cert <ca> <args>`.
+fn phone_command(phone: &Phone, ca: &Path, args: &[&str]) -> Result<Command> {
+    let mut cmd = phone.command(args)?;
+    cmd.arg("--ca-cert").arg(ca);
+    Ok(cmd)
+}
+
+#[test]
+fn a_phone_enrolls_syncs_and_the_control_room_pulls_over_https() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let pki = make_pki(&tmp.path().join("pki"), "site")?;
+    let server = start_tls(&tmp.path().join("data"), &pki)?;
+    ensure!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+
+    let phone = Phone {
+        store: tmp.path().join("phone.db"),
+    };
+    let code = server.enrollment_code(SITE)?;
+    run_ok(&mut phone_command(
+        &phone,
+        &pki.ca,
+        &["enroll", "--server", &server.url, "--code", &code],
+    )?)?;
+    phone.run(&["shift", "start", "--guard", "anna"])?;
+    phone.run(&["scan", "cp-1", "--nfc", "04:AA"])?;
+    let synced = run_ok(&mut phone_command(&phone, &pki.ca, &["sync"])?)?;
+    ensure!(
+        phone.log()?.iter().all(|e| e["delivered"] == true),
+        "not every event was delivered over HTTPS: {synced}"
+    );
+
+    let pulled = control_pull(&server, SITE, 100)?;
+    let kinds: Vec<&str> = pulled.iter().filter_map(|e| e["kind"].as_str()).collect();
+    ensure!(
+        kinds.contains(&"shift_started") && kinds.contains(&"checkpoint_scanned"),
+        "the control room pulled {kinds:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_client_that_does_not_trust_the_certificate_is_refused_and_plain_http_gets_no_answer()
+-> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let pki = make_pki(&tmp.path().join("pki"), "site")?;
+    let other = make_pki(&tmp.path().join("other"), "other")?;
+    let server = start_tls(&tmp.path().join("data"), &pki)?;
+
+    // Trusting another authority: the handshake fails, the code is not spent.
+    let code = server.enrollment_code(SITE)?;
+    let phone = Phone {
+        store: tmp.path().join("phone.db"),
+    };
+    let refused = run(&mut phone_command(
+        &phone,
+        &other.ca,
+        &["enroll", "--server", &server.url, "--code", &code],
+    )?)?;
+    ensure!(
+        !refused.status.success(),
+        "enrolled trusting the wrong authority"
+    );
+    run_ok(&mut phone_command(
+        &phone,
+        &pki.ca,
+        &["enroll", "--server", &server.url, "--code", &code],
+    )?)?;
+
+    // The system's roots do not include a site's own authority either.
+    let mut untrusting = Command::new(&bins()?.patrol);
+    untrusting.args([
+        "control",
+        "--server",
+        &server.url,
+        "--token",
+        &server.admin_token,
+        "devices",
+        "--site",
+        SITE,
+    ]);
+    ensure!(
+        !run(&mut untrusting)?.status.success(),
+        "the control room trusted an unknown authority"
+    );
+
+    // Plain HTTP to the TLS port is not served.
+    let plain = format!("http://{}", server.addr);
+    let mut cmd = Command::new(&bins()?.patrol);
+    cmd.args([
+        "control",
+        "--server",
+        &plain,
+        "--token",
+        &server.admin_token,
+        "devices",
+        "--site",
+        SITE,
+    ]);
+    ensure!(
+        !run(&mut cmd)?.status.success(),
+        "plain HTTP to the HTTPS port was answered"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_renewed_certificate_is_taken_on_sighup_without_a_restart() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let first = make_pki(&tmp.path().join("first"), "first")?;
+    let server = start_tls(&tmp.path().join("data"), &first)?;
+    let devices = |ca: &Path| -> Result<bool> {
+        let mut cmd = Command::new(&bins()?.patrol);
+        cmd.args(["control", "--server", &server.url, "--token"])
+            .arg(&server.admin_token)
+            .arg("--ca-cert")
+            .arg(ca)
+            .args(["devices", "--site", SITE]);
+        Ok(run(&mut cmd)?.status.success())
+    };
+    ensure!(devices(&first.ca)?, "the first certificate is not served");
+
+    // Renewed in place (another authority, so the switch is visible), then SIGHUP.
+    let renewed = make_pki(&tmp.path().join("renewed"), "renewed")?;
+    std::fs::copy(&renewed.cert, &first.cert)?;
+    std::fs::copy(&renewed.key, &first.key)?;
+    ensure!(!devices(&renewed.ca)?, "renewed before the SIGHUP");
+    run_ok(Command::new("kill").args(["-HUP", &server.pid().to_string()]))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !devices(&renewed.ca)? {
+        if Instant::now() > deadline {
+            bail!("the renewed certificate was not served after SIGHUP");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(!devices(&first.ca)?, "the old certificate is still served");
+    Ok(())
+}
+
+#[test]
+fn the_server_refuses_a_key_others_can_read_or_a_key_of_another_certificate() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir()?;
+    let pki = make_pki(&tmp.path().join("pki"), "site")?;
+    let other = make_pki(&tmp.path().join("other"), "other")?;
+    let data = tmp.path().join("data");
+    run_ok(
+        Command::new(&bins()?.server)
+            .args(["site", "create", SITE, "--data-dir"])
+            .arg(&data),
+    )?;
+    let serve = |cert: &Path, key: &Path| -> Result<String> {
+        let out = run(Command::new(&bins()?.server)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--tls-cert")
+            .arg(cert)
+            .arg("--tls-key")
+            .arg(key))?;
+        ensure!(!out.status.success(), "the server started");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o644))?;
+    let said = serve(&pki.cert, &pki.key)?;
+    ensure!(said.contains("chmod 600"), "{said}");
+
+    std::fs::set_permissions(&pki.key, std::fs::Permissions::from_mode(0o600))?;
+    let said = serve(&pki.cert, &other.key)?;
+    ensure!(
+        said.contains("cannot be used with the certificate"),
+        "{said}"
+    );
+    Ok(())
+}
+
+#[test]
+fn patrol_refuses_plain_http_off_loopback_before_sending_anything() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let phone = Phone {
+        store: tmp.path().join("phone.db"),
+    };
+    // TEST-NET-1: nothing answers there, and nothing is sent there either.
+    let out = run(&mut phone.command(&[
+        "enroll",
+        "--server",
+        "http://192.0.2.1:8080",
+        "--code",
+        "pe_0000000000000000000000000000000000000000000",
+    ])?)?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && said.contains("refusing plain http://"),
+        "{said}"
+    );
+    ensure!(!phone.store.exists(), "a store was created");
+
+    let mut control = Command::new(&bins()?.patrol);
+    control.args([
+        "control",
+        "--server",
+        "http://192.0.2.1:8080",
+        "--token",
+        "pu_x",
+        "devices",
+        "--site",
+        SITE,
+    ]);
+    let out = run(&mut control)?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && said.contains("refusing plain http://"),
+        "{said}"
+    );
+    Ok(())
+}
