@@ -1,8 +1,9 @@
 //! Command line and configuration. Every flag of `serve` also reads an environment variable,
 //! so a container or service unit can configure the server without arguments.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -73,6 +74,14 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ADDR: usize = 256;
 /// what is left: inside the 30 s a container orchestrator waits after SIGTERM by default, so the
 /// server stops by itself rather than being killed.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
+
+/// Failed authentications from one address within the window that lock it out: a person
+/// mistyping a token a few times is never locked out; a guesser is within seconds.
+pub const DEFAULT_AUTH_MAX_FAILURES: u32 = 10;
+/// The window failed authentications are counted in.
+pub const DEFAULT_AUTH_FAILURE_WINDOW_SECS: u64 = 5 * 60;
+/// How long a locked-out address is refused.
+pub const DEFAULT_AUTH_LOCKOUT_SECS: u64 = 15 * 60;
 
 /// The patrol sync server: merges devices' shift logs into the canonical site record and
 /// serves the control-room API. Without a subcommand it serves.
@@ -269,6 +278,32 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout_secs: u64,
+    /// Failed authentications from one client address within `--auth-failure-window-secs`
+    /// after which that address is refused (`429`) for `--auth-lockout-secs`; failed answers
+    /// are slowed from the third failure on.
+    #[arg(long, env = "PATROL_AUTH_MAX_FAILURES", default_value_t = DEFAULT_AUTH_MAX_FAILURES,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub auth_max_failures: u32,
+    /// The window, in seconds, failed authentications are counted in.
+    #[arg(long, env = "PATROL_AUTH_FAILURE_WINDOW_SECS",
+          default_value_t = DEFAULT_AUTH_FAILURE_WINDOW_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub auth_failure_window_secs: u64,
+    /// Seconds a client address is refused after too many failed authentications.
+    #[arg(long, env = "PATROL_AUTH_LOCKOUT_SECS", default_value_t = DEFAULT_AUTH_LOCKOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub auth_lockout_secs: u64,
+    /// A reverse proxy in front of the server (repeat for several; comma-separated in the
+    /// environment): for connections from it, the client is the last address of
+    /// `X-Forwarded-For`, for throttling and logs. Never list an address clients can reach
+    /// the server from directly.
+    #[arg(
+        long,
+        env = "PATROL_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub trusted_proxy: Vec<IpAddr>,
 }
 
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
@@ -315,6 +350,7 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Lifetime of an enrollment code whose request does not set one.
     pub enrollment_code_ttl_secs: u64,
+    pub auth_throttle: ThrottleConfig,
 }
 
 impl Default for ApiConfig {
@@ -322,6 +358,7 @@ impl Default for ApiConfig {
         ApiConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             enrollment_code_ttl_secs: DEFAULT_ENROLLMENT_CODE_TTL_SECS,
+            auth_throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -331,6 +368,34 @@ impl From<&ServeArgs> for ApiConfig {
         ApiConfig {
             max_body_bytes: args.max_body_bytes,
             enrollment_code_ttl_secs: args.enrollment_code_ttl_secs,
+            auth_throttle: ThrottleConfig {
+                max_failures: args.auth_max_failures,
+                window: Duration::from_secs(args.auth_failure_window_secs),
+                lockout: Duration::from_secs(args.auth_lockout_secs),
+                trusted_proxies: args.trusted_proxy.clone(),
+            },
+        }
+    }
+}
+
+/// The failed-authentication throttle's settings (`http::throttle`; `serve`'s `--auth-*` and
+/// `--trusted-proxy` flags).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThrottleConfig {
+    pub max_failures: u32,
+    pub window: Duration,
+    pub lockout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            max_failures: DEFAULT_AUTH_MAX_FAILURES,
+            window: Duration::from_secs(DEFAULT_AUTH_FAILURE_WINDOW_SECS),
+            lockout: Duration::from_secs(DEFAULT_AUTH_LOCKOUT_SECS),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -86,6 +86,10 @@ pub struct Metrics {
     sync_refused_queue_full: AtomicU64,
     sync_refused_wait_timeout: AtomicU64,
     sync_waiting: AtomicU64,
+    /// Failed authentications, and requests refused because their address failed too often
+    /// (`http::throttle`).
+    auth_failures: AtomicU64,
+    auth_refused: AtomicU64,
 }
 
 /// A copy of every counter at one moment (each read on its own, so not one atomic snapshot of
@@ -109,6 +113,8 @@ pub struct MetricsSnapshot {
     pub sync_refused_wait_timeout: u64,
     /// A gauge: sync requests waiting for a permit at the moment of the snapshot.
     pub sync_waiting: u64,
+    pub auth_failures: u64,
+    pub auth_refused: u64,
 }
 
 impl Default for Metrics {
@@ -148,7 +154,19 @@ impl Metrics {
             sync_refused_queue_full: AtomicU64::new(0),
             sync_refused_wait_timeout: AtomicU64::new(0),
             sync_waiting: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            auth_refused: AtomicU64::new(0),
         }
+    }
+
+    /// A credential or enrollment code presented and refused.
+    pub fn auth_failed(&self) {
+        add(&self.auth_failures, 1);
+    }
+
+    /// A request refused with `429 too_many_failed_attempts`.
+    pub fn auth_refused(&self) {
+        add(&self.auth_refused, 1);
     }
 
     pub fn add_wire_connection(&self) {
@@ -251,6 +269,8 @@ impl Metrics {
             sync_refused_queue_full: load(&self.sync_refused_queue_full),
             sync_refused_wait_timeout: load(&self.sync_refused_wait_timeout),
             sync_waiting: load(&self.sync_waiting),
+            auth_failures: load(&self.auth_failures),
+            auth_refused: load(&self.auth_refused),
         }
     }
 
@@ -353,6 +373,16 @@ impl MetricsSnapshot {
                 ("{reason=\"queue_full\"}", self.sync_refused_queue_full),
                 ("{reason=\"wait_timeout\"}", self.sync_refused_wait_timeout),
             ],
+        );
+        counter(
+            "patrol_auth_failures_total",
+            "Credentials and enrollment codes presented and refused (each is logged with the client address and the reason).",
+            &[("", self.auth_failures)],
+        );
+        counter(
+            "patrol_auth_throttled_total",
+            "Requests refused with 429 too_many_failed_attempts: their address failed to authenticate too often.",
+            &[("", self.auth_refused)],
         );
         metric(
             "gauge",

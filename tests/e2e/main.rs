@@ -10,5 +10,6 @@ mod offline_shift;
 mod overload;
 mod server_crash;
 mod terminal;
+mod throttle;
 mod tls;
 mod working_together;

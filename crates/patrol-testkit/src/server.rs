@@ -47,6 +47,29 @@ impl Server {
         metrics: bool,
         args: &[&str],
     ) -> Result<Server> {
+        let admin_token = Self::prepare_dir(data_dir, sites)?;
+        Self::serve(data_dir, metrics, args, admin_token)
+    }
+
+    /// As [`Server::start_with_args`], with the server's log (stderr, `warn` and above) written
+    /// to `log` instead of the test's own stderr, for tests that check what it logs.
+    pub fn start_logging_to(
+        data_dir: &Path,
+        sites: &[&str],
+        args: &[&str],
+        log: &Path,
+    ) -> Result<Server> {
+        let admin_token = Self::prepare_dir(data_dir, sites)?;
+        let mut cmd = Command::new(&bins()?.server);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stderr(std::fs::File::create(log).context("creating the server's log file")?);
+        Self::spawn(cmd, data_dir, false, args, admin_token)
+    }
+
+    /// Creates `sites` and a first administrator in a fresh store under `data_dir`; returns
+    /// the administrator's token.
+    fn prepare_dir(data_dir: &Path, sites: &[&str]) -> Result<String> {
         let bins = bins()?;
         for site in sites {
             run_ok(
@@ -62,7 +85,7 @@ impl Server {
         )?
         .trim()
         .to_owned();
-        Self::serve(data_dir, metrics, args, admin_token)
+        Ok(admin_token)
     }
 
     /// Starts the server again on an existing data directory, creating nothing (a restart
@@ -131,7 +154,6 @@ impl Server {
         let mut child = cmd
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .context("starting patrol-server")?;
         let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;

@@ -1,7 +1,11 @@
 //! Who is asking. Requests carry `Authorization: Bearer <token>` (token kinds, their hashes and
 //! users are [`crate::credentials`]). [`AuthUser`] authenticates a user for the control-room routes;
 //! [`authenticate_device`] a device for sync. A missing, malformed, unknown or revoked token is
-//! 401; a valid one that does not cover the request is 403.
+//! 401; a valid one that does not cover the request is 403. Every check goes through
+//! [`throttled`]: an address that fails too often is slowed, then refused with 429.
+
+use std::future::Future;
+use std::net::IpAddr;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderMap;
@@ -77,8 +81,44 @@ fn presented(headers: &HeaderMap, expected: TokenKind) -> Result<TokenHash, AppE
     }
 }
 
+/// Runs `check`, an authentication of `client` with a `credential`, unless that address is
+/// locked out (429); a refusal is counted, logged and held back ([`super::throttle`]). A
+/// request that presents nothing is not an attempt: it is neither counted nor logged above
+/// debug.
+pub async fn throttled<T>(
+    state: &AppState,
+    client: Option<IpAddr>,
+    credential: &'static str,
+    check: impl Future<Output = Result<T, AppError>>,
+) -> Result<T, AppError> {
+    if let Err(refused) = state.throttle.check(client) {
+        state.metrics.auth_refused();
+        return Err(refused);
+    }
+    let result = check.await;
+    if let Err(e @ (AppError::Unauthorized { .. } | AppError::Gone { .. })) = &result {
+        if e.code() == "missing_credential" {
+            tracing::debug!(?client, "request without a credential");
+        } else {
+            state.metrics.auth_failed();
+            let delay = state.throttle.failed(client, credential, e.code());
+            tokio::time::sleep(delay).await;
+        }
+    }
+    result
+}
+
 /// The user whose token the request carries: 401 unless it is a known, unrevoked user token.
-pub async fn authenticate_user(state: &AppState, headers: &HeaderMap) -> Result<User, AppError> {
+/// Throttled per `client` address.
+pub async fn authenticate_user(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+) -> Result<User, AppError> {
+    throttled(state, client, "user token", check_user(state, headers)).await
+}
+
+async fn check_user(state: &AppState, headers: &HeaderMap) -> Result<User, AppError> {
     let hash = presented(headers, TokenKind::User)?;
     match state.store.user_by_token(hash).await? {
         Some((user, stored)) if stored.matches(&hash) => match user.revoked_at_ms {
@@ -96,11 +136,22 @@ pub async fn authenticate_user(state: &AppState, headers: &HeaderMap) -> Result<
 }
 
 /// The device whose credential the request carries: 401 unless it is a known device
-/// credential, not revoked.
+/// credential, not revoked. Throttled per `client` address.
 pub async fn authenticate_device(
     state: &AppState,
     headers: &HeaderMap,
+    client: Option<IpAddr>,
 ) -> Result<DeviceCredential, AppError> {
+    throttled(
+        state,
+        client,
+        "device credential",
+        check_device(state, headers),
+    )
+    .await
+}
+
+async fn check_device(state: &AppState, headers: &HeaderMap) -> Result<DeviceCredential, AppError> {
     let hash = presented(headers, TokenKind::Device)?;
     match state.store.device_by_credential(hash).await? {
         Some((device, stored)) if stored.matches(&hash) => match device.revoked_at_ms {
@@ -131,7 +182,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        authenticate_user(&state, &parts.headers)
+        let client = state.throttle.client(&parts.extensions, &parts.headers);
+        authenticate_user(&state, &parts.headers, client)
             .await
             .map(AuthUser)
     }

@@ -12,7 +12,7 @@ use patrol_core::evidence::PublicKey;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::auth::AuthUser;
+use super::auth::{self, AuthUser};
 use super::error::{AppError, ErrorBody};
 use super::extract::{MAX_JSON_BODY_BYTES, read_json, site_from_path};
 use super::state::AppState;
@@ -20,7 +20,7 @@ use super::{Endpoint, Verb, endpoint};
 use crate::config::MAX_ENROLLMENT_CODE_TTL_SECS;
 use crate::credentials::{Secret, TokenHash, TokenKind};
 use crate::now_ms;
-use crate::store::{Enrollment, NewEnrollmentCode};
+use crate::store::{DeviceCredential, Enrollment, NewEnrollmentCode};
 
 pub(super) fn routes() -> Vec<Endpoint> {
     vec![
@@ -160,7 +160,27 @@ async fn enroll(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let body: EnrollBody = read_json(&state, request, None).await?;
+    // The code is the credential: a wrong one counts as a failed authentication.
+    let client = state
+        .throttle
+        .client(request.extensions(), request.headers());
+    let (enrolled, device, credential) =
+        auth::throttled(&state, client, "enrollment code", redeem(&state, request)).await?;
+    tracing::info!(site = %enrolled.site, %device, "enrolled a device");
+    Ok(Json(serde_json::json!({
+        "site": enrolled.site.as_str(),
+        "device_id": device.to_string(),
+        "actor_id": device.actor_id().to_hex_string(),
+        "credential": credential.expose(),
+    })))
+}
+
+/// Reads the enrollment request and trades its code for a new device and its credential.
+async fn redeem(
+    state: &AppState,
+    request: Request,
+) -> Result<(DeviceCredential, DeviceId, Secret), AppError> {
+    let body: EnrollBody = read_json(state, request, None).await?;
     if TokenKind::of(body.code.trim()) != Some(TokenKind::Enrollment) {
         return Err(AppError::Unauthorized {
             code: "invalid_enrollment_code",
@@ -185,11 +205,5 @@ async fn enroll(
             now_ms: now_ms(),
         })
         .await?;
-    tracing::info!(site = %enrolled.site, %device, "enrolled a device");
-    Ok(Json(serde_json::json!({
-        "site": enrolled.site.as_str(),
-        "device_id": device.to_string(),
-        "actor_id": device.actor_id().to_hex_string(),
-        "credential": credential.expose(),
-    })))
+    Ok((enrolled, device, credential))
 }

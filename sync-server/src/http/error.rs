@@ -76,6 +76,13 @@ pub enum AppError {
         reason: &'static str,
         retry_after_secs: u64,
     },
+    /// The client's address failed to authenticate too often (see `http::throttle`): refused
+    /// before its credential was looked at.
+    #[error(
+        "too many failed authentications from this address; nothing was checked or changed: \
+         try again in {retry_after_secs} s"
+    )]
+    TooManyFailedAttempts { retry_after_secs: u64 },
     /// The server's own failure; never shown to the client.
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
@@ -140,6 +147,7 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::ServerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooManyFailedAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -168,6 +176,7 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
             AppError::ServerBusy { .. } => "server_busy",
+            AppError::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
         }
     }
 }
@@ -274,7 +283,8 @@ impl IntoResponse for AppError {
             .into_response();
         if let AppError::ServerBusy {
             retry_after_secs, ..
-        } = &self
+        }
+        | AppError::TooManyFailedAttempts { retry_after_secs } = &self
         {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -30,7 +30,8 @@
 //!
 //! What they share: [`state`] ([`AppState`]), [`admission`] (the sync queue), [`extract`]
 //! (reading bodies, paths and their checks), [`error`] ([`AppError`] and the JSON error body),
-//! [`auth`] (bearer tokens, [`auth::AuthUser`]), [`counting`] (the traffic counters' socket and
+//! [`auth`] (bearer tokens, [`auth::AuthUser`]), [`throttle`] (failed authentications per
+//! client address), [`counting`] (the traffic counters' socket and
 //! body wrappers) and [`live`] (the live feed's wake-ups and stream).
 //!
 //! What may import what: a resource imports the shared modules, the layers below
@@ -61,6 +62,7 @@ pub mod live;
 pub mod openapi;
 pub mod state;
 pub mod sync;
+pub mod throttle;
 
 use std::time::Duration;
 

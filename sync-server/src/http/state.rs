@@ -9,6 +9,7 @@ use axum::extract::FromRef;
 
 use super::admission::{AdmissionLimits, DEFAULT_MAX_SYNC_WAIT, SyncAdmission};
 use super::live::FeedNotifier;
+use super::throttle::AuthThrottle;
 use crate::config::{
     ApiConfig, DEFAULT_CONCURRENT_SYNCS_PER_CPU, DEFAULT_QUEUED_SYNCS_PER_CPU,
     DEFAULT_SYNC_RETRY_AFTER_SECS,
@@ -26,6 +27,8 @@ pub struct AppState {
     pub(super) syncs: Arc<SyncAdmission>,
     /// Wakes live feed streams when a site gets new events.
     pub feed: Arc<FeedNotifier>,
+    /// Failed authentications per client address ([`AuthThrottle`]).
+    pub throttle: Arc<AuthThrottle>,
 }
 
 impl AppState {
@@ -37,6 +40,7 @@ impl AppState {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         AppState {
             store,
+            throttle: Arc::new(AuthThrottle::new(config.auth_throttle.clone())),
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             syncs: Arc::new(SyncAdmission::new(AdmissionLimits {

@@ -82,7 +82,10 @@ fn check_sync_request(
 )]
 async fn sync(State(state): State<AppState>, request: Request) -> Result<Response, AppError> {
     state.metrics.add_sync_request();
-    let credential = auth::authenticate_device(&state, request.headers()).await?;
+    let client = state
+        .throttle
+        .client(request.extensions(), request.headers());
+    let credential = auth::authenticate_device(&state, request.headers(), client).await?;
     check_content_type(request.headers())?;
     // Held until the answer is ready. Refused (503) before a byte of the body is read.
     let _admitted = state.syncs.admit(&state.metrics).await?;
