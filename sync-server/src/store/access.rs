@@ -11,6 +11,25 @@ use super::{
 };
 use crate::credentials::{Role, Scope, User};
 
+/// The devices among `stored` (site, device, public key as stored) whose key this server no
+/// longer accepts: a weak or non-canonical ed25519 key, enrolled before such keys were refused,
+/// against which a constant signature verifies. Each is logged; the backend then revokes the
+/// device and clears the key at start-up, so its logs neither sync nor verify (the phone must
+/// be enrolled again), and reading the device does not fail on the key.
+pub fn refused_keys(stored: Vec<(String, String, Vec<u8>)>) -> Vec<(String, String)> {
+    stored
+        .into_iter()
+        .filter_map(|(site, device, key)| {
+            let why = patrol_core::evidence::PublicKey::from_bytes(&key).err()?;
+            tracing::warn!(
+                %site, %device, reason = %why,
+                "revoking a device enrolled with a public key this server refuses; enroll the phone again"
+            );
+            Some((site, device))
+        })
+        .collect()
+}
+
 /// The site a write names, which must exist ([`StoreError::UnknownSite`] otherwise).
 pub fn require_site(site: &SiteId, found: Option<Site>) -> Result<Site, StoreError> {
     found.ok_or_else(|| StoreError::UnknownSite(site.clone()))

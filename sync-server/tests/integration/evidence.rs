@@ -162,7 +162,61 @@ async fn enrollment_refuses_weak_public_keys(backend: Backend) -> TestResult {
     Ok(())
 }
 
+/// A store that enrolled a weak key before such keys were refused: at the next start the device
+/// is revoked and its key cleared, so its logs neither sync nor verify, and the site's device
+/// list still reads (a key that no longer parses made it fail).
+async fn a_weak_key_enrolled_before_is_revoked_at_start(backend: Backend) -> TestResult {
+    let mut server = TestServer::new(backend).await?;
+    let mut phone = server.phone("guard-1").await?;
+    let weak = (0..WEAK_ED25519_KEYS[0].len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&WEAK_ED25519_KEYS[0][i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()?;
+    let device = phone.device.to_string();
+    match &server.backend {
+        Backend::Sqlite(_) => {
+            let conn = rusqlite::Connection::open(server.db_path()?)?;
+            conn.execute(
+                "UPDATE device_credentials SET public_key = ?1 WHERE device_id = ?2",
+                rusqlite::params![weak, device],
+            )?;
+        }
+        Backend::Postgres(db) => {
+            let (client, connection) =
+                tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await?;
+            let driver = tokio::spawn(connection);
+            client
+                .execute(
+                    "UPDATE device_credentials SET public_key = $1 WHERE device_id = $2",
+                    &[&weak, &device],
+                )
+                .await?;
+            drop(client);
+            driver.await??;
+        }
+    }
+    server.reopen().await?;
+
+    let (status, devices) = server
+        .get_json(&format!("/api/v1/sites/{SITE}/devices"))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{devices}");
+    let listed = &devices["devices"][0];
+    assert_eq!(listed["device_id"], device.as_str(), "{devices}");
+    assert!(listed["revoked_at"].is_string(), "{devices}");
+    assert!(listed["public_key"].is_null(), "{devices}");
+    let (status, _, body) = server.try_sync(&phone.push_request()?).await?;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(())
+}
+
 crate::on_every_backend!(
+    a_weak_key_enrolled_before_is_revoked_at_start,
     signed_pushes_are_verified_kept_and_exported,
     unsigned_or_badly_signed_changes_are_refused_and_change_nothing,
     a_device_enrolled_without_a_key_syncs_unsigned,

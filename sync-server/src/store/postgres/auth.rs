@@ -347,6 +347,35 @@ pub(super) async fn revoke_device<C: GenericClient>(
     }
 }
 
+/// Revokes, at `now_ms`, every device whose stored key is refused ([`access::refused_keys`]),
+/// and clears the key.
+pub(super) async fn revoke_refused_keys<C: GenericClient>(
+    tx: &C,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let rows = query(
+        tx,
+        "SELECT site_id, device_id, public_key FROM device_credentials
+         WHERE public_key IS NOT NULL FOR UPDATE",
+        &[],
+    )
+    .await?;
+    let stored = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+    for (site, device) in access::refused_keys(stored) {
+        execute(
+            tx,
+            "UPDATE device_credentials SET revoked_at = COALESCE(revoked_at, $3), public_key = NULL
+             WHERE site_id = $1 AND device_id = $2",
+            &[&site, &device, &now_ms],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Why the device may not sync `batch`, if it may not: no credential on the site, a revoked
 /// one, or a request seq not greater than the last accepted. Locks the credential's row until
 /// the transaction ends, so that one device's requests are checked and recorded one at a time

@@ -222,6 +222,9 @@ impl PostgresStore {
         {
             let mut client = pool.get().await.map_err(checkout_error)?;
             migrate(&mut client, MIGRATIONS.len()).await?;
+            let tx = client.transaction().await?;
+            auth::revoke_refused_keys(&tx, crate::now_ms()).await?;
+            tx.commit().await?;
         }
         let notifier = Arc::new(Notifier::default());
         let (ready, listening) = oneshot::channel();

@@ -347,6 +347,28 @@ pub(super) fn revoke_device(
     Ok(credential)
 }
 
+/// Revokes, at `now_ms`, every device whose stored key is refused ([`access::refused_keys`]),
+/// and clears the key.
+pub(super) fn revoke_refused_keys(conn: &mut Connection, now_ms: i64) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let stored = tx
+        .prepare(
+            "SELECT site_id, device_id, public_key FROM device_credentials
+             WHERE public_key IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (site, device) in access::refused_keys(stored) {
+        tx.execute(
+            "UPDATE device_credentials SET revoked_at = COALESCE(revoked_at, ?3), public_key = NULL
+             WHERE site_id = ?1 AND device_id = ?2",
+            params![site, device, now_ms],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 /// Why the device may not sync `batch`, if it may not: no credential on the site, a revoked
 /// one, or a request seq not greater than the last accepted.
 pub(super) fn sync_refusal(

@@ -134,6 +134,7 @@ impl SqliteStore {
         files::private_db_file(&path)?;
         let mut writer = open_connection(&path)?;
         migrate(&mut writer, MIGRATIONS.len())?;
+        auth::revoke_refused_keys(&mut writer, crate::now_ms())?;
         // The checkpoint thread copies the WAL into the database file, beside the writer.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
