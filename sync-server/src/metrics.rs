@@ -29,18 +29,6 @@ use patrol_core::protocol::RejectCode;
 /// Content type of the Prometheus text exposition format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Every reject code known when this was built, so that each has a series (at 0) from the
-/// start: a scraper can then tell "none yet" from "not exported". A code added to patrol-core
-/// later still gets counted; its series appears with its first rejection.
-const KNOWN_REJECT_CODES: [RejectCode; 7] = [
-    RejectCode::Malformed,
-    RejectCode::ForeignActor,
-    RejectCode::WrongOwner,
-    RejectCode::ImmutableEvent,
-    RejectCode::UnexpectedOperation,
-    RejectCode::MissingMeta,
-    RejectCode::WrongAuthor,
-];
 
 /// Status classes as exported; index = first digit of the status - 1.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -144,7 +132,7 @@ impl Metrics {
             sync_requests: AtomicU64::new(0),
             docs_accepted: AtomicU64::new(0),
             docs_rejected: Mutex::new(
-                KNOWN_REJECT_CODES
+                RejectCode::ALL
                     .iter()
                     .map(|code| (code.as_str(), 0))
                     .collect(),
@@ -424,6 +412,7 @@ mod tests {
             "patrol_sync_docs_accepted_total 1",
             "patrol_sync_docs_rejected_total{code=\"wrong_owner\"} 2",
             "patrol_sync_docs_rejected_total{code=\"malformed\"} 0",
+            "patrol_sync_docs_rejected_total{code=\"bad_signature\"} 0",
             "patrol_events_inserted_total 7",
             "# TYPE patrol_events_inserted_total counter",
             "patrol_sync_queued_total 2",

@@ -139,6 +139,19 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
+    /// Every code, for those who report each one (the server's metrics export a series per
+    /// code from the start). A new variant goes here too.
+    pub const ALL: [RejectCode; 8] = [
+        RejectCode::Malformed,
+        RejectCode::ForeignActor,
+        RejectCode::WrongOwner,
+        RejectCode::ImmutableEvent,
+        RejectCode::UnexpectedOperation,
+        RejectCode::MissingMeta,
+        RejectCode::WrongAuthor,
+        RejectCode::BadSignature,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             RejectCode::Malformed => "malformed",
@@ -237,6 +250,27 @@ impl SyncResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_lists_every_reject_code_once() {
+        // Exhaustive: a new variant does not compile until it has a place here, and then the
+        // assertion fails until it is in `ALL`.
+        let place = |c: &RejectCode| match c {
+            RejectCode::Malformed => 0,
+            RejectCode::ForeignActor => 1,
+            RejectCode::WrongOwner => 2,
+            RejectCode::ImmutableEvent => 3,
+            RejectCode::UnexpectedOperation => 4,
+            RejectCode::MissingMeta => 5,
+            RejectCode::WrongAuthor => 6,
+            RejectCode::BadSignature => 7,
+        };
+        let mut seen = [0; RejectCode::ALL.len()];
+        for code in RejectCode::ALL {
+            seen[place(&code)] += 1;
+        }
+        assert_eq!(seen, [1; RejectCode::ALL.len()]);
+    }
 
     fn request() -> SyncRequest {
         SyncRequest {
