@@ -169,6 +169,7 @@ async fn serve_on(
     tracing::info!(%addr, ?limits, tls = tls.is_some(), "serving the patrol API");
     let mut listener = CountingListener::new(listener, state.metrics.clone());
     let feed = state.feed.clone();
+    let metrics = state.metrics.clone();
     let app = RequestBodyTimeout::new(router(state), limits.body_read_timeout);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -191,11 +192,13 @@ async fn serve_on(
             (io, peer) = axum::serve::Listener::accept(&mut listener) => {
                 // Over a cap the socket is dropped, that is closed, before a byte is read.
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    metrics.add_wire_refused(false);
                     tracing::debug!(%peer, "connection cap reached; closing the new connection");
                     continue;
                 };
                 let Some(slot) = PeerCounts::enter(&peers, peer.ip(), limits.max_connections_per_addr)
                 else {
+                    metrics.add_wire_refused(true);
                     tracing::debug!(%peer, "per-address connection cap reached; closing the new connection");
                     continue;
                 };

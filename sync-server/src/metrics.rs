@@ -29,7 +29,6 @@ use patrol_core::protocol::RejectCode;
 /// Content type of the Prometheus text exposition format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-
 /// Status classes as exported; index = first digit of the status - 1.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -57,6 +56,9 @@ impl BusyReason {
 #[derive(Debug)]
 pub struct Metrics {
     wire_connections: AtomicU64,
+    /// Accepted connections closed at once for a connection cap, by cap.
+    wire_refused_overall: AtomicU64,
+    wire_refused_per_address: AtomicU64,
     wire_read_bytes: AtomicU64,
     wire_written_bytes: AtomicU64,
     http_requests: AtomicU64,
@@ -85,6 +87,8 @@ pub struct Metrics {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetricsSnapshot {
     pub wire_connections: u64,
+    pub wire_refused_overall: u64,
+    pub wire_refused_per_address: u64,
     pub wire_read_bytes: u64,
     pub wire_written_bytes: u64,
     pub http_requests: u64,
@@ -123,6 +127,8 @@ impl Metrics {
     pub fn new() -> Self {
         Metrics {
             wire_connections: AtomicU64::new(0),
+            wire_refused_overall: AtomicU64::new(0),
+            wire_refused_per_address: AtomicU64::new(0),
             wire_read_bytes: AtomicU64::new(0),
             wire_written_bytes: AtomicU64::new(0),
             http_requests: AtomicU64::new(0),
@@ -159,6 +165,19 @@ impl Metrics {
 
     pub fn add_wire_connection(&self) {
         add(&self.wire_connections, 1);
+    }
+
+    /// An accepted connection closed at once: the overall cap (`per_address` false) or its
+    /// address's cap was reached.
+    pub fn add_wire_refused(&self, per_address: bool) {
+        add(
+            if per_address {
+                &self.wire_refused_per_address
+            } else {
+                &self.wire_refused_overall
+            },
+            1,
+        );
     }
 
     pub fn add_wire_read(&self, bytes: usize) {
@@ -239,6 +258,8 @@ impl Metrics {
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             wire_connections: load(&self.wire_connections),
+            wire_refused_overall: load(&self.wire_refused_overall),
+            wire_refused_per_address: load(&self.wire_refused_per_address),
             wire_read_bytes: load(&self.wire_read_bytes),
             wire_written_bytes: load(&self.wire_written_bytes),
             http_requests: load(&self.http_requests),
@@ -285,6 +306,14 @@ impl MetricsSnapshot {
             "patrol_wire_connections_total",
             "TCP connections accepted on the main listener.",
             &[("", self.wire_connections)],
+        );
+        counter(
+            "patrol_wire_refused_connections_total",
+            "Accepted connections closed at once because a connection cap was reached, by cap.",
+            &[
+                ("{cap=\"overall\"}", self.wire_refused_overall),
+                ("{cap=\"per_address\"}", self.wire_refused_per_address),
+            ],
         );
         counter(
             "patrol_wire_read_bytes_total",
