@@ -165,6 +165,32 @@ async fn a_slow_header_is_closed_and_others_are_served() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_stalled_body_is_answered_408_and_closed() -> Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let dir = tempfile::tempdir()?;
+    let server =
+        Server::start_with_args(dir.path(), &[], false, &["--body-read-timeout-secs", "1"])?;
+    let mut stalled = TcpStream::connect(server.addr).await?;
+    stalled
+        .write_all(
+            b"POST /api/v1/enroll HTTP/1.1\r\nHost: patrol\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"cod",
+        )
+        .await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(SOON, stalled.read_to_end(&mut answer))
+        .await
+        .context("no answer to a stalled body")??;
+    let answer = String::from_utf8_lossy(&answer);
+    ensure!(
+        answer.starts_with("HTTP/1.1 408") && answer.contains("request_timeout"),
+        "{answer}"
+    );
+    healthz(&client()?, &server).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn graceful_shutdown_ends_within_its_bound_despite_a_half_sent_body() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut child = spawn_server(dir.path(), &["--shutdown-timeout-secs", "1"])?;

@@ -23,6 +23,11 @@ pub enum AppError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     UnreadableBody(String),
+    /// The body stopped arriving for the body read timeout; nothing was changed.
+    #[error(
+        "the request body stopped arriving before it was whole; nothing was changed: send it again"
+    )]
+    BodyTimeout,
     #[error("malformed sync request: {0}")]
     MalformedRequest(String),
     #[error("unsupported sync protocol: {0}")]
@@ -147,6 +152,7 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::ServerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyFailedAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -176,6 +182,7 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
             AppError::ServerBusy { .. } => "server_busy",
+            AppError::BodyTimeout => "request_timeout",
             AppError::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
         }
     }

@@ -47,9 +47,23 @@ pub(super) fn check_media_type(
 pub(super) fn body_error(rejection: BytesRejection, limit: usize) -> AppError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         AppError::PayloadTooLarge { limit }
+    } else if stalled(&rejection) {
+        AppError::BodyTimeout
     } else {
         AppError::UnreadableBody(rejection.body_text())
     }
+}
+
+/// Whether the body stopped arriving for the body read timeout (see `crate::listener`).
+fn stalled(rejection: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(e) = source {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Reads a JSON body of at most [`MAX_JSON_BODY_BYTES`]. An empty body is `empty` when given
