@@ -1,7 +1,8 @@
 //! The real `patrol-server` against slow, idle and too many connections: a flood of idle
 //! sockets from one address takes only that address's places and others are still served; a
 //! client that sends half a request head is closed after the header timeout; a graceful
-//! shutdown ends within its bound although a client holds a half-sent request body.
+//! shutdown ends within its bound although a client holds a half-sent request body; a stalled
+//! body is answered 408; a live stream outlives the idle timeout.
 //!
 //! The caps and timeouts are set small by flag so that each test is cheap. Sockets are bound
 //! to other loopback addresses (127.0.0.2 and up: Linux routes all of 127/8 to `lo`) so that
@@ -164,9 +165,49 @@ async fn a_slow_header_is_closed_and_others_are_served() -> Result<()> {
     Ok(())
 }
 
+/// A live stream is a request in flight however long it lasts: the idle timeout never closes
+/// it, and an event committed long after it opened still reaches it.
+#[tokio::test]
+async fn a_live_stream_outlives_the_idle_timeout() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with_args(
+        &dir.path().join("data"),
+        &["site-1"],
+        false,
+        &[
+            "--idle-timeout-secs",
+            "1",
+            "--header-read-timeout-secs",
+            "1",
+        ],
+    )?;
+    let http = reqwest::Client::new();
+    let mut stream = http
+        .get(format!("{}/api/v1/sites/site-1/stream", server.url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await?;
+    ensure!(stream.status().is_success(), "{}", stream.status());
+    // Three idle timeouts with nothing to send.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let phone = patrol_e2e::Phone::enroll(dir.path().join("phone.db"), &server, "site-1")?;
+    phone.run(&["shift", "start", "--guard", "anna"])?;
+    phone.run(&["sync"])?;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + SOON;
+    while !seen.contains("shift_started") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .context("the event did not reach the open stream")??;
+        let chunk = chunk.ok_or_else(|| anyhow!("the stream ended: {seen}"))?;
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_stalled_body_is_answered_408_and_closed() -> Result<()> {
-    use tokio::io::AsyncReadExt as _;
     let dir = tempfile::tempdir()?;
     let server =
         Server::start_with_args(dir.path(), &[], false, &["--body-read-timeout-secs", "1"])?;
