@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, header};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -44,6 +45,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::RequestBodyTimeout;
 
 use crate::config::{
@@ -170,7 +172,15 @@ async fn serve_on(
     let mut listener = CountingListener::new(listener, state.metrics.clone());
     let feed = state.feed.clone();
     let metrics = state.metrics.clone();
-    let app = RequestBodyTimeout::new(router(state), limits.body_read_timeout);
+    let mut api = router(state);
+    if tls.is_some() {
+        // Browsers that once reached the server over HTTPS never fall back to plain HTTP.
+        api = api.layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        ));
+    }
+    let app = RequestBodyTimeout::new(api, limits.body_read_timeout);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -100,6 +100,27 @@ fn a_phone_enrolls_syncs_and_the_control_room_pulls_over_https() -> Result<()> {
         "not every event was delivered over HTTPS: {synced}"
     );
 
+    // A browser that reached the server over HTTPS keeps to it.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca)?)?;
+    let https = reqwest::Client::builder().tls_certs_only([ca]).build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let hsts = runtime.block_on(async {
+        let response = https.get(format!("{}/healthz", server.url)).send().await?;
+        Ok::<_, reqwest::Error>(
+            response
+                .headers()
+                .get(reqwest::header::STRICT_TRANSPORT_SECURITY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        )
+    })?;
+    ensure!(
+        hsts.as_deref() == Some("max-age=31536000"),
+        "Strict-Transport-Security: {hsts:?}"
+    );
+
     let pulled = control_pull(&server, SITE, 100)?;
     let kinds: Vec<&str> = pulled.iter().filter_map(|e| e["kind"].as_str()).collect();
     ensure!(

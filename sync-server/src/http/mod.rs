@@ -69,9 +69,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, OriginalUri};
 use axum::handler::Handler;
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use self::counting::count_traffic;
@@ -160,6 +161,16 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http().on_failure(log_failure))
+        // Answers carry credentials (enrollment, new users, rotations) and guards' records:
+        // no cache keeps them, and no browser guesses their type.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         // Outermost, so that it sees bodies exactly as they go to and come from hyper: after
         // any encoding a layer inside it applies, and including error responses of every layer.
         .layer(axum::middleware::from_fn_with_state(metrics, count_traffic))

@@ -495,6 +495,9 @@ async fn paging_returns_every_event_once_in_order(backend: Backend) -> TestResul
         header("link").as_deref(),
         Some(format!("</api/v1/sites/{SITE}/events?after=15&limit=5>; rel=\"next\"").as_str())
     );
+    // Guards' records are kept by no cache, and no browser guesses their type.
+    assert_eq!(header("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
     Ok(())
 }
 
