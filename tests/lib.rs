@@ -81,6 +81,29 @@ pub fn control_pull(server: &Server, site: &str, page: u32) -> Result<Vec<serde_
         .collect()
 }
 
+/// The server's counters as `/metrics` shows them now: each series (name and labels, e.g.
+/// `patrol_wire_refused_connections_total{cap="overall"}`) with its value.
+pub async fn metrics(
+    http: &reqwest::Client,
+    server: &Server,
+) -> Result<std::collections::HashMap<String, u64>> {
+    let text = http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect())
+}
+
 /// A one-connection TCP proxy to `upstream` that, as soon as the server starts answering,
 /// SIGKILLs the client process in `victim` and drops the answer: the server has applied and
 /// committed the sync, the client never learns it.

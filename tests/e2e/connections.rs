@@ -124,21 +124,14 @@ async fn an_idle_socket_flood_takes_only_its_own_address_places() -> Result<()> 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The refusals are counted by cap (the retries above may add to the overall one).
-    let metrics = http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let refused = |cap: &str| -> Option<u64> {
-        let prefix = format!("patrol_wire_refused_connections_total{{cap=\"{cap}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .and_then(|n| n.parse().ok())
+    let metrics = patrol_e2e::metrics(&http, &server).await?;
+    let refused = |cap: &str| {
+        metrics.get(&format!(
+            "patrol_wire_refused_connections_total{{cap=\"{cap}\"}}"
+        ))
     };
-    ensure!(refused("per_address") == Some(24), "{metrics}");
-    ensure!(refused("overall").is_some_and(|n| n >= 1), "{metrics}");
+    ensure!(refused("per_address") == Some(&24), "{metrics:?}");
+    ensure!(refused("overall").is_some_and(|n| *n >= 1), "{metrics:?}");
     Ok(())
 }
 

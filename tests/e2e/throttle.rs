@@ -127,16 +127,11 @@ async fn repeated_failures_from_one_address_are_refused_and_logged_without_the_s
     // The counters say so too.
     let (status, _, _) = devices(&guard_desk, &server, &server.admin_token).await?;
     ensure!(status == 200);
-    let metrics = guard_desk
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = patrol_e2e::metrics(&guard_desk, &server).await?;
     ensure!(
-        metrics.contains("patrol_auth_failures_total 8")
-            && metrics.contains("patrol_auth_throttled_total 2"),
-        "{metrics}"
+        metrics.get("patrol_auth_failures_total") == Some(&8)
+            && metrics.get("patrol_auth_throttled_total") == Some(&2),
+        "{metrics:?}"
     );
     Ok(())
 }

@@ -159,40 +159,31 @@ fn a_client_that_does_not_trust_the_certificate_is_refused_and_plain_http_gets_n
     )?)?;
 
     // The system's roots do not include a site's own authority either.
-    let mut untrusting = Command::new(&bins()?.patrol);
-    untrusting.args([
-        "control",
-        "--server",
-        &server.url,
-        "--token",
-        &server.admin_token,
-        "devices",
-        "--site",
-        SITE,
-    ]);
     ensure!(
-        !run(&mut untrusting)?.status.success(),
+        !list_devices(&server.url, &server.admin_token, None)?
+            .status
+            .success(),
         "the control room trusted an unknown authority"
     );
-
     // Plain HTTP to the TLS port is not served.
     let plain = format!("http://{}", server.addr);
-    let mut cmd = Command::new(&bins()?.patrol);
-    cmd.args([
-        "control",
-        "--server",
-        &plain,
-        "--token",
-        &server.admin_token,
-        "devices",
-        "--site",
-        SITE,
-    ]);
     ensure!(
-        !run(&mut cmd)?.status.success(),
+        !list_devices(&plain, &server.admin_token, None)?
+            .status
+            .success(),
         "plain HTTP to the HTTPS port was answered"
     );
     Ok(())
+}
+
+/// `patrol control --server <url> --token <token> [--ca-cert <ca>] devices --site SITE`, run.
+fn list_devices(url: &str, token: &str, ca: Option<&Path>) -> Result<std::process::Output> {
+    let mut cmd = Command::new(&bins()?.patrol);
+    cmd.args(["control", "--server", url, "--token", token]);
+    if let Some(ca) = ca {
+        cmd.arg("--ca-cert").arg(ca);
+    }
+    run(cmd.args(["devices", "--site", SITE]))
 }
 
 #[test]
@@ -201,13 +192,9 @@ fn a_renewed_certificate_is_taken_on_sighup_without_a_restart() -> Result<()> {
     let first = make_pki(&tmp.path().join("first"), "first")?;
     let server = start_tls(&tmp.path().join("data"), &first)?;
     let devices = |ca: &Path| -> Result<bool> {
-        let mut cmd = Command::new(&bins()?.patrol);
-        cmd.args(["control", "--server", &server.url, "--token"])
-            .arg(&server.admin_token)
-            .arg("--ca-cert")
-            .arg(ca)
-            .args(["devices", "--site", SITE]);
-        Ok(run(&mut cmd)?.status.success())
+        Ok(list_devices(&server.url, &server.admin_token, Some(ca))?
+            .status
+            .success())
     };
     ensure!(devices(&first.ca)?, "the first certificate is not served");
 
@@ -286,18 +273,7 @@ fn patrol_refuses_plain_http_off_loopback_before_sending_anything() -> Result<()
     );
     ensure!(!phone.store.exists(), "a store was created");
 
-    let mut control = Command::new(&bins()?.patrol);
-    control.args([
-        "control",
-        "--server",
-        "http://192.0.2.1:8080",
-        "--token",
-        "pu_x",
-        "devices",
-        "--site",
-        SITE,
-    ]);
-    let out = run(&mut control)?;
+    let out = list_devices("http://192.0.2.1:8080", "pu_x", None)?;
     let said = String::from_utf8_lossy(&out.stderr);
     ensure!(
         !out.status.success() && said.contains("refusing plain http://"),
