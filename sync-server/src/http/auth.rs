@@ -1,7 +1,13 @@
 //! Who is asking. Requests carry `Authorization: Bearer <token>` (token kinds, their hashes and
-//! users are [`crate::credentials`]). [`AuthUser`] authenticates a user for the control-room routes;
-//! [`authenticate_device`] a device for sync. A missing, malformed, unknown or revoked token is
-//! 401; a valid one that does not cover the request is 403.
+//! users are [`crate::credentials`]). [`AuthUser`] authenticates a user for the control-room routes
+//! ([`AuthSession`] also says which of its tokens); [`authenticate_device`] a device for sync. A
+//! missing, malformed, unknown, revoked or expired token is 401; a valid one that does not cover
+//! the request is 403.
+//!
+//! A user's token that a rotation replaced still authenticates until its overlap ends. A device's
+//! rotated credential authenticates from its first use, which makes it the current one: the old
+//! one stops working then, not before, so a phone that never received its new credential keeps
+//! syncing with the old one.
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderMap;
@@ -10,9 +16,15 @@ use axum::http::request::Parts;
 use patrol_core::SiteId;
 use patrol_core::incident::MAX_NAME_LEN;
 
+use patrol_core::event::format_time_ms;
+
 use super::error::AppError;
 use super::state::AppState;
-use crate::credentials::{TokenHash, TokenKind, User};
+use crate::credentials::{
+    DeviceCredentialState, TokenHash, TokenKind, TokenRefusal, User, UserToken, UserTokenState,
+    check_user_token,
+};
+use crate::now_ms;
 use crate::store::DeviceCredential;
 
 /// The bearer token of a request, if it has an `Authorization` header. A header that is not a
@@ -77,43 +89,117 @@ fn presented(headers: &HeaderMap, expected: TokenKind) -> Result<TokenHash, AppE
     }
 }
 
-/// The user whose token the request carries: 401 unless it is a known, unrevoked user token.
-pub async fn authenticate_user(state: &AppState, headers: &HeaderMap) -> Result<User, AppError> {
-    let hash = presented(headers, TokenKind::User)?;
-    match state.store.user_by_token(hash).await? {
-        Some((user, stored)) if stored.matches(&hash) => match user.revoked_at_ms {
-            None => Ok(user),
-            Some(_) => Err(unauthorized(
-                "revoked_credential",
-                "this user token has been revoked",
-            )),
-        },
-        _ => Err(unauthorized(
+/// A user authenticated by one of its tokens.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub user: User,
+    /// The token's hash: what a live stream checks again later.
+    pub token: TokenHash,
+    /// Whether it is the user's current token or one a rotation replaced.
+    pub state: UserTokenState,
+    /// When the token stops working.
+    pub expires_at_ms: i64,
+}
+
+/// The user whose token hashes to `hash`, if the token may be used now: 401 unless it is a known
+/// user token, not revoked, not expired (nor past its overlap, if a rotation replaced it).
+pub async fn user_session(state: &AppState, hash: TokenHash) -> Result<Session, AppError> {
+    let unknown = || {
+        unauthorized(
             "invalid_credential",
             "this user token is not known to the server",
-        )),
+        )
+    };
+    let (user, stored) = state.store.user_by_token(hash).await?.ok_or_else(unknown)?;
+    let (token_state, until) = stored.identify(&hash).ok_or_else(unknown)?;
+    let token = UserToken {
+        expires_at_ms: until.unwrap_or(user.token_expires_at_ms),
+        state: token_state,
+        user,
+    };
+    check_user_token(&token, now_ms()).map_err(refused_user_token)?;
+    Ok(Session {
+        token: hash,
+        state: token.state,
+        expires_at_ms: token.expires_at_ms,
+        user: token.user,
+    })
+}
+
+/// The 401 for a known user token that may not be used.
+pub fn refused_user_token(refusal: TokenRefusal) -> AppError {
+    match refusal {
+        TokenRefusal::Revoked { .. } => {
+            unauthorized("revoked_credential", "this user token has been revoked")
+        }
+        TokenRefusal::Expired { at_ms } => unauthorized(
+            "expired_credential",
+            format!(
+                "this user token expired at {}; ask an administrator for a new one \
+                 (`patrol-server user rotate <name>`, or `POST /api/v1/users/{{id}}/token`), and \
+                 rotate it before it expires next time (`patrol control token rotate`)",
+                format_time_ms(at_ms)
+            ),
+        ),
+        TokenRefusal::Superseded { at_ms } => unauthorized(
+            "expired_credential",
+            format!(
+                "this user token was replaced by a rotation and stopped working at {}; use the \
+                 token the rotation gave",
+                format_time_ms(at_ms)
+            ),
+        ),
     }
 }
 
+/// The user whose token the request carries: 401 unless it is a known user token that may be
+/// used now.
+pub async fn authenticate_user(state: &AppState, headers: &HeaderMap) -> Result<Session, AppError> {
+    let hash = presented(headers, TokenKind::User)?;
+    user_session(state, hash).await
+}
+
 /// The device whose credential the request carries: 401 unless it is a known device
-/// credential, not revoked.
+/// credential, not revoked. A rotated credential used for the first time becomes the device's
+/// current one here.
 pub async fn authenticate_device(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<DeviceCredential, AppError> {
     let hash = presented(headers, TokenKind::Device)?;
-    match state.store.device_by_credential(hash).await? {
-        Some((device, stored)) if stored.matches(&hash) => match device.revoked_at_ms {
-            None => Ok(device),
-            Some(_) => Err(unauthorized(
-                "revoked_credential",
-                "this device's credential has been revoked; enroll the phone again",
-            )),
-        },
-        _ => Err(unauthorized(
+    let unknown = || {
+        unauthorized(
             "invalid_credential",
             "this device credential is not known to the server; enroll the phone",
-        )),
+        )
+    };
+    let (device, stored) = state
+        .store
+        .device_by_credential(hash)
+        .await?
+        .ok_or_else(unknown)?;
+    let which = stored.identify(&hash).ok_or_else(unknown)?;
+    if device.revoked_at_ms.is_some() {
+        return Err(unauthorized(
+            "revoked_credential",
+            "this device's credential has been revoked; enroll the phone again",
+        ));
+    }
+    match which {
+        DeviceCredentialState::Current => Ok(device),
+        DeviceCredentialState::Next => {
+            // Another rotation may have replaced this credential since it was read.
+            let promoted = state
+                .store
+                .promote_device_credential(device.site.clone(), device.device, hash)
+                .await?
+                .ok_or_else(unknown)?;
+            tracing::info!(
+                site = %promoted.site, device = %promoted.device,
+                "a device switched to its rotated credential; the old one no longer works"
+            );
+            Ok(promoted)
+        }
     }
 }
 
@@ -133,7 +219,34 @@ where
         let state = AppState::from_ref(state);
         authenticate_user(&state, &parts.headers)
             .await
-            .map(AuthUser)
+            .map(|session| AuthUser(session.user))
+    }
+}
+
+/// An authenticated user with the token it presented, as a handler argument, for the handlers
+/// that need the token (a live stream checks it again; a rotation replaces it).
+#[derive(Clone, Debug)]
+pub struct AuthSession(pub Session);
+
+impl<S> FromRequestParts<S> for AuthSession
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        authenticate_user(&state, &parts.headers)
+            .await
+            .map(AuthSession)
+    }
+}
+
+impl AuthSession {
+    /// The user, for the checks [`AuthUser`] makes.
+    pub fn user(&self) -> AuthUser {
+        AuthUser(self.0.user.clone())
     }
 }
 
@@ -230,6 +343,7 @@ mod tests {
             created_at_ms: 0,
             created_by: None,
             revoked_at_ms: None,
+            token_expires_at_ms: i64::MAX,
         });
         for by in [None, Some("anna".to_owned())] {
             assert_eq!(acting_operator(&user, by).ok().as_deref(), Some("anna"));

@@ -76,6 +76,12 @@ pub enum AppError {
         reason: &'static str,
         retry_after_secs: u64,
     },
+    /// A user asked for one more live stream than it may have open at once.
+    #[error(
+        "this user already has {max} live streams open, the most this server allows; close one \
+         (another screen or program may hold it) and try again"
+    )]
+    TooManyStreams { max: usize },
     /// The server's own failure; never shown to the client.
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
@@ -140,6 +146,7 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             AppError::ServerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -168,6 +175,7 @@ impl AppError {
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
             AppError::ServerBusy { .. } => "server_busy",
+            AppError::TooManyStreams { .. } => "too_many_streams",
         }
     }
 }

@@ -13,6 +13,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_incidents_config_alarms.sql"),
     include_str!("migrations/0003_auth.sql"),
     include_str!("migrations/0004_signatures.sql"),
+    include_str!("migrations/0005_credentials_age.sql"),
 ];
 
 /// The advisory lock key migrations run under (any constant; this is "patrol" in ASCII).
