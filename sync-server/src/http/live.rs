@@ -130,6 +130,8 @@ struct Authorization {
     /// Bumped by [`FeedNotifier::credentials_changed`].
     changed: watch::Receiver<u64>,
     next_check: Instant,
+    /// A change was seen (awaiting `changed` marks it seen): check at the next turn.
+    notified: bool,
     _slot: StreamSlot,
 }
 
@@ -147,12 +149,15 @@ impl Authorization {
     }
 
     fn due(&mut self) -> bool {
-        Instant::now() >= self.next_check || self.changed.has_changed().unwrap_or(false)
+        self.notified
+            || Instant::now() >= self.next_check
+            || self.changed.has_changed().unwrap_or(false)
     }
 
     /// Checks the token and the user's scope again; the error that ends the stream, if any.
     async fn check(&mut self) -> Result<(), AppError> {
         self.changed.borrow_and_update();
+        self.notified = false;
         let session = user_session(&self.state, self.session.token).await?;
         if !session.user.can_read(&self.site) {
             return Err(AppError::Forbidden(format!(
@@ -208,6 +213,7 @@ pub fn stream(
         site: site.clone(),
         changed: notifier.credentials.subscribe(),
         next_check: Instant::now(),
+        notified: false,
         _slot: slot,
     };
     auth.schedule();
@@ -273,9 +279,9 @@ pub fn stream(
             let next_check = s.auth.next_check;
             tokio::select! {
                 changed = s.wake.changed() => if changed.is_err() { return None; },
-                // Both only lead back to the check at the top of the loop.
+                // Both lead back to the check at the top of the loop.
                 _ = tokio::time::sleep_until(next_check) => {}
-                _ = s.auth.changed.changed() => {}
+                _ = s.auth.changed.changed() => s.auth.notified = true,
                 committed = s.committed.recv() => {
                     // Lagging only means several commits are read at once.
                     if let Err(broadcast::error::RecvError::Closed) = committed {

@@ -297,6 +297,40 @@ mod tests {
         Ok(())
     }
 
+    /// Migration 9: a user token issued before it expires 30 days after the migration rather
+    /// than never; a device credential enrolled before it counts as issued at its enrollment.
+    #[tokio::test]
+    async fn migration_9_gives_existing_tokens_the_default_lifetime() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn, 8)?;
+        conn.execute_batch(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 1, 0);
+             INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at)
+             VALUES ('u1', 'root', 'admin', 1, zeroblob(32), 5);
+             INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at)
+             VALUES ('site-1', '0195a1b2-0000-7000-8000-000000000001', zeroblob(32), 77);",
+        )?;
+        drop(conn);
+        let store = SqliteStore::open(&path)?;
+        let users = store.users().await?;
+        let month = 30 * 24 * 3_600_000;
+        let expected = crate::now_ms() + month;
+        assert_eq!(users.len(), 1);
+        assert!(
+            (users[0].token_expires_at_ms - expected).abs() < 60_000,
+            "expires at {}, not about {expected}",
+            users[0].token_expires_at_ms
+        );
+        let devices = store
+            .device_credentials(SiteId::new("site-1")?)
+            .await?
+            .ok_or("no site")?;
+        assert_eq!(devices[0].credential_issued_at_ms, 77);
+        Ok(())
+    }
+
     /// Migration 8: the events stored before it keep their JSON and are served as stored;
     /// events written after it keep only their record, and both feed pages serve exactly what
     /// `Event::to_json` gives for them.
