@@ -388,6 +388,19 @@ enum ControlCommand {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Your own user token.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Replace your token with a new one (fresh expiry), printed alone on stdout, once; the old
+    /// one keeps working for the server's overlap (10 minutes by default) so that programs
+    /// using it can switch, then stops.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -409,6 +422,9 @@ enum UserCommand {
     List,
     /// Revoke a user's token, by id.
     Revoke { id: String },
+    /// Give a user (by id) a new token, printed alone on stdout, once, for one who lost theirs
+    /// or let it expire; the old one stops at once.
+    Token { id: String },
 }
 
 fn short(id: &impl ToString) -> String {
@@ -759,6 +775,9 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 "synced: {} event(s) delivered, {} pending",
                 report.events_delivered, report.pending_events
             );
+            if report.credential_rotated {
+                println!("the device's credential was rotated, as the server asked");
+            }
             for r in &report.rejected {
                 println!(
                     "refused: shift {}: {} ({})",
@@ -1053,11 +1072,12 @@ async fn control(args: ControlArgs) -> Result<()> {
                     None => "active".into(),
                 };
                 println!(
-                    "{}\t{}\t{}\t{sites}\t{}\t{state}",
+                    "{}\t{}\t{}\t{sites}\t{}\ttoken expires {}\t{state}",
                     s("id"),
                     s("name"),
                     s("role"),
-                    s("created_at")
+                    s("created_at"),
+                    s("token_expires_at")
                 );
             }
         }
@@ -1072,6 +1092,36 @@ async fn control(args: ControlArgs) -> Result<()> {
                 shown(body["name"].as_str().unwrap_or("?")),
                 shown(body["revoked_at"].as_str().unwrap_or("?"))
             );
+        }
+        ControlCommand::User {
+            command: UserCommand::Token { id },
+        } => {
+            let body = api
+                .post(&format!("/api/v1/users/{id}/token"), serde_json::json!({}))
+                .await?;
+            eprintln!(
+                "gave user {} a new token, valid until {}; the old one no longer works. The token \
+                 follows, shown this once",
+                shown(body["user"]["name"].as_str().unwrap_or("?")),
+                shown(body["expires_at"].as_str().unwrap_or("?"))
+            );
+            println!("{}", shown(body["token"].as_str().unwrap_or_default()));
+        }
+        ControlCommand::Token {
+            command: TokenCommand::Rotate,
+        } => {
+            let body = api
+                .post("/api/v1/users/me/token", serde_json::json!({}))
+                .await?;
+            let old = match body["previous_token_valid_until"].as_str() {
+                Some(until) => format!("the old one works until {}", shown(until)),
+                None => "the old one no longer works".to_owned(),
+            };
+            eprintln!(
+                "your new token, valid until {}, follows, shown this once; {old}",
+                shown(body["expires_at"].as_str().unwrap_or("?"))
+            );
+            println!("{}", shown(body["token"].as_str().unwrap_or_default()));
         }
     }
     Ok(())
