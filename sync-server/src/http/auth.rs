@@ -188,17 +188,28 @@ pub async fn authenticate_device(
     match which {
         DeviceCredentialState::Current => Ok(device),
         DeviceCredentialState::Next => {
-            // Another rotation may have replaced this credential since it was read.
             let promoted = state
                 .store
                 .promote_device_credential(device.site.clone(), device.device, hash)
-                .await?
-                .ok_or_else(unknown)?;
-            tracing::info!(
-                site = %promoted.site, device = %promoted.device,
-                "a device switched to its rotated credential; the old one no longer works"
-            );
-            Ok(promoted)
+                .await?;
+            if let Some(promoted) = promoted {
+                tracing::info!(
+                    site = %promoted.site, device = %promoted.device,
+                    "a device switched to its rotated credential; the old one no longer works"
+                );
+                return Ok(promoted);
+            }
+            // Since it was read, either a request made with the same credential promoted it
+            // (it is the current one now) or another rotation replaced it (unknown now).
+            match state.store.device_by_credential(hash).await? {
+                Some((device, stored))
+                    if stored.identify(&hash) == Some(DeviceCredentialState::Current)
+                        && device.revoked_at_ms.is_none() =>
+                {
+                    Ok(device)
+                }
+                _ => Err(unknown()),
+            }
         }
     }
 }

@@ -122,6 +122,25 @@ impl AppError {
         AppError::Internal(e.into())
     }
 
+    /// The `message` the client is shown. An internal error's details go to the log instead.
+    pub fn client_message(&self) -> String {
+        match self {
+            AppError::Internal(e) => {
+                let mut chain = e.to_string();
+                let mut source = e.source();
+                while let Some(s) = source {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    source = s.source();
+                }
+                tracing::error!(error = %chain, "request failed with an internal error");
+                "the server failed to handle the request; it has been logged, please retry later"
+                    .to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -256,21 +275,7 @@ impl IntoResponse for AppError {
             AppError::Replayed { last_seq } => Some(*last_seq),
             _ => None,
         };
-        let message = match &self {
-            AppError::Internal(e) => {
-                let mut chain = e.to_string();
-                let mut source = e.source();
-                while let Some(s) = source {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    source = s.source();
-                }
-                tracing::error!(error = %chain, "request failed with an internal error");
-                "the server failed to handle the request; it has been logged, please retry later"
-                    .to_string()
-            }
-            other => other.to_string(),
-        };
+        let message = self.client_message();
         let mut response = (
             status,
             Json(ErrorJson {

@@ -173,7 +173,7 @@ impl Authorization {
 
 /// The last event of a stream its user may no longer read: the error, as the API gives it.
 fn closed_event(e: &AppError) -> SseEvent {
-    let body = serde_json::json!({ "error": e.code(), "message": e.to_string() });
+    let body = serde_json::json!({ "error": e.code(), "message": e.client_message() });
     SseEvent::default().event("closed").data(body.to_string())
 }
 

@@ -291,6 +291,12 @@ async fn a_device_credential_is_rotated_without_ever_locking_the_phone_out(
         sync_as(&server.state, &old, &request).await?.0,
         StatusCode::OK
     );
+    // Two first uses at once: both are served, whichever of them made the switch.
+    let (a, b) = tokio::join!(
+        server.get_json_as(&new, "/api/v1/devices/me"),
+        server.get_json_as(&new, "/api/v1/devices/me")
+    );
+    assert_eq!((a?.0, b?.0), (StatusCode::OK, StatusCode::OK));
     phone.scan("cp-5")?;
     let request = phone.push_request()?;
     assert_eq!(
