@@ -669,6 +669,11 @@ fn a_phone_rotates_its_credential_at_sync_and_a_lost_rotation_answer_recovers() 
     // (with no overlap on this server) is forgotten at once.
     let events = format!("{}/api/v1/sites/{A}/events", server.url);
     let old = server.admin_token.clone();
+    let shown = run_ok(&mut server.control(&old, &["token", "show"])?)?;
+    ensure!(
+        shown.contains("e2e-admin") && shown.contains("this token expires at"),
+        "{shown}"
+    );
     let new = run_ok(&mut server.control(&old, &["token", "rotate"])?)?
         .trim()
         .to_owned();

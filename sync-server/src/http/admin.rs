@@ -1,8 +1,9 @@
 //! Sites and users, for administrators: `GET /api/v1/sites` (the sites the user covers; any
 //! user), `POST /api/v1/sites` (an administrator over all sites), and `GET`/`POST
 //! /api/v1/users`, `POST /api/v1/users/{id}/revoke`, `POST /api/v1/users/{id}/token` (an
-//! administrator, for users within its scope). And a user's own token:
-//! `POST /api/v1/users/me/token` rotates it without downtime (any user).
+//! administrator, for users within its scope). And a user's own token (any user):
+//! `GET /api/v1/users/me` says when it expires, `POST /api/v1/users/me/token` rotates it without
+//! downtime.
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -31,6 +32,7 @@ pub(super) fn routes() -> Vec<Endpoint> {
         endpoint(Get, "/api/v1/users", list_users, json),
         endpoint(Post, "/api/v1/users", create_user, json),
         endpoint(Post, "/api/v1/users/{id}/revoke", revoke_user, json),
+        endpoint(Get, "/api/v1/users/me", whoami, json),
         endpoint(Post, "/api/v1/users/me/token", rotate_own_token, json),
         endpoint(Post, "/api/v1/users/{id}/token", reissue_token, json),
     ]
@@ -327,6 +329,40 @@ async fn revoke_user(
     state.feed.credentials_changed();
     tracing::info!(user = %revoked.name, by = %user.0.name, "revoked a user");
     Ok(Json(revoked.into()))
+}
+
+/// The caller and the token it presented (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct WhoAmIView {
+    user: UserView,
+    /// When the presented token stops working (RFC 3339): its expiry, or the end of its overlap
+    /// if a rotation replaced it. Rotate it before then.
+    token_expires_at: String,
+    /// Whether a rotation replaced the presented token (it works only until `token_expires_at`).
+    token_superseded: bool,
+}
+
+/// The caller, and when the token it presented stops working: what a program checks to rotate
+/// its token in time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me",
+    tag = "administration",
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The caller and its token's expiry", body = WhoAmIView),
+        (status = 401, description = "Missing, unknown, revoked or expired token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn whoami(session: AuthSession) -> Json<serde_json::Value> {
+    let session = session.0;
+    Json(serde_json::json!({
+        "user": UserView::from(session.user),
+        "token_expires_at": format_time_ms(session.expires_at_ms),
+        "token_superseded": session.state == UserTokenState::Superseded,
+    }))
 }
 
 /// A user's new token (documentation only: the handler builds it as JSON).

@@ -65,6 +65,7 @@ pub const USER_TOKEN: &str = "user_token";
         admin::list_users,
         admin::create_user,
         admin::revoke_user,
+        admin::whoami,
         admin::rotate_own_token,
         admin::reissue_token,
         devices::this_device,

@@ -125,6 +125,17 @@ async fn user_tokens_expire_and_rotate_with_an_overlap(backend: Backend) -> Test
         (expires - (crate_now_ms() + month)).abs() < 60_000,
         "{listed}"
     );
+    // The holder sees its own token's expiry, to rotate in time.
+    let (status, me) = server.get_json_as(&ann_token, "/api/v1/users/me").await?;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(
+        (
+            &me["user"]["name"],
+            &me["token_expires_at"],
+            &me["token_superseded"]
+        ),
+        (&json!("ann"), &listed["token_expires_at"], &json!(false))
+    );
 
     // Rotation: a new token at once, the old one still working for the overlap, then not.
     let (status, rotated) = server
@@ -138,6 +149,11 @@ async fn user_tokens_expire_and_rotate_with_an_overlap(backend: Backend) -> Test
         "{rotated}"
     );
     assert_eq!(read_feed(&server, &new_token).await?.0, StatusCode::OK);
+    let (_, me) = server.get_json_as(&ann_token, "/api/v1/users/me").await?;
+    assert!(
+        me["token_superseded"] == true || code(&me) == "expired_credential",
+        "{me}"
+    );
     // A token already replaced cannot rotate again (that would drop the newer one).
     let (status, body) = server
         .post_json(&ann_token, "/api/v1/users/me/token", json!({}))

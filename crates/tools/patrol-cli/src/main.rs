@@ -397,6 +397,8 @@ enum ControlCommand {
 
 #[derive(Subcommand, Debug)]
 enum TokenCommand {
+    /// Show who the token belongs to and when it expires.
+    Show,
     /// Replace your token with a new one (fresh expiry), printed alone on stdout, once; the old
     /// one keeps working for the server's overlap (10 minutes by default) so that programs
     /// using it can switch, then stops.
@@ -1106,6 +1108,30 @@ async fn control(args: ControlArgs) -> Result<()> {
                 shown(body["expires_at"].as_str().unwrap_or("?"))
             );
             println!("{}", shown(body["token"].as_str().unwrap_or_default()));
+        }
+        ControlCommand::Token {
+            command: TokenCommand::Show,
+        } => {
+            let body = api.get("/api/v1/users/me").await?;
+            let user = &body["user"];
+            println!(
+                "{} ({}), {}",
+                shown(user["name"].as_str().unwrap_or("?")),
+                shown(user["role"].as_str().unwrap_or("?")),
+                shown(user["id"].as_str().unwrap_or("?"))
+            );
+            let expires = shown(body["token_expires_at"].as_str().unwrap_or("?"));
+            if body["token_superseded"] == true {
+                println!(
+                    "this token was replaced by a rotation and stops working at {expires}: use \
+                     the new one"
+                );
+            } else {
+                println!(
+                    "this token expires at {expires}: rotate it before then with `patrol control \
+                     token rotate`"
+                );
+            }
         }
         ControlCommand::Token {
             command: TokenCommand::Rotate,
