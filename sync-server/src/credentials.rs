@@ -6,8 +6,8 @@
 //!
 //! | prefix | what | held by | issued by |
 //! |---|---|---|---|
-//! | `pd_` | device credential | one enrolled phone | `POST /api/v1/enroll` |
-//! | `pu_` | user token | one administrator or operator | `patrol-server admin create`, `POST /api/v1/users` |
+//! | `pd_` | device credential | one enrolled phone | `POST /api/v1/enroll`, then `POST /api/v1/devices/me/credential` at each rotation |
+//! | `pu_` | user token | one administrator or operator | `patrol-server admin create`, `patrol-server user create` / `rotate`, `POST /api/v1/users`, `POST /api/v1/users/me/token`, `POST /api/v1/users/{id}/token` |
 //! | `pe_` | enrollment code, one-time, expiring | whoever sets up a phone | `POST /api/v1/sites/{site}/enrollment-codes` |
 //!
 //! The server stores only the SHA-256 of each token ([`TokenHash`]) and finds the row by it. A
