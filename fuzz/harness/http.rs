@@ -82,8 +82,14 @@ impl Harness {
                     created_at_ms: 0,
                 })
                 .await?;
-            let (user, admin) =
-                new_user("fuzz-admin".into(), Role::Admin, Scope::AllSites, None, 0)?;
+            let (user, admin) = new_user(
+                "fuzz-admin".into(),
+                Role::Admin,
+                Scope::AllSites,
+                None,
+                0,
+                i64::MAX,
+            )?;
             store.create_user(user).await?;
             // As `POST /api/v1/enroll` does, with the device id the seeds are made for.
             let code = Secret::generate(TokenKind::Enrollment)?;

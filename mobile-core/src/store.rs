@@ -118,6 +118,9 @@ pub struct SyncReport {
     pub rejected: Vec<RejectedLog>,
     /// The server lacks history a push built on; another round will send it.
     pub needs_another_round: bool,
+    /// The device's credential was rotated in this sync: the store holds the new one, and the
+    /// server no longer takes the old one.
+    pub credential_rotated: bool,
 }
 
 /// What a server gave a phone that enrolled with it (`POST /api/v1/enroll`): the site, the
@@ -167,6 +170,8 @@ pub struct DeviceStore {
     site: SiteId,
     /// The credential of an enrolled store (kept out of `Debug` output by [`Credential`]).
     credential: Option<Credential>,
+    /// A credential a rotation gave that has not yet worked once ([`DeviceStore::stage_credential`]).
+    next_credential: Option<Credential>,
     server_url: Option<String>,
     /// Signs the heads of every shift log a sync pushes changes of ([`patrol_core::evidence`]).
     signing_key: Option<DeviceKey>,
@@ -345,6 +350,7 @@ impl DeviceStore {
             device: identity.device,
             site: identity.site,
             credential: identity.credential,
+            next_credential: identity.next_credential,
             server_url: identity.server_url,
             signing_key: identity.signing_key,
             clock,
@@ -379,6 +385,55 @@ impl DeviceStore {
     /// The credential a sync presents; `None` for a store that was not enrolled.
     pub fn credential(&self) -> Option<&str> {
         self.credential.as_ref().map(|c| c.0.as_str())
+    }
+
+    /// A credential a rotation gave that has not worked yet: the sync client tries it before the
+    /// current one ([`DeviceStore::confirm_credential`] once it has worked,
+    /// [`DeviceStore::drop_next_credential`] if the server refuses it).
+    pub fn next_credential(&self) -> Option<&str> {
+        self.next_credential.as_ref().map(|c| c.0.as_str())
+    }
+
+    /// Keeps `credential`, which a rotation just gave, beside the current one. Durable on return
+    /// whatever the store's synchronous setting: the phone uses the new credential only after
+    /// this, and once it has been used the server refuses the old one.
+    pub fn stage_credential(&mut self, credential: &str) -> Result<()> {
+        let mode: i64 = self
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        let staged = self
+            .conn
+            .execute("UPDATE device SET next_credential = ?1", [credential]);
+        self.conn.pragma_update(None, "synchronous", mode)?;
+        staged?;
+        self.next_credential = Some(Credential(credential.to_owned()));
+        Ok(())
+    }
+
+    /// The next credential worked: it becomes the current one, and the old one is forgotten
+    /// (the server no longer takes it).
+    pub fn confirm_credential(&mut self) -> Result<()> {
+        let Some(next) = self.next_credential.clone() else {
+            return Ok(());
+        };
+        self.conn.execute(
+            "UPDATE device SET credential = next_credential, next_credential = NULL
+             WHERE next_credential IS NOT NULL",
+            [],
+        )?;
+        self.credential = Some(next);
+        self.next_credential = None;
+        Ok(())
+    }
+
+    /// The server refused the next credential (a later rotation replaced it): forget it and keep
+    /// the current one, which the server still takes.
+    pub fn drop_next_credential(&mut self) -> Result<()> {
+        self.conn
+            .execute("UPDATE device SET next_credential = NULL", [])?;
+        self.next_credential = None;
+        Ok(())
     }
 
     /// The public half of the key this device signs its shift logs with (`None` for a store
@@ -1287,12 +1342,13 @@ struct Identity {
     server_hlc: Hlc,
     config_version: u64,
     credential: Option<Credential>,
+    next_credential: Option<Credential>,
     server_url: Option<String>,
     signing_key: Option<DeviceKey>,
 }
 
 /// The `device` row as stored: device id, site id, the clock (wall, counter), the site
-/// configuration's version, credential, server URL, signing key.
+/// configuration's version, credential, server URL, signing key, next credential.
 type DeviceRow = (
     String,
     String,
@@ -1302,6 +1358,7 @@ type DeviceRow = (
     Option<String>,
     Option<String>,
     Option<Vec<u8>>,
+    Option<String>,
 );
 
 /// The store's identity: read from its `device` row, or for a new store written there as
@@ -1330,7 +1387,7 @@ fn read_device_row(conn: &Connection) -> Result<Option<DeviceRow>> {
     Ok(conn
         .query_row(
             "SELECT device_id, site_id, hlc_wall, hlc_counter, config_version, credential,
-                    server_url, signing_key
+                    server_url, signing_key, next_credential
              FROM device",
             [],
             |r| {
@@ -1343,6 +1400,7 @@ fn read_device_row(conn: &Connection) -> Result<Option<DeviceRow>> {
                     r.get(5)?,
                     r.get(6)?,
                     r.get(7)?,
+                    r.get(8)?,
                 ))
             },
         )
@@ -1351,7 +1409,7 @@ fn read_device_row(conn: &Connection) -> Result<Option<DeviceRow>> {
 
 /// The identity of an existing store, if it is for the site `requested` names (if it names one).
 fn stored_identity(row: DeviceRow, requested: Setup) -> Result<Identity> {
-    let (d, s, w, c, v, credential, url, key) = row;
+    let (d, s, w, c, v, credential, url, key, next) = row;
     if let Setup::ForSite(requested) = requested
         && requested.as_str() != s
     {
@@ -1370,6 +1428,7 @@ fn stored_identity(row: DeviceRow, requested: Setup) -> Result<Identity> {
         server_hlc: hlc,
         config_version: v as u64,
         credential: credential.map(Credential),
+        next_credential: next.map(Credential),
         server_url: url,
         signing_key: key
             .map(|k| {
@@ -1395,6 +1454,7 @@ fn new_identity_for_site(conn: &Connection, site: SiteId, clock: &dyn Clock) -> 
         server_hlc: Hlc::default(),
         config_version: 0,
         credential: None,
+        next_credential: None,
         server_url: None,
         signing_key: None,
     })
@@ -1422,6 +1482,7 @@ fn new_enrolled_identity(conn: &Connection, e: Enrollment, clock: &dyn Clock) ->
         server_hlc: Hlc::default(),
         config_version: 0,
         credential: Some(Credential(e.credential)),
+        next_credential: None,
         server_url: Some(e.server_url),
         signing_key: e.signing_key,
     })

@@ -2,12 +2,20 @@
 //! [`DeviceStore::complete_sync`], presenting the device's credential, and the enrollment that
 //! gives a phone its device id and credential. It classes failures so the app knows whether to
 //! retry.
+//!
+//! It also rotates the credential when the server says it is due (a sync answer with
+//! [`CREDENTIAL_ROTATION_HEADER`]): after the sync, it asks for the next credential
+//! (`POST /api/v1/devices/me/credential`), stores it durably beside the current one, and only
+//! then uses it (`GET /api/v1/devices/me`), which makes the server drop the old one. Until the new
+//! one has worked the phone keeps the old one, and the server takes it: a lost answer, a crash or
+//! a failed request at any step leaves the phone with a credential that works, and a later sync
+//! finishes or repeats the rotation. A guard's record is never stranded by it.
 
 use std::borrow::BorrowMut;
 use std::time::Duration;
 
 use patrol_core::evidence::DeviceKey;
-use patrol_core::protocol::{CONTENT_TYPE, SyncRequest, SyncResponse};
+use patrol_core::protocol::{CONTENT_TYPE, CREDENTIAL_ROTATION_HEADER, SyncRequest, SyncResponse};
 use patrol_core::{DeviceId, SiteId};
 
 use crate::backoff::RetryPolicy;
@@ -129,16 +137,34 @@ impl SyncClient {
                 .map_err(|_| Error::Corrupt("the store's lock is poisoned".into()))?;
             f((*guard).borrow_mut())
         };
-        let mut credential = None;
+        let mut credentials = (None, None);
         with(&mut |s| {
-            credential = s.credential().map(str::to_owned);
+            credentials = (
+                s.credential().map(str::to_owned),
+                s.next_credential().map(str::to_owned),
+            );
             Ok(())
         })?;
-        let Some(credential) = credential else {
+        let (Some(mut credential), next) = credentials else {
             let e = Error::NotEnrolled;
             with(&mut |s| s.sync_failed(&e, &self.retry))?;
             return Err(e);
         };
+        // A rotation an earlier sync left unfinished: settle which credential works first.
+        if let Some(next) = next {
+            match self.try_credential(&next).await {
+                Ok(true) => {
+                    with(&mut |s| s.confirm_credential())?;
+                    credential = next;
+                }
+                Ok(false) => with(&mut |s| s.drop_next_credential())?,
+                Err(e) => {
+                    with(&mut |s| s.sync_failed(&e, &self.retry))?;
+                    return Err(e);
+                }
+            }
+        }
+        let mut rotation_due = false;
         let mut total = SyncReport::default();
         let mut stale_retried = false;
         let mut round = 0;
@@ -151,8 +177,11 @@ impl SyncClient {
                 Ok(())
             })?;
             let Some(prepared) = prepared else { break };
-            let response = match self.exchange(&prepared.request, &credential).await {
-                Ok(r) => r,
+            let response = match self.exchange_raw(&prepared.request, &credential).await {
+                Ok((r, due)) => {
+                    rotation_due |= due;
+                    r
+                }
                 Err(Error::Replayed { last_seq }) if !stale_retried => {
                     // The store's counter is behind the server's (restored from an old copy):
                     // move past it and send a fresh request, once.
@@ -183,7 +212,66 @@ impl SyncClient {
                 break;
             }
         }
+        if rotation_due {
+            // The sync is done and its events delivered; a rotation that fails is tried again
+            // at a later sync, and the current credential keeps working until then.
+            let rotated = async {
+                let next = self.next_credential(&credential).await?;
+                // Stored durably before it is used: once used, the server refuses the old one.
+                with(&mut |s| s.stage_credential(&next))?;
+                if self.try_credential(&next).await? {
+                    with(&mut |s| s.confirm_credential())?;
+                    return Ok(true);
+                }
+                with(&mut |s| s.drop_next_credential())?;
+                Ok::<_, Error>(false)
+            };
+            match rotated.await {
+                Ok(rotated) => total.credential_rotated = rotated,
+                Err(e) => tracing::warn!(error = %e, "could not rotate the device credential"),
+            }
+        }
         Ok(total)
+    }
+
+    /// Asks the server for the device's next credential, presenting `credential`
+    /// (`POST /api/v1/devices/me/credential`).
+    async fn next_credential(&self, credential: &str) -> Result<String> {
+        let bytes = send(
+            self.http
+                .post(format!("{}/api/v1/devices/me/credential", self.base))
+                .bearer_auth(credential),
+        )
+        .await?;
+        let answer: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadResponse(format!("credential answer: {e}")))?;
+        let next = answer["credential"]
+            .as_str()
+            .filter(|c| c.starts_with("pd_"))
+            .ok_or_else(|| Error::BadResponse("the credential answer lacks a credential".into()))?
+            .to_owned();
+        Ok(next)
+    }
+
+    /// Uses a stored next credential once (`GET /api/v1/devices/me`), which makes it the
+    /// device's credential at the server: `true` if the server took it (the store should then
+    /// keep only it), `false` if it refused it (a later rotation replaced it: the store should
+    /// drop it and keep its current one). Any other failure leaves both to the next sync.
+    async fn try_credential(&self, next: &str) -> Result<bool> {
+        let used = send(
+            self.http
+                .get(format!("{}/api/v1/devices/me", self.base))
+                .bearer_auth(next),
+        )
+        .await;
+        match used {
+            Ok(_) => {
+                tracing::info!("the device now uses its rotated credential");
+                Ok(true)
+            }
+            Err(Error::Unauthorized { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Uses `policy` for the outbox's retry intervals.
@@ -199,8 +287,17 @@ impl SyncClient {
 
     /// One request/response exchange, presenting `credential`.
     pub async fn exchange(&self, request: &SyncRequest, credential: &str) -> Result<SyncResponse> {
+        Ok(self.exchange_raw(request, credential).await?.0)
+    }
+
+    /// One exchange, and whether the server says the credential is due for rotation.
+    async fn exchange_raw(
+        &self,
+        request: &SyncRequest,
+        credential: &str,
+    ) -> Result<(SyncResponse, bool)> {
         let body = request.encode()?;
-        let bytes = send(
+        let (bytes, headers) = send_with_headers(
             self.http
                 .post(&self.endpoint)
                 .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
@@ -208,19 +305,32 @@ impl SyncClient {
                 .body(body),
         )
         .await?;
-        SyncResponse::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()))
+        let due = headers
+            .get(CREDENTIAL_ROTATION_HEADER)
+            .is_some_and(|v| v == "due");
+        let response =
+            SyncResponse::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()))?;
+        Ok((response, due))
     }
 }
 
 /// Sends `request` and reads its whole answer: the body of a success, or the error an HTTP
 /// failure means (with the server's `Retry-After`, if any).
 async fn send(request: reqwest::RequestBuilder) -> Result<Vec<u8>> {
+    Ok(send_with_headers(request).await?.0)
+}
+
+/// As [`send`], with the answer's headers.
+async fn send_with_headers(
+    request: reqwest::RequestBuilder,
+) -> Result<(Vec<u8>, reqwest::header::HeaderMap)> {
     let response = request
         .send()
         .await
         .map_err(|e| Error::Network(error_chain(&e)))?;
     let status = response.status();
-    let retry_after = retry_after_ms(response.headers());
+    let headers = response.headers().clone();
+    let retry_after = retry_after_ms(&headers);
     let bytes = response
         .bytes()
         .await
@@ -228,7 +338,7 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Vec<u8>> {
     if !status.is_success() {
         return Err(http_error(status.as_u16(), &bytes, retry_after));
     }
-    Ok(Vec::from(bytes))
+    Ok((Vec::from(bytes), headers))
 }
 
 /// A `Retry-After` in seconds (as a busy patrol server sends it), in milliseconds. The HTTP-date

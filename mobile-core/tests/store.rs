@@ -370,6 +370,52 @@ fn an_enrolled_store_keeps_its_identity_and_numbers_every_request() -> TestResul
     Ok(())
 }
 
+/// A rotated credential is kept beside the current one, across a restart, until it has worked
+/// (then it replaces the current one) or was refused (then it is dropped); the current one is
+/// never lost on the way.
+#[test]
+fn a_rotated_credential_waits_beside_the_current_one_until_it_has_worked() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("p.db");
+    let old = format!("pd_{}", "o".repeat(43));
+    let new = format!("pd_{}", "n".repeat(43));
+    let enrollment = Enrollment {
+        site: site(),
+        device: patrol_core::DeviceId::generate(),
+        credential: old.clone(),
+        server_url: "http://127.0.0.1:8080".into(),
+        signing_key: Some(DeviceKey::generate()?),
+    };
+    let mut store = DeviceStore::create_enrolled(&path, enrollment, StoreOptions::default())?;
+    assert_eq!(store.next_credential(), None);
+    store.stage_credential(&new)?;
+    assert!(
+        !format!("{store:?}").contains("nnnn"),
+        "secrets stay out of Debug"
+    );
+    drop(store);
+
+    let mut store = DeviceStore::open(&path)?;
+    assert_eq!(
+        (store.credential(), store.next_credential()),
+        (Some(old.as_str()), Some(new.as_str()))
+    );
+    store.drop_next_credential()?;
+    assert_eq!(
+        (store.credential(), store.next_credential()),
+        (Some(old.as_str()), None)
+    );
+    store.stage_credential(&new)?;
+    store.confirm_credential()?;
+    drop(store);
+    let store = DeviceStore::open(&path)?;
+    assert_eq!(
+        (store.credential(), store.next_credential()),
+        (Some(new.as_str()), None)
+    );
+    Ok(())
+}
+
 /// The store holds the device credential and the signing key: its file and the WAL beside it
 /// are the app's alone, whatever the umask (typically 0022, which would make them 0644).
 #[cfg(unix)]

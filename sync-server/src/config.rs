@@ -82,6 +82,58 @@ pub const DEFAULT_AUTH_MAX_FAILURES: u32 = 10;
 pub const DEFAULT_AUTH_FAILURE_WINDOW_SECS: u64 = 5 * 60;
 /// How long a locked-out address is refused.
 pub const DEFAULT_AUTH_LOCKOUT_SECS: u64 = 15 * 60;
+/// How long a user token stays valid from when it is issued, in days, unless set otherwise
+/// (`--user-token-ttl-days`): a month, so that a token copied somewhere it should not be stops
+/// working within weeks even if nobody notices, while people and programs rotate it without
+/// downtime well before then (`POST /api/v1/users/me/token`).
+pub const DEFAULT_USER_TOKEN_TTL_DAYS: u64 = 30;
+
+/// The longest lifetime a user token may be given: about ten years.
+pub const MAX_USER_TOKEN_TTL_DAYS: u64 = 3_650;
+
+/// How long a rotated user token keeps working after its rotation, in seconds: ten minutes for
+/// a program to switch to the new one (a configuration reload, a restart).
+pub const DEFAULT_USER_TOKEN_ROTATION_OVERLAP_SECS: u64 = 10 * 60;
+
+/// The age, in days, at which a phone's credential is rotated at its next sync.
+pub const DEFAULT_DEVICE_CREDENTIAL_MAX_AGE_DAYS: u64 = 30;
+
+/// How often an open live stream checks that its user may still read it, in seconds (a
+/// revocation through this instance ends it at once; through another instance sharing the
+/// database, at this check).
+pub const DEFAULT_STREAM_RECHECK_SECS: u64 = 60;
+
+/// Most live streams one user may have open at once, on one instance: a control room with a
+/// few screens, and no more, so that one token cannot tie up the server's connections.
+pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 8;
+
+const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
+
+/// The lifetime of the user tokens a command issues (`admin create`, `user create`,
+/// `user rotate`, and the server for the API).
+#[derive(Debug, Clone, Args)]
+pub struct UserTokenTtlArg {
+    /// Days a user token issued from now on stays valid (tokens issued before keep their
+    /// expiry); rotate it before then with `POST /api/v1/users/me/token` or
+    /// `patrol control token rotate`.
+    #[arg(long, env = "PATROL_USER_TOKEN_TTL_DAYS",
+          default_value_t = DEFAULT_USER_TOKEN_TTL_DAYS,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_USER_TOKEN_TTL_DAYS))]
+    pub user_token_ttl_days: u64,
+}
+
+impl UserTokenTtlArg {
+    /// The lifetime in milliseconds.
+    pub fn ttl_ms(&self) -> i64 {
+        days_ms(self.user_token_ttl_days)
+    }
+}
+
+fn days_ms(days: u64) -> i64 {
+    i64::try_from(days)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(MS_PER_DAY)
+}
 
 /// The patrol sync server: merges devices' shift logs into the canonical site record and
 /// serves the control-room API. Without a subcommand it serves.
@@ -102,14 +154,14 @@ pub struct Cli {
 impl Cli {
     /// The command to run, `serve` when none was given.
     pub fn into_command(self) -> Command {
-        self.command.unwrap_or(Command::Serve(self.serve))
+        self.command.unwrap_or(Command::Serve(Box::new(self.serve)))
     }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the sync and control-room API (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage sites (a site must exist before devices can sync to it).
     #[command(subcommand)]
     Site(SiteCommand),
@@ -132,6 +184,8 @@ pub enum AdminCommand {
         #[arg(long = "site")]
         sites: Vec<String>,
         #[command(flatten)]
+        ttl: UserTokenTtlArg,
+        #[command(flatten)]
         data: DataDirArg,
     },
 }
@@ -152,9 +206,11 @@ pub enum UserCommand {
         #[arg(long, conflicts_with = "sites")]
         all_sites: bool,
         #[command(flatten)]
+        ttl: UserTokenTtlArg,
+        #[command(flatten)]
         data: DataDirArg,
     },
-    /// List users: id, name, role, sites, created, revoked.
+    /// List users: id, name, role, sites, created, token expiry, revoked.
     List {
         #[command(flatten)]
         data: DataDirArg,
@@ -162,6 +218,16 @@ pub enum UserCommand {
     /// Revoke a user's token (by id or name); its requests are refused from then on.
     Revoke {
         user: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Give a user (by id or name) a new token, printed on stdout once, for one who lost theirs
+    /// or let it expire: the old token stops working at once. A user who still has a working
+    /// token rotates it without downtime through the API instead.
+    Rotate {
+        user: String,
+        #[command(flatten)]
+        ttl: UserTokenTtlArg,
         #[command(flatten)]
         data: DataDirArg,
     },
@@ -304,6 +370,32 @@ pub struct ServeArgs {
         value_name = "IP"
     )]
     pub trusted_proxy: Vec<IpAddr>,
+    #[command(flatten)]
+    pub user_token_ttl: UserTokenTtlArg,
+    /// Seconds a user token replaced by a rotation (`POST /api/v1/users/me/token`) keeps
+    /// working, so that programs using it can switch; 0 stops it at once.
+    #[arg(long, env = "PATROL_USER_TOKEN_ROTATION_OVERLAP_SECS",
+          default_value_t = DEFAULT_USER_TOKEN_ROTATION_OVERLAP_SECS,
+          value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub user_token_rotation_overlap_secs: u64,
+    /// Days after which a phone's credential is rotated at its next sync (the phone keeps its
+    /// old one until the new one has worked once); 0 rotates it at every sync.
+    #[arg(long, env = "PATROL_DEVICE_CREDENTIAL_MAX_AGE_DAYS",
+          default_value_t = DEFAULT_DEVICE_CREDENTIAL_MAX_AGE_DAYS,
+          value_parser = clap::value_parser!(u64).range(0..=3650))]
+    pub device_credential_max_age_days: u64,
+    /// Seconds between the checks an open live stream makes that its user may still read it
+    /// (a revocation or rotation through this instance ends it at once).
+    #[arg(long, env = "PATROL_STREAM_RECHECK_SECS",
+          default_value_t = DEFAULT_STREAM_RECHECK_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stream_recheck_secs: u64,
+    /// Most live streams one user may have open at once on this instance; one more is refused
+    /// with `429 too_many_streams`.
+    #[arg(long, env = "PATROL_MAX_STREAMS_PER_USER",
+          default_value_t = DEFAULT_MAX_STREAMS_PER_USER,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pub max_streams_per_user: usize,
 }
 
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
@@ -351,6 +443,16 @@ pub struct ApiConfig {
     /// Lifetime of an enrollment code whose request does not set one.
     pub enrollment_code_ttl_secs: u64,
     pub auth_throttle: ThrottleConfig,
+    /// Lifetime of the user tokens the API issues, in milliseconds.
+    pub user_token_ttl_ms: i64,
+    /// How long a rotated user token keeps working, in milliseconds (0: not at all).
+    pub user_token_rotation_overlap_ms: i64,
+    /// The age at which a device credential is due for rotation, in milliseconds.
+    pub device_credential_max_age_ms: i64,
+    /// How often an open live stream re-checks its user.
+    pub stream_recheck: Duration,
+    /// Most live streams open at once per user.
+    pub max_streams_per_user: usize,
 }
 
 impl Default for ApiConfig {
@@ -359,8 +461,17 @@ impl Default for ApiConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             enrollment_code_ttl_secs: DEFAULT_ENROLLMENT_CODE_TTL_SECS,
             auth_throttle: ThrottleConfig::default(),
+            user_token_ttl_ms: days_ms(DEFAULT_USER_TOKEN_TTL_DAYS),
+            user_token_rotation_overlap_ms: secs_ms(DEFAULT_USER_TOKEN_ROTATION_OVERLAP_SECS),
+            device_credential_max_age_ms: days_ms(DEFAULT_DEVICE_CREDENTIAL_MAX_AGE_DAYS),
+            stream_recheck: Duration::from_secs(DEFAULT_STREAM_RECHECK_SECS),
+            max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
         }
     }
+}
+
+fn secs_ms(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000)
 }
 
 impl From<&ServeArgs> for ApiConfig {
@@ -374,6 +485,11 @@ impl From<&ServeArgs> for ApiConfig {
                 lockout: Duration::from_secs(args.auth_lockout_secs),
                 trusted_proxies: args.trusted_proxy.clone(),
             },
+            user_token_ttl_ms: args.user_token_ttl.ttl_ms(),
+            user_token_rotation_overlap_ms: secs_ms(args.user_token_rotation_overlap_secs),
+            device_credential_max_age_ms: days_ms(args.device_credential_max_age_days),
+            stream_recheck: Duration::from_secs(args.stream_recheck_secs),
+            max_streams_per_user: args.max_streams_per_user,
         }
     }
 }
@@ -554,6 +670,60 @@ mod tests {
             )
         );
         assert!(Cli::try_parse_from(["patrol-server", "--sync-retry-after-secs", "0"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn credential_ages_and_stream_limits_parse_with_defaults() -> Result<(), clap::Error> {
+        let Command::Serve(args) = Cli::try_parse_from(["patrol-server"])?.into_command() else {
+            panic!("expected serve")
+        };
+        let config = ApiConfig::from(&*args);
+        assert_eq!(config.user_token_ttl_ms, 30 * MS_PER_DAY);
+        assert_eq!(config.user_token_rotation_overlap_ms, 600_000);
+        assert_eq!(config.device_credential_max_age_ms, 30 * MS_PER_DAY);
+        assert_eq!(config.stream_recheck, Duration::from_secs(60));
+        assert_eq!(config.max_streams_per_user, 8);
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "--user-token-ttl-days",
+            "7",
+            "--device-credential-max-age-days",
+            "0",
+            "--max-streams-per-user",
+            "2",
+        ])?;
+        let Command::Serve(args) = cli.into_command() else {
+            panic!("expected serve")
+        };
+        let config = ApiConfig::from(&*args);
+        assert_eq!(
+            (
+                config.user_token_ttl_ms,
+                config.device_credential_max_age_ms,
+                config.max_streams_per_user
+            ),
+            (7 * MS_PER_DAY, 0, 2)
+        );
+        let cli = Cli::try_parse_from([
+            "patrol-server",
+            "user",
+            "rotate",
+            "ann",
+            "--user-token-ttl-days",
+            "3",
+        ])?;
+        let Command::User(UserCommand::Rotate { user, ttl, .. }) = cli.into_command() else {
+            panic!("expected user rotate")
+        };
+        assert_eq!((user.as_str(), ttl.ttl_ms()), ("ann", 3 * MS_PER_DAY));
+        for refused in [
+            ["--user-token-ttl-days", "0"],
+            ["--stream-recheck-secs", "0"],
+            ["--max-streams-per-user", "0"],
+        ] {
+            assert!(Cli::try_parse_from(["patrol-server", refused[0], refused[1]]).is_err());
+        }
         Ok(())
     }
 

@@ -6,8 +6,8 @@
 //!
 //! | prefix | what | held by | issued by |
 //! |---|---|---|---|
-//! | `pd_` | device credential | one enrolled phone | `POST /api/v1/enroll` |
-//! | `pu_` | user token | one administrator or operator | `patrol-server admin create`, `POST /api/v1/users` |
+//! | `pd_` | device credential | one enrolled phone | `POST /api/v1/enroll`, then `POST /api/v1/devices/me/credential` at each rotation |
+//! | `pu_` | user token | one administrator or operator | `patrol-server admin create`, `patrol-server user create` / `rotate`, `POST /api/v1/users`, `POST /api/v1/users/me/token`, `POST /api/v1/users/{id}/token` |
 //! | `pe_` | enrollment code, one-time, expiring | whoever sets up a phone | `POST /api/v1/sites/{site}/enrollment-codes` |
 //!
 //! The server stores only the SHA-256 of each token ([`TokenHash`]) and finds the row by it. A
@@ -19,6 +19,13 @@
 //! ([`Scope`]): an operator reads the sites of its list; an administrator also issues
 //! enrollment codes, revokes devices and manages users within its scope. Only an administrator
 //! over all sites creates sites or other such administrators.
+//!
+//! Credentials age. A user token expires ([`User::token_expires_at_ms`], set from the server's
+//! `--user-token-ttl-days` when it is issued) and is replaced by a rotation ([`user_rotation`]):
+//! the old token keeps working for a short overlap so that a program can switch, then stops. A
+//! device credential does not expire (a phone may be out of signal for a long time, and must
+//! never be locked out with a guard's record on it); the phone rotates it at sync instead once
+//! it is older than the server's `--device-credential-max-age-days` ([`rotation_due`]).
 //!
 //! How a request presents its token, and the 401 and 403 answers, are the HTTP layer's
 //! (`http/auth.rs`).
@@ -217,6 +224,8 @@ pub struct User {
     /// The user who created it; `None` when made with the `patrol-server` command.
     pub created_by: Option<String>,
     pub revoked_at_ms: Option<i64>,
+    /// When its current token stops working, unless rotated before.
+    pub token_expires_at_ms: i64,
 }
 
 impl User {
@@ -301,13 +310,15 @@ pub fn user_scope(
     }
 }
 
-/// A new user with a fresh id and token: what to store, and the token to show once.
+/// A new user with a fresh id and a token that expires `token_ttl_ms` after `now_ms`: what to
+/// store, and the token to show once.
 pub fn new_user(
     name: String,
     role: Role,
     scope: Scope,
     created_by: Option<String>,
     now_ms: i64,
+    token_ttl_ms: i64,
 ) -> Result<(NewUser, Secret), AuthError> {
     let token = Secret::generate(TokenKind::User)?;
     let user = User {
@@ -318,6 +329,7 @@ pub fn new_user(
         created_at_ms: now_ms,
         created_by,
         revoked_at_ms: None,
+        token_expires_at_ms: now_ms.saturating_add(token_ttl_ms),
     };
     Ok((
         NewUser {
@@ -326,6 +338,150 @@ pub fn new_user(
         },
         token,
     ))
+}
+
+/// Which of a user's tokens a presented token is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserTokenState {
+    /// Its current token.
+    Current,
+    /// The token a rotation replaced, still accepted until its overlap ends.
+    Superseded,
+}
+
+/// A user found by a presented token: which of its tokens it is, and when that one stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserToken {
+    pub user: User,
+    pub state: UserTokenState,
+    pub expires_at_ms: i64,
+}
+
+/// A user's tokens as stored: the current one, and the one a rotation replaced with the end of
+/// its overlap (if any).
+#[derive(Clone, Copy, Debug)]
+pub struct StoredUserTokens {
+    pub current: TokenHash,
+    pub previous: Option<(TokenHash, i64)>,
+}
+
+impl StoredUserTokens {
+    /// Which of these tokens `presented` is, compared in constant time; `None` for neither.
+    pub fn identify(&self, presented: &TokenHash) -> Option<(UserTokenState, Option<i64>)> {
+        if self.current.matches(presented) {
+            return Some((UserTokenState::Current, None));
+        }
+        match self.previous {
+            Some((hash, until)) if hash.matches(presented) => {
+                Some((UserTokenState::Superseded, Some(until)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether a token found as `token` may be used at `now_ms`: not revoked, not expired (a
+/// superseded token: not past its overlap).
+pub fn check_user_token(token: &UserToken, now_ms: i64) -> Result<(), TokenRefusal> {
+    if let Some(at_ms) = token.user.revoked_at_ms {
+        return Err(TokenRefusal::Revoked { at_ms });
+    }
+    if now_ms >= token.expires_at_ms {
+        return Err(match token.state {
+            UserTokenState::Current => TokenRefusal::Expired {
+                at_ms: token.expires_at_ms,
+            },
+            UserTokenState::Superseded => TokenRefusal::Superseded {
+                at_ms: token.expires_at_ms,
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Why a known token is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRefusal {
+    Revoked {
+        at_ms: i64,
+    },
+    /// Past its expiry.
+    Expired {
+        at_ms: i64,
+    },
+    /// Replaced by a rotation, and its overlap ended.
+    Superseded {
+        at_ms: i64,
+    },
+}
+
+/// A user's token rotation to store: the new token's hash and expiry, and until when the token it
+/// replaces still works (`None`: it stops at once).
+#[derive(Clone, Copy, Debug)]
+pub struct UserTokenRotation {
+    pub token_hash: TokenHash,
+    pub expires_at_ms: i64,
+    pub previous_valid_until_ms: Option<i64>,
+}
+
+/// A rotation of `user`'s token at `now_ms`: a new token that expires `ttl_ms` later, and the old
+/// one kept for `overlap_ms` (never past its own expiry; not at all for an overlap of 0, or when
+/// an administrator replaces a lost token). Returns what to store and the token to show once.
+pub fn user_rotation(
+    user: &User,
+    now_ms: i64,
+    ttl_ms: i64,
+    overlap_ms: Option<i64>,
+) -> Result<(UserTokenRotation, Secret), AuthError> {
+    let token = Secret::generate(TokenKind::User)?;
+    let previous_valid_until_ms = overlap_ms
+        .filter(|ms| *ms > 0)
+        .map(|ms| now_ms.saturating_add(ms).min(user.token_expires_at_ms))
+        .filter(|until| *until > now_ms);
+    Ok((
+        UserTokenRotation {
+            token_hash: token.hash(),
+            expires_at_ms: now_ms.saturating_add(ttl_ms),
+            previous_valid_until_ms,
+        },
+        token,
+    ))
+}
+
+/// A device's credentials as stored: the current one, and the one a rotation issued that the
+/// phone has not used yet (if any).
+#[derive(Clone, Copy, Debug)]
+pub struct StoredDeviceCredentials {
+    pub current: TokenHash,
+    pub next: Option<TokenHash>,
+}
+
+/// Which of a device's credentials a presented one is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceCredentialState {
+    Current,
+    /// Issued by a rotation and used now for the first time: from now on it is the current one,
+    /// and the one it replaces stops working.
+    Next,
+}
+
+impl StoredDeviceCredentials {
+    /// Which of these `presented` is, compared in constant time; `None` for neither.
+    pub fn identify(&self, presented: &TokenHash) -> Option<DeviceCredentialState> {
+        if self.current.matches(presented) {
+            return Some(DeviceCredentialState::Current);
+        }
+        match self.next {
+            Some(next) if next.matches(presented) => Some(DeviceCredentialState::Next),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a device credential issued at `issued_at_ms` is due for rotation at `now_ms`, given the
+/// server's longest age for one.
+pub fn rotation_due(issued_at_ms: i64, now_ms: i64, max_age_ms: i64) -> bool {
+    now_ms.saturating_sub(issued_at_ms) >= max_age_ms
 }
 
 #[cfg(test)]
@@ -345,6 +501,7 @@ mod tests {
             created_at_ms: 0,
             created_by: None,
             revoked_at_ms: None,
+            token_expires_at_ms: i64::MAX,
         }
     }
 
@@ -428,5 +585,60 @@ mod tests {
                 "{name} {role:?}"
             );
         }
+    }
+
+    #[test]
+    fn tokens_expire_and_a_rotated_token_works_only_for_its_overlap() -> Result<(), AuthError> {
+        let mut ann = user(Role::Operator, Scope::AllSites);
+        ann.token_expires_at_ms = 1_000;
+        let found = |state, expires_at_ms| UserToken {
+            user: ann.clone(),
+            state,
+            expires_at_ms,
+        };
+        assert_eq!(
+            check_user_token(&found(UserTokenState::Current, 1_000), 999),
+            Ok(())
+        );
+        assert_eq!(
+            check_user_token(&found(UserTokenState::Current, 1_000), 1_000),
+            Err(TokenRefusal::Expired { at_ms: 1_000 })
+        );
+        assert_eq!(
+            check_user_token(&found(UserTokenState::Superseded, 500), 500),
+            Err(TokenRefusal::Superseded { at_ms: 500 })
+        );
+
+        // The old token's overlap ends at the earlier of now + overlap and its own expiry.
+        let (r, token) = user_rotation(&ann, 100, 10_000, Some(300))?;
+        assert_eq!(
+            (r.expires_at_ms, r.previous_valid_until_ms),
+            (10_100, Some(400))
+        );
+        assert!(r.token_hash.matches(&token.hash()));
+        let (r, _) = user_rotation(&ann, 900, 10_000, Some(300))?;
+        assert_eq!(r.previous_valid_until_ms, Some(1_000));
+        for overlap in [None, Some(0)] {
+            let (r, _) = user_rotation(&ann, 100, 10_000, overlap)?;
+            assert_eq!(r.previous_valid_until_ms, None);
+        }
+
+        let stored = StoredUserTokens {
+            current: TokenHash::of("a"),
+            previous: Some((TokenHash::of("b"), 7)),
+        };
+        assert_eq!(
+            stored.identify(&TokenHash::of("a")),
+            Some((UserTokenState::Current, None))
+        );
+        assert_eq!(
+            stored.identify(&TokenHash::of("b")),
+            Some((UserTokenState::Superseded, Some(7)))
+        );
+        assert_eq!(stored.identify(&TokenHash::of("c")), None);
+
+        assert!(!rotation_due(0, 99, 100));
+        assert!(rotation_due(0, 100, 100));
+        Ok(())
     }
 }

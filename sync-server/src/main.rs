@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     match cli.into_command() {
-        Command::Serve(args) => run_server(args).await,
+        Command::Serve(args) => run_server(*args).await,
         Command::Site(SiteCommand::Create {
             site_id,
             name,
@@ -68,30 +68,37 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Admin(AdminCommand::Create { name, sites, data }) => {
+        Command::Admin(AdminCommand::Create {
+            name,
+            sites,
+            ttl,
+            data,
+        }) => {
             let all_sites = sites.is_empty();
-            create_user(&data, name, Role::Admin, sites, all_sites).await
+            create_user(&data, name, Role::Admin, sites, all_sites, ttl.ttl_ms()).await
         }
         Command::User(UserCommand::Create {
             name,
             role,
             sites,
             all_sites,
+            ttl,
             data,
         }) => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            create_user(&data, name, role, sites, all_sites).await
+            create_user(&data, name, role, sites, all_sites, ttl.ttl_ms()).await
         }
         Command::User(UserCommand::List { data }) => {
             let store = open_store(&data, PostgresOptions::default()).await?;
             for user in store.users().await? {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\ttoken expires {}\t{}",
                     user.id,
                     user.name,
                     user.role.as_str(),
                     describe_scope(&user.scope),
                     format_time_ms(user.created_at_ms),
+                    format_time_ms(user.token_expires_at_ms),
                     user.revoked_at_ms.map_or_else(
                         || "active".to_string(),
                         |t| format!("revoked {}", format_time_ms(t))
@@ -100,17 +107,37 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::User(UserCommand::Rotate { user, ttl, data }) => {
+            let store = open_store(&data, PostgresOptions::default()).await?;
+            let target = find_user(store.as_ref(), &user).await?;
+            if target.revoked_at_ms.is_some() {
+                anyhow::bail!(
+                    "user {} is revoked, and stays so: create a new user instead",
+                    target.name
+                );
+            }
+            let (rotation, token) =
+                credentials::user_rotation(&target, now_ms(), ttl.ttl_ms(), None)?;
+            let rotated = store
+                .rotate_user_token(target.id.clone(), rotation)
+                .await?
+                .context("the user disappeared while its token was replaced")?;
+            eprintln!(
+                "gave user {} ({}) a new token, valid until {}; the old one no longer works (a \
+                 running server ends its live streams within --stream-recheck-secs). The token \
+                 follows, shown this once: keep it secret",
+                rotated.name,
+                rotated.id,
+                format_time_ms(rotated.token_expires_at_ms)
+            );
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", token.expose())?;
+            out.flush()?;
+            Ok(())
+        }
         Command::User(UserCommand::Revoke { user, data }) => {
             let store = open_store(&data, PostgresOptions::default()).await?;
-            let found: Vec<User> = store
-                .users()
-                .await?
-                .into_iter()
-                .filter(|u| u.id == user || u.name == user)
-                .collect();
-            let [target] = found.as_slice() else {
-                anyhow::bail!("no user with id or name {user:?}");
-            };
+            let target = find_user(store.as_ref(), &user).await?;
             let revoked = store
                 .revoke_user(target.id.clone(), now_ms())
                 .await?
@@ -125,6 +152,22 @@ async fn main() -> anyhow::Result<()> {
                     .unwrap_or_default()
             );
             Ok(())
+        }
+    }
+}
+
+/// The one user whose id or name is `user`.
+async fn find_user(store: &dyn Store, user: &str) -> anyhow::Result<User> {
+    let mut found: Vec<User> = store
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| u.id == user || u.name == user)
+        .collect();
+    match found.pop() {
+        Some(target) if found.is_empty() => Ok(target),
+        _ => {
+            anyhow::bail!("no user with id or name {user:?}; `patrol-server user list` lists them")
         }
     }
 }
@@ -148,6 +191,7 @@ async fn create_user(
     role: Role,
     sites: Vec<String>,
     all_sites: bool,
+    token_ttl_ms: i64,
 ) -> anyhow::Result<()> {
     let sites = sites
         .into_iter()
@@ -157,14 +201,16 @@ async fn create_user(
     let scope =
         credentials::user_scope(&name, role, sites, all_sites).map_err(anyhow::Error::msg)?;
     let store = open_store(data, PostgresOptions::default()).await?;
-    let (new, token) = credentials::new_user(name, role, scope, None, now_ms())?;
+    let (new, token) = credentials::new_user(name, role, scope, None, now_ms(), token_ttl_ms)?;
     let user = store.create_user(new).await?;
     eprintln!(
-        "created {} {} ({}) over {}; its token follows, shown this once: keep it secret",
+        "created {} {} ({}) over {}; its token, valid until {}, follows, shown this once: keep \
+         it secret",
         user.role.as_str(),
         user.name,
         user.id,
-        describe_scope(&user.scope)
+        describe_scope(&user.scope),
+        format_time_ms(user.token_expires_at_ms)
     );
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", token.expose())?;

@@ -578,3 +578,108 @@ fn expired_reused_and_unknown_enrollment_codes_are_refused_and_enroll_nothing() 
     ensure!(devices["devices"][0]["device_id"] == first.device_id()?.as_str());
     Ok(())
 }
+
+/// The credential the phone's store holds now, and the rotated one it has not yet used.
+fn stored_credentials(phone: &Phone) -> Result<(String, Option<String>)> {
+    let store = DeviceStore::open(&phone.store)?;
+    let current = store
+        .credential()
+        .ok_or_else(|| anyhow!("not enrolled"))?
+        .to_owned();
+    Ok((current, store.next_credential().map(str::to_owned)))
+}
+
+/// Whether every event the phone recorded is delivered.
+fn all_delivered(phone: &Phone) -> Result<bool> {
+    Ok(phone.log()?.iter().all(|e| e["delivered"] == true))
+}
+
+#[test]
+fn a_phone_rotates_its_credential_at_sync_and_a_lost_rotation_answer_recovers() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    // Every credential is due at every sync; a rotated user token stops at once.
+    let server = start(
+        dir.path(),
+        &[
+            "--device-credential-max-age-days",
+            "0",
+            "--user-token-rotation-overlap-secs",
+            "0",
+        ],
+    )?;
+    let http = Http::new()?;
+    let me = format!("{}/api/v1/devices/me", server.url);
+    let rotate = format!("{}/api/v1/devices/me/credential", server.url);
+    let phone = phone_with_events(&server, dir.path(), "guard-1", A)?;
+    let (enrolled, _) = stored_credentials(&phone)?;
+
+    // The sync delivers, then rotates: the store holds only the new credential, which works,
+    // and the old one is refused.
+    let said = phone.run(&["sync"])?;
+    ensure!(said.contains("credential was rotated"), "{said}");
+    ensure!(all_delivered(&phone)?);
+    let (first, pending) = stored_credentials(&phone)?;
+    ensure!(first != enrolled && pending.is_none());
+    let (status, answer) = http.get(&me, Some(&enrolled))?;
+    ensure!(status == 401 && error_code(answer.to_string().as_bytes())? == "invalid_credential");
+    ensure!(http.get(&me, Some(&first))?.0 == 200);
+
+    // An answer lost on the way: the server issued `lost`, the phone never got it. The phone
+    // syncs on with its credential, and rotates again.
+    let (status, answer) = http.post_json(&rotate, Some(&first), Value::Null)?;
+    ensure!(status == 200, "{answer}");
+    let lost = answer["credential"].as_str().unwrap_or_default().to_owned();
+    phone.run(&["note", "after the lost answer"])?;
+    phone.run(&["sync"])?;
+    ensure!(all_delivered(&phone)?);
+    let (second, _) = stored_credentials(&phone)?;
+    ensure!(second != first && second != lost);
+    for gone in [&first, &lost] {
+        ensure!(http.get(&me, Some(gone))?.0 == 401);
+    }
+
+    // The answer arrived and was stored, but the phone stopped before using it: the next sync
+    // uses it first.
+    let (status, answer) = http.post_json(&rotate, Some(&second), Value::Null)?;
+    ensure!(status == 200, "{answer}");
+    let staged = answer["credential"].as_str().unwrap_or_default().to_owned();
+    DeviceStore::open(&phone.store)?.stage_credential(&staged)?;
+    phone.run(&["note", "after a crash"])?;
+    phone.run(&["sync"])?;
+    ensure!(all_delivered(&phone)?);
+    ensure!(http.get(&me, Some(&second))?.0 == 401);
+
+    // A stored answer that a later rotation replaced: the phone drops it and goes on.
+    let (current, _) = stored_credentials(&phone)?;
+    let (status, answer) = http.post_json(&rotate, Some(&current), Value::Null)?;
+    ensure!(status == 200, "{answer}");
+    let replaced = answer["credential"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = http.post_json(&rotate, Some(&current), Value::Null)?;
+    ensure!(status == 200);
+    DeviceStore::open(&phone.store)?.stage_credential(&replaced)?;
+    phone.run(&["note", "after a replaced answer"])?;
+    phone.run(&["sync"])?;
+    ensure!(all_delivered(&phone)?);
+    let (last, pending) = stored_credentials(&phone)?;
+    ensure!(pending.is_none() && http.get(&me, Some(&last))?.0 == 200);
+    // The shift's start, a scan and four notes, each once.
+    ensure!(control_pull(&server, A, 1000)?.len() == 6);
+
+    // A user rotates its own token with the `patrol` command: the new one works, the old one
+    // (with no overlap on this server) is forgotten at once.
+    let events = format!("{}/api/v1/sites/{A}/events", server.url);
+    let old = server.admin_token.clone();
+    let shown = run_ok(&mut server.control(&old, &["token", "show"])?)?;
+    ensure!(
+        shown.contains("e2e-admin") && shown.contains("this token expires at"),
+        "{shown}"
+    );
+    let new = run_ok(&mut server.control(&old, &["token", "rotate"])?)?
+        .trim()
+        .to_owned();
+    ensure!(new.starts_with("pu_") && new != old, "{new:?}");
+    ensure!(http.get(&events, Some(&new))?.0 == 200);
+    let (status, answer) = http.get(&events, Some(&old))?;
+    ensure!(status == 401 && error_code(answer.to_string().as_bytes())? == "invalid_credential");
+    Ok(())
+}

@@ -27,6 +27,9 @@ pub const MAGIC: &[u8; 4] = b"PTRL";
 pub const PROTOCOL_VERSION: u8 = 3;
 /// Media type of sync messages.
 pub const CONTENT_TYPE: &str = "application/x-patrol-sync";
+/// Response header of a sync whose device credential is due for rotation (value `due`): the
+/// phone asks for its next credential (`POST /api/v1/devices/me/credential`) after the sync.
+pub const CREDENTIAL_ROTATION_HEADER: &str = "patrol-credential-rotation";
 
 /// A change hash on the wire.
 pub type Hash = [u8; 32];

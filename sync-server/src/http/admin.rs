@@ -1,7 +1,9 @@
 //! Sites and users, for administrators: `GET /api/v1/sites` (the sites the user covers; any
 //! user), `POST /api/v1/sites` (an administrator over all sites), and `GET`/`POST
-//! /api/v1/users`, `POST /api/v1/users/{id}/revoke` (an administrator, for users within its
-//! scope).
+//! /api/v1/users`, `POST /api/v1/users/{id}/revoke`, `POST /api/v1/users/{id}/token` (an
+//! administrator, for users within its scope). And a user's own token (any user):
+//! `GET /api/v1/users/me` says when it expires, `POST /api/v1/users/me/token` rotates it without
+//! downtime.
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -12,12 +14,12 @@ use patrol_core::event::format_time_ms;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::AuthUser;
+use super::auth::{AuthSession, AuthUser};
 use super::error::{AppError, ErrorBody};
 use super::extract::{MAX_JSON_BODY_BYTES, read_json};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
-use crate::credentials::{Role, Scope, User, new_user, user_scope};
+use crate::credentials::{Role, Scope, User, UserTokenState, new_user, user_rotation, user_scope};
 use crate::now_ms;
 use crate::store::Site;
 
@@ -30,6 +32,9 @@ pub(super) fn routes() -> Vec<Endpoint> {
         endpoint(Get, "/api/v1/users", list_users, json),
         endpoint(Post, "/api/v1/users", create_user, json),
         endpoint(Post, "/api/v1/users/{id}/revoke", revoke_user, json),
+        endpoint(Get, "/api/v1/users/me", whoami, json),
+        endpoint(Post, "/api/v1/users/me/token", rotate_own_token, json),
+        endpoint(Post, "/api/v1/users/{id}/token", reissue_token, json),
     ]
 }
 
@@ -134,6 +139,8 @@ struct UserView {
     created_at: String,
     created_by: Option<String>,
     revoked_at: Option<String>,
+    /// When the user's current token stops working unless rotated (RFC 3339).
+    token_expires_at: String,
 }
 
 impl From<User> for UserView {
@@ -151,6 +158,7 @@ impl From<User> for UserView {
             created_at: format_time_ms(u.created_at_ms),
             created_by: u.created_by,
             revoked_at: u.revoked_at_ms.map(format_time_ms),
+            token_expires_at: format_time_ms(u.token_expires_at_ms),
         }
     }
 }
@@ -218,8 +226,15 @@ async fn create_user(
             user.0.name
         )));
     }
-    let (new, token) = new_user(body.name, role, scope, Some(user.0.id.clone()), now_ms())
-        .map_err(AppError::internal)?;
+    let (new, token) = new_user(
+        body.name,
+        role,
+        scope,
+        Some(user.0.id.clone()),
+        now_ms(),
+        state.config.user_token_ttl_ms,
+    )
+    .map_err(AppError::internal)?;
     let created = state.store.create_user(new).await?;
     tracing::info!(user = %created.name, role = created.role.as_str(), by = %user.0.name, "created a user");
     Ok((
@@ -310,6 +325,171 @@ async fn revoke_user(
         .revoke_user(target.id, now_ms())
         .await?
         .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
+    // Its open live streams end now rather than at their next periodic check.
+    state.feed.credentials_changed();
     tracing::info!(user = %revoked.name, by = %user.0.name, "revoked a user");
     Ok(Json(revoked.into()))
+}
+
+/// The caller and the token it presented (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct WhoAmIView {
+    user: UserView,
+    /// When the presented token stops working (RFC 3339): its expiry, or the end of its overlap
+    /// if a rotation replaced it. Rotate it before then.
+    token_expires_at: String,
+    /// Whether a rotation replaced the presented token (it works only until `token_expires_at`).
+    token_superseded: bool,
+}
+
+/// The caller, and when the token it presented stops working: what a program checks to rotate
+/// its token in time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me",
+    tag = "administration",
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The caller and its token's expiry", body = WhoAmIView),
+        (status = 401, description = "Missing, unknown, revoked or expired token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn whoami(session: AuthSession) -> Json<serde_json::Value> {
+    let session = session.0;
+    Json(serde_json::json!({
+        "user": UserView::from(session.user),
+        "token_expires_at": format_time_ms(session.expires_at_ms),
+        "token_superseded": session.state == UserTokenState::Superseded,
+    }))
+}
+
+/// A user's new token (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct NewTokenView {
+    user: UserView,
+    /// The new token (`pu_…`), shown only here.
+    token: String,
+    /// When the new token expires (RFC 3339).
+    expires_at: String,
+    /// Until when the token it replaces still works (RFC 3339); absent when it stopped at once.
+    previous_token_valid_until: Option<String>,
+}
+
+/// Gives the caller a new token with a fresh expiry. The token it presented keeps working for
+/// the server's overlap (`--user-token-rotation-overlap-secs`, 10 minutes by default), so that
+/// programs using it can switch, then stops; its open live streams end then.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/me/token",
+    tag = "administration",
+    security(("user_token" = [])),
+    responses(
+        (status = 200, description = "The new token, shown once, and until when the old one works", body = NewTokenView),
+        (status = 401, description = "Missing, unknown, revoked or expired token (`WWW-Authenticate: Bearer`): an expired token cannot rotate itself; an administrator issues a new one", body = ErrorBody),
+        (status = 409, description = "`token_superseded`: the presented token was already replaced by a rotation; rotate with the newer one", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn rotate_own_token(
+    session: AuthSession,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let session = session.0;
+    if session.state == UserTokenState::Superseded {
+        return Err(AppError::Conflict {
+            code: "token_superseded",
+            message: "this token was already replaced by a rotation; rotate with the token it \
+                      gave"
+                .into(),
+        });
+    }
+    let (rotation, token) = user_rotation(
+        &session.user,
+        now_ms(),
+        state.config.user_token_ttl_ms,
+        Some(state.config.user_token_rotation_overlap_ms),
+    )
+    .map_err(AppError::internal)?;
+    let user = state
+        .store
+        .rotate_user_token(session.user.id.clone(), rotation)
+        .await?
+        .ok_or_else(|| AppError::UnknownUser(session.user.id.clone()))?;
+    state.feed.credentials_changed();
+    tracing::info!(user = %user.name, "a user rotated its token");
+    Ok(Json(serde_json::json!({
+        "user": UserView::from(user),
+        "token": token.expose(),
+        "expires_at": format_time_ms(rotation.expires_at_ms),
+        "previous_token_valid_until": rotation.previous_valid_until_ms.map(format_time_ms),
+    })))
+}
+
+/// Gives a user within the caller's scope a new token, for one who lost theirs or let it expire:
+/// the old token stops working at once (and its open live streams end).
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{id}/token",
+    tag = "administration",
+    security(("user_token" = [])),
+    params(
+        ("id" = String, Path, description = "User id"),
+    ),
+    responses(
+        (status = 200, description = "The user's new token, shown once", body = NewTokenView),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or expired token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "Not an administrator, or the user is beyond the caller's scope", body = ErrorBody),
+        (status = 404, description = "`unknown_user`", body = ErrorBody),
+        (status = 409, description = "`user_revoked`: a revoked user stays revoked; create a new user", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn reissue_token(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    user.is_admin()?;
+    let Path(id) = path.map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
+    let target = state
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .find(|u| u.id == id)
+        .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
+    if !user.0.manages(&target.scope) {
+        return Err(AppError::Forbidden(format!(
+            "user {} may not issue tokens to a user over sites it does not administer",
+            user.0.name
+        )));
+    }
+    if target.revoked_at_ms.is_some() {
+        return Err(AppError::Conflict {
+            code: "user_revoked",
+            message: format!(
+                "user {} is revoked, and stays so; create a new user instead",
+                target.name
+            ),
+        });
+    }
+    let (rotation, token) = user_rotation(&target, now_ms(), state.config.user_token_ttl_ms, None)
+        .map_err(AppError::internal)?;
+    let reissued = state
+        .store
+        .rotate_user_token(target.id.clone(), rotation)
+        .await?
+        .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
+    state.feed.credentials_changed();
+    tracing::info!(user = %reissued.name, by = %user.0.name, "issued a user a new token");
+    Ok(Json(serde_json::json!({
+        "user": UserView::from(reissued),
+        "token": token.expose(),
+        "expires_at": format_time_ms(rotation.expires_at_ms),
+        "previous_token_valid_until": null,
+    })))
 }

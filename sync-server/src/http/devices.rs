@@ -1,6 +1,8 @@
 //! A site's devices: `GET /api/v1/sites/{site}/devices` (enrollment, revocation, last sync,
 //! pending count, clock skew; a user covering the site) and
-//! `POST /api/v1/sites/{site}/devices/{device}/revoke` (an administrator of the site).
+//! `POST /api/v1/sites/{site}/devices/{device}/revoke` (an administrator of the site). And a
+//! phone's own credential: `GET /api/v1/devices/me` (whether it is due for rotation) and
+//! `POST /api/v1/devices/me/credential` (its next credential), both with its device credential.
 
 use std::collections::BTreeMap;
 
@@ -12,12 +14,14 @@ use patrol_core::{DeviceId, SiteId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::auth::AuthUser;
+use super::auth::{AuthDevice, AuthUser};
 use super::error::{AppError, ErrorBody};
 use super::extract::{MAX_JSON_BODY_BYTES, site_from_path};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
+use crate::credentials::{Secret, TokenKind, rotation_due};
 use crate::now_ms;
+use crate::store::DeviceCredential;
 
 pub(super) fn routes() -> Vec<Endpoint> {
     vec![
@@ -31,6 +35,18 @@ pub(super) fn routes() -> Vec<Endpoint> {
             Verb::Post,
             "/api/v1/sites/{site}/devices/{device}/revoke",
             revoke_device,
+            MAX_JSON_BODY_BYTES,
+        ),
+        endpoint(
+            Verb::Get,
+            "/api/v1/devices/me",
+            this_device,
+            MAX_JSON_BODY_BYTES,
+        ),
+        endpoint(
+            Verb::Post,
+            "/api/v1/devices/me/credential",
+            rotate_credential,
             MAX_JSON_BODY_BYTES,
         ),
     ]
@@ -165,11 +181,107 @@ async fn revoke_device(
             device: device.to_string(),
         });
     };
+    state.feed.credentials_changed();
     tracing::info!(%site, %device, by = %user.0.name, "revoked a device");
     Ok(Json(serde_json::json!({
         "site": site.as_str(),
         "device_id": device.to_string(),
         "enrolled_at": format_time_ms(revoked.enrolled_at_ms),
         "revoked_at": revoked.revoked_at_ms.map(format_time_ms),
+    })))
+}
+
+/// The device a credential belongs to, as the phone sees it (documentation only: the handler
+/// builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct ThisDeviceView {
+    site: String,
+    device_id: String,
+    enrolled_at: String,
+    /// When the credential presented was issued (at enrollment or by a rotation).
+    credential_issued_at: String,
+    /// Whether the credential is older than the server's `--device-credential-max-age-days`:
+    /// the phone should rotate it (`POST /api/v1/devices/me/credential`).
+    credential_rotation_due: bool,
+}
+
+fn this_device_json(state: &AppState, d: &DeviceCredential) -> serde_json::Value {
+    serde_json::json!({
+        "site": d.site.as_str(),
+        "device_id": d.device.to_string(),
+        "enrolled_at": format_time_ms(d.enrolled_at_ms),
+        "credential_issued_at": format_time_ms(d.credential_issued_at_ms),
+        "credential_rotation_due": rotation_due(
+            d.credential_issued_at_ms,
+            now_ms(),
+            state.config.device_credential_max_age_ms
+        ),
+    })
+}
+
+/// The device whose credential the request presents. A phone calls it with a credential it just
+/// received from a rotation: the first use makes it the device's credential, and the old one
+/// stops working.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices/me",
+    tag = "sync",
+    security(("device_credential" = [])),
+    responses(
+        (status = 200, description = "The device and its credential's age", body = ThisDeviceView),
+        (status = 401, description = "Missing, unknown or revoked device credential", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn this_device(
+    AuthDevice(device): AuthDevice,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    Ok(Json(this_device_json(&state, &device)))
+}
+
+/// A device's next credential (documentation only: the handler builds it as JSON).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct NextCredentialView {
+    /// The next credential (`pd_…`), shown only here.
+    credential: String,
+    issued_at: String,
+}
+
+/// Issues the device its next credential. The one presented keeps working until the next one is
+/// used for the first time, so an answer lost on the way changes nothing: the phone asks again
+/// (which replaces the unused one) or goes on with the old credential. The phone stores the new
+/// one durably before it uses it, and keeps the old one until the new one has worked.
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/me/credential",
+    tag = "sync",
+    security(("device_credential" = [])),
+    responses(
+        (status = 200, description = "The next credential, shown once", body = NextCredentialView),
+        (status = 401, description = "Missing, unknown or revoked device credential", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn rotate_credential(
+    AuthDevice(device): AuthDevice,
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let next = Secret::generate(TokenKind::Device).map_err(AppError::internal)?;
+    let now = now_ms();
+    state
+        .store
+        .stage_device_credential(device.site.clone(), device.device, next.hash(), now)
+        .await?
+        .ok_or_else(|| AppError::UnknownDevice {
+            site: device.site.to_string(),
+            device: device.device.to_string(),
+        })?;
+    tracing::info!(site = %device.site, device = %device.device, "issued a device its next credential");
+    Ok(Json(serde_json::json!({
+        "credential": next.expose(),
+        "issued_at": format_time_ms(now),
     })))
 }

@@ -88,6 +88,12 @@ pub enum AppError {
          try again in {retry_after_secs} s"
     )]
     TooManyFailedAttempts { retry_after_secs: u64 },
+    /// A user asked for one more live stream than it may have open at once.
+    #[error(
+        "this user already has {max} live streams open, the most this server allows; close one \
+         (another screen or program may hold it) and try again"
+    )]
+    TooManyStreams { max: usize },
     /// The server's own failure; never shown to the client.
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
@@ -128,6 +134,25 @@ impl AppError {
         AppError::Internal(e.into())
     }
 
+    /// The `message` the client is shown. An internal error's details go to the log instead.
+    pub fn client_message(&self) -> String {
+        match self {
+            AppError::Internal(e) => {
+                let mut chain = e.to_string();
+                let mut source = e.source();
+                while let Some(s) = source {
+                    chain.push_str(": ");
+                    chain.push_str(&s.to_string());
+                    source = s.source();
+                }
+                tracing::error!(error = %chain, "request failed with an internal error");
+                "the server failed to handle the request; it has been logged, please retry later"
+                    .to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -154,6 +179,7 @@ impl AppError {
             AppError::ServerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyFailedAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -184,6 +210,7 @@ impl AppError {
             AppError::ServerBusy { .. } => "server_busy",
             AppError::BodyTimeout => "request_timeout",
             AppError::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
+            AppError::TooManyStreams { .. } => "too_many_streams",
         }
     }
 }
@@ -264,21 +291,7 @@ impl IntoResponse for AppError {
             AppError::Replayed { last_seq } => Some(*last_seq),
             _ => None,
         };
-        let message = match &self {
-            AppError::Internal(e) => {
-                let mut chain = e.to_string();
-                let mut source = e.source();
-                while let Some(s) = source {
-                    chain.push_str(": ");
-                    chain.push_str(&s.to_string());
-                    source = s.source();
-                }
-                tracing::error!(error = %chain, "request failed with an internal error");
-                "the server failed to handle the request; it has been logged, please retry later"
-                    .to_string()
-            }
-            other => other.to_string(),
-        };
+        let message = self.client_message();
         let mut response = (
             status,
             Json(ErrorJson {

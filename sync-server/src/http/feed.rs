@@ -13,7 +13,7 @@ use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use super::auth::AuthUser;
+use super::auth::{AuthSession, AuthUser};
 use super::error::{AppError, ErrorBody};
 use super::extract::{MAX_JSON_BODY_BYTES, site_from_path};
 use super::state::AppState;
@@ -258,7 +258,9 @@ pub const MORE_HEADER: &str = "patrol-more";
 
 /// The live feed as server-sent events: each event's SSE id is its sequence number, so a
 /// client that reconnects with `Last-Event-ID` (or `after`) resumes exactly where it was. The
-/// same filters as the paged feed apply.
+/// same filters as the paged feed apply. The stream checks its token again over time and ends,
+/// with a `closed` event, once the user may no longer read the site (revoked, expired, its
+/// sites changed).
 #[utoipa::path(
     get,
     path = "/api/v1/sites/{site}/stream",
@@ -270,23 +272,24 @@ pub const MORE_HEADER: &str = "patrol-more";
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
     ),
     responses(
-        (status = 200, description = "Server-sent events, one per feed event: `id` is its sequence number, `data` the event's JSON as in the paged feed. Never ends by itself; keep-alive comments are sent while idle.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events, one per feed event (`event: event`): `id` is its sequence number, `data` the event's JSON as in the paged feed; keep-alive comments are sent while idle. Ends when the server shuts down, or after a last `event: closed` whose `data` is an error body (`revoked_credential`, `expired_credential`, `forbidden`) once the user may no longer read the site.", content_type = "text/event-stream", body = String),
         (status = 400, description = "A bad query parameter, site id or `Last-Event-ID`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site or action", body = ErrorBody),
         (status = 404, description = "`unknown_site`", body = ErrorBody),
+        (status = 429, description = "`too_many_streams`: the user has the most live streams open that the server allows (`--max-streams-per-user`)", body = ErrorBody),
         (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
     )
 )]
 async fn stream(
-    user: AuthUser,
+    session: AuthSession,
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<FeedParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let site = site_from_path(path)?;
-    user.can_read(&site)?;
+    session.user().can_read(&site)?;
     let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
     let (mut after, _) = parse_feed_params(&params)?;
     let filter = parse_feed_filter(&params)?;
@@ -305,7 +308,10 @@ async fn stream(
     if state.store.get_site(site.clone()).await?.is_none() {
         return Err(AppError::UnknownSite(site.to_string()));
     }
-    let events = super::live::stream(state.store.clone(), state.feed.clone(), site, filter, after);
+    let slot = state
+        .feed
+        .open_stream(&session.0.user.id, state.config.max_streams_per_user)?;
+    let events = super::live::stream(state.clone(), session.0, slot, site, filter, after);
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())

@@ -4,16 +4,29 @@
 //! reconnecting client misses nothing and sees nothing twice. A stream wakes both for this
 //! instance's syncs and for commits the store reports ([`Store::subscribe`]), which on
 //! PostgreSQL include those made through other instances.
+//!
+//! A stream is as good as the token that opened it, for as long as it is open: it checks its
+//! user again every `--stream-recheck-secs`, when its token's time runs out, and at once when a
+//! user's token is revoked or rotated through this instance ([`FeedNotifier::credentials_changed`];
+//! other instances sharing a PostgreSQL database learn at their next periodic check). A stream
+//! whose user may no longer read its site sends a last `closed` event saying why, and ends. A
+//! user has at most `--max-streams-per-user` streams open on an instance ([`StreamSlot`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::response::sse::Event as SseEvent;
 use futures_util::Stream;
 use patrol_core::SiteId;
 use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
 
+use super::auth::{Session, user_session};
+use super::error::AppError;
+use super::state::AppState;
+use crate::now_ms;
 use crate::store::{FeedFilter, Store};
 
 /// Events sent per store read while a stream catches up.
@@ -25,6 +38,10 @@ const STREAM_PAGE: u32 = 1_000;
 pub struct FeedNotifier {
     sites: Mutex<HashMap<SiteId, watch::Sender<u64>>>,
     closing: watch::Sender<bool>,
+    /// Bumped when a credential is revoked or rotated through this instance.
+    credentials: watch::Sender<u64>,
+    /// Open streams per user id.
+    open: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Default for FeedNotifier {
@@ -32,6 +49,27 @@ impl Default for FeedNotifier {
         FeedNotifier {
             sites: Mutex::new(HashMap::new()),
             closing: watch::Sender::new(false),
+            credentials: watch::Sender::new(0),
+            open: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// One of a user's places for an open stream; freed when dropped (with the stream).
+#[derive(Debug)]
+pub struct StreamSlot {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.user);
+            }
         }
     }
 }
@@ -63,6 +101,80 @@ impl FeedNotifier {
     fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
     }
+
+    /// Makes every open stream check its user again now: a credential was revoked or rotated.
+    pub fn credentials_changed(&self) {
+        self.credentials.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A place for one more stream of `user` (by id), unless it has `max` open already.
+    pub fn open_stream(&self, user: &str, max: usize) -> Result<StreamSlot, AppError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(user.to_owned()).or_insert(0);
+        if *n >= max {
+            return Err(AppError::TooManyStreams { max });
+        }
+        *n += 1;
+        Ok(StreamSlot {
+            open: Arc::clone(&self.open),
+            user: user.to_owned(),
+        })
+    }
+}
+
+/// What keeps a stream authorised: the token that opened it, checked again over time.
+struct Authorization {
+    state: AppState,
+    session: Session,
+    site: SiteId,
+    /// Bumped by [`FeedNotifier::credentials_changed`].
+    changed: watch::Receiver<u64>,
+    next_check: Instant,
+    /// A change was seen (awaiting `changed` marks it seen): check at the next turn.
+    notified: bool,
+    _slot: StreamSlot,
+}
+
+impl Authorization {
+    /// When to check next: after the re-check interval, or when the token's time runs out if
+    /// that is sooner.
+    fn schedule(&mut self) {
+        let left = u64::try_from(self.session.expires_at_ms.saturating_sub(now_ms())).unwrap_or(0);
+        let wait = self
+            .state
+            .config
+            .stream_recheck
+            .min(Duration::from_millis(left));
+        self.next_check = Instant::now() + wait;
+    }
+
+    fn due(&mut self) -> bool {
+        self.notified
+            || Instant::now() >= self.next_check
+            || self.changed.has_changed().unwrap_or(false)
+    }
+
+    /// Checks the token and the user's scope again; the error that ends the stream, if any.
+    async fn check(&mut self) -> Result<(), AppError> {
+        self.changed.borrow_and_update();
+        self.notified = false;
+        let session = user_session(&self.state, self.session.token).await?;
+        if !session.user.can_read(&self.site) {
+            return Err(AppError::Forbidden(format!(
+                "user {} may no longer read site {}",
+                session.user.name, self.site
+            )));
+        }
+        self.session = session;
+        self.schedule();
+        Ok(())
+    }
+}
+
+/// The last event of a stream its user may no longer read: the error, as the API gives it.
+fn closed_event(e: &AppError) -> SseEvent {
+    let body = serde_json::json!({ "error": e.code(), "message": e.client_message() });
+    SseEvent::default().event("closed").data(body.to_string())
 }
 
 struct StreamState {
@@ -76,18 +188,35 @@ struct StreamState {
     filter: FeedFilter,
     after: u64,
     ready: VecDeque<(u64, String)>,
+    auth: Authorization,
+    /// Set once the stream sent its `closed` event: it ends next.
+    ended: bool,
 }
 
-/// The live stream of `site`'s events after `after` that match `filter`: first what is stored,
-/// then each new event as it is committed. Ends on shutdown or a storage error (the client
-/// reconnects with its `Last-Event-ID`).
+/// The live stream of `site`'s events after `after` that match `filter`, for the user of
+/// `session` (who may read the site, and holds `slot`): first what is stored, then each new
+/// event as it is committed. Ends on shutdown or a storage error (the client reconnects with its
+/// `Last-Event-ID`), and with a `closed` event once the user may no longer read the site.
 pub fn stream(
-    store: Arc<dyn Store>,
-    notifier: Arc<FeedNotifier>,
+    state: AppState,
+    session: Session,
+    slot: StreamSlot,
     site: SiteId,
     filter: FeedFilter,
     after: u64,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send {
+    let store = Arc::clone(&state.store);
+    let notifier = Arc::clone(&state.feed);
+    let mut auth = Authorization {
+        state,
+        session,
+        site: site.clone(),
+        changed: notifier.credentials.subscribe(),
+        next_check: Instant::now(),
+        notified: false,
+        _slot: slot,
+    };
+    auth.schedule();
     let state = StreamState {
         wake: notifier.subscribe(&site),
         // Subscribed before the first read, so a commit after that read still wakes the stream.
@@ -99,11 +228,24 @@ pub fn stream(
         filter,
         after,
         ready: VecDeque::new(),
+        auth,
+        ended: false,
     };
     futures_util::stream::unfold(state, |mut s| async move {
         loop {
-            if *s.closing.borrow() {
+            if *s.closing.borrow() || s.ended {
                 return None;
+            }
+            // Checked before every event, so a busy site's stream is no exception.
+            if s.auth.due()
+                && let Err(e) = s.auth.check().await
+            {
+                tracing::info!(
+                    site = %s.site, user = %s.auth.session.user.name, code = e.code(),
+                    "ended a live stream: its user may no longer read it"
+                );
+                s.ended = true;
+                return Some((Ok(closed_event(&e)), s));
             }
             if let Some((seq, json)) = s.ready.pop_front() {
                 let event = SseEvent::default()
@@ -134,8 +276,12 @@ pub fn stream(
                 }
             }
             let _keep = &s.notifier;
+            let next_check = s.auth.next_check;
             tokio::select! {
                 changed = s.wake.changed() => if changed.is_err() { return None; },
+                // Both lead back to the check at the top of the loop.
+                _ = tokio::time::sleep_until(next_check) => {}
+                _ = s.auth.changed.changed() => s.auth.notified = true,
                 committed = s.committed.recv() => {
                     // Lagging only means several commits are read at once.
                     if let Err(broadcast::error::RecvError::Closed) = committed {

@@ -14,6 +14,7 @@ use super::error::{AppError, ErrorBody};
 use super::extract::{body_error, check_media_type};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
+use crate::credentials::rotation_due;
 use crate::now_ms;
 use crate::store::{CollabSync, DeviceCredential, IncidentPush, ShiftLogPush, SyncBatch};
 
@@ -68,7 +69,8 @@ fn check_sync_request(
         description = "A `SyncRequest`, postcard-encoded after a version byte (docs/protocol.md)"
     ),
     responses(
-        (status = 200, description = "A `SyncResponse`, postcard-encoded (docs/protocol.md): each document's outcome, the configuration, incidents and alarm acks due to the device", content_type = "application/x-patrol-sync", body = SyncBody),
+        (status = 200, description = "A `SyncResponse`, postcard-encoded (docs/protocol.md): each document's outcome, the configuration, incidents and alarm acks due to the device", content_type = "application/x-patrol-sync", body = SyncBody,
+            headers(("Patrol-Credential-Rotation" = String, description = "`due` when the device's credential is older than the server's `--device-credential-max-age-days`: the phone should rotate it (`POST /api/v1/devices/me/credential`)"))),
         (status = 400, description = "Malformed or truncated request, unsupported protocol version, or unreadable body", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked device credential", body = ErrorBody),
         (status = 403, description = "The credential belongs to another site or device", body = ErrorBody),
@@ -86,6 +88,11 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         .throttle
         .client(request.extensions(), request.headers());
     let credential = auth::authenticate_device(&state, request.headers(), client).await?;
+    let rotation_due = rotation_due(
+        credential.credential_issued_at_ms,
+        now_ms(),
+        state.config.device_credential_max_age_ms,
+    );
     check_content_type(request.headers())?;
     // Held until the answer is ready. Refused (503) before a byte of the body is read.
     let _admitted = state.syncs.admit(&state.metrics).await?;
@@ -203,7 +210,16 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
     }
     .encode()
     .map_err(AppError::internal)?;
-    Ok(([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], response).into_response())
+    let mut response = ([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], response).into_response();
+    if rotation_due {
+        // A header rather than a field, so that phones of every protocol version read the
+        // answer as before; a phone that knows it rotates its credential after the sync.
+        response.headers_mut().insert(
+            protocol::CREDENTIAL_ROTATION_HEADER,
+            header::HeaderValue::from_static("due"),
+        );
+    }
+    Ok(response)
 }
 
 /// A postcard-encoded sync message (documentation only: the handler decodes the bytes).

@@ -91,6 +91,7 @@ pub fn enrolled(site: &str, e: &Enrollment) -> Result<DeviceCredential, StoreErr
         revoked_at_ms: None,
         last_request_seq: 0,
         public_key: e.public_key,
+        credential_issued_at_ms: e.now_ms,
     })
 }
 

@@ -34,7 +34,10 @@
 //! - A sync request is applied only for an enrolled, unrevoked device whose `request_seq` is
 //!   greater than the last one accepted from it, checked in the request's transaction; the
 //!   accepted seq is recorded in that transaction ([`SyncRefusal`] otherwise, nothing applied).
-//! - Tokens are stored only as their SHA-256 ([`TokenHash`]); lookups are by that digest.
+//! - Tokens are stored only as their SHA-256 ([`TokenHash`]); lookups are by that digest. A user
+//!   has at most two tokens (the current one, and the one its last rotation replaced, until its
+//!   overlap ends); a device at most two credentials (the current one, and a rotated one it has
+//!   not used yet).
 //! - [`Store::subscribe`] wakes a site's readers after every commit that added events to it,
 //!   whichever process committed them (PostgreSQL: `LISTEN`/`NOTIFY`, see [`postgres`]).
 
@@ -63,7 +66,9 @@ use thiserror::Error;
 
 // The users the store keeps are defined with the credentials they hold; the store's methods
 // take and return them.
-use crate::credentials::{NewUser, TokenHash, User};
+use crate::credentials::{
+    NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
+};
 
 /// A boxed, sendable future, so that [`Store`] stays object-safe (`Arc<dyn Store>`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -319,6 +324,8 @@ pub struct DeviceCredential {
     /// The key the device registered at enrollment: every push of shift-log changes it makes
     /// must carry its signature. `None` for a device enrolled before keys existed.
     pub public_key: Option<PublicKey>,
+    /// When its current credential was issued (at enrollment, or by its last rotation).
+    pub credential_issued_at_ms: i64,
 }
 
 /// What the server holds as evidence of one shift log ([`Store::shift_log_evidence`]).
@@ -613,11 +620,21 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Every user, revoked ones included, in order of creation.
     fn users(&self) -> BoxFuture<'_, Result<Vec<User>, StoreError>>;
 
-    /// The user whose token hashes to `hash` (revoked or not), with the stored hash.
+    /// The user whose current or previous token hashes to `hash` (revoked, expired or not), with
+    /// its stored tokens; the caller tells which one it is ([`StoredUserTokens::identify`]).
     fn user_by_token(
         &self,
         hash: TokenHash,
-    ) -> BoxFuture<'_, Result<Option<(User, TokenHash)>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Option<(User, StoredUserTokens)>, StoreError>>;
+
+    /// Replaces a user's token as `rotation` says: the new one becomes current, and the one it
+    /// replaces is kept until `rotation.previous_valid_until_ms` (or dropped). A token kept from
+    /// an earlier rotation is dropped. `None` if there is no such user.
+    fn rotate_user_token(
+        &self,
+        id: String,
+        rotation: UserTokenRotation,
+    ) -> BoxFuture<'_, Result<Option<User>, StoreError>>;
 
     /// Revokes a user's token at `at_ms` (a revoked user stays revoked, with its first
     /// revocation time); `None` if there is no such user.
@@ -641,11 +658,34 @@ pub trait Store: Send + Sync + fmt::Debug {
         enrollment: Enrollment,
     ) -> BoxFuture<'_, Result<DeviceCredential, StoreError>>;
 
-    /// The device whose credential hashes to `hash` (revoked or not), with the stored hash.
+    /// The device whose current or next credential hashes to `hash` (revoked or not), with its
+    /// stored credentials; the caller tells which one it is
+    /// ([`StoredDeviceCredentials::identify`]).
     fn device_by_credential(
         &self,
         hash: TokenHash,
-    ) -> BoxFuture<'_, Result<Option<(DeviceCredential, TokenHash)>, StoreError>>;
+    ) -> BoxFuture<'_, Result<Option<(DeviceCredential, StoredDeviceCredentials)>, StoreError>>;
+
+    /// Issues the device a next credential (its hash), which replaces any next one issued before
+    /// and not yet used; the current one keeps working until the next one is used
+    /// ([`Store::promote_device_credential`]). `None` if the site has no such enrolled device.
+    fn stage_device_credential(
+        &self,
+        site: SiteId,
+        device: DeviceId,
+        next: TokenHash,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>>;
+
+    /// Makes the device's next credential, if it is still `next`, its current one (the old one
+    /// stops working) and returns the device as it is now; `None` if the device has no such next
+    /// credential (another rotation replaced it).
+    fn promote_device_credential(
+        &self,
+        site: SiteId,
+        device: DeviceId,
+        next: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>>;
 
     /// A shift log as stored, with its device's registered key and every signature kept for
     /// it, for export; `None` if the site has no such log.

@@ -10,15 +10,15 @@ use patrol_core::{DeviceId, IncidentId, SiteId};
 
 use super::StoreError;
 use super::merge::{heads_from_blob, heads_to_blob};
-use crate::credentials::TokenHash;
+use crate::credentials::{StoredDeviceCredentials, StoredUserTokens, TokenHash};
 
 /// The `users` columns `read_user` expects, in order.
-pub const USER_COLUMNS: &str =
-    "user_id, name, role, all_sites, created_at, created_by, revoked_at, token_hash";
+pub const USER_COLUMNS: &str = "user_id, name, role, all_sites, created_at, created_by, revoked_at, \
+     token_hash, token_expires_at, previous_token_hash, previous_token_expires_at";
 
 /// The `device_credentials` columns `read_device_credential` expects, in order.
-pub const DEVICE_CREDENTIAL_COLUMNS: &str =
-    "site_id, device_id, enrolled_at, revoked_at, last_request_seq, credential_hash, public_key";
+pub const DEVICE_CREDENTIAL_COLUMNS: &str = "site_id, device_id, enrolled_at, revoked_at, \
+     last_request_seq, credential_hash, public_key, credential_issued_at, next_credential_hash";
 
 /// A count or sequence number as the databases keep it (signed 64 bits; saturating, which no
 /// real count reaches).
@@ -32,6 +32,41 @@ pub fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 pub fn read_hash(bytes: &[u8], what: &str) -> Result<TokenHash, StoreError> {
     TokenHash::from_slice(bytes).ok_or_else(|| corrupt(format!("{what} is not 32 bytes")))
+}
+
+/// A user's stored tokens from their columns: the current hash, and the previous one with the end
+/// of its overlap (both or neither).
+pub fn read_user_tokens(
+    current: &[u8],
+    previous: Option<&[u8]>,
+    previous_until_ms: Option<i64>,
+) -> Result<StoredUserTokens, StoreError> {
+    let previous = match (previous, previous_until_ms) {
+        (Some(hash), Some(until)) => Some((read_hash(hash, "a previous token hash")?, until)),
+        (None, None) => None,
+        _ => {
+            return Err(corrupt(
+                "a previous token hash without its end, or the reverse",
+            ));
+        }
+    };
+    Ok(StoredUserTokens {
+        current: read_hash(current, "a token hash")?,
+        previous,
+    })
+}
+
+/// A device's stored credentials from their columns.
+pub fn read_device_credentials(
+    current: &[u8],
+    next: Option<&[u8]>,
+) -> Result<StoredDeviceCredentials, StoreError> {
+    Ok(StoredDeviceCredentials {
+        current: read_hash(current, "a credential hash")?,
+        next: next
+            .map(|h| read_hash(h, "a rotated credential hash"))
+            .transpose()?,
+    })
 }
 
 pub fn read_site_id(s: &str) -> Result<SiteId, StoreError> {

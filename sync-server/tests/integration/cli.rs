@@ -135,6 +135,15 @@ fn site_commands_and_serve() -> TestResult {
     );
     let revoked = token_of(&["user", "revoke", "bob"])?;
     assert!(revoked.starts_with("revoked user bob"), "{revoked}");
+    // An administrator gives a user who lost their token a new one; the old one stops at once.
+    let old_ann = ann;
+    let ann = token_of(&["user", "rotate", "ann", "--user-token-ttl-days", "2"])?;
+    assert!(ann.starts_with("pu_") && ann != old_ann, "{ann:?}");
+    let refused = token_of(&["user", "rotate", "bob"])
+        .err()
+        .ok_or("a revoked user got a token")?;
+    assert!(refused.to_string().contains("revoked"), "{refused}");
+    assert!(token_of(&["user", "rotate", "nobody"]).is_err());
     // The only administrator over all sites stays.
     let last = token_of(&["user", "revoke", "root"])
         .err()
@@ -149,6 +158,16 @@ fn site_commands_and_serve() -> TestResult {
     assert_eq!(lines.len(), 3, "{users}");
     assert!(lines[0].contains("\troot\tadmin\tall sites\t"), "{users}");
     assert!(lines[1].contains("\tann\toperator\tmall-1\t") && lines[1].ends_with("active"));
+    // Every token shows its expiry: ann's rotated one in two days, the others in thirty.
+    let in_days =
+        |days: i64| patrol_core::event::format_time_ms(patrol_server::now_ms() + days * 86_400_000);
+    for (line, days) in [(lines[0], 30), (lines[1], 2)] {
+        let expiry = in_days(days);
+        assert!(
+            line.contains(&format!("token expires {}", &expiry[..10])),
+            "{line}"
+        );
+    }
     assert!(
         lines[2].contains("\tbob\t") && lines[2].contains("revoked"),
         "{users}"
@@ -173,6 +192,7 @@ fn site_commands_and_serve() -> TestResult {
     let devices = http_get_as(&addr, "/api/v1/sites/mall-1/devices", Some(&ann));
     let anonymous = http_get(&addr, "/api/v1/sites/mall-1/devices");
     let revoked = http_get_as(&addr, "/api/v1/sites/mall-1/devices", Some(&bob));
+    let replaced = http_get_as(&addr, "/api/v1/sites/mall-1/devices", Some(&old_ann));
     let as_root = http_get_as(&addr, "/api/v1/users", Some(&root));
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -197,6 +217,11 @@ fn site_commands_and_serve() -> TestResult {
     assert!(
         revoked.starts_with("HTTP/1.1 401") && revoked.contains("revoked_credential"),
         "{revoked}"
+    );
+    let replaced = replaced?;
+    assert!(
+        replaced.starts_with("HTTP/1.1 401") && replaced.contains("invalid_credential"),
+        "{replaced}"
     );
     let as_root = as_root?;
     assert!(

@@ -425,6 +425,21 @@ enum ControlCommand {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Your own user token.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Show who the token belongs to and when it expires.
+    Show,
+    /// Replace your token with a new one (fresh expiry), printed alone on stdout, once; the old
+    /// one keeps working for the server's overlap (10 minutes by default) so that programs
+    /// using it can switch, then stops.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -446,6 +461,9 @@ enum UserCommand {
     List,
     /// Revoke a user's token, by id.
     Revoke { id: String },
+    /// Give a user (by id) a new token, printed alone on stdout, once, for one who lost theirs
+    /// or let it expire; the old one stops at once.
+    Token { id: String },
 }
 
 fn short(id: &impl ToString) -> String {
@@ -798,6 +816,9 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 "synced: {} event(s) delivered, {} pending",
                 report.events_delivered, report.pending_events
             );
+            if report.credential_rotated {
+                println!("the device's credential was rotated, as the server asked");
+            }
             for r in &report.rejected {
                 println!(
                     "refused: shift {}: {} ({})",
@@ -1093,11 +1114,12 @@ async fn control(args: ControlArgs) -> Result<()> {
                     None => "active".into(),
                 };
                 println!(
-                    "{}\t{}\t{}\t{sites}\t{}\t{state}",
+                    "{}\t{}\t{}\t{sites}\t{}\ttoken expires {}\t{state}",
                     s("id"),
                     s("name"),
                     s("role"),
-                    s("created_at")
+                    s("created_at"),
+                    s("token_expires_at")
                 );
             }
         }
@@ -1112,6 +1134,60 @@ async fn control(args: ControlArgs) -> Result<()> {
                 shown(body["name"].as_str().unwrap_or("?")),
                 shown(body["revoked_at"].as_str().unwrap_or("?"))
             );
+        }
+        ControlCommand::User {
+            command: UserCommand::Token { id },
+        } => {
+            let body = api
+                .post(&format!("/api/v1/users/{id}/token"), serde_json::json!({}))
+                .await?;
+            eprintln!(
+                "gave user {} a new token, valid until {}; the old one no longer works. The token \
+                 follows, shown this once",
+                shown(body["user"]["name"].as_str().unwrap_or("?")),
+                shown(body["expires_at"].as_str().unwrap_or("?"))
+            );
+            println!("{}", shown(body["token"].as_str().unwrap_or_default()));
+        }
+        ControlCommand::Token {
+            command: TokenCommand::Show,
+        } => {
+            let body = api.get("/api/v1/users/me").await?;
+            let user = &body["user"];
+            println!(
+                "{} ({}), {}",
+                shown(user["name"].as_str().unwrap_or("?")),
+                shown(user["role"].as_str().unwrap_or("?")),
+                shown(user["id"].as_str().unwrap_or("?"))
+            );
+            let expires = shown(body["token_expires_at"].as_str().unwrap_or("?"));
+            if body["token_superseded"] == true {
+                println!(
+                    "this token was replaced by a rotation and stops working at {expires}: use \
+                     the new one"
+                );
+            } else {
+                println!(
+                    "this token expires at {expires}: rotate it before then with `patrol control \
+                     token rotate`"
+                );
+            }
+        }
+        ControlCommand::Token {
+            command: TokenCommand::Rotate,
+        } => {
+            let body = api
+                .post("/api/v1/users/me/token", serde_json::json!({}))
+                .await?;
+            let old = match body["previous_token_valid_until"].as_str() {
+                Some(until) => format!("the old one works until {}", shown(until)),
+                None => "the old one no longer works".to_owned(),
+            };
+            eprintln!(
+                "your new token, valid until {}, follows, shown this once; {old}",
+                shown(body["expires_at"].as_str().unwrap_or("?"))
+            );
+            println!("{}", shown(body["token"].as_str().unwrap_or_default()));
         }
     }
     Ok(())

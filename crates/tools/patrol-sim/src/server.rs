@@ -60,8 +60,8 @@ async fn create_user(
     role: Role,
     scope: Scope,
 ) -> Result<String, SimError> {
-    let (user, token) =
-        new_user(name.into(), role, scope, None, 0).map_err(SimError::from_display("new user"))?;
+    let (user, token) = new_user(name.into(), role, scope, None, 0, i64::MAX)
+        .map_err(SimError::from_display("new user"))?;
     store
         .create_user(user)
         .await

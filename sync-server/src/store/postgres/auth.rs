@@ -8,11 +8,13 @@ use patrol_core::{DeviceId, SiteId};
 use tokio_postgres::Row;
 
 use super::{execute, query, query_opt, to_i64};
-use crate::credentials::{NewUser, Scope, TokenHash, User};
+use crate::credentials::{
+    NewUser, Scope, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
+};
 use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
-    DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
-    read_site_id,
+    DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_credentials, read_device_id,
+    read_public_key, read_site_id, read_user_tokens,
 };
 use crate::store::{
     DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, Site, StoreError, SyncBatch,
@@ -71,11 +73,14 @@ pub(super) async fn list_sites<C: GenericClient>(c: &C) -> Result<Vec<Site>, Sto
 }
 
 /// A `users` row read with [`USER_COLUMNS`], its sites read from `user_sites`.
-async fn read_user<C: GenericClient>(c: &C, row: &Row) -> Result<(User, TokenHash), StoreError> {
+async fn read_user<C: GenericClient>(
+    c: &C,
+    row: &Row,
+) -> Result<(User, StoredUserTokens), StoreError> {
     let id: String = row.try_get(0)?;
     let role: String = row.try_get(2)?;
     let all_sites: bool = row.try_get(3)?;
-    let hash = read_hash(row.try_get(7)?, "a token hash")?;
+    let tokens = read_user_tokens(row.try_get(7)?, row.try_get(9)?, row.try_get(10)?)?;
     let scope = if all_sites {
         Scope::AllSites
     } else {
@@ -98,9 +103,10 @@ async fn read_user<C: GenericClient>(c: &C, row: &Row) -> Result<(User, TokenHas
         created_at_ms: row.try_get(4)?,
         created_by: row.try_get(5)?,
         revoked_at_ms: row.try_get(6)?,
+        token_expires_at_ms: row.try_get(8)?,
         id,
     };
-    Ok((user, hash))
+    Ok((user, tokens))
 }
 
 async fn user_by_id<C: GenericClient>(c: &C, id: &str) -> Result<Option<User>, StoreError> {
@@ -123,8 +129,9 @@ pub(super) async fn create_user<C: GenericClient>(
     }
     let inserted = execute(
         tx,
-        "INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at, created_by,
+             token_expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (name) DO NOTHING",
         &[
             &user.id,
@@ -134,6 +141,7 @@ pub(super) async fn create_user<C: GenericClient>(
             &token_hash.0.as_slice(),
             &user.created_at_ms,
             &user.created_by,
+            &user.token_expires_at_ms,
         ],
     )
     .await?;
@@ -164,8 +172,10 @@ pub(super) async fn users<C: GenericClient>(c: &C) -> Result<Vec<User>, StoreErr
 pub(super) async fn user_by_token<C: GenericClient>(
     c: &C,
     hash: &TokenHash,
-) -> Result<Option<(User, TokenHash)>, StoreError> {
-    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE token_hash = $1");
+) -> Result<Option<(User, StoredUserTokens)>, StoreError> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE token_hash = $1 OR previous_token_hash = $1"
+    );
     match query_opt(c, &sql, &[&hash.0.as_slice()]).await? {
         Some(row) => Ok(Some(read_user(c, &row).await?)),
         None => Ok(None),
@@ -204,6 +214,30 @@ pub(super) async fn revoke_user<C: GenericClient>(
     )
     .await?;
     user_by_id(tx, id).await
+}
+
+pub(super) async fn rotate_user_token<C: GenericClient>(
+    c: &C,
+    id: &str,
+    rotation: UserTokenRotation,
+) -> Result<Option<User>, StoreError> {
+    execute(
+        c,
+        "UPDATE users SET
+             previous_token_hash = CASE WHEN $4::bigint IS NULL THEN NULL ELSE token_hash END,
+             previous_token_expires_at = $4,
+             token_hash = $2,
+             token_expires_at = $3
+         WHERE user_id = $1",
+        &[
+            &id,
+            &rotation.token_hash.0.as_slice(),
+            &rotation.expires_at_ms,
+            &rotation.previous_valid_until_ms,
+        ],
+    )
+    .await?;
+    user_by_id(c, id).await
 }
 
 pub(super) async fn create_enrollment_code<C: GenericClient>(
@@ -262,8 +296,8 @@ pub(super) async fn enroll_device<C: GenericClient>(
     execute(
         tx,
         "INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at,
-             public_key)
-         VALUES ($1, $2, $3, $4, $5)",
+             public_key, credential_issued_at)
+         VALUES ($1, $2, $3, $4, $5, $4)",
         &[
             &site,
             &device,
@@ -276,7 +310,9 @@ pub(super) async fn enroll_device<C: GenericClient>(
     access::enrolled(&site, &e)
 }
 
-fn read_device_credential(row: &Row) -> Result<(DeviceCredential, TokenHash), StoreError> {
+fn read_device_credential(
+    row: &Row,
+) -> Result<(DeviceCredential, StoredDeviceCredentials), StoreError> {
     let last: i64 = row.try_get(4)?;
     let credential = DeviceCredential {
         site: read_site_id(row.try_get(0)?)?,
@@ -285,22 +321,81 @@ fn read_device_credential(row: &Row) -> Result<(DeviceCredential, TokenHash), St
         revoked_at_ms: row.try_get(3)?,
         last_request_seq: u64::try_from(last).unwrap_or(0),
         public_key: read_public_key(row.try_get(6)?)?,
+        credential_issued_at_ms: row.try_get(7)?,
     };
-    let hash = read_hash(row.try_get(5)?, "a credential hash")?;
-    Ok((credential, hash))
+    let stored = read_device_credentials(row.try_get(5)?, row.try_get(8)?)?;
+    Ok((credential, stored))
 }
 
 pub(super) async fn device_by_credential<C: GenericClient>(
     c: &C,
     hash: &TokenHash,
-) -> Result<Option<(DeviceCredential, TokenHash)>, StoreError> {
+) -> Result<Option<(DeviceCredential, StoredDeviceCredentials)>, StoreError> {
     let sql = format!(
-        "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials WHERE credential_hash = $1"
+        "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials
+         WHERE credential_hash = $1 OR next_credential_hash = $1"
     );
     match query_opt(c, &sql, &[&hash.0.as_slice()]).await? {
         Some(row) => Ok(Some(read_device_credential(&row)?)),
         None => Ok(None),
     }
+}
+
+async fn device_credential<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    device: &str,
+) -> Result<Option<DeviceCredential>, StoreError> {
+    let sql = format!(
+        "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials
+         WHERE site_id = $1 AND device_id = $2"
+    );
+    match query_opt(c, &sql, &[&site.as_str(), &device]).await? {
+        Some(row) => Ok(Some(read_device_credential(&row)?.0)),
+        None => Ok(None),
+    }
+}
+
+/// Stores the device's next credential (replacing an unused one).
+pub(super) async fn stage_device_credential<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    device: &DeviceId,
+    next: &TokenHash,
+    at_ms: i64,
+) -> Result<Option<DeviceCredential>, StoreError> {
+    let device = device.to_string();
+    execute(
+        c,
+        "UPDATE device_credentials SET next_credential_hash = $3, next_issued_at = $4
+         WHERE site_id = $1 AND device_id = $2",
+        &[&site.as_str(), &device, &next.0.as_slice(), &at_ms],
+    )
+    .await?;
+    device_credential(c, site, &device).await
+}
+
+/// Makes the device's next credential, if it is `next`, its current one.
+pub(super) async fn promote_device_credential<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    device: &DeviceId,
+    next: &TokenHash,
+) -> Result<Option<DeviceCredential>, StoreError> {
+    let device = device.to_string();
+    let promoted = execute(
+        c,
+        "UPDATE device_credentials SET credential_hash = next_credential_hash,
+             credential_issued_at = next_issued_at, next_credential_hash = NULL,
+             next_issued_at = NULL
+         WHERE site_id = $1 AND device_id = $2 AND next_credential_hash = $3",
+        &[&site.as_str(), &device, &next.0.as_slice()],
+    )
+    .await?;
+    if promoted != 1 {
+        return Ok(None);
+    }
+    device_credential(c, site, &device).await
 }
 
 pub(super) async fn device_credentials<C: GenericClient>(
@@ -337,14 +432,7 @@ pub(super) async fn revoke_device<C: GenericClient>(
         &[&site.as_str(), &device, &at_ms],
     )
     .await?;
-    let sql = format!(
-        "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials
-         WHERE site_id = $1 AND device_id = $2"
-    );
-    match query_opt(tx, &sql, &[&site.as_str(), &device]).await? {
-        Some(row) => Ok(Some(read_device_credential(&row)?.0)),
-        None => Ok(None),
-    }
+    device_credential(tx, site, &device).await
 }
 
 /// Revokes, at `now_ms`, every device whose stored key is refused ([`access::refused_keys`]),

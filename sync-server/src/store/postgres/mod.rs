@@ -57,7 +57,9 @@ use super::{
     NewEnrollmentCode, OperatorAction, ShiftLogEvidence, Site, Store, StoreError, StoredConfig,
     SyncBatch,
 };
-use crate::credentials::{NewUser, TokenHash, User};
+use crate::credentials::{
+    NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
+};
 
 mod auth;
 mod collab;
@@ -615,10 +617,24 @@ impl Store for PostgresStore {
     fn user_by_token(
         &self,
         hash: TokenHash,
-    ) -> BoxFuture<'_, Result<Option<(User, TokenHash)>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Option<(User, StoredUserTokens)>, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
             auth::user_by_token(&client, &hash).await
+        })
+    }
+
+    fn rotate_user_token(
+        &self,
+        id: String,
+        rotation: UserTokenRotation,
+    ) -> BoxFuture<'_, Result<Option<User>, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let user = auth::rotate_user_token(&tx, &id, rotation).await?;
+            tx.commit().await?;
+            Ok(user)
         })
     }
 
@@ -662,10 +678,36 @@ impl Store for PostgresStore {
     fn device_by_credential(
         &self,
         hash: TokenHash,
-    ) -> BoxFuture<'_, Result<Option<(DeviceCredential, TokenHash)>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Option<(DeviceCredential, StoredDeviceCredentials)>, StoreError>>
+    {
         Box::pin(async move {
             let client = self.client().await?;
             auth::device_by_credential(&client, &hash).await
+        })
+    }
+
+    fn stage_device_credential(
+        &self,
+        site: SiteId,
+        device: DeviceId,
+        next: TokenHash,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            auth::stage_device_credential(&client, &site, &device, &next, at_ms).await
+        })
+    }
+
+    fn promote_device_credential(
+        &self,
+        site: SiteId,
+        device: DeviceId,
+        next: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            auth::promote_device_credential(&client, &site, &device, &next).await
         })
     }
 

@@ -13,6 +13,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_incidents_config_alarms.sql"),
     include_str!("migrations/0003_auth.sql"),
     include_str!("migrations/0004_signatures.sql"),
+    include_str!("migrations/0005_credentials_age.sql"),
 ];
 
 /// The advisory lock key migrations run under (any constant; this is "patrol" in ASCII).
@@ -173,6 +174,44 @@ mod tests {
             let sites = upgraded.list_sites().await?;
             assert_eq!(sites.len(), usize::from(start >= 1), "from {start}");
         }
+        Ok(())
+    }
+
+    /// Migration 5: a user token issued before it expires 30 days after the migration rather
+    /// than never; a device credential enrolled before it counts as issued at its enrollment.
+    #[tokio::test]
+    async fn migration_5_gives_existing_tokens_the_default_lifetime() -> TestResult {
+        let Some(db) = ScratchDatabase::create().await? else {
+            return Ok(());
+        };
+        let pool = pool(&db).await?;
+        let mut client = pool.get().await?;
+        migrate(&mut client, 4).await?;
+        client
+            .batch_execute(
+                "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 1, 0);
+                 INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at)
+                 VALUES ('u1', 'root', 'admin', true, decode(repeat('00', 32), 'hex'), 5);
+                 INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at)
+                 VALUES ('site-1', '0195a1b2-0000-7000-8000-000000000001',
+                         decode(repeat('00', 32), 'hex'), 77);",
+            )
+            .await?;
+        drop(client);
+        let store = PostgresStore::connect(db.url(), PostgresOptions::default()).await?;
+        let users = store.users().await?;
+        let expected = crate::now_ms() + 30 * 24 * 3_600_000;
+        assert_eq!(users.len(), 1);
+        assert!(
+            (users[0].token_expires_at_ms - expected).abs() < 60_000,
+            "expires at {}, not about {expected}",
+            users[0].token_expires_at_ms
+        );
+        let devices = store
+            .device_credentials(patrol_core::SiteId::new("site-1")?)
+            .await?
+            .ok_or("no site")?;
+        assert_eq!(devices[0].credential_issued_at_ms, 77);
         Ok(())
     }
 

@@ -7,11 +7,13 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::to_i64;
-use crate::credentials::{NewUser, Scope, TokenHash, User};
+use crate::credentials::{
+    NewUser, Scope, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
+};
 use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
-    DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_id, read_hash, read_public_key,
-    read_site_id,
+    DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_credentials, read_device_id,
+    read_public_key, read_site_id, read_user_tokens,
 };
 use crate::store::{
     DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, Site, StoreError, SyncBatch,
@@ -61,11 +63,18 @@ pub(super) fn list_sites(conn: &mut Connection) -> Result<Vec<Site>, StoreError>
 }
 
 /// A `users` row read with [`USER_COLUMNS`], its sites read from `user_sites`.
-fn read_user(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<(User, TokenHash), StoreError> {
+fn read_user(
+    conn: &Connection,
+    row: &rusqlite::Row<'_>,
+) -> Result<(User, StoredUserTokens), StoreError> {
     let id: String = row.get(0)?;
     let role: String = row.get(2)?;
     let all_sites: bool = row.get(3)?;
-    let hash = read_hash(row.get_ref(7)?.as_blob().map_err(corrupt)?, "a token hash")?;
+    let tokens = read_user_tokens(
+        row.get_ref(7)?.as_blob().map_err(corrupt)?,
+        row.get_ref(9)?.as_blob_or_null().map_err(corrupt)?,
+        row.get(10)?,
+    )?;
     let scope = if all_sites {
         Scope::AllSites
     } else {
@@ -85,9 +94,10 @@ fn read_user(conn: &Connection, row: &rusqlite::Row<'_>) -> Result<(User, TokenH
         created_at_ms: row.get(4)?,
         created_by: row.get(5)?,
         revoked_at_ms: row.get(6)?,
+        token_expires_at_ms: row.get(8)?,
         id,
     };
-    Ok((user, hash))
+    Ok((user, tokens))
 }
 
 fn user_by_id(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
@@ -109,8 +119,9 @@ pub(super) fn create_user(conn: &mut Connection, new: NewUser) -> Result<User, S
         access::require_site(site, get_site(&tx, site)?)?;
     }
     let inserted = tx.execute(
-        "INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at, created_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at, created_by,
+             token_expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (name) DO NOTHING",
         params![
             user.id,
@@ -120,6 +131,7 @@ pub(super) fn create_user(conn: &mut Connection, new: NewUser) -> Result<User, S
             token_hash.0.as_slice(),
             user.created_at_ms,
             user.created_by,
+            user.token_expires_at_ms,
         ],
     )?;
     if inserted == 0 {
@@ -153,10 +165,10 @@ pub(super) fn users(conn: &mut Connection) -> Result<Vec<User>, StoreError> {
 pub(super) fn user_by_token(
     conn: &mut Connection,
     hash: &TokenHash,
-) -> Result<Option<(User, TokenHash)>, StoreError> {
+) -> Result<Option<(User, StoredUserTokens)>, StoreError> {
     let tx = conn.transaction()?;
     let mut stmt = tx.prepare_cached(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE token_hash = ?1"
+        "SELECT {USER_COLUMNS} FROM users WHERE token_hash = ?1 OR previous_token_hash = ?1"
     ))?;
     let mut rows = stmt.query([hash.0.as_slice()])?;
     match rows.next()? {
@@ -191,6 +203,32 @@ pub(super) fn revoke_user(
     Ok(user)
 }
 
+pub(super) fn rotate_user_token(
+    conn: &mut Connection,
+    id: &str,
+    rotation: UserTokenRotation,
+) -> Result<Option<User>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let keep = rotation.previous_valid_until_ms;
+    tx.execute(
+        "UPDATE users SET
+             previous_token_hash = CASE WHEN ?4 IS NULL THEN NULL ELSE token_hash END,
+             previous_token_expires_at = ?4,
+             token_hash = ?2,
+             token_expires_at = ?3
+         WHERE user_id = ?1",
+        params![
+            id,
+            rotation.token_hash.0.as_slice(),
+            rotation.expires_at_ms,
+            keep
+        ],
+    )?;
+    let user = user_by_id(&tx, id)?;
+    tx.commit()?;
+    Ok(user)
+}
+
 pub(super) fn create_enrollment_code(
     conn: &mut Connection,
     code: NewEnrollmentCode,
@@ -214,7 +252,7 @@ pub(super) fn create_enrollment_code(
 
 fn read_device_credential(
     row: &rusqlite::Row<'_>,
-) -> Result<(DeviceCredential, TokenHash), StoreError> {
+) -> Result<(DeviceCredential, StoredDeviceCredentials), StoreError> {
     let last: i64 = row.get(4)?;
     let credential = DeviceCredential {
         site: read_site_id(row.get_ref(0)?.as_str().map_err(corrupt)?)?,
@@ -223,12 +261,13 @@ fn read_device_credential(
         revoked_at_ms: row.get(3)?,
         last_request_seq: u64::try_from(last).unwrap_or(0),
         public_key: read_public_key(row.get(6)?)?,
+        credential_issued_at_ms: row.get(7)?,
     };
-    let hash = read_hash(
+    let stored = read_device_credentials(
         row.get_ref(5)?.as_blob().map_err(corrupt)?,
-        "a credential hash",
+        row.get_ref(8)?.as_blob_or_null().map_err(corrupt)?,
     )?;
-    Ok((credential, hash))
+    Ok((credential, stored))
 }
 
 fn device_credential(
@@ -278,8 +317,8 @@ pub(super) fn enroll_device(
     )?;
     tx.execute(
         "INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at,
-             public_key)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
+             public_key, credential_issued_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
         params![
             site,
             device,
@@ -295,10 +334,10 @@ pub(super) fn enroll_device(
 pub(super) fn device_by_credential(
     conn: &mut Connection,
     hash: &TokenHash,
-) -> Result<Option<(DeviceCredential, TokenHash)>, StoreError> {
+) -> Result<Option<(DeviceCredential, StoredDeviceCredentials)>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {DEVICE_CREDENTIAL_COLUMNS} FROM device_credentials
-         WHERE credential_hash = ?1"
+         WHERE credential_hash = ?1 OR next_credential_hash = ?1"
     ))?;
     let mut rows = stmt.query([hash.0.as_slice()])?;
     match rows.next()? {
@@ -327,6 +366,49 @@ pub(super) fn device_credentials(
         }
     }
     Ok(Some(out))
+}
+
+/// Stores the device's next credential (replacing an unused one).
+pub(super) fn stage_device_credential(
+    conn: &mut Connection,
+    site: &SiteId,
+    device: &DeviceId,
+    next: &TokenHash,
+    at_ms: i64,
+) -> Result<Option<DeviceCredential>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "UPDATE device_credentials SET next_credential_hash = ?3, next_issued_at = ?4
+         WHERE site_id = ?1 AND device_id = ?2",
+        params![site.as_str(), device.to_string(), next.0.as_slice(), at_ms],
+    )?;
+    let credential = device_credential(&tx, site, device)?;
+    tx.commit()?;
+    Ok(credential)
+}
+
+/// Makes the device's next credential, if it is `next`, its current one.
+pub(super) fn promote_device_credential(
+    conn: &mut Connection,
+    site: &SiteId,
+    device: &DeviceId,
+    next: &TokenHash,
+) -> Result<Option<DeviceCredential>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let promoted = tx.execute(
+        "UPDATE device_credentials SET credential_hash = next_credential_hash,
+             credential_issued_at = next_issued_at, next_credential_hash = NULL,
+             next_issued_at = NULL
+         WHERE site_id = ?1 AND device_id = ?2 AND next_credential_hash = ?3",
+        params![site.as_str(), device.to_string(), next.0.as_slice()],
+    )?;
+    let credential = if promoted == 1 {
+        device_credential(&tx, site, device)?
+    } else {
+        None
+    };
+    tx.commit()?;
+    Ok(credential)
 }
 
 /// Revokes a device's credential (the first revocation time stands).
@@ -432,6 +514,7 @@ mod tests {
             Scope::Sites(vec![site.clone()]),
             None,
             1,
+            1_000,
         )?;
         let ann = store.create_user(new.clone()).await?;
         assert!(matches!(
@@ -444,6 +527,7 @@ mod tests {
             Scope::Sites(vec![SiteId::new("nowhere")?]),
             None,
             1,
+            1_000,
         )?;
         assert!(matches!(
             store.create_user(nowhere).await,
@@ -454,7 +538,8 @@ mod tests {
             .await?
             .ok_or("ann not found by her token")?;
         assert_eq!(found, ann);
-        assert!(stored.matches(&token.hash()));
+        assert_eq!(found.token_expires_at_ms, 1_001);
+        assert!(stored.current.matches(&token.hash()));
         assert!(
             store
                 .user_by_token(TokenHash::of("pu_other"))
@@ -550,7 +635,7 @@ mod tests {
             .await?
             .ok_or("device not found by its credential")?;
         assert_eq!(by_credential, enrolled);
-        assert!(stored.matches(&credential.hash()));
+        assert!(stored.current.matches(&credential.hash()));
         let revoked = store
             .revoke_device(site.clone(), device, 800)
             .await?

@@ -37,7 +37,9 @@ use std::sync::mpsc::{self, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::credentials::{NewUser, TokenHash, User};
+use crate::credentials::{
+    NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
+};
 use patrol_core::protocol::DocOutcome;
 use patrol_core::{DeviceId, ShiftId, SiteId};
 use rusqlite::{Connection, TransactionBehavior};
@@ -425,8 +427,16 @@ impl Store for SqliteStore {
     fn user_by_token(
         &self,
         hash: TokenHash,
-    ) -> BoxFuture<'_, Result<Option<(User, TokenHash)>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Option<(User, StoredUserTokens)>, StoreError>> {
         Box::pin(self.read(move |conn| auth::user_by_token(conn, &hash)))
+    }
+
+    fn rotate_user_token(
+        &self,
+        id: String,
+        rotation: UserTokenRotation,
+    ) -> BoxFuture<'_, Result<Option<User>, StoreError>> {
+        Box::pin(self.write(move |conn| auth::rotate_user_token(conn, &id, rotation)))
     }
 
     fn revoke_user(
@@ -454,8 +464,34 @@ impl Store for SqliteStore {
     fn device_by_credential(
         &self,
         hash: TokenHash,
-    ) -> BoxFuture<'_, Result<Option<(DeviceCredential, TokenHash)>, StoreError>> {
+    ) -> BoxFuture<'_, Result<Option<(DeviceCredential, StoredDeviceCredentials)>, StoreError>>
+    {
         Box::pin(self.read(move |conn| auth::device_by_credential(conn, &hash)))
+    }
+
+    fn stage_device_credential(
+        &self,
+        site: SiteId,
+        device: DeviceId,
+        next: TokenHash,
+        at_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>> {
+        Box::pin(
+            self.write(move |conn| {
+                auth::stage_device_credential(conn, &site, &device, &next, at_ms)
+            }),
+        )
+    }
+
+    fn promote_device_credential(
+        &self,
+        site: SiteId,
+        device: DeviceId,
+        next: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>> {
+        Box::pin(
+            self.write(move |conn| auth::promote_device_credential(conn, &site, &device, &next)),
+        )
     }
 
     fn shift_log_evidence(

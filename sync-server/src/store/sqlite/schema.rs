@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_recent_event_ids_in_memory.sql"),
     include_str!("migrations/0007_event_id_runs.sql"),
     include_str!("migrations/0008_event_records.sql"),
+    include_str!("migrations/0009_credentials_age.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
@@ -293,6 +294,40 @@ mod tests {
                 conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
             assert_eq!(rows, 0, "{table}");
         }
+        Ok(())
+    }
+
+    /// Migration 9: a user token issued before it expires 30 days after the migration rather
+    /// than never; a device credential enrolled before it counts as issued at its enrollment.
+    #[tokio::test]
+    async fn migration_9_gives_existing_tokens_the_default_lifetime() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn, 8)?;
+        conn.execute_batch(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 1, 0);
+             INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at)
+             VALUES ('u1', 'root', 'admin', 1, zeroblob(32), 5);
+             INSERT INTO device_credentials (site_id, device_id, credential_hash, enrolled_at)
+             VALUES ('site-1', '0195a1b2-0000-7000-8000-000000000001', zeroblob(32), 77);",
+        )?;
+        drop(conn);
+        let store = SqliteStore::open(&path)?;
+        let users = store.users().await?;
+        let month = 30 * 24 * 3_600_000;
+        let expected = crate::now_ms() + month;
+        assert_eq!(users.len(), 1);
+        assert!(
+            (users[0].token_expires_at_ms - expected).abs() < 60_000,
+            "expires at {}, not about {expected}",
+            users[0].token_expires_at_ms
+        );
+        let devices = store
+            .device_credentials(SiteId::new("site-1")?)
+            .await?
+            .ok_or("no site")?;
+        assert_eq!(devices[0].credential_issued_at_ms, 77);
         Ok(())
     }
 

@@ -152,7 +152,14 @@ impl TestServer {
             })
             .await?;
         // As `patrol-server admin create` does.
-        let (new, token) = new_user("admin".into(), Role::Admin, Scope::AllSites, None, 0)?;
+        let (new, token) = new_user(
+            "admin".into(),
+            Role::Admin,
+            Scope::AllSites,
+            None,
+            0,
+            i64::MAX,
+        )?;
         store.create_user(new).await?;
         Ok(TestServer {
             backend,
@@ -401,7 +408,7 @@ impl TestServer {
         if let Some(token) = self.users.lock().map_err(|_| "poisoned")?.get(name) {
             return Ok(token.clone());
         }
-        let (new, token) = new_user(name.into(), Role::Admin, Scope::AllSites, None, 0)?;
+        let (new, token) = new_user(name.into(), Role::Admin, Scope::AllSites, None, 0, i64::MAX)?;
         self.state.store.create_user(new).await?;
         let token = token.expose().to_owned();
         self.users
