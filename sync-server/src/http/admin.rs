@@ -3,6 +3,8 @@
 //! /api/v1/users`, `POST /api/v1/users/{id}/revoke` (an administrator, for users within its
 //! scope).
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
@@ -10,11 +12,15 @@ use axum::http::StatusCode;
 use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+use utoipa::{PartialSchema, ToSchema};
 
 use super::auth::AuthUser;
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_JSON_BODY_BYTES, read_json};
+use super::extract::{
+    JsonFalse, JsonTrue, MAX_JSON_BODY_BYTES, SlugId, UserName, not_blank_schema, read_json,
+};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::credentials::{Role, Scope, User, new_user, user_scope};
@@ -87,8 +93,30 @@ async fn list_sites(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSiteBody {
+    #[schema(value_type = SlugId)]
     site_id: String,
+    /// The site id when absent.
+    #[schema(value_type = Option<SiteName>)]
     name: Option<String>,
+}
+
+// A site's name as `Site::new` accepts it. Documentation only.
+#[derive(Debug)]
+struct SiteName;
+
+impl PartialSchema for SiteName {
+    fn schema() -> RefOr<Schema> {
+        not_blank_schema(
+            &format!("A site name: 1 to {} bytes, not blank", Site::MAX_NAME_LEN),
+            Site::MAX_NAME_LEN,
+        )
+    }
+}
+
+impl ToSchema for SiteName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("SiteName")
+    }
 }
 
 #[utoipa::path(
@@ -155,7 +183,7 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewUserBody {
     name: String,
@@ -164,6 +192,72 @@ struct NewUserBody {
     sites: Vec<String>,
     #[serde(default)]
     all_sites: bool,
+}
+
+/// A new user: an administrator over all sites, or an administrator or operator over a list of
+/// sites.
+// Documentation only: the handler reads `NewUserBody`, and `user_scope` checks it as this says.
+#[derive(Debug, ToSchema)]
+#[schema(as = NewUser)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum NewUserDoc {
+    AllSites(NewAllSitesUser),
+    Sites(NewSitesUser),
+}
+
+/// An administrator over all sites.
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct NewAllSitesUser {
+    #[schema(value_type = UserName)]
+    name: String,
+    #[schema(inline)]
+    role: AdminRole,
+    #[schema(value_type = JsonTrue)]
+    all_sites: bool,
+    /// Empty, when given.
+    #[serde(default)]
+    #[schema(max_items = 0, value_type = Vec<SlugId>)]
+    sites: Vec<String>,
+}
+
+/// An administrator or operator over the sites listed.
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct NewSitesUser {
+    #[schema(value_type = UserName)]
+    name: String,
+    #[schema(inline)]
+    role: RoleDoc,
+    /// At least one site; repeats are dropped.
+    #[schema(min_items = 1, value_type = Vec<SlugId>)]
+    sites: Vec<String>,
+    /// `false`, when given.
+    #[serde(default)]
+    #[schema(value_type = JsonFalse)]
+    all_sites: bool,
+}
+
+/// A user's role.
+// Documentation only: `Role` parses it.
+#[derive(Debug, ToSchema)]
+#[schema(as = Role)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum RoleDoc {
+    Admin,
+    Operator,
+}
+
+/// Only an administrator may cover all sites.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum AdminRole {
+    Admin,
 }
 
 /// A new user and its token (documentation only: the handler builds it as JSON).
@@ -181,12 +275,13 @@ struct CreatedUserView {
     path = "/api/v1/users",
     tag = "administration",
     security(("user_token" = [])),
-    request_body(content = NewUserBody, content_type = "application/json"),
+    request_body(content = NewUserDoc, content_type = "application/json"),
     responses(
         (status = 201, description = "The new user and its token, shown once", body = CreatedUserView),
         (status = 400, description = "`invalid_json`, `invalid_role`, `invalid_site_id`, `invalid_user`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "Not an administrator, or the scope is beyond the caller's", body = ErrorBody),
+        (status = 404, description = "`unknown_site`: a site of `sites` does not exist", body = ErrorBody),
         (status = 409, description = "`user_exists`", body = ErrorBody),
         (status = 413, description = "The body is over the limit", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
@@ -273,7 +368,7 @@ async fn list_users(
     tag = "administration",
     security(("user_token" = [])),
     params(
-        ("id" = String, Path, description = "User id"),
+        ("id" = String, Path, format = Uuid, description = "User id"),
     ),
     responses(
         (status = 200, description = "The revoked user", body = UserView),

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::AuthUser;
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_JSON_BODY_BYTES, site_from_path};
+use super::extract::{EventKind, MAX_JSON_BODY_BYTES, SlugId, site_from_path};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::store::FeedFilter;
@@ -56,13 +56,36 @@ struct EventsPage {
     more: bool,
 }
 
+/// One event of the live feed, as a server-sent event's fields.
+// Documentation only: `live::stream` writes it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct StreamEvent {
+    /// The event's sequence number: a reconnecting client sends it back as `Last-Event-ID`.
+    #[schema(pattern = "^[0-9]+$")]
+    id: String,
+    #[schema(inline)]
+    event: StreamEventName,
+    /// The event's JSON, as in the paged feed.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+/// The name of every event of the live feed: `event`.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum StreamEventName {
+    Event,
+}
+
 /// Kept as text so that a bad value gets our message, not the extractor's; the documented types
 /// are what the values must parse as.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct FeedParams {
     /// Events after this sequence number (the previous page's `next`); 0 when absent.
-    #[param(value_type = Option<u64>)]
+    #[param(value_type = Option<u64>, maximum = 18446744073709551615usize)]
     after: Option<String>,
     /// Events per page, 1 to 10000; 1000 when absent. (The stream ignores it.)
     #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
@@ -74,12 +97,16 @@ struct FeedParams {
     #[param(format = DateTime)]
     to: Option<String>,
     /// Only this guard's events (guard id).
+    #[param(value_type = Option<SlugId>, inline)]
     guard: Option<String>,
     /// Only this device's events (device id, UUID).
+    #[param(format = Uuid)]
     device: Option<String>,
-    /// Only events of this kind (e.g. `checkpoint_scan`, `panic`).
+    /// Only events of this kind (e.g. `checkpoint_scanned`, `panic`).
+    #[param(value_type = Option<EventKind>, inline)]
     kind: Option<String>,
     /// Only events at this checkpoint (checkpoint id).
+    #[param(value_type = Option<SlugId>, inline)]
     checkpoint: Option<String>,
 }
 
@@ -172,7 +199,7 @@ fn parse_feed_params(params: &FeedParams) -> Result<(u64, u32), AppError> {
     tag = "feed",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
         FeedParams,
     ),
     responses(
@@ -265,12 +292,12 @@ pub const MORE_HEADER: &str = "patrol-more";
     tag = "feed",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
         FeedParams,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, maximum = 18446744073709551615usize, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
     ),
     responses(
-        (status = 200, description = "Server-sent events, one per feed event: `id` is its sequence number, `data` the event's JSON as in the paged feed. Never ends by itself; keep-alive comments are sent while idle.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events, one per feed event: `id` is its sequence number, `data` the event's JSON as in the paged feed. Never ends by itself; keep-alive comments are sent while idle. The schema is that of one event.", content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "A bad query parameter, site id or `Last-Event-ID`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site or action", body = ErrorBody),

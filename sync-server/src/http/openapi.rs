@@ -9,6 +9,9 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::Required;
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -40,7 +43,8 @@ pub const USER_TOKEN: &str = "user_token";
         title = "patrol-server",
         description = "The patrol sync server: devices sync their shift logs and incidents; the \
                        control room reads the feed and works incidents. Every error answers \
-                       `{\"error\": code, \"message\": text}`."
+                       `{\"error\": code, \"message\": text}`. A query parameter given \
+                       empty (`?kind=`) is as if it were absent."
     ),
     paths(
         health::healthz,
@@ -67,7 +71,7 @@ pub const USER_TOKEN: &str = "user_token";
         admin::revoke_user,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerSchemes),
+    modifiers(&BearerSchemes, &OptionalBodies, &EmptyQueryValues),
     tags(
         (name = "operations", description = "Liveness, metrics, this document"),
         (name = "sync", description = "Phones: enrollment and the sync exchange"),
@@ -107,6 +111,58 @@ impl Modify for BearerSchemes {
                  `patrol-server admin create` or `POST /api/v1/users`.",
             ),
         );
+    }
+}
+
+/// The POST operations whose body may be left out (an empty body takes the defaults; see
+/// `extract::read_json`). utoipa can only say so by also allowing a `null` body, which the
+/// handlers refuse.
+const OPTIONAL_BODIES: [&str; 1] = ["/api/v1/sites/{site}/enrollment-codes"];
+
+/// Marks the bodies of [`OPTIONAL_BODIES`] as not required.
+#[derive(Debug)]
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for path in OPTIONAL_BODIES {
+            let body = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut());
+            if let Some(body) = body {
+                body.required = Some(Required::False);
+            }
+        }
+    }
+}
+
+/// Every query parameter's schema also admits the empty string: the handlers read an empty
+/// value as an absent one (as an HTML form sends an unfilled field).
+#[derive(Debug)]
+struct EmptyQueryValues;
+
+impl Modify for EmptyQueryValues {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let operations = openapi.paths.paths.values_mut().flat_map(|item| {
+            [&mut item.get, &mut item.put, &mut item.post]
+                .into_iter()
+                .flatten()
+        });
+        let query_parameters = operations
+            .filter_map(|op| op.parameters.as_mut())
+            .flatten()
+            .filter(|p| p.parameter_in == ParameterIn::Query);
+        for parameter in query_parameters {
+            if let Some(schema) = parameter.schema.take() {
+                let empty = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(0));
+                parameter.schema = Some(AnyOfBuilder::new().item(schema).item(empty).into());
+            }
+        }
     }
 }
 
