@@ -143,7 +143,7 @@ pub struct TourDoc {
     /// When the tour must be walked; each ends after it starts.
     windows: Vec<WindowDoc>,
     /// Minutes after a window's end during which a scan still counts, as late.
-    #[schema(maximum = 4294967295usize)]
+    #[schema(format = "uint32", maximum = 4294967295usize)]
     grace_min: u32,
 }
 
@@ -212,7 +212,7 @@ pub struct ConfigBody {
     #[schema(value_type = Vec<PostOrderDoc>)]
     post_orders: Vec<PostOrder>,
     /// The version this one was made from; the new one is `base_version + 1`.
-    #[schema(maximum = 18446744073709551615usize)]
+    #[schema(format = "uint64", maximum = 18446744073709551615usize)]
     base_version: u64,
 }
 

@@ -85,7 +85,7 @@ enum StreamEventName {
 #[into_params(parameter_in = Query)]
 struct FeedParams {
     /// Events after this sequence number (the previous page's `next`); 0 when absent.
-    #[param(value_type = Option<u64>, maximum = 18446744073709551615usize)]
+    #[param(value_type = Option<u64>, format = "uint64", maximum = 18446744073709551615usize)]
     after: Option<String>,
     /// Events per page, 1 to 10000; 1000 when absent. (The stream ignores it.)
     #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
@@ -294,7 +294,7 @@ pub const MORE_HEADER: &str = "patrol-more";
     params(
         ("site" = SlugId, Path, description = "Site id", example = "site-1"),
         FeedParams,
-        ("Last-Event-ID" = Option<u64>, Header, nullable = false, maximum = 18446744073709551615usize, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, format = "uint64", maximum = 18446744073709551615usize, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
     ),
     responses(
         (status = 200, description = "Server-sent events, one per feed event: `id` is its sequence number, `data` the event's JSON as in the paged feed. Never ends by itself; keep-alive comments are sent while idle. The schema is that of one event.", content_type = "text/event-stream", body = StreamEvent),

@@ -369,9 +369,13 @@ async fn every_integer_input_states_the_range_the_server_reads() -> TestResult {
                 continue;
             }
             integers += 1;
-            // A fuzzer reads `int32`/`int64` as the signed ranges: an unsigned input must say
-            // its upper bound itself, or values the server reads look invalid.
+            // A fuzzer reads `int32`/`int64` as the signed ranges: an input the server reads
+            // as unsigned and wider says so, with its upper bound.
             let format = schema["format"].as_str().unwrap_or("");
+            assert!(
+                ["int32", "int64", "uint32", "uint64"].contains(&format),
+                "{at}: integer format {format:?}"
+            );
             assert!(
                 !format.starts_with("uint") || schema["maximum"].is_number(),
                 "{at}: {format} without a maximum: {schema}"
@@ -387,6 +391,7 @@ async fn every_integer_input_states_the_range_the_server_reads() -> TestResult {
         .as_array()
         .and_then(|ps| ps.iter().find(|p| p["name"] == "after"))
         .ok_or("no after parameter")?;
+    assert_eq!(after["schema"]["anyOf"][0]["format"], "uint64");
     assert_eq!(after["schema"]["anyOf"][0]["maximum"], json!(u64::MAX));
     Ok(())
 }
