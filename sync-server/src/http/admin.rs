@@ -13,13 +13,13 @@ use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::Schema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use super::auth::AuthUser;
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    JsonFalse, JsonTrue, MAX_JSON_BODY_BYTES, SlugId, UserName, not_blank_schema, read_json,
+    CONTROL, JsonFalse, JsonTrue, MAX_JSON_BODY_BYTES, SlugId, UserName, WHITE_SPACE, read_json,
 };
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
@@ -106,10 +106,19 @@ struct SiteName;
 
 impl PartialSchema for SiteName {
     fn schema() -> RefOr<Schema> {
-        not_blank_schema(
-            &format!("A site name: 1 to {} bytes, not blank", Site::MAX_NAME_LEN),
-            Site::MAX_NAME_LEN,
-        )
+        // Only characters that are not control characters, one of them not white space either
+        // (the control characters include the white space of other lines).
+        let pattern = format!("^[^{CONTROL}]*[^{CONTROL}{WHITE_SPACE}][^{CONTROL}]*$");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "A site name: 1 to {} bytes, not blank, without control characters",
+                Site::MAX_NAME_LEN
+            )))
+            .pattern(Some(pattern))
+            .min_length(Some(1))
+            .max_length(Some(Site::MAX_NAME_LEN))
+            .into()
     }
 }
 

@@ -188,8 +188,11 @@ fn string_schema(description: String, pattern: String, max_len: usize) -> RefOr<
 }
 
 /// Rust's white space (`char::is_whitespace`, Unicode `White_Space`), as a regex class's body.
-const WHITE_SPACE: &str =
+pub(super) const WHITE_SPACE: &str =
     r"\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// Rust's control characters (`char::is_control`, Unicode `Cc`), as a regex class's body.
+pub(super) const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
 
 /// A text that `str::trim` leaves something of, of at most `max_len` bytes. (JSON Schema
 /// counts characters: a text of multi-byte characters can be within `maxLength` and still too

@@ -14,7 +14,7 @@ use patrol_core::{EventBody, SiteId};
 use regex::Regex;
 use serde_json::{Value, json};
 
-use crate::common::{self, SITE, TestResult, TestServer};
+use crate::common::{self, Backend, SITE, TestResult, TestServer};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -508,3 +508,45 @@ async fn the_answers_the_fuzzer_found_are_documented() -> TestResult {
     }
     Ok(())
 }
+
+/// A site name is one line of text: the server refuses a control character (PostgreSQL's text
+/// cannot hold NUL: it was a 500 there), and the document's pattern says the same.
+async fn a_site_name_is_one_line_of_text(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let doc = document(&server).await?;
+    let pattern = doc["components"]["schemas"]["SiteName"]["pattern"]
+        .as_str()
+        .ok_or("no site name pattern")?;
+    let re = Regex::new(pattern)?;
+    let names = [
+        ("Mall B2", true),
+        (" Café ", true),
+        ("", false),
+        ("   ", false),
+        ("\u{3000}", false),
+        ("a\u{0}b", false),
+        ("Mall\nB2", false),
+        ("tab\there", false),
+        ("a\u{85}", false),
+        ("bell\u{7}", false),
+    ];
+    for (i, (name, valid)) in names.into_iter().enumerate() {
+        let (status, answer) = server
+            .post_json(
+                &server.admin,
+                "/api/v1/sites",
+                json!({"site_id": format!("site-n{i}"), "name": name}),
+            )
+            .await?;
+        let expected = if valid {
+            StatusCode::CREATED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(status, expected, "{name:?}: {answer}");
+        assert_eq!(re.is_match(name), valid, "{pattern} on {name:?}");
+    }
+    Ok(())
+}
+
+crate::on_every_backend!(a_site_name_is_one_line_of_text);
