@@ -15,10 +15,17 @@
 # to the server on 127.0.0.1. Extra arguments go to cargo build (e.g. --locked).
 #
 # Environment: API_FUZZ_EXAMPLES (test cases per operation and phase, default 40),
-# API_FUZZ_SEED (default fixed, so that a run is repeatable; `random` for a new one each run).
+# API_FUZZ_SEED (default fixed, so that a run is repeatable; `random` for a new one each run),
+# API_FUZZ_DATABASE_URL (an empty PostgreSQL database to keep the record in instead of SQLite in
+# the temporary directory). The server and the CLI otherwise run with their defaults: no
+# PATROL_* variable of the caller's reaches them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+while read -r name; do unset "$name"; done < <(compgen -e | grep '^PATROL_' || true)
+if [ -n "${API_FUZZ_DATABASE_URL:-}" ]; then
+    export PATROL_DATABASE_URL=$API_FUZZ_DATABASE_URL
+fi
 
 EXAMPLES=${API_FUZZ_EXAMPLES:-40}
 SEED=${API_FUZZ_SEED:-160716}
