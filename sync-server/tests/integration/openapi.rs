@@ -393,6 +393,36 @@ async fn every_integer_input_states_the_range_the_server_reads() -> TestResult {
         .ok_or("no after parameter")?;
     assert_eq!(after["schema"]["anyOf"][0]["format"], "uint64");
     assert_eq!(after["schema"]["anyOf"][0]["maximum"], json!(u64::MAX));
+
+    // The bounds the attributes spell out are the server's constants.
+    let schemas = &doc["components"]["schemas"];
+    let query = |path: &str, name: &str| -> Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .map_or(Value::Null, |p| p["schema"]["anyOf"][0].clone())
+    };
+    let bounds = [
+        (
+            schemas["NewCodeBody"]["properties"]["ttl_secs"]["maximum"].clone(),
+            json!(patrol_server::config::MAX_ENROLLMENT_CODE_TTL_SECS),
+        ),
+        (
+            query("/api/v1/sites/{site}/events", "limit")["maximum"].clone(),
+            json!(patrol_server::http::feed::MAX_FEED_LIMIT),
+        ),
+        (
+            query("/api/v1/sites/{site}/incidents", "limit")["maximum"].clone(),
+            json!(patrol_server::http::incidents::MAX_INCIDENT_LIMIT),
+        ),
+        (
+            schemas["Checkpoint"]["properties"]["name"]["maxLength"].clone(),
+            json!(patrol_core::event::MAX_TEXT_LEN),
+        ),
+    ];
+    for (documented, constant) in bounds {
+        assert_eq!(documented, constant);
+    }
     Ok(())
 }
 
