@@ -75,6 +75,9 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ADDR: usize = 256;
 /// server stops by itself rather than being killed.
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
 
+/// The failed authentication within the window from which each failed answer is held back a
+/// second more than the one before: the third, so that a person's typo or two costs nothing.
+pub const DEFAULT_AUTH_SLOW_AFTER: u32 = 3;
 /// Failed authentications from one address within the window that lock it out: a person
 /// mistyping a token a few times is never locked out; a guesser is within seconds.
 pub const DEFAULT_AUTH_MAX_FAILURES: u32 = 10;
@@ -344,9 +347,13 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_SHUTDOWN_TIMEOUT_SECS,
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout_secs: u64,
+    /// From this failed authentication of one client address within the window on, each
+    /// failed answer is held back a second longer than the one before (up to 5 s).
+    #[arg(long, env = "PATROL_AUTH_SLOW_AFTER", default_value_t = DEFAULT_AUTH_SLOW_AFTER,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub auth_slow_after: u32,
     /// Failed authentications from one client address within `--auth-failure-window-secs`
-    /// after which that address is refused (`429`) for `--auth-lockout-secs`; failed answers
-    /// are slowed from the third failure on.
+    /// after which that address is refused (`429`) for `--auth-lockout-secs`.
     #[arg(long, env = "PATROL_AUTH_MAX_FAILURES", default_value_t = DEFAULT_AUTH_MAX_FAILURES,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub auth_max_failures: u32,
@@ -480,6 +487,7 @@ impl From<&ServeArgs> for ApiConfig {
             max_body_bytes: args.max_body_bytes,
             enrollment_code_ttl_secs: args.enrollment_code_ttl_secs,
             auth_throttle: ThrottleConfig {
+                slow_after: args.auth_slow_after,
                 max_failures: args.auth_max_failures,
                 window: Duration::from_secs(args.auth_failure_window_secs),
                 lockout: Duration::from_secs(args.auth_lockout_secs),
@@ -498,6 +506,8 @@ impl From<&ServeArgs> for ApiConfig {
 /// `--trusted-proxy` flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ThrottleConfig {
+    /// Failures within the window from which each failed answer is held back.
+    pub slow_after: u32,
     pub max_failures: u32,
     pub window: Duration,
     pub lockout: Duration,
@@ -508,6 +518,7 @@ pub struct ThrottleConfig {
 impl Default for ThrottleConfig {
     fn default() -> Self {
         ThrottleConfig {
+            slow_after: DEFAULT_AUTH_SLOW_AFTER,
             max_failures: DEFAULT_AUTH_MAX_FAILURES,
             window: Duration::from_secs(DEFAULT_AUTH_FAILURE_WINDOW_SECS),
             lockout: Duration::from_secs(DEFAULT_AUTH_LOCKOUT_SECS),

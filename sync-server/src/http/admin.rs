@@ -5,6 +5,8 @@
 //! `GET /api/v1/users/me` says when it expires, `POST /api/v1/users/me/token` rotates it without
 //! downtime.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
@@ -12,11 +14,15 @@ use axum::http::StatusCode;
 use patrol_core::SiteId;
 use patrol_core::event::format_time_ms;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::auth::{AuthSession, AuthUser};
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_JSON_BODY_BYTES, read_json};
+use super::extract::{
+    CONTROL, JsonFalse, JsonTrue, MAX_JSON_BODY_BYTES, SlugId, UserName, WHITE_SPACE, read_json,
+};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::credentials::{Role, Scope, User, UserTokenState, new_user, user_rotation, user_scope};
@@ -92,8 +98,39 @@ async fn list_sites(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSiteBody {
+    #[schema(value_type = SlugId)]
     site_id: String,
+    /// The site id when absent.
+    #[schema(value_type = Option<SiteName>)]
     name: Option<String>,
+}
+
+// A site's name as `Site::new` accepts it. Documentation only.
+#[derive(Debug)]
+struct SiteName;
+
+impl PartialSchema for SiteName {
+    fn schema() -> RefOr<Schema> {
+        // Only characters that are not control characters, one of them not white space either
+        // (the control characters include the white space of other lines).
+        let pattern = format!("^[^{CONTROL}]*[^{CONTROL}{WHITE_SPACE}][^{CONTROL}]*$");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "A site name: 1 to {} bytes, not blank, without control characters",
+                Site::MAX_NAME_LEN
+            )))
+            .pattern(Some(pattern))
+            .min_length(Some(1))
+            .max_length(Some(Site::MAX_NAME_LEN))
+            .into()
+    }
+}
+
+impl ToSchema for SiteName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("SiteName")
+    }
 }
 
 #[utoipa::path(
@@ -163,7 +200,7 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewUserBody {
     name: String,
@@ -172,6 +209,72 @@ struct NewUserBody {
     sites: Vec<String>,
     #[serde(default)]
     all_sites: bool,
+}
+
+/// A new user: an administrator over all sites, or an administrator or operator over a list of
+/// sites.
+// Documentation only: the handler reads `NewUserBody`, and `user_scope` checks it as this says.
+#[derive(Debug, ToSchema)]
+#[schema(as = NewUser)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum NewUserDoc {
+    AllSites(NewAllSitesUser),
+    Sites(NewSitesUser),
+}
+
+/// An administrator over all sites.
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct NewAllSitesUser {
+    #[schema(value_type = UserName)]
+    name: String,
+    #[schema(inline)]
+    role: AdminRole,
+    #[schema(value_type = JsonTrue)]
+    all_sites: bool,
+    /// Empty, when given.
+    #[serde(default)]
+    #[schema(max_items = 0, value_type = Vec<SlugId>)]
+    sites: Vec<String>,
+}
+
+/// An administrator or operator over the sites listed.
+#[derive(Debug, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct NewSitesUser {
+    #[schema(value_type = UserName)]
+    name: String,
+    #[schema(inline)]
+    role: RoleDoc,
+    /// At least one site; repeats are dropped.
+    #[schema(min_items = 1, value_type = Vec<SlugId>)]
+    sites: Vec<String>,
+    /// `false`, when given.
+    #[serde(default)]
+    #[schema(value_type = JsonFalse)]
+    all_sites: bool,
+}
+
+/// A user's role.
+// Documentation only: `Role` parses it.
+#[derive(Debug, ToSchema)]
+#[schema(as = Role)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum RoleDoc {
+    Admin,
+    Operator,
+}
+
+/// Only an administrator may cover all sites.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum AdminRole {
+    Admin,
 }
 
 /// A new user and its token (documentation only: the handler builds it as JSON).
@@ -189,12 +292,13 @@ struct CreatedUserView {
     path = "/api/v1/users",
     tag = "administration",
     security(("user_token" = [])),
-    request_body(content = NewUserBody, content_type = "application/json"),
+    request_body(content = NewUserDoc, content_type = "application/json"),
     responses(
         (status = 201, description = "The new user and its token, shown once", body = CreatedUserView),
         (status = 400, description = "`invalid_json`, `invalid_role`, `invalid_site_id`, `invalid_user`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "Not an administrator, or the scope is beyond the caller's", body = ErrorBody),
+        (status = 404, description = "`unknown_site`: a site of `sites` does not exist", body = ErrorBody),
         (status = 409, description = "`user_exists`", body = ErrorBody),
         (status = 413, description = "The body is over the limit", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
@@ -288,7 +392,7 @@ async fn list_users(
     tag = "administration",
     security(("user_token" = [])),
     params(
-        ("id" = String, Path, description = "User id"),
+        ("id" = String, Path, format = Uuid, description = "User id"),
     ),
     responses(
         (status = 200, description = "The revoked user", body = UserView),
@@ -436,7 +540,7 @@ async fn rotate_own_token(
     tag = "administration",
     security(("user_token" = [])),
     params(
-        ("id" = String, Path, description = "User id"),
+        ("id" = String, Path, format = Uuid, description = "User id"),
     ),
     responses(
         (status = 200, description = "The user's new token, shown once", body = NewTokenView),

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::auth::{AuthUser, acting_operator};
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_CONTROL_JSON_BODY_BYTES, json_body, site_and};
+use super::extract::{MAX_CONTROL_JSON_BODY_BYTES, SlugId, json_body, site_and};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::now_ms;
@@ -67,8 +67,8 @@ impl From<AlarmAckRecord> for AlarmAckView {
     tag = "control room",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
-        ("event" = String, Path, description = "The panic event's id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
+        ("event" = String, Path, format = Uuid, description = "The panic event's id (UUID)"),
     ),
     request_body(content = AckBody, content_type = "application/json"),
     responses(

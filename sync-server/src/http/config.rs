@@ -2,19 +2,26 @@
 //! covering the site) and `PUT` (an administrator of the site), versioned. Shapes are
 //! documented in `docs/protocol.md`.
 
+use std::borrow::Cow;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use patrol_core::event::MAX_TAG_LEN;
 use patrol_core::event::format_time_ms;
 use patrol_core::siteconfig::{Checkpoint, PostOrder, SiteConfig, Tour};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+use utoipa::{PartialSchema, ToSchema};
 
 use super::auth::AuthUser;
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_CONTROL_JSON_BODY_BYTES, json_body, site_from_path};
+use super::extract::{
+    MAX_CONTROL_JSON_BODY_BYTES, SlugId, json_body, not_blank_schema, site_from_path,
+};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::now_ms;
@@ -54,18 +61,113 @@ pub struct ConfigDoc {
     site: String,
     /// 0 (empty) until the first write.
     version: u64,
-    /// Each: `id`, `name`, `tags` (NFC tag ids), `location` (`lat`, `lon`), `radius_m`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<CheckpointDoc>)]
     checkpoints: Vec<serde_json::Value>,
-    /// Each: `id`, `name`, ordered `checkpoints`, time `windows` (`start_ms`, `end_ms`),
-    /// `grace_min`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<TourDoc>)]
     tours: Vec<serde_json::Value>,
-    /// Each: `id`, `title`, `text`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<PostOrderDoc>)]
     post_orders: Vec<serde_json::Value>,
     /// When this version was stored (RFC 3339); `null` for version 0.
     created_at: Option<String>,
+}
+
+/// A checkpoint. Its id is unique in the configuration and not `unknown` (kept for scans of
+/// unknown tags), and each tag is on one checkpoint only.
+// Documentation only: the core's `Checkpoint`; `SiteConfig::validate` checks what a JSON Schema
+// cannot say.
+#[derive(Debug, ToSchema)]
+#[schema(as = Checkpoint)]
+#[allow(dead_code)]
+pub struct CheckpointDoc {
+    #[schema(value_type = SlugId)]
+    id: String,
+    /// At most 4096 bytes.
+    #[schema(max_length = 4096)]
+    name: String,
+    /// NFC tag ids and QR payloads that prove the checkpoint: each 1 to 512 bytes, not blank.
+    #[schema(value_type = Vec<TagDoc>)]
+    tags: Vec<String>,
+    #[schema(value_type = Option<LocationDoc>)]
+    location: Option<()>,
+    /// Metres around `location` within which a GPS fix proves the checkpoint.
+    #[schema(minimum = 0, maximum = 3.4028235e38)]
+    radius_m: Option<f32>,
+}
+
+// An NFC tag id or QR payload. Documentation only.
+#[derive(Debug)]
+pub struct TagDoc;
+
+impl PartialSchema for TagDoc {
+    fn schema() -> RefOr<Schema> {
+        not_blank_schema(
+            &format!("An NFC tag id or QR payload: 1 to {MAX_TAG_LEN} bytes, not blank"),
+            MAX_TAG_LEN,
+        )
+    }
+}
+
+impl ToSchema for TagDoc {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Tag")
+    }
+}
+
+/// A position in degrees.
+// Documentation only: the core's `Location`.
+#[derive(Debug, ToSchema)]
+#[schema(as = Location)]
+#[allow(dead_code)]
+pub struct LocationDoc {
+    #[schema(minimum = -90, maximum = 90)]
+    lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
+    lon: f64,
+    /// The fix's accuracy in metres.
+    #[schema(minimum = 0, maximum = 3.4028235e38)]
+    accuracy_m: Option<f32>,
+}
+
+/// A tour. Its id is unique in the configuration.
+// Documentation only: the core's `Tour`.
+#[derive(Debug, ToSchema)]
+#[schema(as = Tour)]
+#[allow(dead_code)]
+pub struct TourDoc {
+    #[schema(value_type = SlugId)]
+    id: String,
+    name: String,
+    /// The tour's checkpoints in walking order: ids of this configuration's checkpoints.
+    #[schema(min_items = 1, value_type = Vec<SlugId>)]
+    checkpoints: Vec<String>,
+    /// When the tour must be walked; each ends after it starts.
+    windows: Vec<WindowDoc>,
+    /// Minutes after a window's end during which a scan still counts, as late.
+    #[schema(format = "uint32", maximum = 4294967295usize)]
+    grace_min: u32,
+}
+
+/// A time window, in milliseconds since the epoch (UTC).
+// Documentation only: the core's `Window`.
+#[derive(Debug, ToSchema)]
+#[schema(as = Window)]
+#[allow(dead_code)]
+pub struct WindowDoc {
+    start_ms: i64,
+    end_ms: i64,
+}
+
+/// A post order.
+// Documentation only: the core's `PostOrder`.
+#[derive(Debug, ToSchema)]
+#[schema(as = PostOrder)]
+#[allow(dead_code)]
+pub struct PostOrderDoc {
+    id: String,
+    title: String,
+    /// At most 65536 bytes.
+    #[schema(max_length = 65536)]
+    text: String,
 }
 
 /// `GET /api/v1/sites/{site}/config`: the latest configuration (version 0, empty, if none).
@@ -75,7 +177,7 @@ pub struct ConfigDoc {
     tag = "control room",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
     ),
     responses(
         (status = 200, description = "The configuration in force", body = ConfigDoc),
@@ -101,14 +203,16 @@ pub async fn get_config(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigBody {
-    /// As in `ConfigDoc`.
-    #[schema(value_type = Vec<Object>)]
+    /// Unique ids, and tags unique across checkpoints.
+    #[schema(value_type = Vec<CheckpointDoc>)]
     checkpoints: Vec<Checkpoint>,
-    #[schema(value_type = Vec<Object>)]
+    /// Unique ids; each names only checkpoints of this configuration.
+    #[schema(value_type = Vec<TourDoc>)]
     tours: Vec<Tour>,
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<PostOrderDoc>)]
     post_orders: Vec<PostOrder>,
     /// The version this one was made from; the new one is `base_version + 1`.
+    #[schema(format = "uint64", maximum = 18446744073709551615usize)]
     base_version: u64,
 }
 
@@ -121,7 +225,7 @@ pub struct ConfigBody {
     tag = "control room",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
     ),
     request_body(content = ConfigBody, content_type = "application/json"),
     responses(

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::auth::{AuthDevice, AuthUser};
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_JSON_BODY_BYTES, site_from_path};
+use super::extract::{MAX_JSON_BODY_BYTES, SlugId, site_from_path};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::credentials::{Secret, TokenKind, rotation_due};
@@ -80,7 +80,7 @@ struct DevicesView {
     tag = "feed",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
     ),
     responses(
         (status = 200, description = "The site's devices", body = DevicesView),
@@ -146,8 +146,8 @@ struct RevokedDeviceView {
     tag = "administration",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
-        ("device" = String, Path, description = "Device id (UUID)"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
+        ("device" = String, Path, format = Uuid, description = "Device id (UUID)"),
     ),
     responses(
         (status = 200, description = "The revoked device", body = RevokedDeviceView),

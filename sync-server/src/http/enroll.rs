@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::auth::{self, AuthUser};
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_JSON_BODY_BYTES, read_json, site_from_path};
+use super::extract::{MAX_JSON_BODY_BYTES, SlugId, read_json, site_from_path};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::config::MAX_ENROLLMENT_CODE_TTL_SECS;
@@ -37,7 +37,8 @@ pub(super) fn routes() -> Vec<Endpoint> {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCodeBody {
-    /// Lifetime in seconds; the server's default when absent.
+    /// Lifetime in seconds, up to 30 days; the server's default when absent.
+    #[schema(minimum = 1, maximum = 2592000)]
     ttl_secs: Option<u64>,
 }
 
@@ -59,9 +60,9 @@ struct EnrollmentCodeView {
     tag = "administration",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
     ),
-    request_body(content = Option<NewCodeBody>, content_type = "application/json", description = "Optional; an empty body takes the server's default lifetime"),
+    request_body(content = NewCodeBody, content_type = "application/json", description = "Optional; an empty body takes the server's default lifetime"),
     responses(
         (status = 201, description = "The one-time code, shown once", body = EnrollmentCodeView),
         (status = 400, description = "`invalid_json`, `invalid_site_id`, `invalid_ttl`", body = ErrorBody),
@@ -123,6 +124,7 @@ struct EnrollBody {
     /// shift-log changes it makes must then be signed with it. Phones of this version always
     /// send one; without it the device syncs unsigned, and its logs cannot be verified.
     #[serde(default)]
+    #[schema(pattern = r"^\s*[0-9A-Fa-f]{64}\s*$")]
     public_key: Option<String>,
 }
 

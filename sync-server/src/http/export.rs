@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::auth::AuthUser;
 use super::error::{AppError, ErrorBody};
-use super::extract::MAX_JSON_BODY_BYTES;
+use super::extract::{MAX_JSON_BODY_BYTES, SlugId};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::store::StoreError;
@@ -52,8 +52,8 @@ struct ShiftLogExportView {
     tag = "feed",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
-        ("shift" = String, Path, description = "Shift id (UUID): the `shift_id` of its events"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
+        ("shift" = String, Path, format = Uuid, description = "Shift id (UUID): the `shift_id` of its events"),
     ),
     responses(
         (status = 200, description = "The shift log and its signatures", body = ShiftLogExportView),

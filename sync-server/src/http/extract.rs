@@ -1,15 +1,24 @@
 //! What handlers share to read a request: JSON bodies (`read_json`, `json_body`), the
 //! content-type check, the answer to an unreadable body, and site (and id) path segments. Each
 //! turns bad input into the [`AppError`] its handler answers with.
+//!
+//! It also describes, for the OpenAPI document, the values those checks accept ([`SlugId`],
+//! [`EventKind`], [`UserName`]): built from the very constants the checks use, so that the
+//! document cannot claim more or less than the server accepts.
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{FromRequest, Path, Request};
 use axum::http::{HeaderMap, StatusCode, header};
-use patrol_core::SiteId;
+use patrol_core::ids::MAX_SLUG_LEN;
+use patrol_core::{EventBody, SiteId};
 use serde::de::DeserializeOwned;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 
 use super::error::AppError;
 use super::state::AppState;
@@ -97,7 +106,7 @@ pub(super) async fn read_json<T: DeserializeOwned>(
             got: content_type.unwrap_or_else(|| "none".into()),
         });
     }
-    serde_json::from_slice(&body).map_err(|e| AppError::bad_request("invalid_json", e.to_string()))
+    parse_json(&body).map_err(|e| AppError::bad_request("invalid_json", e.to_string()))
 }
 
 /// Parses a JSON body, refusing other content types (415) and bodies that do not fit `T` (400,
@@ -108,8 +117,52 @@ pub(super) fn json_body<T: DeserializeOwned>(
 ) -> Result<T, AppError> {
     check_media_type(headers, JSON)?;
     let body = body.map_err(|r| body_error(r, MAX_CONTROL_JSON_BODY_BYTES))?;
-    serde_json::from_slice(&body)
+    parse_json(&body)
         .map_err(|e| AppError::bad_request("invalid_json", format!("invalid request body: {e}")))
+}
+
+/// Decodes a JSON body into `T`, reading numbers by their value as JSON does: `3.0` is the
+/// integer 3 (JSON Schema's `integer` admits it), where serde alone would refuse it for an
+/// integer field. Only a body that fails as it is, and has such a number, is decoded again by
+/// value, so that serde's errors otherwise keep their line and column.
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
+    let first = match serde_json::from_slice(body) {
+        Ok(value) => return Ok(value),
+        Err(e) => e,
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Err(first);
+    };
+    if !whole_floats_to_integers(&mut value) {
+        return Err(first);
+    }
+    // Its error, if any, is about what is still wrong (without a position).
+    serde_json::from_value(value)
+}
+
+/// Rewrites every float of `value` that is a whole number, exactly (within ±2^53), as an
+/// integer; tells whether there was one.
+fn whole_floats_to_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return false };
+            if f.fract() != 0.0 || f.abs() > EXACT {
+                return false;
+            }
+            // Exact by the bound above.
+            *value = Value::from(f as i64);
+            true
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |found, item| whole_floats_to_integers(item) | found),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |found, item| whole_floats_to_integers(item) | found),
+        _ => false,
+    }
 }
 
 pub(super) fn site_from_path(
@@ -135,4 +188,139 @@ where
         .parse::<T>()
         .map_err(|e| AppError::bad_request(code, format!("bad {what} {id:?}: {e}")))?;
     Ok((site, id))
+}
+
+/// A string schema: `pattern` (anchored at both ends) and length bounds.
+fn string_schema(description: String, pattern: String, max_len: usize) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(Some(pattern))
+        .min_length(Some(1))
+        .max_length(Some(max_len))
+        .into()
+}
+
+/// Rust's white space (`char::is_whitespace`, Unicode `White_Space`), as a regex class's body.
+pub(super) const WHITE_SPACE: &str =
+    r"\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// Rust's control characters (`char::is_control`, Unicode `Cc`), as a regex class's body.
+pub(super) const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+
+/// A text that `str::trim` leaves something of, of at most `max_len` bytes. (JSON Schema
+/// counts characters: a text of multi-byte characters can be within `maxLength` and still too
+/// long; the server's answer is then 400.)
+pub(super) fn not_blank_schema(description: &str, max_len: usize) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(Some(format!("[^{WHITE_SPACE}]")))
+        .min_length(Some(1))
+        .max_length(Some(max_len))
+        .into()
+}
+
+/// A site, guard or checkpoint id as the document describes it: the rule of
+/// [`patrol_core::SiteId`] and its kin (1 to [`MAX_SLUG_LEN`] ASCII letters, digits, `-`, `_`,
+/// `.`, `:`). Documentation only, as are the types below.
+#[derive(Debug)]
+pub(super) struct SlugId;
+
+impl PartialSchema for SlugId {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            format!(
+                "A site, guard or checkpoint id: 1 to {MAX_SLUG_LEN} ASCII letters, digits, \
+                 '-', '_', '.' or ':'"
+            ),
+            format!("^[A-Za-z0-9._:-]{{1,{MAX_SLUG_LEN}}}$"),
+            MAX_SLUG_LEN,
+        )
+    }
+}
+
+impl ToSchema for SlugId {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("SlugId")
+    }
+}
+
+/// A user's name as [`crate::credentials::user_scope`] accepts it. Documentation only.
+#[derive(Debug)]
+pub(super) struct UserName;
+
+impl PartialSchema for UserName {
+    fn schema() -> RefOr<Schema> {
+        use crate::credentials::MAX_NAME_LEN;
+        string_schema(
+            format!("A user name: 1 to {MAX_NAME_LEN} ASCII letters, digits, '-', '_', '.' or '@'"),
+            format!("^[A-Za-z0-9._@-]{{1,{MAX_NAME_LEN}}}$"),
+            MAX_NAME_LEN,
+        )
+    }
+}
+
+impl ToSchema for UserName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("UserName")
+    }
+}
+
+/// An event kind as the feed names it: one of [`EventBody::KINDS`]. Documentation only.
+#[derive(Debug)]
+pub(super) struct EventKind;
+
+impl PartialSchema for EventKind {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("An event kind"))
+            .enum_values(Some(EventBody::KINDS))
+            .into()
+    }
+}
+
+impl ToSchema for EventKind {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("EventKind")
+    }
+}
+
+/// The JSON value `true`, as a schema. Documentation only.
+#[derive(Debug)]
+pub(super) struct JsonTrue;
+
+impl PartialSchema for JsonTrue {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Boolean)
+            .enum_values(Some([true]))
+            .into()
+    }
+}
+
+impl ToSchema for JsonTrue {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("True")
+    }
+}
+
+/// The JSON value `false`, as a schema. Documentation only.
+#[derive(Debug)]
+pub(super) struct JsonFalse;
+
+impl PartialSchema for JsonFalse {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Boolean)
+            .enum_values(Some([false]))
+            .into()
+    }
+}
+
+impl ToSchema for JsonFalse {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("False")
+    }
 }

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{AuthSession, AuthUser};
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_JSON_BODY_BYTES, site_from_path};
+use super::extract::{EventKind, MAX_JSON_BODY_BYTES, SlugId, site_from_path};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::store::FeedFilter;
@@ -56,13 +56,39 @@ struct EventsPage {
     more: bool,
 }
 
+/// One event of the live feed, as a server-sent event's fields.
+// Documentation only: `live::stream` writes it.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct StreamEvent {
+    /// The event's sequence number: a reconnecting client sends it back as `Last-Event-ID`.
+    /// Absent on the last, `closed` event.
+    #[schema(pattern = "^[0-9]+$")]
+    id: Option<String>,
+    #[schema(inline)]
+    event: StreamEventName,
+    /// The event's JSON, as in the paged feed; for `closed`, an error body.
+    #[schema(content_media_type = "application/json")]
+    data: String,
+}
+
+/// The name of an event of the live feed: `event` for a feed event, `closed` for the last one
+/// of a stream whose user may no longer read the site.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum StreamEventName {
+    Event,
+    Closed,
+}
+
 /// Kept as text so that a bad value gets our message, not the extractor's; the documented types
 /// are what the values must parse as.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct FeedParams {
     /// Events after this sequence number (the previous page's `next`); 0 when absent.
-    #[param(value_type = Option<u64>)]
+    #[param(value_type = Option<u64>, format = "uint64", maximum = 18446744073709551615usize)]
     after: Option<String>,
     /// Events per page, 1 to 10000; 1000 when absent. (The stream ignores it.)
     #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
@@ -74,12 +100,16 @@ struct FeedParams {
     #[param(format = DateTime)]
     to: Option<String>,
     /// Only this guard's events (guard id).
+    #[param(value_type = Option<SlugId>, inline)]
     guard: Option<String>,
     /// Only this device's events (device id, UUID).
+    #[param(format = Uuid)]
     device: Option<String>,
-    /// Only events of this kind (e.g. `checkpoint_scan`, `panic`).
+    /// Only events of this kind (e.g. `checkpoint_scanned`, `panic`).
+    #[param(value_type = Option<EventKind>, inline)]
     kind: Option<String>,
     /// Only events at this checkpoint (checkpoint id).
+    #[param(value_type = Option<SlugId>, inline)]
     checkpoint: Option<String>,
 }
 
@@ -172,7 +202,7 @@ fn parse_feed_params(params: &FeedParams) -> Result<(u64, u32), AppError> {
     tag = "feed",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
         FeedParams,
     ),
     responses(
@@ -267,12 +297,12 @@ pub const MORE_HEADER: &str = "patrol-more";
     tag = "feed",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
         FeedParams,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false, format = "uint64", maximum = 18446744073709551615usize, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
     ),
     responses(
-        (status = 200, description = "Server-sent events, one per feed event (`event: event`): `id` is its sequence number, `data` the event's JSON as in the paged feed; keep-alive comments are sent while idle. Ends when the server shuts down, or after a last `event: closed` whose `data` is an error body (`revoked_credential`, `expired_credential`, `forbidden`) once the user may no longer read the site.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events, one per feed event (`event: event`): `id` is its sequence number, `data` the event's JSON as in the paged feed; keep-alive comments are sent while idle. Ends when the server shuts down, or after a last `event: closed` (no `id`) whose `data` is an error body (`revoked_credential`, `expired_credential`, `forbidden`) once the user may no longer read the site. The schema is that of one event.", content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "A bad query parameter, site id or `Last-Event-ID`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site or action", body = ErrorBody),

@@ -3,6 +3,7 @@
 //! operator acting on an incident is the authenticated user (`auth::acting_operator`). Shapes are
 //! documented in `docs/protocol.md`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
@@ -11,14 +12,22 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
+use patrol_core::event::MAX_TEXT_LEN;
 use patrol_core::incident::{IncidentAction, IncidentStatus};
 use patrol_core::{GuardId, IncidentId, Severity};
 use serde::{Deserialize, Deserializer};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::auth::{AuthUser, acting_operator};
 use super::error::{AppError, ErrorBody};
-use super::extract::{JSON, MAX_CONTROL_JSON_BODY_BYTES, json_body, site_and, site_from_path};
+use super::extract::{
+    JSON, MAX_CONTROL_JSON_BODY_BYTES, SlugId, json_body, not_blank_schema, site_and,
+    site_from_path,
+};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::now_ms;
@@ -58,10 +67,25 @@ fn json_text(body: String) -> Response {
 #[into_params(parameter_in = Query)]
 pub struct IncidentParams {
     /// Only incidents in this status: open, acknowledged, dispatched, resolved or closed.
+    #[param(value_type = Option<IncidentStatusDoc>, inline)]
     status: Option<String>,
     /// Incidents per list, 1 to 1000; 100 when absent.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+}
+
+/// An incident's status.
+// Documentation only: `IncidentStatus` parses it.
+#[derive(Debug, ToSchema)]
+#[schema(as = IncidentStatus)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum IncidentStatusDoc {
+    Open,
+    Acknowledged,
+    Dispatched,
+    Resolved,
+    Closed,
 }
 
 fn parse_status(s: &str) -> Result<IncidentStatus, AppError> {
@@ -120,7 +144,7 @@ pub struct IncidentState(serde_json::Value);
     tag = "control room",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
         IncidentParams,
     ),
     responses(
@@ -168,8 +192,8 @@ pub async fn list_incidents(
     tag = "control room",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
-        ("incident" = String, Path, description = "Incident id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
+        ("incident" = String, Path, format = Uuid, description = "Incident id (UUID)"),
     ),
     responses(
         (status = 200, description = "The incident's state", body = IncidentState),
@@ -197,15 +221,14 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// The body of an incident action.
-#[derive(Debug, Deserialize, ToSchema)]
+/// The body of an incident action (documented as [`ActionDoc`]: each action with its field).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
     /// acknowledge, dispatch, resolve, close, reopen, assign, set_severity or add_note.
     action: String,
     /// For `assign`: a guard id, or `null` to unassign.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
     to: Option<Option<String>>,
     /// For `set_severity`.
     severity: Option<String>,
@@ -213,6 +236,108 @@ pub struct ActionBody {
     text: Option<String>,
     /// The acting operator; if given, must be the authenticated user's name.
     by: Option<String>,
+}
+
+// The body of an incident action as `parse_action` accepts it, for the document: each action
+// with the one field it takes, if any; `severity` and `text` may still be `null` in an action
+// that does not take them (they are then not given), `to` may not. Documentation only.
+#[derive(Debug)]
+pub struct ActionDoc;
+
+/// Each action and the field it takes, as [`parse_action`] reads them.
+const ACTION_FIELDS: [(&str, Option<&str>); 8] = [
+    ("acknowledge", None),
+    ("dispatch", None),
+    ("resolve", None),
+    ("close", None),
+    ("reopen", None),
+    ("assign", Some("to")),
+    ("set_severity", Some("severity")),
+    ("add_note", Some("text")),
+];
+
+impl PartialSchema for ActionDoc {
+    fn schema() -> RefOr<Schema> {
+        let null = || ObjectBuilder::new().schema_type(Type::Null);
+        let field = |name: &str| -> RefOr<Schema> {
+            match name {
+                "to" => OneOfBuilder::new()
+                    .item(null())
+                    .item(SlugId::schema())
+                    .description(Some("A guard id, or `null` to unassign"))
+                    .into(),
+                "severity" => SeverityDoc::schema(),
+                _ => NoteText::schema(),
+            }
+        };
+        let mut one_of = OneOfBuilder::new();
+        for (action, takes) in ACTION_FIELDS {
+            let mut object = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property(
+                    "action",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([action])),
+                )
+                .required("action")
+                .property(
+                    "by",
+                    ObjectBuilder::new()
+                        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                        .description(Some(
+                            "The acting operator; if given, must be the authenticated user's name",
+                        )),
+                )
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if let Some(name) = takes {
+                object = object.property(name, field(name)).required(name);
+            }
+            for name in ["severity", "text"] {
+                if takes != Some(name) {
+                    object = object.property(name, null());
+                }
+            }
+            one_of = one_of.item(object);
+        }
+        one_of
+            .description(Some(
+                "An action on an incident, with the one field it takes, if any",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ActionDoc {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("IncidentAction")
+    }
+}
+
+// A note's text, as the incident's rules accept it. Documentation only.
+#[derive(Debug)]
+pub struct NoteText;
+
+impl PartialSchema for NoteText {
+    fn schema() -> RefOr<Schema> {
+        not_blank_schema(
+            &format!("A note: 1 to {MAX_TEXT_LEN} bytes, not blank"),
+            MAX_TEXT_LEN,
+        )
+    }
+}
+
+/// An incident's severity.
+// Documentation only: `Severity` parses it.
+#[derive(Debug, ToSchema)]
+#[schema(as = Severity)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum SeverityDoc {
+    Low,
+    Medium,
+    High,
+    Critical,
 }
 
 const ACTIONS: &str =
@@ -287,10 +412,10 @@ fn parse_action(body: &ActionBody) -> Result<IncidentAction, AppError> {
     tag = "control room",
     security(("user_token" = [])),
     params(
-        ("site" = String, Path, description = "Site id"),
-        ("incident" = String, Path, description = "Incident id"),
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
+        ("incident" = String, Path, format = Uuid, description = "Incident id (UUID)"),
     ),
-    request_body(content = ActionBody, content_type = "application/json"),
+    request_body(content = ActionDoc, content_type = "application/json"),
     responses(
         (status = 200, description = "The incident's new state", body = IncidentState),
         (status = 400, description = "`invalid_json`, `invalid_action`, `invalid_operator`, `invalid_site_id`, `invalid_incident_id`", body = ErrorBody),
@@ -381,6 +506,42 @@ mod tests {
         assert!(
             serde_json::from_value::<ActionBody>(json!({"action": "close", "note": 1})).is_err()
         );
+    }
+
+    /// The document's table of actions is the parser's: each action with its field parses, with
+    /// any other field it is refused, and a `null` `severity` or `text` is not a field given.
+    #[test]
+    fn the_documented_actions_are_those_parsed() {
+        use serde_json::{Value, json};
+        let sample = |field: &str| match field {
+            "to" => json!("guard-2"),
+            "severity" => json!("high"),
+            _ => json!("a note"),
+        };
+        for (action, takes) in ACTION_FIELDS {
+            let mut ok = json!({"action": action, "by": "op"});
+            if let Some(field) = takes {
+                ok[field] = sample(field);
+            }
+            assert!(parse_action(&body(ok.clone())).is_ok(), "{ok}");
+            for field in ["to", "severity", "text"] {
+                if takes == Some(field) {
+                    continue;
+                }
+                let mut extra = ok.clone();
+                extra[field] = sample(field);
+                assert!(parse_action(&body(extra.clone())).is_err(), "{extra}");
+                extra[field] = Value::Null;
+                assert_eq!(
+                    parse_action(&body(extra.clone())).is_ok(),
+                    field != "to",
+                    "{extra}"
+                );
+            }
+        }
+        let parsed: Vec<&str> = ACTIONS.split(", ").collect();
+        let documented: Vec<&str> = ACTION_FIELDS.iter().map(|(a, _)| *a).collect();
+        assert_eq!(parsed, documented);
     }
 
     #[test]

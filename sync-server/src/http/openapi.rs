@@ -9,7 +9,10 @@
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use utoipa::openapi::path::ParameterIn;
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{AppError, ErrorBody};
@@ -40,7 +43,8 @@ pub const USER_TOKEN: &str = "user_token";
         title = "patrol-server",
         description = "The patrol sync server: devices sync their shift logs and incidents; the \
                        control room reads the feed and works incidents. Every error answers \
-                       `{\"error\": code, \"message\": text}`."
+                       `{\"error\": code, \"message\": text}`. A query parameter given \
+                       empty (`?kind=`) is as if it were absent."
     ),
     paths(
         health::healthz,
@@ -72,7 +76,7 @@ pub const USER_TOKEN: &str = "user_token";
         devices::rotate_credential,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerSchemes),
+    modifiers(&BearerSchemes, &OptionalBodies, &EmptyQueryValues, &GuardAnswers),
     tags(
         (name = "operations", description = "Liveness, metrics, this document"),
         (name = "sync", description = "Phones: enrollment and the sync exchange"),
@@ -112,6 +116,113 @@ impl Modify for BearerSchemes {
                  `patrol-server admin create` or `POST /api/v1/users`.",
             ),
         );
+    }
+}
+
+/// The POST operations whose body may be left out (an empty body takes the defaults; see
+/// `extract::read_json`). utoipa can only say so by also allowing a `null` body, which the
+/// handlers refuse.
+const OPTIONAL_BODIES: [&str; 1] = ["/api/v1/sites/{site}/enrollment-codes"];
+
+/// Marks the bodies of [`OPTIONAL_BODIES`] as not required.
+#[derive(Debug)]
+struct OptionalBodies;
+
+impl Modify for OptionalBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for path in OPTIONAL_BODIES {
+            let body = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut());
+            if let Some(body) = body {
+                body.required = Some(Required::False);
+            }
+        }
+    }
+}
+
+/// Every query parameter's schema also admits the empty string: the handlers read an empty
+/// value as an absent one (as an HTML form sends an unfilled field).
+#[derive(Debug)]
+struct EmptyQueryValues;
+
+impl Modify for EmptyQueryValues {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let operations = openapi.paths.paths.values_mut().flat_map(|item| {
+            [&mut item.get, &mut item.put, &mut item.post]
+                .into_iter()
+                .flatten()
+        });
+        let query_parameters = operations
+            .filter_map(|op| op.parameters.as_mut())
+            .flatten()
+            .filter(|p| p.parameter_in == ParameterIn::Query);
+        for parameter in query_parameters {
+            if let Some(schema) = parameter.schema.take() {
+                let empty = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(0));
+                parameter.schema = Some(AnyOfBuilder::new().item(schema).item(empty).into());
+            }
+        }
+    }
+}
+
+/// The answers every route may give from the layers in front of its handler, added to each
+/// operation once here rather than in every attribute: `429 too_many_failed_attempts` where a
+/// credential (or an enrollment code) is checked, since the client's address may be locked
+/// out (`http::throttle`), and `408 request_timeout` where a body is read, since it may stop
+/// arriving (`listener`'s body read timeout).
+#[derive(Debug)]
+struct GuardAnswers;
+
+const LOCKED_OUT: &str = "`too_many_failed_attempts`: this address presented too many wrong \
+                          credentials lately and is refused for a while, before its credential \
+                          is looked at; `Retry-After` (seconds) says when it is heard again";
+const STALLED: &str = "`request_timeout`: the body stopped arriving for the server's body read \
+                       timeout; nothing was changed";
+
+impl Modify for GuardAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for op in [&mut item.get, &mut item.put, &mut item.post]
+                .into_iter()
+                .flatten()
+            {
+                let authenticated =
+                    op.security.as_ref().is_some_and(|s| !s.is_empty()) || path == "/api/v1/enroll";
+                let answers = &mut op.responses.responses;
+                if authenticated {
+                    match answers.get_mut("429") {
+                        Some(RefOr::T(other)) => {
+                            other.description = format!("{}; or {LOCKED_OUT}", other.description);
+                        }
+                        _ => {
+                            answers.insert("429".into(), RefOr::T(error(LOCKED_OUT)));
+                        }
+                    }
+                }
+                if op.request_body.is_some() {
+                    answers
+                        .entry("408".into())
+                        .or_insert_with(|| RefOr::T(error(STALLED)));
+                }
+            }
+        }
     }
 }
 

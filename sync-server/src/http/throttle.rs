@@ -4,8 +4,9 @@
 //! wrong kind), or an enrollment code that does not enroll. Per client address (an IPv4
 //! address, or an IPv6 /64, which one machine usually holds whole):
 //!
-//! - from the [`SLOW_AFTER`]th failure within the window on, each failed answer is held back one
-//!   second more than the last (at most [`MAX_DELAY`]), so guessing gets slow at once;
+//! - from the `slow_after`th failure within the window on (the third by default), each failed
+//!   answer is held back one second more than the last (at most [`MAX_DELAY`]), so guessing
+//!   gets slow at once;
 //! - at `max_failures` within `window` the address is locked out for `lockout`: every request
 //!   that authenticates is answered `429 too_many_failed_attempts` with a `Retry-After`, before
 //!   its credential is looked at, so a guess in that time learns nothing.
@@ -27,8 +28,6 @@ use axum::http::{Extensions, HeaderMap};
 use super::error::AppError;
 use crate::config::ThrottleConfig;
 
-/// Failures within the window after which each further failed answer is delayed.
-pub const SLOW_AFTER: u32 = 3;
 /// The longest a failed answer is held back.
 pub const MAX_DELAY: Duration = Duration::from_secs(5);
 /// Addresses tracked at once; beyond it, only addresses already tracked are counted (an
@@ -145,7 +144,9 @@ impl AuthThrottle {
                 "too many failed authentications; refusing this address for a while"
             );
         }
-        let over = record.failures.saturating_sub(SLOW_AFTER - 1);
+        let over = record
+            .failures
+            .saturating_sub(self.config.slow_after.saturating_sub(1));
         Duration::from_secs(u64::from(over)).min(MAX_DELAY)
     }
 }
@@ -167,6 +168,7 @@ mod tests {
 
     fn throttle(max_failures: u32) -> AuthThrottle {
         AuthThrottle::new(ThrottleConfig {
+            slow_after: 3,
             max_failures,
             window: Duration::from_secs(60),
             lockout: Duration::from_secs(300),

@@ -87,12 +87,16 @@ impl Site {
 
     /// A new site, named `name` or else after its id. The one rule for a site's name, which
     /// the API and the `patrol-server site create` command both apply: 1 to
-    /// [`Site::MAX_NAME_LEN`] bytes, not blank.
+    /// [`Site::MAX_NAME_LEN`] bytes, not blank, one line without control characters (which
+    /// PostgreSQL's text cannot hold, for NUL, and a terminal would obey).
     pub fn new(id: SiteId, name: Option<String>, created_at_ms: i64) -> Result<Site, String> {
         let name = name.unwrap_or_else(|| id.to_string());
-        if name.trim().is_empty() || name.len() > Self::MAX_NAME_LEN {
+        if name.trim().is_empty()
+            || name.len() > Self::MAX_NAME_LEN
+            || name.chars().any(char::is_control)
+        {
             return Err(format!(
-                "a site name is 1 to {} bytes, not blank",
+                "a site name is 1 to {} bytes, not blank, without control characters",
                 Self::MAX_NAME_LEN
             ));
         }

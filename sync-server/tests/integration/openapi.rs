@@ -1,14 +1,20 @@
 //! `/openapi.json`: it is an OpenAPI 3.x document, and it matches the routes: it documents
 //! exactly the router's table (`patrol_server::http::routes`), and each path and method it
-//! documents is served by a handler rather than the router's 404/405 fallback.
+//! documents is served by a handler rather than the router's 404/405 fallback. It also states
+//! what the server accepts, as `scripts/api-fuzz.sh` holds it to by fuzzing: each path
+//! parameter's format or pattern (the site id's agreeing with `SiteId`'s rule), the live
+//! stream's media type and event, real event kinds, the range of every integer input, and the
+//! answers the fuzzer found the server gives.
 
 use std::collections::BTreeSet;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use serde_json::Value;
+use patrol_core::{EventBody, SiteId};
+use regex::Regex;
+use serde_json::{Value, json};
 
-use crate::common::{self, SITE, TestResult, TestServer};
+use crate::common::{self, Backend, SITE, TestResult, TestServer};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -194,3 +200,416 @@ async fn every_documented_operation_reaches_a_handler() -> TestResult {
     }
     Ok(())
 }
+
+/// `schema` with a `$ref` to one of the document's components replaced by that component.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(r) => r
+            .strip_prefix("#/components/schemas/")
+            .map_or(&Value::Null, |name| &doc["components"]["schemas"][name]),
+        None => schema,
+    }
+}
+
+/// Every operation of the document, as (`METHOD path`, operation).
+fn each_operation(doc: &Value) -> Vec<(String, &Value)> {
+    let mut out = Vec::new();
+    if let Some(paths) = doc["paths"].as_object() {
+        for (path, item) in paths {
+            for method in METHODS {
+                if item[method].is_object() {
+                    out.push((format!("{} {path}", method.to_uppercase()), &item[method]));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What the layers in front of the handlers may answer is declared on every route they guard:
+/// a locked-out address (429) wherever a credential is checked, a stalled body (408) wherever a
+/// body is read.
+#[tokio::test]
+async fn the_throttle_and_the_body_timeout_are_declared_where_they_answer() -> TestResult {
+    let server = TestServer::sqlite().await?;
+    let doc = document(&server).await?;
+    for (here, op) in each_operation(&doc) {
+        let authenticated = op["security"].as_array().is_some_and(|s| !s.is_empty())
+            || here == "POST /api/v1/enroll";
+        let describes = |status: &str, code: &str| {
+            op["responses"][status]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains(code))
+        };
+        assert_eq!(
+            describes("429", "too_many_failed_attempts"),
+            authenticated,
+            "{here}"
+        );
+        assert_eq!(
+            describes("408", "request_timeout"),
+            op["requestBody"].is_object(),
+            "{here}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_path_parameter_states_its_format_or_pattern() -> TestResult {
+    let server = TestServer::sqlite().await?;
+    let doc = document(&server).await?;
+    let mut site_patterns = BTreeSet::new();
+    for (here, op) in each_operation(&doc) {
+        let parameters = op["parameters"].as_array().cloned().unwrap_or_default();
+        for p in parameters.iter().filter(|p| p["in"] == "path") {
+            let name = p["name"].as_str().unwrap_or("?");
+            let schema = resolve(&doc, &p["schema"]);
+            assert!(
+                schema["format"].is_string() || schema["pattern"].is_string(),
+                "{here}: path parameter {name} has neither a format nor a pattern: {schema}"
+            );
+            match name {
+                "site" => {
+                    site_patterns.insert(schema["pattern"].as_str().unwrap_or("").to_owned());
+                }
+                // Ids the server parses as UUIDs (the user id is one it looks up).
+                _ => assert_eq!(schema["format"], "uuid", "{here}: {name}"),
+            }
+        }
+    }
+    // One pattern for every site, and it accepts exactly what `SiteId` does.
+    assert_eq!(site_patterns.len(), 1, "{site_patterns:?}");
+    let pattern = site_patterns.pop_first().unwrap_or_default();
+    let re = Regex::new(&pattern)?;
+    let long = "a".repeat(64);
+    let too_long = "a".repeat(65);
+    for id in [
+        "site-1", "A.b:c_d", &long, "", &too_long, "a b", "a/b", "é", "site-1\n", "日本",
+    ] {
+        assert_eq!(
+            re.is_match(id),
+            SiteId::new(id).is_ok(),
+            "{pattern} on {id:?}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_live_stream_is_an_event_stream_of_real_kinds() -> TestResult {
+    let server = TestServer::sqlite().await?;
+    let doc = document(&server).await?;
+    let stream = &doc["paths"]["/api/v1/sites/{site}/stream"]["get"];
+    let content = stream["responses"]["200"]["content"]
+        .as_object()
+        .ok_or("no stream content")?;
+    let types: Vec<&String> = content.keys().collect();
+    assert_eq!(types, ["text/event-stream"]);
+    // Its schema is one event's: the sequence number (absent on the last, `closed` event), the
+    // name, the event's JSON (or the error that closed the stream).
+    let event = resolve(&doc, &content["text/event-stream"]["schema"]);
+    assert_eq!(event["required"], json!(["event", "data"]), "{event}");
+    assert_eq!(
+        event["properties"]["event"]["enum"],
+        json!(["event", "closed"])
+    );
+
+    // The `kind` filter, on the feed and the stream: exactly the real kinds, and the kinds its
+    // description names as examples are real ones.
+    for path in ["/api/v1/sites/{site}/events", "/api/v1/sites/{site}/stream"] {
+        let parameters = doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .ok_or("no parameters")?;
+        let kind = parameters
+            .iter()
+            .find(|p| p["name"] == "kind")
+            .ok_or("no kind parameter")?;
+        let kinds = kind["schema"]["anyOf"][0]["enum"]
+            .as_array()
+            .ok_or("the kind parameter lists no kinds")?;
+        assert_eq!(kinds, &EventBody::KINDS.map(Value::from).to_vec(), "{path}");
+        let description = kind["description"].as_str().unwrap_or("");
+        let named: Vec<&str> = description.split('`').skip(1).step_by(2).collect();
+        assert!(!named.is_empty(), "{path}: {description}");
+        for example in named {
+            assert!(
+                EventBody::KINDS.contains(&example),
+                "{path}: the example kind {example:?} is not a kind"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every schema reachable from `schema` (through references, properties, items and the
+/// combinators), with where it is.
+fn walk<'a>(doc: &'a Value, schema: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {
+    if out.len() > 10_000 {
+        return;
+    }
+    let schema = resolve(doc, schema);
+    out.push((at.clone(), schema));
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, property) in properties {
+            walk(doc, property, format!("{at}.{name}"), out);
+        }
+    }
+    if schema["items"].is_object() {
+        walk(doc, &schema["items"], format!("{at}[]"), out);
+    }
+    for combinator in ["oneOf", "anyOf", "allOf"] {
+        for (i, part) in schema[combinator]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            walk(doc, part, format!("{at}/{combinator}{i}"), out);
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_integer_input_states_the_range_the_server_reads() -> TestResult {
+    let server = TestServer::sqlite().await?;
+    let doc = document(&server).await?;
+    let mut integers = 0;
+    for (here, op) in each_operation(&doc) {
+        let mut schemas = Vec::new();
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            let name = p["name"].as_str().unwrap_or("?");
+            walk(&doc, &p["schema"], format!("{here} {name}"), &mut schemas);
+        }
+        for (media, content) in op["requestBody"]["content"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            walk(
+                &doc,
+                &content["schema"],
+                format!("{here} {media}"),
+                &mut schemas,
+            );
+        }
+        for (at, schema) in schemas {
+            let is_integer = schema["type"] == "integer"
+                || schema["type"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&json!("integer")));
+            if !is_integer {
+                continue;
+            }
+            integers += 1;
+            // A fuzzer reads `int32`/`int64` as the signed ranges: an input the server reads
+            // as unsigned and wider says so, with its upper bound.
+            let format = schema["format"].as_str().unwrap_or("");
+            assert!(
+                ["int32", "int64", "uint32", "uint64"].contains(&format),
+                "{at}: integer format {format:?}"
+            );
+            assert!(
+                !format.starts_with("uint") || schema["maximum"].is_number(),
+                "{at}: {format} without a maximum: {schema}"
+            );
+            assert!(
+                schema["minimum"].is_number() || format == "int64",
+                "{at}: no minimum: {schema}"
+            );
+        }
+    }
+    assert!(integers >= 5, "only {integers} integer inputs found");
+    let after = doc["paths"]["/api/v1/sites/{site}/events"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "after"))
+        .ok_or("no after parameter")?;
+    assert_eq!(after["schema"]["anyOf"][0]["format"], "uint64");
+    assert_eq!(after["schema"]["anyOf"][0]["maximum"], json!(u64::MAX));
+
+    // The bounds the attributes spell out are the server's constants.
+    let schemas = &doc["components"]["schemas"];
+    let query = |path: &str, name: &str| -> Value {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .map_or(Value::Null, |p| p["schema"]["anyOf"][0].clone())
+    };
+    let bounds = [
+        (
+            schemas["NewCodeBody"]["properties"]["ttl_secs"]["maximum"].clone(),
+            json!(patrol_server::config::MAX_ENROLLMENT_CODE_TTL_SECS),
+        ),
+        (
+            query("/api/v1/sites/{site}/events", "limit")["maximum"].clone(),
+            json!(patrol_server::http::feed::MAX_FEED_LIMIT),
+        ),
+        (
+            query("/api/v1/sites/{site}/incidents", "limit")["maximum"].clone(),
+            json!(patrol_server::http::incidents::MAX_INCIDENT_LIMIT),
+        ),
+        (
+            schemas["Checkpoint"]["properties"]["name"]["maxLength"].clone(),
+            json!(patrol_core::event::MAX_TEXT_LEN),
+        ),
+    ];
+    for (documented, constant) in bounds {
+        assert_eq!(documented, constant);
+    }
+    Ok(())
+}
+
+/// What the fuzzer found, each now as the document says: the request, the status the server
+/// answers, and that the document lists that status for the operation.
+#[tokio::test]
+async fn the_answers_the_fuzzer_found_are_documented() -> TestResult {
+    let server = TestServer::sqlite().await?;
+    let doc = document(&server).await?;
+    let site = format!("/api/v1/sites/{SITE}");
+    let cases: [(&str, String, &str, Option<Value>, StatusCode); 7] = [
+        // A user over a site that does not exist.
+        (
+            "POST",
+            "/api/v1/users".into(),
+            "/api/v1/users",
+            Some(json!({"name": "op-1", "role": "operator", "sites": ["nowhere"]})),
+            StatusCode::NOT_FOUND,
+        ),
+        // JSON numbers are read by value: 600.0 is the integer 600, 600.5 is no integer.
+        (
+            "POST",
+            format!("{site}/enrollment-codes"),
+            "/api/v1/sites/{site}/enrollment-codes",
+            Some(json!({"ttl_secs": 600.0})),
+            StatusCode::CREATED,
+        ),
+        (
+            "POST",
+            format!("{site}/enrollment-codes"),
+            "/api/v1/sites/{site}/enrollment-codes",
+            Some(json!({"ttl_secs": 600.5})),
+            StatusCode::BAD_REQUEST,
+        ),
+        // A query parameter given empty is as if absent.
+        (
+            "GET",
+            format!("{site}/events?to=&kind=&limit="),
+            "/api/v1/sites/{site}/events",
+            None,
+            StatusCode::OK,
+        ),
+        // A cursor past every sequence number is still a cursor.
+        (
+            "GET",
+            format!("{site}/events?after={}", u64::MAX),
+            "/api/v1/sites/{site}/events",
+            None,
+            StatusCode::OK,
+        ),
+        (
+            "GET",
+            format!("{site}/events?after=18446744073709551616"),
+            "/api/v1/sites/{site}/events",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        // The body of an enrollment code may be left out, but is not `null`.
+        (
+            "POST",
+            format!("{site}/enrollment-codes"),
+            "/api/v1/sites/{site}/enrollment-codes",
+            Some(Value::Null),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (method, uri, path, body, expected) in cases {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("authorization", format!("Bearer {}", server.admin));
+        let body = match body {
+            Some(body) => {
+                req = req.header("content-type", "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        let (status, _, answer) = server.call(req.body(body)?).await?;
+        let here = format!("{method} {uri}");
+        assert_eq!(
+            status,
+            expected,
+            "{here}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let op = &doc["paths"][path][method.to_lowercase()];
+        assert!(
+            op["responses"][status.as_str()].is_object(),
+            "{here}: answered {status}, which the document does not list"
+        );
+    }
+    // The empty body it may be.
+    let codes = &doc["paths"]["/api/v1/sites/{site}/enrollment-codes"]["post"];
+    assert_eq!(codes["requestBody"]["required"], false);
+    let schema = &codes["requestBody"]["content"]["application/json"]["schema"];
+    assert!(
+        schema["oneOf"].is_null(),
+        "a null body is refused: {schema}"
+    );
+    // Every query parameter admits the empty string.
+    for (here, op) in each_operation(&doc) {
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            if p["in"] == "query" {
+                assert_eq!(
+                    p["schema"]["anyOf"][1],
+                    json!({"type": "string", "maxLength": 0}),
+                    "{here} {}",
+                    p["name"]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A site name is one line of text: the server refuses a control character (PostgreSQL's text
+/// cannot hold NUL: it was a 500 there), and the document's pattern says the same.
+async fn a_site_name_is_one_line_of_text(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let doc = document(&server).await?;
+    let pattern = doc["components"]["schemas"]["SiteName"]["pattern"]
+        .as_str()
+        .ok_or("no site name pattern")?;
+    let re = Regex::new(pattern)?;
+    let names = [
+        ("Mall B2", true),
+        (" Café ", true),
+        ("", false),
+        ("   ", false),
+        ("\u{3000}", false),
+        ("a\u{0}b", false),
+        ("Mall\nB2", false),
+        ("tab\there", false),
+        ("a\u{85}", false),
+        ("bell\u{7}", false),
+    ];
+    for (i, (name, valid)) in names.into_iter().enumerate() {
+        let (status, answer) = server
+            .post_json(
+                &server.admin,
+                "/api/v1/sites",
+                json!({"site_id": format!("site-n{i}"), "name": name}),
+            )
+            .await?;
+        let expected = if valid {
+            StatusCode::CREATED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(status, expected, "{name:?}: {answer}");
+        assert_eq!(re.is_match(name), valid, "{pattern} on {name:?}");
+    }
+    Ok(())
+}
+
+crate::on_every_backend!(a_site_name_is_one_line_of_text);
