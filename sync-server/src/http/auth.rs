@@ -276,11 +276,8 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let client = state.throttle.client(&parts.extensions, &parts.headers);
-        authenticate_user(&state, &parts.headers, client)
-            .await
-            .map(|session| AuthUser(session.user))
+        let AuthSession(session) = AuthSession::from_request_parts(parts, state).await?;
+        Ok(AuthUser(session.user))
     }
 }
 
