@@ -172,7 +172,8 @@ impl Modify for EmptyQueryValues {
 }
 
 /// The answers every route may give from the layers in front of its handler, added to each
-/// operation once here rather than in every attribute: `429 too_many_failed_attempts` where a
+/// operation once here rather than in every attribute: `401 expired_credential` where a user
+/// token is checked, `429 too_many_failed_attempts` where a
 /// credential (or an enrollment code) is checked, since the client's address may be locked
 /// out (`http::throttle`), and `408 request_timeout` where a body is read, since it may stop
 /// arriving (`listener`'s body read timeout).
@@ -182,6 +183,8 @@ struct GuardAnswers;
 const LOCKED_OUT: &str = "`too_many_failed_attempts`: this address presented too many wrong \
                           credentials lately and is refused for a while, before its credential \
                           is looked at; `Retry-After` (seconds) says when it is heard again";
+const EXPIRED: &str = "`expired_credential`: a user token past its expiry, or replaced by a \
+                       rotation and past its overlap";
 const STALLED: &str = "`request_timeout`: the body stopped arriving for the server's body read \
                        timeout; nothing was changed";
 
@@ -205,7 +208,16 @@ impl Modify for GuardAnswers {
             {
                 let authenticated =
                     op.security.as_ref().is_some_and(|s| !s.is_empty()) || path == "/api/v1/enroll";
+                let user_token = op.security.iter().flatten().any(|requirement| {
+                    serde_json::to_value(requirement).is_ok_and(|v| v.get(USER_TOKEN).is_some())
+                });
                 let answers = &mut op.responses.responses;
+                if user_token
+                    && let Some(RefOr::T(unauthorized)) = answers.get_mut("401")
+                    && !unauthorized.description.contains("expired_credential")
+                {
+                    unauthorized.description = format!("{}; {EXPIRED}", unauthorized.description);
+                }
                 if authenticated {
                     match answers.get_mut("429") {
                         Some(RefOr::T(other)) => {

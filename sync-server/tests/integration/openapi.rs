@@ -227,8 +227,8 @@ fn each_operation(doc: &Value) -> Vec<(String, &Value)> {
 }
 
 /// What the layers in front of the handlers may answer is declared on every route they guard:
-/// a locked-out address (429) wherever a credential is checked, a stalled body (408) wherever a
-/// body is read.
+/// a locked-out address (429) wherever a credential is checked, an expired user token (401)
+/// wherever one is, a stalled body (408) wherever a body is read.
 #[tokio::test]
 async fn the_throttle_and_the_body_timeout_are_declared_where_they_answer() -> TestResult {
     let server = TestServer::sqlite().await?;
@@ -251,6 +251,12 @@ async fn the_throttle_and_the_body_timeout_are_declared_where_they_answer() -> T
             op["requestBody"].is_object(),
             "{here}"
         );
+        let user_token = op["security"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|r| r.get("user_token").is_some()));
+        if user_token {
+            assert!(describes("401", "expired_credential"), "{here}");
+        }
     }
     Ok(())
 }
