@@ -65,3 +65,36 @@ fn a_guards_text_is_printed_without_control_characters() -> Result<()> {
     ensure!(incident["description"] == DESCRIPTION, "{incident}");
     Ok(())
 }
+
+/// `patrol ... | head -1`: when the reader closes the pipe, `patrol` stops quietly (exit 0, no
+/// panic, nothing on stderr) instead of crashing on its next line of output. The read end is
+/// closed before `patrol` writes anything, so every write finds it gone.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let server = Server::start(&tmp.path().join("data"), &[SITE])?;
+    let phone = Phone::enroll(tmp.path().join("phone.db"), &server, SITE)?;
+    phone.run(&["shift", "start", "--guard", "anna"])?;
+    phone.run(&["scan", "cp-1", "--nfc", "04:AA"])?;
+    phone.run(&["sync"])?;
+    let runs = [
+        phone.command(&["log"])?,
+        phone.command(&["log", "--json"])?,
+        server.control(&server.admin_token, &["pull", "--site", SITE])?,
+    ];
+    for mut cmd in runs {
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        drop(child.stdout.take());
+        let out = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.success() && stderr.is_empty(),
+            "{cmd:?} ended {} with {stderr}",
+            out.status
+        );
+    }
+    Ok(())
+}

@@ -20,6 +20,17 @@ use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient, Transp
 mod shown;
 use shown::shown;
 
+/// `println!` that returns the write's error from the function instead of panicking on it (a
+/// reader that closed the pipe, `patrol ... | head -1`); `main` ends such a run quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            return Err(anyhow::Error::from(e));
+        }
+    }};
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "patrol",
@@ -507,10 +518,10 @@ fn ms_to_rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
-fn print_incident(s: &IncidentState, pending: bool, rejected: Option<&str>) {
+fn print_incident(s: &IncidentState, pending: bool, rejected: Option<&str>) -> Result<()> {
     let category = s.category.map(|c| c.to_string()).unwrap_or_default();
     let severity = s.severity.map(|c| c.to_string()).unwrap_or_default();
-    println!(
+    outln!(
         "incident {} {category} {severity} {}{}{}{}",
         s.id,
         s.status.as_str(),
@@ -524,14 +535,14 @@ fn print_incident(s: &IncidentState, pending: bool, rejected: Option<&str>) {
             .unwrap_or_default()
     );
     if let Some(d) = &s.description {
-        println!("  {}", shown(d));
+        outln!("  {}", shown(d));
     }
     for n in &s.notes {
         let by = match &n.by {
             Party::Guard { guard, .. } => guard.to_string(),
             Party::Operator { user } => format!("control room ({user})"),
         };
-        println!(
+        outln!(
             "  note {} {}: {}",
             ms_to_rfc3339(n.wall_ms),
             shown(&by),
@@ -540,16 +551,17 @@ fn print_incident(s: &IncidentState, pending: bool, rejected: Option<&str>) {
     }
     for a in &s.attachments {
         let hex: String = a.sha256.iter().map(|b| format!("{b:02x}")).collect();
-        println!(
+        outln!(
             "  attachment {} {} bytes sha256 {hex}",
             shown(&a.media_type),
             a.size
         );
     }
+    Ok(())
 }
 
-fn print_event(e: &Event, delivered: bool) {
-    println!(
+fn print_event(e: &Event, delivered: bool) -> Result<()> {
+    outln!(
         "{:>5}  {}  {:<8}  {:<18}  {:<9}  {}",
         e.record.seq,
         patrol_core::event::format_time_ms(e.record.time.wall_ms),
@@ -558,6 +570,7 @@ fn print_event(e: &Event, delivered: bool) {
         if delivered { "delivered" } else { "pending" },
         shown(&describe(&e.record.body))
     );
+    Ok(())
 }
 
 async fn device(args: DeviceArgs) -> Result<()> {
@@ -576,7 +589,7 @@ async fn device(args: DeviceArgs) -> Result<()> {
             .context("enrolling")?;
         let store = DeviceStore::create_enrolled(&args.store, enrollment, StoreOptions::default())
             .with_context(|| format!("creating {}", args.store.display()))?;
-        println!("device {} on site {}", store.device_id(), store.site());
+        outln!("device {} on site {}", store.device_id(), store.site());
         return Ok(());
     }
     let mut store = DeviceStore::open(&args.store)
@@ -584,49 +597,49 @@ async fn device(args: DeviceArgs) -> Result<()> {
     match args.command {
         DeviceCommand::Enroll { .. } => {}
         DeviceCommand::Status => {
-            println!("device   {}", store.device_id());
-            println!("site     {}", store.site());
+            outln!("device   {}", store.device_id());
+            outln!("site     {}", store.site());
             match store.server_url() {
-                Some(url) => println!("server   {url}"),
-                None => println!("server   none: not enrolled, cannot sync"),
+                Some(url) => outln!("server   {url}"),
+                None => outln!("server   none: not enrolled, cannot sync"),
             }
             match store.public_key() {
-                Some(key) => println!("key      {key}"),
-                None => println!("key      none: this phone's logs are not signed"),
+                Some(key) => outln!("key      {key}"),
+                None => outln!("key      none: this phone's logs are not signed"),
             }
             match store.current_shift() {
-                Some(s) => println!(
+                Some(s) => outln!(
                     "shift    {} (guard {}, since {})",
                     s.shift,
                     s.guard,
                     patrol_core::event::format_time_ms(s.started_ms)
                 ),
-                None => println!("shift    none open"),
+                None => outln!("shift    none open"),
             }
             let st = store.status()?;
-            println!("pending  {} event(s)", st.pending_events);
+            outln!("pending  {} event(s)", st.pending_events);
             if let Some(ms) = st.oldest_pending_ms {
-                println!("oldest   {}", patrol_core::event::format_time_ms(ms));
+                outln!("oldest   {}", patrol_core::event::format_time_ms(ms));
             }
             if let Some(ms) = st.last_success_ms {
-                println!("synced   {}", patrol_core::event::format_time_ms(ms));
+                outln!("synced   {}", patrol_core::event::format_time_ms(ms));
             }
             if let Some(err) = st.last_error {
-                println!("error    {}", shown(&err.to_string()));
+                outln!("error    {}", shown(&err.to_string()));
             }
             if st.consecutive_failures > 0 {
                 let next = st.next_attempt_ms.map(patrol_core::event::format_time_ms);
-                println!(
+                outln!(
                     "retry    {} failure(s); next attempt {}",
                     st.consecutive_failures,
                     next.unwrap_or_else(|| "now".into())
                 );
             }
             if st.urgent {
-                println!("URGENT   a panic alarm is not delivered yet");
+                outln!("URGENT   a panic alarm is not delivered yet");
             }
             for r in st.rejected {
-                println!(
+                outln!(
                     "refused  shift {}: {} ({})",
                     r.shift,
                     shown(&r.message),
@@ -638,13 +651,13 @@ async fn device(args: DeviceArgs) -> Result<()> {
             command: ShiftCommand::Start { guard },
         } => {
             let shift = store.start_shift(guard)?;
-            println!("shift {shift} started");
+            outln!("shift {shift} started");
         }
         DeviceCommand::Shift {
             command: ShiftCommand::End { note },
         } => {
             let id = store.end_shift(note)?;
-            println!("shift ended ({id})");
+            outln!("shift ended ({id})");
         }
         DeviceCommand::Scan(scan) => {
             let scan_event_id = scan.event_id;
@@ -681,12 +694,12 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 },
             )?;
             if flags.is_empty() {
-                println!("recorded {id} at {checkpoint}");
+                outln!("recorded {id} at {checkpoint}");
             } else {
-                println!("recorded {id} at {checkpoint}, flagged: {flags:?}");
+                outln!("recorded {id} at {checkpoint}, flagged: {flags:?}");
             }
         }
-        DeviceCommand::Note { text } => println!("recorded {}", store.note(text)?),
+        DeviceCommand::Note { text } => outln!("recorded {}", store.note(text)?),
         DeviceCommand::Panic(loc) => {
             let id = store.record(
                 EventBody::Panic {
@@ -694,7 +707,7 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 },
                 RecordOptions::default(),
             )?;
-            println!("PANIC recorded {id}; sync to raise it in the control room");
+            outln!("PANIC recorded {id}; sync to raise it in the control room");
         }
         DeviceCommand::Incident {
             category,
@@ -714,23 +727,23 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 attachments,
                 RecordOptions::default(),
             )?;
-            println!("incident {incident} reported");
+            outln!("incident {incident} reported");
         }
         DeviceCommand::Incidents => {
             for i in store.incidents()? {
-                print_incident(&i.state, i.pending, i.rejected.as_deref());
+                print_incident(&i.state, i.pending, i.rejected.as_deref())?;
             }
         }
         DeviceCommand::IncidentUpdate { incident, action } => {
             let i = store.act_on_incident(incident, action.action()?)?;
-            print_incident(&i.state, i.pending, i.rejected.as_deref());
+            print_incident(&i.state, i.pending, i.rejected.as_deref())?;
         }
         DeviceCommand::Config => match store.site_config()? {
-            None => println!("no site configuration yet; sync once with the server"),
+            None => outln!("no site configuration yet; sync once with the server"),
             Some(c) => {
-                println!("site config version {}", c.version);
+                outln!("site config version {}", c.version);
                 for cp in &c.checkpoints {
-                    println!(
+                    outln!(
                         "  checkpoint {:<16} {} (tags: {})",
                         cp.id,
                         shown(&cp.name),
@@ -739,7 +752,7 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 }
                 for t in &c.tours {
                     let cps: Vec<String> = t.checkpoints.iter().map(ToString::to_string).collect();
-                    println!(
+                    outln!(
                         "  tour {:<16} {}: {}",
                         t.id,
                         shown(&t.name),
@@ -747,26 +760,26 @@ async fn device(args: DeviceArgs) -> Result<()> {
                     );
                 }
                 for p in &c.post_orders {
-                    println!("  post order {}: {}", shown(&p.title), shown(&p.text));
+                    outln!("  post order {}: {}", shown(&p.title), shown(&p.text));
                 }
             }
         },
         DeviceCommand::Tour { tour, at } => {
             let now = at.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
             for w in store.tour_progress(&tour, now)? {
-                println!(
+                outln!(
                     "window {} .. {}",
                     ms_to_rfc3339(w.window.start_ms),
                     ms_to_rfc3339(w.window.end_ms)
                 );
                 for (cp, state) in w.checkpoints {
-                    println!("  {cp:<16} {state:?}");
+                    outln!("  {cp:<16} {state:?}");
                 }
             }
         }
         DeviceCommand::Alarms => {
             for a in store.alarms()? {
-                println!("{} {} {:?}", ms_to_rfc3339(a.recorded_ms), a.event, a.state);
+                outln!("{} {} {:?}", ms_to_rfc3339(a.recorded_ms), a.event, a.state);
             }
         }
         DeviceCommand::Handover { text, to } => {
@@ -774,16 +787,16 @@ async fn device(args: DeviceArgs) -> Result<()> {
                 EventBody::Handover { to_guard: to, text },
                 RecordOptions::default(),
             )?;
-            println!("recorded {id}");
+            outln!("recorded {id}");
         }
         DeviceCommand::Log { json } => {
             for e in store.events(None)? {
                 if json {
                     let mut v = e.event.to_json(None);
                     v["delivered"] = e.delivered.into();
-                    println!("{v}");
+                    outln!("{v}");
                 } else {
-                    print_event(&e.event, e.delivered);
+                    print_event(&e.event, e.delivered)?;
                 }
             }
         }
@@ -812,15 +825,16 @@ async fn device(args: DeviceArgs) -> Result<()> {
                     Err(e) => return Err(e.into()),
                 }
             };
-            println!(
+            outln!(
                 "synced: {} event(s) delivered, {} pending",
-                report.events_delivered, report.pending_events
+                report.events_delivered,
+                report.pending_events
             );
             if report.credential_rotated {
-                println!("the device's credential was rotated, as the server asked");
+                outln!("the device's credential was rotated, as the server asked");
             }
             for r in &report.rejected {
-                println!(
+                outln!(
                     "refused: shift {}: {} ({})",
                     r.shift,
                     shown(&r.message),
@@ -936,10 +950,10 @@ async fn control(args: ControlArgs) -> Result<()> {
                 let events = page["events"].as_array().cloned().unwrap_or_default();
                 for e in &events {
                     if json {
-                        println!("{e}");
+                        outln!("{e}");
                     } else {
                         let s = |k: &str| shown(e[k].as_str().unwrap_or(""));
-                        println!(
+                        outln!(
                             "{:>6}  {}  {}  {:<10}  {:<18}  {}",
                             e["seq"],
                             s("device_time"),
@@ -957,12 +971,12 @@ async fn control(args: ControlArgs) -> Result<()> {
                 }
             }
             if !json {
-                println!("{total} event(s); next cursor {cursor}");
+                outln!("{total} event(s); next cursor {cursor}");
             }
         }
         ControlCommand::Devices { site } => {
             let body = api.get(&format!("/api/v1/sites/{site}/devices")).await?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            outln!("{}", serde_json::to_string_pretty(&body)?);
         }
         ControlCommand::ExportShiftLog { site, shift, out } => {
             let body = api
@@ -970,7 +984,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                 .await?;
             std::fs::write(&out, serde_json::to_string_pretty(&body)?)
                 .with_context(|| format!("writing {}", out.display()))?;
-            println!(
+            outln!(
                 "shift log {shift}: {} change(s), {} signature(s) written to {}",
                 body["changes"].as_array().map_or(0, Vec::len),
                 body["signatures"].as_array().map_or(0, Vec::len),
@@ -983,7 +997,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                 None => format!("/api/v1/sites/{site}/incidents"),
             };
             let body = api.get(&path).await?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            outln!("{}", serde_json::to_string_pretty(&body)?);
         }
         ControlCommand::IncidentAction {
             site,
@@ -1010,7 +1024,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                     body,
                 )
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&state)?);
+            outln!("{}", serde_json::to_string_pretty(&state)?);
         }
         ControlCommand::Config { site, set } => {
             let path = format!("/api/v1/sites/{site}/config");
@@ -1024,7 +1038,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                     api.put(&path, json).await?
                 }
             };
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            outln!("{}", serde_json::to_string_pretty(&body)?);
         }
         ControlCommand::AckAlarm { site, event } => {
             let ack = api
@@ -1033,7 +1047,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                     serde_json::json!({}),
                 )
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&ack)?);
+            outln!("{}", serde_json::to_string_pretty(&ack)?);
         }
         ControlCommand::EnrollmentCode { site, ttl_secs } => {
             let body = match ttl_secs {
@@ -1047,7 +1061,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                 "enrollment code for site {site}, one use, expires {}:",
                 shown(code["expires_at"].as_str().unwrap_or("?"))
             );
-            println!("{}", shown(code["code"].as_str().unwrap_or_default()));
+            outln!("{}", shown(code["code"].as_str().unwrap_or_default()));
         }
         ControlCommand::RevokeDevice { site, device } => {
             let body = api
@@ -1056,7 +1070,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                     serde_json::json!({}),
                 )
                 .await?;
-            println!(
+            outln!(
                 "device {} of site {site} revoked at {}",
                 shown(&device),
                 shown(body["revoked_at"].as_str().unwrap_or("?"))
@@ -1086,7 +1100,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                 shown(body["user"]["name"].as_str().unwrap_or("?")),
                 shown(body["user"]["id"].as_str().unwrap_or("?")),
             );
-            println!("{}", shown(body["token"].as_str().unwrap_or_default()));
+            outln!("{}", shown(body["token"].as_str().unwrap_or_default()));
         }
         ControlCommand::User {
             command: UserCommand::List,
@@ -1113,7 +1127,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                     Some(at) => format!("revoked {}", shown(at)),
                     None => "active".into(),
                 };
-                println!(
+                outln!(
                     "{}\t{}\t{}\t{sites}\t{}\ttoken expires {}\t{state}",
                     s("id"),
                     s("name"),
@@ -1129,7 +1143,7 @@ async fn control(args: ControlArgs) -> Result<()> {
             let body = api
                 .post(&format!("/api/v1/users/{id}/revoke"), serde_json::json!({}))
                 .await?;
-            println!(
+            outln!(
                 "user {} revoked at {}",
                 shown(body["name"].as_str().unwrap_or("?")),
                 shown(body["revoked_at"].as_str().unwrap_or("?"))
@@ -1147,14 +1161,14 @@ async fn control(args: ControlArgs) -> Result<()> {
                 shown(body["user"]["name"].as_str().unwrap_or("?")),
                 shown(body["expires_at"].as_str().unwrap_or("?"))
             );
-            println!("{}", shown(body["token"].as_str().unwrap_or_default()));
+            outln!("{}", shown(body["token"].as_str().unwrap_or_default()));
         }
         ControlCommand::Token {
             command: TokenCommand::Show,
         } => {
             let body = api.get("/api/v1/users/me").await?;
             let user = &body["user"];
-            println!(
+            outln!(
                 "{} ({}), {}",
                 shown(user["name"].as_str().unwrap_or("?")),
                 shown(user["role"].as_str().unwrap_or("?")),
@@ -1162,12 +1176,12 @@ async fn control(args: ControlArgs) -> Result<()> {
             );
             let expires = shown(body["token_expires_at"].as_str().unwrap_or("?"));
             if body["token_superseded"] == true {
-                println!(
+                outln!(
                     "this token was replaced by a rotation and stops working at {expires}: use \
                      the new one"
                 );
             } else {
-                println!(
+                outln!(
                     "this token expires at {expires}: rotate it before then with `patrol control \
                      token rotate`"
                 );
@@ -1187,7 +1201,7 @@ async fn control(args: ControlArgs) -> Result<()> {
                 "your new token, valid until {}, follows, shown this once; {old}",
                 shown(body["expires_at"].as_str().unwrap_or("?"))
             );
-            println!("{}", shown(body["token"].as_str().unwrap_or_default()));
+            outln!("{}", shown(body["token"].as_str().unwrap_or_default()));
         }
     }
     Ok(())
@@ -1203,14 +1217,14 @@ fn verify(file: &std::path::Path, public_key: &str) -> Result<()> {
     let verified = verify_export(&export, &key)
         .map_err(|e| anyhow!("NOT VERIFIED: {e}"))
         .with_context(|| format!("{}", file.display()))?;
-    println!(
+    outln!(
         "verified: shift {} of device {} on site {} (guard {})",
         verified.meta.shift,
         verified.meta.device,
         shown(verified.meta.site.as_str()),
         shown(&verified.meta.guard.to_string())
     );
-    println!(
+    outln!(
         "  {} event(s) in {} change(s), exactly those the device signed; {} signature(s), the \
          last made at {} (device clock)",
         verified.events,
@@ -1219,9 +1233,9 @@ fn verify(file: &std::path::Path, public_key: &str) -> Result<()> {
         patrol_core::event::format_time_ms(verified.last_signed_at_ms)
     );
     if verified.ended {
-        println!("  the shift's end is among the signed events: the log is complete");
+        outln!("  the shift's end is among the signed events: the log is complete");
     } else {
-        println!(
+        outln!(
             "  the shift's end is not among the signed events: the shift was still open at the \
              device's last sync, or events after that sync are not in this export"
         );
@@ -1239,10 +1253,21 @@ async fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever reads the output stopped (`patrol ... | head -1`): nothing is wrong.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // The error can carry a server's message or a store's text.
             eprintln!("error: {}", shown(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` is a write to standard output that found its reader gone.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
