@@ -80,9 +80,7 @@ pub(super) fn private_db_file(path: &Path) -> Result<(), StoreError> {
         }
     }
     for file in db_files(path) {
-        if file.exists() {
-            restrict(&file, 0o600, "database file")?;
-        }
+        restrict(&file, 0o600, "database file")?;
     }
     Ok(())
 }
@@ -92,16 +90,25 @@ pub(super) fn private_db_file(_path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Sets `path`'s mode to `mode` if group or others have any access to it, with a warning.
+/// Sets `path`'s mode to `mode` if group or others have any access to it, with a warning. A
+/// file that is not there (or is gone by the time it is changed) needs nothing: the WAL and
+/// shared-memory files come and go with connections, also those of an instance still closing.
 #[cfg(unix)]
 fn restrict(path: &Path, mode: u32, what: &str) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
 
-    let found = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    let found = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     if found & 0o077 == 0 {
         return Ok(());
     }
     if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return Ok(());
+        }
         return Err(std::io::Error::new(
             e.kind(),
             format!(
