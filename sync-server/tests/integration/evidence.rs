@@ -168,10 +168,7 @@ async fn enrollment_refuses_weak_public_keys(backend: Backend) -> TestResult {
 async fn a_weak_key_enrolled_before_is_revoked_at_start(backend: Backend) -> TestResult {
     let mut server = TestServer::new(backend).await?;
     let mut phone = server.phone("guard-1").await?;
-    let weak = (0..WEAK_ED25519_KEYS[0].len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&WEAK_ED25519_KEYS[0][i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()?;
+    let weak = hex::decode(WEAK_ED25519_KEYS[0])?;
     let device = phone.device.to_string();
     match &server.backend {
         Backend::Sqlite(_) => {
