@@ -4,6 +4,7 @@
 mod auth;
 mod connections;
 mod crash;
+mod demo;
 mod evidence;
 mod instances;
 mod offline_shift;
