@@ -37,7 +37,7 @@ pub fn heads_to_blob(heads: &[ChangeHash]) -> Vec<u8> {
 
 /// The inverse of [`heads_to_blob`]; a length that is not a multiple of 32 is an error.
 pub fn heads_from_blob(blob: &[u8]) -> Result<Vec<ChangeHash>, DecodeError> {
-    if blob.len() % 32 != 0 {
+    if !blob.len().is_multiple_of(32) {
         return Err(DecodeError::Malformed(format!(
             "heads of {} bytes are not whole 32-byte hashes",
             blob.len()

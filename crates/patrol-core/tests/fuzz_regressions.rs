@@ -116,7 +116,7 @@ fn scan(n: u64) -> Result<EventBody, Box<dyn std::error::Error>> {
             lon: -0.12,
             accuracy_m: Some(8.0),
         }),
-        note: (n % 2 == 0).then(|| "door locked".to_owned()),
+        note: n.is_multiple_of(2).then(|| "door locked".to_owned()),
     }))
 }
 

@@ -124,24 +124,24 @@ impl PostgresStore {
 
         // 4. The site's next seq, the announcement, and the device's row.
         let mut last_seq = None;
-        if let Some((first, next)) = seqs.range() {
-            if next != first {
-                execute(
-                    tx,
-                    "UPDATE sites SET next_seq = $2 WHERE site_id = $1",
-                    &[&site, &next],
-                )
-                .await?;
-                let last = u64::try_from(next - 1)
-                    .map_err(|_| StoreError::CorruptData(format!("next_seq {next} of {site}")))?;
-                query_one(
-                    tx,
-                    "SELECT pg_notify($1, $2)",
-                    &[&EVENTS_CHANNEL, &format!("{site} {last}")],
-                )
-                .await?;
-                last_seq = Some(last);
-            }
+        if let Some((first, next)) = seqs.range()
+            && next != first
+        {
+            execute(
+                tx,
+                "UPDATE sites SET next_seq = $2 WHERE site_id = $1",
+                &[&site, &next],
+            )
+            .await?;
+            let last = u64::try_from(next - 1)
+                .map_err(|_| StoreError::CorruptData(format!("next_seq {next} of {site}")))?;
+            query_one(
+                tx,
+                "SELECT pg_notify($1, $2)",
+                &[&EVENTS_CHANNEL, &format!("{site} {last}")],
+            )
+            .await?;
+            last_seq = Some(last);
         }
         let device = batch.device_sync(&outcomes);
         execute(

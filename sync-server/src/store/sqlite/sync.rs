@@ -384,10 +384,11 @@ fn commit_jobs(
                 let answer = match wrote {
                     Wrote::Committed(outcomes) => {
                         for outcome in &outcomes {
-                            if let DocOutcome::Accepted { new_events, .. } = outcome {
-                                if *new_events > 0 && !sites_added.contains(&job.batch.site) {
-                                    sites_added.push(job.batch.site.clone());
-                                }
+                            if let DocOutcome::Accepted { new_events, .. } = outcome
+                                && *new_events > 0
+                                && !sites_added.contains(&job.batch.site)
+                            {
+                                sites_added.push(job.batch.site.clone());
                             }
                         }
                         Written::Committed(outcomes)
