@@ -402,6 +402,34 @@ mod tests {
         CheckpointId::new(id).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    #[test]
+    fn flags_and_states_read_as_words() {
+        let words: Vec<String> = [
+            ScanFlag::UnknownCheckpoint,
+            ScanFlag::UnknownTag,
+            ScanFlag::TagOfAnotherCheckpoint(cp("cp-12")),
+            ScanFlag::Manual,
+            ScanFlag::FarFromCheckpoint { distance_m: 120 },
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "not a checkpoint of the site configuration",
+                "tag not in the site configuration",
+                "tag of checkpoint cp-12",
+                "entered by hand",
+                "120 m from the checkpoint",
+            ]
+        );
+        assert_eq!(
+            CheckpointState::DoneLate { at_ms: 5 }.to_string(),
+            "done late"
+        );
+    }
+
     fn config() -> SiteConfig {
         SiteConfig {
             site: SiteId::new("site-1").unwrap_or_else(|e| panic!("{e}")),

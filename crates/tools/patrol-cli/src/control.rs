@@ -738,6 +738,25 @@ mod tests {
     }
 
     #[test]
+    fn a_device_shows_its_guard() {
+        let table = devices_table(&[json!({"device_id": "d-1", "guard": "anna"})]);
+        let header: Vec<&str> = table
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let row: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(header.get(..2), Some(&["DEVICE", "GUARD"][..]), "{table}");
+        assert_eq!(row.get(..2), Some(&["d-1", "anna"][..]), "{table}");
+    }
+
+    #[test]
     fn a_device_without_a_guard_shows_a_dash() {
         let table = devices_table(&[json!({"device_id": "d-1", "pending_events": 0})]);
         let row: Vec<&str> = table
