@@ -53,12 +53,11 @@ impl Phone {
         run_ok(&mut self.command(args)?)
     }
 
-    /// The local log as JSON objects.
+    /// The local log as JSON objects (`patrol device log --json`).
     pub fn log(&self) -> Result<Vec<serde_json::Value>> {
-        self.run(&["log", "--json"])?
-            .lines()
-            .map(|l| serde_json::from_str(l).context("parsing log line"))
-            .collect()
+        let doc: serde_json::Value =
+            serde_json::from_str(&self.run(&["log", "--json"])?).context("parsing the log")?;
+        events_of(doc)
     }
 }
 
@@ -76,9 +75,15 @@ pub fn control_pull(server: &Server, site: &str, page: u32) -> Result<Vec<serde_
             &page.to_string(),
         ],
     )?)?;
-    out.lines()
-        .map(|l| serde_json::from_str(l).context("parsing pulled event"))
-        .collect()
+    events_of(serde_json::from_str(&out).context("parsing the pulled page")?)
+}
+
+/// The `events` of a `--json` document.
+fn events_of(mut doc: serde_json::Value) -> Result<Vec<serde_json::Value>> {
+    match doc["events"].take() {
+        serde_json::Value::Array(events) => Ok(events),
+        other => bail!("no events array in {other}"),
+    }
 }
 
 /// The server's counters as `/metrics` shows them now: each series (name and labels, e.g.

@@ -111,7 +111,7 @@ fn signed_logs_verify_offline_and_any_tampering_with_the_stored_log_is_detected(
 
     // The server registered the same key at enrollment.
     let devices: serde_json::Value = serde_json::from_str(&run_ok(
-        &mut server.control(&server.admin_token, &["devices", "--site", SITE])?,
+        &mut server.control(&server.admin_token, &["devices", "--site", SITE, "--json"])?,
     )?)?;
     ensure!(
         devices["devices"][0]["public_key"] == key.as_str(),

@@ -2,6 +2,7 @@
 //! real `patrol` command on their own store files, the control room reading the real API.
 
 mod auth;
+mod cli_output;
 mod connections;
 mod crash;
 mod demo;

@@ -263,6 +263,23 @@ pub enum ScanFlag {
     FarFromCheckpoint { distance_m: u32 },
 }
 
+/// In words, for a person reading a scan's flags.
+impl std::fmt::Display for ScanFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScanFlag::UnknownCheckpoint => {
+                f.write_str("not a checkpoint of the site configuration")
+            }
+            ScanFlag::UnknownTag => f.write_str("tag not in the site configuration"),
+            ScanFlag::TagOfAnotherCheckpoint(cp) => write!(f, "tag of checkpoint {cp}"),
+            ScanFlag::Manual => f.write_str("entered by hand"),
+            ScanFlag::FarFromCheckpoint { distance_m } => {
+                write!(f, "{distance_m} m from the checkpoint")
+            }
+        }
+    }
+}
+
 /// Great-circle distance in metres (haversine; plenty for distances within a site).
 pub fn distance_m(a: &Location, b: &Location) -> f64 {
     const R: f64 = 6_371_000.0;
@@ -289,6 +306,20 @@ pub enum CheckpointState {
     DoneLate { at_ms: i64 },
     /// Not scanned by the end of the grace period.
     Missed,
+}
+
+/// In words; a scan's time is left to the caller, who knows the reader's time zone.
+impl std::fmt::Display for CheckpointState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CheckpointState::Upcoming => "upcoming",
+            CheckpointState::Due => "due",
+            CheckpointState::Late => "late",
+            CheckpointState::Done { .. } => "done",
+            CheckpointState::DoneLate { .. } => "done late",
+            CheckpointState::Missed => "missed",
+        })
+    }
 }
 
 /// One window of a tour and its checkpoints' states.
@@ -369,6 +400,34 @@ mod tests {
 
     fn cp(id: &str) -> CheckpointId {
         CheckpointId::new(id).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn flags_and_states_read_as_words() {
+        let words: Vec<String> = [
+            ScanFlag::UnknownCheckpoint,
+            ScanFlag::UnknownTag,
+            ScanFlag::TagOfAnotherCheckpoint(cp("cp-12")),
+            ScanFlag::Manual,
+            ScanFlag::FarFromCheckpoint { distance_m: 120 },
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            words,
+            [
+                "not a checkpoint of the site configuration",
+                "tag not in the site configuration",
+                "tag of checkpoint cp-12",
+                "entered by hand",
+                "120 m from the checkpoint",
+            ]
+        );
+        assert_eq!(
+            CheckpointState::DoneLate { at_ms: 5 }.to_string(),
+            "done late"
+        );
     }
 
     fn config() -> SiteConfig {

@@ -44,6 +44,18 @@ pub enum AlarmState {
     Acknowledged { by: String, at_ms: i64 },
 }
 
+/// In words; the time of an acknowledgement is left to the caller, who knows the reader's time
+/// zone.
+impl std::fmt::Display for AlarmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AlarmState::Queued => f.write_str("queued"),
+            AlarmState::Delivered => f.write_str("delivered"),
+            AlarmState::Acknowledged { by, .. } => write!(f, "acknowledged by {by}"),
+        }
+    }
+}
+
 /// A panic alarm raised on this phone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Alarm {

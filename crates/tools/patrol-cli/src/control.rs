@@ -1,0 +1,770 @@
+//! `patrol control`: the control room and administrators, through the server's API with a
+//! user token. Listings print a table, or with `--json` one JSON document: the API's answer
+//! (for `pull`, the pages pulled as one page), with the fields docs/cli.md lists.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use patrol_core::siteconfig::SiteConfig;
+use patrol_core::{EventId, IncidentId, Severity, ShiftId, SiteId};
+use patrol_mobile::sync::DEFAULT_TIMEOUT;
+use serde_json::{Value, json};
+
+use crate::TransportArgs;
+use crate::show::{self, NONE, local_field, local_text, text_field};
+use crate::shown::shown;
+
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// The patrol server, e.g. http://127.0.0.1:8080 (or set PATROL_SERVER).
+    #[arg(long, env = "PATROL_SERVER")]
+    server: Option<String>,
+    /// A user token (pu_…), from `patrol-server admin create` or an administrator (or set
+    /// PATROL_TOKEN, which keeps it out of the shell's history and the process list).
+    #[arg(long, env = "PATROL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    transport: TransportArgs,
+    #[command(subcommand)]
+    command: ControlCommand,
+}
+
+/// `--json`: one JSON document on stdout instead of a table.
+#[derive(Args, Debug)]
+struct JsonArg {
+    /// Print one JSON document instead of a table (fields in docs/cli.md; times RFC 3339 UTC).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ControlCommand {
+    /// Pull the merged site log in canonical order (all of it, or what follows a cursor).
+    Pull {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// Start after this server sequence number (the cursor a previous pull ended at).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Events per request to the server.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List the site's devices: guard, enrollment, revocation, last sync, pending events,
+    /// clock skew, public key.
+    Devices {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Export a shift log with the device's signatures, as evidence `patrol verify` checks.
+    ExportShiftLog {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// The shift id (printed by `patrol device shift start` and `shift end`; the
+        /// `shift_id` of its events).
+        #[arg(long)]
+        shift: ShiftId,
+        /// Where to write the export (JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List the site's incidents (newest first), or show one in full.
+    Incidents {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// Show only this incident (its id), with its notes and attachments.
+        incident: Option<IncidentId>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Act on an incident: acknowledge, dispatch, resolve, close, reopen, assign (--to),
+    /// set_severity (--severity) or add_note (--text); shows the incident after.
+    IncidentAction {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// The incident id.
+        incident: IncidentId,
+        /// acknowledge, dispatch, resolve, close, reopen, assign, set_severity or add_note.
+        action: String,
+        /// With assign: the guard or operator to assign to.
+        #[arg(long)]
+        to: Option<String>,
+        /// With set_severity: low, medium, high or critical.
+        #[arg(long)]
+        severity: Option<Severity>,
+        /// With add_note: the note's text.
+        #[arg(long)]
+        text: Option<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Show the site configuration, or replace it with a JSON file
+    /// ({"base_version", "checkpoints", "tours", "post_orders"}; see docs/protocol.md).
+    Config {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// Replace the configuration with this JSON file (administrators).
+        #[arg(long, value_name = "FILE")]
+        set: Option<PathBuf>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Acknowledge a guard's panic alarm (its event id, as `pull` shows it); the phone shows it
+    /// at its next sync.
+    AckAlarm {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// The panic's event id.
+        event: EventId,
+    },
+    /// Issue a one-time code that enrolls one phone on a site (administrators); prints the code
+    /// alone on stdout and when it expires on stderr.
+    EnrollmentCode {
+        /// The site the phone will belong to.
+        #[arg(long)]
+        site: SiteId,
+        /// Lifetime in seconds (the server's default, a day, if not given).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+    /// Revoke a device: its syncs are refused from then on (administrators).
+    RevokeDevice {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// The device id (`patrol control devices` lists them).
+        device: String,
+    },
+    /// Manage users (administrators, within their sites).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Your own user token.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Show who the token belongs to and when it expires.
+    Show,
+    /// Replace your token with a new one (fresh expiry), printed alone on stdout, once; the old
+    /// one keeps working for the server's overlap (10 minutes by default) so that programs
+    /// using it can switch, then stops.
+    Rotate,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user; prints its token alone on stdout, once.
+    Create {
+        /// The user's name (unique; how they are shown and assigned).
+        name: String,
+        /// admin or operator.
+        #[arg(long)]
+        role: String,
+        /// A site the user covers (repeatable).
+        #[arg(long = "site")]
+        sites: Vec<SiteId>,
+        /// Cover all sites (administrators only).
+        #[arg(long, conflicts_with = "sites")]
+        all_sites: bool,
+    },
+    /// List the users you manage.
+    List(JsonArg),
+    /// Revoke a user's token.
+    Revoke {
+        /// The user's id or name.
+        user: String,
+    },
+    /// Give a user a new token, printed alone on stdout, once, for one who lost theirs or let it
+    /// expire; the old one stops at once.
+    Token {
+        /// The user's id or name.
+        user: String,
+    },
+}
+
+/// The control room's HTTP client: every request presents the user's token.
+#[derive(Debug)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn get(&self, path: &str) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        answer(self.authorized(self.http.get(&url)), &url).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        answer(self.authorized(self.http.post(&url).json(&body)), &url).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        answer(self.authorized(self.http.put(&url).json(&body)), &url).await
+    }
+
+    /// With the token; an empty one is left out, so that the server says none was given.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if self.token.is_empty() {
+            request
+        } else {
+            request.bearer_auth(&self.token)
+        }
+    }
+
+    /// The id of the one user whose id, else name, is `given` (as `patrol-server user revoke`
+    /// takes it), with the user's name.
+    async fn user(&self, given: &str) -> Result<(String, String)> {
+        let body = self.get("/api/v1/users").await?;
+        let users = body["users"].as_array().cloned().unwrap_or_default();
+        let pick =
+            |field: &str| -> Vec<&Value> { users.iter().filter(|u| u[field] == given).collect() };
+        let by_id = pick("id");
+        let found = if by_id.is_empty() {
+            pick("name")
+        } else {
+            by_id
+        };
+        match found.as_slice() {
+            [user] => Ok((
+                user["id"].as_str().unwrap_or_default().to_owned(),
+                user["name"].as_str().unwrap_or_default().to_owned(),
+            )),
+            [] => bail!(
+                "no user with id or name {:?} among the users you manage; `patrol control user \
+                 list` lists them",
+                shown(given)
+            ),
+            _ => bail!(
+                "{} users are named {:?}; give the id (`patrol control user list`)",
+                found.len(),
+                shown(given)
+            ),
+        }
+    }
+}
+
+async fn answer(request: reqwest::RequestBuilder, url: &str) -> Result<Value> {
+    let resp = request.send().await.with_context(|| url.to_owned())?;
+    let status = resp.status();
+    let body: Value = resp
+        .json()
+        .await
+        .with_context(|| format!("reading {url}"))?;
+    if !status.is_success() {
+        let msg = body
+            .get("message")
+            .and_then(|m| m.as_str())
+            .unwrap_or("no message");
+        bail!("server answered {status}: {msg}");
+    }
+    Ok(body)
+}
+
+/// One line about a pulled event, from its JSON fields, for the DETAIL column.
+fn feed_detail(e: &Value) -> String {
+    let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
+    match e["kind"].as_str().unwrap_or("") {
+        "checkpoint_scanned" => {
+            let method = e["method"]
+                .as_object()
+                .and_then(|m| m.keys().next().cloned())
+                .or_else(|| e["method"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("{} ({method})", s("checkpoint"))
+        }
+        "incident_reported" => {
+            format!("{}, {}: {}", s("category"), s("severity"), s("description"))
+        }
+        // What the operator does next, with the id it needs.
+        "panic" => format!("PANIC  ack-alarm {}", s("id")),
+        "note" | "handover" => s("text"),
+        "shift_ended" => s("note"),
+        _ => String::new(),
+    }
+}
+
+fn pull_table(events: &[Value]) -> String {
+    let mut t = show::table(&["SEQ", "DEVICE TIME", "RECEIVED", "GUARD", "KIND", "DETAIL"]);
+    for e in events {
+        let detail = feed_detail(e);
+        t.add_row(vec![
+            e["seq"]
+                .as_u64()
+                .map_or_else(|| NONE.to_owned(), |s| s.to_string()),
+            local_field(&e["device_time"]),
+            local_field(&e["received_at"]),
+            text_field(&e["guard_id"]),
+            text_field(&e["kind"]),
+            if detail.is_empty() {
+                NONE.to_owned()
+            } else {
+                shown(&detail)
+            },
+        ]);
+    }
+    show::render(&mut t)
+}
+
+fn devices_table(devices: &[Value]) -> String {
+    let mut t = show::table(&[
+        "DEVICE",
+        "GUARD",
+        "ENROLLED",
+        "LAST SYNC",
+        "PENDING",
+        "CLOCK SKEW",
+        "STATE",
+        "PUBLIC KEY",
+    ]);
+    for d in devices {
+        let state = match d["revoked_at"].as_str() {
+            Some(at) => format!("revoked {}", local_text(at)),
+            None => "active".to_owned(),
+        };
+        t.add_row(vec![
+            text_field(&d["device_id"]),
+            text_field(&d["guard"]),
+            local_field(&d["enrolled_at"]),
+            local_field(&d["last_sync_at"]),
+            d["pending_events"]
+                .as_u64()
+                .map_or_else(|| NONE.to_owned(), |n| n.to_string()),
+            d["clock_skew_ms"].as_i64().map_or_else(
+                || NONE.to_owned(),
+                |ms| format!("{:+.1} s", ms as f64 / 1000.0),
+            ),
+            state,
+            text_field(&d["public_key"]),
+        ]);
+    }
+    show::render(&mut t)
+}
+
+fn users_table(users: &[Value]) -> String {
+    let mut t = show::table(&[
+        "USER",
+        "NAME",
+        "ROLE",
+        "SITES",
+        "CREATED",
+        "TOKEN EXPIRES",
+        "STATE",
+    ]);
+    for u in users {
+        let sites = if u["all_sites"] == true {
+            "all sites".to_owned()
+        } else {
+            let sites: Vec<&str> = u["sites"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if sites.is_empty() {
+                NONE.to_owned()
+            } else {
+                shown(&sites.join(","))
+            }
+        };
+        let state = match u["revoked_at"].as_str() {
+            Some(at) => format!("revoked {}", local_text(at)),
+            None => "active".into(),
+        };
+        t.add_row(vec![
+            text_field(&u["id"]),
+            text_field(&u["name"]),
+            text_field(&u["role"]),
+            sites,
+            local_field(&u["created_at"]),
+            local_field(&u["token_expires_at"]),
+            state,
+        ]);
+    }
+    show::render(&mut t)
+}
+
+/// The configuration the server answered, for people.
+fn config_shown(body: &Value) -> Result<String> {
+    let config: SiteConfig = serde_json::from_value(body.clone())
+        .context("the server's site configuration is not one this patrol reads")?;
+    Ok(show::config(
+        &config,
+        body["created_at"].as_str(),
+        chrono::Utc::now().timestamp_millis(),
+    ))
+}
+
+pub async fn control(args: ControlArgs) -> Result<()> {
+    let Some(server) = args.server else {
+        bail!("no server given: pass --server URL or set PATROL_SERVER");
+    };
+    let Some(token) = args.token else {
+        bail!(
+            "no user token given: pass --token pu_… or set PATROL_TOKEN (an administrator \
+             creates users; `patrol-server admin create` makes the first)"
+        );
+    };
+    let transport = args.transport.transport()?;
+    let api = Api {
+        http: transport.client(DEFAULT_TIMEOUT)?,
+        base: transport.checked_base_url(&server)?.to_owned(),
+        token: token.trim().to_owned(),
+    };
+    match args.command {
+        ControlCommand::Pull {
+            site,
+            after,
+            limit,
+            json,
+        } => {
+            let mut cursor = after;
+            let mut more;
+            let mut events: Vec<Value> = Vec::new();
+            loop {
+                let page = api
+                    .get(&format!(
+                        "/api/v1/sites/{site}/events?after={cursor}&limit={limit}"
+                    ))
+                    .await?;
+                let page_events = page["events"].as_array().cloned().unwrap_or_default();
+                cursor = page["next"].as_u64().unwrap_or(cursor);
+                more = page["more"].as_bool().unwrap_or(false);
+                let empty = page_events.is_empty();
+                events.extend(page_events);
+                if empty || !more {
+                    break;
+                }
+            }
+            if json.json {
+                outln!(
+                    "{}",
+                    json!({ "events": events, "next": cursor, "more": more })
+                );
+            } else {
+                outln!("{}", pull_table(&events));
+                eprintln!(
+                    "{} event(s); next cursor {cursor} (`pull --after {cursor}` shows what \
+                     arrives next)",
+                    events.len()
+                );
+            }
+        }
+        ControlCommand::Devices { site, json } => {
+            let body = api.get(&format!("/api/v1/sites/{site}/devices")).await?;
+            if json.json {
+                outln!("{body}");
+            } else {
+                let devices = body["devices"].as_array().cloned().unwrap_or_default();
+                outln!("{}", devices_table(&devices));
+            }
+        }
+        ControlCommand::ExportShiftLog { site, shift, out } => {
+            let body = api
+                .get(&format!("/api/v1/sites/{site}/shift-logs/{shift}/export"))
+                .await?;
+            std::fs::write(&out, serde_json::to_string_pretty(&body)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            outln!(
+                "shift log {shift}: {} change(s), {} signature(s) written to {}",
+                body["changes"].as_array().map_or(0, Vec::len),
+                body["signatures"].as_array().map_or(0, Vec::len),
+                out.display()
+            );
+        }
+        ControlCommand::Incidents {
+            site,
+            incident,
+            json,
+        } => match incident {
+            Some(id) => {
+                let body = api
+                    .get(&format!("/api/v1/sites/{site}/incidents/{id}"))
+                    .await?;
+                if json.json {
+                    outln!("{body}");
+                } else {
+                    outln!("{}", show::incident_detail(&body));
+                }
+            }
+            None => {
+                let body = api.get(&format!("/api/v1/sites/{site}/incidents")).await?;
+                if json.json {
+                    outln!("{body}");
+                } else {
+                    let list = body["incidents"].as_array().cloned().unwrap_or_default();
+                    outln!("{}", show::incidents_table(&list, false));
+                    if body["more"] == true {
+                        eprintln!("more incidents than these: the newest are shown");
+                    }
+                }
+            }
+        },
+        ControlCommand::IncidentAction {
+            site,
+            incident,
+            action,
+            to,
+            severity,
+            text,
+            json,
+        } => {
+            // The operator acting is the token's user.
+            let mut body = json!({ "action": action });
+            if let Some(to) = to {
+                body["to"] = to.into();
+            }
+            if let Some(severity) = severity {
+                body["severity"] = severity.to_string().into();
+            }
+            if let Some(text) = text {
+                body["text"] = text.into();
+            }
+            let state = api
+                .post(
+                    &format!("/api/v1/sites/{site}/incidents/{incident}/actions"),
+                    body,
+                )
+                .await?;
+            if json.json {
+                outln!("{state}");
+            } else {
+                outln!("{}", show::incident_detail(&state));
+            }
+        }
+        ControlCommand::Config { site, set, json } => {
+            let path = format!("/api/v1/sites/{site}/config");
+            let body = match &set {
+                None => api.get(&path).await?,
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    let body: Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", file.display()))?;
+                    api.put(&path, body).await?
+                }
+            };
+            if set.is_some() {
+                eprintln!(
+                    "site {site} configuration version {} stored; phones get it at their next \
+                     sync",
+                    body["version"]
+                );
+            }
+            if json.json {
+                outln!("{body}");
+            } else {
+                outln!("{}", config_shown(&body)?);
+            }
+        }
+        ControlCommand::AckAlarm { site, event } => {
+            let ack = api
+                .post(
+                    &format!("/api/v1/sites/{site}/alarms/{event}/acknowledge"),
+                    json!({}),
+                )
+                .await?;
+            outln!(
+                "alarm {event} acknowledged by {} at {}",
+                text_field(&ack["by"]),
+                local_field(&ack["at"])
+            );
+        }
+        ControlCommand::EnrollmentCode { site, ttl_secs } => {
+            let body = match ttl_secs {
+                Some(ttl) => json!({ "ttl_secs": ttl }),
+                None => json!({}),
+            };
+            let code = api
+                .post(&format!("/api/v1/sites/{site}/enrollment-codes"), body)
+                .await?;
+            eprintln!(
+                "enrollment code for site {site}, one use, expires {}:",
+                local_field(&code["expires_at"])
+            );
+            outln!("{}", shown(code["code"].as_str().unwrap_or_default()));
+        }
+        ControlCommand::RevokeDevice { site, device } => {
+            let body = api
+                .post(
+                    &format!("/api/v1/sites/{site}/devices/{device}/revoke"),
+                    json!({}),
+                )
+                .await?;
+            outln!(
+                "device {} of site {site} revoked at {}",
+                shown(&device),
+                local_field(&body["revoked_at"])
+            );
+        }
+        ControlCommand::User {
+            command:
+                UserCommand::Create {
+                    name,
+                    role,
+                    sites,
+                    all_sites,
+                },
+        } => {
+            let sites: Vec<&str> = sites.iter().map(SiteId::as_str).collect();
+            let body = api
+                .post(
+                    "/api/v1/users",
+                    json!({
+                        "name": name, "role": role, "sites": sites, "all_sites": all_sites
+                    }),
+                )
+                .await?;
+            eprintln!(
+                "created {} {} ({}); its token follows, shown this once",
+                text_field(&body["user"]["role"]),
+                text_field(&body["user"]["name"]),
+                text_field(&body["user"]["id"]),
+            );
+            outln!("{}", shown(body["token"].as_str().unwrap_or_default()));
+        }
+        ControlCommand::User {
+            command: UserCommand::List(json),
+        } => {
+            let body = api.get("/api/v1/users").await?;
+            if json.json {
+                outln!("{body}");
+            } else {
+                let users = body["users"].as_array().cloned().unwrap_or_default();
+                outln!("{}", users_table(&users));
+            }
+        }
+        ControlCommand::User {
+            command: UserCommand::Revoke { user },
+        } => {
+            let (id, _) = api.user(&user).await?;
+            let body = api
+                .post(&format!("/api/v1/users/{id}/revoke"), json!({}))
+                .await?;
+            outln!(
+                "user {} ({}) revoked at {}",
+                text_field(&body["name"]),
+                shown(&id),
+                local_field(&body["revoked_at"])
+            );
+        }
+        ControlCommand::User {
+            command: UserCommand::Token { user },
+        } => {
+            let (id, _) = api.user(&user).await?;
+            let body = api
+                .post(&format!("/api/v1/users/{id}/token"), json!({}))
+                .await?;
+            eprintln!(
+                "gave user {} a new token, valid until {}; the old one no longer works. The token \
+                 follows, shown this once",
+                text_field(&body["user"]["name"]),
+                local_field(&body["expires_at"])
+            );
+            outln!("{}", shown(body["token"].as_str().unwrap_or_default()));
+        }
+        ControlCommand::Token {
+            command: TokenCommand::Show,
+        } => {
+            let body = api.get("/api/v1/users/me").await?;
+            let user = &body["user"];
+            outln!(
+                "{} ({}), {}",
+                text_field(&user["name"]),
+                text_field(&user["role"]),
+                text_field(&user["id"])
+            );
+            let expires = local_field(&body["token_expires_at"]);
+            if body["token_superseded"] == true {
+                outln!(
+                    "this token was replaced by a rotation and stops working at {expires}: use \
+                     the new one"
+                );
+            } else {
+                outln!(
+                    "this token expires at {expires}: rotate it before then with `patrol control \
+                     token rotate`"
+                );
+            }
+        }
+        ControlCommand::Token {
+            command: TokenCommand::Rotate,
+        } => {
+            let body = api.post("/api/v1/users/me/token", json!({})).await?;
+            let old = match body["previous_token_valid_until"].as_str() {
+                Some(until) => format!("the old one works until {}", local_text(until)),
+                None => "the old one no longer works".to_owned(),
+            };
+            eprintln!(
+                "your new token, valid until {}, follows, shown this once; {old}",
+                local_field(&body["expires_at"])
+            );
+            outln!("{}", shown(body["token"].as_str().unwrap_or_default()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_shows_the_id_ack_alarm_takes() {
+        let id = "0190f3a2-7b1c-7d2e-9f00-123456789abc";
+        assert_eq!(
+            feed_detail(&json!({"kind": "panic", "id": id})),
+            format!("PANIC  ack-alarm {id}")
+        );
+    }
+
+    #[test]
+    fn a_device_shows_its_guard() {
+        let table = devices_table(&[json!({"device_id": "d-1", "guard": "anna"})]);
+        let header: Vec<&str> = table
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let row: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(header.get(..2), Some(&["DEVICE", "GUARD"][..]), "{table}");
+        assert_eq!(row.get(..2), Some(&["d-1", "anna"][..]), "{table}");
+    }
+
+    #[test]
+    fn a_device_without_a_guard_shows_a_dash() {
+        let table = devices_table(&[json!({"device_id": "d-1", "pending_events": 0})]);
+        let row: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        assert_eq!(row.get(..2), Some(&["d-1", "-"][..]), "{table}");
+    }
+}

@@ -1,0 +1,851 @@
+//! `patrol device`: a guard's phone, on its own store file, through the library calls an app
+//! makes. Commands that record something print the new id alone on stdout and a sentence for
+//! people on stderr, so that `SHIFT=$(patrol device ... shift start --guard g1)` works.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Subcommand};
+use patrol_core::incident::{Attachment, IncidentAction, IncidentState, Party};
+use patrol_core::siteconfig::{CheckpointState, ScanFlag};
+use patrol_core::{
+    CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
+    Location, Scan, ScanMethod, Severity,
+};
+use patrol_mobile::sync::DEFAULT_TIMEOUT;
+use patrol_mobile::{AlarmState, DeviceStore, RecordOptions, StoreOptions, SyncClient};
+use serde_json::{Value, json};
+
+use crate::TransportArgs;
+use crate::show::{self, NONE, local_ms, rfc3339_ms};
+use crate::shown::shown;
+
+#[derive(Args, Debug)]
+pub struct DeviceArgs {
+    /// The phone's store (one SQLite file).
+    #[arg(long, env = "PATROL_STORE")]
+    store: PathBuf,
+    #[command(flatten)]
+    transport: TransportArgs,
+    #[command(subcommand)]
+    command: DeviceCommand,
+}
+
+/// `--json`: one JSON document on stdout instead of a table (fields in docs/cli.md).
+#[derive(Args, Debug)]
+struct JsonArg {
+    /// Print one JSON document instead of a table (fields in docs/cli.md; times RFC 3339 UTC).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCommand {
+    /// Enroll this phone with a server using a one-time code from an administrator, creating
+    /// its store (once per phone); prints the device id, site and the phone's public key
+    /// (record the key: `patrol verify` checks the phone's shift logs against it).
+    Enroll {
+        /// The server to enroll with, e.g. http://127.0.0.1:8080 (kept for later syncs).
+        #[arg(long, env = "PATROL_SERVER")]
+        server: String,
+        /// The enrollment code (pe_…).
+        #[arg(long)]
+        code: String,
+    },
+    /// Show the device id, site, public key, shift in progress and sync status.
+    Status(JsonArg),
+    /// Start or end a shift.
+    Shift {
+        #[command(subcommand)]
+        command: ShiftCommand,
+    },
+    /// Record a checkpoint scan; prints its event id (flags, if any, on stderr).
+    Scan(ScanArgs),
+    /// Record a note in the shift log; prints its event id.
+    Note {
+        /// The note's text.
+        text: String,
+    },
+    /// Raise a panic alarm; prints its event id (the control room acknowledges it by that id).
+    Panic(LocationArgs),
+    /// Report an incident; prints the incident id.
+    Incident {
+        /// theft, shoplifting, fraud, robbery, fighting, provocation, dispute, fire, explosive,
+        /// toxic, radioactive or other.
+        #[arg(long)]
+        category: IncidentCategory,
+        /// low, medium, high or critical.
+        #[arg(long, default_value = "medium")]
+        severity: Severity,
+        /// What happened.
+        #[arg(long)]
+        description: String,
+        #[command(flatten)]
+        location: LocationArgs,
+        /// A photo or recording the app keeps: SHA256HEX:MEDIA_TYPE:SIZE[:NAME] (repeatable).
+        #[arg(long = "attach", value_parser = parse_attachment)]
+        attachments: Vec<Attachment>,
+    },
+    /// List the incidents this phone holds (reported here, worked here, or assigned to the
+    /// guard), as of the last sync; or show one in full.
+    Incidents {
+        /// Show only this incident (its id), with its notes and attachments.
+        incident: Option<IncidentId>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Act on an incident as the guard on duty: one action per call; shows the incident after.
+    IncidentUpdate {
+        /// The incident id.
+        incident: IncidentId,
+        #[command(flatten)]
+        action: IncidentActionArgs,
+    },
+    /// Show the site configuration the phone holds.
+    Config(JsonArg),
+    /// Tour progress from this phone's scans and its site configuration (works offline).
+    Tour {
+        /// The tour's id (`patrol device config` lists them).
+        tour: String,
+        /// The time to evaluate at: RFC 3339 (2026-12-06T22:30:00+01:00) or ms since the Unix
+        /// epoch (default: now).
+        #[arg(long, value_parser = parse_time_ms)]
+        at: Option<i64>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Panic alarms raised on this phone: queued, delivered or acknowledged.
+    Alarms(JsonArg),
+    /// Leave a handover note for the next guard; prints its event id.
+    Handover {
+        /// The note's text.
+        text: String,
+        /// The guard taking over.
+        #[arg(long)]
+        to: Option<GuardId>,
+    },
+    /// List the local log, each scan with its flags under the site configuration the phone
+    /// holds.
+    Log(JsonArg),
+    /// Send every unacknowledged event to the server and apply its answer.
+    Sync {
+        /// The server; the one the phone enrolled with if not given.
+        #[arg(long, env = "PATROL_SERVER")]
+        server: Option<String>,
+        /// On a network or server failure, retry up to this many times, waiting the outbox's
+        /// backoff (exponential with jitter; seconds while a panic alarm is undelivered).
+        #[arg(long, default_value_t = 0)]
+        retry: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ShiftCommand {
+    /// Start a shift for a guard; prints the shift id.
+    Start {
+        /// The guard working the shift.
+        #[arg(long)]
+        guard: GuardId,
+    },
+    /// End the shift in progress; prints its shift id (as `export-shift-log --shift` takes it).
+    End {
+        /// A closing remark for the log.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+#[group(id = "method", required = true, multiple = false)]
+struct MethodArgs {
+    /// Scanned an NFC tag with this id.
+    #[arg(long, group = "method")]
+    nfc: Option<String>,
+    /// Scanned a QR code with this payload.
+    #[arg(long, group = "method")]
+    qr: Option<String>,
+    /// Proven by GPS position (needs --lat and --lon).
+    #[arg(long, group = "method")]
+    gps: bool,
+    /// Entered by hand; give the reason the tag could not be read.
+    #[arg(long, group = "method")]
+    manual: Option<String>,
+}
+
+#[derive(Args, Debug)]
+#[group(id = "incident_action", required = true, multiple = false)]
+struct IncidentActionArgs {
+    /// Add a note to the incident.
+    #[arg(long, group = "incident_action")]
+    note: Option<String>,
+    /// low, medium, high or critical.
+    #[arg(long, group = "incident_action")]
+    severity: Option<Severity>,
+    /// acknowledge, dispatch, resolve, close or reopen.
+    #[arg(long, group = "incident_action")]
+    status: Option<String>,
+    /// Assign to a guard or operator by name.
+    #[arg(long, group = "incident_action")]
+    assign: Option<String>,
+    /// Attach a file the app keeps: SHA256HEX:MEDIA_TYPE:SIZE[:NAME].
+    #[arg(long, group = "incident_action", value_parser = parse_attachment)]
+    attach: Option<Attachment>,
+}
+
+impl IncidentActionArgs {
+    fn action(self) -> Result<IncidentAction> {
+        if let Some(text) = self.note {
+            return Ok(IncidentAction::AddNote(text));
+        }
+        if let Some(severity) = self.severity {
+            return Ok(IncidentAction::SetSeverity(severity));
+        }
+        if let Some(to) = self.assign {
+            return Ok(IncidentAction::Assign(Some(to)));
+        }
+        if let Some(attachment) = self.attach {
+            return Ok(IncidentAction::Attach(attachment));
+        }
+        match self.status.as_deref() {
+            Some("acknowledge") => Ok(IncidentAction::Acknowledge),
+            Some("dispatch") => Ok(IncidentAction::Dispatch),
+            Some("resolve") => Ok(IncidentAction::Resolve),
+            Some("close") => Ok(IncidentAction::Close),
+            Some("reopen") => Ok(IncidentAction::Reopen),
+            Some(other) => Err(anyhow!(
+                "--status must be acknowledge, dispatch, resolve, close or reopen, not {other:?}"
+            )),
+            None => Err(anyhow!("give one action")),
+        }
+    }
+}
+
+fn parse_attachment(s: &str) -> Result<Attachment, String> {
+    let mut parts = s.splitn(4, ':');
+    let (Some(hex), Some(media_type), Some(size)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err("expected SHA256HEX:MEDIA_TYPE:SIZE[:NAME]".into());
+    };
+    let mut sha256 = [0u8; 32];
+    if hex.len() != 64 {
+        return Err("the SHA-256 must be 64 hex digits".into());
+    }
+    for (i, byte) in sha256.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .ok_or("the SHA-256 must be 64 hex digits")?;
+    }
+    Ok(Attachment {
+        sha256,
+        media_type: media_type.to_owned(),
+        size: size
+            .parse()
+            .map_err(|_| format!("size {size:?} is not a number"))?,
+        name: parts.next().map(str::to_owned),
+    })
+}
+
+/// A time given as RFC 3339 or as milliseconds since the epoch.
+fn parse_time_ms(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            format!("{s:?} is neither an RFC 3339 time (2026-12-06T22:30:00+01:00) nor ms")
+        })
+}
+
+#[derive(Args, Debug)]
+struct ScanArgs {
+    /// The checkpoint scanned; with --nfc or --qr it may be left out, and the site
+    /// configuration says which checkpoint the tag proves.
+    checkpoint: Option<CheckpointId>,
+    #[command(flatten)]
+    method: MethodArgs,
+    #[command(flatten)]
+    location: LocationArgs,
+    /// A remark about the checkpoint (e.g. "door found unlocked").
+    #[arg(long)]
+    note: Option<String>,
+    /// Record under this event id (a retried scan with the same id is recorded once).
+    #[arg(long)]
+    event_id: Option<EventId>,
+}
+
+#[derive(Args, Debug)]
+struct LocationArgs {
+    /// Latitude of the phone's position, in degrees (with --lon).
+    #[arg(long, requires = "lon", allow_hyphen_values = true)]
+    lat: Option<f64>,
+    /// Longitude of the phone's position, in degrees (with --lat).
+    #[arg(long, requires = "lat", allow_hyphen_values = true)]
+    lon: Option<f64>,
+    /// Accuracy radius of the position in metres.
+    #[arg(long, requires = "lat")]
+    accuracy: Option<f32>,
+}
+
+impl LocationArgs {
+    fn location(&self) -> Option<Location> {
+        Some(Location {
+            lat: self.lat?,
+            lon: self.lon?,
+            accuracy_m: self.accuracy,
+        })
+    }
+}
+
+/// What an event says, in a few words, for the log's DETAIL column.
+fn describe(body: &EventBody) -> String {
+    match body {
+        EventBody::ShiftStarted => String::new(),
+        EventBody::ShiftEnded { note } => note.clone().unwrap_or_default(),
+        EventBody::CheckpointScanned(scan) => {
+            let how = match &scan.method {
+                ScanMethod::Nfc { tag } => format!("nfc {tag}"),
+                ScanMethod::Qr { payload } => format!("qr {payload}"),
+                ScanMethod::Gps => "gps".into(),
+                ScanMethod::Manual { reason } => format!("manual: {reason}"),
+            };
+            match &scan.note {
+                Some(note) => format!("{} ({how}): {note}", scan.checkpoint),
+                None => format!("{} ({how})", scan.checkpoint),
+            }
+        }
+        EventBody::IncidentReported(r) => format!(
+            "{}, {}: {} (incident {})",
+            r.category, r.severity, r.description, r.incident
+        ),
+        EventBody::Panic { .. } => "PANIC".into(),
+        EventBody::Note { text } => text.clone(),
+        EventBody::Handover { to_guard, text } => match to_guard {
+            Some(g) => format!("to {g}: {text}"),
+            None => text.clone(),
+        },
+    }
+}
+
+fn flags_in_words(flags: &[ScanFlag]) -> String {
+    flags
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// An incident as the phone holds it, in the control-room API's shape (docs/protocol.md), with
+/// the phone's `pending` and `refused`.
+fn incident_json(s: &IncidentState, pending: bool, refused: Option<&str>) -> Value {
+    let party = |p: &Party| match p {
+        Party::Guard { device, guard } => {
+            json!({"kind": "guard", "guard": guard, "device": device})
+        }
+        Party::Operator { user } => json!({"kind": "operator", "user": user}),
+    };
+    json!({
+        "id": s.id,
+        "site": s.site,
+        "category": s.category,
+        "description": s.description,
+        "location": s.location,
+        "reported_by": s.reported_by.as_ref().map(party),
+        "reported_at": s.reported_at_ms.map(rfc3339_ms),
+        "round": s.round,
+        "status": s.status,
+        "severity": s.severity,
+        "assignee": s.assignee,
+        "notes": s.notes.iter().map(|n| json!({
+            "by": party(&n.by),
+            "at": rfc3339_ms(n.wall_ms),
+            "text": n.text,
+        })).collect::<Vec<_>>(),
+        "attachments": s.attachments.iter().map(|a| json!({
+            "sha256": a.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "media_type": a.media_type,
+            "size": a.size,
+            "name": a.name,
+        })).collect::<Vec<_>>(),
+        "pending": pending,
+        "refused": refused,
+    })
+}
+
+fn checkpoint_state_code(state: &CheckpointState) -> (&'static str, Option<i64>) {
+    match state {
+        CheckpointState::Upcoming => ("upcoming", None),
+        CheckpointState::Due => ("due", None),
+        CheckpointState::Late => ("late", None),
+        CheckpointState::Done { at_ms } => ("done", Some(*at_ms)),
+        CheckpointState::DoneLate { at_ms } => ("done_late", Some(*at_ms)),
+        CheckpointState::Missed => ("missed", None),
+    }
+}
+
+pub async fn device(args: DeviceArgs) -> Result<()> {
+    if let DeviceCommand::Enroll { server, code } = &args.command {
+        // Checked before the code is spent.
+        if DeviceStore::is_set_up(&args.store)? {
+            bail!(
+                "a store is already set up at {}; enroll into a new store",
+                args.store.display()
+            );
+        }
+        let transport = args.transport.transport()?;
+        let enrollment = SyncClient::with_transport(server, &transport, DEFAULT_TIMEOUT)?
+            .enroll(code)
+            .await
+            .context("enrolling")?;
+        let store = DeviceStore::create_enrolled(&args.store, enrollment, StoreOptions::default())
+            .with_context(|| format!("creating {}", args.store.display()))?;
+        outln!("device   {}", store.device_id());
+        outln!("site     {}", shown(store.site().as_str()));
+        match store.public_key() {
+            Some(key) => {
+                outln!("key      {key}");
+                eprintln!(
+                    "enrolled. Record the phone's public key now: `patrol verify --public-key \
+                     {key}` checks its exported shift logs against it"
+                );
+            }
+            None => outln!("key      none: this phone's logs are not signed"),
+        }
+        return Ok(());
+    }
+    let mut store = DeviceStore::open(&args.store)
+        .with_context(|| format!("opening {}", args.store.display()))?;
+    match args.command {
+        DeviceCommand::Enroll { .. } => {}
+        DeviceCommand::Status(JsonArg { json: true }) => {
+            let st = store.status()?;
+            let shift = store.current_shift().map(|s| {
+                json!({
+                    "shift_id": s.shift,
+                    "guard_id": s.guard,
+                    "started_at": rfc3339_ms(s.started_ms),
+                })
+            });
+            let doc = json!({
+                "device_id": store.device_id(),
+                "site_id": store.site(),
+                "server": store.server_url(),
+                "public_key": store.public_key().map(|k| k.to_string()),
+                "shift": shift,
+                "pending_events": st.pending_events,
+                "oldest_pending_at": st.oldest_pending_ms.map(rfc3339_ms),
+                "last_sync_at": st.last_success_ms.map(rfc3339_ms),
+                "last_error": st.last_error,
+                "consecutive_failures": st.consecutive_failures,
+                "next_attempt_at": st.next_attempt_ms.map(rfc3339_ms),
+                "urgent": st.urgent,
+                "refused": st.rejected.iter().map(|r| json!({
+                    "shift_id": r.shift,
+                    "code": r.code,
+                    "message": r.message,
+                })).collect::<Vec<_>>(),
+            });
+            outln!("{doc}");
+        }
+        DeviceCommand::Status(JsonArg { json: false }) => {
+            // One field a line, `name value`: scripts read `key` and `shift` with awk.
+            outln!("device   {}", store.device_id());
+            outln!("site     {}", shown(store.site().as_str()));
+            match store.server_url() {
+                Some(url) => outln!("server   {}", shown(url)),
+                None => outln!("server   none: not enrolled, cannot sync"),
+            }
+            match store.public_key() {
+                Some(key) => outln!("key      {key}"),
+                None => outln!("key      none: this phone's logs are not signed"),
+            }
+            match store.current_shift() {
+                Some(s) => outln!(
+                    "shift    {} (guard {}, since {})",
+                    s.shift,
+                    shown(s.guard.as_str()),
+                    local_ms(s.started_ms)
+                ),
+                None => outln!("shift    none open"),
+            }
+            let st = store.status()?;
+            outln!("pending  {} event(s)", st.pending_events);
+            if let Some(ms) = st.oldest_pending_ms {
+                outln!("oldest   {}", local_ms(ms));
+            }
+            if let Some(ms) = st.last_success_ms {
+                outln!("synced   {}", local_ms(ms));
+            }
+            if let Some(err) = st.last_error {
+                outln!("error    {}", shown(&err));
+            }
+            if st.consecutive_failures > 0 {
+                let next = st.next_attempt_ms.map(local_ms);
+                outln!(
+                    "retry    {} failure(s); next attempt {}",
+                    st.consecutive_failures,
+                    next.unwrap_or_else(|| "now".into())
+                );
+            }
+            if st.urgent {
+                outln!("URGENT   a panic alarm is not delivered yet");
+            }
+            for r in st.rejected {
+                outln!(
+                    "refused  shift {}: {} ({})",
+                    r.shift,
+                    shown(&r.message),
+                    shown(&r.code)
+                );
+            }
+        }
+        DeviceCommand::Shift {
+            command: ShiftCommand::Start { guard },
+        } => {
+            let shift = store.start_shift(guard.clone())?;
+            eprintln!("shift started for guard {}", shown(guard.as_str()));
+            outln!("{shift}");
+        }
+        DeviceCommand::Shift {
+            command: ShiftCommand::End { note },
+        } => {
+            let Some(shift) = store.current_shift().map(|s| s.shift) else {
+                bail!("no shift is open on this phone; `patrol device status` shows the last one");
+            };
+            store.end_shift(note)?;
+            eprintln!("shift ended; sync to deliver its end to the control room");
+            outln!("{shift}");
+        }
+        DeviceCommand::Scan(scan) => {
+            let scan_event_id = scan.event_id;
+            let m = scan.method;
+            let method = if let Some(tag) = m.nfc {
+                ScanMethod::Nfc { tag }
+            } else if let Some(payload) = m.qr {
+                ScanMethod::Qr { payload }
+            } else if let Some(reason) = m.manual {
+                ScanMethod::Manual { reason }
+            } else {
+                ScanMethod::Gps
+            };
+            let checkpoint = match (scan.checkpoint, &method) {
+                (Some(cp), _) => cp,
+                (None, ScanMethod::Nfc { tag } | ScanMethod::Qr { payload: tag }) => {
+                    store.checkpoint_for_tag(tag)?
+                }
+                (None, _) => bail!("name the checkpoint (only a tag or QR scan can look it up)"),
+            };
+            let scan = Scan {
+                checkpoint,
+                method,
+                location: scan.location.location(),
+                note: scan.note,
+            };
+            let flags = store.scan_flags(&scan)?;
+            let checkpoint = scan.checkpoint.clone();
+            let id = store.scan(
+                scan,
+                RecordOptions {
+                    event_id: scan_event_id,
+                    wall_ms: None,
+                },
+            )?;
+            if flags.is_empty() {
+                eprintln!("scan of {} recorded", shown(checkpoint.as_str()));
+            } else {
+                eprintln!(
+                    "scan of {} recorded, flagged: {}",
+                    shown(checkpoint.as_str()),
+                    shown(&flags_in_words(&flags))
+                );
+            }
+            outln!("{id}");
+        }
+        DeviceCommand::Note { text } => {
+            let id = store.note(text)?;
+            eprintln!("note recorded");
+            outln!("{id}");
+        }
+        DeviceCommand::Panic(loc) => {
+            let id = store.record(
+                EventBody::Panic {
+                    location: loc.location(),
+                },
+                RecordOptions::default(),
+            )?;
+            eprintln!("PANIC recorded; sync to raise it in the control room");
+            outln!("{id}");
+        }
+        DeviceCommand::Incident {
+            category,
+            severity,
+            description,
+            location,
+            attachments,
+        } => {
+            let incident = store.report_incident(
+                IncidentReport {
+                    incident: IncidentId::generate(),
+                    category,
+                    severity,
+                    description,
+                    location: location.location(),
+                },
+                attachments,
+                RecordOptions::default(),
+            )?;
+            eprintln!("incident reported ({category}, {severity})");
+            outln!("{incident}");
+        }
+        DeviceCommand::Incidents { incident, json } => {
+            let incidents = match incident {
+                Some(id) => vec![
+                    store
+                        .incident(id)?
+                        .ok_or_else(|| anyhow!("this phone holds no incident {id}"))?,
+                ],
+                None => store.incidents()?,
+            };
+            let list: Vec<Value> = incidents
+                .iter()
+                .map(|i| incident_json(&i.state, i.pending, i.rejected.as_deref()))
+                .collect();
+            match (incident.is_some(), json.json) {
+                (true, true) => outln!("{}", list.first().unwrap_or(&Value::Null)),
+                (true, false) => {
+                    outln!(
+                        "{}",
+                        show::incident_detail(list.first().unwrap_or(&Value::Null))
+                    )
+                }
+                (false, true) => outln!("{}", json!({ "incidents": list })),
+                (false, false) => outln!("{}", show::incidents_table(&list, true)),
+            }
+        }
+        DeviceCommand::IncidentUpdate { incident, action } => {
+            let i = store.act_on_incident(incident, action.action()?)?;
+            outln!(
+                "{}",
+                show::incident_detail(&incident_json(&i.state, i.pending, i.rejected.as_deref()))
+            );
+        }
+        DeviceCommand::Config(JsonArg { json }) => match store.site_config()? {
+            None if json => outln!("null"),
+            None => {
+                eprintln!("no site configuration yet; sync once with the server");
+            }
+            Some(c) if json => outln!("{}", serde_json::to_string(&c)?),
+            Some(c) => outln!(
+                "{}",
+                show::config(&c, None, chrono::Utc::now().timestamp_millis())
+            ),
+        },
+        DeviceCommand::Tour { tour, at, json } => {
+            let now = at.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+            let windows = store.tour_progress(&tour, now)?;
+            if json.json {
+                let windows: Vec<Value> = windows
+                    .iter()
+                    .map(|w| {
+                        let checkpoints: Vec<Value> = w
+                            .checkpoints
+                            .iter()
+                            .map(|(cp, state)| {
+                                let (state, at) = checkpoint_state_code(state);
+                                json!({
+                                    "checkpoint": cp,
+                                    "state": state,
+                                    "scanned_at": at.map(rfc3339_ms),
+                                })
+                            })
+                            .collect();
+                        json!({
+                            "start": rfc3339_ms(w.window.start_ms),
+                            "end": rfc3339_ms(w.window.end_ms),
+                            "checkpoints": checkpoints,
+                        })
+                    })
+                    .collect();
+                outln!(
+                    "{}",
+                    json!({"tour": tour, "at": rfc3339_ms(now), "windows": windows})
+                );
+            } else {
+                let mut t = show::table(&[
+                    "WINDOW START",
+                    "WINDOW END",
+                    "CHECKPOINT",
+                    "STATE",
+                    "SCANNED",
+                ]);
+                for w in &windows {
+                    for (cp, state) in &w.checkpoints {
+                        let (_, at) = checkpoint_state_code(state);
+                        t.add_row(vec![
+                            local_ms(w.window.start_ms),
+                            local_ms(w.window.end_ms),
+                            shown(cp.as_str()),
+                            state.to_string(),
+                            at.map_or_else(|| NONE.to_owned(), local_ms),
+                        ]);
+                    }
+                }
+                outln!("{}", show::render(&mut t));
+            }
+        }
+        DeviceCommand::Alarms(JsonArg { json }) => {
+            let alarms = store.alarms()?;
+            if json {
+                let list: Vec<Value> = alarms
+                    .iter()
+                    .map(|a| {
+                        let (state, by, at) = match &a.state {
+                            AlarmState::Queued => ("queued", None, None),
+                            AlarmState::Delivered => ("delivered", None, None),
+                            AlarmState::Acknowledged { by, at_ms } => {
+                                ("acknowledged", Some(by), Some(rfc3339_ms(*at_ms)))
+                            }
+                        };
+                        json!({
+                            "event_id": a.event,
+                            "raised_at": rfc3339_ms(a.recorded_ms),
+                            "state": state,
+                            "acknowledged_by": by,
+                            "acknowledged_at": at,
+                        })
+                    })
+                    .collect();
+                outln!("{}", json!({ "alarms": list }));
+            } else {
+                let mut t = show::table(&["RAISED", "ALARM", "STATE", "ACKNOWLEDGED"]);
+                for a in &alarms {
+                    let acknowledged = match &a.state {
+                        AlarmState::Acknowledged { at_ms, .. } => local_ms(*at_ms),
+                        _ => NONE.to_owned(),
+                    };
+                    t.add_row(vec![
+                        local_ms(a.recorded_ms),
+                        a.event.to_string(),
+                        shown(&a.state.to_string()),
+                        acknowledged,
+                    ]);
+                }
+                outln!("{}", show::render(&mut t));
+            }
+        }
+        DeviceCommand::Handover { text, to } => {
+            let id = store.record(
+                EventBody::Handover { to_guard: to, text },
+                RecordOptions::default(),
+            )?;
+            eprintln!("handover note recorded");
+            outln!("{id}");
+        }
+        DeviceCommand::Log(JsonArg { json }) => {
+            // Flags under the configuration held now, as the phone shows them to the guard.
+            let config = store.site_config()?;
+            let flags = |scan: &Scan| -> Result<Vec<ScanFlag>> {
+                match &config {
+                    Some(c) => Ok(c.flags(scan)),
+                    None => Ok(store.scan_flags(scan)?),
+                }
+            };
+            let events = store.events(None)?;
+            if json {
+                let mut list = Vec::with_capacity(events.len());
+                for e in &events {
+                    let mut v = e.event.to_json(None);
+                    v["delivered"] = e.delivered.into();
+                    if let EventBody::CheckpointScanned(scan) = &e.event.record.body {
+                        v["flags"] = serde_json::to_value(flags(scan)?)?;
+                    }
+                    list.push(v);
+                }
+                outln!("{}", json!({ "events": list }));
+            } else {
+                let mut t =
+                    show::table(&["SEQ", "TIME", "GUARD", "KIND", "SYNC", "DETAIL", "FLAGS"]);
+                for e in &events {
+                    let scan_flags = match &e.event.record.body {
+                        EventBody::CheckpointScanned(scan) => flags(scan)?,
+                        _ => Vec::new(),
+                    };
+                    t.add_row(log_row(&e.event, e.delivered, &scan_flags));
+                }
+                outln!("{}", show::render(&mut t));
+            }
+        }
+        DeviceCommand::Sync { server, retry } => {
+            let server = match server.as_deref().or(store.server_url()) {
+                Some(url) => url.to_owned(),
+                None => bail!("this store is not enrolled, so it cannot sync; enroll the phone"),
+            };
+            let client =
+                SyncClient::with_transport(&server, &args.transport.transport()?, DEFAULT_TIMEOUT)?;
+            let mut attempt = 0;
+            let report = loop {
+                match client.sync(&mut store).await {
+                    Ok(report) => break report,
+                    Err(e) if e.is_retryable() && attempt < retry => {
+                        attempt += 1;
+                        let status = store.status()?;
+                        let now = chrono::Utc::now().timestamp_millis();
+                        let wait = status.next_attempt_ms.map_or(0, |at| at - now).max(0);
+                        eprintln!(
+                            "sync failed ({}); retry {attempt}/{retry} in {wait} ms",
+                            shown(&e.to_string())
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            outln!(
+                "synced: {} event(s) delivered, {} pending",
+                report.events_delivered,
+                report.pending_events
+            );
+            if report.credential_rotated {
+                outln!("the device's credential was rotated, as the server asked");
+            }
+            for r in &report.rejected {
+                outln!(
+                    "refused: shift {}: {} ({})",
+                    r.shift,
+                    shown(&r.message),
+                    shown(&r.code)
+                );
+            }
+            if !report.rejected.is_empty() {
+                bail!(
+                    "{} shift log(s) refused by the server",
+                    report.rejected.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One row of the log's table.
+fn log_row(e: &Event, delivered: bool, flags: &[ScanFlag]) -> Vec<String> {
+    let detail = describe(&e.record.body);
+    vec![
+        e.record.seq.to_string(),
+        local_ms(e.record.time.wall_ms),
+        shown(e.guard.as_str()),
+        e.record.body.kind().to_owned(),
+        if delivered { "delivered" } else { "pending" }.to_owned(),
+        if detail.is_empty() {
+            NONE.to_owned()
+        } else {
+            shown(&detail)
+        },
+        if flags.is_empty() {
+            NONE.to_owned()
+        } else {
+            shown(&flags_in_words(flags))
+        },
+    ]
+}

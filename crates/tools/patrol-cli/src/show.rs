@@ -1,0 +1,274 @@
+//! What `patrol` prints for people: tables with a header row and stable columns, times in the
+//! reader's time zone, and the pieces of the site record (incidents, site configurations) that
+//! the phone and the control room both show. `--json` output is not made here: it keeps the
+//! API's field names and RFC 3339 UTC times.
+
+use chrono::{DateTime, Local};
+use comfy_table::{ContentArrangement, Table, presets};
+use patrol_core::siteconfig::SiteConfig;
+use serde_json::Value;
+
+use crate::shown::shown;
+
+/// Shown for a value that is absent.
+pub const NONE: &str = "-";
+
+/// A table with the given column names (upper case) and no rows yet.
+pub fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        // Columns never wrap, so that every row stays one line that `cut` and `awk` can read.
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    table
+}
+
+/// The table as lines: two spaces between columns, no leading or trailing blanks.
+pub fn render(table: &mut Table) -> String {
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table.trim_fmt()
+}
+
+/// A time in the reader's time zone (`TZ`, else the system's), with its offset:
+/// `2026-12-06 18:03:12 +01:00`.
+pub fn local_time(t: DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// [`local_time`] of milliseconds since the epoch; the number itself if out of range.
+pub fn local_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), local_time)
+}
+
+/// [`local_time`] of an RFC 3339 time from the server; other text as it is (made safe).
+pub fn local_text(text: &str) -> String {
+    match DateTime::parse_from_rfc3339(text) {
+        Ok(t) => local_time(t.to_utc()),
+        Err(_) => shown(text),
+    }
+}
+
+/// [`local_text`] of a JSON field holding an RFC 3339 time; [`NONE`] if absent or null.
+pub fn local_field(value: &Value) -> String {
+    match value.as_str() {
+        Some(text) => local_text(text),
+        None => NONE.to_owned(),
+    }
+}
+
+/// RFC 3339 UTC with milliseconds, as the API writes times (for `--json`).
+pub fn rfc3339_ms(ms: i64) -> Value {
+    patrol_core::event::try_format_time_ms(ms).map_or(Value::Null, Value::String)
+}
+
+/// A JSON string field, made safe; [`NONE`] if absent, null or empty.
+pub fn text_field(value: &Value) -> String {
+    match value.as_str() {
+        Some(text) if !text.is_empty() => shown(text),
+        _ => NONE.to_owned(),
+    }
+}
+
+/// Who wrote an incident entry, from its JSON (`{"kind": "guard", "guard", "device"}` or
+/// `{"kind": "operator", "user"}`).
+fn party(value: &Value) -> String {
+    match value["kind"].as_str() {
+        Some("guard") => format!("guard {}", text_field(&value["guard"])),
+        Some("operator") => format!("control room ({})", text_field(&value["user"])),
+        _ => NONE.to_owned(),
+    }
+}
+
+/// A table of incidents (the API's incident objects), newest first as given; `sync` adds the
+/// phone's column saying whether its last change reached the server.
+pub fn incidents_table(incidents: &[Value], sync: bool) -> String {
+    let mut header = vec![
+        "INCIDENT", "REPORTED", "CATEGORY", "SEVERITY", "STATUS", "ASSIGNEE", "NOTES",
+    ];
+    if sync {
+        header.push("SYNC");
+    }
+    header.push("DESCRIPTION");
+    let mut t = table(&header);
+    for i in incidents {
+        let mut row = vec![
+            text_field(&i["id"]),
+            local_field(&i["reported_at"]),
+            text_field(&i["category"]),
+            text_field(&i["severity"]),
+            text_field(&i["status"]),
+            text_field(&i["assignee"]),
+            i["notes"].as_array().map_or(0, Vec::len).to_string(),
+        ];
+        if sync {
+            row.push(incident_sync(i));
+        }
+        row.push(text_field(&i["description"]));
+        t.add_row(row);
+    }
+    render(&mut t)
+}
+
+/// Whether a phone's incident reached the server: `synced`, `pending` or `refused: <why>`.
+fn incident_sync(incident: &Value) -> String {
+    match incident["refused"].as_str() {
+        Some(why) => format!("refused: {}", shown(why)),
+        None if incident["pending"] == true => "pending".to_owned(),
+        None => "synced".to_owned(),
+    }
+}
+
+/// One incident in full: its fields, one a line, then its notes and attachments as tables.
+pub fn incident_detail(i: &Value) -> String {
+    let mut lines = vec![
+        format!("incident     {}", text_field(&i["id"])),
+        format!("status       {}", text_field(&i["status"])),
+        format!("category     {}", text_field(&i["category"])),
+        format!("severity     {}", text_field(&i["severity"])),
+        format!("assignee     {}", text_field(&i["assignee"])),
+        format!(
+            "reported     {} by {}",
+            local_field(&i["reported_at"]),
+            party(&i["reported_by"])
+        ),
+    ];
+    if i.get("updated_at").is_some() {
+        lines.push(format!("updated      {}", local_field(&i["updated_at"])));
+    }
+    if i.get("pending").is_some() {
+        lines.push(format!("sync         {}", incident_sync(i)));
+    }
+    lines.push(format!("description  {}", text_field(&i["description"])));
+    let notes = i["notes"].as_array().cloned().unwrap_or_default();
+    if !notes.is_empty() {
+        let mut t = table(&["NOTE AT", "BY", "TEXT"]);
+        for n in &notes {
+            t.add_row(vec![
+                local_field(&n["at"]),
+                party(&n["by"]),
+                text_field(&n["text"]),
+            ]);
+        }
+        lines.push(String::new());
+        lines.push(render(&mut t));
+    }
+    let attachments = i["attachments"].as_array().cloned().unwrap_or_default();
+    if !attachments.is_empty() {
+        let mut t = table(&["ATTACHMENT", "MEDIA TYPE", "BYTES", "SHA256"]);
+        for a in &attachments {
+            t.add_row(vec![
+                text_field(&a["name"]),
+                text_field(&a["media_type"]),
+                a["size"]
+                    .as_u64()
+                    .map_or_else(|| NONE.to_owned(), |s| s.to_string()),
+                text_field(&a["sha256"]),
+            ]);
+        }
+        lines.push(String::new());
+        lines.push(render(&mut t));
+    }
+    lines.join("\n")
+}
+
+/// A site configuration: its version, then its checkpoints, tours and post orders as tables.
+/// `stored_at` is when the server stored this version (RFC 3339), if known.
+pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
+    let mut lines = vec![match stored_at {
+        Some(at) => format!(
+            "site {} configuration version {}, stored {}",
+            shown(c.site.as_str()),
+            c.version,
+            local_text(at)
+        ),
+        None => format!(
+            "site {} configuration version {}",
+            shown(c.site.as_str()),
+            c.version
+        ),
+    }];
+    let mut t = table(&["CHECKPOINT", "NAME", "TAGS", "LOCATION", "RADIUS"]);
+    for cp in &c.checkpoints {
+        t.add_row(vec![
+            shown(cp.id.as_str()),
+            shown(&cp.name),
+            if cp.tags.is_empty() {
+                NONE.to_owned()
+            } else {
+                shown(&cp.tags.join(", "))
+            },
+            cp.location.as_ref().map_or_else(
+                || NONE.to_owned(),
+                |l| format!("{:.6}, {:.6}", l.lat, l.lon),
+            ),
+            cp.radius_m
+                .map_or_else(|| NONE.to_owned(), |r| format!("{r} m")),
+        ]);
+    }
+    lines.push(String::new());
+    lines.push(render(&mut t));
+    let mut t = table(&[
+        "TOUR",
+        "NAME",
+        "CHECKPOINTS",
+        "WINDOWS",
+        "NEXT WINDOW",
+        "GRACE",
+    ]);
+    for tour in &c.tours {
+        let cps: Vec<&str> = tour.checkpoints.iter().map(|c| c.as_str()).collect();
+        // The window open now, else the next to open.
+        let next = tour
+            .windows
+            .iter()
+            .filter(|w| w.end_ms > now_ms)
+            .min_by_key(|w| w.start_ms)
+            .map_or_else(
+                || NONE.to_owned(),
+                |w| format!("{} to {}", local_ms(w.start_ms), local_ms(w.end_ms)),
+            );
+        t.add_row(vec![
+            shown(&tour.id),
+            shown(&tour.name),
+            shown(&cps.join(" -> ")),
+            tour.windows.len().to_string(),
+            next,
+            format!("{} min", tour.grace_min),
+        ]);
+    }
+    lines.push(String::new());
+    lines.push(render(&mut t));
+    if !c.post_orders.is_empty() {
+        let mut t = table(&["POST ORDER", "TITLE", "TEXT"]);
+        for p in &c.post_orders {
+            t.add_row(vec![shown(&p.id), shown(&p.title), shown(&p.text)]);
+        }
+        lines.push(String::new());
+        lines.push(render(&mut t));
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_has_its_header_and_no_trailing_blanks() {
+        let mut t = table(&["SEQ", "KIND"]);
+        t.add_row(vec!["1", "shift_started"]);
+        t.add_row(vec!["12", "note"]);
+        assert_eq!(render(&mut t), "SEQ  KIND\n1    shift_started\n12   note");
+    }
+
+    #[test]
+    fn a_time_that_is_not_rfc3339_is_shown_as_it_is() {
+        assert_eq!(local_text("soon\x1b[2J"), "soon");
+        assert_eq!(local_field(&Value::Null), NONE);
+    }
+}
