@@ -90,7 +90,8 @@ for g in alice bob carol; do
 done
 
 step "Three guards patrol the basement car park with no signal (nothing reaches the server)"
-for g in alice bob carol; do
+ALICE_SHIFT=$(guard alice shift start --guard alice 2>/dev/null)
+for g in bob carol; do
     guard "$g" shift start --guard "$g" >/dev/null 2>&1
 done
 guard alice scan --nfc 04:A1:11 --lat 51.5171 --lon -0.1749 --accuracy 25 >/dev/null 2>&1
@@ -120,9 +121,10 @@ step "The control room's merged site record (canonical order: server sequence)"
 step "Device health"
 "$BIN/patrol" control --server "$URL" --token "$OPERATOR_TOKEN" devices --site "$SITE"
 
-step "Alice's shift log as evidence, checked offline against her phone's signing key"
+step "Alice ends her shift and syncs; her shift log as evidence, checked offline against her phone's signing key"
+guard alice shift end --note "car park quiet after bay 14" >/dev/null 2>&1
+guard alice sync
 ALICE_KEY=$(guard alice status | awk '/^key/ {print $2}')
-ALICE_SHIFT=$(guard alice status | awk '/^shift/ {print $2}')
 control export-shift-log --site "$SITE" --shift "$ALICE_SHIFT" --out "$DATA/alice-shift.json"
 "$BIN/patrol" verify "$DATA/alice-shift.json" --public-key "$ALICE_KEY"
 

@@ -886,11 +886,7 @@ fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() 
         location: None,
         note: None,
     };
-    assert!(
-        store
-            .scan_flags(&stray)?
-            .contains(&ScanFlag::UnknownCheckpoint)
-    );
+    assert!(store.scan_flags(&stray)?.contains(&ScanFlag::UnknownTag));
     store.scan(stray, RecordOptions::default())?;
     store.scan(
         scan("cp-1"),

@@ -10,6 +10,7 @@ mod evidence;
 mod instances;
 mod offline_shift;
 mod overload;
+mod readme;
 mod server_crash;
 mod terminal;
 mod throttle;

@@ -150,11 +150,7 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
         location: None,
         note: None,
     };
-    ensure!(
-        guard1
-            .scan_flags(&stray)?
-            .contains(&ScanFlag::UnknownCheckpoint)
-    );
+    ensure!(guard1.scan_flags(&stray)?.contains(&ScanFlag::UnknownTag));
     guard1.scan(stray, RecordOptions::default())?;
     let now = chrono_now_ms();
     let progress = guard1.tour_progress("night", now)?;

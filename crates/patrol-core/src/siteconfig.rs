@@ -55,7 +55,7 @@ pub struct PostOrder {
 }
 
 /// The checkpoint id a scan of a tag no checkpoint has is recorded under (flagged
-/// [`ScanFlag::UnknownCheckpoint`]): a guard's scan is never refused. No checkpoint may use it.
+/// [`ScanFlag::UnknownTag`]): a guard's scan is never refused. No checkpoint may use it.
 pub const UNKNOWN_CHECKPOINT: &str = "unknown";
 
 const CONFIG_V1: u8 = 1;
@@ -211,7 +211,7 @@ impl SiteConfig {
     pub fn flags(&self, scan: &Scan) -> Vec<ScanFlag> {
         let mut flags = Vec::new();
         let Some(cp) = self.checkpoint(&scan.checkpoint) else {
-            flags.push(ScanFlag::UnknownCheckpoint);
+            flags.push(ScanFlag::of_unknown_checkpoint(scan));
             return flags;
         };
         let tag = match &scan.method {
@@ -276,6 +276,19 @@ impl std::fmt::Display for ScanFlag {
             ScanFlag::FarFromCheckpoint { distance_m } => {
                 write!(f, "{distance_m} m from the checkpoint")
             }
+        }
+    }
+}
+
+impl ScanFlag {
+    /// The flag of a scan whose checkpoint the configuration does not have: a tag nobody has
+    /// is recorded at [`UNKNOWN_CHECKPOINT`], and what is wrong with it is the tag.
+    pub fn of_unknown_checkpoint(scan: &Scan) -> ScanFlag {
+        let by_tag = matches!(scan.method, ScanMethod::Nfc { .. } | ScanMethod::Qr { .. });
+        if by_tag && scan.checkpoint.as_str() == UNKNOWN_CHECKPOINT {
+            ScanFlag::UnknownTag
+        } else {
+            ScanFlag::UnknownCheckpoint
         }
     }
 }
@@ -524,6 +537,17 @@ mod tests {
         assert_eq!(
             c.flags(&scan("cp-7", ScanMethod::Gps, None)),
             vec![ScanFlag::UnknownCheckpoint]
+        );
+        // A tag nobody has, recorded at the reserved checkpoint: the tag is what is wrong.
+        assert_eq!(
+            c.flags(&scan(
+                UNKNOWN_CHECKPOINT,
+                ScanMethod::Qr {
+                    payload: "CP99".into()
+                },
+                None
+            )),
+            vec![ScanFlag::UnknownTag]
         );
         // 30 m away with 20 m accuracy: within radius + accuracy + slack. 300 m away: flagged.
         let near = Location {

@@ -265,7 +265,7 @@ impl DeviceStore {
         Ok(match self.site_config()? {
             Some(config) => config.flags(scan),
             None if scan.checkpoint.as_str() == UNKNOWN_CHECKPOINT => {
-                vec![ScanFlag::UnknownCheckpoint]
+                vec![ScanFlag::of_unknown_checkpoint(scan)]
             }
             None => Vec::new(),
         })

@@ -671,6 +671,12 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                     "{}",
                     json!({"tour": tour, "at": rfc3339_ms(now), "windows": windows})
                 );
+            } else if windows.is_empty() {
+                outln!(
+                    "tour {} has no time windows in the site configuration: nothing is due, late \
+                     or missed",
+                    shown(&tour)
+                );
             } else {
                 let mut t = show::table(&[
                     "WINDOW START",
