@@ -597,6 +597,59 @@ async fn a_push_missing_its_first_change_asks_for_everything() -> TestResult {
     Ok(())
 }
 
+/// A query parameter an endpoint does not take (a misspelt filter above all: `gaurd=g1` would
+/// otherwise return every guard's events as if filtered) is refused with 400 `invalid_query`,
+/// naming it and the parameters the endpoint takes; so is one given twice. On the paged feed,
+/// the live stream and the incident list alike.
+#[tokio::test]
+async fn an_unknown_query_parameter_is_refused_and_named() -> TestResult {
+    let server = TestServer::sqlite().await?;
+    for (query, named) in [
+        (
+            format!("/api/v1/sites/{SITE}/events?gaurd=g1"),
+            &["`gaurd`", "`guard`", "`after`", "`checkpoint`"][..],
+        ),
+        (
+            format!("/api/v1/sites/{SITE}/events?after=0&limit=5&Kind=panic"),
+            &["`Kind`", "`kind`"],
+        ),
+        (
+            format!("/api/v1/sites/{SITE}/events?guard=g1&guard=g2"),
+            &["given twice", "`guard`"],
+        ),
+        (
+            format!("/api/v1/sites/{SITE}/stream?gaurd=g1"),
+            &["`gaurd`", "`guard`"],
+        ),
+        (
+            format!("/api/v1/sites/{SITE}/incidents?stauts=open"),
+            &["`stauts`", "`status`", "`limit`"],
+        ),
+    ] {
+        let (status, body) = server.get_json(&query).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"], "invalid_query", "{query}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("unknown query parameter")
+                || message.starts_with("query parameter given twice"),
+            "{query}: {message}"
+        );
+        for name in named {
+            assert!(message.contains(name), "{query}: {message}");
+        }
+    }
+    // The parameters it does take still work, empty ones included.
+    for query in [
+        format!("/api/v1/sites/{SITE}/events?guard=g1&kind=&after=0"),
+        format!("/api/v1/sites/{SITE}/incidents?status=open&limit=5"),
+    ] {
+        let (status, body) = server.get_json(&query).await?;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    }
+    Ok(())
+}
+
 crate::on_every_backend!(
     a_shift_log_syncs_into_the_feed,
     a_repeated_request_changes_nothing,
