@@ -5,6 +5,7 @@ mod auth;
 mod connections;
 mod crash;
 mod evidence;
+mod first_hour_errors;
 mod instances;
 mod offline_shift;
 mod overload;
