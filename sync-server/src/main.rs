@@ -58,6 +58,12 @@ fn out(text: &str) -> std::io::Result<()> {
     stdout.flush()
 }
 
+/// `text` and a line break on stderr, for the person who ran the command. Unlike `eprintln!`,
+/// it does not panic when stderr is gone: then there is no one to tell.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 /// `text` and a line break on stdout, as [`out`].
 fn outln(text: &str) -> std::io::Result<()> {
     out(&format!("{text}\n"))
@@ -156,14 +162,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .rotate_user_token(target.id.clone(), rotation)
                 .await?
                 .context("the user disappeared while its token was replaced")?;
-            eprintln!(
+            say(&format!(
                 "gave user {} ({}) a new token, valid until {}; the old one no longer works (a \
                  running server ends its live streams within --stream-recheck-secs). The token \
                  follows, shown this once: keep it secret",
                 rotated.name,
                 rotated.id,
                 listing::local_time(rotated.token_expires_at_ms, &chrono::Local)
-            );
+            ));
             outln(token.expose())?;
             Ok(())
         }
@@ -223,7 +229,7 @@ async fn create_user(
     let store = open_store(data, StoreUse::Write, PostgresOptions::default()).await?;
     let (new, token) = credentials::new_user(name, role, scope, None, now_ms(), token_ttl_ms)?;
     let user = store.create_user(new).await?;
-    eprintln!(
+    say(&format!(
         "created {} {} ({}) over {}; its token, valid until {}, follows, shown this once: keep \
          it secret",
         user.role.as_str(),
@@ -234,7 +240,7 @@ async fn create_user(
             sites => format!("site(s) {sites}"),
         },
         listing::local_time(user.token_expires_at_ms, &chrono::Local)
-    );
+    ));
     outln(token.expose())?;
     Ok(())
 }
@@ -275,7 +281,7 @@ async fn open_store(
                 "there is no store at {shown}: check --data-dir (or PATROL_DATA_DIR); \
                  `patrol-server site create` or `patrol-server serve` creates one"
             ),
-            StoreUse::Write => eprintln!("creating a new, empty store at {shown}"),
+            StoreUse::Write => say(&format!("creating a new, empty store at {shown}")),
             StoreUse::Serve => tracing::warn!(
                 db = %shown,
                 "no store in the data directory: creating a new, empty one (check --data-dir if \
