@@ -11,7 +11,20 @@ pub enum Error {
     Log(#[from] patrol_core::LogError),
     #[error("storage error")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("the store at {path} is not initialised; create it with a site first")]
+    /// Nothing at `path`: a mistyped path, or a phone that was never enrolled. Nothing was
+    /// created there.
+    #[error(
+        "there is no phone store at {path}: enroll the phone first (`patrol device --store \
+         {path} enroll --server URL --code CODE`), or check the path"
+    )]
+    NoStore { path: String },
+    /// A file at `path` that holds no phone's identity (not a store, or one whose creation
+    /// never finished). It was left as it was.
+    #[error(
+        "{path} is not a phone store (it holds no device identity): enroll the phone into a new \
+         store (`patrol device --store NEW.db enroll --server URL --code CODE`), or check the \
+         path"
+    )]
     NotInitialised { path: String },
     #[error(
         "the store at {path} was written by a newer version (schema {found}, this build knows {known})"
@@ -39,8 +52,21 @@ pub enum Error {
         what: String,
         source: std::io::Error,
     },
-    #[error("this store is not enrolled with a server, so it cannot sync; enroll the phone")]
+    #[error(
+        "this store is not enrolled with a server, so it cannot sync: enroll the phone first, \
+         into a new store (`patrol device --store NEW.db enroll --server URL --code CODE`)"
+    )]
     NotEnrolled,
+    /// The server refused an enrollment code: unknown, already used or expired (or the
+    /// enrollment request itself was bad). The code cannot be used; nothing was created.
+    #[error("enrollment failed (HTTP {status}): {message}")]
+    EnrollmentRefused {
+        status: u16,
+        /// The server's error code (`enrollment_code_used`, `enrollment_code_expired`,
+        /// `invalid_enrollment_code`, ...), when it gave one.
+        code: Option<String>,
+        message: String,
+    },
     /// The server does not accept the device's credential (401): revoked, or unknown to it.
     #[error("the server refused the device's credential (HTTP {status}): {message}")]
     Unauthorized { status: u16, message: String },

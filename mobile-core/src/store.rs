@@ -266,12 +266,15 @@ impl DeviceStore {
         Self::open_with(path, Some(site), StoreOptions::default())
     }
 
-    /// Opens an existing store.
+    /// Opens an existing store. Creates and changes nothing when there is none:
+    /// [`Error::NoStore`] when nothing is at `path`, [`Error::NotInitialised`] when what is
+    /// there is not a phone store.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(path, None, StoreOptions::default())
     }
 
-    /// Opens (and with `site`, creates if needed) a store.
+    /// Opens (and with `site`, creates if needed) a store; without `site`, as
+    /// [`DeviceStore::open`].
     pub fn open_with(
         path: impl AsRef<Path>,
         site: Option<SiteId>,
@@ -337,6 +340,16 @@ impl DeviceStore {
     /// for a new store), where the log stands, and the open shift.
     fn open_inner(path: &Path, setup: Setup, options: StoreOptions) -> Result<Self> {
         let path_str = path.display().to_string();
+        // Opening what should exist touches nothing until it is known to be a store: a
+        // mistyped path must not leave an empty store (or a changed file) behind.
+        if let Setup::Existing = setup {
+            if !path.exists() {
+                return Err(Error::NoStore { path: path_str });
+            }
+            if !Self::is_set_up(path)? {
+                return Err(Error::NotInitialised { path: path_str });
+            }
+        }
         let mut conn = connect(path, options.durability)?;
         check_integrity(&conn)?;
         schema::upgrade(&mut conn, &path_str)?;

@@ -82,13 +82,16 @@ impl SyncClient {
             "public_key": key.public_key().to_string(),
         })
         .to_string();
-        let bytes = send(
+        let (status, headers, bytes) = answer(
             self.http
                 .post(format!("{}/api/v1/enroll", self.base))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body),
         )
         .await?;
+        if !(200..300).contains(&status) {
+            return Err(enrollment_error(status, &bytes, retry_after_ms(&headers)));
+        }
         let answer: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Error::BadResponse(format!("enrollment answer: {e}")))?;
         let field = |name: &str| {
@@ -324,21 +327,29 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Vec<u8>> {
 async fn send_with_headers(
     request: reqwest::RequestBuilder,
 ) -> Result<(Vec<u8>, reqwest::header::HeaderMap)> {
+    let (status, headers, bytes) = answer(request).await?;
+    if !(200..300).contains(&status) {
+        return Err(http_error(status, &bytes, retry_after_ms(&headers)));
+    }
+    Ok((bytes, headers))
+}
+
+/// Sends `request` and reads its whole answer, whatever its status: status, headers, body.
+/// Fails only when no answer came.
+async fn answer(
+    request: reqwest::RequestBuilder,
+) -> Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
     let response = request
         .send()
         .await
         .map_err(|e| Error::Network(error_chain(&e)))?;
-    let status = response.status();
+    let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let retry_after = retry_after_ms(&headers);
     let bytes = response
         .bytes()
         .await
         .map_err(|e| Error::Network(error_chain(&e)))?;
-    if !status.is_success() {
-        return Err(http_error(status.as_u16(), &bytes, retry_after));
-    }
-    Ok((Vec::from(bytes), headers))
+    Ok((status, headers, Vec::from(bytes)))
 }
 
 /// A `Retry-After` in seconds (as a busy patrol server sends it), in milliseconds. The HTTP-date
@@ -354,8 +365,9 @@ fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
     Some(secs.saturating_mul(1_000))
 }
 
-/// The error for a non-success answer, from its JSON body (`{"error", "message"}`) if it has one.
-fn http_error(status: u16, bytes: &[u8], retry_after_ms: Option<u64>) -> Error {
+/// A non-success answer's error code and message, from its JSON body (`{"error", "message"}`)
+/// if it has one, else the start of the body as text.
+fn error_body(bytes: &[u8]) -> (Option<String>, String) {
     let body = serde_json::from_slice::<serde_json::Value>(bytes).ok();
     let message = body
         .as_ref()
@@ -363,9 +375,43 @@ fn http_error(status: u16, bytes: &[u8], retry_after_ms: Option<u64>) -> Error {
         .unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(200).collect());
     let code = body
         .as_ref()
-        .and_then(|v| v.get("error").and_then(|m| m.as_str()));
+        .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_owned));
+    (code, message)
+}
+
+/// The error for a non-success answer to an enrollment: a code the server refuses (unknown,
+/// used, expired: 401 or 410) or a request it refuses is [`Error::EnrollmentRefused`], saying
+/// what to do even when the server's message does not; a busy or failing server stays
+/// retryable.
+fn enrollment_error(status: u16, bytes: &[u8], retry_after_ms: Option<u64>) -> Error {
+    match http_error(status, bytes, retry_after_ms) {
+        Error::Unauthorized { .. } | Error::ServerRejected { .. } => {
+            let (code, mut message) = error_body(bytes);
+            let spent = matches!(
+                code.as_deref(),
+                Some(
+                    "invalid_enrollment_code" | "enrollment_code_used" | "enrollment_code_expired"
+                )
+            );
+            if spent && !message.contains("administrator") {
+                message.push_str("; ask an administrator for a new one");
+            }
+            Error::EnrollmentRefused {
+                status,
+                code,
+                message,
+            }
+        }
+        other => other,
+    }
+}
+
+/// The error for a non-success answer, from its JSON body (`{"error", "message"}`) if it has one.
+fn http_error(status: u16, bytes: &[u8], retry_after_ms: Option<u64>) -> Error {
+    let body = serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    let (code, message) = error_body(bytes);
     if status == 409
-        && code == Some("replayed_request")
+        && code.as_deref() == Some("replayed_request")
         && let Some(last_seq) = body
             .as_ref()
             .and_then(|v| v.get("last_seq").and_then(|n| n.as_u64()))
@@ -421,5 +467,33 @@ mod tests {
         assert_eq!(e.retry_after_ms(), Some(2_000));
         assert!(matches!(e, Error::ServerTransient { status: 503, .. }));
         assert_eq!(http_error(400, body, Some(2_000)).retry_after_ms(), None);
+    }
+
+    #[test]
+    fn a_refused_enrollment_code_is_an_enrollment_failure_that_says_what_to_do() {
+        let used = br#"{"error":"enrollment_code_used","message":"this enrollment code was already used"}"#;
+        let e = enrollment_error(410, used, None);
+        assert!(
+            matches!(&e, Error::EnrollmentRefused { status: 410, code: Some(c), .. } if c == "enrollment_code_used"),
+            "{e:?}"
+        );
+        assert!(!e.is_retryable());
+        assert_eq!(
+            e.to_string(),
+            "enrollment failed (HTTP 410): this enrollment code was already used; ask an \
+             administrator for a new one"
+        );
+        let unknown = br#"{"error":"invalid_enrollment_code","message":"not known; ask an administrator for a new one"}"#;
+        assert_eq!(
+            enrollment_error(401, unknown, None).to_string(),
+            "enrollment failed (HTTP 401): not known; ask an administrator for a new one"
+        );
+        // A busy server is not a refusal: the same code may be tried again.
+        let busy = enrollment_error(
+            429,
+            br#"{"error":"too_many_failed_attempts","message":"wait"}"#,
+            Some(1_000),
+        );
+        assert!(busy.is_retryable(), "{busy:?}");
     }
 }

@@ -29,6 +29,17 @@ impl Transport {
     /// `url` with any trailing `/` removed, if these rules accept it.
     pub fn checked_base_url<'a>(&self, url: &'a str) -> Result<&'a str> {
         let base = url.trim().trim_end_matches('/');
+        // Without a scheme, `127.0.0.1:8080` does not parse and `localhost:8080` parses as the
+        // scheme `localhost`: say what is missing instead of what the parser made of it.
+        if !base.contains("://") {
+            return Err(Error::BadServerUrl {
+                url: base.to_owned(),
+                reason: format!(
+                    "a server URL needs http:// or https:// in front, e.g. {}",
+                    with_scheme(base)
+                ),
+            });
+        }
         let parsed = reqwest::Url::parse(base).map_err(|e| Error::BadServerUrl {
             url: base.to_owned(),
             reason: format!("{e}; a server URL looks like https://patrol.example.org"),
@@ -71,6 +82,16 @@ impl Transport {
             builder = builder.tls_certs_only(certs);
         }
         builder.build().map_err(|e| Error::Network(e.to_string()))
+    }
+}
+
+/// `address` with the scheme these rules would take for it: `http://` for this machine (where
+/// a test or demo server listens), `https://` otherwise.
+fn with_scheme(address: &str) -> String {
+    let plain = format!("http://{address}");
+    match reqwest::Url::parse(&plain) {
+        Ok(url) if is_loopback(&url) => plain,
+        _ => format!("https://{address}"),
     }
 }
 
@@ -129,6 +150,29 @@ mod tests {
             assert!(
                 matches!(lab.checked_base_url(bad), Err(Error::BadServerUrl { .. })),
                 "{bad}"
+            );
+        }
+    }
+
+    /// An address without its scheme is refused with what to type instead, whatever the URL
+    /// parser makes of it (`localhost:8080` parses, as the scheme `localhost`).
+    #[test]
+    fn a_url_without_a_scheme_says_it_needs_one() {
+        for (typed, suggested) in [
+            ("127.0.0.1:8080", "http://127.0.0.1:8080"),
+            ("localhost:8080", "http://localhost:8080"),
+            ("patrol.example.org", "https://patrol.example.org"),
+            ("10.0.0.5:8443/", "https://10.0.0.5:8443"),
+        ] {
+            let said = Transport::default()
+                .checked_base_url(typed)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                said.contains("a server URL needs http:// or https:// in front")
+                    && said.ends_with(&format!("e.g. {suggested}")),
+                "{typed}: {said}"
             );
         }
     }

@@ -204,13 +204,53 @@ fn a_shift_recorded_offline_survives_reopening() -> TestResult {
     Ok(())
 }
 
+/// Opening a store where there is none (a mistyped path) creates nothing and says what to do;
+/// a file that is not a store is left as it was.
+#[test]
+fn opening_where_there_is_no_store_creates_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let typo = dir.path().join("phnoe.db");
+    let err = DeviceStore::open(&typo).err().ok_or("opened")?;
+    assert!(matches!(&err, Error::NoStore { .. }), "{err:?}");
+    let said = err.to_string();
+    assert!(
+        said.contains(&format!("there is no phone store at {}", typo.display()))
+            && said.contains("enroll the phone first")
+            && said.contains("patrol device --store")
+            && said.contains("check the path"),
+        "{said}"
+    );
+    let opened = DeviceStore::open_with(&typo, None, StoreOptions::default());
+    assert!(matches!(opened, Err(Error::NoStore { .. })));
+    assert!(!DeviceStore::is_set_up(&typo)?);
+    let left: Vec<_> = std::fs::read_dir(dir.path())?.collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // An empty file, and another program's SQLite database.
+    let other_db = dir.path().join("other.sqlite");
+    rusqlite::Connection::open(&other_db)?.execute_batch("CREATE TABLE notes (text TEXT)")?;
+    let other_db_bytes = std::fs::read(&other_db)?;
+    std::fs::remove_file(&other_db)?;
+    for content in [&b""[..], &other_db_bytes] {
+        let other = dir.path().join("notes.db");
+        std::fs::write(&other, content)?;
+        let err = DeviceStore::open(&other).err().ok_or("opened")?;
+        assert!(matches!(&err, Error::NotInitialised { .. }), "{err:?}");
+        assert!(err.to_string().contains("is not a phone store"), "{err}");
+        assert_eq!(std::fs::read(&other)?, content);
+        let left = std::fs::read_dir(dir.path())?.count();
+        assert_eq!(left, 1, "only the file itself");
+    }
+    Ok(())
+}
+
 #[test]
 fn store_rules_give_typed_errors_and_change_nothing() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("phone.db");
     assert!(matches!(
         DeviceStore::open(&path),
-        Err(Error::NotInitialised { .. })
+        Err(Error::NoStore { .. })
     ));
     let mut store = DeviceStore::create(&path, site())?;
     assert!(matches!(store.note("x"), Err(Error::NoOpenShift)));

@@ -213,13 +213,19 @@ pub enum UserCommand {
         #[command(flatten)]
         data: DataDirArg,
     },
-    /// List users: id, name, role, sites, created, token expiry, revoked.
+    /// List users: a table of id, name, role, sites, status, creation, token expiry and
+    /// revocation (times in local time), or JSON with --json.
     List {
+        /// Print one JSON document, `{"users": [...]}`, with the fields of `GET /api/v1/users`
+        /// (docs/operations.md), instead of the table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         data: DataDirArg,
     },
     /// Revoke a user's token (by id or name); its requests are refused from then on.
     Revoke {
+        /// The user's id or name (`patrol-server user list` shows both).
         user: String,
         #[command(flatten)]
         data: DataDirArg,
@@ -228,6 +234,7 @@ pub enum UserCommand {
     /// or let it expire: the old token stops working at once. A user who still has a working
     /// token rotates it without downtime through the API instead.
     Rotate {
+        /// The user's id or name (`patrol-server user list` shows both).
         user: String,
         #[command(flatten)]
         ttl: UserTokenTtlArg,
@@ -436,8 +443,12 @@ pub enum SiteCommand {
         #[command(flatten)]
         data: DataDirArg,
     },
-    /// List sites.
+    /// List sites: a table of id, name and creation time (local time), or JSON with --json.
     List {
+        /// Print one JSON document, `{"sites": [...]}`, with the fields of `GET /api/v1/sites`
+        /// (docs/operations.md), instead of the table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         data: DataDirArg,
     },
@@ -636,10 +647,11 @@ mod tests {
             "--database-url",
             "postgres://u@db/patrol",
         ])?;
-        let Command::Site(SiteCommand::List { data }) = cli.into_command() else {
+        let Command::Site(SiteCommand::List { data, json }) = cli.into_command() else {
             panic!("expected site list")
         };
         assert_eq!(data.database_url.as_deref(), Some("postgres://u@db/patrol"));
+        assert!(!json);
 
         let cli = Cli::try_parse_from([
             "patrol-server",
@@ -784,6 +796,27 @@ mod tests {
             assert!(Cli::try_parse_from(["patrol-server", refused[0], refused[1]]).is_err());
         }
         Ok(())
+    }
+
+    /// Every flag and positional argument of every command says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        use clap::CommandFactory as _;
+        fn undescribed(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                // clap's own --help and --version describe themselves.
+                let own = matches!(arg.get_id().as_str(), "help" | "version");
+                if !own && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    out.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                undescribed(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut missing = Vec::new();
+        undescribed(&Cli::command(), "patrol-server", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 
     /// The defaults per core that `serve --help` states are the ones the server applies.

@@ -23,6 +23,8 @@
 //! [`listener`] is the accept loop that serves the router ([`serve`]) within the connection
 //! limits ([`ConnectionLimits`]: timeouts, caps, the shutdown bound), over plain HTTP or over
 //! HTTPS with the certificate [`tls`] loads (and reloads on SIGHUP).
+//! Also above it, [`listing`] renders what `patrol-server site list` and `user list` print: a
+//! table, or the API's own JSON views of sites and users.
 //!
 //! To embed or test the server, open a store, wrap it in an [`AppState`], and either call
 //! [`router`] (e.g. with `tower::ServiceExt::oneshot`) or [`serve`] on a bound listener:
@@ -42,6 +44,7 @@ pub mod config;
 pub mod credentials;
 pub mod http;
 pub mod listener;
+pub mod listing;
 pub mod metrics;
 pub mod store;
 pub mod tls;

@@ -1,18 +1,23 @@
 //! `patrol-server`: parses the command line, sets up logging (to stderr; stdout carries only
-//! what scripts read) and runs the command.
+//! what scripts read) and runs the command. An error ends it with `error: <what went wrong>` on
+//! stderr and a failure status; a reader of its output that went away (`| head -1`) ends it
+//! quietly, with success.
 
 use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use patrol_core::SiteId;
-use patrol_core::event::format_time_ms;
 use patrol_server::config::{
     AdminCommand, Cli, Command, DataDirArg, ServeArgs, SiteCommand, UserCommand,
 };
-use patrol_server::credentials::{self, Role, Scope, User};
+use patrol_server::credentials::{self, Role, User};
+use patrol_server::listing::{self, describe_scope};
 use patrol_server::store::Site;
+use patrol_server::store::sqlite::DB_FILE;
 use patrol_server::tls::{CertificateReloader, TlsFiles};
 use patrol_server::{
     ApiConfig, AppState, ConnectionLimits, PostgresOptions, PostgresStore, SqliteStore, Store,
@@ -21,9 +26,55 @@ use patrol_server::{
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // Whoever reads the output stopped (`patrol-server site list | head -1`): nothing is
+        // wrong.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The causes in one line, never a backtrace; if stderr is gone too, there is no one
+            // left to tell.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether `e` is a write to standard output that found its reader gone.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes `text` to stdout and flushes it, returning the error (a closed pipe above all)
+/// instead of panicking as `print!` does.
+fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
+/// `text` and a line break on stderr, for the person who ran the command. Unlike `eprintln!`,
+/// it does not panic when stderr is gone: then there is no one to tell.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+/// `text` and a line break on stdout, as [`out`].
+fn outln(text: &str) -> std::io::Result<()> {
+    out(&format!("{text}\n"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    // The server logs what it does; a one-off command only what needs attention, so that its
+    // stderr holds what it says to the person who ran it.
+    let serving = matches!(cli.command, None | Some(Command::Serve(_)));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(if serving { "info" } else { "warn" }));
     // PATROL_LOG_FORMAT=json: one JSON object per line, for a log collector; text otherwise.
     match std::env::var("PATROL_LOG_FORMAT").as_deref() {
         Ok("json") => tracing_subscriber::fmt()
@@ -51,20 +102,18 @@ async fn main() -> anyhow::Result<()> {
             // Checked before the store is opened: a refused name creates nothing.
             let site = Site::new(id, name, now_ms())
                 .map_err(|e| anyhow::anyhow!("invalid site name: {e}"))?;
-            let store = open_store(&data, PostgresOptions::default()).await?;
+            let store = open_store(&data, StoreUse::Write, PostgresOptions::default()).await?;
             let site = store.create_site(site).await?;
-            println!("created site {} ({})", site.id, site.name);
+            outln(&format!("created site {} ({})", site.id, site.name))?;
             Ok(())
         }
-        Command::Site(SiteCommand::List { data }) => {
-            let store = open_store(&data, PostgresOptions::default()).await?;
-            for site in store.list_sites().await? {
-                println!(
-                    "{}\t{}\t{}",
-                    site.id,
-                    site.name,
-                    format_time_ms(site.created_at_ms)
-                );
+        Command::Site(SiteCommand::List { json, data }) => {
+            let store = open_store(&data, StoreUse::Read, PostgresOptions::default()).await?;
+            let sites = store.list_sites().await?;
+            if json {
+                outln(&listing::sites_json(sites)?)?;
+            } else {
+                out(&listing::sites_table(&sites, &chrono::Local))?;
             }
             Ok(())
         }
@@ -88,27 +137,18 @@ async fn main() -> anyhow::Result<()> {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             create_user(&data, name, role, sites, all_sites, ttl.ttl_ms()).await
         }
-        Command::User(UserCommand::List { data }) => {
-            let store = open_store(&data, PostgresOptions::default()).await?;
-            for user in store.users().await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\ttoken expires {}\t{}",
-                    user.id,
-                    user.name,
-                    user.role.as_str(),
-                    describe_scope(&user.scope),
-                    format_time_ms(user.created_at_ms),
-                    format_time_ms(user.token_expires_at_ms),
-                    user.revoked_at_ms.map_or_else(
-                        || "active".to_string(),
-                        |t| format!("revoked {}", format_time_ms(t))
-                    )
-                );
+        Command::User(UserCommand::List { json, data }) => {
+            let store = open_store(&data, StoreUse::Read, PostgresOptions::default()).await?;
+            let users = store.users().await?;
+            if json {
+                outln(&listing::users_json(users)?)?;
+            } else {
+                out(&listing::users_table(&users, now_ms(), &chrono::Local))?;
             }
             Ok(())
         }
         Command::User(UserCommand::Rotate { user, ttl, data }) => {
-            let store = open_store(&data, PostgresOptions::default()).await?;
+            let store = open_store(&data, StoreUse::Read, PostgresOptions::default()).await?;
             let target = find_user(store.as_ref(), &user).await?;
             if target.revoked_at_ms.is_some() {
                 anyhow::bail!(
@@ -122,35 +162,32 @@ async fn main() -> anyhow::Result<()> {
                 .rotate_user_token(target.id.clone(), rotation)
                 .await?
                 .context("the user disappeared while its token was replaced")?;
-            eprintln!(
+            say(&format!(
                 "gave user {} ({}) a new token, valid until {}; the old one no longer works (a \
                  running server ends its live streams within --stream-recheck-secs). The token \
                  follows, shown this once: keep it secret",
                 rotated.name,
                 rotated.id,
-                format_time_ms(rotated.token_expires_at_ms)
-            );
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{}", token.expose())?;
-            out.flush()?;
+                listing::local_time(rotated.token_expires_at_ms, &chrono::Local)
+            ));
+            outln(token.expose())?;
             Ok(())
         }
         Command::User(UserCommand::Revoke { user, data }) => {
-            let store = open_store(&data, PostgresOptions::default()).await?;
+            let store = open_store(&data, StoreUse::Read, PostgresOptions::default()).await?;
             let target = find_user(store.as_ref(), &user).await?;
             let revoked = store
                 .revoke_user(target.id.clone(), now_ms())
                 .await?
                 .context("the user disappeared while being revoked")?;
-            println!(
+            outln(&format!(
                 "revoked user {} ({}) at {}",
                 revoked.name,
                 revoked.id,
                 revoked
                     .revoked_at_ms
-                    .map(format_time_ms)
-                    .unwrap_or_default()
-            );
+                    .map_or_else(String::new, |t| listing::local_time(t, &chrono::Local))
+            ))?;
             Ok(())
         }
     }
@@ -172,17 +209,6 @@ async fn find_user(store: &dyn Store, user: &str) -> anyhow::Result<User> {
     }
 }
 
-fn describe_scope(scope: &Scope) -> String {
-    match scope {
-        Scope::AllSites => "all sites".into(),
-        Scope::Sites(sites) => sites
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-    }
-}
-
 /// Creates a user on the data directory and prints its token, alone, on stdout (so that a
 /// script can capture it); what was done goes to stderr.
 async fn create_user(
@@ -200,26 +226,46 @@ async fn create_user(
         .context("invalid site id")?;
     let scope =
         credentials::user_scope(&name, role, sites, all_sites).map_err(anyhow::Error::msg)?;
-    let store = open_store(data, PostgresOptions::default()).await?;
+    let store = open_store(data, StoreUse::Write, PostgresOptions::default()).await?;
     let (new, token) = credentials::new_user(name, role, scope, None, now_ms(), token_ttl_ms)?;
     let user = store.create_user(new).await?;
-    eprintln!(
+    say(&format!(
         "created {} {} ({}) over {}; its token, valid until {}, follows, shown this once: keep \
          it secret",
         user.role.as_str(),
         user.name,
         user.id,
-        describe_scope(&user.scope),
-        format_time_ms(user.token_expires_at_ms)
-    );
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", token.expose())?;
-    out.flush()?;
+        match describe_scope(&user.scope).as_str() {
+            "all" => "all sites".to_owned(),
+            sites => format!("site(s) {sites}"),
+        },
+        listing::local_time(user.token_expires_at_ms, &chrono::Local)
+    ));
+    outln(token.expose())?;
     Ok(())
 }
 
+/// What a command does with the embedded store, which decides what happens when the data
+/// directory holds none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StoreUse {
+    /// Reads or changes what is there (`site list`, `user list`, `user revoke`): without a
+    /// store there is nothing to read, so it fails and creates nothing.
+    Read,
+    /// Adds to it (`site create`, `admin create`, `user create`): a new store is created, and
+    /// the command says so on stderr, naming the path, so that a mistyped `--data-dir` is
+    /// noticed.
+    Write,
+    /// `serve`: as `Write`, said in the log.
+    Serve,
+}
+
 /// PostgreSQL if a database URL is given, else SQLite in the data directory.
-async fn open_store(data: &DataDirArg, options: PostgresOptions) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(
+    data: &DataDirArg,
+    usage: StoreUse,
+    options: PostgresOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = &data.database_url {
         // The URL may hold a password: it goes in no message.
         let store = PostgresStore::connect(url, options)
@@ -227,12 +273,37 @@ async fn open_store(data: &DataDirArg, options: PostgresOptions) -> anyhow::Resu
             .context("cannot open the PostgreSQL store (--database-url)")?;
         return Ok(Arc::new(store));
     }
+    let db = data.data_dir.join(DB_FILE);
+    if !db.exists() {
+        let shown = full_path(&db);
+        match usage {
+            StoreUse::Read => anyhow::bail!(
+                "there is no store at {shown}: check --data-dir (or PATROL_DATA_DIR); \
+                 `patrol-server site create` or `patrol-server serve` creates one"
+            ),
+            StoreUse::Write => say(&format!("creating a new, empty store at {shown}")),
+            StoreUse::Serve => tracing::warn!(
+                db = %shown,
+                "no store in the data directory: creating a new, empty one (check --data-dir if \
+                 one was expected)"
+            ),
+        }
+    }
     let dir = data.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open_dir(&dir))
         .await?
         .with_context(|| format!("cannot open the store in {}", data.data_dir.display()))?;
     tracing::info!(db = %store.path().display(), "opened the store");
     Ok(Arc::new(store))
+}
+
+/// `path` from the root, so that a message says exactly where (as given if the working
+/// directory cannot be read).
+fn full_path(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
@@ -272,6 +343,7 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     }
     let store = open_store(
         &args.data,
+        StoreUse::Serve,
         PostgresOptions {
             max_connections: args.database_max_connections,
         },
@@ -293,14 +365,15 @@ async fn run_server(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     // Tests and scripts that pass port 0 read the real addresses from these lines. Both
     // sockets are bound before either line is printed, so each is ready once it is read.
-    let mut out = std::io::stdout().lock();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    writeln!(out, "listening on {scheme}://{addr}")?;
+    let mut lines = format!("listening on {scheme}://{addr}\n");
     if let Some(l) = &metrics_listener {
-        writeln!(out, "metrics on http://{}", l.local_addr()?)?;
+        lines.push_str(&format!("metrics on http://{}\n", l.local_addr()?));
     }
-    out.flush()?;
-    drop(out);
+    // A reader that went away (`patrol-server | head -1`) does not stop the server.
+    if let Err(e) = out(&lines) {
+        tracing::warn!(error = %e, "cannot print the listening address on stdout");
+    }
 
     let mut state = AppState::with_config(store, ApiConfig::from(&args));
     if let Some(n) = args.max_concurrent_syncs {

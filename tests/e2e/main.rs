@@ -7,6 +7,7 @@ mod connections;
 mod crash;
 mod demo;
 mod evidence;
+mod first_hour_errors;
 mod instances;
 mod offline_shift;
 mod overload;

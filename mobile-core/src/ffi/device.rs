@@ -157,17 +157,8 @@ impl PatrolDevice {
             transport.unwrap_or_default().into(),
         )
         .map(Arc::new)
-        .map_err(|e| match e {
-            // A refused code is a 401 or 410; either way, the phone is not enrolled.
-            Error::ServerRejected { status, message } | Error::Unauthorized { status, message } => {
-                PatrolError::NotEnrolled {
-                    message: format!(
-                        "the server refused the enrollment code (HTTP {status}): {message}"
-                    ),
-                }
-            }
-            other => other.into(),
-        })
+        // A refused code (`EnrollmentRefused`) is `NotEnrolled` in the public error.
+        .map_err(PatrolError::from)
     }
 
     /// Opens the store at `path`, creating it for `site_id` if it does not exist yet. A store

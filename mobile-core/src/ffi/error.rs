@@ -125,8 +125,15 @@ impl From<Error> for PatrolError {
                     "the store file cannot be kept private to the app: {what}: {source}"
                 ),
             },
+            Error::NoStore { .. } => PatrolError::Storage {
+                message: "there is no phone store at this path: enroll the phone first, or \
+                          check the path"
+                    .into(),
+            },
             Error::NotInitialised { .. } => PatrolError::Storage {
-                message: "the store is not set up; create it with a site first".into(),
+                message: "the file at this path is not a phone store: enroll the phone into a \
+                          new store, or check the path"
+                    .into(),
             },
             Error::SchemaTooNew { found, known, .. } => PatrolError::Storage {
                 message: format!(
@@ -189,6 +196,9 @@ impl From<Error> for PatrolError {
             Error::AlreadySetUp { .. } => {
                 invalid("a store is already set up at this path; enroll into a new store")
             }
+            e @ Error::EnrollmentRefused { .. } => PatrolError::NotEnrolled {
+                message: e.to_string(),
+            },
             Error::NotEnrolled => PatrolError::NotEnrolled {
                 message: "this store is not enrolled with a server, so it cannot sync; enroll \
                           the phone with a code from an administrator"

@@ -44,8 +44,9 @@ pub(super) fn routes() -> Vec<Endpoint> {
     ]
 }
 
+/// A site as `GET /api/v1/sites` and `patrol-server site list --json` show it.
 #[derive(Debug, Serialize, ToSchema)]
-struct SiteView {
+pub struct SiteView {
     site_id: String,
     name: String,
     created_at: String,
@@ -166,8 +167,9 @@ async fn create_site(
     Ok((StatusCode::CREATED, Json(site.into())))
 }
 
+/// A user as `GET /api/v1/users` and `patrol-server user list --json` show it.
 #[derive(Debug, Serialize, ToSchema)]
-struct UserView {
+pub struct UserView {
     id: String,
     name: String,
     role: &'static str,

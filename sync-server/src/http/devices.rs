@@ -1,5 +1,5 @@
 //! A site's devices: `GET /api/v1/sites/{site}/devices` (enrollment, revocation, last sync,
-//! pending count, clock skew; a user covering the site) and
+//! pending count, clock skew, the guard of its latest shift; a user covering the site) and
 //! `POST /api/v1/sites/{site}/devices/{device}/revoke` (an administrator of the site). And a
 //! phone's own credential: `GET /api/v1/devices/me` (whether it is due for rotation) and
 //! `POST /api/v1/devices/me/credential` (its next credential), both with its device credential.
@@ -63,6 +63,10 @@ struct DeviceView {
     last_sync_at: Option<String>,
     pending_events: u64,
     clock_skew_ms: Option<i64>,
+    /// The guard of the device's most recent shift the server holds a log of (the one the phone
+    /// started last); null until its first shift log arrives.
+    #[schema(value_type = Option<SlugId>, inline)]
+    guard: Option<String>,
     /// The ed25519 key (hex) the device registered at enrollment, which its shift logs'
     /// signatures verify against; absent for a device enrolled before keys existed.
     public_key: Option<String>,
@@ -117,6 +121,7 @@ async fn devices(
         view.last_sync_at = Some(format_time_ms(d.last_sync_at_ms));
         view.pending_events = d.pending_events;
         view.clock_skew_ms = Some(d.clock_skew_ms);
+        view.guard = d.guard.map(|g| g.to_string());
     }
     Ok(Json(DevicesView {
         site_id: site.to_string(),

@@ -186,7 +186,10 @@ async fn redeem(
     if TokenKind::of(body.code.trim()) != Some(TokenKind::Enrollment) {
         return Err(AppError::Unauthorized {
             code: "invalid_enrollment_code",
-            message: format!("the code is not {}", TokenKind::Enrollment.describe()),
+            message: format!(
+                "the code is not {}; check it, or ask an administrator for a new one",
+                TokenKind::Enrollment.describe()
+            ),
         });
     }
     let public_key = body

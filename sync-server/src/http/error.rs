@@ -262,7 +262,9 @@ impl From<StoreError> for AppError {
             },
             StoreError::Enrollment(EnrollRefusal::Unknown) => AppError::Unauthorized {
                 code: "invalid_enrollment_code",
-                message: "this enrollment code is not known to the server".into(),
+                message: "this enrollment code is not known to the server; check it, or ask an \
+                          administrator for a new one"
+                    .into(),
             },
             StoreError::Enrollment(EnrollRefusal::Used { used_at_ms }) => AppError::Gone {
                 code: "enrollment_code_used",

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use std::str::FromStr;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{FromRequest, Path, Request};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use patrol_core::ids::MAX_SLUG_LEN;
 use patrol_core::{EventBody, SiteId};
@@ -163,6 +163,32 @@ fn whole_floats_to_integers(value: &mut serde_json::Value) -> bool {
             .fold(false, |found, item| whole_floats_to_integers(item) | found),
         _ => false,
     }
+}
+
+/// The query parameters of a request, or 400 `invalid_query` saying what is wrong with them:
+/// a parameter the endpoint does not take (the parameter structs deny unknown fields, so that a
+/// misspelt filter, `gaurd=g1`, is refused rather than ignored; serde's message names it and
+/// the ones taken), one given twice, or an unreadable query string.
+pub(super) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
+    let rejection = match query {
+        Ok(Query(params)) => return Ok(params),
+        Err(rejection) => rejection,
+    };
+    // The innermost cause is serde's own words, without axum's preamble.
+    let mut cause: &(dyn std::error::Error + 'static) = &rejection;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let message = cause
+        .to_string()
+        .replacen("unknown field", "unknown query parameter", 1)
+        .replacen("duplicate field", "query parameter given twice:", 1);
+    // Without the `name: ` the parameter's path puts before it: the message names it already.
+    let message = ["unknown query parameter", "query parameter given twice"]
+        .iter()
+        .find_map(|start| message.find(start))
+        .map_or(message.as_str(), |at| &message[at..]);
+    Err(AppError::bad_request("invalid_query", message.to_owned()))
 }
 
 pub(super) fn site_from_path(

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{AuthSession, AuthUser};
 use super::error::{AppError, ErrorBody};
-use super::extract::{EventKind, MAX_JSON_BODY_BYTES, SlugId, site_from_path};
+use super::extract::{EventKind, MAX_JSON_BODY_BYTES, SlugId, query_params, site_from_path};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::store::FeedFilter;
@@ -83,8 +83,9 @@ enum StreamEventName {
 }
 
 /// Kept as text so that a bad value gets our message, not the extractor's; the documented types
-/// are what the values must parse as.
+/// are what the values must parse as. Any other parameter is refused ([`query_params`]).
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct FeedParams {
     /// Events after this sequence number (the previous page's `next`); 0 when absent.
@@ -213,7 +214,7 @@ fn parse_feed_params(params: &FeedParams) -> Result<(u64, u32), AppError> {
                 ("Link" = String, description = "RFC 8288 `rel=\"next\"` link to the next page, with the same filters; only when more follow"),
             )
         ),
-        (status = 400, description = "A bad query parameter or site id (`invalid_query`, `invalid_site_id`)", body = ErrorBody),
+        (status = 400, description = "A bad, unknown or repeated query parameter, or a bad site id (`invalid_query`, `invalid_site_id`)", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site or action", body = ErrorBody),
         (status = 404, description = "`unknown_site`", body = ErrorBody),
@@ -229,7 +230,7 @@ async fn events(
 ) -> Result<Response, AppError> {
     let site = site_from_path(path)?;
     user.can_read(&site)?;
-    let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let params = query_params(query)?;
     let (after, limit) = parse_feed_params(&params)?;
     let filter = parse_feed_filter(&params)?;
     let Some(page) = state
@@ -303,7 +304,7 @@ pub const MORE_HEADER: &str = "patrol-more";
     ),
     responses(
         (status = 200, description = "Server-sent events, one per feed event (`event: event`): `id` is its sequence number, `data` the event's JSON as in the paged feed; keep-alive comments are sent while idle. Ends when the server shuts down, or after a last `event: closed` (no `id`) whose `data` is an error body (`revoked_credential`, `expired_credential`, `forbidden`) once the user may no longer read the site. The schema is that of one event.", content_type = "text/event-stream", body = StreamEvent),
-        (status = 400, description = "A bad query parameter, site id or `Last-Event-ID`", body = ErrorBody),
+        (status = 400, description = "A bad, unknown or repeated query parameter, a bad site id or `Last-Event-ID` (`invalid_query`, `invalid_site_id`, `invalid_last_event_id`)", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site or action", body = ErrorBody),
         (status = 404, description = "`unknown_site`", body = ErrorBody),
@@ -320,7 +321,7 @@ async fn stream(
 ) -> Result<Response, AppError> {
     let site = site_from_path(path)?;
     session.user().can_read(&site)?;
-    let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let params = query_params(query)?;
     let (mut after, _) = parse_feed_params(&params)?;
     let filter = parse_feed_filter(&params)?;
     if let Some(last) = headers.get("last-event-id") {

@@ -25,7 +25,7 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 use super::auth::{AuthUser, acting_operator};
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    JSON, MAX_CONTROL_JSON_BODY_BYTES, SlugId, json_body, not_blank_schema, site_and,
+    JSON, MAX_CONTROL_JSON_BODY_BYTES, SlugId, json_body, not_blank_schema, query_params, site_and,
     site_from_path,
 };
 use super::state::AppState;
@@ -62,8 +62,10 @@ fn json_text(body: String) -> Response {
     ([(header::CONTENT_TYPE, JSON)], body).into_response()
 }
 
-/// Kept as text so that a bad value gets our message, not the extractor's.
+/// Kept as text so that a bad value gets our message, not the extractor's. Any other parameter
+/// is refused ([`query_params`]).
 #[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct IncidentParams {
     /// Only incidents in this status: open, acknowledged, dispatched, resolved or closed.
@@ -149,7 +151,7 @@ pub struct IncidentState(serde_json::Value);
     ),
     responses(
         (status = 200, description = "The site's incidents, newest first", body = IncidentList),
-        (status = 400, description = "`invalid_query`, `invalid_site_id`", body = ErrorBody),
+        (status = 400, description = "`invalid_query` (a bad, unknown or repeated query parameter), `invalid_site_id`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site or action", body = ErrorBody),
         (status = 404, description = "`unknown_site`", body = ErrorBody),
@@ -164,7 +166,7 @@ pub async fn list_incidents(
 ) -> Result<Response, AppError> {
     let site = site_from_path(path)?;
     user.can_read(&site)?;
-    let Query(params) = query.map_err(|e| AppError::bad_request("invalid_query", e.body_text()))?;
+    let params = query_params(query)?;
     let query = parse_incident_params(params)?;
     let list = state.store.incidents(site.clone(), query).await?;
     // Assembled from the stored JSON text, as the feed is.

@@ -14,7 +14,8 @@
 //!   in server sequence order; `GET /api/v1/sites/{site}/stream`: the same, live ([`live`]); a
 //!   user covering the site.
 //! - [`devices`]: `GET /api/v1/sites/{site}/devices`: the site's devices: enrollment,
-//!   revocation, last sync, pending count, skew; a user covering the site.
+//!   revocation, last sync, pending count, skew, the guard of the latest shift; a user covering
+//!   the site.
 //!   `POST /api/v1/sites/{site}/devices/{device}/revoke`; an administrator of the site.
 //! - [`export`]: `GET /api/v1/sites/{site}/shift-logs/{shift}/export`: a shift log and its
 //!   signatures, as evidence; a user covering the site.

@@ -190,7 +190,20 @@ pub struct DeviceStatus {
     pub last_sync_at_ms: i64,
     pub pending_events: u64,
     pub clock_skew_ms: i64,
+    /// The guard of the device's most recent shift the server holds a log of
+    /// ([`LATEST_SHIFT_GUARD`]); `None` before its first shift log arrives.
+    pub guard: Option<GuardId>,
 }
+
+/// The guard of a device's most recent shift, as a SQL expression over a `devices` row that
+/// both backends put in their device list's `SELECT`: the guard of the device's shift log with
+/// the greatest shift id. Shift ids are UUIDv7, so that is the shift the phone started last
+/// (by its own clock; a phone has one shift open at a time); their text sorts as their bytes
+/// do. The `docs_by_device` index finds it without reading the site's other logs.
+pub const LATEST_SHIFT_GUARD: &str = "(SELECT docs.guard_id FROM docs
+      WHERE docs.site_id = devices.site_id AND docs.device_id = devices.device_id
+        AND docs.kind = 'shift_log'
+      ORDER BY docs.doc_id DESC LIMIT 1)";
 
 /// One incident document of a sync request.
 #[derive(Clone, Debug)]
@@ -720,4 +733,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`Store::events_after`] from your own cursor (see [`notify`]). A receiver made before a
     /// write wakes for it.
     fn subscribe(&self, site: SiteId) -> tokio::sync::broadcast::Receiver<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The device list's rule names shift logs as the sync writes them.
+    #[test]
+    fn the_latest_shift_guard_reads_shift_logs() {
+        let kind = format!("docs.kind = '{}'", merge::SHIFT_LOG_KIND);
+        assert!(LATEST_SHIFT_GUARD.contains(&kind), "{LATEST_SHIFT_GUARD}");
+    }
 }

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use patrol_core::evidence::{PublicKey, SignedHeads};
 use patrol_core::protocol::{from_wire, to_wire};
-use patrol_core::{DeviceId, IncidentId, SiteId};
+use patrol_core::{DeviceId, GuardId, IncidentId, SiteId};
 
 use super::StoreError;
 use super::merge::{heads_from_blob, heads_to_blob};
@@ -79,6 +79,10 @@ pub fn read_incident_id(s: &str) -> Result<IncidentId, StoreError> {
 
 pub fn read_device_id(s: &str) -> Result<DeviceId, StoreError> {
     DeviceId::from_str(s).map_err(|e| corrupt(format!("device id {s:?}: {e}")))
+}
+
+pub fn read_guard_id(s: &str) -> Result<GuardId, StoreError> {
+    GuardId::new(s).map_err(|e| corrupt(format!("guard id {s:?}: {e}")))
 }
 
 /// A stored public key, checked.

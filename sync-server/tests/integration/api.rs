@@ -597,6 +597,129 @@ async fn a_push_missing_its_first_change_asks_for_everything() -> TestResult {
     Ok(())
 }
 
+/// The device list names each device's guard: the guard of its most recent shift the server
+/// holds a log of (the one the phone started last, even when an older shift's log syncs
+/// later), null for a device that has synced no shift yet.
+async fn the_device_list_names_the_guard_of_each_devices_latest_shift(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let guards = |devices: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        devices["devices"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|d| {
+                        (
+                            d["device_id"].as_str().unwrap_or("").to_owned(),
+                            d["guard"].clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let uri = format!("/api/v1/sites/{SITE}/devices");
+    let mut anna = server.phone("anna").await?;
+    let idle = server.enroll_on(SITE).await?;
+    let resp = server.sync(&anna.push_request()?).await?;
+    anna.on_accepted(&resp.docs[0].outcome);
+    let (status, devices) = server.get_json(&uri).await?;
+    assert_eq!(status, StatusCode::OK, "{devices}");
+    let mut expected = vec![
+        (anna.device.to_string(), serde_json::json!("anna")),
+        (idle.device.to_string(), serde_json::Value::Null),
+    ];
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(guards(&devices), expected, "{devices}");
+
+    // The same phone, a new shift for another guard: bob is on it now.
+    let mut bob = Phone::new(
+        common::Enrolled {
+            device: anna.device,
+            credential: anna.credential.clone(),
+        },
+        "bob",
+    )?;
+    assert!(bob.shift() > anna.shift());
+    bob.request_seq = anna
+        .request_seq
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .into();
+    server.sync(&bob.push_request()?).await?;
+    // A late change to anna's earlier shift does not make her the device's guard again.
+    anna.request_seq = bob
+        .request_seq
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .into();
+    anna.scan("cp-9")?;
+    server.sync(&anna.push_request()?).await?;
+    let (_, devices) = server.get_json(&uri).await?;
+    let listed = guards(&devices);
+    assert!(
+        listed.contains(&(anna.device.to_string(), serde_json::json!("bob"))),
+        "{devices}"
+    );
+    assert!(
+        listed.contains(&(idle.device.to_string(), serde_json::Value::Null)),
+        "{devices}"
+    );
+    Ok(())
+}
+
+/// A query parameter an endpoint does not take (a misspelt filter above all: `gaurd=g1` would
+/// otherwise return every guard's events as if filtered) is refused with 400 `invalid_query`,
+/// naming it and the parameters the endpoint takes; so is one given twice. On the paged feed,
+/// the live stream and the incident list alike.
+#[tokio::test]
+async fn an_unknown_query_parameter_is_refused_and_named() -> TestResult {
+    let server = TestServer::sqlite().await?;
+    for (query, named) in [
+        (
+            format!("/api/v1/sites/{SITE}/events?gaurd=g1"),
+            &["`gaurd`", "`guard`", "`after`", "`checkpoint`"][..],
+        ),
+        (
+            format!("/api/v1/sites/{SITE}/events?after=0&limit=5&Kind=panic"),
+            &["`Kind`", "`kind`"],
+        ),
+        (
+            format!("/api/v1/sites/{SITE}/events?guard=g1&guard=g2"),
+            &["given twice", "`guard`"],
+        ),
+        (
+            format!("/api/v1/sites/{SITE}/stream?gaurd=g1"),
+            &["`gaurd`", "`guard`"],
+        ),
+        (
+            format!("/api/v1/sites/{SITE}/incidents?stauts=open"),
+            &["`stauts`", "`status`", "`limit`"],
+        ),
+    ] {
+        let (status, body) = server.get_json(&query).await?;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["error"], "invalid_query", "{query}: {body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("unknown query parameter")
+                || message.starts_with("query parameter given twice"),
+            "{query}: {message}"
+        );
+        for name in named {
+            assert!(message.contains(name), "{query}: {message}");
+        }
+    }
+    // The parameters it does take still work, empty ones included.
+    for query in [
+        format!("/api/v1/sites/{SITE}/events?guard=g1&kind=&after=0"),
+        format!("/api/v1/sites/{SITE}/incidents?status=open&limit=5"),
+    ] {
+        let (status, body) = server.get_json(&query).await?;
+        assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    }
+    Ok(())
+}
+
 crate::on_every_backend!(
     a_shift_log_syncs_into_the_feed,
     a_repeated_request_changes_nothing,
@@ -604,4 +727,5 @@ crate::on_every_backend!(
     per_document_problems_are_rejected_while_the_rest_of_the_batch_lands,
     paging_returns_every_event_once_in_order,
     the_store_survives_a_restart_and_compacts,
+    the_device_list_names_the_guard_of_each_devices_latest_shift,
 );

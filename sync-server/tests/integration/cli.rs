@@ -93,8 +93,24 @@ fn site_commands_and_serve() -> TestResult {
         .arg(&data)
         .output()?;
     let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(listed.starts_with("mall-1\tCity Mall\t"), "{listed}");
+    // A header, then one row per site, each column where its header starts.
+    assert!(
+        listed.starts_with("ID      NAME       CREATED\nmall-1  City Mall  "),
+        "{listed}"
+    );
     assert!(!listed.contains("mall-9"), "{listed}");
+    let list = bin()
+        .args(["site", "list", "--json", "--data-dir"])
+        .arg(&data)
+        .output()?;
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout)?;
+    assert_eq!(listed["sites"][0]["site_id"], "mall-1", "{listed}");
+    assert_eq!(listed["sites"][0]["name"], "City Mall", "{listed}");
+    assert_eq!(
+        listed["sites"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
 
     // The first administrator: its token alone on stdout, once.
     let out = bin()
@@ -154,24 +170,50 @@ fn site_commands_and_serve() -> TestResult {
         "{last}"
     );
     let users = token_of(&["user", "list"])?;
-    let lines: Vec<&str> = users.lines().collect();
-    assert_eq!(lines.len(), 3, "{users}");
-    assert!(lines[0].contains("\troot\tadmin\tall sites\t"), "{users}");
-    assert!(lines[1].contains("\tann\toperator\tmall-1\t") && lines[1].ends_with("active"));
+    let rows: Vec<Vec<&str>> = users
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{users}");
+    let columns = |row: &[&'static str]| row.to_vec();
+    assert_eq!(
+        rows[0],
+        columns(&[
+            "ID", "NAME", "ROLE", "SITES", "STATUS", "CREATED", "EXPIRES", "REVOKED"
+        ])
+    );
+    assert_eq!(rows[1][1..5], ["root", "admin", "all", "active"], "{users}");
+    assert_eq!(
+        rows[2][1..5],
+        ["ann", "operator", "mall-1", "active"],
+        "{users}"
+    );
+    assert_eq!(
+        rows[3][1..5],
+        ["bob", "operator", "mall-1", "revoked"],
+        "{users}"
+    );
     // Every token shows its expiry: ann's rotated one in two days, the others in thirty.
     let in_days =
         |days: i64| patrol_core::event::format_time_ms(patrol_server::now_ms() + days * 86_400_000);
-    for (line, days) in [(lines[0], 30), (lines[1], 2)] {
-        let expiry = in_days(days);
-        assert!(
-            line.contains(&format!("token expires {}", &expiry[..10])),
-            "{line}"
-        );
+    let listed: serde_json::Value = serde_json::from_str(&token_of(&["user", "list", "--json"])?)?;
+    for (i, days) in [(0, 30), (1, 2)] {
+        let expiry = listed["users"][i]["token_expires_at"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(expiry.get(..10), in_days(days).get(..10), "{listed}");
     }
-    assert!(
-        lines[2].contains("\tbob\t") && lines[2].contains("revoked"),
-        "{users}"
-    );
+    assert_eq!(listed["users"][2]["name"], "bob", "{listed}");
+    assert!(listed["users"][2]["revoked_at"].is_string(), "{listed}");
+    // Times in the table are in the local time zone (TZ, here in POSIX form: five and a half
+    // hours east of UTC, which needs no time zone database), its offset shown.
+    let kolkata = bin()
+        .args(["user", "list"])
+        .env("PATROL_DATA_DIR", &data)
+        .env("TZ", "IST-5:30")
+        .output()?;
+    let kolkata = String::from_utf8_lossy(&kolkata.stdout);
+    assert_eq!(kolkata.matches(" +05:30").count(), 7, "{kolkata}");
 
     let mut child = bin()
         .args(["--listen", "127.0.0.1:0"])
@@ -284,5 +326,118 @@ fn serve_prints_the_metrics_address_and_serves_metrics_there() -> TestResult {
     assert!(metrics.contains("\n# TYPE patrol_wire_read_bytes_total counter\n"));
     assert!(kill?.success());
     assert!(status.success(), "server exited with {status}");
+    Ok(())
+}
+
+/// `patrol-server ... | head -1`: when the reader closes the pipe, every command that prints
+/// ends quietly, with success, instead of panicking on its next write. The read end is closed
+/// before the command writes anything, so every write finds it gone.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    for args in [
+        &["site", "create", "mall-1"][..],
+        &["admin", "create", "root"],
+        &[
+            "user", "create", "ann", "--role", "operator", "--site", "mall-1",
+        ],
+        &["site", "list"],
+        &["site", "list", "--json"],
+        &["user", "list"],
+        &["user", "list", "--json"],
+        &["user", "rotate", "ann"],
+        &["user", "revoke", "ann"],
+    ] {
+        let mut child = bin()
+            .args(args)
+            .env("PATROL_DATA_DIR", &data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        drop(child.stdout.take());
+        let out = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked") && !stderr.contains("error"),
+            "{args:?} ended {} with {stderr}",
+            out.status
+        );
+    }
+    Ok(())
+}
+
+/// An error is one line, `error: ` and its causes in words: no `Error: ` with a debug form, no
+/// backtrace even when RUST_BACKTRACE asks for one.
+#[test]
+fn an_error_is_said_in_words_without_a_backtrace() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let made = bin()
+        .args(["site", "create", "mall-1"])
+        .env("PATROL_DATA_DIR", &data)
+        .output()?;
+    assert!(made.status.success());
+    let again = bin()
+        .args(["site", "create", "mall-1"])
+        .env("PATROL_DATA_DIR", &data)
+        .env("RUST_BACKTRACE", "1")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    for debug_form in ["Error: ", "Stack backtrace", "Caused by", "{ "] {
+        assert!(!stderr.contains(debug_form), "{stderr}");
+    }
+    Ok(())
+}
+
+/// A data directory without a store: a command that only reads says there is none, naming the
+/// whole path, and creates nothing; one that adds to it creates the store and says so.
+#[test]
+fn a_data_directory_without_a_store_is_named() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let typo = dir.path().join("patorl-data");
+    let full = typo.join("patrol.db");
+    for args in [
+        &["site", "list"][..],
+        &["user", "list", "--json"],
+        &["user", "revoke", "ann"],
+    ] {
+        let out = bin()
+            .args(args)
+            .current_dir(dir.path())
+            .args(["--data-dir", "patorl-data"])
+            .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("there is no store at {}", full.display())),
+            "{args:?}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+    let out = bin()
+        .args(["site", "create", "mall-1", "--data-dir", "patorl-data"])
+        .current_dir(dir.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "creating a new, empty store at {}",
+            full.display()
+        )),
+        "{stderr}"
+    );
+    // Once it exists, nothing more is said about it.
+    let out = bin()
+        .args(["site", "create", "mall-2", "--data-dir", "patorl-data"])
+        .current_dir(dir.path())
+        .output()?;
+    assert!(out.status.success() && out.stderr.is_empty());
     Ok(())
 }

@@ -98,6 +98,12 @@ fn serve_on_a_fresh_data_dir_keeps_it_and_its_database_private() -> TestResult {
         assert_eq!(*mode, 0o600, "{} is {mode:04o}", path.display());
     }
     assert!(!stderr.contains("restricted"), "{stderr}");
+    // The log says a new store was made, and where: a mistyped --data-dir is noticed.
+    assert!(
+        stderr.contains("creating a new, empty one")
+            && stderr.contains(&data.join("patrol.db").display().to_string()),
+        "{stderr}"
+    );
     Ok(())
 }
 
@@ -139,6 +145,14 @@ fn serve_tightens_an_existing_data_dir_open_to_others_and_says_so() -> TestResul
         .args(["site", "list", "--data-dir"])
         .arg(&data)
         .output()?;
-    assert!(String::from_utf8_lossy(&list.stdout).starts_with("mall-1\t"));
+    assert!(!stderr.contains("creating a new"), "{stderr}");
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        listed
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.starts_with("mall-1 ")),
+        "{listed}"
+    );
     Ok(())
 }

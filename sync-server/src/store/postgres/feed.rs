@@ -8,8 +8,10 @@ use patrol_core::SiteId;
 
 use super::auth::get_site;
 use super::{query, to_i64, to_u64};
-use crate::store::rows::read_device_id;
-use crate::store::{DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, StoreError};
+use crate::store::rows::{read_device_id, read_guard_id};
+use crate::store::{
+    DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, LATEST_SHIFT_GUARD, StoreError,
+};
 
 pub(super) async fn events_after<C: GenericClient>(
     client: &C,
@@ -105,8 +107,11 @@ pub(super) async fn devices<C: GenericClient>(
     }
     let rows = query(
         client,
-        "SELECT device_id, first_seen, last_sync_at, last_pending, clock_skew_ms
-         FROM devices WHERE site_id = $1 ORDER BY device_id",
+        &format!(
+            "SELECT device_id, first_seen, last_sync_at, last_pending, clock_skew_ms,
+                    {LATEST_SHIFT_GUARD}
+             FROM devices WHERE site_id = $1 ORDER BY device_id"
+        ),
         &[&site.as_str()],
     )
     .await?;
@@ -120,6 +125,10 @@ pub(super) async fn devices<C: GenericClient>(
             last_sync_at_ms: row.try_get(2)?,
             pending_events: u64::try_from(pending).unwrap_or(0),
             clock_skew_ms: row.try_get(4)?,
+            guard: row
+                .try_get::<_, Option<String>>(5)?
+                .map(|g| read_guard_id(&g))
+                .transpose()?,
         });
     }
     Ok(Some(out))

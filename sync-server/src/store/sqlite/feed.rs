@@ -13,8 +13,10 @@ use rusqlite::{Connection, params};
 use super::auth::get_site;
 use super::to_i64;
 use crate::store::event_json::FeedRenderer;
-use crate::store::rows::{corrupt, read_device_id};
-use crate::store::{DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, StoreError};
+use crate::store::rows::{corrupt, read_device_id, read_guard_id};
+use crate::store::{
+    DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, LATEST_SHIFT_GUARD, StoreError,
+};
 
 pub(super) fn events_after(
     conn: &mut Connection,
@@ -165,10 +167,11 @@ pub(super) fn devices(
     }
     let mut out = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT device_id, first_seen, last_sync_at, last_pending, clock_skew_ms
-             FROM devices WHERE site_id = ?1 ORDER BY device_id",
-        )?;
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT device_id, first_seen, last_sync_at, last_pending, clock_skew_ms,
+                    {LATEST_SHIFT_GUARD}
+             FROM devices WHERE site_id = ?1 ORDER BY device_id"
+        ))?;
         let mut rows = stmt.query([site.as_str()])?;
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
@@ -179,6 +182,10 @@ pub(super) fn devices(
                 last_sync_at_ms: row.get(2)?,
                 pending_events: u64::try_from(pending).unwrap_or(0),
                 clock_skew_ms: row.get(4)?,
+                guard: row
+                    .get::<_, Option<String>>(5)?
+                    .map(|g| read_guard_id(&g))
+                    .transpose()?,
             });
         }
     }

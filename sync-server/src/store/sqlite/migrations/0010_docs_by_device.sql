@@ -1,0 +1,6 @@
+-- 0010: each device's shift logs, in shift-id order, so that the device list finds the guard of
+-- a device's most recent shift (`store::LATEST_SHIFT_GUARD`) without reading the site's other
+-- logs. None of its columns changes when a log grows, so a sync's update of a `docs` row does
+-- not touch it; only a new shift adds an entry.
+
+CREATE INDEX docs_by_device ON docs (site_id, device_id, doc_id);
