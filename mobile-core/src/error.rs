@@ -95,6 +95,13 @@ pub enum Error {
         moved_to: String,
         reason: String,
     },
+    /// [`crate::DeviceStore::open_in_place`] found a file that is not a readable phone store
+    /// (damaged, or not SQLite at all) and left it as it was.
+    #[error(
+        "{path} is not a readable phone store ({reason}); it was left as it is: check the path, \
+         or move a damaged store aside and enroll the phone into a new one"
+    )]
+    Unreadable { path: String, reason: String },
     #[error(transparent)]
     Encode(#[from] patrol_core::EncodeError),
     #[error("the phone has no random source for its signing key: {0}")]

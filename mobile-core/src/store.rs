@@ -273,6 +273,20 @@ impl DeviceStore {
         Self::open_with(path, None, StoreOptions::default())
     }
 
+    /// As [`DeviceStore::open`], for a path a person typed: a file that is damaged or not a
+    /// store at all is refused with [`Error::Unreadable`] and left where it is, where `open`
+    /// moves a damaged store aside so that the app can go on recording in a new one.
+    pub fn open_in_place(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        match Self::open_inner(path, Setup::Existing, StoreOptions::default()) {
+            Err(e) if is_corruption(&e) => Err(Error::Unreadable {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+            other => Self::typed(path, other),
+        }
+    }
+
     /// Opens (and with `site`, creates if needed) a store; without `site`, as
     /// [`DeviceStore::open`].
     pub fn open_with(
@@ -328,6 +342,13 @@ impl DeviceStore {
     fn open_setup(path: &Path, setup: Setup, options: StoreOptions) -> Result<Self> {
         match Self::open_inner(path, setup, options) {
             Err(e) if is_corruption(&e) => Err(quarantine(path, &e)),
+            other => Self::typed(path, other),
+        }
+    }
+
+    /// A lock held by another store object, as the error that says so.
+    fn typed(path: &Path, opened: Result<Self>) -> Result<Self> {
+        match opened {
             Err(e) if is_locked(&e) => Err(Error::InUse {
                 path: path.display().to_string(),
             }),

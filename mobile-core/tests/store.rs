@@ -677,6 +677,24 @@ fn a_scan_committed_just_before_the_app_is_killed_is_kept_and_syncs_unchanged() 
 }
 
 #[test]
+fn a_file_a_person_names_is_never_moved_aside() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("notes.txt");
+    let text = b"shopping list: milk, eggs\n".repeat(100);
+    std::fs::write(&path, &text)?;
+    let err = DeviceStore::open_in_place(&path).err().ok_or("opened")?;
+    assert!(matches!(&err, Error::Unreadable { .. }), "{err:?}");
+    assert!(err.to_string().contains("left as it is"), "{err}");
+    assert_eq!(std::fs::read(&path)?, text, "left untouched");
+    assert_eq!(
+        std::fs::read_dir(dir.path())?.count(),
+        1,
+        "nothing moved aside"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_damaged_store_is_moved_aside_and_reported_never_deleted() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("p.db");

@@ -1,6 +1,6 @@
 //! The phone's errors as a newcomer meets them through the `patrol` command: each says what
 //! went wrong and what to do, and a mistake leaves nothing behind. A mistyped store path
-//! creates no store; a store that was never enrolled cannot sync and says to enroll first; a
+//! creates no store, and one naming another file leaves that file where it is; a store that was never enrolled cannot sync and says to enroll first; a
 //! server address without its scheme says a URL needs one; a used, expired or unknown
 //! enrollment code is an enrollment failure that says to ask for a new code.
 
@@ -72,6 +72,26 @@ fn a_mistyped_store_path_creates_nothing_and_says_to_enroll_first() -> Result<()
             files(dir.path())?
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_store_path_naming_another_file_leaves_it_where_it_is() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let notes = dir.path().join("notes.txt");
+    let text = "handover: keys to the plant room are in the safe\n".repeat(50);
+    std::fs::write(&notes, &text)?;
+    let said = fails(&notes, &["log"])?;
+    ensure!(
+        said.contains("is not a readable phone store") && said.contains("left as it is"),
+        "{said}"
+    );
+    ensure!(std::fs::read_to_string(&notes)? == text, "the file changed");
+    ensure!(
+        files(dir.path())? == ["notes.txt"],
+        "{:?}",
+        files(dir.path())?
+    );
     Ok(())
 }
 

@@ -117,6 +117,9 @@ impl From<Error> for PatrolError {
                           first"
                     .into(),
             },
+            Error::Unreadable { reason, .. } => PatrolError::Corrupt {
+                message: format!("the file is not a readable phone store: {reason}"),
+            },
             Error::Thread(e) => PatrolError::Storage {
                 message: format!("cannot start the store's worker thread: {e}"),
             },

@@ -297,7 +297,7 @@ mod tests {
             wall_time_ms: None,
         })?;
         assert_eq!(stray.checkpoint_id, "unknown");
-        assert_eq!(stray.flags, vec!["unknown_checkpoint".to_owned()]);
+        assert_eq!(stray.flags, vec!["unknown_tag".to_owned()]);
         device.raise_panic(None)?;
         assert!(matches!(
             device.alarms()?.first().map(|a| &a.state),

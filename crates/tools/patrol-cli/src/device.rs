@@ -414,7 +414,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let mut store = DeviceStore::open(&args.store)
+    let mut store = DeviceStore::open_in_place(&args.store)
         .with_context(|| format!("opening {}", args.store.display()))?;
     match args.command {
         DeviceCommand::Enroll { .. } => {}
@@ -785,7 +785,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
         DeviceCommand::Sync { server, retry } => {
             let server = match server.as_deref().or(store.server_url()) {
                 Some(url) => url.to_owned(),
-                None => bail!("this store is not enrolled, so it cannot sync; enroll the phone"),
+                None => return Err(patrol_mobile::Error::NotEnrolled.into()),
             };
             let client =
                 SyncClient::with_transport(&server, &args.transport.transport()?, DEFAULT_TIMEOUT)?;
