@@ -168,7 +168,17 @@ async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, ?limits, tls = tls.is_some(), "serving the patrol API");
+    tracing::info!(
+        %addr,
+        tls = tls.is_some(),
+        header_read_timeout_secs = limits.header_read_timeout.as_secs_f64(),
+        body_read_timeout_secs = limits.body_read_timeout.as_secs_f64(),
+        idle_timeout_secs = limits.idle_timeout.as_secs_f64(),
+        max_connections = limits.max_connections,
+        max_connections_per_address = limits.max_connections_per_addr,
+        shutdown_timeout_secs = limits.shutdown_timeout.as_secs_f64(),
+        "serving the patrol API"
+    );
     let mut listener = CountingListener::new(listener, state.metrics.clone());
     let feed = state.feed.clone();
     let metrics = state.metrics.clone();
