@@ -3,49 +3,19 @@
 //! JSON document with the very fields the API's `GET /api/v1/sites` and `GET /api/v1/users`
 //! answer with ([`SiteView`], [`UserView`]), so a script reads both the same way.
 
-use chrono::{DateTime, TimeZone};
-use comfy_table::{ContentArrangement, Table, presets};
+use chrono::TimeZone;
+use comfy_table::Table;
 
 use crate::credentials::{Scope, User};
 use crate::http::admin::{SiteView, UserView};
 use crate::store::Site;
 
-/// Shown in a cell whose value is absent.
-const NONE: &str = "-";
+pub use patrol_term::ms_in as local_time;
+use patrol_term::{NONE, table};
 
-/// `ms` since the epoch in the zone `tz`, to the second, with the zone's offset:
-/// `2026-12-06 18:03:12 +01:00`. A time out of range is shown as its number.
-pub fn local_time<Tz: TimeZone>(ms: i64, tz: &Tz) -> String
-where
-    Tz::Offset: std::fmt::Display,
-{
-    DateTime::from_timestamp_millis(ms).map_or_else(
-        || ms.to_string(),
-        |t| {
-            t.with_timezone(tz)
-                .format("%Y-%m-%d %H:%M:%S %:z")
-                .to_string()
-        },
-    )
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(presets::NOTHING)
-        // Columns never wrap, so that every row stays one line.
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(header.to_vec());
-    table
-}
-
-/// The table as lines: two spaces between columns, no leading or trailing blanks, and a
-/// final line break.
+/// The table as lines, with a final line break.
 fn render(mut table: Table) -> String {
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    let mut text = table.trim_fmt();
+    let mut text = patrol_term::render(&mut table);
     text.push('\n');
     text
 }
@@ -59,7 +29,7 @@ where
     for site in sites {
         t.add_row(vec![
             site.id.to_string(),
-            site.name.clone(),
+            patrol_term::shown(&site.name),
             local_time(site.created_at_ms, tz),
         ]);
     }
@@ -108,7 +78,7 @@ where
     for user in users {
         t.add_row(vec![
             user.id.clone(),
-            user.name.clone(),
+            patrol_term::shown(&user.name),
             user.role.as_str().to_owned(),
             describe_scope(&user.scope),
             status(user, now_ms).to_owned(),

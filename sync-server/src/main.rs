@@ -23,6 +23,7 @@ use patrol_server::{
     ApiConfig, AppState, ConnectionLimits, PostgresOptions, PostgresStore, SqliteStore, Store,
     listener, now_ms, serve_metrics, serve_tls_with_limits, serve_with_limits, shutdown_signal,
 };
+use patrol_term::closed_pipe;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -39,15 +40,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Whether `e` is a write to standard output that found its reader gone.
-fn closed_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 /// Writes `text` to stdout and flushes it, returning the error (a closed pipe above all)

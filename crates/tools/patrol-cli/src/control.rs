@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::TransportArgs;
 use crate::show::{self, NONE, local_field, local_text, text_field};
-use crate::shown::shown;
+use patrol_term::shown;
 
 #[derive(Args, Debug)]
 pub struct ControlArgs {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::TransportArgs;
 use crate::show::{self, NONE, local_ms, rfc3339_ms};
-use crate::shown::shown;
+use patrol_term::shown;
 
 #[derive(Args, Debug)]
 pub struct DeviceArgs {

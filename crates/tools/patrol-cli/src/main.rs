@@ -26,8 +26,7 @@ macro_rules! outln {
 mod control;
 mod device;
 mod show;
-mod shown;
-use shown::shown;
+use patrol_term::{closed_pipe, shown};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -146,15 +145,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Whether `e` is a write to standard output that found its reader gone.
-fn closed_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
 
 #[cfg(test)]

@@ -3,47 +3,13 @@
 //! the phone and the control room both show. `--json` output is not made here: it keeps the
 //! API's field names and RFC 3339 UTC times.
 
-use chrono::{DateTime, Local};
-use comfy_table::{ContentArrangement, Table, presets};
+use chrono::DateTime;
 use patrol_core::siteconfig::SiteConfig;
 use serde_json::Value;
 
-use crate::shown::shown;
+use patrol_term::shown;
 
-/// Shown for a value that is absent.
-pub const NONE: &str = "-";
-
-/// A table with the given column names (upper case) and no rows yet.
-pub fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(presets::NOTHING)
-        // Columns never wrap, so that every row stays one line that `cut` and `awk` can read.
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(header.to_vec());
-    table
-}
-
-/// The table as lines: two spaces between columns, no leading or trailing blanks.
-pub fn render(table: &mut Table) -> String {
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table.trim_fmt()
-}
-
-/// A time in the reader's time zone (`TZ`, else the system's), with its offset:
-/// `2026-12-06 18:03:12 +01:00`.
-pub fn local_time(t: DateTime<chrono::Utc>) -> String {
-    t.with_timezone(&Local)
-        .format("%Y-%m-%d %H:%M:%S %:z")
-        .to_string()
-}
-
-/// [`local_time`] of milliseconds since the epoch; the number itself if out of range.
-pub fn local_ms(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), local_time)
-}
+pub use patrol_term::{NONE, local_ms, local_time, render, table};
 
 /// [`local_time`] of an RFC 3339 time from the server; other text as it is (made safe).
 pub fn local_text(text: &str) -> String {
