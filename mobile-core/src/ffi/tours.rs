@@ -52,12 +52,19 @@ pub struct FfiTour {
     pub id: String,
     pub name: String,
     pub checkpoint_ids: Vec<String>,
+    /// When it is walked, in words, in the site's time zone: "every 90 min 22:00-06:00, every
+    /// night, grace 15 min".
+    pub schedule: String,
+    /// Minutes after a window's end during which a scan still counts, as late.
+    pub grace_min: u32,
 }
 
 /// The site configuration the phone holds.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct FfiSiteConfig {
     pub version: u64,
+    /// The site's IANA time zone ("Europe/London"): tours' windows are shown in it.
+    pub time_zone: String,
     pub checkpoint_ids: Vec<String>,
     pub tours: Vec<FfiTour>,
     /// Post orders as (title, text).
@@ -160,6 +167,7 @@ impl PatrolDevice {
         let store = lock(&self.store, "store")?;
         Ok(store.site_config()?.map(|c| FfiSiteConfig {
             version: c.version,
+            time_zone: c.time_zone.name().to_owned(),
             checkpoint_ids: c.checkpoints.iter().map(|cp| cp.id.to_string()).collect(),
             tours: c
                 .tours
@@ -168,6 +176,8 @@ impl PatrolDevice {
                     id: t.id.clone(),
                     name: t.name.clone(),
                     checkpoint_ids: t.checkpoints.iter().map(ToString::to_string).collect(),
+                    schedule: t.schedule_words(),
+                    grace_min: t.grace_min,
                 })
                 .collect(),
             post_orders: c
@@ -182,7 +192,9 @@ impl PatrolDevice {
     }
 
     /// Which checkpoints of a tour are done, due, late or missed at `now_ms` (ms since the Unix
-    /// epoch), from this phone's scans and its site configuration: no network needed.
+    /// epoch), from this phone's scans and its site configuration: no network needed. The
+    /// windows are tonight's: those overlapping the 24 hours before and after `now_ms`, the
+    /// tour's schedule expanded in the site's time zone, in order of start.
     pub fn tour_progress(&self, tour_id: String, now_ms: i64) -> FfiResult<Vec<FfiWindowProgress>> {
         let store = lock(&self.store, "store")?;
         Ok(store
