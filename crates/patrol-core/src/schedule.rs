@@ -1053,8 +1053,11 @@ mod tests {
             windows(&[("2026-01-10T23:30Z", "2026-01-11T01:00Z")])
         );
         let z = zone("Europe/London");
-        assert_eq!(windows_between(&[r.clone()], z, 10, 10), Ok(vec![]));
-        assert!(windows_between(&[r.clone()], z, 0, MAX_SPAN_MS + 1).is_err());
+        assert_eq!(
+            windows_between(std::slice::from_ref(&r), z, 10, 10),
+            Ok(vec![])
+        );
+        assert!(windows_between(std::slice::from_ref(&r), z, 0, MAX_SPAN_MS + 1).is_err());
         assert!(windows_between(&[r], z, i64::MAX - 10, i64::MAX).is_err());
     }
 

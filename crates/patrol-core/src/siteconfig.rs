@@ -1058,6 +1058,47 @@ mod tests {
     }
 
     #[test]
+    fn the_next_window_is_the_open_one_else_the_next_to_open() {
+        let c = scheduled();
+        let tour = &c.tours[0];
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap_or_else(|e| panic!("{t}: {e}"))
+                .timestamp_millis()
+        };
+        // Wednesday 15 July 2026 (BST), midday: tonight's 22:00 BST round; at 00:10 BST, the
+        // 23:30 round, still open.
+        assert_eq!(
+            tour.next_window(c.time_zone, at("2026-07-15T11:00:00Z")),
+            Some(Window {
+                start_ms: at("2026-07-15T21:00:00Z"),
+                end_ms: at("2026-07-15T22:30:00Z")
+            })
+        );
+        assert_eq!(
+            tour.next_window(c.time_zone, at("2026-07-15T23:10:00Z"))
+                .map(|w| w.start_ms),
+            Some(at("2026-07-15T22:30:00Z"))
+        );
+        // A one-off window sooner than the schedule's is the next.
+        let mut with_one_off = tour.clone();
+        with_one_off.windows = vec![Window {
+            start_ms: at("2026-07-15T12:00:00Z"),
+            end_ms: at("2026-07-15T13:00:00Z"),
+        }];
+        assert_eq!(
+            with_one_off
+                .next_window(c.time_zone, at("2026-07-15T11:00:00Z"))
+                .map(|w| w.start_ms),
+            Some(at("2026-07-15T12:00:00Z"))
+        );
+        assert_eq!(
+            config().tours[0].next_window(SiteZone::UTC, 3_000_000),
+            None
+        );
+    }
+
+    #[test]
     fn a_window_ends_just_before_its_end() {
         let tour = &config().tours[0];
         let windows = [Window {
