@@ -13,7 +13,7 @@ use patrol_core::protocol::{
     SyncResponse, from_wire, to_wire,
 };
 use patrol_core::siteconfig::{
-    Checkpoint, CheckpointState, ScanFlag, SiteConfig, Tour, UNKNOWN_CHECKPOINT, Window,
+    Checkpoint, CheckpointState, ScanFlag, SiteConfig, SiteZone, Tour, UNKNOWN_CHECKPOINT, Window,
 };
 use patrol_core::{
     CheckpointId, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
@@ -916,6 +916,7 @@ fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() 
     server.config = Some(SiteConfig {
         site: site(),
         version: 3,
+        time_zone: SiteZone::UTC,
         checkpoints: vec![cp("cp-1")?, cp("cp-2")?],
         tours: vec![Tour {
             id: "night".into(),
@@ -925,6 +926,7 @@ fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() 
                 start_ms: 1_000,
                 end_ms: 10_000,
             }],
+            schedule: Vec::new(),
             grace_min: 0,
         }],
         post_orders: Vec::new(),
@@ -965,6 +967,102 @@ fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() 
     let prepared = store.prepare_sync()?;
     assert_eq!(prepared.request.config_version, 3);
     assert!(server.answer(&prepared.request).config.is_none());
+    Ok(())
+}
+
+/// A tour written as a nightly schedule in the site's zone: after one sync the phone shows
+/// tonight's rounds, offline, on the night the clocks go forward as on any other.
+#[test]
+fn a_phone_shows_tonights_windows_of_a_scheduled_tour() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    store.start_shift(guard())?;
+    let config: SiteConfig = serde_json::from_value(serde_json::json!({
+        "site": "site-1", "version": 1, "time_zone": "Europe/London",
+        "checkpoints": [
+            {"id": "cp-1", "name": "Gate", "tags": ["tag-cp-1"], "location": null, "radius_m": null},
+            {"id": "cp-2", "name": "Yard", "tags": ["tag-cp-2"], "location": null, "radius_m": null}
+        ],
+        "tours": [{"id": "night", "name": "Night round", "checkpoints": ["cp-1", "cp-2"],
+                   "schedule": [{"every_min": 90, "from": "22:00", "to": "06:00"}],
+                   "grace_min": 15}],
+        "post_orders": []
+    }))?;
+    config.validate()?;
+    server.config = Some(config);
+    sync_once(&mut store, &mut server)?;
+    let ms = |t: &str| -> Result<i64, Box<dyn std::error::Error>> {
+        Ok(chrono::DateTime::parse_from_rfc3339(t)?.timestamp_millis())
+    };
+    // Saturday 28 March 2026, the night London's clocks go forward at 01:00 GMT. The guard
+    // scans cp-1 at 22:10 and cp-2 at 23:40 (in the first round's grace).
+    for (cp, at) in [
+        ("cp-1", "2026-03-28T22:10:00Z"),
+        ("cp-2", "2026-03-28T23:40:00Z"),
+    ] {
+        store.scan(
+            scan(cp),
+            RecordOptions {
+                event_id: None,
+                wall_ms: Some(ms(at)?),
+            },
+        )?;
+    }
+    let now = ms("2026-03-28T23:45:00Z")?;
+    let progress = store.tour_progress("night", now)?;
+    // Saturday night's rounds: 22:00 and 23:30 GMT, then 02:00, 03:30 and 05:00 BST, the last
+    // ending at 06:00 BST (05:00Z): five, an hour fewer than other nights.
+    let saturday: Vec<_> = progress
+        .iter()
+        .filter(|w| w.window.start_ms >= ms("2026-03-28T22:00:00Z").unwrap_or(0))
+        .filter(|w| w.window.end_ms <= ms("2026-03-29T05:00:00Z").unwrap_or(0))
+        .collect();
+    let starts: Vec<i64> = saturday.iter().map(|w| w.window.start_ms).collect();
+    assert_eq!(
+        starts,
+        [
+            ms("2026-03-28T22:00:00Z")?,
+            ms("2026-03-28T23:30:00Z")?,
+            ms("2026-03-29T01:00:00Z")?,
+            ms("2026-03-29T02:30:00Z")?,
+            ms("2026-03-29T04:00:00Z")?,
+        ]
+    );
+    assert_eq!(
+        saturday[0]
+            .checkpoints
+            .iter()
+            .map(|(_, s)| *s)
+            .collect::<Vec<_>>(),
+        [
+            CheckpointState::Done {
+                at_ms: ms("2026-03-28T22:10:00Z")?
+            },
+            CheckpointState::DoneLate {
+                at_ms: ms("2026-03-28T23:40:00Z")?
+            },
+        ]
+    );
+    assert_eq!(
+        saturday[1]
+            .checkpoints
+            .iter()
+            .map(|(_, s)| *s)
+            .collect::<Vec<_>>(),
+        [CheckpointState::Due, CheckpointState::Due]
+    );
+    // Every window shown overlaps the 24 hours either side of now, and they are in order.
+    assert!(
+        progress
+            .iter()
+            .all(|w| w.window.end_ms > now - 86_400_000 && w.window.start_ms < now + 86_400_000)
+    );
+    assert!(
+        progress
+            .windows(2)
+            .all(|w| w[0].window.start_ms < w[1].window.start_ms)
+    );
     Ok(())
 }
 

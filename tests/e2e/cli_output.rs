@@ -16,6 +16,10 @@ const SITE: &str = "site-1";
 /// the test needs no time zone database: its offset shows in every time.
 const TZ: &str = "IST-5:30";
 const OFFSET: &str = "+05:30";
+/// The site's time zone, not the reader's: tours' windows are shown in it (Japan has no daylight
+/// saving, so its offset is the same whenever the test runs).
+const SITE_ZONE: &str = "Asia/Tokyo";
+const SITE_OFFSET: &str = "+09:00";
 
 /// Runs `cmd` in [`TZ`]; its stdout and stderr, or an error saying what it printed.
 fn out(cmd: &mut Command) -> Result<(String, String)> {
@@ -78,13 +82,15 @@ fn is_uuid(text: &str) -> bool {
     text.len() == 36 && text.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
-/// Writes the site configuration (two checkpoints, one tour) and has the phone fetch it.
+/// Writes the site configuration (two checkpoints, a tour with a one-off window and one with a
+/// nightly schedule, in Tokyo) and has the phone fetch it.
 fn configure(dir: &std::path::Path, server: &Server, phone: &Phone) -> Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
     let config = json!({
         "base_version": 0,
+        "time_zone": SITE_ZONE,
         "checkpoints": [
             {"id": "cp-1", "name": "Car park B2", "tags": ["04:a1"], "location": null, "radius_m": null},
             {"id": "cp-2", "name": "Loading bay", "tags": ["04:b2"], "location": null, "radius_m": null}
@@ -92,6 +98,9 @@ fn configure(dir: &std::path::Path, server: &Server, phone: &Phone) -> Result<()
         "tours": [{
             "id": "night", "name": "Night round", "checkpoints": ["cp-1", "cp-2"],
             "windows": [{"start_ms": now - 3_600_000, "end_ms": now + 3_600_000}], "grace_min": 10
+        }, {
+            "id": "nightly", "name": "Nightly round", "checkpoints": ["cp-2"], "grace_min": 15,
+            "schedule": [{"every_min": 90, "from": "22:00", "to": "06:00"}]
         }],
         "post_orders": []
     });
@@ -188,10 +197,11 @@ fn listings_are_tables_in_local_time_and_json_documents() -> Result<()> {
     ensure!(row(&alarms, &panic)?.contains("queued"), "{alarms}");
     let (tour, _) = phone(&guard, &["tour", "night"])?;
     assert_table("tour", &tour, &["WINDOW START", "CHECKPOINT", "STATE"])?;
-    // The scan (of the wrong tag) counts, at its time; the other checkpoint is due.
+    // The scan (of the wrong tag) counts, at its time; the other checkpoint is due. The
+    // window and the scan are in the site's time zone.
     let done = row(&tour, "cp-1")?;
     ensure!(
-        done.contains("done") && done.matches(OFFSET).count() == 3,
+        done.contains("done") && done.matches(SITE_OFFSET).count() == 3,
         "{tour}"
     );
     ensure!(row(&tour, "cp-2")?.contains("due"), "{tour}");
@@ -209,6 +219,27 @@ fn listings_are_tables_in_local_time_and_json_documents() -> Result<()> {
     ensure!(
         config.contains("Loading bay") && config.contains("TOUR"),
         "{config}"
+    );
+    ensure!(
+        config.lines().next().is_some_and(|l| l.contains(SITE_ZONE)),
+        "{config}"
+    );
+    // The schedule in words, and its next round at one of its times, in Tokyo.
+    let nightly = row(&config, "Nightly round")?;
+    ensure!(
+        nightly.contains("every 90 min 22:00-06:00, every night, grace 15 min")
+            && [
+                "22:00:00", "23:30:00", "01:00:00", "02:30:00", "04:00:00", "05:30:00"
+            ]
+            .iter()
+            .any(|t| nightly.contains(&format!("{t} {SITE_OFFSET}"))),
+        "{config}"
+    );
+    let (rounds, _) = phone(&guard, &["tour", "nightly"])?;
+    assert_table("scheduled tour", &rounds, &["WINDOW START", "STATE"])?;
+    ensure!(
+        rounds.lines().count() > 2 && !rounds.contains(OFFSET),
+        "tonight's rounds, in the site's zone:\n{rounds}"
     );
 
     // And their JSON documents.
@@ -248,7 +279,11 @@ fn listings_are_tables_in_local_time_and_json_documents() -> Result<()> {
         "{tour}"
     );
     let config = parsed(&phone(&guard, &["config", "--json"])?.0)?;
-    ensure!(config["version"] == 1, "{config}");
+    ensure!(
+        config["version"] == 1 && config["time_zone"] == SITE_ZONE,
+        "{config}"
+    );
+    ensure!(tour["time_zone"] == SITE_ZONE, "{tour}");
 
     // The control room's listings.
     guard.run(&["sync"])?;

@@ -17,7 +17,10 @@
 //! - [`shiftlog`]: the automerge document holding one device's events of one shift; an event is
 //!   prepared (checked, encoded) and then appended as one change, which the same record
 //!   appended to the same log always gives again.
-//! - [`siteconfig`]: checkpoints, tours and post orders; scan flags and tour progress.
+//! - [`schedule`]: tour schedules in a site's local time and their expansion into windows
+//!   across midnight and daylight-saving changes.
+//! - [`siteconfig`]: checkpoints, tours and post orders, the site's time zone; scan flags and
+//!   tour progress.
 //! - [`protocol`]: the sync messages exchanged over HTTP and their binary encoding.
 //! - [`merge`]: the pure functions that plan a push, check and merge it on the server, and tell
 //!   the device what is delivered.
@@ -35,6 +38,7 @@ pub mod ids;
 pub mod incident;
 pub mod merge;
 pub mod protocol;
+pub mod schedule;
 pub mod shiftlog;
 pub mod siteconfig;
 

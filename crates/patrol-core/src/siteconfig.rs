@@ -29,22 +29,93 @@ pub struct Checkpoint {
     pub radius_m: Option<f32>,
 }
 
-/// One time window in which a tour must be walked (milliseconds since the epoch, UTC).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Window {
-    pub start_ms: i64,
-    pub end_ms: i64,
+pub use crate::schedule::{ScheduleRule, SiteZone, Window};
+
+/// How far around `now` the phone looks for a tour's windows: "tonight" is the windows
+/// overlapping `[now - TONIGHT_MS, now + TONIGHT_MS)`.
+pub const TONIGHT_MS: i64 = 24 * 3_600_000;
+
+/// The span a phone shows of its tours at `now_ms`: the windows overlapping it are tonight's.
+pub fn tonight(now_ms: i64) -> (i64, i64) {
+    (
+        now_ms.saturating_sub(TONIGHT_MS),
+        now_ms.saturating_add(TONIGHT_MS),
+    )
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+// A misspelt field (`"schedules"`) would otherwise leave a tour silently without windows.
+#[serde(deny_unknown_fields)]
 pub struct Tour {
     pub id: String,
     pub name: String,
     /// The checkpoints of the tour, in walking order.
     pub checkpoints: Vec<CheckpointId>,
+    /// One-off windows, at absolute times.
+    #[serde(default)]
     pub windows: Vec<Window>,
+    /// Rules for windows that repeat, in the site's local time.
+    #[serde(default)]
+    pub schedule: Vec<ScheduleRule>,
     /// Minutes after a window's end during which a scan still counts, as late.
     pub grace_min: u32,
+}
+
+impl Tour {
+    /// The tour's windows overlapping `[from_ms, to_ms)`: its one-off windows and those of its
+    /// schedule in `zone`, in order of start, each once.
+    pub fn windows_between(
+        &self,
+        zone: SiteZone,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Window>, ValidationError> {
+        let mut out = crate::schedule::windows_between(&self.schedule, zone, from_ms, to_ms)?;
+        out.extend(
+            self.windows
+                .iter()
+                .filter(|w| w.overlaps(from_ms, to_ms))
+                .copied(),
+        );
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The window open at `now_ms`, else the next to open (within a week and a day for its
+    /// schedule, whenever for a one-off window).
+    pub fn next_window(&self, zone: SiteZone, now_ms: i64) -> Option<Window> {
+        const AHEAD_MS: i64 = 8 * 24 * 3_600_000;
+        let scheduled = crate::schedule::windows_between(
+            &self.schedule,
+            zone,
+            now_ms,
+            now_ms.saturating_add(AHEAD_MS),
+        )
+        .ok()
+        .and_then(|w| w.first().copied());
+        self.windows
+            .iter()
+            .filter(|w| w.end_ms > now_ms)
+            .copied()
+            .chain(scheduled)
+            .min()
+    }
+
+    /// When the tour is walked, in words: its rules, its one-off windows counted, and its grace:
+    /// `every 90 min 22:00-06:00, every night, grace 15 min`.
+    pub fn schedule_words(&self) -> String {
+        let mut parts: Vec<String> = self.schedule.iter().map(ToString::to_string).collect();
+        match self.windows.len() {
+            0 => {}
+            1 => parts.push("1 one-off window".to_owned()),
+            n => parts.push(format!("{n} one-off windows")),
+        }
+        if parts.is_empty() {
+            return "no windows".to_owned();
+        }
+        format!("{}, grace {} min", parts.join("; "), self.grace_min)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,13 +129,21 @@ pub struct PostOrder {
 /// [`ScanFlag::UnknownTag`]): a guard's scan is never refused. No checkpoint may use it.
 pub const UNKNOWN_CHECKPOINT: &str = "unknown";
 
+/// The first encoding: no time zone, tours with absolute windows only. Decoded and brought up to
+/// date ([`v1`]).
 const CONFIG_V1: u8 = 1;
+/// The site's time zone and tours' schedules.
+const CONFIG_V2: u8 = 2;
 
 /// A site's configuration at one version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SiteConfig {
     pub site: SiteId,
     pub version: u64,
+    /// The site's IANA time zone, in which its tours' schedules are written (UTC when not given,
+    /// and for configurations stored before sites had one).
+    #[serde(default)]
+    pub time_zone: SiteZone,
     pub checkpoints: Vec<Checkpoint>,
     pub tours: Vec<Tour>,
     pub post_orders: Vec<PostOrder>,
@@ -83,6 +162,7 @@ impl SiteConfig {
         SiteConfig {
             site,
             version: 0,
+            time_zone: SiteZone::UTC,
             checkpoints: Vec::new(),
             tours: Vec::new(),
             post_orders: Vec::new(),
@@ -90,7 +170,7 @@ impl SiteConfig {
     }
 
     /// Checks the configuration is coherent: unique checkpoint ids and tags, tours naming known
-    /// checkpoints, windows that end after they start, sane sizes.
+    /// checkpoints, windows that end after they start, schedules that make sense, sane sizes.
     pub fn validate(&self) -> Result<(), ValidationError> {
         let mut ids = std::collections::HashSet::new();
         let mut tags = std::collections::HashMap::new();
@@ -166,6 +246,14 @@ impl SiteConfig {
                     ));
                 }
             }
+            for rule in &tour.schedule {
+                rule.validate().map_err(|e| match e {
+                    ValidationError::BadId { what, reason } => {
+                        bad(what, format!("tour {}: {reason}", tour.id))
+                    }
+                    other => other,
+                })?;
+            }
         }
         for order in &self.post_orders {
             if order.text.len() > 64 * 1024 {
@@ -180,11 +268,23 @@ impl SiteConfig {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, crate::EncodeError> {
-        crate::codec::encode_versioned(CONFIG_V1, self)
+        crate::codec::encode_versioned(CONFIG_V2, self)
     }
 
+    /// Decodes either encoding; a first-version configuration comes back in UTC, its tours
+    /// with their windows and no schedule.
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::DecodeError> {
-        crate::codec::decode_versioned(CONFIG_V1, bytes)
+        match bytes.first() {
+            Some(&CONFIG_V1) => {
+                crate::codec::decode_versioned::<v1::SiteConfig>(CONFIG_V1, bytes).map(Into::into)
+            }
+            _ => crate::codec::decode_versioned(CONFIG_V2, bytes),
+        }
+    }
+
+    /// A tour by id.
+    pub fn tour(&self, id: &str) -> Option<&Tour> {
+        self.tours.iter().find(|t| t.id == id)
     }
 
     /// The checkpoint an NFC tag id or QR payload proves, or [`UNKNOWN_CHECKPOINT`].
@@ -343,37 +443,72 @@ pub struct WindowProgress {
     pub checkpoints: Vec<(CheckpointId, CheckpointState)>,
 }
 
-/// How far each window of `tour` has come at `now_ms`, given the scans seen (checkpoint and
-/// device wall time). The phone calls it with its own scans, offline.
+/// How far each window of `tour` overlapping `[from_ms, to_ms)` has come at `now_ms` (its
+/// schedule expanded in `zone`, with its one-off windows), given the scans seen (checkpoint and
+/// time). The phone calls it with its own scans, offline, for [`tonight`].
+///
+/// A window runs from its start until just before its end; a scan in it is on time, one in the
+/// grace minutes after it is late. A scan counts for one window only, the earliest it can count
+/// for: when windows follow one another, a scan in the grace of one is that window's late scan,
+/// not the next one's on-time scan.
 pub fn tour_progress(
     tour: &Tour,
+    zone: SiteZone,
+    scans: &[(CheckpointId, i64)],
+    now_ms: i64,
+    (from_ms, to_ms): (i64, i64),
+) -> Result<Vec<WindowProgress>, ValidationError> {
+    let windows = tour.windows_between(zone, from_ms, to_ms)?;
+    Ok(progress_of_windows(tour, &windows, scans, now_ms))
+}
+
+/// [`tour_progress`] of windows already expanded (in order of start).
+pub fn progress_of_windows(
+    tour: &Tour,
+    windows: &[Window],
     scans: &[(CheckpointId, i64)],
     now_ms: i64,
 ) -> Vec<WindowProgress> {
     let grace_ms = i64::from(tour.grace_min) * 60_000;
-    tour.windows
+    // Each checkpoint's scan times, in order, and whether a window has used each.
+    let mut times: std::collections::HashMap<&CheckpointId, Vec<(i64, bool)>> = tour
+        .checkpoints
+        .iter()
+        .map(|cp| {
+            let mut t: Vec<(i64, bool)> = scans
+                .iter()
+                .filter(|(c, _)| c == cp)
+                .map(|(_, t)| (*t, false))
+                .collect();
+            t.sort_unstable();
+            (cp, t)
+        })
+        .collect();
+    windows
         .iter()
         .map(|w| {
+            let late_end = w.end_ms.saturating_add(grace_ms);
             let checkpoints = tour
                 .checkpoints
                 .iter()
                 .map(|cp| {
-                    let first = |from: i64, to: i64| {
-                        scans
-                            .iter()
-                            .filter(|(c, t)| c == cp && *t >= from && *t <= to)
-                            .map(|(_, t)| *t)
-                            .min()
+                    let mut take = |from: i64, to: i64| {
+                        let scan = times
+                            .get_mut(cp)?
+                            .iter_mut()
+                            .find(|(t, used)| !*used && *t >= from && *t < to)?;
+                        scan.1 = true;
+                        Some(scan.0)
                     };
-                    let state = if let Some(at_ms) = first(w.start_ms, w.end_ms) {
+                    let state = if let Some(at_ms) = take(w.start_ms, w.end_ms) {
                         CheckpointState::Done { at_ms }
-                    } else if let Some(at_ms) = first(w.end_ms + 1, w.end_ms + grace_ms) {
+                    } else if let Some(at_ms) = take(w.end_ms, late_end) {
                         CheckpointState::DoneLate { at_ms }
                     } else if now_ms < w.start_ms {
                         CheckpointState::Upcoming
-                    } else if now_ms <= w.end_ms {
+                    } else if now_ms < w.end_ms {
                         CheckpointState::Due
-                    } else if now_ms <= w.end_ms + grace_ms {
+                    } else if now_ms < late_end {
                         CheckpointState::Late
                     } else {
                         CheckpointState::Missed
@@ -392,7 +527,8 @@ pub fn tour_progress(
 
 /// Whether a missed checkpoint is final: only once every device of the site has synced past the
 /// window's end plus grace (or has gone stale), so a checkpoint is never declared missed just
-/// because a guard's scans have not arrived yet.
+/// because a guard's scans have not arrived yet. `window` is one of the tour's windows as
+/// [`Tour::windows_between`] expands them.
 pub fn missed_is_final(
     window: &Window,
     grace_min: u32,
@@ -405,6 +541,104 @@ pub fn missed_is_final(
         && device_last_sync_ms
             .iter()
             .all(|&synced| synced > deadline || now_ms - synced > stale_after_ms)
+}
+
+/// The first encoding's shapes, frozen as they were: configurations stored with it decode
+/// through these and are brought up to date (time zone UTC, tours without a schedule).
+mod v1 {
+    use serde::Deserialize;
+
+    use crate::event::Location;
+    use crate::ids::{CheckpointId, SiteId};
+
+    #[derive(Deserialize)]
+    pub(super) struct SiteConfig {
+        site: SiteId,
+        version: u64,
+        checkpoints: Vec<Checkpoint>,
+        tours: Vec<Tour>,
+        post_orders: Vec<PostOrder>,
+    }
+
+    #[derive(Deserialize)]
+    struct Checkpoint {
+        id: CheckpointId,
+        name: String,
+        tags: Vec<String>,
+        location: Option<Location>,
+        radius_m: Option<f32>,
+    }
+
+    #[derive(Deserialize)]
+    struct Window {
+        start_ms: i64,
+        end_ms: i64,
+    }
+
+    #[derive(Deserialize)]
+    struct Tour {
+        id: String,
+        name: String,
+        checkpoints: Vec<CheckpointId>,
+        windows: Vec<Window>,
+        grace_min: u32,
+    }
+
+    #[derive(Deserialize)]
+    struct PostOrder {
+        id: String,
+        title: String,
+        text: String,
+    }
+
+    impl From<SiteConfig> for super::SiteConfig {
+        fn from(c: SiteConfig) -> Self {
+            super::SiteConfig {
+                site: c.site,
+                version: c.version,
+                time_zone: super::SiteZone::UTC,
+                checkpoints: c
+                    .checkpoints
+                    .into_iter()
+                    .map(|cp| super::Checkpoint {
+                        id: cp.id,
+                        name: cp.name,
+                        tags: cp.tags,
+                        location: cp.location,
+                        radius_m: cp.radius_m,
+                    })
+                    .collect(),
+                tours: c
+                    .tours
+                    .into_iter()
+                    .map(|t| super::Tour {
+                        id: t.id,
+                        name: t.name,
+                        checkpoints: t.checkpoints,
+                        windows: t
+                            .windows
+                            .into_iter()
+                            .map(|w| super::Window {
+                                start_ms: w.start_ms,
+                                end_ms: w.end_ms,
+                            })
+                            .collect(),
+                        schedule: Vec::new(),
+                        grace_min: t.grace_min,
+                    })
+                    .collect(),
+                post_orders: c
+                    .post_orders
+                    .into_iter()
+                    .map(|p| super::PostOrder {
+                        id: p.id,
+                        title: p.title,
+                        text: p.text,
+                    })
+                    .collect(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -447,6 +681,7 @@ mod tests {
         SiteConfig {
             site: SiteId::new("site-1").unwrap_or_else(|e| panic!("{e}")),
             version: 3,
+            time_zone: SiteZone::UTC,
             checkpoints: vec![
                 Checkpoint {
                     id: cp("cp-1"),
@@ -475,6 +710,7 @@ mod tests {
                     start_ms: 1_000_000,
                     end_ms: 2_000_000,
                 }],
+                schedule: vec![],
                 grace_min: 10,
             }],
             post_orders: vec![],
@@ -573,7 +809,8 @@ mod tests {
     fn tour_progress_moves_from_upcoming_to_missed() {
         let tour = &config().tours[0];
         let states = |scans: &[(CheckpointId, i64)], now| -> Vec<CheckpointState> {
-            tour_progress(tour, scans, now)[0]
+            tour_progress(tour, SiteZone::UTC, scans, now, tonight(now))
+                .unwrap_or_else(|e| panic!("{e}"))[0]
                 .checkpoints
                 .iter()
                 .map(|(_, s)| *s)
@@ -627,5 +864,257 @@ mod tests {
             missed_is_final(&w, 10, &[deadline + 1, 0], stale, deadline + stale),
             "a stale device does not hold it open"
         );
+    }
+
+    /// A configuration as the first encoding stored it (written by the code of that time): two
+    /// checkpoints, a tour with one absolute window, a post order.
+    const V1_BLOB: &str = "0106736974652d3103020463702d3109423220737461697273010530343a414101809b\
+        92eb03ffbd92010001000070410463702d320b4c6f6164696e6720626179010451522d32000001056e69676874\
+        0b4e6967687420726f756e64020463702d320463702d310180bcb0e7a66780f6e7eaa6670a0104706f2d310a46\
+        69726520646f6f72730b436865636b207468656d2e";
+
+    #[test]
+    fn a_configuration_stored_in_the_first_encoding_decodes_in_utc_with_its_windows() {
+        let bytes = hex::decode(V1_BLOB).unwrap_or_else(|e| panic!("{e}"));
+        let c = SiteConfig::decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.site.as_str(), "site-1");
+        assert_eq!(c.version, 3);
+        assert_eq!(c.time_zone, SiteZone::UTC);
+        assert_eq!(c.checkpoints.len(), 2);
+        assert_eq!(c.checkpoints[0].tags, ["04:AA"]);
+        assert_eq!(c.checkpoints[0].radius_m, Some(15.0));
+        let tour = &c.tours[0];
+        // Checkpoint order kept.
+        assert_eq!(tour.checkpoints, [cp("cp-2"), cp("cp-1")]);
+        assert_eq!(
+            tour.windows,
+            [Window {
+                start_ms: 1_774_735_200_000,
+                end_ms: 1_774_738_800_000
+            }]
+        );
+        assert!(tour.schedule.is_empty());
+        assert_eq!(tour.grace_min, 10);
+        assert_eq!(c.post_orders[0].text, "Check them.");
+        // Written again, it is the current encoding, and reads back the same.
+        let again = c.encode().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again[0], CONFIG_V2);
+        assert_eq!(SiteConfig::decode(&again), Ok(c));
+        assert!(SiteConfig::decode(&[9, 0]).is_err());
+    }
+
+    fn scheduled() -> SiteConfig {
+        let mut c = config();
+        c.time_zone = SiteZone::new("Europe/London").unwrap_or_else(|e| panic!("{e}"));
+        c.tours[0].windows.clear();
+        c.tours[0].grace_min = 15;
+        c.tours[0].schedule = serde_json::from_str(
+            r#"[{"every_min": 90, "from": "22:00", "to": "06:00"},
+                {"at": ["23:00", "01:00", "03:00", "05:00"], "days": ["sat", "sun"], "window_min": 30}]"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        c
+    }
+
+    #[test]
+    fn a_schedule_and_time_zone_survive_both_encodings() {
+        let c = scheduled();
+        assert!(c.validate().is_ok());
+        let bytes = c.encode().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(SiteConfig::decode(&bytes), Ok(c.clone()));
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        assert!(json.contains(r#""time_zone":"Europe/London""#), "{json}");
+        assert_eq!(serde_json::from_str::<SiteConfig>(&json).ok(), Some(c));
+    }
+
+    #[test]
+    fn the_json_of_before_schedules_still_reads() {
+        let old = r#"{"site": "site-1", "version": 2, "checkpoints": [],
+            "tours": [{"id": "night", "name": "Night", "checkpoints": ["cp-1"],
+                       "windows": [{"start_ms": 1000, "end_ms": 2000}], "grace_min": 10}],
+            "post_orders": []}"#;
+        let c: SiteConfig = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.time_zone, SiteZone::UTC);
+        assert!(c.tours[0].schedule.is_empty());
+        assert_eq!(c.tours[0].windows.len(), 1);
+        // A tour may have a schedule and no `windows` at all.
+        let new = r#"{"id": "night", "name": "Night", "checkpoints": ["cp-1"], "grace_min": 15,
+                      "schedule": [{"at": ["21:30"], "window_min": 30}]}"#;
+        let tour: Tour = serde_json::from_str(new).unwrap_or_else(|e| panic!("{e}"));
+        assert!(tour.windows.is_empty() && tour.schedule.len() == 1);
+        // A misspelt field is refused, not dropped; so is a zone that does not exist.
+        let typo = new.replace("\"schedule\"", "\"schedules\"");
+        assert!(serde_json::from_str::<Tour>(&typo).is_err());
+        let zone = old.replace(
+            "\"version\": 2,",
+            "\"version\": 2, \"time_zone\": \"Europe/Lndon\",",
+        );
+        let err = serde_json::from_str::<SiteConfig>(&zone)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("not an IANA time zone"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_rule_makes_the_configuration_incoherent_naming_the_tour() {
+        let mut c = scheduled();
+        c.tours[0].schedule =
+            serde_json::from_str(r#"[{"every_min": 0, "from": "22:00", "to": "06:00"}]"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let err = c
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("tour night") && err.contains("every_min"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_tours_schedule_reads_in_words() {
+        let c = scheduled();
+        assert_eq!(
+            c.tours[0].schedule_words(),
+            "every 90 min 22:00-06:00, every night; at 23:00, 01:00, 03:00, 05:00 for 30 min, \
+             Sat and Sun nights, grace 15 min"
+        );
+        assert_eq!(
+            config().tours[0].schedule_words(),
+            "1 one-off window, grace 10 min"
+        );
+        let mut none = config();
+        none.tours[0].windows.clear();
+        assert_eq!(none.tours[0].schedule_words(), "no windows");
+    }
+
+    #[test]
+    fn tonights_windows_come_from_the_schedule_in_the_sites_zone() {
+        let mut c = scheduled();
+        c.tours[0].schedule.truncate(1);
+        let tour = &c.tours[0];
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap_or_else(|e| panic!("{t}: {e}"))
+                .timestamp_millis()
+        };
+        // Friday 10 July 2026, 23:40 BST (22:40Z): the rounds of 22:00 and 23:30 BST. cp-1 was
+        // scanned at 23:35 BST (in the grace of the first), cp-2 at 22:10 and at 23:45.
+        let now = at("2026-07-10T22:40:00Z");
+        let scans = [
+            (cp("cp-1"), at("2026-07-10T22:35:00Z")),
+            (cp("cp-2"), at("2026-07-10T21:10:00Z")),
+            (cp("cp-2"), at("2026-07-10T22:45:00Z")),
+        ];
+        let progress = tour_progress(tour, c.time_zone, &scans, now, tonight(now))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The span reaches back 24 hours, to 23:40 BST on Thursday: Thursday night's windows
+        // from its 23:30 round on (23:30, 01:00, 02:30, 04:00, 05:30 BST).
+        let tonight: Vec<&WindowProgress> = progress
+            .iter()
+            .filter(|w| {
+                w.window.start_ms >= at("2026-07-10T21:00:00Z")
+                    && w.window.end_ms <= at("2026-07-11T05:00:00Z")
+            })
+            .collect();
+        assert_eq!(tonight.len(), 6, "Friday night's six");
+        // And forward 24 hours, to 23:40 BST on Saturday: Saturday's 22:00 and 23:30 rounds.
+        assert_eq!(progress.len(), 5 + 6 + 2);
+        use CheckpointState::*;
+        assert_eq!(tonight[0].window.start_ms, at("2026-07-10T21:00:00Z"));
+        assert_eq!(
+            tonight[0].checkpoints,
+            [
+                (
+                    cp("cp-1"),
+                    DoneLate {
+                        at_ms: at("2026-07-10T22:35:00Z")
+                    }
+                ),
+                (
+                    cp("cp-2"),
+                    Done {
+                        at_ms: at("2026-07-10T21:10:00Z")
+                    }
+                ),
+            ]
+        );
+        // The late scan of cp-1 counted for the first round only: the second still needs it.
+        assert_eq!(
+            tonight[1].checkpoints,
+            [
+                (cp("cp-1"), Due),
+                (
+                    cp("cp-2"),
+                    Done {
+                        at_ms: at("2026-07-10T22:45:00Z")
+                    }
+                ),
+            ]
+        );
+        assert_eq!(tonight[2].checkpoints[0].1, Upcoming);
+    }
+
+    #[test]
+    fn the_next_window_is_the_open_one_else_the_next_to_open() {
+        let c = scheduled();
+        let tour = &c.tours[0];
+        let at = |t: &str| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap_or_else(|e| panic!("{t}: {e}"))
+                .timestamp_millis()
+        };
+        // Wednesday 15 July 2026 (BST), midday: tonight's 22:00 BST round; at 00:10 BST, the
+        // 23:30 round, still open.
+        assert_eq!(
+            tour.next_window(c.time_zone, at("2026-07-15T11:00:00Z")),
+            Some(Window {
+                start_ms: at("2026-07-15T21:00:00Z"),
+                end_ms: at("2026-07-15T22:30:00Z")
+            })
+        );
+        assert_eq!(
+            tour.next_window(c.time_zone, at("2026-07-15T23:10:00Z"))
+                .map(|w| w.start_ms),
+            Some(at("2026-07-15T22:30:00Z"))
+        );
+        // A one-off window sooner than the schedule's is the next.
+        let mut with_one_off = tour.clone();
+        with_one_off.windows = vec![Window {
+            start_ms: at("2026-07-15T12:00:00Z"),
+            end_ms: at("2026-07-15T13:00:00Z"),
+        }];
+        assert_eq!(
+            with_one_off
+                .next_window(c.time_zone, at("2026-07-15T11:00:00Z"))
+                .map(|w| w.start_ms),
+            Some(at("2026-07-15T12:00:00Z"))
+        );
+        assert_eq!(
+            config().tours[0].next_window(SiteZone::UTC, 3_000_000),
+            None
+        );
+    }
+
+    #[test]
+    fn a_window_ends_just_before_its_end() {
+        let tour = &config().tours[0];
+        let windows = [Window {
+            start_ms: 1_000_000,
+            end_ms: 2_000_000,
+        }];
+        let state = |scan_at: i64| {
+            progress_of_windows(tour, &windows, &[(cp("cp-1"), scan_at)], 3_000_000)[0].checkpoints
+                [0]
+            .1
+        };
+        assert_eq!(state(1_000_000), CheckpointState::Done { at_ms: 1_000_000 });
+        assert_eq!(
+            state(2_000_000),
+            CheckpointState::DoneLate { at_ms: 2_000_000 }
+        );
+        assert_eq!(state(2_600_000), CheckpointState::Missed, "past the grace");
     }
 }

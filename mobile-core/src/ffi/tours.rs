@@ -1,6 +1,6 @@
 //! The site configuration the phone holds, tag scans resolved through it, and tour progress.
 
-use patrol_core::siteconfig::{CheckpointState, ScanFlag, WindowProgress};
+use patrol_core::siteconfig::{CheckpointState, ScanFlag, SiteConfig, WindowProgress};
 use patrol_core::{EventId, Scan, ScanMethod};
 
 use super::device::{PatrolDevice, lock};
@@ -52,12 +52,19 @@ pub struct FfiTour {
     pub id: String,
     pub name: String,
     pub checkpoint_ids: Vec<String>,
+    /// When it is walked, in words, in the site's time zone: "every 90 min 22:00-06:00, every
+    /// night, grace 15 min".
+    pub schedule: String,
+    /// Minutes after a window's end during which a scan still counts, as late.
+    pub grace_min: u32,
 }
 
 /// The site configuration the phone holds.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct FfiSiteConfig {
     pub version: u64,
+    /// The site's IANA time zone ("Europe/London"): tours' windows are shown in it.
+    pub time_zone: String,
     pub checkpoint_ids: Vec<String>,
     pub tours: Vec<FfiTour>,
     /// Post orders as (title, text).
@@ -116,6 +123,35 @@ impl From<WindowProgress> for FfiWindowProgress {
     }
 }
 
+impl From<&SiteConfig> for FfiSiteConfig {
+    fn from(c: &SiteConfig) -> Self {
+        FfiSiteConfig {
+            version: c.version,
+            time_zone: c.time_zone.name().to_owned(),
+            checkpoint_ids: c.checkpoints.iter().map(|cp| cp.id.to_string()).collect(),
+            tours: c
+                .tours
+                .iter()
+                .map(|t| FfiTour {
+                    id: t.id.clone(),
+                    name: t.name.clone(),
+                    checkpoint_ids: t.checkpoints.iter().map(ToString::to_string).collect(),
+                    schedule: t.schedule_words(),
+                    grace_min: t.grace_min,
+                })
+                .collect(),
+            post_orders: c
+                .post_orders
+                .iter()
+                .map(|p| FfiPostOrder {
+                    title: p.title.clone(),
+                    text: p.text.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[uniffi::export]
 impl PatrolDevice {
     /// Records a scan of an NFC tag or QR code: the checkpoint comes from the site
@@ -158,31 +194,13 @@ impl PatrolDevice {
     /// The site configuration the phone holds (after a sync), if any.
     pub fn site_config(&self) -> FfiResult<Option<FfiSiteConfig>> {
         let store = lock(&self.store, "store")?;
-        Ok(store.site_config()?.map(|c| FfiSiteConfig {
-            version: c.version,
-            checkpoint_ids: c.checkpoints.iter().map(|cp| cp.id.to_string()).collect(),
-            tours: c
-                .tours
-                .iter()
-                .map(|t| FfiTour {
-                    id: t.id.clone(),
-                    name: t.name.clone(),
-                    checkpoint_ids: t.checkpoints.iter().map(ToString::to_string).collect(),
-                })
-                .collect(),
-            post_orders: c
-                .post_orders
-                .iter()
-                .map(|p| FfiPostOrder {
-                    title: p.title.clone(),
-                    text: p.text.clone(),
-                })
-                .collect(),
-        }))
+        Ok(store.site_config()?.as_ref().map(FfiSiteConfig::from))
     }
 
     /// Which checkpoints of a tour are done, due, late or missed at `now_ms` (ms since the Unix
-    /// epoch), from this phone's scans and its site configuration: no network needed.
+    /// epoch), from this phone's scans and its site configuration: no network needed. The
+    /// windows are tonight's: those overlapping the 24 hours before and after `now_ms`, the
+    /// tour's schedule expanded in the site's time zone, in order of start.
     pub fn tour_progress(&self, tour_id: String, now_ms: i64) -> FfiResult<Vec<FfiWindowProgress>> {
         let store = lock(&self.store, "store")?;
         Ok(store
@@ -190,5 +208,31 @@ impl PatrolDevice {
             .into_iter()
             .map(Into::into)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_gets_the_sites_zone_and_each_tours_schedule_in_words() {
+        let config: SiteConfig = serde_json::from_value(serde_json::json!({
+            "site": "site-1", "version": 4, "time_zone": "Europe/London",
+            "checkpoints": [{"id": "cp-1", "name": "Gate", "tags": ["t1"], "location": null,
+                             "radius_m": null}],
+            "tours": [{"id": "night", "name": "Night round", "checkpoints": ["cp-1"],
+                       "schedule": [{"every_min": 90, "from": "22:00", "to": "06:00"}],
+                       "grace_min": 15}],
+            "post_orders": []
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ffi = FfiSiteConfig::from(&config);
+        assert_eq!(ffi.time_zone, "Europe/London");
+        assert_eq!(
+            ffi.tours[0].schedule,
+            "every 90 min 22:00-06:00, every night, grace 15 min"
+        );
+        assert_eq!(ffi.tours[0].grace_min, 15);
     }
 }

@@ -12,7 +12,7 @@ use patrol_core::incident::{
 use patrol_core::merge::plan_incident_push;
 use patrol_core::protocol::{DocOutcome, DocPush, DocRef, SyncResponse, from_wire};
 use patrol_core::siteconfig::{
-    ScanFlag, SiteConfig, UNKNOWN_CHECKPOINT, WindowProgress, tour_progress,
+    ScanFlag, SiteConfig, UNKNOWN_CHECKPOINT, WindowProgress, tonight, tour_progress,
 };
 use patrol_core::{
     CheckpointId, DeviceId, DeviceTime, EventBody, EventId, GuardId, IncidentId, IncidentReport,
@@ -281,8 +281,9 @@ impl DeviceStore {
         Ok(config.resolve_tag(tag)?)
     }
 
-    /// How far each window of a tour has come at `now_ms`, from this phone's own scans and the
-    /// configuration it holds: works offline.
+    /// How far each of tonight's windows of a tour has come at `now_ms` (the windows
+    /// overlapping the 24 hours either side, its schedule expanded in the site's time zone),
+    /// from this phone's own scans and the configuration it holds: works offline.
     pub fn tour_progress(&self, tour: &str, now_ms: i64) -> Result<Vec<WindowProgress>> {
         let config = self.site_config()?.ok_or(Error::NoSiteConfig)?;
         let tour = config
@@ -300,7 +301,13 @@ impl DeviceStore {
                 _ => None,
             })
             .collect();
-        Ok(tour_progress(tour, &scans, now_ms))
+        Ok(tour_progress(
+            tour,
+            config.time_zone,
+            &scans,
+            now_ms,
+            tonight(now_ms),
+        )?)
     }
 
     /// Every panic alarm raised on this phone, newest first, with its state.

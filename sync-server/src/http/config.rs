@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use patrol_core::event::MAX_TAG_LEN;
 use patrol_core::event::format_time_ms;
-use patrol_core::siteconfig::{Checkpoint, PostOrder, SiteConfig, Tour};
+use patrol_core::siteconfig::{Checkpoint, PostOrder, SiteConfig, SiteZone, Tour};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
@@ -61,6 +61,9 @@ pub struct ConfigDoc {
     site: String,
     /// 0 (empty) until the first write.
     version: u64,
+    /// The site's IANA time zone, in which tours' schedules are written (`UTC` unless set).
+    #[schema(example = "Europe/London")]
+    time_zone: String,
     #[schema(value_type = Vec<CheckpointDoc>)]
     checkpoints: Vec<serde_json::Value>,
     #[schema(value_type = Vec<TourDoc>)]
@@ -140,11 +143,42 @@ pub struct TourDoc {
     /// The tour's checkpoints in walking order: ids of this configuration's checkpoints.
     #[schema(min_items = 1, value_type = Vec<SlugId>)]
     checkpoints: Vec<String>,
-    /// When the tour must be walked; each ends after it starts.
-    windows: Vec<WindowDoc>,
+    /// One-off windows at absolute times; each ends after it starts. Default none.
+    windows: Option<Vec<WindowDoc>>,
+    /// Rules for windows that repeat, in the site's time zone. Default none.
+    schedule: Option<Vec<ScheduleRuleDoc>>,
     /// Minutes after a window's end during which a scan still counts, as late.
     #[schema(format = "uint32", maximum = 4294967295usize)]
     grace_min: u32,
+}
+
+/// One rule of a tour's schedule, in the site's local time (docs/protocol.md, "Site
+/// configuration"): `every_min` with `from` and `to` (a window every so many minutes of elapsed
+/// time, none starting at or after `to`, which is on the next day when not later than `from`),
+/// or `at` (a window at each time, written in the order the night runs); `days` are the
+/// weekdays the nights start on (default every day); `window_min` is each window's length
+/// (default `every_min`; needed with `at`).
+// Documentation only: the core's `ScheduleRule`.
+#[derive(Debug, ToSchema)]
+#[schema(as = ScheduleRule)]
+#[allow(dead_code)]
+pub struct ScheduleRuleDoc {
+    #[schema(format = "uint32", minimum = 5, maximum = 1440)]
+    every_min: Option<u32>,
+    /// `HH:MM`, 00:00 to 23:59.
+    #[schema(example = "22:00")]
+    from: Option<String>,
+    /// `HH:MM`, 00:00 to 23:59.
+    #[schema(example = "06:00")]
+    to: Option<String>,
+    /// `HH:MM` times, in the order the night runs.
+    #[schema(max_items = 288)]
+    at: Option<Vec<String>>,
+    /// `mon`, `tue`, `wed`, `thu`, `fri`, `sat`, `sun`.
+    #[schema(min_items = 1)]
+    days: Option<Vec<String>>,
+    #[schema(format = "uint32", minimum = 1, maximum = 1440)]
+    window_min: Option<u32>,
 }
 
 /// A time window, in milliseconds since the epoch (UTC).
@@ -203,6 +237,11 @@ pub async fn get_config(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigBody {
+    /// The site's IANA time zone (`Europe/London`), in which tours' schedules are written;
+    /// UTC if not given.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "Europe/London")]
+    time_zone: SiteZone,
     /// Unique ids, and tags unique across checkpoints.
     #[schema(value_type = Vec<CheckpointDoc>)]
     checkpoints: Vec<Checkpoint>,
@@ -253,6 +292,7 @@ pub async fn put_config(
     let config = SiteConfig {
         site,
         version: body.base_version.saturating_add(1),
+        time_zone: body.time_zone,
         checkpoints: body.checkpoints,
         tours: body.tours,
         post_orders: body.post_orders,

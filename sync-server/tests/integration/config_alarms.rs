@@ -45,8 +45,8 @@ async fn configuration_versions_are_checked_and_delivered_once(backend: Backend)
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         empty,
-        json!({"site": SITE, "version": 0, "checkpoints": [], "tours": [], "post_orders": [],
-               "created_at": null})
+        json!({"site": SITE, "version": 0, "time_zone": "UTC", "checkpoints": [], "tours": [],
+               "post_orders": [], "created_at": null})
     );
     assert!(server.sync(&phone.request(vec![])).await?.config.is_none());
 
@@ -59,6 +59,13 @@ async fn configuration_versions_are_checked_and_delivered_once(backend: Backend)
         (Some(1), Some(SITE))
     );
     assert_eq!(v1["checkpoints"][0]["tags"], json!(["04:A1"]));
+    // The form of before schedules (no time zone, absolute windows) is read as it was, in UTC.
+    assert_eq!(v1["time_zone"], "UTC");
+    assert_eq!(
+        v1["tours"][0]["windows"],
+        json!([{"start_ms": 1000, "end_ms": 2000}])
+    );
+    assert_eq!(v1["tours"][0]["schedule"], json!([]));
     assert!(v1["created_at"].as_str().is_some_and(|t| t.ends_with('Z')));
     let (_, got) = server.get_json(&config_uri()).await?;
     assert_eq!(got, v1);
@@ -167,6 +174,108 @@ async fn bad_configurations_get_a_clear_4xx_and_change_nothing(backend: Backend)
     );
     let (status, _) = server.get_json("/api/v1/sites/nowhere/config").await?;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(server.snapshot().await?, before);
+    Ok(())
+}
+
+/// The site's zone and a tour written as people say it, beside one with a one-off window.
+fn scheduled_body(base_version: u64) -> Value {
+    let mut body = config_body(base_version, "04:A1");
+    body["time_zone"] = json!("Europe/London");
+    body["tours"] = json!([
+        {"id": "night", "name": "Night round", "checkpoints": ["cp-1", "cp-2"], "grace_min": 15,
+         "schedule": [{"every_min": 90, "from": "22:00", "to": "06:00"}]},
+        {"id": "weekend", "name": "Weekend checks", "checkpoints": ["cp-2"], "grace_min": 10,
+         "schedule": [{"at": ["23:00", "01:00", "03:00", "05:00"], "days": ["sat", "sun"],
+                       "window_min": 30}],
+         "windows": [{"start_ms": 1000, "end_ms": 2000}]}
+    ]);
+    body
+}
+
+async fn a_schedule_and_time_zone_round_trip_and_reach_phones(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let phone = server.phone("guard-1").await?;
+    let (status, stored) = server
+        .send_json("PUT", &config_uri(), &scheduled_body(0))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["time_zone"], "Europe/London");
+    // Written back in full: `days` spelled out where it was left to its default.
+    assert_eq!(
+        stored["tours"][0]["schedule"],
+        json!([{"every_min": 90, "from": "22:00", "to": "06:00",
+                "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]}])
+    );
+    assert_eq!(
+        stored["tours"][1]["schedule"],
+        json!([{"at": ["23:00", "01:00", "03:00", "05:00"], "days": ["sat", "sun"],
+                "window_min": 30}])
+    );
+    let (_, got) = server.get_json(&config_uri()).await?;
+    assert_eq!(got, stored);
+
+    // The phone gets the same configuration, and with it the same windows.
+    let update = server
+        .sync(&phone.request(vec![]))
+        .await?
+        .config
+        .ok_or("no config delivered")?;
+    let config = SiteConfig::decode(&update.config)?;
+    let mut as_served = serde_json::to_value(&config)?;
+    as_served["created_at"] = stored["created_at"].clone();
+    assert_eq!(as_served, stored);
+    let night = config.tour("night").ok_or("no night tour")?;
+    let ms = |t: &str| -> Result<i64, chrono::ParseError> {
+        Ok(chrono::DateTime::parse_from_rfc3339(t)?.timestamp_millis())
+    };
+    // Saturday 24 October 2026, the night the clocks go back: 22:00 BST to 06:00 GMT.
+    let windows = night.windows_between(
+        config.time_zone,
+        ms("2026-10-24T12:00:00Z")?,
+        ms("2026-10-25T12:00:00Z")?,
+    )?;
+    assert_eq!(windows.len(), 6);
+    assert_eq!(windows[0].start_ms, ms("2026-10-24T21:00:00Z")?);
+    assert_eq!(windows[5].end_ms, ms("2026-10-25T06:00:00Z")?);
+    Ok(())
+}
+
+async fn a_bad_schedule_or_zone_is_refused_with_the_reason(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let before = server.snapshot().await?;
+    let mut unknown_zone = scheduled_body(0);
+    unknown_zone["time_zone"] = json!("Europe/Lndon");
+    let mut bad_time = scheduled_body(0);
+    bad_time["tours"][0]["schedule"][0]["from"] = json!("25:00");
+    let mut every_zero = scheduled_body(0);
+    every_zero["tours"][0]["schedule"][0]["every_min"] = json!(0);
+    let mut unordered = scheduled_body(0);
+    unordered["tours"][1]["schedule"][0]["at"] = json!(["23:00", "05:00", "01:00"]);
+    let mut misspelt = scheduled_body(0);
+    let rules = misspelt["tours"][0]
+        .as_object_mut()
+        .and_then(|t| t.remove("schedule"))
+        .ok_or("no schedule")?;
+    misspelt["tours"][0]["schedules"] = rules;
+    for (name, body, code, says) in [
+        ("unknown zone", unknown_zone, "invalid_json", "Europe/Lndon"),
+        ("25:00", bad_time, "invalid_json", "25:00"),
+        ("every 0 minutes", every_zero, "invalid_config", "every_min"),
+        ("unordered at", unordered, "invalid_config", "order"),
+        ("misspelt schedule", misspelt, "invalid_json", "schedules"),
+    ] {
+        let (status, resp) = server.send_json("PUT", &config_uri(), &body).await?;
+        assert_eq!(
+            (status, resp["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{name}: {resp}"
+        );
+        assert!(
+            resp["message"].as_str().is_some_and(|m| m.contains(says)),
+            "{name}: {resp}"
+        );
+    }
     assert_eq!(server.snapshot().await?, before);
     Ok(())
 }
@@ -313,5 +422,7 @@ async fn alarm_acks_are_idempotent_and_reach_only_the_raising_phone(
 crate::on_every_backend!(
     configuration_versions_are_checked_and_delivered_once,
     bad_configurations_get_a_clear_4xx_and_change_nothing,
+    a_schedule_and_time_zone_round_trip_and_reach_phones,
+    a_bad_schedule_or_zone_is_refused_with_the_reason,
     alarm_acks_are_idempotent_and_reach_only_the_raising_phone,
 );

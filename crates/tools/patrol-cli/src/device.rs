@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use patrol_core::incident::{Attachment, IncidentAction, IncidentState, Party};
-use patrol_core::siteconfig::{CheckpointState, ScanFlag};
+use patrol_core::siteconfig::{CheckpointState, ScanFlag, SiteZone};
 use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity,
@@ -103,7 +103,8 @@ enum DeviceCommand {
     },
     /// Show the site configuration the phone holds.
     Config(JsonArg),
-    /// Tour progress from this phone's scans and its site configuration (works offline).
+    /// Tour progress from this phone's scans and its site configuration (works offline): the
+    /// windows within 24 hours either side of now, in the site's time zone.
     Tour {
         /// The tour's id (`patrol device config` lists them).
         tour: String,
@@ -644,6 +645,8 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
         DeviceCommand::Tour { tour, at, json } => {
             let now = at.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
             let windows = store.tour_progress(&tour, now)?;
+            // Present: tour_progress has just read it.
+            let zone = store.site_config()?.map_or(SiteZone::UTC, |c| c.time_zone);
             if json.json {
                 let windows: Vec<Value> = windows
                     .iter()
@@ -669,13 +672,18 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                     .collect();
                 outln!(
                     "{}",
-                    json!({"tour": tour, "at": rfc3339_ms(now), "windows": windows})
+                    json!({
+                        "tour": tour,
+                        "at": rfc3339_ms(now),
+                        "time_zone": zone.name(),
+                        "windows": windows,
+                    })
                 );
             } else if windows.is_empty() {
                 outln!(
-                    "tour {} has no time windows in the site configuration: nothing is due, late \
-                     or missed",
-                    shown(&tour)
+                    "tour {} has no window within 24 hours of {}: nothing is due, late or missed",
+                    shown(&tour),
+                    show::site_ms(zone, now)
                 );
             } else {
                 let mut t = show::table(&[
@@ -689,11 +697,11 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                     for (cp, state) in &w.checkpoints {
                         let (_, at) = checkpoint_state_code(state);
                         t.add_row(vec![
-                            local_ms(w.window.start_ms),
-                            local_ms(w.window.end_ms),
+                            show::site_ms(zone, w.window.start_ms),
+                            show::site_ms(zone, w.window.end_ms),
                             shown(cp.as_str()),
                             state.to_string(),
-                            at.map_or_else(|| NONE.to_owned(), local_ms),
+                            at.map_or_else(|| NONE.to_owned(), |ms| show::site_ms(zone, ms)),
                         ]);
                     }
                 }

@@ -4,12 +4,21 @@
 //! API's field names and RFC 3339 UTC times.
 
 use chrono::DateTime;
-use patrol_core::siteconfig::SiteConfig;
+use patrol_core::siteconfig::{SiteConfig, SiteZone};
 use serde_json::Value;
 
 use patrol_term::shown;
 
 pub use patrol_term::{NONE, local_ms, local_time, render, table};
+
+/// Milliseconds since the epoch in a site's time zone, with the offset, as [`local_time`]
+/// writes times: tour windows are shown as the site's schedule is written.
+pub fn site_ms(zone: SiteZone, ms: i64) -> String {
+    zone.local(ms).map_or_else(
+        || ms.to_string(),
+        |t| patrol_term::time_in(t.to_utc(), &t.timezone()),
+    )
+}
 
 /// [`local_time`] of an RFC 3339 time from the server; other text as it is (made safe).
 pub fn local_text(text: &str) -> String {
@@ -142,20 +151,23 @@ pub fn incident_detail(i: &Value) -> String {
     lines.join("\n")
 }
 
-/// A site configuration: its version, then its checkpoints, tours and post orders as tables.
-/// `stored_at` is when the server stored this version (RFC 3339), if known.
+/// A site configuration: its version and time zone, then its checkpoints, tours and post orders
+/// as tables. `stored_at` is when the server stored this version (RFC 3339), if known. Tours'
+/// next windows are in the site's time zone, as their schedules are written.
 pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
     let mut lines = vec![match stored_at {
         Some(at) => format!(
-            "site {} configuration version {}, stored {}",
+            "site {} configuration version {}, time zone {}, stored {}",
             shown(c.site.as_str()),
             c.version,
+            c.time_zone,
             local_text(at)
         ),
         None => format!(
-            "site {} configuration version {}",
+            "site {} configuration version {}, time zone {}",
             shown(c.site.as_str()),
-            c.version
+            c.version,
+            c.time_zone
         ),
     }];
     let mut t = table(&["CHECKPOINT", "NAME", "TAGS", "LOCATION", "RADIUS"]);
@@ -178,33 +190,25 @@ pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
     }
     lines.push(String::new());
     lines.push(render(&mut t));
-    let mut t = table(&[
-        "TOUR",
-        "NAME",
-        "CHECKPOINTS",
-        "WINDOWS",
-        "NEXT WINDOW",
-        "GRACE",
-    ]);
+    let mut t = table(&["TOUR", "NAME", "CHECKPOINTS", "SCHEDULE", "NEXT WINDOW"]);
     for tour in &c.tours {
         let cps: Vec<&str> = tour.checkpoints.iter().map(|c| c.as_str()).collect();
-        // The window open now, else the next to open.
-        let next = tour
-            .windows
-            .iter()
-            .filter(|w| w.end_ms > now_ms)
-            .min_by_key(|w| w.start_ms)
-            .map_or_else(
-                || NONE.to_owned(),
-                |w| format!("{} to {}", local_ms(w.start_ms), local_ms(w.end_ms)),
-            );
+        let next = tour.next_window(c.time_zone, now_ms).map_or_else(
+            || NONE.to_owned(),
+            |w| {
+                format!(
+                    "{} to {}",
+                    site_ms(c.time_zone, w.start_ms),
+                    site_ms(c.time_zone, w.end_ms)
+                )
+            },
+        );
         t.add_row(vec![
             shown(&tour.id),
             shown(&tour.name),
             shown(&cps.join(" -> ")),
-            tour.windows.len().to_string(),
+            tour.schedule_words(),
             next,
-            format!("{} min", tour.grace_min),
         ]);
     }
     lines.push(String::new());
