@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_event_records.sql"),
     include_str!("migrations/0009_credentials_age.sql"),
     include_str!("migrations/0010_docs_by_device.sql"),
+    include_str!("migrations/0011_corrected_time_and_flags.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
@@ -98,6 +99,7 @@ mod tests {
     use rusqlite::params;
 
     use super::*;
+    use crate::store::event_json::{Stamp, with_stamp};
     use crate::store::sqlite::testing::{TestLog, enroll};
     use crate::store::sqlite::{DB_FILE, SqliteStore};
     use crate::store::{FeedFilter, Site, Store};
@@ -261,7 +263,15 @@ mod tests {
             .events_after(site.clone(), 0, 10)
             .await?
             .ok_or("no site")?;
-        assert_eq!(page.events, vec![(1, "{}".to_string())]);
+        // Served as stored, with the stamp it reads as (migration 11): its device time
+        // (2 ms) bounded by its receipt (3 ms), no flags.
+        assert_eq!(
+            page.events,
+            vec![(
+                1,
+                r#"{"corrected_time":"1970-01-01T00:00:00.002Z","flags":[]}"#.to_string()
+            )]
+        );
         let config = store.site_config(site).await?;
         assert_eq!(config.config.version, 0);
         Ok(())
@@ -355,11 +365,14 @@ mod tests {
 
         let store = SqliteStore::open(&path)?;
         let received = chrono::DateTime::from_timestamp_millis(batch.received_at_ms).ok_or("ms")?;
+        let delivery = batch.delivery();
         store.sync(batch).await?;
-        let mut expected = vec![(1, "{\"old\":1}".to_string())];
+        let old_json = r#"{"corrected_time":"1970-01-01T00:00:00.002Z","flags":[],"old":1}"#;
+        let mut expected = vec![(1, old_json.to_string())];
         for (seq, event) in (2..).zip(log.log.events()?) {
             let json = serde_json::to_string(&event.to_json(Some((seq, received))))?;
-            expected.push((seq, json));
+            let stamp = Stamp::at_ingest(&delivery, &event.record);
+            expected.push((seq, with_stamp(&json, &stamp)?));
         }
         assert_eq!(expected.len(), 4);
         let site = SiteId::new("site-1")?;
