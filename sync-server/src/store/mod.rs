@@ -26,6 +26,9 @@
 //! - Event sequence numbers are per site, gap-free, and become visible in order: a reader that
 //!   saw `seq = n` never later finds a new event with a smaller `seq` (the feed relies on it).
 //! - An event id gets at most one row per site, whatever is pushed again.
+//! - Each new event is stored with its stamp ([`event_json::Stamp`]: corrected time and flags),
+//!   computed from the request ([`SyncBatch::delivery`]) when the event is written, in the
+//!   request's transaction and its one insert; the feed shows it and filters by it.
 //! - Incidents, site configurations and alarm acknowledgements ([`Store::sync_collab`] and the
 //!   control-room methods) are low volume and go their own way: every write of an incident is a
 //!   read-modify-write of its document inside one write transaction, so concurrent writers (a
