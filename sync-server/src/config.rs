@@ -109,6 +109,11 @@ pub const DEFAULT_STREAM_RECHECK_SECS: u64 = 60;
 /// Most live streams one user may have open at once, on one instance: a control room with a
 /// few screens, and no more, so that one token cannot tie up the server's connections.
 pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 8;
+/// Default of `--clock-skew-threshold-secs`: the 2 minutes, patrol-core's default.
+pub const DEFAULT_CLOCK_SKEW_THRESHOLD_SECS: u64 =
+    (patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS / 1000) as u64;
+/// [`DEFAULT_CLOCK_SKEW_THRESHOLD_SECS`] in milliseconds.
+const DEFAULT_CLOCK_SKEW_THRESHOLD_MS: i64 = patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS;
 
 const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
 
@@ -410,6 +415,12 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_MAX_STREAMS_PER_USER,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub max_streams_per_user: usize,
+    /// Seconds a phone's clock may be off (either way, as measured at a sync) before the events
+    /// that sync delivers are flagged `clock_skew`; their corrected times are right either way.
+    #[arg(long, env = "PATROL_CLOCK_SKEW_THRESHOLD_SECS",
+          default_value_t = DEFAULT_CLOCK_SKEW_THRESHOLD_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub clock_skew_threshold_secs: u64,
 }
 
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
@@ -471,6 +482,8 @@ pub struct ApiConfig {
     pub stream_recheck: Duration,
     /// Most live streams open at once per user.
     pub max_streams_per_user: usize,
+    /// A phone's clock offset beyond this, in milliseconds, flags the events its sync delivers.
+    pub clock_skew_threshold_ms: i64,
 }
 
 impl Default for ApiConfig {
@@ -484,6 +497,7 @@ impl Default for ApiConfig {
             device_credential_max_age_ms: days_ms(DEFAULT_DEVICE_CREDENTIAL_MAX_AGE_DAYS),
             stream_recheck: Duration::from_secs(DEFAULT_STREAM_RECHECK_SECS),
             max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
+            clock_skew_threshold_ms: DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
         }
     }
 }
@@ -509,6 +523,7 @@ impl From<&ServeArgs> for ApiConfig {
             device_credential_max_age_ms: days_ms(args.device_credential_max_age_days),
             stream_recheck: Duration::from_secs(args.stream_recheck_secs),
             max_streams_per_user: args.max_streams_per_user,
+            clock_skew_threshold_ms: secs_ms(args.clock_skew_threshold_secs),
         }
     }
 }
@@ -707,8 +722,11 @@ mod tests {
         assert_eq!(config.device_credential_max_age_ms, 30 * MS_PER_DAY);
         assert_eq!(config.stream_recheck, Duration::from_secs(60));
         assert_eq!(config.max_streams_per_user, 8);
+        assert_eq!(config.clock_skew_threshold_ms, 120_000);
         let cli = Cli::try_parse_from([
             "patrol-server",
+            "--clock-skew-threshold-secs",
+            "300",
             "--user-token-ttl-days",
             "7",
             "--device-credential-max-age-days",
@@ -720,6 +738,7 @@ mod tests {
             panic!("expected serve")
         };
         let config = ApiConfig::from(&*args);
+        assert_eq!(config.clock_skew_threshold_ms, 300_000);
         assert_eq!(
             (
                 config.user_token_ttl_ms,

@@ -291,7 +291,22 @@ fn listings_are_tables_in_local_time_and_json_documents() -> Result<()> {
     assert_table(
         "pull",
         &pulled,
-        &["SEQ", "DEVICE TIME", "RECEIVED", "GUARD", "KIND", "DETAIL"],
+        &["SEQ", "TIME", "GUARD", "KIND", "FLAGS", "DETAIL"],
+    )?;
+    let (wide, _) = control(&server, &["pull", "--site", SITE, "--wide"])?;
+    assert_table(
+        "pull --wide",
+        &wide,
+        &[
+            "SEQ",
+            "TIME",
+            "DEVICE TIME",
+            "RECEIVED",
+            "GUARD",
+            "KIND",
+            "FLAGS",
+            "DETAIL",
+        ],
     )?;
     ensure!(
         row(&pulled, "panic")?.contains(&format!("ack-alarm {panic}")),

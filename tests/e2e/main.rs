@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli_output;
+mod clock_skew;
 mod connections;
 mod crash;
 mod demo;

@@ -6,12 +6,14 @@
 //!
 //! - [`bundle_limits`]: what a pushed bundle may ask of the parser (values per column,
 //!   inflated bytes), checked before automerge expands it.
+//! - [`clock`]: a device's clock offset as a sync measures it, and events' corrected times.
 //! - [`codec`]: the versioned binary form of stored values, and stored heads.
 //! - [`ids`]: site, device, guard, shift, checkpoint, event and incident identifiers.
 //! - [`evidence`]: devices' ed25519 signatures over their shift logs' heads, and the offline
 //!   check of an exported log against a device's public key.
 //! - [`event`]: what a guard records (scans, incidents, panics, notes, shift start/end,
 //!   handovers), its validation and its compact binary encoding.
+//! - [`flags`]: what about an event deserves a second look, as the server stores it.
 //! - [`hlc`]: the hybrid logical clock stamped on every event.
 //! - [`incident`]: the collaborative incident document and each field's merge rule.
 //! - [`shiftlog`]: the automerge document holding one device's events of one shift; an event is
@@ -29,10 +31,12 @@
 //! driver (`scripts/check-core-deps.sh` checks it in CI).
 
 pub mod bundle_limits;
+pub mod clock;
 pub mod codec;
 pub mod error;
 pub mod event;
 pub mod evidence;
+pub mod flags;
 pub mod hlc;
 pub mod ids;
 pub mod incident;

@@ -3,7 +3,7 @@
 //! turns bad input into the [`AppError`] its handler answers with.
 //!
 //! It also describes, for the OpenAPI document, the values those checks accept ([`SlugId`],
-//! [`EventKind`], [`UserName`]): built from the very constants the checks use, so that the
+//! [`EventKind`], [`FlagName`], [`UserName`]): built from the very constants the checks use, so that the
 //! document cannot claim more or less than the server accepts.
 
 use std::borrow::Cow;
@@ -13,6 +13,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request};
 use axum::http::{HeaderMap, StatusCode, header};
+use patrol_core::flags::EventFlag;
 use patrol_core::ids::MAX_SLUG_LEN;
 use patrol_core::{EventBody, SiteId};
 use serde::de::DeserializeOwned;
@@ -310,6 +311,27 @@ impl PartialSchema for EventKind {
 impl ToSchema for EventKind {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("EventKind")
+    }
+}
+
+/// A flag's name as the feed's `flag` filter takes it: one of [`EventFlag::NAMES`].
+/// Documentation only.
+#[derive(Debug)]
+pub(super) struct FlagName;
+
+impl PartialSchema for FlagName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A flag's name"))
+            .enum_values(Some(EventFlag::NAMES.iter().copied()))
+            .into()
+    }
+}
+
+impl ToSchema for FlagName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("FlagName")
     }
 }
 

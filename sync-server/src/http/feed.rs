@@ -9,13 +9,16 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use patrol_core::flags::EventFlag;
 use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{AuthSession, AuthUser};
 use super::error::{AppError, ErrorBody};
-use super::extract::{EventKind, MAX_JSON_BODY_BYTES, SlugId, query_params, site_from_path};
+use super::extract::{
+    EventKind, FlagName, MAX_JSON_BODY_BYTES, SlugId, query_params, site_from_path,
+};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::store::FeedFilter;
@@ -94,10 +97,10 @@ struct FeedParams {
     /// Events per page, 1 to 10000; 1000 when absent. (The stream ignores it.)
     #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
     limit: Option<String>,
-    /// Only events at or after this time (RFC 3339).
+    /// Only events whose corrected time is at or after this time (RFC 3339).
     #[param(format = DateTime)]
     from: Option<String>,
-    /// Only events before this time (RFC 3339).
+    /// Only events whose corrected time is before this time (RFC 3339).
     #[param(format = DateTime)]
     to: Option<String>,
     /// Only this guard's events (guard id).
@@ -112,6 +115,9 @@ struct FeedParams {
     /// Only events at this checkpoint (checkpoint id).
     #[param(value_type = Option<SlugId>, inline)]
     checkpoint: Option<String>,
+    /// Only events carrying this flag (e.g. `clock_skew`).
+    #[param(value_type = Option<FlagName>, inline)]
+    flag: Option<String>,
 }
 
 /// The feed's filters, checked: times as RFC 3339, ids by their rules, kinds by name.
@@ -160,6 +166,21 @@ fn parse_feed_filter(params: &FeedParams) -> Result<FeedFilter, AppError> {
             }
         })
         .transpose()?;
+    let flag = present(&params.flag)
+        .map(|f| {
+            if EventFlag::NAMES.contains(&f) {
+                Ok(f.to_owned())
+            } else {
+                Err(AppError::bad_request(
+                    "invalid_query",
+                    format!(
+                        "flag must be one of {}, got {f:?}",
+                        EventFlag::NAMES.join(", ")
+                    ),
+                ))
+            }
+        })
+        .transpose()?;
     Ok(FeedFilter {
         from_ms: time("from", &params.from)?,
         to_ms: time("to", &params.to)?,
@@ -167,6 +188,7 @@ fn parse_feed_filter(params: &FeedParams) -> Result<FeedFilter, AppError> {
         device: device.map(|d| d.to_string()),
         kind,
         checkpoint: checkpoint.map(|c| c.to_string()),
+        flag,
     })
 }
 
@@ -362,6 +384,7 @@ mod tests {
             device: None,
             kind: None,
             checkpoint: None,
+            flag: None,
         }
     }
 

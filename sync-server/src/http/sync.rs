@@ -132,6 +132,7 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         pending_events: request.pending_events,
         pushes: shift_logs,
         public_key: credential.public_key,
+        clock_skew_threshold_ms: state.config.clock_skew_threshold_ms,
     };
     let collab = CollabSync {
         site: batch.site.clone(),

@@ -1,6 +1,7 @@
 //! An event's feed JSON, written directly: byte for byte what
-//! `serde_json::to_string(&event.to_json(Some((seq, received_at))))` gives (checked by the tests
-//! below for every kind of event), without building the `serde_json::Value` tree. The SQLite
+//! `serde_json::to_string(&event.to_json(Some((seq, received_at))))` gives with the server's
+//! [`Stamp`] (`corrected_time` and `flags`) added (checked by the tests below for every kind of
+//! event), without building the `serde_json::Value` tree. The SQLite
 //! store keeps each event's binary record, not its JSON, and renders the JSON here each time it
 //! serves the event; the PostgreSQL store renders it once, when the event arrives.
 //!
@@ -16,11 +17,83 @@
 
 use std::io::Write as _;
 
+use patrol_core::clock::corrected_time_ms;
 use patrol_core::event::{
     IncidentCategory, IncidentReport, Location, Scan, ScanMethod, Severity, format_time_ms,
     try_format_time_ms,
 };
+use patrol_core::flags::{Delivery, EventFlag};
 use patrol_core::{CheckpointId, Event, EventBody, EventRecord, GuardId, Hlc, IncidentId};
+
+use super::StoreError;
+
+/// What the server adds to an event when it receives it, computed once then and stored with
+/// the event: its corrected time and its flags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub corrected_ms: i64,
+    pub flags: Vec<EventFlag>,
+}
+
+impl Stamp {
+    /// The stamp of `record`, delivered by the sync `delivery`.
+    pub fn at_ingest(delivery: &Delivery, record: &EventRecord) -> Stamp {
+        Stamp {
+            corrected_ms: delivery.corrected_ms(record),
+            flags: delivery.flags(record),
+        }
+    }
+
+    /// The stamp of an event as stored: its `corrected_ms` and `flags` columns, both `NULL`
+    /// for an event stored before they existed. The offset of the sync that delivered such an
+    /// event was never recorded, and the device's skew kept since is that of its latest sync,
+    /// which may follow a clock fix: its corrected time is its device time bounded by its
+    /// receipt (the rule with no offset), and it has no flags.
+    pub fn stored(
+        corrected_ms: Option<i64>,
+        flags: Option<&str>,
+        device_ms: i64,
+        received_ms: i64,
+    ) -> Result<Stamp, StoreError> {
+        let flags = match flags {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| StoreError::CorruptData(format!("stored event flags: {e}")))?,
+            None => Vec::new(),
+        };
+        Ok(Stamp {
+            corrected_ms: corrected_ms
+                .unwrap_or_else(|| corrected_time_ms(device_ms, 0, received_ms)),
+            flags,
+        })
+    }
+
+    /// The flags as stored: a JSON array, or `None` when there are none (most events).
+    pub fn flags_json(&self) -> Result<Option<String>, StoreError> {
+        if self.flags.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(&self.flags)
+            .map(Some)
+            .map_err(|e| StoreError::Encode(e.to_string()))
+    }
+}
+
+/// The feed JSON of an event stored as JSON before corrected times existed, with its stamp
+/// added: parsed and written again, which gives the same bytes a fresh render does (keys in
+/// order, compact).
+pub fn with_stamp(json: &str, stamp: &Stamp) -> Result<String, String> {
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| e.to_string())?;
+    fields.insert(
+        "corrected_time".into(),
+        format_time_ms(stamp.corrected_ms).into(),
+    );
+    fields.insert(
+        "flags".into(),
+        serde_json::to_value(&stamp.flags).map_err(|e| e.to_string())?,
+    );
+    serde_json::to_string(&fields).map_err(|e| e.to_string())
+}
 
 /// Renders events as the feed serves them, one after the other: the text of the last receive
 /// time (shared by every event of a sync request) is kept from one to the next.
@@ -30,12 +103,14 @@ pub struct FeedRenderer {
 }
 
 impl FeedRenderer {
-    /// The feed JSON of `event`, with its server `seq` and the time the server received it.
+    /// The feed JSON of `event`, with its server `seq`, the time the server received it and
+    /// what the server stamped it with.
     pub fn render(
         &mut self,
         event: &Event,
         seq: u64,
         received_at_ms: i64,
+        stamp: &Stamp,
     ) -> Result<String, String> {
         let received_at = match &mut self.received {
             Some((ms, text)) if *ms == received_at_ms => text,
@@ -45,7 +120,7 @@ impl FeedRenderer {
                 &slot.insert((received_at_ms, text)).1
             }
         };
-        event_json(event, seq, received_at).map_err(|e| e.to_string())
+        event_json(event, seq, received_at, stamp).map_err(|e| e.to_string())
     }
 }
 
@@ -117,9 +192,14 @@ impl<'a> BodyFields<'a> {
     }
 }
 
-/// Writes `event` as the feed serves it, with its server `seq` and `received_at` (already
-/// formatted, e.g. `2025-03-01T23:10:04.512Z`).
-fn event_json(event: &Event, seq: u64, received_at: &str) -> Result<String, serde_json::Error> {
+/// Writes `event` as the feed serves it, with its server `seq`, `received_at` (already
+/// formatted, e.g. `2025-03-01T23:10:04.512Z`) and stamp.
+fn event_json(
+    event: &Event,
+    seq: u64,
+    received_at: &str,
+    stamp: &Stamp,
+) -> Result<String, serde_json::Error> {
     let Event {
         id,
         site,
@@ -141,10 +221,12 @@ fn event_json(event: &Event, seq: u64, received_at: &str) -> Result<String, serd
     w.some("category", b.category)?;
     w.some("checkpoint", b.checkpoint)?;
     w.put("config_version", config_version)?;
+    w.plain_str("corrected_time", &format_time_ms(stamp.corrected_ms));
     w.some("description", b.description)?;
     w.uuid("device_id", &device.0);
     w.put("device_seq", device_seq)?;
     w.plain_str("device_time", &format_time_ms(time.wall_ms));
+    w.flags("flags", &stamp.flags)?;
     w.put("guard_id", guard)?;
     w.hlc("hlc", &time.hlc)?;
     w.uuid("id", &id.0);
@@ -221,6 +303,17 @@ impl Writer {
         }
     }
 
+    /// `[]`, or each flag as its `Value` form writes it (keys in order); few events have any.
+    fn flags(&mut self, name: &str, flags: &[EventFlag]) -> Result<(), serde_json::Error> {
+        self.key(name);
+        if flags.is_empty() {
+            self.0.extend_from_slice(b"[]");
+            Ok(())
+        } else {
+            serde_json::to_writer(&mut self.0, &serde_json::to_value(flags)?)
+        }
+    }
+
     /// `{"counter":..,"wall_ms":..}`: the `Value` form of [`Hlc`] has its keys in order.
     fn hlc(&mut self, name: &str, hlc: &Hlc) -> Result<(), serde_json::Error> {
         let Hlc { wall_ms, counter } = hlc;
@@ -266,7 +359,7 @@ pub fn matches(json: &str, filter: &super::FeedFilter) -> Result<bool, super::St
     let text = |k: &str| v.get(k).and_then(|x| x.as_str());
     let same = |want: &Option<String>, k: &str| want.as_deref().is_none_or(|w| text(k) == Some(w));
     let time_ok = if filter.from_ms.is_some() || filter.to_ms.is_some() {
-        let at = text("device_time")
+        let at = text("corrected_time")
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.timestamp_millis());
         match at {
@@ -278,7 +371,17 @@ pub fn matches(json: &str, filter: &super::FeedFilter) -> Result<bool, super::St
     } else {
         true
     };
+    let flag_ok = filter.flag.as_deref().is_none_or(|want| {
+        v.get("flags")
+            .and_then(|f| f.as_array())
+            .is_some_and(|flags| {
+                flags
+                    .iter()
+                    .any(|f| f.get("flag").and_then(|n| n.as_str()) == Some(want))
+            })
+    });
     Ok(time_ok
+        && flag_ok
         && same(&filter.guard, "guard_id")
         && same(&filter.device, "device_id")
         && same(&filter.kind, "kind")
@@ -405,16 +508,70 @@ mod tests {
     #[test]
     fn the_json_is_to_json_byte_for_byte() -> TestResult {
         let mut renderer = FeedRenderer::default();
+        let stamps = [
+            Stamp::default(),
+            Stamp {
+                corrected_ms: 1_740_866_399_999,
+                flags: vec![EventFlag::ClockSkew {
+                    offset_ms: -10_800_000,
+                }],
+            },
+            Stamp {
+                corrected_ms: i64::MIN,
+                flags: vec![EventFlag::ClockSkew {
+                    offset_ms: i64::MAX,
+                }],
+            },
+        ];
         for received_ms in [0, 1_740_866_401_234, 253_402_300_799_999] {
             let received = DateTime::from_timestamp_millis(received_ms).ok_or("time")?;
             for (n, body) in bodies()?.into_iter().enumerate() {
                 let event = event(n as u64 + 1, body)?;
-                for seq in [0, 7, 10, 12_345, u64::MAX] {
-                    let expected = serde_json::to_string(&event.to_json(Some((seq, received))))?;
-                    assert_eq!(renderer.render(&event, seq, received_ms)?, expected);
+                for (seq, stamp) in [0, 7, 10, 12_345, u64::MAX]
+                    .into_iter()
+                    .zip(stamps.iter().cycle())
+                {
+                    let unstamped = serde_json::to_string(&event.to_json(Some((seq, received))))?;
+                    let expected = with_stamp(&unstamped, stamp)?;
+                    assert_eq!(renderer.render(&event, seq, received_ms, stamp)?, expected);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The stamp added to JSON stored before stamps existed sits where a fresh render puts it,
+    /// and a stored stamp reads back: its flags from their JSON, a missing corrected time as
+    /// the device time bounded by the receipt.
+    #[test]
+    fn stamps_are_added_and_read_back() -> TestResult {
+        let stamp = Stamp {
+            corrected_ms: 1_740_866_400_000,
+            flags: vec![EventFlag::ClockSkew { offset_ms: 121_000 }],
+        };
+        let json = with_stamp(
+            r#"{"config_version":1,"device_time":"x","guard_id":"g"}"#,
+            &stamp,
+        )?;
+        assert_eq!(
+            json,
+            r#"{"config_version":1,"corrected_time":"2025-03-01T22:00:00.000Z","device_time":"x","flags":[{"flag":"clock_skew","offset_ms":121000}],"guard_id":"g"}"#
+        );
+        let flags = stamp.flags_json()?;
+        assert_eq!(
+            Stamp::stored(Some(stamp.corrected_ms), flags.as_deref(), 0, 0)?,
+            stamp
+        );
+        assert_eq!(Stamp::default().flags_json()?, None);
+        assert_eq!(
+            Stamp::stored(None, None, 5, 9)?,
+            Stamp {
+                corrected_ms: 5,
+                flags: vec![]
+            }
+        );
+        assert_eq!(Stamp::stored(None, None, 9, 5)?.corrected_ms, 5);
+        assert!(Stamp::stored(None, Some("[{\"flag\":\"nope\"}]"), 0, 0).is_err());
         Ok(())
     }
 
@@ -423,7 +580,11 @@ mod tests {
     fn a_receive_time_out_of_range_is_an_error() -> TestResult {
         let event = event(1, EventBody::ShiftStarted)?;
         let mut renderer = FeedRenderer::default();
-        assert!(renderer.render(&event, 1, i64::MAX).is_err());
+        assert!(
+            renderer
+                .render(&event, 1, i64::MAX, &Stamp::default())
+                .is_err()
+        );
         Ok(())
     }
 }

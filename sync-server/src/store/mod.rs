@@ -26,6 +26,9 @@
 //! - Event sequence numbers are per site, gap-free, and become visible in order: a reader that
 //!   saw `seq = n` never later finds a new event with a smaller `seq` (the feed relies on it).
 //! - An event id gets at most one row per site, whatever is pushed again.
+//! - Each new event is stored with its stamp ([`event_json::Stamp`]: corrected time and flags),
+//!   computed from the request ([`SyncBatch::delivery`]) when the event is written, in the
+//!   request's transaction and its one insert; the feed shows it and filters by it.
 //! - Incidents, site configurations and alarm acknowledgements ([`Store::sync_collab`] and the
 //!   control-room methods) are low volume and go their own way: every write of an incident is a
 //!   read-modify-write of its document inside one write transaction, so concurrent writers (a
@@ -57,6 +60,7 @@ use std::pin::Pin;
 
 use automerge::ChangeHash;
 use patrol_core::evidence::{PublicKey, SignedHeads};
+use patrol_core::flags::Delivery;
 use patrol_core::incident::{IncidentAction, IncidentStatus};
 use patrol_core::merge::Owner;
 use patrol_core::protocol::{AlarmAck, ConfigUpdate, DocOutcome, IncidentUpdate};
@@ -137,6 +141,8 @@ pub struct SyncBatch {
     pub pushes: Vec<ShiftLogPush>,
     /// The device's registered key: when set, every push of changes must be signed with it.
     pub public_key: Option<PublicKey>,
+    /// A clock offset beyond this (either way) flags the request's new events as `clock_skew`.
+    pub clock_skew_threshold_ms: i64,
 }
 
 impl SyncBatch {
@@ -146,6 +152,16 @@ impl SyncBatch {
             device: self.device,
             shift: push.shift,
         }
+    }
+
+    /// The request as the rules that stamp its new events see it: when it arrived, the
+    /// device's clock offset it measured, the skew threshold.
+    pub fn delivery(&self) -> Delivery {
+        Delivery::new(
+            self.received_at_ms,
+            self.device_time_ms,
+            self.clock_skew_threshold_ms,
+        )
     }
 
     /// The device row to record once the documents' outcomes (one per push, in order) are
@@ -166,7 +182,7 @@ impl SyncBatch {
             device: self.device,
             synced_at_ms: self.received_at_ms,
             pending_events: pending,
-            clock_skew_ms: self.received_at_ms.saturating_sub(self.device_time_ms),
+            clock_skew_ms: self.delivery().offset_ms,
         }
     }
 }
@@ -178,7 +194,7 @@ pub struct DeviceSync {
     pub device: DeviceId,
     pub synced_at_ms: i64,
     pub pending_events: u64,
-    /// Server time minus the device's clock at the sync.
+    /// Server time minus the device's clock at the sync ([`patrol_core::clock::clock_offset_ms`]).
     pub clock_skew_ms: i64,
 }
 
@@ -309,14 +325,16 @@ impl EventPage {
 /// Which events a control room wants (every field optional; all given must match).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FeedFilter {
-    /// Device time at or after, ms since the epoch.
+    /// Corrected time at or after, ms since the epoch.
     pub from_ms: Option<i64>,
-    /// Device time before, ms since the epoch.
+    /// Corrected time before, ms since the epoch.
     pub to_ms: Option<i64>,
     pub guard: Option<String>,
     pub device: Option<String>,
     pub kind: Option<String>,
     pub checkpoint: Option<String>,
+    /// Events carrying this flag (a name of [`patrol_core::flags::EventFlag::NAMES`]).
+    pub flag: Option<String>,
 }
 
 impl FeedFilter {

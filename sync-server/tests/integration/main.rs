@@ -8,6 +8,7 @@ mod api;
 mod auth;
 mod cli;
 mod config_alarms;
+mod corrected_time;
 mod credentials;
 mod data_dir;
 mod evidence;

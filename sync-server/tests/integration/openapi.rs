@@ -120,6 +120,7 @@ async fn openapi_json_is_an_openapi_3_document() -> TestResult {
         "device",
         "kind",
         "checkpoint",
+        "flag",
     ];
     assert_eq!(query, expected.into_iter().collect());
     let headers = events["responses"]["200"]["headers"]

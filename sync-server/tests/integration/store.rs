@@ -49,6 +49,7 @@ fn batch(phone: &mut Phone) -> Result<SyncBatch, Box<dyn std::error::Error>> {
             signature: None,
         }],
         public_key: None,
+        clock_skew_threshold_ms: patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
     })
 }
 

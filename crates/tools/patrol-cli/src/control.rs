@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use patrol_core::flags::EventFlag;
 use patrol_core::siteconfig::SiteConfig;
 use patrol_core::{EventId, IncidentId, Severity, ShiftId, SiteId};
 use patrol_mobile::sync::DEFAULT_TIMEOUT;
@@ -51,6 +52,10 @@ enum ControlCommand {
         /// Events per request to the server.
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+        /// Also show each event's own device time and when the server received it, beside
+        /// its corrected time.
+        #[arg(long)]
+        wide: bool,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -305,24 +310,62 @@ fn feed_detail(e: &Value) -> String {
     }
 }
 
-fn pull_table(events: &[Value]) -> String {
-    let mut t = show::table(&["SEQ", "DEVICE TIME", "RECEIVED", "GUARD", "KIND", "DETAIL"]);
+/// A pulled event's flags in words, `; ` between them; a flag this patrol does not know (from
+/// a newer server) by its name.
+fn feed_flags(e: &Value) -> String {
+    let flags: Vec<String> = e["flags"]
+        .as_array()
+        .map(|flags| {
+            flags
+                .iter()
+                .map(|f| match serde_json::from_value::<EventFlag>(f.clone()) {
+                    Ok(flag) => flag.to_string(),
+                    Err(_) => f["flag"].as_str().unwrap_or("?").to_owned(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if flags.is_empty() {
+        NONE.to_owned()
+    } else {
+        shown(&flags.join("; "))
+    }
+}
+
+/// The pulled events: TIME is the corrected time (the device's clock corrected by the offset
+/// the server measured), in local time; `wide` adds the device's own time and the receipt.
+fn pull_table(events: &[Value], wide: bool) -> String {
+    let mut header = vec!["SEQ", "TIME"];
+    if wide {
+        header.extend(["DEVICE TIME", "RECEIVED"]);
+    }
+    header.extend(["GUARD", "KIND", "FLAGS", "DETAIL"]);
+    let mut t = show::table(&header);
     for e in events {
         let detail = feed_detail(e);
-        t.add_row(vec![
+        let mut row = vec![
             e["seq"]
                 .as_u64()
                 .map_or_else(|| NONE.to_owned(), |s| s.to_string()),
-            local_field(&e["device_time"]),
-            local_field(&e["received_at"]),
+            local_field(&e["corrected_time"]),
+        ];
+        if wide {
+            row.extend([
+                local_field(&e["device_time"]),
+                local_field(&e["received_at"]),
+            ]);
+        }
+        row.extend([
             text_field(&e["guard_id"]),
             text_field(&e["kind"]),
+            feed_flags(e),
             if detail.is_empty() {
                 NONE.to_owned()
             } else {
                 shown(&detail)
             },
         ]);
+        t.add_row(row);
     }
     show::render(&mut t)
 }
@@ -435,6 +478,7 @@ pub async fn control(args: ControlArgs) -> Result<()> {
             site,
             after,
             limit,
+            wide,
             json,
         } => {
             let mut cursor = after;
@@ -461,7 +505,7 @@ pub async fn control(args: ControlArgs) -> Result<()> {
                     json!({ "events": events, "next": cursor, "more": more })
                 );
             } else {
-                outln!("{}", pull_table(&events));
+                outln!("{}", pull_table(&events, wide));
                 eprintln!(
                     "{} event(s); next cursor {cursor} (`pull --after {cursor}` shows what \
                      arrives next)",
@@ -735,6 +779,39 @@ mod tests {
             feed_detail(&json!({"kind": "panic", "id": id})),
             format!("PANIC  ack-alarm {id}")
         );
+    }
+
+    /// TIME is the corrected time; the device's own time shows only in the wide view; flags
+    /// read as words, one this patrol does not know by its name.
+    #[test]
+    fn a_pulled_event_shows_its_corrected_time_and_flags_in_words() {
+        let event = json!({
+            "seq": 4, "kind": "note", "guard_id": "anna", "text": "late",
+            "device_time": "2025-03-01T19:00:00.000Z",
+            "corrected_time": "2025-03-01T22:00:00.000Z",
+            "received_at": "2025-03-01T22:30:00.000Z",
+            "flags": [
+                {"flag": "clock_skew", "offset_ms": 10_800_000},
+                {"flag": "from_the_future"}
+            ],
+        });
+        let corrected = show::local_text("2025-03-01T22:00:00.000Z");
+        let device = show::local_text("2025-03-01T19:00:00.000Z");
+        let table = pull_table(std::slice::from_ref(&event), false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("SEQ  TIME"), "{table}");
+        assert!(lines[1].contains(&corrected), "{table}");
+        assert!(!lines[1].contains(&device), "{table}");
+        assert!(
+            lines[1].contains("clock 3 h 0 min slow; from_the_future"),
+            "{table}"
+        );
+        let wide = pull_table(&[event], true);
+        assert!(
+            wide.contains("DEVICE TIME") && wide.contains(&device),
+            "{wide}"
+        );
+        assert_eq!(feed_flags(&json!({"flags": []})), NONE);
     }
 
     #[test]

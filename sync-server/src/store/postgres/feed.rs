@@ -1,13 +1,15 @@
 //! The feed and the device list on PostgreSQL: plain reads on a pooled connection.
 //!
 //! An event is stored with the JSON the feed shows, rendered once when it arrives
-//! ([`super::sync`]), and served as stored.
+//! ([`super::sync`]) with its stamp (corrected time, flags), and served as stored; an event
+//! stored before migration 7 gets the stamp it reads as added when served ([`feed_json`]).
 
 use deadpool_postgres::GenericClient;
 use patrol_core::SiteId;
 
 use super::auth::get_site;
 use super::{query, to_i64, to_u64};
+use crate::store::event_json::{Stamp, with_stamp};
 use crate::store::rows::{read_device_id, read_guard_id};
 use crate::store::{
     DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, LATEST_SHIFT_GUARD, StoreError,
@@ -26,8 +28,10 @@ pub(super) async fn events_after<C: GenericClient>(
     // One extra row tells whether more follow.
     let rows = query(
         client,
-        "SELECT seq, json FROM events WHERE site_id = $1 AND seq > $2
-         ORDER BY seq LIMIT $3",
+        &format!(
+            "SELECT seq, json, {STAMP_COLUMNS} FROM events WHERE site_id = $1 AND seq > $2
+             ORDER BY seq LIMIT $3"
+        ),
         &[&site.as_str(), &to_i64(after), &(i64::from(limit) + 1)],
     )
     .await?;
@@ -42,8 +46,8 @@ pub(super) async fn events_after<C: GenericClient>(
             break;
         }
         let seq: i64 = row.try_get(0)?;
-        page.events
-            .push((to_u64(seq, "event seq")?, row.try_get(1)?));
+        let json = feed_json(&row, row.try_get(1)?)?;
+        page.events.push((to_u64(seq, "event seq")?, json));
     }
     Ok(Some(page))
 }
@@ -62,14 +66,19 @@ pub(super) async fn events_filtered<C: GenericClient>(
     // those that match; at most FILTER_SCAN_LIMIT rows per page.
     let rows = query(
         client,
-        "SELECT seq, CASE WHEN ($4::bigint IS NULL OR device_time_ms >= $4)
-                           AND ($5::bigint IS NULL OR device_time_ms < $5)
-                           AND ($6::text IS NULL OR guard_id = $6)
-                           AND ($7::text IS NULL OR device_id = $7)
-                           AND ($8::text IS NULL OR kind = $8)
-                           AND ($9::text IS NULL OR checkpoint_id = $9)
-                      THEN json END
-         FROM events WHERE site_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        &format!(
+            "SELECT seq, CASE WHEN ($4::bigint IS NULL OR {CORRECTED_MS} >= $4)
+                               AND ($5::bigint IS NULL OR {CORRECTED_MS} < $5)
+                               AND ($6::text IS NULL OR guard_id = $6)
+                               AND ($7::text IS NULL OR device_id = $7)
+                               AND ($8::text IS NULL OR kind = $8)
+                               AND ($9::text IS NULL OR checkpoint_id = $9)
+                               AND ($10::text IS NULL
+                                    OR flags @> jsonb_build_array(jsonb_build_object('flag', $10::text)))
+                          THEN json END,
+                    {STAMP_COLUMNS}
+             FROM events WHERE site_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ),
         &[
             &site.as_str(),
             &to_i64(after),
@@ -80,6 +89,7 @@ pub(super) async fn events_filtered<C: GenericClient>(
             &filter.device,
             &filter.kind,
             &filter.checkpoint,
+            &filter.flag,
         ],
     )
     .await?;
@@ -92,10 +102,34 @@ pub(super) async fn events_filtered<C: GenericClient>(
         }
         page.scanned_to = Some(seq);
         if let Some(json) = row.try_get::<_, Option<String>>(1)? {
-            page.events.push((seq, json));
+            page.events.push((seq, feed_json(&row, json)?));
         }
     }
     Ok(Some(page))
+}
+
+/// What [`feed_json`] reads of an event row after its seq and JSON (columns 2 to 5).
+const STAMP_COLUMNS: &str = "corrected_ms IS NULL, device_time_ms, received_at_ms,
+     flags::text";
+
+/// An event's corrected time in SQL, as [`Stamp::stored`] reads it: its `corrected_ms`, or for
+/// an event stored before migration 7, its device time bounded by its receipt.
+const CORRECTED_MS: &str = "COALESCE(corrected_ms, LEAST(device_time_ms, received_at_ms))";
+
+/// The feed JSON of an event row: as stored, or for an event stored before migration 7 (whose
+/// JSON lacks its stamp), with the stamp it reads as added.
+fn feed_json(row: &tokio_postgres::Row, json: String) -> Result<String, StoreError> {
+    if !row.try_get::<_, bool>(2)? {
+        return Ok(json);
+    }
+    let stamp = Stamp::stored(
+        None,
+        row.try_get::<_, Option<&str>>(5)?,
+        row.try_get(3)?,
+        row.try_get(4)?,
+    )?;
+    with_stamp(&json, &stamp)
+        .map_err(|e| StoreError::CorruptData(format!("stored event JSON: {e}")))
 }
 
 pub(super) async fn devices<C: GenericClient>(

@@ -15,6 +15,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_signatures.sql"),
     include_str!("migrations/0005_credentials_age.sql"),
     include_str!("migrations/0006_docs_by_device.sql"),
+    include_str!("migrations/0007_corrected_time_and_flags.sql"),
 ];
 
 /// The advisory lock key migrations run under (any constant; this is "patrol" in ASCII).
@@ -213,6 +214,130 @@ mod tests {
             .await?
             .ok_or("no site")?;
         assert_eq!(devices[0].credential_issued_at_ms, 77);
+        Ok(())
+    }
+
+    /// Migration 7, upgraded equals fresh: an event stored by version 6 (its JSON without a
+    /// stamp) is served exactly as the same event received fresh with no clock offset renders
+    /// (corrected = device time bounded by the receipt, no flags), and the feed's filters
+    /// treat it by the same rule.
+    #[tokio::test]
+    async fn migration_7_serves_earlier_events_as_a_fresh_sync_without_offset() -> TestResult {
+        use crate::store::FeedFilter;
+        use crate::store::event_json::{FeedRenderer, Stamp};
+        use patrol_core::flags::Delivery;
+        use patrol_core::{
+            DeviceId, DeviceTime, Event, EventBody, EventId, EventRecord, GuardId, Hlc, ShiftId,
+            SiteId,
+        };
+
+        let Some(db) = ScratchDatabase::create().await? else {
+            return Ok(());
+        };
+        let site = SiteId::new("site-1")?;
+        // A clock ahead of the receipt (bounded by it), and one behind.
+        let device_ms = 1_740_866_400_000;
+        let events: Vec<(Event, i64)> = [device_ms - 1_000, device_ms + 1_000]
+            .into_iter()
+            .enumerate()
+            .map(|(i, received)| {
+                let event = Event {
+                    id: EventId::generate(),
+                    site: site.clone(),
+                    device: DeviceId::generate(),
+                    shift: ShiftId::generate(),
+                    guard: GuardId::new("guard-1")?,
+                    record: EventRecord {
+                        seq: i as u64 + 1,
+                        time: DeviceTime {
+                            wall_ms: device_ms,
+                            boot_id: uuid::Uuid::nil(),
+                            mono_ms: 5,
+                            hlc: Hlc::default(),
+                        },
+                        config_version: 1,
+                        body: EventBody::Note { text: "n".into() },
+                    },
+                };
+                Ok::<_, Box<dyn std::error::Error>>((event, received))
+            })
+            .collect::<Result<_, _>>()?;
+        let pool = pool(&db).await?;
+        let mut client = pool.get().await?;
+        migrate(&mut client, 6).await?;
+        client
+            .execute(
+                "INSERT INTO sites (site_id, name, next_seq, created_at)
+                 VALUES ('site-1', 's', 3, 0)",
+                &[],
+            )
+            .await?;
+        let mut fresh = Vec::new();
+        for (seq, (event, received)) in (1i64..).zip(&events) {
+            let when = chrono::DateTime::from_timestamp_millis(*received).ok_or("time")?;
+            // As version 6 stored it: `Event::to_json`, no stamp.
+            let json = serde_json::to_string(&event.to_json(Some((seq as u64, when))))?;
+            client
+                .execute(
+                    "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id,
+                         kind, checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
+                     VALUES ('site-1', $1, $2, $3, $4, 'guard-1', 'note', NULL, $5, $6, $7, $8)",
+                    &[
+                        &seq,
+                        &event.id.0.as_bytes().as_slice(),
+                        &event.device.to_string(),
+                        &event.shift.to_string(),
+                        &(event.record.seq as i64),
+                        &device_ms,
+                        received,
+                        &json,
+                    ],
+                )
+                .await?;
+            let stamp =
+                Stamp::at_ingest(&Delivery::new(*received, *received, 120_000), &event.record);
+            fresh.push((
+                seq as u64,
+                FeedRenderer::default().render(event, seq as u64, *received, &stamp)?,
+            ));
+        }
+        drop(client);
+
+        let store = PostgresStore::connect(db.url(), PostgresOptions::default()).await?;
+        let page = store
+            .events_after(site.clone(), 0, 10)
+            .await?
+            .ok_or("site")?;
+        assert_eq!(page.events, fresh);
+        for (filter, expected) in [
+            (
+                FeedFilter {
+                    from_ms: Some(device_ms),
+                    ..FeedFilter::default()
+                },
+                &fresh[1..],
+            ),
+            (
+                FeedFilter {
+                    to_ms: Some(device_ms),
+                    ..FeedFilter::default()
+                },
+                &fresh[..1],
+            ),
+            (
+                FeedFilter {
+                    flag: Some("clock_skew".into()),
+                    ..FeedFilter::default()
+                },
+                &fresh[..0],
+            ),
+        ] {
+            let page = store
+                .events_filtered(site.clone(), 0, 10, filter.clone())
+                .await?
+                .ok_or("site")?;
+            assert_eq!(page.events, expected, "{filter:?}");
+        }
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use super::{
     EVENTS_CHANNEL, PostgresStore, TRANSACTION_ATTEMPTS, auth, execute, query, query_one,
     query_opt, retryable, snapshot, to_i64,
 };
-use crate::store::event_json::FeedRenderer;
+use crate::store::event_json::{FeedRenderer, Stamp};
 use crate::store::merge::{
     ChunkWrite, Merge, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
     apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
@@ -468,8 +468,12 @@ async fn write_doc(
     let mut device_seq_col: Vec<i64> = Vec::new();
     let mut device_time_col: Vec<i64> = Vec::new();
     let mut json_col: Vec<String> = Vec::new();
+    let mut corrected_col: Vec<i64> = Vec::new();
+    let mut flags_col: Vec<Option<String>> = Vec::new();
     let mut seen: HashSet<&[u8]> = HashSet::new();
     let mut renderer = FeedRenderer::default();
+    // Each event's corrected time and flags, from what this request measured.
+    let delivery = batch.delivery();
     for event in &log.new_events {
         let event_id: &[u8] = event.id.0.as_bytes();
         if let Some(existing) = known.get(event_id) {
@@ -487,8 +491,9 @@ async fn write_doc(
         let seq = u64::try_from(next_seq)
             .map_err(|_| StoreError::CorruptData(format!("next_seq {next_seq} of site {site}")))?;
         // PostgreSQL keeps the JSON the feed serves (it has no binary-record projection yet).
+        let stamp = Stamp::at_ingest(&delivery, &event.record);
         let json = renderer
-            .render(event, seq, received_at_ms)
+            .render(event, seq, received_at_ms, &stamp)
             .map_err(|e| StoreError::Encode(format!("event {}: {e}", event.id)))?;
         seq_col.push(next_seq);
         id_col.push(event_id);
@@ -498,6 +503,8 @@ async fn write_doc(
         device_seq_col.push(to_i64(event.record.seq));
         device_time_col.push(event.record.time.wall_ms);
         json_col.push(json);
+        corrected_col.push(stamp.corrected_ms);
+        flags_col.push(stamp.flags_json()?);
         next_seq += 1;
     }
     if seq_col.is_empty() {
@@ -506,12 +513,13 @@ async fn write_doc(
     let inserted = execute(
         tx,
         "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
-             checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
+             checkpoint_id, device_seq, device_time_ms, received_at_ms, json, corrected_ms, flags)
          SELECT $1, u.seq, u.event_id, $2, $3, u.guard_id, u.kind, u.checkpoint_id, u.device_seq,
-                u.device_time_ms, $4, u.json
+                u.device_time_ms, $4, u.json, u.corrected_ms, u.flags::jsonb
          FROM unnest($5::bigint[], $6::bytea[], $7::text[], $8::text[], $9::text[], $10::bigint[],
-                     $11::bigint[], $12::text[])
-              AS u (seq, event_id, guard_id, kind, checkpoint_id, device_seq, device_time_ms, json)",
+                     $11::bigint[], $12::text[], $13::bigint[], $14::text[])
+              AS u (seq, event_id, guard_id, kind, checkpoint_id, device_seq, device_time_ms, json,
+                    corrected_ms, flags)",
         &[
             &site,
             &device_id,
@@ -525,6 +533,8 @@ async fn write_doc(
             &device_seq_col,
             &device_time_col,
             &json_col,
+            &corrected_col,
+            &flags_col,
         ],
     )
     .await?;

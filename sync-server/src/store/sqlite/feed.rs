@@ -1,9 +1,10 @@
 //! The feed and the device list on SQLite: read on a pooled read-only connection, each in one
 //! read transaction, so a page and its site check come from one snapshot.
 //!
-//! An event is stored as its binary record and served as the JSON the feed shows, rendered at
-//! each read ([`feed_json`]); events stored before migration 8 keep the JSON they were stored
-//! with, and are served as stored.
+//! An event is stored as its binary record and its stamp (corrected time, flags) and served as
+//! the JSON the feed shows, rendered at each read ([`feed_json`]); events stored before
+//! migration 8 keep the JSON they were stored with, and are served as stored with their stamp
+//! added (see migration 11 for the stamp of events stored before it).
 
 use std::str::FromStr;
 
@@ -12,7 +13,7 @@ use rusqlite::{Connection, params};
 
 use super::auth::get_site;
 use super::to_i64;
-use crate::store::event_json::FeedRenderer;
+use crate::store::event_json::{FeedRenderer, Stamp, with_stamp};
 use crate::store::rows::{corrupt, read_device_id, read_guard_id};
 use crate::store::{
     DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, LATEST_SHIFT_GUARD, StoreError,
@@ -57,7 +58,12 @@ pub(super) fn events_after(
 
 /// The `events` columns [`feed_seq`] and [`feed_json`] read, from the first.
 const FEED_COLUMNS: &str =
-    "seq, event_id, device_id, shift_id, guard_id, received_at_ms, record, json";
+    "seq, event_id, device_id, shift_id, guard_id, received_at_ms, record, json,
+     device_time_ms, corrected_ms, flags";
+
+/// An event's corrected time in SQL, as [`Stamp::stored`] reads it: its `corrected_ms`, or for
+/// an event stored before migration 11, its device time bounded by its receipt.
+const CORRECTED_MS: &str = "COALESCE(corrected_ms, MIN(device_time_ms, received_at_ms))";
 
 fn feed_seq(row: &rusqlite::Row<'_>) -> Result<u64, StoreError> {
     let seq: i64 = row.get(0)?;
@@ -72,12 +78,25 @@ fn feed_json(
     row: &rusqlite::Row<'_>,
     renderer: &mut FeedRenderer,
 ) -> Result<String, StoreError> {
-    if let Some(json) = row.get::<_, Option<String>>(7)? {
-        return Ok(json);
-    }
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         corrupt(format!("event {seq} of site {site}: {what}: {e}"))
     };
+    let received_at_ms: i64 = row.get(5)?;
+    let stamp = Stamp::stored(
+        row.get(9)?,
+        row.get_ref(10)?
+            .as_str_or_null()
+            .map_err(|e| bad("flags", &e))?,
+        row.get(8)?,
+        received_at_ms,
+    )?;
+    if let Some(json) = row
+        .get_ref(7)?
+        .as_str_or_null()
+        .map_err(|e| bad("JSON", &e))?
+    {
+        return with_stamp(json, &stamp).map_err(|e| bad("stored JSON", &e));
+    }
     let text = |i: usize, what: &str| -> Result<&str, StoreError> {
         row.get_ref(i)?.as_str().map_err(|e| bad(what, &e))
     };
@@ -95,9 +114,8 @@ fn feed_json(
         record: patrol_core::EventRecord::decode(blob(6, "record")?)
             .map_err(|e| bad("record", &e))?,
     };
-    let received_at_ms: i64 = row.get(5)?;
     renderer
-        .render(&event, seq, received_at_ms)
+        .render(&event, seq, received_at_ms, &stamp)
         .map_err(|e| bad("JSON", &e))
 }
 
@@ -118,12 +136,15 @@ pub(super) fn events_filtered(
         // match; at most FILTER_SCAN_LIMIT rows per page.
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {FEED_COLUMNS},
-                    CASE WHEN (?4 IS NULL OR device_time_ms >= ?4)
-                              AND (?5 IS NULL OR device_time_ms < ?5)
+                    CASE WHEN (?4 IS NULL OR {CORRECTED_MS} >= ?4)
+                              AND (?5 IS NULL OR {CORRECTED_MS} < ?5)
                               AND (?6 IS NULL OR guard_id = ?6)
                               AND (?7 IS NULL OR device_id = ?7)
                               AND (?8 IS NULL OR kind = ?8)
                               AND (?9 IS NULL OR checkpoint_id = ?9)
+                              AND (?10 IS NULL OR EXISTS (
+                                  SELECT 1 FROM json_each(flags)
+                                  WHERE json_extract(value, '$.flag') = ?10))
                          THEN 1 ELSE 0 END
              FROM events WHERE site_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
         ))?;
@@ -137,6 +158,7 @@ pub(super) fn events_filtered(
             filter.device,
             filter.kind,
             filter.checkpoint,
+            filter.flag,
         ])?;
         let mut renderer = FeedRenderer::default();
         let mut scanned = 0u32;
@@ -148,7 +170,7 @@ pub(super) fn events_filtered(
             }
             scanned += 1;
             page.scanned_to = Some(seq);
-            if row.get::<_, bool>(8)? {
+            if row.get::<_, bool>(11)? {
                 page.events
                     .push((seq, feed_json(site, seq, row, &mut renderer)?));
             }

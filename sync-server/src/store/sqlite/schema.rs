@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_event_records.sql"),
     include_str!("migrations/0009_credentials_age.sql"),
     include_str!("migrations/0010_docs_by_device.sql"),
+    include_str!("migrations/0011_corrected_time_and_flags.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
@@ -98,6 +99,7 @@ mod tests {
     use rusqlite::params;
 
     use super::*;
+    use crate::store::event_json::{Stamp, with_stamp};
     use crate::store::sqlite::testing::{TestLog, enroll};
     use crate::store::sqlite::{DB_FILE, SqliteStore};
     use crate::store::{FeedFilter, Site, Store};
@@ -261,7 +263,15 @@ mod tests {
             .events_after(site.clone(), 0, 10)
             .await?
             .ok_or("no site")?;
-        assert_eq!(page.events, vec![(1, "{}".to_string())]);
+        // Served as stored, with the stamp it reads as (migration 11): its device time
+        // (2 ms) bounded by its receipt (3 ms), no flags.
+        assert_eq!(
+            page.events,
+            vec![(
+                1,
+                r#"{"corrected_time":"1970-01-01T00:00:00.002Z","flags":[]}"#.to_string()
+            )]
+        );
         let config = store.site_config(site).await?;
         assert_eq!(config.config.version, 0);
         Ok(())
@@ -355,11 +365,14 @@ mod tests {
 
         let store = SqliteStore::open(&path)?;
         let received = chrono::DateTime::from_timestamp_millis(batch.received_at_ms).ok_or("ms")?;
+        let delivery = batch.delivery();
         store.sync(batch).await?;
-        let mut expected = vec![(1, "{\"old\":1}".to_string())];
+        let old_json = r#"{"corrected_time":"1970-01-01T00:00:00.002Z","flags":[],"old":1}"#;
+        let mut expected = vec![(1, old_json.to_string())];
         for (seq, event) in (2..).zip(log.log.events()?) {
             let json = serde_json::to_string(&event.to_json(Some((seq, received))))?;
-            expected.push((seq, json));
+            let stamp = Stamp::at_ingest(&delivery, &event.record);
+            expected.push((seq, with_stamp(&json, &stamp)?));
         }
         assert_eq!(expected.len(), 4);
         let site = SiteId::new("site-1")?;
@@ -387,6 +400,127 @@ mod tests {
             })
             .await?;
         assert_eq!(stored, (3, 1));
+        Ok(())
+    }
+
+    /// Migration 11, upgraded equals fresh: events stored by version 10 (record, no stamp)
+    /// read exactly as the same events received fresh with no clock offset do (corrected =
+    /// device time bounded by the receipt, no flags), in the feed and in its filters.
+    #[tokio::test]
+    async fn migration_11_reads_earlier_events_as_a_fresh_sync_without_offset() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        // One log received before its events' device time (a clock ahead: bounded by the
+        // receipt), one after.
+        let mut batches = Vec::new();
+        for received in [1_740_866_399_000, 1_740_866_401_000] {
+            let mut log = TestLog::new()?;
+            log.record(2)?;
+            let mut batch = Arc::unwrap_or_clone(log.batch()?);
+            batch.received_at_ms = received;
+            batch.device_time_ms = received;
+            batches.push((batch, log.log.events()?));
+        }
+        let site = SiteId::new("site-1")?;
+        let add_site = "INSERT INTO sites (site_id, name, next_seq, created_at)
+                        VALUES ('site-1', 's', 1, 0)";
+
+        let fresh = SqliteStore::open(dir.path().join("fresh.db"))?;
+        fresh.write(|conn| Ok(conn.execute(add_site, [])?)).await?;
+        for (batch, _) in &batches {
+            let batch = batch.clone();
+            fresh.write(move |conn| enroll(conn, &batch)).await?;
+        }
+        for (batch, _) in &batches {
+            fresh.sync(batch.clone()).await?;
+        }
+
+        let path = dir.path().join("upgraded.db");
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn, 10)?;
+        conn.execute(add_site, [])?;
+        let mut seq = 0;
+        for (batch, events) in &batches {
+            for event in events {
+                seq += 1;
+                conn.execute(
+                    "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id,
+                         kind, checkpoint_id, device_seq, device_time_ms, received_at_ms, record)
+                     VALUES ('site-1', ?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?9, ?10)",
+                    params![
+                        seq,
+                        event.id.0.as_bytes().as_slice(),
+                        event.device.to_string(),
+                        event.shift.to_string(),
+                        event.guard.as_str(),
+                        event.record.body.kind(),
+                        event.record.seq as i64,
+                        event.record.time.wall_ms,
+                        batch.received_at_ms,
+                        event.record.encode()?,
+                    ],
+                )?;
+            }
+        }
+        conn.execute("UPDATE sites SET next_seq = ?1", [seq + 1])?;
+        drop(conn);
+        let upgraded = SqliteStore::open(&path)?;
+
+        let fresh_feed = fresh
+            .events_after(site.clone(), 0, 10)
+            .await?
+            .ok_or("site")?;
+        let upgraded_feed = upgraded
+            .events_after(site.clone(), 0, 10)
+            .await?
+            .ok_or("site")?;
+        assert_eq!(upgraded_feed.events.len(), 4);
+        assert_eq!(upgraded_feed, fresh_feed);
+        let stored_stamps: (i64, i64) = upgraded
+            .write(|conn| {
+                Ok(conn.query_row(
+                    "SELECT COUNT(corrected_ms), COUNT(flags) FROM events",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await?;
+        assert_eq!(stored_stamps, (0, 0), "the migration rewrites no row");
+        // The first log's events are corrected to their receipt, the second's keep their
+        // device time: `from` at the device time finds the second only.
+        for (filter, found) in [
+            (
+                FeedFilter {
+                    from_ms: Some(1_740_866_400_000),
+                    ..FeedFilter::default()
+                },
+                2,
+            ),
+            (
+                FeedFilter {
+                    to_ms: Some(1_740_866_400_000),
+                    ..FeedFilter::default()
+                },
+                2,
+            ),
+            (
+                FeedFilter {
+                    flag: Some("clock_skew".into()),
+                    ..FeedFilter::default()
+                },
+                0,
+            ),
+        ] {
+            let on_fresh = fresh
+                .events_filtered(site.clone(), 0, 10, filter.clone())
+                .await?
+                .ok_or("site")?;
+            let on_upgraded = upgraded
+                .events_filtered(site.clone(), 0, 10, filter.clone())
+                .await?
+                .ok_or("site")?;
+            assert_eq!(on_upgraded.events.len(), found, "{filter:?}");
+            assert_eq!(on_upgraded.events, on_fresh.events, "{filter:?}");
+        }
         Ok(())
     }
 

@@ -22,6 +22,7 @@ use super::schema::open_reader;
 use super::{
     SqliteStore, WRITER_CHECKPOINT_INTERVAL, abandoned, auth, checkpoint, run_caught, to_i64,
 };
+use crate::store::event_json::Stamp;
 use crate::store::merge::{
     ChunkWrite, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
     apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
@@ -525,9 +526,12 @@ fn write_doc(
     // The id is looked up in the site's event-id index and claimed before the event goes in.
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
-             checkpoint_id, device_seq, device_time_ms, received_at_ms, record)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             checkpoint_id, device_seq, device_time_ms, received_at_ms, record, corrected_ms,
+             flags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?;
+    // Each event's corrected time and flags, from what this request measured.
+    let delivery = batch.delivery();
     let mut inserted: u32 = 0;
     for event in &log.new_events {
         let event_id = event.id.0.as_bytes();
@@ -542,6 +546,7 @@ fn write_doc(
             .record
             .encode()
             .map_err(|e| StoreError::Encode(e.to_string()))?;
+        let stamp = Stamp::at_ingest(&delivery, &event.record);
         insert.execute(params![
             site,
             *next_seq,
@@ -555,6 +560,8 @@ fn write_doc(
             event.record.time.wall_ms,
             received_at_ms,
             record,
+            stamp.corrected_ms,
+            stamp.flags_json()?,
         ])?;
         inserted += 1;
         *next_seq += 1;

@@ -95,6 +95,7 @@ impl TestLog {
                 signature: None,
             }],
             public_key: None,
+            clock_skew_threshold_ms: patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
         }))
     }
 }

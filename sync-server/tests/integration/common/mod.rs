@@ -646,16 +646,25 @@ impl Phone {
     }
 
     pub fn record(&mut self, body: EventBody) -> Result<EventId, Box<dyn std::error::Error>> {
+        self.record_at(Self::wall_ms(self.seq + 1), body)
+    }
+
+    /// Records `body` at `wall_ms` by the phone's clock.
+    pub fn record_at(
+        &mut self,
+        wall_ms: i64,
+        body: EventBody,
+    ) -> Result<EventId, Box<dyn std::error::Error>> {
         self.seq += 1;
         let id = EventId::generate();
         let record = EventRecord {
             seq: self.seq,
             time: DeviceTime {
-                wall_ms: Self::wall_ms(self.seq),
+                wall_ms,
                 boot_id: uuid::Uuid::nil(),
                 mono_ms: 1_000 * self.seq,
                 hlc: Hlc {
-                    wall_ms: Self::wall_ms(self.seq) as u64,
+                    wall_ms: wall_ms.max(0) as u64,
                     counter: 0,
                 },
             },

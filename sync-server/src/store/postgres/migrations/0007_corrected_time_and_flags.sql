@@ -1,0 +1,15 @@
+-- 0007: each event's corrected time and flags, computed when the server receives it (the
+-- PostgreSQL form of SQLite's 0011; `store::event_json::Stamp`): `corrected_ms` is the device
+-- time moved by the clock offset the delivering sync measured, never past `received_at_ms`;
+-- `flags` is a JSON array of what about the event deserves a second look
+-- (`patrol_core::flags::EventFlag`), NULL when nothing does. An event's `json` holds both.
+--
+-- Events stored before keep both NULL and their JSON without them; the store reads them by one
+-- rule (`Stamp::stored`): corrected time = LEAST(device_time_ms, received_at_ms), no flags, and
+-- adds both to their JSON when it serves them. The offset of the sync that delivered them was
+-- never recorded, and `devices.clock_skew_ms` is that of the device's latest sync, which may
+-- follow a clock fix: applying it could move right times wrong. Columns without a default are
+-- added without rewriting a row, however large the table.
+
+ALTER TABLE events ADD COLUMN corrected_ms bigint;
+ALTER TABLE events ADD COLUMN flags jsonb;
