@@ -911,6 +911,7 @@ fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() 
             tags: vec![format!("tag-{id}")],
             location: None,
             radius_m: None,
+            methods: Vec::new(),
         })
     };
     server.config = Some(SiteConfig {
@@ -928,8 +929,11 @@ fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() 
             }],
             schedule: Vec::new(),
             grace_min: 0,
+            ordered: false,
+            assigned_guards: Vec::new(),
         }],
         post_orders: Vec::new(),
+        rules: Default::default(),
     });
     sync_once(&mut store, &mut server)?;
     assert_eq!(store.site_config()?.map(|c| c.version), Some(3));

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
 use crate::event::{Location, MAX_TAG_LEN, MAX_TEXT_LEN, Scan, ScanMethod};
-use crate::ids::{CheckpointId, SiteId};
+use crate::ids::{CheckpointId, GuardId, SiteId};
 
 /// How far a GPS fix may be from a checkpoint, beyond its radius and the fix's own accuracy,
 /// before the scan is flagged: indoor GPS is often 20-50 m off.
@@ -27,6 +27,51 @@ pub struct Checkpoint {
     pub location: Option<Location>,
     /// Radius around `location` within which a GPS fix proves the checkpoint.
     pub radius_m: Option<f32>,
+    /// The ways of proving this checkpoint that count without a second look; empty: any. A
+    /// scan made another way is flagged ([`ScanFlag::MethodNotAccepted`]), never refused.
+    #[serde(default)]
+    pub methods: Vec<MethodKind>,
+}
+
+/// A way of proving a checkpoint, without the scan's details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodKind {
+    Nfc,
+    Qr,
+    Gps,
+    Manual,
+}
+
+impl MethodKind {
+    pub fn of(method: &ScanMethod) -> MethodKind {
+        match method {
+            ScanMethod::Nfc { .. } => MethodKind::Nfc,
+            ScanMethod::Qr { .. } => MethodKind::Qr,
+            ScanMethod::Gps => MethodKind::Gps,
+            ScanMethod::Manual { .. } => MethodKind::Manual,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodKind::Nfc => "nfc",
+            MethodKind::Qr => "qr",
+            MethodKind::Gps => "gps",
+            MethodKind::Manual => "manual",
+        }
+    }
+}
+
+impl std::fmt::Display for MethodKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MethodKind::Nfc => "NFC",
+            MethodKind::Qr => "QR",
+            MethodKind::Gps => "GPS",
+            MethodKind::Manual => "by hand",
+        })
+    }
 }
 
 pub use crate::schedule::{ScheduleRule, SiteZone, Window};
@@ -59,6 +104,12 @@ pub struct Tour {
     pub schedule: Vec<ScheduleRule>,
     /// Minutes after a window's end during which a scan still counts, as late.
     pub grace_min: u32,
+    /// The checkpoints must be scanned in the order listed; a scan ahead of its turn is flagged.
+    #[serde(default)]
+    pub ordered: bool,
+    /// The guards who walk this tour; empty: any guard on duty at the site.
+    #[serde(default)]
+    pub assigned_guards: Vec<GuardId>,
 }
 
 impl Tour {
@@ -132,8 +183,10 @@ pub const UNKNOWN_CHECKPOINT: &str = "unknown";
 /// The first encoding: no time zone, tours with absolute windows only. Decoded and brought up to
 /// date ([`v1`]).
 const CONFIG_V1: u8 = 1;
-/// The site's time zone and tours' schedules.
+/// The site's time zone and tours' schedules ([`v2`]).
 const CONFIG_V2: u8 = 2;
+/// Accepted methods per checkpoint, ordered and assigned tours, the site's rules.
+const CONFIG_V3: u8 = 3;
 
 /// A site's configuration at one version.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -147,6 +200,83 @@ pub struct SiteConfig {
     pub checkpoints: Vec<Checkpoint>,
     pub tours: Vec<Tour>,
     pub post_orders: Vec<PostOrder>,
+    /// The site's thresholds for flags, gaps and compliance.
+    #[serde(default)]
+    pub rules: SiteRules,
+}
+
+/// A site's thresholds: when a scan, a device or a window deserves a second look or turns
+/// final. Each has a default that suits a typical site; an administrator sets them per site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteRules {
+    /// A device whose clock is off by more than this is flagged on its events.
+    pub clock_skew_threshold_secs: u32,
+    /// The same checkpoint scanned again by the same guard within this is padding.
+    pub padding_within_min: u32,
+    /// Faster than this between a guard's consecutive checkpoints is an impossible speed.
+    pub max_speed_kmh: u32,
+    /// One tag scanned by two devices within this of each other: a cloned tag.
+    pub cloned_tag_within_secs: u32,
+    /// A device on shift with no contact for longer than this is shown as silent.
+    pub no_contact_after_min: u32,
+    /// A shift still open this long after it started is overdue.
+    pub shift_overdue_after_hours: u32,
+    /// A tour window turns final this long after its end, whoever has not yet synced.
+    pub finalise_after_hours: u32,
+}
+
+impl Default for SiteRules {
+    fn default() -> Self {
+        SiteRules {
+            clock_skew_threshold_secs: 120,
+            padding_within_min: 10,
+            max_speed_kmh: 25,
+            cloned_tag_within_secs: 60,
+            no_contact_after_min: 30,
+            shift_overdue_after_hours: 12,
+            finalise_after_hours: 6,
+        }
+    }
+}
+
+impl SiteRules {
+    /// Each threshold within a range that makes sense (zero would flag or finalise everything).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let ranges: [(&str, u32, u32, u32); 7] = [
+            (
+                "clock_skew_threshold_secs",
+                self.clock_skew_threshold_secs,
+                1,
+                86_400,
+            ),
+            ("padding_within_min", self.padding_within_min, 1, 1_440),
+            ("max_speed_kmh", self.max_speed_kmh, 1, 1_000),
+            (
+                "cloned_tag_within_secs",
+                self.cloned_tag_within_secs,
+                1,
+                3_600,
+            ),
+            ("no_contact_after_min", self.no_contact_after_min, 1, 10_080),
+            (
+                "shift_overdue_after_hours",
+                self.shift_overdue_after_hours,
+                1,
+                168,
+            ),
+            ("finalise_after_hours", self.finalise_after_hours, 1, 168),
+        ];
+        for (name, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(bad(
+                    "rule",
+                    format!("{name} must be {min} to {max}, not {value}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn bad(what: &'static str, reason: impl Into<String>) -> ValidationError {
@@ -166,6 +296,7 @@ impl SiteConfig {
             checkpoints: Vec::new(),
             tours: Vec::new(),
             post_orders: Vec::new(),
+            rules: SiteRules::default(),
         }
     }
 
@@ -255,6 +386,7 @@ impl SiteConfig {
                 })?;
             }
         }
+        self.rules.validate()?;
         for order in &self.post_orders {
             if order.text.len() > 64 * 1024 {
                 return Err(ValidationError::TooLong {
@@ -268,17 +400,22 @@ impl SiteConfig {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>, crate::EncodeError> {
-        crate::codec::encode_versioned(CONFIG_V2, self)
+        crate::codec::encode_versioned(CONFIG_V3, self)
     }
 
-    /// Decodes either encoding; a first-version configuration comes back in UTC, its tours
-    /// with their windows and no schedule.
+    /// Decodes any encoding; an earlier one comes back with what it lacks at its defaults: a
+    /// first-version configuration in UTC, its tours with their windows and no schedule; a
+    /// second-version one with every method accepted, tours unordered and unassigned, the
+    /// default rules.
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::DecodeError> {
         match bytes.first() {
             Some(&CONFIG_V1) => {
                 crate::codec::decode_versioned::<v1::SiteConfig>(CONFIG_V1, bytes).map(Into::into)
             }
-            _ => crate::codec::decode_versioned(CONFIG_V2, bytes),
+            Some(&CONFIG_V2) => {
+                crate::codec::decode_versioned::<v2::SiteConfig>(CONFIG_V2, bytes).map(Into::into)
+            }
+            _ => crate::codec::decode_versioned(CONFIG_V3, bytes),
         }
     }
 
@@ -331,6 +468,10 @@ impl SiteConfig {
         if matches!(scan.method, ScanMethod::Manual { .. }) {
             flags.push(ScanFlag::Manual);
         }
+        let method = MethodKind::of(&scan.method);
+        if !cp.methods.is_empty() && !cp.methods.contains(&method) {
+            flags.push(ScanFlag::MethodNotAccepted(method));
+        }
         if let (Some(fix), Some(at)) = (&scan.location, &cp.location) {
             let distance = distance_m(fix, at);
             let allowed = f64::from(cp.radius_m.unwrap_or(0.0))
@@ -361,6 +502,8 @@ pub enum ScanFlag {
     /// The GPS fix is further from the checkpoint than its radius, the fix's accuracy and the
     /// indoor slack allow.
     FarFromCheckpoint { distance_m: u32 },
+    /// Proven a way the checkpoint does not accept (an NFC scan of a QR-only checkpoint).
+    MethodNotAccepted(MethodKind),
 }
 
 /// In words, for a person reading a scan's flags.
@@ -375,6 +518,9 @@ impl std::fmt::Display for ScanFlag {
             ScanFlag::Manual => f.write_str("entered by hand"),
             ScanFlag::FarFromCheckpoint { distance_m } => {
                 write!(f, "{distance_m} m from the checkpoint")
+            }
+            ScanFlag::MethodNotAccepted(method) => {
+                write!(f, "{method} is not how this checkpoint is proven")
             }
         }
     }
@@ -585,10 +731,20 @@ mod v1 {
     }
 
     #[derive(Deserialize)]
-    struct PostOrder {
+    pub(super) struct PostOrder {
         id: String,
         title: String,
         text: String,
+    }
+
+    impl From<PostOrder> for super::PostOrder {
+        fn from(p: PostOrder) -> Self {
+            super::PostOrder {
+                id: p.id,
+                title: p.title,
+                text: p.text,
+            }
+        }
     }
 
     impl From<SiteConfig> for super::SiteConfig {
@@ -606,6 +762,7 @@ mod v1 {
                         tags: cp.tags,
                         location: cp.location,
                         radius_m: cp.radius_m,
+                        methods: Vec::new(),
                     })
                     .collect(),
                 tours: c
@@ -625,17 +782,90 @@ mod v1 {
                             .collect(),
                         schedule: Vec::new(),
                         grace_min: t.grace_min,
+                        ordered: false,
+                        assigned_guards: Vec::new(),
                     })
                     .collect(),
-                post_orders: c
-                    .post_orders
+                post_orders: c.post_orders.into_iter().map(Into::into).collect(),
+                rules: super::SiteRules::default(),
+            }
+        }
+    }
+}
+
+/// The second encoding's shapes, frozen: postcard is not self-describing, so a stored
+/// configuration is read with the shapes it was written with. The zone, windows and schedule
+/// rules are the current types, whose encodings are pinned by a stored V2 blob in the tests.
+mod v2 {
+    use serde::Deserialize;
+
+    use super::{ScheduleRule, SiteZone, Window};
+    use crate::event::Location;
+    use crate::ids::{CheckpointId, SiteId};
+
+    #[derive(Deserialize)]
+    pub(super) struct SiteConfig {
+        site: SiteId,
+        version: u64,
+        time_zone: SiteZone,
+        checkpoints: Vec<Checkpoint>,
+        tours: Vec<Tour>,
+        post_orders: Vec<super::v1::PostOrder>,
+    }
+
+    #[derive(Deserialize)]
+    struct Checkpoint {
+        id: CheckpointId,
+        name: String,
+        tags: Vec<String>,
+        location: Option<Location>,
+        radius_m: Option<f32>,
+    }
+
+    #[derive(Deserialize)]
+    struct Tour {
+        id: String,
+        name: String,
+        checkpoints: Vec<CheckpointId>,
+        windows: Vec<Window>,
+        schedule: Vec<ScheduleRule>,
+        grace_min: u32,
+    }
+
+    impl From<SiteConfig> for super::SiteConfig {
+        fn from(c: SiteConfig) -> Self {
+            super::SiteConfig {
+                site: c.site,
+                version: c.version,
+                time_zone: c.time_zone,
+                checkpoints: c
+                    .checkpoints
                     .into_iter()
-                    .map(|p| super::PostOrder {
-                        id: p.id,
-                        title: p.title,
-                        text: p.text,
+                    .map(|cp| super::Checkpoint {
+                        id: cp.id,
+                        name: cp.name,
+                        tags: cp.tags,
+                        location: cp.location,
+                        radius_m: cp.radius_m,
+                        methods: Vec::new(),
                     })
                     .collect(),
+                tours: c
+                    .tours
+                    .into_iter()
+                    .map(|t| super::Tour {
+                        id: t.id,
+                        name: t.name,
+                        checkpoints: t.checkpoints,
+                        windows: t.windows,
+                        schedule: t.schedule,
+                        grace_min: t.grace_min,
+                        ordered: false,
+                        assigned_guards: Vec::new(),
+                    })
+                    .collect(),
+                post_orders: c.post_orders.into_iter().map(Into::into).collect(),
+                rules: super::SiteRules::default(),
             }
         }
     }
@@ -693,6 +923,7 @@ mod tests {
                         accuracy_m: None,
                     }),
                     radius_m: Some(15.0),
+                    methods: vec![],
                 },
                 Checkpoint {
                     id: cp("cp-2"),
@@ -700,6 +931,7 @@ mod tests {
                     tags: vec!["QR-2".into()],
                     location: None,
                     radius_m: None,
+                    methods: vec![],
                 },
             ],
             tours: vec![Tour {
@@ -712,8 +944,11 @@ mod tests {
                 }],
                 schedule: vec![],
                 grace_min: 10,
+                ordered: false,
+                assigned_guards: vec![],
             }],
             post_orders: vec![],
+            rules: SiteRules::default(),
         }
     }
 
@@ -898,9 +1133,94 @@ mod tests {
         assert_eq!(c.post_orders[0].text, "Check them.");
         // Written again, it is the current encoding, and reads back the same.
         let again = c.encode().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(again[0], CONFIG_V2);
+        assert_eq!(again[0], CONFIG_V3);
         assert_eq!(SiteConfig::decode(&again), Ok(c));
         assert!(SiteConfig::decode(&[9, 0]).is_err());
+    }
+
+    /// A configuration as the second encoding wrote it (Europe/London, a tour with a one-off
+    /// window and two schedule rules), from the code of commit 702fe65.
+    const V2_BLOB: &str = "0206736974652d31040d4575726f70652f4c6f6e646f6e020463702d3109423220737461\
+        697273010530343a414101809b92eb03ffbd92010001000070410463702d320b4c6f6164696e672062617901\
+        0451522d32000001056e696768740b4e6967687420726f756e64020463702d320463702d310180bcb0e7a667\
+        80f6e7eaa66702005aa80ae8027f000102e40a3c60011e0f0104706f2d310a4669726520646f6f72730b4368\
+        65636b207468656d2e";
+
+    #[test]
+    fn a_configuration_stored_in_the_second_encoding_decodes_with_the_defaults_it_lacks() {
+        let bytes = hex::decode(V2_BLOB).unwrap_or_else(|e| panic!("{e}"));
+        let c = SiteConfig::decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.version, 4);
+        assert_eq!(
+            c.time_zone,
+            SiteZone::new("Europe/London").unwrap_or_else(|e| panic!("{e}"))
+        );
+        assert!(c.checkpoints.iter().all(|cp| cp.methods.is_empty()));
+        let tour = &c.tours[0];
+        assert_eq!(tour.checkpoints, [cp("cp-2"), cp("cp-1")]);
+        assert_eq!(tour.windows.len(), 1);
+        assert_eq!(tour.schedule.len(), 2);
+        assert_eq!(
+            tour.schedule_words(),
+            "every 90 min 22:00-06:00, every night; at 23:00, 01:00 for 30 min, Sat and Sun nights; \
+             1 one-off window, grace 15 min"
+        );
+        assert!(!tour.ordered && tour.assigned_guards.is_empty());
+        assert_eq!(c.rules, SiteRules::default());
+        let again = c.encode().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again[0], CONFIG_V3);
+        assert_eq!(SiteConfig::decode(&again), Ok(c));
+    }
+
+    #[test]
+    fn a_checkpoint_proven_another_way_than_it_accepts_is_flagged() {
+        let scan = |checkpoint: &str, method: ScanMethod, location: Option<Location>| Scan {
+            checkpoint: cp(checkpoint),
+            method,
+            location,
+            note: None,
+        };
+        let mut c = config();
+        c.checkpoints[1].methods = vec![MethodKind::Qr];
+        let by_nfc = scan("cp-2", ScanMethod::Nfc { tag: "QR-2".into() }, None);
+        assert_eq!(
+            c.flags(&by_nfc),
+            vec![ScanFlag::MethodNotAccepted(MethodKind::Nfc)]
+        );
+        assert_eq!(
+            ScanFlag::MethodNotAccepted(MethodKind::Nfc).to_string(),
+            "NFC is not how this checkpoint is proven"
+        );
+        let by_qr = scan(
+            "cp-2",
+            ScanMethod::Qr {
+                payload: "QR-2".into(),
+            },
+            None,
+        );
+        assert!(c.flags(&by_qr).is_empty());
+    }
+
+    #[test]
+    fn rules_take_their_defaults_and_refuse_a_zero() {
+        let json = r#"{"site":"s","version":1,"checkpoints":[],"tours":[],"post_orders":[],
+                       "rules":{"max_speed_kmh":8}}"#;
+        let c: SiteConfig = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.rules.max_speed_kmh, 8);
+        assert_eq!(c.rules.finalise_after_hours, 6);
+        let mut bad_rules = c.clone();
+        bad_rules.rules.padding_within_min = 0;
+        let said = bad_rules
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            said.contains("padding_within_min must be 1 to 1440, not 0"),
+            "{said}"
+        );
+        let unknown = json.replace("max_speed_kmh", "max_speed");
+        assert!(serde_json::from_str::<SiteConfig>(&unknown).is_err());
     }
 
     fn scheduled() -> SiteConfig {

@@ -28,7 +28,7 @@ pub struct FfiTagScanInput {
 
 /// A recorded tag scan: the checkpoint it proved (`unknown` if no checkpoint has the tag) and
 /// what looks wrong about it (`unknown_checkpoint`, `unknown_tag`, `tag_of_another_checkpoint`,
-/// `manual`, `far_from_checkpoint`). A scan is never refused.
+/// `manual`, `far_from_checkpoint`, `method_not_accepted`). A scan is never refused.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct FfiScanResult {
     pub event_id: String,
@@ -43,6 +43,7 @@ fn flag_name(f: &ScanFlag) -> String {
         ScanFlag::TagOfAnotherCheckpoint(_) => "tag_of_another_checkpoint".into(),
         ScanFlag::Manual => "manual".into(),
         ScanFlag::FarFromCheckpoint { .. } => "far_from_checkpoint".into(),
+        ScanFlag::MethodNotAccepted(_) => "method_not_accepted".into(),
     }
 }
 

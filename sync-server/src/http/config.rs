@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use patrol_core::event::MAX_TAG_LEN;
 use patrol_core::event::format_time_ms;
-use patrol_core::siteconfig::{Checkpoint, PostOrder, SiteConfig, SiteZone, Tour};
+use patrol_core::siteconfig::{Checkpoint, PostOrder, SiteConfig, SiteRules, SiteZone, Tour};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
@@ -70,6 +70,8 @@ pub struct ConfigDoc {
     tours: Vec<serde_json::Value>,
     #[schema(value_type = Vec<PostOrderDoc>)]
     post_orders: Vec<serde_json::Value>,
+    #[schema(value_type = SiteRulesDoc)]
+    rules: serde_json::Value,
     /// When this version was stored (RFC 3339); `null` for version 0.
     created_at: Option<String>,
 }
@@ -95,6 +97,56 @@ pub struct CheckpointDoc {
     /// Metres around `location` within which a GPS fix proves the checkpoint.
     #[schema(minimum = 0, maximum = 3.4028235e38)]
     radius_m: Option<f32>,
+    /// The ways of proving the checkpoint that count without a second look; empty or absent:
+    /// any. A scan made another way is flagged `method_not_accepted`.
+    #[schema(value_type = Option<Vec<MethodDoc>>)]
+    methods: Option<Vec<String>>,
+}
+
+/// A way of proving a checkpoint.
+#[derive(Debug, ToSchema)]
+#[schema(as = Method)]
+#[allow(dead_code)]
+pub enum MethodDoc {
+    #[schema(rename = "nfc")]
+    Nfc,
+    #[schema(rename = "qr")]
+    Qr,
+    #[schema(rename = "gps")]
+    Gps,
+    #[schema(rename = "manual")]
+    Manual,
+}
+
+/// A site's thresholds for flags, gaps and compliance (docs/compliance.md); each may be left
+/// out for its default.
+// Documentation only: the core's `SiteRules`, whose `validate` holds these ranges.
+#[derive(Debug, ToSchema)]
+#[schema(as = SiteRules)]
+#[allow(dead_code)]
+pub struct SiteRulesDoc {
+    /// A device whose clock is off by more than this is flagged on its events. Default 120.
+    #[schema(minimum = 1, maximum = 86400)]
+    clock_skew_threshold_secs: Option<u32>,
+    /// The same checkpoint scanned again by the same guard within this is padding. Default 10.
+    #[schema(minimum = 1, maximum = 1440)]
+    padding_within_min: Option<u32>,
+    /// Faster than this between a guard's consecutive checkpoints is an impossible speed.
+    /// Default 25.
+    #[schema(minimum = 1, maximum = 1000)]
+    max_speed_kmh: Option<u32>,
+    /// One tag scanned by two devices within this of each other is a cloned tag. Default 60.
+    #[schema(minimum = 1, maximum = 3600)]
+    cloned_tag_within_secs: Option<u32>,
+    /// A device on shift with no contact for longer than this is silent. Default 30.
+    #[schema(minimum = 1, maximum = 10080)]
+    no_contact_after_min: Option<u32>,
+    /// A shift still open this long after it started is overdue. Default 12.
+    #[schema(minimum = 1, maximum = 168)]
+    shift_overdue_after_hours: Option<u32>,
+    /// A tour window turns final this long after its end. Default 6.
+    #[schema(minimum = 1, maximum = 168)]
+    finalise_after_hours: Option<u32>,
 }
 
 // An NFC tag id or QR payload. Documentation only.
@@ -150,6 +202,11 @@ pub struct TourDoc {
     /// Minutes after a window's end during which a scan still counts, as late.
     #[schema(format = "uint32", maximum = 4294967295usize)]
     grace_min: u32,
+    /// The checkpoints must be scanned in the order listed. Default false.
+    ordered: Option<bool>,
+    /// The guards who walk this tour; empty or absent: any guard on duty.
+    #[schema(value_type = Option<Vec<SlugId>>)]
+    assigned_guards: Option<Vec<String>>,
 }
 
 /// One rule of a tour's schedule, in the site's local time (docs/protocol.md, "Site
@@ -250,6 +307,10 @@ pub struct ConfigBody {
     tours: Vec<Tour>,
     #[schema(value_type = Vec<PostOrderDoc>)]
     post_orders: Vec<PostOrder>,
+    /// The site's thresholds; any left out (or all) take their defaults.
+    #[serde(default)]
+    #[schema(value_type = Option<SiteRulesDoc>)]
+    rules: SiteRules,
     /// The version this one was made from; the new one is `base_version + 1`.
     #[schema(format = "uint64", maximum = 18446744073709551615usize)]
     base_version: u64,
@@ -296,6 +357,7 @@ pub async fn put_config(
         checkpoints: body.checkpoints,
         tours: body.tours,
         post_orders: body.post_orders,
+        rules: body.rules,
     };
     config
         .validate()

@@ -46,7 +46,11 @@ async fn configuration_versions_are_checked_and_delivered_once(backend: Backend)
     assert_eq!(
         empty,
         json!({"site": SITE, "version": 0, "time_zone": "UTC", "checkpoints": [], "tours": [],
-               "post_orders": [], "created_at": null})
+               "post_orders": [], "created_at": null,
+               "rules": {"clock_skew_threshold_secs": 120, "padding_within_min": 10,
+                         "max_speed_kmh": 25, "cloned_tag_within_secs": 60,
+                         "no_contact_after_min": 30, "shift_overdue_after_hours": 12,
+                         "finalise_after_hours": 6}})
     );
     assert!(server.sync(&phone.request(vec![])).await?.config.is_none());
 

@@ -170,7 +170,14 @@ pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
             c.time_zone
         ),
     }];
-    let mut t = table(&["CHECKPOINT", "NAME", "TAGS", "LOCATION", "RADIUS"]);
+    let mut t = table(&[
+        "CHECKPOINT",
+        "NAME",
+        "TAGS",
+        "METHODS",
+        "LOCATION",
+        "RADIUS",
+    ]);
     for cp in &c.checkpoints {
         t.add_row(vec![
             shown(cp.id.as_str()),
@@ -179,6 +186,12 @@ pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
                 NONE.to_owned()
             } else {
                 shown(&cp.tags.join(", "))
+            },
+            if cp.methods.is_empty() {
+                "any".to_owned()
+            } else {
+                let methods: Vec<&str> = cp.methods.iter().map(|m| m.as_str()).collect();
+                methods.join(", ")
             },
             cp.location.as_ref().map_or_else(
                 || NONE.to_owned(),
@@ -190,9 +203,23 @@ pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
     }
     lines.push(String::new());
     lines.push(render(&mut t));
-    let mut t = table(&["TOUR", "NAME", "CHECKPOINTS", "SCHEDULE", "NEXT WINDOW"]);
+    let mut t = table(&[
+        "TOUR",
+        "NAME",
+        "CHECKPOINTS",
+        "SCHEDULE",
+        "NEXT WINDOW",
+        "GUARDS",
+    ]);
     for tour in &c.tours {
         let cps: Vec<&str> = tour.checkpoints.iter().map(|c| c.as_str()).collect();
+        // An ordered tour's arrows say so.
+        let arrow = if tour.ordered { " -> " } else { ", " };
+        let guards: Vec<String> = tour
+            .assigned_guards
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let next = tour.next_window(c.time_zone, now_ms).map_or_else(
             || NONE.to_owned(),
             |w| {
@@ -206,13 +233,32 @@ pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
         t.add_row(vec![
             shown(&tour.id),
             shown(&tour.name),
-            shown(&cps.join(" -> ")),
+            shown(&cps.join(arrow)),
             tour.schedule_words(),
             next,
+            if guards.is_empty() {
+                "any".to_owned()
+            } else {
+                shown(&guards.join(", "))
+            },
         ]);
     }
     lines.push(String::new());
     lines.push(render(&mut t));
+    let r = &c.rules;
+    lines.push(String::new());
+    lines.push(format!(
+        "rules: clock off by more than {} s flagged; padding within {} min; faster than {} km/h \
+         flagged; one tag on two devices within {} s flagged; no contact after {} min; shift \
+         overdue after {} h; windows final {} h after their end",
+        r.clock_skew_threshold_secs,
+        r.padding_within_min,
+        r.max_speed_kmh,
+        r.cloned_tag_within_secs,
+        r.no_contact_after_min,
+        r.shift_overdue_after_hours,
+        r.finalise_after_hours
+    ));
     if !c.post_orders.is_empty() {
         let mut t = table(&["POST ORDER", "TITLE", "TEXT"]);
         for p in &c.post_orders {
