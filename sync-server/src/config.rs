@@ -110,6 +110,16 @@ pub const DEFAULT_STREAM_RECHECK_SECS: u64 = 60;
 /// few screens, and no more, so that one token cannot tie up the server's connections.
 pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 8;
 
+/// Minutes without a sync after which a device on shift is marked silent ("no contact since").
+pub const DEFAULT_NO_CONTACT_AFTER_MINS: u64 = 30;
+
+/// Hours after its start at which a shift still open is marked overdue.
+pub const DEFAULT_SHIFT_OVERDUE_AFTER_HOURS: u64 = 12;
+
+/// Seconds between the checks that announce devices gone silent, back, and shifts overdue on
+/// live streams.
+pub const DEFAULT_GAP_CHECK_SECS: u64 = 60;
+
 const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
 
 /// The lifetime of the user tokens a command issues (`admin create`, `user create`,
@@ -410,6 +420,33 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_MAX_STREAMS_PER_USER,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub max_streams_per_user: usize,
+    /// Minutes without a sync after which a device on shift (its latest shift not ended) is
+    /// marked silent in the devices view and announced on live streams (`device_silent`).
+    #[arg(long, env = "PATROL_NO_CONTACT_AFTER_MINS",
+          default_value_t = DEFAULT_NO_CONTACT_AFTER_MINS,
+          value_parser = clap::value_parser!(u64).range(1..=10_080))]
+    pub no_contact_after_mins: u64,
+    /// The same in seconds, instead of --no-contact-after-mins (for drills and tests).
+    #[arg(long, env = "PATROL_NO_CONTACT_AFTER_SECS", conflicts_with = "no_contact_after_mins",
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub no_contact_after_secs: Option<u64>,
+    /// Hours after its start at which a shift still open is marked overdue in the devices view
+    /// and announced on live streams (`shift_overdue`).
+    #[arg(long, env = "PATROL_SHIFT_OVERDUE_AFTER_HOURS",
+          default_value_t = DEFAULT_SHIFT_OVERDUE_AFTER_HOURS,
+          value_parser = clap::value_parser!(u64).range(1..=168))]
+    pub shift_overdue_after_hours: u64,
+    /// The same in seconds, instead of --shift-overdue-after-hours (for drills and tests).
+    #[arg(long, env = "PATROL_SHIFT_OVERDUE_AFTER_SECS",
+          conflicts_with = "shift_overdue_after_hours",
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub shift_overdue_after_secs: Option<u64>,
+    /// Seconds between this instance's checks for devices gone silent or back and shifts
+    /// overdue, which it announces on its live streams.
+    #[arg(long, env = "PATROL_GAP_CHECK_SECS",
+          default_value_t = DEFAULT_GAP_CHECK_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub gap_check_secs: u64,
 }
 
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
@@ -471,6 +508,12 @@ pub struct ApiConfig {
     pub stream_recheck: Duration,
     /// Most live streams open at once per user.
     pub max_streams_per_user: usize,
+    /// How long a device on shift may go without a sync before it is marked silent.
+    pub no_contact_after: Duration,
+    /// How long after its start a shift still open is marked overdue.
+    pub shift_overdue_after: Duration,
+    /// How often the gap watcher checks (`http::gaps`).
+    pub gap_check: Duration,
 }
 
 impl Default for ApiConfig {
@@ -484,6 +527,9 @@ impl Default for ApiConfig {
             device_credential_max_age_ms: days_ms(DEFAULT_DEVICE_CREDENTIAL_MAX_AGE_DAYS),
             stream_recheck: Duration::from_secs(DEFAULT_STREAM_RECHECK_SECS),
             max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
+            no_contact_after: Duration::from_secs(DEFAULT_NO_CONTACT_AFTER_MINS * 60),
+            shift_overdue_after: Duration::from_secs(DEFAULT_SHIFT_OVERDUE_AFTER_HOURS * 3600),
+            gap_check: Duration::from_secs(DEFAULT_GAP_CHECK_SECS),
         }
     }
 }
@@ -509,6 +555,15 @@ impl From<&ServeArgs> for ApiConfig {
             device_credential_max_age_ms: days_ms(args.device_credential_max_age_days),
             stream_recheck: Duration::from_secs(args.stream_recheck_secs),
             max_streams_per_user: args.max_streams_per_user,
+            no_contact_after: Duration::from_secs(
+                args.no_contact_after_secs
+                    .unwrap_or(args.no_contact_after_mins * 60),
+            ),
+            shift_overdue_after: Duration::from_secs(
+                args.shift_overdue_after_secs
+                    .unwrap_or(args.shift_overdue_after_hours * 3600),
+            ),
+            gap_check: Duration::from_secs(args.gap_check_secs),
         }
     }
 }
@@ -707,6 +762,9 @@ mod tests {
         assert_eq!(config.device_credential_max_age_ms, 30 * MS_PER_DAY);
         assert_eq!(config.stream_recheck, Duration::from_secs(60));
         assert_eq!(config.max_streams_per_user, 8);
+        assert_eq!(config.no_contact_after, Duration::from_secs(30 * 60));
+        assert_eq!(config.shift_overdue_after, Duration::from_secs(12 * 3600));
+        assert_eq!(config.gap_check, Duration::from_secs(60));
         let cli = Cli::try_parse_from([
             "patrol-server",
             "--user-token-ttl-days",

@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_event_records.sql"),
     include_str!("migrations/0009_credentials_age.sql"),
     include_str!("migrations/0010_docs_by_device.sql"),
+    include_str!("migrations/0012_shift_summaries.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
