@@ -50,7 +50,7 @@ async fn shifts_are_listed_with_their_fields_and_filtered(backend: Backend) -> T
         let resp = server.sync(&phone.push_request()?).await?;
         phone.on_accepted(&resp.docs[0].outcome);
     }
-    let mut order = vec![anna.shift(), bob.shift(), carol.shift()];
+    let mut order = [anna.shift(), bob.shift(), carol.shift()];
     order.sort();
     let order: Vec<String> = order.iter().map(ToString::to_string).collect();
 
