@@ -14,8 +14,9 @@
 //!   in server sequence order; `GET /api/v1/sites/{site}/stream`: the same, live ([`live`]); a
 //!   user covering the site.
 //! - [`devices`]: `GET /api/v1/sites/{site}/devices`: the site's devices: enrollment,
-//!   revocation, last sync, pending count, skew, the guard of the latest shift; a user covering
-//!   the site.
+//!   revocation, last sync, pending count and when it was reported, skew, the guard of the
+//!   latest shift, the open shift, silent since and overdue ([`gaps`]); a user covering the
+//!   site.
 //!   `POST /api/v1/sites/{site}/devices/{device}/revoke`; an administrator of the site.
 //! - [`shifts`]: `GET /api/v1/sites/{site}/shifts` (filters, paged) and `GET
 //!   .../shifts/{shift}`: the site's shifts (guard, device, start, end, events, whether the end
