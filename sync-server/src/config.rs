@@ -115,6 +115,16 @@ pub const DEFAULT_CLOCK_SKEW_THRESHOLD_SECS: u64 =
 /// [`DEFAULT_CLOCK_SKEW_THRESHOLD_SECS`] in milliseconds.
 const DEFAULT_CLOCK_SKEW_THRESHOLD_MS: i64 = patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS;
 
+/// Minutes without a sync after which a device on shift is marked silent ("no contact since").
+pub const DEFAULT_NO_CONTACT_AFTER_MINS: u64 = 30;
+
+/// Hours after its start at which a shift still open is marked overdue.
+pub const DEFAULT_SHIFT_OVERDUE_AFTER_HOURS: u64 = 12;
+
+/// Seconds between the checks that announce devices gone silent, back, and shifts overdue on
+/// live streams.
+pub const DEFAULT_GAP_CHECK_SECS: u64 = 60;
+
 const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
 
 /// The lifetime of the user tokens a command issues (`admin create`, `user create`,
@@ -421,6 +431,33 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_CLOCK_SKEW_THRESHOLD_SECS,
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub clock_skew_threshold_secs: u64,
+    /// Minutes without a sync after which a device on shift (its latest shift not ended) is
+    /// marked silent in the devices view and announced on live streams (`device_silent`).
+    #[arg(long, env = "PATROL_NO_CONTACT_AFTER_MINS",
+          default_value_t = DEFAULT_NO_CONTACT_AFTER_MINS,
+          value_parser = clap::value_parser!(u64).range(1..=10_080))]
+    pub no_contact_after_mins: u64,
+    /// The same in seconds, instead of --no-contact-after-mins (for drills and tests).
+    #[arg(long, env = "PATROL_NO_CONTACT_AFTER_SECS", conflicts_with = "no_contact_after_mins",
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub no_contact_after_secs: Option<u64>,
+    /// Hours after its start at which a shift still open is marked overdue in the devices view
+    /// and announced on live streams (`shift_overdue`).
+    #[arg(long, env = "PATROL_SHIFT_OVERDUE_AFTER_HOURS",
+          default_value_t = DEFAULT_SHIFT_OVERDUE_AFTER_HOURS,
+          value_parser = clap::value_parser!(u64).range(1..=168))]
+    pub shift_overdue_after_hours: u64,
+    /// The same in seconds, instead of --shift-overdue-after-hours (for drills and tests).
+    #[arg(long, env = "PATROL_SHIFT_OVERDUE_AFTER_SECS",
+          conflicts_with = "shift_overdue_after_hours",
+          value_parser = clap::value_parser!(u64).range(1..=604_800))]
+    pub shift_overdue_after_secs: Option<u64>,
+    /// Seconds between this instance's checks for devices gone silent or back and shifts
+    /// overdue, which it announces on its live streams.
+    #[arg(long, env = "PATROL_GAP_CHECK_SECS",
+          default_value_t = DEFAULT_GAP_CHECK_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub gap_check_secs: u64,
 }
 
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
@@ -484,6 +521,12 @@ pub struct ApiConfig {
     pub max_streams_per_user: usize,
     /// A phone's clock offset beyond this, in milliseconds, flags the events its sync delivers.
     pub clock_skew_threshold_ms: i64,
+    /// How long a device on shift may go without a sync before it is marked silent.
+    pub no_contact_after: Duration,
+    /// How long after its start a shift still open is marked overdue.
+    pub shift_overdue_after: Duration,
+    /// How often the gap watcher checks (`http::gaps`).
+    pub gap_check: Duration,
 }
 
 impl Default for ApiConfig {
@@ -498,6 +541,9 @@ impl Default for ApiConfig {
             stream_recheck: Duration::from_secs(DEFAULT_STREAM_RECHECK_SECS),
             max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
             clock_skew_threshold_ms: DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
+            no_contact_after: Duration::from_secs(DEFAULT_NO_CONTACT_AFTER_MINS * 60),
+            shift_overdue_after: Duration::from_secs(DEFAULT_SHIFT_OVERDUE_AFTER_HOURS * 3600),
+            gap_check: Duration::from_secs(DEFAULT_GAP_CHECK_SECS),
         }
     }
 }
@@ -524,6 +570,15 @@ impl From<&ServeArgs> for ApiConfig {
             stream_recheck: Duration::from_secs(args.stream_recheck_secs),
             max_streams_per_user: args.max_streams_per_user,
             clock_skew_threshold_ms: secs_ms(args.clock_skew_threshold_secs),
+            no_contact_after: Duration::from_secs(
+                args.no_contact_after_secs
+                    .unwrap_or(args.no_contact_after_mins * 60),
+            ),
+            shift_overdue_after: Duration::from_secs(
+                args.shift_overdue_after_secs
+                    .unwrap_or(args.shift_overdue_after_hours * 3600),
+            ),
+            gap_check: Duration::from_secs(args.gap_check_secs),
         }
     }
 }
@@ -723,6 +778,9 @@ mod tests {
         assert_eq!(config.stream_recheck, Duration::from_secs(60));
         assert_eq!(config.max_streams_per_user, 8);
         assert_eq!(config.clock_skew_threshold_ms, 120_000);
+        assert_eq!(config.no_contact_after, Duration::from_secs(30 * 60));
+        assert_eq!(config.shift_overdue_after, Duration::from_secs(12 * 3600));
+        assert_eq!(config.gap_check, Duration::from_secs(60));
         let cli = Cli::try_parse_from([
             "patrol-server",
             "--clock-skew-threshold-secs",

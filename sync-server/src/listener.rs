@@ -182,6 +182,9 @@ async fn serve_on(
     let mut listener = CountingListener::new(listener, state.metrics.clone());
     let feed = state.feed.clone();
     let metrics = state.metrics.clone();
+    // Announces devices gone silent and shifts overdue on this instance's live streams; ends
+    // when the streams are closed below.
+    let gap_watcher = tokio::spawn(crate::http::gaps::watch(state.clone()));
     let mut api = router(state);
     if tls.is_some() {
         // Browsers that once reached the server over HTTPS never fall back to plain HTTP.
@@ -248,6 +251,7 @@ async fn serve_on(
     // Live streams never end by themselves; idle connections close at once, requests in flight
     // are let finish within the bound.
     feed.close();
+    gap_watcher.abort();
     closing_tx.send_replace(true);
     let open = connections.len();
     let drained = tokio::time::timeout(limits.shutdown_timeout, async {

@@ -9,6 +9,7 @@ mod crash;
 mod demo;
 mod evidence;
 mod first_hour_errors;
+mod gaps;
 mod instances;
 mod offline_shift;
 mod overload;

@@ -1,5 +1,7 @@
 //! A site's devices: `GET /api/v1/sites/{site}/devices` (enrollment, revocation, last sync,
-//! pending count, clock skew, the guard of its latest shift; a user covering the site) and
+//! pending count and when it was reported, clock skew, the guard of its latest shift, its open
+//! shift, and its gaps: silent since, shift overdue, see [`super::gaps`]; a user covering the
+//! site) and
 //! `POST /api/v1/sites/{site}/devices/{device}/revoke` (an administrator of the site). And a
 //! phone's own credential: `GET /api/v1/devices/me` (whether it is due for rotation) and
 //! `POST /api/v1/devices/me/credential` (its next credential), both with its device credential.
@@ -17,6 +19,7 @@ use utoipa::ToSchema;
 use super::auth::{AuthDevice, AuthUser};
 use super::error::{AppError, ErrorBody};
 use super::extract::{MAX_JSON_BODY_BYTES, SlugId, site_from_path};
+use super::gaps::device_gap;
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::credentials::{Secret, TokenKind, rotation_due};
@@ -61,20 +64,49 @@ struct DeviceView {
     revoked_at: Option<String>,
     first_seen: Option<String>,
     last_sync_at: Option<String>,
+    /// The events the phone said it still held undelivered at its last sync.
     pending_events: u64,
+    /// When it said so: the server's receive time of that sync (its last); null before its
+    /// first sync.
+    pending_reported_at: Option<String>,
     clock_skew_ms: Option<i64>,
     /// The guard of the device's most recent shift the server holds a log of (the one the phone
     /// started last); null until its first shift log arrives.
     #[schema(value_type = Option<SlugId>, inline)]
     guard: Option<String>,
+    /// The device's open shift: its most recent one, whose end has not reached the server; null
+    /// off shift.
+    open_shift: Option<OpenShiftView>,
+    /// Set while the device is on shift (`open_shift`) and has not synced for longer than the
+    /// server's no-contact threshold (`no_contact_after_secs`): its last contact, "no contact
+    /// since". Null otherwise.
+    silent_since: Option<String>,
+    /// Whether its open shift started longer ago than the server's expected shift length
+    /// (`shift_overdue_after_secs`) and has not ended.
+    overdue: bool,
     /// The ed25519 key (hex) the device registered at enrollment, which its shift logs'
     /// signatures verify against; absent for a device enrolled before keys existed.
     public_key: Option<String>,
 }
 
+/// A device's open shift.
+#[derive(Debug, Serialize, ToSchema)]
+struct OpenShiftView {
+    #[schema(format = Uuid)]
+    shift_id: String,
+    /// The device's time of its `shift_started` event; null until that event arrives.
+    started_at: Option<String>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 struct DevicesView {
     site_id: String,
+    /// The server time the silences and overdue shifts were worked out at.
+    as_of: String,
+    /// A device on shift without a sync for longer than this is silent (`--no-contact-after-mins`).
+    no_contact_after_secs: u64,
+    /// A shift open for longer than this is overdue (`--shift-overdue-after-hours`).
+    shift_overdue_after_secs: u64,
     devices: Vec<DeviceView>,
 }
 
@@ -108,6 +140,7 @@ async fn devices(
     ) else {
         return Err(AppError::UnknownSite(site.to_string()));
     };
+    let now = now_ms();
     let mut views: BTreeMap<DeviceId, DeviceView> = BTreeMap::new();
     for c in enrolled {
         let view = views.entry(c.device).or_default();
@@ -120,11 +153,22 @@ async fn devices(
         view.first_seen = Some(format_time_ms(d.first_seen_ms));
         view.last_sync_at = Some(format_time_ms(d.last_sync_at_ms));
         view.pending_events = d.pending_events;
+        view.pending_reported_at = Some(format_time_ms(d.last_sync_at_ms));
         view.clock_skew_ms = Some(d.clock_skew_ms);
+        let gap = device_gap(&d, &state.config, now);
+        view.silent_since = gap.silent_since_ms.map(format_time_ms);
+        view.overdue = gap.overdue;
+        view.open_shift = d.open_shift().map(|s| OpenShiftView {
+            shift_id: s.shift.to_string(),
+            started_at: s.started_at_ms.map(format_time_ms),
+        });
         view.guard = d.guard.map(|g| g.to_string());
     }
     Ok(Json(DevicesView {
         site_id: site.to_string(),
+        as_of: format_time_ms(now),
+        no_contact_after_secs: state.config.no_contact_after.as_secs(),
+        shift_overdue_after_secs: state.config.shift_overdue_after.as_secs(),
         devices: views
             .into_iter()
             .map(|(id, view)| DeviceView {

@@ -61,6 +61,8 @@ pub enum AppError {
     UnknownUser(String),
     #[error("no enrolled device {device} on site {site}")]
     UnknownDevice { site: String, device: String },
+    #[error("site {site} has no shift {shift}: no log of it has reached the server")]
+    UnknownShift { site: String, shift: String },
     /// An enrollment code that exists but can no longer be used.
     #[error("{message}")]
     Gone { code: &'static str, message: String },
@@ -166,6 +168,7 @@ impl AppError {
             | AppError::UnknownAlarm(_)
             | AppError::UnknownUser(_)
             | AppError::UnknownDevice { .. }
+            | AppError::UnknownShift { .. }
             | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::SiteExists(_)
             | AppError::Conflict { .. }
@@ -204,6 +207,7 @@ impl AppError {
             AppError::UserExists(_) => "user_exists",
             AppError::UnknownUser(_) => "unknown_user",
             AppError::UnknownDevice { .. } => "unknown_device",
+            AppError::UnknownShift { .. } => "unknown_shift",
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",

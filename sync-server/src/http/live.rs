@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::auth::{Session, user_session};
 use super::error::AppError;
+use super::gaps::{self, GapAlert};
 use super::state::AppState;
 use crate::now_ms;
 use crate::store::{FeedFilter, Store};
@@ -42,7 +43,12 @@ pub struct FeedNotifier {
     credentials: watch::Sender<u64>,
     /// Open streams per user id.
     open: Arc<Mutex<HashMap<String, usize>>>,
+    /// Gap announcements ([`super::gaps`]) for every site; each stream keeps its own site's.
+    alerts: broadcast::Sender<Arc<GapAlert>>,
 }
+
+/// Gap announcements a stream may hold unread before it lags (and loses the oldest).
+const ALERT_CAPACITY: usize = 1_024;
 
 impl Default for FeedNotifier {
     fn default() -> Self {
@@ -51,6 +57,7 @@ impl Default for FeedNotifier {
             closing: watch::Sender::new(false),
             credentials: watch::Sender::new(0),
             open: Arc::new(Mutex::new(HashMap::new())),
+            alerts: broadcast::channel(ALERT_CAPACITY).0,
         }
     }
 }
@@ -98,8 +105,24 @@ impl FeedNotifier {
         self.closing.send_replace(true);
     }
 
-    fn closing(&self) -> watch::Receiver<bool> {
+    pub(super) fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// The sites with a live stream open on this instance.
+    pub fn watched_sites(&self) -> Vec<SiteId> {
+        let sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+        sites
+            .iter()
+            .filter(|(_, tx)| tx.receiver_count() > 0)
+            .map(|(site, _)| site.clone())
+            .collect()
+    }
+
+    /// Sends a gap announcement to the open streams of its site.
+    pub fn announce(&self, alert: Arc<GapAlert>) {
+        // No stream open is not an error: nobody is listening.
+        let _ = self.alerts.send(alert);
     }
 
     /// Makes every open stream check its user again now: a credential was revoked or rotated.
@@ -188,6 +211,11 @@ struct StreamState {
     filter: FeedFilter,
     after: u64,
     ready: VecDeque<(u64, String)>,
+    /// Gap announcements of the site ([`super::gaps`]), and those ready to send.
+    alerts: broadcast::Receiver<Arc<GapAlert>>,
+    ready_alerts: VecDeque<SseEvent>,
+    /// The site's gaps as they are when the stream opens are still to be sent.
+    gaps_due: bool,
     auth: Authorization,
     /// Set once the stream sent its `closed` event: it ends next.
     ended: bool,
@@ -221,6 +249,10 @@ pub fn stream(
         wake: notifier.subscribe(&site),
         // Subscribed before the first read, so a commit after that read still wakes the stream.
         committed: store.subscribe(site.clone()),
+        // Subscribed before the opening state is read, so a change after that read is sent.
+        alerts: notifier.alerts.subscribe(),
+        ready_alerts: VecDeque::new(),
+        gaps_due: true,
         closing: notifier.closing(),
         store,
         notifier,
@@ -246,6 +278,30 @@ pub fn stream(
                 );
                 s.ended = true;
                 return Some((Ok(closed_event(&e)), s));
+            }
+            if s.gaps_due {
+                s.gaps_due = false;
+                match s.store.devices(s.site.clone()).await {
+                    Ok(Some(devices)) => {
+                        let now = now_ms();
+                        let config = &s.auth.state.config;
+                        let opening = gaps::current(&s.site, &devices, config, now);
+                        s.ready_alerts.extend(
+                            opening
+                                .iter()
+                                .filter(|a| a.matches(&s.filter))
+                                .map(GapAlert::sse),
+                        );
+                    }
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::warn!(site = %s.site, error = %e, "live feed read failed; ending the stream");
+                        return None;
+                    }
+                }
+            }
+            if let Some(alert) = s.ready_alerts.pop_front() {
+                return Some((Ok(alert), s));
             }
             if let Some((seq, json)) = s.ready.pop_front() {
                 let event = SseEvent::default()
@@ -288,6 +344,17 @@ pub fn stream(
                         return None;
                     }
                 }
+                alert = s.alerts.recv() => match alert {
+                    Ok(alert) => {
+                        if alert.site == s.site && alert.matches(&s.filter) {
+                            s.ready_alerts.push_back(alert.sse());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(lost)) => {
+                        tracing::warn!(site = %s.site, lost, "a live stream fell behind on gap announcements");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
                 _ = s.closing.changed() => return None,
             }
         }

@@ -14,9 +14,13 @@
 //!   in server sequence order; `GET /api/v1/sites/{site}/stream`: the same, live ([`live`]); a
 //!   user covering the site.
 //! - [`devices`]: `GET /api/v1/sites/{site}/devices`: the site's devices: enrollment,
-//!   revocation, last sync, pending count, skew, the guard of the latest shift; a user covering
-//!   the site.
+//!   revocation, last sync, pending count and when it was reported, skew, the guard of the
+//!   latest shift, the open shift, silent since and overdue ([`gaps`]); a user covering the
+//!   site.
 //!   `POST /api/v1/sites/{site}/devices/{device}/revoke`; an administrator of the site.
+//! - [`shifts`]: `GET /api/v1/sites/{site}/shifts` (filters, paged) and `GET
+//!   .../shifts/{shift}`: the site's shifts (guard, device, start, end, events, whether the end
+//!   was delivered and the log signed); a user covering the site.
 //! - [`export`]: `GET /api/v1/sites/{site}/shift-logs/{shift}/export`: a shift log and its
 //!   signatures, as evidence; a user covering the site.
 //! - [`incidents`]: `GET /api/v1/sites/{site}/incidents?status=<s>&limit=<n>`,
@@ -33,7 +37,8 @@
 //! (reading bodies, paths and their checks), [`error`] ([`AppError`] and the JSON error body),
 //! [`auth`] (bearer tokens, [`auth::AuthUser`]), [`throttle`] (failed authentications per
 //! client address), [`counting`] (the traffic counters' socket and
-//! body wrappers) and [`live`] (the live feed's wake-ups and stream).
+//! body wrappers), [`live`] (the live feed's wake-ups and stream) and [`gaps`] (devices gone
+//! silent and shifts overdue: the rule, and the watcher that announces them on live streams).
 //!
 //! What may import what: a resource imports the shared modules, the layers below
 //! (`crate::store`, `crate::credentials`) and `crate::config`, `crate::metrics`; never another
@@ -57,10 +62,12 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod feed;
+pub mod gaps;
 pub mod health;
 pub mod incidents;
 pub mod live;
 pub mod openapi;
+pub mod shifts;
 pub mod state;
 pub mod sync;
 pub mod throttle;
@@ -132,6 +139,7 @@ fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
         admin::routes(),
         feed::routes(),
         devices::routes(),
+        shifts::routes(),
         export::routes(),
         incidents::routes(),
         config::routes(),

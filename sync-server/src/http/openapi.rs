@@ -20,7 +20,7 @@ use super::extract::MAX_JSON_BODY_BYTES;
 use super::{
     Endpoint, Verb, admin, alarms, config, devices, endpoint, enroll, export, feed, health,
 };
-use super::{incidents, sync};
+use super::{incidents, shifts, sync};
 
 pub(super) fn routes() -> Vec<Endpoint> {
     vec![endpoint(
@@ -57,6 +57,8 @@ pub const USER_TOKEN: &str = "user_token";
         feed::events,
         feed::stream,
         devices::devices,
+        shifts::shifts,
+        shifts::shift,
         export::export_shift_log,
         devices::revoke_device,
         enroll::create_enrollment_code,

@@ -203,23 +203,193 @@ pub struct DeviceSync {
 pub struct DeviceStatus {
     pub device: DeviceId,
     pub first_seen_ms: i64,
+    /// The server's receive time of its last sync, which reported `pending_events`.
     pub last_sync_at_ms: i64,
     pub pending_events: u64,
     pub clock_skew_ms: i64,
     /// The guard of the device's most recent shift the server holds a log of
-    /// ([`LATEST_SHIFT_GUARD`]); `None` before its first shift log arrives.
+    /// ([`LATEST_SHIFT`]); `None` before its first shift log arrives.
     pub guard: Option<GuardId>,
+    /// That most recent shift; `None` before its first shift log arrives.
+    pub latest_shift: Option<LatestShift>,
 }
 
-/// The guard of a device's most recent shift, as a SQL expression over a `devices` row that
-/// both backends put in their device list's `SELECT`: the guard of the device's shift log with
-/// the greatest shift id. Shift ids are UUIDv7, so that is the shift the phone started last
-/// (by its own clock; a phone has one shift open at a time); their text sorts as their bytes
-/// do. The `docs_by_device` index finds it without reading the site's other logs.
-pub const LATEST_SHIFT_GUARD: &str = "(SELECT docs.guard_id FROM docs
+impl DeviceStatus {
+    /// The device's open shift: its most recent one, if its end has not arrived.
+    pub fn open_shift(&self) -> Option<&LatestShift> {
+        self.latest_shift
+            .as_ref()
+            .filter(|s| s.ended_at_ms.is_none())
+    }
+}
+
+/// A device's most recent shift, as its log's `docs` row says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LatestShift {
+    pub shift: ShiftId,
+    /// Device time of its `shift_started` event; `None` until that arrives.
+    pub started_at_ms: Option<i64>,
+    /// Device time of its `shift_ended` event; `None` while the shift is open.
+    pub ended_at_ms: Option<i64>,
+}
+
+/// The shift log a device started last, as a SQL expression over a `devices` row: the device's
+/// shift log with the greatest shift id. Shift ids are UUIDv7, so that is the shift the phone
+/// started last (by its own clock; a phone has one shift open at a time); their text sorts as
+/// their bytes do. The `docs_by_device` index finds it without reading the site's other logs.
+/// Both backends' device lists join `docs` on it ([`DEVICE_LIST`]).
+pub const LATEST_SHIFT: &str = "(SELECT docs.doc_id FROM docs
       WHERE docs.site_id = devices.site_id AND docs.device_id = devices.device_id
         AND docs.kind = 'shift_log'
       ORDER BY docs.doc_id DESC LIMIT 1)";
+
+/// The device list's query, for both backends, with `{site}` for the site parameter's
+/// placeholder: each device with its last sync and the guard, id, start and end of its most
+/// recent shift ([`LATEST_SHIFT`]).
+pub fn device_list_sql(site_placeholder: &str) -> String {
+    format!(
+        "SELECT devices.device_id, devices.first_seen, devices.last_sync_at, devices.last_pending,
+                devices.clock_skew_ms, latest.guard_id, latest.doc_id, latest.started_at,
+                latest.ended_at
+         FROM devices LEFT JOIN docs latest
+           ON latest.site_id = devices.site_id AND latest.doc_id = {LATEST_SHIFT}
+         WHERE devices.site_id = {site_placeholder} ORDER BY devices.device_id"
+    )
+}
+
+/// A shift as the control room lists it: from its log's `docs` row, which the sync keeps up to
+/// date ([`merge::ShiftProgress`]), and the signatures kept for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShiftSummary {
+    pub shift: ShiftId,
+    pub guard: GuardId,
+    pub device: DeviceId,
+    /// Device time of its `shift_started` event; `None` until that arrives.
+    pub started_at_ms: Option<i64>,
+    /// Device time of its `shift_ended` event; `None` while the shift is open (or its end has
+    /// not been delivered).
+    pub ended_at_ms: Option<i64>,
+    /// Events of the log in the site's feed.
+    pub events: u64,
+    /// Server time the last of them was received; `None` before the first.
+    pub last_event_at_ms: Option<i64>,
+    /// Server time of the last write to the log.
+    pub updated_at_ms: i64,
+    /// Signatures kept for the log (one per signed push that moved it).
+    pub signatures: u64,
+    /// The device's clock at its latest signature.
+    pub last_signed_at_ms: Option<i64>,
+    /// Whether a signature covers the log as stored (its current heads): an export of it
+    /// verifies as signed throughout.
+    pub signed: bool,
+}
+
+/// Which shifts to list, in shift-id order (UUIDv7: the order the phones started them). Every
+/// filter optional; all given must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShiftQuery {
+    pub guard: Option<GuardId>,
+    pub device: Option<DeviceId>,
+    /// Started (device time) at or after, ms since the epoch.
+    pub from_ms: Option<i64>,
+    /// Started before.
+    pub to_ms: Option<i64>,
+    /// `Some(true)`: only shifts whose end has not arrived; `Some(false)`: only ended ones.
+    pub open: Option<bool>,
+    /// Only shifts after this one (the previous page's last).
+    pub after: Option<ShiftId>,
+    pub limit: u32,
+}
+
+/// A page of shifts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShiftPage {
+    pub shifts: Vec<ShiftSummary>,
+    /// More shifts match than were returned.
+    pub more: bool,
+}
+
+/// A value bound to a query [`shift_list_sql`] writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SqlValue {
+    Text(String),
+    Int(i64),
+}
+
+/// The columns of a shift listing's row, in the order the backends read them into a
+/// [`ShiftSummary`]: shift, guard, device, started, ended, events, last event, updated, then
+/// the signatures' count, latest signing time and whether one signs the stored heads (each
+/// over the signatures' primary key, one log's entries).
+pub const SHIFT_COLUMNS: &str = "docs.doc_id, docs.guard_id, docs.device_id, docs.started_at,
+    docs.ended_at, docs.event_count, docs.last_event_at, docs.updated_at,
+    (SELECT COUNT(*) FROM shift_log_signatures s
+      WHERE s.site_id = docs.site_id AND s.doc_id = docs.doc_id),
+    (SELECT MAX(s.signed_at) FROM shift_log_signatures s
+      WHERE s.site_id = docs.site_id AND s.doc_id = docs.doc_id),
+    EXISTS (SELECT 1 FROM shift_log_signatures s
+      WHERE s.site_id = docs.site_id AND s.doc_id = docs.doc_id AND s.heads = docs.heads)";
+
+/// The shift listing's query for `query`, for both backends: `placeholder(n)` writes the `n`th
+/// parameter (from 1). Only the filters given become conditions, so each can use its index
+/// (guard: `docs_by_guard`, device: `docs_by_device`, open: `docs_open`, start: `docs_by_start`)
+/// and no filter reads more than the site's shift rows; one row more than the limit tells
+/// whether more follow.
+pub fn shift_list_sql(
+    site: &SiteId,
+    query: &ShiftQuery,
+    placeholder: impl Fn(usize) -> String,
+) -> (String, Vec<SqlValue>) {
+    let mut values = vec![SqlValue::Text(site.to_string())];
+    let mut conditions = vec![
+        format!("docs.site_id = {}", placeholder(1)),
+        format!("docs.kind = '{}'", merge::SHIFT_LOG_KIND),
+    ];
+    let mut bind = |condition: &str, value: SqlValue| {
+        values.push(value);
+        conditions.push(format!("{condition} {}", placeholder(values.len())));
+    };
+    if let Some(guard) = &query.guard {
+        bind("docs.guard_id =", SqlValue::Text(guard.to_string()));
+    }
+    if let Some(device) = &query.device {
+        bind("docs.device_id =", SqlValue::Text(device.to_string()));
+    }
+    if let Some(from) = query.from_ms {
+        bind("docs.started_at >=", SqlValue::Int(from));
+    }
+    if let Some(to) = query.to_ms {
+        bind("docs.started_at <", SqlValue::Int(to));
+    }
+    if let Some(after) = &query.after {
+        bind(
+            "docs.doc_id >",
+            SqlValue::Text(merge::shift_log_doc_id(after)),
+        );
+    }
+    match query.open {
+        Some(true) => conditions.push("docs.ended_at IS NULL".into()),
+        Some(false) => conditions.push("docs.ended_at IS NOT NULL".into()),
+        None => {}
+    }
+    values.push(SqlValue::Int(i64::from(query.limit) + 1));
+    let sql = format!(
+        "SELECT {SHIFT_COLUMNS} FROM docs WHERE {} ORDER BY docs.doc_id LIMIT {}",
+        conditions.join(" AND "),
+        placeholder(values.len())
+    );
+    (sql, values)
+}
+
+/// One shift's query ([`SHIFT_COLUMNS`]), parameters: site, shift log id.
+pub fn shift_sql(placeholder: impl Fn(usize) -> String) -> String {
+    format!(
+        "SELECT {SHIFT_COLUMNS} FROM docs
+         WHERE docs.site_id = {} AND docs.doc_id = {} AND docs.kind = '{}'",
+        placeholder(1),
+        placeholder(2),
+        merge::SHIFT_LOG_KIND
+    )
+}
 
 /// One incident document of a sync request.
 #[derive(Clone, Debug)]
@@ -600,6 +770,22 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn devices(&self, site: SiteId)
     -> BoxFuture<'_, Result<Option<Vec<DeviceStatus>>, StoreError>>;
 
+    /// The site's shifts matching `query`, in shift-id order; `None` if the site does not
+    /// exist. Reads the shifts' own rows ([`shift_list_sql`]), never their events.
+    fn shifts(
+        &self,
+        site: SiteId,
+        query: ShiftQuery,
+    ) -> BoxFuture<'_, Result<Option<ShiftPage>, StoreError>>;
+
+    /// One shift of the site; `None` if the site has no log of it.
+    /// [`StoreError::UnknownSite`] if there is no site.
+    fn shift(
+        &self,
+        site: SiteId,
+        shift: ShiftId,
+    ) -> BoxFuture<'_, Result<Option<ShiftSummary>, StoreError>>;
+
     /// Merges a sync request's incident pushes (checked by `patrol_core::merge::ingest_incident`)
     /// and answers what the device should receive, in one transaction: the incidents it pushed
     /// (the changes it lacks), the open incidents it takes part in that it did not push (whole),
@@ -759,8 +945,34 @@ mod tests {
 
     /// The device list's rule names shift logs as the sync writes them.
     #[test]
-    fn the_latest_shift_guard_reads_shift_logs() {
+    fn the_latest_shift_reads_shift_logs() {
         let kind = format!("docs.kind = '{}'", merge::SHIFT_LOG_KIND);
-        assert!(LATEST_SHIFT_GUARD.contains(&kind), "{LATEST_SHIFT_GUARD}");
+        assert!(LATEST_SHIFT.contains(&kind), "{LATEST_SHIFT}");
+    }
+
+    /// Only the filters given become conditions, numbered in order, the limit last.
+    #[test]
+    fn the_shift_listing_binds_only_the_filters_given() -> Result<(), Box<dyn std::error::Error>> {
+        let site = SiteId::new("site-1")?;
+        let query = ShiftQuery {
+            guard: Some(GuardId::new("anna")?),
+            open: Some(true),
+            limit: 10,
+            ..ShiftQuery::default()
+        };
+        let (sql, values) = shift_list_sql(&site, &query, |n| format!("${n}"));
+        assert!(sql.contains("docs.guard_id = $2"), "{sql}");
+        assert!(sql.contains("docs.ended_at IS NULL"), "{sql}");
+        assert!(sql.ends_with("LIMIT $3"), "{sql}");
+        assert!(!sql.contains("device_id ="), "{sql}");
+        assert_eq!(
+            values,
+            vec![
+                SqlValue::Text("site-1".into()),
+                SqlValue::Text("anna".into()),
+                SqlValue::Int(11)
+            ]
+        );
+        Ok(())
     }
 }

@@ -6,10 +6,10 @@ use std::str::FromStr;
 
 use patrol_core::evidence::{PublicKey, SignedHeads};
 use patrol_core::protocol::{from_wire, to_wire};
-use patrol_core::{DeviceId, GuardId, IncidentId, SiteId};
+use patrol_core::{DeviceId, GuardId, IncidentId, ShiftId, SiteId};
 
-use super::StoreError;
 use super::merge::{heads_from_blob, heads_to_blob};
+use super::{LatestShift, ShiftSummary, StoreError};
 use crate::credentials::{StoredDeviceCredentials, StoredUserTokens, TokenHash};
 
 /// The `users` columns `read_user` expects, in order.
@@ -116,4 +116,59 @@ pub fn read_signature(
 /// The signed heads as stored (the key of a signature row).
 pub fn signed_heads_blob(signed: &SignedHeads) -> Vec<u8> {
     heads_to_blob(&from_wire(&signed.heads))
+}
+
+pub fn read_shift_id(s: &str) -> Result<ShiftId, StoreError> {
+    ShiftId::from_str(s).map_err(|e| corrupt(format!("shift id {s:?}: {e}")))
+}
+
+/// A device's most recent shift from the device list's columns (`None` without a shift log).
+pub fn read_latest_shift(
+    doc_id: Option<String>,
+    started_at_ms: Option<i64>,
+    ended_at_ms: Option<i64>,
+) -> Result<Option<LatestShift>, StoreError> {
+    doc_id
+        .map(|id| {
+            Ok(LatestShift {
+                shift: read_shift_id(&id)?,
+                started_at_ms,
+                ended_at_ms,
+            })
+        })
+        .transpose()
+}
+
+/// A shift listing's row ([`super::SHIFT_COLUMNS`]) as both backends read it.
+#[derive(Debug)]
+pub struct ShiftRow {
+    pub doc_id: String,
+    pub guard: String,
+    pub device: String,
+    pub started_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    pub events: i64,
+    pub last_event_at_ms: Option<i64>,
+    pub updated_at_ms: i64,
+    pub signatures: i64,
+    pub last_signed_at_ms: Option<i64>,
+    pub signed: bool,
+}
+
+impl ShiftRow {
+    pub fn summary(self) -> Result<ShiftSummary, StoreError> {
+        Ok(ShiftSummary {
+            shift: read_shift_id(&self.doc_id)?,
+            guard: read_guard_id(&self.guard)?,
+            device: read_device_id(&self.device)?,
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: self.ended_at_ms,
+            events: u64::try_from(self.events).unwrap_or(0),
+            last_event_at_ms: self.last_event_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            signatures: u64::try_from(self.signatures).unwrap_or(0),
+            last_signed_at_ms: self.last_signed_at_ms,
+            signed: self.signed,
+        })
+    }
 }

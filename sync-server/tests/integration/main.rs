@@ -18,5 +18,6 @@ mod fuzz_regressions;
 mod incidents;
 mod metrics;
 mod openapi;
+mod shifts;
 mod store;
 mod sync_batch;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use patrol_core::flags::EventFlag;
 use patrol_core::siteconfig::SiteConfig;
-use patrol_core::{EventId, IncidentId, Severity, ShiftId, SiteId};
+use patrol_core::{DeviceId, EventId, GuardId, IncidentId, Severity, ShiftId, SiteId};
 use patrol_mobile::sync::DEFAULT_TIMEOUT;
 use serde_json::{Value, json};
 
@@ -59,12 +59,38 @@ enum ControlCommand {
         #[command(flatten)]
         json: JsonArg,
     },
-    /// List the site's devices: guard, enrollment, revocation, last sync, pending events,
-    /// clock skew, public key.
+    /// List the site's devices: guard, open shift, enrollment, last sync, pending events and
+    /// when reported, clock skew, state, warnings (no contact for a while on shift, a shift open
+    /// too long), public key.
     Devices {
         /// The site.
         #[arg(long)]
         site: SiteId,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List the site's shifts (in the order their phones started them): guard, device, start,
+    /// end, events, whether the end was delivered and the log signed; the SHIFT column is what
+    /// `export-shift-log --shift` takes.
+    Shifts {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// Only this guard's shifts.
+        #[arg(long)]
+        guard: Option<GuardId>,
+        /// Only this device's shifts (its id, as `devices` lists it).
+        #[arg(long)]
+        device: Option<DeviceId>,
+        /// Only shifts still open (whose end has not reached the server).
+        #[arg(long)]
+        open: bool,
+        /// Only shifts that started at or after this time (RFC 3339, e.g. 2026-12-06T18:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only shifts that started before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -370,18 +396,56 @@ fn pull_table(events: &[Value], wide: bool) -> String {
     show::render(&mut t)
 }
 
-fn devices_table(devices: &[Value]) -> String {
+/// Whole seconds, minutes or hours between two RFC 3339 times, in words ("40 s", "47 min",
+/// "13 h").
+fn duration_words(from: &Value, to: &Value) -> Option<String> {
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str()?).ok();
+    let secs = (at(to)? - at(from)?).num_seconds().max(0);
+    Some(if secs < 60 {
+        format!("{secs} s")
+    } else if secs < 2 * 3600 {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{} h", secs / 3600)
+    })
+}
+
+/// The WARNING column of a device: its gaps in words, as of the view's `as_of`; [`NONE`] if
+/// none.
+fn device_warnings(d: &Value, as_of: &Value) -> String {
+    let mut warnings = Vec::new();
+    if !d["silent_since"].is_null() {
+        let long = duration_words(&d["silent_since"], as_of).unwrap_or_else(|| "a while".into());
+        warnings.push(format!("no contact for {long}"));
+    }
+    if d["overdue"] == true {
+        let long = duration_words(&d["open_shift"]["started_at"], as_of)
+            .unwrap_or_else(|| "too long".into());
+        warnings.push(format!("shift open {long}"));
+    }
+    if warnings.is_empty() {
+        NONE.to_owned()
+    } else {
+        warnings.join("; ")
+    }
+}
+
+fn devices_table(view: &Value) -> String {
+    let devices = view["devices"].as_array().cloned().unwrap_or_default();
     let mut t = show::table(&[
         "DEVICE",
         "GUARD",
+        "OPEN SHIFT",
         "ENROLLED",
         "LAST SYNC",
         "PENDING",
+        "REPORTED",
         "CLOCK SKEW",
         "STATE",
+        "WARNING",
         "PUBLIC KEY",
     ]);
-    for d in devices {
+    for d in &devices {
         let state = match d["revoked_at"].as_str() {
             Some(at) => format!("revoked {}", local_text(at)),
             None => "active".to_owned(),
@@ -389,17 +453,58 @@ fn devices_table(devices: &[Value]) -> String {
         t.add_row(vec![
             text_field(&d["device_id"]),
             text_field(&d["guard"]),
+            text_field(&d["open_shift"]["shift_id"]),
             local_field(&d["enrolled_at"]),
             local_field(&d["last_sync_at"]),
             d["pending_events"]
                 .as_u64()
                 .map_or_else(|| NONE.to_owned(), |n| n.to_string()),
+            local_field(&d["pending_reported_at"]),
             d["clock_skew_ms"].as_i64().map_or_else(
                 || NONE.to_owned(),
                 |ms| format!("{:+.1} s", ms as f64 / 1000.0),
             ),
             state,
+            device_warnings(d, &view["as_of"]),
             text_field(&d["public_key"]),
+        ]);
+    }
+    show::render(&mut t)
+}
+
+fn shifts_table(shifts: &[Value]) -> String {
+    let mut t = show::table(&[
+        "SHIFT",
+        "GUARD",
+        "DEVICE",
+        "STARTED",
+        "ENDED",
+        "EVENTS",
+        "LAST EVENT",
+        "SIGNED",
+    ]);
+    for s in shifts {
+        let ended = if s["end_delivered"] == true {
+            local_field(&s["ended_at"])
+        } else {
+            "open".to_owned()
+        };
+        let signed = match s["signatures"].as_u64() {
+            Some(0) | None => "no".to_owned(),
+            Some(n) if s["signed"] == true => format!("yes ({n})"),
+            Some(n) => format!("not the last events ({n})"),
+        };
+        t.add_row(vec![
+            text_field(&s["shift_id"]),
+            text_field(&s["guard"]),
+            text_field(&s["device_id"]),
+            local_field(&s["started_at"]),
+            ended,
+            s["events"]
+                .as_u64()
+                .map_or_else(|| NONE.to_owned(), |n| n.to_string()),
+            local_field(&s["last_event_at"]),
+            signed,
         ]);
     }
     show::render(&mut t)
@@ -518,8 +623,66 @@ pub async fn control(args: ControlArgs) -> Result<()> {
             if json.json {
                 outln!("{body}");
             } else {
-                let devices = body["devices"].as_array().cloned().unwrap_or_default();
-                outln!("{}", devices_table(&devices));
+                outln!("{}", devices_table(&body));
+            }
+        }
+        ControlCommand::Shifts {
+            site,
+            guard,
+            device,
+            open,
+            from,
+            to,
+            json,
+        } => {
+            // The filters, URL-encoded (an RFC 3339 offset holds a '+').
+            let mut query = reqwest::Url::parse("http://filters/")?;
+            {
+                let mut pairs = query.query_pairs_mut();
+                if let Some(guard) = guard {
+                    pairs.append_pair("guard", guard.as_str());
+                }
+                if let Some(device) = device {
+                    pairs.append_pair("device", &device.to_string());
+                }
+                if open {
+                    pairs.append_pair("open", "true");
+                }
+                if let Some(from) = &from {
+                    pairs.append_pair("from", from);
+                }
+                if let Some(to) = &to {
+                    pairs.append_pair("to", to);
+                }
+            }
+            let filters = match query.query() {
+                Some(q) if !q.is_empty() => format!("&{q}"),
+                _ => String::new(),
+            };
+            // Every page: a site's shifts are a few a day.
+            let mut shifts: Vec<Value> = Vec::new();
+            let mut after = String::new();
+            loop {
+                let page = api
+                    .get(&format!(
+                        "/api/v1/sites/{site}/shifts?limit=1000{after}{filters}"
+                    ))
+                    .await?;
+                shifts.extend(page["shifts"].as_array().cloned().unwrap_or_default());
+                match page["next"].as_str() {
+                    Some(next) if page["more"] == true => after = format!("&after={next}"),
+                    _ => break,
+                }
+            }
+            if json.json {
+                outln!("{}", json!({ "site_id": site.as_str(), "shifts": shifts }));
+            } else {
+                outln!("{}", shifts_table(&shifts));
+                eprintln!(
+                    "{} shift(s); `patrol control export-shift-log --site {site} --shift SHIFT \
+                     --out FILE` exports one",
+                    shifts.len()
+                );
             }
         }
         ControlCommand::ExportShiftLog { site, shift, out } => {
@@ -816,7 +979,7 @@ mod tests {
 
     #[test]
     fn a_device_shows_its_guard() {
-        let table = devices_table(&[json!({"device_id": "d-1", "guard": "anna"})]);
+        let table = devices_table(&json!({"devices": [{"device_id": "d-1", "guard": "anna"}]}));
         let header: Vec<&str> = table
             .lines()
             .next()
@@ -835,7 +998,7 @@ mod tests {
 
     #[test]
     fn a_device_without_a_guard_shows_a_dash() {
-        let table = devices_table(&[json!({"device_id": "d-1", "pending_events": 0})]);
+        let table = devices_table(&json!({"devices": [{"device_id": "d-1", "pending_events": 0}]}));
         let row: Vec<&str> = table
             .lines()
             .nth(1)
@@ -843,5 +1006,40 @@ mod tests {
             .split_whitespace()
             .collect();
         assert_eq!(row.get(..2), Some(&["d-1", "-"][..]), "{table}");
+    }
+
+    /// A silent device on an overdue shift says both in words, as of the view's time.
+    #[test]
+    fn a_device_s_gaps_are_said_in_words() {
+        let as_of = json!("2026-12-06T23:47:00Z");
+        let device = json!({
+            "silent_since": "2026-12-06T23:00:00Z",
+            "overdue": true,
+            "open_shift": {"started_at": "2026-12-06T10:30:00Z"},
+        });
+        assert_eq!(
+            device_warnings(&device, &as_of),
+            "no contact for 47 min; shift open 13 h"
+        );
+        assert_eq!(device_warnings(&json!({"overdue": false}), &as_of), NONE);
+    }
+
+    /// A shift's end and signature in words: open, signed to its last events or not.
+    #[test]
+    fn a_shift_shows_whether_it_ended_and_is_signed() {
+        let table = shifts_table(&[
+            json!({"shift_id": "s-1", "guard": "anna", "end_delivered": false, "signatures": 2, "signed": true, "events": 5}),
+            json!({"shift_id": "s-2", "guard": "bob", "end_delivered": true, "ended_at": "2026-12-06T06:00:00Z", "signatures": 0, "signed": false, "events": 9}),
+        ]);
+        let rows: Vec<&str> = table.lines().collect();
+        assert!(rows[0].starts_with("SHIFT"), "{table}");
+        assert!(
+            rows[1].contains("open") && rows[1].contains("yes (2)"),
+            "{table}"
+        );
+        assert!(
+            !rows[2].contains("open") && rows[2].contains(" no"),
+            "{table}"
+        );
     }
 }

@@ -5,14 +5,17 @@
 //! stored before migration 7 gets the stamp it reads as added when served ([`feed_json`]).
 
 use deadpool_postgres::GenericClient;
-use patrol_core::SiteId;
+use patrol_core::{ShiftId, SiteId};
+use tokio_postgres::types::ToSql;
 
 use super::auth::get_site;
 use super::{query, to_i64, to_u64};
 use crate::store::event_json::{Stamp, with_stamp};
-use crate::store::rows::{read_device_id, read_guard_id};
+use crate::store::merge::shift_log_doc_id;
+use crate::store::rows::{ShiftRow, read_device_id, read_guard_id, read_latest_shift};
 use crate::store::{
-    DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, LATEST_SHIFT_GUARD, StoreError,
+    DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, ShiftPage, ShiftQuery, ShiftSummary,
+    SqlValue, StoreError, device_list_sql, shift_list_sql, shift_sql,
 };
 
 pub(super) async fn events_after<C: GenericClient>(
@@ -139,16 +142,7 @@ pub(super) async fn devices<C: GenericClient>(
     if get_site(client, site).await?.is_none() {
         return Ok(None);
     }
-    let rows = query(
-        client,
-        &format!(
-            "SELECT device_id, first_seen, last_sync_at, last_pending, clock_skew_ms,
-                    {LATEST_SHIFT_GUARD}
-             FROM devices WHERE site_id = $1 ORDER BY device_id"
-        ),
-        &[&site.as_str()],
-    )
-    .await?;
+    let rows = query(client, &device_list_sql("$1"), &[&site.as_str()]).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.try_get(0)?;
@@ -163,7 +157,77 @@ pub(super) async fn devices<C: GenericClient>(
                 .try_get::<_, Option<String>>(5)?
                 .map(|g| read_guard_id(&g))
                 .transpose()?,
+            latest_shift: read_latest_shift(row.try_get(6)?, row.try_get(7)?, row.try_get(8)?)?,
         });
     }
     Ok(Some(out))
+}
+
+/// A shift listing's row ([`crate::store::SHIFT_COLUMNS`]).
+fn shift_row(row: &tokio_postgres::Row) -> Result<ShiftSummary, StoreError> {
+    ShiftRow {
+        doc_id: row.try_get(0)?,
+        guard: row.try_get(1)?,
+        device: row.try_get(2)?,
+        started_at_ms: row.try_get(3)?,
+        ended_at_ms: row.try_get(4)?,
+        events: row.try_get(5)?,
+        last_event_at_ms: row.try_get(6)?,
+        updated_at_ms: row.try_get(7)?,
+        signatures: row.try_get(8)?,
+        last_signed_at_ms: row.try_get(9)?,
+        signed: row.try_get(10)?,
+    }
+    .summary()
+}
+
+pub(super) async fn shifts<C: GenericClient>(
+    client: &C,
+    site: &SiteId,
+    shift_query: &ShiftQuery,
+) -> Result<Option<ShiftPage>, StoreError> {
+    if get_site(client, site).await?.is_none() {
+        return Ok(None);
+    }
+    let (sql, values) = shift_list_sql(site, shift_query, |n| format!("${n}"));
+    let params: Vec<Box<dyn ToSql + Sync + Send>> = values
+        .into_iter()
+        .map(|v| -> Box<dyn ToSql + Sync + Send> {
+            match v {
+                SqlValue::Text(t) => Box::new(t),
+                SqlValue::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = query(client, &sql, &refs).await?;
+    let mut page = ShiftPage::default();
+    for row in rows {
+        if page.shifts.len() == shift_query.limit as usize {
+            page.more = true;
+            break;
+        }
+        page.shifts.push(shift_row(&row)?);
+    }
+    Ok(Some(page))
+}
+
+pub(super) async fn shift<C: GenericClient>(
+    client: &C,
+    site: &SiteId,
+    shift: &ShiftId,
+) -> Result<Option<ShiftSummary>, StoreError> {
+    if get_site(client, site).await?.is_none() {
+        return Err(StoreError::UnknownSite(site.clone()));
+    }
+    let rows = query(
+        client,
+        &shift_sql(|n| format!("${n}")),
+        &[&site.as_str(), &shift_log_doc_id(shift)],
+    )
+    .await?;
+    rows.first().map(shift_row).transpose()
 }

@@ -54,8 +54,8 @@ use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, OperatorAction, ShiftLogEvidence, Site, Store, StoreError, StoredConfig,
-    SyncBatch,
+    NewEnrollmentCode, OperatorAction, ShiftLogEvidence, ShiftPage, ShiftQuery, ShiftSummary, Site,
+    Store, StoreError, StoredConfig, SyncBatch,
 };
 use crate::credentials::{
     NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
@@ -504,6 +504,28 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let client = self.client().await?;
             feed::devices(&client, &site).await
+        })
+    }
+
+    fn shifts(
+        &self,
+        site: SiteId,
+        query: ShiftQuery,
+    ) -> BoxFuture<'_, Result<Option<ShiftPage>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            feed::shifts(&client, &site, &query).await
+        })
+    }
+
+    fn shift(
+        &self,
+        site: SiteId,
+        shift: ShiftId,
+    ) -> BoxFuture<'_, Result<Option<ShiftSummary>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            feed::shift(&client, &site, &shift).await
         })
     }
 

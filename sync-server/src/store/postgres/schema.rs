@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_credentials_age.sql"),
     include_str!("migrations/0006_docs_by_device.sql"),
     include_str!("migrations/0007_corrected_time_and_flags.sql"),
+    include_str!("migrations/0008_shift_summaries.sql"),
 ];
 
 /// The advisory lock key migrations run under (any constant; this is "patrol" in ASCII).

@@ -16,8 +16,9 @@ use super::{
 };
 use crate::store::event_json::{FeedRenderer, Stamp};
 use crate::store::merge::{
-    ChunkWrite, Merge, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
-    apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
+    ChunkWrite, Merge, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, ShiftProgress, StoredDoc,
+    WritePhase, Written, apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
+    shift_progress_sql,
 };
 use crate::store::rows::{read_device_id, read_public_key, read_signature, signed_heads_blob};
 use crate::store::{ShiftLogEvidence, StoreError, SyncBatch, SyncRefusal};
@@ -118,6 +119,7 @@ impl PostgresStore {
                 continue;
             };
             let new_events = write_doc(tx, batch, &prepared.doc_id, log, &mut seqs).await?;
+            record_shift_progress(tx, batch, &prepared.doc_id, log, new_events).await?;
             phase.wrote(&prepared.doc_id, log, new_events);
         }
         let outcomes = phase.outcomes();
@@ -365,6 +367,33 @@ impl SeqAllocator {
 
 /// Persists one accepted document inside the write transaction: its chunk, its `docs` row and
 /// its new events. Returns how many events were new to the site.
+/// Keeps the shift listing's summary of a log just written up to date ([`ShiftProgress`]).
+async fn record_shift_progress(
+    tx: &deadpool_postgres::Transaction<'_>,
+    batch: &SyncBatch,
+    doc_id: &str,
+    log: &MergedLog,
+    new_events: u32,
+) -> Result<(), StoreError> {
+    let Some(progress) = ShiftProgress::of(log, new_events, batch.received_at_ms) else {
+        return Ok(());
+    };
+    execute(
+        tx,
+        &shift_progress_sql(|n| format!("${n}")),
+        &[
+            &batch.site.as_str(),
+            &doc_id,
+            &progress.started_at_ms,
+            &progress.ended_at_ms,
+            &i64::from(progress.new_events),
+            &progress.received_at_ms,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn write_doc(
     tx: &deadpool_postgres::Transaction<'_>,
     batch: &SyncBatch,

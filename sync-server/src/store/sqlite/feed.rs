@@ -14,9 +14,11 @@ use rusqlite::{Connection, params};
 use super::auth::get_site;
 use super::to_i64;
 use crate::store::event_json::{FeedRenderer, Stamp, with_stamp};
-use crate::store::rows::{corrupt, read_device_id, read_guard_id};
+use crate::store::merge::shift_log_doc_id;
+use crate::store::rows::{ShiftRow, corrupt, read_device_id, read_guard_id, read_latest_shift};
 use crate::store::{
-    DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, LATEST_SHIFT_GUARD, StoreError,
+    DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, ShiftPage, ShiftQuery, ShiftSummary,
+    SqlValue, StoreError, device_list_sql, shift_list_sql, shift_sql,
 };
 
 pub(super) fn events_after(
@@ -189,11 +191,7 @@ pub(super) fn devices(
     }
     let mut out = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT device_id, first_seen, last_sync_at, last_pending, clock_skew_ms,
-                    {LATEST_SHIFT_GUARD}
-             FROM devices WHERE site_id = ?1 ORDER BY device_id"
-        ))?;
+        let mut stmt = tx.prepare_cached(&device_list_sql("?1"))?;
         let mut rows = stmt.query([site.as_str()])?;
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
@@ -208,8 +206,76 @@ pub(super) fn devices(
                     .get::<_, Option<String>>(5)?
                     .map(|g| read_guard_id(&g))
                     .transpose()?,
+                latest_shift: read_latest_shift(row.get(6)?, row.get(7)?, row.get(8)?)?,
             });
         }
     }
     Ok(Some(out))
+}
+
+/// A shift listing's row ([`crate::store::SHIFT_COLUMNS`]).
+fn shift_row(row: &rusqlite::Row<'_>) -> Result<ShiftSummary, StoreError> {
+    ShiftRow {
+        doc_id: row.get(0)?,
+        guard: row.get(1)?,
+        device: row.get(2)?,
+        started_at_ms: row.get(3)?,
+        ended_at_ms: row.get(4)?,
+        events: row.get(5)?,
+        last_event_at_ms: row.get(6)?,
+        updated_at_ms: row.get(7)?,
+        signatures: row.get(8)?,
+        last_signed_at_ms: row.get(9)?,
+        signed: row.get(10)?,
+    }
+    .summary()
+}
+
+pub(super) fn shifts(
+    conn: &mut Connection,
+    site: &SiteId,
+    query: &ShiftQuery,
+) -> Result<Option<ShiftPage>, StoreError> {
+    let tx = conn.transaction()?;
+    if get_site(&tx, site)?.is_none() {
+        return Ok(None);
+    }
+    let (sql, values) = shift_list_sql(site, query, |n| format!("?{n}"));
+    let values: Vec<rusqlite::types::Value> = values
+        .into_iter()
+        .map(|v| match v {
+            SqlValue::Text(t) => rusqlite::types::Value::Text(t),
+            SqlValue::Int(i) => rusqlite::types::Value::Integer(i),
+        })
+        .collect();
+    let mut page = ShiftPage::default();
+    {
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(values))?;
+        while let Some(row) = rows.next()? {
+            if page.shifts.len() == query.limit as usize {
+                page.more = true;
+                break;
+            }
+            page.shifts.push(shift_row(row)?);
+        }
+    }
+    Ok(Some(page))
+}
+
+pub(super) fn shift(
+    conn: &mut Connection,
+    site: &SiteId,
+    shift: &ShiftId,
+) -> Result<Option<ShiftSummary>, StoreError> {
+    let tx = conn.transaction()?;
+    if get_site(&tx, site)?.is_none() {
+        return Err(StoreError::UnknownSite(site.clone()));
+    }
+    let mut stmt = tx.prepare_cached(&shift_sql(|n| format!("?{n}")))?;
+    let mut rows = stmt.query(params![site.as_str(), shift_log_doc_id(shift)])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(shift_row(row)?)),
+        None => Ok(None),
+    }
 }

@@ -54,8 +54,8 @@ use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, OperatorAction, ShiftLogEvidence, Site, Store, StoreError, StoredConfig,
-    SyncBatch,
+    NewEnrollmentCode, OperatorAction, ShiftLogEvidence, ShiftPage, ShiftQuery, ShiftSummary, Site,
+    Store, StoreError, StoredConfig, SyncBatch,
 };
 
 mod auth;
@@ -349,6 +349,22 @@ impl Store for SqliteStore {
         site: SiteId,
     ) -> BoxFuture<'_, Result<Option<Vec<DeviceStatus>>, StoreError>> {
         Box::pin(self.read(move |conn| feed::devices(conn, &site)))
+    }
+
+    fn shifts(
+        &self,
+        site: SiteId,
+        query: ShiftQuery,
+    ) -> BoxFuture<'_, Result<Option<ShiftPage>, StoreError>> {
+        Box::pin(self.read(move |conn| feed::shifts(conn, &site, &query)))
+    }
+
+    fn shift(
+        &self,
+        site: SiteId,
+        shift: ShiftId,
+    ) -> BoxFuture<'_, Result<Option<ShiftSummary>, StoreError>> {
+        Box::pin(self.read(move |conn| feed::shift(conn, &site, &shift)))
     }
 
     fn sync_collab(&self, sync: CollabSync) -> BoxFuture<'_, Result<CollabAnswer, StoreError>> {

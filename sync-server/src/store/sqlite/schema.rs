@@ -23,6 +23,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_credentials_age.sql"),
     include_str!("migrations/0010_docs_by_device.sql"),
     include_str!("migrations/0011_corrected_time_and_flags.sql"),
+    include_str!("migrations/0012_shift_summaries.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
@@ -339,6 +340,84 @@ mod tests {
             .await?
             .ok_or("no site")?;
         assert_eq!(devices[0].credential_issued_at_ms, 77);
+        Ok(())
+    }
+
+    /// The shift summaries' migration (0012): a shift log stored before it is listed with its
+    /// start, end, event count and last receive time, taken from its events; a log of another
+    /// shift keeps its own.
+    #[tokio::test]
+    async fn the_shift_summaries_migration_fills_them_from_the_events() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let mut conn = open_connection(&path)?;
+        // Every migration before this one.
+        migrate(&mut conn, MIGRATIONS.len() - 1)?;
+        let device = "0195a1b2-0000-7000-8000-000000000001";
+        let (ended, open) = (
+            "0195a1b2-0000-7000-8000-00000000000a",
+            "0195a1b2-0000-7000-8000-00000000000b",
+        );
+        conn.execute(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 6, 0)",
+            [],
+        )?;
+        for shift in [ended, open] {
+            conn.execute(
+                "INSERT INTO docs (site_id, doc_id, kind, device_id, guard_id, heads,
+                     chunk_count, updated_at)
+                 VALUES ('site-1', ?1, 'shift_log', ?2, 'anna', x'', 0, 9)",
+                params![shift, device],
+            )?;
+        }
+        for (seq, shift, kind, device_time, received) in [
+            (1, ended, "shift_started", 100, 1_000),
+            (2, ended, "note", 200, 1_000),
+            (3, ended, "shift_ended", 300, 2_000),
+            (4, open, "shift_started", 400, 3_000),
+            (5, open, "note", 500, 4_000),
+        ] {
+            conn.execute(
+                "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id,
+                     kind, checkpoint_id, device_seq, device_time_ms, received_at_ms, json)
+                 VALUES ('site-1', ?1, randomblob(16), ?2, ?3, 'anna', ?4, NULL, ?1, ?5, ?6,
+                         '{}')",
+                params![seq, device, shift, kind, device_time, received],
+            )?;
+        }
+        drop(conn);
+        let store = SqliteStore::open(&path)?;
+        let site = SiteId::new("site-1")?;
+        let page = store
+            .shifts(
+                site,
+                crate::store::ShiftQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await?
+            .ok_or("no site")?;
+        let got: Vec<_> = page
+            .shifts
+            .iter()
+            .map(|s| {
+                (
+                    s.shift.to_string(),
+                    s.started_at_ms,
+                    s.ended_at_ms,
+                    s.events,
+                    s.last_event_at_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (ended.to_owned(), Some(100), Some(300), 3, Some(2_000)),
+                (open.to_owned(), Some(400), None, 2, Some(4_000)),
+            ]
+        );
         Ok(())
     }
 

@@ -24,8 +24,9 @@ use super::{
 };
 use crate::store::event_json::Stamp;
 use crate::store::merge::{
-    ChunkWrite, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
-    apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
+    ChunkWrite, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, ShiftProgress, StoredDoc, WritePhase,
+    Written, apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
+    shift_progress_sql,
 };
 use crate::store::notify::Notifier;
 use crate::store::rows::{read_device_id, read_public_key, read_signature, signed_heads_blob};
@@ -346,6 +347,7 @@ fn write_request(
             continue;
         };
         let new_events = write_doc(tx, claims, batch, &prepared.doc_id, log, &mut next_seq)?;
+        record_shift_progress(tx, batch, &prepared.doc_id, log, new_events)?;
         phase.wrote(&prepared.doc_id, log, new_events);
     }
     let outcomes = phase.outcomes();
@@ -588,6 +590,29 @@ fn warn_if_from_another_log(
             "event id already recorded from another shift log; keeping the first"
         );
     }
+    Ok(())
+}
+
+/// Keeps the shift listing's summary of a log just written up to date ([`ShiftProgress`]).
+fn record_shift_progress(
+    tx: &Connection,
+    batch: &SyncBatch,
+    doc_id: &str,
+    log: &MergedLog,
+    new_events: u32,
+) -> Result<(), StoreError> {
+    let Some(progress) = ShiftProgress::of(log, new_events, batch.received_at_ms) else {
+        return Ok(());
+    };
+    tx.prepare_cached(&shift_progress_sql(|n| format!("?{n}")))?
+        .execute(params![
+            batch.site.as_str(),
+            doc_id,
+            progress.started_at_ms,
+            progress.ended_at_ms,
+            progress.new_events,
+            progress.received_at_ms,
+        ])?;
     Ok(())
 }
 

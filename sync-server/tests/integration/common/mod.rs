@@ -604,11 +604,23 @@ pub struct Phone {
     pub request_seq: AtomicU64,
     /// Signs every push of changes, when set ([`Phone::signing`]).
     pub key: Option<DeviceKey>,
+    /// Added to every event's device time ([`Phone::new_at`]).
+    pub clock_offset_ms: i64,
 }
 
 impl Phone {
     /// A phone with the device id and credential it was enrolled with.
     pub fn new(enrolled: Enrolled, guard: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        Self::new_at(enrolled, guard, 0)
+    }
+
+    /// As [`Phone::new`], its events' device times `offset_ms` later than [`Phone::wall_ms`]
+    /// says (its shift starts then).
+    pub fn new_at(
+        enrolled: Enrolled,
+        guard: &str,
+        offset_ms: i64,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let Enrolled { device, credential } = enrolled;
         let meta = ShiftMeta {
             site: site(),
@@ -626,6 +638,7 @@ impl Phone {
             recorded: Vec::new(),
             request_seq: AtomicU64::new(0),
             key: None,
+            clock_offset_ms: offset_ms,
         };
         phone.record(EventBody::ShiftStarted)?;
         Ok(phone)
@@ -657,6 +670,7 @@ impl Phone {
     ) -> Result<EventId, Box<dyn std::error::Error>> {
         self.seq += 1;
         let id = EventId::generate();
+        let wall_ms = wall_ms + self.clock_offset_ms;
         let record = EventRecord {
             seq: self.seq,
             time: DeviceTime {

@@ -1,0 +1,164 @@
+//! Gaps the control room sees, through the real server and phone: a phone starts a shift and
+//! syncs, then stays silent past the server's no-contact threshold (seconds here, through
+//! `--no-contact-after-secs`): the devices view marks it silent, `patrol control devices` says
+//! so in words, and the live stream carries `device_silent`; when it syncs again the stream
+//! carries `device_back`. The shift is found with `patrol control shifts` and exported by the
+//! id it lists.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, ensure};
+use patrol_core::{GuardId, SiteId};
+use patrol_mobile::{DeviceStore, StoreOptions, SyncClient};
+use patrol_testkit::{Server, run_ok};
+use serde_json::Value;
+
+const SITE: &str = "site-1";
+
+/// A guard against a hang; every wait below ends within seconds.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The next SSE frame named `name` (its `event:` line) whose data's `device_id` is `device`,
+/// skipping others; its data as JSON.
+async fn next_named(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    name: &str,
+    device: &str,
+) -> Result<Value> {
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let event = frame.lines().find_map(|l| l.strip_prefix("event:"));
+                let data = frame.lines().find_map(|l| l.strip_prefix("data:"));
+                if let (Some(event), Some(data)) = (event, data)
+                    && event.trim() == name
+                {
+                    let data: Value = serde_json::from_str(data.trim())?;
+                    if data["device_id"] == device {
+                        return Ok(data);
+                    }
+                }
+            }
+            let chunk = resp
+                .chunk()
+                .await?
+                .ok_or_else(|| anyhow!("the stream ended"))?;
+            buf.push_str(std::str::from_utf8(&chunk)?);
+        }
+    })
+    .await
+    .with_context(|| format!("no {name} on the live stream"))?
+}
+
+async fn device_view(http: &reqwest::Client, server: &Server, device: &str) -> Result<Value> {
+    let view: Value = http
+        .get(format!("{}/api/v1/sites/{SITE}/devices", server.url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    view["devices"]
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["device_id"] == device).cloned())
+        .ok_or_else(|| anyhow!("device {device} not listed: {view}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_phone_on_shift_is_announced_and_so_is_its_return() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with_args(
+        &dir.path().join("server"),
+        &[SITE],
+        false,
+        &["--no-contact-after-secs", "2", "--gap-check-secs", "1"],
+    )?;
+    let code = server.enrollment_code(SITE)?;
+    let client = SyncClient::new(&server.url)?;
+    let enrollment = client.enroll(&code).await?;
+    ensure!(enrollment.site == SiteId::new(SITE)?);
+    let mut phone = DeviceStore::create_enrolled(
+        dir.path().join("phone.db"),
+        enrollment,
+        StoreOptions::default(),
+    )?;
+    let device = phone.device_id().to_string();
+    let shift = phone.start_shift(GuardId::new("anna")?)?.to_string();
+    client.sync(&mut phone).await?;
+
+    let http = reqwest::Client::new();
+    let mut live = http
+        .get(format!("{}/api/v1/sites/{SITE}/stream", server.url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await?;
+    ensure!(live.status() == 200, "stream: {}", live.status());
+    let mut buf = String::new();
+
+    // The phone stays silent: the devices view marks it, the stream announces it.
+    let view = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let view = device_view(&http, &server, &device).await?;
+            if view["silent_since"].is_string() {
+                return Ok::<_, anyhow::Error>(view);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .context("the devices view never marked the phone silent")??;
+    ensure!(view["open_shift"]["shift_id"] == shift.as_str(), "{view}");
+    ensure!(view["silent_since"] == view["last_sync_at"], "{view}");
+    let silent = next_named(&mut live, &mut buf, "device_silent", &device).await?;
+    ensure!(
+        silent["shift_id"] == shift.as_str() && silent["guard"] == "anna",
+        "{silent}"
+    );
+    let table = run_ok(&mut server.control(&server.admin_token, &["devices", "--site", SITE])?)?;
+    let row = table
+        .lines()
+        .find(|l| l.contains(&device))
+        .ok_or_else(|| anyhow!("no row for the phone in\n{table}"))?;
+    ensure!(row.contains("no contact for"), "{table}");
+
+    // It syncs again: back.
+    phone.note("back in signal")?;
+    client.sync(&mut phone).await?;
+    let back = next_named(&mut live, &mut buf, "device_back", &device).await?;
+    ensure!(
+        back["silent_since"] == silent["silent_since"],
+        "{back} after {silent}"
+    );
+    ensure!(back["back_at"].is_string(), "{back}");
+
+    // The shift is found by guard, open, and exported by the id listed.
+    let listed = run_ok(&mut server.control(
+        &server.admin_token,
+        &[
+            "shifts", "--site", SITE, "--guard", "anna", "--open", "--json",
+        ],
+    )?)?;
+    let listed: Value = serde_json::from_str(&listed)?;
+    ensure!(
+        listed["shifts"][0]["shift_id"] == shift.as_str(),
+        "{listed}"
+    );
+    ensure!(listed["shifts"][0]["events"] == 2, "{listed}");
+    let out = dir.path().join("shift.json");
+    run_ok(&mut server.control(
+        &server.admin_token,
+        &[
+            "export-shift-log",
+            "--site",
+            SITE,
+            "--shift",
+            &shift,
+            "--out",
+            out.to_str().ok_or_else(|| anyhow!("path"))?,
+        ],
+    )?)?;
+    ensure!(std::fs::metadata(&out)?.len() > 0);
+    Ok(())
+}
