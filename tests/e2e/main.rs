@@ -8,6 +8,7 @@ mod crash;
 mod demo;
 mod evidence;
 mod first_hour_errors;
+mod incidents_on_shift;
 mod instances;
 mod offline_shift;
 mod overload;
