@@ -10,6 +10,7 @@ mod demo;
 mod evidence;
 mod first_hour_errors;
 mod gaps;
+mod incidents_on_shift;
 mod instances;
 mod offline_shift;
 mod overload;

@@ -1,8 +1,9 @@
 //! The guard's phone and the control room work together through the real server: the site
 //! configuration reaches the phone at sync and drives tag scans and tour progress offline; an
 //! incident reported offline is worked at the same time on the phone and in the control room,
-//! and both sides' edits survive on both sides; an incident assigned to another guard reaches
-//! that guard's phone; a panic alarm shows acknowledged once the control room acknowledges it.
+//! and both sides' edits survive on both sides; an open incident reaches another guard on shift
+//! (the one it is assigned to); a panic alarm shows acknowledged once the control room
+//! acknowledges it.
 
 use anyhow::{Result, anyhow, ensure};
 use patrol_core::incident::{IncidentAction, IncidentStatus};
@@ -268,7 +269,7 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
         "phone {phone_notes:?} vs room {room_notes:?}"
     );
 
-    // The incident assigned to guard 2 reaches guard 2's phone at its next sync.
+    // The incident (assigned to guard 2) reaches guard 2's phone, on shift, at its next sync.
     let mut guard2 = phone(&server, dir.path(), "guard2", "guard-2").await?;
     sync(&server, &mut guard2).await?;
     let assigned = guard2

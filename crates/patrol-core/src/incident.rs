@@ -12,7 +12,8 @@
 //! | severity | the latest by hybrid logical clock (ties broken by entry id); the report sets the first |
 //! | assignee | the latest by hybrid logical clock (ties broken by entry id) |
 //! | notes | appended, never lost; ordered by hybrid logical clock, then entry id |
-//! | attachments | a set keyed by content hash |
+//! | attachments | a set keyed by content hash (the first in history order stands) |
+//! | history | every entry, with who wrote it, when, and whether it took effect, ordered by hybrid logical clock, then entry id |
 
 use std::collections::BTreeMap;
 
@@ -181,6 +182,58 @@ pub struct IncidentNote {
     pub text: String,
 }
 
+/// One entry of an incident's history: who did what, when, and whether it took effect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistoryEntry {
+    /// The entry's key in the document (unique; breaks ties between equal clocks).
+    pub id: String,
+    pub by: Party,
+    pub at: Hlc,
+    /// The writer's wall time.
+    pub wall_ms: i64,
+    pub entry: Entry,
+    /// Whether it changed the incident, taken in history order: a status that does not move
+    /// (round, status) forward (a concurrent acknowledge of a round already reopened, a second
+    /// close) and an attachment already attached did not; they still happened and stay listed.
+    pub took_effect: bool,
+}
+
+impl HistoryEntry {
+    /// What happened, in words: `reported (fire, high)`, `acknowledged`, `reopened (round 1)`,
+    /// `closed (round 1)`, `severity critical`, `assigned to guard-4`, `unassigned`,
+    /// `note: ...`, `attached bay14.jpg (image/jpeg, 123456 bytes)`; `(no effect)` after one
+    /// that did not take effect. Text written by people is included as written: a terminal
+    /// must make it safe.
+    pub fn what(&self) -> String {
+        let said = match &self.entry {
+            Entry::Reported {
+                category, severity, ..
+            } => format!("reported ({category}, {severity})"),
+            Entry::Status { round: 0, status } => status.as_str().to_owned(),
+            Entry::Status {
+                round,
+                status: IncidentStatus::Open,
+            } => format!("reopened (round {round})"),
+            Entry::Status { round, status } => format!("{} (round {round})", status.as_str()),
+            Entry::Severity { severity } => format!("severity {severity}"),
+            Entry::Assign { to: Some(to) } => format!("assigned to {to}"),
+            Entry::Assign { to: None } => "unassigned".to_owned(),
+            Entry::Note { text } => format!("note: {text}"),
+            Entry::Attach { attachment } => format!(
+                "attached {} ({}, {} bytes)",
+                attachment.name.as_deref().unwrap_or("a file"),
+                attachment.media_type,
+                attachment.size
+            ),
+        };
+        if self.took_effect {
+            said
+        } else {
+            format!("{said} (no effect)")
+        }
+    }
+}
+
 /// The incident as every replica computes it from the same entries.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IncidentState {
@@ -197,15 +250,21 @@ pub struct IncidentState {
     pub assignee: Option<String>,
     pub notes: Vec<IncidentNote>,
     pub attachments: Vec<Attachment>,
+    /// Every entry, ordered by hybrid logical clock, then entry id.
+    pub history: Vec<HistoryEntry>,
 }
 
 impl IncidentState {
     /// Folds every entry (keyed by entry id) into the state, by the rules in the module docs.
-    /// The result depends only on the set of entries, never on their order or on actor ids.
+    /// The result depends only on the set of entries, never on their order or on actor ids:
+    /// the entries are taken in history order (hybrid logical clock, then entry id), which
+    /// every replica agrees on.
     pub fn fold<'a>(
         id: IncidentId,
         entries: impl IntoIterator<Item = (&'a str, &'a Stamped)>,
     ) -> Self {
+        let mut entries: Vec<(&str, &Stamped)> = entries.into_iter().collect();
+        entries.sort_by(|(ka, a), (kb, b)| (a.at, ka).cmp(&(b.at, kb)));
         let mut s = IncidentState {
             id,
             site: None,
@@ -220,69 +279,79 @@ impl IncidentState {
             assignee: None,
             notes: Vec::new(),
             attachments: Vec::new(),
+            history: Vec::with_capacity(entries.len()),
         };
-        let mut severity: Option<((Hlc, &str), Severity)> = None;
-        let mut assignee: Option<((Hlc, &str), Option<String>)> = None;
-        let mut notes: Vec<((Hlc, &str), IncidentNote)> = Vec::new();
+        // The report's severity is the earliest: a change wins over it even when its clock is
+        // behind the report's (a phone's clock set back).
+        let mut severity_changed = false;
         let mut attachments: BTreeMap<[u8; 32], Attachment> = BTreeMap::new();
         for (key, e) in entries {
-            let stamp = (e.at, key);
-            match &e.entry {
+            let took_effect = match &e.entry {
                 Entry::Reported {
                     site,
                     category,
-                    severity: sev,
+                    severity,
                     description,
                     location,
                 } => {
-                    s.site = Some(site.clone());
-                    s.category = Some(*category);
-                    s.description = Some(description.clone());
-                    s.location = *location;
-                    s.reported_by = Some(e.by.clone());
-                    s.reported_at_ms = Some(e.wall_ms);
-                    // The report's severity is the earliest; any later change wins over it.
-                    let first = (Hlc::default(), "");
-                    if severity.as_ref().is_none_or(|(at, _)| *at < first) {
-                        severity = Some((first, *sev));
+                    // One per incident (the server refuses another); the first stands.
+                    let first = s.reported_by.is_none();
+                    if first {
+                        s.site = Some(site.clone());
+                        s.category = Some(*category);
+                        s.description = Some(description.clone());
+                        s.location = *location;
+                        s.reported_by = Some(e.by.clone());
+                        s.reported_at_ms = Some(e.wall_ms);
+                        if !severity_changed {
+                            s.severity = Some(*severity);
+                        }
                     }
+                    first
                 }
                 Entry::Status { round, status } => {
-                    if (*round, *status) > (s.round, s.status) {
+                    let forward = (*round, *status) > (s.round, s.status);
+                    if forward {
                         s.round = *round;
                         s.status = *status;
                     }
+                    forward
                 }
-                Entry::Severity { severity: sev } => {
-                    if severity.as_ref().is_none_or(|(at, _)| *at < stamp) {
-                        severity = Some((stamp, *sev));
-                    }
+                Entry::Severity { severity } => {
+                    s.severity = Some(*severity);
+                    severity_changed = true;
+                    true
                 }
                 Entry::Assign { to } => {
-                    if assignee.as_ref().is_none_or(|(at, _)| *at < stamp) {
-                        assignee = Some((stamp, to.clone()));
-                    }
+                    s.assignee.clone_from(to);
+                    true
                 }
-                Entry::Note { text } => notes.push((
-                    stamp,
-                    IncidentNote {
+                Entry::Note { text } => {
+                    s.notes.push(IncidentNote {
                         by: e.by.clone(),
                         at: e.at,
                         wall_ms: e.wall_ms,
                         text: text.clone(),
-                    },
-                )),
-                Entry::Attach { attachment } => {
-                    attachments
-                        .entry(attachment.sha256)
-                        .or_insert_with(|| attachment.clone());
+                    });
+                    true
                 }
-            }
+                Entry::Attach { attachment } => match attachments.entry(attachment.sha256) {
+                    std::collections::btree_map::Entry::Occupied(_) => false,
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(attachment.clone());
+                        true
+                    }
+                },
+            };
+            s.history.push(HistoryEntry {
+                id: key.to_owned(),
+                by: e.by.clone(),
+                at: e.at,
+                wall_ms: e.wall_ms,
+                entry: e.entry.clone(),
+                took_effect,
+            });
         }
-        s.severity = severity.map(|(_, v)| v);
-        s.assignee = assignee.and_then(|(_, v)| v);
-        notes.sort_by(|a, b| a.0.cmp(&b.0));
-        s.notes = notes.into_iter().map(|(_, n)| n).collect();
         s.attachments = attachments.into_values().collect();
         s
     }
@@ -632,6 +701,179 @@ mod tests {
             ["calling estates", "fire brigade on site"],
             "both notes, in clock order"
         );
+        Ok(())
+    }
+
+    /// (who, wall time, what in words) of each history entry.
+    fn history(s: &IncidentState) -> Vec<(String, i64, String)> {
+        s.history
+            .iter()
+            .map(|h| {
+                let who = match &h.by {
+                    Party::Guard { guard, .. } => guard.to_string(),
+                    Party::Operator { user } => user.clone(),
+                };
+                (who, h.wall_ms, h.what())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_action_keeps_who_and_when_in_clock_order() -> Result<(), IncidentError> {
+        let (mut phone, mut room, device) = two_replicas()?;
+        let photo = Attachment {
+            sha256: [7; 32],
+            media_type: "image/jpeg".into(),
+            size: 2_048,
+            name: Some("door.jpg".into()),
+        };
+        phone.act(
+            IncidentAction::Attach(photo),
+            guard_party(device),
+            at(1_200),
+            1_200,
+        )?;
+        phone.act(
+            IncidentAction::SetSeverity(Severity::Critical),
+            guard_party(device),
+            at(2_100),
+            2_100,
+        )?;
+        room.act(IncidentAction::Acknowledge, operator(), at(1_500), 1_500)?;
+        room.act(
+            IncidentAction::Assign(Some("guard-4".into())),
+            operator(),
+            at(1_600),
+            1_600,
+        )?;
+        room.act(IncidentAction::Dispatch, operator(), at(1_700), 1_700)?;
+        room.act(IncidentAction::Assign(None), operator(), at(1_800), 1_800)?;
+        room.act(
+            IncidentAction::AddNote("estates called".into()),
+            operator(),
+            at(1_900),
+            1_900,
+        )?;
+        room.act(IncidentAction::Resolve, operator(), at(2_000), 2_000)?;
+        exchange(&mut phone, &mut room)?;
+        let s = room.state()?;
+        assert_eq!(s, phone.state()?, "replicas agree on the history too");
+        let expected: Vec<(String, i64, String)> = [
+            ("guard-1", 1_000, "reported (fire, high)"),
+            (
+                "guard-1",
+                1_200,
+                "attached door.jpg (image/jpeg, 2048 bytes)",
+            ),
+            ("op-anna", 1_500, "acknowledged"),
+            ("op-anna", 1_600, "assigned to guard-4"),
+            ("op-anna", 1_700, "dispatched"),
+            ("op-anna", 1_800, "unassigned"),
+            ("op-anna", 1_900, "note: estates called"),
+            ("op-anna", 2_000, "resolved"),
+            ("guard-1", 2_100, "severity critical"),
+        ]
+        .iter()
+        .map(|(w, t, x)| (w.to_string(), *t, x.to_string()))
+        .collect();
+        assert_eq!(history(&s), expected);
+        assert!(s.history.iter().all(|h| h.took_effect));
+        Ok(())
+    }
+
+    #[test]
+    fn a_status_that_lost_stays_in_the_history_without_effect() -> Result<(), IncidentError> {
+        let (mut phone, mut room, device) = two_replicas()?;
+        room.act(IncidentAction::Resolve, operator(), at(2_000), 2_000)?;
+        exchange(&mut phone, &mut room)?;
+        // Offline on the phone: reopened; meanwhile the room closes the old round, later by
+        // the clock, and the phone's guard acknowledges the new round.
+        phone.act(
+            IncidentAction::Reopen,
+            guard_party(device),
+            at(2_500),
+            2_500,
+        )?;
+        room.act(IncidentAction::Close, operator(), at(3_000), 3_000)?;
+        phone.act(
+            IncidentAction::Acknowledge,
+            guard_party(device),
+            at(2_600),
+            2_600,
+        )?;
+        // Two copies of one photo: the second adds nothing.
+        let photo = Attachment {
+            sha256: [1; 32],
+            media_type: "image/png".into(),
+            size: 10,
+            name: None,
+        };
+        phone.act(
+            IncidentAction::Attach(photo.clone()),
+            guard_party(device),
+            at(2_700),
+            2_700,
+        )?;
+        room.act(IncidentAction::Attach(photo), operator(), at(3_100), 3_100)?;
+        exchange(&mut phone, &mut room)?;
+        let s = room.state()?;
+        assert_eq!(s, phone.state()?);
+        assert_eq!((s.round, s.status), (1, IncidentStatus::Acknowledged));
+        let whats: Vec<(String, bool)> = s
+            .history
+            .iter()
+            .map(|h| (h.what(), h.took_effect))
+            .collect();
+        assert_eq!(
+            whats,
+            [
+                ("reported (fire, high)".to_string(), true),
+                ("resolved".into(), true),
+                ("reopened (round 1)".into(), true),
+                ("acknowledged (round 1)".into(), true),
+                ("attached a file (image/png, 10 bytes)".into(), true),
+                ("closed (no effect)".into(), false),
+                (
+                    "attached a file (image/png, 10 bytes) (no effect)".into(),
+                    false
+                ),
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_api_json_lists_the_history_with_its_fields() -> Result<(), Box<dyn std::error::Error>> {
+        let (_, mut room, _) = two_replicas()?;
+        room.act(IncidentAction::Acknowledge, operator(), at(1_500), 1_500)?;
+        room.act(IncidentAction::Assign(None), operator(), at(1_600), 1_600)?;
+        let state = room.state()?;
+        let json = serde_json::to_value(crate::incident_view::IncidentView::new(&state, 9))?;
+        let history = json["history"].as_array().ok_or("no history")?;
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[0]["action"], "reported");
+        assert_eq!(history[0]["by"]["kind"], "guard");
+        assert_eq!(history[0]["severity"], "high");
+        assert_eq!(
+            history[1],
+            serde_json::json!({
+                "id": state.history[1].id,
+                "by": {"kind": "operator", "user": "op-anna"},
+                "at": "1970-01-01T00:00:01.500Z",
+                "action": "status",
+                "round": 0,
+                "status": "acknowledged",
+                "took_effect": true,
+                "what": "acknowledged",
+            })
+        );
+        assert_eq!(history[2]["action"], "assigned");
+        assert_eq!(history[2]["to"], serde_json::Value::Null);
+        assert_eq!(json["updated_at"], "1970-01-01T00:00:00.009Z");
+        let phone = serde_json::to_value(crate::incident_view::IncidentView::without_update_time(
+            &state,
+        ))?;
+        assert!(phone.get("updated_at").is_none());
         Ok(())
     }
 

@@ -15,7 +15,8 @@
 //!   handovers), its validation and its compact binary encoding.
 //! - [`flags`]: what about an event deserves a second look, as the server stores it.
 //! - [`hlc`]: the hybrid logical clock stamped on every event.
-//! - [`incident`]: the collaborative incident document and each field's merge rule.
+//! - [`incident`]: the collaborative incident document, each field's merge rule and its history.
+//! - [`incident_view`]: an incident's state as the control-room API's JSON.
 //! - [`shiftlog`]: the automerge document holding one device's events of one shift; an event is
 //!   prepared (checked, encoded) and then appended as one change, which the same record
 //!   appended to the same log always gives again.
@@ -40,6 +41,7 @@ pub mod flags;
 pub mod hlc;
 pub mod ids;
 pub mod incident;
+pub mod incident_view;
 pub mod merge;
 pub mod protocol;
 pub mod schedule;

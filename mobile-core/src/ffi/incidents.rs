@@ -1,7 +1,7 @@
 //! Incidents: reporting one (with references to its files), working it with the control room,
 //! and reading what the phone holds.
 
-use patrol_core::incident::{Attachment, IncidentAction, Party};
+use patrol_core::incident::{Attachment, Entry, HistoryEntry, IncidentAction, Party};
 use patrol_core::{
     EventBody, IncidentCategory, IncidentId, IncidentReport, Severity, ValidationError,
 };
@@ -180,6 +180,84 @@ fn party_name(p: &Party) -> String {
     }
 }
 
+/// What one entry of an incident's history did.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
+pub enum FfiIncidentHistoryAction {
+    Reported {
+        category: String,
+        severity: String,
+    },
+    /// `status` in reopening `round` (0 before any reopening); a reopen is `open` in a new round.
+    Status {
+        round: u32,
+        status: String,
+    },
+    Severity {
+        severity: String,
+    },
+    /// `None`: the assignment was cleared.
+    Assigned {
+        to: Option<String>,
+    },
+    Note {
+        text: String,
+    },
+    Attachment {
+        attachment: FfiAttachment,
+    },
+}
+
+/// One entry of an incident's history: who did what, when.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiIncidentHistoryEntry {
+    /// The entry's id in the incident's document.
+    pub id: String,
+    /// `guard:<guard id>` or `operator:<name>`.
+    pub by: String,
+    /// The writer's wall time.
+    pub wall_ms: i64,
+    pub action: FfiIncidentHistoryAction,
+    /// Whether it changed the incident: a status change that lost to a further one (say, the
+    /// old round's close after a reopen) or an attachment already attached did not, and is
+    /// still listed.
+    pub took_effect: bool,
+    /// The same in words, e.g. `acknowledged`, `reopened (round 1)`, `assigned to guard-4`.
+    pub what: String,
+}
+
+impl From<&HistoryEntry> for FfiIncidentHistoryEntry {
+    fn from(h: &HistoryEntry) -> Self {
+        let action = match &h.entry {
+            Entry::Reported {
+                category, severity, ..
+            } => FfiIncidentHistoryAction::Reported {
+                category: category.to_string(),
+                severity: severity.to_string(),
+            },
+            Entry::Status { round, status } => FfiIncidentHistoryAction::Status {
+                round: *round,
+                status: status.as_str().to_owned(),
+            },
+            Entry::Severity { severity } => FfiIncidentHistoryAction::Severity {
+                severity: severity.to_string(),
+            },
+            Entry::Assign { to } => FfiIncidentHistoryAction::Assigned { to: to.clone() },
+            Entry::Note { text } => FfiIncidentHistoryAction::Note { text: text.clone() },
+            Entry::Attach { attachment } => FfiIncidentHistoryAction::Attachment {
+                attachment: attachment.into(),
+            },
+        };
+        FfiIncidentHistoryEntry {
+            id: h.id.clone(),
+            by: party_name(&h.by),
+            wall_ms: h.wall_ms,
+            action,
+            took_effect: h.took_effect,
+            what: h.what(),
+        }
+    }
+}
+
 /// An incident as the phone knows it (its own changes and what the last sync brought).
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct FfiIncident {
@@ -196,6 +274,9 @@ pub struct FfiIncident {
     pub reported_ms: Option<i64>,
     pub notes: Vec<FfiIncidentNote>,
     pub attachments: Vec<FfiAttachment>,
+    /// Every action on the incident, with who and when, ordered by hybrid logical clock then
+    /// entry id (the same order on every phone and in the control room).
+    pub history: Vec<FfiIncidentHistoryEntry>,
     /// Holds changes made on this phone the server has not acknowledged.
     pub pending: bool,
     /// Why the server refused this phone's changes, if it did.
@@ -225,6 +306,7 @@ impl From<LocalIncident> for FfiIncident {
                 })
                 .collect(),
             attachments: s.attachments.iter().map(Into::into).collect(),
+            history: s.history.iter().map(Into::into).collect(),
             pending: i.pending,
             rejected: i.rejected,
         }
@@ -290,8 +372,9 @@ impl PatrolDevice {
         self.update_incident(incident_id, FfiIncidentAction::AddNote { text })
     }
 
-    /// Every incident the phone holds: those its guard reported or worked, and those the
-    /// control room assigned to the guard (as of the last sync); most recently changed first.
+    /// Every incident the phone holds: those its guard reported or worked, and every open
+    /// incident of the site while a shift was open at a sync (as of the last sync); most
+    /// recently changed first.
     pub fn incidents(&self) -> FfiResult<Vec<FfiIncident>> {
         let store = lock(&self.store, "store")?;
         Ok(store.incidents()?.into_iter().map(Into::into).collect())

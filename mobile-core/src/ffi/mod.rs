@@ -49,8 +49,8 @@ pub use alarms::{FfiAlarm, FfiAlarmState};
 pub use device::{FfiDurability, PatrolDevice};
 pub use error::PatrolError;
 pub use incidents::{
-    FfiAttachment, FfiIncident, FfiIncidentAction, FfiIncidentCategory, FfiIncidentNote,
-    FfiSeverity,
+    FfiAttachment, FfiIncident, FfiIncidentAction, FfiIncidentCategory, FfiIncidentHistoryAction,
+    FfiIncidentHistoryEntry, FfiIncidentNote, FfiSeverity,
 };
 pub use observer::EventObserver;
 pub use recording::{FfiScanInput, FfiScanMethod, FfiShift};

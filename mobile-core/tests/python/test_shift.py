@@ -217,6 +217,15 @@ class ShiftTest(unittest.TestCase):
         worked = device.add_incident_note(incident, "brigade called")
         self.assertTrue(worked.pending)
         self.assertEqual([n.text for n in worked.notes], ["brigade called"])
+        # Every action, with who and when, in order.
+        self.assertEqual(
+            [(h.by, h.what, h.took_effect) for h in worked.history],
+            [("guard:guard-1", "reported (fire, high)", True),
+             ("guard:guard-1", "note: brigade called", True)],
+        )
+        self.assertEqual(worked.history[1].action,
+                         pm.FfiIncidentHistoryAction.NOTE(text="brigade called"))
+        self.assertLessEqual(worked.history[0].wall_ms, worked.history[1].wall_ms)
         self.assertEqual(type(device.alarms()[0].state), pm.FfiAlarmState.QUEUED)
 
         report = device.sync(self.server.url)

@@ -131,12 +131,124 @@ pub struct IncidentList {
     more: bool,
 }
 
-/// An incident's state: status, severity, assignee, notes, history (docs/protocol.md; written by
-/// `patrol_core::incident`, documentation only).
+// The incident JSON below is documentation only: `patrol_core::incident_view` writes it, and
+// the OpenAPI test holds the two to the same fields.
+
+/// An incident's state, folded from all its entries (docs/protocol.md, "Incidents").
 #[derive(Debug, ToSchema)]
-#[schema(value_type = Object)]
 #[allow(dead_code)]
-pub struct IncidentState(serde_json::Value);
+pub struct IncidentState {
+    #[schema(format = Uuid)]
+    id: String,
+    site: Option<String>,
+    /// An incident category, as in the feed (`theft`, `fire`, ...).
+    category: Option<String>,
+    description: Option<String>,
+    /// `{"lat", "lon", "accuracy_m"}` as in the feed, or `null`.
+    #[schema(value_type = Option<Object>)]
+    location: Option<serde_json::Value>,
+    reported_by: Option<IncidentParty>,
+    /// The reporting device's wall time (RFC 3339).
+    reported_at: Option<String>,
+    /// Reopenings so far (0 before the first).
+    round: u32,
+    status: IncidentStatusDoc,
+    /// `low`, `medium`, `high` or `critical`.
+    severity: Option<String>,
+    assignee: Option<String>,
+    /// The notes, in hybrid-clock order, then entry id.
+    notes: Vec<IncidentNote>,
+    /// By SHA-256; the bytes travel separately.
+    attachments: Vec<IncidentAttachment>,
+    /// Every entry of the incident (report, status changes, severity changes, assignments,
+    /// notes, attachments) with who wrote it and when, in hybrid-clock order, then entry id:
+    /// the same order on every phone and in the control room.
+    history: Vec<IncidentHistoryEntry>,
+    /// Server time of the last change the server stored (RFC 3339).
+    updated_at: String,
+}
+
+/// Who wrote an entry: `{"kind": "guard", "guard", "device"}` or
+/// `{"kind": "operator", "user"}`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct IncidentParty {
+    /// `guard` or `operator`.
+    kind: String,
+    /// A guard's id (`kind` `guard`).
+    guard: Option<String>,
+    /// The guard's device (`kind` `guard`).
+    #[schema(format = Uuid)]
+    device: Option<String>,
+    /// The operator's user name (`kind` `operator`).
+    user: Option<String>,
+}
+
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct IncidentNote {
+    by: IncidentParty,
+    /// The writer's wall time (RFC 3339).
+    at: String,
+    text: String,
+}
+
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct IncidentAttachment {
+    /// SHA-256 of the file, lower-case hex.
+    sha256: String,
+    media_type: String,
+    size: u64,
+    name: Option<String>,
+}
+
+/// What a history entry did.
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum IncidentHistoryAction {
+    Reported,
+    Status,
+    Severity,
+    Assigned,
+    Note,
+    Attachment,
+}
+
+/// One entry of an incident's history: who did what, when, and whether it took effect. The
+/// fields beyond the first six are those of its `action`: `reported`: `category`, `severity`;
+/// `status`: `round`, `status` (a reopen is `open` in a new round); `severity`: `severity`;
+/// `assigned`: `to` (`null`: unassigned); `note`: `text`; `attachment`: `sha256`,
+/// `media_type`, `size`, `name`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct IncidentHistoryEntry {
+    /// The entry's id in the incident's document.
+    id: String,
+    by: IncidentParty,
+    /// The writer's wall time (RFC 3339).
+    at: String,
+    action: IncidentHistoryAction,
+    /// Whether it changed the incident when taken in history order: a status change that lost
+    /// to a further one (an old round's close after a reopen, a second acknowledge) or an
+    /// attachment already attached did not; it still happened, and is listed.
+    took_effect: bool,
+    /// The same in words, e.g. `acknowledged`, `reopened (round 1)`, `assigned to guard-4`,
+    /// `note: ...`, with ` (no effect)` after an entry that did not take effect.
+    what: String,
+    category: Option<String>,
+    severity: Option<String>,
+    round: Option<u32>,
+    status: Option<IncidentStatusDoc>,
+    /// The assignee (`assigned`; `null` when unassigned).
+    to: Option<String>,
+    text: Option<String>,
+    sha256: Option<String>,
+    media_type: Option<String>,
+    size: Option<u64>,
+    name: Option<String>,
+}
 
 /// `GET /api/v1/sites/{site}/incidents?status=<status>&limit=<n>`:
 /// `{"site_id":..,"incidents":[<state>..],"more":bool}`, newest first.

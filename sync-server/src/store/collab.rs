@@ -80,6 +80,29 @@ impl Answered {
     }
 }
 
+/// Which of the site's incidents a sync sends the device whole, besides those it pushed
+/// (docs/protocol.md, "Incidents the phone did not push"). Closed incidents never come down
+/// this way: a phone that holds one pushes it, and gets what it lacks in answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwedIncidents {
+    /// The request names a guard on duty (a phone names its guard only while a shift is open):
+    /// every incident of the site that is not closed, so that any guard on shift can respond.
+    EveryOpen,
+    /// No shift open on the phone: the open incidents the device took part in (reported, or
+    /// wrote to from this device).
+    TakenPart { device: String },
+}
+
+/// The rule both backends apply to a sync ([`OwedIncidents`]).
+pub fn owed_incidents(sync: &CollabSync) -> OwedIncidents {
+    match sync.guard {
+        Some(_) => OwedIncidents::EveryOpen,
+        None => OwedIncidents::TakenPart {
+            device: sync.device.to_string(),
+        },
+    }
+}
+
 /// The panic alarms whose acknowledgement the device awaits, each once, in its order.
 pub fn awaited_alarms(sync: &CollabSync) -> Vec<EventId> {
     let mut seen = HashSet::new();

@@ -9,14 +9,11 @@
 use std::sync::{Mutex, PoisonError};
 
 use automerge::{ActorId, ChangeHash};
-use patrol_core::event::{IncidentCategory, Location, Severity, format_time_ms};
-use patrol_core::incident::{
-    IncidentAction, IncidentDoc, IncidentError, IncidentState, IncidentStatus, Party,
-};
+use patrol_core::incident::{IncidentAction, IncidentDoc, IncidentError, Party};
+pub use patrol_core::incident_view::IncidentView;
 use patrol_core::merge::{Rejection, ingest_incident, parse_bundle};
 use patrol_core::protocol::{IncidentUpdate, to_wire};
 use patrol_core::{DeviceId, Hlc, IncidentId, LogError, SiteId};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{IncidentPush, StoreError};
@@ -215,6 +212,30 @@ pub fn apply_action(
     row(&mut doc, site, at_ms)
 }
 
+/// The shape of the state JSON ([`IncidentView`]) a stored row's `state` holds, kept in its
+/// `state_version` column. Raise it whenever the view changes: at start each backend recomputes
+/// the rows below it from their documents ([`refreshed_row`]), so an incident stored long ago
+/// is served with the same fields as one stored today. 0: before `history` (issue 18); 1: with
+/// it.
+pub const STATE_VERSION: i64 = 1;
+
+/// How many stale rows a backend refreshes in one transaction at start.
+pub const REFRESH_BATCH: i64 = 100;
+
+/// The row of a stored incident recomputed from its document `bytes`, with its stored
+/// `updated_at_ms` kept (its last write is as it was): the same row a write at that time
+/// stores today. A backend writes its projection columns and `state`; the document and heads
+/// are as stored.
+pub fn refreshed_row(
+    site: &SiteId,
+    incident: IncidentId,
+    bytes: &[u8],
+    updated_at_ms: i64,
+) -> Result<IncidentRow, StoreError> {
+    let mut doc = load(site, incident, bytes, server_actor(site))?;
+    row(&mut doc, site, updated_at_ms)
+}
+
 /// What a backend stores for an incident: the document and its projection.
 #[derive(Debug)]
 pub struct IncidentRow {
@@ -256,110 +277,80 @@ pub fn row(
     })
 }
 
-/// Who wrote an entry, in the API's JSON.
-#[derive(Debug, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PartyView<'a> {
-    Guard { guard: &'a str, device: String },
-    Operator { user: &'a str },
-}
+/// A stored incident as a server before `history` stored it, for the migration tests of both
+/// backends.
+#[cfg(test)]
+pub(crate) mod testing {
+    use patrol_core::incident::{Entry, IncidentAction, IncidentDoc, Party, Stamped};
+    use patrol_core::{DeviceId, GuardId, Hlc, IncidentCategory, IncidentId, Severity, SiteId};
 
-impl<'a> PartyView<'a> {
-    fn new(party: &'a Party) -> Self {
-        match party {
-            Party::Guard { device, guard } => PartyView::Guard {
-                guard: guard.as_str(),
-                device: device.to_string(),
+    use super::{IncidentRow, row};
+
+    pub struct OldIncident {
+        pub id: IncidentId,
+        /// The row a server stores for it today.
+        pub row: IncidentRow,
+        /// Its state JSON as stored before `history` existed.
+        pub old_state: String,
+        pub updated_at_ms: i64,
+    }
+
+    /// A reported, acknowledged and noted incident of `site`.
+    pub fn old_incident(site: &SiteId) -> Result<OldIncident, Box<dyn std::error::Error>> {
+        let device = DeviceId::generate();
+        let id = IncidentId::generate();
+        let at = |ms: u64| Hlc {
+            wall_ms: ms,
+            counter: 0,
+        };
+        let guard = Party::Guard {
+            device,
+            guard: GuardId::new("guard-1")?,
+        };
+        let (mut doc, _) = IncidentDoc::create(
+            id,
+            device.actor_id(),
+            Stamped {
+                by: guard.clone(),
+                at: at(1_000),
+                wall_ms: 1_000,
+                entry: Entry::Reported {
+                    site: site.clone(),
+                    category: IncidentCategory::Theft,
+                    severity: Severity::Low,
+                    description: "bike taken from rack 3".into(),
+                    location: None,
+                },
             },
-            Party::Operator { user } => PartyView::Operator { user },
-        }
+        )?;
+        let operator = Party::Operator {
+            user: "op-anna".into(),
+        };
+        doc.act(
+            IncidentAction::Acknowledge,
+            operator.clone(),
+            at(2_000),
+            2_000,
+        )?;
+        doc.act(
+            IncidentAction::AddNote("police informed".into()),
+            guard,
+            at(3_000),
+            3_000,
+        )?;
+        let updated_at_ms = 5_000;
+        let row = row(&mut doc, site, updated_at_ms)?;
+        let mut old: serde_json::Value = serde_json::from_str(&row.state)?;
+        old.as_object_mut()
+            .ok_or("state is not an object")?
+            .remove("history");
+        Ok(OldIncident {
+            id,
+            row,
+            old_state: old.to_string(),
+            updated_at_ms,
+        })
     }
-}
-
-#[derive(Debug, Serialize)]
-pub struct NoteView<'a> {
-    pub by: PartyView<'a>,
-    /// The writer's wall time.
-    pub at: String,
-    pub text: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct AttachmentView<'a> {
-    /// Lower-case hex.
-    pub sha256: String,
-    pub media_type: &'a str,
-    pub size: u64,
-    pub name: Option<&'a str>,
-}
-
-/// An incident's state as the control-room API serves it.
-#[derive(Debug, Serialize)]
-pub struct IncidentView<'a> {
-    pub id: String,
-    pub site: Option<&'a str>,
-    pub category: Option<IncidentCategory>,
-    pub description: Option<&'a str>,
-    pub location: Option<&'a Location>,
-    pub reported_by: Option<PartyView<'a>>,
-    /// The reporting device's wall time.
-    pub reported_at: Option<String>,
-    pub round: u32,
-    pub status: IncidentStatus,
-    pub severity: Option<Severity>,
-    pub assignee: Option<&'a str>,
-    pub notes: Vec<NoteView<'a>>,
-    pub attachments: Vec<AttachmentView<'a>>,
-    /// Server time of the last change the server stored.
-    pub updated_at: String,
-}
-
-impl<'a> IncidentView<'a> {
-    pub fn new(state: &'a IncidentState, updated_at_ms: i64) -> Self {
-        IncidentView {
-            id: state.id.to_string(),
-            site: state.site.as_ref().map(SiteId::as_str),
-            category: state.category,
-            description: state.description.as_deref(),
-            location: state.location.as_ref(),
-            reported_by: state.reported_by.as_ref().map(PartyView::new),
-            reported_at: state.reported_at_ms.map(format_time_ms),
-            round: state.round,
-            status: state.status,
-            severity: state.severity,
-            assignee: state.assignee.as_deref(),
-            notes: state
-                .notes
-                .iter()
-                .map(|n| NoteView {
-                    by: PartyView::new(&n.by),
-                    at: format_time_ms(n.wall_ms),
-                    text: &n.text,
-                })
-                .collect(),
-            attachments: state
-                .attachments
-                .iter()
-                .map(|a| AttachmentView {
-                    sha256: hex(&a.sha256),
-                    media_type: &a.media_type,
-                    size: a.size,
-                    name: a.name.as_deref(),
-                })
-                .collect(),
-            updated_at: format_time_ms(updated_at_ms),
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -394,10 +385,5 @@ mod tests {
         );
         assert_eq!(operator_actor(&site, "anna").to_bytes().len(), 16);
         Ok(())
-    }
-
-    #[test]
-    fn hex_is_lower_case_and_padded() {
-        assert_eq!(hex(&[0, 0x0f, 0xab]), "000fab");
     }
 }

@@ -407,7 +407,8 @@ pub struct IncidentPush {
 pub struct CollabSync {
     pub site: SiteId,
     pub device: DeviceId,
-    /// The guard on duty on the device; open incidents assigned to them are delivered.
+    /// The guard on duty on the device (of its open shift; `None` with no shift open): a phone
+    /// on duty is sent every open incident of the site ([`collab::owed_incidents`]).
     pub guard: Option<GuardId>,
     pub received_at_ms: i64,
     pub incidents: Vec<IncidentPush>,
@@ -788,7 +789,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Merges a sync request's incident pushes (checked by `patrol_core::merge::ingest_incident`)
     /// and answers what the device should receive, in one transaction: the incidents it pushed
-    /// (the changes it lacks), the open incidents it takes part in that it did not push (whole),
+    /// (the changes it lacks), the open incidents it is owed ([`collab::owed_incidents`]) that
+    /// it did not push (whole),
     /// a newer site configuration, and acks of its awaited alarms. A rejected push changes
     /// nothing. Without incident pushes it only reads.
     fn sync_collab(&self, sync: CollabSync) -> BoxFuture<'_, Result<CollabAnswer, StoreError>>;

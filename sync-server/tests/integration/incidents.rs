@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode, header};
 use patrol_core::incident::{Entry, IncidentAction, IncidentDoc, IncidentStatus, Party, Stamped};
 use patrol_core::merge::plan_incident_push;
 use patrol_core::protocol::{
-    self, DocOutcome, DocPush, DocRef, IncidentUpdate, RejectCode, SyncResponse,
+    self, DocOutcome, DocPush, DocRef, IncidentUpdate, RejectCode, SyncRequest, SyncResponse,
 };
 use patrol_core::{Hlc, IncidentCategory, IncidentId, Severity, SiteId};
 use serde_json::json;
@@ -329,28 +329,90 @@ async fn forged_incident_pushes_are_rejected_and_change_nothing(backend: Backend
     Ok(())
 }
 
-async fn a_device_gets_its_open_incidents_whole_and_no_one_elses(backend: Backend) -> TestResult {
+/// `request` as a phone with no shift open sends it: naming no guard.
+fn off_shift(mut request: SyncRequest) -> SyncRequest {
+    request.guard = None;
+    request
+}
+
+/// Every phone on shift gets every open incident of the site, whole, once: then it holds it and
+/// pushes it heads-only. A phone with no shift open gets only those it took part in.
+async fn a_phone_on_shift_gets_every_open_incident_and_one_off_shift_only_its_own(
+    backend: Backend,
+) -> TestResult {
     let server = TestServer::new(backend).await?;
     let alice = server.phone("guard-a").await?;
     let bob = server.phone("guard-b").await?;
+    let carol = server.phone("guard-c").await?;
     let mut reported = Replica::report(&alice, "door forced")?;
     reported.note(&alice, "alarm sounding", 1_740_866_460_000)?;
     server.sync(&alice.request(vec![reported.push()?])).await?;
 
     // Alice's phone lost the incident (say it was reinstalled with the same device id): a
-    // sync without it brings it back whole.
-    let resp = server.sync(&alice.request(vec![])).await?;
-    let update = update_for(&resp, reported.id()).ok_or("not delivered")?;
-    let mut restored = IncidentDoc::load(reported.id(), &[], alice.device.actor_id())?;
-    restored.merge(&update.changes)?;
-    assert_eq!(restored.state()?, reported.doc.state()?);
-    assert_eq!(update.heads, reported.sorted_heads());
+    // sync without it brings it back whole, on shift or not: she took part in it.
+    for request in [alice.request(vec![]), off_shift(alice.request(vec![]))] {
+        let resp = server.sync(&request).await?;
+        let update = update_for(&resp, reported.id()).ok_or("not delivered")?;
+        let mut restored = IncidentDoc::load(reported.id(), &[], alice.device.actor_id())?;
+        restored.merge(&update.changes)?;
+        assert_eq!(restored.state()?, reported.doc.state()?);
+        assert_eq!(update.heads, reported.sorted_heads());
+    }
 
-    // Bob never wrote to it and is not assigned: he gets nothing.
-    let resp = server.sync(&bob.request(vec![])).await?;
+    // Carol has no shift open and never touched it: nothing.
+    let resp = server.sync(&off_shift(carol.request(vec![]))).await?;
     assert!(resp.incidents.is_empty(), "{:?}", resp.incidents);
     assert!(resp.config.is_none());
     assert!(resp.alarm_acks.is_empty());
+
+    // Bob is on shift and never touched it (nor is it assigned to him): he gets it whole.
+    let resp = server.sync(&bob.request(vec![])).await?;
+    let update = update_for(&resp, reported.id()).ok_or("not delivered to a guard on shift")?;
+    let mut on_bob = Replica {
+        doc: IncidentDoc::load(reported.id(), &[], bob.device.actor_id())?,
+        synced: Vec::new(),
+    };
+    on_bob.doc.merge(&update.changes)?;
+    on_bob.synced = protocol::from_wire(&update.heads);
+    assert_eq!(on_bob.doc.state()?, reported.doc.state()?);
+    // Holding it, he pushes it heads-only; the server sends nothing of it again, and a
+    // heads-only push makes him no participant.
+    let push = on_bob.push()?;
+    assert!(push.changes.is_empty());
+    let before = server.snapshot().await?;
+    let resp = server.sync(&bob.request(vec![push])).await?;
+    assert_eq!(server.snapshot().await?, before, "nothing written");
+    assert_eq!(resp.incidents.len(), 1);
+    assert!(
+        update_for(&resp, reported.id())
+            .ok_or("no answer")?
+            .changes
+            .is_empty()
+    );
+    let resp = server.sync(&off_shift(bob.request(vec![]))).await?;
+    assert!(resp.incidents.is_empty(), "off shift, Bob took no part");
+
+    // Closed: no phone is sent it unasked, on shift or not, not even its reporter.
+    for action in ["resolve", "close"] {
+        act(
+            &server,
+            reported.id(),
+            json!({"action": action, "by": "op-anna"}),
+        )
+        .await?;
+    }
+    for request in [
+        alice.request(vec![]),
+        bob.request(vec![]),
+        carol.request(vec![]),
+        off_shift(alice.request(vec![])),
+    ] {
+        assert!(server.sync(&request).await?.incidents.is_empty());
+    }
+    // A phone that still holds it and asks is answered, with what it lacks.
+    let resp = server.sync(&bob.request(vec![on_bob.push()?])).await?;
+    on_bob.apply(&resp)?;
+    assert_eq!(on_bob.doc.state()?.status, IncidentStatus::Closed);
     Ok(())
 }
 
@@ -525,73 +587,47 @@ async fn an_operators_action_and_a_phones_offline_edit_both_survive(
     )
     .await?;
     assert_eq!(state["severity"], "critical");
-    Ok(())
-}
-
-async fn an_assigned_incident_reaches_the_assignees_phone_while_it_is_open(
-    backend: Backend,
-) -> TestResult {
-    let server = TestServer::new(backend).await?;
-    let alice = server.phone("guard-a").await?;
-    let bob = server.phone("guard-b").await?;
-    let carol = server.phone("guard-c").await?;
-    let mut reported = Replica::report(&alice, "fight at the entrance")?;
-    server.sync(&alice.request(vec![reported.push()?])).await?;
-
-    act(
-        &server,
-        reported.id(),
-        json!({"action": "assign", "to": "guard-b", "by": "op-anna"}),
-    )
-    .await?;
-    let resp = server.sync(&bob.request(vec![])).await?;
-    let update = update_for(&resp, reported.id()).ok_or("not delivered to the assignee")?;
-    let mut on_bob = IncidentDoc::load(reported.id(), &[], bob.device.actor_id())?;
-    on_bob.merge(&update.changes)?;
-    let state = on_bob.state()?;
-    assert_eq!(state.assignee.as_deref(), Some("guard-b"));
-    assert_eq!(state.description.as_deref(), Some("fight at the entrance"));
-    let resp = server.sync(&carol.request(vec![])).await?;
-    assert!(resp.incidents.is_empty());
-
-    // Reassigned to Carol: she gets it, Bob (who never wrote to it) no longer does.
-    act(
-        &server,
-        reported.id(),
-        json!({"action": "assign", "to": "guard-c", "by": "op-anna"}),
-    )
-    .await?;
-    assert!(update_for(&server.sync(&carol.request(vec![])).await?, reported.id()).is_some());
-    assert!(
-        server
-            .sync(&bob.request(vec![]))
-            .await?
-            .incidents
-            .is_empty()
+    // Every action is in the history with who wrote it and when, in clock order, the same as
+    // the phone's own fold of what it holds.
+    let history: Vec<(String, String, String)> = state["history"]
+        .as_array()
+        .ok_or("no history")?
+        .iter()
+        .map(|h| {
+            let by = &h["by"];
+            let who = by["guard"].as_str().or(by["user"].as_str()).unwrap_or("?");
+            (
+                who.to_owned(),
+                h["at"].as_str().unwrap_or("?").to_owned(),
+                h["what"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect();
+    let whats: Vec<(&str, &str)> = history
+        .iter()
+        .map(|(who, _, what)| (who.as_str(), what.as_str()))
+        .collect();
+    assert_eq!(
+        whats,
+        [
+            ("guard-1", "reported (theft, medium)"),
+            ("op-anna", "acknowledged"),
+            ("op-anna", "note: watching camera 4"),
+            ("guard-1", "note: owner found"),
+            ("guard-1", "severity low"),
+            ("op-anna", "severity critical"),
+        ]
     );
-
-    // Closed: nobody is sent it unasked, not even its reporter.
-    for action in ["resolve", "close"] {
-        act(
-            &server,
-            reported.id(),
-            json!({"action": action, "by": "op-anna"}),
-        )
-        .await?;
-    }
-    for phone in [&alice, &carol] {
-        assert!(
-            server
-                .sync(&phone.request(vec![]))
-                .await?
-                .incidents
-                .is_empty()
-        );
-    }
-    // A phone that still holds it and asks is answered, with what it lacks.
-    let resp = server.sync(&alice.request(vec![reported.push()?])).await?;
-    reported.apply(&resp)?;
-    assert_eq!(reported.doc.state()?.status, IncidentStatus::Closed);
+    assert_eq!(
+        history[3].1, "2096-10-02T07:06:40.000Z",
+        "the phone's wall time"
+    );
+    let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
+    replica.apply(&resp)?;
+    let on_phone = serde_json::to_value(
+        patrol_core::incident_view::IncidentView::without_update_time(&replica.doc.state()?),
+    )?;
+    assert_eq!(on_phone["history"], state["history"]);
     Ok(())
 }
 
@@ -843,9 +879,8 @@ async fn simultaneous_writes_to_one_incident_all_land(backend: Backend) -> TestR
 crate::on_every_backend!(
     incident_pushes_are_merged_and_answered_in_the_requests_order,
     forged_incident_pushes_are_rejected_and_change_nothing,
-    a_device_gets_its_open_incidents_whole_and_no_one_elses,
+    a_phone_on_shift_gets_every_open_incident_and_one_off_shift_only_its_own,
     an_operators_action_and_a_phones_offline_edit_both_survive,
-    an_assigned_incident_reaches_the_assignees_phone_while_it_is_open,
     incidents_are_listed_newest_first_and_filtered_by_status,
     control_room_incident_calls_refuse_bad_input_and_change_nothing,
     simultaneous_writes_to_one_incident_all_land,

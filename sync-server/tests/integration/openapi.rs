@@ -620,3 +620,98 @@ async fn a_site_name_is_one_line_of_text(backend: Backend) -> TestResult {
 }
 
 crate::on_every_backend!(a_site_name_is_one_line_of_text);
+
+/// The names of a documented object schema's properties.
+fn properties(doc: &Value, schema: &Value) -> Result<BTreeSet<String>, Error> {
+    Ok(resolve(doc, schema)["properties"]
+        .as_object()
+        .ok_or_else(|| format!("no properties in {schema}"))?
+        .keys()
+        .cloned()
+        .collect())
+}
+
+/// The incident JSON the server serves has exactly the fields the document gives it, and every
+/// history entry's fields are documented.
+#[tokio::test]
+async fn the_incident_json_is_documented_field_by_field() -> TestResult {
+    use patrol_core::incident::{Entry, IncidentDoc, Party, Stamped};
+    use patrol_core::merge::plan_incident_push;
+    use patrol_core::{Hlc, IncidentCategory, IncidentId, Severity};
+
+    let server = TestServer::new(Backend::sqlite()?).await?;
+    let phone = server.phone("guard-1").await?;
+    let (mut doc, _) = IncidentDoc::create(
+        IncidentId::generate(),
+        phone.device.actor_id(),
+        Stamped {
+            by: Party::Guard {
+                device: phone.device,
+                guard: phone.log.meta().guard.clone(),
+            },
+            at: Hlc {
+                wall_ms: 1_740_866_400_000,
+                counter: 0,
+            },
+            wall_ms: 1_740_866_400_000,
+            entry: Entry::Reported {
+                site: common::site(),
+                category: IncidentCategory::Fire,
+                severity: Severity::High,
+                description: "smoke in plant room 2".into(),
+                location: None,
+            },
+        },
+    )?;
+    server
+        .sync(&phone.request(vec![plan_incident_push(&mut doc, &[])?]))
+        .await?;
+    let uri = format!("/api/v1/sites/{SITE}/incidents/{}/actions", doc.id());
+    for action in [
+        json!({"action": "acknowledge"}),
+        json!({"action": "assign", "to": "guard-2"}),
+        json!({"action": "set_severity", "severity": "critical"}),
+        json!({"action": "add_note", "text": "brigade called"}),
+    ] {
+        let (status, _) = server.send_json("POST", &uri, &action).await?;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, incident) = server
+        .get_json(&format!("/api/v1/sites/{SITE}/incidents/{}", doc.id()))
+        .await?;
+    assert_eq!(status, StatusCode::OK);
+
+    let api = document(&server).await?;
+    let state = &api["components"]["schemas"]["IncidentState"];
+    let served: BTreeSet<String> = incident
+        .as_object()
+        .ok_or("not an object")?
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(properties(&api, state)?, served);
+    let entry = &state["properties"]["history"]["items"];
+    let documented = properties(&api, entry)?;
+    let history = incident["history"].as_array().ok_or("no history")?;
+    assert_eq!(history.len(), 5);
+    for h in history {
+        for field in h.as_object().ok_or("not an object")?.keys() {
+            assert!(
+                documented.contains(field),
+                "{field} of {h} is not documented"
+            );
+        }
+        assert!(
+            api["components"]["schemas"]["IncidentHistoryAction"]["enum"]
+                .as_array()
+                .is_some_and(|names| names.contains(&h["action"])),
+            "{h}"
+        );
+    }
+    let by = &state["properties"]["notes"]["items"];
+    assert_eq!(
+        properties(&api, by)?,
+        ["at", "by", "text"].map(String::from).into()
+    );
+    Ok(())
+}

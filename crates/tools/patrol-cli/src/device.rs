@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
-use patrol_core::incident::{Attachment, IncidentAction, IncidentState, Party};
+use patrol_core::incident::{Attachment, IncidentAction, IncidentState};
+use patrol_core::incident_view::IncidentView;
 use patrol_core::siteconfig::{CheckpointState, ScanFlag, SiteZone};
 use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
@@ -337,41 +338,15 @@ fn flags_in_words(flags: &[ScanFlag]) -> String {
         .join("; ")
 }
 
-/// An incident as the phone holds it, in the control-room API's shape (docs/protocol.md), with
-/// the phone's `pending` and `refused`.
-fn incident_json(s: &IncidentState, pending: bool, refused: Option<&str>) -> Value {
-    let party = |p: &Party| match p {
-        Party::Guard { device, guard } => {
-            json!({"kind": "guard", "guard": guard, "device": device})
-        }
-        Party::Operator { user } => json!({"kind": "operator", "user": user}),
-    };
-    json!({
-        "id": s.id,
-        "site": s.site,
-        "category": s.category,
-        "description": s.description,
-        "location": s.location,
-        "reported_by": s.reported_by.as_ref().map(party),
-        "reported_at": s.reported_at_ms.map(rfc3339_ms),
-        "round": s.round,
-        "status": s.status,
-        "severity": s.severity,
-        "assignee": s.assignee,
-        "notes": s.notes.iter().map(|n| json!({
-            "by": party(&n.by),
-            "at": rfc3339_ms(n.wall_ms),
-            "text": n.text,
-        })).collect::<Vec<_>>(),
-        "attachments": s.attachments.iter().map(|a| json!({
-            "sha256": a.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            "media_type": a.media_type,
-            "size": a.size,
-            "name": a.name,
-        })).collect::<Vec<_>>(),
-        "pending": pending,
-        "refused": refused,
-    })
+/// An incident as the phone holds it, in the control-room API's shape (docs/protocol.md; no
+/// `updated_at`, which only the server knows), with the phone's `pending` and `refused`.
+fn incident_json(s: &IncidentState, pending: bool, refused: Option<&str>) -> Result<Value> {
+    let mut json = serde_json::to_value(IncidentView::without_update_time(s))?;
+    if let Some(fields) = json.as_object_mut() {
+        fields.insert("pending".into(), json!(pending));
+        fields.insert("refused".into(), json!(refused));
+    }
+    Ok(json)
 }
 
 fn checkpoint_state_code(state: &CheckpointState) -> (&'static str, Option<i64>) {
@@ -611,7 +586,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             let list: Vec<Value> = incidents
                 .iter()
                 .map(|i| incident_json(&i.state, i.pending, i.rejected.as_deref()))
-                .collect();
+                .collect::<Result<_>>()?;
             match (incident.is_some(), json.json) {
                 (true, true) => outln!("{}", list.first().unwrap_or(&Value::Null)),
                 (true, false) => {
@@ -628,7 +603,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             let i = store.act_on_incident(incident, action.action()?)?;
             outln!(
                 "{}",
-                show::incident_detail(&incident_json(&i.state, i.pending, i.rejected.as_deref()))
+                show::incident_detail(&incident_json(&i.state, i.pending, i.rejected.as_deref())?)
             );
         }
         DeviceCommand::Config(JsonArg { json }) => match store.site_config()? {

@@ -98,7 +98,8 @@ fn incident_sync(incident: &Value) -> String {
     }
 }
 
-/// One incident in full: its fields, one a line, then its notes and attachments as tables.
+/// One incident in full: its fields, one a line, then its notes, attachments and history (who
+/// did what, when, in the reader's time zone) as tables.
 pub fn incident_detail(i: &Value) -> String {
     let mut lines = vec![
         format!("incident     {}", text_field(&i["id"])),
@@ -143,6 +144,19 @@ pub fn incident_detail(i: &Value) -> String {
                     .as_u64()
                     .map_or_else(|| NONE.to_owned(), |s| s.to_string()),
                 text_field(&a["sha256"]),
+            ]);
+        }
+        lines.push(String::new());
+        lines.push(render(&mut t));
+    }
+    let history = i["history"].as_array().cloned().unwrap_or_default();
+    if !history.is_empty() {
+        let mut t = table(&["HISTORY AT", "BY", "WHAT"]);
+        for h in &history {
+            t.add_row(vec![
+                local_field(&h["at"]),
+                party(&h["by"]),
+                text_field(&h["what"]),
             ]);
         }
         lines.push(String::new());

@@ -16,9 +16,11 @@ use patrol_core::{EventId, IncidentId, SiteId};
 use super::auth::get_site;
 use super::{execute, query, query_one, query_opt, to_i64, to_u64};
 use crate::store::access;
-use crate::store::collab::{Answered, NewConfig, awaited_alarms, next_config, stored_config};
+use crate::store::collab::{
+    Answered, NewConfig, OwedIncidents, awaited_alarms, next_config, owed_incidents, stored_config,
+};
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
-use crate::store::rows::{read_device_id, read_incident_id};
+use crate::store::rows::{read_device_id, read_incident_id, read_site_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentPush, IncidentQuery,
     OperatorAction, StoreError, StoredConfig,
@@ -68,8 +70,8 @@ async fn insert_incident<C: GenericClient>(
     let inserted = execute(
         c,
         "INSERT INTO incidents (site_id, incident_id, doc, heads, status, round, severity,
-             category, assignee, reported_at, created_at, updated_at, state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12)
+             category, assignee, reported_at, created_at, updated_at, state, state_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13)
          ON CONFLICT (site_id, incident_id) DO NOTHING",
         &[
             &site.as_str(),
@@ -84,6 +86,7 @@ async fn insert_incident<C: GenericClient>(
             &row.reported_at_ms,
             &at_ms,
             &row.state,
+            &incident::STATE_VERSION,
         ],
     )
     .await?;
@@ -101,7 +104,8 @@ async fn update_incident<C: GenericClient>(
     execute(
         c,
         "UPDATE incidents SET doc = $3, heads = $4, status = $5, round = $6, severity = $7,
-             category = $8, assignee = $9, reported_at = $10, updated_at = $11, state = $12
+             category = $8, assignee = $9, reported_at = $10, updated_at = $11, state = $12,
+             state_version = $13
          WHERE site_id = $1 AND incident_id = $2",
         &[
             &site.as_str(),
@@ -116,10 +120,80 @@ async fn update_incident<C: GenericClient>(
             &row.reported_at_ms,
             &at_ms,
             &row.state,
+            &incident::STATE_VERSION,
         ],
     )
     .await?;
     Ok(())
+}
+
+/// Recomputes the projection of every incident stored with an older state JSON than
+/// [`incident::STATE_VERSION`] (migration 0009), at start, in batches each in its own
+/// transaction with the batch's rows locked (an instance already serving may write one
+/// meanwhile; instances starting at once wait for each other's batch). A document that does
+/// not load keeps its row as it was, and says so in the log: the others are refreshed and the
+/// server starts. Returns how many were refreshed.
+pub(super) async fn refresh_incident_states(
+    client: &mut deadpool_postgres::Client,
+) -> Result<u64, StoreError> {
+    let mut after = (String::new(), String::new());
+    let mut refreshed = 0;
+    loop {
+        let tx = client.transaction().await?;
+        let stale = query(
+            &tx,
+            "SELECT site_id, incident_id, doc, updated_at FROM incidents
+             WHERE state_version < $1 AND (site_id, incident_id) > ($2, $3)
+             ORDER BY site_id, incident_id LIMIT $4 FOR NO KEY UPDATE",
+            &[
+                &incident::STATE_VERSION,
+                &after.0,
+                &after.1,
+                &incident::REFRESH_BATCH,
+            ],
+        )
+        .await?;
+        let Some(last) = stale.last() else {
+            tx.commit().await?;
+            return Ok(refreshed);
+        };
+        after = (last.try_get(0)?, last.try_get(1)?);
+        for row in &stale {
+            let site = read_site_id(row.try_get(0)?)?;
+            let id = read_incident_id(row.try_get(1)?)?;
+            let bytes: &[u8] = row.try_get(2)?;
+            let updated_at_ms: i64 = row.try_get(3)?;
+            let fresh = match incident::refreshed_row(&site, id, bytes, updated_at_ms) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    tracing::warn!(%site, incident = %id, error = %e,
+                        "incident state not recomputed; it is served as stored");
+                    continue;
+                }
+            };
+            execute(
+                &tx,
+                "UPDATE incidents SET status = $3, round = $4, severity = $5, category = $6,
+                     assignee = $7, reported_at = $8, state = $9, state_version = $10
+                 WHERE site_id = $1 AND incident_id = $2",
+                &[
+                    &site.as_str(),
+                    &id.to_string(),
+                    &fresh.status,
+                    &i64::from(fresh.round),
+                    &fresh.severity,
+                    &fresh.category,
+                    &fresh.assignee,
+                    &fresh.reported_at_ms,
+                    &fresh.state,
+                    &incident::STATE_VERSION,
+                ],
+            )
+            .await?;
+            refreshed += 1;
+        }
+        tx.commit().await?;
+    }
 }
 
 /// Merges one incident push inside the write transaction, locking the incident's row.
@@ -204,8 +278,9 @@ pub(super) async fn write_collab<C: GenericClient>(
     Ok(answer)
 }
 
-/// What a sync answers beyond the pushed documents: the open incidents the device takes part in
-/// and did not push (whole), a newer configuration, and acknowledgements of its alarms.
+/// What a sync answers beyond the pushed documents: the open incidents it is owed
+/// ([`owed_incidents`]) and did not push (whole), a newer configuration, and acknowledgements
+/// of its alarms.
 pub(super) async fn sync_extras<C: GenericClient>(
     c: &C,
     sync: &CollabSync,
@@ -214,25 +289,37 @@ pub(super) async fn sync_extras<C: GenericClient>(
 ) -> Result<(), StoreError> {
     let site = &sync.site;
     let device = sync.device.to_string();
-    let guard = sync.guard.as_ref().map(|g| g.as_str());
-    let rows = query(
-        c,
-        "SELECT incident_id, doc FROM incidents
-         WHERE site_id = $1 AND status <> 'closed' AND (
-             incident_id IN (SELECT incident_id FROM incident_participants
-                             WHERE site_id = $1 AND device_id = $2)
-             OR (assignee IS NOT NULL AND assignee = $3::text))
-         ORDER BY incident_id",
-        &[&site.as_str(), &device, &guard],
-    )
-    .await?;
+    // Through the index of open incidents (migration 0009); the documents of those the device
+    // pushed are not read.
+    let pushed_ids: Vec<String> = pushed.iter().map(ToString::to_string).collect();
+    let rows = match owed_incidents(sync) {
+        OwedIncidents::EveryOpen => {
+            query(
+                c,
+                "SELECT incident_id, doc FROM incidents
+                 WHERE site_id = $1 AND status <> 'closed' AND incident_id <> ALL($2)
+                 ORDER BY incident_id",
+                &[&site.as_str(), &pushed_ids],
+            )
+            .await?
+        }
+        OwedIncidents::TakenPart { device } => {
+            query(
+                c,
+                "SELECT incident_id, doc FROM incidents
+                 WHERE site_id = $1 AND status <> 'closed' AND incident_id <> ALL($2)
+                   AND incident_id IN (SELECT incident_id FROM incident_participants
+                                       WHERE site_id = $1 AND device_id = $3)
+                 ORDER BY incident_id",
+                &[&site.as_str(), &pushed_ids, &device],
+            )
+            .await?
+        }
+    };
     let actor = incident::server_actor(site);
     for row in rows {
         let id: String = row.try_get(0)?;
         let incident = read_incident_id(&id)?;
-        if pushed.contains(&incident) {
-            continue;
-        }
         let bytes: &[u8] = row.try_get(1)?;
         answer
             .incidents

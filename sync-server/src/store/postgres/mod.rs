@@ -227,6 +227,10 @@ impl PostgresStore {
             let tx = client.transaction().await?;
             auth::revoke_refused_keys(&tx, crate::now_ms()).await?;
             tx.commit().await?;
+            let refreshed = collab::refresh_incident_states(&mut client).await?;
+            if refreshed > 0 {
+                tracing::info!(refreshed, "recomputed stored incident states");
+            }
         }
         let notifier = Arc::new(Notifier::default());
         let (ready, listening) = oneshot::channel();

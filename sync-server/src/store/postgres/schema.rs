@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_docs_by_device.sql"),
     include_str!("migrations/0007_corrected_time_and_flags.sql"),
     include_str!("migrations/0008_shift_summaries.sql"),
+    include_str!("migrations/0009_incident_history.sql"),
 ];
 
 /// The advisory lock key migrations run under (any constant; this is "patrol" in ASCII).
@@ -339,6 +340,75 @@ mod tests {
                 .ok_or("site")?;
             assert_eq!(page.events, expected, "{filter:?}");
         }
+        Ok(())
+    }
+
+    /// Migration 9: an incident stored before it (its state JSON without `history`) is served
+    /// after it exactly as a fresh store serves the same document: its projection is recomputed
+    /// from the document when the server starts, once.
+    #[tokio::test]
+    async fn migration_9_recomputes_incidents_stored_before() -> TestResult {
+        use crate::store::IncidentQuery;
+        use crate::store::incident::testing::old_incident;
+        let Some(db) = ScratchDatabase::create().await? else {
+            return Ok(());
+        };
+        let site = patrol_core::SiteId::new("site-1")?;
+        let old = old_incident(&site)?;
+        let pool = pool(&db).await?;
+        let mut client = pool.get().await?;
+        // Every migration before this one (0009).
+        migrate(&mut client, 8).await?;
+        client
+            .execute(
+                "INSERT INTO sites (site_id, name, next_seq, created_at)
+                 VALUES ('site-1', 's', 1, 0)",
+                &[],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO incidents (site_id, incident_id, doc, heads, status, round,
+                     severity, category, assignee, reported_at, created_at, updated_at, state)
+                 VALUES ('site-1', $1, $2, $3, $4, $5, $6, $7, NULL, $8, 4000, $9, $10)",
+                &[
+                    &old.id.to_string(),
+                    &old.row.doc,
+                    &old.row.heads,
+                    &old.row.status,
+                    &i64::from(old.row.round),
+                    &old.row.severity,
+                    &old.row.category,
+                    &old.row.reported_at_ms,
+                    &old.updated_at_ms,
+                    &old.old_state,
+                ],
+            )
+            .await?;
+        drop(client);
+
+        let store = PostgresStore::connect(db.url(), PostgresOptions::default()).await?;
+        assert_eq!(store.incident(site.clone(), old.id).await?, old.row.state);
+        let list = store
+            .incidents(
+                site,
+                IncidentQuery {
+                    status: None,
+                    limit: 10,
+                },
+            )
+            .await?;
+        assert_eq!(list.incidents, vec![old.row.state.clone()]);
+        let stale: i64 = pool
+            .get()
+            .await?
+            .query_one(
+                "SELECT COUNT(*) FROM incidents WHERE state_version < 1",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        assert_eq!(stale, 0, "recomputed once, not at every start");
         Ok(())
     }
 

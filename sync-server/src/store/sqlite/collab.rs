@@ -10,14 +10,16 @@ use std::collections::HashSet;
 use patrol_core::protocol::{AlarmAck, ConfigUpdate};
 use patrol_core::siteconfig::SiteConfig;
 use patrol_core::{EventId, IncidentId, SiteId};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::auth::get_site;
 use super::to_i64;
 use crate::store::access;
-use crate::store::collab::{Answered, NewConfig, awaited_alarms, next_config, stored_config};
+use crate::store::collab::{
+    Answered, NewConfig, OwedIncidents, awaited_alarms, next_config, owed_incidents, stored_config,
+};
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
-use crate::store::rows::{read_device_id, read_incident_id};
+use crate::store::rows::{read_device_id, read_incident_id, read_site_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentQuery, OperatorAction,
     StoreError, StoredConfig,
@@ -59,13 +61,14 @@ fn put_incident(
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO incidents (site_id, incident_id, doc, heads, status, round, severity,
-             category, assignee, reported_at, created_at, updated_at, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)
+             category, assignee, reported_at, created_at, updated_at, state, state_version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)
          ON CONFLICT (site_id, incident_id) DO UPDATE SET
              doc = excluded.doc, heads = excluded.heads, status = excluded.status,
              round = excluded.round, severity = excluded.severity, category = excluded.category,
              assignee = excluded.assignee, reported_at = excluded.reported_at,
-             updated_at = excluded.updated_at, state = excluded.state",
+             updated_at = excluded.updated_at, state = excluded.state,
+             state_version = excluded.state_version",
     )?
     .execute(params![
         site.as_str(),
@@ -80,8 +83,73 @@ fn put_incident(
         row.reported_at_ms,
         at_ms,
         row.state,
+        incident::STATE_VERSION,
     ])?;
     Ok(())
+}
+
+/// Recomputes the projection of every incident stored with an older state JSON than
+/// [`incident::STATE_VERSION`] (migration 0013), at start, in batches each in its own IMMEDIATE
+/// transaction. A document that does not load keeps its row as it was, and says so in the log:
+/// the others are refreshed and the server starts. Returns how many were refreshed.
+pub(super) fn refresh_incident_states(conn: &mut Connection) -> Result<u64, StoreError> {
+    let mut after = (String::new(), String::new());
+    let mut refreshed = 0;
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let stale: Vec<(String, String, Vec<u8>, i64)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT site_id, incident_id, doc, updated_at FROM incidents
+                 WHERE state_version < ?1 AND (site_id, incident_id) > (?2, ?3)
+                 ORDER BY site_id, incident_id LIMIT ?4",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    incident::STATE_VERSION,
+                    after.0,
+                    after.1,
+                    incident::REFRESH_BATCH
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let Some((site, id, _, _)) = stale.last() else {
+            return Ok(refreshed);
+        };
+        after = (site.clone(), id.clone());
+        for (site, id, doc, updated_at_ms) in &stale {
+            let site = read_site_id(site)?;
+            let id = read_incident_id(id)?;
+            let row = match incident::refreshed_row(&site, id, doc, *updated_at_ms) {
+                Ok(row) => row,
+                Err(e) => {
+                    tracing::warn!(%site, incident = %id, error = %e,
+                        "incident state not recomputed; it is served as stored");
+                    continue;
+                }
+            };
+            tx.prepare_cached(
+                "UPDATE incidents SET status = ?3, round = ?4, severity = ?5, category = ?6,
+                     assignee = ?7, reported_at = ?8, state = ?9, state_version = ?10
+                 WHERE site_id = ?1 AND incident_id = ?2",
+            )?
+            .execute(params![
+                site.as_str(),
+                id.to_string(),
+                row.status,
+                row.round,
+                row.severity,
+                row.category,
+                row.assignee,
+                row.reported_at_ms,
+                row.state,
+                incident::STATE_VERSION,
+            ])?;
+            refreshed += 1;
+        }
+        tx.commit()?;
+    }
 }
 
 /// The write transaction of a sync request's incident pushes and its answer. Writes only what a
@@ -135,8 +203,9 @@ pub(super) fn write_collab(tx: &Connection, sync: &CollabSync) -> Result<CollabA
     Ok(answer)
 }
 
-/// What a sync answers beyond the pushed documents: the open incidents the device takes part in
-/// and did not push (whole), a newer configuration, and acknowledgements of its alarms.
+/// What a sync answers beyond the pushed documents: the open incidents it is owed
+/// ([`owed_incidents`]) and did not push (whole), a newer configuration, and acknowledgements
+/// of its alarms.
 pub(super) fn sync_extras(
     conn: &Connection,
     sync: &CollabSync,
@@ -144,26 +213,26 @@ pub(super) fn sync_extras(
     answer: &mut CollabAnswer,
 ) -> Result<(), StoreError> {
     let site = &sync.site;
-    let ids: Vec<String> = {
-        let mut stmt = conn.prepare_cached(
-            "SELECT incident_id FROM incidents
-             WHERE site_id = ?1 AND status <> 'closed' AND incident_id IN (
-                 SELECT incident_id FROM incident_participants
-                 WHERE site_id = ?1 AND device_id = ?2)
-             UNION
-             SELECT incident_id FROM incidents
-             WHERE site_id = ?1 AND status <> 'closed' AND assignee IS NOT NULL AND assignee = ?3
-             ORDER BY incident_id",
-        )?;
-        let rows = stmt.query_map(
-            params![
-                site.as_str(),
-                sync.device.to_string(),
-                sync.guard.as_ref().map(|g| g.as_str())
-            ],
-            |r| r.get(0),
-        )?;
-        rows.collect::<Result<_, _>>()?
+    // Through the index of open incidents (migration 0013); the documents of those the device
+    // pushed are not read.
+    let ids: Vec<String> = match owed_incidents(sync) {
+        OwedIncidents::EveryOpen => conn
+            .prepare_cached(
+                "SELECT incident_id FROM incidents WHERE site_id = ?1 AND status <> 'closed'
+                 ORDER BY incident_id",
+            )?
+            .query_map(params![site.as_str()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+        OwedIncidents::TakenPart { device } => conn
+            .prepare_cached(
+                "SELECT incident_id FROM incidents
+                 WHERE site_id = ?1 AND status <> 'closed' AND incident_id IN (
+                     SELECT incident_id FROM incident_participants
+                     WHERE site_id = ?1 AND device_id = ?2)
+                 ORDER BY incident_id",
+            )?
+            .query_map(params![site.as_str(), device], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
     };
     let actor = incident::server_actor(site);
     for id in ids {

@@ -137,6 +137,10 @@ impl SqliteStore {
         let mut writer = open_connection(&path)?;
         migrate(&mut writer, MIGRATIONS.len())?;
         auth::revoke_refused_keys(&mut writer, crate::now_ms())?;
+        let refreshed = collab::refresh_incident_states(&mut writer)?;
+        if refreshed > 0 {
+            tracing::info!(refreshed, "recomputed stored incident states");
+        }
         // The checkpoint thread copies the WAL into the database file, beside the writer.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;

@@ -24,6 +24,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_docs_by_device.sql"),
     include_str!("migrations/0011_corrected_time_and_flags.sql"),
     include_str!("migrations/0012_shift_summaries.sql"),
+    include_str!("migrations/0013_incident_history.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
@@ -351,8 +352,8 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("p.db");
         let mut conn = open_connection(&path)?;
-        // Every migration before this one.
-        migrate(&mut conn, MIGRATIONS.len() - 1)?;
+        // Every migration before this one (0012).
+        migrate(&mut conn, 11)?;
         let device = "0195a1b2-0000-7000-8000-000000000001";
         let (ended, open) = (
             "0195a1b2-0000-7000-8000-00000000000a",
@@ -600,6 +601,70 @@ mod tests {
             assert_eq!(on_upgraded.events.len(), found, "{filter:?}");
             assert_eq!(on_upgraded.events, on_fresh.events, "{filter:?}");
         }
+        Ok(())
+    }
+
+    /// Migration 13: an incident stored before it (its state JSON without `history`) is served
+    /// after it exactly as a fresh store serves the same document: its projection is recomputed
+    /// from the document when the server starts, once.
+    #[tokio::test]
+    async fn migration_13_recomputes_incidents_stored_before() -> TestResult {
+        use crate::store::IncidentQuery;
+        use crate::store::incident::testing::old_incident;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let site = SiteId::new("site-1")?;
+        let old = old_incident(&site)?;
+        let mut conn = open_connection(&path)?;
+        // Every migration before this one (0013).
+        migrate(&mut conn, 12)?;
+        conn.execute(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 1, 0)",
+            [],
+        )?;
+        conn.execute(
+            "INSERT INTO incidents (site_id, incident_id, doc, heads, status, round, severity,
+                 category, assignee, reported_at, created_at, updated_at, state)
+             VALUES ('site-1', ?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, 4000, ?9, ?10)",
+            params![
+                old.id.to_string(),
+                old.row.doc,
+                old.row.heads,
+                old.row.status,
+                old.row.round,
+                old.row.severity,
+                old.row.category,
+                old.row.reported_at_ms,
+                old.updated_at_ms,
+                old.old_state,
+            ],
+        )?;
+        drop(conn);
+
+        let store = SqliteStore::open(&path)?;
+        assert_eq!(store.incident(site.clone(), old.id).await?, old.row.state);
+        let list = store
+            .incidents(
+                site.clone(),
+                IncidentQuery {
+                    status: None,
+                    limit: 10,
+                },
+            )
+            .await?;
+        assert_eq!(list.incidents, vec![old.row.state.clone()]);
+        let history: serde_json::Value = serde_json::from_str(&list.incidents[0])?;
+        assert_eq!(history["history"].as_array().map(Vec::len), Some(3));
+        let stale: i64 = store
+            .write(|conn| {
+                Ok(conn.query_row(
+                    "SELECT COUNT(*) FROM incidents WHERE state_version < 1",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await?;
+        assert_eq!(stale, 0, "recomputed once, not at every start");
         Ok(())
     }
 
