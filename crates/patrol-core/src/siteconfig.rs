@@ -706,13 +706,27 @@ mod v1 {
         post_orders: Vec<PostOrder>,
     }
 
+    /// A checkpoint of the first and second encodings.
     #[derive(Deserialize)]
-    struct Checkpoint {
+    pub(super) struct Checkpoint {
         id: CheckpointId,
         name: String,
         tags: Vec<String>,
         location: Option<Location>,
         radius_m: Option<f32>,
+    }
+
+    impl From<Checkpoint> for super::Checkpoint {
+        fn from(cp: Checkpoint) -> Self {
+            super::Checkpoint {
+                id: cp.id,
+                name: cp.name,
+                tags: cp.tags,
+                location: cp.location,
+                radius_m: cp.radius_m,
+                methods: Vec::new(),
+            }
+        }
     }
 
     #[derive(Deserialize)]
@@ -753,18 +767,7 @@ mod v1 {
                 site: c.site,
                 version: c.version,
                 time_zone: super::SiteZone::UTC,
-                checkpoints: c
-                    .checkpoints
-                    .into_iter()
-                    .map(|cp| super::Checkpoint {
-                        id: cp.id,
-                        name: cp.name,
-                        tags: cp.tags,
-                        location: cp.location,
-                        radius_m: cp.radius_m,
-                        methods: Vec::new(),
-                    })
-                    .collect(),
+                checkpoints: c.checkpoints.into_iter().map(Into::into).collect(),
                 tours: c
                     .tours
                     .into_iter()
@@ -800,7 +803,6 @@ mod v2 {
     use serde::Deserialize;
 
     use super::{ScheduleRule, SiteZone, Window};
-    use crate::event::Location;
     use crate::ids::{CheckpointId, SiteId};
 
     #[derive(Deserialize)]
@@ -808,18 +810,9 @@ mod v2 {
         site: SiteId,
         version: u64,
         time_zone: SiteZone,
-        checkpoints: Vec<Checkpoint>,
+        checkpoints: Vec<super::v1::Checkpoint>,
         tours: Vec<Tour>,
         post_orders: Vec<super::v1::PostOrder>,
-    }
-
-    #[derive(Deserialize)]
-    struct Checkpoint {
-        id: CheckpointId,
-        name: String,
-        tags: Vec<String>,
-        location: Option<Location>,
-        radius_m: Option<f32>,
     }
 
     #[derive(Deserialize)]
@@ -838,18 +831,7 @@ mod v2 {
                 site: c.site,
                 version: c.version,
                 time_zone: c.time_zone,
-                checkpoints: c
-                    .checkpoints
-                    .into_iter()
-                    .map(|cp| super::Checkpoint {
-                        id: cp.id,
-                        name: cp.name,
-                        tags: cp.tags,
-                        location: cp.location,
-                        radius_m: cp.radius_m,
-                        methods: Vec::new(),
-                    })
-                    .collect(),
+                checkpoints: c.checkpoints.into_iter().map(Into::into).collect(),
                 tours: c
                     .tours
                     .into_iter()
