@@ -42,7 +42,9 @@ pub const MAX_AT_TIMES: usize = 288;
 /// The longest span [`windows_between`] expands in one call.
 pub const MAX_SPAN_MS: i64 = 400 * 24 * 3_600_000;
 
-fn bad(what: &'static str, reason: impl Into<String>) -> ValidationError {
+/// A configuration value refused, with the reason (schedules and the rest of the site
+/// configuration alike).
+pub(crate) fn bad(what: &'static str, reason: impl Into<String>) -> ValidationError {
     ValidationError::BadId {
         what,
         reason: reason.into(),

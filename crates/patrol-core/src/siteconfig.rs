@@ -229,7 +229,8 @@ pub struct SiteRules {
 impl Default for SiteRules {
     fn default() -> Self {
         SiteRules {
-            clock_skew_threshold_secs: 120,
+            clock_skew_threshold_secs: (crate::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS / 1000)
+                as u32,
             padding_within_min: 10,
             max_speed_kmh: 25,
             cloned_tag_within_secs: 60,
@@ -279,12 +280,7 @@ impl SiteRules {
     }
 }
 
-fn bad(what: &'static str, reason: impl Into<String>) -> ValidationError {
-    ValidationError::BadId {
-        what,
-        reason: reason.into(),
-    }
-}
+use crate::schedule::bad;
 
 impl SiteConfig {
     /// An empty configuration (version 0) for a new site.
@@ -565,6 +561,29 @@ pub enum CheckpointState {
     DoneLate { at_ms: i64 },
     /// Not scanned by the end of the grace period.
     Missed,
+}
+
+impl CheckpointState {
+    /// The state's name for programs (`--json`, the app): `upcoming`, `due`, `late`, `done`,
+    /// `done_late` or `missed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CheckpointState::Upcoming => "upcoming",
+            CheckpointState::Due => "due",
+            CheckpointState::Late => "late",
+            CheckpointState::Done { .. } => "done",
+            CheckpointState::DoneLate { .. } => "done_late",
+            CheckpointState::Missed => "missed",
+        }
+    }
+
+    /// When the checkpoint was scanned, for a state that has a scan.
+    pub fn scanned_at_ms(&self) -> Option<i64> {
+        match self {
+            CheckpointState::Done { at_ms } | CheckpointState::DoneLate { at_ms } => Some(*at_ms),
+            _ => None,
+        }
+    }
 }
 
 /// In words; a scan's time is left to the caller, who knows the reader's time zone.

@@ -1,6 +1,6 @@
 //! The site configuration the phone holds, tag scans resolved through it, and tour progress.
 
-use patrol_core::siteconfig::{CheckpointState, ScanFlag, SiteConfig, WindowProgress};
+use patrol_core::siteconfig::{ScanFlag, SiteConfig, WindowProgress};
 use patrol_core::{EventId, Scan, ScanMethod};
 
 use super::device::{PatrolDevice, lock};
@@ -104,20 +104,10 @@ impl From<WindowProgress> for FfiWindowProgress {
             checkpoints: w
                 .checkpoints
                 .into_iter()
-                .map(|(cp, state)| {
-                    let (state, at_ms) = match state {
-                        CheckpointState::Upcoming => ("upcoming", None),
-                        CheckpointState::Due => ("due", None),
-                        CheckpointState::Late => ("late", None),
-                        CheckpointState::Done { at_ms } => ("done", Some(at_ms)),
-                        CheckpointState::DoneLate { at_ms } => ("done_late", Some(at_ms)),
-                        CheckpointState::Missed => ("missed", None),
-                    };
-                    FfiCheckpointProgress {
-                        checkpoint_id: cp.to_string(),
-                        state: state.into(),
-                        at_ms,
-                    }
+                .map(|(cp, state)| FfiCheckpointProgress {
+                    checkpoint_id: cp.to_string(),
+                    state: state.code().into(),
+                    at_ms: state.scanned_at_ms(),
                 })
                 .collect(),
         }

@@ -287,9 +287,7 @@ impl DeviceStore {
     pub fn tour_progress(&self, tour: &str, now_ms: i64) -> Result<Vec<WindowProgress>> {
         let config = self.site_config()?.ok_or(Error::NoSiteConfig)?;
         let tour = config
-            .tours
-            .iter()
-            .find(|t| t.id == tour)
+            .tour(tour)
             .ok_or_else(|| Error::UnknownTour(tour.to_owned()))?;
         let scans: Vec<(CheckpointId, i64)> = self
             .events(None)?

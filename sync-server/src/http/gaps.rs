@@ -162,12 +162,24 @@ pub fn changes(
 ) -> Vec<GapAlert> {
     let guard = d.guard.as_ref().map(|g| g.to_string());
     let shift = d.latest_shift.as_ref().map(|s| s.shift.to_string());
-    let alert = |kind: GapKind, data: serde_json::Value| GapAlert {
-        site: site.clone(),
-        device: d.device,
-        guard: guard.clone(),
-        kind,
-        data,
+    // Every announcement names the site, device, guard and shift; `fields` adds its own.
+    let alert = |kind: GapKind, shift_id: Option<String>, fields: serde_json::Value| {
+        let mut data = json!({
+            "site_id": site.as_str(),
+            "device_id": d.device.to_string(),
+            "guard": guard,
+            "shift_id": shift_id,
+        });
+        if let (Some(data), serde_json::Value::Object(fields)) = (data.as_object_mut(), fields) {
+            data.extend(fields);
+        }
+        GapAlert {
+            site: site.clone(),
+            device: d.device,
+            guard: guard.clone(),
+            kind,
+            data,
+        }
     };
     let mut out = Vec::new();
     if let Some(since) = before.silent_since_ms
@@ -175,11 +187,8 @@ pub fn changes(
     {
         out.push(alert(
             GapKind::DeviceBack,
+            shift.clone(),
             json!({
-                "site_id": site.as_str(),
-                "device_id": d.device.to_string(),
-                "guard": guard,
-                "shift_id": shift,
                 "silent_since": format_time_ms(since),
                 "back_at": format_time_ms(d.last_sync_at_ms),
             }),
@@ -190,11 +199,8 @@ pub fn changes(
     {
         out.push(alert(
             GapKind::DeviceSilent,
+            shift.clone(),
             json!({
-                "site_id": site.as_str(),
-                "device_id": d.device.to_string(),
-                "guard": guard,
-                "shift_id": shift,
                 "silent_since": format_time_ms(since),
                 "no_contact_after_secs": config.no_contact_after.as_secs(),
                 "as_of": format_time_ms(now_ms),
@@ -207,11 +213,8 @@ pub fn changes(
         let started = d.open_shift().and_then(|s| s.started_at_ms);
         out.push(alert(
             GapKind::ShiftOverdue,
+            Some(overdue.to_string()),
             json!({
-                "site_id": site.as_str(),
-                "device_id": d.device.to_string(),
-                "guard": guard,
-                "shift_id": overdue.to_string(),
                 "started_at": started.map(format_time_ms),
                 "shift_overdue_after_secs": config.shift_overdue_after.as_secs(),
                 "as_of": format_time_ms(now_ms),

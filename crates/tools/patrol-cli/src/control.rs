@@ -12,8 +12,8 @@ use patrol_core::{DeviceId, EventId, GuardId, IncidentId, Severity, ShiftId, Sit
 use patrol_mobile::sync::DEFAULT_TIMEOUT;
 use serde_json::{Value, json};
 
-use crate::TransportArgs;
 use crate::show::{self, NONE, local_field, local_text, text_field};
+use crate::{JsonArg, TransportArgs};
 use patrol_term::shown;
 
 #[derive(Args, Debug)]
@@ -29,14 +29,6 @@ pub struct ControlArgs {
     transport: TransportArgs,
     #[command(subcommand)]
     command: ControlCommand,
-}
-
-/// `--json`: one JSON document on stdout instead of a table.
-#[derive(Args, Debug)]
-struct JsonArg {
-    /// Print one JSON document instead of a table (fields in docs/cli.md; times RFC 3339 UTC).
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use patrol_core::incident::{Attachment, IncidentAction, IncidentState};
 use patrol_core::incident_view::IncidentView;
-use patrol_core::siteconfig::{CheckpointState, ScanFlag, SiteZone};
+use patrol_core::siteconfig::{ScanFlag, SiteZone};
 use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity,
@@ -17,8 +17,8 @@ use patrol_mobile::sync::DEFAULT_TIMEOUT;
 use patrol_mobile::{AlarmState, DeviceStore, RecordOptions, StoreOptions, SyncClient};
 use serde_json::{Value, json};
 
-use crate::TransportArgs;
 use crate::show::{self, NONE, local_ms, rfc3339_ms};
+use crate::{JsonArg, TransportArgs};
 use patrol_term::shown;
 
 #[derive(Args, Debug)]
@@ -30,14 +30,6 @@ pub struct DeviceArgs {
     transport: TransportArgs,
     #[command(subcommand)]
     command: DeviceCommand,
-}
-
-/// `--json`: one JSON document on stdout instead of a table (fields in docs/cli.md).
-#[derive(Args, Debug)]
-struct JsonArg {
-    /// Print one JSON document instead of a table (fields in docs/cli.md; times RFC 3339 UTC).
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -349,17 +341,6 @@ fn incident_json(s: &IncidentState, pending: bool, refused: Option<&str>) -> Res
     Ok(json)
 }
 
-fn checkpoint_state_code(state: &CheckpointState) -> (&'static str, Option<i64>) {
-    match state {
-        CheckpointState::Upcoming => ("upcoming", None),
-        CheckpointState::Due => ("due", None),
-        CheckpointState::Late => ("late", None),
-        CheckpointState::Done { at_ms } => ("done", Some(*at_ms)),
-        CheckpointState::DoneLate { at_ms } => ("done_late", Some(*at_ms)),
-        CheckpointState::Missed => ("missed", None),
-    }
-}
-
 pub async fn device(args: DeviceArgs) -> Result<()> {
     if let DeviceCommand::Enroll { server, code } = &args.command {
         // Checked before the code is spent.
@@ -630,7 +611,8 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                             .checkpoints
                             .iter()
                             .map(|(cp, state)| {
-                                let (state, at) = checkpoint_state_code(state);
+                                let at = state.scanned_at_ms();
+                                let state = state.code();
                                 json!({
                                     "checkpoint": cp,
                                     "state": state,
@@ -670,7 +652,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                 ]);
                 for w in &windows {
                     for (cp, state) in &w.checkpoints {
-                        let (_, at) = checkpoint_state_code(state);
+                        let at = state.scanned_at_ms();
                         t.add_row(vec![
                             show::site_ms(zone, w.window.start_ms),
                             show::site_ms(zone, w.window.end_ms),

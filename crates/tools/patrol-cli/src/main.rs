@@ -61,6 +61,14 @@ enum Command {
 
 /// How the server may be reached: `https://` (checked against the system's certificate roots
 /// or `--ca-cert`), and `http://` only on this machine unless `--allow-plain-http`.
+/// `--json`: one JSON document on stdout instead of a table.
+#[derive(Args, Debug)]
+pub struct JsonArg {
+    /// Print one JSON document instead of a table (fields in docs/cli.md; times RFC 3339 UTC).
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct TransportArgs {
     /// Trust only the PEM certificates in FILE for the server's HTTPS (the site's own

@@ -14,10 +14,7 @@ pub use patrol_term::{NONE, local_ms, local_time, render, table};
 /// Milliseconds since the epoch in a site's time zone, with the offset, as [`local_time`]
 /// writes times: tour windows are shown as the site's schedule is written.
 pub fn site_ms(zone: SiteZone, ms: i64) -> String {
-    zone.local(ms).map_or_else(
-        || ms.to_string(),
-        |t| patrol_term::time_in(t.to_utc(), &t.timezone()),
-    )
+    patrol_term::ms_in(ms, &zone.tz())
 }
 
 /// [`local_time`] of an RFC 3339 time from the server; other text as it is (made safe).
@@ -262,9 +259,10 @@ pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
     let r = &c.rules;
     lines.push(String::new());
     lines.push(format!(
-        "rules: clock off by more than {} s flagged; padding within {} min; faster than {} km/h \
-         flagged; one tag on two devices within {} s flagged; no contact after {} min; shift \
-         overdue after {} h; windows final {} h after their end",
+        // The site's thresholds as configured; the server applies them as its flag and
+        // compliance work lands (docs/protocol.md, "Site configuration").
+        "site thresholds: clock skew {} s; padding {} min; speed {} km/h; cloned tag {} s; no \
+         contact {} min; shift overdue {} h; windows final {} h after their end",
         r.clock_skew_threshold_secs,
         r.padding_within_min,
         r.max_speed_kmh,
@@ -287,14 +285,6 @@ pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_table_has_its_header_and_no_trailing_blanks() {
-        let mut t = table(&["SEQ", "KIND"]);
-        t.add_row(vec!["1", "shift_started"]);
-        t.add_row(vec!["12", "note"]);
-        assert_eq!(render(&mut t), "SEQ  KIND\n1    shift_started\n12   note");
-    }
 
     #[test]
     fn a_time_that_is_not_rfc3339_is_shown_as_it_is() {
