@@ -192,6 +192,41 @@ pub(super) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result
     Err(AppError::bad_request("invalid_query", message.to_owned()))
 }
 
+/// A query parameter's value; an empty one (`guard=`) counts as not given.
+pub(super) fn query_value(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+/// A time filter (`from`, `to`) as milliseconds since the epoch, from RFC 3339.
+pub(super) fn query_time(name: &str, v: &Option<String>) -> Result<Option<i64>, AppError> {
+    query_value(v)
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| {
+                    AppError::bad_request(
+                        "invalid_query",
+                        format!("{name} must be an RFC 3339 time, got {s:?}"),
+                    )
+                })
+        })
+        .transpose()
+}
+
+/// A page size: `default` when not given, else 1 to `max`.
+pub(super) fn query_limit(v: &Option<String>, default: u32, max: u32) -> Result<u32, AppError> {
+    match query_value(v) {
+        None => Ok(default),
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(AppError::bad_request(
+                "invalid_query",
+                format!("limit must be an integer from 1 to {max}, got {s:?}"),
+            )),
+        },
+    }
+}
+
 pub(super) fn site_from_path(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<SiteId, AppError> {

@@ -17,7 +17,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{AuthSession, AuthUser};
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    EventKind, FlagName, MAX_JSON_BODY_BYTES, SlugId, query_params, site_from_path,
+    EventKind, FlagName, MAX_JSON_BODY_BYTES, SlugId, query_limit, query_params, query_time,
+    query_value, site_from_path,
 };
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
@@ -122,36 +123,19 @@ struct FeedParams {
 
 /// The feed's filters, checked: times as RFC 3339, ids by their rules, kinds by name.
 fn parse_feed_filter(params: &FeedParams) -> Result<FeedFilter, AppError> {
-    fn present(v: &Option<String>) -> Option<&str> {
-        v.as_deref().filter(|s| !s.is_empty())
-    }
-    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, AppError> {
-        present(v)
-            .map(|s| {
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .map(|t| t.timestamp_millis())
-                    .map_err(|_| {
-                        AppError::bad_request(
-                            "invalid_query",
-                            format!("{name} must be an RFC 3339 time, got {s:?}"),
-                        )
-                    })
-            })
-            .transpose()
-    };
     let bad = |name: &str, e: &dyn std::fmt::Display| {
         AppError::bad_request("invalid_query", format!("{name}: {e}"))
     };
-    let guard = present(&params.guard)
+    let guard = query_value(&params.guard)
         .map(|g| GuardId::new(g).map_err(|e| bad("guard", &e)))
         .transpose()?;
-    let checkpoint = present(&params.checkpoint)
+    let checkpoint = query_value(&params.checkpoint)
         .map(|c| CheckpointId::new(c).map_err(|e| bad("checkpoint", &e)))
         .transpose()?;
-    let device = present(&params.device)
+    let device = query_value(&params.device)
         .map(|d| d.parse::<DeviceId>().map_err(|e| bad("device", &e)))
         .transpose()?;
-    let kind = present(&params.kind)
+    let kind = query_value(&params.kind)
         .map(|k| {
             if EventBody::KINDS.contains(&k) {
                 Ok(k.to_owned())
@@ -166,7 +150,7 @@ fn parse_feed_filter(params: &FeedParams) -> Result<FeedFilter, AppError> {
             }
         })
         .transpose()?;
-    let flag = present(&params.flag)
+    let flag = query_value(&params.flag)
         .map(|f| {
             if EventFlag::NAMES.contains(&f) {
                 Ok(f.to_owned())
@@ -182,8 +166,8 @@ fn parse_feed_filter(params: &FeedParams) -> Result<FeedFilter, AppError> {
         })
         .transpose()?;
     Ok(FeedFilter {
-        from_ms: time("from", &params.from)?,
-        to_ms: time("to", &params.to)?,
+        from_ms: query_time("from", &params.from)?,
+        to_ms: query_time("to", &params.to)?,
         guard: guard.map(|g| g.to_string()),
         device: device.map(|d| d.to_string()),
         kind,
@@ -202,18 +186,7 @@ fn parse_feed_params(params: &FeedParams) -> Result<(u64, u32), AppError> {
             )
         })?,
     };
-    let limit = match params.limit.as_deref() {
-        None | Some("") => DEFAULT_FEED_LIMIT,
-        Some(s) => match s.parse::<u32>() {
-            Ok(n) if (1..=MAX_FEED_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(AppError::bad_request(
-                    "invalid_query",
-                    format!("limit must be an integer from 1 to {MAX_FEED_LIMIT}, got {s:?}"),
-                ));
-            }
-        },
-    };
+    let limit = query_limit(&params.limit, DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT)?;
     Ok((after, limit))
 }
 

@@ -25,8 +25,8 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 use super::auth::{AuthUser, acting_operator};
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    JSON, MAX_CONTROL_JSON_BODY_BYTES, SlugId, json_body, not_blank_schema, query_params, site_and,
-    site_from_path,
+    JSON, MAX_CONTROL_JSON_BODY_BYTES, SlugId, json_body, not_blank_schema, query_limit,
+    query_params, site_and, site_from_path,
 };
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
@@ -106,18 +106,7 @@ fn parse_incident_params(params: IncidentParams) -> Result<IncidentQuery, AppErr
         None | Some("") => None,
         Some(s) => Some(parse_status(s)?),
     };
-    let limit = match params.limit.as_deref() {
-        None | Some("") => DEFAULT_INCIDENT_LIMIT,
-        Some(s) => match s.parse::<u32>() {
-            Ok(n) if (1..=MAX_INCIDENT_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(AppError::bad_request(
-                    "invalid_query",
-                    format!("limit must be an integer from 1 to {MAX_INCIDENT_LIMIT}, got {s:?}"),
-                ));
-            }
-        },
-    };
+    let limit = query_limit(&params.limit, DEFAULT_INCIDENT_LIMIT, MAX_INCIDENT_LIMIT)?;
     Ok(IncidentQuery { status, limit })
 }
 

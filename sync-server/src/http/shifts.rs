@@ -15,7 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::AuthUser;
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_JSON_BODY_BYTES, SlugId, query_params, site_and, site_from_path};
+use super::extract::{
+    MAX_JSON_BODY_BYTES, SlugId, query_limit, query_params, query_time, query_value, site_and,
+    site_from_path,
+};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::store::{ShiftQuery, ShiftSummary};
@@ -140,28 +143,16 @@ fn invalid(message: String) -> AppError {
 
 /// The listing's query, checked: times as RFC 3339, ids by their rules.
 fn parse_shift_query(params: &ShiftParams) -> Result<ShiftQuery, AppError> {
-    fn present(v: &Option<String>) -> Option<&str> {
-        v.as_deref().filter(|s| !s.is_empty())
-    }
-    let time = |name: &str, v: &Option<String>| -> Result<Option<i64>, AppError> {
-        present(v)
-            .map(|s| {
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .map(|t| t.timestamp_millis())
-                    .map_err(|_| invalid(format!("{name} must be an RFC 3339 time, got {s:?}")))
-            })
-            .transpose()
-    };
-    let guard = present(&params.guard)
+    let guard = query_value(&params.guard)
         .map(|g| GuardId::new(g).map_err(|e| invalid(format!("guard: {e}"))))
         .transpose()?;
-    let device = present(&params.device)
+    let device = query_value(&params.device)
         .map(|d| {
             d.parse::<DeviceId>()
                 .map_err(|e| invalid(format!("device: {e}")))
         })
         .transpose()?;
-    let after = present(&params.after)
+    let after = query_value(&params.after)
         .map(|a| {
             a.parse::<ShiftId>().map_err(|e| {
                 invalid(format!(
@@ -170,7 +161,7 @@ fn parse_shift_query(params: &ShiftParams) -> Result<ShiftQuery, AppError> {
             })
         })
         .transpose()?;
-    let open = match present(&params.open) {
+    let open = match query_value(&params.open) {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
@@ -180,22 +171,12 @@ fn parse_shift_query(params: &ShiftParams) -> Result<ShiftQuery, AppError> {
             )));
         }
     };
-    let limit = match present(&params.limit) {
-        None => DEFAULT_SHIFT_LIMIT,
-        Some(s) => match s.parse::<u32>() {
-            Ok(n) if (1..=MAX_SHIFT_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(invalid(format!(
-                    "limit must be an integer from 1 to {MAX_SHIFT_LIMIT}, got {s:?}"
-                )));
-            }
-        },
-    };
+    let limit = query_limit(&params.limit, DEFAULT_SHIFT_LIMIT, MAX_SHIFT_LIMIT)?;
     Ok(ShiftQuery {
         guard,
         device,
-        from_ms: time("from", &params.from)?,
-        to_ms: time("to", &params.to)?,
+        from_ms: query_time("from", &params.from)?,
+        to_ms: query_time("to", &params.to)?,
         open,
         after,
         limit,
