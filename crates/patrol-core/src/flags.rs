@@ -86,9 +86,11 @@ impl Delivery {
         corrected_time_ms(record.time.wall_ms, self.offset_ms, self.received_ms)
     }
 
-    /// The event's flags, in a stable order. The place where flags that need more than the
-    /// delivery (the site configuration, the guard's other scans) are to be added.
-    pub fn flags(&self, _record: &EventRecord) -> Vec<EventFlag> {
+    /// The flags of every event of this delivery, in a stable order: they depend on the
+    /// delivery alone, so a server computes them once per sync. Flags that would need more than
+    /// the delivery (the site configuration, the guard's other scans) would be added per event,
+    /// with the event's record.
+    pub fn flags(&self) -> Vec<EventFlag> {
         let mut flags = Vec::new();
         if is_skewed(self.offset_ms, self.clock_skew_threshold_ms) {
             flags.push(EventFlag::ClockSkew {
@@ -159,7 +161,7 @@ mod tests {
     #[test]
     fn an_offset_beyond_the_threshold_is_flagged() {
         let threshold = crate::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS;
-        let flags = |sent: i64| Delivery::new(RECEIVED, sent, threshold).flags(&note_at(0));
+        let flags = |sent: i64| Delivery::new(RECEIVED, sent, threshold).flags();
         assert_eq!(
             flags(RECEIVED - 121_000),
             vec![EventFlag::ClockSkew { offset_ms: 121_000 }]

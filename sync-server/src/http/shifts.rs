@@ -3,7 +3,7 @@
 //! to find a shift's log and export it (`GET .../shift-logs/{shift}/export`) without digging its
 //! id out of the feed: guard, device, start, end, events received, whether the end was
 //! delivered and the log signed. Each shift is read from its log's own row, kept up to date as
-//! the log arrives (`store::merge::ShiftProgress`), never from its events.
+//! the log arrives (by each backend's `write_doc`, in the sync), never from its events.
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};

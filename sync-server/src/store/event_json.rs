@@ -40,7 +40,7 @@ impl Stamp {
     pub fn at_ingest(delivery: &Delivery, record: &EventRecord) -> Stamp {
         Stamp {
             corrected_ms: delivery.corrected_ms(record),
-            flags: delivery.flags(record),
+            flags: delivery.flags(),
         }
     }
 
@@ -75,6 +75,43 @@ impl Stamp {
         serde_json::to_string(&self.flags)
             .map(Some)
             .map_err(|e| StoreError::Encode(e.to_string()))
+    }
+}
+
+/// The stamps of the events of one sync, for the ingest path: their flags depend on the
+/// delivery alone ([`Delivery::flags`]), so they and their JSON are computed once per sync; only
+/// the corrected time is computed per event.
+#[derive(Clone, Debug)]
+pub struct IngestStamps {
+    delivery: Delivery,
+    /// The stamp of the last event asked for; its flags are every event's.
+    stamp: Stamp,
+    flags_json: Option<String>,
+}
+
+impl IngestStamps {
+    pub fn new(delivery: Delivery) -> Result<Self, StoreError> {
+        let stamp = Stamp {
+            corrected_ms: 0,
+            flags: delivery.flags(),
+        };
+        let flags_json = stamp.flags_json()?;
+        Ok(IngestStamps {
+            delivery,
+            stamp,
+            flags_json,
+        })
+    }
+
+    /// The stamp of `record` (the same as [`Stamp::at_ingest`]).
+    pub fn stamp(&mut self, record: &EventRecord) -> &Stamp {
+        self.stamp.corrected_ms = self.delivery.corrected_ms(record);
+        &self.stamp
+    }
+
+    /// The flags as stored ([`Stamp::flags_json`]), the same for every event of the sync.
+    pub fn flags_json(&self) -> Option<&str> {
+        self.flags_json.as_deref()
     }
 }
 

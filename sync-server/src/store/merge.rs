@@ -85,59 +85,6 @@ pub struct MergedLog {
     pub signature: Option<SignedHeads>,
 }
 
-/// What one write adds to the summary a shift log's `docs` row keeps for the shift listing
-/// ([`super::ShiftSummary`]): its start and end when their events arrive, and the events new to
-/// the feed. The same for every backend; each runs [`shift_progress_sql`] with it after it has
-/// written the log's row and events, in the same transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShiftProgress {
-    /// Device time of a `shift_started` event among the new events.
-    pub started_at_ms: Option<i64>,
-    /// Device time of a `shift_ended` event among the new events.
-    pub ended_at_ms: Option<i64>,
-    /// Events of this write that went into the feed.
-    pub new_events: u32,
-    pub received_at_ms: i64,
-}
-
-impl ShiftProgress {
-    /// What `log`, of which `new_events` went into the feed at `received_at_ms`, adds; `None`
-    /// when it adds nothing.
-    pub fn of(log: &MergedLog, new_events: u32, received_at_ms: i64) -> Option<Self> {
-        let time_of = |kind: &str| {
-            log.new_events
-                .iter()
-                .find(|e| e.record.body.kind() == kind)
-                .map(|e| e.record.time.wall_ms)
-        };
-        let progress = ShiftProgress {
-            started_at_ms: time_of("shift_started"),
-            ended_at_ms: time_of("shift_ended"),
-            new_events,
-            received_at_ms,
-        };
-        (progress.new_events > 0
-            || progress.started_at_ms.is_some()
-            || progress.ended_at_ms.is_some())
-        .then_some(progress)
-    }
-}
-
-/// The update of a shift log's summary, `placeholder(n)` writing the `n`th parameter: site,
-/// log id, started at, ended at, new events, received at. A start or end already recorded
-/// stays (the first to arrive).
-pub fn shift_progress_sql(placeholder: impl Fn(usize) -> String) -> String {
-    let [site, doc, started, ended, events, received] = [1, 2, 3, 4, 5, 6].map(placeholder);
-    format!(
-        "UPDATE docs SET started_at = COALESCE(started_at, {started}),
-                         ended_at = COALESCE(ended_at, {ended}),
-                         event_count = event_count + {events},
-                         last_event_at = CASE WHEN {events} > 0 THEN {received}
-                                              ELSE last_event_at END
-         WHERE site_id = {site} AND doc_id = {doc}"
-    )
-}
-
 /// Either the accepted merge or the rules' rejection (nothing to write).
 #[derive(Debug)]
 pub enum Merge {

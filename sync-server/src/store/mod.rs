@@ -258,7 +258,7 @@ pub fn device_list_sql(site_placeholder: &str) -> String {
 }
 
 /// A shift as the control room lists it: from its log's `docs` row, which the sync keeps up to
-/// date ([`merge::ShiftProgress`]), and the signatures kept for the log.
+/// date (in the same upsert as the rest of the row), and the signatures kept for the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShiftSummary {
     pub shift: ShiftId,

@@ -14,11 +14,10 @@ use super::{
     EVENTS_CHANNEL, PostgresStore, TRANSACTION_ATTEMPTS, auth, execute, query, query_one,
     query_opt, retryable, snapshot, to_i64,
 };
-use crate::store::event_json::{FeedRenderer, Stamp};
+use crate::store::event_json::{FeedRenderer, IngestStamps};
 use crate::store::merge::{
-    ChunkWrite, Merge, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, ShiftProgress, StoredDoc,
-    WritePhase, Written, apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
-    shift_progress_sql,
+    ChunkWrite, Merge, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
+    apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
 };
 use crate::store::rows::{read_device_id, read_public_key, read_signature, signed_heads_blob};
 use crate::store::{ShiftLogEvidence, StoreError, SyncBatch, SyncRefusal};
@@ -105,6 +104,8 @@ impl PostgresStore {
         // 2 and 3. Write each accepted document and its new events, in the request's order.
         let mut phase = WritePhase::new(conflicts, merged.len());
         let mut seqs = SeqAllocator::default();
+        // Each event's corrected time and flags, from what this request measured.
+        let mut stamps = IngestStamps::new(batch.delivery())?;
         for (i, slot) in merged.iter_mut().enumerate() {
             if phase.stale(i, slot)? {
                 // Written earlier in this transaction (the same log twice in one request) or
@@ -118,8 +119,8 @@ impl PostgresStore {
             let Some(log) = phase.accepted(prepared) else {
                 continue;
             };
-            let new_events = write_doc(tx, batch, &prepared.doc_id, log, &mut seqs).await?;
-            record_shift_progress(tx, batch, &prepared.doc_id, log, new_events).await?;
+            let new_events =
+                write_doc(tx, &mut stamps, batch, &prepared.doc_id, log, &mut seqs).await?;
             phase.wrote(&prepared.doc_id, log, new_events);
         }
         let outcomes = phase.outcomes();
@@ -365,37 +366,17 @@ impl SeqAllocator {
     }
 }
 
-/// Persists one accepted document inside the write transaction: its chunk, its `docs` row and
-/// its new events. Returns how many events were new to the site.
-/// Keeps the shift listing's summary of a log just written up to date ([`ShiftProgress`]).
-async fn record_shift_progress(
-    tx: &deadpool_postgres::Transaction<'_>,
-    batch: &SyncBatch,
-    doc_id: &str,
-    log: &MergedLog,
-    new_events: u32,
-) -> Result<(), StoreError> {
-    let Some(progress) = ShiftProgress::of(log, new_events, batch.received_at_ms) else {
-        return Ok(());
-    };
-    execute(
-        tx,
-        &shift_progress_sql(|n| format!("${n}")),
-        &[
-            &batch.site.as_str(),
-            &doc_id,
-            &progress.started_at_ms,
-            &progress.ended_at_ms,
-            &i64::from(progress.new_events),
-            &progress.received_at_ms,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
+/// Persists one accepted document inside the write transaction: its new events, its `docs` row
+/// with the shift listing's summary of the log, and its chunk. Returns how many events were new
+/// to the site.
+///
+/// The summary ([`crate::store::ShiftSummary`]) is kept in the same upsert as the rest of the
+/// row, so the events go in first: a start or end already recorded stays (the first to arrive);
+/// the events new to the feed are added to the count, and when there are any their receipt is
+/// the last event's.
 async fn write_doc(
     tx: &deadpool_postgres::Transaction<'_>,
+    stamps: &mut IngestStamps,
     batch: &SyncBatch,
     doc_id: &str,
     log: &MergedLog,
@@ -414,14 +395,25 @@ async fn write_doc(
     };
     let device_id = meta.device.to_string();
     let shift_id = meta.shift.to_string();
+    let progress = if log.new_events.is_empty() {
+        LogProgress::default()
+    } else {
+        write_events(tx, stamps, batch, log, &device_id, &shift_id, seqs).await?
+    };
+    let last_event_at = (progress.inserted > 0).then_some(received_at_ms);
+
     execute(
         tx,
         "INSERT INTO docs (site_id, doc_id, kind, device_id, guard_id, heads, chunk_count,
-             updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             updated_at, started_at, ended_at, event_count, last_event_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          ON CONFLICT (site_id, doc_id) DO UPDATE SET
              heads = excluded.heads, chunk_count = excluded.chunk_count,
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at,
+             started_at = COALESCE(docs.started_at, excluded.started_at),
+             ended_at = COALESCE(docs.ended_at, excluded.ended_at),
+             event_count = docs.event_count + excluded.event_count,
+             last_event_at = COALESCE(excluded.last_event_at, docs.last_event_at)",
         &[
             &site,
             &doc_id,
@@ -431,6 +423,10 @@ async fn write_doc(
             &heads_to_blob(&log.heads),
             &i64::from(log.chunk_count),
             &received_at_ms,
+            &progress.started_at,
+            &progress.ended_at,
+            &i64::from(progress.inserted),
+            &last_event_at,
         ],
     )
     .await?;
@@ -467,12 +463,33 @@ async fn write_doc(
         )
         .await?;
     }
-    if log.new_events.is_empty() {
-        return Ok(0);
-    }
+    Ok(progress.inserted)
+}
 
-    // Under the site's lock: ids already in the feed (from this log's earlier pushes, or another
-    // log reusing an id) are left out, and the rest numbered.
+/// What a log's new events add to its summary: the device times of its start and end if among
+/// them (the first of each), and how many of them went into the feed.
+#[derive(Debug, Default)]
+struct LogProgress {
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    inserted: u32,
+}
+
+/// Inserts the log's new events (there are some) that are new to the site, numbered from
+/// `seqs` on. Under the site's lock: ids already in the feed (from this log's earlier pushes, or another
+/// log reusing an id) are left out, and the rest numbered.
+async fn write_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    stamps: &mut IngestStamps,
+    batch: &SyncBatch,
+    log: &MergedLog,
+    device_id: &str,
+    shift_id: &str,
+    seqs: &mut SeqAllocator,
+) -> Result<LogProgress, StoreError> {
+    let site = batch.site.as_str();
+    let received_at_ms = batch.received_at_ms;
+    let mut progress = LogProgress::default();
     let mut next_seq = seqs.next(tx, &batch.site).await?;
     let ids: Vec<&[u8]> = log
         .new_events
@@ -498,15 +515,21 @@ async fn write_doc(
     let mut device_time_col: Vec<i64> = Vec::new();
     let mut json_col: Vec<String> = Vec::new();
     let mut corrected_col: Vec<i64> = Vec::new();
-    let mut flags_col: Vec<Option<String>> = Vec::new();
+    let mut flags_col: Vec<Option<&str>> = Vec::new();
+    // The same for every event (a copy, as `stamps` changes per event; usually `None`).
+    let flags_json = stamps.flags_json().map(str::to_owned);
     let mut seen: HashSet<&[u8]> = HashSet::new();
     let mut renderer = FeedRenderer::default();
-    // Each event's corrected time and flags, from what this request measured.
-    let delivery = batch.delivery();
     for event in &log.new_events {
+        let wall_ms = event.record.time.wall_ms;
+        match event.record.body.kind() {
+            "shift_started" if progress.started_at.is_none() => progress.started_at = Some(wall_ms),
+            "shift_ended" if progress.ended_at.is_none() => progress.ended_at = Some(wall_ms),
+            _ => {}
+        }
         let event_id: &[u8] = event.id.0.as_bytes();
         if let Some(existing) = known.get(event_id) {
-            if *existing != shift_id {
+            if existing != shift_id {
                 tracing::warn!(
                     site, event = %event.id, shift = %shift_id, existing_shift = %existing,
                     "event id already recorded from another shift log; keeping the first"
@@ -520,9 +543,10 @@ async fn write_doc(
         let seq = u64::try_from(next_seq)
             .map_err(|_| StoreError::CorruptData(format!("next_seq {next_seq} of site {site}")))?;
         // PostgreSQL keeps the JSON the feed serves (it has no binary-record projection yet).
-        let stamp = Stamp::at_ingest(&delivery, &event.record);
+        // Its corrected time and flags, from what this request measured.
+        let stamp = stamps.stamp(&event.record);
         let json = renderer
-            .render(event, seq, received_at_ms, &stamp)
+            .render(event, seq, received_at_ms, stamp)
             .map_err(|e| StoreError::Encode(format!("event {}: {e}", event.id)))?;
         seq_col.push(next_seq);
         id_col.push(event_id);
@@ -533,11 +557,11 @@ async fn write_doc(
         device_time_col.push(event.record.time.wall_ms);
         json_col.push(json);
         corrected_col.push(stamp.corrected_ms);
-        flags_col.push(stamp.flags_json()?);
+        flags_col.push(flags_json.as_deref());
         next_seq += 1;
     }
     if seq_col.is_empty() {
-        return Ok(0);
+        return Ok(progress);
     }
     let inserted = execute(
         tx,
@@ -568,7 +592,9 @@ async fn write_doc(
     )
     .await?;
     seqs.advance(next_seq);
-    u32::try_from(inserted).map_err(|_| StoreError::CorruptData("too many events".into()))
+    progress.inserted =
+        u32::try_from(inserted).map_err(|_| StoreError::CorruptData("too many events".into()))?;
+    Ok(progress)
 }
 
 /// What the write phase did with one request.

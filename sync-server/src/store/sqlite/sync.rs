@@ -22,11 +22,10 @@ use super::schema::open_reader;
 use super::{
     SqliteStore, WRITER_CHECKPOINT_INTERVAL, abandoned, auth, checkpoint, run_caught, to_i64,
 };
-use crate::store::event_json::Stamp;
+use crate::store::event_json::IngestStamps;
 use crate::store::merge::{
-    ChunkWrite, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, ShiftProgress, StoredDoc, WritePhase,
-    Written, apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
-    shift_progress_sql,
+    ChunkWrite, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
+    apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
 };
 use crate::store::notify::Notifier;
 use crate::store::rows::{read_device_id, read_public_key, read_signature, signed_heads_blob};
@@ -335,6 +334,8 @@ fn write_request(
     }
 
     let first_seq = next_seq;
+    // Each event's corrected time and flags, from what this request measured.
+    let mut stamps = IngestStamps::new(batch.delivery())?;
     let mut phase = WritePhase::new(conflicts, merged.len());
     for (i, slot) in merged.iter_mut().enumerate() {
         if phase.stale(i, slot)? {
@@ -346,8 +347,15 @@ fn write_request(
         let Some(log) = phase.accepted(prepared) else {
             continue;
         };
-        let new_events = write_doc(tx, claims, batch, &prepared.doc_id, log, &mut next_seq)?;
-        record_shift_progress(tx, batch, &prepared.doc_id, log, new_events)?;
+        let new_events = write_doc(
+            tx,
+            claims,
+            &mut stamps,
+            batch,
+            &prepared.doc_id,
+            log,
+            &mut next_seq,
+        )?;
         phase.wrote(&prepared.doc_id, log, new_events);
     }
     let outcomes = phase.outcomes();
@@ -459,11 +467,18 @@ fn write_jobs(
     Ok((wrote, claims.into_committed()))
 }
 
-/// Persists one accepted document inside the write transaction: its chunk, its `docs` row and
-/// its new events, numbered from `next_seq` on. Returns how many events were new to the site.
+/// Persists one accepted document inside the write transaction: its new events, numbered from
+/// `next_seq` on, its `docs` row with the shift listing's summary of the log, and its chunk.
+/// Returns how many events were new to the site.
+///
+/// The summary ([`crate::store::ShiftSummary`]) is kept in the same upsert as the rest of the
+/// row, so the events go in first: a start or end already recorded stays (the first to arrive);
+/// the events new to the feed are added to the count, and when there are any their receipt is
+/// the last event's.
 fn write_doc(
     tx: &Connection,
     claims: &mut Claims<'_>,
+    stamps: &mut IngestStamps,
     batch: &SyncBatch,
     doc_id: &str,
     log: &MergedLog,
@@ -483,11 +498,69 @@ fn write_doc(
     };
     let device_id = meta.device.to_string();
     let shift_id = meta.shift.to_string();
+
+    // The id is looked up in the site's event-id index and claimed before the event goes in.
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
+             checkpoint_id, device_seq, device_time_ms, received_at_ms, record, corrected_ms,
+             flags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    let mut inserted: u32 = 0;
+    // The device times of the log's start and end, if among its new events (the first of each).
+    let mut started_at: Option<i64> = None;
+    let mut ended_at: Option<i64> = None;
+    for event in &log.new_events {
+        match event.record.body.kind() {
+            "shift_started" if started_at.is_none() => started_at = Some(event.record.time.wall_ms),
+            "shift_ended" if ended_at.is_none() => ended_at = Some(event.record.time.wall_ms),
+            _ => {}
+        }
+        let event_id = event.id.0.as_bytes();
+        if let Some(known) = claims.existing(tx, site, event_id)? {
+            // Already in the feed. From another shift log it is a device reusing an id: the
+            // first row stands, but say so.
+            warn_if_from_another_log(tx, site, event, &shift_id, known)?;
+            continue;
+        }
+        claims.claim(site, *event_id, *next_seq);
+        let record = event
+            .record
+            .encode()
+            .map_err(|e| StoreError::Encode(e.to_string()))?;
+        // Its corrected time and flags, from what this request measured.
+        let corrected_ms = stamps.stamp(&event.record).corrected_ms;
+        insert.execute(params![
+            site,
+            *next_seq,
+            &event_id[..],
+            device_id,
+            shift_id,
+            event.guard.as_str(),
+            event.record.body.kind(),
+            event.record.body.checkpoint().map(|c| c.as_str()),
+            to_i64(event.record.seq),
+            event.record.time.wall_ms,
+            received_at_ms,
+            record,
+            corrected_ms,
+            stamps.flags_json(),
+        ])?;
+        inserted += 1;
+        *next_seq += 1;
+    }
+    let last_event_at = (inserted > 0).then_some(received_at_ms);
+
     tx.prepare_cached(
-        "INSERT INTO docs (site_id, doc_id, kind, device_id, guard_id, heads, chunk_count, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO docs (site_id, doc_id, kind, device_id, guard_id, heads, chunk_count, updated_at,
+             started_at, ended_at, event_count, last_event_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (site_id, doc_id) DO UPDATE SET
-             heads = excluded.heads, chunk_count = excluded.chunk_count, updated_at = excluded.updated_at",
+             heads = excluded.heads, chunk_count = excluded.chunk_count, updated_at = excluded.updated_at,
+             started_at = COALESCE(docs.started_at, excluded.started_at),
+             ended_at = COALESCE(docs.ended_at, excluded.ended_at),
+             event_count = docs.event_count + excluded.event_count,
+             last_event_at = COALESCE(excluded.last_event_at, docs.last_event_at)",
     )?
     .execute(params![
         site,
@@ -498,6 +571,10 @@ fn write_doc(
         heads_to_blob(&log.heads),
         log.chunk_count,
         received_at_ms,
+        started_at,
+        ended_at,
+        inserted,
+        last_event_at,
     ])?;
     if let ChunkWrite::Replace(_) = &log.write {
         tx.prepare_cached("DELETE FROM doc_chunks WHERE site_id = ?1 AND doc_id = ?2")?
@@ -524,50 +601,6 @@ fn write_doc(
             received_at_ms
         ])?;
     }
-
-    // The id is looked up in the site's event-id index and claimed before the event goes in.
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
-             checkpoint_id, device_seq, device_time_ms, received_at_ms, record, corrected_ms,
-             flags)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?;
-    // Each event's corrected time and flags, from what this request measured.
-    let delivery = batch.delivery();
-    let mut inserted: u32 = 0;
-    for event in &log.new_events {
-        let event_id = event.id.0.as_bytes();
-        if let Some(known) = claims.existing(tx, site, event_id)? {
-            // Already in the feed. From another shift log it is a device reusing an id: the
-            // first row stands, but say so.
-            warn_if_from_another_log(tx, site, event, &shift_id, known)?;
-            continue;
-        }
-        claims.claim(site, *event_id, *next_seq);
-        let record = event
-            .record
-            .encode()
-            .map_err(|e| StoreError::Encode(e.to_string()))?;
-        let stamp = Stamp::at_ingest(&delivery, &event.record);
-        insert.execute(params![
-            site,
-            *next_seq,
-            &event_id[..],
-            device_id,
-            shift_id,
-            event.guard.as_str(),
-            event.record.body.kind(),
-            event.record.body.checkpoint().map(|c| c.as_str()),
-            to_i64(event.record.seq),
-            event.record.time.wall_ms,
-            received_at_ms,
-            record,
-            stamp.corrected_ms,
-            stamp.flags_json()?,
-        ])?;
-        inserted += 1;
-        *next_seq += 1;
-    }
     Ok(inserted)
 }
 
@@ -590,29 +623,6 @@ fn warn_if_from_another_log(
             "event id already recorded from another shift log; keeping the first"
         );
     }
-    Ok(())
-}
-
-/// Keeps the shift listing's summary of a log just written up to date ([`ShiftProgress`]).
-fn record_shift_progress(
-    tx: &Connection,
-    batch: &SyncBatch,
-    doc_id: &str,
-    log: &MergedLog,
-    new_events: u32,
-) -> Result<(), StoreError> {
-    let Some(progress) = ShiftProgress::of(log, new_events, batch.received_at_ms) else {
-        return Ok(());
-    };
-    tx.prepare_cached(&shift_progress_sql(|n| format!("?{n}")))?
-        .execute(params![
-            batch.site.as_str(),
-            doc_id,
-            progress.started_at_ms,
-            progress.ended_at_ms,
-            progress.new_events,
-            progress.received_at_ms,
-        ])?;
     Ok(())
 }
 
