@@ -365,18 +365,29 @@ fn retry_after_ms(headers: &reqwest::header::HeaderMap) -> Option<u64> {
     Some(secs.saturating_mul(1_000))
 }
 
-/// A non-success answer's error code and message, from its JSON body (`{"error", "message"}`)
-/// if it has one, else the start of the body as text.
-fn error_body(bytes: &[u8]) -> (Option<String>, String) {
-    let body = serde_json::from_slice::<serde_json::Value>(bytes).ok();
-    let message = body
-        .as_ref()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(200).collect());
-    let code = body
-        .as_ref()
-        .and_then(|v| v.get("error").and_then(|m| m.as_str()).map(str::to_owned));
-    (code, message)
+/// A non-success answer's body, read once: its error code, message and (for a replayed
+/// request) the last sequence number the server has, from its JSON (`{"error", "message"}`) if
+/// it has one, else the start of the body as text.
+struct ErrorBody {
+    code: Option<String>,
+    message: String,
+    last_seq: Option<u64>,
+}
+
+impl ErrorBody {
+    fn parse(bytes: &[u8]) -> ErrorBody {
+        let body = serde_json::from_slice::<serde_json::Value>(bytes).ok();
+        let text = |name: &str| {
+            body.as_ref()
+                .and_then(|v| v.get(name)?.as_str().map(str::to_owned))
+        };
+        ErrorBody {
+            code: text("error"),
+            message: text("message")
+                .unwrap_or_else(|| String::from_utf8_lossy(bytes).chars().take(200).collect()),
+            last_seq: body.as_ref().and_then(|v| v.get("last_seq")?.as_u64()),
+        }
+    }
 }
 
 /// The error for a non-success answer to an enrollment: a code the server refuses (unknown,
@@ -384,15 +395,15 @@ fn error_body(bytes: &[u8]) -> (Option<String>, String) {
 /// what to do even when the server's message does not; a busy or failing server stays
 /// retryable.
 fn enrollment_error(status: u16, bytes: &[u8], retry_after_ms: Option<u64>) -> Error {
-    match http_error(status, bytes, retry_after_ms) {
-        Error::Unauthorized { .. } | Error::ServerRejected { .. } => {
-            let (code, mut message) = error_body(bytes);
-            let spent = matches!(
-                code.as_deref(),
-                Some(
-                    "invalid_enrollment_code" | "enrollment_code_used" | "enrollment_code_expired"
-                )
-            );
+    let body = ErrorBody::parse(bytes);
+    let code = body.code.clone();
+    let spent = matches!(
+        code.as_deref(),
+        Some("invalid_enrollment_code" | "enrollment_code_used" | "enrollment_code_expired")
+    );
+    match error_of(status, body, retry_after_ms) {
+        Error::Unauthorized { message, .. } | Error::ServerRejected { message, .. } => {
+            let mut message = message;
             if spent && !message.contains("administrator") {
                 message.push_str("; ask an administrator for a new one");
             }
@@ -408,16 +419,17 @@ fn enrollment_error(status: u16, bytes: &[u8], retry_after_ms: Option<u64>) -> E
 
 /// The error for a non-success answer, from its JSON body (`{"error", "message"}`) if it has one.
 fn http_error(status: u16, bytes: &[u8], retry_after_ms: Option<u64>) -> Error {
-    let body = serde_json::from_slice::<serde_json::Value>(bytes).ok();
-    let (code, message) = error_body(bytes);
+    error_of(status, ErrorBody::parse(bytes), retry_after_ms)
+}
+
+fn error_of(status: u16, body: ErrorBody, retry_after_ms: Option<u64>) -> Error {
     if status == 409
-        && code.as_deref() == Some("replayed_request")
-        && let Some(last_seq) = body
-            .as_ref()
-            .and_then(|v| v.get("last_seq").and_then(|n| n.as_u64()))
+        && body.code.as_deref() == Some("replayed_request")
+        && let Some(last_seq) = body.last_seq
     {
         return Error::Replayed { last_seq };
     }
+    let message = body.message;
     if status >= 500 || status == 429 || status == 408 {
         Error::ServerTransient {
             status,
