@@ -121,6 +121,9 @@ pub struct SyncReport {
     /// The device's credential was rotated in this sync: the store holds the new one, and the
     /// server no longer takes the old one.
     pub credential_rotated: bool,
+    /// The server has a newer site configuration in a format this build cannot read: what to
+    /// do, in words. The configuration held stays in force.
+    pub config_unreadable: Option<String>,
 }
 
 /// What a server gave a phone that enrolled with it (`POST /api/v1/enroll`): the site, the
@@ -1128,7 +1131,15 @@ impl DeviceStore {
             }
         }
         let now = self.clock.now();
-        let config_version = collab::apply_response(&tx, self.device, response, now.wall_ms)?;
+        let config_version = match collab::apply_response(&tx, self.device, response, now.wall_ms)?
+        {
+            collab::ConfigApplied::Stored(version) => Some(version),
+            collab::ConfigApplied::Unchanged => None,
+            collab::ConfigApplied::Unreadable(why) => {
+                report.config_unreadable = Some(why);
+                None
+            }
+        };
         let server = Hlc {
             wall_ms: response.server_time_ms.max(0) as u64,
             counter: 0,

@@ -974,6 +974,45 @@ fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() 
     Ok(())
 }
 
+/// A server newer than the app sends its configuration in a format the app does not read: the
+/// sync still completes (what it delivered is acknowledged, not sent again forever), the
+/// configuration held stays in force, and the report says to update the app.
+#[test]
+fn a_configuration_in_a_newer_format_does_not_stop_the_phone_syncing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    let mut config = SiteConfig::empty(site());
+    config.version = 1;
+    server.config = Some(config);
+    store.start_shift(guard())?;
+    sync_once(&mut store, &mut server)?;
+    assert_eq!(store.site_config()?.map(|c| c.version), Some(1));
+
+    store.scan(scan("cp-1"), RecordOptions::default())?;
+    let prepared = store.prepare_sync()?;
+    let mut response = server.answer(&prepared.request);
+    // Version 2 of the site's configuration, in an encoding from the future.
+    response.config = Some(ConfigUpdate {
+        version: 2,
+        config: vec![200, 1, 2, 3],
+    });
+    let report = store.complete_sync(prepared, &response)?;
+    assert_eq!(report.events_delivered, 1);
+    assert_eq!(report.pending_events, 0);
+    let why = report
+        .config_unreadable
+        .ok_or("no word of the unreadable configuration")?;
+    assert!(
+        why.contains("version 2") && why.contains("update the app"),
+        "{why}"
+    );
+    assert_eq!(store.site_config()?.map(|c| c.version), Some(1));
+    // It is asked for again at the next sync, in case the app was updated meanwhile.
+    assert_eq!(store.prepare_sync()?.request.config_version, 1);
+    Ok(())
+}
+
 /// A tour written as a nightly schedule in the site's zone: after one sync the phone shows
 /// tonight's rounds, offline, on the night the clocks go forward as on any other.
 #[test]

@@ -75,6 +75,10 @@ pub struct FfiSyncReport {
     pub rejected: Vec<FfiRejectedLog>,
     /// The server still lacks some history; sync again.
     pub needs_another_round: bool,
+    /// The device's credential was rotated in this sync, as the server asked.
+    pub credential_rotated: bool,
+    /// The server has a newer site configuration this app cannot read: what to do, in words.
+    pub config_unreadable: Option<String>,
 }
 
 impl From<SyncReport> for FfiSyncReport {
@@ -85,6 +89,8 @@ impl From<SyncReport> for FfiSyncReport {
             pending_events: r.pending_events,
             rejected: r.rejected.into_iter().map(Into::into).collect(),
             needs_another_round: r.needs_another_round,
+            credential_rotated: r.credential_rotated,
+            config_unreadable: r.config_unreadable,
         }
     }
 }

@@ -377,14 +377,27 @@ impl DeviceStore {
     }
 }
 
+/// What a sync's answer did to the site configuration the phone holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ConfigApplied {
+    /// The answer carried none (the phone has the latest).
+    Unchanged,
+    /// This version arrived and is held.
+    Stored(u64),
+    /// A newer configuration arrived in a form this build cannot read (a newer server's
+    /// format): the one held stays in force, and the sync completes (what it delivered is
+    /// acknowledged) rather than failing on every attempt. Says what to do, in words.
+    Unreadable(String),
+}
+
 /// Applies what the server's answer says about incidents, the configuration and alarms, inside
-/// the sync's transaction. Returns the new configuration version, if one arrived.
+/// the sync's transaction.
 pub(super) fn apply_response(
     tx: &Transaction<'_>,
     device: DeviceId,
     response: &SyncResponse,
     now_ms: i64,
-) -> Result<Option<u64>> {
+) -> Result<ConfigApplied> {
     let mut rejected: HashMap<IncidentId, (&str, &str)> = HashMap::new();
     for result in &response.docs {
         if let (DocRef::Incident(id), DocOutcome::Rejected { code, message }) =
@@ -454,10 +467,20 @@ pub(super) fn apply_response(
         )?;
     }
     let Some(update) = &response.config else {
-        return Ok(None);
+        return Ok(ConfigApplied::Unchanged);
     };
-    let config = SiteConfig::decode(&update.config)
-        .map_err(|e| Error::BadResponse(format!("site configuration: {e}")))?;
+    let config = match SiteConfig::decode(&update.config) {
+        Ok(config) => config,
+        Err(patrol_core::DecodeError::UnknownVersion(format)) => {
+            return Ok(ConfigApplied::Unreadable(format!(
+                "the server's site configuration (version {}) is in format {format}, which this \
+                 app does not read: update the app; scan flags and tours use the configuration \
+                 held until then",
+                update.version
+            )));
+        }
+        Err(e) => return Err(Error::BadResponse(format!("site configuration: {e}"))),
+    };
     if config.version != update.version {
         return Err(Error::BadResponse(format!(
             "site configuration says version {}, the answer {}",
@@ -474,5 +497,5 @@ pub(super) fn apply_response(
         "UPDATE device SET config_version = MAX(config_version, ?1)",
         [to_i64(update.version)],
     )?;
-    Ok(Some(update.version))
+    Ok(ConfigApplied::Stored(update.version))
 }

@@ -780,6 +780,9 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             if report.credential_rotated {
                 outln!("the device's credential was rotated, as the server asked");
             }
+            if let Some(why) = &report.config_unreadable {
+                eprintln!("warning: {}", shown(why));
+            }
             for r in &report.rejected {
                 outln!(
                     "refused: shift {}: {} ({})",
