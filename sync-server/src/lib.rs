@@ -46,6 +46,7 @@ pub mod http;
 pub mod listener;
 pub mod listing;
 pub mod metrics;
+pub mod report;
 pub mod store;
 pub mod tls;
 
