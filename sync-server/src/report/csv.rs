@@ -356,19 +356,20 @@ pub fn tables(dar: &Dar) -> Vec<(&'static str, Vec<Vec<String>>)> {
 
 /// The report as CSV (UTF-8, CRLF line ends as RFC 4180 writes them).
 pub fn render(dar: &Dar) -> Result<Vec<u8>, ::csv::Error> {
-    let mut w = ::csv::WriterBuilder::new()
-        .flexible(true)
-        .terminator(::csv::Terminator::CRLF)
-        .from_writer(Vec::new());
+    let mut out = Vec::new();
     for ((name, rows), (section, columns)) in tables(dar).into_iter().zip(SECTIONS) {
         debug_assert_eq!(name, *section);
+        let mut w = ::csv::WriterBuilder::new()
+            .terminator(::csv::Terminator::CRLF)
+            .from_writer(&mut out);
         w.write_record(std::iter::once("section").chain(columns.iter().copied()))?;
         for row in rows {
-            debug_assert_eq!(row.len(), columns.len(), "{name}");
             w.write_record(std::iter::once(name.to_owned()).chain(row))?;
         }
-        // The blank line between tables.
-        w.write_record(None::<&[u8]>)?;
+        w.flush()?;
+        drop(w);
+        // The blank line after the table (an empty record would be written `""`).
+        out.extend_from_slice(b"\r\n");
     }
-    w.into_inner().map_err(|e| e.into_error().into())
+    Ok(out)
 }

@@ -133,7 +133,8 @@ pub struct DarIncident {
     pub description: Option<String>,
     /// The reporting guard (or operator).
     pub reported_by: Option<String>,
-    /// The reporting device's time.
+    /// The corrected time of its report when the report's event is among those read, else the
+    /// reporting device's own time of it.
     pub reported_at_ms: Option<i64>,
     pub assignee: Option<String>,
     pub history: Vec<DarIncidentEntry>,
@@ -394,7 +395,7 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
                 }),
                 "incident_reported" => {
                     if let Some(incident) = &e.incident {
-                        reported_incidents.push(parsed::<IncidentId>("incident id", incident)?);
+                        reported_incidents.push((parsed("incident id", incident)?, at_ms));
                     }
                 }
                 _ => {}
@@ -595,7 +596,7 @@ struct HistoryJson {
 async fn incidents(
     store: &dyn Store,
     site: &SiteId,
-    reported: &[IncidentId],
+    reported: &[(IncidentId, i64)],
     only_device: Option<DeviceId>,
     (from_ms, to_ms): (i64, i64),
 ) -> Result<(Vec<DarIncident>, bool), ReportError> {
@@ -612,10 +613,10 @@ async fn incidents(
         )
         .await?;
     let mut states = list.incidents;
-    let reported: HashSet<IncidentId> = reported.iter().copied().collect();
+    let reported: HashMap<IncidentId, i64> = reported.iter().copied().collect();
     let mut have = HashSet::new();
     let mut out = Vec::new();
-    let mut missing: Vec<IncidentId> = reported.iter().copied().collect();
+    let mut missing: Vec<IncidentId> = reported.keys().copied().collect();
     missing.sort();
     loop {
         for state in states.drain(..) {
@@ -644,8 +645,8 @@ async fn incidents(
                 json.history.iter().zip(&history).any(|(h, entry)| {
                     entry.at_ms >= from_ms && entry.at_ms < to_ms && by_device(h)
                 });
-            let reported_here = reported.contains(&id);
-            if !(reported_here || active) {
+            let reported_here = reported.get(&id).copied();
+            if !(reported_here.is_some() || active) {
                 continue;
             }
             out.push(DarIncident {
@@ -655,11 +656,14 @@ async fn incidents(
                 status: json.status,
                 description: json.description,
                 reported_by: json.reported_by.as_ref().map(PartyJson::name),
-                reported_at_ms: json
-                    .reported_at
-                    .as_deref()
-                    .map(|t| time_ms("incident report time", t))
-                    .transpose()?,
+                reported_at_ms: match reported_here {
+                    Some(at_ms) => Some(at_ms),
+                    None => json
+                        .reported_at
+                        .as_deref()
+                        .map(|t| time_ms("incident report time", t))
+                        .transpose()?,
+                },
                 assignee: json.assignee,
                 history,
             });

@@ -267,14 +267,20 @@ impl Layout {
         }
         let widths: Vec<f32> = columns.iter().map(|(_, f)| f * BODY_W).collect();
         let header: Vec<String> = columns.iter().map(|(h, _)| (*h).to_owned()).collect();
-        self.row(&header, &widths, Font::Bold, true);
+        // A table without headings (the summary) has no header row.
+        let header = (!header.iter().all(String::is_empty)).then_some(header);
+        if let Some(header) = &header {
+            self.row(header, &widths, Font::Bold, true);
+        }
         for row in rows {
             let height = self.row_height(row, &widths, Font::Regular);
             if self.y - height < BOTTOM {
                 self.new_page();
                 self.text(MARGIN, Font::Bold, 9.0, &format!("{title} (continued)"));
                 self.y -= 13.0;
-                self.row(&header, &widths, Font::Bold, true);
+                if let Some(header) = &header {
+                    self.row(header, &widths, Font::Bold, true);
+                }
             }
             self.row(row, &widths, Font::Regular, false);
         }
@@ -340,9 +346,11 @@ fn opt_when(dar: &Dar, ms: Option<i64>) -> String {
     ms.map(|ms| when(dar, ms)).unwrap_or_default()
 }
 
-/// The first 8 hex digits of an id: enough to tell a day's ids apart; the CSV has them whole.
+/// The last 8 hex digits of an id (the random end of a UUIDv7, whose start is its time): enough
+/// to tell a day's ids apart; the CSV has them whole.
 fn short(id: &impl ToString) -> String {
-    id.to_string().chars().take(8).collect()
+    let id = id.to_string();
+    id[id.len().saturating_sub(8)..].to_owned()
 }
 
 /// The report laid out in pages.
