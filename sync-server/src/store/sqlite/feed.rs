@@ -185,6 +185,19 @@ pub(super) fn events_filtered(
     Ok(Some(page))
 }
 
+/// The query of [`events_between`]: site, span start (or the cursor's time), span end, the
+/// cursor's seq, limit. `events_by_corrected` serves the range; the row comparison resumes
+/// within the cursor's millisecond.
+pub(super) fn events_between_sql() -> String {
+    let corrected = corrected_ms();
+    format!(
+        "SELECT {FEED_COLUMNS}, {corrected} FROM events
+         WHERE site_id = ?1 AND {corrected} >= ?2 AND {corrected} < ?3
+           AND ({corrected}, seq) > (?2, ?4)
+         ORDER BY {corrected}, seq LIMIT ?5"
+    )
+}
+
 pub(super) fn events_between(
     conn: &mut Connection,
     site: &SiteId,
@@ -203,15 +216,7 @@ pub(super) fn events_between(
     });
     let mut page = TimePage::default();
     {
-        // `events_by_corrected` serves the range; the row comparison resumes within the
-        // cursor's millisecond.
-        let corrected = corrected_ms();
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {FEED_COLUMNS}, {corrected} FROM events
-             WHERE site_id = ?1 AND {corrected} >= ?2 AND {corrected} < ?3
-               AND ({corrected}, seq) > (?2, ?4)
-             ORDER BY {corrected}, seq LIMIT ?5"
-        ))?;
+        let mut stmt = tx.prepare_cached(&events_between_sql())?;
         let mut rows = stmt.query(params![
             site.as_str(),
             after.corrected_ms.max(from_ms),

@@ -178,6 +178,31 @@ mod tests {
         Ok(())
     }
 
+    /// A day of a site's events (`events_between`, the daily activity report's read) is
+    /// searched through `events_by_corrected` by its span, in the index's order: a page reads
+    /// the rows it returns, not the site's history, and sorts nothing.
+    #[tokio::test]
+    async fn a_day_of_events_is_read_through_its_index() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(dir.path().join("p.db"))?;
+        let plan: Vec<String> = store
+            .write(|conn| {
+                let sql = format!(
+                    "EXPLAIN QUERY PLAN {}",
+                    super::super::feed::events_between_sql()
+                );
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map(params!["site-1", 0, 1, 0, 10], |r| r.get(3))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        assert_eq!(
+            plan,
+            ["SEARCH events USING INDEX events_by_corrected (site_id=? AND <expr>>? AND <expr><?)"]
+        );
+        Ok(())
+    }
+
     /// A store file migrated to schema `version` only, holding site `site-1` (next seq 2) and
     /// one event at seq 1 with the given id, device, kind and stored JSON.
     fn db_with_one_event(
