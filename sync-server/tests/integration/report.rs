@@ -7,14 +7,12 @@ use axum::http::{Request, StatusCode, header};
 use chrono::NaiveDate;
 use patrol_core::incident::{Entry, IncidentDoc, Party, Stamped};
 use patrol_core::merge::plan_incident_push;
-use patrol_core::{
-    CheckpointId, EventBody, GuardId, Hlc, IncidentCategory, IncidentId, Scan, ScanMethod, Severity,
-};
+use patrol_core::{EventBody, GuardId, Hlc, IncidentCategory, IncidentId, Severity};
 use patrol_server::report::tours::CheckpointStatus;
 use patrol_server::report::{self, Dar, DarRequest};
 use serde_json::json;
 
-use crate::common::{Backend, Phone, SITE, TestResult, TestServer, crate_now_ms, site};
+use crate::common::{Backend, Phone, SITE, TestResult, TestServer, crate_now_ms, scan_of, site};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -29,17 +27,6 @@ fn at(hour: i64, minute: i64) -> i64 {
 
 fn date() -> NaiveDate {
     NaiveDate::from_ymd_opt(2025, 3, 1).unwrap_or_default()
-}
-
-fn scan(checkpoint: &str) -> Result<EventBody, Box<dyn std::error::Error>> {
-    Ok(EventBody::CheckpointScanned(Scan {
-        checkpoint: CheckpointId::new(checkpoint)?,
-        method: ScanMethod::Nfc {
-            tag: format!("tag-{checkpoint}"),
-        },
-        location: None,
-        note: None,
-    }))
 }
 
 /// Syncs what the phone has not delivered (and `incident`, if given) in a request stamped with
@@ -97,15 +84,15 @@ async fn night(backend: Backend) -> Result<Night, Box<dyn std::error::Error>> {
     assert_eq!(status, StatusCode::OK, "{answer}");
 
     let mut anna = Phone::new(server.enroll_on(SITE).await?, "anna")?;
-    anna.record_at(at(22, 5), scan("cp-1")?)?;
-    anna.record_at(at(22, 10), scan("cp-2")?)?;
+    anna.record_at(at(22, 5), scan_of("cp-1")?)?;
+    anna.record_at(at(22, 10), scan_of("cp-2")?)?;
     anna.record_at(
         at(22, 20),
         EventBody::Note {
             text: "fire door B2 propped open".into(),
         },
     )?;
-    anna.record_at(at(22, 40), scan("cp-3")?)?;
+    anna.record_at(at(22, 40), scan_of("cp-3")?)?;
     let panic = anna.record_at(at(22, 50), EventBody::Panic { location: None })?;
     anna.record_at(
         at(23, 55),
@@ -126,8 +113,8 @@ async fn night(backend: Backend) -> Result<Night, Box<dyn std::error::Error>> {
     // with; the server corrects them back and flags them.
     let slow = -3 * HOUR;
     let mut ben = Phone::new_at(server.enroll_on(SITE).await?, "ben", slow)?;
-    ben.record_at(at(23, 5), scan("cp-1")?)?;
-    ben.record_at(at(23, 10), scan("cp-2")?)?;
+    ben.record_at(at(23, 5), scan_of("cp-1")?)?;
+    ben.record_at(at(23, 10), scan_of("cp-2")?)?;
     let incident_id = IncidentId::generate();
     let reported_ms = at(23, 20) + slow;
     ben.record_at(
