@@ -37,8 +37,8 @@ use crate::store::{IncidentQuery, ShiftQuery, Store, StoreError, TimeCursor};
 pub const PAGE_EVENTS: u32 = 5_000;
 /// Incidents a report lists at most (a site writes a few a day).
 pub const MAX_INCIDENTS: u32 = 1_000;
-/// A shift that started this long before the day, whose end has not arrived, and that recorded
-/// nothing in the day, is not listed as on duty.
+/// A shift that started more than this before the day and recorded nothing in it is not listed
+/// as on duty (a phone lost with its shift open would otherwise be on duty every day).
 const OPEN_SHIFT_LOOKBACK_MS: i64 = 24 * 3_600_000;
 
 #[derive(Debug, Error)]
