@@ -15,6 +15,7 @@ mod instances;
 mod offline_shift;
 mod overload;
 mod readme;
+mod report;
 mod server_crash;
 mod terminal;
 mod throttle;

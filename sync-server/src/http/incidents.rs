@@ -107,7 +107,11 @@ fn parse_incident_params(params: IncidentParams) -> Result<IncidentQuery, AppErr
         Some(s) => Some(parse_status(s)?),
     };
     let limit = query_limit(&params.limit, DEFAULT_INCIDENT_LIMIT, MAX_INCIDENT_LIMIT)?;
-    Ok(IncidentQuery { status, limit })
+    Ok(IncidentQuery {
+        status,
+        updated_since: None,
+        limit,
+    })
 }
 
 /// A list of incidents (documentation only: the handler writes it from the stored JSON text).

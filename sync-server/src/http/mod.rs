@@ -29,6 +29,8 @@
 //!   administrator of the site.
 //! - [`alarms`]: `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge`: acknowledges a
 //!   panic alarm; a user covering the site.
+//! - [`reports`]: `GET /api/v1/sites/{site}/reports/dar?date=..&format=csv|pdf`: the daily
+//!   activity report ([`crate::report`]); a user covering the site.
 //! - [`health`]: `GET /healthz`: liveness; `GET /metrics`: the counters in Prometheus text
 //!   format ([`crate::metrics`]); [`openapi`]: `GET /openapi.json`: this list as an OpenAPI
 //!   document; open, no credential.
@@ -67,6 +69,7 @@ pub mod health;
 pub mod incidents;
 pub mod live;
 pub mod openapi;
+pub mod reports;
 pub mod shifts;
 pub mod state;
 pub mod sync;
@@ -144,6 +147,7 @@ fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
         incidents::routes(),
         config::routes(),
         alarms::routes(),
+        reports::routes(),
     ]
     .into_iter()
     .flatten()

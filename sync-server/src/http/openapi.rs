@@ -20,7 +20,7 @@ use super::extract::MAX_JSON_BODY_BYTES;
 use super::{
     Endpoint, Verb, admin, alarms, config, devices, endpoint, enroll, export, feed, health,
 };
-use super::{incidents, shifts, sync};
+use super::{incidents, reports, shifts, sync};
 
 pub(super) fn routes() -> Vec<Endpoint> {
     vec![endpoint(
@@ -68,6 +68,7 @@ pub const USER_TOKEN: &str = "user_token";
         config::get_config,
         config::put_config,
         alarms::acknowledge_alarm,
+        reports::daily_activity_report,
         admin::list_users,
         admin::create_user,
         admin::revoke_user,

@@ -444,6 +444,9 @@ pub struct OperatorAction {
 #[derive(Clone, Debug)]
 pub struct IncidentQuery {
     pub status: Option<IncidentStatus>,
+    /// Only incidents the server wrote (a device's push, an operator's action) at or after this
+    /// server time, ms since the epoch.
+    pub updated_since: Option<i64>,
     pub limit: u32,
 }
 
@@ -491,6 +494,32 @@ impl EventPage {
         let last = self.events.last().map_or(after, |(seq, _)| *seq);
         self.scanned_to.map_or(last, |s| s.max(last))
     }
+}
+
+/// Where a page of [`Store::events_between`] ended: the corrected time and seq of its last
+/// event. Events are ordered by corrected time, then seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimeCursor {
+    pub corrected_ms: i64,
+    pub seq: u64,
+}
+
+/// One page of a site's events in corrected-time order ([`Store::events_between`]): each
+/// event's feed JSON, with its seq.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimePage {
+    pub events: Vec<(u64, String)>,
+    /// Where the next page starts; `None` when no more events are in the span.
+    pub next: Option<TimeCursor>,
+}
+
+/// An event's corrected time in SQL, as [`event_json::Stamp::stored`] reads it: its
+/// `corrected_ms`, or for an event stored before corrected times, its device time bounded by
+/// its receipt; `least` is the backend's two-argument minimum (`MIN`, `LEAST`). The
+/// `events_by_corrected` index holds exactly this expression, which a query must write the same
+/// for the index to serve it.
+pub fn corrected_ms_sql(least: &str) -> String {
+    format!("COALESCE(corrected_ms, {least}(device_time_ms, received_at_ms))")
 }
 
 /// Which events a control room wants (every field optional; all given must match).
@@ -766,6 +795,28 @@ pub trait Store: Send + Sync + fmt::Debug {
             }
         })
     }
+
+    /// Up to `limit` of the site's events whose corrected time is in `[from_ms, to_ms)`, in
+    /// corrected-time order then seq, after `after` (the previous page's
+    /// [`TimePage::next`]); `None` if the site does not exist. Read through the
+    /// `events_by_corrected` index: a page costs what it returns, whatever the site's history
+    /// holds before or after the span.
+    fn events_between(
+        &self,
+        site: SiteId,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<TimeCursor>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Option<TimePage>, StoreError>>;
+
+    /// The control room's acknowledgements of those of `events` (panic alarms of the site)
+    /// that have one, in no particular order. [`StoreError::UnknownSite`] if there is no site.
+    fn alarm_acks(
+        &self,
+        site: SiteId,
+        events: Vec<EventId>,
+    ) -> BoxFuture<'_, Result<Vec<AlarmAckRecord>, StoreError>>;
 
     /// The site's devices, ordered by device id; `None` if the site does not exist.
     fn devices(&self, site: SiteId)

@@ -18,6 +18,7 @@ mod fuzz_regressions;
 mod incidents;
 mod metrics;
 mod openapi;
+mod report;
 mod shifts;
 mod store;
 mod sync_batch;

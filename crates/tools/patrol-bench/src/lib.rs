@@ -8,12 +8,15 @@
 //! - [`generator`]: the exact event generator (SplitMix64), checked against the test vectors.
 //! - [`procfs`]: the server's peak memory and CPU time, read from `/proc`.
 //! - [`run`]: setup, W1, W2 and W3, returning the [`Results`] written as JSON.
+//! - [`dar`]: the daily activity report's cost (`patrol-dar`): a day of D × E scans, its report
+//!   downloaded as CSV and PDF.
 //! - [`load`]: the load run (`patrol-load`): many devices recording and syncing at once for a
 //!   while, with a control-room probe, then a check that nothing acknowledged was lost.
 //!
 //! Server counters (wire and body bytes, requests) are read from its metrics side port, whose
 //! own traffic the server does not count; its event count is read from its store file.
 
+pub mod dar;
 pub mod generator;
 pub mod load;
 pub mod procfs;
@@ -205,7 +208,7 @@ pub fn record_scan(store: &mut DeviceStore, ev: &GenEvent) -> Result<EventId> {
 
 /// Enrolls device `n` on the bench's site with a fresh code from the administrator, as a phone
 /// is set up, and starts its shift. Its store uses `synchronous=NORMAL` (see the callers).
-pub(crate) async fn enroll_device(
+pub async fn enroll_device(
     http: &reqwest::Client,
     server: &Server,
     dir: &Path,

@@ -170,6 +170,11 @@ enum ControlCommand {
         /// The device id (`patrol control devices` lists them).
         device: String,
     },
+    /// Reports for a site's client.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Manage users (administrators, within their sites).
     User {
         #[command(subcommand)]
@@ -179,6 +184,29 @@ enum ControlCommand {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCommand {
+    /// Download the daily activity report of a site's local day (or of one shift's part of
+    /// it) as PDF or CSV; writes the file and prints its path (docs/reports.md).
+    Dar {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// The local date in the site's time zone, YYYY-MM-DD.
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// pdf or csv.
+        #[arg(long, value_parser = ["pdf", "csv"])]
+        format: String,
+        /// The file to write; `-` writes the report to standard output.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Only this shift's part of the day (its id, as `patrol control shifts` lists it).
+        #[arg(long)]
+        shift: Option<ShiftId>,
     },
 }
 
@@ -247,6 +275,25 @@ impl Api {
         answer(self.authorized(self.http.put(&url).json(&body)), &url).await
     }
 
+    /// The body of a GET that answers a file (a report), not JSON.
+    async fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .authorized(self.http.get(&url))
+            .send()
+            .await
+            .with_context(|| url.clone())?;
+        if !resp.status().is_success() {
+            // An error answers the usual JSON body.
+            return answer_of(resp, &url).await.map(|_| Vec::new());
+        }
+        Ok(resp
+            .bytes()
+            .await
+            .with_context(|| format!("reading {url}"))?
+            .to_vec())
+    }
+
     /// With the token; an empty one is left out, so that the server says none was given.
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         if self.token.is_empty() {
@@ -290,6 +337,11 @@ impl Api {
 
 async fn answer(request: reqwest::RequestBuilder, url: &str) -> Result<Value> {
     let resp = request.send().await.with_context(|| url.to_owned())?;
+    answer_of(resp, url).await
+}
+
+/// A response's JSON body, or the error its message says.
+async fn answer_of(resp: reqwest::Response, url: &str) -> Result<Value> {
     let status = resp.status();
     let body: Value = resp
         .json()
@@ -773,6 +825,36 @@ pub async fn control(args: ControlArgs) -> Result<()> {
                 outln!("{body}");
             } else {
                 outln!("{}", config_shown(&body)?);
+            }
+        }
+        ControlCommand::Report {
+            command:
+                ReportCommand::Dar {
+                    site,
+                    date,
+                    format,
+                    out,
+                    shift,
+                },
+        } => {
+            let mut path = format!("/api/v1/sites/{site}/reports/dar?date={date}&format={format}");
+            if let Some(shift) = shift {
+                path.push_str(&format!("&shift={shift}"));
+            }
+            let bytes = api.get_bytes(&path).await?;
+            if out.as_os_str() == "-" {
+                use std::io::Write as _;
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&bytes)?;
+                stdout.flush()?;
+            } else {
+                std::fs::write(&out, &bytes)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                eprintln!(
+                    "daily activity report of {site} for {date} ({format}, {} bytes)",
+                    bytes.len()
+                );
+                outln!("{}", out.display());
             }
         }
         ControlCommand::AckAlarm { site, event } => {

@@ -372,11 +372,13 @@ pub(super) async fn incidents<C: GenericClient>(
     let rows = query(
         c,
         "SELECT state FROM incidents WHERE site_id = $1 AND ($2::text IS NULL OR status = $2)
+           AND ($4::bigint IS NULL OR updated_at >= $4)
          ORDER BY created_at DESC, incident_id DESC LIMIT $3",
         &[
             &site.as_str(),
             &query_.status.map(|s| s.as_str()),
             &(i64::from(query_.limit) + 1),
+            &query_.updated_since,
         ],
     )
     .await?;
@@ -554,4 +556,36 @@ pub(super) async fn acknowledge_alarm<C: GenericClient>(
         by: row.try_get(1)?,
         at_ms: row.try_get(2)?,
     })
+}
+
+pub(super) async fn alarm_acks<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    events: &[EventId],
+) -> Result<Vec<AlarmAckRecord>, StoreError> {
+    require_site(c, site).await?;
+    let ids: Vec<&[u8]> = events.iter().map(|e| e.0.as_bytes().as_slice()).collect();
+    let rows = query(
+        c,
+        "SELECT event_id, device_id, acked_by, acked_at FROM alarm_acks
+         WHERE site_id = $1 AND event_id = ANY($2)",
+        &[&site.as_str(), &ids],
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: &[u8] = row.try_get(0)?;
+        let event = uuid::Uuid::from_slice(id)
+            .map(EventId)
+            .map_err(|e| StoreError::CorruptData(format!("alarm ack event id: {e}")))?;
+        let device: String = row.try_get(1)?;
+        out.push(AlarmAckRecord {
+            site: site.clone(),
+            event,
+            device: read_device_id(&device)?,
+            by: row.try_get(2)?,
+            at_ms: row.try_get(3)?,
+        });
+    }
+    Ok(out)
 }

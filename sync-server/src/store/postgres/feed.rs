@@ -15,7 +15,8 @@ use crate::store::merge::shift_log_doc_id;
 use crate::store::rows::{ShiftRow, read_device_id, read_guard_id, read_latest_shift};
 use crate::store::{
     DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, ShiftPage, ShiftQuery, ShiftSummary,
-    SqlValue, StoreError, device_list_sql, shift_list_sql, shift_sql,
+    SqlValue, StoreError, TimeCursor, TimePage, corrected_ms_sql, device_list_sql, shift_list_sql,
+    shift_sql,
 };
 
 pub(super) async fn events_after<C: GenericClient>(
@@ -67,11 +68,12 @@ pub(super) async fn events_filtered<C: GenericClient>(
     }
     // Walks the site's events in order (its primary key) and returns the JSON only of
     // those that match; at most FILTER_SCAN_LIMIT rows per page.
+    let corrected = corrected_ms();
     let rows = query(
         client,
         &format!(
-            "SELECT seq, CASE WHEN ($4::bigint IS NULL OR {CORRECTED_MS} >= $4)
-                               AND ($5::bigint IS NULL OR {CORRECTED_MS} < $5)
+            "SELECT seq, CASE WHEN ($4::bigint IS NULL OR {corrected} >= $4)
+                               AND ($5::bigint IS NULL OR {corrected} < $5)
                                AND ($6::text IS NULL OR guard_id = $6)
                                AND ($7::text IS NULL OR device_id = $7)
                                AND ($8::text IS NULL OR kind = $8)
@@ -115,9 +117,63 @@ pub(super) async fn events_filtered<C: GenericClient>(
 const STAMP_COLUMNS: &str = "corrected_ms IS NULL, device_time_ms, received_at_ms,
      flags::text";
 
-/// An event's corrected time in SQL, as [`Stamp::stored`] reads it: its `corrected_ms`, or for
-/// an event stored before migration 7, its device time bounded by its receipt.
-const CORRECTED_MS: &str = "COALESCE(corrected_ms, LEAST(device_time_ms, received_at_ms))";
+/// An event's corrected time in SQL ([`corrected_ms_sql`]; `corrected_ms` is NULL for an event
+/// stored before migration 7).
+fn corrected_ms() -> String {
+    corrected_ms_sql("LEAST")
+}
+
+pub(super) async fn events_between<C: GenericClient>(
+    client: &C,
+    site: &SiteId,
+    (from_ms, to_ms): (i64, i64),
+    after: Option<TimeCursor>,
+    limit: u32,
+) -> Result<Option<TimePage>, StoreError> {
+    if get_site(client, site).await?.is_none() {
+        return Ok(None);
+    }
+    // From the start of the span (seq 0 comes before every event) or after the last page.
+    let after = after.unwrap_or(TimeCursor {
+        corrected_ms: from_ms,
+        seq: 0,
+    });
+    // `events_by_corrected` serves the range; the row comparison resumes within the cursor's
+    // millisecond.
+    let corrected = corrected_ms();
+    let rows = query(
+        client,
+        &format!(
+            "SELECT seq, json, {STAMP_COLUMNS}, {corrected} FROM events
+             WHERE site_id = $1 AND {corrected} >= $2 AND {corrected} < $3
+               AND ({corrected}, seq) > ($2, $4)
+             ORDER BY {corrected}, seq LIMIT $5"
+        ),
+        &[
+            &site.as_str(),
+            &after.corrected_ms.max(from_ms),
+            &to_ms,
+            &to_i64(after.seq),
+            &(i64::from(limit) + 1),
+        ],
+    )
+    .await?;
+    let mut page = TimePage::default();
+    let mut last = None;
+    for row in rows {
+        if page.events.len() == limit as usize {
+            page.next = last;
+            break;
+        }
+        let seq = to_u64(row.try_get(0)?, "event seq")?;
+        last = Some(TimeCursor {
+            corrected_ms: row.try_get(6)?,
+            seq,
+        });
+        page.events.push((seq, feed_json(&row, row.try_get(1)?)?));
+    }
+    Ok(Some(page))
+}
 
 /// The feed JSON of an event row: as stored, or for an event stored before migration 7 (whose
 /// JSON lacks its stamp), with the stamp it reads as added.

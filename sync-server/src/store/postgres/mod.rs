@@ -55,7 +55,7 @@ use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
     NewEnrollmentCode, OperatorAction, ShiftLogEvidence, ShiftPage, ShiftQuery, ShiftSummary, Site,
-    Store, StoreError, StoredConfig, SyncBatch,
+    Store, StoreError, StoredConfig, SyncBatch, TimeCursor, TimePage,
 };
 use crate::credentials::{
     NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
@@ -498,6 +498,31 @@ impl Store for PostgresStore {
             }
             let client = self.client().await?;
             feed::events_filtered(&client, &site, after, limit, &filter).await
+        })
+    }
+
+    fn events_between(
+        &self,
+        site: SiteId,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<TimeCursor>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Option<TimePage>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            feed::events_between(&client, &site, (from_ms, to_ms), after, limit).await
+        })
+    }
+
+    fn alarm_acks(
+        &self,
+        site: SiteId,
+        events: Vec<patrol_core::EventId>,
+    ) -> BoxFuture<'_, Result<Vec<AlarmAckRecord>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            collab::alarm_acks(&client, &site, &events).await
         })
     }
 

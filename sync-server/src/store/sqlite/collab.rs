@@ -299,12 +299,14 @@ pub(super) fn incidents(
         // One extra row tells whether more follow.
         let mut stmt = tx.prepare_cached(
             "SELECT state FROM incidents WHERE site_id = ?1 AND (?2 IS NULL OR status = ?2)
+               AND (?4 IS NULL OR updated_at >= ?4)
              ORDER BY created_at DESC, incident_id DESC LIMIT ?3",
         )?;
         let mut rows = stmt.query(params![
             site.as_str(),
             query.status.map(|s| s.as_str()),
-            limit + 1
+            limit + 1,
+            query.updated_since
         ])?;
         while let Some(row) = rows.next()? {
             if list.incidents.len() == query.limit as usize {
@@ -457,4 +459,36 @@ pub(super) fn acknowledge_alarm(
         by,
         at_ms,
     })
+}
+
+pub(super) fn alarm_acks(
+    conn: &mut Connection,
+    site: &SiteId,
+    events: &[EventId],
+) -> Result<Vec<AlarmAckRecord>, StoreError> {
+    let tx = conn.transaction()?;
+    require_site(&tx, site)?;
+    let mut out = Vec::new();
+    let mut stmt = tx.prepare_cached(
+        "SELECT device_id, acked_by, acked_at FROM alarm_acks
+         WHERE site_id = ?1 AND event_id = ?2",
+    )?;
+    // One lookup by primary key per alarm: a day holds few.
+    for &event in events {
+        let row: Option<(String, String, i64)> = stmt
+            .query_row(params![site.as_str(), event.0.as_bytes().as_slice()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        if let Some((device, by, at_ms)) = row {
+            out.push(AlarmAckRecord {
+                site: site.clone(),
+                event,
+                device: read_device_id(&device)?,
+                by,
+                at_ms,
+            });
+        }
+    }
+    Ok(out)
 }

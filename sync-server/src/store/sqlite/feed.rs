@@ -18,7 +18,8 @@ use crate::store::merge::shift_log_doc_id;
 use crate::store::rows::{ShiftRow, corrupt, read_device_id, read_guard_id, read_latest_shift};
 use crate::store::{
     DeviceStatus, EventPage, FILTER_SCAN_LIMIT, FeedFilter, ShiftPage, ShiftQuery, ShiftSummary,
-    SqlValue, StoreError, device_list_sql, shift_list_sql, shift_sql,
+    SqlValue, StoreError, TimeCursor, TimePage, corrected_ms_sql, device_list_sql, shift_list_sql,
+    shift_sql,
 };
 
 pub(super) fn events_after(
@@ -63,9 +64,11 @@ const FEED_COLUMNS: &str =
     "seq, event_id, device_id, shift_id, guard_id, received_at_ms, record, json,
      device_time_ms, corrected_ms, flags";
 
-/// An event's corrected time in SQL, as [`Stamp::stored`] reads it: its `corrected_ms`, or for
-/// an event stored before migration 11, its device time bounded by its receipt.
-const CORRECTED_MS: &str = "COALESCE(corrected_ms, MIN(device_time_ms, received_at_ms))";
+/// An event's corrected time in SQL ([`corrected_ms_sql`]; `corrected_ms` is NULL for an event
+/// stored before migration 11).
+fn corrected_ms() -> String {
+    corrected_ms_sql("MIN")
+}
 
 fn feed_seq(row: &rusqlite::Row<'_>) -> Result<u64, StoreError> {
     let seq: i64 = row.get(0)?;
@@ -136,10 +139,11 @@ pub(super) fn events_filtered(
     {
         // Walks the site's events in order (its primary key) and renders only those that
         // match; at most FILTER_SCAN_LIMIT rows per page.
+        let corrected = corrected_ms();
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT {FEED_COLUMNS},
-                    CASE WHEN (?4 IS NULL OR {CORRECTED_MS} >= ?4)
-                              AND (?5 IS NULL OR {CORRECTED_MS} < ?5)
+                    CASE WHEN (?4 IS NULL OR {corrected} >= ?4)
+                              AND (?5 IS NULL OR {corrected} < ?5)
                               AND (?6 IS NULL OR guard_id = ?6)
                               AND (?7 IS NULL OR device_id = ?7)
                               AND (?8 IS NULL OR kind = ?8)
@@ -176,6 +180,64 @@ pub(super) fn events_filtered(
                 page.events
                     .push((seq, feed_json(site, seq, row, &mut renderer)?));
             }
+        }
+    }
+    Ok(Some(page))
+}
+
+/// The query of [`events_between`]: site, span start (or the cursor's time), span end, the
+/// cursor's seq, limit. `events_by_corrected` serves the range; the row comparison resumes
+/// within the cursor's millisecond.
+pub(super) fn events_between_sql() -> String {
+    let corrected = corrected_ms();
+    format!(
+        "SELECT {FEED_COLUMNS}, {corrected} FROM events
+         WHERE site_id = ?1 AND {corrected} >= ?2 AND {corrected} < ?3
+           AND ({corrected}, seq) > (?2, ?4)
+         ORDER BY {corrected}, seq LIMIT ?5"
+    )
+}
+
+pub(super) fn events_between(
+    conn: &mut Connection,
+    site: &SiteId,
+    (from_ms, to_ms): (i64, i64),
+    after: Option<TimeCursor>,
+    limit: u32,
+) -> Result<Option<TimePage>, StoreError> {
+    let tx = conn.transaction()?;
+    if get_site(&tx, site)?.is_none() {
+        return Ok(None);
+    }
+    // From the start of the span (seq 0 comes before every event) or after the last page.
+    let after = after.unwrap_or(TimeCursor {
+        corrected_ms: from_ms,
+        seq: 0,
+    });
+    let mut page = TimePage::default();
+    {
+        let mut stmt = tx.prepare_cached(&events_between_sql())?;
+        let mut rows = stmt.query(params![
+            site.as_str(),
+            after.corrected_ms.max(from_ms),
+            to_ms,
+            to_i64(after.seq),
+            i64::from(limit) + 1
+        ])?;
+        let mut renderer = FeedRenderer::default();
+        let mut last = None;
+        while let Some(row) = rows.next()? {
+            if page.events.len() == limit as usize {
+                page.next = last;
+                break;
+            }
+            let seq = feed_seq(row)?;
+            last = Some(TimeCursor {
+                corrected_ms: row.get(11)?,
+                seq,
+            });
+            page.events
+                .push((seq, feed_json(site, seq, row, &mut renderer)?));
         }
     }
     Ok(Some(page))

@@ -55,7 +55,7 @@ use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
     NewEnrollmentCode, OperatorAction, ShiftLogEvidence, ShiftPage, ShiftQuery, ShiftSummary, Site,
-    Store, StoreError, StoredConfig, SyncBatch,
+    Store, StoreError, StoredConfig, SyncBatch, TimeCursor, TimePage,
 };
 
 mod auth;
@@ -346,6 +346,29 @@ impl Store for SqliteStore {
                 feed::events_filtered(conn, &site, after, limit, &filter)
             }
         }))
+    }
+
+    fn events_between(
+        &self,
+        site: SiteId,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<TimeCursor>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Option<TimePage>, StoreError>> {
+        Box::pin(
+            self.read(move |conn| {
+                feed::events_between(conn, &site, (from_ms, to_ms), after, limit)
+            }),
+        )
+    }
+
+    fn alarm_acks(
+        &self,
+        site: SiteId,
+        events: Vec<patrol_core::EventId>,
+    ) -> BoxFuture<'_, Result<Vec<AlarmAckRecord>, StoreError>> {
+        Box::pin(self.read(move |conn| collab::alarm_acks(conn, &site, &events)))
     }
 
     fn devices(

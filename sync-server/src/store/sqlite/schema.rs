@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_corrected_time_and_flags.sql"),
     include_str!("migrations/0012_shift_summaries.sql"),
     include_str!("migrations/0013_incident_history.sql"),
+    include_str!("migrations/0016_events_by_corrected_time.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
@@ -174,6 +175,31 @@ mod tests {
             let sites = upgraded.list_sites().await?;
             assert_eq!(sites.len(), usize::from(start >= 1), "from {start}");
         }
+        Ok(())
+    }
+
+    /// A day of a site's events (`events_between`, the daily activity report's read) is
+    /// searched through `events_by_corrected` by its span, in the index's order: a page reads
+    /// the rows it returns, not the site's history, and sorts nothing.
+    #[tokio::test]
+    async fn a_day_of_events_is_read_through_its_index() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(dir.path().join("p.db"))?;
+        let plan: Vec<String> = store
+            .write(|conn| {
+                let sql = format!(
+                    "EXPLAIN QUERY PLAN {}",
+                    super::super::feed::events_between_sql()
+                );
+                let mut stmt = conn.prepare(&sql)?;
+                let rows = stmt.query_map(params!["site-1", 0, 1, 0, 10], |r| r.get(3))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        assert_eq!(
+            plan,
+            ["SEARCH events USING INDEX events_by_corrected (site_id=? AND <expr>>? AND <expr><?)"]
+        );
         Ok(())
     }
 
@@ -648,6 +674,7 @@ mod tests {
                 site.clone(),
                 IncidentQuery {
                     status: None,
+                    updated_since: None,
                     limit: 10,
                 },
             )

@@ -691,14 +691,7 @@ impl Phone {
     }
 
     pub fn scan(&mut self, checkpoint: &str) -> Result<EventId, Box<dyn std::error::Error>> {
-        self.record(EventBody::CheckpointScanned(Scan {
-            checkpoint: CheckpointId::new(checkpoint)?,
-            method: ScanMethod::Nfc {
-                tag: format!("tag-{checkpoint}"),
-            },
-            location: None,
-            note: None,
-        }))
+        self.record(scan_of(checkpoint)?)
     }
 
     pub fn push(&mut self) -> Result<DocPush, Box<dyn std::error::Error>> {
@@ -740,6 +733,18 @@ impl Phone {
         self.acked = ack.acked;
         ack.unacked.len()
     }
+}
+
+/// A scan of `checkpoint` by its NFC tag `tag-<checkpoint>`, to record at a chosen time.
+pub fn scan_of(checkpoint: &str) -> Result<EventBody, Box<dyn std::error::Error>> {
+    Ok(EventBody::CheckpointScanned(Scan {
+        checkpoint: CheckpointId::new(checkpoint)?,
+        method: ScanMethod::Nfc {
+            tag: format!("tag-{checkpoint}"),
+        },
+        location: None,
+        note: None,
+    }))
 }
 
 pub fn crate_now_ms() -> i64 {
