@@ -323,6 +323,12 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
     let mut notes = Vec::new();
     let mut anomalies = Vec::new();
     let mut reported_incidents = Vec::new();
+    // Only scans of a tour's checkpoints decide a window.
+    let in_tours: HashSet<&str> = config
+        .tours
+        .iter()
+        .flat_map(|t| t.checkpoints.iter().map(|c| c.as_str()))
+        .collect();
     let mut cursor: Option<TimeCursor> = None;
     loop {
         let Some(page) = store
@@ -335,38 +341,45 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
             let e: FeedEvent<'_> =
                 serde_json::from_str(json).map_err(|e| corrupt(&format!("event {seq}"), e))?;
             let at_ms = time_ms("corrected time", &e.corrected_time)?;
-            let shift: ShiftId = parsed("shift id", &e.shift_id)?;
-            if e.kind == "checkpoint_scanned" {
+            // Ids are parsed only where the report keeps them: most of a day's events are
+            // scans, of which it keeps a count and, for the tours, a few fields.
+            let guard = || parsed::<GuardId>("guard id", &e.guard_id);
+            let event = || parsed::<EventId>("event id", &e.id);
+            let scanned = e.kind == "checkpoint_scanned";
+            if scanned {
                 // Every device's scans count for the tours, whichever shift is reported.
-                if let Some(checkpoint) = &e.checkpoint {
+                if let Some(checkpoint) = e.checkpoint.as_deref().filter(|c| in_tours.contains(c)) {
                     scans.push(TourScan {
                         checkpoint: parsed("checkpoint", checkpoint)?,
                         at_ms,
-                        guard: parsed("guard id", &e.guard_id)?,
-                        event: parsed("event id", &e.id)?,
+                        guard: guard()?,
+                        event: event()?,
                     });
                 }
             }
-            if !in_day(at_ms) || only_shift.is_some_and(|s| s != shift) {
+            if !in_day(at_ms) {
                 continue;
             }
-            let guard: GuardId = parsed("guard id", &e.guard_id)?;
-            let device: DeviceId = parsed("device id", &e.device_id)?;
-            let event: EventId = parsed("event id", &e.id)?;
+            let shift: ShiftId = parsed("shift id", &e.shift_id)?;
+            if only_shift.is_some_and(|s| s != shift) {
+                continue;
+            }
             let seen = shifts.entry(shift).or_default();
-            seen.guard.get_or_insert_with(|| guard.clone());
-            seen.device.get_or_insert(device);
+            if seen.guard.is_none() {
+                seen.guard = Some(guard()?);
+                seen.device = Some(parsed("device id", &e.device_id)?);
+            }
             seen.events += 1;
             match &*e.kind {
+                _ if scanned => seen.scans += 1,
                 "shift_started" => seen.started_ms = Some(at_ms),
                 "shift_ended" => {
                     seen.ended_ms = Some(at_ms);
                     seen.end_note = e.note.clone();
                 }
-                "checkpoint_scanned" => seen.scans += 1,
                 "handover" => handovers.push(DarHandover {
                     at_ms,
-                    guard: guard.clone(),
+                    guard: guard()?,
                     to_guard: e
                         .to_guard
                         .as_deref()
@@ -374,12 +387,12 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
                         .transpose()?,
                     text: e.text.clone().unwrap_or_default(),
                     shift,
-                    event,
+                    event: event()?,
                 }),
                 "panic" => alarms.push(DarAlarm {
-                    event,
-                    guard: guard.clone(),
-                    device,
+                    event: event()?,
+                    guard: guard()?,
+                    device: parsed("device id", &e.device_id)?,
                     raised_ms: at_ms,
                     device_time_ms: time_ms("device time", &e.device_time)?,
                     received_ms: time_ms("receive time", &e.received_at)?,
@@ -388,10 +401,10 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
                 }),
                 "note" => notes.push(DarNote {
                     at_ms,
-                    guard: guard.clone(),
+                    guard: guard()?,
                     text: e.text.clone().unwrap_or_default(),
                     shift,
-                    event,
+                    event: event()?,
                 }),
                 "incident_reported" => {
                     if let Some(incident) = &e.incident {
@@ -403,8 +416,8 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
             if !e.flags.is_empty() {
                 anomalies.push(DarAnomaly {
                     at_ms,
-                    guard,
-                    device,
+                    guard: guard()?,
+                    device: parsed("device id", &e.device_id)?,
                     kind: e.kind.to_string(),
                     checkpoint: e
                         .checkpoint
@@ -412,7 +425,7 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
                         .map(|c| parsed("checkpoint", c))
                         .transpose()?,
                     flags: e.flags.iter().map(flag_words).collect(),
-                    event,
+                    event: event()?,
                 });
             }
         }
