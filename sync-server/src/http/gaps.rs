@@ -26,6 +26,7 @@ use patrol_core::event::format_time_ms;
 use patrol_core::{DeviceId, ShiftId, SiteId};
 use serde_json::json;
 
+use super::live::Announcement;
 use super::state::AppState;
 use crate::config::ApiConfig;
 use crate::now_ms;
@@ -278,7 +279,7 @@ pub async fn watch(state: AppState) {
                         %site, device = %d.device, event = alert.kind.name(),
                         "announcing a gap on the live streams"
                     );
-                    state.feed.announce(Arc::new(alert));
+                    state.feed.announce(Arc::new(Announcement::Gap(alert)));
                 }
                 site_seen.insert(d.device, now);
             }

@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_corrected_time_and_flags.sql"),
     include_str!("migrations/0008_shift_summaries.sql"),
     include_str!("migrations/0009_incident_history.sql"),
+    include_str!("migrations/0011_tour_compliance.sql"),
 ];
 
 /// The advisory lock key migrations run under (any constant; this is "patrol" in ASCII).

@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_corrected_time_and_flags.sql"),
     include_str!("migrations/0012_shift_summaries.sql"),
     include_str!("migrations/0013_incident_history.sql"),
+    include_str!("migrations/0015_tour_compliance.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
