@@ -1293,3 +1293,70 @@ pub fn change_json(site: &str, change: &Change) -> Value {
     }
     data
 }
+
+/// What both backends' migration tests check of the compliance migration.
+#[cfg(test)]
+pub(crate) mod testing {
+    use patrol_core::SiteId;
+    use patrol_core::siteconfig::SiteConfig;
+
+    use super::{Span, WindowQuery};
+    use crate::store::{Site, Store};
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    /// `old` existed before the migration, which ran between `before_ms` and `after_ms`: its
+    /// windows are tracked from the migration on (the scans before were never recorded for
+    /// tours), the earlier ones left out; a site created after it is tracked whole.
+    pub async fn existing_sites_are_tracked_from_the_migration(
+        store: &dyn Store,
+        old: SiteId,
+        before_ms: i64,
+        after_ms: i64,
+    ) -> TestResult {
+        let new = SiteId::new("site-new")?;
+        store
+            .create_site(Site {
+                id: new.clone(),
+                name: "new".into(),
+                created_at_ms: after_ms,
+            })
+            .await?;
+        for site in [&old, &new] {
+            let config: SiteConfig = serde_json::from_value(serde_json::json!({
+                "site": site.as_str(), "version": 0,
+                "checkpoints": [{"id": "cp-1", "name": "Gate", "tags": [], "location": null,
+                                 "radius_m": null}],
+                "tours": [{"id": "hourly", "name": "Hourly", "checkpoints": ["cp-1"],
+                           "schedule": [{"every_min": 60, "from": "00:00", "to": "00:00"}],
+                           "grace_min": 0}],
+                "post_orders": [],
+            }))?;
+            store.put_site_config(config, 0, after_ms).await?;
+        }
+        let read = |site: SiteId| {
+            store.tour_windows(
+                site,
+                WindowQuery {
+                    tour: None,
+                    span: Span::Between {
+                        from_ms: before_ms - 6 * 3_600_000,
+                        to_ms: after_ms + 3_600_000,
+                    },
+                },
+                after_ms,
+            )
+        };
+        let old = read(old).await?;
+        let since = old
+            .tracked_since
+            .ok_or("an existing site is tracked from the migration")?;
+        assert!((before_ms..=after_ms).contains(&since), "{since}");
+        assert!(old.windows.iter().all(|w| w.window.start_ms >= since));
+        assert!(!old.windows.is_empty());
+        let new = read(new).await?;
+        assert_eq!(new.tracked_since, None);
+        assert!(new.windows.len() >= 7, "{}", new.windows.len());
+        Ok(())
+    }
+}

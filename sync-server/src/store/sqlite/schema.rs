@@ -669,6 +669,36 @@ mod tests {
         Ok(())
     }
 
+    /// Migration 0015 (tour compliance): a site that existed before it is tracked from the
+    /// migration on; one created after it, whole.
+    #[tokio::test]
+    async fn the_compliance_migration_tracks_existing_sites_from_then_on() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let mut conn = open_connection(&path)?;
+        // Every migration before it (found by its name: other migrations may precede it).
+        let before = MIGRATIONS
+            .iter()
+            .position(|m| m.starts_with("-- 0015"))
+            .ok_or("no migration 0015")?;
+        migrate(&mut conn, before)?;
+        conn.execute(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 1, 0)",
+            [],
+        )?;
+        drop(conn);
+        let before_ms = crate::now_ms();
+        let store = SqliteStore::open(&path)?;
+        let after_ms = crate::now_ms();
+        crate::store::compliance::testing::existing_sites_are_tracked_from_the_migration(
+            &store,
+            SiteId::new("site-1")?,
+            before_ms,
+            after_ms,
+        )
+        .await
+    }
+
     #[test]
     fn reopening_applies_nothing_and_a_newer_schema_is_refused() -> TestResult {
         let dir = tempfile::tempdir()?;
