@@ -1008,6 +1008,12 @@ impl<'a> Settle<'a> {
         }
     }
 
+    /// Whether no window closes in this pass: then a pass that finds nothing to finalise
+    /// writes nothing at all (not even its bookkeeping, which the next pass takes up as is).
+    pub fn idle(&self) -> bool {
+        self.closing.is_empty()
+    }
+
     pub fn reads(&self) -> SettleReads {
         let starts = self
             .closing

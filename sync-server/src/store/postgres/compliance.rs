@@ -334,6 +334,9 @@ pub(super) async fn settle(
     })
     .collect::<Result<Vec<_>, StoreError>>()?;
     let settled = pass.run(&stored, &provisional, &shifts);
+    if pass.idle() && settled.writes.is_empty() {
+        return Ok(Some(SettleReport::default()));
+    }
     write(tx, id, &settled.writes, now_ms).await?;
     execute(
         tx,

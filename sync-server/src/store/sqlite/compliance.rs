@@ -279,6 +279,9 @@ pub(super) fn settle(
         rows.collect::<Result<Vec<_>, _>>()?
     };
     let settled = pass.run(&stored, &provisional, &shifts);
+    if pass.idle() && settled.writes.is_empty() {
+        return Ok(SettleReport::default());
+    }
     write(tx, id, &settled.writes, now_ms)?;
     tx.prepare_cached(
         "INSERT INTO compliance_sites (site_id, tracked_since, closed_through)
