@@ -18,7 +18,7 @@ use chrono::NaiveDate;
 use patrol_core::event::format_time_ms;
 use patrol_core::schedule::Window;
 use patrol_core::siteconfig::{SiteConfig, SiteZone};
-use patrol_e2e::Phone;
+use patrol_e2e::{Phone, next_sse, open_stream};
 use patrol_testkit::{Server, run_ok};
 use serde_json::{Value, json};
 
@@ -113,39 +113,6 @@ fn summary(page: &Value) -> Vec<(String, Vec<String>, String)> {
 fn scan_at(phone: &Phone, tag: &str, at_ms: i64) -> Result<()> {
     phone.run(&["--clock", &format_time_ms(at_ms), "scan", "--nfc", tag])?;
     Ok(())
-}
-
-/// The next SSE frame named `name` whose window starts at `start`, skipping others; its data.
-async fn next_window_event(
-    resp: &mut reqwest::Response,
-    buf: &mut String,
-    name: &str,
-    start: &str,
-) -> Result<Value> {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            while let Some(end) = buf.find("\n\n") {
-                let frame: String = buf.drain(..end + 2).collect();
-                let event = frame.lines().find_map(|l| l.strip_prefix("event:"));
-                let data = frame.lines().find_map(|l| l.strip_prefix("data:"));
-                if let (Some(event), Some(data)) = (event, data)
-                    && event.trim() == name
-                {
-                    let data: Value = serde_json::from_str(data.trim())?;
-                    if data["start"] == start {
-                        return Ok(data);
-                    }
-                }
-            }
-            let chunk = resp
-                .chunk()
-                .await?
-                .ok_or_else(|| anyhow!("the stream ended"))?;
-            buf.push_str(std::str::from_utf8(&chunk)?);
-        }
-    })
-    .await
-    .with_context(|| format!("no {name} for the window at {start} on the live stream"))?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,31 +217,26 @@ async fn a_scripted_night_is_on_time_late_missed_and_provisional_until_final() -
 
     // Ben's phone comes back into signal; the live stream hears his rounds filled in, and
     // every window turn final.
-    let http = reqwest::Client::new();
-    let mut live = http
-        .get(format!("{}/api/v1/sites/{SITE}/stream", server.url))
-        .bearer_auth(&server.admin_token)
-        .send()
-        .await?;
-    ensure!(live.status() == 200, "stream: {}", live.status());
+    let mut live = open_stream(&server, SITE).await?;
     let mut buf = String::new();
     ben.run(&["sync"])?;
-    let changed = next_window_event(
+    let starts = |at: i64| move |d: &Value| d["start"] == format_time_ms(at);
+    let changed = next_sse(
         &mut live,
         &mut buf,
-        "window_changed",
-        &format_time_ms(w(3).start_ms),
+        Some("window_changed"),
+        starts(w(3).start_ms),
     )
     .await?;
     ensure!(
         changed["tour_id"] == "round" && changed["site_id"] == SITE,
         "{changed}"
     );
-    let final_ = next_window_event(
+    let final_ = next_sse(
         &mut live,
         &mut buf,
-        "window_final",
-        &format_time_ms(w(0).start_ms),
+        Some("window_final"),
+        starts(w(0).start_ms),
     )
     .await?;
     ensure!(

@@ -28,19 +28,10 @@ const CHANGES_PAGE: u32 = 500;
 /// Runs the finaliser of this instance (see the module docs) until the server closes its live
 /// streams. A site whose pass or read fails is logged and tried again at the next pass.
 pub async fn run(state: AppState) {
-    let mut closing = state.feed.closing();
-    let mut tick = tokio::time::interval(state.config.compliance_check);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = state.feed.ticks(state.config.compliance_check);
     // Per site, the last announcement this instance has seen.
     let mut seen: HashMap<SiteId, u64> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = closing.changed() => if changed.is_err() { return; },
-        }
-        if *closing.borrow() {
-            return;
-        }
+    while ticks.next().await {
         let sites = match state.store.list_sites().await {
             Ok(sites) => sites,
             Err(e) => {

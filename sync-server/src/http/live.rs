@@ -163,6 +163,17 @@ impl FeedNotifier {
         self.closing.subscribe()
     }
 
+    /// Ticks every `period` (the first at once) for a periodic task of this instance, until
+    /// the server closes its live streams.
+    pub(super) fn ticks(&self, period: Duration) -> Ticks {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticks {
+            closing: self.closing(),
+            tick,
+        }
+    }
+
     /// The sites with a live stream open on this instance.
     pub fn watched_sites(&self) -> Vec<SiteId> {
         let sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
@@ -196,6 +207,23 @@ impl FeedNotifier {
             open: Arc::clone(&self.open),
             user: user.to_owned(),
         })
+    }
+}
+
+/// A periodic task's ticks ([`FeedNotifier::ticks`]).
+pub(super) struct Ticks {
+    closing: watch::Receiver<bool>,
+    tick: tokio::time::Interval,
+}
+
+impl Ticks {
+    /// Waits for the next tick; `false` once the server is closing (the task ends then).
+    pub(super) async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.tick.tick() => {}
+            changed = self.closing.changed() => if changed.is_err() { return false; },
+        }
+        !*self.closing.borrow()
     }
 }
 

@@ -8,21 +8,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::http::StatusCode;
 use chrono::NaiveDate;
 use patrol_core::compliance::{FinalBy, assign_scans, grace_ms};
 use patrol_core::protocol::DocOutcome;
 use patrol_core::siteconfig::{CheckpointState, SiteConfig, SiteZone};
-use patrol_core::{CheckpointId, EventBody, EventId, Scan, ScanMethod};
+use patrol_core::{CheckpointId, EventBody, EventId};
 use patrol_server::Store;
 use patrol_server::store::compliance::{Span, WindowQuery, WindowView, WindowsAnswer};
-use patrol_server::store::{ShiftLogPush, SyncBatch};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::common::{Backend, Phone, SITE, TestResult, TestServer, site};
+use crate::common::{Backend, Phone, SITE, TestResult, TestServer, scan_body, site};
 
 const MIN: i64 = 60_000;
 const HOUR: i64 = 60 * MIN;
@@ -57,17 +55,6 @@ fn config(finalise_after_hours: u32) -> Result<SiteConfig, Box<dyn std::error::E
     Ok(config)
 }
 
-fn scan_body(checkpoint: &str) -> Result<EventBody, Box<dyn std::error::Error>> {
-    Ok(EventBody::CheckpointScanned(Scan {
-        checkpoint: CheckpointId::new(checkpoint)?,
-        method: ScanMethod::Nfc {
-            tag: format!("tag-{checkpoint}"),
-        },
-        location: None,
-        note: None,
-    }))
-}
-
 /// Records a scan of `checkpoint` at `true_ms` (on the phone's clock, which is its offset
 /// off).
 fn scan(
@@ -81,25 +68,7 @@ fn scan(
 /// Syncs what the phone has not delivered, received at `received_ms`; the request carries the
 /// phone's clock then, so the events' corrected times are their true times.
 async fn sync_at(store: &Arc<dyn Store>, phone: &mut Phone, received_ms: i64) -> TestResult {
-    let push = phone.push()?;
-    let outcomes = store
-        .sync(SyncBatch {
-            site: site(),
-            device: phone.device,
-            request_seq: phone.request_seq.fetch_add(1, Ordering::Relaxed) + 1,
-            received_at_ms: received_ms,
-            device_time_ms: received_ms + phone.clock_offset_ms,
-            pending_events: phone.recorded.len() as u64,
-            pushes: vec![ShiftLogPush {
-                shift: phone.shift(),
-                changes: push.changes,
-                events: push.events,
-                signature: None,
-            }],
-            public_key: None,
-            clock_skew_threshold_ms: patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
-        })
-        .await?;
+    let outcomes = store.sync(phone.batch(received_ms)?).await?;
     assert!(
         matches!(outcomes[0], DocOutcome::Accepted { .. }),
         "{outcomes:?}"

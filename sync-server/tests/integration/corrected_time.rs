@@ -7,24 +7,13 @@
 use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
-use patrol_core::{CheckpointId, EventBody, EventId, Scan, ScanMethod};
+use patrol_core::EventId;
 use serde_json::{Value, json};
 
-use crate::common::{Phone, SITE, TestResult, TestServer, crate_now_ms};
+use crate::common::{Phone, SITE, TestResult, TestServer, crate_now_ms, scan_body};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
-
-fn scan(checkpoint: &str) -> Result<EventBody, Box<dyn std::error::Error>> {
-    Ok(EventBody::CheckpointScanned(Scan {
-        checkpoint: CheckpointId::new(checkpoint)?,
-        method: ScanMethod::Nfc {
-            tag: format!("tag-{checkpoint}"),
-        },
-        location: None,
-        note: None,
-    }))
-}
 
 /// Syncs what the phone has not delivered in a request stamped with its clock, `skew_ms` off
 /// the true time (negative: slow); returns the clock the request carried.
@@ -87,7 +76,7 @@ async fn a_slow_phone_is_corrected_and_flagged(backend: crate::common::Backend) 
     let server = TestServer::new(backend).await?;
     let mut phone = server.phone("guard-1").await?;
     let scanned_at = crate_now_ms() - 10 * MINUTE;
-    let id = phone.record_at(scanned_at - 3 * HOUR, scan("cp-1")?)?;
+    let id = phone.record_at(scanned_at - 3 * HOUR, scan_body("cp-1")?)?;
     let sent = sync_with_clock(&server, &mut phone, -3 * HOUR).await?;
 
     let e = event(&server, id).await?;
@@ -134,11 +123,11 @@ async fn only_offsets_beyond_the_threshold_are_flagged(
     let mut phone = server.phone("guard-1").await?;
     let shift_started = phone.recorded[0];
     let now = crate_now_ms();
-    let a = phone.record_at(now - 121_000, scan("cp-a")?)?;
+    let a = phone.record_at(now - 121_000, scan_body("cp-a")?)?;
     sync_with_clock(&server, &mut phone, -121_000).await?;
-    let b = phone.record_at(now - MINUTE, scan("cp-b")?)?;
+    let b = phone.record_at(now - MINUTE, scan_body("cp-b")?)?;
     sync_with_clock(&server, &mut phone, -MINUTE).await?;
-    let c = phone.record_at(now + 3 * HOUR, scan("cp-c")?)?;
+    let c = phone.record_at(now + 3 * HOUR, scan_body("cp-c")?)?;
     sync_with_clock(&server, &mut phone, 3 * HOUR).await?;
 
     let flagged = feed_ids(&server, "flag=clock_skew").await?;
