@@ -86,6 +86,56 @@ fn events_of(mut doc: serde_json::Value) -> Result<Vec<serde_json::Value>> {
     }
 }
 
+/// The live stream of `site` on `server` (`GET /api/v1/sites/{site}/stream`), as its first
+/// administrator, once it answered 200.
+pub async fn open_stream(server: &Server, site: &str) -> Result<reqwest::Response> {
+    let live = reqwest::Client::new()
+        .get(format!("{}/api/v1/sites/{site}/stream", server.url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await?;
+    if live.status() != 200 {
+        bail!("stream: {}", live.status());
+    }
+    Ok(live)
+}
+
+/// The next message of a live stream (server-sent events) named `name` (its `event:` line;
+/// `None`: any message) whose JSON data `pick` accepts, skipping the others, waiting at most a
+/// minute. `buf` keeps what was read past it, for the next call.
+pub async fn next_sse(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    name: Option<&str>,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let event = frame.lines().find_map(|l| l.strip_prefix("event:"));
+                let data = frame.lines().find_map(|l| l.strip_prefix("data:"));
+                if let Some(data) = data
+                    && name.is_none_or(|name| event.is_some_and(|e| e.trim() == name))
+                {
+                    let data: serde_json::Value =
+                        serde_json::from_str(data.trim()).context("parsing a stream message")?;
+                    if pick(&data) {
+                        return Ok(data);
+                    }
+                }
+            }
+            let chunk = resp
+                .chunk()
+                .await?
+                .ok_or_else(|| anyhow!("the stream ended"))?;
+            buf.push_str(std::str::from_utf8(&chunk)?);
+        }
+    })
+    .await
+    .with_context(|| format!("no {} on the live stream", name.unwrap_or("message")))?
+}
+
 /// The server's counters as `/metrics` shows them now: each series (name and labels, e.g.
 /// `patrol_wire_refused_connections_total{cap="overall"}`) with its value.
 pub async fn metrics(

@@ -280,8 +280,13 @@ impl DeviceStore {
     /// store at all is refused with [`Error::Unreadable`] and left where it is, where `open`
     /// moves a damaged store aside so that the app can go on recording in a new one.
     pub fn open_in_place(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_in_place_with(path, StoreOptions::default())
+    }
+
+    /// [`DeviceStore::open_in_place`] with `options` (a clock of its own, for instance).
+    pub fn open_in_place_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let path = path.as_ref();
-        match Self::open_inner(path, Setup::Existing, StoreOptions::default()) {
+        match Self::open_inner(path, Setup::Existing, options) {
             Err(e) if is_corruption(&e) => Err(Error::Unreadable {
                 path: path.display().to_string(),
                 reason: e.to_string(),

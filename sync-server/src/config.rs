@@ -125,6 +125,11 @@ pub const DEFAULT_SHIFT_OVERDUE_AFTER_HOURS: u64 = 12;
 /// live streams.
 pub const DEFAULT_GAP_CHECK_SECS: u64 = 60;
 
+/// Seconds between an instance's passes over every site's tour windows (closing those whose
+/// grace ended, finalising those that are final) and its announcements of window changes on
+/// its live streams.
+pub const DEFAULT_COMPLIANCE_CHECK_SECS: u64 = 30;
+
 const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
 
 /// The lifetime of the user tokens a command issues (`admin create`, `user create`,
@@ -458,6 +463,14 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_GAP_CHECK_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub gap_check_secs: u64,
+    /// Seconds between this instance's passes over every site's tour windows: windows whose
+    /// grace ended are closed (what was not scanned is missed) and windows that are final are
+    /// marked so; window changes (`window_changed`, `window_final`, `window_amended`) reach its
+    /// live streams at the next pass. Safe with several instances on one database.
+    #[arg(long, env = "PATROL_COMPLIANCE_CHECK_SECS",
+          default_value_t = DEFAULT_COMPLIANCE_CHECK_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub compliance_check_secs: u64,
 }
 
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
@@ -527,6 +540,8 @@ pub struct ApiConfig {
     pub shift_overdue_after: Duration,
     /// How often the gap watcher checks (`http::gaps`).
     pub gap_check: Duration,
+    /// How often the finaliser passes over every site's tour windows (`http::finaliser`).
+    pub compliance_check: Duration,
 }
 
 impl Default for ApiConfig {
@@ -544,6 +559,7 @@ impl Default for ApiConfig {
             no_contact_after: Duration::from_secs(DEFAULT_NO_CONTACT_AFTER_MINS * 60),
             shift_overdue_after: Duration::from_secs(DEFAULT_SHIFT_OVERDUE_AFTER_HOURS * 3600),
             gap_check: Duration::from_secs(DEFAULT_GAP_CHECK_SECS),
+            compliance_check: Duration::from_secs(DEFAULT_COMPLIANCE_CHECK_SECS),
         }
     }
 }
@@ -579,6 +595,7 @@ impl From<&ServeArgs> for ApiConfig {
                     .unwrap_or(args.shift_overdue_after_hours * 3600),
             ),
             gap_check: Duration::from_secs(args.gap_check_secs),
+            compliance_check: Duration::from_secs(args.compliance_check_secs),
         }
     }
 }

@@ -185,6 +185,9 @@ async fn serve_on(
     // Announces devices gone silent and shifts overdue on this instance's live streams; ends
     // when the streams are closed below.
     let gap_watcher = tokio::spawn(crate::http::gaps::watch(state.clone()));
+    // Closes and finalises tour windows, and announces their changes on this instance's live
+    // streams; ends with them too.
+    let finaliser = tokio::spawn(crate::http::finaliser::run(state.clone()));
     let mut api = router(state);
     if tls.is_some() {
         // Browsers that once reached the server over HTTPS never fall back to plain HTTP.
@@ -252,6 +255,7 @@ async fn serve_on(
     // are let finish within the bound.
     feed.close();
     gap_watcher.abort();
+    finaliser.abort();
     closing_tx.send_replace(true);
     let open = connections.len();
     let drained = tokio::time::timeout(limits.shutdown_timeout, async {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::{GuardId, SiteId};
+use patrol_e2e::{next_sse, open_stream};
 use patrol_mobile::{DeviceStore, StoreOptions, SyncClient};
 use patrol_testkit::{Server, run_ok};
 use serde_json::Value;
@@ -17,40 +18,6 @@ const SITE: &str = "site-1";
 
 /// A guard against a hang; every wait below ends within seconds.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The next SSE frame named `name` (its `event:` line) whose data's `device_id` is `device`,
-/// skipping others; its data as JSON.
-async fn next_named(
-    resp: &mut reqwest::Response,
-    buf: &mut String,
-    name: &str,
-    device: &str,
-) -> Result<Value> {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            while let Some(end) = buf.find("\n\n") {
-                let frame: String = buf.drain(..end + 2).collect();
-                let event = frame.lines().find_map(|l| l.strip_prefix("event:"));
-                let data = frame.lines().find_map(|l| l.strip_prefix("data:"));
-                if let (Some(event), Some(data)) = (event, data)
-                    && event.trim() == name
-                {
-                    let data: Value = serde_json::from_str(data.trim())?;
-                    if data["device_id"] == device {
-                        return Ok(data);
-                    }
-                }
-            }
-            let chunk = resp
-                .chunk()
-                .await?
-                .ok_or_else(|| anyhow!("the stream ended"))?;
-            buf.push_str(std::str::from_utf8(&chunk)?);
-        }
-    })
-    .await
-    .with_context(|| format!("no {name} on the live stream"))?
-}
 
 async fn device_view(http: &reqwest::Client, server: &Server, device: &str) -> Result<Value> {
     let view: Value = http
@@ -89,12 +56,7 @@ async fn a_silent_phone_on_shift_is_announced_and_so_is_its_return() -> Result<(
     client.sync(&mut phone).await?;
 
     let http = reqwest::Client::new();
-    let mut live = http
-        .get(format!("{}/api/v1/sites/{SITE}/stream", server.url))
-        .bearer_auth(&server.admin_token)
-        .send()
-        .await?;
-    ensure!(live.status() == 200, "stream: {}", live.status());
+    let mut live = open_stream(&server, SITE).await?;
     let mut buf = String::new();
 
     // The phone stays silent: the devices view marks it, the stream announces it.
@@ -111,7 +73,10 @@ async fn a_silent_phone_on_shift_is_announced_and_so_is_its_return() -> Result<(
     .context("the devices view never marked the phone silent")??;
     ensure!(view["open_shift"]["shift_id"] == shift.as_str(), "{view}");
     ensure!(view["silent_since"] == view["last_sync_at"], "{view}");
-    let silent = next_named(&mut live, &mut buf, "device_silent", &device).await?;
+    let silent = next_sse(&mut live, &mut buf, Some("device_silent"), |d| {
+        d["device_id"] == device.as_str()
+    })
+    .await?;
     ensure!(
         silent["shift_id"] == shift.as_str() && silent["guard"] == "anna",
         "{silent}"
@@ -126,7 +91,10 @@ async fn a_silent_phone_on_shift_is_announced_and_so_is_its_return() -> Result<(
     // It syncs again: back.
     phone.note("back in signal")?;
     client.sync(&mut phone).await?;
-    let back = next_named(&mut live, &mut buf, "device_back", &device).await?;
+    let back = next_sse(&mut live, &mut buf, Some("device_back"), |d| {
+        d["device_id"] == device.as_str()
+    })
+    .await?;
     ensure!(
         back["silent_since"] == silent["silent_since"],
         "{back} after {silent}"

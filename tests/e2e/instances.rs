@@ -4,11 +4,10 @@
 //! synced through the other (LISTEN/NOTIFY between them).
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, ensure};
+use anyhow::{Result, ensure};
 use patrol_core::{CheckpointId, GuardId, Scan, ScanMethod, SiteId};
-use patrol_e2e::control_pull;
+use patrol_e2e::{control_pull, next_sse};
 use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient};
 use patrol_testkit::{ScratchDatabase, Server};
 use serde_json::Value;
@@ -151,32 +150,10 @@ async fn two_instances_over_one_postgres_database_serve_one_record() -> Result<(
     let phone = &mut phones[0];
     let note = phone.note("seen on the other instance")?;
     SyncClient::new(&b.url)?.sync(phone).await?;
-    let event = next_stream_event(&mut live).await?;
+    let event = next_sse(&mut live, &mut String::new(), None, |_| true).await?;
     ensure!(
         event["id"] == note.to_string() && event["seq"] == last as u64 + 1,
         "the stream on a delivered {event} instead of the note synced through b"
     );
     Ok(())
-}
-
-/// The next event frame of an SSE response (its `data:` line), waiting at most a minute.
-async fn next_stream_event(resp: &mut reqwest::Response) -> Result<Value> {
-    let mut buf = String::new();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            while let Some(end) = buf.find("\n\n") {
-                let frame: String = buf.drain(..end + 2).collect();
-                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) {
-                    return serde_json::from_str(data.trim()).context("parsing an event frame");
-                }
-            }
-            let chunk = resp
-                .chunk()
-                .await?
-                .ok_or_else(|| anyhow!("the stream ended"))?;
-            buf.push_str(std::str::from_utf8(&chunk)?);
-        }
-    })
-    .await
-    .context("no event on the live stream")?
 }

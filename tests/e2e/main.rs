@@ -4,6 +4,7 @@
 mod auth;
 mod cli_output;
 mod clock_skew;
+mod compliance;
 mod connections;
 mod crash;
 mod demo;

@@ -8,6 +8,8 @@
 //!   inflated bytes), checked before automerge expands it.
 //! - [`clock`]: a device's clock offset as a sync measures it, and events' corrected times.
 //! - [`codec`]: the versioned binary form of stored values, and stored heads.
+//! - [`compliance`]: which scan counts for which tour window, each checkpoint's state (on time,
+//!   late, missed, not yet due), a window's compliance, and when its answer is final.
 //! - [`ids`]: site, device, guard, shift, checkpoint, event and incident identifiers.
 //! - [`evidence`]: devices' ed25519 signatures over their shift logs' heads, and the offline
 //!   check of an exported log against a device's public key.
@@ -34,6 +36,7 @@
 pub mod bundle_limits;
 pub mod clock;
 pub mod codec;
+pub mod compliance;
 pub mod error;
 pub mod event;
 pub mod evidence;

@@ -715,6 +715,30 @@ pub fn windows_between(
     Ok(out)
 }
 
+/// The windows of `rules` (in `zone`) of the nights starting on local `date`, in order of start,
+/// each once: what [`windows_between`] gives of those nights (a window cut short by the rule's
+/// next one, even if that is the next night's first, is cut the same here).
+pub fn night_windows(rules: &[ScheduleRule], zone: SiteZone, date: NaiveDate) -> Vec<Window> {
+    let mut out = Vec::new();
+    for rule in rules {
+        let mut windows = rule.night(zone, date);
+        windows.sort();
+        let next_first = date
+            .succ_opt()
+            .and_then(|next| rule.night(zone, next).first().map(|w| w.start_ms));
+        for i in 0..windows.len() {
+            let next = windows.get(i + 1).map(|w| w.start_ms).or(next_first);
+            if let Some(next) = next {
+                windows[i].end_ms = windows[i].end_ms.min(next);
+            }
+        }
+        out.extend(windows.into_iter().filter(|w| w.end_ms > w.start_ms));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1039,6 +1063,38 @@ mod tests {
                 "{name}: windows overlap"
             );
         }
+    }
+
+    /// A date's nights are what the span expansion gives of them: over a year in London (both
+    /// clock changes), every window of every night once, each of a night it starts after the
+    /// one before ends.
+    #[test]
+    fn a_dates_night_is_its_part_of_the_expansion() {
+        let z = zone("Europe/London");
+        let rules = [
+            rule(EVERY_90),
+            rule(r#"{"at": ["23:00", "01:30", "02:30"], "window_min": 60, "days": ["sat"]}"#),
+        ];
+        let first = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default();
+        let mut nights = Vec::new();
+        let mut date = first;
+        while date.year() == 2026 {
+            nights.extend(night_windows(&rules, z, date));
+            date = date.succ_opt().unwrap_or(date);
+        }
+        nights.sort();
+        let from = z.resolve(first, "12:00".parse().unwrap_or_else(|e| panic!("{e}")));
+        let to = z.resolve(date, "12:00".parse().unwrap_or_else(|e| panic!("{e}")));
+        let span = windows_between(&rules, z, from, to).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(nights, span);
+        // The spring night: 7 hours, five windows of EVERY_90, the last until 06:00 BST.
+        let spring = night_windows(
+            &rules[..1],
+            z,
+            NaiveDate::from_ymd_opt(2026, 3, 28).unwrap_or_default(),
+        );
+        assert_eq!(spring.len(), 5);
+        assert_eq!(spring[4].end_ms, ms("2026-03-29T05:00:00Z"));
     }
 
     #[test]

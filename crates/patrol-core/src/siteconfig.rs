@@ -133,6 +133,22 @@ impl Tour {
         Ok(out)
     }
 
+    /// The tour's windows of local `date` in `zone`: its schedule's windows of the nights
+    /// starting on that date ([`crate::schedule::night_windows`]) and its one-off windows that
+    /// start on it, in order of start, each once.
+    pub fn windows_of_date(&self, zone: SiteZone, date: chrono::NaiveDate) -> Vec<Window> {
+        let mut out = crate::schedule::night_windows(&self.schedule, zone, date);
+        out.extend(
+            self.windows
+                .iter()
+                .filter(|w| zone.local(w.start_ms).map(|t| t.date_naive()) == Some(date))
+                .copied(),
+        );
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The window open at `now_ms`, else the next to open (within a week and a day for its
     /// schedule, whenever for a one-off window).
     pub fn next_window(&self, zone: SiteZone, now_ms: i64) -> Option<Window> {
@@ -627,85 +643,38 @@ pub fn tour_progress(
     Ok(progress_of_windows(tour, &windows, scans, now_ms))
 }
 
-/// [`tour_progress`] of windows already expanded (in order of start).
+/// [`tour_progress`] of windows already expanded (in order of start), by the rules of
+/// [`crate::compliance`].
 pub fn progress_of_windows(
     tour: &Tour,
     windows: &[Window],
     scans: &[(CheckpointId, i64)],
     now_ms: i64,
 ) -> Vec<WindowProgress> {
-    let grace_ms = i64::from(tour.grace_min) * 60_000;
-    // Each checkpoint's scan times, in order, and whether a window has used each.
-    let mut times: std::collections::HashMap<&CheckpointId, Vec<(i64, bool)>> = tour
-        .checkpoints
-        .iter()
-        .map(|cp| {
-            let mut t: Vec<(i64, bool)> = scans
-                .iter()
-                .filter(|(c, _)| c == cp)
-                .map(|(_, t)| (*t, false))
-                .collect();
-            t.sort_unstable();
-            (cp, t)
-        })
-        .collect();
+    let grace_ms = crate::compliance::grace_ms(tour.grace_min);
+    let mut taken = vec![false; scans.len()];
+    let assigned =
+        crate::compliance::assign_scans(&tour.checkpoints, grace_ms, windows, scans, &mut taken);
     windows
         .iter()
-        .map(|w| {
-            let late_end = w.end_ms.saturating_add(grace_ms);
-            let checkpoints = tour
+        .zip(assigned)
+        .map(|(w, row)| WindowProgress {
+            tour: tour.id.clone(),
+            window: *w,
+            checkpoints: tour
                 .checkpoints
                 .iter()
-                .map(|cp| {
-                    let mut take = |from: i64, to: i64| {
-                        let scan = times
-                            .get_mut(cp)?
-                            .iter_mut()
-                            .find(|(t, used)| !*used && *t >= from && *t < to)?;
-                        scan.1 = true;
-                        Some(scan.0)
-                    };
-                    let state = if let Some(at_ms) = take(w.start_ms, w.end_ms) {
-                        CheckpointState::Done { at_ms }
-                    } else if let Some(at_ms) = take(w.end_ms, late_end) {
-                        CheckpointState::DoneLate { at_ms }
-                    } else if now_ms < w.start_ms {
-                        CheckpointState::Upcoming
-                    } else if now_ms < w.end_ms {
-                        CheckpointState::Due
-                    } else if now_ms < late_end {
-                        CheckpointState::Late
-                    } else {
-                        CheckpointState::Missed
-                    };
-                    (cp.clone(), state)
+                .zip(row)
+                .map(|(cp, took)| {
+                    let scan = took.map(|t| (scans[t.scan].1, t.late));
+                    (
+                        cp.clone(),
+                        crate::compliance::checkpoint_state(w, grace_ms, scan, now_ms),
+                    )
                 })
-                .collect();
-            WindowProgress {
-                tour: tour.id.clone(),
-                window: *w,
-                checkpoints,
-            }
+                .collect(),
         })
         .collect()
-}
-
-/// Whether a missed checkpoint is final: only once every device of the site has synced past the
-/// window's end plus grace (or has gone stale), so a checkpoint is never declared missed just
-/// because a guard's scans have not arrived yet. `window` is one of the tour's windows as
-/// [`Tour::windows_between`] expands them.
-pub fn missed_is_final(
-    window: &Window,
-    grace_min: u32,
-    device_last_sync_ms: &[i64],
-    stale_after_ms: i64,
-    now_ms: i64,
-) -> bool {
-    let deadline = window.end_ms + i64::from(grace_min) * 60_000;
-    now_ms > deadline
-        && device_last_sync_ms
-            .iter()
-            .all(|&synced| synced > deadline || now_ms - synced > stale_after_ms)
 }
 
 /// The first encoding's shapes, frozen as they were: configurations stored with it decode
@@ -1070,35 +1039,6 @@ mod tests {
             states(&[(cp("cp-2"), 900_000)], 2_700_000),
             [Missed, Missed],
             "a scan before the window does not count"
-        );
-    }
-
-    #[test]
-    fn a_missed_checkpoint_is_provisional_until_every_device_synced_past_the_deadline() {
-        let w = Window {
-            start_ms: 0,
-            end_ms: 1_000_000,
-        };
-        let deadline = 1_000_000 + 10 * 60_000;
-        let stale = 3_600_000;
-        assert!(
-            !missed_is_final(&w, 10, &[deadline + 1], stale, deadline),
-            "grace not over"
-        );
-        assert!(
-            !missed_is_final(&w, 10, &[deadline + 1, deadline - 5], stale, deadline + 10),
-            "one device has not synced since"
-        );
-        assert!(missed_is_final(
-            &w,
-            10,
-            &[deadline + 1, deadline + 2],
-            stale,
-            deadline + 10
-        ));
-        assert!(
-            missed_is_final(&w, 10, &[deadline + 1, 0], stale, deadline + stale),
-            "a stale device does not hold it open"
         );
     }
 

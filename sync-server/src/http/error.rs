@@ -63,6 +63,8 @@ pub enum AppError {
     UnknownDevice { site: String, device: String },
     #[error("site {site} has no shift {shift}: no log of it has reached the server")]
     UnknownShift { site: String, shift: String },
+    #[error("site {site} has no tour {tour:?} in its configuration")]
+    UnknownTour { site: String, tour: String },
     /// An enrollment code that exists but can no longer be used.
     #[error("{message}")]
     Gone { code: &'static str, message: String },
@@ -169,6 +171,7 @@ impl AppError {
             | AppError::UnknownUser(_)
             | AppError::UnknownDevice { .. }
             | AppError::UnknownShift { .. }
+            | AppError::UnknownTour { .. }
             | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::SiteExists(_)
             | AppError::Conflict { .. }
@@ -208,6 +211,7 @@ impl AppError {
             AppError::UnknownUser(_) => "unknown_user",
             AppError::UnknownDevice { .. } => "unknown_device",
             AppError::UnknownShift { .. } => "unknown_shift",
+            AppError::UnknownTour { .. } => "unknown_tour",
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
@@ -236,6 +240,10 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::UnknownSite(site) => AppError::UnknownSite(site.to_string()),
+            StoreError::UnknownTour { site, tour } => AppError::UnknownTour {
+                site: site.to_string(),
+                tour,
+            },
             StoreError::SiteExists(site) => AppError::SiteExists(site.to_string()),
             e @ StoreError::UnknownIncident { .. } => AppError::UnknownIncident(e.to_string()),
             e @ StoreError::UnknownAlarm { .. } => AppError::UnknownAlarm(e.to_string()),

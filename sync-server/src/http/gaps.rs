@@ -26,6 +26,7 @@ use patrol_core::event::format_time_ms;
 use patrol_core::{DeviceId, ShiftId, SiteId};
 use serde_json::json;
 
+use super::live::Announcement;
 use super::state::AppState;
 use crate::config::ApiConfig;
 use crate::now_ms;
@@ -244,18 +245,9 @@ pub fn current(
 /// The watcher of this instance (see the module docs): runs until the server closes its live
 /// streams. A failed read of a site is logged and tried again at the next check.
 pub async fn watch(state: AppState) {
-    let mut closing = state.feed.closing();
-    let mut tick = tokio::time::interval(state.config.gap_check);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = state.feed.ticks(state.config.gap_check);
     let mut seen: HashMap<SiteId, HashMap<DeviceId, Seen>> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = closing.changed() => if changed.is_err() { return; },
-        }
-        if *closing.borrow() {
-            return;
-        }
+    while ticks.next().await {
         let sites = state.feed.watched_sites();
         // A site nobody watches any more starts afresh when someone does.
         seen.retain(|site, _| sites.contains(site));
@@ -278,7 +270,7 @@ pub async fn watch(state: AppState) {
                         %site, device = %d.device, event = alert.kind.name(),
                         "announcing a gap on the live streams"
                     );
-                    state.feed.announce(Arc::new(alert));
+                    state.feed.announce(Arc::new(Announcement::Gap(alert)));
                 }
                 site_seen.insert(d.device, now);
             }

@@ -43,12 +43,66 @@ pub struct FeedNotifier {
     credentials: watch::Sender<u64>,
     /// Open streams per user id.
     open: Arc<Mutex<HashMap<String, usize>>>,
-    /// Gap announcements ([`super::gaps`]) for every site; each stream keeps its own site's.
-    alerts: broadcast::Sender<Arc<GapAlert>>,
+    /// Announcements ([`Announcement`]) for every site; each stream keeps its own site's.
+    alerts: broadcast::Sender<Arc<Announcement>>,
 }
 
-/// Gap announcements a stream may hold unread before it lags (and loses the oldest).
+/// Announcements a stream may hold unread before it lags (and loses the oldest).
 const ALERT_CAPACITY: usize = 1_024;
+
+/// What live streams carry beside the feed's events, each a server-sent event named after its
+/// kind, without an id (the stream's ids are feed sequence numbers, and a reconnecting client
+/// resumes from the last of those): devices gone silent or back and shifts overdue
+/// ([`super::gaps`]), and tour windows that changed, turned final or were amended
+/// ([`super::finaliser`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Announcement {
+    Gap(GapAlert),
+    Window(WindowAlert),
+}
+
+/// A tour window's change on a site: its SSE event name (`window_changed`, `window_final`,
+/// `window_amended`) and its JSON (docs/protocol.md, "Tour windows on the live stream").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowAlert {
+    pub site: SiteId,
+    pub kind: String,
+    pub data: String,
+}
+
+impl Announcement {
+    fn site(&self) -> &SiteId {
+        match self {
+            Announcement::Gap(gap) => &gap.site,
+            Announcement::Window(window) => &window.site,
+        }
+    }
+
+    /// Whether a stream with `filter` carries it: a gap, if the stream's device and guard
+    /// filters match it; a window change, if the stream is not filtered to some devices,
+    /// guards, kinds of event, checkpoints or flags (a window is about none of these alone).
+    pub fn matches(&self, filter: &FeedFilter) -> bool {
+        match self {
+            Announcement::Gap(gap) => gap.matches(filter),
+            Announcement::Window(_) => {
+                filter.device.is_none()
+                    && filter.guard.is_none()
+                    && filter.kind.is_none()
+                    && filter.checkpoint.is_none()
+                    && filter.flag.is_none()
+            }
+        }
+    }
+
+    pub fn sse(&self) -> SseEvent {
+        match self {
+            Announcement::Gap(gap) => gap.sse(),
+            Announcement::Window(window) => SseEvent::default()
+                .event(window.kind.as_str())
+                .data(window.data.as_str()),
+        }
+    }
+}
 
 impl Default for FeedNotifier {
     fn default() -> Self {
@@ -109,6 +163,17 @@ impl FeedNotifier {
         self.closing.subscribe()
     }
 
+    /// Ticks every `period` (the first at once) for a periodic task of this instance, until
+    /// the server closes its live streams.
+    pub(super) fn ticks(&self, period: Duration) -> Ticks {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticks {
+            closing: self.closing(),
+            tick,
+        }
+    }
+
     /// The sites with a live stream open on this instance.
     pub fn watched_sites(&self) -> Vec<SiteId> {
         let sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
@@ -119,8 +184,8 @@ impl FeedNotifier {
             .collect()
     }
 
-    /// Sends a gap announcement to the open streams of its site.
-    pub fn announce(&self, alert: Arc<GapAlert>) {
+    /// Sends an announcement to the open streams of its site.
+    pub fn announce(&self, alert: Arc<Announcement>) {
         // No stream open is not an error: nobody is listening.
         let _ = self.alerts.send(alert);
     }
@@ -142,6 +207,23 @@ impl FeedNotifier {
             open: Arc::clone(&self.open),
             user: user.to_owned(),
         })
+    }
+}
+
+/// A periodic task's ticks ([`FeedNotifier::ticks`]).
+pub(super) struct Ticks {
+    closing: watch::Receiver<bool>,
+    tick: tokio::time::Interval,
+}
+
+impl Ticks {
+    /// Waits for the next tick; `false` once the server is closing (the task ends then).
+    pub(super) async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.tick.tick() => {}
+            changed = self.closing.changed() => if changed.is_err() { return false; },
+        }
+        !*self.closing.borrow()
     }
 }
 
@@ -211,8 +293,8 @@ struct StreamState {
     filter: FeedFilter,
     after: u64,
     ready: VecDeque<(u64, String)>,
-    /// Gap announcements of the site ([`super::gaps`]), and those ready to send.
-    alerts: broadcast::Receiver<Arc<GapAlert>>,
+    /// Announcements of the site ([`Announcement`]), and those ready to send.
+    alerts: broadcast::Receiver<Arc<Announcement>>,
     ready_alerts: VecDeque<SseEvent>,
     /// The site's gaps as they are when the stream opens are still to be sent.
     gaps_due: bool,
@@ -346,12 +428,12 @@ pub fn stream(
                 }
                 alert = s.alerts.recv() => match alert {
                     Ok(alert) => {
-                        if alert.site == s.site && alert.matches(&s.filter) {
+                        if *alert.site() == s.site && alert.matches(&s.filter) {
                             s.ready_alerts.push_back(alert.sse());
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(lost)) => {
-                        tracing::warn!(site = %s.site, lost, "a live stream fell behind on gap announcements");
+                        tracing::warn!(site = %s.site, lost, "a live stream fell behind on announcements");
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },

@@ -23,6 +23,9 @@
 //!   was delivered and the log signed); a user covering the site.
 //! - [`export`]: `GET /api/v1/sites/{site}/shift-logs/{shift}/export`: a shift log and its
 //!   signatures, as evidence; a user covering the site.
+//! - [`tours`]: `GET /api/v1/sites/{site}/tours/windows` and `GET
+//!   .../tours/{tour}/windows`, for a date or a span: tour windows with each checkpoint's state,
+//!   compliance, provisional or final, amendments; a user covering the site.
 //! - [`incidents`]: `GET /api/v1/sites/{site}/incidents?status=<s>&limit=<n>`,
 //!   `GET .../incidents/{id}`, `POST .../incidents/{id}/actions`; a user covering the site.
 //! - [`config`]: `GET /api/v1/sites/{site}/config`, a user covering the site; `PUT`, an
@@ -39,8 +42,10 @@
 //! (reading bodies, paths and their checks), [`error`] ([`AppError`] and the JSON error body),
 //! [`auth`] (bearer tokens, [`auth::AuthUser`]), [`throttle`] (failed authentications per
 //! client address), [`counting`] (the traffic counters' socket and
-//! body wrappers), [`live`] (the live feed's wake-ups and stream) and [`gaps`] (devices gone
-//! silent and shifts overdue: the rule, and the watcher that announces them on live streams).
+//! body wrappers), [`live`] (the live feed's wake-ups and stream), [`gaps`] (devices gone
+//! silent and shifts overdue: the rule, and the watcher that announces them on live streams)
+//! and [`finaliser`] (the periodic pass that closes and finalises tour windows, and announces
+//! window changes on live streams).
 //!
 //! What may import what: a resource imports the shared modules, the layers below
 //! (`crate::store`, `crate::credentials`) and `crate::config`, `crate::metrics`; never another
@@ -64,6 +69,7 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod feed;
+pub mod finaliser;
 pub mod gaps;
 pub mod health;
 pub mod incidents;
@@ -74,6 +80,7 @@ pub mod shifts;
 pub mod state;
 pub mod sync;
 pub mod throttle;
+pub mod tours;
 
 use std::time::Duration;
 
@@ -144,6 +151,7 @@ fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
         devices::routes(),
         shifts::routes(),
         export::routes(),
+        tours::routes(),
         incidents::routes(),
         config::routes(),
         alarms::routes(),

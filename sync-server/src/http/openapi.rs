@@ -20,7 +20,7 @@ use super::extract::MAX_JSON_BODY_BYTES;
 use super::{
     Endpoint, Verb, admin, alarms, config, devices, endpoint, enroll, export, feed, health,
 };
-use super::{incidents, reports, shifts, sync};
+use super::{incidents, reports, shifts, sync, tours};
 
 pub(super) fn routes() -> Vec<Endpoint> {
     vec![endpoint(
@@ -60,6 +60,8 @@ pub const USER_TOKEN: &str = "user_token";
         shifts::shifts,
         shifts::shift,
         export::export_shift_log,
+        tours::site_windows,
+        tours::tour_windows,
         devices::revoke_device,
         enroll::create_enrollment_code,
         incidents::list_incidents,

@@ -12,6 +12,8 @@
 //! - [`incident`] and [`collab`]: the collaboration documents (incident merges and actions, what
 //!   a sync answers, configuration versions);
 //! - [`access`]: site checks, user scopes, enrollment codes, a device's right to sync;
+//! - [`compliance`]: tour compliance kept as logs arrive (each sync's new scans, the periodic
+//!   pass that closes and finalises windows, the windows' view);
 //! - [`rows`]: reading stored values back; [`event_json`]: an event's feed JSON; [`notify`]:
 //!   waking a site's feed readers.
 //!
@@ -43,9 +45,14 @@
 //!   not used yet).
 //! - [`Store::subscribe`] wakes a site's readers after every commit that added events to it,
 //!   whichever process committed them (PostgreSQL: `LISTEN`/`NOTIFY`, see [`postgres`]).
+//! - Tour compliance ([`compliance`]) is written in the sync's transaction, from what it
+//!   stored, and by [`Store::settle_windows`] under the site's lock (on PostgreSQL the row lock
+//!   every writer of the site's events holds): a site's windows and announcements have one
+//!   writer at a time, whichever instance.
 
 pub mod access;
 pub mod collab;
+pub mod compliance;
 pub mod event_json;
 pub mod incident;
 pub mod merge;
@@ -547,6 +554,14 @@ impl FeedFilter {
 /// stopped, so a rare filter never makes one request scan a whole site.
 pub const FILTER_SCAN_LIMIT: u32 = 50_000;
 
+/// What a [`Store::settle_windows`] pass did: windows closed (unscanned checkpoints missed)
+/// and windows turned final.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SettleReport {
+    pub closed: u32,
+    pub finalised: u32,
+}
+
 /// An enrolled device's credential record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceCredential {
@@ -649,6 +664,8 @@ pub enum StoreError {
     },
     #[error("incident {incident} does not exist on site {site}")]
     UnknownIncident { site: SiteId, incident: IncidentId },
+    #[error("site {site} has no tour {tour:?}")]
+    UnknownTour { site: SiteId, tour: String },
     #[error("site {site} has no panic alarm {event}")]
     UnknownAlarm { site: SiteId, event: EventId },
     #[error(
@@ -983,6 +1000,36 @@ pub trait Store: Send + Sync + fmt::Debug {
         device: DeviceId,
         at_ms: i64,
     ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>>;
+
+    /// The site's tour windows for `query` as they stand at `now_ms`: each checkpoint's state
+    /// and scan, the share done, provisional or final, amendments ([`compliance::view`]).
+    /// [`StoreError::UnknownSite`]; [`StoreError::UnknownTour`] for a tour the site's
+    /// configuration does not have.
+    fn tour_windows(
+        &self,
+        site: SiteId,
+        query: compliance::WindowQuery,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<compliance::WindowsAnswer, StoreError>>;
+
+    /// The periodic pass over one site's windows at `now_ms` ([`compliance::Settle`]): closes
+    /// those whose grace ended since the last pass and marks final those that are, in one
+    /// transaction under the site's lock. `None` when another instance holds the lock (it is
+    /// doing the same work). [`StoreError::UnknownSite`] if there is no site.
+    fn settle_windows(
+        &self,
+        site: SiteId,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<SettleReport>, StoreError>>;
+
+    /// The site's window announcements numbered after `after`, at most `limit`, in order, and
+    /// the last number given so far (0 before the first).
+    fn window_changes(
+        &self,
+        site: SiteId,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<compliance::StoredChange>, u64), StoreError>>;
 
     /// Wakes on the site's new events: after each commit that added events to the site's feed,
     /// in this process or (PostgreSQL) any other sharing the database, the receiver gets the

@@ -7,6 +7,7 @@ mod common;
 mod api;
 mod auth;
 mod cli;
+mod compliance;
 mod config_alarms;
 mod corrected_time;
 mod credentials;

@@ -277,7 +277,8 @@ async fn every_path_parameter_states_its_format_or_pattern() -> TestResult {
                 "{here}: path parameter {name} has neither a format nor a pattern: {schema}"
             );
             match name {
-                "site" => {
+                // A tour id follows the site id's rule (both are slugs, `CheckpointId`'s too).
+                "site" | "tour" => {
                     site_patterns.insert(schema["pattern"].as_str().unwrap_or("").to_owned());
                 }
                 // Ids the server parses as UUIDs (the user id is one it looks up).

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use patrol_core::protocol::DocOutcome;
 use patrol_server::Store;
-use patrol_server::store::{EventPage, ShiftLogPush, SyncBatch};
+use patrol_server::store::EventPage;
 use tokio::sync::broadcast;
 
 use crate::common::{self, Backend, Phone, TestResult, TestServer, site};
@@ -32,30 +32,9 @@ async fn woken_up_to(rx: &mut broadcast::Receiver<u64>, seq: u64) -> TestResult 
     Ok(())
 }
 
-/// The phone's push as a sync batch, straight to a store, with the phone's next request seq.
-fn batch(phone: &mut Phone) -> Result<SyncBatch, Box<dyn std::error::Error>> {
-    let push = phone.push()?;
-    Ok(SyncBatch {
-        site: site(),
-        device: phone.device,
-        request_seq: phone.request_seq.fetch_add(1, Ordering::Relaxed) + 1,
-        received_at_ms: common::crate_now_ms(),
-        device_time_ms: common::crate_now_ms(),
-        pending_events: phone.recorded.len() as u64,
-        pushes: vec![ShiftLogPush {
-            shift: phone.shift(),
-            changes: push.changes,
-            events: push.events,
-            signature: None,
-        }],
-        public_key: None,
-        clock_skew_threshold_ms: patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
-    })
-}
-
 /// Syncs the phone's log to `store` and marks delivered what the answer covers.
 async fn sync_to(store: &Arc<dyn Store>, phone: &mut Phone) -> TestResult {
-    let outcomes = store.sync(batch(phone)?).await?;
+    let outcomes = store.sync(phone.batch(common::crate_now_ms())?).await?;
     assert!(
         matches!(outcomes[0], DocOutcome::Accepted { .. }),
         "{outcomes:?}"
@@ -146,7 +125,7 @@ async fn postgres_instances_share_one_record_and_wake_each_other() -> TestResult
                 (&b, &a)
             };
             let (first, second) = (Arc::clone(first), Arc::clone(second));
-            let push = batch(&mut phone)?;
+            let push = phone.batch(common::crate_now_ms())?;
             let mut repeat = push.clone();
             repeat.request_seq = phone.request_seq.fetch_add(1, Ordering::Relaxed) + 1;
             tasks.push(tokio::spawn(async move {

@@ -48,6 +48,10 @@ pub struct Params {
     pub w1_timeout: Duration,
     pub pull_timeout: Duration,
     pub w3_timeout: Duration,
+    /// Give the site a configuration with an hourly tour over the workload's checkpoints
+    /// before W1, so that W1 measures the server's tour compliance at ingest too (the shared
+    /// workloads have no configuration).
+    pub tours: bool,
 }
 
 impl Params {
@@ -62,6 +66,7 @@ impl Params {
             w1_timeout: Duration::from_secs(900),
             pull_timeout: Duration::from_secs(600),
             w3_timeout: Duration::from_secs(300),
+            tours: false,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct Results {
     #[serde(rename = "E")]
     pub e: u64,
     pub seed: u64,
+    /// W1 ran with a tour over the workload's checkpoints (`--tours`).
+    pub tours: bool,
     pub setup_ms: f64,
     pub w1: W1,
     pub w2full: W2Full,
@@ -237,6 +244,32 @@ pub async fn enroll_device(
     )?;
     store.start_shift(GuardId::new(format!("guard-{n}"))?)?;
     Ok(store)
+}
+
+/// The workload's checkpoints (cp-1 to cp-40) in one tour, hourly from 22:00 to 06:00 UTC with
+/// 15 minutes' grace: its night is the workload's (its scans start at 22:00 UTC).
+async fn set_tours(http: &reqwest::Client, server: &Server) -> Result<()> {
+    let checkpoints: Vec<serde_json::Value> = (1..=40)
+        .map(|i| {
+            serde_json::json!({"id": format!("cp-{i}"), "name": format!("Checkpoint {i}"),
+                               "tags": [], "location": null, "radius_m": null})
+        })
+        .collect();
+    let ids: Vec<String> = (1..=40).map(|i| format!("cp-{i}")).collect();
+    let url = format!("{}/api/v1/sites/{SITE}/config", server.url);
+    let resp = http
+        .put(&url)
+        .bearer_auth(&server.admin_token)
+        .json(&serde_json::json!({
+            "base_version": 0, "time_zone": "UTC", "checkpoints": checkpoints,
+            "tours": [{"id": "night", "name": "Night", "checkpoints": ids, "grace_min": 15,
+                       "schedule": [{"every_min": 60, "from": "22:00", "to": "06:00"}]}],
+            "post_orders": [],
+        }))
+        .send()
+        .await?;
+    ensure!(resp.status().is_success(), "PUT {url}: {}", resp.status());
+    Ok(())
 }
 
 /// A store for W3's local writes, which never sync: not enrolled.
@@ -546,6 +579,9 @@ pub async fn run(params: &Params) -> Result<Results> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = Server::start_with_args(&work.path().join("server"), &[SITE], true, &args)?;
     let http = reqwest::Client::new();
+    if params.tours {
+        set_tours(&http, &server).await?;
+    }
 
     // Setup (untimed for the workload): every device is enrolled (once, online, as a phone is
     // set up), then records its events offline, one change and one committed call per scan.
@@ -714,6 +750,7 @@ pub async fn run(params: &Params) -> Result<Results> {
         d: params.devices,
         e: params.events,
         seed: params.seed,
+        tours: params.tours,
         setup_ms,
         w1,
         w2full,
@@ -732,7 +769,16 @@ pub fn table(r: &Results) -> String {
     let mut line = |k: &str, v: String| {
         s.push_str(&format!("{k:<44} {v}\n"));
     };
-    line("workload", format!("D={} E={} seed={}", r.d, r.e, r.seed));
+    line(
+        "workload",
+        format!(
+            "D={} E={} seed={}{}",
+            r.d,
+            r.e,
+            r.seed,
+            if r.tours { ", with a tour" } else { "" }
+        ),
+    );
     line(
         "setup (offline recording, untimed)",
         format!("{:.0} ms", r.setup_ms),

@@ -29,6 +29,10 @@ struct Args {
     w3_n: u64,
     #[arg(long, default_value_t = 3)]
     w3_reps: usize,
+    /// Give the site an hourly tour over the workload's checkpoints before W1, so that W1
+    /// measures the server's tour compliance at ingest too.
+    #[arg(long)]
+    tours: bool,
     /// Where to write the results.
     #[arg(long, default_value = "results.json")]
     out: PathBuf,
@@ -42,6 +46,7 @@ async fn main() -> Result<()> {
         w2_new: args.w2_new,
         w3_n: args.w3_n,
         w3_reps: args.w3_reps,
+        tours: args.tours,
         ..Params::new(args.devices, args.events)
     };
     // TOTAL_TIMEOUT_S: a bound around the whole run.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use patrol_core::flags::EventFlag;
-use patrol_core::siteconfig::SiteConfig;
+use patrol_core::siteconfig::{SiteConfig, SiteZone};
 use patrol_core::{DeviceId, EventId, GuardId, IncidentId, Severity, ShiftId, SiteId};
 use patrol_mobile::sync::DEFAULT_TIMEOUT;
 use serde_json::{Value, json};
@@ -83,6 +83,25 @@ enum ControlCommand {
         /// Only shifts that started before this time (RFC 3339).
         #[arg(long)]
         to: Option<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Tour compliance of a date: each window of the site's tours (of the nights starting on
+    /// that date, in the site's time zone), each checkpoint's state (done, done late, missed;
+    /// upcoming, due or late while it may still come), the time and guard of the scan that
+    /// counted, the window's share done, and whether it is FINAL or provisional; then the
+    /// amendments made to final windows.
+    Tours {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// The date, YYYY-MM-DD, in the site's time zone (a night belongs to the date it starts
+        /// on).
+        #[arg(long)]
+        date: chrono::NaiveDate,
+        /// Only this tour (its id, as the site's configuration names it).
+        #[arg(long)]
+        tour: Option<String>,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -554,6 +573,96 @@ fn shifts_table(shifts: &[Value]) -> String {
     show::render(&mut t)
 }
 
+/// An RFC 3339 time of the answer in the site's zone `zone` (schedules are written in it);
+/// [`NONE`] if absent.
+fn site_field(zone: SiteZone, value: &Value) -> String {
+    value
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(
+            || NONE.to_owned(),
+            |t| show::site_ms(zone, t.timestamp_millis()),
+        )
+}
+
+/// A window's or checkpoint's state code in words (`done_late`: done late).
+fn state_words(value: &Value) -> String {
+    value
+        .as_str()
+        .map_or_else(|| NONE.to_owned(), |s| shown(&s.replace('_', " ")))
+}
+
+/// The windows of `patrol control tours`: one row per checkpoint of each window, times in the
+/// site's zone; then, if any, the amendments of final windows.
+fn tours_shown(body: &Value) -> String {
+    let zone = body["time_zone"]
+        .as_str()
+        .and_then(|z| SiteZone::new(z).ok())
+        .unwrap_or_default();
+    let windows = body["windows"].as_array().cloned().unwrap_or_default();
+    let mut t = show::table(&[
+        "TOUR",
+        "WINDOW START",
+        "WINDOW END",
+        "CHECKPOINT",
+        "STATE",
+        "SCANNED",
+        "GUARD",
+        "DONE",
+        "STATUS",
+    ]);
+    let mut amendments = show::table(&[
+        "AMENDED",
+        "TOUR",
+        "WINDOW START",
+        "CHECKPOINT",
+        "BEFORE",
+        "AFTER",
+        "SCAN",
+    ]);
+    let mut amended = 0;
+    for w in &windows {
+        let status = if w["status"] == "final" {
+            format!("FINAL ({})", text_field(&w["final_by"]))
+        } else {
+            "provisional".to_owned()
+        };
+        for c in w["checkpoints"].as_array().into_iter().flatten() {
+            t.add_row(vec![
+                text_field(&w["tour_id"]),
+                site_field(zone, &w["start"]),
+                site_field(zone, &w["end"]),
+                text_field(&c["checkpoint_id"]),
+                state_words(&c["state"]),
+                site_field(zone, &c["corrected_time"]),
+                text_field(&c["guard"]),
+                w["percent"]
+                    .as_u64()
+                    .map_or_else(|| NONE.to_owned(), |p| format!("{p}%")),
+                status.clone(),
+            ]);
+        }
+        for a in w["amendments"].as_array().into_iter().flatten() {
+            amended += 1;
+            amendments.add_row(vec![
+                site_field(zone, &a["at"]),
+                text_field(&w["tour_id"]),
+                site_field(zone, &w["start"]),
+                text_field(&a["checkpoint_id"]),
+                state_words(&a["before"]["state"]),
+                state_words(&a["after"]["state"]),
+                text_field(&a["event_id"]),
+            ]);
+        }
+    }
+    let mut out = show::render(&mut t);
+    if amended > 0 {
+        out.push_str("\n\namendments (changes after the window was final):\n");
+        out.push_str(&show::render(&mut amendments));
+    }
+    out
+}
+
 fn users_table(users: &[Value]) -> String {
     let mut t = show::table(&[
         "USER",
@@ -726,6 +835,32 @@ pub async fn control(args: ControlArgs) -> Result<()> {
                     "{} shift(s); `patrol control export-shift-log --site {site} --shift SHIFT \
                      --out FILE` exports one",
                     shifts.len()
+                );
+            }
+        }
+        ControlCommand::Tours {
+            site,
+            date,
+            tour,
+            json,
+        } => {
+            let date = date.format("%Y-%m-%d");
+            let path = match &tour {
+                Some(tour) => format!("/api/v1/sites/{site}/tours/{tour}/windows?date={date}"),
+                None => format!("/api/v1/sites/{site}/tours/windows?date={date}"),
+            };
+            let body = api.get(&path).await?;
+            if json.json {
+                outln!("{body}");
+            } else {
+                let windows = body["windows"].as_array().map_or(0, Vec::len);
+                let finals = body["windows"]
+                    .as_array()
+                    .map_or(0, |w| w.iter().filter(|w| w["status"] == "final").count());
+                outln!("{}", tours_shown(&body));
+                eprintln!(
+                    "{windows} window(s) on {date}, {finals} final; times in {}",
+                    shown(body["time_zone"].as_str().unwrap_or("UTC"))
                 );
             }
         }
@@ -1114,6 +1249,58 @@ mod tests {
         assert!(
             !rows[2].contains("open") && rows[2].contains(" no"),
             "{table}"
+        );
+    }
+
+    /// A supervisor reads each checkpoint's state in words with the scan's time and guard in
+    /// the site's zone, the window's share done and FINAL or provisional; amendments follow.
+    #[test]
+    fn tours_show_states_finality_and_amendments_in_the_sites_time() {
+        let scan = json!({"checkpoint_id": "cp-1", "state": "done_late", "guard": "anna",
+                          "corrected_time": "2026-07-10T22:05:00Z"});
+        let missed = json!({"checkpoint_id": "cp-2", "state": "missed"});
+        let body = json!({
+            "time_zone": "Europe/London",
+            "windows": [
+                {"tour_id": "night", "start": "2026-07-10T21:00:00Z", "end": "2026-07-10T22:00:00Z",
+                 "status": "final", "final_by": "delivery", "percent": 50,
+                 "checkpoints": [scan, missed],
+                 "amendments": [{"checkpoint_id": "cp-2", "before": {"state": "missed"},
+                                 "after": {"state": "done"}, "event_id": "e-1",
+                                 "at": "2026-07-11T09:00:00Z"}]},
+                {"tour_id": "night", "start": "2026-07-10T22:00:00Z", "end": "2026-07-10T23:00:00Z",
+                 "status": "provisional", "percent": 0,
+                 "checkpoints": [{"checkpoint_id": "cp-1", "state": "due"}], "amendments": []},
+            ],
+        });
+        let shown = tours_shown(&body);
+        let rows: Vec<&str> = shown.lines().collect();
+        assert!(rows[0].starts_with("TOUR"), "{shown}");
+        assert!(
+            rows[1].contains("2026-07-10 22:00:00 +01:00")
+                && rows[1].contains("done late")
+                && rows[1].contains("2026-07-10 23:05:00 +01:00")
+                && rows[1].contains("anna")
+                && rows[1].contains("50%")
+                && rows[1].contains("FINAL (delivery)"),
+            "{shown}"
+        );
+        assert!(
+            rows[2].contains("missed") && rows[2].contains("FINAL"),
+            "{shown}"
+        );
+        assert!(
+            rows[3].contains("due") && rows[3].contains("provisional"),
+            "{shown}"
+        );
+        let amended = rows
+            .iter()
+            .position(|r| r.starts_with("amendments"))
+            .unwrap_or(0);
+        assert!(amended > 3, "{shown}");
+        assert!(
+            rows[amended + 2].contains("missed") && rows[amended + 2].contains("done"),
+            "{shown}"
         );
     }
 }

@@ -3,6 +3,7 @@
 //! people on stderr, so that `SHIFT=$(patrol device ... shift start --guard g1)` works.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -13,6 +14,7 @@ use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity,
 };
+use patrol_mobile::clock::{Clock, ClockReading, SystemClock};
 use patrol_mobile::sync::DEFAULT_TIMEOUT;
 use patrol_mobile::{AlarmState, DeviceStore, RecordOptions, StoreOptions, SyncClient};
 use serde_json::{Value, json};
@@ -26,6 +28,12 @@ pub struct DeviceArgs {
     /// The phone's store (one SQLite file).
     #[arg(long, env = "PATROL_STORE")]
     store: PathBuf,
+    /// Set the phone's wall clock to read this time (RFC 3339) as the command starts, for
+    /// rehearsing a night: what the command records is stamped with it. A phone whose clock is
+    /// set so and syncs with its clock right is one that recorded then; synced with its clock
+    /// still set, the server corrects its times by the offset it measures.
+    #[arg(long, value_parser = parse_time_ms, global = true)]
+    clock: Option<i64>,
     #[command(flatten)]
     transport: TransportArgs,
     #[command(subcommand)]
@@ -241,6 +249,31 @@ fn parse_attachment(s: &str) -> Result<Attachment, String> {
 }
 
 /// A time given as RFC 3339 or as milliseconds since the epoch.
+/// The system's clocks with the wall clock moved to read a given time when it was set
+/// (`--clock`); it runs on from there.
+#[derive(Debug)]
+struct SetClock {
+    offset_ms: i64,
+}
+
+impl SetClock {
+    fn reading(at_ms: i64) -> Self {
+        SetClock {
+            offset_ms: at_ms.saturating_sub(SystemClock.now().wall_ms),
+        }
+    }
+}
+
+impl Clock for SetClock {
+    fn now(&self) -> ClockReading {
+        let reading = SystemClock.now();
+        ClockReading {
+            wall_ms: reading.wall_ms.saturating_add(self.offset_ms),
+            ..reading
+        }
+    }
+}
+
 fn parse_time_ms(s: &str) -> Result<i64, String> {
     if let Ok(ms) = s.parse::<i64>() {
         return Ok(ms);
@@ -371,7 +404,13 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let mut store = DeviceStore::open_in_place(&args.store)
+    let options = StoreOptions {
+        clock: args
+            .clock
+            .map(|at| Arc::new(SetClock::reading(at)) as Arc<dyn Clock>),
+        ..StoreOptions::default()
+    };
+    let mut store = DeviceStore::open_in_place_with(&args.store, options)
         .with_context(|| format!("opening {}", args.store.display()))?;
     match args.command {
         DeviceCommand::Enroll { .. } => {}

@@ -30,8 +30,12 @@
 //! - Migrations in `postgres/migrations/`, each in its own transaction under an advisory lock
 //!   (instances starting at once apply each migration once), recorded in `schema_migrations`.
 //!
+//! - Tour compliance (migration 0011, [`compliance`]): kept in each sync's write transaction
+//!   under the site's row lock; the periodic pass takes the same lock, and leaves a site whose
+//!   lock another instance holds to that instance (`SKIP LOCKED`).
+//!
 //! One file per concern, as in the SQLite backend: [`schema`], [`sync`], [`feed`], [`auth`],
-//! [`collab`]; this one sets the store up (pool, listener) and forwards the [`Store`] methods.
+//! [`collab`], [`compliance`]; this one sets the store up (pool, listener) and forwards the [`Store`] methods.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -48,14 +52,15 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use self::schema::{MIGRATIONS, migrate};
+use super::compliance::{StoredChange, WindowQuery, WindowsAnswer};
 use super::incident::ServerClock;
 use super::notify::Notifier;
 use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, OperatorAction, ShiftLogEvidence, ShiftPage, ShiftQuery, ShiftSummary, Site,
-    Store, StoreError, StoredConfig, SyncBatch, TimeCursor, TimePage,
+    NewEnrollmentCode, OperatorAction, SettleReport, ShiftLogEvidence, ShiftPage, ShiftQuery,
+    ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor, TimePage,
 };
 use crate::credentials::{
     NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
@@ -63,6 +68,7 @@ use crate::credentials::{
 
 mod auth;
 mod collab;
+mod compliance;
 mod feed;
 mod schema;
 mod sync;
@@ -795,6 +801,53 @@ impl Store for PostgresStore {
             let credential = auth::revoke_device(&tx, &site, &device, at_ms).await?;
             tx.commit().await?;
             Ok(credential)
+        })
+    }
+
+    fn tour_windows(
+        &self,
+        site: SiteId,
+        query: WindowQuery,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<WindowsAnswer, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = snapshot(&mut client).await?;
+            let answer = compliance::windows(&tx, &site, &query, now_ms).await?;
+            tx.commit().await?;
+            Ok(answer)
+        })
+    }
+
+    fn settle_windows(
+        &self,
+        site: SiteId,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<SettleReport>, StoreError>> {
+        Box::pin(async move {
+            self.retrying(|| async {
+                let mut client = self.client().await?;
+                let tx = client.transaction().await?;
+                let report = compliance::settle(&tx, &site, now_ms).await?;
+                tx.commit().await?;
+                Ok(report)
+            })
+            .await
+        })
+    }
+
+    fn window_changes(
+        &self,
+        site: SiteId,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<StoredChange>, u64), StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = snapshot(&mut client).await?;
+            let changes = compliance::changes(&tx, &site, after, limit).await?;
+            tx.commit().await?;
+            Ok(changes)
         })
     }
 

@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_corrected_time_and_flags.sql"),
     include_str!("migrations/0008_shift_summaries.sql"),
     include_str!("migrations/0009_incident_history.sql"),
+    include_str!("migrations/0011_tour_compliance.sql"),
     include_str!("migrations/0012_events_by_corrected_time.sql"),
 ];
 
@@ -412,6 +413,39 @@ mod tests {
             .try_get(0)?;
         assert_eq!(stale, 0, "recomputed once, not at every start");
         Ok(())
+    }
+
+    /// Migration 0011 (tour compliance): a site that existed before it is tracked from the
+    /// migration on; one created after it, whole.
+    #[tokio::test]
+    async fn the_compliance_migration_tracks_existing_sites_from_then_on() -> TestResult {
+        let Some(db) = ScratchDatabase::create().await? else {
+            return Ok(());
+        };
+        let pool = pool(&db).await?;
+        let mut client = pool.get().await?;
+        // Every migration before it (found by its name: other migrations may precede it).
+        let before = MIGRATIONS
+            .iter()
+            .position(|m| m.starts_with("-- 0011: tour compliance"))
+            .ok_or("no migration 0011")?;
+        migrate(&mut client, before).await?;
+        client
+            .batch_execute(
+                "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 1, 0)",
+            )
+            .await?;
+        drop(client);
+        let before_ms = crate::now_ms();
+        let store = PostgresStore::connect(db.url(), PostgresOptions::default()).await?;
+        let after_ms = crate::now_ms();
+        crate::store::compliance::testing::existing_sites_are_tracked_from_the_migration(
+            &store,
+            patrol_core::SiteId::new("site-1")?,
+            before_ms,
+            after_ms,
+        )
+        .await
     }
 
     /// A second start applies nothing; a schema newer than the server knows is refused.

@@ -123,6 +123,7 @@ impl PostgresStore {
                 write_doc(tx, &mut stamps, batch, &prepared.doc_id, log, &mut seqs).await?;
             phase.wrote(&prepared.doc_id, log, new_events);
         }
+        super::compliance::ingest(tx, batch, merged).await?;
         let outcomes = phase.outcomes();
 
         // 4. The site's next seq, the announcement, and the device's row.

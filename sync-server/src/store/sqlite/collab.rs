@@ -368,6 +368,11 @@ pub(super) fn site_config(
 ) -> Result<StoredConfig, StoreError> {
     let tx = conn.transaction()?;
     require_site(&tx, site)?;
+    latest_config(&tx, site)
+}
+
+/// The site's latest configuration (the empty version 0 if none), inside an open transaction.
+pub(super) fn latest_config(tx: &Connection, site: &SiteId) -> Result<StoredConfig, StoreError> {
     let latest: Option<(i64, Vec<u8>, i64)> = tx
         .prepare_cached(
             "SELECT version, config, created_at FROM site_configs WHERE site_id = ?1

@@ -27,9 +27,12 @@
 //! - The data directory is its owner's alone (0700), and so are the database files (0600),
 //!   set before SQLite opens them ([`files`]).
 //!
+//! - Tour compliance (migration 0015, [`compliance`]): kept in each sync's write transaction,
+//!   settled periodically by a write transaction of its own, read on a read connection.
+//!
 //! One file per concern, as in the PostgreSQL backend: [`schema`], [`sync`] (merge threads,
 //! writer, group commit; with [`event_ids`] and [`folded`]), [`feed`], [`auth`], [`collab`],
-//! [`files`];
+//! [`compliance`], [`files`];
 //! this one sets the store and its threads up and forwards the [`Store`] methods.
 
 use std::path::{Path, PathBuf};
@@ -48,18 +51,20 @@ use tokio::sync::{Semaphore, oneshot};
 use self::event_ids::EventIds;
 use self::schema::{MIGRATIONS, migrate, open_connection, open_reader};
 use self::sync::{MergeJob, WriterJob, merge_thread, writer_thread};
+use super::compliance::{StoredChange, WindowQuery, WindowsAnswer};
 use super::incident::ServerClock;
 use super::notify::Notifier;
 use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, OperatorAction, ShiftLogEvidence, ShiftPage, ShiftQuery, ShiftSummary, Site,
-    Store, StoreError, StoredConfig, SyncBatch, TimeCursor, TimePage,
+    NewEnrollmentCode, OperatorAction, SettleReport, ShiftLogEvidence, ShiftPage, ShiftQuery,
+    ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor, TimePage,
 };
 
 mod auth;
 mod collab;
+mod compliance;
 mod event_ids;
 mod feed;
 mod files;
@@ -559,6 +564,32 @@ impl Store for SqliteStore {
         at_ms: i64,
     ) -> BoxFuture<'_, Result<Option<DeviceCredential>, StoreError>> {
         Box::pin(self.write(move |conn| auth::revoke_device(conn, &site, &device, at_ms)))
+    }
+
+    fn tour_windows(
+        &self,
+        site: SiteId,
+        query: WindowQuery,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<WindowsAnswer, StoreError>> {
+        Box::pin(self.read(move |conn| compliance::windows(conn, &site, &query, now_ms)))
+    }
+
+    fn settle_windows(
+        &self,
+        site: SiteId,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<SettleReport>, StoreError>> {
+        Box::pin(self.write_tx(move |tx| compliance::settle(tx, &site, now_ms).map(Some)))
+    }
+
+    fn window_changes(
+        &self,
+        site: SiteId,
+        after: u64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<StoredChange>, u64), StoreError>> {
+        Box::pin(self.read(move |conn| compliance::changes(conn, &site, after, limit)))
     }
 
     fn subscribe(&self, site: SiteId) -> tokio::sync::broadcast::Receiver<u64> {

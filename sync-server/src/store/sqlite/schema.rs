@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_corrected_time_and_flags.sql"),
     include_str!("migrations/0012_shift_summaries.sql"),
     include_str!("migrations/0013_incident_history.sql"),
+    include_str!("migrations/0015_tour_compliance.sql"),
     include_str!("migrations/0016_events_by_corrected_time.sql"),
 ];
 
@@ -693,6 +694,36 @@ mod tests {
             .await?;
         assert_eq!(stale, 0, "recomputed once, not at every start");
         Ok(())
+    }
+
+    /// Migration 0015 (tour compliance): a site that existed before it is tracked from the
+    /// migration on; one created after it, whole.
+    #[tokio::test]
+    async fn the_compliance_migration_tracks_existing_sites_from_then_on() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("p.db");
+        let mut conn = open_connection(&path)?;
+        // Every migration before it (found by its name: other migrations may precede it).
+        let before = MIGRATIONS
+            .iter()
+            .position(|m| m.starts_with("-- 0015"))
+            .ok_or("no migration 0015")?;
+        migrate(&mut conn, before)?;
+        conn.execute(
+            "INSERT INTO sites (site_id, name, next_seq, created_at) VALUES ('site-1', 's', 1, 0)",
+            [],
+        )?;
+        drop(conn);
+        let before_ms = crate::now_ms();
+        let store = SqliteStore::open(&path)?;
+        let after_ms = crate::now_ms();
+        crate::store::compliance::testing::existing_sites_are_tracked_from_the_migration(
+            &store,
+            SiteId::new("site-1")?,
+            before_ms,
+            after_ms,
+        )
+        .await
     }
 
     #[test]

@@ -358,6 +358,7 @@ fn write_request(
         )?;
         phase.wrote(&prepared.doc_id, log, new_events);
     }
+    super::compliance::ingest(tx, batch, merged)?;
     let outcomes = phase.outcomes();
     if next_seq != first_seq {
         tx.prepare_cached("UPDATE sites SET next_seq = ?1 WHERE site_id = ?2")?

@@ -694,6 +694,32 @@ impl Phone {
         self.record(scan_of(checkpoint)?)
     }
 
+    /// The phone's push as a sync batch, straight to a store, with its next request seq:
+    /// received at `received_at_ms`, carrying the phone's clock then (so its offset is
+    /// measured exactly, and corrected times are the times [`Phone::record_at`] was given).
+    pub fn batch(
+        &mut self,
+        received_at_ms: i64,
+    ) -> Result<patrol_server::store::SyncBatch, Box<dyn std::error::Error>> {
+        let push = self.push()?;
+        Ok(patrol_server::store::SyncBatch {
+            site: site(),
+            device: self.device,
+            request_seq: self.request_seq.fetch_add(1, Ordering::Relaxed) + 1,
+            received_at_ms,
+            device_time_ms: received_at_ms + self.clock_offset_ms,
+            pending_events: self.recorded.len() as u64,
+            pushes: vec![patrol_server::store::ShiftLogPush {
+                shift: self.shift(),
+                changes: push.changes,
+                events: push.events,
+                signature: None,
+            }],
+            public_key: None,
+            clock_skew_threshold_ms: patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
+        })
+    }
+
     pub fn push(&mut self) -> Result<DocPush, Box<dyn std::error::Error>> {
         let mut push = plan_push(&mut self.log, &self.acked)?;
         if let Some(key) = &self.key {
