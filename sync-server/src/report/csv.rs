@@ -23,7 +23,6 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
             "as_of",
             "shift",
             "config_version",
-            "tour_source",
             "windows",
             "checkpoints",
             "on_time",
@@ -172,8 +171,6 @@ pub fn tables(dar: &Dar) -> Vec<(&'static str, Vec<Vec<String>>)> {
         t(dar.as_of_ms),
         opt(&dar.shift),
         dar.config_version.to_string(),
-        // Where the windows' states come from (docs/reports.md).
-        "schedule_and_scans".to_owned(),
         dar.tours.windows.len().to_string(),
     ];
     report.extend(counts_fields(&totals));

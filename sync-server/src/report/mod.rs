@@ -5,13 +5,13 @@
 //!
 //! The day is `[00:00, 24:00)` of the date in the site's time zone (23 or 25 hours when the
 //! clocks change); every event is placed by its corrected time. [`build`] reads the day's events
-//! in pages through [`Store::events_between`] (and, for the tour section, the scans of the tour
-//! windows that cross the day's edges), the shifts, incidents and alarm acknowledgements it
-//! needs, and nothing else.
+//! in pages through [`Store::events_between`], the day's tour windows as the server's
+//! compliance keeps them ([`Store::tour_windows`]), the shifts, incidents and alarm
+//! acknowledgements it needs, and nothing else.
 //!
 //! A report depends only on the record and on the time its statuses are computed at,
-//! [`Dar::as_of_ms`]: the end of the day (or of the last grace period of its windows) once that
-//! has passed, else the current minute. So a past day's report is the same, byte for byte, for
+//! [`Dar::as_of_ms`]: the end of the day (or the finalisation deadline of its last window) once
+//! that has passed, else the current minute. So a past day's report is the same, byte for byte, for
 //! the same record, and both renderings take their dates and ids from the report, never from the
 //! clock.
 
@@ -30,7 +30,8 @@ use patrol_core::{CheckpointId, DeviceId, EventId, GuardId, IncidentId, ShiftId,
 use serde::Deserialize;
 use thiserror::Error;
 
-pub use self::tours::{DarTours, TourScan};
+pub use self::tours::DarTours;
+use crate::store::compliance::{Span, WindowQuery};
 use crate::store::{IncidentQuery, ShiftQuery, Store, StoreError, TimeCursor};
 
 /// Events read per page of [`Store::events_between`].
@@ -282,8 +283,8 @@ struct ShiftSeen {
     scans: u64,
 }
 
-/// Builds the report of `request` from the store. The tour section comes from the site's
-/// schedules and scans ([`tours::from_schedule`]).
+/// Builds the report of `request` from the store. The tour section comes from the server's
+/// tour compliance ([`tours::from_compliance`]).
 pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, ReportError> {
     let DarRequest {
         site,
@@ -305,34 +306,40 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
     let zone = config.time_zone;
     let (from_ms, to_ms) = local_day(zone, date)?;
 
-    let windows = tours::tour_windows(&config, (from_ms, to_ms))
-        .map_err(|e| ReportError::Schedule(e.to_string()))?;
-    let span = tours::scan_span(&windows);
-    // The events read: the day, widened to the scans the day's windows depend on.
-    let (read_from, read_to) =
-        span.map_or((from_ms, to_ms), |(a, b)| (a.min(from_ms), b.max(to_ms)));
-    // The statuses are final in time once the day and the grace of its windows are over.
-    let until_ms = span.map_or(to_ms, |(_, b)| b.max(to_ms));
+    // The statuses stop changing with time once the day is over and every window of it is past
+    // its finalisation deadline: a report asked for after that is as of then.
+    let until_ms = config
+        .tours
+        .iter()
+        .filter_map(|tour| {
+            let grace_ms = patrol_core::compliance::grace_ms(tour.grace_min);
+            let windows = tour.windows_between(zone, from_ms, to_ms).ok()?;
+            windows
+                .iter()
+                .filter(|w| w.start_ms >= from_ms && w.start_ms < to_ms)
+                .map(|w| {
+                    patrol_core::compliance::deadline_ms(
+                        w,
+                        grace_ms,
+                        config.rules.finalise_after_hours,
+                    )
+                })
+                .max()
+        })
+        .fold(to_ms, i64::max);
     let as_of_ms = as_of(until_ms, now_ms);
 
     let in_day = |ms: i64| ms >= from_ms && ms < to_ms;
-    let mut scans = Vec::new();
     let mut shifts: BTreeMap<ShiftId, ShiftSeen> = BTreeMap::new();
     let mut handovers = Vec::new();
     let mut alarms = Vec::new();
     let mut notes = Vec::new();
     let mut anomalies = Vec::new();
     let mut reported_incidents = Vec::new();
-    // Only scans of a tour's checkpoints decide a window.
-    let in_tours: HashSet<&str> = config
-        .tours
-        .iter()
-        .flat_map(|t| t.checkpoints.iter().map(|c| c.as_str()))
-        .collect();
     let mut cursor: Option<TimeCursor> = None;
     loop {
         let Some(page) = store
-            .events_between(site.clone(), read_from, read_to, cursor, PAGE_EVENTS)
+            .events_between(site.clone(), from_ms, to_ms, cursor, PAGE_EVENTS)
             .await?
         else {
             return Err(ReportError::UnknownSite(site));
@@ -346,17 +353,6 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
             let guard = || parsed::<GuardId>("guard id", &e.guard_id);
             let event = || parsed::<EventId>("event id", &e.id);
             let scanned = e.kind == "checkpoint_scanned";
-            if scanned {
-                // Every device's scans count for the tours, whichever shift is reported.
-                if let Some(checkpoint) = e.checkpoint.as_deref().filter(|c| in_tours.contains(c)) {
-                    scans.push(TourScan {
-                        checkpoint: parsed("checkpoint", checkpoint)?,
-                        at_ms,
-                        guard: guard()?,
-                        event: event()?,
-                    });
-                }
-            }
             if !in_day(at_ms) {
                 continue;
             }
@@ -438,7 +434,12 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
     let guards = on_duty(store, &site, shifts, only.as_ref(), (from_ms, to_ms)).await?;
 
     // The tours: for one shift, the windows of the day that overlap it.
-    let mut tours = tours::from_schedule(&config, &windows, &scans, (from_ms, to_ms), as_of_ms);
+    let query = WindowQuery {
+        tour: None,
+        span: Span::Between { from_ms, to_ms },
+    };
+    let answer = store.tour_windows(site.clone(), query, as_of_ms).await?;
+    let mut tours = tours::from_compliance(answer, (from_ms, to_ms));
     if let Some(shift) = &guards.first().filter(|_| only.is_some()) {
         let start = shift.started_ms.unwrap_or(from_ms).max(from_ms);
         let end = shift.ended_ms.unwrap_or(to_ms).min(to_ms);

@@ -399,9 +399,9 @@ fn lay_out(dar: &Dar) -> Vec<Vec<Op>> {
         l.paragraph(
             Font::Regular,
             9.0,
-            "Provisional: tour statuses are computed from the schedules and every scan received \
-             so far; a phone that has not yet synced can still turn a missed checkpoint into a \
-             done one.",
+            "Windows marked provisional are not final yet: a phone on shift during them has not \
+             delivered its log past them and their deadline has not passed, so a late sync can \
+             still turn a missed checkpoint into a done one.",
         );
     }
     let totals = dar.tours.totals();

@@ -1,18 +1,15 @@
 //! The daily activity report's tour section: its windows, each checkpoint's status, whether a
 //! window is final, and the amendments made to final windows ([`DarTours`]), as plain data.
 //!
-//! The report renders whatever fills a [`DarTours`]. Today [`from_schedule`] fills it from what
-//! the server already holds: each tour's windows from the site's configuration
-//! ([`Tour::windows_between`] in the site's zone) and each checkpoint's state by
-//! [`progress_of_windows`] over every device's scans of the site at their corrected times, the
-//! rule the phone applies to its own scans. The server does not yet decide when a window turns
-//! final, so every window is provisional and there are no amendments; the compliance engine,
-//! once it keeps windows' states, fills the same types in its place.
+//! It is filled from the server's tour compliance ([`from_compliance`]): the windows as the
+//! compliance engine keeps them (`store::compliance`), each checkpoint's state and the scan
+//! that counted, final or provisional, and the amendments made to final windows. The report
+//! and the windows API (`GET /api/v1/sites/{site}/tours/windows`) say the same of a window.
 
-use std::collections::HashMap;
+use patrol_core::siteconfig::CheckpointState;
+use patrol_core::{CheckpointId, EventId, GuardId};
 
-use patrol_core::siteconfig::{CheckpointState, SiteConfig, Tour, Window, progress_of_windows};
-use patrol_core::{CheckpointId, EventId, GuardId, ValidationError};
+use crate::store::compliance::{Amendment, Mark, WindowsAnswer};
 
 /// Where one checkpoint of one window stands, as the report says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -242,107 +239,66 @@ impl DarTours {
     }
 }
 
-/// A scan as the tour section uses it: checkpoint, corrected time, guard and event.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TourScan {
-    pub checkpoint: CheckpointId,
-    pub at_ms: i64,
-    pub guard: GuardId,
-    pub event: EventId,
-}
-
-/// The windows of the site's tours that `[from_ms, to_ms)` reports on (those that start in it)
-/// and the span of scans their states depend on: from the earliest start of a window whose
-/// grace reaches into the span (such a window can take a scan of the span as late, as it does on
-/// the phone) to the latest end of grace of a reported window.
-pub fn tour_windows(
-    config: &SiteConfig,
-    (from_ms, to_ms): (i64, i64),
-) -> Result<Vec<(&Tour, Vec<Window>)>, ValidationError> {
-    config
-        .tours
-        .iter()
-        .map(|tour| {
-            let grace_ms = i64::from(tour.grace_min) * 60_000;
-            let windows = tour.windows_between(config.time_zone, from_ms - grace_ms, to_ms)?;
-            Ok((tour, windows))
-        })
-        .collect()
-}
-
-/// The span of corrected time whose scans decide the states of `windows` ([`tour_windows`]).
-pub fn scan_span(windows: &[(&Tour, Vec<Window>)]) -> Option<(i64, i64)> {
-    windows
-        .iter()
-        .flat_map(|(tour, ws)| {
-            let grace_ms = i64::from(tour.grace_min) * 60_000;
-            ws.iter().map(move |w| (w.start_ms, w.end_ms + grace_ms))
-        })
-        .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
-}
-
-/// The tour section from the configuration's schedules and the site's scans: every window of
-/// `windows` that starts in `[from_ms, to_ms)`, its checkpoints' states at `as_of_ms` by the
-/// phone's rule ([`progress_of_windows`], each scan counting for one window only), all
-/// provisional, no amendments. `scans` are every device's scans of the site over
-/// [`scan_span`], in corrected-time order.
-pub fn from_schedule(
-    config: &SiteConfig,
-    windows: &[(&Tour, Vec<Window>)],
-    scans: &[TourScan],
-    (from_ms, to_ms): (i64, i64),
-    as_of_ms: i64,
-) -> DarTours {
-    let times: Vec<(CheckpointId, i64)> = scans
-        .iter()
-        .map(|s| (s.checkpoint.clone(), s.at_ms))
-        .collect();
-    // Which scan a state's time came from: the first of that checkpoint at that time.
-    let mut by_time: HashMap<(&CheckpointId, i64), &TourScan> = HashMap::new();
-    for scan in scans {
-        by_time
-            .entry((&scan.checkpoint, scan.at_ms))
-            .or_insert(scan);
-    }
-    let mut out = Vec::new();
-    for (tour, tour_windows) in windows {
-        for progress in progress_of_windows(tour, tour_windows, &times, as_of_ms) {
-            if progress.window.start_ms < from_ms || progress.window.start_ms >= to_ms {
-                continue;
-            }
-            let checkpoints = progress
-                .checkpoints
-                .into_iter()
-                .map(|(checkpoint, state)| {
-                    let scanned_at_ms = state.scanned_at_ms();
-                    let scan = scanned_at_ms.and_then(|t| by_time.get(&(&checkpoint, t)));
-                    DarCheckpoint {
-                        name: config
-                            .checkpoint(&checkpoint)
-                            .map_or_else(|| checkpoint.to_string(), |c| c.name.clone()),
-                        status: state.into(),
-                        scanned_at_ms,
-                        guard: scan.map(|s| s.guard.clone()),
-                        event: scan.map(|s| s.event),
-                        checkpoint,
-                    }
-                })
-                .collect();
-            out.push(DarWindow {
-                tour: tour.id.clone(),
-                tour_name: tour.name.clone(),
-                start_ms: progress.window.start_ms,
-                end_ms: progress.window.end_ms,
-                grace_min: tour.grace_min,
-                is_final: false,
-                checkpoints,
-            });
+impl From<Mark> for CheckpointStatus {
+    /// A state as an amendment records it (before and after).
+    fn from(mark: Mark) -> Self {
+        match mark {
+            Mark::Done => CheckpointStatus::OnTime,
+            Mark::DoneLate => CheckpointStatus::Late,
+            Mark::Missed => CheckpointStatus::Missed,
+            Mark::Pending => CheckpointStatus::Due,
         }
     }
-    out.sort_by(|a, b| (a.start_ms, &a.tour).cmp(&(b.start_ms, &b.tour)));
+}
+
+/// The tour section from the compliance engine's answer: every window of `answer` that starts
+/// in `[from_ms, to_ms)` (the day), in order of start then tour, and their amendments in the
+/// order they were made.
+pub fn from_compliance(answer: WindowsAnswer, (from_ms, to_ms): (i64, i64)) -> DarTours {
+    let mut windows = Vec::new();
+    let mut amendments: Vec<Amendment> = Vec::new();
+    for w in answer.windows {
+        if w.window.start_ms < from_ms || w.window.start_ms >= to_ms {
+            continue;
+        }
+        amendments.extend(w.amendments);
+        windows.push(DarWindow {
+            tour: w.tour,
+            tour_name: w.tour_name,
+            start_ms: w.window.start_ms,
+            end_ms: w.window.end_ms,
+            grace_min: u32::try_from(w.grace_ms / 60_000).unwrap_or(u32::MAX),
+            is_final: w.final_.is_some(),
+            checkpoints: w
+                .checkpoints
+                .into_iter()
+                .map(|c| DarCheckpoint {
+                    scanned_at_ms: c.scan.as_ref().map(|s| s.at_ms),
+                    guard: c.scan.as_ref().map(|s| s.guard.clone()),
+                    event: c.scan.as_ref().map(|s| s.event_id),
+                    status: c.state.into(),
+                    name: c.name,
+                    checkpoint: c.checkpoint,
+                })
+                .collect(),
+        });
+    }
+    windows.sort_by(|a, b| (a.start_ms, &a.tour).cmp(&(b.start_ms, &b.tour)));
+    amendments.sort_by_key(|a| (a.at_ms, a.window.start_ms, a.n));
     DarTours {
-        windows: out,
-        amendments: Vec::new(),
+        windows,
+        amendments: amendments
+            .into_iter()
+            .map(|a| DarAmendment {
+                tour: a.tour,
+                window_start_ms: a.window.start_ms,
+                checkpoint: a.checkpoint,
+                before: a.before.mark.into(),
+                after: a.after.mark.into(),
+                event: Some(a.cause),
+                at_ms: a.at_ms,
+            })
+            .collect(),
     }
 }
 

@@ -210,8 +210,9 @@ async fn the_report_of_a_night_is_what_happened(backend: Backend) -> TestResult 
     let night = night(backend).await?;
     let dar = dar(&night, None).await?;
     assert_eq!((dar.from_ms, dar.to_ms), (at(0, 0), at(24, 0)));
-    // The day and its windows' grace are over: as of its end, whatever the clock says.
-    assert_eq!(dar.as_of_ms, at(24, 0));
+    // The day is over and so is the finalisation deadline of its last window (the 23:00-23:30
+    // round, 6 hours on): as of that deadline, whatever the clock says.
+    assert_eq!(dar.as_of_ms, at(29, 30));
 
     let mut guards: Vec<GuardRow> = dar
         .guards
@@ -248,7 +249,7 @@ async fn the_report_of_a_night_is_what_happened(backend: Backend) -> TestResult 
         .windows
         .iter()
         .map(|w| {
-            assert!(!w.is_final, "no window is final yet");
+            assert!(w.is_final, "every window is past its deadline, so final");
             (
                 w.start_ms,
                 w.checkpoints
@@ -405,17 +406,11 @@ async fn the_csv_holds_one_table_per_section(backend: Backend) -> TestResult {
             [
                 "2025-03-01T22:00:00+00:00",
                 "complete_late",
-                "false",
+                "true",
                 "0",
                 "100"
             ],
-            [
-                "2025-03-01T23:00:00+00:00",
-                "incomplete",
-                "false",
-                "1",
-                "67"
-            ],
+            ["2025-03-01T23:00:00+00:00", "incomplete", "true", "1", "67"],
         ]
     );
     let missed: Vec<(String, String)> = rows("tour_checkpoints")
@@ -440,7 +435,7 @@ async fn the_csv_holds_one_table_per_section(backend: Backend) -> TestResult {
             "Europe/London",
             "2025-03-01T00:00:00+00:00",
             "2025-03-02T00:00:00+00:00",
-            "2025-03-02T00:00:00+00:00"
+            "2025-03-02T05:30:00+00:00"
         ]
     );
     let notes = rows("notes");
