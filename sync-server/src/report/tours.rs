@@ -240,7 +240,7 @@ impl DarTours {
 }
 
 impl From<Mark> for CheckpointStatus {
-    /// A state as an amendment records it (before and after).
+    /// A state as an amendment records it (before and after, `CheckpointRow::final_state`).
     fn from(mark: Mark) -> Self {
         match mark {
             Mark::Done => CheckpointStatus::OnTime,
@@ -293,8 +293,9 @@ pub fn from_compliance(answer: WindowsAnswer, (from_ms, to_ms): (i64, i64)) -> D
                 tour: a.tour,
                 window_start_ms: a.window.start_ms,
                 checkpoint: a.checkpoint,
-                before: a.before.mark.into(),
-                after: a.after.mark.into(),
+                // As the windows API shows them: states of a final window.
+                before: a.before.final_state().into(),
+                after: a.after.final_state().into(),
                 event: Some(a.cause),
                 at_ms: a.at_ms,
             })

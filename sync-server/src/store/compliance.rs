@@ -236,7 +236,7 @@ impl CheckpointRow {
     }
 
     /// Its state in a final window: done, done late, or missed.
-    fn final_state(&self) -> Mark {
+    pub fn final_state(&self) -> Mark {
         match (&self.scan, self.mark) {
             (Some(_), Mark::DoneLate) => Mark::DoneLate,
             (Some(_), _) => Mark::Done,
