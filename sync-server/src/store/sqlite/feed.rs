@@ -65,7 +65,7 @@ const FEED_COLUMNS: &str =
 
 /// An event's corrected time in SQL, as [`Stamp::stored`] reads it: its `corrected_ms`, or for
 /// an event stored before migration 11, its device time bounded by its receipt.
-const CORRECTED_MS: &str = "COALESCE(corrected_ms, MIN(device_time_ms, received_at_ms))";
+pub(super) const CORRECTED_MS: &str = "COALESCE(corrected_ms, MIN(device_time_ms, received_at_ms))";
 
 fn feed_seq(row: &rusqlite::Row<'_>) -> Result<u64, StoreError> {
     let seq: i64 = row.get(0)?;
