@@ -637,6 +637,34 @@ fn scan_row(row: &rusqlite::Row<'_>) -> Result<StoredScan, StoreError> {
     })
 }
 
+/// The query of [`GuardScans`]: ?1 site, ?2 guard, ?3 and ?4 the span, ?5 the most rows.
+fn guard_scans_sql() -> String {
+    let columns = scan_columns();
+    format!(
+        "SELECT * FROM (SELECT {columns} FROM events
+             WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
+               AND {CORRECTED_MS} BETWEEN ?3 AND ?4
+             ORDER BY {CORRECTED_MS} DESC LIMIT ?5)
+         UNION ALL
+         SELECT * FROM (SELECT {columns} FROM events
+             WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
+               AND {CORRECTED_MS} < ?3
+             ORDER BY {CORRECTED_MS} DESC LIMIT 1)"
+    )
+}
+
+/// The query of [`TagScans`]: ?1 site, ?2 checkpoint, ?3 and ?4 the span, ?5 the device left
+/// out, ?6 the most rows.
+fn tag_scans_sql() -> String {
+    format!(
+        "SELECT {} FROM events
+         WHERE site_id = ?1 AND checkpoint_id = ?2 AND kind = 'checkpoint_scanned'
+           AND {CORRECTED_MS} BETWEEN ?3 AND ?4 AND device_id <> ?5
+         LIMIT ?6",
+        scan_columns()
+    )
+}
+
 /// The stamps of a log's new events, reading the stored scans their flags need
 /// ([`crate::store::flagging`]).
 fn stamp_events(
@@ -653,18 +681,7 @@ fn stamp_events(
         to_ms,
     }) = plan.guard_scans()
     {
-        let columns = scan_columns();
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT * FROM (SELECT {columns} FROM events
-                 WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
-                   AND {CORRECTED_MS} BETWEEN ?3 AND ?4
-                 ORDER BY {CORRECTED_MS} DESC LIMIT ?5)
-             UNION ALL
-             SELECT * FROM (SELECT {columns} FROM events
-                 WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
-                   AND {CORRECTED_MS} < ?3
-                 ORDER BY {CORRECTED_MS} DESC LIMIT 1)"
-        ))?;
+        let mut stmt = tx.prepare_cached(&guard_scans_sql())?;
         let mut rows = stmt.query(params![site, guard_id, from_ms, to_ms, MAX_GUARD_SCANS])?;
         while let Some(row) = rows.next()? {
             guard.push(scan_row(row)?);
@@ -678,13 +695,7 @@ fn stamp_events(
         to_ms,
     } in plan.tag_scans()
     {
-        let mut stmt = tx.prepare_cached(&format!(
-            "SELECT {} FROM events
-             WHERE site_id = ?1 AND checkpoint_id = ?2 AND kind = 'checkpoint_scanned'
-               AND {CORRECTED_MS} BETWEEN ?3 AND ?4 AND device_id <> ?5
-             LIMIT ?6",
-            scan_columns()
-        ))?;
+        let mut stmt = tx.prepare_cached(&tag_scans_sql())?;
         let mut rows = stmt.query(params![
             site,
             checkpoint,
@@ -1036,6 +1047,34 @@ mod tests {
             4
         );
         assert_eq!(count("SELECT COUNT(*) FROM event_ids")?, 4);
+        Ok(())
+    }
+
+    /// The queries of a new scan's flags read the scans around it through the indexes of
+    /// migration 14, not the whole site's events.
+    #[test]
+    fn the_queries_for_flags_use_their_indexes() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (_path, conn) = test_site_db(dir.path())?;
+        let guard_params = params!["site-1", "x", 1, 2, 3];
+        let tag_params = params!["site-1", "x", 1, 2, "d", 4];
+        for (sql, values, index) in [
+            (guard_scans_sql(), guard_params, "events_scans_by_guard"),
+            (tag_scans_sql(), tag_params, "events_scans_by_checkpoint"),
+        ] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let plan: Vec<String> = stmt
+                .query_map(values, |r| r.get(3))?
+                .collect::<Result<_, _>>()?;
+            let searches: Vec<&String> = plan.iter().filter(|p| p.contains("events")).collect();
+            assert!(!searches.is_empty(), "{plan:?}");
+            for step in searches {
+                assert!(
+                    step.starts_with("SEARCH") && step.contains(index),
+                    "{index}: {plan:?}"
+                );
+            }
+        }
         Ok(())
     }
 
