@@ -111,6 +111,55 @@ impl EventFlag {
         }
     }
 
+    /// One flag of each kind, in the order of [`EventFlag::NAMES`], with plausible fields: what
+    /// the documentation shows and the tests of its forms hold to.
+    pub fn examples() -> Vec<EventFlag> {
+        let checkpoint = |id: &str| CheckpointId::new(id).unwrap_or_else(|_| unreachable!());
+        let device = DeviceId(uuid::Uuid::from_u128(
+            0x0195_a1b2_0000_7000_8000_0000_0000_000d,
+        ));
+        let event = EventId(uuid::Uuid::from_u128(
+            0x0195_a1b2_0000_7000_8000_0000_0000_000e,
+        ));
+        vec![
+            EventFlag::UnknownCheckpoint,
+            EventFlag::UnknownTag,
+            EventFlag::TagOfAnotherCheckpoint {
+                checkpoint: checkpoint("cp-12"),
+            },
+            EventFlag::Manual,
+            EventFlag::FarFromCheckpoint {
+                distance_m: 120,
+                accuracy_m: Some(20),
+            },
+            EventFlag::MethodNotAccepted {
+                method: MethodKind::Nfc,
+            },
+            EventFlag::Padding {
+                earlier_event: event,
+                after_ms: 250_000,
+            },
+            EventFlag::ImpossibleSpeed {
+                speed_kmh: 126,
+                distance_m: 1050,
+                after_ms: 30_000,
+            },
+            EventFlag::ClonedTag {
+                other_device: device,
+                other_event: event,
+                apart_ms: 4_000,
+            },
+            EventFlag::OutsideWindow,
+            EventFlag::OutOfOrder {
+                tour: "night".into(),
+                missing: checkpoint("cp-1"),
+            },
+            EventFlag::ClockSkew {
+                offset_ms: 3 * 3_600_000,
+            },
+        ]
+    }
+
     /// Adds `flag` to `flags` (in the order of [`EventFlag::NAMES`]) unless it is there
     /// already; says whether it was added. How a stored event gains a flag that another event
     /// gives it (a cloned tag).
@@ -1189,45 +1238,7 @@ mod tests {
     /// its fields beside it, reads back, and reads as words.
     #[test]
     fn flags_serialize_by_name_and_read_as_words() -> Result<(), serde_json::Error> {
-        let device = DeviceId(uuid::Uuid::from_u128(0xd));
-        let event = EventId(uuid::Uuid::from_u128(0xe));
-        let all = [
-            EventFlag::UnknownCheckpoint,
-            EventFlag::UnknownTag,
-            EventFlag::TagOfAnotherCheckpoint {
-                checkpoint: cp("cp-12"),
-            },
-            EventFlag::Manual,
-            EventFlag::FarFromCheckpoint {
-                distance_m: 120,
-                accuracy_m: Some(20),
-            },
-            EventFlag::MethodNotAccepted {
-                method: MethodKind::Nfc,
-            },
-            EventFlag::Padding {
-                earlier_event: event,
-                after_ms: 250_000,
-            },
-            EventFlag::ImpossibleSpeed {
-                speed_kmh: 126,
-                distance_m: 1050,
-                after_ms: 30_000,
-            },
-            EventFlag::ClonedTag {
-                other_device: device,
-                other_event: event,
-                apart_ms: 4_000,
-            },
-            EventFlag::OutsideWindow,
-            EventFlag::OutOfOrder {
-                tour: "night".into(),
-                missing: cp("cp-1"),
-            },
-            EventFlag::ClockSkew {
-                offset_ms: 3 * HOUR,
-            },
-        ];
+        let all = EventFlag::examples();
         let names: Vec<&str> = all.iter().map(EventFlag::name).collect();
         assert_eq!(names, EventFlag::NAMES);
         for flag in &all {
@@ -1237,10 +1248,13 @@ mod tests {
         }
         assert_eq!(
             serde_json::to_string(&all[8])?,
-            r#"{"flag":"cloned_tag","other_device":"00000000-0000-0000-0000-00000000000d","other_event":"00000000-0000-0000-0000-00000000000e","apart_ms":4000}"#
+            r#"{"flag":"cloned_tag","other_device":"0195a1b2-0000-7000-8000-00000000000d","other_event":"0195a1b2-0000-7000-8000-00000000000e","apart_ms":4000}"#
         );
         let words: Vec<String> = all.iter().map(ToString::to_string).collect();
-        let e = event.to_string();
+        let (device, e) = (
+            "0195a1b2-0000-7000-8000-00000000000d",
+            "0195a1b2-0000-7000-8000-00000000000e",
+        );
         assert_eq!(
             words,
             [
