@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_signing_key.sql"),
     include_str!("migrations/0006_event_records.sql"),
     include_str!("migrations/0007_credential_rotation.sql"),
+    include_str!("migrations/0008_clock_offset.sql"),
 ];
 
 /// The schema version this build writes.

@@ -1160,10 +1160,13 @@ impl DeviceStore {
                 report.rejected.len()
             )
         });
+        // The answer's server time against this clock: the phone's offset, as the server
+        // measures it from the request (`patrol_core::clock`).
+        let offset = patrol_core::clock::clock_offset_ms(response.server_time_ms, now.wall_ms);
         tx.execute(
             "UPDATE sync_state SET last_success_ms = ?1, last_error = ?2, failures = 0,
-                    next_attempt_ms = NULL",
-            params![now.wall_ms, error],
+                    next_attempt_ms = NULL, clock_offset_ms = ?3",
+            params![now.wall_ms, error, offset],
         )?;
         tx.commit()?;
         self.hlc = hlc;

@@ -6,6 +6,7 @@ use patrol_core::evidence::DeviceKey;
 use std::collections::HashMap;
 
 use automerge::Automerge;
+use patrol_core::flags::EventFlag;
 use patrol_core::incident::{IncidentAction, IncidentDoc, IncidentStatus, Party};
 use patrol_core::merge::{Owner, ingest_incident, ingest_shift_log};
 use patrol_core::protocol::{
@@ -13,7 +14,7 @@ use patrol_core::protocol::{
     SyncResponse, from_wire, to_wire,
 };
 use patrol_core::siteconfig::{
-    Checkpoint, CheckpointState, ScanFlag, SiteConfig, SiteZone, Tour, UNKNOWN_CHECKPOINT, Window,
+    Checkpoint, CheckpointState, SiteConfig, SiteZone, Tour, UNKNOWN_CHECKPOINT, Window,
 };
 use patrol_core::{
     CheckpointId, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
@@ -950,8 +951,9 @@ fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() 
         location: None,
         note: None,
     };
-    assert!(store.scan_flags(&stray)?.contains(&ScanFlag::UnknownTag));
-    store.scan(stray, RecordOptions::default())?;
+    let stray = store.scan(stray, RecordOptions::default())?;
+    let flags = store.event_flags(stray)?.unwrap_or_default();
+    assert!(flags.contains(&EventFlag::UnknownTag), "{flags:?}");
     store.scan(
         scan("cp-1"),
         RecordOptions {

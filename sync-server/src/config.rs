@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use patrol_core::siteconfig::{SiteConfig, SiteRules};
 
 /// Default request body limit for `POST /api/v1/sync`.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
@@ -109,18 +110,6 @@ pub const DEFAULT_STREAM_RECHECK_SECS: u64 = 60;
 /// Most live streams one user may have open at once, on one instance: a control room with a
 /// few screens, and no more, so that one token cannot tie up the server's connections.
 pub const DEFAULT_MAX_STREAMS_PER_USER: usize = 8;
-/// Default of `--clock-skew-threshold-secs`: the issue's 2 minutes, patrol-core's default.
-pub const DEFAULT_CLOCK_SKEW_THRESHOLD_SECS: u64 =
-    (patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS / 1000) as u64;
-/// [`DEFAULT_CLOCK_SKEW_THRESHOLD_SECS`] in milliseconds.
-const DEFAULT_CLOCK_SKEW_THRESHOLD_MS: i64 = patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS;
-
-/// Minutes without a sync after which a device on shift is marked silent ("no contact since").
-pub const DEFAULT_NO_CONTACT_AFTER_MINS: u64 = 30;
-
-/// Hours after its start at which a shift still open is marked overdue.
-pub const DEFAULT_SHIFT_OVERDUE_AFTER_HOURS: u64 = 12;
-
 /// Seconds between the checks that announce devices gone silent, back, and shifts overdue on
 /// live streams.
 pub const DEFAULT_GAP_CHECK_SECS: u64 = 60;
@@ -430,28 +419,26 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_MAX_STREAMS_PER_USER,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub max_streams_per_user: usize,
-    /// Seconds a phone's clock may be off (either way, as measured at a sync) before the events
-    /// that sync delivers are flagged `clock_skew`; their corrected times are right either way.
+    /// Overrides every site's `clock_skew_threshold_secs` (its rules, docs/protocol.md, "Site
+    /// configuration"), for drills and tests: a phone's clock offset beyond this many seconds
+    /// flags the events its sync delivers `clock_skew`. Unset: each site's own.
     #[arg(long, env = "PATROL_CLOCK_SKEW_THRESHOLD_SECS",
-          default_value_t = DEFAULT_CLOCK_SKEW_THRESHOLD_SECS,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub clock_skew_threshold_secs: u64,
-    /// Minutes without a sync after which a device on shift (its latest shift not ended) is
-    /// marked silent in the devices view and announced on live streams (`device_silent`).
+          value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub clock_skew_threshold_secs: Option<u32>,
+    /// Overrides every site's `no_contact_after_min`, for drills and tests: a device on shift
+    /// without a sync for longer is marked silent. Unset: each site's own.
     #[arg(long, env = "PATROL_NO_CONTACT_AFTER_MINS",
-          default_value_t = DEFAULT_NO_CONTACT_AFTER_MINS,
           value_parser = clap::value_parser!(u64).range(1..=10_080))]
-    pub no_contact_after_mins: u64,
+    pub no_contact_after_mins: Option<u64>,
     /// The same in seconds, instead of --no-contact-after-mins (for drills and tests).
     #[arg(long, env = "PATROL_NO_CONTACT_AFTER_SECS", conflicts_with = "no_contact_after_mins",
           value_parser = clap::value_parser!(u64).range(1..=604_800))]
     pub no_contact_after_secs: Option<u64>,
-    /// Hours after its start at which a shift still open is marked overdue in the devices view
-    /// and announced on live streams (`shift_overdue`).
+    /// Overrides every site's `shift_overdue_after_hours`, for drills and tests: a shift still
+    /// open this long after its start is marked overdue. Unset: each site's own.
     #[arg(long, env = "PATROL_SHIFT_OVERDUE_AFTER_HOURS",
-          default_value_t = DEFAULT_SHIFT_OVERDUE_AFTER_HOURS,
           value_parser = clap::value_parser!(u64).range(1..=168))]
-    pub shift_overdue_after_hours: u64,
+    pub shift_overdue_after_hours: Option<u64>,
     /// The same in seconds, instead of --shift-overdue-after-hours (for drills and tests).
     #[arg(long, env = "PATROL_SHIFT_OVERDUE_AFTER_SECS",
           conflicts_with = "shift_overdue_after_hours",
@@ -532,12 +519,8 @@ pub struct ApiConfig {
     pub stream_recheck: Duration,
     /// Most live streams open at once per user.
     pub max_streams_per_user: usize,
-    /// A phone's clock offset beyond this, in milliseconds, flags the events its sync delivers.
-    pub clock_skew_threshold_ms: i64,
-    /// How long a device on shift may go without a sync before it is marked silent.
-    pub no_contact_after: Duration,
-    /// How long after its start a shift still open is marked overdue.
-    pub shift_overdue_after: Duration,
+    /// The server's overrides of the sites' own thresholds (none by default).
+    pub overrides: RuleOverrides,
     /// How often the gap watcher checks (`http::gaps`).
     pub gap_check: Duration,
     /// How often the finaliser passes over every site's tour windows (`http::finaliser`).
@@ -555,9 +538,7 @@ impl Default for ApiConfig {
             device_credential_max_age_ms: days_ms(DEFAULT_DEVICE_CREDENTIAL_MAX_AGE_DAYS),
             stream_recheck: Duration::from_secs(DEFAULT_STREAM_RECHECK_SECS),
             max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
-            clock_skew_threshold_ms: DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
-            no_contact_after: Duration::from_secs(DEFAULT_NO_CONTACT_AFTER_MINS * 60),
-            shift_overdue_after: Duration::from_secs(DEFAULT_SHIFT_OVERDUE_AFTER_HOURS * 3600),
+            overrides: RuleOverrides::default(),
             gap_check: Duration::from_secs(DEFAULT_GAP_CHECK_SECS),
             compliance_check: Duration::from_secs(DEFAULT_COMPLIANCE_CHECK_SECS),
         }
@@ -585,17 +566,60 @@ impl From<&ServeArgs> for ApiConfig {
             device_credential_max_age_ms: days_ms(args.device_credential_max_age_days),
             stream_recheck: Duration::from_secs(args.stream_recheck_secs),
             max_streams_per_user: args.max_streams_per_user,
-            clock_skew_threshold_ms: secs_ms(args.clock_skew_threshold_secs),
-            no_contact_after: Duration::from_secs(
-                args.no_contact_after_secs
-                    .unwrap_or(args.no_contact_after_mins * 60),
-            ),
-            shift_overdue_after: Duration::from_secs(
-                args.shift_overdue_after_secs
-                    .unwrap_or(args.shift_overdue_after_hours * 3600),
-            ),
+            overrides: RuleOverrides {
+                clock_skew_threshold_secs: args.clock_skew_threshold_secs,
+                no_contact_after: args
+                    .no_contact_after_secs
+                    .or(args.no_contact_after_mins.map(|m| m * 60))
+                    .map(Duration::from_secs),
+                shift_overdue_after: args
+                    .shift_overdue_after_secs
+                    .or(args.shift_overdue_after_hours.map(|h| h * 3600))
+                    .map(Duration::from_secs),
+            },
             gap_check: Duration::from_secs(args.gap_check_secs),
             compliance_check: Duration::from_secs(args.compliance_check_secs),
+        }
+    }
+}
+
+/// The server's explicit overrides of every site's thresholds (`serve`'s
+/// `--clock-skew-threshold-secs`, `--no-contact-after-*` and `--shift-overdue-after-*`), for
+/// drills and tests. Each `None` leaves every site its own rule (`SiteRules`, in its
+/// configuration).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleOverrides {
+    pub clock_skew_threshold_secs: Option<u32>,
+    pub no_contact_after: Option<Duration>,
+    pub shift_overdue_after: Option<Duration>,
+}
+
+/// When a device or shift of a site shows a gap: its rules, or the server's overrides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GapThresholds {
+    /// A device on shift without a sync for longer is silent.
+    pub no_contact_after: Duration,
+    /// A shift still open this long after its start is overdue.
+    pub shift_overdue_after: Duration,
+}
+
+impl RuleOverrides {
+    /// A site's configuration as the server applies it: its rules with the overrides set.
+    pub fn apply(&self, config: &mut SiteConfig) {
+        if let Some(secs) = self.clock_skew_threshold_secs {
+            config.rules.clock_skew_threshold_secs = secs;
+        }
+    }
+
+    /// A site's gap thresholds: its rules', or the overrides.
+    pub fn gaps(&self, rules: &SiteRules) -> GapThresholds {
+        GapThresholds {
+            no_contact_after: self.no_contact_after.unwrap_or(Duration::from_secs(
+                u64::from(rules.no_contact_after_min) * 60,
+            )),
+            shift_overdue_after: self.shift_overdue_after.unwrap_or(Duration::from_secs(
+                u64::from(rules.shift_overdue_after_hours) * 3600,
+            )),
         }
     }
 }
@@ -794,9 +818,11 @@ mod tests {
         assert_eq!(config.device_credential_max_age_ms, 30 * MS_PER_DAY);
         assert_eq!(config.stream_recheck, Duration::from_secs(60));
         assert_eq!(config.max_streams_per_user, 8);
-        assert_eq!(config.clock_skew_threshold_ms, 120_000);
-        assert_eq!(config.no_contact_after, Duration::from_secs(30 * 60));
-        assert_eq!(config.shift_overdue_after, Duration::from_secs(12 * 3600));
+        // No override: every site's own rules.
+        assert_eq!(config.overrides, RuleOverrides::default());
+        let defaults = config.overrides.gaps(&SiteRules::default());
+        assert_eq!(defaults.no_contact_after, Duration::from_secs(30 * 60));
+        assert_eq!(defaults.shift_overdue_after, Duration::from_secs(12 * 3600));
         assert_eq!(config.gap_check, Duration::from_secs(60));
         let cli = Cli::try_parse_from([
             "patrol-server",
@@ -813,7 +839,7 @@ mod tests {
             panic!("expected serve")
         };
         let config = ApiConfig::from(&*args);
-        assert_eq!(config.clock_skew_threshold_ms, 300_000);
+        assert_eq!(config.overrides.clock_skew_threshold_secs, Some(300));
         assert_eq!(
             (
                 config.user_token_ttl_ms,

@@ -10,6 +10,7 @@ mod crash;
 mod demo;
 mod evidence;
 mod first_hour_errors;
+mod flags;
 mod gaps;
 mod incidents_on_shift;
 mod instances;

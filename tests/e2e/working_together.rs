@@ -6,8 +6,9 @@
 //! acknowledges it.
 
 use anyhow::{Result, anyhow, ensure};
+use patrol_core::flags::EventFlag;
 use patrol_core::incident::{IncidentAction, IncidentStatus};
-use patrol_core::siteconfig::{CheckpointState, ScanFlag};
+use patrol_core::siteconfig::CheckpointState;
 use patrol_core::{
     EventBody, GuardId, IncidentCategory, IncidentId, IncidentReport, Scan, ScanMethod, Severity,
     SiteId,
@@ -151,8 +152,9 @@ async fn the_phone_and_the_control_room_work_incidents_config_and_alarms_togethe
         location: None,
         note: None,
     };
-    ensure!(guard1.scan_flags(&stray)?.contains(&ScanFlag::UnknownTag));
-    guard1.scan(stray, RecordOptions::default())?;
+    let stray = guard1.scan(stray, RecordOptions::default())?;
+    let flags = guard1.event_flags(stray)?.unwrap_or_default();
+    ensure!(flags.contains(&EventFlag::UnknownTag), "{flags:?}");
     let now = chrono_now_ms();
     let progress = guard1.tour_progress("night", now)?;
     let states: Vec<CheckpointState> = progress[0].checkpoints.iter().map(|(_, s)| *s).collect();

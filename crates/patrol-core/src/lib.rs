@@ -15,7 +15,8 @@
 //!   check of an exported log against a device's public key.
 //! - [`event`]: what a guard records (scans, incidents, panics, notes, shift start/end,
 //!   handovers), its validation and its compact binary encoding.
-//! - [`flags`]: what about an event deserves a second look, as the server stores it.
+//! - [`flags`]: what about an event deserves a second look: the one function the server (when
+//!   it stores an event) and the phone (beside its own events) both flag events with.
 //! - [`hlc`]: the hybrid logical clock stamped on every event.
 //! - [`incident`]: the collaborative incident document, each field's merge rule and its history.
 //! - [`incident_view`]: an incident's state as the control-room API's JSON.
@@ -24,7 +25,7 @@
 //!   appended to the same log always gives again.
 //! - [`schedule`]: tour schedules in a site's local time and their expansion into windows
 //!   across midnight and daylight-saving changes.
-//! - [`siteconfig`]: checkpoints, tours and post orders, the site's time zone; scan flags and
+//! - [`siteconfig`]: checkpoints, tours and post orders, the site's time zone and thresholds;
 //!   tour progress.
 //! - [`protocol`]: the sync messages exchanged over HTTP and their binary encoding.
 //! - [`merge`]: the pure functions that plan a push, check and merge it on the server, and tell

@@ -1,7 +1,7 @@
 //! The site configuration an administrator sets up (checkpoints with their tags, locations and
-//! radii; tours with time windows and grace; post orders), and the rules applied with it: which
-//! checkpoint a scan proves, what about a scan looks wrong (flagged, never refused), and how far
-//! a tour has come. The phone applies these rules offline; the server checks a configuration is
+//! radii; tours with time windows and grace; post orders; the site's thresholds), and the rules
+//! applied with it: which checkpoint a scan proves and how far a tour has come (what about a
+//! scan looks wrong is [`crate::flags`]). The phone applies these rules offline; the server checks a configuration is
 //! coherent ([`SiteConfig::validate`]) before it stores and serves it.
 //!
 //! A configuration is versioned; every event records the version it was made under. Only
@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationError;
-use crate::event::{Location, MAX_TAG_LEN, MAX_TEXT_LEN, Scan, ScanMethod};
+use crate::event::{Location, MAX_TAG_LEN, MAX_TEXT_LEN, ScanMethod};
 use crate::ids::{CheckpointId, GuardId, SiteId};
 
 /// How far a GPS fix may be from a checkpoint, beyond its radius and the fix's own accuracy,
@@ -28,7 +28,8 @@ pub struct Checkpoint {
     /// Radius around `location` within which a GPS fix proves the checkpoint.
     pub radius_m: Option<f32>,
     /// The ways of proving this checkpoint that count without a second look; empty: any. A
-    /// scan made another way is flagged ([`ScanFlag::MethodNotAccepted`]), never refused.
+    /// scan made another way is flagged
+    /// ([`crate::flags::EventFlag::MethodNotAccepted`]), never refused.
     #[serde(default)]
     pub methods: Vec<MethodKind>,
 }
@@ -193,7 +194,7 @@ pub struct PostOrder {
 }
 
 /// The checkpoint id a scan of a tag no checkpoint has is recorded under (flagged
-/// [`ScanFlag::UnknownTag`]): a guard's scan is never refused. No checkpoint may use it.
+/// [`crate::flags::EventFlag::UnknownTag`]): a guard's scan is never refused. No checkpoint may use it.
 pub const UNKNOWN_CHECKPOINT: &str = "unknown";
 
 /// The first encoding: no time zone, tours with absolute windows only. Decoded and brought up to
@@ -453,101 +454,6 @@ impl SiteConfig {
         self.checkpoints
             .iter()
             .find(|c| c.tags.iter().any(|t| t == tag))
-    }
-
-    /// What looks wrong about a scan under this configuration. A scan is always recorded; these
-    /// are shown beside it.
-    pub fn flags(&self, scan: &Scan) -> Vec<ScanFlag> {
-        let mut flags = Vec::new();
-        let Some(cp) = self.checkpoint(&scan.checkpoint) else {
-            flags.push(ScanFlag::of_unknown_checkpoint(scan));
-            return flags;
-        };
-        let tag = match &scan.method {
-            ScanMethod::Nfc { tag } => Some(tag),
-            ScanMethod::Qr { payload } => Some(payload),
-            ScanMethod::Gps | ScanMethod::Manual { .. } => None,
-        };
-        if let Some(tag) = tag {
-            match self.checkpoint_for_tag(tag) {
-                None => flags.push(ScanFlag::UnknownTag),
-                Some(owner) if owner.id != cp.id => {
-                    flags.push(ScanFlag::TagOfAnotherCheckpoint(owner.id.clone()))
-                }
-                Some(_) => {}
-            }
-        }
-        if matches!(scan.method, ScanMethod::Manual { .. }) {
-            flags.push(ScanFlag::Manual);
-        }
-        let method = MethodKind::of(&scan.method);
-        if !cp.methods.is_empty() && !cp.methods.contains(&method) {
-            flags.push(ScanFlag::MethodNotAccepted(method));
-        }
-        if let (Some(fix), Some(at)) = (&scan.location, &cp.location) {
-            let distance = distance_m(fix, at);
-            let allowed = f64::from(cp.radius_m.unwrap_or(0.0))
-                + f64::from(fix.accuracy_m.unwrap_or(0.0))
-                + GPS_SLACK_M;
-            if distance > allowed {
-                flags.push(ScanFlag::FarFromCheckpoint {
-                    distance_m: distance.round() as u32,
-                });
-            }
-        }
-        flags
-    }
-}
-
-/// Why a scan deserves a second look.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScanFlag {
-    /// The configuration has no such checkpoint.
-    UnknownCheckpoint,
-    /// No checkpoint has this NFC tag or QR payload.
-    UnknownTag,
-    /// The tag belongs to another checkpoint.
-    TagOfAnotherCheckpoint(CheckpointId),
-    /// Entered by hand instead of scanned.
-    Manual,
-    /// The GPS fix is further from the checkpoint than its radius, the fix's accuracy and the
-    /// indoor slack allow.
-    FarFromCheckpoint { distance_m: u32 },
-    /// Proven a way the checkpoint does not accept (an NFC scan of a QR-only checkpoint).
-    MethodNotAccepted(MethodKind),
-}
-
-/// In words, for a person reading a scan's flags.
-impl std::fmt::Display for ScanFlag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ScanFlag::UnknownCheckpoint => {
-                f.write_str("not a checkpoint of the site configuration")
-            }
-            ScanFlag::UnknownTag => f.write_str("tag not in the site configuration"),
-            ScanFlag::TagOfAnotherCheckpoint(cp) => write!(f, "tag of checkpoint {cp}"),
-            ScanFlag::Manual => f.write_str("entered by hand"),
-            ScanFlag::FarFromCheckpoint { distance_m } => {
-                write!(f, "{distance_m} m from the checkpoint")
-            }
-            ScanFlag::MethodNotAccepted(method) => {
-                write!(f, "{method} is not how this checkpoint is proven")
-            }
-        }
-    }
-}
-
-impl ScanFlag {
-    /// The flag of a scan whose checkpoint the configuration does not have: a tag nobody has
-    /// is recorded at [`UNKNOWN_CHECKPOINT`], and what is wrong with it is the tag.
-    pub fn of_unknown_checkpoint(scan: &Scan) -> ScanFlag {
-        let by_tag = matches!(scan.method, ScanMethod::Nfc { .. } | ScanMethod::Qr { .. });
-        if by_tag && scan.checkpoint.as_str() == UNKNOWN_CHECKPOINT {
-            ScanFlag::UnknownTag
-        } else {
-            ScanFlag::UnknownCheckpoint
-        }
     }
 }
 
@@ -850,27 +756,7 @@ mod tests {
     }
 
     #[test]
-    fn flags_and_states_read_as_words() {
-        let words: Vec<String> = [
-            ScanFlag::UnknownCheckpoint,
-            ScanFlag::UnknownTag,
-            ScanFlag::TagOfAnotherCheckpoint(cp("cp-12")),
-            ScanFlag::Manual,
-            ScanFlag::FarFromCheckpoint { distance_m: 120 },
-        ]
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-        assert_eq!(
-            words,
-            [
-                "not a checkpoint of the site configuration",
-                "tag not in the site configuration",
-                "tag of checkpoint cp-12",
-                "entered by hand",
-                "120 m from the checkpoint",
-            ]
-        );
+    fn states_read_as_words() {
         assert_eq!(
             CheckpointState::DoneLate { at_ms: 5 }.to_string(),
             "done late"
@@ -934,80 +820,6 @@ mod tests {
         let mut backwards = config();
         backwards.tours[0].windows[0].end_ms = 0;
         assert!(backwards.validate().is_err());
-    }
-
-    #[test]
-    fn scans_are_flagged_not_refused() {
-        let c = config();
-        let scan = |checkpoint: &str, method: ScanMethod, location: Option<Location>| Scan {
-            checkpoint: cp(checkpoint),
-            method,
-            location,
-            note: None,
-        };
-        assert!(
-            c.flags(&scan(
-                "cp-1",
-                ScanMethod::Nfc {
-                    tag: "04:AA".into()
-                },
-                None
-            ))
-            .is_empty()
-        );
-        assert_eq!(
-            c.flags(&scan(
-                "cp-1",
-                ScanMethod::Nfc {
-                    tag: "04:FF".into()
-                },
-                None
-            )),
-            vec![ScanFlag::UnknownTag]
-        );
-        assert_eq!(
-            c.flags(&scan(
-                "cp-2",
-                ScanMethod::Nfc {
-                    tag: "04:AA".into()
-                },
-                None
-            )),
-            vec![ScanFlag::TagOfAnotherCheckpoint(cp("cp-1"))]
-        );
-        assert_eq!(
-            c.flags(&scan("cp-7", ScanMethod::Gps, None)),
-            vec![ScanFlag::UnknownCheckpoint]
-        );
-        // A tag nobody has, recorded at the reserved checkpoint: the tag is what is wrong.
-        assert_eq!(
-            c.flags(&scan(
-                UNKNOWN_CHECKPOINT,
-                ScanMethod::Qr {
-                    payload: "CP99".into()
-                },
-                None
-            )),
-            vec![ScanFlag::UnknownTag]
-        );
-        // 30 m away with 20 m accuracy: within radius + accuracy + slack. 300 m away: flagged.
-        let near = Location {
-            lat: 51.50027,
-            lon: -0.12,
-            accuracy_m: Some(20.0),
-        };
-        assert!(
-            c.flags(&scan("cp-1", ScanMethod::Gps, Some(near)))
-                .is_empty()
-        );
-        let far = Location {
-            lat: 51.5027,
-            lon: -0.12,
-            accuracy_m: Some(20.0),
-        };
-        assert!(
-            matches!(c.flags(&scan("cp-1", ScanMethod::Gps, Some(far)))[..], [ScanFlag::FarFromCheckpoint { distance_m }] if (290..=310).contains(&distance_m))
-        );
     }
 
     #[test]
@@ -1111,35 +923,6 @@ mod tests {
         let again = c.encode().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again[0], CONFIG_V3);
         assert_eq!(SiteConfig::decode(&again), Ok(c));
-    }
-
-    #[test]
-    fn a_checkpoint_proven_another_way_than_it_accepts_is_flagged() {
-        let scan = |checkpoint: &str, method: ScanMethod, location: Option<Location>| Scan {
-            checkpoint: cp(checkpoint),
-            method,
-            location,
-            note: None,
-        };
-        let mut c = config();
-        c.checkpoints[1].methods = vec![MethodKind::Qr];
-        let by_nfc = scan("cp-2", ScanMethod::Nfc { tag: "QR-2".into() }, None);
-        assert_eq!(
-            c.flags(&by_nfc),
-            vec![ScanFlag::MethodNotAccepted(MethodKind::Nfc)]
-        );
-        assert_eq!(
-            ScanFlag::MethodNotAccepted(MethodKind::Nfc).to_string(),
-            "NFC is not how this checkpoint is proven"
-        );
-        let by_qr = scan(
-            "cp-2",
-            ScanMethod::Qr {
-                payload: "QR-2".into(),
-            },
-            None,
-        );
-        assert!(c.flags(&by_qr).is_empty());
     }
 
     #[test]

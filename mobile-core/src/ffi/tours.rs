@@ -1,6 +1,6 @@
 //! The site configuration the phone holds, tag scans resolved through it, and tour progress.
 
-use patrol_core::siteconfig::{ScanFlag, SiteConfig, WindowProgress};
+use patrol_core::siteconfig::{SiteConfig, WindowProgress};
 use patrol_core::{EventId, Scan, ScanMethod};
 
 use super::device::{PatrolDevice, lock};
@@ -27,24 +27,14 @@ pub struct FfiTagScanInput {
 }
 
 /// A recorded tag scan: the checkpoint it proved (`unknown` if no checkpoint has the tag) and
-/// what looks wrong about it (`unknown_checkpoint`, `unknown_tag`, `tag_of_another_checkpoint`,
-/// `manual`, `far_from_checkpoint`, `method_not_accepted`). A scan is never refused.
+/// what looks wrong about it, by name (`patrol_core::flags::EventFlag::NAMES`: `unknown_tag`,
+/// `tag_of_another_checkpoint`, `padding`, `out_of_order`, `clock_skew`...), as the server
+/// would flag it from what the phone knows. A scan is never refused.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct FfiScanResult {
     pub event_id: String,
     pub checkpoint_id: String,
     pub flags: Vec<String>,
-}
-
-fn flag_name(f: &ScanFlag) -> String {
-    match f {
-        ScanFlag::UnknownCheckpoint => "unknown_checkpoint".into(),
-        ScanFlag::UnknownTag => "unknown_tag".into(),
-        ScanFlag::TagOfAnotherCheckpoint(_) => "tag_of_another_checkpoint".into(),
-        ScanFlag::Manual => "manual".into(),
-        ScanFlag::FarFromCheckpoint { .. } => "far_from_checkpoint".into(),
-        ScanFlag::MethodNotAccepted(_) => "method_not_accepted".into(),
-    }
 }
 
 /// A tour of the site configuration.
@@ -169,14 +159,14 @@ impl PatrolDevice {
                 location: input.location.map(Into::into),
                 note: input.note,
             };
-            let flags = store.scan_flags(&scan)?;
             let id = store.scan(scan, options)?;
+            let flags = store.event_flags(id)?.unwrap_or_default();
             Ok((
                 Some(id),
                 FfiScanResult {
                     event_id: id.to_string(),
                     checkpoint_id: checkpoint.to_string(),
-                    flags: flags.iter().map(flag_name).collect(),
+                    flags: flags.iter().map(|f| f.name().to_owned()).collect(),
                 },
             ))
         })

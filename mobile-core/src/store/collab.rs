@@ -1,26 +1,26 @@
 //! What the phone shares with the control room beyond its own shift logs: the incidents its
 //! guard takes part in (worked together: both sides write, the core's fold decides), the site
-//! configuration (read-only here: scan flags and tour progress offline), and the control room's
-//! acknowledgements of this phone's panic alarms. All of it travels in the same sync exchange
-//! as the shift logs.
+//! configuration (read-only here: its events' flags and tour progress offline), and the control
+//! room's acknowledgements of this phone's panic alarms. All of it travels in the same sync
+//! exchange as the shift logs.
 
 use std::collections::HashMap;
 
+use patrol_core::clock::corrected_time_ms;
+use patrol_core::flags::{Context, EventFlag, Flagger, SeenScan};
 use patrol_core::incident::{
     Entry, IncidentAction, IncidentDoc, IncidentError, IncidentState, Party, Stamped,
 };
 use patrol_core::merge::plan_incident_push;
 use patrol_core::protocol::{DocOutcome, DocPush, DocRef, SyncResponse, from_wire};
-use patrol_core::siteconfig::{
-    ScanFlag, SiteConfig, UNKNOWN_CHECKPOINT, WindowProgress, tonight, tour_progress,
-};
+use patrol_core::siteconfig::{SiteConfig, WindowProgress, tonight, tour_progress};
 use patrol_core::{
     CheckpointId, DeviceId, DeviceTime, EventBody, EventId, GuardId, IncidentId, IncidentReport,
-    LogError, Scan, SiteId,
+    LogError, SiteId,
 };
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{DeviceStore, RecordOptions, to_i64};
+use super::{DeviceStore, LocalEvent, RecordOptions, to_i64};
 use crate::error::{Error, Result};
 
 /// An incident as the phone holds it.
@@ -259,16 +259,65 @@ impl DeviceStore {
             .transpose()
     }
 
-    /// What looks wrong about a scan under the site configuration held. Before the first
-    /// configuration arrives only a scan of an unknown tag is flagged.
-    pub fn scan_flags(&self, scan: &Scan) -> Result<Vec<ScanFlag>> {
-        Ok(match self.site_config()? {
-            Some(config) => config.flags(scan),
-            None if scan.checkpoint.as_str() == UNKNOWN_CHECKPOINT => {
-                vec![ScanFlag::of_unknown_checkpoint(scan)]
+    /// The phone's clock offset measured at its last sync (server time minus the phone's, as
+    /// [`patrol_core::clock`] says); 0 before its first.
+    pub fn clock_offset_ms(&self) -> Result<i64> {
+        let offset: Option<i64> =
+            self.conn
+                .query_row("SELECT clock_offset_ms FROM sync_state", [], |r| r.get(0))?;
+        Ok(offset.unwrap_or(0))
+    }
+
+    /// What about each of `events` deserves a second look, one list per event in order: the
+    /// server's function ([`patrol_core::flags::Flagger`]) under the configuration held (none
+    /// yet: only what needs none) and its rules, with the phone's last measured clock offset,
+    /// and `events` themselves as the guard's scans around each (pass them all, or a whole
+    /// shift's). The phone knows no other device's scans: it never sees a cloned tag.
+    pub fn flags_of(&self, events: &[LocalEvent]) -> Result<Vec<Vec<EventFlag>>> {
+        let config = self
+            .site_config()?
+            .unwrap_or_else(|| SiteConfig::empty(self.site.clone()));
+        let offset = self.clock_offset_ms()?;
+        let flagger = Flagger::new(&config, offset);
+        // Nothing is corrected past the phone's own corrected now.
+        let now = self.clock.now().wall_ms.saturating_add(offset);
+        let corrected =
+            |e: &LocalEvent| corrected_time_ms(e.event.record.time.wall_ms, offset, now);
+        // Each guard's scans, in order.
+        let mut by_guard: HashMap<&GuardId, Vec<SeenScan>> = HashMap::new();
+        for e in events {
+            if let Some(seen) = SeenScan::of(&e.event, corrected(e)) {
+                by_guard.entry(&e.event.guard).or_default().push(seen);
             }
-            None => Vec::new(),
-        })
+        }
+        for scans in by_guard.values_mut() {
+            scans.sort_by_key(|s| (s.corrected_ms, s.event));
+        }
+        Ok(events
+            .iter()
+            .map(|e| {
+                let context = Context {
+                    guard_scans: by_guard.get(&e.event.guard).map_or(&[], Vec::as_slice),
+                    other_devices: &[],
+                };
+                flagger.flags(&e.event, corrected(e), &context)
+            })
+            .collect())
+    }
+
+    /// The flags of the recorded event `id` ([`DeviceStore::flags_of`], among the events of
+    /// its shift); `None` if there is no such event.
+    pub fn event_flags(&self, id: EventId) -> Result<Option<Vec<EventFlag>>> {
+        let Some(event) = self.event(id)? else {
+            return Ok(None);
+        };
+        let shift = self.events(Some(event.event.shift))?;
+        let flags = self.flags_of(&shift)?;
+        Ok(shift
+            .iter()
+            .zip(flags)
+            .find(|(e, _)| e.event.id == id)
+            .map(|(_, f)| f))
     }
 
     /// The checkpoint an NFC tag id or QR payload proves under the configuration held; a tag

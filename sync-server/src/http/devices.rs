@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use super::auth::{AuthDevice, AuthUser};
 use super::error::{AppError, ErrorBody};
 use super::extract::{MAX_JSON_BODY_BYTES, SlugId, site_from_path};
-use super::gaps::device_gap;
+use super::gaps::{device_gap, thresholds};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::credentials::{Secret, TokenKind, rotation_due};
@@ -78,10 +78,10 @@ struct DeviceView {
     /// off shift.
     open_shift: Option<OpenShiftView>,
     /// Set while the device is on shift (`open_shift`) and has not synced for longer than the
-    /// server's no-contact threshold (`no_contact_after_secs`): its last contact, "no contact
+    /// site's no-contact threshold (`no_contact_after_secs`): its last contact, "no contact
     /// since". Null otherwise.
     silent_since: Option<String>,
-    /// Whether its open shift started longer ago than the server's expected shift length
+    /// Whether its open shift started longer ago than the site's expected shift length
     /// (`shift_overdue_after_secs`) and has not ended.
     overdue: bool,
     /// The ed25519 key (hex) the device registered at enrollment, which its shift logs'
@@ -103,9 +103,11 @@ struct DevicesView {
     site_id: String,
     /// The server time the silences and overdue shifts were worked out at.
     as_of: String,
-    /// A device on shift without a sync for longer than this is silent (`--no-contact-after-mins`).
+    /// A device on shift without a sync for longer than this is silent: the site's
+    /// `no_contact_after_min` (its rules), unless the server overrides it.
     no_contact_after_secs: u64,
-    /// A shift open for longer than this is overdue (`--shift-overdue-after-hours`).
+    /// A shift open for longer than this is overdue: the site's `shift_overdue_after_hours`,
+    /// unless the server overrides it.
     shift_overdue_after_secs: u64,
     devices: Vec<DeviceView>,
 }
@@ -140,6 +142,7 @@ async fn devices(
     ) else {
         return Err(AppError::UnknownSite(site.to_string()));
     };
+    let limits = thresholds(&state, &site).await?;
     let now = now_ms();
     let mut views: BTreeMap<DeviceId, DeviceView> = BTreeMap::new();
     for c in enrolled {
@@ -155,7 +158,7 @@ async fn devices(
         view.pending_events = d.pending_events;
         view.pending_reported_at = Some(format_time_ms(d.last_sync_at_ms));
         view.clock_skew_ms = Some(d.clock_skew_ms);
-        let gap = device_gap(&d, &state.config, now);
+        let gap = device_gap(&d, &limits, now);
         view.silent_since = gap.silent_since_ms.map(format_time_ms);
         view.overdue = gap.overdue;
         view.open_shift = d.open_shift().map(|s| OpenShiftView {
@@ -167,8 +170,8 @@ async fn devices(
     Ok(Json(DevicesView {
         site_id: site.to_string(),
         as_of: format_time_ms(now),
-        no_contact_after_secs: state.config.no_contact_after.as_secs(),
-        shift_overdue_after_secs: state.config.shift_overdue_after.as_secs(),
+        no_contact_after_secs: limits.no_contact_after.as_secs(),
+        shift_overdue_after_secs: limits.shift_overdue_after.as_secs(),
         devices: views
             .into_iter()
             .map(|(id, view)| DeviceView {

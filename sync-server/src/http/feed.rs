@@ -15,6 +15,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{AuthSession, AuthUser};
+use super::config::MethodDoc;
 use super::error::{AppError, ErrorBody};
 use super::extract::{
     EventKind, FlagName, MAX_JSON_BODY_BYTES, SlugId, query_limit, query_params, query_time,
@@ -52,12 +53,107 @@ pub const MAX_FEED_LIMIT: u32 = 10_000;
 struct EventsPage {
     site_id: String,
     /// The events, oldest first; each event's JSON is described in docs/protocol.md.
-    #[schema(value_type = Vec<Object>)]
-    events: Vec<serde_json::Value>,
+    events: Vec<FeedEventDoc>,
     /// The cursor for the next page: the last event's sequence number, or `after`.
     next: u64,
     /// Whether more events follow.
     more: bool,
+}
+
+/// An event of the feed: what the server adds to the device's record, beside the event's own
+/// fields (docs/protocol.md, "The control-room feed"; not all listed here).
+// Documentation only: the store writes it (`store::event_json`).
+#[derive(Debug, ToSchema)]
+#[schema(as = FeedEvent)]
+#[allow(dead_code)]
+struct FeedEventDoc {
+    /// The event's sequence number on its site (the feed's order).
+    seq: u64,
+    #[schema(format = Uuid)]
+    id: String,
+    #[schema(value_type = EventKind, inline)]
+    kind: String,
+    /// The device's time, as it recorded it.
+    #[schema(format = DateTime)]
+    device_time: String,
+    /// When the server received it.
+    #[schema(format = DateTime)]
+    received_at: String,
+    /// The device time corrected by the clock offset measured at the sync that delivered it,
+    /// never later than `received_at`.
+    #[schema(format = DateTime)]
+    corrected_time: String,
+    /// What about the event deserves a second look; empty when nothing does.
+    flags: Vec<EventFlagDoc>,
+}
+
+/// What about an event deserves a second look (`patrol_core::flags::EventFlag`, docs/flags.md):
+/// an object naming its `flag`, with that flag's own fields. Times between two scans are in
+/// milliseconds of their corrected times.
+// Documentation only: the core's `EventFlag`, checked against it by the OpenAPI test.
+#[derive(Debug, ToSchema)]
+#[schema(as = EventFlag)]
+#[serde(tag = "flag", rename_all = "snake_case")]
+#[allow(dead_code)]
+enum EventFlagDoc {
+    /// The scan names a checkpoint the site configuration does not have.
+    UnknownCheckpoint,
+    /// No checkpoint has the scanned NFC tag or QR payload.
+    UnknownTag,
+    /// The scanned tag belongs to another checkpoint.
+    TagOfAnotherCheckpoint {
+        #[schema(value_type = SlugId)]
+        checkpoint: String,
+    },
+    /// Entered by hand instead of scanned.
+    Manual,
+    /// The GPS fix is this far from the checkpoint, beyond its radius, the fix's accuracy and
+    /// the indoor slack.
+    FarFromCheckpoint {
+        distance_m: u32,
+        /// The fix's accuracy, when the phone gave one.
+        accuracy_m: Option<u32>,
+    },
+    /// Proven a way the checkpoint does not accept.
+    MethodNotAccepted {
+        #[schema(value_type = MethodDoc)]
+        method: String,
+    },
+    /// The same guard scanned the same checkpoint `after_ms` before (`earlier_event`), within
+    /// the site's `padding_within_min`.
+    Padding {
+        #[schema(format = Uuid)]
+        earlier_event: String,
+        after_ms: i64,
+    },
+    /// From the guard's previous scan: `distance_m` in `after_ms`, faster than the site's
+    /// `max_speed_kmh`.
+    ImpossibleSpeed {
+        speed_kmh: u32,
+        distance_m: u32,
+        after_ms: i64,
+    },
+    /// The same tag scanned by another device `apart_ms` apart, within the site's
+    /// `cloned_tag_within_secs`; both scans carry it.
+    ClonedTag {
+        #[schema(format = Uuid)]
+        other_device: String,
+        #[schema(format = Uuid)]
+        other_event: String,
+        apart_ms: i64,
+    },
+    /// Outside every window (plus grace) of every tour holding the checkpoint.
+    OutsideWindow,
+    /// Ahead of its turn on an ordered tour: its checkpoint `missing`, earlier on the tour, is
+    /// not yet scanned by the guard in the window.
+    OutOfOrder {
+        tour: String,
+        #[schema(value_type = SlugId)]
+        missing: String,
+    },
+    /// The device's clock was off by `offset_ms` (server minus device; positive: slow) at the
+    /// sync that delivered the event, beyond the site's `clock_skew_threshold_secs`.
+    ClockSkew { offset_ms: i64 },
 }
 
 /// One event of the live feed, as a server-sent event's fields.
@@ -116,7 +212,7 @@ struct FeedParams {
     /// Only events at this checkpoint (checkpoint id).
     #[param(value_type = Option<SlugId>, inline)]
     checkpoint: Option<String>,
-    /// Only events carrying this flag (e.g. `clock_skew`).
+    /// Only events carrying this flag (`padding`, `cloned_tag`, `clock_skew`...).
     #[param(value_type = Option<FlagName>, inline)]
     flag: Option<String>,
 }

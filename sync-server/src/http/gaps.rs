@@ -1,7 +1,10 @@
 //! Gaps the control room must see. A device on shift (its most recent shift not ended) that has
-//! not synced for longer than `--no-contact-after-mins` is *silent* since its last sync; a shift
-//! still open longer than `--shift-overdue-after-hours` after its start is *overdue*. The
-//! devices view marks both ([`device_gap`]); live streams announce them as they happen.
+//! not synced for longer than its site's `no_contact_after_min` is *silent* since its last
+//! sync; a shift still open longer than the site's `shift_overdue_after_hours` after its start
+//! is *overdue* (the site's rules, in its configuration; the server's
+//! `--no-contact-after-*` and `--shift-overdue-after-*` override them for drills and tests,
+//! [`thresholds`]). The devices view marks both ([`device_gap`]); live streams announce them
+//! as they happen.
 //!
 //! Each instance runs one watcher ([`watch`]): every `--gap-check-secs` it reads the device list
 //! of each site that has a live stream open on this instance, compares it with what it saw at
@@ -28,9 +31,9 @@ use serde_json::json;
 
 use super::live::Announcement;
 use super::state::AppState;
-use crate::config::ApiConfig;
+use crate::config::GapThresholds;
 use crate::now_ms;
-use crate::store::{DeviceStatus, FeedFilter};
+use crate::store::{DeviceStatus, FeedFilter, StoreError};
 
 /// What the devices view says of a device's gaps at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,10 +49,16 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The gaps of device `d` at `now_ms` under `config`'s thresholds. Only a device whose most
+/// A site's gap thresholds now: its configuration's rules, or the server's overrides.
+pub async fn thresholds(state: &AppState, site: &SiteId) -> Result<GapThresholds, StoreError> {
+    let config = state.store.site_config(site.clone()).await?.config;
+    Ok(state.config.overrides.gaps(&config.rules))
+}
+
+/// The gaps of device `d` at `now_ms` under its site's thresholds. Only a device whose most
 /// recent shift is open has any: off shift, a phone owes no contact. A shift's start is its
 /// phone's clock (the `shift_started` event's device time).
-pub fn device_gap(d: &DeviceStatus, config: &ApiConfig, now_ms: i64) -> DeviceGap {
+pub fn device_gap(d: &DeviceStatus, config: &GapThresholds, now_ms: i64) -> DeviceGap {
     let Some(open) = d.open_shift() else {
         return DeviceGap::default();
     };
@@ -137,7 +146,7 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn of(d: &DeviceStatus, config: &ApiConfig, now_ms: i64) -> Seen {
+    pub fn of(d: &DeviceStatus, config: &GapThresholds, now_ms: i64) -> Seen {
         let gap = device_gap(d, config, now_ms);
         Seen {
             silent_since_ms: gap.silent_since_ms,
@@ -158,7 +167,7 @@ pub fn changes(
     d: &DeviceStatus,
     before: &Seen,
     now: &Seen,
-    config: &ApiConfig,
+    config: &GapThresholds,
     now_ms: i64,
 ) -> Vec<GapAlert> {
     let guard = d.guard.as_ref().map(|g| g.to_string());
@@ -230,7 +239,7 @@ pub fn changes(
 pub fn current(
     site: &SiteId,
     devices: &[DeviceStatus],
-    config: &ApiConfig,
+    config: &GapThresholds,
     now_ms: i64,
 ) -> Vec<GapAlert> {
     devices
@@ -252,10 +261,13 @@ pub async fn watch(state: AppState) {
         // A site nobody watches any more starts afresh when someone does.
         seen.retain(|site, _| sites.contains(site));
         for site in sites {
-            let devices = match state.store.devices(site.clone()).await {
-                Ok(Some(devices)) => devices,
-                Ok(None) => continue,
-                Err(e) => {
+            let (devices, limits) = match (
+                state.store.devices(site.clone()).await,
+                thresholds(&state, &site).await,
+            ) {
+                (Ok(Some(devices)), Ok(limits)) => (devices, limits),
+                (Ok(None), _) => continue,
+                (Err(e), _) | (_, Err(e)) => {
                     tracing::warn!(%site, error = %e, "cannot read the devices to check for gaps");
                     continue;
                 }
@@ -263,9 +275,9 @@ pub async fn watch(state: AppState) {
             let now_ms = now_ms();
             let site_seen = seen.entry(site.clone()).or_default();
             for d in &devices {
-                let now = Seen::of(d, &state.config, now_ms);
+                let now = Seen::of(d, &limits, now_ms);
                 let before = site_seen.get(&d.device).cloned().unwrap_or_default();
-                for alert in changes(&site, d, &before, &now, &state.config, now_ms) {
+                for alert in changes(&site, d, &before, &now, &limits, now_ms) {
                     tracing::info!(
                         %site, device = %d.device, event = alert.kind.name(),
                         "announcing a gap on the live streams"
@@ -281,7 +293,14 @@ pub async fn watch(state: AppState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RuleOverrides;
     use crate::store::LatestShift;
+    use patrol_core::siteconfig::SiteRules;
+
+    /// The default rules' thresholds: 30 minutes, 12 hours.
+    fn defaults() -> GapThresholds {
+        RuleOverrides::default().gaps(&SiteRules::default())
+    }
 
     const MIN: i64 = 60_000;
 
@@ -306,7 +325,7 @@ mod tests {
     /// hours is overdue, 11 hours is not.
     #[test]
     fn silence_and_overdue_need_an_open_shift_past_the_thresholds() {
-        let config = ApiConfig::default();
+        let config = defaults();
         let now = 1_000 * 60 * MIN;
         let on = device(now - 31 * MIN, Some(now - 60 * MIN), None);
         assert_eq!(
@@ -339,7 +358,7 @@ mod tests {
     /// and went silent again between two checks gets both, under different keys.
     #[test]
     fn a_silence_is_announced_when_it_starts_and_ends() -> Result<(), Box<dyn std::error::Error>> {
-        let config = ApiConfig::default();
+        let config = defaults();
         let site = SiteId::new("site-1")?;
         let now = 1_000 * 60 * MIN;
         let mut d = device(now - 31 * MIN, Some(now - 60 * MIN), None);
@@ -369,7 +388,7 @@ mod tests {
     /// A stream filtered by device or guard carries only that device's or guard's gaps.
     #[test]
     fn the_device_and_guard_filters_apply_to_gaps() -> Result<(), Box<dyn std::error::Error>> {
-        let config = ApiConfig::default();
+        let config = defaults();
         let site = SiteId::new("site-1")?;
         let now = 1_000 * 60 * MIN;
         let d = device(now - 31 * MIN, Some(now - 60 * MIN), None);

@@ -363,11 +363,16 @@ pub fn stream(
             }
             if s.gaps_due {
                 s.gaps_due = false;
-                match s.store.devices(s.site.clone()).await {
-                    Ok(Some(devices)) => {
+                let limits = gaps::thresholds(&s.auth.state, &s.site).await;
+                match s
+                    .store
+                    .devices(s.site.clone())
+                    .await
+                    .and_then(|d| Ok((d, limits?)))
+                {
+                    Ok((Some(devices), limits)) => {
                         let now = now_ms();
-                        let config = &s.auth.state.config;
-                        let opening = gaps::current(&s.site, &devices, config, now);
+                        let opening = gaps::current(&s.site, &devices, &limits, now);
                         s.ready_alerts.extend(
                             opening
                                 .iter()
@@ -375,7 +380,7 @@ pub fn stream(
                                 .map(GapAlert::sse),
                         );
                     }
-                    Ok(None) => return None,
+                    Ok((None, _)) => return None,
                     Err(e) => {
                         tracing::warn!(site = %s.site, error = %e, "live feed read failed; ending the stream");
                         return None;

@@ -123,6 +123,13 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
             }),
         }
     }
+    // The site's configuration now: its rules flag the request's new events.
+    let mut config = state
+        .store
+        .site_config(credential.site.clone())
+        .await?
+        .config;
+    state.config.overrides.apply(&mut config);
     let batch = SyncBatch {
         site: credential.site,
         device: credential.device,
@@ -132,7 +139,7 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         pending_events: request.pending_events,
         pushes: shift_logs,
         public_key: credential.public_key,
-        clock_skew_threshold_ms: state.config.clock_skew_threshold_ms,
+        config: std::sync::Arc::new(config),
     };
     let collab = CollabSync {
         site: batch.site.clone(),

@@ -22,7 +22,7 @@ use patrol_core::event::{
     IncidentCategory, IncidentReport, Location, Scan, ScanMethod, Severity, format_time_ms,
     try_format_time_ms,
 };
-use patrol_core::flags::{Delivery, EventFlag};
+use patrol_core::flags::EventFlag;
 use patrol_core::{CheckpointId, Event, EventBody, EventRecord, GuardId, Hlc, IncidentId};
 
 use super::StoreError;
@@ -36,14 +36,6 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// The stamp of `record`, delivered by the sync `delivery`.
-    pub fn at_ingest(delivery: &Delivery, record: &EventRecord) -> Stamp {
-        Stamp {
-            corrected_ms: delivery.corrected_ms(record),
-            flags: delivery.flags(),
-        }
-    }
-
     /// The stamp of an event as stored: its `corrected_ms` and `flags` columns, both `NULL`
     /// for an event stored before they existed. The offset of the sync that delivered such an
     /// event was never recorded, and the device's skew kept since is that of its latest sync,
@@ -67,52 +59,33 @@ impl Stamp {
         })
     }
 
-    /// The flags as stored: a JSON array, or `None` when there are none (most events).
+    /// The flags as stored ([`flags_json`]).
     pub fn flags_json(&self) -> Result<Option<String>, StoreError> {
-        if self.flags.is_empty() {
-            return Ok(None);
-        }
-        serde_json::to_string(&self.flags)
-            .map(Some)
-            .map_err(|e| StoreError::Encode(e.to_string()))
+        flags_json(&self.flags)
     }
 }
 
-/// The stamps of the events of one sync, for the ingest path: their flags depend on the
-/// delivery alone ([`Delivery::flags`]), so they and their JSON are computed once per sync; only
-/// the corrected time is computed per event.
-#[derive(Clone, Debug)]
-pub struct IngestStamps {
-    delivery: Delivery,
-    /// The stamp of the last event asked for; its flags are every event's.
-    stamp: Stamp,
-    flags_json: Option<String>,
+/// Flags as stored: a JSON array, or `None` when there are none (most events).
+pub fn flags_json(flags: &[EventFlag]) -> Result<Option<String>, StoreError> {
+    if flags.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(flags)
+        .map(Some)
+        .map_err(|e| StoreError::Encode(e.to_string()))
 }
 
-impl IngestStamps {
-    pub fn new(delivery: Delivery) -> Result<Self, StoreError> {
-        let stamp = Stamp {
-            corrected_ms: 0,
-            flags: delivery.flags(),
-        };
-        let flags_json = stamp.flags_json()?;
-        Ok(IngestStamps {
-            delivery,
-            stamp,
-            flags_json,
-        })
-    }
-
-    /// The stamp of `record` (the same as [`Stamp::at_ingest`]).
-    pub fn stamp(&mut self, record: &EventRecord) -> &Stamp {
-        self.stamp.corrected_ms = self.delivery.corrected_ms(record);
-        &self.stamp
-    }
-
-    /// The flags as stored ([`Stamp::flags_json`]), the same for every event of the sync.
-    pub fn flags_json(&self) -> Option<&str> {
-        self.flags_json.as_deref()
-    }
+/// The feed JSON of a stored event (stamped when it arrived) with its flags replaced by
+/// `flags`: parsed and written again, which gives the same bytes a fresh render with those
+/// flags does (keys in order, compact).
+pub fn with_flags(json: &str, flags: &[EventFlag]) -> Result<String, String> {
+    let mut fields: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| e.to_string())?;
+    fields.insert(
+        "flags".into(),
+        serde_json::to_value(flags).map_err(|e| e.to_string())?,
+    );
+    serde_json::to_string(&fields).map_err(|e| e.to_string())
 }
 
 /// The feed JSON of an event stored as JSON before corrected times existed, with its stamp

@@ -14,6 +14,7 @@
 //! - [`access`]: site checks, user scopes, enrollment codes, a device's right to sync;
 //! - [`compliance`]: tour compliance kept as logs arrive (each sync's new scans, the periodic
 //!   pass that closes and finalises windows, the windows' view);
+//! - [`flagging`]: the flags of a sync's new events, and of the stored scans they concern;
 //! - [`rows`]: reading stored values back; [`event_json`]: an event's feed JSON; [`notify`]:
 //!   waking a site's feed readers.
 //!
@@ -29,8 +30,10 @@
 //!   saw `seq = n` never later finds a new event with a smaller `seq` (the feed relies on it).
 //! - An event id gets at most one row per site, whatever is pushed again.
 //! - Each new event is stored with its stamp ([`event_json::Stamp`]: corrected time and flags),
-//!   computed from the request ([`SyncBatch::delivery`]) when the event is written, in the
-//!   request's transaction and its one insert; the feed shows it and filters by it.
+//!   computed from the request ([`SyncBatch::delivery`], [`SyncBatch::config`]) and the scans
+//!   stored before it ([`flagging`]) when the event is written, in the request's transaction
+//!   and its one insert; the feed shows it and filters by it. A new scan that makes a stored
+//!   one a cloned tag flags the stored one too, in the same transaction.
 //! - Incidents, site configurations and alarm acknowledgements ([`Store::sync_collab`] and the
 //!   control-room methods) are low volume and go their own way: every write of an incident is a
 //!   read-modify-write of its document inside one write transaction, so concurrent writers (a
@@ -54,6 +57,7 @@ pub mod access;
 pub mod collab;
 pub mod compliance;
 pub mod event_json;
+pub mod flagging;
 pub mod incident;
 pub mod merge;
 pub mod notify;
@@ -64,6 +68,7 @@ pub mod sqlite;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use automerge::ChangeHash;
 use patrol_core::evidence::{PublicKey, SignedHeads};
@@ -148,8 +153,10 @@ pub struct SyncBatch {
     pub pushes: Vec<ShiftLogPush>,
     /// The device's registered key: when set, every push of changes must be signed with it.
     pub public_key: Option<PublicKey>,
-    /// A clock offset beyond this (either way) flags the request's new events as `clock_skew`.
-    pub clock_skew_threshold_ms: i64,
+    /// The site's configuration when the request arrived, whose rules (thresholds) flag the
+    /// request's new events ([`flagging`]); the server's explicit overrides of its rules, if
+    /// any, already applied.
+    pub config: Arc<SiteConfig>,
 }
 
 impl SyncBatch {
@@ -161,14 +168,10 @@ impl SyncBatch {
         }
     }
 
-    /// The request as the rules that stamp its new events see it: when it arrived, the
-    /// device's clock offset it measured, the skew threshold.
+    /// The request as the rules that stamp its new events see it: when it arrived, and the
+    /// device's clock offset it measured.
     pub fn delivery(&self) -> Delivery {
-        Delivery::new(
-            self.received_at_ms,
-            self.device_time_ms,
-            self.clock_skew_threshold_ms,
-        )
+        Delivery::new(self.received_at_ms, self.device_time_ms)
     }
 
     /// The device row to record once the documents' outcomes (one per push, in order) are

@@ -65,10 +65,13 @@ fn scan(
     phone.record_at(true_ms, scan_of(checkpoint)?)
 }
 
-/// Syncs what the phone has not delivered, received at `received_ms`; the request carries the
-/// phone's clock then, so the events' corrected times are their true times.
+/// Syncs what the phone has not delivered, received at `received_ms`, with the site's
+/// configuration as the server reads it for a request; the request carries the phone's clock
+/// then, so the events' corrected times are their true times.
 async fn sync_at(store: &Arc<dyn Store>, phone: &mut Phone, received_ms: i64) -> TestResult {
-    let outcomes = store.sync(phone.batch(received_ms)?).await?;
+    let mut batch = phone.batch(received_ms)?;
+    batch.config = Arc::new(store.site_config(site()).await?.config);
+    let outcomes = store.sync(batch).await?;
     assert!(
         matches!(outcomes[0], DocOutcome::Accepted { .. }),
         "{outcomes:?}"

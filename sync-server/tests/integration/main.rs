@@ -15,6 +15,7 @@ mod data_dir;
 mod evidence;
 mod feed_live;
 mod feed_scale;
+mod flags;
 mod fuzz_regressions;
 mod incidents;
 mod metrics;

@@ -716,3 +716,51 @@ async fn the_incident_json_is_documented_field_by_field() -> TestResult {
     );
     Ok(())
 }
+
+/// The document's `EventFlag` lists every kind of flag the core has, each with exactly the
+/// fields the core writes for it, and a feed event's `flags` are a list of them.
+#[tokio::test]
+async fn every_flag_is_documented_with_its_fields() -> TestResult {
+    use patrol_core::flags::EventFlag;
+
+    let server = TestServer::sqlite().await?;
+    let doc = document(&server).await?;
+    let schemas = &doc["components"]["schemas"];
+    let variants = schemas["EventFlag"]["oneOf"]
+        .as_array()
+        .ok_or("EventFlag is not a oneOf")?;
+    let mut documented = std::collections::BTreeMap::new();
+    for variant in variants {
+        let name = variant["properties"]["flag"]["enum"][0]
+            .as_str()
+            .ok_or_else(|| format!("a variant without its name: {variant}"))?;
+        documented.insert(name.to_owned(), properties(&doc, variant)?);
+    }
+    let examples = EventFlag::examples();
+    assert_eq!(
+        documented
+            .keys()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        EventFlag::NAMES.iter().copied().collect::<BTreeSet<_>>()
+    );
+    assert_eq!(examples.len(), EventFlag::NAMES.len());
+    for flag in examples {
+        let fields: BTreeSet<String> = serde_json::to_value(&flag)?
+            .as_object()
+            .ok_or("a flag is not an object")?
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(documented[flag.name()], fields, "{}", flag.name());
+    }
+    assert_eq!(
+        schemas["FeedEvent"]["properties"]["flags"]["items"]["$ref"],
+        "#/components/schemas/EventFlag"
+    );
+    assert_eq!(
+        schemas["EventsPage"]["properties"]["events"]["items"]["$ref"],
+        "#/components/schemas/FeedEvent"
+    );
+    Ok(())
+}

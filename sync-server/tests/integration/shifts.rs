@@ -198,7 +198,9 @@ async fn the_devices_view_shows_open_shifts_and_gaps(backend: Backend) -> TestRe
                 received_at_ms: two_hours_ago,
                 device_time_ms: two_hours_ago,
                 pending_events: pending,
-                clock_skew_threshold_ms: patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
+                config: std::sync::Arc::new(patrol_core::siteconfig::SiteConfig::empty(
+                    patrol_core::SiteId::new("site-1")?,
+                )),
                 pushes: vec![ShiftLogPush {
                     shift: phone.shift(),
                     changes: push.changes,

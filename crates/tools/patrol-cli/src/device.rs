@@ -2,14 +2,16 @@
 //! makes. Commands that record something print the new id alone on stdout and a sentence for
 //! people on stderr, so that `SHIFT=$(patrol device ... shift start --guard g1)` works.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Subcommand};
+use patrol_core::flags::EventFlag;
 use patrol_core::incident::{Attachment, IncidentAction, IncidentState};
 use patrol_core::incident_view::IncidentView;
-use patrol_core::siteconfig::{ScanFlag, SiteZone};
+use patrol_core::siteconfig::SiteZone;
 use patrol_core::{
     CheckpointId, Event, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity,
@@ -355,7 +357,7 @@ fn describe(body: &EventBody) -> String {
     }
 }
 
-fn flags_in_words(flags: &[ScanFlag]) -> String {
+fn flags_in_words(flags: &[EventFlag]) -> String {
     flags
         .iter()
         .map(ToString::to_string)
@@ -538,7 +540,6 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                 location: scan.location.location(),
                 note: scan.note,
             };
-            let flags = store.scan_flags(&scan)?;
             let checkpoint = scan.checkpoint.clone();
             let id = store.scan(
                 scan,
@@ -547,6 +548,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                     wall_ms: None,
                 },
             )?;
+            let flags = store.event_flags(id)?.unwrap_or_default();
             if flags.is_empty() {
                 eprintln!("scan of {} recorded", shown(checkpoint.as_str()));
             } else {
@@ -642,6 +644,23 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             let windows = store.tour_progress(&tour, now)?;
             // Present: tour_progress has just read it.
             let zone = store.site_config()?.map_or(SiteZone::UTC, |c| c.time_zone);
+            // The flags of the scan that counted for each checkpoint, found by its checkpoint
+            // and time (a state's scan time is its device time).
+            let events = store.events(None)?;
+            let mut scan_flags: HashMap<(CheckpointId, i64), Vec<EventFlag>> = HashMap::new();
+            for (e, flags) in events.iter().zip(store.flags_of(&events)?) {
+                if let EventBody::CheckpointScanned(scan) = &e.event.record.body {
+                    scan_flags.insert(
+                        (scan.checkpoint.clone(), e.event.record.time.wall_ms),
+                        flags,
+                    );
+                }
+            }
+            let none = Vec::new();
+            let flags_of = |cp: &CheckpointId, at: Option<i64>| {
+                at.and_then(|at| scan_flags.get(&(cp.clone(), at)))
+                    .unwrap_or(&none)
+            };
             if json.json {
                 let windows: Vec<Value> = windows
                     .iter()
@@ -651,11 +670,11 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                             .iter()
                             .map(|(cp, state)| {
                                 let at = state.scanned_at_ms();
-                                let state = state.code();
                                 json!({
                                     "checkpoint": cp,
-                                    "state": state,
+                                    "state": state.code(),
                                     "scanned_at": at.map(rfc3339_ms),
+                                    "flags": flags_of(cp, at),
                                 })
                             })
                             .collect();
@@ -688,16 +707,23 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                     "CHECKPOINT",
                     "STATE",
                     "SCANNED",
+                    "FLAGS",
                 ]);
                 for w in &windows {
                     for (cp, state) in &w.checkpoints {
                         let at = state.scanned_at_ms();
+                        let flags: &[EventFlag] = flags_of(cp, at);
                         t.add_row(vec![
                             show::site_ms(zone, w.window.start_ms),
                             show::site_ms(zone, w.window.end_ms),
                             shown(cp.as_str()),
                             state.to_string(),
                             at.map_or_else(|| NONE.to_owned(), |ms| show::site_ms(zone, ms)),
+                            if flags.is_empty() {
+                                NONE.to_owned()
+                            } else {
+                                shown(&flags_in_words(flags))
+                            },
                         ]);
                     }
                 }
@@ -753,35 +779,24 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             outln!("{id}");
         }
         DeviceCommand::Log(JsonArg { json }) => {
-            // Flags under the configuration held now, as the phone shows them to the guard.
-            let config = store.site_config()?;
-            let flags = |scan: &Scan| -> Result<Vec<ScanFlag>> {
-                match &config {
-                    Some(c) => Ok(c.flags(scan)),
-                    None => Ok(store.scan_flags(scan)?),
-                }
-            };
+            // Flags under the configuration held now and the last measured clock offset, as
+            // the phone shows them to the guard.
             let events = store.events(None)?;
+            let flags = store.flags_of(&events)?;
             if json {
                 let mut list = Vec::with_capacity(events.len());
-                for e in &events {
+                for (e, flags) in events.iter().zip(&flags) {
                     let mut v = e.event.to_json(None);
                     v["delivered"] = e.delivered.into();
-                    if let EventBody::CheckpointScanned(scan) = &e.event.record.body {
-                        v["flags"] = serde_json::to_value(flags(scan)?)?;
-                    }
+                    v["flags"] = serde_json::to_value(flags)?;
                     list.push(v);
                 }
                 outln!("{}", json!({ "events": list }));
             } else {
                 let mut t =
                     show::table(&["SEQ", "TIME", "GUARD", "KIND", "SYNC", "DETAIL", "FLAGS"]);
-                for e in &events {
-                    let scan_flags = match &e.event.record.body {
-                        EventBody::CheckpointScanned(scan) => flags(scan)?,
-                        _ => Vec::new(),
-                    };
-                    t.add_row(log_row(&e.event, e.delivered, &scan_flags));
+                for (e, flags) in events.iter().zip(&flags) {
+                    t.add_row(log_row(&e.event, e.delivered, flags));
                 }
                 outln!("{}", show::render(&mut t));
             }
@@ -842,7 +857,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
 }
 
 /// One row of the log's table.
-fn log_row(e: &Event, delivered: bool, flags: &[ScanFlag]) -> Vec<String> {
+fn log_row(e: &Event, delivered: bool, flags: &[EventFlag]) -> Vec<String> {
     let detail = describe(&e.record.body);
     vec![
         e.record.seq.to_string(),

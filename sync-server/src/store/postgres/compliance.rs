@@ -223,8 +223,9 @@ pub(super) async fn ingest(
     if ingest.scans.is_empty() {
         return Ok(());
     }
-    let config = site_config(tx, &batch.site).await?.config;
-    let scans = ingest.tour_scans(&config);
+    // The configuration the sync's flags were computed with, read once per request.
+    let config = &*batch.config;
+    let scans = ingest.tour_scans(config);
     if scans.is_empty() {
         return Ok(());
     }
@@ -263,7 +264,7 @@ pub(super) async fn ingest(
     let now_ms = batch.received_at_ms;
     for tour in &config.tours {
         for run in compliance::runs(tour, &scans) {
-            let Some(mut job) = Recompute::new(&config, tour, book.tracked_since, run, now_ms)
+            let Some(mut job) = Recompute::new(config, tour, book.tracked_since, run, now_ms)
             else {
                 continue;
             };

@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_corrected_time_and_flags.sql"),
     include_str!("migrations/0008_shift_summaries.sql"),
     include_str!("migrations/0009_incident_history.sql"),
+    include_str!("migrations/0010_scan_neighbours.sql"),
     include_str!("migrations/0011_tour_compliance.sql"),
     include_str!("migrations/0012_events_by_corrected_time.sql"),
 ];
@@ -298,8 +299,11 @@ mod tests {
                     ],
                 )
                 .await?;
-            let stamp =
-                Stamp::at_ingest(&Delivery::new(*received, *received, 120_000), &event.record);
+            // A note, received with no clock offset: no flags.
+            let stamp = Stamp {
+                corrected_ms: Delivery::new(*received, *received).corrected_ms(&event.record),
+                flags: vec![],
+            };
             fresh.push((
                 seq as u64,
                 FeedRenderer::default().render(event, seq as u64, *received, &stamp)?,

@@ -14,7 +14,11 @@ use super::{
     EVENTS_CHANNEL, PostgresStore, TRANSACTION_ATTEMPTS, auth, execute, query, query_one,
     query_opt, retryable, snapshot, to_i64,
 };
-use crate::store::event_json::{FeedRenderer, IngestStamps};
+use crate::store::event_json::FeedRenderer;
+use crate::store::flagging::{
+    GuardScans, IngestFlags, LogStamps, MAX_GUARD_SCANS, MAX_TAG_SCANS, ScanRow, StoredScan,
+    TagScans, read_scan_row,
+};
 use crate::store::merge::{
     ChunkWrite, Merge, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
     apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
@@ -104,8 +108,9 @@ impl PostgresStore {
         // 2 and 3. Write each accepted document and its new events, in the request's order.
         let mut phase = WritePhase::new(conflicts, merged.len());
         let mut seqs = SeqAllocator::default();
-        // Each event's corrected time and flags, from what this request measured.
-        let mut stamps = IngestStamps::new(batch.delivery())?;
+        // Each event's corrected time and flags, from what this request measured and the
+        // site's configuration.
+        let flags = IngestFlags::new(batch)?;
         for (i, slot) in merged.iter_mut().enumerate() {
             if phase.stale(i, slot)? {
                 // Written earlier in this transaction (the same log twice in one request) or
@@ -119,8 +124,7 @@ impl PostgresStore {
             let Some(log) = phase.accepted(prepared) else {
                 continue;
             };
-            let new_events =
-                write_doc(tx, &mut stamps, batch, &prepared.doc_id, log, &mut seqs).await?;
+            let new_events = write_doc(tx, &flags, batch, &prepared.doc_id, log, &mut seqs).await?;
             phase.wrote(&prepared.doc_id, log, new_events);
         }
         super::compliance::ingest(tx, batch, merged).await?;
@@ -377,7 +381,7 @@ impl SeqAllocator {
 /// the last event's.
 async fn write_doc(
     tx: &deadpool_postgres::Transaction<'_>,
-    stamps: &mut IngestStamps,
+    flags: &IngestFlags,
     batch: &SyncBatch,
     doc_id: &str,
     log: &MergedLog,
@@ -399,7 +403,7 @@ async fn write_doc(
     let progress = if log.new_events.is_empty() {
         LogProgress::default()
     } else {
-        write_events(tx, stamps, batch, log, &device_id, &shift_id, seqs).await?
+        write_events(tx, flags, batch, log, &device_id, &shift_id, seqs).await?
     };
     let last_event_at = (progress.inserted > 0).then_some(received_at_ms);
 
@@ -481,7 +485,7 @@ struct LogProgress {
 /// log reusing an id) are left out, and the rest numbered.
 async fn write_events(
     tx: &deadpool_postgres::Transaction<'_>,
-    stamps: &mut IngestStamps,
+    flags: &IngestFlags,
     batch: &SyncBatch,
     log: &MergedLog,
     device_id: &str,
@@ -491,7 +495,9 @@ async fn write_events(
     let site = batch.site.as_str();
     let received_at_ms = batch.received_at_ms;
     let mut progress = LogProgress::default();
+    // Under the site's lock: every scan committed before is there to flag these by.
     let mut next_seq = seqs.next(tx, &batch.site).await?;
+    let stamps = stamp_events(tx, site, flags, &log.new_events).await?;
     let ids: Vec<&[u8]> = log
         .new_events
         .iter()
@@ -517,11 +523,10 @@ async fn write_events(
     let mut json_col: Vec<String> = Vec::new();
     let mut corrected_col: Vec<i64> = Vec::new();
     let mut flags_col: Vec<Option<&str>> = Vec::new();
-    // The same for every event (a copy, as `stamps` changes per event; usually `None`).
-    let flags_json = stamps.flags_json().map(str::to_owned);
     let mut seen: HashSet<&[u8]> = HashSet::new();
+    let mut written = vec![false; log.new_events.len()];
     let mut renderer = FeedRenderer::default();
-    for event in &log.new_events {
+    for (i, event) in log.new_events.iter().enumerate() {
         let wall_ms = event.record.time.wall_ms;
         match event.record.body.kind() {
             "shift_started" if progress.started_at.is_none() => progress.started_at = Some(wall_ms),
@@ -543,9 +548,9 @@ async fn write_events(
         }
         let seq = u64::try_from(next_seq)
             .map_err(|_| StoreError::CorruptData(format!("next_seq {next_seq} of site {site}")))?;
-        // PostgreSQL keeps the JSON the feed serves (it has no binary-record projection yet).
-        // Its corrected time and flags, from what this request measured.
-        let stamp = stamps.stamp(&event.record);
+        // PostgreSQL keeps the JSON the feed serves (it has no binary-record projection yet),
+        // with its stamp.
+        let stamp = &stamps.stamps[i];
         let json = renderer
             .render(event, seq, received_at_ms, stamp)
             .map_err(|e| StoreError::Encode(format!("event {}: {e}", event.id)))?;
@@ -558,7 +563,8 @@ async fn write_events(
         device_time_col.push(event.record.time.wall_ms);
         json_col.push(json);
         corrected_col.push(stamp.corrected_ms);
-        flags_col.push(flags_json.as_deref());
+        flags_col.push(stamps.flags_json[i].as_deref());
+        written[i] = true;
         next_seq += 1;
     }
     if seq_col.is_empty() {
@@ -593,9 +599,102 @@ async fn write_events(
     )
     .await?;
     seqs.advance(next_seq);
+    // The stored scans the new ones flag too (a cloned tag).
+    for update in stamps.updates.iter().filter(|u| written[u.by]) {
+        execute(
+            tx,
+            "UPDATE events SET flags = $3::text::jsonb, json = COALESCE($4::text, json)
+             WHERE site_id = $1 AND seq = $2",
+            &[&site, &update.seq, &update.flags_json, &update.json],
+        )
+        .await?;
+    }
     progress.inserted =
         u32::try_from(inserted).map_err(|_| StoreError::CorruptData("too many events".into()))?;
     Ok(progress)
+}
+
+/// The columns [`scan_row`] reads, from the first: a scan's seq, id, device, corrected time
+/// (as the feed reads it: the expression the indexes of migration 10 hold), JSON, flags, and
+/// whether its JSON holds its stamp.
+const SCAN_COLUMNS: &str = "seq, event_id, device_id,
+     COALESCE(corrected_ms, LEAST(device_time_ms, received_at_ms)), json, flags::text,
+     corrected_ms IS NOT NULL";
+
+/// A scan's corrected time as [`SCAN_COLUMNS`] and the indexes of migration 10 read it.
+const SCAN_TIME: &str = "COALESCE(corrected_ms, LEAST(device_time_ms, received_at_ms))";
+
+fn scan_row(row: &tokio_postgres::Row) -> Result<StoredScan, StoreError> {
+    read_scan_row(ScanRow {
+        seq: row.try_get(0)?,
+        event_id: row.try_get(1)?,
+        device_id: row.try_get(2)?,
+        corrected_ms: row.try_get(3)?,
+        record: None,
+        json: Some(row.try_get(4)?),
+        flags: row.try_get(5)?,
+        json_stamped: row.try_get(6)?,
+    })
+}
+
+/// The stamps of a log's new events, reading the stored scans their flags need
+/// ([`crate::store::flagging`]).
+async fn stamp_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    site: &str,
+    flags: &IngestFlags,
+    events: &[patrol_core::Event],
+) -> Result<LogStamps, StoreError> {
+    let plan = flags.plan(events);
+    let mut guard = Vec::new();
+    if let Some(GuardScans {
+        guard: guard_id,
+        from_ms,
+        to_ms,
+    }) = plan.guard_scans()
+    {
+        let rows = query(
+            tx,
+            &format!(
+                "(SELECT {SCAN_COLUMNS} FROM events
+                  WHERE site_id = $1 AND guard_id = $2 AND kind = 'checkpoint_scanned'
+                    AND {SCAN_TIME} BETWEEN $3 AND $4
+                  ORDER BY {SCAN_TIME} DESC LIMIT $5)
+                 UNION ALL
+                 (SELECT {SCAN_COLUMNS} FROM events
+                  WHERE site_id = $1 AND guard_id = $2 AND kind = 'checkpoint_scanned'
+                    AND {SCAN_TIME} < $3
+                  ORDER BY {SCAN_TIME} DESC LIMIT 1)"
+            ),
+            &[&site, guard_id, from_ms, to_ms, &MAX_GUARD_SCANS],
+        )
+        .await?;
+        for row in &rows {
+            guard.push(scan_row(row)?);
+        }
+    }
+    let mut tags = Vec::new();
+    for TagScans {
+        checkpoint,
+        device,
+        from_ms,
+        to_ms,
+    } in plan.tag_scans()
+    {
+        let rows = query(
+            tx,
+            &format!(
+                "SELECT {SCAN_COLUMNS} FROM events
+                 WHERE site_id = $1 AND checkpoint_id = $2 AND kind = 'checkpoint_scanned'
+                   AND {SCAN_TIME} BETWEEN $3 AND $4 AND device_id <> $5
+                 LIMIT $6"
+            ),
+            &[&site, checkpoint, from_ms, to_ms, device, &MAX_TAG_SCANS],
+        )
+        .await?;
+        tags.push(rows.iter().map(scan_row).collect::<Result<_, _>>()?);
+    }
+    plan.finish(guard, tags)
 }
 
 /// What the write phase did with one request.

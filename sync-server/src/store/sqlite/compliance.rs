@@ -202,8 +202,9 @@ pub(super) fn ingest(
     if ingest.scans.is_empty() {
         return Ok(());
     }
-    let config = latest_config(tx, &batch.site)?.config;
-    let scans = ingest.tour_scans(&config);
+    // The configuration the sync's flags were computed with, read once per request.
+    let config = &*batch.config;
+    let scans = ingest.tour_scans(config);
     if scans.is_empty() {
         return Ok(());
     }
@@ -226,7 +227,7 @@ pub(super) fn ingest(
     let now_ms = batch.received_at_ms;
     for tour in &config.tours {
         for run in compliance::runs(tour, &scans) {
-            let Some(mut job) = Recompute::new(&config, tour, book.tracked_since, run, now_ms)
+            let Some(mut job) = Recompute::new(config, tour, book.tracked_since, run, now_ms)
             else {
                 continue;
             };

@@ -66,7 +66,7 @@ const FEED_COLUMNS: &str =
 
 /// An event's corrected time in SQL ([`corrected_ms_sql`]; `corrected_ms` is NULL for an event
 /// stored before migration 11).
-fn corrected_ms() -> String {
+pub(super) fn corrected_ms() -> String {
     corrected_ms_sql("MIN")
 }
 

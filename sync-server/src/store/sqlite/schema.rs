@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_corrected_time_and_flags.sql"),
     include_str!("migrations/0012_shift_summaries.sql"),
     include_str!("migrations/0013_incident_history.sql"),
+    include_str!("migrations/0014_scan_neighbours.sql"),
     include_str!("migrations/0015_tour_compliance.sql"),
     include_str!("migrations/0016_events_by_corrected_time.sql"),
 ];
@@ -478,7 +479,11 @@ mod tests {
         let mut expected = vec![(1, old_json.to_string())];
         for (seq, event) in (2..).zip(log.log.events()?) {
             let json = serde_json::to_string(&event.to_json(Some((seq, received))))?;
-            let stamp = Stamp::at_ingest(&delivery, &event.record);
+            // Notes, received with no clock offset: no flags.
+            let stamp = Stamp {
+                corrected_ms: delivery.corrected_ms(&event.record),
+                flags: vec![],
+            };
             expected.push((seq, with_stamp(&json, &stamp)?));
         }
         assert_eq!(expected.len(), 4);

@@ -18,11 +18,15 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::event_ids::{Claims, Committed, EventIds};
+use super::feed::corrected_ms;
 use super::schema::open_reader;
 use super::{
     SqliteStore, WRITER_CHECKPOINT_INTERVAL, abandoned, auth, checkpoint, run_caught, to_i64,
 };
-use crate::store::event_json::IngestStamps;
+use crate::store::flagging::{
+    GuardScans, IngestFlags, LogStamps, MAX_GUARD_SCANS, MAX_TAG_SCANS, ScanRow, StoredScan,
+    TagScans, read_scan_row,
+};
 use crate::store::merge::{
     ChunkWrite, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
     apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
@@ -334,8 +338,9 @@ fn write_request(
     }
 
     let first_seq = next_seq;
-    // Each event's corrected time and flags, from what this request measured.
-    let mut stamps = IngestStamps::new(batch.delivery())?;
+    // Each event's corrected time and flags, from what this request measured and the site's
+    // configuration.
+    let flags = IngestFlags::new(batch)?;
     let mut phase = WritePhase::new(conflicts, merged.len());
     for (i, slot) in merged.iter_mut().enumerate() {
         if phase.stale(i, slot)? {
@@ -350,7 +355,7 @@ fn write_request(
         let new_events = write_doc(
             tx,
             claims,
-            &mut stamps,
+            &flags,
             batch,
             &prepared.doc_id,
             log,
@@ -479,7 +484,7 @@ fn write_jobs(
 fn write_doc(
     tx: &Connection,
     claims: &mut Claims<'_>,
-    stamps: &mut IngestStamps,
+    flags: &IngestFlags,
     batch: &SyncBatch,
     doc_id: &str,
     log: &MergedLog,
@@ -499,6 +504,7 @@ fn write_doc(
     };
     let device_id = meta.device.to_string();
     let shift_id = meta.shift.to_string();
+    let stamps = stamp_events(tx, site, flags, &log.new_events)?;
 
     // The id is looked up in the site's event-id index and claimed before the event goes in.
     let mut insert = tx.prepare_cached(
@@ -511,7 +517,8 @@ fn write_doc(
     // The device times of the log's start and end, if among its new events (the first of each).
     let mut started_at: Option<i64> = None;
     let mut ended_at: Option<i64> = None;
-    for event in &log.new_events {
+    let mut written = vec![false; log.new_events.len()];
+    for (i, event) in log.new_events.iter().enumerate() {
         match event.record.body.kind() {
             "shift_started" if started_at.is_none() => started_at = Some(event.record.time.wall_ms),
             "shift_ended" if ended_at.is_none() => ended_at = Some(event.record.time.wall_ms),
@@ -529,8 +536,6 @@ fn write_doc(
             .record
             .encode()
             .map_err(|e| StoreError::Encode(e.to_string()))?;
-        // Its corrected time and flags, from what this request measured.
-        let corrected_ms = stamps.stamp(&event.record).corrected_ms;
         insert.execute(params![
             site,
             *next_seq,
@@ -544,11 +549,17 @@ fn write_doc(
             event.record.time.wall_ms,
             received_at_ms,
             record,
-            corrected_ms,
-            stamps.flags_json(),
+            stamps.stamps[i].corrected_ms,
+            stamps.flags_json[i],
         ])?;
+        written[i] = true;
         inserted += 1;
         *next_seq += 1;
+    }
+    // The stored scans the new ones flag too (a cloned tag).
+    for update in stamps.updates.iter().filter(|u| written[u.by]) {
+        tx.prepare_cached("UPDATE events SET flags = ?3 WHERE site_id = ?1 AND seq = ?2")?
+            .execute(params![site, update.seq, update.flags_json])?;
     }
     let last_event_at = (inserted > 0).then_some(received_at_ms);
 
@@ -603,6 +614,109 @@ fn write_doc(
         ])?;
     }
     Ok(inserted)
+}
+
+/// The columns [`scan_row`] reads, from the first: a scan's seq, id, device, corrected time
+/// (as the feed reads it: the expression the indexes of migration 14 hold), record, JSON (rows
+/// stored before migration 8) and flags.
+fn scan_columns() -> String {
+    format!(
+        "seq, event_id, device_id, {}, record, json, flags",
+        corrected_ms()
+    )
+}
+
+fn scan_row(row: &rusqlite::Row<'_>) -> Result<StoredScan, StoreError> {
+    let bad = |e: rusqlite::types::FromSqlError| StoreError::CorruptData(format!("a scan: {e}"));
+    read_scan_row(ScanRow {
+        seq: row.get(0)?,
+        event_id: row.get_ref(1)?.as_blob().map_err(bad)?,
+        device_id: row.get_ref(2)?.as_str().map_err(bad)?,
+        corrected_ms: row.get(3)?,
+        record: row.get_ref(4)?.as_blob_or_null().map_err(bad)?,
+        json: row.get_ref(5)?.as_str_or_null().map_err(bad)?,
+        flags: row.get_ref(6)?.as_str_or_null().map_err(bad)?,
+        // The feed adds the stamp to a row stored as JSON when it serves it.
+        json_stamped: false,
+    })
+}
+
+/// The query of [`GuardScans`]: ?1 site, ?2 guard, ?3 and ?4 the span, ?5 the most rows.
+fn guard_scans_sql() -> String {
+    let columns = scan_columns();
+    let corrected = corrected_ms();
+    format!(
+        "SELECT * FROM (SELECT {columns} FROM events
+             WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
+               AND {corrected} BETWEEN ?3 AND ?4
+             ORDER BY {corrected} DESC LIMIT ?5)
+         UNION ALL
+         SELECT * FROM (SELECT {columns} FROM events
+             WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
+               AND {corrected} < ?3
+             ORDER BY {corrected} DESC LIMIT 1)"
+    )
+}
+
+/// The query of [`TagScans`]: ?1 site, ?2 checkpoint, ?3 and ?4 the span, ?5 the device left
+/// out, ?6 the most rows.
+fn tag_scans_sql() -> String {
+    format!(
+        "SELECT {} FROM events
+         WHERE site_id = ?1 AND checkpoint_id = ?2 AND kind = 'checkpoint_scanned'
+           AND {} BETWEEN ?3 AND ?4 AND device_id <> ?5
+         LIMIT ?6",
+        scan_columns(),
+        corrected_ms()
+    )
+}
+
+/// The stamps of a log's new events, reading the stored scans their flags need
+/// ([`crate::store::flagging`]).
+fn stamp_events(
+    tx: &Connection,
+    site: &str,
+    flags: &IngestFlags,
+    events: &[patrol_core::Event],
+) -> Result<LogStamps, StoreError> {
+    let plan = flags.plan(events);
+    let mut guard = Vec::new();
+    if let Some(GuardScans {
+        guard: guard_id,
+        from_ms,
+        to_ms,
+    }) = plan.guard_scans()
+    {
+        let mut stmt = tx.prepare_cached(&guard_scans_sql())?;
+        let mut rows = stmt.query(params![site, guard_id, from_ms, to_ms, MAX_GUARD_SCANS])?;
+        while let Some(row) = rows.next()? {
+            guard.push(scan_row(row)?);
+        }
+    }
+    let mut tags = Vec::new();
+    for TagScans {
+        checkpoint,
+        device,
+        from_ms,
+        to_ms,
+    } in plan.tag_scans()
+    {
+        let mut stmt = tx.prepare_cached(&tag_scans_sql())?;
+        let mut rows = stmt.query(params![
+            site,
+            checkpoint,
+            from_ms,
+            to_ms,
+            device,
+            MAX_TAG_SCANS
+        ])?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next()? {
+            found.push(scan_row(row)?);
+        }
+        tags.push(found);
+    }
+    plan.finish(guard, tags)
 }
 
 /// For an event whose id the site already has (as its event `seq`): warns unless the existing
@@ -939,6 +1053,34 @@ mod tests {
             4
         );
         assert_eq!(count("SELECT COUNT(*) FROM event_ids")?, 4);
+        Ok(())
+    }
+
+    /// The queries of a new scan's flags read the scans around it through the indexes of
+    /// migration 14, not the whole site's events.
+    #[test]
+    fn the_queries_for_flags_use_their_indexes() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (_path, conn) = test_site_db(dir.path())?;
+        let guard_params = params!["site-1", "x", 1, 2, 3];
+        let tag_params = params!["site-1", "x", 1, 2, "d", 4];
+        for (sql, values, index) in [
+            (guard_scans_sql(), guard_params, "events_scans_by_guard"),
+            (tag_scans_sql(), tag_params, "events_scans_by_checkpoint"),
+        ] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let plan: Vec<String> = stmt
+                .query_map(values, |r| r.get(3))?
+                .collect::<Result<_, _>>()?;
+            let searches: Vec<&String> = plan.iter().filter(|p| p.contains("events")).collect();
+            assert!(!searches.is_empty(), "{plan:?}");
+            for step in searches {
+                assert!(
+                    step.starts_with("SEARCH") && step.contains(index),
+                    "{index}: {plan:?}"
+                );
+            }
+        }
         Ok(())
     }
 

@@ -95,7 +95,9 @@ impl TestLog {
                 signature: None,
             }],
             public_key: None,
-            clock_skew_threshold_ms: patrol_core::clock::DEFAULT_CLOCK_SKEW_THRESHOLD_MS,
+            config: std::sync::Arc::new(patrol_core::siteconfig::SiteConfig::empty(
+                patrol_core::SiteId::new("site-1")?,
+            )),
         }))
     }
 }
