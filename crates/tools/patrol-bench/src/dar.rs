@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::generator::DeviceStream;
-use crate::{SITE, enroll_device, load, one_address_server_args, record_scan};
+use crate::{SITE, enroll_device, load, one_address_server_args, procfs, record_scan};
 
 /// 2025-03-03 in Europe/London (GMT): the day the scans fall on.
 pub const DAY: &str = "2025-03-03";
@@ -36,6 +36,9 @@ pub struct DarFormat {
     /// Each repetition, request to last byte.
     pub wall_ms: Vec<f64>,
     pub median_ms: f64,
+    /// The server's CPU time (user + system) for each repetition: what the report costs the
+    /// server, whatever else the machine runs meanwhile.
+    pub server_cpu_ms: Vec<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -101,8 +104,10 @@ pub async fn run_dar(params: &DarParams) -> Result<DarResults> {
             server.url
         );
         let mut wall_ms = Vec::new();
+        let mut server_cpu_ms = Vec::new();
         let mut bytes = 0;
         for _ in 0..params.reps.max(1) {
+            let cpu_before = procfs::cpu_ms(server.pid())?;
             let start = Instant::now();
             let resp = http
                 .get(&url)
@@ -112,6 +117,7 @@ pub async fn run_dar(params: &DarParams) -> Result<DarResults> {
             ensure!(resp.status().is_success(), "GET {url}: {}", resp.status());
             let body = resp.bytes().await?;
             wall_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+            server_cpu_ms.push(procfs::cpu_ms(server.pid())? - cpu_before);
             bytes = body.len();
             if format == "csv" {
                 // Every device's shift is on duty in the report.
@@ -130,6 +136,7 @@ pub async fn run_dar(params: &DarParams) -> Result<DarResults> {
             bytes,
             median_ms: sorted[sorted.len() / 2],
             wall_ms,
+            server_cpu_ms,
         });
     }
     Ok(DarResults {

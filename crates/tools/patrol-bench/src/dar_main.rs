@@ -41,12 +41,13 @@ async fn main() -> Result<()> {
     .await?;
     for f in &results.formats {
         println!(
-            "DAR of {} events, {}: median {:.0} ms ({} bytes; runs {:?})",
+            "DAR of {} events, {}: median {:.0} ms ({} bytes; runs {:?} ms; server CPU {:?} ms)",
             results.events_in_day,
             f.format,
             f.median_ms,
             f.bytes,
-            f.wall_ms.iter().map(|ms| ms.round()).collect::<Vec<_>>()
+            f.wall_ms.iter().map(|ms| ms.round()).collect::<Vec<_>>(),
+            f.server_cpu_ms
         );
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)
