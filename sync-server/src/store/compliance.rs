@@ -52,7 +52,7 @@ const DAY_MS: i64 = 24 * 3_600_000;
 const HOUR_MS: i64 = 3_600_000;
 
 /// How far before a scan windows are expanded to find those it belongs to and those before
-/// them that may have taken scans of their ranges (no window lasts more than a day).
+/// them that may have taken scans of their ranges (no scheduled window lasts more than a day).
 const LOOK_BACK_MS: i64 = 2 * DAY_MS;
 /// Announcements of window changes are kept this long for the live streams, then dropped.
 pub const CHANGES_KEPT_MS: i64 = 7 * DAY_MS;
@@ -103,6 +103,12 @@ impl ScanRow {
             guard: self.guard.clone(),
         }
     }
+}
+
+/// Puts scans read by several ranges in order ([`ScanRow::order`]), each once.
+pub fn in_order(scans: &mut Vec<ScanRow>) {
+    scans.sort_by_key(ScanRow::order);
+    scans.dedup_by_key(|s| s.order());
 }
 
 /// What a shift log's new events tell compliance: the corrected times of its start (its
@@ -662,16 +668,23 @@ impl Causes<'_> {
 }
 
 /// What a [`Recompute`] needs read: the tour's stored windows starting in
-/// `[windows_from, windows_to)`, and the scans of `checkpoints` with corrected times in
-/// `[scans_from, scans_to)`, in order ([`ScanRow::order`]).
+/// `[windows_from, windows_to)`, and the first `limit` scans (in order, [`ScanRow::order`]) of
+/// each of `scans`' ranges; a backend gives them back once each, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reads {
     pub tour: String,
     pub windows_from: i64,
     pub windows_to: i64,
-    pub checkpoints: Vec<CheckpointId>,
-    pub scans_from: i64,
-    pub scans_to: i64,
+    pub scans: Vec<ScanRange>,
+}
+
+/// The first `limit` scans of `checkpoint` with corrected times in `[from_ms, to_ms)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanRange {
+    pub checkpoint: CheckpointId,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub limit: u32,
 }
 
 /// The outcome of one [`Recompute::run`].
@@ -803,14 +816,36 @@ impl<'a> Recompute<'a> {
             .filter(move |w| closes_at(w, self.grace_ms) > first)
     }
 
-    /// What to read before the next [`Recompute::run`].
+    /// What to read before the next [`Recompute::run`]: the stored windows from the first
+    /// pinned one, and, per window from the first concerned and checkpoint worked out again,
+    /// only the scans that can make its choice. A window takes the first scan not yet taken in
+    /// its range, and each earlier window whose range meets that range takes at most one of
+    /// them: so the first of them, one more than those windows, hold its choice; the scans of
+    /// a night that other phones delivered before are not read whole at every sync.
     pub fn reads(&self) -> Reads {
         let first = self.windows[self.first];
-        let scans_to = self.windows[self.first..]
-            .iter()
-            .map(|w| closes_at(w, self.grace_ms))
-            .max()
-            .unwrap_or(first.end_ms);
+        let mut scans = Vec::new();
+        for (k, w) in self.windows.iter().enumerate().skip(self.first) {
+            let close = closes_at(w, self.grace_ms);
+            let earlier = |from: i64| {
+                self.windows[..k]
+                    .iter()
+                    .filter(|j| closes_at(j, self.grace_ms) > from)
+                    .count() as u32
+            };
+            for (from_ms, to_ms) in [(w.start_ms, w.end_ms), (w.end_ms, close)] {
+                if to_ms <= from_ms {
+                    continue;
+                }
+                let limit = earlier(from_ms) + 1;
+                scans.extend(self.touched.iter().map(|cp| ScanRange {
+                    checkpoint: cp.clone(),
+                    from_ms,
+                    to_ms,
+                    limit,
+                }));
+            }
+        }
         Reads {
             tour: self.tour.id.clone(),
             windows_from: self
@@ -819,14 +854,12 @@ impl<'a> Recompute<'a> {
                 .min()
                 .unwrap_or(first.start_ms),
             windows_to: self.ahead_ms,
-            checkpoints: self.touched.clone(),
-            scans_from: first.start_ms,
-            scans_to,
+            scans,
         }
     }
 
     /// Works out the windows from the first concerned, given what [`Recompute::reads`] named:
-    /// `stored` (the tour's rows in the window range) and `scans` (in order).
+    /// `stored` (the tour's rows in the window range) and `scans` (each once, in order).
     pub fn run(&mut self, stored: &[WindowRow], scans: &[ScanRow]) -> Step {
         let rows: HashMap<Window, &WindowRow> = stored
             .iter()

@@ -94,23 +94,31 @@ async fn site_windows<C: GenericClient>(
     read_windows(&rows)
 }
 
-/// The scans a [`Recompute`] reads, in order.
+/// The scans a [`Recompute`] reads, each once, in order: every range in one statement.
 async fn read_scans<C: GenericClient>(
     c: &C,
     site: &str,
     reads: &Reads,
 ) -> Result<Vec<ScanRow>, StoreError> {
-    let checkpoints: Vec<&str> = reads.checkpoints.iter().map(|c| c.as_str()).collect();
+    let checkpoints: Vec<&str> = reads.scans.iter().map(|r| r.checkpoint.as_str()).collect();
+    let froms: Vec<i64> = reads.scans.iter().map(|r| r.from_ms).collect();
+    let tos: Vec<i64> = reads.scans.iter().map(|r| r.to_ms).collect();
+    let limits: Vec<i64> = reads.scans.iter().map(|r| i64::from(r.limit)).collect();
     let rows = query(
         c,
-        "SELECT checkpoint_id, corrected_ms, event_id, device_id, guard_id FROM tour_scans
-         WHERE site_id = $1 AND checkpoint_id = ANY($2)
-           AND corrected_ms >= $3 AND corrected_ms < $4
-         ORDER BY corrected_ms, event_id",
-        &[&site, &checkpoints, &reads.scans_from, &reads.scans_to],
+        "SELECT DISTINCT s.checkpoint_id, s.corrected_ms, s.event_id, s.device_id, s.guard_id
+         FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+              AS r (checkpoint_id, from_ms, to_ms, n)
+         CROSS JOIN LATERAL (
+             SELECT checkpoint_id, corrected_ms, event_id, device_id, guard_id FROM tour_scans
+             WHERE site_id = $1 AND checkpoint_id = r.checkpoint_id
+               AND corrected_ms >= r.from_ms AND corrected_ms < r.to_ms
+             ORDER BY corrected_ms, event_id LIMIT r.n) s",
+        &[&site, &checkpoints, &froms, &tos, &limits],
     )
     .await?;
-    rows.iter()
+    let mut out = rows
+        .iter()
         .map(|r| {
             ScanRow::read(
                 r.try_get(0)?,
@@ -120,7 +128,9 @@ async fn read_scans<C: GenericClient>(
                 r.try_get(4)?,
             )
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    compliance::in_order(&mut out);
+    Ok(out)
 }
 
 /// Writes what a step of compliance gives.

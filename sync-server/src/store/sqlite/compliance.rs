@@ -91,16 +91,22 @@ fn site_windows(
     collect_windows(&mut stmt, params![site, from, to])
 }
 
-/// The scans a [`Recompute`] reads, in order.
+/// The scans a [`Recompute`] reads, each once, in order.
 fn read_scans(conn: &Connection, site: &str, reads: &Reads) -> Result<Vec<ScanRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT checkpoint_id, corrected_ms, event_id, device_id, guard_id FROM tour_scans
          WHERE site_id = ?1 AND checkpoint_id = ?2 AND corrected_ms >= ?3 AND corrected_ms < ?4
-         ORDER BY corrected_ms, event_id",
+         ORDER BY corrected_ms, event_id LIMIT ?5",
     )?;
     let mut out = Vec::new();
-    for cp in &reads.checkpoints {
-        let mut rows = stmt.query(params![site, cp.as_str(), reads.scans_from, reads.scans_to])?;
+    for range in &reads.scans {
+        let mut rows = stmt.query(params![
+            site,
+            range.checkpoint.as_str(),
+            range.from_ms,
+            range.to_ms,
+            range.limit
+        ])?;
         while let Some(r) = rows.next()? {
             out.push(ScanRow::read(
                 &r.get::<_, String>(0)?,
@@ -111,7 +117,7 @@ fn read_scans(conn: &Connection, site: &str, reads: &Reads) -> Result<Vec<ScanRo
             )?);
         }
     }
-    out.sort_by_key(ScanRow::order);
+    compliance::in_order(&mut out);
     Ok(out)
 }
 
