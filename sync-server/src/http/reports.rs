@@ -37,10 +37,10 @@ pub const PDF_TYPE: &str = "application/pdf";
 #[into_params(parameter_in = Query)]
 struct DarParams {
     /// The local date in the site's time zone, `YYYY-MM-DD`.
-    #[param(value_type = String, format = Date)]
+    #[param(value_type = String, format = Date, required = true)]
     date: Option<String>,
     /// `csv` or `pdf`.
-    #[param(value_type = String, pattern = "^(csv|pdf)$")]
+    #[param(value_type = String, pattern = "^(csv|pdf)$", required = true)]
     format: Option<String>,
     /// Only this shift's part of the day (shift id, UUID).
     #[param(format = Uuid)]

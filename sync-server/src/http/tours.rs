@@ -45,7 +45,11 @@ pub(super) fn routes() -> Vec<Endpoint> {
     ]
 }
 
-/// Kept as text so that a bad value gets our message. Any other parameter is refused.
+/// Without `date`, `from` or `to`: the windows overlapping the 12 hours either side of now.
+const AROUND_NOW_MS: i64 = 12 * 3_600_000;
+
+/// Kept as text so that a bad value gets our message. Any other parameter is refused. Without
+/// any of them, the windows overlapping the 12 hours either side of now.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -255,8 +259,16 @@ async fn windows(
     tour: Option<String>,
     params: &WindowParams,
 ) -> Result<Json<WindowsPage>, AppError> {
-    let span = parse_span(params)?;
     let now = now_ms();
+    let span = if params.date.is_none() && params.from.is_none() && params.to.is_none() {
+        // Nothing asked: the windows around now, what a supervisor opening the view wants.
+        Span::Between {
+            from_ms: now.saturating_sub(AROUND_NOW_MS),
+            to_ms: now.saturating_add(AROUND_NOW_MS),
+        }
+    } else {
+        parse_span(params)?
+    };
     let query = WindowQuery {
         tour,
         span: span.clone(),

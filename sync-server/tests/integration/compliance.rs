@@ -300,7 +300,32 @@ async fn a_late_scan_amends_a_window_final_by_its_deadline(backend: Backend) -> 
     Ok(())
 }
 
+/// Asked for no span, the windows API answers with the windows around now (12 hours either
+/// side), not an error: what a supervisor opening the view wants.
+async fn without_a_span_the_windows_around_now_are_shown(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    server.store().put_site_config(config(1)?, 0, 0).await?;
+    let (status, page) = server
+        .get_json(&format!("/api/v1/sites/{SITE}/tours/windows"))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let windows = page["windows"].as_array().ok_or("no windows")?;
+    assert!(!windows.is_empty(), "{page}");
+    let now = crate::common::crate_now_ms();
+    for w in windows {
+        let start = chrono::DateTime::parse_from_rfc3339(w["start"].as_str().ok_or("no start")?)?;
+        let end = chrono::DateTime::parse_from_rfc3339(w["end"].as_str().ok_or("no end")?)?;
+        assert!(
+            start.timestamp_millis() < now + 12 * 3_600_000
+                && end.timestamp_millis() > now - 12 * 3_600_000,
+            "{w}"
+        );
+    }
+    Ok(())
+}
+
 crate::on_every_backend!(
+    without_a_span_the_windows_around_now_are_shown,
     a_window_is_provisional_until_every_device_on_shift_delivered,
     a_late_scan_amends_a_window_final_by_its_deadline,
     incremental_compliance_equals_compliance_from_scratch,
