@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_event_records.sql"),
     include_str!("migrations/0007_credential_rotation.sql"),
     include_str!("migrations/0008_clock_offset.sql"),
+    include_str!("migrations/0009_server_tours.sql"),
 ];
 
 /// The schema version this build writes.

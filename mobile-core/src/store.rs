@@ -23,7 +23,7 @@ mod change_builder;
 mod collab;
 mod files;
 
-pub use collab::{Alarm, AlarmState, LocalIncident};
+pub use collab::{Alarm, AlarmState, Corrected, LocalIncident};
 
 use crate::backoff::RetryPolicy;
 use crate::clock::{Clock, SystemClock};
@@ -1145,6 +1145,7 @@ impl DeviceStore {
                 None
             }
         };
+        collab::keep_tours(&tx, response)?;
         let server = Hlc {
             wall_ms: response.server_time_ms.max(0) as u64,
             counter: 0,

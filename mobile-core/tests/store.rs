@@ -11,7 +11,7 @@ use patrol_core::incident::{IncidentAction, IncidentDoc, IncidentStatus, Party};
 use patrol_core::merge::{Owner, ingest_incident, ingest_shift_log};
 use patrol_core::protocol::{
     AlarmAck, ConfigUpdate, DocOutcome, DocPush, DocRef, DocResult, IncidentUpdate, SyncRequest,
-    SyncResponse, from_wire, to_wire,
+    SyncResponse, TourScans, TourStatus, from_wire, to_wire,
 };
 use patrol_core::siteconfig::{
     Checkpoint, CheckpointState, SiteConfig, SiteZone, Tour, UNKNOWN_CHECKPOINT, Window,
@@ -55,7 +55,12 @@ struct Server {
     incidents: HashMap<IncidentId, IncidentDoc>,
     config: Option<SiteConfig>,
     acks: HashMap<EventId, String>,
+    /// What its compliance counted, sent with every answer.
+    tours: Option<TourStatus>,
 }
+
+/// The fake server's clock: every answer says it is this time.
+const SERVER_NOW_MS: i64 = 1_800_000_000_000;
 
 impl Server {
     /// The control room's side of an incident: its copy, as the server holds it.
@@ -139,7 +144,7 @@ impl Server {
             })
             .collect();
         SyncResponse {
-            server_time_ms: 1_800_000_000_000,
+            server_time_ms: SERVER_NOW_MS,
             docs,
             config: self
                 .config
@@ -161,8 +166,23 @@ impl Server {
                     })
                 })
                 .collect(),
+            tours: self.tours.clone(),
         }
     }
+}
+
+/// A store whose clock reads `at_ms` until the test moves it.
+fn store_at(
+    path: &std::path::Path,
+    at_ms: i64,
+) -> Result<(DeviceStore, std::sync::Arc<ManualClock>), Error> {
+    let clock = std::sync::Arc::new(ManualClock(at_ms.into()));
+    let options = StoreOptions {
+        clock: Some(clock.clone()),
+        ..Default::default()
+    };
+    let store = DeviceStore::open_with(path, Some(site()), options)?;
+    Ok((store, clock))
 }
 
 #[test]
@@ -898,7 +918,8 @@ fn a_closed_incident_still_receives_what_is_written_to_it_later() -> TestResult 
 #[test]
 fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    // In step with the server's clock: times are not corrected.
+    let (mut store, _) = store_at(&dir.path().join("p.db"), SERVER_NOW_MS)?;
     let mut server = Server::default();
     store.start_shift(guard())?;
     assert!(matches!(
@@ -1020,7 +1041,7 @@ fn a_configuration_in_a_newer_format_does_not_stop_the_phone_syncing() -> TestRe
 #[test]
 fn a_phone_shows_tonights_windows_of_a_scheduled_tour() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let (mut store, _) = store_at(&dir.path().join("p.db"), SERVER_NOW_MS)?;
     let mut server = Server::default();
     store.start_shift(guard())?;
     let config: SiteConfig = serde_json::from_value(serde_json::json!({
@@ -1108,6 +1129,111 @@ fn a_phone_shows_tonights_windows_of_a_scheduled_tour() -> TestResult {
             .windows(2)
             .all(|w| w[0].window.start_ms < w[1].window.start_ms)
     );
+    Ok(())
+}
+
+/// Two guards on one tour, and this phone's clock 2 hours slow. The tour view shows the
+/// checkpoint the other guard scanned as done (the server's count, as of the last sync) rather
+/// than missed, and credits this phone's own scan to the window it was made in by the server's
+/// clock, not by its own; its scans delivered since count once, and again from its own record
+/// when an answer comes without the server's count.
+#[test]
+fn the_tour_view_shows_other_guards_scans_and_corrects_a_wrong_clock() -> TestResult {
+    const MIN: i64 = 60_000;
+    let dir = tempfile::tempdir()?;
+    // Two hours slow: it reads 20:00 when the server reads 22:00.
+    let slow = 120 * MIN;
+    let (mut store, _clock) = store_at(&dir.path().join("p.db"), SERVER_NOW_MS - slow)?;
+    let cp = |id: &str| CheckpointId::new(id).unwrap_or_else(|e| panic!("{e}"));
+    // Hourly windows from 20:30 (server time), no grace: 20:30-21:30, 21:30-22:30.
+    let first = SERVER_NOW_MS - 90 * MIN;
+    let windows = vec![
+        Window {
+            start_ms: first,
+            end_ms: first + 60 * MIN,
+        },
+        Window {
+            start_ms: first + 60 * MIN,
+            end_ms: first + 120 * MIN,
+        },
+    ];
+    let mut server = Server {
+        config: Some(SiteConfig {
+            site: site(),
+            version: 1,
+            time_zone: SiteZone::UTC,
+            checkpoints: Vec::new(),
+            tours: vec![Tour {
+                id: "night".into(),
+                name: "Night round".into(),
+                checkpoints: vec![cp("cp-1"), cp("cp-2")],
+                windows: windows.clone(),
+                schedule: Vec::new(),
+                grace_min: 0,
+                ordered: false,
+                assigned_guards: Vec::new(),
+            }],
+            post_orders: Vec::new(),
+            rules: Default::default(),
+        }),
+        // Another guard scanned cp-2 at 20:40, in the first window.
+        tours: Some(TourStatus {
+            tours: vec![TourScans {
+                tour: "night".into(),
+                scans: vec![(cp("cp-2"), first + 10 * MIN)],
+            }],
+        }),
+        ..Server::default()
+    };
+    store.start_shift(guard())?;
+    sync_once(&mut store, &mut server)?;
+    assert_eq!(store.clock_offset_ms()?, slow);
+
+    // This phone scans cp-1 at 22:00 by the server's clock, 20:00 by its own.
+    store.scan(scan("cp-1"), RecordOptions::default())?;
+    // Seen a minute later by this phone's clock (the store's clock stays where it was, so
+    // every sync measures the same offset).
+    let now = SERVER_NOW_MS - slow + MIN;
+    let states = |store: &DeviceStore| -> Result<Vec<Vec<CheckpointState>>, Error> {
+        Ok(store
+            .tour_progress("night", now)?
+            .iter()
+            .map(|w| w.checkpoints.iter().map(|(_, s)| *s).collect())
+            .collect())
+    };
+    let expected = vec![
+        vec![
+            CheckpointState::Missed,
+            CheckpointState::Done {
+                at_ms: first + 10 * MIN,
+            },
+        ],
+        vec![
+            CheckpointState::Done {
+                at_ms: SERVER_NOW_MS,
+            },
+            CheckpointState::Due,
+        ],
+    ];
+    assert_eq!(states(&store)?, expected);
+
+    // Delivered: the server's count now holds it, and it counts once.
+    server.tours = Some(TourStatus {
+        tours: vec![TourScans {
+            tour: "night".into(),
+            scans: vec![(cp("cp-2"), first + 10 * MIN), (cp("cp-1"), SERVER_NOW_MS)],
+        }],
+    });
+    sync_once(&mut store, &mut server)?;
+    assert_eq!(store.status()?.pending_events, 0);
+    assert_eq!(states(&store)?, expected);
+
+    // An answer without the server's count: the phone's own record is what it has.
+    server.tours = None;
+    sync_once(&mut store, &mut server)?;
+    let mut own = expected.clone();
+    own[0][1] = CheckpointState::Missed;
+    assert_eq!(states(&store)?, own);
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 //!   rounds until after the control room has looked. `patrol control tours --json` shows on
 //!   time, late and missed, everything provisional while Ben's log is behind; his late sync
 //!   fills his rounds in and the server's periodic pass makes every window final, which the
-//!   live stream announces.
+//!   live stream announces. Anna's phone, on her next shift, shows the night as the control
+//!   room does, Ben's rounds included.
 //! - The two nights of 2026 on which London's clocks change: every hourly round from 22:00 to
 //!   06:00 is there once, none lost, none doubled, each credited with its scan.
 
@@ -274,6 +275,36 @@ async fn a_scripted_night_is_on_time_late_missed_and_provisional_until_final() -
         page["windows"][3]["checkpoints"][0]["guard"] == "ben",
         "{page}"
     );
+
+    // Anna starts her next shift: once her phone has synced, its tour view is the site's, as
+    // the control room sees it (Ben's rounds done, not missed), offline from then on.
+    anna.run(&["shift", "start", "--guard", "anna"])?;
+    anna.run(&["sync"])?;
+    let view: Value = serde_json::from_str(&anna.run(&["tour", "round", "--json"])?)?;
+    let on_phone: Vec<(String, Vec<String>)> = view["windows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            let states = w["checkpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c["state"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (w["start"].as_str().unwrap_or_default().to_owned(), states)
+        })
+        .collect();
+    for (start, states, _) in &seen {
+        let phone = on_phone
+            .iter()
+            .find(|(s, _)| s == start)
+            .ok_or_else(|| anyhow!("the phone does not show the window at {start}: {view}"))?;
+        ensure!(
+            &phone.1 == states,
+            "window {start}: phone {view}, server {page}"
+        );
+    }
 
     // For people: the states in words, the scans' times in the site's zone, FINAL.
     let table = run_ok(&mut server.control(

@@ -8,8 +8,9 @@
 //! The same exchange carries what flows the other way: the site configuration when the server
 //! has a newer version than the device, the incidents the device's guard takes part in (both
 //! directions: the device pushes its incident changes like a shift log's, the server answers
-//! with the changes the device lacks), and the control room's acknowledgements of the device's
-//! panic alarms.
+//! with the changes the device lacks), the control room's acknowledgements of the device's
+//! panic alarms, and, to a device on shift, the scans the server's tour compliance counted
+//! (every device's), so that its tour view shows what other guards did.
 
 use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
@@ -17,14 +18,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DecodeError, EncodeError};
 use crate::evidence::SignedHeads;
 use crate::hlc::Hlc;
-use crate::ids::{DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
+use crate::ids::{CheckpointId, DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
 
 /// First bytes of every sync message.
 pub const MAGIC: &[u8; 4] = b"PTRL";
 /// Current protocol version; the server answers 400 `unsupported_version` to others.
 /// Version 2 added incidents, site configuration and alarm acknowledgements.
 /// Version 3 added the device's signature over its shift log's heads.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// Version 4 added the tour status in the answer ([`SyncResponse::tours`]); its request is
+/// version 3's.
+pub const PROTOCOL_VERSION: u8 = 4;
+/// The oldest version the server still answers, in that version's own shape: phones are
+/// updated after the server, some of them long after.
+pub const OLDEST_VERSION: u8 = 3;
 /// Media type of sync messages.
 pub const CONTENT_TYPE: &str = "application/x-patrol-sync";
 /// Response header of a sync whose device credential is due for rotation (value `due`): the
@@ -192,6 +198,33 @@ pub struct DocResult {
     pub outcome: DocOutcome,
 }
 
+/// The scans the server's compliance counted for one tour's windows (one scan per checkpoint
+/// and window at most), at their corrected times, in order of time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TourScans {
+    pub tour: String,
+    pub scans: Vec<(CheckpointId, i64)>,
+}
+
+/// The site's tour compliance as the server had it when it answered: for each tour, the scans
+/// its windows of the last [`crate::siteconfig::TONIGHT_MS`] counted, from every device,
+/// including those this sync delivered. The phone's tour view combines them with its own scans
+/// not delivered yet (the phone library's tour view).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TourStatus {
+    pub tours: Vec<TourScans>,
+}
+
+impl TourStatus {
+    /// The scans counted for `tour` (none if the server counted none).
+    pub fn scans_of(&self, tour: &str) -> &[(CheckpointId, i64)] {
+        self.tours
+            .iter()
+            .find(|t| t.tour == tour)
+            .map_or(&[], |t| t.scans.as_slice())
+    }
+}
+
 /// Server → device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncResponse {
@@ -200,16 +233,33 @@ pub struct SyncResponse {
     pub config: Option<ConfigUpdate>,
     pub incidents: Vec<IncidentUpdate>,
     pub alarm_acks: Vec<AlarmAck>,
+    /// Version 4: to a device on shift at a site with tours, what the server's compliance
+    /// counted ([`TourStatus`]); `None` otherwise.
+    pub tours: Option<TourStatus>,
 }
 
-fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, EncodeError> {
+/// A version 3 answer: version 4's without the tour status.
+#[derive(Serialize)]
+struct SyncResponseV3<'a> {
+    server_time_ms: i64,
+    docs: &'a [DocResult],
+    config: &'a Option<ConfigUpdate>,
+    incidents: &'a [IncidentUpdate],
+    alarm_acks: &'a [AlarmAck],
+}
+
+fn encode<T: Serialize>(version: u8, msg: &T) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(MAGIC);
-    out.push(PROTOCOL_VERSION);
+    out.push(version);
     Ok(postcard::to_extend(msg, out)?)
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+/// The message and its version, if `versions` holds it.
+fn decode<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    versions: std::ops::RangeInclusive<u8>,
+) -> Result<(T, u8), DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -217,7 +267,7 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
         .strip_prefix(MAGIC.as_slice())
         .ok_or(DecodeError::BadMagic)?;
     match rest.split_first() {
-        Some((&PROTOCOL_VERSION, body)) => {
+        Some((&v, body)) if versions.contains(&v) => {
             let (msg, extra) = postcard::take_from_bytes::<T>(body)?;
             if !extra.is_empty() {
                 return Err(DecodeError::Malformed(format!(
@@ -225,7 +275,7 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
                     extra.len()
                 )));
             }
-            Ok(msg)
+            Ok((msg, v))
         }
         Some((&v, _)) => Err(DecodeError::UnknownVersion(v)),
         None => Err(DecodeError::Malformed("truncated header".into())),
@@ -234,19 +284,47 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
 
 impl SyncRequest {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        encode(self)
+        encode(PROTOCOL_VERSION, self)
     }
+
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        decode(bytes)
+        Self::decode_any(bytes).map(|(request, _)| request)
+    }
+
+    /// A request of any version the server answers ([`OLDEST_VERSION`] to
+    /// [`PROTOCOL_VERSION`]: their requests have one shape), with its version, in which the
+    /// answer goes ([`SyncResponse::encode_for`]).
+    pub fn decode_any(bytes: &[u8]) -> Result<(Self, u8), DecodeError> {
+        decode(bytes, OLDEST_VERSION..=PROTOCOL_VERSION)
     }
 }
 
 impl SyncResponse {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-        encode(self)
+        encode(PROTOCOL_VERSION, self)
     }
+
+    /// The answer to a request of `version` (as [`SyncRequest::decode_any`] gave it), in that
+    /// version's shape: a version 3 answer has no tour status.
+    pub fn encode_for(&self, version: u8) -> Result<Vec<u8>, EncodeError> {
+        if version >= PROTOCOL_VERSION {
+            return self.encode();
+        }
+        encode(
+            version,
+            &SyncResponseV3 {
+                server_time_ms: self.server_time_ms,
+                docs: &self.docs,
+                config: &self.config,
+                incidents: &self.incidents,
+                alarm_acks: &self.alarm_acks,
+            },
+        )
+    }
+
+    /// An answer of this version only: the phone speaks its own.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        decode(bytes)
+        decode(bytes, PROTOCOL_VERSION..=PROTOCOL_VERSION).map(|(response, _)| response)
     }
 }
 
@@ -326,8 +404,60 @@ mod tests {
                 by: "op".into(),
                 at_ms: 7,
             }],
+            tours: Some(TourStatus {
+                tours: vec![TourScans {
+                    tour: "night".into(),
+                    scans: vec![(
+                        CheckpointId::new("cp-1").unwrap_or_else(|e| panic!("{e}")),
+                        9,
+                    )],
+                }],
+            }),
         };
         assert_eq!(SyncResponse::decode(&resp.encode()?)?, resp);
+        assert_eq!(resp.encode_for(PROTOCOL_VERSION)?, resp.encode()?);
+        Ok(())
+    }
+
+    /// A phone of version 3 sends a request of version 3's shape and reads an answer of that
+    /// shape: the server decodes the one and writes the other, without the tour status.
+    #[test]
+    fn a_version_3_phone_is_answered_in_version_3() -> Result<(), Box<dyn std::error::Error>> {
+        /// Version 3's answer, as a phone of that version decodes it.
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct ResponseV3 {
+            server_time_ms: i64,
+            docs: Vec<DocResult>,
+            config: Option<ConfigUpdate>,
+            incidents: Vec<IncidentUpdate>,
+            alarm_acks: Vec<AlarmAck>,
+        }
+        let sent = request();
+        let mut old = sent.encode()?;
+        old[4] = 3;
+        assert_eq!(SyncRequest::decode_any(&old)?, (sent, 3));
+        let resp = SyncResponse {
+            server_time_ms: 5,
+            docs: Vec::new(),
+            config: None,
+            incidents: Vec::new(),
+            alarm_acks: vec![AlarmAck {
+                event: EventId::generate(),
+                by: "op".into(),
+                at_ms: 7,
+            }],
+            tours: Some(TourStatus::default()),
+        };
+        let bytes = resp.encode_for(3)?;
+        assert_eq!(&bytes[..5], b"PTRL\x03");
+        let (v3, _) = decode::<ResponseV3>(&bytes, 3..=3)?;
+        assert_eq!(v3.alarm_acks, resp.alarm_acks);
+        assert_eq!(v3.server_time_ms, 5);
+        // This phone reads only its own version's answers.
+        assert_eq!(
+            SyncResponse::decode(&bytes),
+            Err(DecodeError::UnknownVersion(3))
+        );
         Ok(())
     }
 
@@ -340,7 +470,7 @@ mod tests {
             SyncRequest::decode(b"GET / HTTP/1.1"),
             Err(DecodeError::BadMagic)
         );
-        for version in [1, PROTOCOL_VERSION + 1] {
+        for version in [1, OLDEST_VERSION - 1, PROTOCOL_VERSION + 1] {
             let mut other = bytes.clone();
             other[4] = version;
             assert_eq!(

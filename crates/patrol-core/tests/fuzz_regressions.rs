@@ -286,6 +286,7 @@ fn seeds() -> TestResult<Seeds> {
                     by: "operator-1".into(),
                     at_ms: 1_740_866_401_000,
                 }],
+                tours: None,
             },
         ),
         (
@@ -302,6 +303,7 @@ fn seeds() -> TestResult<Seeds> {
                 config: None,
                 incidents: Vec::new(),
                 alarm_acks: Vec::new(),
+                tours: None,
             },
         ),
     ];

@@ -178,10 +178,12 @@ impl PatrolDevice {
         Ok(store.site_config()?.as_ref().map(FfiSiteConfig::from))
     }
 
-    /// Which checkpoints of a tour are done, due, late or missed at `now_ms` (ms since the Unix
-    /// epoch), from this phone's scans and its site configuration: no network needed. The
-    /// windows are tonight's: those overlapping the 24 hours before and after `now_ms`, the
-    /// tour's schedule expanded in the site's time zone, in order of start.
+    /// Which checkpoints of a tour are done, due, late or missed at `now_ms` (this phone's
+    /// clock, ms since the Unix epoch): the scans the server counted at the last sync (every
+    /// guard's) with this phone's own since, under its site configuration, no network needed.
+    /// Times are corrected by the clock offset measured at the last sync. The windows are
+    /// tonight's: those overlapping the 24 hours before and after now, the tour's schedule
+    /// expanded in the site's time zone, in order of start.
     pub fn tour_progress(&self, tour_id: String, now_ms: i64) -> FfiResult<Vec<FfiWindowProgress>> {
         let store = lock(&self.store, "store")?;
         Ok(store

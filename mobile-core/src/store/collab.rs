@@ -12,7 +12,7 @@ use patrol_core::incident::{
     Entry, IncidentAction, IncidentDoc, IncidentError, IncidentState, Party, Stamped,
 };
 use patrol_core::merge::plan_incident_push;
-use patrol_core::protocol::{DocOutcome, DocPush, DocRef, SyncResponse, from_wire};
+use patrol_core::protocol::{DocOutcome, DocPush, DocRef, SyncResponse, TourStatus, from_wire};
 use patrol_core::siteconfig::{SiteConfig, WindowProgress, tonight, tour_progress};
 use patrol_core::{
     CheckpointId, DeviceId, DeviceTime, EventBody, EventId, GuardId, IncidentId, IncidentReport,
@@ -31,6 +31,27 @@ pub struct LocalIncident {
     pub pending: bool,
     /// Why the server refused this phone's changes to it, if it did.
     pub rejected: Option<String>,
+}
+
+/// The phone's clock offset measured at its last sync, and its own "now" corrected by it: an
+/// event's device time corrected ([`patrol_core::clock::corrected_time_ms`]) is never later
+/// than that now, as on the server never later than its receipt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Corrected {
+    pub offset_ms: i64,
+    pub now_ms: i64,
+}
+
+impl Corrected {
+    /// A device time, corrected.
+    pub fn time(&self, device_ms: i64) -> i64 {
+        corrected_time_ms(device_ms, self.offset_ms, self.now_ms)
+    }
+
+    /// An event's corrected time.
+    pub fn event(&self, e: &LocalEvent) -> i64 {
+        self.time(e.event.record.time.wall_ms)
+    }
 }
 
 /// Where a panic alarm stands.
@@ -259,6 +280,16 @@ impl DeviceStore {
             .transpose()
     }
 
+    /// This phone's times as the server's clock would have read them, at `now_ms` by this
+    /// phone's clock ([`Corrected`]).
+    pub fn corrected(&self, now_ms: i64) -> Result<Corrected> {
+        let offset_ms = self.clock_offset_ms()?;
+        Ok(Corrected {
+            offset_ms,
+            now_ms: now_ms.saturating_add(offset_ms),
+        })
+    }
+
     /// The phone's clock offset measured at its last sync (server time minus the phone's, as
     /// [`patrol_core::clock`] says); 0 before its first.
     pub fn clock_offset_ms(&self) -> Result<i64> {
@@ -277,12 +308,9 @@ impl DeviceStore {
         let config = self
             .site_config()?
             .unwrap_or_else(|| SiteConfig::empty(self.site.clone()));
-        let offset = self.clock_offset_ms()?;
-        let flagger = Flagger::new(&config, offset);
-        // Nothing is corrected past the phone's own corrected now.
-        let now = self.clock.now().wall_ms.saturating_add(offset);
-        let corrected =
-            |e: &LocalEvent| corrected_time_ms(e.event.record.time.wall_ms, offset, now);
+        let corrected = self.corrected(self.clock.now().wall_ms)?;
+        let flagger = Flagger::new(&config, corrected.offset_ms);
+        let corrected = |e: &LocalEvent| corrected.event(e);
         // Each guard's scans, in order.
         let mut by_guard: HashMap<&GuardId, Vec<SeenScan>> = HashMap::new();
         for e in events {
@@ -330,31 +358,55 @@ impl DeviceStore {
         Ok(config.resolve_tag(tag)?)
     }
 
-    /// How far each of tonight's windows of a tour has come at `now_ms` (the windows
-    /// overlapping the 24 hours either side, its schedule expanded in the site's time zone),
-    /// from this phone's own scans and the configuration it holds: works offline.
+    /// How far each of tonight's windows of a tour has come at `now_ms` (this phone's clock:
+    /// the windows overlapping the 24 hours either side, its schedule expanded in the site's
+    /// time zone), offline: the scans the server counted as of the last sync, every guard's
+    /// ([`TourStatus`]), with this phone's own scans not delivered then; every time corrected
+    /// by the clock offset measured at the last sync, so that a phone whose clock is wrong
+    /// still credits a scan to the window it was made in. Times in the answer are corrected.
     pub fn tour_progress(&self, tour: &str, now_ms: i64) -> Result<Vec<WindowProgress>> {
         let config = self.site_config()?.ok_or(Error::NoSiteConfig)?;
         let tour = config
             .tour(tour)
             .ok_or_else(|| Error::UnknownTour(tour.to_owned()))?;
-        let scans: Vec<(CheckpointId, i64)> = self
-            .events(None)?
-            .into_iter()
-            .filter_map(|e| match e.event.record.body {
-                EventBody::CheckpointScanned(scan) => {
-                    Some((scan.checkpoint, e.event.record.time.wall_ms))
+        let corrected = self.corrected(now_ms)?;
+        let server = self.server_tours()?;
+        // What the server counted includes everything delivered by the sync that brought it.
+        let mut scans: Vec<(CheckpointId, i64)> = server
+            .as_ref()
+            .map_or(&[][..], |s| s.scans_of(&tour.id))
+            .to_vec();
+        scans.extend(self.events(None)?.into_iter().filter_map(|e| {
+            if server.is_some() && e.delivered {
+                return None;
+            }
+            match e.event.record.body {
+                EventBody::CheckpointScanned(ref scan) => {
+                    Some((scan.checkpoint.clone(), corrected.event(&e)))
                 }
                 _ => None,
-            })
-            .collect();
+            }
+        }));
+        let now = corrected.now_ms;
         Ok(tour_progress(
             tour,
             config.time_zone,
             &scans,
-            now_ms,
-            tonight(now_ms),
+            now,
+            tonight(now),
         )?)
+    }
+
+    /// The server's tour status from the last sync, if its answer carried one.
+    fn server_tours(&self) -> Result<Option<TourStatus>> {
+        let blob: Option<Vec<u8>> =
+            self.conn
+                .query_row("SELECT server_tours FROM sync_state", [], |r| r.get(0))?;
+        blob.map(|b| {
+            patrol_core::codec::decode_versioned(TOURS_FORMAT, &b)
+                .map_err(|e| Error::Corrupt(format!("stored tour status: {e}")))
+        })
+        .transpose()
     }
 
     /// Every panic alarm raised on this phone, newest first, with its state.
@@ -424,6 +476,21 @@ impl DeviceStore {
             .map(|b| super::stored_event_id(b, "alarm id"))
             .collect()
     }
+}
+
+/// The stored tour status's format (its first byte).
+const TOURS_FORMAT: u8 = 1;
+
+/// Keeps the answer's tour status in place of the last one, inside the sync's transaction; an
+/// answer without one clears it, so that the phone's own delivered scans count again.
+pub(super) fn keep_tours(tx: &Transaction<'_>, response: &SyncResponse) -> Result<()> {
+    let blob = response
+        .tours
+        .as_ref()
+        .map(|t| patrol_core::codec::encode_versioned(TOURS_FORMAT, t))
+        .transpose()?;
+    tx.execute("UPDATE sync_state SET server_tours = ?1", [blob])?;
+    Ok(())
 }
 
 /// What a sync's answer did to the site configuration the phone holds.

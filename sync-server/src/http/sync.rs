@@ -6,7 +6,11 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use patrol_core::protocol::{self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse};
+use patrol_core::SiteId;
+use patrol_core::protocol::{
+    self, DocOutcome, DocRef, DocResult, SyncRequest, SyncResponse, TourStatus,
+};
+use patrol_core::siteconfig::TONIGHT_MS;
 use utoipa::ToSchema;
 
 use super::auth;
@@ -16,6 +20,7 @@ use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::credentials::rotation_due;
 use crate::now_ms;
+use crate::store::compliance::{self, Span, WindowQuery};
 use crate::store::{CollabSync, DeviceCredential, IncidentPush, ShiftLogPush, SyncBatch};
 
 /// The sync route; its body limit is the server's (`--max-body-bytes`).
@@ -99,7 +104,7 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
     let body = Bytes::from_request(request, &state)
         .await
         .map_err(|r| body_error(r, state.config.max_body_bytes))?;
-    let request = SyncRequest::decode(&body)?;
+    let (request, version) = SyncRequest::decode_any(&body)?;
     let received_at_ms = now_ms();
     check_sync_request(&request, &credential)?;
 
@@ -130,6 +135,9 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         .await?
         .config;
     state.config.overrides.apply(&mut config);
+    let config = std::sync::Arc::new(config);
+    // A phone on shift, of a version that reads it, gets what the site's compliance counted.
+    let wants_tours = version >= 4 && request.guard.is_some() && !config.tours.is_empty();
     let batch = SyncBatch {
         site: credential.site,
         device: credential.device,
@@ -139,7 +147,7 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         pending_events: request.pending_events,
         pushes: shift_logs,
         public_key: credential.public_key,
-        config: std::sync::Arc::new(config),
+        config,
     };
     let collab = CollabSync {
         site: batch.site.clone(),
@@ -209,14 +217,20 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
     if new_events {
         state.feed.bump(&site);
     }
+    let tours = if wants_tours {
+        tour_status(&state, &site).await
+    } else {
+        None
+    };
     let response = SyncResponse {
         server_time_ms: now_ms(),
         docs,
         config: collab.config,
         incidents: collab.incidents,
         alarm_acks: collab.alarm_acks,
+        tours,
     }
-    .encode()
+    .encode_for(version)
     .map_err(AppError::internal)?;
     let mut response = ([(header::CONTENT_TYPE, protocol::CONTENT_TYPE)], response).into_response();
     if rotation_due {
@@ -228,6 +242,28 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         );
     }
     Ok(response)
+}
+
+/// The scans the site's compliance counted in the windows of the last day
+/// ([`patrol_core::siteconfig::TONIGHT_MS`]) up to now, this sync's included. The sync is
+/// committed by then: if they cannot be read the answer goes without them (the phone's tour view
+/// then counts its own scans only) rather than failing a sync that took effect.
+async fn tour_status(state: &AppState, site: &SiteId) -> Option<TourStatus> {
+    let now = now_ms();
+    let query = WindowQuery {
+        tour: None,
+        span: Span::Between {
+            from_ms: now.saturating_sub(TONIGHT_MS),
+            to_ms: now.saturating_add(1),
+        },
+    };
+    match state.store.tour_windows(site.clone(), query, now).await {
+        Ok(answer) => Some(compliance::counted_scans(&answer)),
+        Err(e) => {
+            tracing::warn!(%site, error = %e, "could not read the tour status for a sync's answer");
+            None
+        }
+    }
 }
 
 /// A postcard-encoded sync message (documentation only: the handler decodes the bytes).

@@ -38,6 +38,7 @@ use patrol_core::compliance::{
     self as rule, Final, FinalBy, ShiftDelivery, Tally, checkpoint_state, closes_at,
 };
 use patrol_core::event::format_time_ms;
+use patrol_core::protocol::{TourScans, TourStatus};
 use patrol_core::schedule::Window;
 use patrol_core::siteconfig::{CheckpointState, SiteConfig, SiteRules, Tour};
 use patrol_core::{CheckpointId, DeviceId, EventBody, EventId, GuardId};
@@ -1322,6 +1323,29 @@ pub fn view(
         tracked_since: book.tracked_since,
         windows: out,
     })
+}
+
+/// What a sync's answer tells a phone on shift of `answer`'s windows: per tour, the scans they
+/// counted, in order of time (the phone's tour view, `patrol_core::protocol::TourStatus`).
+pub fn counted_scans(answer: &WindowsAnswer) -> TourStatus {
+    let mut tours: Vec<TourScans> = Vec::new();
+    for w in &answer.windows {
+        let scans = w
+            .checkpoints
+            .iter()
+            .filter_map(|c| c.scan.as_ref().map(|s| (c.checkpoint.clone(), s.at_ms)));
+        match tours.iter_mut().find(|t| t.tour == w.tour) {
+            Some(t) => t.scans.extend(scans),
+            None => tours.push(TourScans {
+                tour: w.tour.clone(),
+                scans: scans.collect(),
+            }),
+        }
+    }
+    for t in &mut tours {
+        t.scans.sort_by_key(|(_, at)| *at);
+    }
+    TourStatus { tours }
 }
 
 /// The JSON of an announcement, with the site it is about.

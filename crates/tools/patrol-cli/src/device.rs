@@ -106,8 +106,9 @@ enum DeviceCommand {
     },
     /// Show the site configuration the phone holds.
     Config(JsonArg),
-    /// Tour progress from this phone's scans and its site configuration (works offline): the
-    /// windows within 24 hours either side of now, in the site's time zone.
+    /// Tour progress (works offline): the scans the server counted at the last sync, every
+    /// guard's, with this phone's own since, at times corrected by this phone's clock offset;
+    /// the windows within 24 hours either side of now, in the site's time zone.
     Tour {
         /// The tour's id (`patrol device config` lists them).
         tour: String,
@@ -644,16 +645,15 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             let windows = store.tour_progress(&tour, now)?;
             // Present: tour_progress has just read it.
             let zone = store.site_config()?.map_or(SiteZone::UTC, |c| c.time_zone);
-            // The flags of the scan that counted for each checkpoint, found by its checkpoint
-            // and time (a state's scan time is its device time).
+            // The flags of this phone's scan that counted for each checkpoint, found by its
+            // checkpoint and time (a state's scan time is corrected; another guard's scan, from
+            // the server, has none here).
             let events = store.events(None)?;
+            let corrected = store.corrected(now)?;
             let mut scan_flags: HashMap<(CheckpointId, i64), Vec<EventFlag>> = HashMap::new();
             for (e, flags) in events.iter().zip(store.flags_of(&events)?) {
                 if let EventBody::CheckpointScanned(scan) = &e.event.record.body {
-                    scan_flags.insert(
-                        (scan.checkpoint.clone(), e.event.record.time.wall_ms),
-                        flags,
-                    );
+                    scan_flags.insert((scan.checkpoint.clone(), corrected.event(e)), flags);
                 }
             }
             let none = Vec::new();
