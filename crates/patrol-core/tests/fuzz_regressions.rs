@@ -23,7 +23,7 @@ use automerge::ReadDoc;
 use patrol_core::merge::plan_push;
 use patrol_core::protocol::{
     AlarmAck, ConfigUpdate, DocOutcome, DocPush, DocRef, DocResult, RejectCode, SyncRequest,
-    SyncResponse, to_wire,
+    SyncResponse, TourScans, TourStatus, to_wire,
 };
 use patrol_core::{
     CheckpointId, DeviceTime, EventBody, EventId, EventRecord, GuardId, Hlc, Location, Scan,
@@ -304,6 +304,25 @@ fn seeds() -> TestResult<Seeds> {
                 incidents: Vec::new(),
                 alarm_acks: Vec::new(),
                 tours: None,
+            },
+        ),
+        (
+            "tours",
+            SyncResponse {
+                server_time_ms: 1_740_866_401_000,
+                docs: Vec::new(),
+                config: None,
+                incidents: Vec::new(),
+                alarm_acks: Vec::new(),
+                tours: Some(TourStatus {
+                    tours: vec![TourScans {
+                        tour: "night".into(),
+                        scans: vec![
+                            (CheckpointId::new("cp-1")?, 1_740_866_100_000),
+                            (CheckpointId::new("cp-2")?, 1_740_866_200_000),
+                        ],
+                    }],
+                }),
             },
         ),
     ];
