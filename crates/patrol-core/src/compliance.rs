@@ -151,6 +151,14 @@ impl Tally {
         t
     }
 
+    /// Counted together with `other` (a day's windows, say).
+    pub fn add(&mut self, other: Tally) {
+        self.done += other.done;
+        self.done_late += other.done_late;
+        self.missed += other.missed;
+        self.open += other.open;
+    }
+
     pub fn total(&self) -> u32 {
         self.done + self.done_late + self.missed + self.open
     }
@@ -163,6 +171,11 @@ impl Tally {
             return 0;
         }
         ((u64::from(self.done + self.done_late) * 100) / total) as u32
+    }
+
+    /// [`Tally::percent`], or `None` without checkpoints: nothing to comply with.
+    pub fn percent_if_any(&self) -> Option<u32> {
+        (self.total() > 0).then(|| self.percent())
     }
 }
 
@@ -349,6 +362,10 @@ mod tests {
         assert_eq!(t.percent(), 66);
         assert_eq!(Tally::of(&states[..2]).percent(), 100);
         assert_eq!(Tally::default().percent(), 0);
+        assert_eq!(Tally::default().percent_if_any(), None);
+        let mut day = t;
+        day.add(Tally::of(&states[..1]));
+        assert_eq!((day.total(), day.percent_if_any()), (4, Some(75)));
     }
 
     /// The window 01:00-02:00, 10 minutes' grace, a deadline 6 hours after its end: final

@@ -4,10 +4,10 @@
 //! (`2025-03-01T23:10:04+00:00`); an empty field is a value that does not exist. The sections
 //! and their columns: [`SECTIONS`], documented in `docs/reports.md`.
 
+use patrol_core::compliance::Tally;
 use patrol_core::siteconfig::SiteZone;
 
 use super::Dar;
-use super::tours::WindowCounts;
 
 /// Every section, in order, with its columns after `section`.
 pub const SECTIONS: &[(&str, &[&str])] = &[
@@ -144,14 +144,14 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map(ToString::to_string).unwrap_or_default()
 }
 
-fn counts_fields(c: &WindowCounts) -> [String; 6] {
+fn counts_fields(c: &Tally) -> [String; 6] {
     [
-        c.checkpoints.to_string(),
-        c.on_time.to_string(),
-        c.late.to_string(),
+        c.total().to_string(),
+        c.done.to_string(),
+        c.done_late.to_string(),
         c.missed.to_string(),
-        c.pending.to_string(),
-        opt(&c.compliance_pct()),
+        c.open.to_string(),
+        opt(&c.percent_if_any()),
     ]
 }
 

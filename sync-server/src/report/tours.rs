@@ -6,6 +6,7 @@
 //! that counted, final or provisional, and the amendments made to final windows. The report
 //! and the windows API (`GET /api/v1/sites/{site}/tours/windows`) say the same of a window.
 
+use patrol_core::compliance::Tally;
 use patrol_core::siteconfig::CheckpointState;
 use patrol_core::{CheckpointId, EventId, GuardId};
 
@@ -142,17 +143,18 @@ impl DarWindow {
             .count()
     }
 
-    /// Checkpoints scanned on time, late, missed, and not yet decided.
-    pub fn counts(&self) -> WindowCounts {
-        let on_time = self.count(CheckpointStatus::OnTime);
-        let late = self.count(CheckpointStatus::Late);
-        let missed = self.count(CheckpointStatus::Missed);
-        WindowCounts {
-            checkpoints: self.checkpoints.len(),
-            on_time,
-            late,
+    /// Checkpoints scanned on time, late, missed, and not yet decided (open), counted as the
+    /// windows API counts them: the same percentage.
+    pub fn counts(&self) -> Tally {
+        let count = |status| self.count(status) as u32;
+        let done = count(CheckpointStatus::OnTime);
+        let done_late = count(CheckpointStatus::Late);
+        let missed = count(CheckpointStatus::Missed);
+        Tally {
+            done,
+            done_late,
             missed,
-            pending: self.checkpoints.len() - on_time - late - missed,
+            open: self.checkpoints.len() as u32 - done - done_late - missed,
         }
     }
 
@@ -160,9 +162,9 @@ impl DarWindow {
         let c = self.counts();
         if c.missed > 0 {
             WindowStatus::Incomplete
-        } else if c.pending == 0 && c.late > 0 {
+        } else if c.open == 0 && c.done_late > 0 {
             WindowStatus::CompleteLate
-        } else if c.pending == 0 {
+        } else if c.open == 0 {
             WindowStatus::Complete
         } else if self
             .checkpoints
@@ -173,35 +175,6 @@ impl DarWindow {
         } else {
             WindowStatus::InProgress
         }
-    }
-}
-
-/// A window's checkpoints by status.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WindowCounts {
-    pub checkpoints: usize,
-    pub on_time: usize,
-    pub late: usize,
-    pub missed: usize,
-    /// Due, overdue or upcoming: not decided yet.
-    pub pending: usize,
-}
-
-impl WindowCounts {
-    pub fn add(&mut self, other: WindowCounts) {
-        self.checkpoints += other.checkpoints;
-        self.on_time += other.on_time;
-        self.late += other.late;
-        self.missed += other.missed;
-        self.pending += other.pending;
-    }
-
-    /// Checkpoints scanned (on time or late) in percent of all, rounded to the nearest whole
-    /// percent; `None` without checkpoints.
-    pub fn compliance_pct(&self) -> Option<u32> {
-        let total = self.checkpoints as u64;
-        let visited = (self.on_time + self.late) as u64;
-        (total > 0).then(|| ((visited * 100 + total / 2) / total) as u32)
     }
 }
 
@@ -230,8 +203,8 @@ pub struct DarTours {
 
 impl DarTours {
     /// Every window's checkpoints counted together.
-    pub fn totals(&self) -> WindowCounts {
-        let mut total = WindowCounts::default();
+    pub fn totals(&self) -> Tally {
+        let mut total = Tally::default();
         for w in &self.windows {
             total.add(w.counts());
         }
@@ -343,7 +316,7 @@ mod tests {
                 WindowStatus::CompleteLate,
                 Some(100),
             ),
-            (&[OnTime, Missed, Late], WindowStatus::Incomplete, Some(67)),
+            (&[OnTime, Missed, Late], WindowStatus::Incomplete, Some(66)),
             (&[OnTime, Due, Upcoming], WindowStatus::InProgress, Some(33)),
             (&[Upcoming, Upcoming], WindowStatus::Upcoming, Some(0)),
             (&[], WindowStatus::Complete, None),
@@ -351,7 +324,7 @@ mod tests {
         for (statuses, status, pct) in cases {
             let w = window(statuses);
             assert_eq!(
-                (w.status(), w.counts().compliance_pct()),
+                (w.status(), w.counts().percent_if_any()),
                 (status, pct),
                 "{statuses:?}"
             );

@@ -372,10 +372,11 @@ impl WindowRow {
         (self.tour.clone(), self.window)
     }
 
-    /// Final as stored, or by its deadline once that passed (whether or not the finaliser has
-    /// been by since).
+    /// Final as stored (if it was by `now_ms`: a report as of an earlier time shows it as it
+    /// was then), or by its deadline once that passed (whether or not the finaliser has been by
+    /// since).
     fn final_at(&self, rules: &SiteRules, now_ms: i64) -> Option<Final> {
-        self.final_.or_else(|| {
+        self.final_.filter(|f| f.at_ms <= now_ms).or_else(|| {
             let deadline =
                 rule::deadline_ms(&self.window, self.grace_ms, rules.finalise_after_hours);
             (now_ms >= deadline).then_some(Final {

@@ -324,7 +324,59 @@ async fn without_a_span_the_windows_around_now_are_shown(backend: Backend) -> Te
     Ok(())
 }
 
+/// Carl's phone is 3 hours slow and Dora's 2 hours fast: by their own clocks Carl scanned cp-1
+/// at 19:10 and cp-2 at 20:20, before any round, and Dora cp-3 at 00:40 and 01:30. Each sync
+/// measures the phone's offset, so the rounds they walked get their scans, worked out by hand:
+/// the 22:00 round cp-1 (Carl, 22:10) and cp-3 (Dora, 22:40), cp-2 missed (Carl's 23:20 is past
+/// its grace); the 23:00 round cp-2 (Carl) and cp-3 (Dora, 23:30), cp-1 still due.
+async fn phones_hours_wrong_are_credited_to_the_rounds_they_walked(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let store = server.store();
+    store.put_site_config(config(6)?, 0, 0).await?;
+    let mut carl = Phone::new_at(server.enroll_on(SITE).await?, "carl", -3 * HOUR)?;
+    let mut dora = Phone::new_at(server.enroll_on(SITE).await?, "dora", 2 * HOUR)?;
+    let cp1 = scan(&mut carl, "cp-1", night(22, 10))?;
+    let cp2 = scan(&mut carl, "cp-2", night(23, 20))?;
+    let cp3 = scan(&mut dora, "cp-3", night(22, 40))?;
+    let cp3_again = scan(&mut dora, "cp-3", night(23, 30))?;
+    sync_at(&store, &mut carl, night(23, 50)).await?;
+    sync_at(&store, &mut dora, night(23, 55)).await?;
+
+    let view = tonight(&store, night(23, 56)).await?;
+    let taken = |w: &WindowView| -> Vec<Option<(EventId, i64, String)>> {
+        w.checkpoints
+            .iter()
+            .map(|c| {
+                c.scan
+                    .as_ref()
+                    .map(|s| (s.event_id, s.at_ms, s.guard.to_string()))
+            })
+            .collect()
+    };
+    assert_eq!(states(&view.windows[0]), ["done", "missed", "done"]);
+    assert_eq!(
+        taken(&view.windows[0]),
+        [
+            Some((cp1, night(22, 10), "carl".into())),
+            None,
+            Some((cp3, night(22, 40), "dora".into())),
+        ]
+    );
+    assert_eq!(states(&view.windows[1]), ["due", "done", "done"]);
+    assert_eq!(
+        taken(&view.windows[1]),
+        [
+            None,
+            Some((cp2, night(23, 20), "carl".into())),
+            Some((cp3_again, night(23, 30), "dora".into())),
+        ]
+    );
+    assert_eq!(states(&view.windows[2]), ["upcoming"; 3]);
+    Ok(())
+}
+
 crate::on_every_backend!(
+    phones_hours_wrong_are_credited_to_the_rounds_they_walked,
     without_a_span_the_windows_around_now_are_shown,
     a_window_is_provisional_until_every_device_on_shift_delivered,
     a_late_scan_amends_a_window_final_by_its_deadline,

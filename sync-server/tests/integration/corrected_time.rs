@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
 use patrol_core::EventId;
+use patrol_core::event::format_time_ms;
 use serde_json::{Value, json};
 
 use crate::common::{Phone, SITE, TestResult, TestServer, crate_now_ms, scan_of};
@@ -34,28 +35,6 @@ fn ms(event: &Value, field: &str) -> Result<i64, Box<dyn std::error::Error>> {
         .as_str()
         .ok_or_else(|| format!("no {field} in {event}"))?;
     Ok(chrono::DateTime::parse_from_rfc3339(text)?.timestamp_millis())
-}
-
-fn rfc3339(ms: i64) -> Result<String, Box<dyn std::error::Error>> {
-    let t = chrono::DateTime::from_timestamp_millis(ms).ok_or("time out of range")?;
-    Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
-
-/// The feed's events matching `query` (e.g. `flag=clock_skew`), by id.
-async fn feed_ids(
-    server: &TestServer,
-    query: &str,
-) -> Result<BTreeSet<String>, Box<dyn std::error::Error>> {
-    let (status, page) = server
-        .get_json(&format!("/api/v1/sites/{SITE}/events?{query}"))
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    Ok(page["events"]
-        .as_array()
-        .ok_or("no events")?
-        .iter()
-        .filter_map(|e| e["id"].as_str().map(str::to_owned))
-        .collect())
 }
 
 /// One event of the whole feed, by id.
@@ -98,18 +77,20 @@ async fn a_slow_phone_is_corrected_and_flagged(backend: crate::common::Backend) 
     );
 
     let id = id.to_string();
-    let an_hour_before = rfc3339(scanned_at - HOUR)?;
+    let an_hour_before = format_time_ms(scanned_at - HOUR);
     assert!(
-        feed_ids(&server, &format!("from={an_hour_before}"))
+        server
+            .feed_ids(&format!("from={an_hour_before}"))
             .await?
             .contains(&id)
     );
     assert!(
-        !feed_ids(&server, &format!("to={an_hour_before}"))
+        !server
+            .feed_ids(&format!("to={an_hour_before}"))
             .await?
             .contains(&id)
     );
-    assert!(feed_ids(&server, "flag=clock_skew").await?.contains(&id));
+    assert!(server.feed_ids("flag=clock_skew").await?.contains(&id));
     Ok(())
 }
 
@@ -130,7 +111,7 @@ async fn only_offsets_beyond_the_threshold_are_flagged(
     let c = phone.record_at(now + 3 * HOUR, scan_of("cp-c")?)?;
     sync_with_clock(&server, &mut phone, 3 * HOUR).await?;
 
-    let flagged = feed_ids(&server, "flag=clock_skew").await?;
+    let flagged = server.feed_ids("flag=clock_skew").await?;
     let expected: BTreeSet<String> = [shift_started, a, c]
         .iter()
         .map(|id| id.to_string())

@@ -84,23 +84,6 @@ async fn flags(server: &TestServer) -> Result<BTreeMap<String, Value>, Box<dyn s
         .collect())
 }
 
-/// The ids the feed's `flag=` filter finds.
-async fn flagged(
-    server: &TestServer,
-    name: &str,
-) -> Result<BTreeSet<String>, Box<dyn std::error::Error>> {
-    let (status, page) = server
-        .get_json(&format!("/api/v1/sites/{SITE}/events?flag={name}"))
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    Ok(page["events"]
-        .as_array()
-        .ok_or("no events")?
-        .iter()
-        .filter_map(|e| e["id"].as_str().map(str::to_owned))
-        .collect())
-}
-
 /// The flags of `id` as the core reads them back.
 fn flags_of(all: &BTreeMap<String, Value>, id: EventId) -> Result<Vec<EventFlag>, String> {
     let json = all
@@ -243,7 +226,11 @@ async fn every_flag_is_stored_and_found(backend: Backend) -> TestResult {
             .map(|(id, _)| id.clone())
             .collect();
         assert!(!want.is_empty(), "no event flagged {name}");
-        assert_eq!(flagged(&server, name).await?, want, "flag={name}");
+        assert_eq!(
+            server.feed_ids(&format!("flag={name}")).await?,
+            want,
+            "flag={name}"
+        );
     }
     Ok(())
 }

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use patrol_bench::dar::{DarParams, run_dar};
+use patrol_bench::{SiteArgs, write_results};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -13,14 +14,9 @@ use patrol_bench::dar::{DarParams, run_dar};
     about = "The daily activity report of a day of D x E events, timed as CSV and PDF"
 )]
 struct Args {
-    /// Devices, each with its own shift that day.
-    #[arg(long, default_value_t = 100)]
-    devices: u64,
-    /// Scans per device, spread over the day.
-    #[arg(long, default_value_t = 1000)]
-    events: u64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// The site; each device's scans are spread over the day.
+    #[command(flatten)]
+    site: SiteArgs,
     /// Downloads of each format timed.
     #[arg(long, default_value_t = 5)]
     reps: usize,
@@ -33,9 +29,9 @@ struct Args {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let results = run_dar(&DarParams {
-        devices: args.devices,
-        events: args.events,
-        seed: args.seed,
+        devices: args.site.devices,
+        events: args.site.events,
+        seed: args.site.seed,
         reps: args.reps,
     })
     .await?;
@@ -50,7 +46,6 @@ async fn main() -> Result<()> {
             f.server_cpu_ms
         );
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    write_results(&args.out, &results)?;
     Ok(())
 }

@@ -762,6 +762,26 @@ pub async fn run(params: &Params) -> Result<Results> {
     })
 }
 
+/// The site a workload run sets up: D devices, E events each, the generator's seed.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct SiteArgs {
+    /// D: devices at the site, each with its own store and shift.
+    #[arg(long, default_value_t = 100)]
+    pub devices: u64,
+    /// E: events each device records (checkpoint scans, mostly).
+    #[arg(long, default_value_t = 1000)]
+    pub events: u64,
+    /// The generator's seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+/// Writes a run's results to `out` as JSON.
+pub fn write_results<T: Serialize>(out: &Path, results: &T) -> Result<()> {
+    std::fs::write(out, serde_json::to_string_pretty(results)?)
+        .with_context(|| format!("writing {}", out.display()))
+}
+
 /// The results as a table a person reads.
 pub fn table(r: &Results) -> String {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use patrol_bench::load::{LoadParams, load_table, run_load};
+use patrol_bench::write_results;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -54,8 +55,7 @@ async fn main() -> Result<()> {
     let results = tokio::time::timeout(bound, run_load(&params))
         .await
         .with_context(|| format!("the run took longer than its {} s bound", bound.as_secs()))??;
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    write_results(&args.out, &results)?;
     print!("{}", load_table(&results));
     println!("results written to {}", args.out.display());
     if !results.loss.ok {

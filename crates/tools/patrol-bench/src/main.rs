@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use patrol_bench::{Params, run, table};
+use patrol_bench::{Params, SiteArgs, run, table, write_results};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -13,14 +13,9 @@ use patrol_bench::{Params, run, table};
     about = "Runs workloads W1-W3 (shared/WORKLOADS.md) against the real patrol-server"
 )]
 struct Args {
-    /// D: devices at the site.
-    #[arg(long, default_value_t = 100)]
-    devices: u64,
-    /// E: events each device records offline before W1.
-    #[arg(long, default_value_t = 1000)]
-    events: u64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// The site; its devices record their events offline before W1.
+    #[command(flatten)]
+    site: SiteArgs,
     /// New events from device 1 before the incremental pull.
     #[arg(long, default_value_t = 1000)]
     w2_new: u64,
@@ -42,19 +37,18 @@ struct Args {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let params = Params {
-        seed: args.seed,
+        seed: args.site.seed,
         w2_new: args.w2_new,
         w3_n: args.w3_n,
         w3_reps: args.w3_reps,
         tours: args.tours,
-        ..Params::new(args.devices, args.events)
+        ..Params::new(args.site.devices, args.site.events)
     };
     // TOTAL_TIMEOUT_S: a bound around the whole run.
     let results = tokio::time::timeout(Duration::from_secs(3600), run(&params))
         .await
         .context("the run took longer than its 3600 s bound")??;
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    write_results(&args.out, &results)?;
     print!("{}", table(&results));
     println!("results written to {}", args.out.display());
     Ok(())

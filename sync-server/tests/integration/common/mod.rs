@@ -472,6 +472,23 @@ impl TestServer {
         }
     }
 
+    /// The ids of the feed's first page of events matching `query` (e.g. `flag=clock_skew`).
+    pub async fn feed_ids(
+        &self,
+        query: &str,
+    ) -> Result<std::collections::BTreeSet<String>, Box<dyn std::error::Error>> {
+        let (status, page) = self
+            .get_json(&format!("/api/v1/sites/{SITE}/events?{query}"))
+            .await?;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        Ok(page["events"]
+            .as_array()
+            .ok_or("no events")?
+            .iter()
+            .filter_map(|e| e["id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// The stored canonical record (every table but `devices`, whose last-sync time moves on
     /// every contact, and SQLite's event-id index), row by row, read through a separate
     /// connection. Compared only with another snapshot of the same backend.
