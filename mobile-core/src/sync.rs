@@ -15,7 +15,10 @@ use std::borrow::BorrowMut;
 use std::time::Duration;
 
 use patrol_core::evidence::DeviceKey;
-use patrol_core::protocol::{CONTENT_TYPE, CREDENTIAL_ROTATION_HEADER, SyncRequest, SyncResponse};
+use patrol_core::protocol::{
+    CONTENT_TYPE, CREDENTIAL_ROTATION_HEADER, PRIORITY_HEADER, PRIORITY_PANIC, SyncRequest,
+    SyncResponse,
+};
 use patrol_core::{DeviceId, SiteId};
 
 use crate::backoff::RetryPolicy;
@@ -175,12 +178,30 @@ impl SyncClient {
             round += 1;
             // A fresh request, with a new request_seq, on every attempt.
             let mut prepared = None;
+            let mut urgent = false;
             with(&mut |s| {
+                urgent = s.status()?.urgent;
                 prepared = Some(s.prepare_sync()?);
                 Ok(())
             })?;
             let Some(prepared) = prepared else { break };
-            let response = match self.exchange_raw(&prepared.request, &credential).await {
+            // An undelivered panic takes the server's panic lane, ahead of every ordinary sync;
+            // one too large for the lane (a long backlog before it) goes the ordinary way.
+            let lane = if urgent { Lane::Panic } else { Lane::Ordinary };
+            let mut answer = self
+                .exchange_raw(&prepared.request, &credential, lane)
+                .await;
+            if lane == Lane::Panic
+                && matches!(answer, Err(Error::ServerRejected { status: 413, .. }))
+            {
+                tracing::warn!(
+                    "the panic's sync is too large for the panic lane; sending it as an ordinary sync"
+                );
+                answer = self
+                    .exchange_raw(&prepared.request, &credential, Lane::Ordinary)
+                    .await;
+            }
+            let response = match answer {
                 Ok((r, due)) => {
                     rotation_due |= due;
                     r
@@ -290,7 +311,10 @@ impl SyncClient {
 
     /// One request/response exchange, presenting `credential`.
     pub async fn exchange(&self, request: &SyncRequest, credential: &str) -> Result<SyncResponse> {
-        Ok(self.exchange_raw(request, credential).await?.0)
+        Ok(self
+            .exchange_raw(request, credential, Lane::Ordinary)
+            .await?
+            .0)
     }
 
     /// One exchange, and whether the server says the credential is due for rotation.
@@ -298,16 +322,18 @@ impl SyncClient {
         &self,
         request: &SyncRequest,
         credential: &str,
+        lane: Lane,
     ) -> Result<(SyncResponse, bool)> {
         let body = request.encode()?;
-        let (bytes, headers) = send_with_headers(
-            self.http
-                .post(&self.endpoint)
-                .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-                .bearer_auth(credential)
-                .body(body),
-        )
-        .await?;
+        let mut post = self
+            .http
+            .post(&self.endpoint)
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .bearer_auth(credential);
+        if lane == Lane::Panic {
+            post = post.header(PRIORITY_HEADER, PRIORITY_PANIC);
+        }
+        let (bytes, headers) = send_with_headers(post.body(body)).await?;
         let due = headers
             .get(CREDENTIAL_ROTATION_HEADER)
             .is_some_and(|v| v == "due");
@@ -315,6 +341,14 @@ impl SyncClient {
             SyncResponse::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()))?;
         Ok((response, due))
     }
+}
+
+/// Which of the server's admission lanes a sync asks for ([`PRIORITY_HEADER`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    Ordinary,
+    /// It carries a panic not yet delivered.
+    Panic,
 }
 
 /// Sends `request` and reads its whole answer: the body of a success, or the error an HTTP

@@ -76,6 +76,8 @@ pub struct Metrics {
     sync_refused_queue_full: AtomicU64,
     sync_refused_wait_timeout: AtomicU64,
     sync_waiting: AtomicU64,
+    /// Sync requests admitted through the panic lane.
+    panic_syncs: AtomicU64,
     /// Failed authentications, and requests refused because their address failed too often
     /// (`http::throttle`).
     auth_failures: AtomicU64,
@@ -105,6 +107,7 @@ pub struct MetricsSnapshot {
     pub sync_refused_wait_timeout: u64,
     /// A gauge: sync requests waiting for a permit at the moment of the snapshot.
     pub sync_waiting: u64,
+    pub panic_syncs: u64,
     pub auth_failures: u64,
     pub auth_refused: u64,
 }
@@ -148,6 +151,7 @@ impl Metrics {
             sync_refused_queue_full: AtomicU64::new(0),
             sync_refused_wait_timeout: AtomicU64::new(0),
             sync_waiting: AtomicU64::new(0),
+            panic_syncs: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             auth_refused: AtomicU64::new(0),
         }
@@ -216,6 +220,11 @@ impl Metrics {
         add(&self.sync_requests, 1);
     }
 
+    /// A sync request that took the panic lane.
+    pub fn add_panic_sync(&self) {
+        add(&self.panic_syncs, 1);
+    }
+
     /// An accepted document push and the events it inserted into the projection.
     pub fn add_doc_accepted(&self, new_events: u32) {
         add(&self.docs_accepted, 1);
@@ -278,6 +287,7 @@ impl Metrics {
             sync_refused_queue_full: load(&self.sync_refused_queue_full),
             sync_refused_wait_timeout: load(&self.sync_refused_wait_timeout),
             sync_waiting: load(&self.sync_waiting),
+            panic_syncs: load(&self.panic_syncs),
             auth_failures: load(&self.auth_failures),
             auth_refused: load(&self.auth_refused),
         }
@@ -392,6 +402,11 @@ impl MetricsSnapshot {
             ],
         );
         counter(
+            "patrol_sync_panic_total",
+            "Sync requests that carried a panic alarm and were admitted through the panic lane, ahead of the queue.",
+            &[("", self.panic_syncs)],
+        );
+        counter(
             "patrol_auth_failures_total",
             "Credentials and enrollment codes presented and refused (each is logged with the client address and the reason).",
             &[("", self.auth_failures)],
@@ -430,6 +445,7 @@ mod tests {
         m.enter_sync_queue();
         m.leave_sync_queue();
         m.add_sync_refused(BusyReason::QueueFull);
+        m.add_panic_sync();
         let text = m.render();
         for line in [
             "patrol_wire_read_bytes_total 10",
@@ -449,6 +465,7 @@ mod tests {
             "patrol_sync_refused_total{reason=\"wait_timeout\"} 0",
             "patrol_sync_waiting 1",
             "# TYPE patrol_sync_waiting gauge",
+            "patrol_sync_panic_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -3,7 +3,9 @@
 //! refused. Refused syncs get `503 server_busy` with a `Retry-After` at once (the queue was
 //! full) or after the wait bound, with nothing read or changed; the control room still answers;
 //! the phones' `SyncClient` classes the 503 as retryable and schedules the next attempt no
-//! sooner than the `Retry-After`. Once the permit is free again the phones retry as their outbox
+//! sooner than the `Retry-After`. A phone that has raised a panic is not among them: its sync
+//! takes the panic lane and is admitted at once, ahead of the queue, and its panic is in the
+//! feed while the others wait. Once the permit is free again the phones retry as their outbox
 //! says, and every event each of them recorded is in the feed exactly once.
 //!
 //! Nothing here depends on timing but the wait bound (500 ms) being longer than a request
@@ -182,8 +184,16 @@ async fn a_flooded_server_refuses_with_retry_after_stays_responsive_and_loses_no
     assert_eq!(body["error"], "server_busy", "{body}");
     assert!(waited >= Duration::from_millis(450), "{waited:?}");
 
-    // The flood: every phone syncs at once. One waits and is refused after the bound, the
-    // others at once; each is told to come back no sooner than the Retry-After.
+    // The last phone's guard raises a panic.
+    let (panicking, _) = phones.last_mut().ok_or_else(|| anyhow!("no phones"))?;
+    let panic = panicking.record(
+        patrol_core::EventBody::Panic { location: None },
+        patrol_mobile::RecordOptions::default(),
+    )?;
+
+    // The flood: every phone syncs at once. The one with a panic gets through at once, in the
+    // panic lane; of the others one waits and is refused after the bound, the rest at once,
+    // each told to come back no sooner than the Retry-After.
     let before_ms = wall_ms();
     let mut tasks = tokio::task::JoinSet::new();
     for (n, (mut store, client)) in phones.into_iter().enumerate() {
@@ -207,7 +217,11 @@ async fn a_flooded_server_refuses_with_retry_after_stays_responsive_and_loses_no
     while let Some(joined) = tasks.join_next().await {
         let (n, store, client, result) = joined?;
         match result {
-            Err(e @ PhoneError::ServerTransient { status: 503, .. }) => {
+            Ok(report) if n == PHONES - 1 => {
+                assert_eq!(report.pending_events, 0, "{report:?}");
+                assert!(store.event(panic)?.is_some_and(|e| e.delivered));
+            }
+            Err(e @ PhoneError::ServerTransient { status: 503, .. }) if n != PHONES - 1 => {
                 assert!(e.is_retryable());
                 assert_eq!(e.retry_after_ms(), Some(1_000), "phone {n}");
                 let next = store
@@ -236,8 +250,14 @@ async fn a_flooded_server_refuses_with_retry_after_stays_responsive_and_loses_no
     );
     assert!(m["patrol_sync_queued_total"] >= 2, "{m:?}");
     assert_eq!(m["patrol_sync_waiting"], 0, "{m:?}");
-    // Nothing of theirs reached the feed.
-    assert!(feed(&http, &server).await?.is_empty());
+    assert_eq!(m["patrol_sync_panic_total"], 1, "{m:?}");
+    // Nothing of the others reached the feed; the panic and its shift did.
+    let on_server = feed(&http, &server).await?;
+    assert!(
+        on_server.contains_key(&panic.0.to_string()),
+        "{on_server:?}"
+    );
+    assert_eq!(on_server.len(), NOTES + 2, "{on_server:?}");
 
     // The permit comes free; the phones retry when their outbox says, until all is delivered.
     drop(holder);
@@ -259,19 +279,21 @@ async fn a_flooded_server_refuses_with_retry_after_stays_responsive_and_loses_no
                     Err(e) => return Err(e).context(format!("phone {n}")),
                 }
             }
-            Ok::<_, anyhow::Error>((store, attempts))
+            Ok::<_, anyhow::Error>((n, store, attempts))
         });
     }
     let mut delivered = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let (store, attempts) = joined??;
-        assert!(attempts >= 1);
+        let (n, store, attempts) = joined??;
+        // The phone with the panic delivered everything in the flood.
+        assert!(attempts >= 1 || n == PHONES - 1, "phone {n}");
         for event in store.events(None)? {
             assert!(event.delivered, "{:?} is not delivered", event.event.id);
             delivered.push(event.event.id.0.to_string());
         }
     }
-    assert_eq!(delivered.len(), PHONES * (NOTES + 1));
+    // Each phone's shift start and notes, and the panic.
+    assert_eq!(delivered.len(), PHONES * (NOTES + 1) + 1);
     let on_server = feed(&http, &server).await?;
     for id in &delivered {
         assert_eq!(

@@ -37,6 +37,14 @@ pub const CONTENT_TYPE: &str = "application/x-patrol-sync";
 /// phone asks for its next credential (`POST /api/v1/devices/me/credential`) after the sync.
 pub const CREDENTIAL_ROTATION_HEADER: &str = "patrol-credential-rotation";
 
+/// Request header of a sync that carries a panic alarm not yet delivered (value `panic`): the
+/// server admits it in its panic lane, ahead of every ordinary sync waiting, and never refuses
+/// it for load. Its body must be small: the server's limit for it is far below an ordinary
+/// sync's.
+pub const PRIORITY_HEADER: &str = "patrol-priority";
+/// [`PRIORITY_HEADER`]'s value for a panic.
+pub const PRIORITY_PANIC: &str = "panic";
+
 /// A change hash on the wire.
 pub type Hash = [u8; 32];
 

@@ -2,12 +2,20 @@
 //! bounded wait, so that a flood of phones is answered `503 server_busy` in time rather than
 //! piling up (`SyncAdmission`). The defaults are the command line's
 //! ([`crate::config::DEFAULT_CONCURRENT_SYNCS_PER_CPU`] and its neighbours).
+//!
+//! A sync that carries a panic alarm (the phone says so: [`PRIORITY_HEADER`]) takes the panic
+//! lane instead: permits of its own, never the ordinary queue, so however many phones are
+//! waiting it is admitted at once, and it is never refused for their load. The lane is small
+//! and so are its bodies ([`MAX_PANIC_SYNC_BODY_BYTES`]): a phone that claims a panic falsely
+//! gets no further than other panics' lane.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use patrol_core::protocol::PRIORITY_HEADER;
 
 use super::error::AppError;
 use crate::config::DEFAULT_MAX_SYNC_WAIT_MS;
@@ -16,6 +24,14 @@ use crate::metrics::{BusyReason, Metrics};
 /// How long a sync request may wait for a permit before it is refused, unless set otherwise
 /// ([`AppState::with_max_sync_wait`](super::AppState::with_max_sync_wait)): well inside a phone's 30 s request timeout.
 pub const DEFAULT_MAX_SYNC_WAIT: Duration = Duration::from_millis(DEFAULT_MAX_SYNC_WAIT_MS);
+
+/// Panic syncs handled at once. A panic sync is one small request; more than this many at
+/// once on one server means a site-wide emergency, and the next waits for one of them only.
+pub const PANIC_LANE_PERMITS: usize = 16;
+
+/// The most a panic sync's body may hold: a panic and the few changes a phone has pending
+/// beside it, not a night's backlog.
+pub const MAX_PANIC_SYNC_BODY_BYTES: usize = 256 * 1024;
 
 /// The limits of [`SyncAdmission`].
 #[derive(Clone, Copy, Debug)]
@@ -40,6 +56,8 @@ pub(super) struct AdmissionLimits {
 #[derive(Debug)]
 pub(super) struct SyncAdmission {
     permits: Arc<Semaphore>,
+    /// The panic lane's own permits.
+    panic_permits: Arc<Semaphore>,
     /// Requests waiting for a permit now.
     waiting: AtomicUsize,
     pub(super) limits: AdmissionLimits,
@@ -63,6 +81,7 @@ impl SyncAdmission {
     pub(super) fn new(limits: AdmissionLimits) -> Self {
         SyncAdmission {
             permits: Arc::new(Semaphore::new(limits.permits)),
+            panic_permits: Arc::new(Semaphore::new(PANIC_LANE_PERMITS)),
             waiting: AtomicUsize::new(0),
             limits,
         }
@@ -105,11 +124,59 @@ impl SyncAdmission {
     }
 }
 
+impl SyncAdmission {
+    /// A permit of the panic lane: at once, whatever waits in the ordinary queue; if the lane
+    /// is full (a site-wide emergency), as soon as one of its panics is answered. Never
+    /// refused: a panic that cannot be admitted is the one request that must not be dropped
+    /// (the phone's own timeout bounds the wait).
+    pub(super) async fn admit_panic(
+        &self,
+        metrics: &Metrics,
+    ) -> Result<OwnedSemaphorePermit, AppError> {
+        metrics.add_panic_sync();
+        self.panic_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(AppError::internal)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::{StatusCode, header};
     use axum::response::IntoResponse as _;
+
+    /// However full the ordinary queue, a panic is admitted at once, in its own lane; the
+    /// ordinary requests behind are still refused.
+    #[tokio::test]
+    async fn a_panic_is_admitted_at_once_whatever_waits() -> Result<(), AppError> {
+        use futures_util::FutureExt as _;
+        let admission = SyncAdmission::new(AdmissionLimits {
+            permits: 1,
+            max_waiting: 1,
+            max_wait: Duration::from_secs(60),
+            retry_after_secs: 3,
+        });
+        let metrics = Metrics::new();
+        let _held = admission.admit(&metrics).await?;
+        let waiter = admission.admit(&metrics);
+        tokio::pin!(waiter);
+        assert!(waiter.as_mut().now_or_never().is_none());
+        assert!(
+            admission.admit(&metrics).await.is_err(),
+            "the queue is full"
+        );
+        let panic = admission.admit_panic(&metrics).now_or_never();
+        assert!(matches!(panic, Some(Ok(_))), "the panic waited");
+        assert_eq!(metrics.snapshot().panic_syncs, 1);
+        assert!(
+            waiter.as_mut().now_or_never().is_none(),
+            "and jumped no one"
+        );
+        Ok(())
+    }
 
     #[tokio::test]
     async fn admission_queues_up_to_its_bound_then_refuses() -> Result<(), AppError> {

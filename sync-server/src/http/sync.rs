@@ -13,6 +13,7 @@ use patrol_core::protocol::{
 use patrol_core::siteconfig::TONIGHT_MS;
 use utoipa::ToSchema;
 
+use super::admission::MAX_PANIC_SYNC_BODY_BYTES;
 use super::auth;
 use super::error::{AppError, ErrorBody};
 use super::extract::{body_error, check_media_type};
@@ -31,6 +32,14 @@ pub(super) fn routes(body_limit: usize) -> Vec<Endpoint> {
 /// Accepts `application/x-patrol-sync`, with or without parameters, in any letter case.
 fn check_content_type(headers: &HeaderMap) -> Result<(), AppError> {
     check_media_type(headers, protocol::CONTENT_TYPE)
+}
+
+/// Whether the phone says the request carries a panic alarm ([`protocol::PRIORITY_HEADER`]).
+fn carries_panic(headers: &HeaderMap) -> bool {
+    headers.get(protocol::PRIORITY_HEADER).is_some_and(|v| {
+        v.as_bytes()
+            .eq_ignore_ascii_case(protocol::PRIORITY_PANIC.as_bytes())
+    })
 }
 
 /// The request as a whole must come from the device its credential names: another site or
@@ -68,6 +77,9 @@ fn check_sync_request(
     path = "/api/v1/sync",
     tag = "sync",
     security(("device_credential" = [])),
+    params(
+        ("Patrol-Priority" = Option<String>, Header, description = "`panic` when the request carries a panic alarm not yet delivered: admitted at once in the panic lane, ahead of every ordinary sync waiting, never refused for load; its body may be at most 256 KiB (413 beyond)"),
+    ),
     request_body(
         content = SyncBody,
         content_type = "application/x-patrol-sync",
@@ -80,7 +92,7 @@ fn check_sync_request(
         (status = 401, description = "Missing, unknown or revoked device credential", body = ErrorBody),
         (status = 403, description = "The credential belongs to another site or device", body = ErrorBody),
         (status = 409, description = "`replayed_request`: request_seq not above the last accepted one (`last_seq` given)", body = ErrorBody),
-        (status = 413, description = "The body is over the server's sync body limit", body = ErrorBody),
+        (status = 413, description = "The body is over the server's sync body limit (a panic sync's: 256 KiB)", body = ErrorBody),
         (status = 415, description = "Content-Type is not `application/x-patrol-sync`", body = ErrorBody),
         (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
         (status = 503, description = "`server_busy`: too many sync requests are already waiting, or this one waited too long; its body was not read and nothing changed. Send it again after `Retry-After` seconds", body = ErrorBody,
@@ -99,11 +111,32 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
         state.config.device_credential_max_age_ms,
     );
     check_content_type(request.headers())?;
-    // Held until the answer is ready. Refused (503) before a byte of the body is read.
-    let _admitted = state.syncs.admit(&state.metrics).await?;
+    let panic = carries_panic(request.headers());
+    let limit = if panic {
+        MAX_PANIC_SYNC_BODY_BYTES.min(state.config.max_body_bytes)
+    } else {
+        state.config.max_body_bytes
+    };
+    // Held until the answer is ready. Refused (503) before a byte of the body is read; a panic
+    // is admitted at once, in its own lane.
+    let _admitted = if panic {
+        state.syncs.admit_panic(&state.metrics).await?
+    } else {
+        state.syncs.admit(&state.metrics).await?
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(AppError::PayloadTooLarge { limit });
+    }
     let body = Bytes::from_request(request, &state)
         .await
         .map_err(|r| body_error(r, state.config.max_body_bytes))?;
+    if body.len() > limit {
+        return Err(AppError::PayloadTooLarge { limit });
+    }
     let (request, version) = SyncRequest::decode_any(&body)?;
     let received_at_ms = now_ms();
     check_sync_request(&request, &credential)?;
