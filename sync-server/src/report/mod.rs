@@ -430,6 +430,12 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
             None => break,
         }
     }
+    // Pages come in the order the server stored the events; the report lists them by time.
+    handovers.sort_by_key(|h| (h.at_ms, h.event));
+    alarms.sort_by_key(|a| (a.raised_ms, a.event));
+    notes.sort_by_key(|n| (n.at_ms, n.event));
+    anomalies.sort_by_key(|a| (a.at_ms, a.event));
+    reported_incidents.sort_by_key(|(incident, at_ms)| (*at_ms, *incident));
 
     let guards = on_duty(store, &site, shifts, only.as_ref(), (from_ms, to_ms)).await?;
 

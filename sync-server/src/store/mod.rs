@@ -56,6 +56,7 @@
 pub mod access;
 pub mod collab;
 pub mod compliance;
+pub mod event_hours;
 pub mod event_json;
 pub mod flagging;
 pub mod incident;
@@ -506,16 +507,14 @@ impl EventPage {
     }
 }
 
-/// Where a page of [`Store::events_between`] ended: the corrected time and seq of its last
-/// event. Events are ordered by corrected time, then seq.
+/// Where a page of [`Store::events_between`] ended: the seq of its last event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TimeCursor {
-    pub corrected_ms: i64,
     pub seq: u64,
 }
 
-/// One page of a site's events in corrected-time order ([`Store::events_between`]): each
-/// event's feed JSON, with its seq.
+/// One page of a site's events of a span of corrected time, in seq order
+/// ([`Store::events_between`]): each event's feed JSON, with its seq.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TimePage {
     pub events: Vec<(u64, String)>,
@@ -525,9 +524,9 @@ pub struct TimePage {
 
 /// An event's corrected time in SQL, as [`event_json::Stamp::stored`] reads it: its
 /// `corrected_ms`, or for an event stored before corrected times, its device time bounded by
-/// its receipt; `least` is the backend's two-argument minimum (`MIN`, `LEAST`). The
-/// `events_by_corrected` index holds exactly this expression, which a query must write the same
-/// for the index to serve it.
+/// its receipt; `least` is the backend's two-argument minimum (`MIN`, `LEAST`). The scan indexes
+/// of SQLite's migration 14 (PostgreSQL's 10) hold exactly this expression, which a query must
+/// write the same for an index to serve it.
 pub fn corrected_ms_sql(least: &str) -> String {
     format!("COALESCE(corrected_ms, {least}(device_time_ms, received_at_ms))")
 }
@@ -817,10 +816,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
 
     /// Up to `limit` of the site's events whose corrected time is in `[from_ms, to_ms)`, in
-    /// corrected-time order then seq, after `after` (the previous page's
-    /// [`TimePage::next`]); `None` if the site does not exist. Read through the
-    /// `events_by_corrected` index: a page costs what it returns, whatever the site's history
-    /// holds before or after the span.
+    /// seq order, after `after` (the previous page's [`TimePage::next`]); `None` if the site
+    /// does not exist. Read through the rows of [`event_hours`] of the span's hours: a page
+    /// reads the seq ranges of the logs written with events in those hours, whatever the
+    /// site's history holds before or after them.
     fn events_between(
         &self,
         site: SiteId,

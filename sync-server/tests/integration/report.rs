@@ -511,7 +511,60 @@ async fn a_report_before_the_rounds_are_final_marks_them_provisional(
     Ok(())
 }
 
+/// The day's read (`Store::events_between`), in pages of two: every event whose corrected time
+/// is in the day, once, in seq order, whichever log and hour it came in (a later log with an
+/// event in an hour already written included), and none of the day before or after.
+async fn a_days_events_are_read_in_pages_once_each(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let store = server.store();
+    let note = |text: &str| EventBody::Note { text: text.into() };
+    let mut anna = Phone::new(server.enroll_on(SITE).await?, "anna")?;
+    let mut ben = Phone::new(server.enroll_on(SITE).await?, "ben")?;
+    let mut expected = vec![anna.recorded[0], ben.recorded[0]];
+    anna.record_at(at(-1, 50), note("the day before"))?;
+    expected.push(anna.record_at(at(0, 10), note("00:10"))?);
+    expected.push(anna.record_at(at(5, 30), note("05:30"))?);
+    sync(&server, &mut anna, 0, None).await?;
+    expected.push(ben.record_at(at(23, 59), note("23:59"))?);
+    ben.record_at(at(24, 5), note("the day after"))?;
+    sync(&server, &mut ben, 0, None).await?;
+    expected.push(anna.record_at(at(3, 0), note("03:00, late"))?);
+    sync(&server, &mut anna, 0, None).await?;
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .events_between(site(), at(0, 0), at(24, 0), cursor, 2)
+            .await?
+            .ok_or("no site")?;
+        assert!(page.events.len() <= 2);
+        for (seq, json) in &page.events {
+            let event: serde_json::Value = serde_json::from_str(json)?;
+            seen.push((*seq, event["id"].as_str().unwrap_or_default().to_owned()));
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+    let mut ids: Vec<String> = seen.into_iter().map(|(_, id)| id).collect();
+    let mut expected: Vec<String> = expected.iter().map(ToString::to_string).collect();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(
+        store
+            .events_between(patrol_core::SiteId::new("nowhere")?, 0, 1, None, 2)
+            .await?
+            .is_none()
+    );
+    Ok(())
+}
+
 crate::on_every_backend!(
+    a_days_events_are_read_in_pages_once_each,
     a_report_before_the_rounds_are_final_marks_them_provisional,
     the_report_of_a_night_is_what_happened,
     one_shift_has_its_own_report,

@@ -10,6 +10,7 @@ use tokio_postgres::types::ToSql;
 
 use super::auth::get_site;
 use super::{query, to_i64, to_u64};
+use crate::store::event_hours;
 use crate::store::event_json::{Stamp, with_stamp};
 use crate::store::merge::shift_log_doc_id;
 use crate::store::rows::{ShiftRow, read_device_id, read_guard_id, read_latest_shift};
@@ -133,44 +134,44 @@ pub(super) async fn events_between<C: GenericClient>(
     if get_site(client, site).await?.is_none() {
         return Ok(None);
     }
-    // From the start of the span (seq 0 comes before every event) or after the last page.
-    let after = after.unwrap_or(TimeCursor {
-        corrected_ms: from_ms,
-        seq: 0,
-    });
-    // `events_by_corrected` serves the range; the row comparison resumes within the cursor's
-    // millisecond.
-    let corrected = corrected_ms();
-    let rows = query(
+    let (first_hour, end) = event_hours::hours_of(from_ms, to_ms);
+    let rows: Vec<(i64, i64)> = query(
         client,
-        &format!(
-            "SELECT seq, json, {STAMP_COLUMNS}, {corrected} FROM events
-             WHERE site_id = $1 AND {corrected} >= $2 AND {corrected} < $3
-               AND ({corrected}, seq) > ($2, $4)
-             ORDER BY {corrected}, seq LIMIT $5"
-        ),
-        &[
-            &site.as_str(),
-            &after.corrected_ms.max(from_ms),
-            &to_ms,
-            &to_i64(after.seq),
-            &(i64::from(limit) + 1),
-        ],
+        "SELECT first_seq, last_seq FROM event_hours
+         WHERE site_id = $1 AND hour_ms >= $2 AND hour_ms < $3",
+        &[&site.as_str(), &first_hour, &end],
     )
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect::<Result<_, StoreError>>()?;
+    let after = after.map(|c| to_i64(c.seq));
+    // The events' primary key serves each seq range.
+    let corrected = corrected_ms();
+    let sql = format!(
+        "SELECT seq, json, {STAMP_COLUMNS} FROM events
+         WHERE site_id = $1 AND seq BETWEEN $4 AND $5
+           AND {corrected} >= $2 AND {corrected} < $3
+         ORDER BY seq LIMIT $6"
+    );
     let mut page = TimePage::default();
-    let mut last = None;
-    for row in rows {
-        if page.events.len() == limit as usize {
-            page.next = last;
-            break;
+    'ranges: for (first, last) in event_hours::ranges(rows, after) {
+        // One more than the page holds says whether another page follows.
+        let room = i64::from(limit) + 1 - page.events.len() as i64;
+        let rows = query(
+            client,
+            &sql,
+            &[&site.as_str(), &from_ms, &to_ms, &first, &last, &room],
+        )
+        .await?;
+        for row in rows {
+            if page.events.len() == limit as usize {
+                page.next = page.events.last().map(|(seq, _)| TimeCursor { seq: *seq });
+                break 'ranges;
+            }
+            let seq = to_u64(row.try_get(0)?, "event seq")?;
+            page.events.push((seq, feed_json(&row, row.try_get(1)?)?));
         }
-        let seq = to_u64(row.try_get(0)?, "event seq")?;
-        last = Some(TimeCursor {
-            corrected_ms: row.try_get(6)?,
-            seq,
-        });
-        page.events.push((seq, feed_json(&row, row.try_get(1)?)?));
     }
     Ok(Some(page))
 }

@@ -14,6 +14,7 @@ use super::{
     EVENTS_CHANNEL, PostgresStore, TRANSACTION_ATTEMPTS, auth, execute, query, query_one,
     query_opt, retryable, snapshot, to_i64,
 };
+use crate::store::event_hours;
 use crate::store::event_json::FeedRenderer;
 use crate::store::flagging::{
     GuardScans, IngestFlags, LogStamps, MAX_GUARD_SCANS, MAX_TAG_SCANS, ScanRow, StoredScan,
@@ -596,6 +597,18 @@ async fn write_events(
             &corrected_col,
             &flags_col,
         ],
+    )
+    .await?;
+    let spans = event_hours::spans(seq_col.iter().copied().zip(corrected_col.iter().copied()));
+    let hour_col: Vec<i64> = spans.iter().map(|s| s.hour_ms).collect();
+    let first_col: Vec<i64> = spans.iter().map(|s| s.first_seq).collect();
+    let last_col: Vec<i64> = spans.iter().map(|s| s.last_seq).collect();
+    execute(
+        tx,
+        "INSERT INTO event_hours (site_id, hour_ms, first_seq, last_seq)
+         SELECT $1, u.hour_ms, u.first_seq, u.last_seq
+         FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS u (hour_ms, first_seq, last_seq)",
+        &[&site, &hour_col, &first_col, &last_col],
     )
     .await?;
     seqs.advance(next_seq);

@@ -13,6 +13,7 @@ use rusqlite::{Connection, params};
 
 use super::auth::get_site;
 use super::to_i64;
+use crate::store::event_hours;
 use crate::store::event_json::{FeedRenderer, Stamp, with_stamp};
 use crate::store::merge::shift_log_doc_id;
 use crate::store::rows::{ShiftRow, corrupt, read_device_id, read_guard_id, read_latest_shift};
@@ -185,16 +186,19 @@ pub(super) fn events_filtered(
     Ok(Some(page))
 }
 
-/// The query of [`events_between`]: site, span start (or the cursor's time), span end, the
-/// cursor's seq, limit. `events_by_corrected` serves the range; the row comparison resumes
-/// within the cursor's millisecond.
+/// The rows of `event_hours` [`events_between`] reads: site, first hour, end of the span.
+pub(super) const EVENT_HOURS_SQL: &str = "SELECT first_seq, last_seq FROM event_hours
+     WHERE site_id = ?1 AND hour_ms >= ?2 AND hour_ms < ?3";
+
+/// The query of [`events_between`] for one seq range: site, span start, span end, the range's
+/// first and last seq, limit. The table's primary key serves the range.
 pub(super) fn events_between_sql() -> String {
     let corrected = corrected_ms();
     format!(
-        "SELECT {FEED_COLUMNS}, {corrected} FROM events
-         WHERE site_id = ?1 AND {corrected} >= ?2 AND {corrected} < ?3
-           AND ({corrected}, seq) > (?2, ?4)
-         ORDER BY {corrected}, seq LIMIT ?5"
+        "SELECT {FEED_COLUMNS} FROM events
+         WHERE site_id = ?1 AND seq BETWEEN ?4 AND ?5
+           AND {corrected} >= ?2 AND {corrected} < ?3
+         ORDER BY seq LIMIT ?6"
     )
 }
 
@@ -209,33 +213,28 @@ pub(super) fn events_between(
     if get_site(&tx, site)?.is_none() {
         return Ok(None);
     }
-    // From the start of the span (seq 0 comes before every event) or after the last page.
-    let after = after.unwrap_or(TimeCursor {
-        corrected_ms: from_ms,
-        seq: 0,
-    });
+    let (first_hour, end) = event_hours::hours_of(from_ms, to_ms);
+    let rows: Vec<(i64, i64)> = {
+        let mut stmt = tx.prepare_cached(EVENT_HOURS_SQL)?;
+        stmt.query_map(params![site.as_str(), first_hour, end], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?
+    };
+    let after = after.map(|c| to_i64(c.seq));
     let mut page = TimePage::default();
-    {
-        let mut stmt = tx.prepare_cached(&events_between_sql())?;
-        let mut rows = stmt.query(params![
-            site.as_str(),
-            after.corrected_ms.max(from_ms),
-            to_ms,
-            to_i64(after.seq),
-            i64::from(limit) + 1
-        ])?;
-        let mut renderer = FeedRenderer::default();
-        let mut last = None;
+    let mut renderer = FeedRenderer::default();
+    let mut stmt = tx.prepare_cached(&events_between_sql())?;
+    'ranges: for (first, last) in event_hours::ranges(rows, after) {
+        // One more than the page holds says whether another page follows.
+        let room = i64::from(limit) + 1 - page.events.len() as i64;
+        let mut rows = stmt.query(params![site.as_str(), from_ms, to_ms, first, last, room])?;
         while let Some(row) = rows.next()? {
-            if page.events.len() == limit as usize {
-                page.next = last;
-                break;
-            }
             let seq = feed_seq(row)?;
-            last = Some(TimeCursor {
-                corrected_ms: row.get(11)?,
-                seq,
-            });
+            if page.events.len() == limit as usize {
+                page.next = page.events.last().map(|(seq, _)| TimeCursor { seq: *seq });
+                break 'ranges;
+            }
             page.events
                 .push((seq, feed_json(site, seq, row, &mut renderer)?));
         }

@@ -28,6 +28,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_scan_neighbours.sql"),
     include_str!("migrations/0015_tour_compliance.sql"),
     include_str!("migrations/0016_events_by_corrected_time.sql"),
+    include_str!("migrations/0017_event_hours.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
@@ -180,27 +181,37 @@ mod tests {
         Ok(())
     }
 
-    /// A day of a site's events (`events_between`, the daily activity report's read) is
-    /// searched through `events_by_corrected` by its span, in the index's order: a page reads
-    /// the rows it returns, not the site's history, and sorts nothing.
+    /// A day of a site's events (`events_between`, the daily activity report's read) is read
+    /// through the rows of its hours in `event_hours` and the events' primary key: a page reads
+    /// the seq ranges of its logs, not the site's history, and sorts nothing.
     #[tokio::test]
-    async fn a_day_of_events_is_read_through_its_index() -> TestResult {
+    async fn a_day_of_events_is_read_through_its_hours() -> TestResult {
         let dir = tempfile::tempdir()?;
         let store = SqliteStore::open(dir.path().join("p.db"))?;
-        let plan: Vec<String> = store
-            .write(|conn| {
-                let sql = format!(
-                    "EXPLAIN QUERY PLAN {}",
-                    super::super::feed::events_between_sql()
-                );
-                let mut stmt = conn.prepare(&sql)?;
-                let rows = stmt.query_map(params!["site-1", 0, 1, 0, 10], |r| r.get(3))?;
-                Ok(rows.collect::<Result<_, _>>()?)
+        let plan = |sql: String, args: Vec<i64>| {
+            store.write(move |conn| {
+                let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&"site-1"];
+                params.extend(args.iter().map(|a| a as &dyn rusqlite::ToSql));
+                let rows = stmt.query_map(params.as_slice(), |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<String>, _>>()?)
             })
-            .await?;
+        };
+        let hours = plan(super::super::feed::EVENT_HOURS_SQL.into(), vec![0, 1]).await?;
         assert_eq!(
-            plan,
-            ["SEARCH events USING INDEX events_by_corrected (site_id=? AND <expr>>? AND <expr><?)"]
+            hours,
+            ["SEARCH event_hours USING PRIMARY KEY (site_id=? AND hour_ms>? AND hour_ms<?)"]
+        );
+        let events = plan(
+            super::super::feed::events_between_sql(),
+            vec![0, 1, 2, 3, 10],
+        )
+        .await?;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(
+            events[0].starts_with("SEARCH events USING ")
+                && events[0].ends_with("(site_id=? AND seq>? AND seq<?)"),
+            "{events:?}"
         );
         Ok(())
     }

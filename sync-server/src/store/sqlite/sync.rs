@@ -23,6 +23,7 @@ use super::schema::open_reader;
 use super::{
     SqliteStore, WRITER_CHECKPOINT_INTERVAL, abandoned, auth, checkpoint, run_caught, to_i64,
 };
+use crate::store::event_hours;
 use crate::store::flagging::{
     GuardScans, IngestFlags, LogStamps, MAX_GUARD_SCANS, MAX_TAG_SCANS, ScanRow, StoredScan,
     TagScans, read_scan_row,
@@ -518,6 +519,8 @@ fn write_doc(
     let mut started_at: Option<i64> = None;
     let mut ended_at: Option<i64> = None;
     let mut written = vec![false; log.new_events.len()];
+    // Seq and corrected time of each event inserted, for `event_hours`.
+    let mut hours = Vec::with_capacity(log.new_events.len());
     for (i, event) in log.new_events.iter().enumerate() {
         match event.record.body.kind() {
             "shift_started" if started_at.is_none() => started_at = Some(event.record.time.wall_ms),
@@ -553,8 +556,16 @@ fn write_doc(
             stamps.flags_json[i],
         ])?;
         written[i] = true;
+        hours.push((*next_seq, stamps.stamps[i].corrected_ms));
         inserted += 1;
         *next_seq += 1;
+    }
+    for span in event_hours::spans(hours) {
+        tx.prepare_cached(
+            "INSERT INTO event_hours (site_id, hour_ms, first_seq, last_seq)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![site, span.hour_ms, span.first_seq, span.last_seq])?;
     }
     // The stored scans the new ones flag too (a cloned tag).
     for update in stamps.updates.iter().filter(|u| written[u.by]) {
