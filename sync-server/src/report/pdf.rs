@@ -9,7 +9,7 @@
 //! Text goes out in WinAnsiEncoding (Latin-1 and a few typographic signs); a character outside
 //! it is shown as `?` (the CSV has the exact text).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::sync::OnceLock;
 
@@ -702,9 +702,28 @@ fn lay_out(dar: &Dar) -> Vec<Vec<Op>> {
         "No notes.",
     );
 
+    // Every flagged event is in the CSV; the PDF, which people read, counts them by flag and
+    // lists the first ones.
+    let mut by_flag: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in &dar.anomalies {
+        for (name, _) in &a.flags {
+            *by_flag.entry(name.as_str()).or_default() += 1;
+        }
+    }
+    let counts: Vec<Vec<String>> = by_flag
+        .iter()
+        .map(|(name, n)| vec![name.replace('_', " "), n.to_string()])
+        .collect();
+    l.section(
+        "Anomalies by flag",
+        &[("Flag", 0.5), ("Events", 0.5)],
+        &counts,
+        "No flagged events.",
+    );
     let anomalies: Vec<Vec<String>> = dar
         .anomalies
         .iter()
+        .take(PDF_MAX_ANOMALIES)
         .map(|a| {
             let words: Vec<&str> = a.flags.iter().map(|(_, w)| w.as_str()).collect();
             vec![
@@ -731,6 +750,17 @@ fn lay_out(dar: &Dar) -> Vec<Vec<Op>> {
         &anomalies,
         "No flagged events.",
     );
+    if dar.anomalies.len() > PDF_MAX_ANOMALIES {
+        l.paragraph(
+            Font::Regular,
+            9.0,
+            &format!(
+                "The first {PDF_MAX_ANOMALIES} of {} flagged events; the CSV's anomalies table \
+                 holds every one.",
+                dar.anomalies.len()
+            ),
+        );
+    }
 
     // Footers, now that the pages are counted.
     let count = l.pages.len();
@@ -862,6 +892,10 @@ fn pdf_date(ms: i64) -> pdf_writer::Date {
         .second(t.second() as u8)
         .utc_offset_hour(0)
 }
+
+/// Flagged events the PDF lists (in time order) before it refers the reader to the CSV: a day
+/// of a busy site can flag thousands, which nobody reads page after page.
+const PDF_MAX_ANOMALIES: usize = 200;
 
 /// A compliance percentage for people: `66%`, or `-` without checkpoints.
 fn percent_shown(t: &Tally) -> String {
