@@ -10,8 +10,8 @@ use patrol_core::flags::EventFlag;
 use patrol_core::incident::{IncidentAction, IncidentDoc, IncidentStatus, Party};
 use patrol_core::merge::{Owner, ingest_incident, ingest_shift_log};
 use patrol_core::protocol::{
-    AlarmAck, ConfigUpdate, DocOutcome, DocPush, DocRef, DocResult, IncidentUpdate, SyncRequest,
-    SyncResponse, TourScans, TourStatus, from_wire, to_wire,
+    AlarmAck, ConfigUpdate, CountedScan, DocOutcome, DocPush, DocRef, DocResult, IncidentUpdate,
+    SyncRequest, SyncResponse, TourScans, TourStatus, from_wire, to_wire,
 };
 use patrol_core::siteconfig::{
     Checkpoint, CheckpointState, SiteConfig, SiteZone, Tour, UNKNOWN_CHECKPOINT, Window,
@@ -168,6 +168,30 @@ impl Server {
                 .collect(),
             tours: self.tours.clone(),
         }
+    }
+}
+
+/// A scan the server's compliance counted.
+fn counted(checkpoint: &str, at_ms: i64, event: EventId) -> CountedScan {
+    CountedScan {
+        checkpoint: CheckpointId::new(checkpoint).unwrap_or_else(|e| panic!("{e}")),
+        at_ms,
+        event,
+    }
+}
+
+/// The tour "night" over cp-1 and cp-2 in these one-off windows, without grace.
+fn night_round(windows: Vec<Window>) -> Tour {
+    let cp = |id: &str| CheckpointId::new(id).unwrap_or_else(|e| panic!("{e}"));
+    Tour {
+        id: "night".into(),
+        name: "Night round".into(),
+        checkpoints: vec![cp("cp-1"), cp("cp-2")],
+        windows,
+        schedule: Vec::new(),
+        grace_min: 0,
+        ordered: false,
+        assigned_guards: Vec::new(),
     }
 }
 
@@ -941,19 +965,10 @@ fn the_site_config_arrives_at_sync_and_drives_flags_and_tour_progress_offline() 
         version: 3,
         time_zone: SiteZone::UTC,
         checkpoints: vec![cp("cp-1")?, cp("cp-2")?],
-        tours: vec![Tour {
-            id: "night".into(),
-            name: "Night round".into(),
-            checkpoints: vec![CheckpointId::new("cp-1")?, CheckpointId::new("cp-2")?],
-            windows: vec![Window {
-                start_ms: 1_000,
-                end_ms: 10_000,
-            }],
-            schedule: Vec::new(),
-            grace_min: 0,
-            ordered: false,
-            assigned_guards: Vec::new(),
-        }],
+        tours: vec![night_round(vec![Window {
+            start_ms: 1_000,
+            end_ms: 10_000,
+        }])],
         post_orders: Vec::new(),
         rules: Default::default(),
     });
@@ -1144,7 +1159,7 @@ fn the_tour_view_shows_other_guards_scans_and_corrects_a_wrong_clock() -> TestRe
     // Two hours slow: it reads 20:00 when the server reads 22:00.
     let slow = 120 * MIN;
     let (mut store, _clock) = store_at(&dir.path().join("p.db"), SERVER_NOW_MS - slow)?;
-    let cp = |id: &str| CheckpointId::new(id).unwrap_or_else(|e| panic!("{e}"));
+    let other = EventId::generate();
     // Hourly windows from 20:30 (server time), no grace: 20:30-21:30, 21:30-22:30.
     let first = SERVER_NOW_MS - 90 * MIN;
     let windows = vec![
@@ -1163,16 +1178,7 @@ fn the_tour_view_shows_other_guards_scans_and_corrects_a_wrong_clock() -> TestRe
             version: 1,
             time_zone: SiteZone::UTC,
             checkpoints: Vec::new(),
-            tours: vec![Tour {
-                id: "night".into(),
-                name: "Night round".into(),
-                checkpoints: vec![cp("cp-1"), cp("cp-2")],
-                windows: windows.clone(),
-                schedule: Vec::new(),
-                grace_min: 0,
-                ordered: false,
-                assigned_guards: Vec::new(),
-            }],
+            tours: vec![night_round(windows)],
             post_orders: Vec::new(),
             rules: Default::default(),
         }),
@@ -1180,7 +1186,7 @@ fn the_tour_view_shows_other_guards_scans_and_corrects_a_wrong_clock() -> TestRe
         tours: Some(TourStatus {
             tours: vec![TourScans {
                 tour: "night".into(),
-                scans: vec![(cp("cp-2"), first + 10 * MIN)],
+                scans: vec![counted("cp-2", first + 10 * MIN, other)],
             }],
         }),
         ..Server::default()
@@ -1190,7 +1196,7 @@ fn the_tour_view_shows_other_guards_scans_and_corrects_a_wrong_clock() -> TestRe
     assert_eq!(store.clock_offset_ms()?, slow);
 
     // This phone scans cp-1 at 22:00 by the server's clock, 20:00 by its own.
-    store.scan(scan("cp-1"), RecordOptions::default())?;
+    let mine = store.scan(scan("cp-1"), RecordOptions::default())?;
     // Seen a minute later by this phone's clock (the store's clock stays where it was, so
     // every sync measures the same offset).
     let now = SERVER_NOW_MS - slow + MIN;
@@ -1221,7 +1227,11 @@ fn the_tour_view_shows_other_guards_scans_and_corrects_a_wrong_clock() -> TestRe
     server.tours = Some(TourStatus {
         tours: vec![TourScans {
             tour: "night".into(),
-            scans: vec![(cp("cp-2"), first + 10 * MIN), (cp("cp-1"), SERVER_NOW_MS)],
+            scans: vec![
+                counted("cp-2", first + 10 * MIN, other),
+                // The server's corrected time of this phone's scan, a few ms off its own.
+                counted("cp-1", SERVER_NOW_MS + 3, mine),
+            ],
         }],
     });
     sync_once(&mut store, &mut server)?;

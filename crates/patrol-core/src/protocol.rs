@@ -207,11 +207,20 @@ pub struct DocResult {
 }
 
 /// The scans the server's compliance counted for one tour's windows (one scan per checkpoint
-/// and window at most), at their corrected times, in order of time.
+/// and window at most), in order of time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TourScans {
     pub tour: String,
-    pub scans: Vec<(CheckpointId, i64)>,
+    pub scans: Vec<CountedScan>,
+}
+
+/// A scan a window counted: its checkpoint, its corrected time on the server, and its event (so
+/// that a phone knows its own among them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountedScan {
+    pub checkpoint: CheckpointId,
+    pub at_ms: i64,
+    pub event: EventId,
 }
 
 /// The site's tour compliance as the server had it when it answered: for each tour, the scans
@@ -225,7 +234,7 @@ pub struct TourStatus {
 
 impl TourStatus {
     /// The scans counted for `tour` (none if the server counted none).
-    pub fn scans_of(&self, tour: &str) -> &[(CheckpointId, i64)] {
+    pub fn scans_of(&self, tour: &str) -> &[CountedScan] {
         self.tours
             .iter()
             .find(|t| t.tour == tour)
@@ -415,10 +424,11 @@ mod tests {
             tours: Some(TourStatus {
                 tours: vec![TourScans {
                     tour: "night".into(),
-                    scans: vec![(
-                        CheckpointId::new("cp-1").unwrap_or_else(|e| panic!("{e}")),
-                        9,
-                    )],
+                    scans: vec![CountedScan {
+                        checkpoint: CheckpointId::new("cp-1").unwrap_or_else(|e| panic!("{e}")),
+                        at_ms: 9,
+                        event: EventId::generate(),
+                    }],
                 }],
             }),
         };

@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 use automerge::ReadDoc;
 use patrol_core::merge::plan_push;
 use patrol_core::protocol::{
-    AlarmAck, ConfigUpdate, DocOutcome, DocPush, DocRef, DocResult, RejectCode, SyncRequest,
-    SyncResponse, TourScans, TourStatus, to_wire,
+    AlarmAck, ConfigUpdate, CountedScan, DocOutcome, DocPush, DocRef, DocResult, RejectCode,
+    SyncRequest, SyncResponse, TourScans, TourStatus, to_wire,
 };
 use patrol_core::{
     CheckpointId, DeviceTime, EventBody, EventId, EventRecord, GuardId, Hlc, Location, Scan,
@@ -318,8 +318,16 @@ fn seeds() -> TestResult<Seeds> {
                     tours: vec![TourScans {
                         tour: "night".into(),
                         scans: vec![
-                            (CheckpointId::new("cp-1")?, 1_740_866_100_000),
-                            (CheckpointId::new("cp-2")?, 1_740_866_200_000),
+                            CountedScan {
+                                checkpoint: CheckpointId::new("cp-1")?,
+                                at_ms: 1_740_866_100_000,
+                                event: EventId(uuid::Uuid::from_u128(0x2001)),
+                            },
+                            CountedScan {
+                                checkpoint: CheckpointId::new("cp-2")?,
+                                at_ms: 1_740_866_200_000,
+                                event: EventId(uuid::Uuid::from_u128(0x2002)),
+                            },
                         ],
                     }],
                 }),

@@ -371,22 +371,37 @@ impl DeviceStore {
             .ok_or_else(|| Error::UnknownTour(tour.to_owned()))?;
         let corrected = self.corrected(now_ms)?;
         let server = self.server_tours()?;
-        // What the server counted includes everything delivered by the sync that brought it.
-        let mut scans: Vec<(CheckpointId, i64)> = server
-            .as_ref()
-            .map_or(&[][..], |s| s.scans_of(&tour.id))
-            .to_vec();
-        scans.extend(self.events(None)?.into_iter().filter_map(|e| {
-            if server.is_some() && e.delivered {
-                return None;
-            }
-            match e.event.record.body {
-                EventBody::CheckpointScanned(ref scan) => {
-                    Some((scan.checkpoint.clone(), corrected.event(&e)))
-                }
+        // This phone's scans, at its corrected times.
+        let own: HashMap<EventId, (CheckpointId, i64, bool)> = self
+            .events(None)?
+            .into_iter()
+            .filter_map(|e| match &e.event.record.body {
+                EventBody::CheckpointScanned(scan) => Some((
+                    e.event.id,
+                    (scan.checkpoint.clone(), corrected.event(&e), e.delivered),
+                )),
                 _ => None,
-            }
-        }));
+            })
+            .collect();
+        let counted = server.as_ref().map_or(&[][..], |s| s.scans_of(&tour.id));
+        // What the server counted includes everything delivered by the sync that brought it;
+        // this phone's own scans among them at its own times, as it shows them everywhere.
+        let mut scans: Vec<(CheckpointId, i64)> = counted
+            .iter()
+            .map(|c| match own.get(&c.event) {
+                Some((checkpoint, at_ms, _)) => (checkpoint.clone(), *at_ms),
+                None => (c.checkpoint.clone(), c.at_ms),
+            })
+            .collect();
+        let is_counted: std::collections::HashSet<EventId> =
+            counted.iter().map(|c| c.event).collect();
+        scans.extend(
+            own.iter()
+                .filter(|(id, (_, _, delivered))| {
+                    !is_counted.contains(id) && (server.is_none() || !delivered)
+                })
+                .map(|(_, (checkpoint, at_ms, _))| (checkpoint.clone(), *at_ms)),
+        );
         let now = corrected.now_ms;
         Ok(tour_progress(
             tour,

@@ -38,7 +38,7 @@ use patrol_core::compliance::{
     self as rule, Final, FinalBy, ShiftDelivery, Tally, checkpoint_state, closes_at,
 };
 use patrol_core::event::format_time_ms;
-use patrol_core::protocol::{TourScans, TourStatus};
+use patrol_core::protocol::{CountedScan, TourScans, TourStatus};
 use patrol_core::schedule::Window;
 use patrol_core::siteconfig::{CheckpointState, SiteConfig, SiteRules, Tour};
 use patrol_core::{CheckpointId, DeviceId, EventBody, EventId, GuardId};
@@ -1331,10 +1331,13 @@ pub fn view(
 pub fn counted_scans(answer: &WindowsAnswer) -> TourStatus {
     let mut tours: Vec<TourScans> = Vec::new();
     for w in &answer.windows {
-        let scans = w
-            .checkpoints
-            .iter()
-            .filter_map(|c| c.scan.as_ref().map(|s| (c.checkpoint.clone(), s.at_ms)));
+        let scans = w.checkpoints.iter().filter_map(|c| {
+            c.scan.as_ref().map(|s| CountedScan {
+                checkpoint: c.checkpoint.clone(),
+                at_ms: s.at_ms,
+                event: s.event_id,
+            })
+        });
         match tours.iter_mut().find(|t| t.tour == w.tour) {
             Some(t) => t.scans.extend(scans),
             None => tours.push(TourScans {
@@ -1344,7 +1347,7 @@ pub fn counted_scans(answer: &WindowsAnswer) -> TourStatus {
         }
     }
     for t in &mut tours {
-        t.scans.sort_by_key(|(_, at)| *at);
+        t.scans.sort_by_key(|s| (s.at_ms, s.event));
     }
     TourStatus { tours }
 }
