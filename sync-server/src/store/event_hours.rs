@@ -7,8 +7,8 @@
 //! those ranges of the events table by its primary key, keeping the events whose corrected time
 //! is in the span. A range may hold events of other hours (a night's log spans several), which
 //! the read passes over; it never misses one. Ingest writes a few rows per log instead of an
-//! entry per event at a random place of a time-ordered index, which cost about a fifth of the
-//! server's CPU in the benchmark's shift sync (`docs/benchmarks.md`).
+//! entry per event at a random place of a time-ordered index (`docs/benchmarks.md`, issue 18's
+//! cost at ingest).
 
 const HOUR_MS: i64 = 3_600_000;
 

@@ -2,7 +2,7 @@
 -- each log write adds one row per hour its new events fall in, with the first and last seq of
 -- those events. The daily activity report reads a day's events through the rows of its hours
 -- and the table's primary key, where 0016's index took an entry per event at a random place at
--- every write, a fifth of the server's CPU in the benchmark's shift sync.
+-- every write.
 --
 -- Existing events get rows of their hours, at most 4,096 seqs apart, and 0016's index goes.
 CREATE TABLE event_hours (
