@@ -716,7 +716,7 @@ fn lay_out(dar: &Dar) -> Vec<Vec<Op>> {
         .collect();
     l.section(
         "Anomalies by flag",
-        &[("Flag", 0.5), ("Events", 0.5)],
+        &[("Flag", 0.3), ("Events", 0.7)],
         &counts,
         "No flagged events.",
     );
@@ -738,18 +738,21 @@ fn lay_out(dar: &Dar) -> Vec<Vec<Op>> {
             ]
         })
         .collect();
-    l.section(
-        "Anomalies",
-        &[
-            ("Time", 0.17),
-            ("Guard", 0.13),
-            ("Event", 0.15),
-            ("Checkpoint", 0.15),
-            ("Flagged", 0.4),
-        ],
-        &anomalies,
-        "No flagged events.",
-    );
+    // Without flagged events the counts above already say so, once.
+    if !anomalies.is_empty() {
+        l.section(
+            "Anomalies",
+            &[
+                ("Time", 0.17),
+                ("Guard", 0.13),
+                ("Event", 0.15),
+                ("Checkpoint", 0.15),
+                ("Flagged", 0.4),
+            ],
+            &anomalies,
+            "",
+        );
+    }
     if dar.anomalies.len() > PDF_MAX_ANOMALIES {
         l.paragraph(
             Font::Regular,
