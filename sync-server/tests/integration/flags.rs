@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use crate::common::{Backend, Phone, SITE, TestResult, TestServer, crate_now_ms};
 
 const MIN: i64 = 60_000;
-/// The night's window opens then (and the phones' clocks are right).
-const T: i64 = 1_740_866_400_000;
+/// A night long past: its window opens then (and the phones' clocks are right).
+const LONG_AGO: i64 = 1_740_866_400_000;
 
 /// Degrees of latitude in `metres` north of 51.5 N.
 fn north(metres: f64) -> f64 {
@@ -22,8 +22,8 @@ fn north(metres: f64) -> f64 {
 }
 
 /// cp-1 (tag T1, at 51.5 N), cp-2 (T2, 1 km north of it), cp-3 (Q3, QR only), all on the
-/// ordered tour `night`, open from T for two hours, grace 10 min; cp-9 (T9) on no tour.
-fn config() -> Value {
+/// ordered tour `night`, open from `t` for two hours, grace 10 min; cp-9 (T9) on no tour.
+fn config(t: i64) -> Value {
     json!({
         "base_version": 0,
         "checkpoints": [
@@ -37,7 +37,7 @@ fn config() -> Value {
         ],
         "tours": [{
             "id": "night", "name": "Night round", "checkpoints": ["cp-1", "cp-2", "cp-3"],
-            "windows": [{"start_ms": T, "end_ms": T + 120 * MIN}], "grace_min": 10,
+            "windows": [{"start_ms": t, "end_ms": t + 120 * MIN}], "grace_min": 10,
             "ordered": true
         }],
         "post_orders": []
@@ -96,44 +96,46 @@ fn flags_of(all: &BTreeMap<String, Value>, id: EventId) -> Result<Vec<EventFlag>
 /// bob's and anna's scans of one tag ten and twenty seconds apart are cloned (bob's first, then
 /// anna's first), and carl's phone, three hours slow, is skewed. Each flag is stored on exactly
 /// its events and `flag=` finds them; the cloned tags are on both scans.
-async fn every_flag_is_stored_and_found(backend: Backend) -> TestResult {
-    let server = TestServer::new(backend).await?;
+/// The server restarts after bob's first scan: what it knew of the stored scans is read again.
+async fn flags_of_a_night(backend: Backend, t: i64) -> TestResult {
+    let mut server = TestServer::new(backend).await?;
     let (status, body) = server
-        .send_json("PUT", &format!("/api/v1/sites/{SITE}/config"), &config())
+        .send_json("PUT", &format!("/api/v1/sites/{SITE}/config"), &config(t))
         .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mut anna = server.phone("anna").await?;
     let mut bob = server.phone("bob").await?;
     let mut carl = server.phone("carl").await?;
 
-    let a1 = anna.record_at(T + MIN, scan("cp-2", nfc("T2"), None)?)?;
-    let a2 = anna.record_at(T + 5 * MIN, scan("cp-1", nfc("T1"), None)?)?;
-    let a3 = anna.record_at(T + 6 * MIN, scan("cp-1", nfc("T1"), None)?)?;
-    let a4 = anna.record_at(T + 7 * MIN, scan("cp-9", nfc("T1"), None)?)?;
-    let a5 = anna.record_at(T + 8 * MIN, scan("unknown", nfc("T?"), None)?)?;
-    let a6 = anna.record_at(T + 20 * MIN, scan("cp-2", ScanMethod::Gps, Some(1300.0))?)?;
-    let a7 = anna.record_at(T + 25 * MIN, scan("cp-3", nfc("Q3"), None)?)?;
+    let a1 = anna.record_at(t + MIN, scan("cp-2", nfc("T2"), None)?)?;
+    let a2 = anna.record_at(t + 5 * MIN, scan("cp-1", nfc("T1"), None)?)?;
+    let a3 = anna.record_at(t + 6 * MIN, scan("cp-1", nfc("T1"), None)?)?;
+    let a4 = anna.record_at(t + 7 * MIN, scan("cp-9", nfc("T1"), None)?)?;
+    let a5 = anna.record_at(t + 8 * MIN, scan("unknown", nfc("T?"), None)?)?;
+    let a6 = anna.record_at(t + 20 * MIN, scan("cp-2", ScanMethod::Gps, Some(1300.0))?)?;
+    let a7 = anna.record_at(t + 25 * MIN, scan("cp-3", nfc("Q3"), None)?)?;
     let manual = ScanMethod::Manual {
         reason: "tag broken".into(),
     };
-    let a8 = anna.record_at(T + 30 * MIN, scan("cp-9", manual, None)?)?;
-    let a9 = anna.record_at(T + 40 * MIN, scan("cp-7", ScanMethod::Gps, Some(0.0))?)?;
+    let a8 = anna.record_at(t + 30 * MIN, scan("cp-9", manual, None)?)?;
+    let a9 = anna.record_at(t + 40 * MIN, scan("cp-7", ScanMethod::Gps, Some(0.0))?)?;
     sync(&server, &mut anna, 0).await?;
 
     // Bob's scan of T9 arrives first, then anna's ten seconds later.
-    let b1 = bob.record_at(T + 60 * MIN, scan("cp-9", nfc("T9"), None)?)?;
+    let b1 = bob.record_at(t + 60 * MIN, scan("cp-9", nfc("T9"), None)?)?;
     sync(&server, &mut bob, 0).await?;
-    let a10 = anna.record_at(T + 60 * MIN + 10_000, scan("cp-9", nfc("T9"), None)?)?;
+    server.reopen().await?;
+    let a10 = anna.record_at(t + 60 * MIN + 10_000, scan("cp-9", nfc("T9"), None)?)?;
     sync(&server, &mut anna, 0).await?;
     // Anna's first, then bob's twenty seconds later.
-    let a11 = anna.record_at(T + 90 * MIN, scan("cp-9", nfc("T9"), None)?)?;
+    let a11 = anna.record_at(t + 90 * MIN, scan("cp-9", nfc("T9"), None)?)?;
     sync(&server, &mut anna, 0).await?;
-    let b2 = bob.record_at(T + 90 * MIN + 20_000, scan("cp-9", nfc("T9"), None)?)?;
+    let b2 = bob.record_at(t + 90 * MIN + 20_000, scan("cp-9", nfc("T9"), None)?)?;
     sync(&server, &mut bob, 0).await?;
 
     // After the window and its grace; then cp-2, 1 km on, a minute later.
-    let a12 = anna.record_at(T + 180 * MIN, scan("cp-1", nfc("T1"), None)?)?;
-    let a13 = anna.record_at(T + 181 * MIN, scan("cp-2", nfc("T2"), None)?)?;
+    let a12 = anna.record_at(t + 180 * MIN, scan("cp-1", nfc("T1"), None)?)?;
+    let a13 = anna.record_at(t + 181 * MIN, scan("cp-2", nfc("T2"), None)?)?;
     sync(&server, &mut anna, 0).await?;
     let carl_started = carl.recorded[0];
     let c1 = carl.record(EventBody::Note { text: "n".into() })?;
@@ -235,4 +237,17 @@ async fn every_flag_is_stored_and_found(backend: Backend) -> TestResult {
     Ok(())
 }
 
-crate::on_every_backend!(every_flag_is_stored_and_found);
+/// A night long past: on the embedded store, the scans around each are read from the table.
+async fn every_flag_is_stored_and_found(backend: Backend) -> TestResult {
+    flags_of_a_night(backend, LONG_AGO).await
+}
+
+/// Tonight: on the embedded store, they come from the writer's window of recent scans.
+async fn every_flag_of_tonight_is_stored_and_found(backend: Backend) -> TestResult {
+    flags_of_a_night(backend, (crate_now_ms() - 4 * 60 * MIN) / MIN * MIN).await
+}
+
+crate::on_every_backend!(
+    every_flag_is_stored_and_found,
+    every_flag_of_tonight_is_stored_and_found
+);

@@ -69,6 +69,7 @@ mod event_ids;
 mod feed;
 mod files;
 mod folded;
+mod scan_window;
 mod schema;
 mod sync;
 #[cfg(test)]
