@@ -10,11 +10,12 @@
 //! entry per event at a random place of a time-ordered index (`docs/benchmarks.md`, issue 18's
 //! cost at ingest).
 
-const HOUR_MS: i64 = 3_600_000;
+pub const HOUR_MS: i64 = 3_600_000;
 
 /// The hour an event's corrected time falls in: its start, in ms.
 pub fn hour_of(ms: i64) -> i64 {
-    ms.div_euclid(HOUR_MS) * HOUR_MS
+    // Saturating: a span open to the past (`i64::MIN`) starts at the earliest hour.
+    ms.saturating_sub(ms.rem_euclid(HOUR_MS))
 }
 
 /// One row of `event_hours`.

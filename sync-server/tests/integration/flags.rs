@@ -247,7 +247,52 @@ async fn every_flag_of_tonight_is_stored_and_found(backend: Backend) -> TestResu
     flags_of_a_night(backend, (crate_now_ms() - 4 * 60 * MIN) / MIN * MIN).await
 }
 
+/// Anna's phone delivers its scans of a night a day after the site's newest (on the embedded
+/// store, past what its writer keeps of recent scans): they are flagged by the scans around
+/// them all the same, read from the table.
+async fn a_log_delivered_days_late_is_flagged_the_same(backend: Backend) -> TestResult {
+    let t = LONG_AGO;
+    let server = TestServer::new(backend).await?;
+    let (status, body) = server
+        .send_json("PUT", &format!("/api/v1/sites/{SITE}/config"), &config(t))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut anna = server.phone("anna").await?;
+    let mut bob = server.phone("bob").await?;
+    let mut carl = server.phone("carl").await?;
+    let a1 = anna.record_at(t, scan("cp-1", nfc("T1"), None)?)?;
+    sync(&server, &mut anna, 0).await?;
+    let b1 = bob.record_at(t + 60 * MIN, scan("cp-9", nfc("T9"), None)?)?;
+    sync(&server, &mut bob, 0).await?;
+    carl.record_at(t + 30 * 60 * MIN, scan("cp-2", nfc("T2"), None)?)?;
+    sync(&server, &mut carl, 0).await?;
+
+    let a2 = anna.record_at(t + MIN, scan("cp-1", nfc("T1"), None)?)?;
+    let a3 = anna.record_at(t + 60 * MIN + 10_000, scan("cp-9", nfc("T9"), None)?)?;
+    sync(&server, &mut anna, 0).await?;
+
+    let all = flags(&server).await?;
+    let names = |id: EventId| -> Result<Vec<&'static str>, String> {
+        Ok(flags_of(&all, id)?.iter().map(EventFlag::name).collect())
+    };
+    assert_eq!(names(a1)?, Vec::<&str>::new());
+    assert!(matches!(
+        flags_of(&all, a2)?[..],
+        [EventFlag::Padding { earlier_event, .. }] if earlier_event == a1
+    ));
+    assert!(matches!(
+        flags_of(&all, a3)?[..],
+        [EventFlag::ClonedTag { other_event, .. }] if other_event == b1
+    ));
+    assert!(matches!(
+        flags_of(&all, b1)?[..],
+        [EventFlag::ClonedTag { other_event, .. }] if other_event == a3
+    ));
+    Ok(())
+}
+
 crate::on_every_backend!(
     every_flag_is_stored_and_found,
-    every_flag_of_tonight_is_stored_and_found
+    every_flag_of_tonight_is_stored_and_found,
+    a_log_delivered_days_late_is_flagged_the_same
 );

@@ -5,11 +5,13 @@
 //! (`docs/benchmarks.md`); the writer is the only one that writes events, so it can keep them.
 //!
 //! For each site the window holds every stored scan whose corrected time is at or after its
-//! `from_ms`: loaded when the site's first log is flagged (the last [`KEEP_MS`] of scans, read
-//! through `event_hours` and the table's primary key), kept as logs are written, and trimmed to
-//! the last [`KEEP_MS`] and at most [`MAX_SCANS_PER_SITE`] scans. A read that reaches before
-//! `from_ms` (a log delivered more than a day late) reads the table instead, through
-//! `event_hours`: slower, the same answer.
+//! `from_ms`: loaded when the site's first log is flagged (the [`KEEP_MS`] up to the site's
+//! newest scan, read through `event_hours` and the table's primary key; a site without events
+//! holds all of them from the start), kept as logs are written, and trimmed to the [`KEEP_MS`]
+//! up to the newest scan and at most [`MAX_SCANS_PER_SITE`] scans. The window follows the
+//! site's newest scans rather than the clock, so a site whose record is replayed or imported is
+//! served the same. A read that reaches before `from_ms` (a log delivered more than a day after
+//! the newest scans) reads the table instead, through `event_hours`: slower, the same answer.
 //!
 //! The window changes inside the write transaction, so that a request sees the scans of the
 //! requests before it in the same group commit. A transaction that does not commit (an error,
@@ -27,8 +29,8 @@ use crate::store::StoreError;
 use crate::store::event_hours;
 use crate::store::flagging::{GuardScans, MAX_TAG_SCANS, StoredScan, TagScans};
 
-/// How far back from now the window keeps a site's scans: beyond the longest span a log's flags
-/// read (a tour window's length, [`crate::store::flagging::PREVIOUS_SCAN_WITHIN_MS`]).
+/// How far back from the site's newest scan the window keeps its scans: beyond the longest span
+/// a log's flags read (a tour window's length, [`crate::store::flagging::PREVIOUS_SCAN_WITHIN_MS`]).
 pub(super) const KEEP_MS: i64 = 24 * 3_600_000;
 
 /// Most scans the window keeps of one site (about 30 MB); the oldest go first.
@@ -47,6 +49,8 @@ struct Held {
 #[derive(Debug)]
 struct SiteScans {
     from_ms: i64,
+    /// The latest corrected time of a scan the window took.
+    newest_ms: i64,
     scans: HashMap<i64, Held>,
     by_time: BTreeSet<Key>,
     by_guard: HashMap<String, BTreeSet<Key>>,
@@ -57,6 +61,7 @@ impl SiteScans {
     fn new(from_ms: i64) -> Self {
         SiteScans {
             from_ms,
+            newest_ms: from_ms,
             scans: HashMap::new(),
             by_time: BTreeSet::new(),
             by_guard: HashMap::new(),
@@ -69,6 +74,7 @@ impl SiteScans {
             return;
         }
         let key = (scan.scan.corrected_ms, scan.seq);
+        self.newest_ms = self.newest_ms.max(key.0);
         self.by_time.insert(key);
         add_key(&mut self.by_guard, guard, key);
         add_key(&mut self.by_checkpoint, scan.scan.checkpoint.as_str(), key);
@@ -161,11 +167,11 @@ impl ScanWindow {
         self.open = true;
     }
 
-    /// After the transaction committed: the window keeps what it wrote, trimmed as of `now_ms`.
-    pub(super) fn committed(&mut self, now_ms: i64) {
+    /// After the transaction committed: the window keeps what it wrote, trimmed.
+    pub(super) fn committed(&mut self) {
         self.open = false;
         for site in self.sites.values_mut() {
-            site.trim(now_ms.saturating_sub(KEEP_MS), MAX_SCANS_PER_SITE);
+            site.trim(site.newest_ms.saturating_sub(KEEP_MS), MAX_SCANS_PER_SITE);
         }
     }
 
@@ -181,19 +187,22 @@ impl ScanWindow {
         self.sites.get(site).map(|s| s.scans.len())
     }
 
-    /// The site's window, loaded from the table (the last [`KEEP_MS`] before `now_ms`) if it
-    /// is not held yet.
-    fn site(
-        &mut self,
-        tx: &Connection,
-        site: &str,
-        now_ms: i64,
-    ) -> Result<&mut SiteScans, StoreError> {
+    /// The site's window, loaded from the table if it is not held yet.
+    fn site(&mut self, tx: &Connection, site: &str) -> Result<&mut SiteScans, StoreError> {
         if !self.sites.contains_key(site) {
-            let from_ms = now_ms.saturating_sub(KEEP_MS);
+            // The end of the newest hour any event is in; no event, no start.
+            let newest: Option<i64> = tx
+                .prepare_cached("SELECT MAX(hour_ms) FROM event_hours WHERE site_id = ?1")?
+                .query_row([site], |r| r.get(0))?;
+            let from_ms = match newest {
+                Some(hour) => hour.saturating_add(event_hours::HOUR_MS - KEEP_MS),
+                None => i64::MIN,
+            };
             let mut scans = SiteScans::new(from_ms);
-            for (guard, scan) in read_scans(tx, site, (from_ms, i64::MAX), Only::All)? {
-                scans.add(&guard, scan);
+            if newest.is_some() {
+                for (guard, scan) in read_scans(tx, site, (from_ms, i64::MAX), Only::All)? {
+                    scans.add(&guard, scan);
+                }
             }
             self.sites.insert(site.to_owned(), scans);
         }
@@ -208,20 +217,32 @@ impl ScanWindow {
         tx: &Connection,
         site: &str,
         query: &GuardScans,
-        now_ms: i64,
     ) -> Result<Vec<StoredScan>, StoreError> {
-        let (from, to) = (query.previous_from_ms, query.to_ms);
-        let held = self.site(tx, site, now_ms)?;
-        let scans = if from >= held.from_ms {
-            held.scans_of(held.by_guard.get(&query.guard), from, to)
-                .cloned()
-                .collect()
-        } else {
-            read_scans(tx, site, (from, to), Only::Guard(&query.guard))?
-                .into_iter()
-                .map(|(_, scan)| scan)
-                .collect()
-        };
+        let guard = Only::Guard(&query.guard);
+        let held = self.site(tx, site)?;
+        if query.from_ms < held.from_ms {
+            let scans = read_scans(tx, site, (query.previous_from_ms, query.to_ms), guard)?;
+            return Ok(query.pick(scans.into_iter().map(|(_, scan)| scan).collect()));
+        }
+        let keys = held.by_guard.get(&query.guard);
+        let mut scans: Vec<StoredScan> = Vec::new();
+        // The guard's last scan before the span: the window's, if it holds one (then no scan
+        // between it and the span is missing), else from the table if the window does not
+        // reach back far enough to say there is none.
+        let previous = keys
+            .and_then(|keys| keys.range(..(query.from_ms, i64::MIN)).next_back())
+            .filter(|(at, _)| *at >= query.previous_from_ms)
+            .and_then(|(_, seq)| held.scans.get(seq));
+        match previous {
+            Some(previous) => scans.push(previous.scan.clone()),
+            None if query.previous_from_ms < held.from_ms => {
+                let before = (query.previous_from_ms, held.from_ms.saturating_sub(1));
+                let earlier = read_scans(tx, site, before, guard)?;
+                scans.extend(earlier.into_iter().next_back().map(|(_, scan)| scan));
+            }
+            None => {}
+        }
+        scans.extend(held.scans_of(keys, query.from_ms, query.to_ms).cloned());
         Ok(query.pick(scans))
     }
 
@@ -231,9 +252,8 @@ impl ScanWindow {
         tx: &Connection,
         site: &str,
         query: &TagScans,
-        now_ms: i64,
     ) -> Result<Vec<StoredScan>, StoreError> {
-        let held = self.site(tx, site, now_ms)?;
+        let held = self.site(tx, site)?;
         let device: Option<DeviceId> = query.device.parse().ok();
         let others = |s: &StoredScan| Some(s.scan.device) != device;
         let scans: Vec<StoredScan> = if query.from_ms >= held.from_ms {
@@ -417,7 +437,7 @@ mod tests {
         let mut window = ScanWindow::default();
         window.begin();
         window.sites.insert("s".into(), SiteScans::new(0));
-        window.committed(0);
+        window.committed();
         assert_eq!(window.len("s"), Some(0));
 
         window.begin();

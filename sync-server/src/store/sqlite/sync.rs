@@ -399,7 +399,7 @@ fn commit_jobs(
     window.begin();
     let written = write_jobs(conn, event_ids, window, &mut jobs);
     if written.is_ok() {
-        window.committed(crate::now_ms());
+        window.committed();
     } else {
         window.rolled_back();
     }
@@ -683,15 +683,14 @@ fn stamp_events(
     events: &[patrol_core::Event],
 ) -> Result<LogStamps, StoreError> {
     let site = batch.site.as_str();
-    let now_ms = batch.received_at_ms;
     let plan = flags.plan(events);
     let guard = match plan.guard_scans() {
-        Some(query) => window.guard_scans(tx, site, query, now_ms)?,
+        Some(query) => window.guard_scans(tx, site, query)?,
         None => Vec::new(),
     };
     let mut tags = Vec::new();
     for query in plan.tag_scans() {
-        tags.push(window.tag_scans(tx, site, query, now_ms)?);
+        tags.push(window.tag_scans(tx, site, query)?);
     }
     plan.finish(guard, tags)
 }
