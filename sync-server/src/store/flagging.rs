@@ -286,6 +286,7 @@ impl LogFlags<'_> {
             updates.push(NeighbourUpdate {
                 by,
                 seq,
+                corrected_ms: stored.scan.corrected_ms,
                 flags_json: flags_json(&flags)?.unwrap_or_else(|| "[]".to_owned()),
                 json,
                 flags,
@@ -318,6 +319,8 @@ pub struct NeighbourUpdate {
     /// The new event (its index in the log's new events) that changes it.
     pub by: usize,
     pub seq: i64,
+    /// Its corrected time, as stored.
+    pub corrected_ms: i64,
     /// Its whole new list, as stored.
     pub flags_json: String,
     /// Its feed JSON with the new list, for a backend that stores it ([`StoredScan`]).

@@ -18,7 +18,8 @@
 //! a panic) leaves the window open, and the next one starts from an empty window, loaded again
 //! from what the table holds.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use patrol_core::flags::{EventFlag, SeenScan};
 use patrol_core::{DeviceId, Event};
@@ -39,21 +40,23 @@ pub(super) const MAX_SCANS_PER_SITE: usize = 100_000;
 /// A scan's place in time: (corrected ms, seq).
 type Key = (i64, i64);
 
+/// A scan the window holds, under its key.
 #[derive(Debug)]
 struct Held {
-    guard: String,
-    scan: StoredScan,
+    guard: Arc<str>,
+    scan: SeenScan,
+    flags: Vec<EventFlag>,
 }
 
-/// One site's scans from `from_ms` on.
+/// One site's scans from `from_ms` on: in order of time, and their keys by guard and by
+/// checkpoint. (B-trees rather than hash maps of scans: no table twice the size as it grows.)
 #[derive(Debug)]
 struct SiteScans {
     from_ms: i64,
     /// The latest corrected time of a scan the window took.
     newest_ms: i64,
-    scans: HashMap<i64, Held>,
-    by_time: BTreeSet<Key>,
-    by_guard: HashMap<String, BTreeSet<Key>>,
+    by_time: BTreeMap<Key, Held>,
+    by_guard: HashMap<Arc<str>, BTreeSet<Key>>,
     by_checkpoint: HashMap<String, BTreeSet<Key>>,
 }
 
@@ -62,39 +65,49 @@ impl SiteScans {
         SiteScans {
             from_ms,
             newest_ms: from_ms,
-            scans: HashMap::new(),
-            by_time: BTreeSet::new(),
+            by_time: BTreeMap::new(),
             by_guard: HashMap::new(),
             by_checkpoint: HashMap::new(),
         }
     }
 
     fn add(&mut self, guard: &str, scan: StoredScan) {
-        if scan.scan.corrected_ms < self.from_ms {
+        let StoredScan {
+            seq, scan, flags, ..
+        } = scan;
+        if scan.corrected_ms < self.from_ms {
             return;
         }
-        let key = (scan.scan.corrected_ms, scan.seq);
+        let key = (scan.corrected_ms, seq);
         self.newest_ms = self.newest_ms.max(key.0);
-        self.by_time.insert(key);
-        add_key(&mut self.by_guard, guard, key);
-        add_key(&mut self.by_checkpoint, scan.scan.checkpoint.as_str(), key);
-        self.scans.insert(
-            scan.seq,
-            Held {
-                guard: guard.to_owned(),
-                scan,
-            },
-        );
+        let guard = match self.by_guard.get_key_value(guard) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(guard),
+        };
+        self.by_guard
+            .entry(Arc::clone(&guard))
+            .or_default()
+            .insert(key);
+        match self.by_checkpoint.get_mut(scan.checkpoint.as_str()) {
+            Some(keys) => {
+                keys.insert(key);
+            }
+            None => {
+                self.by_checkpoint
+                    .insert(scan.checkpoint.to_string(), BTreeSet::from([key]));
+            }
+        }
+        self.by_time.insert(key, Held { guard, scan, flags });
     }
 
     /// Forgets the scans before `from_ms`, and the oldest beyond `max_scans`.
     fn trim(&mut self, mut from_ms: i64, max_scans: usize) {
-        if self.scans.len() > max_scans {
+        if self.by_time.len() > max_scans {
             // A quarter below the cap, so that trimming is not done on every write; every scan
             // of the last millisecond dropped goes too, so that the window stays whole from
             // `from_ms` on.
-            let drop = self.scans.len() - max_scans * 3 / 4;
-            if let Some((at, _)) = self.by_time.iter().nth(drop - 1) {
+            let drop = self.by_time.len() - max_scans * 3 / 4;
+            if let Some(((at, _), _)) = self.by_time.iter().nth(drop - 1) {
                 from_ms = from_ms.max(at.saturating_add(1));
             }
         }
@@ -103,45 +116,44 @@ impl SiteScans {
         }
         self.from_ms = from_ms;
         let kept = self.by_time.split_off(&(from_ms, i64::MIN));
-        for (_, seq) in std::mem::replace(&mut self.by_time, kept) {
-            let Some(held) = self.scans.remove(&seq) else {
-                continue;
-            };
-            let key = (held.scan.scan.corrected_ms, seq);
+        for (key, held) in std::mem::replace(&mut self.by_time, kept) {
             remove_key(&mut self.by_guard, &held.guard, key);
-            remove_key(
-                &mut self.by_checkpoint,
-                held.scan.scan.checkpoint.as_str(),
-                key,
-            );
+            remove_key(&mut self.by_checkpoint, held.scan.checkpoint.as_str(), key);
         }
     }
 
+    /// The scans under `keys` from `from_ms` to `to_ms`, those `keep` keeps, as the flags read
+    /// them.
     fn scans_of<'a>(
         &'a self,
         keys: Option<&'a BTreeSet<Key>>,
         from_ms: i64,
         to_ms: i64,
-    ) -> impl Iterator<Item = &'a StoredScan> + 'a {
+        keep: impl Fn(&SeenScan) -> bool + 'a,
+    ) -> impl Iterator<Item = StoredScan> + 'a {
         keys.into_iter()
             .flat_map(move |keys| keys.range((from_ms, i64::MIN)..=(to_ms, i64::MAX)))
-            .filter_map(|(_, seq)| self.scans.get(seq))
-            .map(|held| &held.scan)
+            .filter_map(|key| Some((key, self.by_time.get(key)?)))
+            .filter(move |(_, held)| keep(&held.scan))
+            .map(|(key, held)| stored(*key, held))
     }
 }
 
-fn add_key(index: &mut HashMap<String, BTreeSet<Key>>, name: &str, key: Key) {
-    match index.get_mut(name) {
-        Some(keys) => {
-            keys.insert(key);
-        }
-        None => {
-            index.insert(name.to_owned(), BTreeSet::from([key]));
-        }
+/// A held scan as the flags read it.
+fn stored((_, seq): Key, held: &Held) -> StoredScan {
+    StoredScan {
+        seq,
+        scan: held.scan.clone(),
+        flags: held.flags.clone(),
+        stamped_json: None,
     }
 }
 
-fn remove_key(index: &mut HashMap<String, BTreeSet<Key>>, name: &str, key: Key) {
+fn remove_key<K: std::borrow::Borrow<str> + std::hash::Hash + Eq>(
+    index: &mut HashMap<K, BTreeSet<Key>>,
+    name: &str,
+    key: Key,
+) {
     if let Some(keys) = index.get_mut(name) {
         keys.remove(&key);
         if keys.is_empty() {
@@ -184,7 +196,7 @@ impl ScanWindow {
     /// How many scans the window holds of `site`, if it holds the site.
     #[cfg(test)]
     pub(super) fn len(&self, site: &str) -> Option<usize> {
-        self.sites.get(site).map(|s| s.scans.len())
+        self.sites.get(site).map(|s| s.by_time.len())
     }
 
     /// The site's window, loaded from the table if it is not held yet.
@@ -224,7 +236,7 @@ impl ScanWindow {
             let scans = read_scans(tx, site, (query.previous_from_ms, query.to_ms), guard)?;
             return Ok(query.pick(scans.into_iter().map(|(_, scan)| scan).collect()));
         }
-        let keys = held.by_guard.get(&query.guard);
+        let keys = held.by_guard.get(query.guard.as_str());
         let mut scans: Vec<StoredScan> = Vec::new();
         // The guard's last scan before the span: the window's, if it holds one (then no scan
         // between it and the span is missing), else from the table if the window does not
@@ -232,9 +244,9 @@ impl ScanWindow {
         let previous = keys
             .and_then(|keys| keys.range(..(query.from_ms, i64::MIN)).next_back())
             .filter(|(at, _)| *at >= query.previous_from_ms)
-            .and_then(|(_, seq)| held.scans.get(seq));
+            .and_then(|key| Some(stored(*key, held.by_time.get(key)?)));
         match previous {
-            Some(previous) => scans.push(previous.scan.clone()),
+            Some(previous) => scans.push(previous),
             None if query.previous_from_ms < held.from_ms => {
                 let before = (query.previous_from_ms, held.from_ms.saturating_sub(1));
                 let earlier = read_scans(tx, site, before, guard)?;
@@ -242,7 +254,7 @@ impl ScanWindow {
             }
             None => {}
         }
-        scans.extend(held.scans_of(keys, query.from_ms, query.to_ms).cloned());
+        scans.extend(held.scans_of(keys, query.from_ms, query.to_ms, |_| true));
         Ok(query.pick(scans))
     }
 
@@ -255,16 +267,15 @@ impl ScanWindow {
     ) -> Result<Vec<StoredScan>, StoreError> {
         let held = self.site(tx, site)?;
         let device: Option<DeviceId> = query.device.parse().ok();
-        let others = |s: &StoredScan| Some(s.scan.device) != device;
+        let others = move |s: &SeenScan| Some(s.device) != device;
         let scans: Vec<StoredScan> = if query.from_ms >= held.from_ms {
             held.scans_of(
                 held.by_checkpoint.get(&query.checkpoint),
                 query.from_ms,
                 query.to_ms,
+                others,
             )
-            .filter(|s| others(s))
             .take(MAX_TAG_SCANS as usize)
-            .cloned()
             .collect()
         } else {
             read_scans(
@@ -275,7 +286,7 @@ impl ScanWindow {
             )?
             .into_iter()
             .map(|(_, scan)| scan)
-            .filter(others)
+            .filter(|s| others(&s.scan))
             .take(MAX_TAG_SCANS as usize)
             .collect()
         };
@@ -307,10 +318,14 @@ impl ScanWindow {
         );
     }
 
-    /// A stored scan's flags, changed by a new scan's arrival.
-    pub(super) fn set_flags(&mut self, site: &str, seq: i64, flags: &[EventFlag]) {
-        if let Some(held) = self.sites.get_mut(site).and_then(|s| s.scans.get_mut(&seq)) {
-            held.scan.flags = flags.to_vec();
+    /// A stored scan's flags (under its (corrected time, seq)), changed by a new scan's arrival.
+    pub(super) fn set_flags(&mut self, site: &str, key: Key, flags: &[EventFlag]) {
+        if let Some(held) = self
+            .sites
+            .get_mut(site)
+            .and_then(|s| s.by_time.get_mut(&key))
+        {
+            held.flags = flags.to_vec();
         }
     }
 }
@@ -394,7 +409,7 @@ mod tests {
     }
 
     fn seqs(site: &SiteScans, keys: Option<&BTreeSet<Key>>) -> Vec<i64> {
-        site.scans_of(keys, i64::MIN, i64::MAX)
+        site.scans_of(keys, i64::MIN, i64::MAX, |_| true)
             .map(|s| s.seq)
             .collect()
     }
@@ -423,8 +438,9 @@ mod tests {
         site.trim(0, 4);
         assert_eq!(site.from_ms, 111);
         assert_eq!(seqs(&site, site.by_checkpoint.get("cp-1")), [5, 6, 7]);
-        assert_eq!(site.scans.len(), 3);
         assert_eq!(site.by_time.len(), 3);
+        let guards: usize = site.by_guard.values().map(BTreeSet::len).sum();
+        assert_eq!(guards, 3);
 
         // A trim to an earlier time changes nothing.
         site.trim(50, 100);

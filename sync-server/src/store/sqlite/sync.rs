@@ -591,7 +591,7 @@ fn write_doc(
     for update in stamps.updates.iter().filter(|u| written[u.by]) {
         tx.prepare_cached("UPDATE events SET flags = ?3 WHERE site_id = ?1 AND seq = ?2")?
             .execute(params![site, update.seq, update.flags_json])?;
-        window.set_flags(site, update.seq, &update.flags);
+        window.set_flags(site, (update.corrected_ms, update.seq), &update.flags);
     }
     let last_event_at = (inserted > 0).then_some(received_at_ms);
 
