@@ -10,12 +10,11 @@
 //! entry per event at a random place of a time-ordered index (`docs/benchmarks.md`, issue 18's
 //! cost at ingest).
 
-pub const HOUR_MS: i64 = 3_600_000;
+const HOUR_MS: i64 = 3_600_000;
 
 /// The hour an event's corrected time falls in: its start, in ms.
 pub fn hour_of(ms: i64) -> i64 {
-    // Saturating: a span open to the past (`i64::MIN`) starts at the earliest hour.
-    ms.saturating_sub(ms.rem_euclid(HOUR_MS))
+    ms.div_euclid(HOUR_MS) * HOUR_MS
 }
 
 /// One row of `event_hours`.

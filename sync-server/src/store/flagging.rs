@@ -10,9 +10,8 @@
 //!    of the stored record for them: the guard's scans around the log's scans (one query per
 //!    log, [`GuardScans`]) and, for each scan of a tag, other devices' scans of its checkpoint
 //!    near its time (one query per such scan, [`TagScans`]);
-//! 2. the backend answers them (PostgreSQL: its SQL, on the indexes of migration 10; SQLite:
-//!    from the writer's window of recent scans, `sqlite::scan_window`) and reads each row with
-//!    [`read_scan_row`];
+//! 2. the backend runs those queries (its SQL, on the indexes of SQLite migration 14 and
+//!    PostgreSQL migration 10) and reads each row with [`read_scan_row`];
 //! 3. [`LogFlags::finish`]: each event's stamp, and the stored scans its arrival flags too (a
 //!    cloned tag is on both scans, whichever arrived first), which the backend updates in the
 //!    same transaction.
@@ -38,10 +37,6 @@ pub const MAX_GUARD_SCANS: i64 = 5_000;
 
 /// Most of other devices' stored scans one scan's cloned-tag check reads.
 pub const MAX_TAG_SCANS: i64 = 1_000;
-
-/// How far before a log's scans their guard's previous scan is looked for (impossible speed
-/// between consecutive scans): a scan 12 hours earlier is no evidence of speed on any site.
-pub const PREVIOUS_SCAN_WITHIN_MS: i64 = 12 * 3_600_000;
 
 /// The flags of one sync request's new events.
 #[derive(Debug)]
@@ -101,7 +96,6 @@ impl IngestFlags {
                 None => {
                     guard = Some(GuardScans {
                         guard: event.guard.to_string(),
-                        previous_from_ms: 0,
                         from_ms: from,
                         to_ms: at,
                     })
@@ -120,9 +114,6 @@ impl IngestFlags {
                 ));
             }
         }
-        if let Some(g) = &mut guard {
-            g.previous_from_ms = g.from_ms.saturating_sub(PREVIOUS_SCAN_WITHIN_MS);
-        }
         LogFlags {
             flags: self,
             events,
@@ -135,28 +126,12 @@ impl IngestFlags {
 
 /// The guard's stored scans one log's flags need: those with a corrected time from `from_ms`
 /// to `to_ms` (both included; at most [`MAX_GUARD_SCANS`], the latest), and the last one
-/// before `from_ms`, from `previous_from_ms` on ([`PREVIOUS_SCAN_WITHIN_MS`] earlier).
+/// before `from_ms`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuardScans {
     pub guard: String,
-    pub previous_from_ms: i64,
     pub from_ms: i64,
     pub to_ms: i64,
-}
-
-impl GuardScans {
-    /// What the query reads, from `scans`: the guard's scans with a corrected time from
-    /// `previous_from_ms` to `to_ms`, in order of (corrected time, seq).
-    pub fn pick(&self, scans: Vec<StoredScan>) -> Vec<StoredScan> {
-        let split = scans.partition_point(|s| s.scan.corrected_ms < self.from_ms);
-        let mut out: Vec<StoredScan> = Vec::new();
-        let mut scans = scans;
-        let within = scans.split_off(split);
-        let skip = within.len().saturating_sub(MAX_GUARD_SCANS as usize);
-        out.extend(within.into_iter().skip(skip));
-        out.extend(scans.pop());
-        out
-    }
 }
 
 /// Other devices' stored scans of `checkpoint` with a corrected time from `from_ms` to `to_ms`
@@ -286,10 +261,8 @@ impl LogFlags<'_> {
             updates.push(NeighbourUpdate {
                 by,
                 seq,
-                corrected_ms: stored.scan.corrected_ms,
                 flags_json: flags_json(&flags)?.unwrap_or_else(|| "[]".to_owned()),
                 json,
-                flags,
             });
         }
         updates.sort_by_key(|u| u.seq);
@@ -319,14 +292,10 @@ pub struct NeighbourUpdate {
     /// The new event (its index in the log's new events) that changes it.
     pub by: usize,
     pub seq: i64,
-    /// Its corrected time, as stored.
-    pub corrected_ms: i64,
     /// Its whole new list, as stored.
     pub flags_json: String,
     /// Its feed JSON with the new list, for a backend that stores it ([`StoredScan`]).
     pub json: Option<String>,
-    /// Its whole new list.
-    pub flags: Vec<EventFlag>,
 }
 
 /// A stored scan, read back for the flags of new ones.

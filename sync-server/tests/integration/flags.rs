@@ -237,19 +237,18 @@ async fn flags_of_a_night(backend: Backend, t: i64) -> TestResult {
     Ok(())
 }
 
-/// A night long past: on the embedded store, the scans around each are read from the table.
+/// A night long past.
 async fn every_flag_is_stored_and_found(backend: Backend) -> TestResult {
     flags_of_a_night(backend, LONG_AGO).await
 }
 
-/// Tonight: on the embedded store, they come from the writer's window of recent scans.
+/// Tonight.
 async fn every_flag_of_tonight_is_stored_and_found(backend: Backend) -> TestResult {
     flags_of_a_night(backend, (crate_now_ms() - 4 * 60 * MIN) / MIN * MIN).await
 }
 
-/// Anna's phone delivers its scans of a night a day after the site's newest (on the embedded
-/// store, past what its writer keeps of recent scans): they are flagged by the scans around
-/// them all the same, read from the table.
+/// Anna's phone delivers its scans of a night a day after the site's newest: they are flagged
+/// by the scans around them all the same.
 async fn a_log_delivered_days_late_is_flagged_the_same(backend: Backend) -> TestResult {
     let t = LONG_AGO;
     let server = TestServer::new(backend).await?;

@@ -662,7 +662,6 @@ async fn stamp_events(
     let mut guard = Vec::new();
     if let Some(GuardScans {
         guard: guard_id,
-        previous_from_ms,
         from_ms,
         to_ms,
     }) = plan.guard_scans()
@@ -677,17 +676,10 @@ async fn stamp_events(
                  UNION ALL
                  (SELECT {SCAN_COLUMNS} FROM events
                   WHERE site_id = $1 AND guard_id = $2 AND kind = 'checkpoint_scanned'
-                    AND {SCAN_TIME} < $3 AND {SCAN_TIME} >= $6
+                    AND {SCAN_TIME} < $3
                   ORDER BY {SCAN_TIME} DESC LIMIT 1)"
             ),
-            &[
-                &site,
-                guard_id,
-                from_ms,
-                to_ms,
-                &MAX_GUARD_SCANS,
-                previous_from_ms,
-            ],
+            &[&site, guard_id, from_ms, to_ms, &MAX_GUARD_SCANS],
         )
         .await?;
         for row in &rows {

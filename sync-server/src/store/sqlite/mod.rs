@@ -69,7 +69,6 @@ mod event_ids;
 mod feed;
 mod files;
 mod folded;
-mod scan_window;
 mod schema;
 mod sync;
 #[cfg(test)]

@@ -29,7 +29,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0015_tour_compliance.sql"),
     include_str!("migrations/0016_events_by_corrected_time.sql"),
     include_str!("migrations/0017_event_hours.sql"),
-    include_str!("migrations/0018_scan_neighbours_in_memory.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages

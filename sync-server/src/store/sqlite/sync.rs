@@ -19,13 +19,15 @@ use tokio::sync::oneshot;
 
 use super::event_ids::{Claims, Committed, EventIds};
 use super::feed::corrected_ms;
-use super::scan_window::ScanWindow;
 use super::schema::open_reader;
 use super::{
     SqliteStore, WRITER_CHECKPOINT_INTERVAL, abandoned, auth, checkpoint, run_caught, to_i64,
 };
 use crate::store::event_hours;
-use crate::store::flagging::{IngestFlags, LogStamps, ScanRow, StoredScan, read_scan_row};
+use crate::store::flagging::{
+    GuardScans, IngestFlags, LogStamps, MAX_GUARD_SCANS, MAX_TAG_SCANS, ScanRow, StoredScan,
+    TagScans, read_scan_row,
+};
 use crate::store::merge::{
     ChunkWrite, MergedLog, Phases, Prepared, SHIFT_LOG_KIND, StoredDoc, WritePhase, Written,
     apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
@@ -140,7 +142,6 @@ pub(super) fn writer_thread(
 ) {
     let mut next = None;
     let mut last_checkpoint = Instant::now();
-    let mut window = ScanWindow::default();
     loop {
         let job = match next.take() {
             Some(job) => job,
@@ -164,7 +165,7 @@ pub(super) fn writer_thread(
                     }
                 }
                 run_caught("a group commit", || {
-                    commit_jobs(&mut conn, &mut event_ids, &mut window, group, notifier);
+                    commit_jobs(&mut conn, &mut event_ids, group, notifier);
                 });
                 if event_ids.recent_len() >= FOLD_EVENT_IDS_AT {
                     run_caught("a fold of event ids", || {
@@ -310,7 +311,6 @@ enum Wrote {
 fn write_request(
     tx: &Connection,
     claims: &mut Claims<'_>,
-    window: &mut ScanWindow,
     batch: &SyncBatch,
     merged: &mut [Option<Prepared>],
     final_round: bool,
@@ -356,7 +356,6 @@ fn write_request(
         let new_events = write_doc(
             tx,
             claims,
-            window,
             &flags,
             batch,
             &prepared.doc_id,
@@ -392,18 +391,10 @@ pub(super) struct WriteJob {
 fn commit_jobs(
     conn: &mut Connection,
     event_ids: &mut EventIds,
-    window: &mut ScanWindow,
     mut jobs: Vec<WriteJob>,
     notifier: &Notifier,
 ) {
-    window.begin();
-    let written = write_jobs(conn, event_ids, window, &mut jobs);
-    if written.is_ok() {
-        window.committed();
-    } else {
-        window.rolled_back();
-    }
-    match written {
+    match write_jobs(conn, event_ids, &mut jobs) {
         Ok((wrote, claims)) => {
             event_ids.committed(claims);
             let mut sites_added: Vec<SiteId> = Vec::new();
@@ -434,7 +425,7 @@ fn commit_jobs(
         Err(e) if jobs.len() > 1 => {
             tracing::warn!(error = %e, requests = jobs.len(), "a group commit failed; writing its requests one by one");
             for job in jobs {
-                commit_jobs(conn, event_ids, window, vec![job], notifier);
+                commit_jobs(conn, event_ids, vec![job], notifier);
             }
         }
         Err(e) => {
@@ -465,7 +456,6 @@ fn notify_sites(conn: &Connection, notifier: &Notifier, sites: &[SiteId]) {
 fn write_jobs(
     conn: &mut Connection,
     event_ids: &EventIds,
-    window: &mut ScanWindow,
     jobs: &mut [WriteJob],
 ) -> Result<(Vec<Wrote>, Committed), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -475,7 +465,6 @@ fn write_jobs(
         wrote.push(write_request(
             &tx,
             &mut claims,
-            window,
             &job.batch,
             &mut job.merged,
             job.final_round,
@@ -493,11 +482,9 @@ fn write_jobs(
 /// row, so the events go in first: a start or end already recorded stays (the first to arrive);
 /// the events new to the feed are added to the count, and when there are any their receipt is
 /// the last event's.
-#[allow(clippy::too_many_arguments)]
 fn write_doc(
     tx: &Connection,
     claims: &mut Claims<'_>,
-    window: &mut ScanWindow,
     flags: &IngestFlags,
     batch: &SyncBatch,
     doc_id: &str,
@@ -518,7 +505,7 @@ fn write_doc(
     };
     let device_id = meta.device.to_string();
     let shift_id = meta.shift.to_string();
-    let stamps = stamp_events(tx, window, batch, flags, &log.new_events)?;
+    let stamps = stamp_events(tx, site, flags, &log.new_events)?;
 
     // The id is looked up in the site's event-id index and claimed before the event goes in.
     let mut insert = tx.prepare_cached(
@@ -570,13 +557,6 @@ fn write_doc(
         ])?;
         written[i] = true;
         hours.push((*next_seq, stamps.stamps[i].corrected_ms));
-        window.add(
-            site,
-            *next_seq,
-            event,
-            stamps.stamps[i].corrected_ms,
-            &stamps.stamps[i].flags,
-        );
         inserted += 1;
         *next_seq += 1;
     }
@@ -591,7 +571,6 @@ fn write_doc(
     for update in stamps.updates.iter().filter(|u| written[u.by]) {
         tx.prepare_cached("UPDATE events SET flags = ?3 WHERE site_id = ?1 AND seq = ?2")?
             .execute(params![site, update.seq, update.flags_json])?;
-        window.set_flags(site, (update.corrected_ms, update.seq), &update.flags);
     }
     let last_event_at = (inserted > 0).then_some(received_at_ms);
 
@@ -649,16 +628,16 @@ fn write_doc(
 }
 
 /// The columns [`scan_row`] reads, from the first: a scan's seq, id, device, corrected time
-/// (as the feed reads it), record, JSON (rows
+/// (as the feed reads it: the expression the indexes of migration 14 hold), record, JSON (rows
 /// stored before migration 8) and flags.
-pub(super) fn scan_columns() -> String {
+fn scan_columns() -> String {
     format!(
         "seq, event_id, device_id, {}, record, json, flags",
         corrected_ms()
     )
 }
 
-pub(super) fn scan_row(row: &rusqlite::Row<'_>) -> Result<StoredScan, StoreError> {
+fn scan_row(row: &rusqlite::Row<'_>) -> Result<StoredScan, StoreError> {
     let bad = |e: rusqlite::types::FromSqlError| StoreError::CorruptData(format!("a scan: {e}"));
     read_scan_row(ScanRow {
         seq: row.get(0)?,
@@ -673,24 +652,80 @@ pub(super) fn scan_row(row: &rusqlite::Row<'_>) -> Result<StoredScan, StoreError
     })
 }
 
+/// The query of [`GuardScans`]: ?1 site, ?2 guard, ?3 and ?4 the span, ?5 the most rows.
+fn guard_scans_sql() -> String {
+    let columns = scan_columns();
+    let corrected = corrected_ms();
+    format!(
+        "SELECT * FROM (SELECT {columns} FROM events
+             WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
+               AND {corrected} BETWEEN ?3 AND ?4
+             ORDER BY {corrected} DESC LIMIT ?5)
+         UNION ALL
+         SELECT * FROM (SELECT {columns} FROM events
+             WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
+               AND {corrected} < ?3
+             ORDER BY {corrected} DESC LIMIT 1)"
+    )
+}
+
+/// The query of [`TagScans`]: ?1 site, ?2 checkpoint, ?3 and ?4 the span, ?5 the device left
+/// out, ?6 the most rows.
+fn tag_scans_sql() -> String {
+    format!(
+        "SELECT {} FROM events
+         WHERE site_id = ?1 AND checkpoint_id = ?2 AND kind = 'checkpoint_scanned'
+           AND {} BETWEEN ?3 AND ?4 AND device_id <> ?5
+         LIMIT ?6",
+        scan_columns(),
+        corrected_ms()
+    )
+}
+
 /// The stamps of a log's new events, reading the stored scans their flags need
-/// ([`crate::store::flagging`]) from the writer's window of them.
+/// ([`crate::store::flagging`]).
 fn stamp_events(
     tx: &Connection,
-    window: &mut ScanWindow,
-    batch: &SyncBatch,
+    site: &str,
     flags: &IngestFlags,
     events: &[patrol_core::Event],
 ) -> Result<LogStamps, StoreError> {
-    let site = batch.site.as_str();
     let plan = flags.plan(events);
-    let guard = match plan.guard_scans() {
-        Some(query) => window.guard_scans(tx, site, query)?,
-        None => Vec::new(),
-    };
+    let mut guard = Vec::new();
+    if let Some(GuardScans {
+        guard: guard_id,
+        from_ms,
+        to_ms,
+    }) = plan.guard_scans()
+    {
+        let mut stmt = tx.prepare_cached(&guard_scans_sql())?;
+        let mut rows = stmt.query(params![site, guard_id, from_ms, to_ms, MAX_GUARD_SCANS])?;
+        while let Some(row) = rows.next()? {
+            guard.push(scan_row(row)?);
+        }
+    }
     let mut tags = Vec::new();
-    for query in plan.tag_scans() {
-        tags.push(window.tag_scans(tx, site, query)?);
+    for TagScans {
+        checkpoint,
+        device,
+        from_ms,
+        to_ms,
+    } in plan.tag_scans()
+    {
+        let mut stmt = tx.prepare_cached(&tag_scans_sql())?;
+        let mut rows = stmt.query(params![
+            site,
+            checkpoint,
+            from_ms,
+            to_ms,
+            device,
+            MAX_TAG_SCANS
+        ])?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next()? {
+            found.push(scan_row(row)?);
+        }
+        tags.push(found);
     }
     plan.finish(guard, tags)
 }
@@ -822,14 +857,7 @@ mod tests {
     ) -> Result<Wrote, StoreError> {
         let tx = conn.transaction()?;
         let mut claims = ids.claims();
-        let wrote = write_request(
-            &tx,
-            &mut claims,
-            &mut ScanWindow::default(),
-            batch,
-            merged,
-            final_round,
-        )?;
+        let wrote = write_request(&tx, &mut claims, batch, merged, final_round)?;
         let claims = claims.into_committed();
         tx.commit()?;
         ids.committed(claims);
@@ -1009,9 +1037,8 @@ mod tests {
         let (mut merged_a, mut merged_b) = (merge_all(&mut conn, &a)?, merge_all(&mut conn, &b)?);
         let tx = conn.transaction()?;
         let mut claims = fresh.claims();
-        let mut window = ScanWindow::default();
-        let first = write_request(&tx, &mut claims, &mut window, &a, &mut merged_a, false)?;
-        let second = write_request(&tx, &mut claims, &mut window, &b, &mut merged_b, false)?;
+        let first = write_request(&tx, &mut claims, &a, &mut merged_a, false)?;
+        let second = write_request(&tx, &mut claims, &b, &mut merged_b, false)?;
         // Rolled back: the claim must not outlive the transaction.
         drop(claims);
         drop(tx);
@@ -1037,6 +1064,34 @@ mod tests {
             4
         );
         assert_eq!(count("SELECT COUNT(*) FROM event_ids")?, 4);
+        Ok(())
+    }
+
+    /// The queries of a new scan's flags read the scans around it through the indexes of
+    /// migration 14, not the whole site's events.
+    #[test]
+    fn the_queries_for_flags_use_their_indexes() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (_path, conn) = test_site_db(dir.path())?;
+        let guard_params = params!["site-1", "x", 1, 2, 3];
+        let tag_params = params!["site-1", "x", 1, 2, "d", 4];
+        for (sql, values, index) in [
+            (guard_scans_sql(), guard_params, "events_scans_by_guard"),
+            (tag_scans_sql(), tag_params, "events_scans_by_checkpoint"),
+        ] {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let plan: Vec<String> = stmt
+                .query_map(values, |r| r.get(3))?
+                .collect::<Result<_, _>>()?;
+            let searches: Vec<&String> = plan.iter().filter(|p| p.contains("events")).collect();
+            assert!(!searches.is_empty(), "{plan:?}");
+            for step in searches {
+                assert!(
+                    step.starts_with("SEARCH") && step.contains(index),
+                    "{index}: {plan:?}"
+                );
+            }
+        }
         Ok(())
     }
 
