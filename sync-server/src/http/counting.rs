@@ -6,15 +6,25 @@
 //! - [`count_traffic`] is a middleware that counts requests, responses by status class, and the
 //!   body bytes as they stream through it ([`CountingBody`]). It is the router's outermost
 //!   layer, so a compression layer added inside it is counted as sent (after encoding).
+//!
+//! Seeing the request body go by, [`count_traffic`] also closes the connection after an answer
+//! to a request whose body the server did not read. A refusal made before the body is read (too
+//! large by its `Content-Length`, server busy, a bad credential or content type) leaves the
+//! body's bytes on the socket, and hyper then closes the connection rather than read them. A
+//! client that pooled the connection meanwhile sends its next request into the closing socket
+//! and gets "connection closed before message completed": a phone retrying after a 503 would
+//! fail again for no reason. `Connection: close` on such an answer tells it not to reuse it.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
@@ -134,13 +144,15 @@ enum Direction {
 }
 
 /// A body that adds the length of each data frame to the request or response body counter as
-/// it passes. Size hint and end of stream are the inner body's, so hyper still sends a
-/// `Content-Length` where it would have (wrapping must not turn a response into chunked).
+/// it passes, and sets `read_to_end`, if given, once it has been read to its end. Size hint and
+/// end of stream are the inner body's, so hyper still sends a `Content-Length` where it would
+/// have (wrapping must not turn a response into chunked).
 #[derive(Debug)]
 pub struct CountingBody {
     inner: Body,
     metrics: Arc<Metrics>,
     direction: Direction,
+    read_to_end: Option<Arc<AtomicBool>>,
 }
 
 impl HttpBody for CountingBody {
@@ -158,6 +170,11 @@ impl HttpBody for CountingBody {
                 Direction::Request => this.metrics.add_http_request_body(data.len()),
                 Direction::Response => this.metrics.add_http_response_body(data.len()),
             }
+        }
+        if let Some(read) = &this.read_to_end
+            && (frame.is_none() || this.inner.is_end_stream())
+        {
+            read.store(true, Ordering::Relaxed);
         }
         Poll::Ready(frame)
     }
@@ -182,20 +199,28 @@ pub async fn count_traffic(
     next: Next,
 ) -> Response {
     metrics.add_http_request();
+    let read_to_end = (!request.body().is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
     let request = request.map(|inner| {
         Body::new(CountingBody {
             inner,
             metrics: metrics.clone(),
             direction: Direction::Request,
+            read_to_end: read_to_end.clone(),
         })
     });
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     metrics.add_http_response(response.status());
+    if read_to_end.is_some_and(|read| !read.load(Ordering::Relaxed)) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response.map(|inner| {
         Body::new(CountingBody {
             inner,
             metrics,
             direction: Direction::Response,
+            read_to_end: None,
         })
     })
 }
@@ -203,7 +228,10 @@ pub async fn count_traffic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::Router;
+    use axum::routing::post;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tower::ServiceExt as _;
 
     #[tokio::test]
     async fn stream_counts_reads_and_writes() -> io::Result<()> {
@@ -230,6 +258,7 @@ mod tests {
             inner: Body::from("0123456789"),
             metrics: metrics.clone(),
             direction: Direction::Response,
+            read_to_end: None,
         };
         assert_eq!(body.size_hint().exact(), Some(10));
         let bytes = axum::body::to_bytes(Body::new(body), usize::MAX).await?;
@@ -240,5 +269,35 @@ mod tests {
             (10, 0)
         );
         Ok(())
+    }
+
+    async fn answer(body: &'static str, read_it: bool) -> Option<HeaderValue> {
+        let app = Router::new()
+            .route(
+                "/",
+                post(move |request: Request| async move {
+                    if read_it {
+                        let _ = axum::body::to_bytes(request.into_body(), 1024).await;
+                    }
+                    "ok"
+                }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(Metrics::new()),
+                count_traffic,
+            ));
+        let request = Request::post("/").body(Body::from(body)).ok()?;
+        let response = app.oneshot(request).await.ok()?;
+        response.headers().get(header::CONNECTION).cloned()
+    }
+
+    #[tokio::test]
+    async fn only_an_unread_body_closes_the_connection() {
+        assert_eq!(
+            answer("a body", false).await,
+            Some(HeaderValue::from_static("close"))
+        );
+        assert_eq!(answer("a body", true).await, None);
+        assert_eq!(answer("", false).await, None);
     }
 }

@@ -81,7 +81,6 @@ pub mod state;
 pub mod sync;
 pub mod throttle;
 pub mod tours;
-pub mod unread;
 
 use std::time::Duration;
 
@@ -193,7 +192,6 @@ pub fn router(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(axum::middleware::from_fn(unread::close_if_body_unread))
         // Outermost, so that it sees bodies exactly as they go to and come from hyper: after
         // any encoding a layer inside it applies, and including error responses of every layer.
         .layer(axum::middleware::from_fn_with_state(metrics, count_traffic))

@@ -92,20 +92,31 @@ fn flags_of(all: &BTreeMap<String, Value>, id: EventId) -> Result<Vec<EventFlag>
     serde_json::from_value(json.clone()).map_err(|e| format!("{json}: {e}"))
 }
 
+/// A server with the site configured by `config(t)`, and the phones of anna, bob and carl.
+async fn night(
+    backend: Backend,
+    t: i64,
+) -> Result<(TestServer, [Phone; 3]), Box<dyn std::error::Error>> {
+    let server = TestServer::new(backend).await?;
+    let (status, body) = server
+        .send_json("PUT", &format!("/api/v1/sites/{SITE}/config"), &config(t))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let phones = [
+        server.phone("anna").await?,
+        server.phone("bob").await?,
+        server.phone("carl").await?,
+    ];
+    Ok((server, phones))
+}
+
 /// Two guards' phones on the night of `config`: anna's scans earn one of each flag of a scan,
 /// bob's and anna's scans of one tag ten and twenty seconds apart are cloned (bob's first, then
 /// anna's first), and carl's phone, three hours slow, is skewed. Each flag is stored on exactly
 /// its events and `flag=` finds them; the cloned tags are on both scans.
 /// The server restarts after bob's first scan: what it knew of the stored scans is read again.
 async fn flags_of_a_night(backend: Backend, t: i64) -> TestResult {
-    let mut server = TestServer::new(backend).await?;
-    let (status, body) = server
-        .send_json("PUT", &format!("/api/v1/sites/{SITE}/config"), &config(t))
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let mut anna = server.phone("anna").await?;
-    let mut bob = server.phone("bob").await?;
-    let mut carl = server.phone("carl").await?;
+    let (mut server, [mut anna, mut bob, mut carl]) = night(backend, t).await?;
 
     let a1 = anna.record_at(t + MIN, scan("cp-2", nfc("T2"), None)?)?;
     let a2 = anna.record_at(t + 5 * MIN, scan("cp-1", nfc("T1"), None)?)?;
@@ -251,14 +262,7 @@ async fn every_flag_of_tonight_is_stored_and_found(backend: Backend) -> TestResu
 /// by the scans around them all the same.
 async fn a_log_delivered_days_late_is_flagged_the_same(backend: Backend) -> TestResult {
     let t = LONG_AGO;
-    let server = TestServer::new(backend).await?;
-    let (status, body) = server
-        .send_json("PUT", &format!("/api/v1/sites/{SITE}/config"), &config(t))
-        .await?;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let mut anna = server.phone("anna").await?;
-    let mut bob = server.phone("bob").await?;
-    let mut carl = server.phone("carl").await?;
+    let (server, [mut anna, mut bob, mut carl]) = night(backend, t).await?;
     let a1 = anna.record_at(t, scan("cp-1", nfc("T1"), None)?)?;
     sync(&server, &mut anna, 0).await?;
     let b1 = bob.record_at(t + 60 * MIN, scan("cp-9", nfc("T9"), None)?)?;
