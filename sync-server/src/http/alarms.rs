@@ -1,31 +1,152 @@
-//! `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge`: the control room acknowledges a
-//! panic alarm, as the authenticated user (`auth::acting_operator`); a user covering the site.
+//! A site's panic alarms, for a user covering the site: `GET /api/v1/sites/{site}/alarms` lists
+//! them (raised, received, acknowledged; `open=true` for those not yet acknowledged), and
+//! `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge` acknowledges one, as the
+//! authenticated user (`auth::acting_operator`).
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use patrol_core::EventId;
 use patrol_core::event::format_time_ms;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{AuthUser, acting_operator};
 use super::error::{AppError, ErrorBody};
-use super::extract::{MAX_CONTROL_JSON_BODY_BYTES, SlugId, json_body, site_and};
+use super::extract::{
+    MAX_CONTROL_JSON_BODY_BYTES, MAX_JSON_BODY_BYTES, SlugId, json_body, query_params, query_value,
+    site_and, site_from_path,
+};
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::now_ms;
-use crate::store::AlarmAckRecord;
+use crate::store::{AlarmAckRecord, MAX_PANIC_ALARMS, PanicAlarm};
 
 pub(super) fn routes() -> Vec<Endpoint> {
-    vec![endpoint(
-        Verb::Post,
-        "/api/v1/sites/{site}/alarms/{event}/acknowledge",
-        acknowledge_alarm,
-        MAX_CONTROL_JSON_BODY_BYTES,
-    )]
+    vec![
+        endpoint(
+            Verb::Get,
+            "/api/v1/sites/{site}/alarms",
+            list_alarms,
+            MAX_JSON_BODY_BYTES,
+        ),
+        endpoint(
+            Verb::Post,
+            "/api/v1/sites/{site}/alarms/{event}/acknowledge",
+            acknowledge_alarm,
+            MAX_CONTROL_JSON_BODY_BYTES,
+        ),
+    ]
+}
+
+/// A panic alarm as the alarms view shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmView {
+    #[schema(format = Uuid)]
+    event_id: String,
+    #[schema(format = Uuid)]
+    device_id: String,
+    #[schema(value_type = SlugId, inline)]
+    guard: String,
+    /// The phone's own time of the panic.
+    raised_at: String,
+    /// That time corrected by the phone's measured clock offset.
+    raised_at_corrected: String,
+    /// When the server received it.
+    received_at: String,
+    /// Who acknowledged it, and when; both null while it is open.
+    acknowledged_by: Option<String>,
+    acknowledged_at: Option<String>,
+    /// Not acknowledged yet.
+    open: bool,
+}
+
+impl From<PanicAlarm> for AlarmView {
+    fn from(alarm: PanicAlarm) -> Self {
+        let (by, at) = alarm.acknowledged.unzip();
+        AlarmView {
+            event_id: alarm.event.to_string(),
+            device_id: alarm.device.to_string(),
+            guard: alarm.guard,
+            raised_at: format_time_ms(alarm.raised_at_ms),
+            raised_at_corrected: format_time_ms(alarm.corrected_ms),
+            received_at: format_time_ms(alarm.received_at_ms),
+            open: by.is_none(),
+            acknowledged_by: by,
+            acknowledged_at: at.map(format_time_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmsView {
+    site_id: String,
+    /// The latest first, at most 1,000.
+    alarms: Vec<AlarmView>,
+}
+
+/// Kept as text so that a bad value gets our message. Any other parameter is refused.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AlarmParams {
+    /// `true`: only alarms not yet acknowledged.
+    #[param(value_type = Option<bool>)]
+    open: Option<String>,
+}
+
+/// The site's panic alarms, the latest first: when each was raised (the phone's time, and
+/// corrected), received, and acknowledged, and by whom.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/alarms",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(
+        ("site" = SlugId, Path, description = "Site id", example = "site-1"),
+        AlarmParams,
+    ),
+    responses(
+        (status = 200, description = "The site's panic alarms, the latest first (at most 1,000)", body = AlarmsView),
+        (status = 400, description = "A bad or unknown query parameter, or a bad site id (`invalid_query`, `invalid_site_id`)", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "The token does not cover this site", body = ErrorBody),
+        (status = 404, description = "`unknown_site`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn list_alarms(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<AlarmParams>, QueryRejection>,
+) -> Result<Json<AlarmsView>, AppError> {
+    let site = site_from_path(path)?;
+    user.can_read(&site)?;
+    let params = query_params(query)?;
+    let open_only = match query_value(&params.open) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(AppError::bad_request(
+                "invalid_query",
+                format!("open must be true or false, got {other:?}"),
+            ));
+        }
+    };
+    let Some(alarms) = state
+        .store
+        .panic_alarms(site.clone(), open_only, MAX_PANIC_ALARMS)
+        .await?
+    else {
+        return Err(AppError::UnknownSite(site.to_string()));
+    };
+    Ok(Json(AlarmsView {
+        site_id: site.to_string(),
+        alarms: alarms.into_iter().map(AlarmView::from).collect(),
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -69,6 +69,7 @@ pub const USER_TOKEN: &str = "user_token";
         incidents::act_on_incident,
         config::get_config,
         config::put_config,
+        alarms::list_alarms,
         alarms::acknowledge_alarm,
         reports::daily_activity_report,
         admin::list_users,

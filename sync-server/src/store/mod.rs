@@ -488,6 +488,41 @@ pub struct AlarmAckRecord {
     pub at_ms: i64,
 }
 
+/// A panic alarm as the control room's alarms view lists it: when it was raised (the phone's
+/// own time, and corrected), received, and acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PanicAlarm {
+    pub event: EventId,
+    pub device: DeviceId,
+    pub guard: String,
+    /// The phone's own time of the panic.
+    pub raised_at_ms: i64,
+    /// That time corrected by the phone's clock offset ([`corrected_ms_sql`]).
+    pub corrected_ms: i64,
+    pub received_at_ms: i64,
+    /// Who acknowledged it and when; `None` while it is open.
+    pub acknowledged: Option<(String, i64)>,
+}
+
+/// Most panic alarms one listing returns (the latest).
+pub const MAX_PANIC_ALARMS: u32 = 1_000;
+
+/// The SQL of [`Store::panic_alarms`], for both backends: `$1` the site, `$2` 1 for open alarms
+/// only, `$3` the limit; `least` as in [`corrected_ms_sql`], `param` the backend's placeholder
+/// prefix (`?` or `$`).
+pub fn panic_alarms_sql(least: &str, param: char) -> String {
+    let corrected = corrected_ms_sql(least);
+    format!(
+        "SELECT e.event_id, e.device_id, e.guard_id, e.device_time_ms, {corrected},
+                e.received_at_ms, a.acked_by, a.acked_at
+         FROM events e LEFT JOIN alarm_acks a
+           ON a.site_id = e.site_id AND a.event_id = e.event_id
+         WHERE e.site_id = {param}1 AND e.kind = 'panic'
+           AND ({param}2 = 0 OR a.event_id IS NULL)
+         ORDER BY e.seq DESC LIMIT {param}3"
+    )
+}
+
 /// One page of a site's event feed: each event's stored JSON text, in sequence order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventPage {
@@ -836,6 +871,15 @@ pub trait Store: Send + Sync + fmt::Debug {
         site: SiteId,
         events: Vec<EventId>,
     ) -> BoxFuture<'_, Result<Vec<AlarmAckRecord>, StoreError>>;
+
+    /// The site's panic alarms, the latest first (at most `limit`), only those not acknowledged
+    /// if `open_only`; `None` if the site does not exist.
+    fn panic_alarms(
+        &self,
+        site: SiteId,
+        open_only: bool,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Option<Vec<PanicAlarm>>, StoreError>>;
 
     /// The site's devices, ordered by device id; `None` if the site does not exist.
     fn devices(&self, site: SiteId)

@@ -81,6 +81,13 @@ pub fn read_device_id(s: &str) -> Result<DeviceId, StoreError> {
     DeviceId::from_str(s).map_err(|e| corrupt(format!("device id {s:?}: {e}")))
 }
 
+/// A stored event id (its 16 bytes).
+pub fn read_event_id(bytes: &[u8]) -> Result<patrol_core::EventId, StoreError> {
+    uuid::Uuid::from_slice(bytes)
+        .map(patrol_core::EventId)
+        .map_err(|e| corrupt(format!("event id: {e}")))
+}
+
 pub fn read_guard_id(s: &str) -> Result<GuardId, StoreError> {
     GuardId::new(s).map_err(|e| corrupt(format!("guard id {s:?}: {e}")))
 }

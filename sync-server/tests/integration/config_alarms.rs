@@ -423,7 +423,100 @@ async fn alarm_acks_are_idempotent_and_reach_only_the_raising_phone(
     Ok(())
 }
 
+/// The alarms view lists every panic of the site, the latest first, with when it was raised
+/// (the phone's time and corrected), received and acknowledged; `open=true` only those nobody
+/// has acknowledged; another site's and other events are not there.
+async fn the_alarms_view_lists_panics_open_and_acknowledged(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let mut alice = server.phone("guard-a").await?;
+    let mut bob = server.phone("guard-b").await?;
+    let t = crate::common::crate_now_ms() - 60_000;
+    let alice_panic = alice.record_at(t, EventBody::Panic { location: None })?;
+    alice.scan("cp-1")?;
+    let bob_panic = bob.record_at(t + 10_000, EventBody::Panic { location: None })?;
+    server.sync(&alice.push_request()?).await?;
+    server.sync(&bob.push_request()?).await?;
+    server
+        .send_json(
+            "POST",
+            &ack_uri(SITE, alice_panic),
+            &json!({"by": "op-anna"}),
+        )
+        .await?;
+
+    let uri = format!("/api/v1/sites/{SITE}/alarms");
+    let (status, all) = server.get_json(&uri).await?;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let alarms = all["alarms"].as_array().ok_or("no alarms")?;
+    let ids: Vec<&str> = alarms
+        .iter()
+        .filter_map(|a| a["event_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [bob_panic.to_string(), alice_panic.to_string()],
+        "{all}"
+    );
+    let (bob_alarm, alice_alarm) = (&alarms[0], &alarms[1]);
+    assert_eq!(bob_alarm["guard"], "guard-b");
+    assert_eq!(bob_alarm["device_id"], bob.device.to_string());
+    assert_eq!(
+        bob_alarm["raised_at"],
+        patrol_core::event::format_time_ms(t + 10_000)
+    );
+    assert_eq!(
+        (
+            bob_alarm["open"].as_bool(),
+            bob_alarm["acknowledged_by"].is_null()
+        ),
+        (Some(true), true)
+    );
+    assert_eq!(
+        (
+            alice_alarm["open"].as_bool(),
+            alice_alarm["acknowledged_by"].as_str()
+        ),
+        (Some(false), Some("op-anna"))
+    );
+    for field in ["raised_at_corrected", "received_at", "acknowledged_at"] {
+        assert!(alice_alarm[field].is_string(), "{field}: {alice_alarm}");
+    }
+
+    let (status, open) = server.get_json(&format!("{uri}?open=true")).await?;
+    assert_eq!(status, StatusCode::OK, "{open}");
+    let ids: Vec<&str> = open["alarms"]
+        .as_array()
+        .ok_or("no alarms")?
+        .iter()
+        .filter_map(|a| a["event_id"].as_str())
+        .collect();
+    assert_eq!(ids, [bob_panic.to_string()]);
+
+    for (uri, status, code) in [
+        (
+            format!("{uri}?open=yes"),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            format!("{uri}?state=open"),
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "/api/v1/sites/nowhere/alarms".to_owned(),
+            StatusCode::NOT_FOUND,
+            "unknown_site",
+        ),
+    ] {
+        let (got, resp) = server.get_json(&uri).await?;
+        assert_eq!((got, resp["error"].as_str()), (status, Some(code)), "{uri}");
+    }
+    Ok(())
+}
+
 crate::on_every_backend!(
+    the_alarms_view_lists_panics_open_and_acknowledged,
     configuration_versions_are_checked_and_delivered_once,
     bad_configurations_get_a_clear_4xx_and_change_nothing,
     a_schedule_and_time_zone_round_trip_and_reach_phones,

@@ -162,8 +162,21 @@ enum ControlCommand {
         #[command(flatten)]
         json: JsonArg,
     },
-    /// Acknowledge a guard's panic alarm (its event id, as `pull` shows it); the phone shows it
-    /// at its next sync.
+    /// List the site's panic alarms, the latest first: guard, device, when raised (by the
+    /// phone's corrected clock), received and acknowledged; the ALARM column is what
+    /// `ack-alarm` takes.
+    Alarms {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// Only the alarms nobody has acknowledged yet.
+        #[arg(long)]
+        open: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Acknowledge a guard's panic alarm (its event id, as `alarms` and `pull` show it); the
+    /// phone shows it at its next sync.
     AckAlarm {
         /// The site.
         #[arg(long)]
@@ -491,6 +504,29 @@ fn device_warnings(d: &Value, as_of: &Value) -> String {
     } else {
         warnings.join("; ")
     }
+}
+
+fn alarms_table(view: &Value) -> String {
+    let alarms = view["alarms"].as_array().cloned().unwrap_or_default();
+    let mut t = show::table(&[
+        "ALARM", "GUARD", "DEVICE", "RAISED", "RECEIVED", "STATE", "BY",
+    ]);
+    for a in &alarms {
+        let state = match a["acknowledged_at"].as_str() {
+            Some(at) => format!("acknowledged {}", local_text(at)),
+            None => "OPEN".to_owned(),
+        };
+        t.add_row(vec![
+            text_field(&a["event_id"]),
+            text_field(&a["guard"]),
+            text_field(&a["device_id"]),
+            local_field(&a["raised_at_corrected"]),
+            local_field(&a["received_at"]),
+            state,
+            text_field(&a["acknowledged_by"]),
+        ]);
+    }
+    show::render(&mut t)
 }
 
 fn devices_table(view: &Value) -> String {
@@ -992,6 +1028,17 @@ pub async fn control(args: ControlArgs) -> Result<()> {
                 outln!("{}", out.display());
             }
         }
+        ControlCommand::Alarms { site, open, json } => {
+            let query = if open { "?open=true" } else { "" };
+            let body = api
+                .get(&format!("/api/v1/sites/{site}/alarms{query}"))
+                .await?;
+            if json.json {
+                outln!("{body}");
+            } else {
+                outln!("{}", alarms_table(&body));
+            }
+        }
         ControlCommand::AckAlarm { site, event } => {
             let ack = api
                 .post(
@@ -1150,6 +1197,36 @@ mod tests {
         assert_eq!(
             feed_detail(&json!({"kind": "panic", "id": id})),
             format!("PANIC  ack-alarm {id}")
+        );
+    }
+
+    /// An open alarm says so; an acknowledged one says when and by whom; ALARM is the id
+    /// `ack-alarm` takes.
+    #[test]
+    fn the_alarms_table_shows_open_and_acknowledged_alarms() {
+        let view = json!({"alarms": [
+            {"event_id": "e-2", "guard": "bob", "device_id": "d-2",
+             "raised_at_corrected": "2025-03-01T22:00:10.000Z",
+             "received_at": "2025-03-01T22:00:11.000Z", "open": true,
+             "acknowledged_by": null, "acknowledged_at": null},
+            {"event_id": "e-1", "guard": "anna", "device_id": "d-1",
+             "raised_at_corrected": "2025-03-01T22:00:00.000Z",
+             "received_at": "2025-03-01T22:00:01.000Z", "open": false,
+             "acknowledged_by": "op-anna", "acknowledged_at": "2025-03-01T22:01:00.000Z"},
+        ]});
+        let table = alarms_table(&view);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("ALARM"), "{table}");
+        assert!(
+            lines[1].starts_with("e-2") && lines[1].contains("OPEN"),
+            "{table}"
+        );
+        let acked = show::local_text("2025-03-01T22:01:00.000Z");
+        assert!(
+            lines[2].starts_with("e-1")
+                && lines[2].contains(&format!("acknowledged {acked}"))
+                && lines[2].contains("op-anna"),
+            "{table}"
         );
     }
 

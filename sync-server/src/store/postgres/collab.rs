@@ -20,10 +20,10 @@ use crate::store::collab::{
     Answered, NewConfig, OwedIncidents, awaited_alarms, next_config, owed_incidents, stored_config,
 };
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
-use crate::store::rows::{read_device_id, read_incident_id, read_site_id};
+use crate::store::rows::{read_device_id, read_event_id, read_incident_id, read_site_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentPush, IncidentQuery,
-    OperatorAction, StoreError, StoredConfig,
+    OperatorAction, PanicAlarm, StoreError, StoredConfig, panic_alarms_sql,
 };
 
 async fn require_site<C: GenericClient>(c: &C, site: &SiteId) -> Result<(), StoreError> {
@@ -556,6 +556,41 @@ pub(super) async fn acknowledge_alarm<C: GenericClient>(
         by: row.try_get(1)?,
         at_ms: row.try_get(2)?,
     })
+}
+
+pub(super) async fn panic_alarms<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    open_only: bool,
+    limit: u32,
+) -> Result<Option<Vec<PanicAlarm>>, StoreError> {
+    if get_site(c, site).await?.is_none() {
+        return Ok(None);
+    }
+    // Through the index of panic events (migration 0014).
+    let rows = query(
+        c,
+        &panic_alarms_sql("LEAST", '$'),
+        &[&site.as_str(), &i32::from(open_only), &i64::from(limit)],
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: &[u8] = row.try_get(0)?;
+        let device: String = row.try_get(1)?;
+        let by: Option<String> = row.try_get(6)?;
+        let at: Option<i64> = row.try_get(7)?;
+        out.push(PanicAlarm {
+            event: read_event_id(id)?,
+            device: read_device_id(&device)?,
+            guard: row.try_get(2)?,
+            raised_at_ms: row.try_get(3)?,
+            corrected_ms: row.try_get(4)?,
+            received_at_ms: row.try_get(5)?,
+            acknowledged: by.zip(at),
+        });
+    }
+    Ok(Some(out))
 }
 
 pub(super) async fn alarm_acks<C: GenericClient>(

@@ -59,8 +59,9 @@ use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, OperatorAction, SettleReport, ShiftLogEvidence, ShiftPage, ShiftQuery,
-    ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor, TimePage,
+    NewEnrollmentCode, OperatorAction, PanicAlarm, SettleReport, ShiftLogEvidence, ShiftPage,
+    ShiftQuery, ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor,
+    TimePage,
 };
 use crate::credentials::{
     NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
@@ -529,6 +530,18 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let client = self.client().await?;
             collab::alarm_acks(&client, &site, &events).await
+        })
+    }
+
+    fn panic_alarms(
+        &self,
+        site: SiteId,
+        open_only: bool,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Option<Vec<PanicAlarm>>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            collab::panic_alarms(&client, &site, open_only, limit).await
         })
     }
 

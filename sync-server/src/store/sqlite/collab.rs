@@ -19,10 +19,10 @@ use crate::store::collab::{
     Answered, NewConfig, OwedIncidents, awaited_alarms, next_config, owed_incidents, stored_config,
 };
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
-use crate::store::rows::{read_device_id, read_incident_id, read_site_id};
+use crate::store::rows::{read_device_id, read_event_id, read_incident_id, read_site_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentQuery, OperatorAction,
-    StoreError, StoredConfig,
+    PanicAlarm, StoreError, StoredConfig, panic_alarms_sql,
 };
 
 fn require_site(conn: &Connection, site: &SiteId) -> Result<(), StoreError> {
@@ -464,6 +464,38 @@ pub(super) fn acknowledge_alarm(
         by,
         at_ms,
     })
+}
+
+pub(super) fn panic_alarms(
+    conn: &mut Connection,
+    site: &SiteId,
+    open_only: bool,
+    limit: u32,
+) -> Result<Option<Vec<PanicAlarm>>, StoreError> {
+    let tx = conn.transaction()?;
+    if get_site(&tx, site)?.is_none() {
+        return Ok(None);
+    }
+    // Through the index of panic events (migration 0006).
+    let mut stmt = tx.prepare_cached(&panic_alarms_sql("MIN", '?'))?;
+    let mut rows = stmt.query(params![site.as_str(), i64::from(open_only), limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let id: Vec<u8> = row.get(0)?;
+        let device: String = row.get(1)?;
+        let by: Option<String> = row.get(6)?;
+        let at: Option<i64> = row.get(7)?;
+        out.push(PanicAlarm {
+            event: read_event_id(&id)?,
+            device: read_device_id(&device)?,
+            guard: row.get(2)?,
+            raised_at_ms: row.get(3)?,
+            corrected_ms: row.get(4)?,
+            received_at_ms: row.get(5)?,
+            acknowledged: by.zip(at),
+        });
+    }
+    Ok(Some(out))
 }
 
 pub(super) fn alarm_acks(

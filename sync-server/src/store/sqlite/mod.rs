@@ -58,8 +58,9 @@ use super::rows::to_i64;
 use super::{
     AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
     DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
-    NewEnrollmentCode, OperatorAction, SettleReport, ShiftLogEvidence, ShiftPage, ShiftQuery,
-    ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor, TimePage,
+    NewEnrollmentCode, OperatorAction, PanicAlarm, SettleReport, ShiftLogEvidence, ShiftPage,
+    ShiftQuery, ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor,
+    TimePage,
 };
 
 mod auth;
@@ -374,6 +375,15 @@ impl Store for SqliteStore {
         events: Vec<patrol_core::EventId>,
     ) -> BoxFuture<'_, Result<Vec<AlarmAckRecord>, StoreError>> {
         Box::pin(self.read(move |conn| collab::alarm_acks(conn, &site, &events)))
+    }
+
+    fn panic_alarms(
+        &self,
+        site: SiteId,
+        open_only: bool,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Option<Vec<PanicAlarm>>, StoreError>> {
+        Box::pin(self.read(move |conn| collab::panic_alarms(conn, &site, open_only, limit)))
     }
 
     fn devices(
