@@ -512,6 +512,26 @@ async fn the_alarms_view_lists_panics_open_and_acknowledged(backend: Backend) ->
         let (got, resp) = server.get_json(&uri).await?;
         assert_eq!((got, resp["error"].as_str()), (status, Some(code)), "{uri}");
     }
+    // An operator of another site does not see them.
+    let admin = server.admin.clone();
+    let (status, _) = server
+        .post_json(&admin, "/api/v1/sites", json!({"site_id": "mall-2"}))
+        .await?;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, user) = server
+        .post_json(
+            &admin,
+            "/api/v1/users",
+            json!({"name": "op-mall", "role": "operator", "sites": ["mall-2"]}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    let token = user["token"].as_str().ok_or("no token")?;
+    let (got, resp) = server.get_json_as(token, &uri).await?;
+    assert_eq!(
+        (got, resp["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
     Ok(())
 }
 
