@@ -116,6 +116,12 @@ fn the_readme_tour_runs_as_written() -> Result<()> {
         "verify did not find the shift complete:\n{stdout}"
     );
     ensure!(
+        stdout
+            .lines()
+            .any(|l| l.contains(" OPEN ") && !l.starts_with("DEVICE")),
+        "the control room's alarms do not list the panic as open before it is acknowledged:\n{stdout}"
+    );
+    ensure!(
         stdout.contains("anna") && stdout.to_lowercase().contains("acknowledged"),
         "the phone's alarms do not show anna's acknowledgement:\n{stdout}"
     );
