@@ -103,6 +103,8 @@ pub struct SyncStatus {
 #[derive(Debug)]
 pub struct PreparedSync {
     pub request: SyncRequest,
+    /// It carries a panic alarm not delivered yet ([`SyncStatus::urgent`]).
+    pub urgent: bool,
     /// Logs of finished shifts, loaded to build the request (the open one stays in the store).
     logs: HashMap<ShiftId, ShiftLog>,
     /// Row id and delivered count of every shift when the request was built.
@@ -943,10 +945,9 @@ impl DeviceStore {
                 .optional()?,
             None => None,
         };
-        let (last_attempt_ms, last_success_ms, last_error, failures, next_attempt_ms, urgent_seq) =
+        let (last_attempt_ms, last_success_ms, last_error, failures, next_attempt_ms) =
             self.conn.query_row(
-                "SELECT last_attempt_ms, last_success_ms, last_error, failures, next_attempt_ms,
-                        urgent_seq
+                "SELECT last_attempt_ms, last_success_ms, last_error, failures, next_attempt_ms
                  FROM sync_state",
                 [],
                 |r| {
@@ -956,17 +957,10 @@ impl DeviceStore {
                         r.get(2)?,
                         r.get::<_, i64>(3)?,
                         r.get(4)?,
-                        r.get::<_, Option<i64>>(5)?,
                     ))
                 },
             )?;
-        // Delivered events are a prefix of each shift, so a panic is delivered when its shift's
-        // delivered prefix reaches it.
-        let urgent = urgent_seq.is_some_and(|seq| {
-            let seq = seq as u64;
-            rows.iter()
-                .any(|r| r.seqs().contains(&seq) && seq >= r.first_seq + r.delivered)
-        });
+        let urgent = self.panic_undelivered(&rows)?;
         Ok(SyncStatus {
             pending_events,
             oldest_pending_ms,
@@ -978,6 +972,20 @@ impl DeviceStore {
             urgent,
             rejected: self.rejected()?,
         })
+    }
+
+    /// Whether a panic alarm of this phone is not delivered yet, given its shifts' rows.
+    fn panic_undelivered(&self, rows: &[ShiftRow]) -> Result<bool> {
+        let urgent_seq: Option<i64> =
+            self.conn
+                .query_row("SELECT urgent_seq FROM sync_state", [], |r| r.get(0))?;
+        // Delivered events are a prefix of each shift, so a panic is delivered when its shift's
+        // delivered prefix reaches it.
+        Ok(urgent_seq.is_some_and(|seq| {
+            let seq = seq as u64;
+            rows.iter()
+                .any(|r| r.seqs().contains(&seq) && seq >= r.first_seq + r.delivered)
+        }))
     }
 
     fn rejected(&self) -> Result<Vec<RejectedLog>> {
@@ -1008,6 +1016,7 @@ impl DeviceStore {
     pub fn prepare_sync(&mut self) -> Result<PreparedSync> {
         let rows = self.shift_rows()?;
         let pending: u64 = rows.iter().map(ShiftRow::pending).sum();
+        let urgent = self.panic_undelivered(&rows)?;
         let mut logs = HashMap::new();
         let mut docs = Vec::new();
         // One reading for the whole request: the signatures' time and the request's.
@@ -1066,6 +1075,7 @@ impl DeviceStore {
                 config_version: self.config_version,
                 awaiting_ack: self.awaiting_ack()?,
             },
+            urgent,
             logs,
             delivered,
         })

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use patrol_core::evidence::DeviceKey;
 use patrol_core::protocol::{
-    CONTENT_TYPE, CREDENTIAL_ROTATION_HEADER, PRIORITY_HEADER, PRIORITY_PANIC, SyncRequest,
-    SyncResponse,
+    CONTENT_TYPE, CREDENTIAL_ROTATION_HEADER, MAX_PANIC_SYNC_BODY_BYTES, PRIORITY_HEADER,
+    PRIORITY_PANIC, SyncRequest, SyncResponse,
 };
 use patrol_core::{DeviceId, SiteId};
 
@@ -178,29 +178,15 @@ impl SyncClient {
             round += 1;
             // A fresh request, with a new request_seq, on every attempt.
             let mut prepared = None;
-            let mut urgent = false;
             with(&mut |s| {
-                urgent = s.status()?.urgent;
                 prepared = Some(s.prepare_sync()?);
                 Ok(())
             })?;
             let Some(prepared) = prepared else { break };
-            // An undelivered panic takes the server's panic lane, ahead of every ordinary sync;
-            // one too large for the lane (a long backlog before it) goes the ordinary way.
-            let lane = if urgent { Lane::Panic } else { Lane::Ordinary };
-            let mut answer = self
-                .exchange_raw(&prepared.request, &credential, lane)
-                .await;
-            if lane == Lane::Panic
-                && matches!(answer, Err(Error::ServerRejected { status: 413, .. }))
-            {
-                tracing::warn!(
-                    "the panic's sync is too large for the panic lane; sending it as an ordinary sync"
-                );
-                answer = self
-                    .exchange_raw(&prepared.request, &credential, Lane::Ordinary)
-                    .await;
-            }
+            let answer = match prepared.request.encode() {
+                Ok(body) => self.send_sync(body, prepared.urgent, &credential).await,
+                Err(e) => Err(e.into()),
+            };
             let response = match answer {
                 Ok((r, due)) => {
                     rotation_due |= due;
@@ -312,19 +298,46 @@ impl SyncClient {
     /// One request/response exchange, presenting `credential`.
     pub async fn exchange(&self, request: &SyncRequest, credential: &str) -> Result<SyncResponse> {
         Ok(self
-            .exchange_raw(request, credential, Lane::Ordinary)
+            .exchange_raw(request.encode()?, credential, Lane::Ordinary)
             .await?
             .0)
     }
 
-    /// One exchange, and whether the server says the credential is due for rotation.
+    /// Sends an encoded sync request. One that carries an undelivered panic (`urgent`) takes
+    /// the server's panic lane, ahead of every ordinary sync, unless it is too large for the
+    /// lane (a long backlog before the panic) or the server says so (413, a smaller limit of
+    /// its own): then it goes the ordinary way.
+    async fn send_sync(
+        &self,
+        body: Vec<u8>,
+        urgent: bool,
+        credential: &str,
+    ) -> Result<(SyncResponse, bool)> {
+        if !urgent || body.len() > MAX_PANIC_SYNC_BODY_BYTES {
+            return self.exchange_raw(body, credential, Lane::Ordinary).await;
+        }
+        match self
+            .exchange_raw(body.clone(), credential, Lane::Panic)
+            .await
+        {
+            Err(Error::ServerRejected { status: 413, .. }) => {
+                tracing::warn!(
+                    "the panic's sync is too large for the server's panic lane; sending it as an ordinary sync"
+                );
+                self.exchange_raw(body, credential, Lane::Ordinary).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// One exchange of an encoded request, and whether the server says the credential is due
+    /// for rotation.
     async fn exchange_raw(
         &self,
-        request: &SyncRequest,
+        body: Vec<u8>,
         credential: &str,
         lane: Lane,
     ) -> Result<(SyncResponse, bool)> {
-        let body = request.encode()?;
         let mut post = self
             .http
             .post(&self.endpoint)

@@ -39,11 +39,14 @@ pub const CREDENTIAL_ROTATION_HEADER: &str = "patrol-credential-rotation";
 
 /// Request header of a sync that carries a panic alarm not yet delivered (value `panic`): the
 /// server admits it in its panic lane, ahead of every ordinary sync waiting, and never refuses
-/// it for load. Its body must be small: the server's limit for it is far below an ordinary
-/// sync's.
+/// it for load. Its body may be at most [`MAX_PANIC_SYNC_BODY_BYTES`].
 pub const PRIORITY_HEADER: &str = "patrol-priority";
 /// [`PRIORITY_HEADER`]'s value for a panic.
 pub const PRIORITY_PANIC: &str = "panic";
+/// The most a panic sync's body may hold: a panic and the few changes a phone has pending
+/// beside it, not a night's backlog (the server answers 413 beyond; a phone sends a larger one
+/// as an ordinary sync).
+pub const MAX_PANIC_SYNC_BODY_BYTES: usize = 256 * 1024;
 
 /// A change hash on the wire.
 pub type Hash = [u8; 32];

@@ -372,7 +372,7 @@ impl DeviceStore {
         let corrected = self.corrected(now_ms)?;
         let server = self.server_tours()?;
         // This phone's scans, at its corrected times.
-        let own: HashMap<EventId, (CheckpointId, i64, bool)> = self
+        let mut own: HashMap<EventId, (CheckpointId, i64, bool)> = self
             .events(None)?
             .into_iter()
             .filter_map(|e| match &e.event.record.body {
@@ -388,19 +388,17 @@ impl DeviceStore {
         // this phone's own scans among them at its own times, as it shows them everywhere.
         let mut scans: Vec<(CheckpointId, i64)> = counted
             .iter()
-            .map(|c| match own.get(&c.event) {
-                Some((checkpoint, at_ms, _)) => (checkpoint.clone(), *at_ms),
+            .map(|c| match own.remove(&c.event) {
+                Some((checkpoint, at_ms, _)) => (checkpoint, at_ms),
                 None => (c.checkpoint.clone(), c.at_ms),
             })
             .collect();
-        let is_counted: std::collections::HashSet<EventId> =
-            counted.iter().map(|c| c.event).collect();
+        // Then its scans the server had not counted: all of them without a status, else those
+        // not delivered by then.
         scans.extend(
-            own.iter()
-                .filter(|(id, (_, _, delivered))| {
-                    !is_counted.contains(id) && (server.is_none() || !delivered)
-                })
-                .map(|(_, (checkpoint, at_ms, _))| (checkpoint.clone(), *at_ms)),
+            own.into_values()
+                .filter(|(_, _, delivered)| server.is_none() || !delivered)
+                .map(|(checkpoint, at_ms, _)| (checkpoint, at_ms)),
         );
         let now = corrected.now_ms;
         Ok(tour_progress(

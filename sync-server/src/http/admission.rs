@@ -3,10 +3,11 @@
 //! piling up (`SyncAdmission`). The defaults are the command line's
 //! ([`crate::config::DEFAULT_CONCURRENT_SYNCS_PER_CPU`] and its neighbours).
 //!
-//! A sync that carries a panic alarm (the phone says so: [`PRIORITY_HEADER`]) takes the panic
-//! lane instead: permits of its own, never the ordinary queue, so however many phones are
-//! waiting it is admitted at once, and it is never refused for their load. The lane is small
-//! and so are its bodies ([`MAX_PANIC_SYNC_BODY_BYTES`]): a phone that claims a panic falsely
+//! A sync that carries a panic alarm (the phone says so:
+//! [`patrol_core::protocol::PRIORITY_HEADER`]) takes the panic lane instead: permits of its own,
+//! never the ordinary queue, so however many phones are waiting it is admitted at once, and it
+//! is never refused for their load. The lane is small and so are its bodies
+//! ([`patrol_core::protocol::MAX_PANIC_SYNC_BODY_BYTES`]): a phone that claims a panic falsely
 //! gets no further than other panics' lane.
 
 use std::sync::Arc;
@@ -14,8 +15,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-pub use patrol_core::protocol::PRIORITY_HEADER;
 
 use super::error::AppError;
 use crate::config::DEFAULT_MAX_SYNC_WAIT_MS;
@@ -28,10 +27,6 @@ pub const DEFAULT_MAX_SYNC_WAIT: Duration = Duration::from_millis(DEFAULT_MAX_SY
 /// Panic syncs handled at once. A panic sync is one small request; more than this many at
 /// once on one server means a site-wide emergency, and the next waits for one of them only.
 pub const PANIC_LANE_PERMITS: usize = 16;
-
-/// The most a panic sync's body may hold: a panic and the few changes a phone has pending
-/// beside it, not a night's backlog.
-pub const MAX_PANIC_SYNC_BODY_BYTES: usize = 256 * 1024;
 
 /// The limits of [`SyncAdmission`].
 #[derive(Clone, Copy, Debug)]
@@ -122,9 +117,7 @@ impl SyncAdmission {
             Err(_) => Err(busy(BusyReason::WaitedTooLong)),
         }
     }
-}
 
-impl SyncAdmission {
     /// A permit of the panic lane: at once, whatever waits in the ordinary queue; if the lane
     /// is full (a site-wide emergency), as soon as one of its panics is answered. Never
     /// refused: a panic that cannot be admitted is the one request that must not be dropped

@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{AuthUser, acting_operator};
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    MAX_CONTROL_JSON_BODY_BYTES, MAX_JSON_BODY_BYTES, SlugId, json_body, query_params, query_value,
+    MAX_CONTROL_JSON_BODY_BYTES, MAX_JSON_BODY_BYTES, SlugId, json_body, query_bool, query_params,
     site_and, site_from_path,
 };
 use super::state::AppState;
@@ -126,16 +126,7 @@ async fn list_alarms(
     let site = site_from_path(path)?;
     user.can_read(&site)?;
     let params = query_params(query)?;
-    let open_only = match query_value(&params.open) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(AppError::bad_request(
-                "invalid_query",
-                format!("open must be true or false, got {other:?}"),
-            ));
-        }
-    };
+    let open_only = query_bool("open", &params.open)?.unwrap_or(false);
     let Some(alarms) = state
         .store
         .panic_alarms(site.clone(), open_only, MAX_PANIC_ALARMS)

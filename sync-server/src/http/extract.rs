@@ -213,6 +213,19 @@ pub(super) fn query_time(name: &str, v: &Option<String>) -> Result<Option<i64>, 
         .transpose()
 }
 
+/// A yes/no filter (`open`): `true` or `false`, `None` when not given.
+pub(super) fn query_bool(name: &str, v: &Option<String>) -> Result<Option<bool>, AppError> {
+    match query_value(v) {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(AppError::bad_request(
+            "invalid_query",
+            format!("{name} must be true or false, got {other:?}"),
+        )),
+    }
+}
+
 /// A page size: `default` when not given, else 1 to `max`.
 pub(super) fn query_limit(v: &Option<String>, default: u32, max: u32) -> Result<u32, AppError> {
     match query_value(v) {

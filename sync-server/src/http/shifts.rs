@@ -16,8 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::AuthUser;
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    MAX_JSON_BODY_BYTES, SlugId, query_limit, query_params, query_time, query_value, site_and,
-    site_from_path,
+    MAX_JSON_BODY_BYTES, SlugId, query_bool, query_limit, query_params, query_time, query_value,
+    site_and, site_from_path,
 };
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
@@ -161,16 +161,7 @@ fn parse_shift_query(params: &ShiftParams) -> Result<ShiftQuery, AppError> {
             })
         })
         .transpose()?;
-    let open = match query_value(&params.open) {
-        None => None,
-        Some("true") => Some(true),
-        Some("false") => Some(false),
-        Some(other) => {
-            return Err(invalid(format!(
-                "open must be true or false, got {other:?}"
-            )));
-        }
-    };
+    let open = query_bool("open", &params.open)?;
     let limit = query_limit(&params.limit, DEFAULT_SHIFT_LIMIT, MAX_SHIFT_LIMIT)?;
     Ok(ShiftQuery {
         guard,

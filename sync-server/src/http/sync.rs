@@ -13,7 +13,6 @@ use patrol_core::protocol::{
 use patrol_core::siteconfig::TONIGHT_MS;
 use utoipa::ToSchema;
 
-use super::admission::MAX_PANIC_SYNC_BODY_BYTES;
 use super::auth;
 use super::error::{AppError, ErrorBody};
 use super::extract::{body_error, check_media_type};
@@ -113,7 +112,7 @@ async fn sync(State(state): State<AppState>, request: Request) -> Result<Respons
     check_content_type(request.headers())?;
     let panic = carries_panic(request.headers());
     let limit = if panic {
-        MAX_PANIC_SYNC_BODY_BYTES.min(state.config.max_body_bytes)
+        protocol::MAX_PANIC_SYNC_BODY_BYTES.min(state.config.max_body_bytes)
     } else {
         state.config.max_body_bytes
     };

@@ -90,7 +90,7 @@ impl ScanRow {
         Ok(ScanRow {
             checkpoint: CheckpointId::new(checkpoint).map_err(|e| corrupt(e.to_string()))?,
             at_ms,
-            event: EventId(uuid::Uuid::from_slice(event).map_err(|e| corrupt(e.to_string()))?),
+            event: super::rows::read_event_id(event)?,
             device: super::rows::read_device_id(device)?,
             guard: super::rows::read_guard_id(guard)?,
         })
@@ -470,9 +470,7 @@ impl Amendment {
             checkpoint: CheckpointId::new(checkpoint).map_err(|e| corrupt(e.to_string()))?,
             before: side(before)?,
             after: side(after)?,
-            cause: EventId(
-                uuid::Uuid::from_slice(cause).map_err(|e| corrupt(format!("event id: {e}")))?,
-            ),
+            cause: super::rows::read_event_id(cause)?,
             at_ms,
         })
     }

@@ -507,22 +507,6 @@ pub struct PanicAlarm {
 /// Most panic alarms one listing returns (the latest).
 pub const MAX_PANIC_ALARMS: u32 = 1_000;
 
-/// The SQL of [`Store::panic_alarms`], for both backends: `$1` the site, `$2` 1 for open alarms
-/// only, `$3` the limit; `least` as in [`corrected_ms_sql`], `param` the backend's placeholder
-/// prefix (`?` or `$`).
-pub fn panic_alarms_sql(least: &str, param: char) -> String {
-    let corrected = corrected_ms_sql(least);
-    format!(
-        "SELECT e.event_id, e.device_id, e.guard_id, e.device_time_ms, {corrected},
-                e.received_at_ms, a.acked_by, a.acked_at
-         FROM events e LEFT JOIN alarm_acks a
-           ON a.site_id = e.site_id AND a.event_id = e.event_id
-         WHERE e.site_id = {param}1 AND e.kind = 'panic'
-           AND ({param}2 = 0 OR a.event_id IS NULL)
-         ORDER BY e.seq DESC LIMIT {param}3"
-    )
-}
-
 /// One page of a site's event feed: each event's stored JSON text, in sequence order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventPage {

@@ -23,7 +23,7 @@ use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
 use crate::store::rows::{read_device_id, read_event_id, read_incident_id, read_site_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentPush, IncidentQuery,
-    OperatorAction, PanicAlarm, StoreError, StoredConfig, panic_alarms_sql,
+    OperatorAction, PanicAlarm, StoreError, StoredConfig,
 };
 
 async fn require_site<C: GenericClient>(c: &C, site: &SiteId) -> Result<(), StoreError> {
@@ -570,7 +570,15 @@ pub(super) async fn panic_alarms<C: GenericClient>(
     // Through the index of panic events (migration 0014).
     let rows = query(
         c,
-        &panic_alarms_sql("LEAST", '$'),
+        &format!(
+            "SELECT e.event_id, e.device_id, e.guard_id, e.device_time_ms, {},
+                    e.received_at_ms, a.acked_by, a.acked_at
+             FROM events e LEFT JOIN alarm_acks a
+               ON a.site_id = e.site_id AND a.event_id = e.event_id
+             WHERE e.site_id = $1 AND e.kind = 'panic' AND ($2 = 0 OR a.event_id IS NULL)
+             ORDER BY e.seq DESC LIMIT $3",
+            super::feed::corrected_ms()
+        ),
         &[&site.as_str(), &i32::from(open_only), &i64::from(limit)],
     )
     .await?;
@@ -610,13 +618,10 @@ pub(super) async fn alarm_acks<C: GenericClient>(
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let id: &[u8] = row.try_get(0)?;
-        let event = uuid::Uuid::from_slice(id)
-            .map(EventId)
-            .map_err(|e| StoreError::CorruptData(format!("alarm ack event id: {e}")))?;
         let device: String = row.try_get(1)?;
         out.push(AlarmAckRecord {
             site: site.clone(),
-            event,
+            event: read_event_id(id)?,
             device: read_device_id(&device)?,
             by: row.try_get(2)?,
             at_ms: row.try_get(3)?,

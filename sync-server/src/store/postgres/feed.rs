@@ -120,7 +120,7 @@ const STAMP_COLUMNS: &str = "corrected_ms IS NULL, device_time_ms, received_at_m
 
 /// An event's corrected time in SQL ([`corrected_ms_sql`]; `corrected_ms` is NULL for an event
 /// stored before migration 7).
-fn corrected_ms() -> String {
+pub(super) fn corrected_ms() -> String {
     corrected_ms_sql("LEAST")
 }
 

@@ -22,7 +22,7 @@ use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
 use crate::store::rows::{read_device_id, read_event_id, read_incident_id, read_site_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentQuery, OperatorAction,
-    PanicAlarm, StoreError, StoredConfig, panic_alarms_sql,
+    PanicAlarm, StoreError, StoredConfig,
 };
 
 fn require_site(conn: &Connection, site: &SiteId) -> Result<(), StoreError> {
@@ -431,10 +431,12 @@ pub(super) fn acknowledge_alarm(
 ) -> Result<AlarmAckRecord, StoreError> {
     require_site(tx, site)?;
     let id: &[u8] = event.0.as_bytes();
-    // Through the index of panic events (migration 0006).
+    // Through the index of panic events (migration 0006), named: the planner, without
+    // statistics, would walk the site's events by primary key instead.
     let panic: Option<String> = tx
         .prepare_cached(
-            "SELECT device_id FROM events WHERE site_id = ?1 AND event_id = ?2 AND kind = 'panic'",
+            "SELECT device_id FROM events INDEXED BY events_panics
+             WHERE site_id = ?1 AND event_id = ?2 AND kind = 'panic'",
         )?
         .query_row(params![site.as_str(), id], |r| r.get(0))
         .optional()?;
@@ -476,8 +478,17 @@ pub(super) fn panic_alarms(
     if get_site(&tx, site)?.is_none() {
         return Ok(None);
     }
-    // Through the index of panic events (migration 0006).
-    let mut stmt = tx.prepare_cached(&panic_alarms_sql("MIN", '?'))?;
+    // Through the index of panic events (migration 0006), named: the planner, without
+    // statistics, would walk every event of the site by primary key for the order of seq.
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT e.event_id, e.device_id, e.guard_id, e.device_time_ms, {},
+                e.received_at_ms, a.acked_by, a.acked_at
+         FROM events e INDEXED BY events_panics LEFT JOIN alarm_acks a
+           ON a.site_id = e.site_id AND a.event_id = e.event_id
+         WHERE e.site_id = ?1 AND e.kind = 'panic' AND (?2 = 0 OR a.event_id IS NULL)
+         ORDER BY e.seq DESC LIMIT ?3",
+        super::feed::corrected_ms()
+    ))?;
     let mut rows = stmt.query(params![site.as_str(), i64::from(open_only), limit])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
