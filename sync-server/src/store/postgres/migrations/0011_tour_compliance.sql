@@ -13,7 +13,8 @@ CREATE TABLE compliance_sites (
     closed_through bigint
 );
 INSERT INTO compliance_sites (site_id, tracked_since, closed_through)
-SELECT site_id, (extract(epoch FROM clock_timestamp()) * 1000)::bigint, NULL FROM sites;
+-- Floored as the server's own clock reads milliseconds (a cast would round up).
+SELECT site_id, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, NULL FROM sites;
 
 -- The scans of checkpoints a tour holds, as compliance reads them: by checkpoint and corrected
 -- time (the order in which windows take them).

@@ -12,7 +12,9 @@ CREATE TABLE compliance_sites (
     closed_through INTEGER
 ) STRICT;
 INSERT INTO compliance_sites (site_id, tracked_since, closed_through)
-SELECT site_id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), NULL FROM sites;
+-- Rounded, not truncated: 'now' is a whole millisecond, and the float arithmetic can land a hair
+-- below it.
+SELECT site_id, CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), NULL FROM sites;
 
 -- The scans of checkpoints a tour holds, as compliance reads them: by checkpoint and corrected
 -- time (the order in which windows take them).
