@@ -119,6 +119,10 @@ pub const DEFAULT_GAP_CHECK_SECS: u64 = 60;
 /// its live streams.
 pub const DEFAULT_COMPLIANCE_CHECK_SECS: u64 = 30;
 
+/// Seconds between an instance's checks for panic alarms to escalate: a few, so that an
+/// escalation is at most this late, at the cost of one read per site each time.
+pub const DEFAULT_ALARM_CHECK_SECS: u64 = 5;
+
 const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
 
 /// The lifetime of the user tokens a command issues (`admin create`, `user create`,
@@ -458,6 +462,18 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_COMPLIANCE_CHECK_SECS,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub compliance_check_secs: u64,
+    /// Overrides every site's `alarm_escalation_after_secs`, for drills and tests: a panic
+    /// alarm not acknowledged this long after its receipt is escalated. Unset: each site's own.
+    #[arg(long, env = "PATROL_ALARM_ESCALATION_AFTER_SECS",
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub alarm_escalation_after_secs: Option<u32>,
+    /// Seconds between this instance's checks for panic alarms to escalate, and its
+    /// announcements of alarm changes made through other instances (`alarm_escalated`,
+    /// `alarm_acknowledged`) on its live streams. Safe with several instances on one database.
+    #[arg(long, env = "PATROL_ALARM_CHECK_SECS",
+          default_value_t = DEFAULT_ALARM_CHECK_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub alarm_check_secs: u64,
 }
 
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
@@ -525,6 +541,8 @@ pub struct ApiConfig {
     pub gap_check: Duration,
     /// How often the finaliser passes over every site's tour windows (`http::finaliser`).
     pub compliance_check: Duration,
+    /// How often the alarm watcher escalates and announces (`http::alarm_watch`).
+    pub alarm_check: Duration,
 }
 
 impl Default for ApiConfig {
@@ -541,6 +559,7 @@ impl Default for ApiConfig {
             overrides: RuleOverrides::default(),
             gap_check: Duration::from_secs(DEFAULT_GAP_CHECK_SECS),
             compliance_check: Duration::from_secs(DEFAULT_COMPLIANCE_CHECK_SECS),
+            alarm_check: Duration::from_secs(DEFAULT_ALARM_CHECK_SECS),
         }
     }
 }
@@ -568,6 +587,7 @@ impl From<&ServeArgs> for ApiConfig {
             max_streams_per_user: args.max_streams_per_user,
             overrides: RuleOverrides {
                 clock_skew_threshold_secs: args.clock_skew_threshold_secs,
+                alarm_escalation_after_secs: args.alarm_escalation_after_secs,
                 no_contact_after: args
                     .no_contact_after_secs
                     .or(args.no_contact_after_mins.map(|m| m * 60))
@@ -579,6 +599,7 @@ impl From<&ServeArgs> for ApiConfig {
             },
             gap_check: Duration::from_secs(args.gap_check_secs),
             compliance_check: Duration::from_secs(args.compliance_check_secs),
+            alarm_check: Duration::from_secs(args.alarm_check_secs),
         }
     }
 }
@@ -590,6 +611,7 @@ impl From<&ServeArgs> for ApiConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RuleOverrides {
     pub clock_skew_threshold_secs: Option<u32>,
+    pub alarm_escalation_after_secs: Option<u32>,
     pub no_contact_after: Option<Duration>,
     pub shift_overdue_after: Option<Duration>,
 }
@@ -608,6 +630,9 @@ impl RuleOverrides {
     pub fn apply(&self, config: &mut SiteConfig) {
         if let Some(secs) = self.clock_skew_threshold_secs {
             config.rules.clock_skew_threshold_secs = secs;
+        }
+        if let Some(secs) = self.alarm_escalation_after_secs {
+            config.rules.alarm_escalation_after_secs = secs;
         }
     }
 

@@ -188,6 +188,9 @@ async fn serve_on(
     // Closes and finalises tour windows, and announces their changes on this instance's live
     // streams; ends with them too.
     let finaliser = tokio::spawn(crate::http::finaliser::run(state.clone()));
+    // Escalates panic alarms nobody acknowledged in time, and announces alarm changes made
+    // through other instances on this one's live streams; ends with them too.
+    let alarm_watcher = tokio::spawn(crate::http::alarm_watch::run(state.clone()));
     let mut api = router(state);
     if tls.is_some() {
         // Browsers that once reached the server over HTTPS never fall back to plain HTTP.
@@ -256,6 +259,7 @@ async fn serve_on(
     feed.close();
     gap_watcher.abort();
     finaliser.abort();
+    alarm_watcher.abort();
     closing_tx.send_replace(true);
     let open = connections.len();
     let drained = tokio::time::timeout(limits.shutdown_timeout, async {

@@ -12,7 +12,10 @@
 //! - the HTTP counters: `http::counting::count_traffic`, the outermost layer of the router;
 //! - the domain counters: the sync handler, from each document's outcome;
 //! - the admission counters and the waiting gauge: the sync handler's admission
-//!   (`http::admission`: its permits and bounded queue), refusals by [`BusyReason`].
+//!   (`http::admission`: its permits and bounded queue), refusals by [`BusyReason`];
+//! - the panic latencies, a [`Histogram`] each: the acknowledgement handler, at a panic's
+//!   first acknowledgement (`http::alarms`); escalations: the alarm watcher
+//!   (`http::alarm_watch`).
 //!
 //! The same text is served on the main router and, with `--metrics-listen`, on a side listener
 //! (`http::health::metrics_router`, `serve_metrics`) that goes through neither wrapper, so
@@ -82,6 +85,84 @@ pub struct Metrics {
     /// (`http::throttle`).
     auth_failures: AtomicU64,
     auth_refused: AtomicU64,
+    /// Panic alarms: raised (corrected phone time) to received, and received to acknowledged,
+    /// observed at their first acknowledgement; escalated for want of one.
+    panic_delivery: Histogram,
+    panic_acknowledgement: Histogram,
+    alarm_escalations: AtomicU64,
+}
+
+/// Upper bounds of the panic latency buckets, in seconds: from the panic lane's second or
+/// two to an alarm left an hour.
+const PANIC_BUCKETS_SECS: [u64; 11] = [1, 2, 5, 10, 30, 60, 120, 300, 600, 1_800, 3_600];
+
+/// A Prometheus histogram of durations over [`PANIC_BUCKETS_SECS`], kept in milliseconds.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (the last: above every bound), not cumulative.
+    buckets: [AtomicU64; PANIC_BUCKETS_SECS.len() + 1],
+    sum_ms: AtomicU64,
+}
+
+/// A histogram's counts at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Cumulative, as exposed: observations at or below each bound, then all of them.
+    pub cumulative: Vec<u64>,
+    pub sum_ms: u64,
+}
+
+impl Histogram {
+    /// Records one duration; a negative one (clocks disagree) counts as zero.
+    pub fn observe_ms(&self, ms: i64) {
+        let ms = u64::try_from(ms).unwrap_or(0);
+        let bucket = PANIC_BUCKETS_SECS
+            .iter()
+            .position(|&bound| ms <= bound * 1000)
+            .unwrap_or(PANIC_BUCKETS_SECS.len());
+        add(&self.buckets[bucket], 1);
+        add(&self.sum_ms, ms);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        let mut total = 0;
+        HistogramSnapshot {
+            cumulative: self
+                .buckets
+                .iter()
+                .map(|b| {
+                    total += load(b);
+                    total
+                })
+                .collect(),
+            sum_ms: load(&self.sum_ms),
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    pub fn count(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let bounds = PANIC_BUCKETS_SECS
+            .iter()
+            .map(|b| b.to_string())
+            .chain(["+Inf".to_owned()]);
+        for (bound, n) in bounds.zip(&self.cumulative) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum {}.{:03}\n{name}_count {}",
+            self.sum_ms / 1000,
+            self.sum_ms % 1000,
+            self.count()
+        );
+    }
 }
 
 /// A copy of every counter at one moment (each read on its own, so not one atomic snapshot of
@@ -110,6 +191,9 @@ pub struct MetricsSnapshot {
     pub panic_syncs: u64,
     pub auth_failures: u64,
     pub auth_refused: u64,
+    pub panic_delivery: HistogramSnapshot,
+    pub panic_acknowledgement: HistogramSnapshot,
+    pub alarm_escalations: u64,
 }
 
 impl Default for Metrics {
@@ -154,7 +238,22 @@ impl Metrics {
             panic_syncs: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             auth_refused: AtomicU64::new(0),
+            panic_delivery: Histogram::default(),
+            panic_acknowledgement: Histogram::default(),
+            alarm_escalations: AtomicU64::new(0),
         }
+    }
+
+    /// A panic alarm's first acknowledgement: `delivery_ms` from its raise (the phone's time,
+    /// corrected) to its receipt, `acknowledgement_ms` from its receipt to now.
+    pub fn observe_panic_acknowledged(&self, delivery_ms: i64, acknowledgement_ms: i64) {
+        self.panic_delivery.observe_ms(delivery_ms);
+        self.panic_acknowledgement.observe_ms(acknowledgement_ms);
+    }
+
+    /// A panic alarm escalated: nobody acknowledged it in its site's time.
+    pub fn add_alarm_escalation(&self) {
+        add(&self.alarm_escalations, 1);
     }
 
     /// A credential or enrollment code presented and refused.
@@ -290,6 +389,9 @@ impl Metrics {
             panic_syncs: load(&self.panic_syncs),
             auth_failures: load(&self.auth_failures),
             auth_refused: load(&self.auth_refused),
+            panic_delivery: self.panic_delivery.snapshot(),
+            panic_acknowledgement: self.panic_acknowledgement.snapshot(),
+            alarm_escalations: load(&self.alarm_escalations),
         }
     }
 
@@ -422,6 +524,21 @@ impl MetricsSnapshot {
             "Sync requests waiting for a permit now.",
             &[("", self.sync_waiting)],
         );
+        let _ = writeln!(
+            out,
+            "# HELP patrol_alarm_escalations_total Panic alarms escalated by this instance: nobody acknowledged them within their site's alarm_escalation_after_secs of their receipt.\n# TYPE patrol_alarm_escalations_total counter\npatrol_alarm_escalations_total {}",
+            self.alarm_escalations
+        );
+        self.panic_delivery.render(
+            &mut out,
+            "patrol_panic_delivery_seconds",
+            "From a panic alarm's raise (the phone's time, corrected by its clock offset) to its receipt by the server, observed at its first acknowledgement (through this instance).",
+        );
+        self.panic_acknowledgement.render(
+            &mut out,
+            "patrol_panic_acknowledgement_seconds",
+            "From a panic alarm's receipt by the server to its first acknowledgement (through this instance).",
+        );
         out
     }
 }
@@ -446,6 +563,9 @@ mod tests {
         m.leave_sync_queue();
         m.add_sync_refused(BusyReason::QueueFull);
         m.add_panic_sync();
+        m.observe_panic_acknowledged(1_500, 45_000);
+        m.observe_panic_acknowledged(-20, 4_000_000);
+        m.add_alarm_escalation();
         let text = m.render();
         for line in [
             "patrol_wire_read_bytes_total 10",
@@ -466,6 +586,19 @@ mod tests {
             "patrol_sync_waiting 1",
             "# TYPE patrol_sync_waiting gauge",
             "patrol_sync_panic_total 1",
+            "patrol_alarm_escalations_total 1",
+            "# TYPE patrol_panic_delivery_seconds histogram",
+            "patrol_panic_delivery_seconds_bucket{le=\"1\"} 1",
+            "patrol_panic_delivery_seconds_bucket{le=\"2\"} 2",
+            "patrol_panic_delivery_seconds_bucket{le=\"+Inf\"} 2",
+            "patrol_panic_delivery_seconds_sum 1.500",
+            "patrol_panic_delivery_seconds_count 2",
+            "patrol_panic_acknowledgement_seconds_bucket{le=\"30\"} 0",
+            "patrol_panic_acknowledgement_seconds_bucket{le=\"60\"} 1",
+            "patrol_panic_acknowledgement_seconds_bucket{le=\"3600\"} 1",
+            "patrol_panic_acknowledgement_seconds_bucket{le=\"+Inf\"} 2",
+            "patrol_panic_acknowledgement_seconds_sum 4045.000",
+            "patrol_panic_acknowledgement_seconds_count 2",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -1,6 +1,7 @@
 //! End-to-end: the real `patrol-server` binary on a loopback port, guards' phones played by the
 //! real `patrol` command on their own store files, the control room reading the real API.
 
+mod alarms;
 mod auth;
 mod cli_output;
 mod clock_skew;

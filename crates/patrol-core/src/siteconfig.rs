@@ -241,6 +241,8 @@ pub struct SiteRules {
     pub shift_overdue_after_hours: u32,
     /// A tour window turns final this long after its end, whoever has not yet synced.
     pub finalise_after_hours: u32,
+    /// A panic alarm nobody acknowledged this long after the server received it is escalated.
+    pub alarm_escalation_after_secs: u32,
 }
 
 impl Default for SiteRules {
@@ -254,6 +256,9 @@ impl Default for SiteRules {
             no_contact_after_min: 30,
             shift_overdue_after_hours: 12,
             finalise_after_hours: 6,
+            // Two minutes: long enough for an operator at the screen to answer, short enough
+            // that a guard in danger is not left waiting on an unattended one.
+            alarm_escalation_after_secs: 120,
         }
     }
 }
@@ -261,7 +266,7 @@ impl Default for SiteRules {
 impl SiteRules {
     /// Each threshold within a range that makes sense (zero would flag or finalise everything).
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let ranges: [(&str, u32, u32, u32); 7] = [
+        let ranges: [(&str, u32, u32, u32); 8] = [
             (
                 "clock_skew_threshold_secs",
                 self.clock_skew_threshold_secs,
@@ -284,6 +289,12 @@ impl SiteRules {
                 168,
             ),
             ("finalise_after_hours", self.finalise_after_hours, 1, 168),
+            (
+                "alarm_escalation_after_secs",
+                self.alarm_escalation_after_secs,
+                10,
+                3_600,
+            ),
         ];
         for (name, value, min, max) in ranges {
             if !(min..=max).contains(&value) {

@@ -1,7 +1,8 @@
 //! A site's panic alarms, for a user covering the site: `GET /api/v1/sites/{site}/alarms` lists
 //! them (raised, received, acknowledged; `open=true` for those not yet acknowledged), and
 //! `POST /api/v1/sites/{site}/alarms/{event_id}/acknowledge` acknowledges one, as the
-//! authenticated user (`auth::acting_operator`).
+//! authenticated user (`auth::acting_operator`); the first acknowledgement is announced on the
+//! site's live streams at once ([`super::alarm_watch`]).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -42,7 +43,7 @@ pub(super) fn routes() -> Vec<Endpoint> {
 }
 
 /// A panic alarm as the alarms view shows it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct AlarmView {
     #[schema(format = Uuid)]
     event_id: String,
@@ -61,6 +62,9 @@ pub struct AlarmView {
     acknowledged_at: Option<String>,
     /// Not acknowledged yet.
     open: bool,
+    /// When the server escalated it, nobody having acknowledged it within the site's
+    /// `alarm_escalation_after_secs` of its receipt; null if it was not.
+    escalated_at: Option<String>,
 }
 
 impl From<PanicAlarm> for AlarmView {
@@ -76,6 +80,7 @@ impl From<PanicAlarm> for AlarmView {
             open: by.is_none(),
             acknowledged_by: by,
             acknowledged_at: at.map(format_time_ms),
+            escalated_at: alarm.escalated_at_ms.map(format_time_ms),
         }
     }
 }
@@ -205,9 +210,17 @@ pub async fn acknowledge_alarm(
     operator.can_read(&site)?;
     let body: AckBody = json_body(&headers, body)?;
     let by = acting_operator(&operator, body.by)?;
-    let ack = state
+    let acknowledged = state
         .store
         .acknowledge_alarm(site, event, by, now_ms())
         .await?;
-    Ok(Json(ack.into()))
+    if let Some(change) = acknowledged.change {
+        let alarm = &change.alarm;
+        state.metrics.observe_panic_acknowledged(
+            alarm.received_at_ms - alarm.corrected_ms,
+            acknowledged.ack.at_ms - alarm.received_at_ms,
+        );
+        super::alarm_watch::announce_own(&state, change);
+    }
+    Ok(Json(acknowledged.ack.into()))
 }

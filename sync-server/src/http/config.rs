@@ -147,6 +147,10 @@ pub struct SiteRulesDoc {
     /// A tour window turns final this long after its end. Default 6.
     #[schema(minimum = 1, maximum = 168)]
     finalise_after_hours: Option<u32>,
+    /// A panic alarm not acknowledged this long after the server received it is escalated.
+    /// Default 120.
+    #[schema(minimum = 10, maximum = 3600)]
+    alarm_escalation_after_secs: Option<u32>,
 }
 
 // An NFC tag id or QR payload. Documentation only.

@@ -12,7 +12,7 @@
 //! whose user may no longer read its site sends a last `closed` event saying why, and ends. A
 //! user has at most `--max-streams-per-user` streams open on an instance ([`StreamSlot`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +45,9 @@ pub struct FeedNotifier {
     open: Arc<Mutex<HashMap<String, usize>>>,
     /// Announcements ([`Announcement`]) for every site; each stream keeps its own site's.
     alerts: broadcast::Sender<Arc<Announcement>>,
+    /// Alarm changes this instance announced as it made them, which its alarm watcher then
+    /// passes over ([`super::alarm_watch`]).
+    own_alarm_changes: Mutex<BTreeSet<u64>>,
 }
 
 /// Announcements a stream may hold unread before it lags (and loses the oldest).
@@ -53,12 +56,26 @@ const ALERT_CAPACITY: usize = 1_024;
 /// What live streams carry beside the feed's events, each a server-sent event named after its
 /// kind, without an id (the stream's ids are feed sequence numbers, and a reconnecting client
 /// resumes from the last of those): devices gone silent or back and shifts overdue
-/// ([`super::gaps`]), and tour windows that changed, turned final or were amended
-/// ([`super::finaliser`]).
+/// ([`super::gaps`]), tour windows that changed, turned final or were amended
+/// ([`super::finaliser`]), and panic alarms acknowledged or escalated
+/// ([`super::alarm_watch`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Announcement {
     Gap(GapAlert),
     Window(WindowAlert),
+    Alarm(AlarmAlert),
+}
+
+/// A panic alarm's change on a site: its SSE event name (`alarm_acknowledged`,
+/// `alarm_escalated`) and its JSON (the alarm as the alarms view shows it, with its site;
+/// docs/protocol.md, "Alarms on the live stream").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmAlert {
+    pub site: SiteId,
+    pub kind: &'static str,
+    pub device: String,
+    pub guard: String,
+    pub data: String,
 }
 
 /// A tour window's change on a site: its SSE event name (`window_changed`, `window_final`,
@@ -75,15 +92,25 @@ impl Announcement {
         match self {
             Announcement::Gap(gap) => &gap.site,
             Announcement::Window(window) => &window.site,
+            Announcement::Alarm(alarm) => &alarm.site,
         }
     }
 
     /// Whether a stream with `filter` carries it: a gap, if the stream's device and guard
     /// filters match it; a window change, if the stream is not filtered to some devices,
-    /// guards, kinds of event, checkpoints or flags (a window is about none of these alone).
+    /// guards, kinds of event, checkpoints or flags (a window is about none of these alone);
+    /// an alarm's change, if the device and guard filters match its panic, the kind filter (if
+    /// any) is `panic`, and the stream is not filtered to checkpoints or flags.
     pub fn matches(&self, filter: &FeedFilter) -> bool {
         match self {
             Announcement::Gap(gap) => gap.matches(filter),
+            Announcement::Alarm(alarm) => {
+                filter.device.as_ref().is_none_or(|d| *d == alarm.device)
+                    && filter.guard.as_ref().is_none_or(|g| *g == alarm.guard)
+                    && filter.kind.as_ref().is_none_or(|k| k == "panic")
+                    && filter.checkpoint.is_none()
+                    && filter.flag.is_none()
+            }
             Announcement::Window(_) => {
                 filter.device.is_none()
                     && filter.guard.is_none()
@@ -100,6 +127,9 @@ impl Announcement {
             Announcement::Window(window) => SseEvent::default()
                 .event(window.kind.as_str())
                 .data(window.data.as_str()),
+            Announcement::Alarm(alarm) => SseEvent::default()
+                .event(alarm.kind)
+                .data(alarm.data.as_str()),
         }
     }
 }
@@ -112,6 +142,7 @@ impl Default for FeedNotifier {
             credentials: watch::Sender::new(0),
             open: Arc::new(Mutex::new(HashMap::new())),
             alerts: broadcast::channel(ALERT_CAPACITY).0,
+            own_alarm_changes: Mutex::new(BTreeSet::new()),
         }
     }
 }
@@ -188,6 +219,27 @@ impl FeedNotifier {
     pub fn announce(&self, alert: Arc<Announcement>) {
         // No stream open is not an error: nobody is listening.
         let _ = self.alerts.send(alert);
+    }
+
+    /// Notes an alarm change this instance announced as it made it.
+    pub(super) fn own_alarm_change(&self, id: u64) {
+        let mut own = self
+            .own_alarm_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        own.insert(id);
+    }
+
+    /// Whether this instance announced alarm change `id` already; forgets every id up to it
+    /// (the alarm watcher reads changes in order).
+    pub(super) fn passed_alarm_change(&self, id: u64) -> bool {
+        let mut own = self
+            .own_alarm_changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let was = own.contains(&id);
+        *own = own.split_off(&(id + 1));
+        was
     }
 
     /// Makes every open stream check its user again now: a credential was revoked or rotated.

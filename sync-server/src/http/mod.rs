@@ -59,6 +59,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod alarm_watch;
 pub mod alarms;
 pub mod auth;
 pub mod config;

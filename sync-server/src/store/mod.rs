@@ -4,8 +4,9 @@
 //! Layout: the two backends sit side by side with one file per concern, so that they compare
 //! file by file: `mod.rs` (the store's set-up and its [`Store`] impl, forwarding), `schema.rs`
 //! (opening, migrations), `sync.rs` (the sync write path), `feed.rs` (feed and device-list
-//! reads), `auth.rs` (sites, users, devices, enrollment) and `collab.rs` (incidents, site
-//! configurations, alarm acks) in [`sqlite`] and in [`postgres`]. A backend keeps its SQL and
+//! reads), `auth.rs` (sites, users, devices, enrollment), `collab.rs` (incidents, site
+//! configurations, the alarm acks a sync answers) and `alarms.rs` (the alarms view,
+//! acknowledgements, escalations and alarm changes) in [`sqlite`] and in [`postgres`]. A backend keeps its SQL and
 //! its transactions; the rules both apply are written once, here:
 //! - [`merge`]: merging a pushed shift log, the optimistic rounds of a sync request and the
 //!   write phase's bookkeeping;
@@ -502,7 +503,59 @@ pub struct PanicAlarm {
     pub received_at_ms: i64,
     /// Who acknowledged it and when; `None` while it is open.
     pub acknowledged: Option<(String, i64)>,
+    /// When the server escalated it, nobody having acknowledged it in the site's time.
+    pub escalated_at_ms: Option<i64>,
 }
+
+/// What happened to a panic alarm that live streams announce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlarmChangeKind {
+    Acknowledged,
+    Escalated,
+}
+
+impl AlarmChangeKind {
+    /// As stored, and in the stream's event name (`alarm_acknowledged`, `alarm_escalated`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmChangeKind::Acknowledged => "acknowledged",
+            AlarmChangeKind::Escalated => "escalated",
+        }
+    }
+
+    pub fn parse(stored: &str) -> Result<Self, StoreError> {
+        match stored {
+            "acknowledged" => Ok(AlarmChangeKind::Acknowledged),
+            "escalated" => Ok(AlarmChangeKind::Escalated),
+            other => Err(StoreError::CorruptData(format!(
+                "unknown alarm change {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A change of a panic alarm, as stored for the live streams of every instance
+/// ([`Store::alarm_changes`]), with the alarm as it stands when read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmChange {
+    /// Its place in the order of every site's alarm changes.
+    pub id: u64,
+    pub site: SiteId,
+    pub kind: AlarmChangeKind,
+    pub alarm: PanicAlarm,
+}
+
+/// What an acknowledgement did: the acknowledgement that stands, and the change it made
+/// (`None` when the alarm was acknowledged before: the first one stands).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acknowledged {
+    pub ack: AlarmAckRecord,
+    pub change: Option<AlarmChange>,
+}
+
+/// How far back the escalation check looks: a panic nobody acknowledged for a day is past
+/// escalating (and a server upgraded to escalation does not escalate its whole history).
+pub const ESCALATION_LOOKBACK_MS: i64 = 24 * 3_600_000;
 
 /// Most panic alarms one listing returns (the latest).
 pub const MAX_PANIC_ALARMS: u32 = 1_000;
@@ -933,7 +986,26 @@ pub trait Store: Send + Sync + fmt::Debug {
         event: EventId,
         by: String,
         at_ms: i64,
-    ) -> BoxFuture<'_, Result<AlarmAckRecord, StoreError>>;
+    ) -> BoxFuture<'_, Result<Acknowledged, StoreError>>;
+
+    /// Escalates the site's panic alarms that nobody acknowledged and that were received
+    /// `after_ms` or longer before `now_ms` (and less than [`ESCALATION_LOOKBACK_MS`]): each is
+    /// escalated once, whichever instance gets there first, with its change, in one
+    /// transaction. Returns the changes made. [`StoreError::UnknownSite`] if there is no site.
+    fn escalate_alarms(
+        &self,
+        site: SiteId,
+        after_ms: i64,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<AlarmChange>, StoreError>>;
+
+    /// Every site's alarm changes after `after` (at most `limit`, in order), and the id of
+    /// the latest change stored (0 if none); `after: None` reads none, only the latest id.
+    fn alarm_changes(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<AlarmChange>, u64), StoreError>>;
     /// Creates a user; [`StoreError::UserExists`] if its name is taken,
     /// [`StoreError::UnknownSite`] if its scope names a site that does not exist.
     fn create_user(&self, user: NewUser) -> BoxFuture<'_, Result<User, StoreError>>;

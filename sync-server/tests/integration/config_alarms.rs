@@ -8,6 +8,8 @@ use patrol_core::siteconfig::SiteConfig;
 use patrol_core::{EventBody, EventId};
 use serde_json::{Value, json};
 
+use patrol_server::store::{AlarmChangeKind, ESCALATION_LOOKBACK_MS, StoreError};
+
 use crate::common::{Backend, SITE, TestResult, TestServer};
 
 fn config_uri() -> String {
@@ -50,7 +52,7 @@ async fn configuration_versions_are_checked_and_delivered_once(backend: Backend)
                "rules": {"clock_skew_threshold_secs": 120, "padding_within_min": 10,
                          "max_speed_kmh": 25, "cloned_tag_within_secs": 60,
                          "no_contact_after_min": 30, "shift_overdue_after_hours": 12,
-                         "finalise_after_hours": 6}})
+                         "finalise_after_hours": 6, "alarm_escalation_after_secs": 120}})
     );
     assert!(server.sync(&phone.request(vec![])).await?.config.is_none());
 
@@ -535,7 +537,160 @@ async fn the_alarms_view_lists_panics_open_and_acknowledged(backend: Backend) ->
     Ok(())
 }
 
+/// A panic nobody acknowledges within the site's time is escalated once, whichever check
+/// comes first; one acknowledged in time never is; one received longer ago than the lookback is
+/// past escalating. Every first acknowledgement and escalation is a change, read by every
+/// instance in order with the alarm as it stands; the alarms view says when it was escalated.
+async fn unacknowledged_panics_escalate_once_and_every_change_is_read_in_order(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let store = server.store();
+    let site = patrol_core::SiteId::new(SITE)?;
+    let (_, latest_before) = store.alarm_changes(None, 0).await?;
+    let mut alice = server.phone("guard-a").await?;
+    let mut bob = server.phone("guard-b").await?;
+    let mut carol = server.phone("guard-c").await?;
+    let t = crate::common::crate_now_ms();
+    let alice_panic = alice.record_at(t, EventBody::Panic { location: None })?;
+    let bob_panic = bob.record_at(t, EventBody::Panic { location: None })?;
+    let carol_panic = carol.record_at(t, EventBody::Panic { location: None })?;
+    server.sync(&alice.push_request()?).await?;
+    server.sync(&bob.push_request()?).await?;
+    server.sync(&carol.push_request()?).await?;
+    let received = crate::common::crate_now_ms();
+    let after_ms = 120_000;
+
+    // Carol's is acknowledged in time; nothing is due yet.
+    let first = store
+        .acknowledge_alarm(site.clone(), carol_panic, "op-anna".into(), received)
+        .await?;
+    let carol_ack = first.change.ok_or("a first acknowledgement is a change")?;
+    assert_eq!(carol_ack.kind, AlarmChangeKind::Acknowledged);
+    assert_eq!(
+        carol_ack.alarm.acknowledged,
+        Some(("op-anna".to_owned(), received))
+    );
+    let again = store
+        .acknowledge_alarm(site.clone(), carol_panic, "op-bob".into(), received + 5)
+        .await?;
+    assert_eq!((again.ack.by.as_str(), again.change), ("op-anna", None));
+    assert!(
+        store
+            .escalate_alarms(site.clone(), after_ms, received + 1_000)
+            .await?
+            .is_empty()
+    );
+
+    // Past the site's time: Alice's and Bob's, once.
+    let at = received + after_ms + 1_000;
+    let escalated = store.escalate_alarms(site.clone(), after_ms, at).await?;
+    let ids: Vec<EventId> = escalated.iter().map(|c| c.alarm.event).collect();
+    assert_eq!(ids.len(), 2, "{escalated:?}");
+    assert!(ids.contains(&alice_panic) && ids.contains(&bob_panic));
+    assert!(
+        escalated
+            .iter()
+            .all(|c| c.kind == AlarmChangeKind::Escalated
+                && c.site == site
+                && c.alarm.escalated_at_ms == Some(at)
+                && c.alarm.acknowledged.is_none())
+    );
+    assert!(
+        store
+            .escalate_alarms(site.clone(), after_ms, at + 10_000)
+            .await?
+            .is_empty(),
+        "escalated once"
+    );
+    // Bob's is acknowledged after its escalation: still a change, and still escalated.
+    let bob_ack = store
+        .acknowledge_alarm(site.clone(), bob_panic, "op-anna".into(), at + 20_000)
+        .await?
+        .change
+        .ok_or("a first acknowledgement is a change")?;
+    assert_eq!(bob_ack.alarm.escalated_at_ms, Some(at));
+
+    // Every instance reads the changes in order, after its own cursor.
+    let (changes, latest) = store.alarm_changes(Some(latest_before), 100).await?;
+    let read: Vec<(AlarmChangeKind, EventId)> =
+        changes.iter().map(|c| (c.kind, c.alarm.event)).collect();
+    assert_eq!(
+        read,
+        [
+            (AlarmChangeKind::Acknowledged, carol_panic),
+            (AlarmChangeKind::Escalated, ids[0]),
+            (AlarmChangeKind::Escalated, ids[1]),
+            (AlarmChangeKind::Acknowledged, bob_panic),
+        ]
+    );
+    assert!(changes.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(changes.last().map(|c| c.id), Some(latest));
+    assert_eq!(store.alarm_changes(None, 100).await?, (vec![], latest));
+    let (rest, _) = store.alarm_changes(Some(changes[1].id), 100).await?;
+    assert_eq!(rest, changes[2..]);
+
+    // The alarms view says which were escalated, and when.
+    let (status, view) = server
+        .get_json(&format!("/api/v1/sites/{SITE}/alarms"))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    let escalated_at = |id: EventId| {
+        view["alarms"]
+            .as_array()
+            .and_then(|l| l.iter().find(|a| a["event_id"] == id.to_string()))
+            .map(|a| a["escalated_at"].clone())
+    };
+    let when = Value::from(patrol_core::event::format_time_ms(at));
+    assert_eq!(escalated_at(alice_panic), Some(when.clone()));
+    assert_eq!(escalated_at(bob_panic), Some(when));
+    assert_eq!(escalated_at(carol_panic), Some(Value::Null));
+
+    // Long past the lookback, a new panic nobody acknowledged is not escalated at all.
+    let mut dan = server.phone("guard-d").await?;
+    dan.record_at(t, EventBody::Panic { location: None })?;
+    server.sync(&dan.push_request()?).await?;
+    let day_later = crate::common::crate_now_ms() + ESCALATION_LOOKBACK_MS + 1_000;
+    assert!(
+        store
+            .escalate_alarms(site.clone(), after_ms, day_later)
+            .await?
+            .is_empty()
+    );
+    assert!(matches!(
+        store
+            .escalate_alarms(patrol_core::SiteId::new("nowhere")?, after_ms, at)
+            .await,
+        Err(StoreError::UnknownSite(_))
+    ));
+    Ok(())
+}
+
+/// Acknowledging through the API counts the panic's latencies once, at its first
+/// acknowledgement.
+async fn the_first_acknowledgement_counts_the_panic_latencies(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let mut alice = server.phone("guard-a").await?;
+    let raised = crate::common::crate_now_ms() - 30_000;
+    let panic = alice.record_at(raised, EventBody::Panic { location: None })?;
+    server.sync(&alice.push_request()?).await?;
+    for by in ["op-anna", "op-bob"] {
+        let (status, body) = server
+            .send_json("POST", &ack_uri(SITE, panic), &json!({ "by": by }))
+            .await?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let m = server.state.metrics.snapshot();
+    assert_eq!(m.panic_acknowledgement.count(), 1);
+    assert_eq!(m.panic_delivery.count(), 1);
+    // Raised about 30 s before its sync (less the test phone's clock offset, a second or two).
+    assert!((20_000..60_000).contains(&m.panic_delivery.sum_ms), "{m:?}");
+    Ok(())
+}
+
 crate::on_every_backend!(
+    unacknowledged_panics_escalate_once_and_every_change_is_read_in_order,
+    the_first_acknowledgement_counts_the_panic_latencies,
     the_alarms_view_lists_panics_open_and_acknowledged,
     configuration_versions_are_checked_and_delivered_once,
     bad_configurations_get_a_clear_4xx_and_change_nothing,

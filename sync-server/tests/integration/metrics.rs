@@ -78,7 +78,15 @@ fn parse_metrics(text: &str) -> Result<BTreeMap<String, f64>, String> {
         if !ok_name {
             return Err(format!("bad metric name in {line:?}"));
         }
-        if !described.0.contains(&name) || !described.1.contains(&name) {
+        // A histogram's series are named after it with a suffix.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| described.1.contains(base))
+            })
+            .unwrap_or(name);
+        if !described.0.contains(&family) || !described.1.contains(&family) {
             return Err(format!("no HELP/TYPE before {line:?}"));
         }
         if out.insert(series.to_string(), value).is_some() {

@@ -512,9 +512,10 @@ fn alarms_table(view: &Value) -> String {
         "ALARM", "GUARD", "DEVICE", "RAISED", "RECEIVED", "STATE", "BY",
     ]);
     for a in &alarms {
-        let state = match a["acknowledged_at"].as_str() {
-            Some(at) => format!("acknowledged {}", local_text(at)),
-            None => "OPEN".to_owned(),
+        let state = match (a["acknowledged_at"].as_str(), a["escalated_at"].as_str()) {
+            (Some(at), _) => format!("acknowledged {}", local_text(at)),
+            (None, Some(at)) => format!("OPEN, ESCALATED {}", local_text(at)),
+            (None, None) => "OPEN".to_owned(),
         };
         t.add_row(vec![
             text_field(&a["event_id"]),
@@ -1200,11 +1201,16 @@ mod tests {
         );
     }
 
-    /// An open alarm says so; an acknowledged one says when and by whom; ALARM is the id
-    /// `ack-alarm` takes.
+    /// An open alarm says so, and whether it was escalated; an acknowledged one says when and
+    /// by whom; ALARM is the id `ack-alarm` takes.
     #[test]
     fn the_alarms_table_shows_open_and_acknowledged_alarms() {
         let view = json!({"alarms": [
+            {"event_id": "e-3", "guard": "carl", "device_id": "d-3",
+             "raised_at_corrected": "2025-03-01T22:00:20.000Z",
+             "received_at": "2025-03-01T22:00:21.000Z", "open": true,
+             "acknowledged_by": null, "acknowledged_at": null,
+             "escalated_at": "2025-03-01T22:02:21.000Z"},
             {"event_id": "e-2", "guard": "bob", "device_id": "d-2",
              "raised_at_corrected": "2025-03-01T22:00:10.000Z",
              "received_at": "2025-03-01T22:00:11.000Z", "open": true,
@@ -1217,15 +1223,21 @@ mod tests {
         let table = alarms_table(&view);
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("ALARM"), "{table}");
+        let escalated = show::local_text("2025-03-01T22:02:21.000Z");
         assert!(
-            lines[1].starts_with("e-2") && lines[1].contains("OPEN"),
+            lines[1].starts_with("e-3")
+                && lines[1].contains(&format!("OPEN, ESCALATED {escalated}")),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("e-2") && lines[2].contains("OPEN") && !lines[2].contains("ESC"),
             "{table}"
         );
         let acked = show::local_text("2025-03-01T22:01:00.000Z");
         assert!(
-            lines[2].starts_with("e-1")
-                && lines[2].contains(&format!("acknowledged {acked}"))
-                && lines[2].contains("op-anna"),
+            lines[3].starts_with("e-1")
+                && lines[3].contains(&format!("acknowledged {acked}"))
+                && lines[3].contains("op-anna"),
             "{table}"
         );
     }

@@ -262,14 +262,16 @@ pub fn config(c: &SiteConfig, stored_at: Option<&str>, now_ms: i64) -> String {
         // The site's thresholds as configured; the server applies them as its flag and
         // compliance work lands (docs/protocol.md, "Site configuration").
         "site thresholds: clock skew {} s; padding {} min; speed {} km/h; cloned tag {} s; no \
-         contact {} min; shift overdue {} h; windows final {} h after their end",
+         contact {} min; shift overdue {} h; windows final {} h after their end; alarms \
+         escalated {} s unacknowledged",
         r.clock_skew_threshold_secs,
         r.padding_within_min,
         r.max_speed_kmh,
         r.cloned_tag_within_secs,
         r.no_contact_after_min,
         r.shift_overdue_after_hours,
-        r.finalise_after_hours
+        r.finalise_after_hours,
+        r.alarm_escalation_after_secs
     ));
     if !c.post_orders.is_empty() {
         let mut t = table(&["POST ORDER", "TITLE", "TEXT"]);

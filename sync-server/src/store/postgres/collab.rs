@@ -23,7 +23,7 @@ use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
 use crate::store::rows::{read_device_id, read_event_id, read_incident_id, read_site_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentPush, IncidentQuery,
-    OperatorAction, PanicAlarm, StoreError, StoredConfig,
+    OperatorAction, StoreError, StoredConfig,
 };
 
 async fn require_site<C: GenericClient>(c: &C, site: &SiteId) -> Result<(), StoreError> {
@@ -508,97 +508,6 @@ pub(super) async fn put_site_config<C: GenericClient>(
         config,
         created_at_ms: Some(at_ms),
     })
-}
-
-/// Records the first acknowledgement of a panic alarm; each statement stands alone (the
-/// primary key keeps the first).
-pub(super) async fn acknowledge_alarm<C: GenericClient>(
-    c: &C,
-    site: &SiteId,
-    event: EventId,
-    by: &str,
-    at_ms: i64,
-) -> Result<AlarmAckRecord, StoreError> {
-    require_site(c, site).await?;
-    let id: &[u8] = event.0.as_bytes();
-    let panic = query_opt(
-        c,
-        "SELECT device_id FROM events WHERE site_id = $1 AND event_id = $2 AND kind = 'panic'",
-        &[&site.as_str(), &id],
-    )
-    .await?;
-    let Some(panic) = panic else {
-        return Err(StoreError::UnknownAlarm {
-            site: site.clone(),
-            event,
-        });
-    };
-    let device: String = panic.try_get(0)?;
-    execute(
-        c,
-        "INSERT INTO alarm_acks (site_id, event_id, device_id, acked_by, acked_at)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site_id, event_id) DO NOTHING",
-        &[&site.as_str(), &id, &device, &by, &at_ms],
-    )
-    .await?;
-    let row = query_one(
-        c,
-        "SELECT device_id, acked_by, acked_at FROM alarm_acks
-         WHERE site_id = $1 AND event_id = $2",
-        &[&site.as_str(), &id],
-    )
-    .await?;
-    let device: String = row.try_get(0)?;
-    Ok(AlarmAckRecord {
-        site: site.clone(),
-        event,
-        device: read_device_id(&device)?,
-        by: row.try_get(1)?,
-        at_ms: row.try_get(2)?,
-    })
-}
-
-pub(super) async fn panic_alarms<C: GenericClient>(
-    c: &C,
-    site: &SiteId,
-    open_only: bool,
-    limit: u32,
-) -> Result<Option<Vec<PanicAlarm>>, StoreError> {
-    if get_site(c, site).await?.is_none() {
-        return Ok(None);
-    }
-    // Through the index of panic events (migration 0014).
-    let rows = query(
-        c,
-        &format!(
-            "SELECT e.event_id, e.device_id, e.guard_id, e.device_time_ms, {},
-                    e.received_at_ms, a.acked_by, a.acked_at
-             FROM events e LEFT JOIN alarm_acks a
-               ON a.site_id = e.site_id AND a.event_id = e.event_id
-             WHERE e.site_id = $1 AND e.kind = 'panic' AND ($2 = 0 OR a.event_id IS NULL)
-             ORDER BY e.seq DESC LIMIT $3",
-            super::feed::corrected_ms()
-        ),
-        &[&site.as_str(), &i32::from(open_only), &i64::from(limit)],
-    )
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: &[u8] = row.try_get(0)?;
-        let device: String = row.try_get(1)?;
-        let by: Option<String> = row.try_get(6)?;
-        let at: Option<i64> = row.try_get(7)?;
-        out.push(PanicAlarm {
-            event: read_event_id(id)?,
-            device: read_device_id(&device)?,
-            guard: row.try_get(2)?,
-            raised_at_ms: row.try_get(3)?,
-            corrected_ms: row.try_get(4)?,
-            received_at_ms: row.try_get(5)?,
-            acknowledged: by.zip(at),
-        });
-    }
-    Ok(Some(out))
 }
 
 pub(super) async fn alarm_acks<C: GenericClient>(

@@ -57,8 +57,8 @@ use super::incident::ServerClock;
 use super::notify::Notifier;
 use super::rows::to_i64;
 use super::{
-    AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
-    DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
+    Acknowledged, AlarmAckRecord, AlarmChange, BackendError, BoxFuture, CollabAnswer, CollabSync,
+    DeviceCredential, DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
     NewEnrollmentCode, OperatorAction, PanicAlarm, SettleReport, ShiftLogEvidence, ShiftPage,
     ShiftQuery, ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor,
     TimePage,
@@ -67,6 +67,7 @@ use crate::credentials::{
     NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
 };
 
+mod alarms;
 mod auth;
 mod collab;
 mod compliance;
@@ -541,7 +542,7 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<Option<Vec<PanicAlarm>>, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
-            collab::panic_alarms(&client, &site, open_only, limit).await
+            alarms::panic_alarms(&client, &site, open_only, limit).await
         })
     }
 
@@ -660,10 +661,39 @@ impl Store for PostgresStore {
         event: patrol_core::EventId,
         by: String,
         at_ms: i64,
-    ) -> BoxFuture<'_, Result<AlarmAckRecord, StoreError>> {
+    ) -> BoxFuture<'_, Result<Acknowledged, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let acknowledged = alarms::acknowledge_alarm(&tx, &site, event, &by, at_ms).await?;
+            tx.commit().await?;
+            Ok(acknowledged)
+        })
+    }
+
+    fn escalate_alarms(
+        &self,
+        site: SiteId,
+        after_ms: i64,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<AlarmChange>, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let changes = alarms::escalate_alarms(&tx, &site, after_ms, now_ms).await?;
+            tx.commit().await?;
+            Ok(changes)
+        })
+    }
+
+    fn alarm_changes(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<AlarmChange>, u64), StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
-            collab::acknowledge_alarm(&client, &site, event, &by, at_ms).await
+            alarms::alarm_changes(&client, after, limit).await
         })
     }
 

@@ -19,10 +19,10 @@ use crate::store::collab::{
     Answered, NewConfig, OwedIncidents, awaited_alarms, next_config, owed_incidents, stored_config,
 };
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
-use crate::store::rows::{read_device_id, read_event_id, read_incident_id, read_site_id};
+use crate::store::rows::{read_device_id, read_incident_id, read_site_id};
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentQuery, OperatorAction,
-    PanicAlarm, StoreError, StoredConfig,
+    StoreError, StoredConfig,
 };
 
 fn require_site(conn: &Connection, site: &SiteId) -> Result<(), StoreError> {
@@ -420,93 +420,6 @@ pub(super) fn put_site_config(
         config,
         created_at_ms: Some(at_ms),
     })
-}
-
-pub(super) fn acknowledge_alarm(
-    tx: &Connection,
-    site: &SiteId,
-    event: EventId,
-    by: &str,
-    at_ms: i64,
-) -> Result<AlarmAckRecord, StoreError> {
-    require_site(tx, site)?;
-    let id: &[u8] = event.0.as_bytes();
-    // Through the index of panic events (migration 0006), named: the planner, without
-    // statistics, would walk the site's events by primary key instead.
-    let panic: Option<String> = tx
-        .prepare_cached(
-            "SELECT device_id FROM events INDEXED BY events_panics
-             WHERE site_id = ?1 AND event_id = ?2 AND kind = 'panic'",
-        )?
-        .query_row(params![site.as_str(), id], |r| r.get(0))
-        .optional()?;
-    let Some(device) = panic else {
-        return Err(StoreError::UnknownAlarm {
-            site: site.clone(),
-            event,
-        });
-    };
-    tx.prepare_cached(
-        "INSERT INTO alarm_acks (site_id, event_id, device_id, acked_by, acked_at)
-         VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (site_id, event_id) DO NOTHING",
-    )?
-    .execute(params![site.as_str(), id, device, by, at_ms])?;
-    let (device, by, at_ms): (String, String, i64) = tx
-        .prepare_cached(
-            "SELECT device_id, acked_by, acked_at FROM alarm_acks
-             WHERE site_id = ?1 AND event_id = ?2",
-        )?
-        .query_row(params![site.as_str(), id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    Ok(AlarmAckRecord {
-        site: site.clone(),
-        event,
-        device: read_device_id(&device)?,
-        by,
-        at_ms,
-    })
-}
-
-pub(super) fn panic_alarms(
-    conn: &mut Connection,
-    site: &SiteId,
-    open_only: bool,
-    limit: u32,
-) -> Result<Option<Vec<PanicAlarm>>, StoreError> {
-    let tx = conn.transaction()?;
-    if get_site(&tx, site)?.is_none() {
-        return Ok(None);
-    }
-    // Through the index of panic events (migration 0006), named: the planner, without
-    // statistics, would walk every event of the site by primary key for the order of seq.
-    let mut stmt = tx.prepare_cached(&format!(
-        "SELECT e.event_id, e.device_id, e.guard_id, e.device_time_ms, {},
-                e.received_at_ms, a.acked_by, a.acked_at
-         FROM events e INDEXED BY events_panics LEFT JOIN alarm_acks a
-           ON a.site_id = e.site_id AND a.event_id = e.event_id
-         WHERE e.site_id = ?1 AND e.kind = 'panic' AND (?2 = 0 OR a.event_id IS NULL)
-         ORDER BY e.seq DESC LIMIT ?3",
-        super::feed::corrected_ms()
-    ))?;
-    let mut rows = stmt.query(params![site.as_str(), i64::from(open_only), limit])?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        let id: Vec<u8> = row.get(0)?;
-        let device: String = row.get(1)?;
-        let by: Option<String> = row.get(6)?;
-        let at: Option<i64> = row.get(7)?;
-        out.push(PanicAlarm {
-            event: read_event_id(&id)?,
-            device: read_device_id(&device)?,
-            guard: row.get(2)?,
-            raised_at_ms: row.get(3)?,
-            corrected_ms: row.get(4)?,
-            received_at_ms: row.get(5)?,
-            acknowledged: by.zip(at),
-        });
-    }
-    Ok(Some(out))
 }
 
 pub(super) fn alarm_acks(

@@ -56,13 +56,14 @@ use super::incident::ServerClock;
 use super::notify::Notifier;
 use super::rows::to_i64;
 use super::{
-    AlarmAckRecord, BackendError, BoxFuture, CollabAnswer, CollabSync, DeviceCredential,
-    DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
+    Acknowledged, AlarmAckRecord, AlarmChange, BackendError, BoxFuture, CollabAnswer, CollabSync,
+    DeviceCredential, DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
     NewEnrollmentCode, OperatorAction, PanicAlarm, SettleReport, ShiftLogEvidence, ShiftPage,
     ShiftQuery, ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor,
     TimePage,
 };
 
+mod alarms;
 mod auth;
 mod collab;
 mod compliance;
@@ -383,7 +384,7 @@ impl Store for SqliteStore {
         open_only: bool,
         limit: u32,
     ) -> BoxFuture<'_, Result<Option<Vec<PanicAlarm>>, StoreError>> {
-        Box::pin(self.read(move |conn| collab::panic_alarms(conn, &site, open_only, limit)))
+        Box::pin(self.read(move |conn| alarms::panic_alarms(conn, &site, open_only, limit)))
     }
 
     fn devices(
@@ -470,8 +471,25 @@ impl Store for SqliteStore {
         event: patrol_core::EventId,
         by: String,
         at_ms: i64,
-    ) -> BoxFuture<'_, Result<AlarmAckRecord, StoreError>> {
-        Box::pin(self.write_tx(move |tx| collab::acknowledge_alarm(tx, &site, event, &by, at_ms)))
+    ) -> BoxFuture<'_, Result<Acknowledged, StoreError>> {
+        Box::pin(self.write_tx(move |tx| alarms::acknowledge_alarm(tx, &site, event, &by, at_ms)))
+    }
+
+    fn escalate_alarms(
+        &self,
+        site: SiteId,
+        after_ms: i64,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<AlarmChange>, StoreError>> {
+        Box::pin(self.write_tx(move |tx| alarms::escalate_alarms(tx, &site, after_ms, now_ms)))
+    }
+
+    fn alarm_changes(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<(Vec<AlarmChange>, u64), StoreError>> {
+        Box::pin(self.read(move |conn| alarms::alarm_changes(conn, after, limit)))
     }
 
     fn create_user(&self, user: NewUser) -> BoxFuture<'_, Result<User, StoreError>> {

@@ -29,6 +29,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0015_tour_compliance.sql"),
     include_str!("migrations/0016_events_by_corrected_time.sql"),
     include_str!("migrations/0017_event_hours.sql"),
+    include_str!("migrations/0018_alarm_escalations.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
@@ -295,7 +296,8 @@ mod tests {
         let site = SiteId::new("site-1")?;
         let ack = store
             .acknowledge_alarm(site.clone(), panic, "op-anna".into(), 10)
-            .await?;
+            .await?
+            .ack;
         assert_eq!(
             (ack.device, ack.by.as_str(), ack.at_ms),
             (device, "op-anna", 10)
