@@ -1204,14 +1204,12 @@ impl DeviceStore {
     }
 
     /// Whether the outbox should sync now: something is pending and the backoff after the last
-    /// failure has passed (an undelivered panic makes it due at once).
+    /// failure has passed. Raising a panic makes it due at once; while the panic is
+    /// undelivered, the backoff is the short fixed schedule of [`RetryPolicy`].
     pub fn sync_due(&self) -> Result<bool> {
         let status = self.status()?;
         if status.pending_events == 0 {
             return Ok(false);
-        }
-        if status.urgent {
-            return Ok(true);
         }
         Ok(status
             .next_attempt_ms
@@ -1311,9 +1309,10 @@ fn write_event(
         )?;
     }
     if matches!(record.body, EventBody::Panic { .. }) {
-        // The outbox treats the log as urgent until this event is delivered.
+        // The outbox treats the log as urgent until this event is delivered, and syncs at
+        // once, whatever the backoff of earlier failures.
         tx.execute(
-            "UPDATE sync_state SET urgent_seq = ?1",
+            "UPDATE sync_state SET urgent_seq = ?1, next_attempt_ms = NULL",
             [to_i64(record.seq)],
         )?;
         tx.execute(

@@ -809,6 +809,31 @@ fn failed_syncs_back_off_and_a_pending_panic_makes_sync_due_at_once() -> TestRes
     assert!(store.status()?.urgent);
     assert!(store.sync_due()?);
 
+    // While it is undelivered, failed attempts are retried on the short fixed schedule (the
+    // fourth failure in a row: 5 s), a server's long Retry-After and a refusal included.
+    let busy = Error::ServerTransient {
+        status: 503,
+        message: "busy".into(),
+        retry_after_ms: Some(60_000),
+    };
+    let refused = Error::ServerRejected {
+        status: 404,
+        message: "no such site".into(),
+    };
+    for failure in [&offline, &busy, &refused] {
+        let now = clock.0.load(Ordering::SeqCst);
+        store.sync_failed(failure, &policy)?;
+        assert_eq!(
+            store.status()?.next_attempt_ms,
+            Some(now + 5_000),
+            "{failure}"
+        );
+        clock.0.store(now + 4_999, Ordering::SeqCst);
+        assert!(!store.sync_due()?, "{failure}");
+        clock.0.store(now + 5_000, Ordering::SeqCst);
+        assert!(store.sync_due()?, "{failure}");
+    }
+
     // Delivery clears the urgency and the failure count.
     let mut server = Server::default();
     let prepared = store.prepare_sync()?;

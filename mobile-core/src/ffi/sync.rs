@@ -178,8 +178,9 @@ impl PatrolDevice {
     }
 
     /// Whether the outbox should sync now: something is pending and the backoff after the last
-    /// failure has passed (an undelivered panic alarm makes it due at once). For the app's
-    /// scheduler; `sync` itself may be called at any time.
+    /// failure has passed (raising a panic alarm makes it due at once; while the panic is
+    /// undelivered, the backoff is a few seconds). For the app's scheduler; `sync` itself may be
+    /// called at any time.
     pub fn sync_due(&self) -> FfiResult<bool> {
         Ok(lock(&self.store, "store")?.sync_due()?)
     }
