@@ -186,7 +186,8 @@ impl PatrolDevice {
     }
 
     /// Sends everything the server has not acknowledged to `server_url` (e.g.
-    /// `https://patrol.example.org`) and marks delivered what it acknowledges.
+    /// `https://patrol.example.org`) and marks delivered what it acknowledges. An undelivered
+    /// panic alarm goes first, in a request of its own when other work is pending.
     ///
     /// Blocking: it returns when the exchange is over (each request is bounded by a 30 s
     /// timeout), so call it from a background thread (a WorkManager worker, a background task).
