@@ -960,7 +960,7 @@ impl DeviceStore {
                     ))
                 },
             )?;
-        let urgent = self.panic_undelivered(&rows)?;
+        let urgent = self.undelivered_panic(&rows)?.is_some();
         Ok(SyncStatus {
             pending_events,
             oldest_pending_ms,
@@ -974,18 +974,22 @@ impl DeviceStore {
         })
     }
 
-    /// Whether a panic alarm of this phone is not delivered yet, given its shifts' rows.
-    fn panic_undelivered(&self, rows: &[ShiftRow]) -> Result<bool> {
+    /// The shift whose log holds a panic alarm of this phone not delivered yet, if any, given
+    /// the shifts' rows.
+    fn undelivered_panic(&self, rows: &[ShiftRow]) -> Result<Option<ShiftId>> {
         let urgent_seq: Option<i64> =
             self.conn
                 .query_row("SELECT urgent_seq FROM sync_state", [], |r| r.get(0))?;
+        let Some(seq) = urgent_seq else {
+            return Ok(None);
+        };
+        let seq = seq as u64;
         // Delivered events are a prefix of each shift, so a panic is delivered when its shift's
         // delivered prefix reaches it.
-        Ok(urgent_seq.is_some_and(|seq| {
-            let seq = seq as u64;
-            rows.iter()
-                .any(|r| r.seqs().contains(&seq) && seq >= r.first_seq + r.delivered)
-        }))
+        Ok(rows
+            .iter()
+            .find(|r| r.seqs().contains(&seq) && seq >= r.first_seq + r.delivered)
+            .map(|r| r.shift))
     }
 
     fn rejected(&self) -> Result<Vec<RejectedLog>> {
@@ -1012,16 +1016,55 @@ impl DeviceStore {
         Ok(out)
     }
 
-    /// Builds the next sync request: every log with events the server has not acknowledged.
+    /// Builds the next sync request: every log with events the server has not acknowledged,
+    /// and every incident held.
     pub fn prepare_sync(&mut self) -> Result<PreparedSync> {
         let rows = self.shift_rows()?;
+        let urgent = self.undelivered_panic(&rows)?.is_some();
+        self.prepare(&rows, urgent, None)
+    }
+
+    /// Builds the request to send before [`DeviceStore::prepare_sync`]'s while a panic alarm is
+    /// undelivered and other work is pending (other shifts' undelivered events, incident changes
+    /// to push): the panic's shift log alone, so that the panic travels in a small request of
+    /// its own, in the server's panic lane, rather than behind a backlog or too large for the
+    /// lane. The log is sent from what the server has acknowledged of it: the events recorded
+    /// before the panic in that shift travel with it, as a shift log's changes each build on the
+    /// one before (the server could not apply the panic without them).
+    ///
+    /// `None` when no panic is undelivered, or when nothing else is pending: the ordinary
+    /// request then is the panic's own. [`DeviceStore::complete_sync`] applies its answer as any
+    /// other: it marks delivered what the server's heads cover of that log, and the rest stays
+    /// pending for the next request.
+    pub fn prepare_urgent_sync(&mut self) -> Result<Option<PreparedSync>> {
+        let rows = self.shift_rows()?;
+        let Some(shift) = self.undelivered_panic(&rows)? else {
+            return Ok(None);
+        };
+        let other_logs = rows.iter().any(|r| r.shift != shift && r.pending() > 0);
+        if !other_logs && !self.incidents_pending()? {
+            return Ok(None);
+        }
+        self.prepare(&rows, true, Some(shift)).map(Some)
+    }
+
+    /// Builds a sync request of the logs with events the server has not acknowledged, and of
+    /// every incident held; or, with `only`, of that shift's log alone.
+    fn prepare(
+        &mut self,
+        rows: &[ShiftRow],
+        urgent: bool,
+        only: Option<ShiftId>,
+    ) -> Result<PreparedSync> {
+        // Every event held undelivered, those of logs left out of this request included: the
+        // server subtracts what it accepts, and shows the rest as the device's backlog.
         let pending: u64 = rows.iter().map(ShiftRow::pending).sum();
-        let urgent = self.panic_undelivered(&rows)?;
         let mut logs = HashMap::new();
         let mut docs = Vec::new();
         // One reading for the whole request: the signatures' time and the request's.
         let now = self.clock.now();
-        for row in rows.iter().filter(|r| r.pending() > 0) {
+        let sent = |r: &&ShiftRow| r.pending() > 0 && only.is_none_or(|s| s == r.shift);
+        for row in rows.iter().filter(sent) {
             let sign = |push: &mut DocPush, log: &mut ShiftLog| {
                 if let Some(key) = &self.signing_key {
                     key.sign_push(push, log, now.wall_ms);
@@ -1043,7 +1086,9 @@ impl DeviceStore {
             };
             docs.push(push);
         }
-        docs.extend(self.incident_pushes()?);
+        if only.is_none() {
+            docs.extend(self.incident_pushes()?);
+        }
         let delivered = rows
             .iter()
             .map(|r| (r.shift, (r.id, r.delivered)))
@@ -1204,14 +1249,12 @@ impl DeviceStore {
     }
 
     /// Whether the outbox should sync now: something is pending and the backoff after the last
-    /// failure has passed (an undelivered panic makes it due at once).
+    /// failure has passed. Raising a panic makes it due at once; while the panic is
+    /// undelivered, the backoff is the short fixed schedule of [`RetryPolicy`].
     pub fn sync_due(&self) -> Result<bool> {
         let status = self.status()?;
         if status.pending_events == 0 {
             return Ok(false);
-        }
-        if status.urgent {
-            return Ok(true);
         }
         Ok(status
             .next_attempt_ms
@@ -1311,9 +1354,10 @@ fn write_event(
         )?;
     }
     if matches!(record.body, EventBody::Panic { .. }) {
-        // The outbox treats the log as urgent until this event is delivered.
+        // The outbox treats the log as urgent until this event is delivered, and syncs at
+        // once, whatever the backoff of earlier failures.
         tx.execute(
-            "UPDATE sync_state SET urgent_seq = ?1",
+            "UPDATE sync_state SET urgent_seq = ?1, next_attempt_ms = NULL",
             [to_i64(record.seq)],
         )?;
         tx.execute(

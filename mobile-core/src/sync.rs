@@ -30,7 +30,7 @@ use crate::transport::Transport;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Rounds in one `sync` call: one more than needed for a server that lost history to ask for
-/// everything and receive it.
+/// everything and receive it. A panic's request of its own, sent before them, is not one.
 const MAX_ROUNDS: usize = 3;
 
 /// Talks to one patrol server.
@@ -126,6 +126,11 @@ impl SyncClient {
 
     /// Sends everything the server has not acknowledged and applies its answer. Events are marked
     /// delivered only from the server's heads, so an interrupted sync is simply done again.
+    ///
+    /// A panic alarm not yet delivered goes first: when other work is pending beside it, in a
+    /// request of its own holding only the panic's shift log (with the events before the panic
+    /// in that shift, which its changes build on), in the server's panic lane; then the rest,
+    /// in the ordinary rounds ([`DeviceStore::prepare_urgent_sync`]).
     pub async fn sync(&self, store: &mut DeviceStore) -> Result<SyncReport> {
         self.sync_shared(&std::sync::Mutex::new(store)).await
     }
@@ -173,13 +178,20 @@ impl SyncClient {
         let mut rotation_due = false;
         let mut total = SyncReport::default();
         let mut stale_retried = false;
-        let mut round = 0;
-        while round < MAX_ROUNDS {
-            round += 1;
+        // The panic's own request is still to be tried; it is not one of the rounds.
+        let mut panic_first = true;
+        let mut rounds = 0;
+        while rounds < MAX_ROUNDS {
             // A fresh request, with a new request_seq, on every attempt.
             let mut prepared = None;
             with(&mut |s| {
-                prepared = Some(s.prepare_sync()?);
+                if panic_first {
+                    prepared = s.prepare_urgent_sync()?;
+                }
+                if prepared.is_none() {
+                    panic_first = false;
+                    prepared = Some(s.prepare_sync()?);
+                }
                 Ok(())
             })?;
             let Some(prepared) = prepared else { break };
@@ -196,7 +208,6 @@ impl SyncClient {
                     // The store's counter is behind the server's (restored from an old copy):
                     // move past it and send a fresh request, once.
                     stale_retried = true;
-                    round -= 1;
                     with(&mut |s| s.advance_request_seq(last_seq))?;
                     continue;
                 }
@@ -218,6 +229,13 @@ impl SyncClient {
             total.pending_events = report.pending_events;
             total.rejected = report.rejected;
             total.needs_another_round = report.needs_another_round;
+            if panic_first {
+                // The panic is through (or refused: then its log goes again with the rest);
+                // the rest of the pending work follows in the ordinary rounds.
+                panic_first = false;
+                continue;
+            }
+            rounds += 1;
             if !report.needs_another_round {
                 break;
             }

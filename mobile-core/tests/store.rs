@@ -809,6 +809,31 @@ fn failed_syncs_back_off_and_a_pending_panic_makes_sync_due_at_once() -> TestRes
     assert!(store.status()?.urgent);
     assert!(store.sync_due()?);
 
+    // While it is undelivered, failed attempts are retried on the short fixed schedule (the
+    // fourth failure in a row: 5 s), a server's long Retry-After and a refusal included.
+    let busy = Error::ServerTransient {
+        status: 503,
+        message: "busy".into(),
+        retry_after_ms: Some(60_000),
+    };
+    let refused = Error::ServerRejected {
+        status: 404,
+        message: "no such site".into(),
+    };
+    for failure in [&offline, &busy, &refused] {
+        let now = clock.0.load(Ordering::SeqCst);
+        store.sync_failed(failure, &policy)?;
+        assert_eq!(
+            store.status()?.next_attempt_ms,
+            Some(now + 5_000),
+            "{failure}"
+        );
+        clock.0.store(now + 4_999, Ordering::SeqCst);
+        assert!(!store.sync_due()?, "{failure}");
+        clock.0.store(now + 5_000, Ordering::SeqCst);
+        assert!(store.sync_due()?, "{failure}");
+    }
+
     // Delivery clears the urgency and the failure count.
     let mut server = Server::default();
     let prepared = store.prepare_sync()?;
@@ -1277,5 +1302,157 @@ fn a_panic_is_queued_then_delivered_then_acknowledged() -> TestResult {
     );
     // Once acknowledged, the phone stops asking.
     assert!(store.prepare_sync()?.request.awaiting_ack.is_empty());
+    Ok(())
+}
+
+fn incident_report(description: &str) -> IncidentReport {
+    IncidentReport {
+        incident: IncidentId::generate(),
+        category: IncidentCategory::Theft,
+        severity: Severity::Medium,
+        description: description.into(),
+        location: None,
+    }
+}
+
+fn panic_now(store: &mut DeviceStore) -> Result<EventId, Error> {
+    store.record(
+        EventBody::Panic { location: None },
+        RecordOptions::default(),
+    )
+}
+
+#[test]
+fn a_panic_goes_first_in_a_request_of_its_own_ahead_of_a_backlog() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    // Last night's shift never synced, and an incident reported in it waits to be pushed.
+    let earlier = store.start_shift(guard())?;
+    for i in 0..20 {
+        store.scan(scan(&format!("cp-{i}")), RecordOptions::default())?;
+    }
+    let incident = store.report_incident(
+        incident_report("side door forced"),
+        Vec::new(),
+        RecordOptions::default(),
+    )?;
+    store.end_shift(None)?;
+    // Tonight: two scans, then the guard raises a panic.
+    let tonight = store.start_shift(guard())?;
+    let before_panic = store.scan(scan("cp-1"), RecordOptions::default())?;
+    store.scan(scan("cp-2"), RecordOptions::default())?;
+    let panic = panic_now(&mut store)?;
+    let backlog = store.events(Some(earlier))?.len() as u64;
+    let seq = store.request_seq()?;
+
+    // The first request holds tonight's log alone, in the panic lane.
+    let first = store
+        .prepare_urgent_sync()?
+        .ok_or("no request of the panic's own")?;
+    assert!(first.urgent);
+    assert_eq!(first.request.docs.len(), 1);
+    assert_eq!(first.request.docs[0].doc, DocRef::ShiftLog(tonight));
+    assert_eq!(first.request.request_seq, seq + 1);
+    // It tells the server what the phone still holds, the backlog included.
+    assert_eq!(first.request.pending_events, backlog + 4);
+    let response = server.answer(&first.request);
+    let report = store.complete_sync(first, &response)?;
+    assert_eq!(report.events_delivered, 4);
+
+    // The panic is delivered, with what came before it in its shift; the backlog and the
+    // incident are still pending.
+    assert!(store.event(panic)?.is_some_and(|e| e.delivered));
+    assert!(store.event(before_panic)?.is_some_and(|e| e.delivered));
+    let status = store.status()?;
+    assert!(!status.urgent);
+    assert_eq!(status.pending_events, backlog);
+    assert!(store.incident(incident)?.ok_or("no incident")?.pending);
+    assert!(store.events(Some(earlier))?.iter().all(|e| !e.delivered));
+    assert!(!server.incidents.contains_key(&incident));
+
+    // Then the rest, the ordinary way.
+    assert!(store.prepare_urgent_sync()?.is_none());
+    let rest = store.prepare_sync()?;
+    assert!(!rest.urgent);
+    assert_eq!(rest.request.request_seq, seq + 2);
+    let sent: Vec<DocRef> = rest.request.docs.iter().map(|d| d.doc).collect();
+    assert_eq!(
+        sent,
+        [DocRef::ShiftLog(earlier), DocRef::Incident(incident)]
+    );
+    let response = server.answer(&rest.request);
+    let report = store.complete_sync(rest, &response)?;
+    assert_eq!(report.events_delivered, backlog);
+    assert_eq!(store.status()?.pending_events, 0);
+    assert!(!store.incident(incident)?.ok_or("no incident")?.pending);
+    assert!(server.incidents.contains_key(&incident));
+    Ok(())
+}
+
+#[test]
+fn an_incident_edit_waiting_beside_a_panic_is_pushed_after_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    let shift = store.start_shift(guard())?;
+    let incident = store.report_incident(
+        incident_report("bike taken from level -2"),
+        Vec::new(),
+        RecordOptions::default(),
+    )?;
+    sync_once(&mut store, &mut server)?;
+    // Offline: a note on the incident, then a panic.
+    store.act_on_incident(incident, IncidentAction::AddNote("he is back".into()))?;
+    panic_now(&mut store)?;
+
+    let first = store
+        .prepare_urgent_sync()?
+        .ok_or("no request of the panic's own")?;
+    let sent: Vec<DocRef> = first.request.docs.iter().map(|d| d.doc).collect();
+    assert_eq!(sent, [DocRef::ShiftLog(shift)]);
+    let response = server.answer(&first.request);
+    store.complete_sync(first, &response)?;
+    assert!(!store.status()?.urgent);
+    assert!(store.incident(incident)?.ok_or("no incident")?.pending);
+    sync_once(&mut store, &mut server)?;
+    assert!(!store.incident(incident)?.ok_or("no incident")?.pending);
+    let notes = server.incident(incident).state()?.notes;
+    assert!(notes.iter().any(|n| n.text == "he is back"), "{notes:?}");
+    Ok(())
+}
+
+#[test]
+fn a_panic_with_nothing_else_pending_is_one_ordinary_request() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = DeviceStore::create(dir.path().join("p.db"), site())?;
+    let mut server = Server::default();
+    // A delivered earlier shift and a delivered incident are not pending work.
+    store.start_shift(guard())?;
+    store.report_incident(
+        incident_report("light out in the car park"),
+        Vec::new(),
+        RecordOptions::default(),
+    )?;
+    store.end_shift(None)?;
+    let shift = store.start_shift(guard())?;
+    sync_once(&mut store, &mut server)?;
+    store.note("someone at the gate")?;
+    panic_now(&mut store)?;
+
+    assert!(store.prepare_urgent_sync()?.is_none());
+    let prepared = store.prepare_sync()?;
+    assert!(prepared.urgent);
+    assert!(
+        prepared
+            .request
+            .docs
+            .iter()
+            .any(|d| d.doc == DocRef::ShiftLog(shift))
+    );
+    let response = server.answer(&prepared.request);
+    store.complete_sync(prepared, &response)?;
+    assert!(!store.status()?.urgent);
+    assert_eq!(store.status()?.pending_events, 0);
     Ok(())
 }

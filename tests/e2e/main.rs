@@ -17,6 +17,7 @@ mod incidents_on_shift;
 mod instances;
 mod offline_shift;
 mod overload;
+mod panic_first;
 mod readme;
 mod report;
 mod server_crash;

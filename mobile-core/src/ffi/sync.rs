@@ -178,14 +178,16 @@ impl PatrolDevice {
     }
 
     /// Whether the outbox should sync now: something is pending and the backoff after the last
-    /// failure has passed (an undelivered panic alarm makes it due at once). For the app's
-    /// scheduler; `sync` itself may be called at any time.
+    /// failure has passed (raising a panic alarm makes it due at once; while the panic is
+    /// undelivered, the backoff is a few seconds). For the app's scheduler; `sync` itself may be
+    /// called at any time.
     pub fn sync_due(&self) -> FfiResult<bool> {
         Ok(lock(&self.store, "store")?.sync_due()?)
     }
 
     /// Sends everything the server has not acknowledged to `server_url` (e.g.
-    /// `https://patrol.example.org`) and marks delivered what it acknowledges.
+    /// `https://patrol.example.org`) and marks delivered what it acknowledges. An undelivered
+    /// panic alarm goes first, in a request of its own when other work is pending.
     ///
     /// Blocking: it returns when the exchange is over (each request is bounded by a 30 s
     /// timeout), so call it from a background thread (a WorkManager worker, a background task).

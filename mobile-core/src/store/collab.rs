@@ -477,6 +477,15 @@ impl DeviceStore {
         Ok(out)
     }
 
+    /// Whether an incident holds changes of this phone the server has not acknowledged.
+    pub(super) fn incidents_pending(&self) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM incidents WHERE pending)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Alarms not yet seen acknowledged.
     pub(super) fn awaiting_ack(&self) -> Result<Vec<EventId>> {
         let mut stmt = self
