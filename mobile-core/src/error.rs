@@ -75,6 +75,8 @@ pub enum Error {
     Replayed { last_seq: u64 },
     #[error("no shift is open; start one first")]
     NoOpenShift,
+    #[error("no check-in timer is running; start one first")]
+    NoCheckInTimer,
     #[error("this phone holds no incident {0}")]
     UnknownIncident(patrol_core::IncidentId),
     #[error("{0}")]

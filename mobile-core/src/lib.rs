@@ -34,7 +34,7 @@ pub mod transport;
 
 pub use error::{Error, Result};
 pub use store::{
-    Alarm, AlarmState, Corrected, DeviceStore, Durability, Enrollment, LocalEvent, LocalIncident,
+    Alarm, AlarmState, CheckInStatus, Corrected, DeviceStore, Durability, Enrollment, LocalEvent, LocalIncident,
     RecordOptions, RejectedLog, ShiftInfo, StoreOptions, SyncReport, SyncStatus,
 };
 pub use sync::SyncClient;

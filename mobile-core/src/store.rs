@@ -20,9 +20,11 @@ use patrol_core::{
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod change_builder;
+mod checkin;
 mod collab;
 mod files;
 
+pub use checkin::CheckInStatus;
 pub use collab::{Alarm, AlarmState, Corrected, LocalIncident};
 
 use crate::backoff::RetryPolicy;
@@ -1306,7 +1308,10 @@ fn row_only(
 ) -> bool {
     new_shift.is_none()
         && incident.is_none()
-        && !matches!(body, EventBody::ShiftEnded { .. } | EventBody::Panic { .. })
+        && !matches!(
+            body,
+            EventBody::ShiftEnded { .. } | EventBody::Panic { .. } | EventBody::CheckInMissed { .. }
+        )
 }
 
 /// Writes an event's row (and the shift's row for its first event, and what the event implies)
@@ -1353,13 +1358,18 @@ fn write_event(
             params![row_id, record.time.wall_ms],
         )?;
     }
-    if matches!(record.body, EventBody::Panic { .. }) {
+    if matches!(
+        record.body,
+        EventBody::Panic { .. } | EventBody::CheckInMissed { .. }
+    ) {
         // The outbox treats the log as urgent until this event is delivered, and syncs at
         // once, whatever the backoff of earlier failures.
         tx.execute(
             "UPDATE sync_state SET urgent_seq = ?1, next_attempt_ms = NULL",
             [to_i64(record.seq)],
         )?;
+    }
+    if matches!(record.body, EventBody::Panic { .. }) {
         tx.execute(
             "INSERT INTO alarms (event_id, seq) VALUES (?1, ?2)",
             params![row.id.0.as_bytes().as_slice(), to_i64(record.seq)],

@@ -1456,3 +1456,61 @@ fn a_panic_with_nothing_else_pending_is_one_ordinary_request() -> TestResult {
     assert_eq!(store.status()?.pending_events, 0);
     Ok(())
 }
+
+/// A guard working alone: the timer runs from its start and from each check-in; a check-in not
+/// made by the deadline is missed, the phone says so, and records the miss once, marked to be
+/// sent first; a stop ends it, and so does the shift's end.
+#[test]
+fn a_missed_check_in_is_found_on_the_phone_and_recorded_once_to_send_first() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let start = 1_800_000_000_000;
+    let (mut store, clock) = store_at(&dir.path().join("phone.db"), start)?;
+    let set = |ms: i64| clock.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    const MIN: i64 = 60_000;
+    assert!(matches!(
+        store.start_check_in_timer(30),
+        Err(Error::NoOpenShift)
+    ));
+    store.start_shift(guard())?;
+    assert!(matches!(store.check_in(), Err(Error::NoCheckInTimer)));
+    assert_eq!(store.check_in_status()?, None);
+    assert!(store.start_check_in_timer(0).is_err(), "0 minutes");
+    store.start_check_in_timer(30)?;
+    set(start + 20 * MIN);
+    let status = store.check_in_status()?.ok_or("a timer runs")?;
+    assert_eq!((status.due_ms, status.missed), (start + 30 * MIN, false));
+    store.check_in()?;
+    set(start + 50 * MIN);
+    let status = store.check_in_status()?.ok_or("a timer runs")?;
+    assert_eq!((status.due_ms, status.missed), (start + 50 * MIN, false));
+
+    // Past the deadline: missed, recorded once, urgent.
+    set(start + 50 * MIN + 1);
+    let status = store.check_in_status()?.ok_or("a timer runs")?;
+    assert!(status.missed && status.recorded_miss.is_some());
+    let again = store.check_in_status()?.ok_or("a timer runs")?;
+    assert!(again.missed && again.recorded_miss.is_none(), "recorded once");
+    let misses: Vec<_> = store
+        .events(None)?
+        .into_iter()
+        .filter(|e| {
+            e.event.record.body
+                == EventBody::CheckInMissed {
+                    due_ms: start + 50 * MIN,
+                }
+        })
+        .collect();
+    assert_eq!(misses.len(), 1);
+    assert!(store.status()?.urgent, "the miss is sent first");
+
+    // A late check-in puts it right; a stop ends it.
+    store.check_in()?;
+    let status = store.check_in_status()?.ok_or("a timer runs")?;
+    assert!(!status.missed);
+    store.stop_check_in_timer()?;
+    assert_eq!(store.check_in_status()?, None);
+    store.start_check_in_timer(10)?;
+    store.end_shift(None)?;
+    assert_eq!(store.check_in_status()?, None);
+    Ok(())
+}

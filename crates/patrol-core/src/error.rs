@@ -19,6 +19,13 @@ pub enum ValidationError {
     BadLocation { lat: f64, lon: f64 },
     #[error("location accuracy must be a finite, non-negative number of metres, got {0}")]
     BadAccuracy(f32),
+    #[error("{field} must be {min} to {max}, not {value}")]
+    OutOfRange {
+        field: &'static str,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
 }
 
 /// A record or message that could not be decoded.

@@ -264,6 +264,19 @@ pub enum EventBody {
         to_guard: Option<GuardId>,
         text: String,
     },
+    /// The guard started (or reset) a lone-worker safety timer: they must check in within
+    /// `every_min` minutes of this and of each check-in ([`crate::checkin`]).
+    CheckInTimerStarted {
+        every_min: u32,
+    },
+    /// The guard checked in: the timer's next deadline runs from here.
+    CheckedIn,
+    /// The guard stopped the timer.
+    CheckInTimerStopped,
+    /// The phone found a check-in missed: nobody checked in by `due_ms` (its own clock).
+    CheckInMissed {
+        due_ms: i64,
+    },
 }
 
 impl EventBody {
@@ -277,11 +290,15 @@ impl EventBody {
             EventBody::Panic { .. } => "panic",
             EventBody::Note { .. } => "note",
             EventBody::Handover { .. } => "handover",
+            EventBody::CheckInTimerStarted { .. } => "checkin_timer_started",
+            EventBody::CheckedIn => "checked_in",
+            EventBody::CheckInTimerStopped => "checkin_timer_stopped",
+            EventBody::CheckInMissed { .. } => "checkin_missed",
         }
     }
 
     /// Every kind's name, as [`EventBody::kind`] gives it.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 11] = [
         "shift_started",
         "shift_ended",
         "checkpoint_scanned",
@@ -289,6 +306,10 @@ impl EventBody {
         "panic",
         "note",
         "handover",
+        "checkin_timer_started",
+        "checked_in",
+        "checkin_timer_stopped",
+        "checkin_missed",
     ];
 
     /// The body as a record keeps it (locations rounded to 1e-7 degree), for comparing a
@@ -356,6 +377,12 @@ impl EventBody {
             EventBody::Panic { location } => loc(location),
             EventBody::Note { text: t } => non_empty("note", t, MAX_TEXT_LEN),
             EventBody::Handover { text: t, .. } => non_empty("handover note", t, MAX_TEXT_LEN),
+            EventBody::CheckInTimerStarted { every_min } => {
+                crate::checkin::validate_every_min(*every_min)
+            }
+            EventBody::CheckedIn
+            | EventBody::CheckInTimerStopped
+            | EventBody::CheckInMissed { .. } => Ok(()),
         }
     }
 }

@@ -6,6 +6,8 @@
 //!
 //! - [`bundle_limits`]: what a pushed bundle may ask of the parser (values per column,
 //!   inflated bytes), checked before automerge expands it.
+//! - [`checkin`]: lone-worker safety timers: when a guard's next check-in is due, the one rule
+//!   the phone (which alarms the guard) and the server (which alarms the control room) apply.
 //! - [`clock`]: a device's clock offset as a sync measures it, and events' corrected times.
 //! - [`codec`]: the versioned binary form of stored values, and stored heads.
 //! - [`compliance`]: which scan counts for which tour window, each checkpoint's state (on time,
@@ -35,6 +37,7 @@
 //! driver (`scripts/check-core-deps.sh` checks it in CI).
 
 pub mod bundle_limits;
+pub mod checkin;
 pub mod clock;
 pub mod codec;
 pub mod compliance;

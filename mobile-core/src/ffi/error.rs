@@ -79,7 +79,8 @@ fn describe_invalid(e: &ValidationError) -> String {
         // Field names, lengths and the rule broken; never the text itself.
         ValidationError::BadId { .. }
         | ValidationError::TooLong { .. }
-        | ValidationError::Empty { .. } => e.to_string(),
+        | ValidationError::Empty { .. }
+        | ValidationError::OutOfRange { .. } => e.to_string(),
     }
 }
 
@@ -151,6 +152,7 @@ impl From<Error> for PatrolError {
                 "the store is set up for site {existing}, not {requested}"
             )),
             Error::NoOpenShift => PatrolError::NoOpenShift,
+            Error::NoCheckInTimer => invalid("no check-in timer is running; start one first"),
             Error::UnknownIncident(id) => invalid(format!("this phone holds no incident {id}")),
             Error::IncidentRule(rule) => invalid(rule),
             Error::NoSiteConfig => invalid("no site configuration yet; sync once with the server"),

@@ -112,11 +112,30 @@ impl PatrolDevice {
         &self,
         op: impl FnOnce(&mut DeviceStore) -> Result<(Option<EventId>, T), Error>,
     ) -> FfiResult<T> {
+        self.record_or_not(op, true)
+    }
+
+    /// As [`PatrolDevice::record`], for a call that may record nothing: `None` is no event.
+    pub(super) fn maybe_record<T>(
+        &self,
+        op: impl FnOnce(&mut DeviceStore) -> Result<(Option<EventId>, T), Error>,
+    ) -> FfiResult<T> {
+        self.record_or_not(op, false)
+    }
+
+    fn record_or_not<T>(
+        &self,
+        op: impl FnOnce(&mut DeviceStore) -> Result<(Option<EventId>, T), Error>,
+        none_is_shift_start: bool,
+    ) -> FfiResult<T> {
         let observer = self.observer();
         let (value, event) = {
             let mut store = lock(&self.store, "store")?;
             let shift_before = store.current_shift().map(|s| s.shift);
             let (id, value) = op(&mut store)?;
+            if id.is_none() && !none_is_shift_start {
+                return Ok(value);
+            }
             let event = match (
                 &observer,
                 store.current_shift().map(|s| s.shift).or(shift_before),

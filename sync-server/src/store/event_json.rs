@@ -141,6 +141,8 @@ struct BodyFields<'a> {
     category: Option<&'a IncidentCategory>,
     checkpoint: Option<&'a CheckpointId>,
     description: Option<&'a String>,
+    due_ms: Option<&'a i64>,
+    every_min: Option<&'a u32>,
     incident: Option<&'a IncidentId>,
     location: Option<&'a Option<Location>>,
     method: Option<&'a ScanMethod>,
@@ -198,6 +200,15 @@ impl<'a> BodyFields<'a> {
                 text: Some(text),
                 ..Self::default()
             },
+            EventBody::CheckInTimerStarted { every_min } => Self {
+                every_min: Some(every_min),
+                ..Self::default()
+            },
+            EventBody::CheckInMissed { due_ms } => Self {
+                due_ms: Some(due_ms),
+                ..Self::default()
+            },
+            EventBody::CheckedIn | EventBody::CheckInTimerStopped => Self::default(),
         }
     }
 }
@@ -236,6 +247,8 @@ fn event_json(
     w.uuid("device_id", &device.0);
     w.put("device_seq", device_seq)?;
     w.plain_str("device_time", &format_time_ms(time.wall_ms));
+    w.some("due_ms", b.due_ms)?;
+    w.some("every_min", b.every_min)?;
     w.flags("flags", &stamp.flags)?;
     w.put("guard_id", guard)?;
     w.hlc("hlc", &time.hlc)?;
@@ -481,6 +494,12 @@ mod tests {
             EventBody::Handover {
                 to_guard: Some(GuardId::new("guard-2")?),
                 text: odd.clone(),
+            },
+            EventBody::CheckInTimerStarted { every_min: 30 },
+            EventBody::CheckedIn,
+            EventBody::CheckInTimerStopped,
+            EventBody::CheckInMissed {
+                due_ms: 1_740_870_000_000,
             },
         ];
         for (i, location) in locations.iter().enumerate() {

@@ -121,6 +121,12 @@ enum DeviceCommand {
     },
     /// Panic alarms raised on this phone: queued, delivered or acknowledged.
     Alarms(JsonArg),
+    /// The lone-worker check-in timer: start it, check in, stop it, or see when the next
+    /// check-in is due (a missed one is recorded, to reach the control room first).
+    Checkin {
+        #[command(subcommand)]
+        command: CheckinCommand,
+    },
     /// Leave a handover note for the next guard; prints its event id.
     Handover {
         /// The note's text.
@@ -142,6 +148,23 @@ enum DeviceCommand {
         #[arg(long, default_value_t = 0)]
         retry: u32,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckinCommand {
+    /// Start (or reset) the timer: check in within this many minutes, and again within as long
+    /// of each check-in; prints the event id.
+    Start {
+        /// Minutes between check-ins (1 to 1440).
+        #[arg(long)]
+        every: u32,
+    },
+    /// Check in now; prints the event id.
+    Now,
+    /// Stop the timer; prints the event id.
+    Stop,
+    /// When the next check-in is due, and whether it is missed.
+    Status(JsonArg),
 }
 
 #[derive(Subcommand, Debug)]
@@ -355,6 +378,13 @@ fn describe(body: &EventBody) -> String {
             Some(g) => format!("to {g}: {text}"),
             None => text.clone(),
         },
+        EventBody::CheckInTimerStarted { every_min } => {
+            format!("check in every {every_min} min")
+        }
+        EventBody::CheckedIn | EventBody::CheckInTimerStopped => String::new(),
+        EventBody::CheckInMissed { due_ms } => {
+            format!("CHECK-IN MISSED (due {})", show::local_ms(*due_ms))
+        }
     }
 }
 
@@ -770,6 +800,52 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                 outln!("{}", show::render(&mut t));
             }
         }
+        DeviceCommand::Checkin { command } => match command {
+            CheckinCommand::Start { every } => {
+                let id = store.start_check_in_timer(every)?;
+                eprintln!("check-in timer started: check in within {every} min");
+                outln!("{id}");
+            }
+            CheckinCommand::Now => {
+                let id = store.check_in()?;
+                eprintln!("checked in");
+                outln!("{id}");
+            }
+            CheckinCommand::Stop => {
+                let id = store.stop_check_in_timer()?;
+                eprintln!("check-in timer stopped");
+                outln!("{id}");
+            }
+            CheckinCommand::Status(JsonArg { json }) => {
+                let status = store.check_in_status()?;
+                if json {
+                    let value = match status {
+                        Some(s) => json!({
+                            "every_min": s.every_min,
+                            "since": rfc3339_ms(s.since_ms),
+                            "due_at": rfc3339_ms(s.due_ms),
+                            "missed": s.missed,
+                        }),
+                        None => Value::Null,
+                    };
+                    outln!("{}", json!({ "check_in": value }));
+                } else {
+                    match status {
+                        None => outln!("no check-in timer running"),
+                        Some(s) if s.missed => outln!(
+                            "CHECK-IN MISSED: was due {} (every {} min); check in now",
+                            local_ms(s.due_ms),
+                            s.every_min
+                        ),
+                        Some(s) => outln!(
+                            "next check-in due {} (every {} min)",
+                            local_ms(s.due_ms),
+                            s.every_min
+                        ),
+                    }
+                }
+            }
+        },
         DeviceCommand::Handover { text, to } => {
             let id = store.record(
                 EventBody::Handover { to_guard: to, text },
