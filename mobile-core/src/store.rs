@@ -1310,7 +1310,9 @@ fn row_only(
         && incident.is_none()
         && !matches!(
             body,
-            EventBody::ShiftEnded { .. } | EventBody::Panic { .. } | EventBody::CheckInMissed { .. }
+            EventBody::ShiftEnded { .. }
+                | EventBody::Panic { .. }
+                | EventBody::CheckInMissed { .. }
         )
 }
 

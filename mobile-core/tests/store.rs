@@ -1489,7 +1489,10 @@ fn a_missed_check_in_is_found_on_the_phone_and_recorded_once_to_send_first() -> 
     let status = store.check_in_status()?.ok_or("a timer runs")?;
     assert!(status.missed && status.recorded_miss.is_some());
     let again = store.check_in_status()?.ok_or("a timer runs")?;
-    assert!(again.missed && again.recorded_miss.is_none(), "recorded once");
+    assert!(
+        again.missed && again.recorded_miss.is_none(),
+        "recorded once"
+    );
     let misses: Vec<_> = store
         .events(None)?
         .into_iter()

@@ -90,6 +90,7 @@ pub struct Metrics {
     panic_delivery: Histogram,
     panic_acknowledgement: Histogram,
     alarm_escalations: AtomicU64,
+    check_ins_overdue: AtomicU64,
 }
 
 /// Upper bounds of the panic latency buckets, in seconds: from the panic lane's second or
@@ -194,6 +195,7 @@ pub struct MetricsSnapshot {
     pub panic_delivery: HistogramSnapshot,
     pub panic_acknowledgement: HistogramSnapshot,
     pub alarm_escalations: u64,
+    pub check_ins_overdue: u64,
 }
 
 impl Default for Metrics {
@@ -241,7 +243,13 @@ impl Metrics {
             panic_delivery: Histogram::default(),
             panic_acknowledgement: Histogram::default(),
             alarm_escalations: AtomicU64::new(0),
+            check_ins_overdue: AtomicU64::new(0),
         }
+    }
+
+    /// A lone worker's check-in found overdue (and recorded) by this instance.
+    pub fn add_check_in_overdue(&self) {
+        add(&self.check_ins_overdue, 1);
     }
 
     /// A panic alarm's first acknowledgement: `delivery_ms` from its raise (the phone's time,
@@ -392,6 +400,7 @@ impl Metrics {
             panic_delivery: self.panic_delivery.snapshot(),
             panic_acknowledgement: self.panic_acknowledgement.snapshot(),
             alarm_escalations: load(&self.alarm_escalations),
+            check_ins_overdue: load(&self.check_ins_overdue),
         }
     }
 
@@ -528,6 +537,11 @@ impl MetricsSnapshot {
             out,
             "# HELP patrol_alarm_escalations_total Panic alarms escalated by this instance: nobody acknowledged them within their site's alarm_escalation_after_secs of their receipt.\n# TYPE patrol_alarm_escalations_total counter\npatrol_alarm_escalations_total {}",
             self.alarm_escalations
+        );
+        let _ = writeln!(
+            out,
+            "# HELP patrol_check_ins_overdue_total Lone workers' check-ins this instance found overdue: no check-in reached the server by the timer's deadline and its grace.\n# TYPE patrol_check_ins_overdue_total counter\npatrol_check_ins_overdue_total {}",
+            self.check_ins_overdue
         );
         self.panic_delivery.render(
             &mut out,

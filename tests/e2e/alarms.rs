@@ -105,3 +105,110 @@ async fn an_unanswered_panic_is_escalated_then_acknowledged_on_the_live_stream()
     );
     Ok(())
 }
+
+/// A clock the test sets by hand (a phone's wall clock, milliseconds since the epoch).
+#[derive(Debug)]
+struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl patrol_mobile::clock::Clock for ManualClock {
+    fn now(&self) -> patrol_mobile::clock::ClockReading {
+        let wall_ms = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        patrol_mobile::clock::ClockReading {
+            wall_ms,
+            boot_id: Default::default(),
+            mono_ms: u64::try_from(wall_ms).unwrap_or(0),
+        }
+    }
+}
+
+/// A guard working alone misses a check-in: the phone says so itself and records the miss,
+/// which its next sync takes through the panic lane; the server, seeing no check-in by the
+/// deadline and its grace, lists the timer overdue (`patrol control check-ins`), counts it and
+/// announces `check_in_overdue` on the live stream, where the phone's `checkin_missed` event
+/// arrives too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_worker_s_missed_check_in_alarms_the_phone_and_the_control_room() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with_args(
+        &dir.path().join("server"),
+        &[SITE],
+        false,
+        &["--alarm-check-secs", "1"],
+    )?;
+    let code = server.enrollment_code(SITE)?;
+    let client = SyncClient::new(&server.url)?;
+    let enrollment = client.enroll(&code).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    // The guard started a one-minute timer four minutes ago (the phone's clock then).
+    let clock = std::sync::Arc::new(ManualClock((now - 4 * 60_000).into()));
+    let mut phone = DeviceStore::create_enrolled(
+        dir.path().join("phone.db"),
+        enrollment,
+        StoreOptions {
+            clock: Some(clock.clone()),
+            ..Default::default()
+        },
+    )?;
+    let device = phone.device_id().to_string();
+    phone.start_shift(GuardId::new("anna")?)?;
+    phone.start_check_in_timer(1)?;
+    let status = phone
+        .check_in_status()?
+        .ok_or_else(|| anyhow!("no timer"))?;
+    ensure!(!status.missed, "{status:?}");
+
+    // Now: the phone alarms its guard, offline, and records the miss once.
+    clock.0.store(now, std::sync::atomic::Ordering::SeqCst);
+    let status = phone
+        .check_in_status()?
+        .ok_or_else(|| anyhow!("no timer"))?;
+    ensure!(
+        status.missed && status.recorded_miss.is_some(),
+        "{status:?}"
+    );
+    ensure!(phone.status()?.urgent, "the miss goes first");
+
+    let mut live = open_stream(&server, SITE).await?;
+    let mut buf = String::new();
+    client.sync(&mut phone).await?;
+    let missed = next_sse(&mut live, &mut buf, Some("event"), |d| {
+        d["kind"] == "checkin_missed"
+    })
+    .await?;
+    ensure!(missed["device_id"] == device.as_str(), "{missed}");
+    let overdue = next_sse(&mut live, &mut buf, Some("check_in_overdue"), |d| {
+        d["device_id"] == device.as_str()
+    })
+    .await?;
+    ensure!(
+        overdue["guard"] == "anna" && overdue["every_min"] == 1 && overdue["overdue"] == true,
+        "{overdue}"
+    );
+    let table = run_ok(&mut server.control(&server.admin_token, &["check-ins", "--site", SITE])?)?;
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.contains("anna") && l.contains("OVERDUE")),
+        "{table}"
+    );
+    let http = reqwest::Client::new();
+    let m = metrics(&http, &server).await?;
+    ensure!(
+        m.get("patrol_check_ins_overdue_total") == Some(&1)
+            && m.get("patrol_sync_panic_total") == Some(&1),
+        "{m:?}"
+    );
+
+    // The guard checks in: the timer runs again, on time.
+    phone.check_in()?;
+    client.sync(&mut phone).await?;
+    let view: serde_json::Value = http
+        .get(format!("{}/api/v1/sites/{SITE}/check-ins", server.url))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(view["check_ins"][0]["overdue"] == false, "{view}");
+    Ok(())
+}

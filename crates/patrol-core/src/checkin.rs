@@ -106,7 +106,11 @@ mod tests {
         ] {
             assert_eq!(running_timer([(0, &start), (MIN, &end)]), None);
         }
-        assert_eq!(running_timer([(0, &EventBody::CheckedIn)]), None, "no timer");
+        assert_eq!(
+            running_timer([(0, &EventBody::CheckedIn)]),
+            None,
+            "no timer"
+        );
     }
 
     #[test]

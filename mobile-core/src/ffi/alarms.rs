@@ -113,10 +113,7 @@ impl PatrolDevice {
     pub fn check_in_status(&self) -> FfiResult<Option<FfiCheckInStatus>> {
         self.maybe_record(|store| {
             let status = store.check_in_status()?;
-            Ok((
-                status.and_then(|s| s.recorded_miss),
-                status.map(Into::into),
-            ))
+            Ok((status.and_then(|s| s.recorded_miss), status.map(Into::into)))
         })
     }
 }

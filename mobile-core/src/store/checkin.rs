@@ -62,7 +62,10 @@ impl DeviceStore {
         let missed = timer.missed_at(now_ms);
         let due_ms = timer.due_ms();
         let recorded_miss = if missed && !recorded.contains(&due_ms) {
-            Some(self.record(EventBody::CheckInMissed { due_ms }, RecordOptions::default())?)
+            Some(self.record(
+                EventBody::CheckInMissed { due_ms },
+                RecordOptions::default(),
+            )?)
         } else {
             None
         };

@@ -9,8 +9,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use patrol_core::EventId;
 use patrol_core::event::format_time_ms;
+use patrol_core::{EventId, SiteId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -23,6 +23,7 @@ use super::extract::{
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::now_ms;
+use crate::store::check_ins::CheckInTimerView;
 use crate::store::{AlarmAckRecord, MAX_PANIC_ALARMS, PanicAlarm};
 
 pub(super) fn routes() -> Vec<Endpoint> {
@@ -31,6 +32,12 @@ pub(super) fn routes() -> Vec<Endpoint> {
             Verb::Get,
             "/api/v1/sites/{site}/alarms",
             list_alarms,
+            MAX_JSON_BODY_BYTES,
+        ),
+        endpoint(
+            Verb::Get,
+            "/api/v1/sites/{site}/check-ins",
+            list_check_ins,
             MAX_JSON_BODY_BYTES,
         ),
         endpoint(
@@ -142,6 +149,83 @@ async fn list_alarms(
     Ok(Json(AlarmsView {
         site_id: site.to_string(),
         alarms: alarms.into_iter().map(AlarmView::from).collect(),
+    }))
+}
+
+/// A lone worker's check-in timer running on an open shift, as the server knows it from the
+/// phone's synced events (times corrected by its clock offset).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct CheckInView {
+    site_id: String,
+    #[schema(format = Uuid)]
+    shift_id: String,
+    #[schema(format = Uuid)]
+    device_id: String,
+    #[schema(value_type = SlugId, inline)]
+    guard: String,
+    /// Minutes allowed between check-ins.
+    every_min: u32,
+    /// When the timer started or the guard last checked in.
+    since: String,
+    /// When the next check-in is due.
+    due_at: String,
+    /// No check-in reached the server by `due_at` and 2 minutes' grace: the control room
+    /// should call the guard.
+    overdue: bool,
+}
+
+impl CheckInView {
+    pub fn of(site: &SiteId, timer: &CheckInTimerView) -> Self {
+        CheckInView {
+            site_id: site.to_string(),
+            shift_id: timer.shift.to_string(),
+            device_id: timer.device.to_string(),
+            guard: timer.guard.clone(),
+            every_min: timer.every_min,
+            since: format_time_ms(timer.since_ms),
+            due_at: format_time_ms(timer.due_ms),
+            overdue: timer.overdue,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckInsView {
+    site_id: String,
+    /// The timers running on the site's open shifts, by shift.
+    check_ins: Vec<CheckInView>,
+}
+
+/// The lone-worker check-in timers running on the site's open shifts: when each guard's next
+/// check-in is due, and whether it is overdue.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sites/{site}/check-ins",
+    tag = "control room",
+    security(("user_token" = [])),
+    params(("site" = SlugId, Path, description = "Site id", example = "site-1")),
+    responses(
+        (status = 200, description = "The check-in timers running on the site's open shifts", body = CheckInsView),
+        (status = 400, description = "A bad site id (`invalid_site_id`)", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
+        (status = 403, description = "The token does not cover this site", body = ErrorBody),
+        (status = 404, description = "`unknown_site`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn list_check_ins(
+    user: AuthUser,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<CheckInsView>, AppError> {
+    let site = site_from_path(path)?;
+    user.can_read(&site)?;
+    let Some(timers) = state.store.check_in_timers(site.clone(), now_ms()).await? else {
+        return Err(AppError::UnknownSite(site.to_string()));
+    };
+    Ok(Json(CheckInsView {
+        check_ins: timers.iter().map(|t| CheckInView::of(&site, t)).collect(),
+        site_id: site.to_string(),
     }))
 }
 

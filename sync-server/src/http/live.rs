@@ -66,13 +66,15 @@ pub enum Announcement {
     Alarm(AlarmAlert),
 }
 
-/// A panic alarm's change on a site: its SSE event name (`alarm_acknowledged`,
-/// `alarm_escalated`) and its JSON (the alarm as the alarms view shows it, with its site;
-/// docs/protocol.md, "Alarms on the live stream").
+/// A panic alarm's change on a site, or a lone worker's check-in overdue: its SSE event name
+/// (`alarm_acknowledged`, `alarm_escalated`, `check_in_overdue`) and its JSON (docs/protocol.md,
+/// "Alarms on the live stream").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlarmAlert {
     pub site: SiteId,
     pub kind: &'static str,
+    /// The kind of feed event it is about (`panic`, `checkin_missed`), for the kind filter.
+    pub about: &'static str,
     pub device: String,
     pub guard: String,
     pub data: String,
@@ -99,15 +101,16 @@ impl Announcement {
     /// Whether a stream with `filter` carries it: a gap, if the stream's device and guard
     /// filters match it; a window change, if the stream is not filtered to some devices,
     /// guards, kinds of event, checkpoints or flags (a window is about none of these alone);
-    /// an alarm's change, if the device and guard filters match its panic, the kind filter (if
-    /// any) is `panic`, and the stream is not filtered to checkpoints or flags.
+    /// an alarm's change, if the device and guard filters match its panic or check-in, the kind
+    /// filter (if any) is `panic` or `checkin_missed` as it concerns, and the stream is not
+    /// filtered to checkpoints or flags.
     pub fn matches(&self, filter: &FeedFilter) -> bool {
         match self {
             Announcement::Gap(gap) => gap.matches(filter),
             Announcement::Alarm(alarm) => {
                 filter.device.as_ref().is_none_or(|d| *d == alarm.device)
                     && filter.guard.as_ref().is_none_or(|g| *g == alarm.guard)
-                    && filter.kind.as_ref().is_none_or(|k| k == "panic")
+                    && filter.kind.as_ref().is_none_or(|k| k == alarm.about)
                     && filter.checkpoint.is_none()
                     && filter.flag.is_none()
             }

@@ -70,6 +70,7 @@ pub const USER_TOKEN: &str = "user_token";
         config::get_config,
         config::put_config,
         alarms::list_alarms,
+        alarms::list_check_ins,
         alarms::acknowledge_alarm,
         reports::daily_activity_report,
         admin::list_users,

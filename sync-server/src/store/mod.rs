@@ -15,6 +15,7 @@
 //! - [`access`]: site checks, user scopes, enrollment codes, a device's right to sync;
 //! - [`compliance`]: tour compliance kept as logs arrive (each sync's new scans, the periodic
 //!   pass that closes and finalises windows, the windows' view);
+//! - [`check_ins`]: lone-worker check-in timers of open shifts, and when one is overdue;
 //! - [`flagging`]: the flags of a sync's new events, and of the stored scans they concern;
 //! - [`rows`]: reading stored values back; [`event_json`]: an event's feed JSON; [`notify`]:
 //!   waking a site's feed readers.
@@ -55,6 +56,7 @@
 //!   writer at a time, whichever instance.
 
 pub mod access;
+pub mod check_ins;
 pub mod collab;
 pub mod compliance;
 pub mod event_hours;
@@ -998,6 +1000,22 @@ pub trait Store: Send + Sync + fmt::Debug {
         after_ms: i64,
         now_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<AlarmChange>, StoreError>>;
+
+    /// The check-in timers running on the site's open shifts as of `now_ms`
+    /// ([`check_ins::timers`]); `None` if the site does not exist.
+    fn check_in_timers(
+        &self,
+        site: SiteId,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<Vec<check_ins::CheckInTimerView>>, StoreError>>;
+
+    /// Records each of the site's check-ins overdue at `now_ms` (once per shift and deadline,
+    /// whichever instance gets there first) and returns those this call recorded.
+    fn record_overdue_check_ins(
+        &self,
+        site: SiteId,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<check_ins::CheckInTimerView>, StoreError>>;
 
     /// Every site's alarm changes after `after` (at most `limit`, in order), and the id of
     /// the latest change stored (0 if none); `after: None` reads none, only the latest id.

@@ -688,7 +688,97 @@ async fn the_first_acknowledgement_counts_the_panic_latencies(backend: Backend) 
     Ok(())
 }
 
+/// Lone workers' check-in timers as the server sees them from the phones' synced events: due a
+/// whole interval after the start or the last check-in, overdue once no check-in reached the
+/// server by the deadline and its grace (recorded once), ended by a stop or the shift's end.
+async fn check_in_timers_turn_overdue_without_a_check_in_and_end_with_the_shift(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let store = server.store();
+    let site = patrol_core::SiteId::new(SITE)?;
+    const MIN: i64 = 60_000;
+    let mut alice = server.phone("guard-a").await?;
+    let mut bob = server.phone("guard-b").await?;
+    let now = crate::common::crate_now_ms();
+    alice.record_at(
+        now - 40 * MIN,
+        EventBody::CheckInTimerStarted { every_min: 30 },
+    )?;
+    bob.record_at(
+        now - 5 * MIN,
+        EventBody::CheckInTimerStarted { every_min: 30 },
+    )?;
+    server.sync(&alice.push_request()?).await?;
+    server.sync(&bob.push_request()?).await?;
+
+    let timers = store
+        .check_in_timers(site.clone(), now)
+        .await?
+        .ok_or("the site exists")?;
+    let by_guard = |timers: &[patrol_server::store::check_ins::CheckInTimerView], guard: &str| {
+        timers.iter().find(|t| t.guard == guard).cloned()
+    };
+    let a = by_guard(&timers, "guard-a").ok_or("Alice's timer runs")?;
+    let b = by_guard(&timers, "guard-b").ok_or("Bob's timer runs")?;
+    assert_eq!((a.every_min, a.overdue, b.overdue), (30, true, false));
+    assert_eq!(a.shift, alice.shift());
+    // Corrected by the phone's measured offset, a few seconds at most here.
+    assert!((a.due_ms - (now - 10 * MIN)).abs() < 10_000, "{a:?}");
+
+    let recorded = store.record_overdue_check_ins(site.clone(), now).await?;
+    assert_eq!(
+        recorded
+            .iter()
+            .map(|t| t.guard.as_str())
+            .collect::<Vec<_>>(),
+        ["guard-a"]
+    );
+    assert!(
+        store
+            .record_overdue_check_ins(site.clone(), now + MIN)
+            .await?
+            .is_empty(),
+        "recorded once"
+    );
+
+    // Alice checks in late; Bob stops his timer.
+    alice.record_at(now - MIN, EventBody::CheckedIn)?;
+    bob.record_at(now - MIN, EventBody::CheckInTimerStopped)?;
+    server.sync(&alice.push_request()?).await?;
+    server.sync(&bob.push_request()?).await?;
+    let timers = store
+        .check_in_timers(site.clone(), now)
+        .await?
+        .ok_or("the site exists")?;
+    assert_eq!(timers.len(), 1, "{timers:?}");
+    assert!(!timers[0].overdue && timers[0].guard == "guard-a");
+
+    // Her shift ends: no timer runs.
+    alice.record_at(now, EventBody::ShiftEnded { note: None })?;
+    server.sync(&alice.push_request()?).await?;
+    let timers = store.check_in_timers(site.clone(), now + 60 * MIN).await?;
+    assert_eq!(timers, Some(vec![]));
+    assert_eq!(
+        store
+            .check_in_timers(patrol_core::SiteId::new("nowhere")?, now)
+            .await?,
+        None
+    );
+
+    // The API lists them for the site's users.
+    let (status, view) = server
+        .get_json(&format!("/api/v1/sites/{SITE}/check-ins"))
+        .await?;
+    assert_eq!(
+        (status, view["check_ins"].clone()),
+        (StatusCode::OK, json!([]))
+    );
+    Ok(())
+}
+
 crate::on_every_backend!(
+    check_in_timers_turn_overdue_without_a_check_in_and_end_with_the_shift,
     unacknowledged_panics_escalate_once_and_every_change_is_read_in_order,
     the_first_acknowledgement_counts_the_panic_latencies,
     the_alarms_view_lists_panics_open_and_acknowledged,

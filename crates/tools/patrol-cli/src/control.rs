@@ -175,6 +175,15 @@ enum ControlCommand {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// The lone-worker check-in timers running on the site's open shifts: when each guard's
+    /// next check-in is due, and which are overdue.
+    CheckIns {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        #[command(flatten)]
+        json: JsonArg,
+    },
     /// Acknowledge a guard's panic alarm (its event id, as `alarms` and `pull` show it); the
     /// phone shows it at its next sync.
     AckAlarm {
@@ -504,6 +513,27 @@ fn device_warnings(d: &Value, as_of: &Value) -> String {
     } else {
         warnings.join("; ")
     }
+}
+
+fn check_ins_table(view: &Value) -> String {
+    let timers = view["check_ins"].as_array().cloned().unwrap_or_default();
+    let mut t = show::table(&["GUARD", "DEVICE", "EVERY", "SINCE", "DUE", "STATE"]);
+    for c in &timers {
+        let state = if c["overdue"] == true {
+            "OVERDUE: call the guard"
+        } else {
+            "on time"
+        };
+        t.add_row(vec![
+            text_field(&c["guard"]),
+            text_field(&c["device_id"]),
+            format!("{} min", c["every_min"]),
+            local_field(&c["since"]),
+            local_field(&c["due_at"]),
+            state.to_owned(),
+        ]);
+    }
+    show::render(&mut t)
 }
 
 fn alarms_table(view: &Value) -> String {
@@ -1038,6 +1068,14 @@ pub async fn control(args: ControlArgs) -> Result<()> {
                 outln!("{body}");
             } else {
                 outln!("{}", alarms_table(&body));
+            }
+        }
+        ControlCommand::CheckIns { site, json } => {
+            let body = api.get(&format!("/api/v1/sites/{site}/check-ins")).await?;
+            if json.json {
+                outln!("{body}");
+            } else {
+                outln!("{}", check_ins_table(&body));
             }
         }
         ControlCommand::AckAlarm { site, event } => {

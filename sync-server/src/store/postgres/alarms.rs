@@ -3,6 +3,7 @@
 //! written under one advisory lock ([`CHANGES_LOCK`]), so the ids of changes commit in their
 //! order and an instance reading after its cursor never passes one still to commit; the
 //! escalation check holds it throughout, so instances checking at once escalate an alarm once.
+//! Also lone-worker check-in timers, with the check-ins found overdue (migration 0016).
 
 use deadpool_postgres::GenericClient;
 use patrol_core::{EventId, SiteId};
@@ -11,6 +12,7 @@ use tokio_postgres::Row;
 use super::auth::get_site;
 use super::{execute, query, query_one, query_opt, to_u64};
 use crate::store::access;
+use crate::store::check_ins::{self, CheckInTimerView, TimerEventRow};
 use crate::store::rows::{read_device_id, read_event_id, read_site_id};
 use crate::store::{
     Acknowledged, AlarmAckRecord, AlarmChange, AlarmChangeKind, ESCALATION_LOOKBACK_MS, PanicAlarm,
@@ -263,4 +265,85 @@ pub(super) async fn alarm_changes<C: GenericClient>(
         None => Vec::new(),
     };
     Ok((changes, latest))
+}
+
+/// The timer events of the site's open shifts, each shift's in its order (the index of timer
+/// events, migration 0016).
+async fn timer_rows<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+) -> Result<Vec<TimerEventRow>, StoreError> {
+    let rows = query(
+        c,
+        &format!(
+            "SELECT e.shift_id, e.device_id, e.guard_id, {}, e.kind, e.json
+             FROM docs d
+             JOIN events e
+               ON e.site_id = d.site_id AND e.shift_id = d.doc_id
+              AND e.kind IN ('checkin_timer_started', 'checked_in', 'checkin_timer_stopped')
+             WHERE d.site_id = $1 AND d.ended_at IS NULL
+             ORDER BY e.shift_id, e.device_seq",
+            super::feed::corrected_ms()
+        ),
+        &[&site.as_str()],
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let kind: &str = row.try_get(4)?;
+        let json: &str = row.try_get(5)?;
+        out.push(TimerEventRow {
+            shift: row.try_get(0)?,
+            device: row.try_get(1)?,
+            guard: row.try_get(2)?,
+            corrected_ms: row.try_get(3)?,
+            body: check_ins::body_from_json(kind, json)?,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) async fn check_in_timers<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    now_ms: i64,
+) -> Result<Option<Vec<CheckInTimerView>>, StoreError> {
+    if get_site(c, site).await?.is_none() {
+        return Ok(None);
+    }
+    check_ins::timers(&timer_rows(c, site).await?, now_ms).map(Some)
+}
+
+/// Each statement stands alone: the primary key records an overdue check-in once.
+pub(super) async fn record_overdue_check_ins<C: GenericClient>(
+    c: &C,
+    site: &SiteId,
+    now_ms: i64,
+) -> Result<Vec<CheckInTimerView>, StoreError> {
+    require_site(c, site).await?;
+    let mut out = Vec::new();
+    for timer in check_ins::timers(&timer_rows(c, site).await?, now_ms)? {
+        if !timer.overdue {
+            continue;
+        }
+        let recorded = execute(
+            c,
+            "INSERT INTO check_ins_overdue
+               (site_id, shift_id, due_ms, device_id, guard_id, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &site.as_str(),
+                &timer.shift.to_string(),
+                &timer.due_ms,
+                &timer.device.to_string(),
+                &timer.guard,
+                &now_ms,
+            ],
+        )
+        .await?;
+        if recorded == 1 {
+            out.push(timer);
+        }
+    }
+    Ok(out)
 }

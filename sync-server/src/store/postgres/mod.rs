@@ -61,7 +61,7 @@ use super::{
     DeviceCredential, DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
     NewEnrollmentCode, OperatorAction, PanicAlarm, SettleReport, ShiftLogEvidence, ShiftPage,
     ShiftQuery, ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor,
-    TimePage,
+    TimePage, check_ins::CheckInTimerView,
 };
 use crate::credentials::{
     NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
@@ -683,6 +683,28 @@ impl Store for PostgresStore {
             let changes = alarms::escalate_alarms(&tx, &site, after_ms, now_ms).await?;
             tx.commit().await?;
             Ok(changes)
+        })
+    }
+
+    fn check_in_timers(
+        &self,
+        site: SiteId,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<Vec<CheckInTimerView>>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            alarms::check_in_timers(&client, &site, now_ms).await
+        })
+    }
+
+    fn record_overdue_check_ins(
+        &self,
+        site: SiteId,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<CheckInTimerView>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            alarms::record_overdue_check_ins(&client, &site, now_ms).await
         })
     }
 

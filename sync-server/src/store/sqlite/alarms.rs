@@ -1,5 +1,6 @@
 //! Panic alarms on SQLite: the control room's view of them, acknowledgements (migration 0003),
-//! escalations and the alarm changes live streams announce (migration 0018). Every write runs
+//! escalations and the alarm changes live streams announce (migration 0018); and lone-worker
+//! check-in timers, with the check-ins found overdue (migration 0019). Every write runs
 //! on the writer thread in its own transaction, so a change's id is its commit order.
 
 use patrol_core::{EventId, SiteId};
@@ -7,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::auth::get_site;
 use crate::store::access;
+use crate::store::check_ins::{self, CheckInTimerView, TimerEventRow};
 use crate::store::rows::{read_device_id, read_event_id, read_site_id};
 use crate::store::{
     Acknowledged, AlarmAckRecord, AlarmChange, AlarmChangeKind, ESCALATION_LOOKBACK_MS, PanicAlarm,
@@ -255,4 +257,89 @@ pub(super) fn alarm_changes(
         None => Vec::new(),
     };
     Ok((changes, latest))
+}
+
+/// The timer events of the site's open shifts, each shift's in its order, through the index
+/// of timer events (migration 0019) and that of open shifts (0012), named: the planner,
+/// without statistics, might walk the site's events instead.
+fn timer_rows(conn: &Connection, site: &SiteId) -> Result<Vec<TimerEventRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT e.shift_id, e.device_id, e.guard_id, {}, e.record, e.json, e.kind
+         FROM docs d INDEXED BY docs_open
+         JOIN events e INDEXED BY events_check_ins
+           ON e.site_id = d.site_id AND e.shift_id = d.doc_id
+          AND e.kind IN ('checkin_timer_started', 'checked_in', 'checkin_timer_stopped')
+         WHERE d.site_id = ?1 AND d.ended_at IS NULL
+         ORDER BY e.shift_id, e.device_seq",
+        super::feed::corrected_ms()
+    ))?;
+    let mut rows = stmt.query(params![site.as_str()])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let record: Option<Vec<u8>> = row.get(4)?;
+        let body = match record {
+            Some(bytes) => {
+                patrol_core::EventRecord::decode(&bytes)
+                    .map_err(|e| StoreError::CorruptData(format!("timer event record: {e}")))?
+                    .body
+            }
+            None => {
+                let json: String = row.get(5)?;
+                let kind: String = row.get(6)?;
+                check_ins::body_from_json(&kind, &json)?
+            }
+        };
+        out.push(TimerEventRow {
+            shift: row.get(0)?,
+            device: row.get(1)?,
+            guard: row.get(2)?,
+            corrected_ms: row.get(3)?,
+            body,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn check_in_timers(
+    conn: &mut Connection,
+    site: &SiteId,
+    now_ms: i64,
+) -> Result<Option<Vec<CheckInTimerView>>, StoreError> {
+    let tx = conn.transaction()?;
+    if get_site(&tx, site)?.is_none() {
+        return Ok(None);
+    }
+    check_ins::timers(&timer_rows(&tx, site)?, now_ms).map(Some)
+}
+
+pub(super) fn record_overdue_check_ins(
+    tx: &Connection,
+    site: &SiteId,
+    now_ms: i64,
+) -> Result<Vec<CheckInTimerView>, StoreError> {
+    require_site(tx, site)?;
+    let mut out = Vec::new();
+    for timer in check_ins::timers(&timer_rows(tx, site)?, now_ms)? {
+        if !timer.overdue {
+            continue;
+        }
+        let recorded = tx
+            .prepare_cached(
+                "INSERT INTO check_ins_overdue
+                   (site_id, shift_id, due_ms, device_id, guard_id, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                site.as_str(),
+                timer.shift.to_string(),
+                timer.due_ms,
+                timer.device.to_string(),
+                timer.guard,
+                now_ms
+            ])?;
+        if recorded == 1 {
+            out.push(timer);
+        }
+    }
+    Ok(out)
 }

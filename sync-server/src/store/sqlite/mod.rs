@@ -60,7 +60,7 @@ use super::{
     DeviceCredential, DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
     NewEnrollmentCode, OperatorAction, PanicAlarm, SettleReport, ShiftLogEvidence, ShiftPage,
     ShiftQuery, ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor,
-    TimePage,
+    TimePage, check_ins::CheckInTimerView,
 };
 
 mod alarms;
@@ -482,6 +482,22 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<AlarmChange>, StoreError>> {
         Box::pin(self.write_tx(move |tx| alarms::escalate_alarms(tx, &site, after_ms, now_ms)))
+    }
+
+    fn check_in_timers(
+        &self,
+        site: SiteId,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<Vec<CheckInTimerView>>, StoreError>> {
+        Box::pin(self.read(move |conn| alarms::check_in_timers(conn, &site, now_ms)))
+    }
+
+    fn record_overdue_check_ins(
+        &self,
+        site: SiteId,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Vec<CheckInTimerView>, StoreError>> {
+        Box::pin(self.write_tx(move |tx| alarms::record_overdue_check_ins(tx, &site, now_ms)))
     }
 
     fn alarm_changes(
