@@ -45,6 +45,9 @@ pub struct LoadParams {
     pub final_timeout: Duration,
     /// Passed to `patrol-server serve`, e.g. `--max-queued-syncs 0`.
     pub server_args: Vec<String>,
+    /// A guard in danger amid the load: one more device raises a panic this often, syncs it at
+    /// once (the phone's panic lane) and an operator acknowledges it; `None`: no panics.
+    pub panic_every: Option<Duration>,
 }
 
 impl LoadParams {
@@ -57,6 +60,7 @@ impl LoadParams {
             probe_every: Duration::from_millis(250),
             final_timeout: Duration::from_secs(300),
             server_args: Vec::new(),
+            panic_every: None,
         }
     }
 }
@@ -169,6 +173,20 @@ pub struct LossCheck {
     pub undelivered: u64,
 }
 
+/// The panics raised amid the load ([`LoadParams::panic_every`]).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Panics {
+    /// From the guard's press to the server's acknowledgement of the sync that carried it
+    /// (the panic lane, retries included).
+    pub delivery_ms: Latency,
+    /// From the operator's acknowledgement sent to the server's answer.
+    pub acknowledge_ms: Latency,
+    /// Panic syncs the server admitted through its panic lane.
+    pub panic_lane_syncs: u64,
+    pub errors: BTreeMap<String, u64>,
+}
+
 /// What `patrol-load` writes.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -200,6 +218,7 @@ pub struct LoadResults {
     pub syncs_per_sec: f64,
     pub events_per_sec: f64,
     pub probe: Probe,
+    pub panics: Panics,
     pub server: ServerFigures,
     pub generator_cpu_ms: f64,
     pub final_sync: FinalSync,
@@ -436,6 +455,96 @@ async fn device_loop(
     Ok(log)
 }
 
+/// The guard in danger: a panic every `every` until the end, synced at once, then acknowledged
+/// by the operator; then the final sync like any device's.
+async fn panic_loop(
+    mut store: DeviceStore,
+    client: SyncClient,
+    server_url: String,
+    token: String,
+    every: Duration,
+    clock: Arc<RunClock>,
+) -> Result<(DeviceLog, Panics, Vec<f64>, Vec<f64>)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let mut log = DeviceLog::default();
+    let mut panics = Panics::default();
+    let (mut delivery, mut acknowledge) = (Vec::new(), Vec::new());
+    let mut attempts = 0;
+    let (mut exchange, mut refused) = (Vec::new(), Vec::new());
+    loop {
+        tokio::time::sleep(every).await;
+        if Instant::now() >= clock.end {
+            break;
+        }
+        let pressed = Instant::now();
+        let panic = store.record(
+            patrol_core::EventBody::Panic { location: None },
+            patrol_mobile::RecordOptions::default(),
+        )?;
+        log.recorded += 1;
+        match sync_with_retries(
+            &mut store,
+            &client,
+            clock.final_deadline,
+            &mut attempts,
+            &mut panics.errors,
+            &mut exchange,
+            &mut refused,
+        )
+        .await?
+        {
+            Synced::Ok { events, .. } => {
+                delivery.push(ms(pressed.elapsed()));
+                log.acknowledged += events;
+            }
+            Synced::Failed(kind) => {
+                bump(&mut panics.errors, kind);
+                continue;
+            }
+            Synced::CutOff => break,
+        }
+        let t = Instant::now();
+        let url = format!("{server_url}/api/v1/sites/{SITE}/alarms/{panic}/acknowledge");
+        match http
+            .post(&url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+        {
+            Ok(resp) if resp.status().is_success() => acknowledge.push(ms(t.elapsed())),
+            Ok(resp) => bump(&mut panics.errors, format!("ack: http_{}", resp.status())),
+            Err(_) => bump(&mut panics.errors, "ack: network".into()),
+        }
+    }
+    while store.status()?.pending_events > 0 && Instant::now() < clock.final_deadline {
+        let synced = sync_with_retries(
+            &mut store,
+            &client,
+            clock.final_deadline,
+            &mut log.final_attempts,
+            &mut log.final_errors,
+            &mut exchange,
+            &mut refused,
+        )
+        .await?;
+        if let Synced::Failed(_) | Synced::CutOff = synced {
+            break;
+        }
+    }
+    log.final_pending = store.status()?.pending_events;
+    for event in store.events(None)? {
+        if event.delivered {
+            log.delivered.push(event.event.id.0);
+        } else {
+            log.undelivered += 1;
+        }
+    }
+    Ok((log, panics, delivery, acknowledge))
+}
+
 /// The control room, every `probe_every` until the end: the next page of the live feed (at
 /// most 100 events after its cursor) and the site's device list, as an operator.
 async fn probe_loop(
@@ -566,6 +675,16 @@ pub async fn run_load(params: &LoadParams) -> Result<LoadResults> {
         devices.push((n, store, client));
     }
     let token = operator_token(&http, &server).await?;
+    let panic_phone = match params.panic_every {
+        Some(every) => {
+            let n = params.devices + 1;
+            let store = enroll_device(&http, &server, &devices_dir, n)
+                .await
+                .context("enrolling the panic phone")?;
+            Some((store, SyncClient::new(&server.url)?, every))
+        }
+        None => None,
+    };
     let setup_ms = ms(setup_start.elapsed());
 
     let pid = server.pid();
@@ -589,6 +708,16 @@ pub async fn run_load(params: &LoadParams) -> Result<LoadResults> {
         params.probe_every,
         clock.end,
     ));
+    let panicking = panic_phone.map(|(store, client, every)| {
+        tokio::spawn(panic_loop(
+            store,
+            client,
+            server.url.clone(),
+            token.clone(),
+            every,
+            clock.clone(),
+        ))
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for (n, store, client) in devices {
         let (params, clock) = (shared.clone(), clock.clone());
@@ -609,6 +738,17 @@ pub async fn run_load(params: &LoadParams) -> Result<LoadResults> {
     let mut logs = Vec::with_capacity(params.devices as usize);
     while let Some(joined) = tasks.join_next().await {
         logs.push(joined??);
+    }
+    let mut panics = Panics::default();
+    if let Some(task) = panicking {
+        let (log, mut p, delivery, acknowledge) = task.await??;
+        p.delivery_ms = Latency::of(delivery);
+        p.acknowledge_ms = Latency::of(acknowledge);
+        p.panic_lane_syncs = counters(&http, &metrics_url)
+            .await?
+            .delta(&before, "patrol_sync_panic_total");
+        panics = p;
+        logs.push(log);
     }
     let final_wall = final_start.elapsed();
     let load_end = procfs::load_average()?[0];
@@ -702,6 +842,7 @@ pub async fn run_load(params: &LoadParams) -> Result<LoadResults> {
             errors: probe_errors,
             max_waiting_syncs: max_waiting,
         },
+        panics,
         server: ServerFigures {
             peak_rss_mb,
             final_rss_mb,
@@ -803,6 +944,18 @@ pub fn load_table(r: &LoadResults) -> String {
         "server syncs waiting, most seen",
         r.probe.max_waiting_syncs.to_string(),
     );
+    if r.panics.delivery_ms.n > 0 || !r.panics.errors.is_empty() {
+        line("panic: press to delivered", lat(&r.panics.delivery_ms));
+        line("panic: acknowledgement", lat(&r.panics.acknowledge_ms));
+        line(
+            "panic: lane syncs / failures",
+            format!(
+                "{} / {}",
+                r.panics.panic_lane_syncs,
+                kinds(&r.panics.errors)
+            ),
+        );
+    }
     line(
         "server sync requests / queued",
         format!("{} / {}", r.server.sync_requests, r.server.syncs_queued),

@@ -35,6 +35,10 @@ struct Args {
     /// `--server-arg=--max-queued-syncs --server-arg=0`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
+    /// One more device raises a panic this often (ms), syncs it at once and an operator
+    /// acknowledges it: the panic path's latency amid the load. 0: no panics.
+    #[arg(long, default_value_t = 0)]
+    panic_every_ms: u64,
     /// Where to write the results.
     #[arg(long, default_value = "load.json")]
     out: PathBuf,
@@ -48,6 +52,7 @@ async fn main() -> Result<()> {
         seed: args.seed,
         probe_every: Duration::from_millis(args.probe_ms.max(1)),
         server_args: args.server_args,
+        panic_every: (args.panic_every_ms > 0).then(|| Duration::from_millis(args.panic_every_ms)),
         ..LoadParams::new(args.devices, Duration::from_secs(args.seconds))
     };
     // A bound around the whole run: setup, the run, the final syncs.

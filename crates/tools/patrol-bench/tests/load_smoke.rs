@@ -10,6 +10,7 @@ async fn the_load_run_syncs_and_loses_nothing_at_d4_for_2s() -> anyhow::Result<(
     let params = LoadParams {
         think_ms: 100,
         probe_every: Duration::from_millis(100),
+        panic_every: Some(Duration::from_millis(500)),
         ..LoadParams::new(4, Duration::from_secs(2))
     };
     let r = run_load(&params).await?;
@@ -17,8 +18,13 @@ async fn the_load_run_syncs_and_loses_nothing_at_d4_for_2s() -> anyhow::Result<(
     assert!(r.syncs.errors.is_empty(), "{:?}", r.syncs.errors);
     assert!(r.events_recorded > 0 && r.events_acknowledged > 0);
     assert!(r.loss.ok, "{:?}", r.loss);
-    // Every scan and each shift's start, delivered and on the server once.
-    assert_eq!(r.loss.acknowledged, r.events_recorded + 4);
+    // Every scan and panic and each shift's start, delivered and on the server once.
+    assert_eq!(r.loss.acknowledged, r.events_recorded + 5);
+    // The panics went through the panic lane and were acknowledged.
+    assert!(r.panics.delivery_ms.n > 0, "{:?}", r.panics);
+    assert_eq!(r.panics.acknowledge_ms.n, r.panics.delivery_ms.n);
+    assert_eq!(r.panics.panic_lane_syncs, r.panics.delivery_ms.n);
+    assert!(r.panics.errors.is_empty(), "{:?}", r.panics.errors);
     assert_eq!(r.loss.on_server, r.loss.acknowledged);
     assert_eq!(r.final_sync.devices_pending, 0);
     assert!(r.probe.feed_page.n > 0 && r.probe.device_list.n > 0);
