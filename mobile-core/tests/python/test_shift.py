@@ -188,6 +188,20 @@ class ShiftTest(unittest.TestCase):
         panic = device.raise_panic(here)
         note = device.add_note("fire door B2 propped open")
 
+        # A lone worker's check-in timer: due 30 minutes on, checked in, stopped.
+        with self.assertRaises(pm.PatrolError.InvalidInput):
+            device.start_check_in_timer(0)
+        self.assertIsNone(device.check_in_status())
+        device.start_check_in_timer(30)
+        timer = device.check_in_status()
+        self.assertEqual((timer.every_min, timer.missed), (30, False))
+        self.assertEqual(timer.due_ms, timer.since_ms + 30 * 60_000)
+        device.check_in()
+        device.stop_check_in_timer()
+        self.assertIsNone(device.check_in_status())
+        with self.assertRaises(pm.PatrolError.InvalidInput):
+            device.check_in()
+
         # The typed error for a bad id, before anything is recorded.
         with self.assertRaises(pm.PatrolError.InvalidInput) as caught:
             device.scan_checkpoint(
@@ -205,7 +219,7 @@ class ShiftTest(unittest.TestCase):
         self.assertEqual(
             kinds,
             ["shift_started", "checkpoint_scanned", "checkpoint_scanned", "incident_reported",
-             "panic", "note"],
+             "panic", "note", "checkin_timer_started", "checked_in", "checkin_timer_stopped"],
         )
         self.assertEqual([local[i].id for i in (1, 2, 4, 5)], [nfc, gps, panic, note])
         self.assertEqual(json.loads(local[3].json)["incident"], incident)
@@ -243,7 +257,7 @@ class ShiftTest(unittest.TestCase):
         self.assertEqual(report.events_delivered, 1)
 
         local = device.events()
-        self.assertEqual(len(local), 7)
+        self.assertEqual(len(local), 10)
         self.assertEqual(local[-1].kind, "shift_ended")
         undelivered = [e.id for e in local if not e.delivered]
         self.assertEqual(undelivered, [])
