@@ -54,6 +54,36 @@ impl Clock for SystemClock {
     }
 }
 
+/// A wall clock set by hand, for tests and rehearsals: it reads what it was last set to, and
+/// its monotonic reading follows it within one made-up boot.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(wall_ms: i64) -> Self {
+        ManualClock(wall_ms.into())
+    }
+
+    pub fn set(&self, wall_ms: i64) {
+        self.0.store(wall_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn wall_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> ClockReading {
+        let wall_ms = self.wall_ms();
+        ClockReading {
+            wall_ms,
+            boot_id: Uuid::nil(),
+            mono_ms: u64::try_from(wall_ms).unwrap_or(0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ use patrol_core::{
     CheckpointId, EventBody, EventId, GuardId, IncidentCategory, IncidentId, IncidentReport,
     Location, Scan, ScanMethod, Severity, ShiftId, SiteId,
 };
+use patrol_mobile::clock::ManualClock;
 use patrol_mobile::{AlarmState, DeviceStore, Enrollment, Error, RecordOptions, StoreOptions};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -200,7 +201,7 @@ fn store_at(
     path: &std::path::Path,
     at_ms: i64,
 ) -> Result<(DeviceStore, std::sync::Arc<ManualClock>), Error> {
-    let clock = std::sync::Arc::new(ManualClock(at_ms.into()));
+    let clock = std::sync::Arc::new(ManualClock::new(at_ms));
     let options = StoreOptions {
         clock: Some(clock.clone()),
         ..Default::default()
@@ -755,27 +756,11 @@ fn a_damaged_store_is_moved_aside_and_reported_never_deleted() -> TestResult {
     Ok(())
 }
 
-/// A clock the test moves by hand.
-#[derive(Debug)]
-struct ManualClock(std::sync::atomic::AtomicI64);
-
-impl patrol_mobile::clock::Clock for ManualClock {
-    fn now(&self) -> patrol_mobile::clock::ClockReading {
-        let wall_ms = self.0.load(std::sync::atomic::Ordering::SeqCst);
-        patrol_mobile::clock::ClockReading {
-            wall_ms,
-            boot_id: uuid::Uuid::nil(),
-            mono_ms: wall_ms as u64,
-        }
-    }
-}
-
 #[test]
 fn failed_syncs_back_off_and_a_pending_panic_makes_sync_due_at_once() -> TestResult {
     use patrol_mobile::backoff::RetryPolicy;
-    use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir()?;
-    let clock = std::sync::Arc::new(ManualClock(1_800_000_000_000.into()));
+    let clock = std::sync::Arc::new(ManualClock::new(1_800_000_000_000));
     let options = patrol_mobile::StoreOptions {
         clock: Some(clock.clone()),
         ..Default::default()
@@ -796,7 +781,7 @@ fn failed_syncs_back_off_and_a_pending_panic_makes_sync_due_at_once() -> TestRes
         "{next}"
     );
     assert!(!store.sync_due()?, "backing off");
-    clock.0.store(next, Ordering::SeqCst);
+    clock.set(next);
     assert!(store.sync_due()?, "due once the backoff has passed");
 
     // A panic alarm jumps the queue: due at once, whatever the backoff.
@@ -821,16 +806,16 @@ fn failed_syncs_back_off_and_a_pending_panic_makes_sync_due_at_once() -> TestRes
         message: "no such site".into(),
     };
     for failure in [&offline, &busy, &refused] {
-        let now = clock.0.load(Ordering::SeqCst);
+        let now = clock.wall_ms();
         store.sync_failed(failure, &policy)?;
         assert_eq!(
             store.status()?.next_attempt_ms,
             Some(now + 5_000),
             "{failure}"
         );
-        clock.0.store(now + 4_999, Ordering::SeqCst);
+        clock.set(now + 4_999);
         assert!(!store.sync_due()?, "{failure}");
-        clock.0.store(now + 5_000, Ordering::SeqCst);
+        clock.set(now + 5_000);
         assert!(store.sync_due()?, "{failure}");
     }
 
@@ -1465,7 +1450,7 @@ fn a_missed_check_in_is_found_on_the_phone_and_recorded_once_to_send_first() -> 
     let dir = tempfile::tempdir()?;
     let start = 1_800_000_000_000;
     let (mut store, clock) = store_at(&dir.path().join("phone.db"), start)?;
-    let set = |ms: i64| clock.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    let set = |ms: i64| clock.set(ms);
     const MIN: i64 = 60_000;
     assert!(matches!(
         store.start_check_in_timer(30),

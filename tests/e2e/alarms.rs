@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, ensure};
 use patrol_core::{EventBody, GuardId, SiteId};
 use patrol_e2e::{metrics, next_sse, open_stream};
+use patrol_mobile::clock::ManualClock;
 use patrol_mobile::{AlarmState, DeviceStore, RecordOptions, StoreOptions, SyncClient};
 use patrol_testkit::{Server, run_ok};
 
@@ -106,21 +107,6 @@ async fn an_unanswered_panic_is_escalated_then_acknowledged_on_the_live_stream()
     Ok(())
 }
 
-/// A clock the test sets by hand (a phone's wall clock, milliseconds since the epoch).
-#[derive(Debug)]
-struct ManualClock(std::sync::atomic::AtomicI64);
-
-impl patrol_mobile::clock::Clock for ManualClock {
-    fn now(&self) -> patrol_mobile::clock::ClockReading {
-        let wall_ms = self.0.load(std::sync::atomic::Ordering::SeqCst);
-        patrol_mobile::clock::ClockReading {
-            wall_ms,
-            boot_id: Default::default(),
-            mono_ms: u64::try_from(wall_ms).unwrap_or(0),
-        }
-    }
-}
-
 /// A guard working alone misses a check-in: the phone says so itself and records the miss,
 /// which its next sync takes through the panic lane; the server, seeing no check-in by the
 /// deadline and its grace, lists the timer overdue (`patrol control check-ins`), counts it and
@@ -140,7 +126,7 @@ async fn a_lone_worker_s_missed_check_in_alarms_the_phone_and_the_control_room()
     let enrollment = client.enroll(&code).await?;
     let now = chrono::Utc::now().timestamp_millis();
     // The guard started a one-minute timer four minutes ago (the phone's clock then).
-    let clock = std::sync::Arc::new(ManualClock((now - 4 * 60_000).into()));
+    let clock = std::sync::Arc::new(ManualClock::new(now - 4 * 60_000));
     let mut phone = DeviceStore::create_enrolled(
         dir.path().join("phone.db"),
         enrollment,
@@ -158,7 +144,7 @@ async fn a_lone_worker_s_missed_check_in_alarms_the_phone_and_the_control_room()
     ensure!(!status.missed, "{status:?}");
 
     // Now: the phone alarms its guard, offline, and records the miss once.
-    clock.0.store(now, std::sync::atomic::Ordering::SeqCst);
+    clock.set(now);
     let status = phone
         .check_in_status()?
         .ok_or_else(|| anyhow!("no timer"))?;

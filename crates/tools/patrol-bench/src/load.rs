@@ -426,13 +426,23 @@ async fn device_loop(
     }
 
     log.left_run = clock.start.elapsed();
+    final_sync(&mut store, &client, &clock, &mut log).await?;
+    Ok(log)
+}
 
-    // The final sync: until nothing is pending, each failure retried when due.
+/// The final sync after the run: until nothing is pending, each failure retried when due; then
+/// what the store holds as delivered, for the loss check.
+async fn final_sync(
+    store: &mut DeviceStore,
+    client: &SyncClient,
+    clock: &RunClock,
+    log: &mut DeviceLog,
+) -> Result<()> {
     let (mut exchange, mut refused) = (Vec::new(), Vec::new());
     while store.status()?.pending_events > 0 && Instant::now() < clock.final_deadline {
         let synced = sync_with_retries(
-            &mut store,
-            &client,
+            store,
+            client,
             clock.final_deadline,
             &mut log.final_attempts,
             &mut log.final_errors,
@@ -452,7 +462,7 @@ async fn device_loop(
             log.undelivered += 1;
         }
     }
-    Ok(log)
+    Ok(())
 }
 
 /// The guard in danger: a panic every `every` until the end, synced at once, then acknowledged
@@ -519,29 +529,7 @@ async fn panic_loop(
             Err(_) => bump(&mut panics.errors, "ack: network".into()),
         }
     }
-    while store.status()?.pending_events > 0 && Instant::now() < clock.final_deadline {
-        let synced = sync_with_retries(
-            &mut store,
-            &client,
-            clock.final_deadline,
-            &mut log.final_attempts,
-            &mut log.final_errors,
-            &mut exchange,
-            &mut refused,
-        )
-        .await?;
-        if let Synced::Failed(_) | Synced::CutOff = synced {
-            break;
-        }
-    }
-    log.final_pending = store.status()?.pending_events;
-    for event in store.events(None)? {
-        if event.delivered {
-            log.delivered.push(event.event.id.0);
-        } else {
-            log.undelivered += 1;
-        }
-    }
+    final_sync(&mut store, &client, &clock, &mut log).await?;
     Ok((log, panics, delivery, acknowledge))
 }
 
