@@ -90,6 +90,10 @@ pub struct Metrics {
     panic_delivery: Histogram,
     panic_acknowledgement: Histogram,
     alarm_escalations: AtomicU64,
+    /// Webhook attempts by outcome: delivered, failed (to be retried), parked.
+    webhooks_delivered: AtomicU64,
+    webhooks_failed: AtomicU64,
+    webhooks_parked: AtomicU64,
 }
 
 /// Upper bounds of the panic latency buckets, in seconds: from the panic lane's second or
@@ -194,6 +198,9 @@ pub struct MetricsSnapshot {
     pub panic_delivery: HistogramSnapshot,
     pub panic_acknowledgement: HistogramSnapshot,
     pub alarm_escalations: u64,
+    pub webhooks_delivered: u64,
+    pub webhooks_failed: u64,
+    pub webhooks_parked: u64,
 }
 
 impl Default for Metrics {
@@ -241,6 +248,9 @@ impl Metrics {
             panic_delivery: Histogram::default(),
             panic_acknowledgement: Histogram::default(),
             alarm_escalations: AtomicU64::new(0),
+            webhooks_delivered: AtomicU64::new(0),
+            webhooks_failed: AtomicU64::new(0),
+            webhooks_parked: AtomicU64::new(0),
         }
     }
 
@@ -249,6 +259,19 @@ impl Metrics {
     pub fn observe_panic_acknowledged(&self, delivery_ms: i64, acknowledgement_ms: i64) {
         self.panic_delivery.observe_ms(delivery_ms);
         self.panic_acknowledgement.observe_ms(acknowledgement_ms);
+    }
+
+    /// An attempt at a webhook delivery, by its outcome.
+    pub fn add_webhook_attempt(&self, next: crate::store::webhooks::NextStep) {
+        use crate::store::webhooks::NextStep;
+        add(
+            match next {
+                NextStep::Delivered => &self.webhooks_delivered,
+                NextStep::Retry { .. } => &self.webhooks_failed,
+                NextStep::Parked => &self.webhooks_parked,
+            },
+            1,
+        );
     }
 
     /// A panic alarm escalated: nobody acknowledged it in its site's time.
@@ -392,6 +415,9 @@ impl Metrics {
             panic_delivery: self.panic_delivery.snapshot(),
             panic_acknowledgement: self.panic_acknowledgement.snapshot(),
             alarm_escalations: load(&self.alarm_escalations),
+            webhooks_delivered: load(&self.webhooks_delivered),
+            webhooks_failed: load(&self.webhooks_failed),
+            webhooks_parked: load(&self.webhooks_parked),
         }
     }
 
@@ -528,6 +554,11 @@ impl MetricsSnapshot {
             out,
             "# HELP patrol_alarm_escalations_total Panic alarms escalated by this instance: nobody acknowledged them within their site's alarm_escalation_after_secs of their receipt.\n# TYPE patrol_alarm_escalations_total counter\npatrol_alarm_escalations_total {}",
             self.alarm_escalations
+        );
+        let _ = writeln!(
+            out,
+            "# HELP patrol_webhook_deliveries_total Webhook attempts made by this instance, by outcome: delivered (a 2xx answer), failed (to be retried), parked (failed at the retry limit).\n# TYPE patrol_webhook_deliveries_total counter\npatrol_webhook_deliveries_total{{outcome=\"delivered\"}} {}\npatrol_webhook_deliveries_total{{outcome=\"failed\"}} {}\npatrol_webhook_deliveries_total{{outcome=\"parked\"}} {}",
+            self.webhooks_delivered, self.webhooks_failed, self.webhooks_parked
         );
         self.panic_delivery.render(
             &mut out,

@@ -30,6 +30,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0016_events_by_corrected_time.sql"),
     include_str!("migrations/0017_event_hours.sql"),
     include_str!("migrations/0018_alarm_escalations.sql"),
+    include_str!("migrations/0019_webhooks.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
