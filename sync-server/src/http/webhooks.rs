@@ -14,19 +14,23 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use patrol_core::event::format_time_ms;
 use rand::TryRngCore as _;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use std::borrow::Cow;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::auth::AuthUser;
 use super::error::{AppError, ErrorBody};
 use super::extract::{
-    MAX_CONTROL_JSON_BODY_BYTES, MAX_JSON_BODY_BYTES, SlugId, json_body, query_params, site_and,
-    site_from_path,
+    CONTROL, MAX_CONTROL_JSON_BODY_BYTES, MAX_JSON_BODY_BYTES, SlugId, WHITE_SPACE, json_body,
+    query_params, site_and, site_from_path,
 };
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::now_ms;
 use crate::store::webhooks::{
-    self as rules, Delivery, DeliveryState, MAX_LISTED_DELIVERIES, NewWebhook, Webhook,
+    self as rules, Delivery, DeliveryState, EVENT_TYPES, MAX_LISTED_DELIVERIES, MAX_URL_LEN,
+    NewWebhook, Webhook,
 };
 
 pub(super) fn routes() -> Vec<Endpoint> {
@@ -64,17 +68,70 @@ pub(super) fn routes() -> Vec<Endpoint> {
     ]
 }
 
+/// An endpoint's URL as the document describes it: exactly the rule of
+/// [`rules::validate`], so that the fuzzer's valid URLs are the server's. Documentation only.
+#[derive(Debug)]
+pub(super) struct WebhookUrl;
+
+impl PartialSchema for WebhookUrl {
+    fn schema() -> RefOr<Schema> {
+        let bad = format!("{WHITE_SPACE}{CONTROL}");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "An absolute http:// or https:// URL with a host, without user name, password \
+                 or fragment, spaces or control characters",
+            ))
+            .pattern(Some(format!(
+                "^https?://[^/?#@:{bad}][^/?#@{bad}]*([/?][^#{bad}]*)?$"
+            )))
+            .max_length(Some(MAX_URL_LEN))
+            .into()
+    }
+}
+
+impl ToSchema for WebhookUrl {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("WebhookUrl")
+    }
+}
+
+/// The event types an endpoint subscribes to: some of [`EVENT_TYPES`], each once.
+/// Documentation only.
+#[derive(Debug)]
+pub(super) struct WebhookEvents;
+
+impl PartialSchema for WebhookEvents {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(EVENT_TYPES.iter().copied())),
+            )
+            .min_items(Some(1))
+            .unique_items(true)
+            .into()
+    }
+}
+
+impl ToSchema for WebhookEvents {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("WebhookEvents")
+    }
+}
+
 /// An endpoint to register.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhookBody {
-    /// Where deliveries are POSTed: an absolute `http` or `https` URL, at most 2,000 bytes,
+    /// Where deliveries are POSTed: an absolute `http` or `https` URL, at most 2,000 characters,
     /// without user name, password or fragment.
-    #[schema(example = "https://alerts.example.org/patrol")]
+    #[schema(value_type = WebhookUrl, example = "https://alerts.example.org/patrol")]
     url: String,
     /// The event types to deliver: `panic.raised`, `panic.unacknowledged`, `incident.created`,
     /// `incident.changed`, `window.missed`, `device.silent`.
-    #[schema(example = json!(["panic.raised", "panic.unacknowledged"]))]
+    #[schema(value_type = WebhookEvents, example = json!(["panic.raised", "panic.unacknowledged"]))]
     events: Vec<String>,
 }
 

@@ -48,7 +48,7 @@ pub const EVENT_TYPES: &[&str] = &[
     DEVICE_SILENT,
 ];
 
-/// Longest endpoint URL, in bytes.
+/// Longest endpoint URL, in characters (as JSON Schema's `maxLength` counts).
 pub const MAX_URL_LEN: usize = 2_000;
 
 /// Most endpoints a site may have (each one multiplies every delivery).
@@ -82,11 +82,11 @@ pub struct Webhook {
 }
 
 /// Checks an endpoint's URL and event types: an absolute `http` or `https` URL with a host, at
-/// most [`MAX_URL_LEN`] bytes, no credentials nor fragment, no whitespace or control
+/// most [`MAX_URL_LEN`] characters, no credentials nor fragment, no whitespace or control
 /// characters; one to all of [`EVENT_TYPES`], each once. The message says what is wrong.
 pub fn validate(url: &str, events: &[String]) -> Result<(), String> {
-    if url.len() > MAX_URL_LEN {
-        return Err(format!("a webhook url is at most {MAX_URL_LEN} bytes"));
+    if url.chars().count() > MAX_URL_LEN {
+        return Err(format!("a webhook url is at most {MAX_URL_LEN} characters"));
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("a webhook url has no spaces or control characters".into());
