@@ -6,6 +6,9 @@
 //! sender died mid-way is sent again once its lease ends (receivers drop what they have seen by
 //! its idempotency key, docs/protocol.md "Webhooks").
 //!
+//! Delivered deliveries are dropped, with their attempts, a month after their delivery
+//! ([`webhooks::DELIVERED_KEPT_MS`]); parked ones stay until re-queued or removed.
+//!
 //! It also queues `device.silent` for the sites that have an endpoint for it, at each
 //! `--gap-check-secs`: the silence has no transaction of its own, so the delivery is keyed by
 //! the device and the start of the silence, and queued once whichever instance sees it first.
@@ -21,6 +24,10 @@ use super::state::AppState;
 use crate::now_ms;
 use crate::store::StoreError;
 use crate::store::webhooks::{self, Attempt, DueDelivery, NextStep};
+
+/// How often each instance drops the deliveries delivered longer ago than
+/// [`webhooks::DELIVERED_KEPT_MS`].
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
 
 /// Deliveries claimed (and sent at once) per look.
 const CLAIM_BATCH: u32 = 32;
@@ -74,7 +81,17 @@ pub async fn run(state: AppState) {
     };
     let mut ticks = state.feed.ticks(state.config.webhook_check);
     let mut silences_checked: Option<Instant> = None;
+    let mut pruned: Option<Instant> = None;
     while ticks.next().await {
+        if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned = Some(Instant::now());
+            let before = now_ms().saturating_sub(webhooks::DELIVERED_KEPT_MS);
+            match state.store.prune_webhook_deliveries(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(dropped = n, "dropped old delivered webhook deliveries"),
+                Err(e) => tracing::warn!(error = %e, "cannot drop old webhook deliveries"),
+            }
+        }
         if silences_checked.is_none_or(|at| at.elapsed() >= state.config.gap_check) {
             silences_checked = Some(Instant::now());
             queue_silences(&state).await;

@@ -1221,6 +1221,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         next: webhooks::NextStep,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
 
+    /// Drops the deliveries delivered before `before_ms`, with their attempts; returns how many.
+    fn prune_webhook_deliveries(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
+
     /// Wakes on the site's new events: after each commit that added events to the site's feed,
     /// in this process or (PostgreSQL) any other sharing the database, the receiver gets the
     /// last sequence number committed. A hint, not a delivery: read

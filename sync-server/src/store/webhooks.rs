@@ -54,6 +54,10 @@ pub const MAX_URL_LEN: usize = 2_000;
 /// Most endpoints a site may have (each one multiplies every delivery).
 pub const MAX_ENDPOINTS_PER_SITE: usize = 20;
 
+/// How long a delivered delivery and its attempts are kept: a month of history to look at,
+/// without an outbox that grows forever. Parked ones are kept until re-queued or removed.
+pub const DELIVERED_KEPT_MS: i64 = 30 * 24 * 3_600_000;
+
 /// Most deliveries one listing returns (the latest).
 pub const MAX_LISTED_DELIVERIES: u32 = 500;
 

@@ -281,6 +281,48 @@ async fn deliveries_are_claimed_retried_parked_and_requeued(backend: Backend) ->
         1
     );
 
+    // Delivered, it is dropped once older than the cut-off, not before.
+    let due = store
+        .claim_webhook_deliveries(crate_now_ms() + 100_000, crate_now_ms() + 200_000, 10)
+        .await?;
+    assert_eq!(due.len(), 1);
+    let ok = Attempt {
+        status: Some(200),
+        ..failed(now + 1_000)
+    };
+    assert!(
+        store
+            .record_webhook_attempt(due[0].id, 0, ok, NextStep::Delivered)
+            .await?
+    );
+    assert_eq!(store.prune_webhook_deliveries(now + 1_000).await?, 0);
+    assert_eq!(
+        store
+            .webhook_deliveries(site.clone(), None, 10)
+            .await?
+            .len(),
+        1
+    );
+    assert_eq!(store.prune_webhook_deliveries(now + 1_001).await?, 1);
+    assert!(
+        store
+            .webhook_deliveries(site.clone(), None, 10)
+            .await?
+            .is_empty()
+    );
+    assert_eq!(
+        server
+            .count("SELECT COUNT(*) FROM webhook_attempts")
+            .await?,
+        0,
+        "its attempts went with it"
+    );
+    store
+        .enqueue_webhook(webhooks::device_silent(
+            &site, &device, None, None, 2, 60, now,
+        ))
+        .await?;
+
     // Removing the endpoint removes its deliveries.
     store.delete_webhook(site.clone(), hook.id).await?;
     assert!(

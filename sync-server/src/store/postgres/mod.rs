@@ -783,6 +783,13 @@ impl Store for PostgresStore {
         })
     }
 
+    fn prune_webhook_deliveries(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            webhooks::prune(&client, before_ms).await
+        })
+    }
+
     fn record_webhook_attempt(
         &self,
         id: i64,

@@ -362,3 +362,13 @@ pub(super) async fn record_attempt<C: GenericClient>(
     .await?;
     Ok(true)
 }
+
+/// Their attempts go with them (`ON DELETE CASCADE`).
+pub(super) async fn prune<C: GenericClient>(c: &C, before_ms: i64) -> Result<u64, StoreError> {
+    execute(
+        c,
+        "DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < $1",
+        &[&before_ms],
+    )
+    .await
+}

@@ -545,6 +545,10 @@ impl Store for SqliteStore {
         Box::pin(self.write_tx(move |tx| webhooks::claim(tx, now_ms, lease_until_ms, limit)))
     }
 
+    fn prune_webhook_deliveries(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write_tx(move |tx| webhooks::prune(tx, before_ms)))
+    }
+
     fn record_webhook_attempt(
         &self,
         id: i64,

@@ -335,3 +335,18 @@ pub(super) fn record_attempt(
     ])?;
     Ok(true)
 }
+
+pub(super) fn prune(tx: &Connection, before_ms: i64) -> Result<u64, StoreError> {
+    tx.prepare_cached(
+        "DELETE FROM webhook_attempts WHERE delivery_id IN
+             (SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_delivered
+              WHERE state = 'delivered' AND delivered_at < ?1)",
+    )?
+    .execute([before_ms])?;
+    let dropped = tx
+        .prepare_cached(
+            "DELETE FROM webhook_deliveries WHERE state = 'delivered' AND delivered_at < ?1",
+        )?
+        .execute([before_ms])?;
+    Ok(dropped as u64)
+}

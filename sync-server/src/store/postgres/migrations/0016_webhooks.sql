@@ -33,6 +33,9 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
     WHERE state = 'pending';
 CREATE INDEX webhook_deliveries_by_site ON webhook_deliveries (site_id, id);
+-- Delivered deliveries are dropped after a while (webhooks::DELIVERED_KEPT_MS).
+CREATE INDEX webhook_deliveries_delivered ON webhook_deliveries (delivered_at)
+    WHERE state = 'delivered';
 
 CREATE TABLE webhook_attempts (
     id          bigserial PRIMARY KEY,
