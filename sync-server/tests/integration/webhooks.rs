@@ -419,6 +419,46 @@ async fn endpoints_are_managed_by_administrators(backend: Backend) -> TestResult
     Ok(())
 }
 
+/// Two instances on one PostgreSQL database claiming at once never both take a delivery: each
+/// of 40 due is claimed exactly once between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_claiming_at_once_never_share_a_delivery() -> TestResult {
+    let Some(backend) = Backend::postgres().await? else {
+        return Ok(());
+    };
+    let server = TestServer::new(backend).await?;
+    let site = SiteId::new(SITE)?;
+    let (one, other) = (server.store(), server.backend.open().await?);
+    let now = crate_now_ms();
+    one.create_webhook(NewWebhook {
+        site: site.clone(),
+        url: "https://example.org/hook".into(),
+        events: vec!["device.silent".into()],
+        secret: "whsec_test".into(),
+        created_at_ms: now,
+        created_by: "admin".into(),
+    })
+    .await?;
+    let device = patrol_core::DeviceId::generate();
+    for since in 0..40 {
+        let outgoing = webhooks::device_silent(&site, &device, None, None, since, 60, now);
+        one.enqueue_webhook(outgoing).await?;
+    }
+    let mut claimed = Vec::new();
+    for _ in 0..10 {
+        let (a, b) = tokio::join!(
+            one.claim_webhook_deliveries(now, now + 60_000, 3),
+            other.claim_webhook_deliveries(now, now + 60_000, 3)
+        );
+        claimed.extend(a?.into_iter().chain(b?).map(|d| d.id));
+    }
+    let mut unique = claimed.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!((claimed.len(), unique.len()), (40, 40), "{claimed:?}");
+    Ok(())
+}
+
 crate::on_every_backend!(
     a_delivery_is_written_with_its_cause_and_only_then,
     deliveries_are_claimed_retried_parked_and_requeued,
