@@ -66,6 +66,8 @@ enum Behaviour {
     FailsSlowRecovers,
     /// 503 always.
     NeverRecovers,
+    /// 204 at once.
+    Accepts,
 }
 
 async fn receiver(behaviour: Behaviour) -> Result<(SocketAddr, Arc<Mutex<Log>>)> {
@@ -133,7 +135,7 @@ async fn answer(mut socket: TcpStream, behaviour: Behaviour, log: Arc<Mutex<Log>
             tokio::time::sleep(SLOW).await;
             "200 OK"
         }
-        (Behaviour::FailsSlowRecovers, _) => {
+        (Behaviour::FailsSlowRecovers, _) | (Behaviour::Accepts, _) => {
             let mut log = log.lock().map_err(|_| anyhow!("poisoned"))?;
             *log.accepted.entry(received.key.clone()).or_default() += 1;
             "204 No Content"
@@ -413,6 +415,67 @@ async fn webhooks_survive_failures_slowness_and_a_restart_and_arrive_once_signed
     ensure!(
         bad_requests >= 10,
         "{bad_requests} requests to the endpoint that never recovers"
+    );
+    Ok(())
+}
+
+/// A device on shift that stops syncing is delivered as `device.silent`, signed, once, however
+/// many checks see the silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_device_is_delivered_once() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start_with_args(
+        &dir.path().join("server"),
+        &[SITE],
+        false,
+        &[
+            "--webhook-check-ms",
+            "100",
+            "--no-contact-after-secs",
+            "1",
+            "--gap-check-secs",
+            "1",
+        ],
+    )?;
+    let http = reqwest::Client::new();
+    let (addr, log) = receiver(Behaviour::Accepts).await?;
+    let (_, secret) = register(
+        &http,
+        &server,
+        format!("http://{addr}/silent"),
+        &["device.silent"],
+    )
+    .await?;
+    let code = server.enrollment_code(SITE)?;
+    let client = SyncClient::new(&server.url)?;
+    let enrollment = client.enroll(&code).await?;
+    let device = enrollment.device.to_string();
+    let mut phone = DeviceStore::create_enrolled(
+        dir.path().join("phone.db"),
+        enrollment,
+        StoreOptions::default(),
+    )?;
+    phone.start_shift(GuardId::new("anna")?)?;
+    client.sync(&mut phone).await?;
+
+    wait_for(&log, Duration::from_secs(30), |log| {
+        !log.accepted.is_empty()
+    })
+    .await?;
+    // More checks see the same silence: nothing more is sent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = log.lock().map_err(|_| anyhow!("poisoned"))?;
+    ensure!(log.requests.len() == 1, "{:#?}", log.requests);
+    let r = &log.requests[0];
+    verify(&secret, r)?;
+    let body: Value = serde_json::from_str(&r.body)?;
+    ensure!(
+        r.event == "device.silent"
+            && r.key.starts_with(&format!("device.silent:{device}:"))
+            && body["data"]["device_id"] == device.as_str()
+            && body["data"]["guard"] == "anna"
+            && body["data"]["no_contact_after_secs"] == 1,
+        "{body}"
     );
     Ok(())
 }
