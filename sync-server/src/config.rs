@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use patrol_core::siteconfig::{SiteConfig, SiteRules};
 
+use crate::store::webhooks::RetryPolicy;
+
 /// Default request body limit for `POST /api/v1/sync`.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -122,6 +124,16 @@ pub const DEFAULT_COMPLIANCE_CHECK_SECS: u64 = 30;
 /// Seconds between an instance's checks for panic alarms to escalate: a few, so that an
 /// escalation is at most this late, at the cost of one read per site each time.
 pub const DEFAULT_ALARM_CHECK_SECS: u64 = 5;
+
+/// Milliseconds between an instance's looks for due webhook deliveries: a panic's webhook
+/// leaves within a second of its sync, for one indexed read of the outbox each time.
+pub const DEFAULT_WEBHOOK_CHECK_MS: u64 = 1_000;
+/// The first retry's wait of a failed webhook delivery ([`RetryPolicy`]).
+pub const DEFAULT_WEBHOOK_RETRY_BASE_MS: u64 = 10_000;
+/// Failed attempts after which a webhook delivery is parked ([`RetryPolicy`]).
+pub const DEFAULT_WEBHOOK_MAX_ATTEMPTS: u32 = 24;
+/// The longest a webhook request may take, connecting included.
+pub const DEFAULT_WEBHOOK_TIMEOUT_MS: u64 = 10_000;
 
 const MS_PER_DAY: i64 = 24 * 60 * 60 * 1000;
 
@@ -474,6 +486,30 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_ALARM_CHECK_SECS,
           value_parser = clap::value_parser!(u64).range(1..=60))]
     pub alarm_check_secs: u64,
+    /// Milliseconds between this instance's looks for webhook deliveries due (docs/operations.md,
+    /// "Webhooks"). Safe with several instances on one database: each delivery is claimed by one.
+    #[arg(long, env = "PATROL_WEBHOOK_CHECK_MS",
+          default_value_t = DEFAULT_WEBHOOK_CHECK_MS,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub webhook_check_ms: u64,
+    /// The wait before a failed webhook delivery is tried again the first time, in milliseconds;
+    /// it doubles after each further failure (with jitter), up to an hour.
+    #[arg(long, env = "PATROL_WEBHOOK_RETRY_BASE_MS",
+          default_value_t = DEFAULT_WEBHOOK_RETRY_BASE_MS,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub webhook_retry_base_ms: u64,
+    /// Failed attempts after which a webhook delivery is parked (also parked at a failure a day
+    /// after it was queued); an administrator may re-queue it.
+    #[arg(long, env = "PATROL_WEBHOOK_MAX_ATTEMPTS",
+          default_value_t = DEFAULT_WEBHOOK_MAX_ATTEMPTS,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_max_attempts: u32,
+    /// The longest a webhook request may take, connecting included, in milliseconds; a slower
+    /// receiver's attempt fails and is tried again.
+    #[arg(long, env = "PATROL_WEBHOOK_TIMEOUT_MS",
+          default_value_t = DEFAULT_WEBHOOK_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub webhook_timeout_ms: u64,
 }
 
 /// The help of `--max-concurrent-syncs`, with the default as the server applies it.
@@ -543,6 +579,12 @@ pub struct ApiConfig {
     pub compliance_check: Duration,
     /// How often the alarm watcher escalates and announces (`http::alarm_watch`).
     pub alarm_check: Duration,
+    /// How often the webhook sender looks for due deliveries (`http::webhooks`).
+    pub webhook_check: Duration,
+    /// How failed webhook deliveries are tried again, and when they are parked.
+    pub webhook_retry: RetryPolicy,
+    /// The longest a webhook request may take.
+    pub webhook_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -560,6 +602,9 @@ impl Default for ApiConfig {
             gap_check: Duration::from_secs(DEFAULT_GAP_CHECK_SECS),
             compliance_check: Duration::from_secs(DEFAULT_COMPLIANCE_CHECK_SECS),
             alarm_check: Duration::from_secs(DEFAULT_ALARM_CHECK_SECS),
+            webhook_check: Duration::from_millis(DEFAULT_WEBHOOK_CHECK_MS),
+            webhook_retry: RetryPolicy::default(),
+            webhook_timeout: Duration::from_millis(DEFAULT_WEBHOOK_TIMEOUT_MS),
         }
     }
 }
@@ -600,6 +645,13 @@ impl From<&ServeArgs> for ApiConfig {
             gap_check: Duration::from_secs(args.gap_check_secs),
             compliance_check: Duration::from_secs(args.compliance_check_secs),
             alarm_check: Duration::from_secs(args.alarm_check_secs),
+            webhook_check: Duration::from_millis(args.webhook_check_ms),
+            webhook_retry: RetryPolicy {
+                base_ms: i64::try_from(args.webhook_retry_base_ms).unwrap_or(i64::MAX),
+                max_attempts: args.webhook_max_attempts,
+                ..RetryPolicy::default()
+            },
+            webhook_timeout: Duration::from_millis(args.webhook_timeout_ms),
         }
     }
 }

@@ -191,6 +191,9 @@ async fn serve_on(
     // Escalates panic alarms nobody acknowledged in time, and announces alarm changes made
     // through other instances on this one's live streams; ends with them too.
     let alarm_watcher = tokio::spawn(crate::http::alarm_watch::run(state.clone()));
+    // Sends the webhook deliveries due, from the outbox; ends with the live streams too (what
+    // it was sending is sent again after its lease, see `http::webhook_sender`).
+    let webhook_sender = tokio::spawn(crate::http::webhook_sender::run(state.clone()));
     let mut api = router(state);
     if tls.is_some() {
         // Browsers that once reached the server over HTTPS never fall back to plain HTTP.
@@ -260,6 +263,7 @@ async fn serve_on(
     gap_watcher.abort();
     finaliser.abort();
     alarm_watcher.abort();
+    webhook_sender.abort();
     closing_tx.send_replace(true);
     let open = connections.len();
     let drained = tokio::time::timeout(limits.shutdown_timeout, async {

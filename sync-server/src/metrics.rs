@@ -91,6 +91,10 @@ pub struct Metrics {
     panic_acknowledgement: Histogram,
     alarm_escalations: AtomicU64,
     check_ins_overdue: AtomicU64,
+    /// Webhook attempts by outcome: delivered, failed (to be retried), parked.
+    webhooks_delivered: AtomicU64,
+    webhooks_failed: AtomicU64,
+    webhooks_parked: AtomicU64,
 }
 
 /// Upper bounds of the panic latency buckets, in seconds: from the panic lane's second or
@@ -196,6 +200,9 @@ pub struct MetricsSnapshot {
     pub panic_acknowledgement: HistogramSnapshot,
     pub alarm_escalations: u64,
     pub check_ins_overdue: u64,
+    pub webhooks_delivered: u64,
+    pub webhooks_failed: u64,
+    pub webhooks_parked: u64,
 }
 
 impl Default for Metrics {
@@ -244,6 +251,9 @@ impl Metrics {
             panic_acknowledgement: Histogram::default(),
             alarm_escalations: AtomicU64::new(0),
             check_ins_overdue: AtomicU64::new(0),
+            webhooks_delivered: AtomicU64::new(0),
+            webhooks_failed: AtomicU64::new(0),
+            webhooks_parked: AtomicU64::new(0),
         }
     }
 
@@ -257,6 +267,19 @@ impl Metrics {
     pub fn observe_panic_acknowledged(&self, delivery_ms: i64, acknowledgement_ms: i64) {
         self.panic_delivery.observe_ms(delivery_ms);
         self.panic_acknowledgement.observe_ms(acknowledgement_ms);
+    }
+
+    /// An attempt at a webhook delivery, by its outcome.
+    pub fn add_webhook_attempt(&self, next: crate::store::webhooks::NextStep) {
+        use crate::store::webhooks::NextStep;
+        add(
+            match next {
+                NextStep::Delivered => &self.webhooks_delivered,
+                NextStep::Retry { .. } => &self.webhooks_failed,
+                NextStep::Parked => &self.webhooks_parked,
+            },
+            1,
+        );
     }
 
     /// A panic alarm escalated: nobody acknowledged it in its site's time.
@@ -401,6 +424,9 @@ impl Metrics {
             panic_acknowledgement: self.panic_acknowledgement.snapshot(),
             alarm_escalations: load(&self.alarm_escalations),
             check_ins_overdue: load(&self.check_ins_overdue),
+            webhooks_delivered: load(&self.webhooks_delivered),
+            webhooks_failed: load(&self.webhooks_failed),
+            webhooks_parked: load(&self.webhooks_parked),
         }
     }
 
@@ -542,6 +568,11 @@ impl MetricsSnapshot {
             out,
             "# HELP patrol_check_ins_overdue_total Lone workers' check-ins this instance found overdue: no check-in reached the server by the timer's deadline and its grace.\n# TYPE patrol_check_ins_overdue_total counter\npatrol_check_ins_overdue_total {}",
             self.check_ins_overdue
+        );
+        let _ = writeln!(
+            out,
+            "# HELP patrol_webhook_deliveries_total Webhook attempts made by this instance, by outcome: delivered (a 2xx answer), failed (to be retried), parked (failed at the retry limit).\n# TYPE patrol_webhook_deliveries_total counter\npatrol_webhook_deliveries_total{{outcome=\"delivered\"}} {}\npatrol_webhook_deliveries_total{{outcome=\"failed\"}} {}\npatrol_webhook_deliveries_total{{outcome=\"parked\"}} {}",
+            self.webhooks_delivered, self.webhooks_failed, self.webhooks_parked
         );
         self.panic_delivery.render(
             &mut out,

@@ -24,4 +24,5 @@ mod server_crash;
 mod terminal;
 mod throttle;
 mod tls;
+mod webhooks;
 mod working_together;

@@ -94,6 +94,11 @@ impl Server {
         Self::serve(data_dir, false, &[], admin_token.to_owned())
     }
 
+    /// As [`Server::restart`], passing `args` to `serve` as well.
+    pub fn restart_with_args(data_dir: &Path, admin_token: &str, args: &[&str]) -> Result<Server> {
+        Self::serve(data_dir, false, args, admin_token.to_owned())
+    }
+
     fn serve(data_dir: &Path, metrics: bool, args: &[&str], admin_token: String) -> Result<Server> {
         let bins = bins()?;
         let mut cmd = Command::new(&bins.server);

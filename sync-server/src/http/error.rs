@@ -40,6 +40,9 @@ pub enum AppError {
     UnknownIncident(String),
     #[error("{0}")]
     UnknownAlarm(String),
+    /// No such webhook endpoint (`unknown_webhook`) or delivery (`unknown_delivery`).
+    #[error("{message}")]
+    UnknownWebhook { code: &'static str, message: String },
     /// The request is well-formed but the current state refuses it (a stale version, an
     /// incident action its status rules forbid).
     #[error("{message}")]
@@ -168,6 +171,7 @@ impl AppError {
             AppError::UnknownSite(_)
             | AppError::UnknownIncident(_)
             | AppError::UnknownAlarm(_)
+            | AppError::UnknownWebhook { .. }
             | AppError::UnknownUser(_)
             | AppError::UnknownDevice { .. }
             | AppError::UnknownShift { .. }
@@ -204,6 +208,7 @@ impl AppError {
             AppError::Conflict { code, .. }
             | AppError::BadRequest { code, .. }
             | AppError::Unauthorized { code, .. }
+            | AppError::UnknownWebhook { code, .. }
             | AppError::Gone { code, .. } => code,
             AppError::Forbidden(_) => "forbidden",
             AppError::Replayed { .. } => "replayed_request",
@@ -247,6 +252,22 @@ impl From<StoreError> for AppError {
             StoreError::SiteExists(site) => AppError::SiteExists(site.to_string()),
             e @ StoreError::UnknownIncident { .. } => AppError::UnknownIncident(e.to_string()),
             e @ StoreError::UnknownAlarm { .. } => AppError::UnknownAlarm(e.to_string()),
+            e @ StoreError::UnknownWebhook { .. } => AppError::UnknownWebhook {
+                code: "unknown_webhook",
+                message: e.to_string(),
+            },
+            e @ StoreError::UnknownDelivery { .. } => AppError::UnknownWebhook {
+                code: "unknown_delivery",
+                message: e.to_string(),
+            },
+            e @ StoreError::DeliveryNotParked { .. } => AppError::Conflict {
+                code: "delivery_not_parked",
+                message: e.to_string(),
+            },
+            e @ StoreError::TooManyWebhooks(_) => AppError::Conflict {
+                code: "too_many_webhooks",
+                message: e.to_string(),
+            },
             e @ StoreError::StaleConfig { .. } => AppError::Conflict {
                 code: "stale_config",
                 message: e.to_string(),

@@ -45,7 +45,8 @@
 //! body wrappers), [`live`] (the live feed's wake-ups and stream), [`gaps`] (devices gone
 //! silent and shifts overdue: the rule, and the watcher that announces them on live streams)
 //! and [`finaliser`] (the periodic pass that closes and finalises tour windows, and announces
-//! window changes on live streams).
+//! window changes on live streams), and [`webhook_sender`] (the periodic sender of webhook
+//! deliveries).
 //!
 //! What may import what: a resource imports the shared modules, the layers below
 //! (`crate::store`, `crate::credentials`) and `crate::config`, `crate::metrics`; never another
@@ -82,6 +83,8 @@ pub mod state;
 pub mod sync;
 pub mod throttle;
 pub mod tours;
+pub mod webhook_sender;
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -104,6 +107,7 @@ pub enum Verb {
     Get,
     Post,
     Put,
+    Delete,
 }
 
 impl Verb {
@@ -112,6 +116,7 @@ impl Verb {
             Verb::Get => Method::GET,
             Verb::Post => Method::POST,
             Verb::Put => Method::PUT,
+            Verb::Delete => Method::DELETE,
         }
     }
 
@@ -120,6 +125,7 @@ impl Verb {
             Verb::Get => MethodFilter::GET,
             Verb::Post => MethodFilter::POST,
             Verb::Put => MethodFilter::PUT,
+            Verb::Delete => MethodFilter::DELETE,
         }
     }
 }
@@ -157,6 +163,7 @@ fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
         config::routes(),
         alarms::routes(),
         reports::routes(),
+        webhooks::routes(),
     ]
     .into_iter()
     .flatten()

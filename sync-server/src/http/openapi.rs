@@ -20,7 +20,7 @@ use super::extract::MAX_JSON_BODY_BYTES;
 use super::{
     Endpoint, Verb, admin, alarms, config, devices, endpoint, enroll, export, feed, health,
 };
-use super::{incidents, reports, shifts, sync, tours};
+use super::{incidents, reports, shifts, sync, tours, webhooks};
 
 pub(super) fn routes() -> Vec<Endpoint> {
     vec![endpoint(
@@ -72,6 +72,11 @@ pub const USER_TOKEN: &str = "user_token";
         alarms::list_alarms,
         alarms::list_check_ins,
         alarms::acknowledge_alarm,
+        webhooks::create_webhook,
+        webhooks::list_webhooks,
+        webhooks::delete_webhook,
+        webhooks::list_deliveries,
+        webhooks::retry_delivery,
         reports::daily_activity_report,
         admin::list_users,
         admin::create_user,
@@ -90,6 +95,7 @@ pub const USER_TOKEN: &str = "user_token";
         (name = "feed", description = "The control room's event feed and devices"),
         (name = "control room", description = "Incidents, site configuration, alarms"),
         (name = "administration", description = "Sites, users, enrollment codes, revocation"),
+        (name = "webhooks", description = "Webhook endpoints of a site and their deliveries"),
     )
 )]
 pub struct ApiDoc;
@@ -159,9 +165,14 @@ struct EmptyQueryValues;
 impl Modify for EmptyQueryValues {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let operations = openapi.paths.paths.values_mut().flat_map(|item| {
-            [&mut item.get, &mut item.put, &mut item.post]
-                .into_iter()
-                .flatten()
+            [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
         });
         let query_parameters = operations
             .filter_map(|op| op.parameters.as_mut())
@@ -209,9 +220,14 @@ impl Modify for GuardAnswers {
                 .build()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            for op in [&mut item.get, &mut item.put, &mut item.post]
-                .into_iter()
-                .flatten()
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
             {
                 let authenticated =
                     op.security.as_ref().is_some_and(|s| !s.is_empty()) || path == "/api/v1/enroll";

@@ -17,6 +17,7 @@
 //!   pass that closes and finalises windows, the windows' view);
 //! - [`check_ins`]: lone-worker check-in timers of open shifts, and when one is overdue;
 //! - [`flagging`]: the flags of a sync's new events, and of the stored scans they concern;
+//! - [`webhooks`]: webhook endpoints, the bodies of their deliveries, the retry schedule;
 //! - [`rows`]: reading stored values back; [`event_json`]: an event's feed JSON; [`notify`]:
 //!   waking a site's feed readers.
 //!
@@ -54,6 +55,10 @@
 //!   stored, and by [`Store::settle_windows`] under the site's lock (on PostgreSQL the row lock
 //!   every writer of the site's events holds): a site's windows and announcements have one
 //!   writer at a time, whichever instance.
+//! - A webhook delivery ([`webhooks`]) is written in the transaction of its cause (the sync
+//!   that stored a panic, the escalation), for each endpoint of the site subscribed to its type,
+//!   at most once per endpoint and idempotency key; it is claimed for sending under a lease, so
+//!   no two instances send it at once.
 
 pub mod access;
 pub mod check_ins;
@@ -68,6 +73,7 @@ pub mod notify;
 pub mod postgres;
 pub mod rows;
 pub mod sqlite;
+pub mod webhooks;
 
 use std::fmt;
 use std::future::Future;
@@ -759,6 +765,16 @@ pub enum StoreError {
     /// The action's content is invalid (e.g. an empty note).
     #[error("{0}")]
     InvalidAction(String),
+    #[error("site {site} has no webhook {id}")]
+    UnknownWebhook { site: SiteId, id: i64 },
+    #[error("site {site} has no webhook delivery {id}")]
+    UnknownDelivery { site: SiteId, id: i64 },
+    /// Only a parked delivery is re-queued (a pending one is queued already).
+    #[error("webhook delivery {id} is {state}, not parked: only a parked delivery is re-queued")]
+    DeliveryNotParked { id: i64, state: &'static str },
+    /// The site has [`webhooks::MAX_ENDPOINTS_PER_SITE`] endpoints already.
+    #[error("site {0} has the most webhooks a site may have ({max}); remove one first", max = webhooks::MAX_ENDPOINTS_PER_SITE)]
+    TooManyWebhooks(SiteId),
     #[error("stored data is invalid: {0}")]
     CorruptData(String),
     #[error("could not encode: {0}")]
@@ -1150,6 +1166,81 @@ pub trait Store: Send + Sync + fmt::Debug {
         after: u64,
         limit: u32,
     ) -> BoxFuture<'_, Result<(Vec<compliance::StoredChange>, u64), StoreError>>;
+
+    /// Registers a webhook endpoint and returns it. [`StoreError::UnknownSite`],
+    /// [`StoreError::TooManyWebhooks`]. The caller has validated it ([`webhooks::validate`]).
+    fn create_webhook(
+        &self,
+        webhook: webhooks::NewWebhook,
+    ) -> BoxFuture<'_, Result<webhooks::Webhook, StoreError>>;
+
+    /// The site's webhook endpoints, in order of creation. [`StoreError::UnknownSite`].
+    fn webhooks(&self, site: SiteId) -> BoxFuture<'_, Result<Vec<webhooks::Webhook>, StoreError>>;
+
+    /// Removes an endpoint with its deliveries and their attempts.
+    /// [`StoreError::UnknownWebhook`] if the site has no such endpoint.
+    fn delete_webhook(&self, site: SiteId, id: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Queues `outgoing` for each endpoint of its site subscribed to its type, unless that
+    /// endpoint has a delivery with its key already (then nothing: the cause was seen before).
+    /// Returns the deliveries queued. For causes outside any other write (a device gone
+    /// silent); the others are queued in their own transaction.
+    fn enqueue_webhook(
+        &self,
+        outgoing: webhooks::Outgoing,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// Whether the site has an endpoint subscribed to `event_type` (so a watcher skips sites
+    /// without one).
+    fn has_webhook_for(
+        &self,
+        site: SiteId,
+        event_type: &'static str,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// The site's latest deliveries (at most `limit`), only those in `state` if given, each
+    /// with its attempts. [`StoreError::UnknownSite`].
+    fn webhook_deliveries(
+        &self,
+        site: SiteId,
+        state: Option<webhooks::DeliveryState>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<webhooks::Delivery>, StoreError>>;
+
+    /// Re-queues a parked delivery, due at `now_ms`, its attempts counted from zero again (the
+    /// earlier ones stay listed). [`StoreError::UnknownDelivery`],
+    /// [`StoreError::DeliveryNotParked`].
+    fn retry_webhook_delivery(
+        &self,
+        site: SiteId,
+        id: i64,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<webhooks::Delivery, StoreError>>;
+
+    /// Claims up to `limit` pending deliveries due at `now_ms`, the oldest due first: each is
+    /// due again only at `lease_until_ms`, so no other sender takes it before then (PostgreSQL:
+    /// `FOR UPDATE SKIP LOCKED`, whichever instance).
+    fn claim_webhook_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<webhooks::DueDelivery>, StoreError>>;
+
+    /// Records an attempt at a claimed delivery and its next step, in one transaction, if the
+    /// delivery is still pending with `attempts_before` attempts (else another sender got to it
+    /// after the lease ended, and recorded its own; this one is dropped). Returns whether it was
+    /// recorded.
+    fn record_webhook_attempt(
+        &self,
+        id: i64,
+        attempts_before: u32,
+        attempt: webhooks::Attempt,
+        next: webhooks::NextStep,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Drops the deliveries delivered before `before_ms`, with their attempts; returns how many.
+    fn prune_webhook_deliveries(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Wakes on the site's new events: after each commit that added events to the site's feed,
     /// in this process or (PostgreSQL) any other sharing the database, the receiver gets the

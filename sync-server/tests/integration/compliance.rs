@@ -375,7 +375,63 @@ async fn phones_hours_wrong_are_credited_to_the_rounds_they_walked(backend: Back
     Ok(())
 }
 
+/// A window that turns final with a checkpoint missed queues `window.missed` for the endpoints
+/// subscribed to it, in the pass that made it final, once; a provisional window does not.
+async fn a_window_final_with_a_checkpoint_missed_queues_its_webhook(
+    backend: Backend,
+) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let store = server.store();
+    store.put_site_config(config(6)?, 0, 0).await?;
+    store
+        .create_webhook(patrol_server::store::webhooks::NewWebhook {
+            site: site(),
+            url: "https://example.org/h".into(),
+            events: vec!["window.missed".into()],
+            secret: "whsec_test".into(),
+            created_at_ms: 0,
+            created_by: "admin".into(),
+        })
+        .await?;
+    let mut anna = server.phone("anna").await?;
+    let mut ben = server.phone("ben").await?;
+    sync_at(&store, &mut ben, night(22, 5)).await?;
+    scan(&mut anna, "cp-1", night(22, 10))?;
+    scan(&mut anna, "cp-2", night(22, 20))?;
+    // The next round's: Anna's log reaches past the 22:00 round's grace.
+    scan(&mut anna, "cp-3", night(23, 20))?;
+    sync_at(&store, &mut anna, night(23, 30)).await?;
+    store.settle_windows(site(), night(23, 31)).await?;
+    assert!(
+        store.webhook_deliveries(site(), None, 10).await?.is_empty(),
+        "provisional: Ben has not delivered past 23:15"
+    );
+
+    scan(&mut ben, "cp-1", night(23, 40))?;
+    sync_at(&store, &mut ben, night(23, 45)).await?;
+    let report = store.settle_windows(site(), night(23, 46)).await?;
+    assert_eq!(report.map(|r| r.finalised), Some(1));
+    store.settle_windows(site(), night(23, 50)).await?;
+    let queued = store.webhook_deliveries(site(), None, 10).await?;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(
+        queued[0].key,
+        "window.missed:night:2025-03-01T22:00:00.000Z"
+    );
+    let body: Value = serde_json::from_str(&queued[0].body)?;
+    assert_eq!(
+        (
+            body["type"].clone(),
+            body["data"]["missed"].clone(),
+            body["data"]["done"].clone()
+        ),
+        (Value::from("window.missed"), Value::from(1), Value::from(2))
+    );
+    Ok(())
+}
+
 crate::on_every_backend!(
+    a_window_final_with_a_checkpoint_missed_queues_its_webhook,
     phones_hours_wrong_are_credited_to_the_rounds_they_walked,
     without_a_span_the_windows_around_now_are_shown,
     a_window_is_provisional_until_every_device_on_shift_delivered,

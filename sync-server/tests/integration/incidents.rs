@@ -876,6 +876,79 @@ async fn simultaneous_writes_to_one_incident_all_land(backend: Backend) -> TestR
     Ok(())
 }
 
+/// A phone's new incident queues `incident.created` for the endpoints subscribed to it, in its
+/// sync's transaction; an operator's action and a phone's new changes `incident.changed`, once
+/// per state; a refused action or a push already merged queues nothing.
+async fn incident_writes_queue_their_webhooks(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let site = site();
+    let (status, created) = server
+        .send_json(
+            "POST",
+            &format!("/api/v1/sites/{}/webhooks", common::SITE),
+            &json!({"url": "https://example.org/h",
+                    "events": ["incident.created", "incident.changed"]}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let deliveries = || async {
+        let list = server
+            .store()
+            .webhook_deliveries(site.clone(), None, 100)
+            .await?;
+        Ok::<_, Box<dyn std::error::Error>>(
+            list.into_iter()
+                .rev()
+                .map(|d| (d.event_type, d.key, d.body))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let phone = server.phone("guard-1").await?;
+    let mut replica = Replica::report(&phone, "a broken gate")?;
+    let resp = server.sync(&phone.request(vec![replica.push()?])).await?;
+    replica.apply(&resp)?;
+    let id = replica.id();
+    let queued = deliveries().await?;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].0, "incident.created");
+    assert_eq!(queued[0].1, format!("incident.created:{id}"));
+    let body: serde_json::Value = serde_json::from_str(&queued[0].2)?;
+    assert_eq!(body["data"]["incident"]["id"], id.to_string());
+    assert_eq!(body["data"]["incident"]["description"], "a broken gate");
+
+    // The same push again changes nothing, and queues nothing.
+    server.sync(&phone.request(vec![replica.push()?])).await?;
+    assert_eq!(deliveries().await?.len(), 1);
+
+    act(&server, id, json!({"action": "dispatch", "by": "op-anna"})).await?;
+    let queued = deliveries().await?;
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    assert_eq!(queued[1].0, "incident.changed");
+    assert!(queued[1].1.starts_with(&format!("incident.changed:{id}:")));
+    let body: serde_json::Value = serde_json::from_str(&queued[1].2)?;
+    assert_eq!(body["data"]["incident"]["status"], "dispatched");
+
+    // Refused by the status rules (a dispatched incident is not dispatched again): nothing.
+    let (status, _) = server
+        .send_json(
+            "POST",
+            &format!("{}/actions", incident_uri(id)),
+            &json!({"action": "reopen", "by": "op-anna"}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(deliveries().await?.len(), 2);
+
+    // The phone's note is a new state: one more.
+    replica.note(&phone, "gate wired shut", 1_740_866_500_000)?;
+    server.sync(&phone.request(vec![replica.push()?])).await?;
+    let queued = deliveries().await?;
+    assert_eq!(queued.len(), 3, "{queued:?}");
+    assert_eq!(queued[2].0, "incident.changed");
+    assert_ne!(queued[2].1, queued[1].1);
+    Ok(())
+}
+
 crate::on_every_backend!(
     incident_pushes_are_merged_and_answered_in_the_requests_order,
     forged_incident_pushes_are_rejected_and_change_nothing,
@@ -885,4 +958,5 @@ crate::on_every_backend!(
     control_room_incident_calls_refuse_bad_input_and_change_nothing,
     simultaneous_writes_to_one_incident_all_land,
     a_heads_only_push_of_a_closed_incident_gets_what_was_written_after,
+    incident_writes_queue_their_webhooks,
 );

@@ -24,3 +24,4 @@ mod report;
 mod shifts;
 mod store;
 mod sync_batch;
+mod webhooks;

@@ -226,6 +226,67 @@ enum ControlCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// A site's webhook endpoints and their deliveries (administrators of the site;
+    /// docs/operations.md, "Webhooks").
+    Webhook {
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WebhookCommand {
+    /// Register an endpoint for some event types; prints its signing secret alone on stdout,
+    /// once (with --json, the API's answer, which holds it).
+    Add {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// Where deliveries are POSTed (http:// or https://).
+        #[arg(long)]
+        url: String,
+        /// Event types, comma-separated: panic.raised, panic.unacknowledged, incident.created,
+        /// incident.changed, window.missed, device.silent.
+        #[arg(long, value_delimiter = ',', required = true)]
+        events: Vec<String>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// List the site's endpoints.
+    List {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Remove an endpoint, with its deliveries (those not sent are not sent).
+    Remove {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// The endpoint's id (`webhook list` shows it).
+        id: i64,
+    },
+    /// List the site's latest deliveries with their attempts.
+    Deliveries {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// Only the parked ones (given up on after the retry limit).
+        #[arg(long)]
+        parked: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Re-queue a parked delivery: tried again at once, its attempts counted afresh.
+    Retry {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// The delivery's id (`webhook deliveries` shows it).
+        id: i64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +375,20 @@ impl Api {
     async fn put(&self, path: &str, body: Value) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         answer(self.authorized(self.http.put(&url).json(&body)), &url).await
+    }
+
+    /// A DELETE, which answers no body when it succeeds.
+    async fn delete(&self, path: &str) -> Result<()> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .authorized(self.http.delete(&url))
+            .send()
+            .await
+            .with_context(|| url.clone())?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        answer_of(resp, &url).await.map(drop)
     }
 
     /// The body of a GET that answers a file (a report), not JSON.
@@ -555,6 +630,53 @@ fn alarms_table(view: &Value) -> String {
             local_field(&a["received_at"]),
             state,
             text_field(&a["acknowledged_by"]),
+        ]);
+    }
+    show::render(&mut t)
+}
+
+fn webhooks_table(view: &Value) -> String {
+    let hooks = view["webhooks"].as_array().cloned().unwrap_or_default();
+    let mut t = show::table(&["ID", "URL", "EVENTS", "CREATED", "BY"]);
+    for h in &hooks {
+        let events: Vec<&str> = h["events"]
+            .as_array()
+            .map(|e| e.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        t.add_row(vec![
+            h["id"].to_string(),
+            text_field(&h["url"]),
+            shown(&events.join(",")),
+            local_field(&h["created_at"]),
+            text_field(&h["created_by"]),
+        ]);
+    }
+    show::render(&mut t)
+}
+
+fn deliveries_table(view: &Value) -> String {
+    let deliveries = view["deliveries"].as_array().cloned().unwrap_or_default();
+    let mut t = show::table(&[
+        "ID", "WEBHOOK", "EVENT", "KEY", "STATE", "ATTEMPTS", "LAST", "NEXT",
+    ]);
+    for d in &deliveries {
+        let last =
+            d["attempt_log"]
+                .as_array()
+                .and_then(|a| a.last())
+                .map_or(NONE.to_owned(), |a| match a["status"].as_u64() {
+                    Some(status) => format!("{status} at {}", local_field(&a["at"])),
+                    None => format!("{} at {}", text_field(&a["error"]), local_field(&a["at"])),
+                });
+        t.add_row(vec![
+            d["id"].to_string(),
+            d["webhook_id"].to_string(),
+            text_field(&d["event_type"]),
+            text_field(&d["idempotency_key"]),
+            text_field(&d["state"]),
+            d["attempts"].to_string(),
+            last,
+            local_field(&d["next_attempt_at"]),
         ]);
     }
     show::render(&mut t)
@@ -1208,6 +1330,7 @@ pub async fn control(args: ControlArgs) -> Result<()> {
                 );
             }
         }
+        ControlCommand::Webhook { command } => webhook(&api, command).await?,
         ControlCommand::Token {
             command: TokenCommand::Rotate,
         } => {
@@ -1221,6 +1344,68 @@ pub async fn control(args: ControlArgs) -> Result<()> {
                 local_field(&body["expires_at"])
             );
             outln!("{}", shown(body["token"].as_str().unwrap_or_default()));
+        }
+    }
+    Ok(())
+}
+
+async fn webhook(api: &Api, command: WebhookCommand) -> Result<()> {
+    match command {
+        WebhookCommand::Add {
+            site,
+            url,
+            events,
+            json,
+        } => {
+            let body = api
+                .post(
+                    &format!("/api/v1/sites/{site}/webhooks"),
+                    json!({ "url": url, "events": events }),
+                )
+                .await?;
+            if json.json {
+                outln!("{body}");
+            } else {
+                eprintln!(
+                    "webhook {} of site {site} registered for {}; its signing secret follows, \
+                     shown this once",
+                    body["id"],
+                    shown(&events.join(","))
+                );
+                outln!("{}", shown(body["secret"].as_str().unwrap_or_default()));
+            }
+        }
+        WebhookCommand::List { site, json } => {
+            let body = api.get(&format!("/api/v1/sites/{site}/webhooks")).await?;
+            if json.json {
+                outln!("{body}");
+            } else {
+                outln!("{}", webhooks_table(&body));
+            }
+        }
+        WebhookCommand::Remove { site, id } => {
+            api.delete(&format!("/api/v1/sites/{site}/webhooks/{id}"))
+                .await?;
+            outln!("webhook {id} of site {site} removed, with its deliveries");
+        }
+        WebhookCommand::Deliveries { site, parked, json } => {
+            let query = if parked { "?state=parked" } else { "" };
+            let body = api
+                .get(&format!("/api/v1/sites/{site}/webhooks/deliveries{query}"))
+                .await?;
+            if json.json {
+                outln!("{body}");
+            } else {
+                outln!("{}", deliveries_table(&body));
+            }
+        }
+        WebhookCommand::Retry { site, id } => {
+            api.post(
+                &format!("/api/v1/sites/{site}/webhooks/deliveries/{id}/retry"),
+                json!({}),
+            )
+            .await?;
+            outln!("delivery {id} of site {site} re-queued");
         }
     }
     Ok(())

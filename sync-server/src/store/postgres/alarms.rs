@@ -11,13 +11,13 @@ use tokio_postgres::Row;
 
 use super::auth::get_site;
 use super::{execute, query, query_one, query_opt, to_u64};
-use crate::store::access;
 use crate::store::check_ins::{self, CheckInTimerView, TimerEventRow};
 use crate::store::rows::{read_device_id, read_event_id, read_site_id};
 use crate::store::{
     Acknowledged, AlarmAckRecord, AlarmChange, AlarmChangeKind, ESCALATION_LOOKBACK_MS, PanicAlarm,
     StoreError,
 };
+use crate::store::{access, webhooks};
 
 /// The advisory lock key alarm changes are written under (any constant: "alarms" in ASCII).
 const CHANGES_LOCK: i64 = 0x616c_6172_6d73;
@@ -247,7 +247,11 @@ pub(super) async fn escalate_alarms<C: GenericClient>(
         .await?;
         if escalated == 1 {
             let event = read_event_id(id)?;
-            out.push(add_change(c, site, event, AlarmChangeKind::Escalated, now_ms).await?);
+            let change = add_change(c, site, event, AlarmChangeKind::Escalated, now_ms).await?;
+            // The webhooks of the escalation commit with it (or neither does).
+            let outgoing = webhooks::panic_unacknowledged(site, &change.alarm, now_ms);
+            super::webhooks::enqueue(c, &outgoing).await?;
+            out.push(change);
         }
     }
     Ok(out)

@@ -21,6 +21,7 @@ use crate::store::collab::{
 };
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
 use crate::store::rows::{read_device_id, read_event_id, read_incident_id, read_site_id};
+use crate::store::webhooks;
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentPush, IncidentQuery,
     OperatorAction, StoreError, StoredConfig,
@@ -232,6 +233,9 @@ async fn merge_incident<C: GenericClient>(
                         // Created by a concurrent request since the read: merge onto that.
                         continue;
                     }
+                    let outgoing =
+                        webhooks::incident(site, push.incident, !exists, &row, sync.received_at_ms);
+                    super::webhooks::enqueue(tx, &outgoing).await?;
                     // Only the sending device's changes can be new, so it wrote to the incident.
                     execute(
                         tx,
@@ -436,6 +440,7 @@ pub(super) async fn act_on_incident<C: GenericClient>(
     };
     let row = incident::apply_action(&site, incident, &bytes, &user, action, clock, at_ms)?;
     update_incident(tx, &site, incident, &row, at_ms).await?;
+    super::webhooks::enqueue(tx, &webhooks::incident(&site, incident, false, &row, at_ms)).await?;
     Ok(row.state)
 }
 

@@ -15,6 +15,8 @@ use crate::store::compliance::{
     Step, StoredChange, WindowQuery, WindowRow, WindowsAnswer, Writes,
 };
 use crate::store::merge::Prepared;
+use crate::store::rows::read_site_id;
+use crate::store::webhooks;
 use crate::store::{SettleReport, StoreError, SyncBatch};
 
 const WINDOW_COLUMNS: &str = "tour_id, start_ms, end_ms, grace_ms, checkpoints, final_at, \
@@ -199,6 +201,10 @@ async fn write<C: GenericClient>(
             &[&site, &change.kind.name(), &data, &now_ms],
         )
         .await?;
+        // A window final with checkpoints missed: its webhooks commit with it.
+        if let Some(outgoing) = webhooks::window_missed(&read_site_id(site)?, change, now_ms) {
+            super::webhooks::enqueue(c, &outgoing).await?;
+        }
     }
     Ok(())
 }

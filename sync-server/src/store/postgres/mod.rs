@@ -74,6 +74,7 @@ mod compliance;
 mod feed;
 mod schema;
 mod sync;
+mod webhooks;
 
 /// The channel new events are announced on; the payload is `<site id> <last seq>`.
 pub const EVENTS_CHANNEL: &str = "patrol_events";
@@ -705,6 +706,125 @@ impl Store for PostgresStore {
         Box::pin(async move {
             let client = self.client().await?;
             alarms::record_overdue_check_ins(&client, &site, now_ms).await
+        })
+    }
+
+    fn create_webhook(
+        &self,
+        webhook: super::webhooks::NewWebhook,
+    ) -> BoxFuture<'_, Result<super::webhooks::Webhook, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let out = webhooks::create_webhook(&tx, &webhook).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    fn webhooks(
+        &self,
+        site: SiteId,
+    ) -> BoxFuture<'_, Result<Vec<super::webhooks::Webhook>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            webhooks::webhooks(&client, &site).await
+        })
+    }
+
+    fn delete_webhook(&self, site: SiteId, id: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            webhooks::delete_webhook(&tx, &site, id).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn enqueue_webhook(
+        &self,
+        outgoing: super::webhooks::Outgoing,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            webhooks::enqueue(&client, &outgoing).await
+        })
+    }
+
+    fn has_webhook_for(
+        &self,
+        site: SiteId,
+        event_type: &'static str,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            webhooks::has_webhook_for(&client, &site, event_type).await
+        })
+    }
+
+    fn webhook_deliveries(
+        &self,
+        site: SiteId,
+        state: Option<super::webhooks::DeliveryState>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<super::webhooks::Delivery>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            webhooks::deliveries(&client, &site, state, limit).await
+        })
+    }
+
+    fn retry_webhook_delivery(
+        &self,
+        site: SiteId,
+        id: i64,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<super::webhooks::Delivery, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let out = webhooks::retry_delivery(&tx, &site, id, now_ms).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    fn claim_webhook_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<super::webhooks::DueDelivery>, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let out = webhooks::claim(&tx, now_ms, lease_until_ms, limit).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    fn prune_webhook_deliveries(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            webhooks::prune(&client, before_ms).await
+        })
+    }
+
+    fn record_webhook_attempt(
+        &self,
+        id: i64,
+        attempts_before: u32,
+        attempt: super::webhooks::Attempt,
+        next: super::webhooks::NextStep,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let out = webhooks::record_attempt(&tx, id, attempts_before, &attempt, next).await?;
+            tx.commit().await?;
+            Ok(out)
         })
     }
 

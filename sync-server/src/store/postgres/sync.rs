@@ -25,6 +25,7 @@ use crate::store::merge::{
     apply_in_rounds, heads_to_blob, merge_push, not_merged, shift_log_doc_id,
 };
 use crate::store::rows::{read_device_id, read_public_key, read_signature, signed_heads_blob};
+use crate::store::webhooks;
 use crate::store::{ShiftLogEvidence, StoreError, SyncBatch, SyncRefusal};
 
 impl PostgresStore {
@@ -527,6 +528,7 @@ async fn write_events(
     let mut seen: HashSet<&[u8]> = HashSet::new();
     let mut written = vec![false; log.new_events.len()];
     let mut renderer = FeedRenderer::default();
+    let mut panics = Vec::new();
     for (i, event) in log.new_events.iter().enumerate() {
         let wall_ms = event.record.time.wall_ms;
         match event.record.body.kind() {
@@ -565,6 +567,21 @@ async fn write_events(
         json_col.push(json);
         corrected_col.push(stamp.corrected_ms);
         flags_col.push(stamps.flags_json[i].as_deref());
+        if event.record.body.kind() == "panic" {
+            // Only a new panic looks for endpoints: the rest of the sync never does.
+            panics.push(webhooks::panic_raised(
+                &batch.site,
+                &webhooks::RaisedPanic {
+                    event: &event.id,
+                    device: device_id,
+                    guard: event.guard.as_str(),
+                    shift: shift_id,
+                    raised_at_ms: event.record.time.wall_ms,
+                    corrected_ms: stamp.corrected_ms,
+                    received_at_ms,
+                },
+            ));
+        }
         written[i] = true;
         next_seq += 1;
     }
@@ -612,6 +629,9 @@ async fn write_events(
     )
     .await?;
     seqs.advance(next_seq);
+    for outgoing in &panics {
+        super::webhooks::enqueue(tx, outgoing).await?;
+    }
     // The stored scans the new ones flag too (a cloned tag).
     for update in stamps.updates.iter().filter(|u| written[u.by]) {
         execute(

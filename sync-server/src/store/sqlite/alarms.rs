@@ -7,13 +7,13 @@ use patrol_core::{EventId, SiteId};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::auth::get_site;
-use crate::store::access;
 use crate::store::check_ins::{self, CheckInTimerView, TimerEventRow};
 use crate::store::rows::{read_device_id, read_event_id, read_site_id};
 use crate::store::{
     Acknowledged, AlarmAckRecord, AlarmChange, AlarmChangeKind, ESCALATION_LOOKBACK_MS, PanicAlarm,
     StoreError,
 };
+use crate::store::{access, webhooks};
 
 fn require_site(conn: &Connection, site: &SiteId) -> Result<(), StoreError> {
     access::require_site(site, get_site(conn, site)?).map(drop)
@@ -231,13 +231,13 @@ pub(super) fn escalate_alarms(
         )?
         .execute(params![site.as_str(), id, now_ms])?;
         let event = read_event_id(&id)?;
-        out.push(add_change(
+        let change = add_change(tx, site, event, AlarmChangeKind::Escalated, now_ms)?;
+        // The webhooks of the escalation commit with it (or neither does).
+        super::webhooks::enqueue(
             tx,
-            site,
-            event,
-            AlarmChangeKind::Escalated,
-            now_ms,
-        )?);
+            &webhooks::panic_unacknowledged(site, &change.alarm, now_ms),
+        )?;
+        out.push(change);
     }
     Ok(out)
 }

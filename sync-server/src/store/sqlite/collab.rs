@@ -20,6 +20,7 @@ use crate::store::collab::{
 };
 use crate::store::incident::{self, IncidentRow, PushMerge, ServerClock};
 use crate::store::rows::{read_device_id, read_incident_id, read_site_id};
+use crate::store::webhooks;
 use crate::store::{
     AlarmAckRecord, CollabAnswer, CollabSync, IncidentList, IncidentQuery, OperatorAction,
     StoreError, StoredConfig,
@@ -171,6 +172,7 @@ pub(super) fn write_collab(tx: &Connection, sync: &CollabSync) -> Result<CollabA
                 continue;
             }
         }
+        let created = stored.is_none();
         let bytes = stored.map(|s| s.doc).unwrap_or_default();
         let mut doc = incident::load(site, push.incident, &bytes, actor.clone())?;
         match incident::merge_push(&mut doc, site, sync.device, push) {
@@ -184,6 +186,9 @@ pub(super) fn write_collab(tx: &Connection, sync: &CollabSync) -> Result<CollabA
                 if changed {
                     let row = incident::row(&mut doc, site, sync.received_at_ms)?;
                     put_incident(tx, site, push.incident, &row, sync.received_at_ms)?;
+                    let outgoing =
+                        webhooks::incident(site, push.incident, created, &row, sync.received_at_ms);
+                    super::webhooks::enqueue(tx, &outgoing)?;
                     // Only the sending device's changes can be new, so it wrote to the incident.
                     tx.prepare_cached(
                         "INSERT INTO incident_participants (site_id, device_id, incident_id)
@@ -359,6 +364,7 @@ pub(super) fn act_on_incident(
     };
     let row = incident::apply_action(&site, incident, &bytes, &user, action, clock, at_ms)?;
     put_incident(tx, &site, incident, &row, at_ms)?;
+    super::webhooks::enqueue(tx, &webhooks::incident(&site, incident, false, &row, at_ms))?;
     Ok(row.state)
 }
 

@@ -14,6 +14,8 @@ use crate::store::compliance::{
     Step, StoredChange, WindowQuery, WindowRow, WindowsAnswer, Writes,
 };
 use crate::store::merge::Prepared;
+use crate::store::rows::read_site_id;
+use crate::store::webhooks;
 use crate::store::{SettleReport, StoreError, SyncBatch};
 
 const WINDOW_COLUMNS: &str = "tour_id, start_ms, end_ms, grace_ms, checkpoints, final_at, \
@@ -176,6 +178,10 @@ fn write(tx: &Connection, site: &str, writes: &Writes, now_ms: i64) -> Result<()
     for c in &writes.changes {
         let data = compliance::change_json(site, c).to_string();
         announce.execute(params![site, c.kind.name(), data, now_ms])?;
+        // A window final with checkpoints missed: its webhooks commit with it.
+        if let Some(outgoing) = webhooks::window_missed(&read_site_id(site)?, c, now_ms) {
+            super::webhooks::enqueue(tx, &outgoing)?;
+        }
     }
     Ok(())
 }

@@ -75,6 +75,7 @@ mod schema;
 mod sync;
 #[cfg(test)]
 mod testing;
+mod webhooks;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "patrol.db";
@@ -498,6 +499,84 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<CheckInTimerView>, StoreError>> {
         Box::pin(self.write_tx(move |tx| alarms::record_overdue_check_ins(tx, &site, now_ms)))
+    }
+
+    fn create_webhook(
+        &self,
+        webhook: super::webhooks::NewWebhook,
+    ) -> BoxFuture<'_, Result<super::webhooks::Webhook, StoreError>> {
+        Box::pin(self.write_tx(move |tx| webhooks::create_webhook(tx, &webhook)))
+    }
+
+    fn webhooks(
+        &self,
+        site: SiteId,
+    ) -> BoxFuture<'_, Result<Vec<super::webhooks::Webhook>, StoreError>> {
+        Box::pin(self.read(move |conn| webhooks::webhooks(conn, &site)))
+    }
+
+    fn delete_webhook(&self, site: SiteId, id: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write_tx(move |tx| webhooks::delete_webhook(tx, &site, id)))
+    }
+
+    fn enqueue_webhook(
+        &self,
+        outgoing: super::webhooks::Outgoing,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write_tx(move |tx| webhooks::enqueue(tx, &outgoing)))
+    }
+
+    fn has_webhook_for(
+        &self,
+        site: SiteId,
+        event_type: &'static str,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.read(move |conn| webhooks::has_webhook_for(conn, &site, event_type)))
+    }
+
+    fn webhook_deliveries(
+        &self,
+        site: SiteId,
+        state: Option<super::webhooks::DeliveryState>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<super::webhooks::Delivery>, StoreError>> {
+        Box::pin(self.read(move |conn| webhooks::deliveries(conn, &site, state, limit)))
+    }
+
+    fn retry_webhook_delivery(
+        &self,
+        site: SiteId,
+        id: i64,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<super::webhooks::Delivery, StoreError>> {
+        Box::pin(self.write_tx(move |tx| webhooks::retry_delivery(tx, &site, id, now_ms)))
+    }
+
+    fn claim_webhook_deliveries(
+        &self,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<super::webhooks::DueDelivery>, StoreError>> {
+        Box::pin(self.write_tx(move |tx| webhooks::claim(tx, now_ms, lease_until_ms, limit)))
+    }
+
+    fn prune_webhook_deliveries(&self, before_ms: i64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write_tx(move |tx| webhooks::prune(tx, before_ms)))
+    }
+
+    fn record_webhook_attempt(
+        &self,
+        id: i64,
+        attempts_before: u32,
+        attempt: super::webhooks::Attempt,
+        next: super::webhooks::NextStep,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(
+            self.write_tx(move |tx| {
+                webhooks::record_attempt(tx, id, attempts_before, &attempt, next)
+            }),
+        )
     }
 
     fn alarm_changes(

@@ -34,6 +34,7 @@ use crate::store::merge::{
 };
 use crate::store::notify::Notifier;
 use crate::store::rows::{read_device_id, read_public_key, read_signature, signed_heads_blob};
+use crate::store::webhooks;
 use crate::store::{DeviceSync, ShiftLogEvidence, StoreError, SyncBatch, SyncRefusal};
 
 /// Most sync requests one group commit takes along.
@@ -555,6 +556,19 @@ fn write_doc(
             stamps.stamps[i].corrected_ms,
             stamps.flags_json[i],
         ])?;
+        if event.record.body.kind() == "panic" {
+            // Only a new panic looks for endpoints: the rest of the sync never does.
+            let panic = webhooks::RaisedPanic {
+                event: &event.id,
+                device: &device_id,
+                guard: event.guard.as_str(),
+                shift: &shift_id,
+                raised_at_ms: event.record.time.wall_ms,
+                corrected_ms: stamps.stamps[i].corrected_ms,
+                received_at_ms,
+            };
+            super::webhooks::enqueue(tx, &webhooks::panic_raised(&batch.site, &panic))?;
+        }
         written[i] = true;
         hours.push((*next_seq, stamps.stamps[i].corrected_ms));
         inserted += 1;
