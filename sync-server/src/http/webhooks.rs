@@ -130,7 +130,7 @@ pub struct NewWebhookBody {
     #[schema(value_type = WebhookUrl, example = "https://alerts.example.org/patrol")]
     url: String,
     /// The event types to deliver: `panic.raised`, `panic.unacknowledged`, `incident.created`,
-    /// `incident.changed`, `window.missed`, `device.silent`.
+    /// `incident.changed`, `window.missed`, `device.silent`, `checkin.overdue`.
     #[schema(value_type = WebhookEvents, example = json!(["panic.raised", "panic.unacknowledged"]))]
     events: Vec<String>,
 }

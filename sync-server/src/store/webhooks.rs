@@ -37,6 +37,9 @@ pub const INCIDENT_CHANGED: &str = "incident.changed";
 pub const WINDOW_MISSED: &str = "window.missed";
 /// A device on shift has not synced for longer than its site's `no_contact_after_min`.
 pub const DEVICE_SILENT: &str = "device.silent";
+/// A lone worker's check-in is overdue: none reached the server by the timer's deadline and
+/// its grace ([`super::check_ins`]).
+pub const CHECK_IN_OVERDUE: &str = "checkin.overdue";
 
 /// The event types an endpoint may subscribe to.
 pub const EVENT_TYPES: &[&str] = &[
@@ -46,6 +49,7 @@ pub const EVENT_TYPES: &[&str] = &[
     INCIDENT_CHANGED,
     WINDOW_MISSED,
     DEVICE_SILENT,
+    CHECK_IN_OVERDUE,
 ];
 
 /// Longest endpoint URL, in characters (as JSON Schema's `maxLength` counts).
@@ -301,6 +305,28 @@ pub fn device_silent(
             "shift_id": shift,
             "silent_since": format_time_ms(silent_since_ms),
             "no_contact_after_secs": no_contact_after_secs,
+        }),
+    )
+}
+
+/// `checkin.overdue`, keyed by the shift and the deadline (each missed deadline once).
+pub fn check_in_overdue(
+    site: &SiteId,
+    timer: &super::check_ins::CheckInTimerView,
+    now_ms: i64,
+) -> Outgoing {
+    outgoing(
+        site,
+        CHECK_IN_OVERDUE,
+        format!("{}:{}", timer.shift, timer.due_ms),
+        now_ms,
+        json!({
+            "shift_id": timer.shift.to_string(),
+            "device_id": timer.device.to_string(),
+            "guard": timer.guard,
+            "every_min": timer.every_min,
+            "since": format_time_ms(timer.since_ms),
+            "due_at": format_time_ms(timer.due_ms),
         }),
     )
 }

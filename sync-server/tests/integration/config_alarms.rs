@@ -700,6 +700,16 @@ async fn check_in_timers_turn_overdue_without_a_check_in_and_end_with_the_shift(
     const MIN: i64 = 60_000;
     let mut alice = server.phone("guard-a").await?;
     let mut bob = server.phone("guard-b").await?;
+    store
+        .create_webhook(patrol_server::store::webhooks::NewWebhook {
+            site: site.clone(),
+            url: "https://alerts.example.org/patrol".into(),
+            events: vec!["checkin.overdue".into()],
+            secret: "s".into(),
+            created_at_ms: 0,
+            created_by: "admin".into(),
+        })
+        .await?;
     let now = crate::common::crate_now_ms();
     alice.record_at(
         now - 40 * MIN,
@@ -740,6 +750,15 @@ async fn check_in_timers_turn_overdue_without_a_check_in_and_end_with_the_shift(
             .await?
             .is_empty(),
         "recorded once"
+    );
+    // With its webhook, once.
+    let deliveries = store.webhook_deliveries(site.clone(), None, 10).await?;
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(deliveries[0].event_type, "checkin.overdue");
+    assert!(
+        deliveries[0].body.contains("guard-a"),
+        "{}",
+        deliveries[0].body
     );
 
     // Alice checks in late; Bob stops his timer.

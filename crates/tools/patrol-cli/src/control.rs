@@ -246,7 +246,7 @@ enum WebhookCommand {
         #[arg(long)]
         url: String,
         /// Event types, comma-separated: panic.raised, panic.unacknowledged, incident.created,
-        /// incident.changed, window.missed, device.silent.
+        /// incident.changed, window.missed, device.silent, checkin.overdue.
         #[arg(long, value_delimiter = ',', required = true)]
         events: Vec<String>,
         #[command(flatten)]

@@ -318,7 +318,8 @@ pub(super) async fn check_in_timers<C: GenericClient>(
     check_ins::timers(&timer_rows(c, site).await?, now_ms).map(Some)
 }
 
-/// Each statement stands alone: the primary key records an overdue check-in once.
+/// In the caller's transaction: the primary key records an overdue check-in once, and its
+/// webhooks commit with it.
 pub(super) async fn record_overdue_check_ins<C: GenericClient>(
     c: &C,
     site: &SiteId,
@@ -346,6 +347,7 @@ pub(super) async fn record_overdue_check_ins<C: GenericClient>(
         )
         .await?;
         if recorded == 1 {
+            super::webhooks::enqueue(c, &webhooks::check_in_overdue(site, &timer, now_ms)).await?;
             out.push(timer);
         }
     }

@@ -704,8 +704,11 @@ impl Store for PostgresStore {
         now_ms: i64,
     ) -> BoxFuture<'_, Result<Vec<CheckInTimerView>, StoreError>> {
         Box::pin(async move {
-            let client = self.client().await?;
-            alarms::record_overdue_check_ins(&client, &site, now_ms).await
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let recorded = alarms::record_overdue_check_ins(&tx, &site, now_ms).await?;
+            tx.commit().await?;
+            Ok(recorded)
         })
     }
 

@@ -338,6 +338,8 @@ pub(super) fn record_overdue_check_ins(
                 now_ms
             ])?;
         if recorded == 1 {
+            // The webhooks of the overdue check-in commit with its record (or neither does).
+            super::webhooks::enqueue(tx, &webhooks::check_in_overdue(site, &timer, now_ms))?;
             out.push(timer);
         }
     }
