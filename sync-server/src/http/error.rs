@@ -21,6 +21,16 @@ pub enum AppError {
     UnsupportedMediaType { expected: &'static str, got: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// A body within the request limits whose content the server's limits refuse (an
+    /// attachment over its size, a device's uploads over their quota); the limit is in words.
+    #[error("{message}")]
+    PayloadTooLargeCode { code: &'static str, message: String },
+    /// Well-formed, but its content is wrong (an upload that does not hash to its address).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// An attachment referenced but whose bytes have not reached the server.
+    #[error("{0}")]
+    NotUploaded(String),
     #[error("could not read the request body: {0}")]
     UnreadableBody(String),
     /// The body stopped arriving for the body read timeout; nothing was changed.
@@ -160,7 +170,10 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::PayloadTooLarge { .. } | AppError::PayloadTooLargeCode { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            AppError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::UnreadableBody(_)
             | AppError::MalformedRequest(_)
             | AppError::UnsupportedVersion(_)
@@ -172,6 +185,7 @@ impl AppError {
             | AppError::UnknownDevice { .. }
             | AppError::UnknownShift { .. }
             | AppError::UnknownTour { .. }
+            | AppError::NotUploaded(_)
             | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::SiteExists(_)
             | AppError::Conflict { .. }
@@ -201,7 +215,10 @@ impl AppError {
             AppError::SiteExists(_) => "site_exists",
             AppError::UnknownIncident(_) => "unknown_incident",
             AppError::UnknownAlarm(_) => "unknown_alarm",
+            AppError::NotUploaded(_) => "not_uploaded",
             AppError::Conflict { code, .. }
+            | AppError::PayloadTooLargeCode { code, .. }
+            | AppError::Unprocessable { code, .. }
             | AppError::BadRequest { code, .. }
             | AppError::Unauthorized { code, .. }
             | AppError::Gone { code, .. } => code,

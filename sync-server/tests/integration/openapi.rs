@@ -281,6 +281,8 @@ async fn every_path_parameter_states_its_format_or_pattern() -> TestResult {
                 "site" | "tour" => {
                     site_patterns.insert(schema["pattern"].as_str().unwrap_or("").to_owned());
                 }
+                // A content address: a SHA-256 in hex.
+                "sha256" => assert_eq!(schema["pattern"], "^[0-9a-fA-F]{64}$", "{here}"),
                 // Ids the server parses as UUIDs (the user id is one it looks up).
                 _ => assert_eq!(schema["format"], "uuid", "{here}: {name}"),
             }

@@ -24,6 +24,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_event_hours.sql"),
     include_str!("migrations/0014_panics_by_site.sql"),
     include_str!("migrations/0015_alarm_escalations.sql"),
+    // 0016 is the webhooks branch's; this list must keep it before 0017 when both merge.
+    include_str!("migrations/0017_attachments.sql"),
 ];
 
 /// The advisory lock key migrations run under (any constant; this is "patrol" in ASCII).
