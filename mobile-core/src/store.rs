@@ -19,10 +19,12 @@ use patrol_core::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod attachments;
 mod change_builder;
 mod collab;
 mod files;
 
+pub use attachments::PendingUpload;
 pub use collab::{Alarm, AlarmState, Corrected, LocalIncident};
 
 use crate::backoff::RetryPolicy;
@@ -126,6 +128,13 @@ pub struct SyncReport {
     /// The server has a newer site configuration in a format this build cannot read: what to
     /// do, in words. The configuration held stays in force.
     pub config_unreadable: Option<String>,
+    /// Attachments whose upload finished in this sync, after its metadata.
+    pub attachments_uploaded: u64,
+    /// Attachments still to upload after it (waiting for their incident, or failed).
+    pub attachments_pending: u64,
+    /// Why the uploads stopped, if they failed: they never fail the sync itself, and are
+    /// tried again at the next one.
+    pub attachment_error: Option<String>,
 }
 
 /// What a server gave a phone that enrolled with it (`POST /api/v1/enroll`): the site, the

@@ -79,6 +79,12 @@ pub struct FfiSyncReport {
     pub credential_rotated: bool,
     /// The server has a newer site configuration this app cannot read: what to do, in words.
     pub config_unreadable: Option<String>,
+    /// Attachments whose upload finished in this sync.
+    pub attachments_uploaded: u64,
+    /// Attachments still to upload.
+    pub attachments_pending: u64,
+    /// Why the uploads stopped, if they failed (the sync itself did not).
+    pub attachment_error: Option<String>,
 }
 
 impl From<SyncReport> for FfiSyncReport {
@@ -91,6 +97,9 @@ impl From<SyncReport> for FfiSyncReport {
             needs_another_round: r.needs_another_round,
             credential_rotated: r.credential_rotated,
             config_unreadable: r.config_unreadable,
+            attachments_uploaded: r.attachments_uploaded,
+            attachments_pending: r.attachments_pending,
+            attachment_error: r.attachment_error,
         }
     }
 }
