@@ -104,6 +104,22 @@ enum DeviceCommand {
         #[command(flatten)]
         action: IncidentActionArgs,
     },
+    /// Attach a file (photo, short video, audio) to an incident this phone holds, as the guard
+    /// on duty: the phone keeps its bytes and uploads them after the incident at a sync (at most
+    /// 25 MiB a file); prints the file's SHA-256.
+    Attach {
+        /// The incident id.
+        #[arg(long)]
+        incident: IncidentId,
+        /// The file.
+        file: PathBuf,
+        /// Its media type (default: guessed from the file name's extension).
+        #[arg(long = "type")]
+        media_type: Option<String>,
+        /// The name shown for it (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Show the site configuration the phone holds.
     Config(JsonArg),
     /// Tour progress (works offline): the scans the server counted at the last sync, every
@@ -561,6 +577,35 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             }
             outln!("{id}");
         }
+        DeviceCommand::Attach {
+            incident,
+            file,
+            media_type,
+            name,
+        } => {
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .len();
+            // Refused before the file is read into memory.
+            if size > patrol_core::protocol::MAX_ATTACHMENT_BYTES {
+                return Err(patrol_mobile::Error::AttachmentTooLarge {
+                    size,
+                    limit: patrol_core::protocol::MAX_ATTACHMENT_BYTES,
+                }
+                .into());
+            }
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let media_type = media_type.unwrap_or_else(|| guess_media_type(&file).to_owned());
+            let name = name.or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let (attachment, _) = store.attach_file(incident, &bytes, &media_type, name)?;
+            eprintln!(
+                "attached {} ({media_type}, {} bytes) to incident {incident}; uploaded at the next sync",
+                file.display(),
+                attachment.size
+            );
+            outln!("{}", hex::encode(attachment.sha256));
+        }
         DeviceCommand::Note { text } => {
             let id = store.note(text)?;
             eprintln!("note recorded");
@@ -831,6 +876,16 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                 report.events_delivered,
                 report.pending_events
             );
+            if report.attachments_uploaded > 0 || report.attachments_pending > 0 {
+                outln!(
+                    "attachments: {} uploaded, {} pending",
+                    report.attachments_uploaded,
+                    report.attachments_pending
+                );
+            }
+            if let Some(why) = &report.attachment_error {
+                eprintln!("warning: attachment upload: {}", shown(why));
+            }
             if report.credential_rotated {
                 outln!("the device's credential was rotated, as the server asked");
             }
@@ -876,4 +931,30 @@ fn log_row(e: &Event, delivered: bool, flags: &[EventFlag]) -> Vec<String> {
             shown(&flags_in_words(flags))
         },
     ]
+}
+
+/// A media type from a file name's extension, for the common kinds a phone records.
+fn guess_media_type(file: &std::path::Path) -> &'static str {
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "heic" => "image/heic",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "mp4" => "video/mp4",
+        "mov" => "video/quicktime",
+        "3gp" => "video/3gpp",
+        "m4a" => "audio/mp4",
+        "aac" => "audio/aac",
+        "mp3" => "audio/mpeg",
+        "ogg" | "opus" => "audio/ogg",
+        "wav" => "audio/wav",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        _ => "application/octet-stream",
+    }
 }
