@@ -156,6 +156,7 @@ async fn upload_status(
 #[into_params(parameter_in = Query)]
 pub struct ChunkParams {
     /// Where this chunk starts in the blob: what the server said it holds.
+    #[param(value_type = u64, format = "uint64", maximum = 18446744073709551615usize)]
     offset: u64,
 }
 
@@ -297,6 +298,7 @@ async fn put_chunk(
 #[into_params(parameter_in = Query)]
 pub struct AttachmentParams {
     /// Only this incident's attachments.
+    #[param(format = Uuid)]
     incident: Option<String>,
 }
 
@@ -438,7 +440,7 @@ fn disposition(reference: &AttachmentRef) -> HeaderValue {
         ("sha256" = String, Path, pattern = r"^[0-9a-fA-F]{64}$", description = "The attachment's SHA-256, 64 hex digits"),
     ),
     responses(
-        (status = 200, description = "The bytes, with the media type the reference gives, as a download (`Content-Disposition: attachment`)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The bytes, with the media type the reference gives (a plain `type/subtype`, else `application/octet-stream`), as a download (`Content-Disposition: attachment`)", content_type = "*/*", body = Vec<u8>),
         (status = 400, description = "`invalid_site_id`, `invalid_sha256`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site", body = ErrorBody),
