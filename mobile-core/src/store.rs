@@ -99,6 +99,10 @@ pub struct SyncStatus {
     /// An undelivered panic alarm: sync is retried within seconds, whatever the backoff.
     pub urgent: bool,
     pub rejected: Vec<RejectedLog>,
+    /// Attachments whose bytes the server does not hold yet, and their bytes: the phone refuses
+    /// new ones past [`patrol_core::protocol::MAX_DEVICE_PENDING_ATTACHMENT_BYTES`].
+    pub pending_attachments: u64,
+    pub pending_attachment_bytes: u64,
 }
 
 /// A sync request ready to send, with what is needed to apply its response.
@@ -980,6 +984,8 @@ impl DeviceStore {
             next_attempt_ms,
             urgent,
             rejected: self.rejected()?,
+            pending_attachments: self.pending_uploads()?,
+            pending_attachment_bytes: self.pending_upload_bytes()?,
         })
     }
 

@@ -356,6 +356,11 @@ fn the_device_cli_attaches_a_file_and_uploads_it_at_the_next_sync() -> Result<()
         .trim()
         .to_owned();
     ensure!(sha.len() == 64, "{sha}");
+    let status = phone.run(&["status"])?;
+    ensure!(
+        status.contains("files    1 attachment(s) to upload, 300000 of at most"),
+        "{status}"
+    );
     let synced = phone.run(&["sync"])?;
     ensure!(
         synced.contains("attachments: 1 uploaded, 0 pending"),

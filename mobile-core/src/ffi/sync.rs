@@ -45,6 +45,9 @@ pub struct FfiSyncStatus {
     /// A panic alarm is still undelivered: sync as soon as possible.
     pub urgent: bool,
     pub rejected: Vec<FfiRejectedLog>,
+    /// Attachments not uploaded yet, and their bytes (new ones are refused past 200 MiB).
+    pub pending_attachments: u64,
+    pub pending_attachment_bytes: u64,
 }
 
 impl From<SyncStatus> for FfiSyncStatus {
@@ -59,6 +62,8 @@ impl From<SyncStatus> for FfiSyncStatus {
             next_attempt_ms: s.next_attempt_ms,
             urgent: s.urgent,
             rejected: s.rejected.into_iter().map(Into::into).collect(),
+            pending_attachments: s.pending_attachments,
+            pending_attachment_bytes: s.pending_attachment_bytes,
         }
     }
 }

@@ -207,6 +207,11 @@ mod tests {
         assert_eq!(store.attachment_bytes(&a.sha256)?, Some(photo.clone()));
         assert_eq!(store.pending_uploads()?, 1);
         assert_eq!(store.pending_upload_bytes()?, 3_000);
+        let status = store.status()?;
+        assert_eq!(
+            (status.pending_attachments, status.pending_attachment_bytes),
+            (1, 3_000)
+        );
         assert_eq!(
             store.attachment_chunk(&a.sha256, 2_990, 100)?,
             vec![7u8; 10]

@@ -455,6 +455,8 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                 "consecutive_failures": st.consecutive_failures,
                 "next_attempt_at": st.next_attempt_ms.map(rfc3339_ms),
                 "urgent": st.urgent,
+                "pending_attachments": st.pending_attachments,
+                "pending_attachment_bytes": st.pending_attachment_bytes,
                 "refused": st.rejected.iter().map(|r| json!({
                     "shift_id": r.shift,
                     "code": r.code,
@@ -486,6 +488,14 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             }
             let st = store.status()?;
             outln!("pending  {} event(s)", st.pending_events);
+            if st.pending_attachments > 0 {
+                outln!(
+                    "files    {} attachment(s) to upload, {} of at most {} bytes",
+                    st.pending_attachments,
+                    st.pending_attachment_bytes,
+                    patrol_core::protocol::MAX_DEVICE_PENDING_ATTACHMENT_BYTES
+                );
+            }
             if let Some(ms) = st.oldest_pending_ms {
                 outln!("oldest   {}", local_ms(ms));
             }
