@@ -37,6 +37,9 @@ use super::{Endpoint, Verb, endpoint};
 use crate::now_ms;
 use crate::store::blobs::{self, AttachmentRef, BlobChunk, BlobHash, ChunkOutcome};
 
+/// The `Retry-After` of a chunk refused because every upload slot is taken.
+const UPLOAD_RETRY_AFTER_SECS: u64 = 5;
+
 /// The body limit of a chunk: the chunk size itself (a larger body is refused unread).
 const CHUNK_LIMIT: usize = ATTACHMENT_CHUNK_BYTES as usize;
 
@@ -217,9 +220,8 @@ async fn put_chunk(
         .uploads
         .clone()
         .try_acquire_owned()
-        .map_err(|_| AppError::ServerBusy {
-            reason: "every upload slot is taken",
-            retry_after_secs: 5,
+        .map_err(|_| AppError::UploadsBusy {
+            retry_after_secs: UPLOAD_RETRY_AFTER_SECS,
         })?;
     let now = now_ms();
     let held = state

@@ -95,6 +95,13 @@ pub enum AppError {
         reason: &'static str,
         retry_after_secs: u64,
     },
+    /// Every attachment upload slot is taken (see `http::attachments`): the chunk was not read;
+    /// the phone sends it again later. Never queued, so that uploads never hold up syncs.
+    #[error(
+        "the server is busy with other uploads; nothing was read or changed: send the chunk \
+         again in {retry_after_secs} s"
+    )]
+    UploadsBusy { retry_after_secs: u64 },
     /// The client's address failed to authenticate too often (see `http::throttle`): refused
     /// before its credential was looked at.
     #[error(
@@ -196,7 +203,9 @@ impl AppError {
             AppError::Gone { .. } => StatusCode::GONE,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            AppError::ServerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::ServerBusy { .. } | AppError::UploadsBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyFailedAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -232,7 +241,7 @@ impl AppError {
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
-            AppError::ServerBusy { .. } => "server_busy",
+            AppError::ServerBusy { .. } | AppError::UploadsBusy { .. } => "server_busy",
             AppError::BodyTimeout => "request_timeout",
             AppError::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
             AppError::TooManyStreams { .. } => "too_many_streams",
@@ -335,6 +344,7 @@ impl IntoResponse for AppError {
         if let AppError::ServerBusy {
             retry_after_secs, ..
         }
+        | AppError::UploadsBusy { retry_after_secs }
         | AppError::TooManyFailedAttempts { retry_after_secs } = &self
         {
             response.headers_mut().insert(

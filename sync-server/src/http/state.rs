@@ -82,6 +82,13 @@ impl AppState {
         self.with_limits(|l| l.max_wait = wait)
     }
 
+    /// Handles at most `n` attachment chunks at once (0: refuses every upload, for tests);
+    /// meant for start-up.
+    pub fn with_max_concurrent_uploads(mut self, n: usize) -> Self {
+        self.uploads = Arc::new(tokio::sync::Semaphore::new(n));
+        self
+    }
+
     /// The `Retry-After` a refused sync is given, in seconds (at least 1).
     pub fn with_sync_retry_after(self, secs: u64) -> Self {
         self.with_limits(|l| l.retry_after_secs = secs.max(1))

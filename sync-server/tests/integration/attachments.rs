@@ -411,7 +411,115 @@ async fn uploads_beyond_the_limits_are_refused_with_the_limit(backend: Backend) 
     Ok(())
 }
 
+async fn uploads_wait_for_no_one_and_syncs_never_wait_for_uploads(backend: Backend) -> TestResult {
+    let mut server = TestServer::new(backend).await?;
+    let mut phone = server.phone("guard-1").await?;
+    let photo = vec![1u8; 2000];
+    let a = photo_ref(&photo, "p.jpg");
+    report_with(&server, &phone, SITE, a.clone()).await?;
+    let cred = server.credential(phone.device)?;
+    // No upload slot free: refused at once, with when to come back.
+    server.state = server.state.clone().with_max_concurrent_uploads(0);
+    let req = Request::put(format!("/api/v1/blobs/{}?offset=0", hex::encode(a.sha256)))
+        .header(header::AUTHORIZATION, format!("Bearer {cred}"))
+        .body(Body::from(photo.clone()))?;
+    let resp = tower::ServiceExt::oneshot(patrol_server::router(server.state.clone()), req).await?;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        resp.headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.as_bytes()),
+        Some(&b"5"[..])
+    );
+    // The sync still goes through: uploads have slots of their own.
+    phone.scan("cp-1")?;
+    let request = phone.push_request()?;
+    let answer = server.sync(&request).await?;
+    assert!(matches!(
+        answer.docs[0].outcome,
+        DocOutcome::Accepted { .. }
+    ));
+    let (_, held) = upload_status(&server, &cred, &a.sha256).await?;
+    assert_eq!(held["received"].as_u64(), Some(0), "nothing was read");
+    Ok(())
+}
+
+async fn an_upload_left_unfinished_for_a_week_is_dropped(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let phone = server.phone("guard-1").await?;
+    let photo = vec![2u8; 2000];
+    let a = photo_ref(&photo, "p.jpg");
+    report_with(&server, &phone, SITE, a.clone()).await?;
+    let cred = server.credential(phone.device)?;
+    put_chunk(&server, &cred, &a.sha256, 0, &photo[..500]).await?;
+    let store = server.store();
+    let now = crate::common::crate_now_ms();
+    let held = store.blob_upload(phone.device, a.sha256, now).await?;
+    assert_eq!((held.received, held.device_partial_bytes), (500, 500));
+    let week_later = now + patrol_server::store::blobs::PARTIAL_UPLOAD_TTL_MS + 60_000;
+    let held = store
+        .blob_upload(phone.device, a.sha256, week_later)
+        .await?;
+    assert_eq!((held.received, held.device_partial_bytes), (0, 0));
+    Ok(())
+}
+
+async fn two_phones_uploading_one_photo_at_once_store_it_once(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    let alice = server.phone("guard-1").await?;
+    let bob = server.phone("guard-2").await?;
+    let photo: Vec<u8> = (0..(2 * ATTACHMENT_CHUNK_BYTES + 77))
+        .map(|i| (i % 241) as u8)
+        .collect();
+    let a = photo_ref(&photo, "same.jpg");
+    report_with(&server, &alice, SITE, a.clone()).await?;
+    report_with(&server, &bob, SITE, a.clone()).await?;
+    let upload = |credential: String| {
+        let server = &server;
+        let photo = &photo;
+        async move {
+            let mut offset = 0usize;
+            loop {
+                let end = (offset + ATTACHMENT_CHUNK_BYTES as usize).min(photo.len());
+                let (status, body) = put_chunk(
+                    server,
+                    &credential,
+                    &a.sha256,
+                    offset as u64,
+                    &photo[offset..end],
+                )
+                .await?;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                if body["stored"] == true {
+                    return Ok::<_, Box<dyn std::error::Error>>(());
+                }
+                offset = end;
+            }
+        }
+    };
+    let (x, y) = tokio::join!(
+        upload(server.credential(alice.device)?),
+        upload(server.credential(bob.device)?)
+    );
+    x?;
+    y?;
+    assert_eq!(stored_blob_count(&server).await?, 1);
+    let admin = server.admin.clone();
+    let (status, _, bytes) = get_bytes(
+        &server,
+        &admin,
+        &format!("/api/v1/sites/{SITE}/attachments/{}", hex::encode(a.sha256)),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(bytes == photo);
+    Ok(())
+}
+
 crate::on_every_backend!(
+    uploads_wait_for_no_one_and_syncs_never_wait_for_uploads,
+    an_upload_left_unfinished_for_a_week_is_dropped,
+    two_phones_uploading_one_photo_at_once_store_it_once,
     an_upload_resumes_from_what_the_server_holds_and_is_stored_once,
     a_whole_that_does_not_match_its_hash_is_refused_and_not_kept,
     another_sites_users_and_devices_get_nothing,
