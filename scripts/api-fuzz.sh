@@ -103,13 +103,18 @@ if [ -z "$URL" ]; then
     exit 1
 fi
 
-# A phone with a shift's events in the feed, an incident and a panic alarm to act on.
+# A phone with a shift's events in the feed, an incident with an attachment and a panic alarm
+# to act on.
 control() { "$BIN/patrol" control --server "$URL" --token "$ADMIN_TOKEN" "$@"; }
 phone() { "$BIN/patrol" device --store "$DATA/phone.db" "$@" >/dev/null; }
 phone enroll --server "$URL" --code "$(control enrollment-code --site "$SITE")"
 phone shift start --guard guard-1
 phone scan cp-1 --nfc 04:A1:11 --lat 51.5171 --lon -0.1749 --accuracy 25
-phone incident --category theft --severity high --description "door forced in bay 14"
+INCIDENT=$("$BIN/patrol" device --store "$DATA/phone.db" incident --category theft \
+    --severity high --description "door forced in bay 14")
+# A photo attached to it, which the sync below uploads: the attachment routes reach real bytes.
+head -c 3000 /dev/urandom >"$DATA/bay14.jpg"
+phone attach --incident "$INCIDENT" "$DATA/bay14.jpg"
 phone panic
 phone note "lift 3 out of service"
 phone sync

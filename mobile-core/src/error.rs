@@ -81,6 +81,17 @@ pub enum Error {
     UnknownIncident(patrol_core::IncidentId),
     #[error("{0}")]
     IncidentRule(String),
+    /// A file larger than the protocol allows
+    /// ([`patrol_core::protocol::MAX_ATTACHMENT_BYTES`]); nothing was attached.
+    #[error("the file is {size} bytes; an attachment may be at most {limit} bytes")]
+    AttachmentTooLarge { size: u64, limit: u64 },
+    /// The attachments not yet uploaded would pass the phone's limit
+    /// ([`patrol_core::protocol::MAX_DEVICE_PENDING_ATTACHMENT_BYTES`]); nothing was attached.
+    #[error(
+        "{pending} bytes of attachments are waiting to be uploaded; with this {size}-byte file \
+         they would pass the limit of {limit} bytes: sync first, then attach it"
+    )]
+    AttachmentQuota { pending: u64, size: u64, limit: u64 },
     #[error("no site configuration yet; sync once with the server")]
     NoSiteConfig,
     #[error("the site configuration has no tour {0:?}")]

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_credential_rotation.sql"),
     include_str!("migrations/0008_clock_offset.sql"),
     include_str!("migrations/0009_server_tours.sql"),
+    include_str!("migrations/0010_attachments.sql"),
 ];
 
 /// The schema version this build writes.

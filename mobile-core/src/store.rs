@@ -19,11 +19,13 @@ use patrol_core::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod attachments;
 mod change_builder;
 mod checkin;
 mod collab;
 mod files;
 
+pub use attachments::PendingUpload;
 pub use checkin::CheckInStatus;
 pub use collab::{Alarm, AlarmState, Corrected, LocalIncident};
 
@@ -99,6 +101,10 @@ pub struct SyncStatus {
     /// An undelivered panic alarm: sync is retried within seconds, whatever the backoff.
     pub urgent: bool,
     pub rejected: Vec<RejectedLog>,
+    /// Attachments whose bytes the server does not hold yet, and their bytes: the phone refuses
+    /// new ones past [`patrol_core::protocol::MAX_DEVICE_PENDING_ATTACHMENT_BYTES`].
+    pub pending_attachments: u64,
+    pub pending_attachment_bytes: u64,
 }
 
 /// A sync request ready to send, with what is needed to apply its response.
@@ -128,6 +134,13 @@ pub struct SyncReport {
     /// The server has a newer site configuration in a format this build cannot read: what to
     /// do, in words. The configuration held stays in force.
     pub config_unreadable: Option<String>,
+    /// Attachments whose upload finished in this sync, after its metadata.
+    pub attachments_uploaded: u64,
+    /// Attachments still to upload after it (waiting for their incident, or failed).
+    pub attachments_pending: u64,
+    /// Why the uploads stopped, if they failed: they never fail the sync itself, and are
+    /// tried again at the next one.
+    pub attachment_error: Option<String>,
 }
 
 /// What a server gave a phone that enrolled with it (`POST /api/v1/enroll`): the site, the
@@ -973,6 +986,8 @@ impl DeviceStore {
             next_attempt_ms,
             urgent,
             rejected: self.rejected()?,
+            pending_attachments: self.pending_uploads()?,
+            pending_attachment_bytes: self.pending_upload_bytes()?,
         })
     }
 

@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use patrol_core::evidence::DeviceKey;
 use patrol_core::protocol::{
-    CONTENT_TYPE, CREDENTIAL_ROTATION_HEADER, MAX_PANIC_SYNC_BODY_BYTES, PRIORITY_HEADER,
-    PRIORITY_PANIC, SyncRequest, SyncResponse,
+    ATTACHMENT_CHUNK_BYTES, ATTACHMENT_CHUNK_TYPE, CONTENT_TYPE, CREDENTIAL_ROTATION_HEADER,
+    MAX_PANIC_SYNC_BODY_BYTES, PRIORITY_HEADER, PRIORITY_PANIC, SyncRequest, SyncResponse,
 };
 use patrol_core::{DeviceId, SiteId};
 
 use crate::backoff::RetryPolicy;
 use crate::error::{Error, Result};
-use crate::store::{DeviceStore, Enrollment, SyncReport};
+use crate::store::{DeviceStore, Enrollment, PendingUpload, SyncReport};
 use crate::transport::Transport;
 
 /// How long one request may take, whole.
@@ -240,6 +240,15 @@ impl SyncClient {
                 break;
             }
         }
+        // After the metadata, which never waits for them: an upload's failure is reported in
+        // the report, not as the sync's.
+        let uploads = self.upload_attachments(&with, &credential).await;
+        total.attachments_uploaded = uploads.0;
+        total.attachment_error = uploads.1;
+        with(&mut |s| {
+            total.attachments_pending = s.pending_uploads()?;
+            Ok(())
+        })?;
         if rotation_due {
             // The sync is done and its events delivered; a rotation that fails is tried again
             // at a later sync, and the current credential keeps working until then.
@@ -260,6 +269,97 @@ impl SyncClient {
             }
         }
         Ok(total)
+    }
+
+    /// Uploads every attachment due ([`DeviceStore::uploads_due`]): how many finished, and why
+    /// the uploads stopped, if they did. A refusal of one attachment (a 4xx) moves on to the
+    /// next; a network or server failure stops them until the next sync.
+    async fn upload_attachments<W>(&self, with: &W, credential: &str) -> (u64, Option<String>)
+    where
+        W: Fn(&mut dyn FnMut(&mut DeviceStore) -> Result<()>) -> Result<()>,
+    {
+        let mut due = Vec::new();
+        if let Err(e) = with(&mut |s| {
+            due = s.uploads_due()?;
+            Ok(())
+        }) {
+            return (0, Some(e.to_string()));
+        }
+        let mut uploaded = 0;
+        let mut error = None;
+        for item in due {
+            let done = async {
+                self.upload_one(with, &item, credential).await?;
+                with(&mut |s| s.attachment_uploaded(&item.sha256))
+            };
+            match done.await {
+                Ok(()) => uploaded += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, sha256 = %hex::encode(item.sha256), "attachment upload failed");
+                    let stop = e.is_retryable();
+                    error = Some(format!("attachment {}: {e}", hex::encode(item.sha256)));
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }
+        (uploaded, error)
+    }
+
+    /// Uploads one attachment from where the server's copy ends, chunk by chunk
+    /// ([`ATTACHMENT_CHUNK_BYTES`]); done when the server says it holds the whole (it checked
+    /// the hash).
+    async fn upload_one<W>(&self, with: &W, item: &PendingUpload, credential: &str) -> Result<()>
+    where
+        W: Fn(&mut dyn FnMut(&mut DeviceStore) -> Result<()>) -> Result<()>,
+    {
+        let url = format!("{}/api/v1/blobs/{}", self.base, hex::encode(item.sha256));
+        let status = |bytes: &[u8]| -> Result<(u64, bool)> {
+            let v: serde_json::Value = serde_json::from_slice(bytes)
+                .map_err(|e| Error::BadResponse(format!("upload status: {e}")))?;
+            Ok((
+                v["received"].as_u64().unwrap_or(0),
+                v["stored"].as_bool().unwrap_or(false),
+            ))
+        };
+        let (mut offset, stored) =
+            status(&send(self.http.get(&url).bearer_auth(credential)).await?)?;
+        if stored {
+            return Ok(());
+        }
+        // Every chunk, and a few restarts from the server's offset: never a loop without end.
+        let most = item.size / ATTACHMENT_CHUNK_BYTES + 8;
+        for _ in 0..=most {
+            let len = ATTACHMENT_CHUNK_BYTES.min(item.size.saturating_sub(offset));
+            let mut chunk = Vec::new();
+            with(&mut |s| {
+                chunk = s.attachment_chunk(&item.sha256, offset, len)?;
+                Ok(())
+            })?;
+            let (code, headers, bytes) = answer(
+                self.http
+                    .put(format!("{url}?offset={offset}"))
+                    .header(reqwest::header::CONTENT_TYPE, ATTACHMENT_CHUNK_TYPE)
+                    .bearer_auth(credential)
+                    .body(chunk),
+            )
+            .await?;
+            let (received, stored) = match code {
+                200..=299 => status(&bytes)?,
+                // The server holds another amount (a chunk it took whose answer was lost):
+                // resume from what it says.
+                409 => status(&send(self.http.get(&url).bearer_auth(credential)).await?)?,
+                _ => return Err(http_error(code, &bytes, retry_after_ms(&headers))),
+            };
+            if stored {
+                return Ok(());
+            }
+            offset = received;
+        }
+        Err(Error::BadResponse(
+            "the server never said it held the whole attachment".into(),
+        ))
     }
 
     /// Asks the server for the device's next credential, presenting `credential`

@@ -20,6 +20,7 @@ def get(path):
 
 events = get(f"/api/v1/sites/{site}/events")["events"]
 incidents = get(f"/api/v1/sites/{site}/incidents")["incidents"]
+attachments = get(f"/api/v1/sites/{site}/attachments")["attachments"]
 values = {
     "site": [site],
     "device": sorted({e["device_id"] for e in events}),
@@ -28,6 +29,7 @@ values = {
     "checkpoint": sorted({e["checkpoint"] for e in events if "checkpoint" in e}),
     "event": sorted(e["id"] for e in events if e["kind"] == "panic"),
     "incident": sorted(i["id"] for i in incidents),
+    "sha256": sorted({a["sha256"] for a in attachments}),
 }
 bindings = {
     "path.site": "site",
@@ -35,6 +37,8 @@ bindings = {
     "path.shift": "shift",
     "path.event": "event",
     "path.incident": "incident",
+    "path.sha256": "sha256",
+    "query.incident": "incident",
     "query.device": "device",
     "query.guard": "guard",
     "query.checkpoint": "checkpoint",

@@ -2,6 +2,7 @@
 //! real `patrol` command on their own store files, the control room reading the real API.
 
 mod alarms;
+mod attachments;
 mod auth;
 mod cli_output;
 mod clock_skew;

@@ -48,6 +48,19 @@ pub const PRIORITY_PANIC: &str = "panic";
 /// as an ordinary sync).
 pub const MAX_PANIC_SYNC_BODY_BYTES: usize = 256 * 1024;
 
+/// The largest file a guard may attach (25 MiB): a few phone photos, or a short clip. The phone
+/// refuses to attach a larger one and the server refuses to take one.
+pub const MAX_ATTACHMENT_BYTES: u64 = 25 * 1024 * 1024;
+/// The most attachment bytes a phone holds not yet uploaded (200 MiB): beyond, it refuses to
+/// attach more until uploads catch up. The server bounds a device's unfinished uploads by the
+/// same amount.
+pub const MAX_DEVICE_PENDING_ATTACHMENT_BYTES: u64 = 200 * 1024 * 1024;
+/// The most bytes one upload request carries (1 MiB): a cut connection loses at most that, and
+/// one request never holds the server's memory or an upload slot for long.
+pub const ATTACHMENT_CHUNK_BYTES: u64 = 1024 * 1024;
+/// Media type of an attachment chunk's body.
+pub const ATTACHMENT_CHUNK_TYPE: &str = "application/octet-stream";
+
 /// A change hash on the wire.
 pub type Hash = [u8; 32];
 

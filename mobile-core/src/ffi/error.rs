@@ -156,6 +156,9 @@ impl From<Error> for PatrolError {
             Error::UnknownIncident(id) => invalid(format!("this phone holds no incident {id}")),
             Error::IncidentRule(rule) => invalid(rule),
             Error::NoSiteConfig => invalid("no site configuration yet; sync once with the server"),
+            e @ (Error::AttachmentTooLarge { .. } | Error::AttachmentQuota { .. }) => {
+                invalid(e.to_string())
+            }
             Error::UnknownTour(tour) => {
                 invalid(format!("the site configuration has no tour {tour:?}"))
             }

@@ -367,6 +367,23 @@ impl PatrolDevice {
         Ok(store.act_on_incident(id, action)?.into())
     }
 
+    /// Attaches a file's bytes (a photo, a short video or recording, at most 25 MiB) to an
+    /// incident, as the guard on duty: the phone keeps them with the reference, durably, and
+    /// uploads them after the incident at a sync. Returns the attachment's reference.
+    #[uniffi::method(default(name = None))]
+    pub fn attach_file(
+        &self,
+        incident_id: String,
+        bytes: Vec<u8>,
+        media_type: String,
+        name: Option<String>,
+    ) -> FfiResult<FfiAttachment> {
+        let id = parse_uuid_id::<IncidentId>(&incident_id)?;
+        let mut store = lock(&self.store, "store")?;
+        let (attachment, _) = store.attach_file(id, &bytes, &media_type, name)?;
+        Ok((&attachment).into())
+    }
+
     /// Adds a note to an incident (shorthand for `update_incident` with `AddNote`).
     pub fn add_incident_note(&self, incident_id: String, text: String) -> FfiResult<FfiIncident> {
         self.update_incident(incident_id, FfiIncidentAction::AddNote { text })

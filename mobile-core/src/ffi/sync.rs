@@ -45,6 +45,9 @@ pub struct FfiSyncStatus {
     /// A panic alarm is still undelivered: sync as soon as possible.
     pub urgent: bool,
     pub rejected: Vec<FfiRejectedLog>,
+    /// Attachments not uploaded yet, and their bytes (new ones are refused past 200 MiB).
+    pub pending_attachments: u64,
+    pub pending_attachment_bytes: u64,
 }
 
 impl From<SyncStatus> for FfiSyncStatus {
@@ -59,6 +62,8 @@ impl From<SyncStatus> for FfiSyncStatus {
             next_attempt_ms: s.next_attempt_ms,
             urgent: s.urgent,
             rejected: s.rejected.into_iter().map(Into::into).collect(),
+            pending_attachments: s.pending_attachments,
+            pending_attachment_bytes: s.pending_attachment_bytes,
         }
     }
 }
@@ -79,6 +84,12 @@ pub struct FfiSyncReport {
     pub credential_rotated: bool,
     /// The server has a newer site configuration this app cannot read: what to do, in words.
     pub config_unreadable: Option<String>,
+    /// Attachments whose upload finished in this sync.
+    pub attachments_uploaded: u64,
+    /// Attachments still to upload.
+    pub attachments_pending: u64,
+    /// Why the uploads stopped, if they failed (the sync itself did not).
+    pub attachment_error: Option<String>,
 }
 
 impl From<SyncReport> for FfiSyncReport {
@@ -91,6 +102,9 @@ impl From<SyncReport> for FfiSyncReport {
             needs_another_round: r.needs_another_round,
             credential_rotated: r.credential_rotated,
             config_unreadable: r.config_unreadable,
+            attachments_uploaded: r.attachments_uploaded,
+            attachments_pending: r.attachments_pending,
+            attachment_error: r.attachment_error,
         }
     }
 }

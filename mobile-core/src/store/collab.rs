@@ -196,6 +196,17 @@ impl DeviceStore {
         id: IncidentId,
         action: IncidentAction,
     ) -> Result<LocalIncident> {
+        self.act_on_incident_with(id, action, |_| Ok(()))
+    }
+
+    /// As [`DeviceStore::act_on_incident`], with `also` written in the same transaction (an
+    /// attachment's bytes, which must never be missing behind its reference).
+    pub(super) fn act_on_incident_with(
+        &mut self,
+        id: IncidentId,
+        action: IncidentAction,
+        also: impl FnOnce(&Transaction<'_>) -> Result<()>,
+    ) -> Result<LocalIncident> {
         let guard = self
             .current_shift()
             .map(|s| s.guard.clone())
@@ -212,6 +223,7 @@ impl DeviceStore {
             "UPDATE incidents SET doc = ?2, pending = 1, updated_ms = ?3 WHERE incident_id = ?1",
             params![id.to_string(), doc.save(), now.wall_ms],
         )?;
+        also(&tx)?;
         // The clock never runs backwards across a restart, whatever is recorded next.
         tx.execute(
             "UPDATE device SET hlc_wall = ?1, hlc_counter = ?2",

@@ -21,6 +21,16 @@ pub enum AppError {
     UnsupportedMediaType { expected: &'static str, got: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// A body within the request limits whose content the server's limits refuse (an
+    /// attachment over its size, a device's uploads over their quota); the limit is in words.
+    #[error("{message}")]
+    PayloadTooLargeCode { code: &'static str, message: String },
+    /// Well-formed, but its content is wrong (an upload that does not hash to its address).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    /// An attachment referenced but whose bytes have not reached the server.
+    #[error("{0}")]
+    NotUploaded(String),
     #[error("could not read the request body: {0}")]
     UnreadableBody(String),
     /// The body stopped arriving for the body read timeout; nothing was changed.
@@ -88,6 +98,13 @@ pub enum AppError {
         reason: &'static str,
         retry_after_secs: u64,
     },
+    /// Every attachment upload slot is taken (see `http::attachments`): the chunk was not read;
+    /// the phone sends it again later. Never queued, so that uploads never hold up syncs.
+    #[error(
+        "the server is busy with other uploads; nothing was read or changed: send the chunk \
+         again in {retry_after_secs} s"
+    )]
+    UploadsBusy { retry_after_secs: u64 },
     /// The client's address failed to authenticate too often (see `http::throttle`): refused
     /// before its credential was looked at.
     #[error(
@@ -163,7 +180,10 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::PayloadTooLarge { .. } | AppError::PayloadTooLargeCode { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            AppError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::UnreadableBody(_)
             | AppError::MalformedRequest(_)
             | AppError::UnsupportedVersion(_)
@@ -176,6 +196,7 @@ impl AppError {
             | AppError::UnknownDevice { .. }
             | AppError::UnknownShift { .. }
             | AppError::UnknownTour { .. }
+            | AppError::NotUploaded(_)
             | AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::SiteExists(_)
             | AppError::Conflict { .. }
@@ -186,7 +207,9 @@ impl AppError {
             AppError::Gone { .. } => StatusCode::GONE,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            AppError::ServerBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::ServerBusy { .. } | AppError::UploadsBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyFailedAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::TooManyStreams { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -205,7 +228,10 @@ impl AppError {
             AppError::SiteExists(_) => "site_exists",
             AppError::UnknownIncident(_) => "unknown_incident",
             AppError::UnknownAlarm(_) => "unknown_alarm",
+            AppError::NotUploaded(_) => "not_uploaded",
             AppError::Conflict { code, .. }
+            | AppError::PayloadTooLargeCode { code, .. }
+            | AppError::Unprocessable { code, .. }
             | AppError::BadRequest { code, .. }
             | AppError::Unauthorized { code, .. }
             | AppError::UnknownWebhook { code, .. }
@@ -220,7 +246,7 @@ impl AppError {
             AppError::NotFound(_) => "not_found",
             AppError::MethodNotAllowed { .. } => "method_not_allowed",
             AppError::Internal(_) => "internal_error",
-            AppError::ServerBusy { .. } => "server_busy",
+            AppError::ServerBusy { .. } | AppError::UploadsBusy { .. } => "server_busy",
             AppError::BodyTimeout => "request_timeout",
             AppError::TooManyFailedAttempts { .. } => "too_many_failed_attempts",
             AppError::TooManyStreams { .. } => "too_many_streams",
@@ -339,6 +365,7 @@ impl IntoResponse for AppError {
         if let AppError::ServerBusy {
             retry_after_secs, ..
         }
+        | AppError::UploadsBusy { retry_after_secs }
         | AppError::TooManyFailedAttempts { retry_after_secs } = &self
         {
             response.headers_mut().insert(

@@ -34,6 +34,10 @@
 //!   panic alarm; a user covering the site.
 //! - [`reports`]: `GET /api/v1/sites/{site}/reports/dar?date=..&format=csv|pdf`: the daily
 //!   activity report ([`crate::report`]); a user covering the site.
+//! - [`attachments`]: `GET` and `PUT /api/v1/blobs/{sha256}`: a phone's chunked, resumable
+//!   upload of an attachment's bytes; the device's credential. `GET
+//!   /api/v1/sites/{site}/attachments` and `.../attachments/{sha256}`: the site's attachments
+//!   and their bytes; a user covering the site.
 //! - [`health`]: `GET /healthz`: liveness; `GET /metrics`: the counters in Prometheus text
 //!   format ([`crate::metrics`]); [`openapi`]: `GET /openapi.json`: this list as an OpenAPI
 //!   document; open, no credential.
@@ -62,6 +66,7 @@ pub mod admin;
 pub mod admission;
 pub mod alarm_watch;
 pub mod alarms;
+pub mod attachments;
 pub mod auth;
 pub mod config;
 pub mod counting;
@@ -164,6 +169,7 @@ fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
         alarms::routes(),
         reports::routes(),
         webhooks::routes(),
+        attachments::routes(),
     ]
     .into_iter()
     .flatten()

@@ -20,7 +20,7 @@ use super::extract::MAX_JSON_BODY_BYTES;
 use super::{
     Endpoint, Verb, admin, alarms, config, devices, endpoint, enroll, export, feed, health,
 };
-use super::{incidents, reports, shifts, sync, tours, webhooks};
+use super::{attachments, incidents, reports, shifts, sync, tours, webhooks};
 
 pub(super) fn routes() -> Vec<Endpoint> {
     vec![endpoint(
@@ -78,6 +78,10 @@ pub const USER_TOKEN: &str = "user_token";
         webhooks::list_deliveries,
         webhooks::retry_delivery,
         reports::daily_activity_report,
+        attachments::upload_status,
+        attachments::put_chunk,
+        attachments::list_attachments,
+        attachments::get_attachment,
         admin::list_users,
         admin::create_user,
         admin::revoke_user,

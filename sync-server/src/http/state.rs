@@ -25,6 +25,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Admits sync requests ([`SyncAdmission`]).
     pub(super) syncs: Arc<SyncAdmission>,
+    /// Attachment uploads handled at once ([`super::attachments`]): a pool of its own, small
+    /// and never queued, so that uploads never take what syncs need.
+    pub(super) uploads: Arc<tokio::sync::Semaphore>,
     /// Wakes live feed streams when a site gets new events.
     pub feed: Arc<FeedNotifier>,
     /// Failed authentications per client address ([`AuthThrottle`]).
@@ -49,6 +52,7 @@ impl AppState {
                 max_wait: DEFAULT_MAX_SYNC_WAIT,
                 retry_after_secs: DEFAULT_SYNC_RETRY_AFTER_SECS,
             })),
+            uploads: Arc::new(tokio::sync::Semaphore::new(cpus.max(2))),
             feed: Arc::new(FeedNotifier::default()),
         }
     }
@@ -76,6 +80,13 @@ impl AppState {
     /// Refuses, with `503 server_busy`, a sync request that waited `wait` for a permit.
     pub fn with_max_sync_wait(self, wait: Duration) -> Self {
         self.with_limits(|l| l.max_wait = wait)
+    }
+
+    /// Handles at most `n` attachment chunks at once (0: refuses every upload, for tests);
+    /// meant for start-up.
+    pub fn with_max_concurrent_uploads(mut self, n: usize) -> Self {
+        self.uploads = Arc::new(tokio::sync::Semaphore::new(n));
+        self
     }
 
     /// The `Retry-After` a refused sync is given, in seconds (at least 1).

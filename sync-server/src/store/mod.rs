@@ -18,6 +18,8 @@
 //! - [`check_ins`]: lone-worker check-in timers of open shifts, and when one is overdue;
 //! - [`flagging`]: the flags of a sync's new events, and of the stored scans they concern;
 //! - [`webhooks`]: webhook endpoints, the bodies of their deliveries, the retry schedule;
+//! - [`blobs`]: attachment blobs, stored once per content, uploaded in chunks that resume, the
+//!   whole checked against its hash (files beside the SQLite database; tables in PostgreSQL);
 //! - [`rows`]: reading stored values back; [`event_json`]: an event's feed JSON; [`notify`]:
 //!   waking a site's feed readers.
 //!
@@ -61,6 +63,7 @@
 //!   no two instances send it at once.
 
 pub mod access;
+pub mod blobs;
 pub mod check_ins;
 pub mod collab;
 pub mod compliance;
@@ -1248,6 +1251,41 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`Store::events_after`] from your own cursor (see [`notify`]). A receiver made before a
     /// write wakes for it.
     fn subscribe(&self, site: SiteId) -> tokio::sync::broadcast::Receiver<u64>;
+
+    /// The attachments `site`'s incidents reference ([`blobs::attachment_refs`]).
+    fn attachment_refs(
+        &self,
+        site: SiteId,
+    ) -> BoxFuture<'_, Result<Vec<blobs::AttachmentRef>, StoreError>>;
+
+    /// Which of `hashes` are stored whole.
+    fn stored_blobs(
+        &self,
+        hashes: Vec<blobs::BlobHash>,
+    ) -> BoxFuture<'_, Result<Vec<blobs::BlobHash>, StoreError>>;
+
+    /// A stored blob's bytes; `None` unless stored whole.
+    fn read_blob(
+        &self,
+        sha256: blobs::BlobHash,
+    ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// What the server holds of `device`'s upload of `sha256`. Drops every unfinished upload
+    /// older than [`blobs::PARTIAL_UPLOAD_TTL_MS`] at `now_ms` first.
+    fn blob_upload(
+        &self,
+        device: DeviceId,
+        sha256: blobs::BlobHash,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<blobs::UploadState, StoreError>>;
+
+    /// Appends a chunk to its device's upload ([`blobs`]): durable when this returns; the
+    /// chunk that completes the upload stores the blob if it hashes to its address, and
+    /// discards the upload otherwise.
+    fn put_blob_chunk(
+        &self,
+        chunk: blobs::BlobChunk,
+    ) -> BoxFuture<'_, Result<blobs::ChunkOutcome, StoreError>>;
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod common;
 
 mod api;
+mod attachments;
 mod auth;
 mod cli;
 mod compliance;

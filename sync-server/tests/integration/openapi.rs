@@ -285,6 +285,8 @@ async fn every_path_parameter_states_its_format_or_pattern() -> TestResult {
                 "id" if here.contains("/webhooks/") => {
                     assert_eq!(schema["format"], "int64", "{here}: {name}")
                 }
+                // A content address: a SHA-256 in hex.
+                "sha256" => assert_eq!(schema["pattern"], "^[0-9a-fA-F]{64}$", "{here}"),
                 // Ids the server parses as UUIDs (the user id is one it looks up).
                 _ => assert_eq!(schema["format"], "uuid", "{here}: {name}"),
             }

@@ -128,6 +128,23 @@ enum ControlCommand {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// The files attached to a site's incidents (or one incident's): hash, type, size, name
+    /// and whether the phone has uploaded them yet.
+    Attachments {
+        /// The site.
+        #[arg(long)]
+        site: SiteId,
+        /// Only this incident's.
+        #[arg(long)]
+        incident: Option<IncidentId>,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// One attachment's bytes.
+    Attachment {
+        #[command(subcommand)]
+        command: AttachmentCommand,
+    },
     /// Act on an incident: acknowledge, dispatch, resolve, close, reopen, assign (--to),
     /// set_severity (--severity) or add_note (--text); shows the incident after.
     IncidentAction {
@@ -286,6 +303,22 @@ enum WebhookCommand {
         site: SiteId,
         /// The delivery's id (`webhook deliveries` shows it).
         id: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AttachmentCommand {
+    /// Download an attachment (by its SHA-256) into a file (`-`: standard output); prints the
+    /// file's path.
+    Get {
+        /// The site whose incident references it.
+        #[arg(long)]
+        site: SiteId,
+        /// The attachment's SHA-256 (64 hex digits), as `patrol control attachments` lists it.
+        sha256: String,
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -606,6 +639,27 @@ fn check_ins_table(view: &Value) -> String {
             local_field(&c["since"]),
             local_field(&c["due_at"]),
             state.to_owned(),
+        ]);
+    }
+    show::render(&mut t)
+}
+
+fn attachments_table(view: &Value) -> String {
+    let list = view["attachments"].as_array().cloned().unwrap_or_default();
+    let mut t = show::table(&["INCIDENT", "SHA256", "TYPE", "SIZE", "NAME", "UPLOADED"]);
+    for a in &list {
+        t.add_row(vec![
+            text_field(&a["incident_id"]),
+            text_field(&a["sha256"]),
+            text_field(&a["media_type"]),
+            a["size"].as_u64().map_or(String::new(), |n| n.to_string()),
+            text_field(&a["name"]),
+            if a["uploaded"] == true {
+                "yes"
+            } else {
+                "not yet"
+            }
+            .to_owned(),
         ]);
     }
     show::render(&mut t)
@@ -1178,6 +1232,43 @@ pub async fn control(args: ControlArgs) -> Result<()> {
                     "daily activity report of {site} for {date} ({format}, {} bytes)",
                     bytes.len()
                 );
+                outln!("{}", out.display());
+            }
+        }
+        ControlCommand::Attachments {
+            site,
+            incident,
+            json,
+        } => {
+            let query = incident.map_or(String::new(), |i| format!("?incident={i}"));
+            let body = api
+                .get(&format!("/api/v1/sites/{site}/attachments{query}"))
+                .await?;
+            if json.json {
+                outln!("{body}");
+            } else {
+                outln!("{}", attachments_table(&body));
+            }
+        }
+        ControlCommand::Attachment {
+            command: AttachmentCommand::Get { site, sha256, out },
+        } => {
+            let sha256 = sha256.trim().to_ascii_lowercase();
+            if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("{sha256:?} is not a SHA-256 (64 hexadecimal digits)");
+            }
+            let bytes = api
+                .get_bytes(&format!("/api/v1/sites/{site}/attachments/{sha256}"))
+                .await?;
+            if out.as_os_str() == "-" {
+                use std::io::Write as _;
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&bytes)?;
+                stdout.flush()?;
+            } else {
+                std::fs::write(&out, &bytes)
+                    .with_context(|| format!("writing {}", out.display()))?;
+                eprintln!("attachment {sha256} ({} bytes)", bytes.len());
                 outln!("{}", out.display());
             }
         }

@@ -104,6 +104,22 @@ enum DeviceCommand {
         #[command(flatten)]
         action: IncidentActionArgs,
     },
+    /// Attach a file (photo, short video, audio) to an incident this phone holds, as the guard
+    /// on duty: the phone keeps its bytes and uploads them after the incident at a sync (at most
+    /// 25 MiB a file); prints the file's SHA-256.
+    Attach {
+        /// The incident id.
+        #[arg(long)]
+        incident: IncidentId,
+        /// The file.
+        file: PathBuf,
+        /// Its media type (default: guessed from the file name's extension).
+        #[arg(long = "type")]
+        media_type: Option<String>,
+        /// The name shown for it (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Show the site configuration the phone holds.
     Config(JsonArg),
     /// Tour progress (works offline): the scans the server counted at the last sync, every
@@ -469,6 +485,8 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                 "consecutive_failures": st.consecutive_failures,
                 "next_attempt_at": st.next_attempt_ms.map(rfc3339_ms),
                 "urgent": st.urgent,
+                "pending_attachments": st.pending_attachments,
+                "pending_attachment_bytes": st.pending_attachment_bytes,
                 "refused": st.rejected.iter().map(|r| json!({
                     "shift_id": r.shift,
                     "code": r.code,
@@ -500,6 +518,14 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             }
             let st = store.status()?;
             outln!("pending  {} event(s)", st.pending_events);
+            if st.pending_attachments > 0 {
+                outln!(
+                    "files    {} attachment(s) to upload, {} of at most {} bytes",
+                    st.pending_attachments,
+                    st.pending_attachment_bytes,
+                    patrol_core::protocol::MAX_DEVICE_PENDING_ATTACHMENT_BYTES
+                );
+            }
             if let Some(ms) = st.oldest_pending_ms {
                 outln!("oldest   {}", local_ms(ms));
             }
@@ -590,6 +616,35 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                 );
             }
             outln!("{id}");
+        }
+        DeviceCommand::Attach {
+            incident,
+            file,
+            media_type,
+            name,
+        } => {
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("reading {}", file.display()))?
+                .len();
+            // Refused before the file is read into memory.
+            if size > patrol_core::protocol::MAX_ATTACHMENT_BYTES {
+                return Err(patrol_mobile::Error::AttachmentTooLarge {
+                    size,
+                    limit: patrol_core::protocol::MAX_ATTACHMENT_BYTES,
+                }
+                .into());
+            }
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let media_type = media_type.unwrap_or_else(|| guess_media_type(&file).to_owned());
+            let name = name.or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()));
+            let (attachment, _) = store.attach_file(incident, &bytes, &media_type, name)?;
+            eprintln!(
+                "attached {} ({media_type}, {} bytes) to incident {incident}; uploaded at the next sync",
+                file.display(),
+                attachment.size
+            );
+            outln!("{}", hex::encode(attachment.sha256));
         }
         DeviceCommand::Note { text } => {
             let id = store.note(text)?;
@@ -907,6 +962,16 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
                 report.events_delivered,
                 report.pending_events
             );
+            if report.attachments_uploaded > 0 || report.attachments_pending > 0 {
+                outln!(
+                    "attachments: {} uploaded, {} pending",
+                    report.attachments_uploaded,
+                    report.attachments_pending
+                );
+            }
+            if let Some(why) = &report.attachment_error {
+                eprintln!("warning: attachment upload: {}", shown(why));
+            }
             if report.credential_rotated {
                 outln!("the device's credential was rotated, as the server asked");
             }
@@ -952,4 +1017,30 @@ fn log_row(e: &Event, delivered: bool, flags: &[EventFlag]) -> Vec<String> {
             shown(&flags_in_words(flags))
         },
     ]
+}
+
+/// A media type from a file name's extension, for the common kinds a phone records.
+fn guess_media_type(file: &std::path::Path) -> &'static str {
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "heic" => "image/heic",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "mp4" => "video/mp4",
+        "mov" => "video/quicktime",
+        "3gp" => "video/3gpp",
+        "m4a" => "audio/mp4",
+        "aac" => "audio/aac",
+        "mp3" => "audio/mpeg",
+        "ogg" | "opus" => "audio/ogg",
+        "wav" => "audio/wav",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        _ => "application/octet-stream",
+    }
 }

@@ -34,8 +34,11 @@
 //!   under the site's row lock; the periodic pass takes the same lock, and leaves a site whose
 //!   lock another instance holds to that instance (`SKIP LOCKED`).
 //!
+//! - Attachment blobs (migration 0018, [`blobs`]): in tables, chunked, so that every instance
+//!   sees every upload and one backup holds everything.
+//!
 //! One file per concern, as in the SQLite backend: [`schema`], [`sync`], [`feed`], [`auth`],
-//! [`collab`], [`compliance`]; this one sets the store up (pool, listener) and forwards the [`Store`] methods.
+//! [`collab`], [`compliance`], [`blobs`]; this one sets the store up (pool, listener) and forwards the [`Store`] methods.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -52,6 +55,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use self::schema::{MIGRATIONS, migrate};
+use super::blobs::{AttachmentRef, BlobChunk, BlobHash, ChunkOutcome, UploadState};
 use super::compliance::{StoredChange, WindowQuery, WindowsAnswer};
 use super::incident::ServerClock;
 use super::notify::Notifier;
@@ -69,6 +73,7 @@ use crate::credentials::{
 
 mod alarms;
 mod auth;
+mod blobs;
 mod collab;
 mod compliance;
 mod feed;
@@ -1041,6 +1046,67 @@ impl Store for PostgresStore {
 
     fn subscribe(&self, site: SiteId) -> broadcast::Receiver<u64> {
         self.inner.notifier.subscribe(site)
+    }
+
+    fn attachment_refs(
+        &self,
+        site: SiteId,
+    ) -> BoxFuture<'_, Result<Vec<AttachmentRef>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            blobs::attachment_refs(&client, &site).await
+        })
+    }
+
+    fn stored_blobs(
+        &self,
+        hashes: Vec<BlobHash>,
+    ) -> BoxFuture<'_, Result<Vec<BlobHash>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            blobs::stored_blobs(&client, &hashes).await
+        })
+    }
+
+    fn read_blob(&self, sha256: BlobHash) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            // One snapshot for the row and its chunks.
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let bytes = blobs::read_blob(&tx, &sha256).await?;
+            tx.commit().await?;
+            Ok(bytes)
+        })
+    }
+
+    fn blob_upload(
+        &self,
+        device: DeviceId,
+        sha256: BlobHash,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<UploadState, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let state = blobs::upload_state(&tx, &device, &sha256, now_ms).await?;
+            tx.commit().await?;
+            Ok(state)
+        })
+    }
+
+    fn put_blob_chunk(&self, chunk: BlobChunk) -> BoxFuture<'_, Result<ChunkOutcome, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let outcome = blobs::put_chunk(&tx, &chunk).await?;
+            tx.commit().await?;
+            Ok(outcome)
+        })
     }
 }
 

@@ -29,10 +29,13 @@
 //!
 //! - Tour compliance (migration 0015, [`compliance`]): kept in each sync's write transaction,
 //!   settled periodically by a write transaction of its own, read on a read connection.
+//! - Attachment blobs ([`blobs`]): files in a `blobs` directory beside the database, outside
+//!   SQLite (a 25 MiB photo would bloat the WAL and every backup of the records); their
+//!   references live in the incidents.
 //!
 //! One file per concern, as in the PostgreSQL backend: [`schema`], [`sync`] (merge threads,
 //! writer, group commit; with [`event_ids`] and [`folded`]), [`feed`], [`auth`], [`collab`],
-//! [`compliance`], [`files`];
+//! [`compliance`], [`files`], [`blobs`];
 //! this one sets the store and its threads up and forwards the [`Store`] methods.
 
 use std::path::{Path, PathBuf};
@@ -51,6 +54,7 @@ use tokio::sync::{Semaphore, oneshot};
 use self::event_ids::EventIds;
 use self::schema::{MIGRATIONS, migrate, open_connection, open_reader};
 use self::sync::{MergeJob, WriterJob, merge_thread, writer_thread};
+use super::blobs::{AttachmentRef, BlobChunk, BlobHash, ChunkOutcome, UploadState};
 use super::compliance::{StoredChange, WindowQuery, WindowsAnswer};
 use super::incident::ServerClock;
 use super::notify::Notifier;
@@ -65,6 +69,7 @@ use super::{
 
 mod alarms;
 mod auth;
+mod blobs;
 mod collab;
 mod compliance;
 mod event_ids;
@@ -117,6 +122,8 @@ struct Inner {
     clock: Arc<ServerClock>,
     /// Subscribers to sites' new events, woken by the writer thread after each commit.
     notifier: Arc<Notifier>,
+    /// Attachment blobs, as files beside the database ([`blobs`]).
+    blobs: blobs::BlobFiles,
 }
 
 /// The SQLite store. Cheap to clone; clones share the connections and threads, which end once
@@ -172,6 +179,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                blobs: blobs::BlobFiles::beside(&path),
                 path,
                 writer: writer_tx,
                 merges: merges_tx,
@@ -717,5 +725,55 @@ impl Store for SqliteStore {
 
     fn subscribe(&self, site: SiteId) -> tokio::sync::broadcast::Receiver<u64> {
         self.inner.notifier.subscribe(site)
+    }
+
+    fn attachment_refs(
+        &self,
+        site: SiteId,
+    ) -> BoxFuture<'_, Result<Vec<AttachmentRef>, StoreError>> {
+        Box::pin(self.read(move |conn| blobs::attachment_refs(conn, &site)))
+    }
+
+    fn stored_blobs(
+        &self,
+        hashes: Vec<BlobHash>,
+    ) -> BoxFuture<'_, Result<Vec<BlobHash>, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            Ok(tokio::task::spawn_blocking(move || {
+                hashes
+                    .into_iter()
+                    .filter(|h| inner.blobs.is_stored(h))
+                    .collect()
+            })
+            .await?)
+        })
+    }
+
+    fn read_blob(&self, sha256: BlobHash) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(
+            async move { tokio::task::spawn_blocking(move || inner.blobs.read(&sha256)).await? },
+        )
+    }
+
+    fn blob_upload(
+        &self,
+        device: DeviceId,
+        sha256: BlobHash,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<UploadState, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inner.blobs.upload_state(&device, &sha256, now_ms))
+                .await?
+        })
+    }
+
+    fn put_blob_chunk(&self, chunk: BlobChunk) -> BoxFuture<'_, Result<ChunkOutcome, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inner.blobs.put_chunk(&chunk)).await?
+        })
     }
 }
