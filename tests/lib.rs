@@ -137,13 +137,34 @@ pub async fn next_sse(
 }
 
 /// The server's counters as `/metrics` shows them now: each series (name and labels, e.g.
-/// `patrol_wire_refused_connections_total{cap="overall"}`) with its value.
+/// `patrol_wire_refused_connections_total{cap="overall"}`) with its value (whole numbers only:
+/// a histogram's sum is left out).
 pub async fn metrics(
     http: &reqwest::Client,
     server: &Server,
 ) -> Result<std::collections::HashMap<String, u64>> {
+    counters_at(http, &server.url).await
+}
+
+/// [`metrics`] read from the server's side port, which counts nothing: reading it does not
+/// change the traffic counters.
+pub async fn side_metrics(
+    http: &reqwest::Client,
+    server: &Server,
+) -> Result<std::collections::HashMap<String, u64>> {
+    let url = server
+        .metrics_url
+        .clone()
+        .ok_or_else(|| anyhow!("no metrics port"))?;
+    counters_at(http, &url).await
+}
+
+async fn counters_at(
+    http: &reqwest::Client,
+    base: &str,
+) -> Result<std::collections::HashMap<String, u64>> {
     let text = http
-        .get(format!("{}/metrics", server.url))
+        .get(format!("{base}/metrics"))
         .send()
         .await?
         .error_for_status()?
@@ -157,6 +178,54 @@ pub async fn metrics(
             Some((series.to_owned(), value.parse().ok()?))
         })
         .collect())
+}
+
+/// A phone enrolled on `site` of `server` with a fresh code, its store at `path`, and the
+/// client it syncs with.
+pub async fn enrolled_phone(
+    server: &Server,
+    site: &str,
+    path: &std::path::Path,
+    options: patrol_mobile::StoreOptions,
+) -> Result<(patrol_mobile::DeviceStore, patrol_mobile::SyncClient)> {
+    let code = server.enrollment_code(site)?;
+    let client = patrol_mobile::SyncClient::new(&server.url)?;
+    let enrollment = client.enroll(&code).await?;
+    if enrollment.site.as_str() != site {
+        bail!("enrolled on {}, not {site}", enrollment.site);
+    }
+    let store = patrol_mobile::DeviceStore::create_enrolled(path, enrollment, options)?;
+    Ok((store, client))
+}
+
+/// The ids of the events in `site`'s feed, in canonical order (as they reached the server), as
+/// the first administrator reads them; the feed must fit one page of 10,000.
+pub async fn feed_ids(http: &reqwest::Client, server: &Server, site: &str) -> Result<Vec<String>> {
+    let page: serde_json::Value = http
+        .get(format!(
+            "{}/api/v1/sites/{site}/events?limit=10000",
+            server.url
+        ))
+        .bearer_auth(&server.admin_token)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if page["more"] != false {
+        bail!("the feed has more than one page");
+    }
+    page["events"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no events"))?
+        .iter()
+        .map(|e| {
+            e["id"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("an event without an id: {e}"))
+        })
+        .collect()
 }
 
 /// A one-connection TCP proxy to `upstream` that, as soon as the server starts answering,

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, ensure};
-use patrol_core::{EventBody, GuardId, SiteId};
-use patrol_e2e::{metrics, next_sse, open_stream};
+use patrol_core::{EventBody, GuardId};
+use patrol_e2e::{enrolled_phone, metrics, next_sse, open_stream};
 use patrol_mobile::clock::ManualClock;
 use patrol_mobile::{AlarmState, DeviceStore, RecordOptions, StoreOptions, SyncClient};
 use patrol_testkit::{Server, run_ok};
@@ -30,15 +30,13 @@ async fn an_unanswered_panic_is_escalated_then_acknowledged_on_the_live_stream()
             "1",
         ],
     )?;
-    let code = server.enrollment_code(SITE)?;
-    let client = SyncClient::new(&server.url)?;
-    let enrollment = client.enroll(&code).await?;
-    ensure!(enrollment.site == SiteId::new(SITE)?);
-    let mut phone = DeviceStore::create_enrolled(
-        dir.path().join("phone.db"),
-        enrollment,
+    let (mut phone, client) = enrolled_phone(
+        &server,
+        SITE,
+        &dir.path().join("phone.db"),
         StoreOptions::default(),
-    )?;
+    )
+    .await?;
     phone.start_shift(GuardId::new("anna")?)?;
     let mut live = open_stream(&server, SITE).await?;
     let mut buf = String::new();

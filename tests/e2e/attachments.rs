@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, ensure};
 use patrol_core::{GuardId, IncidentCategory, IncidentId, IncidentReport, Severity};
-use patrol_e2e::{Phone, Rng, seed_from_env};
+use patrol_e2e::{Phone, Rng, enrolled_phone, seed_from_env};
 use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient};
 use patrol_testkit::{Server, run_ok};
 
@@ -89,10 +89,9 @@ impl Drop for CuttingProxy {
     }
 }
 
-async fn enrolled_phone(server: &Server, path: std::path::PathBuf) -> Result<DeviceStore> {
-    let client = SyncClient::new(&server.url)?;
-    let enrollment = client.enroll(&server.enrollment_code(SITE)?).await?;
-    let mut phone = DeviceStore::create_enrolled(path, enrollment, StoreOptions::default())?;
+/// A phone enrolled on the site, on shift.
+async fn phone_on_shift(server: &Server, path: std::path::PathBuf) -> Result<DeviceStore> {
+    let (mut phone, _) = enrolled_phone(server, SITE, &path, StoreOptions::default()).await?;
     phone.start_shift(GuardId::new("anna")?)?;
     Ok(phone)
 }
@@ -139,7 +138,7 @@ async fn an_upload_cut_at_random_points_resumes_to_the_exact_bytes_stored_once()
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir()?;
     let server = Server::start(&dir.path().join("server"), &[SITE, OTHER_SITE])?;
-    let mut phone = enrolled_phone(&server, dir.path().join("phone.db")).await?;
+    let mut phone = phone_on_shift(&server, dir.path().join("phone.db")).await?;
     let incident = report(&mut phone)?;
     // 2.5 MiB and some: three chunks.
     let photo: Vec<u8> = (0..(5 * 512 * 1024 + 4321))
@@ -217,7 +216,7 @@ async fn an_upload_cut_at_random_points_resumes_to_the_exact_bytes_stored_once()
     );
 
     // A second phone attaches the same photo to its own incident: stored once still.
-    let mut second = enrolled_phone(&server, dir.path().join("second.db")).await?;
+    let mut second = phone_on_shift(&server, dir.path().join("second.db")).await?;
     let other_incident = report(&mut second)?;
     second.attach_file(other_incident, &photo, "image/jpeg", None)?;
     let report = SyncClient::new(&server.url)?.sync(&mut second).await?;

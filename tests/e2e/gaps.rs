@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, ensure};
-use patrol_core::{GuardId, SiteId};
-use patrol_e2e::{next_sse, open_stream};
-use patrol_mobile::{DeviceStore, StoreOptions, SyncClient};
+use patrol_core::GuardId;
+use patrol_e2e::{enrolled_phone, next_sse, open_stream};
+use patrol_mobile::StoreOptions;
 use patrol_testkit::{Server, run_ok};
 use serde_json::Value;
 
@@ -42,15 +42,13 @@ async fn a_silent_phone_on_shift_is_announced_and_so_is_its_return() -> Result<(
         false,
         &["--no-contact-after-secs", "2", "--gap-check-secs", "1"],
     )?;
-    let code = server.enrollment_code(SITE)?;
-    let client = SyncClient::new(&server.url)?;
-    let enrollment = client.enroll(&code).await?;
-    ensure!(enrollment.site == SiteId::new(SITE)?);
-    let mut phone = DeviceStore::create_enrolled(
-        dir.path().join("phone.db"),
-        enrollment,
+    let (mut phone, client) = enrolled_phone(
+        &server,
+        SITE,
+        &dir.path().join("phone.db"),
         StoreOptions::default(),
-    )?;
+    )
+    .await?;
     let device = phone.device_id().to_string();
     let shift = phone.start_shift(GuardId::new("anna")?)?.to_string();
     client.sync(&mut phone).await?;

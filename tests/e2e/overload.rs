@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, ensure};
 use patrol_core::GuardId;
+use patrol_e2e::{feed_ids, side_metrics};
 use patrol_mobile::{DeviceStore, Durability, Error as PhoneError, StoreOptions, SyncClient};
 use patrol_testkit::Server;
 use serde_json::Value;
@@ -30,26 +31,6 @@ fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The server's counters, from its metrics side port: `name` or `name{labels}` to value.
-async fn metrics(http: &reqwest::Client, server: &Server) -> Result<HashMap<String, u64>> {
-    let url = server
-        .metrics_url
-        .clone()
-        .ok_or_else(|| anyhow!("no metrics port"))?;
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-        .collect())
 }
 
 async fn phone(
@@ -88,25 +69,9 @@ async fn phone(
 
 /// Every event id in the site's feed, with how often it appears.
 async fn feed(http: &reqwest::Client, server: &Server) -> Result<HashMap<String, usize>> {
-    let page: Value = http
-        .get(format!(
-            "{}/api/v1/sites/{SITE}/events?limit=10000",
-            server.url
-        ))
-        .bearer_auth(&server.admin_token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    ensure!(page["more"] == false, "the feed has more than one page");
     let mut ids = HashMap::new();
-    for event in page["events"]
-        .as_array()
-        .ok_or_else(|| anyhow!("no events"))?
-    {
-        let id = event["id"].as_str().ok_or_else(|| anyhow!("no id"))?;
-        *ids.entry(id.to_owned()).or_insert(0) += 1;
+    for id in feed_ids(http, server, SITE).await? {
+        *ids.entry(id).or_insert(0) += 1;
     }
     Ok(ids)
 }
@@ -154,7 +119,7 @@ async fn a_flooded_server_refuses_with_retry_after_stays_responsive_and_loses_no
     )?;
     holder.flush()?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metrics(&http, &server).await?["patrol_sync_requests_total"] < 1 {
+    while side_metrics(&http, &server).await?["patrol_sync_requests_total"] < 1 {
         ensure!(Instant::now() < deadline, "the held request never arrived");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -239,7 +204,7 @@ async fn a_flooded_server_refuses_with_retry_after_stays_responsive_and_loses_no
         }
         phones.push((n, store, client));
     }
-    let m = metrics(&http, &server).await?;
+    let m = side_metrics(&http, &server).await?;
     assert!(
         m["patrol_sync_refused_total{reason=\"queue_full\"}"] >= 1,
         "{m:?}"

@@ -5,13 +5,12 @@
 //! too large for the panic lane (256 KiB), and the panic would wait in the ordinary queue
 //! behind every other phone's sync.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, ensure};
 use patrol_core::protocol::MAX_PANIC_SYNC_BODY_BYTES;
 use patrol_core::{EventBody, GuardId};
-use patrol_e2e::Rng;
+use patrol_e2e::{Rng, feed_ids, side_metrics};
 use patrol_mobile::{DeviceStore, Durability, RecordOptions, StoreOptions, SyncClient};
 use patrol_testkit::Server;
 use serde_json::Value;
@@ -21,54 +20,6 @@ const SITE: &str = "site-1";
 /// over the panic lane's limit.
 const BACKLOG_NOTES: usize = 120;
 const NOTE_CHARS: usize = 4_000;
-
-/// The server's counters, from its metrics side port: `name` or `name{labels}` to value.
-async fn metrics(http: &reqwest::Client, server: &Server) -> Result<HashMap<String, u64>> {
-    let url = server
-        .metrics_url
-        .clone()
-        .ok_or_else(|| anyhow!("no metrics port"))?;
-    let text = http
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
-        .collect())
-}
-
-/// The site's feed, in canonical order (the order events reached the server): their ids.
-async fn feed(http: &reqwest::Client, server: &Server) -> Result<Vec<String>> {
-    let page: Value = http
-        .get(format!(
-            "{}/api/v1/sites/{SITE}/events?limit=10000",
-            server.url
-        ))
-        .bearer_auth(&server.admin_token)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    ensure!(page["more"] == false, "the feed has more than one page");
-    page["events"]
-        .as_array()
-        .ok_or_else(|| anyhow!("no events"))?
-        .iter()
-        .map(|e| {
-            e["id"]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| anyhow!("an event without an id: {e}"))
-        })
-        .collect()
-}
 
 /// Text that does not compress much (automerge compresses the changes it sends), so that the
 /// backlog is as large on the wire as it looks.
@@ -146,12 +97,12 @@ async fn a_panic_behind_a_long_backlog_goes_first_in_the_panic_lane_and_the_back
         assert!(event.delivered, "{:?} is not delivered", event.event.id);
     }
     assert!(!store.status()?.urgent);
-    let m = metrics(&http, &server).await?;
+    let m = side_metrics(&http, &server).await?;
     assert_eq!(m["patrol_sync_panic_total"], 1, "{m:?}");
     assert_eq!(m["patrol_sync_requests_total"], 2, "{m:?}");
 
     // The server had the panic, and what came before it in its shift, before the backlog.
-    let on_server = feed(&http, &server).await?;
+    let on_server = feed_ids(&http, &server, SITE).await?;
     let position = |id: &str| on_server.iter().position(|e| e == id);
     let panic_at = position(&panic.0.to_string()).ok_or_else(|| anyhow!("no panic"))?;
     let before_at =

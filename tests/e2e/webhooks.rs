@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, ensure};
 use hmac::{Hmac, KeyInit, Mac};
 use patrol_core::{EventBody, GuardId};
+use patrol_e2e::enrolled_phone;
 use patrol_mobile::{DeviceStore, RecordOptions, StoreOptions, SyncClient};
 use patrol_testkit::{Server, run_ok};
 use serde_json::{Value, json};
@@ -255,14 +256,13 @@ async fn webhooks_survive_failures_slowness_and_a_restart_and_arrive_once_signed
     )
     .await?;
 
-    let code = server.enrollment_code(SITE)?;
-    let client = SyncClient::new(&server.url)?;
-    let enrollment = client.enroll(&code).await?;
-    let mut phone = DeviceStore::create_enrolled(
-        dir.path().join("phone.db"),
-        enrollment,
+    let (mut phone, client) = enrolled_phone(
+        &server,
+        SITE,
+        &dir.path().join("phone.db"),
         StoreOptions::default(),
-    )?;
+    )
+    .await?;
     phone.start_shift(GuardId::new("anna")?)?;
     let first = phone
         .record(
