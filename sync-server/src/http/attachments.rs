@@ -81,6 +81,32 @@ fn unknown_attachment(sha256: &BlobHash, site: &SiteId) -> AppError {
 }
 
 /// The reference of `sha256` among `site`'s incidents (the first, if several).
+/// The device a blob request comes from (its credential checked first), the request's parts,
+/// and the blob's address as given and as parsed.
+async fn device_upload(
+    state: &AppState,
+    request: Request,
+) -> Result<
+    (
+        crate::store::DeviceCredential,
+        (axum::http::request::Parts, axum::body::Body),
+        String,
+        BlobHash,
+    ),
+    AppError,
+> {
+    let client = state
+        .throttle
+        .client(request.extensions(), request.headers());
+    let credential = auth::authenticate_device(state, request.headers(), client).await?;
+    let (mut parts, body) = request.into_parts();
+    let Path(raw) = Path::<String>::from_request_parts(&mut parts, state)
+        .await
+        .map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
+    let sha256 = hash_from(&raw)?;
+    Ok((credential, (parts, body), raw, sha256))
+}
+
 async fn reference(
     state: &AppState,
     site: &SiteId,
@@ -128,15 +154,7 @@ async fn upload_status(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<UploadStatus>, AppError> {
-    let client = state
-        .throttle
-        .client(request.extensions(), request.headers());
-    let credential = auth::authenticate_device(&state, request.headers(), client).await?;
-    let (mut parts, _) = request.into_parts();
-    let Path(raw) = Path::<String>::from_request_parts(&mut parts, &state)
-        .await
-        .map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
-    let sha256 = hash_from(&raw)?;
+    let (credential, _, raw, sha256) = device_upload(&state, request).await?;
     let reference = reference(&state, &credential.site, &sha256).await?;
     let held = state
         .store
@@ -193,15 +211,7 @@ async fn put_chunk(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<UploadStatus>, AppError> {
-    let client = state
-        .throttle
-        .client(request.extensions(), request.headers());
-    let credential = auth::authenticate_device(&state, request.headers(), client).await?;
-    let (mut parts, body) = request.into_parts();
-    let Path(raw) = Path::<String>::from_request_parts(&mut parts, &state)
-        .await
-        .map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
-    let sha256 = hash_from(&raw)?;
+    let (credential, (mut parts, body), _, sha256) = device_upload(&state, request).await?;
     let query = Query::<ChunkParams>::from_request_parts(&mut parts, &state).await;
     let offset = query_params(query)?.offset;
     let reference = reference(&state, &credential.site, &sha256).await?;

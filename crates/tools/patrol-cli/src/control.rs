@@ -623,6 +623,16 @@ fn device_warnings(d: &Value, as_of: &Value) -> String {
     }
 }
 
+/// A listing as its `--json` document, or as the table `table` makes of it.
+fn print_listing(body: &Value, json: bool, table: fn(&Value) -> String) -> Result<()> {
+    if json {
+        outln!("{body}");
+    } else {
+        outln!("{}", table(body));
+    }
+    Ok(())
+}
+
 fn check_ins_table(view: &Value) -> String {
     let timers = view["check_ins"].as_array().cloned().unwrap_or_default();
     let mut t = show::table(&["GUARD", "DEVICE", "EVERY", "SINCE", "DUE", "STATE"]);
@@ -1016,11 +1026,7 @@ pub async fn control(args: ControlArgs) -> Result<()> {
         }
         ControlCommand::Devices { site, json } => {
             let body = api.get(&format!("/api/v1/sites/{site}/devices")).await?;
-            if json.json {
-                outln!("{body}");
-            } else {
-                outln!("{}", devices_table(&body));
-            }
+            print_listing(&body, json.json, devices_table)?;
         }
         ControlCommand::Shifts {
             site,
@@ -1244,11 +1250,7 @@ pub async fn control(args: ControlArgs) -> Result<()> {
             let body = api
                 .get(&format!("/api/v1/sites/{site}/attachments{query}"))
                 .await?;
-            if json.json {
-                outln!("{body}");
-            } else {
-                outln!("{}", attachments_table(&body));
-            }
+            print_listing(&body, json.json, attachments_table)?;
         }
         ControlCommand::Attachment {
             command: AttachmentCommand::Get { site, sha256, out },
@@ -1277,19 +1279,11 @@ pub async fn control(args: ControlArgs) -> Result<()> {
             let body = api
                 .get(&format!("/api/v1/sites/{site}/alarms{query}"))
                 .await?;
-            if json.json {
-                outln!("{body}");
-            } else {
-                outln!("{}", alarms_table(&body));
-            }
+            print_listing(&body, json.json, alarms_table)?;
         }
         ControlCommand::CheckIns { site, json } => {
             let body = api.get(&format!("/api/v1/sites/{site}/check-ins")).await?;
-            if json.json {
-                outln!("{body}");
-            } else {
-                outln!("{}", check_ins_table(&body));
-            }
+            print_listing(&body, json.json, check_ins_table)?;
         }
         ControlCommand::AckAlarm { site, event } => {
             let ack = api
@@ -1468,11 +1462,7 @@ async fn webhook(api: &Api, command: WebhookCommand) -> Result<()> {
         }
         WebhookCommand::List { site, json } => {
             let body = api.get(&format!("/api/v1/sites/{site}/webhooks")).await?;
-            if json.json {
-                outln!("{body}");
-            } else {
-                outln!("{}", webhooks_table(&body));
-            }
+            print_listing(&body, json.json, webhooks_table)?;
         }
         WebhookCommand::Remove { site, id } => {
             api.delete(&format!("/api/v1/sites/{site}/webhooks/{id}"))
@@ -1484,11 +1474,7 @@ async fn webhook(api: &Api, command: WebhookCommand) -> Result<()> {
             let body = api
                 .get(&format!("/api/v1/sites/{site}/webhooks/deliveries{query}"))
                 .await?;
-            if json.json {
-                outln!("{body}");
-            } else {
-                outln!("{}", deliveries_table(&body));
-            }
+            print_listing(&body, json.json, deliveries_table)?;
         }
         WebhookCommand::Retry { site, id } => {
             api.post(
