@@ -35,7 +35,8 @@ pub mod transport;
 pub use error::{Error, Result};
 pub use store::{
     Alarm, AlarmState, CheckInStatus, Corrected, DeviceStore, Durability, Enrollment, LocalEvent,
-    LocalIncident, RecordOptions, RejectedLog, ShiftInfo, StoreOptions, SyncReport, SyncStatus,
+    LocalIncident, NewFile, RecordOptions, RejectedLog, ShiftInfo, StoreOptions, SyncReport,
+    SyncStatus,
 };
 pub use sync::SyncClient;
 pub use transport::Transport;

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_clock_offset.sql"),
     include_str!("migrations/0009_server_tours.sql"),
     include_str!("migrations/0010_attachments.sql"),
+    include_str!("migrations/0011_note_attachments.sql"),
 ];
 
 /// The schema version this build writes.
@@ -162,6 +163,38 @@ mod tests {
             [],
         );
         assert!(neither.is_err(), "a row with neither record nor change");
+        Ok(())
+    }
+
+    #[test]
+    fn an_attachment_from_version_10_keeps_its_bytes_and_new_rows_name_one_referrer() -> Result<()>
+    {
+        let mut conn = Connection::open_in_memory()?;
+        upgrade_to(&mut conn, "v10", 10)?;
+        conn.execute(
+            "INSERT INTO attachment_blobs (sha256, bytes, size, incident_id, created_ms)
+             VALUES (?1, x'0102', 2, 'inc', 7)",
+            [[9u8; 32].as_slice()],
+        )?;
+        upgrade(&mut conn, "v10")?;
+        let kept: (Vec<u8>, Option<String>, Option<i64>, Option<i64>) = conn.query_row(
+            "SELECT bytes, incident_id, event_seq, uploaded_ms FROM attachment_blobs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
+        assert_eq!(kept, (vec![1, 2], Some("inc".into()), None, None));
+        for (incident, seq) in [(None, None), (Some("inc"), Some(3))] {
+            let refused = conn.execute(
+                "INSERT INTO attachment_blobs (sha256, bytes, size, incident_id, event_seq,
+                     created_ms)
+                 VALUES (?1, x'', 0, ?2, ?3, 8)",
+                rusqlite::params![[8u8; 32].as_slice(), incident, seq],
+            );
+            assert!(
+                refused.is_err(),
+                "a blob referenced by {incident:?} and {seq:?}"
+            );
+        }
         Ok(())
     }
 

@@ -25,7 +25,8 @@ mod checkin;
 mod collab;
 mod files;
 
-pub use attachments::PendingUpload;
+use attachments::KeptFile;
+pub use attachments::{NewFile, PendingUpload};
 pub use checkin::CheckInStatus;
 pub use collab::{Alarm, AlarmState, Corrected, LocalIncident};
 
@@ -701,6 +702,7 @@ impl DeviceStore {
             EventBody::ShiftStarted,
             RecordOptions::default(),
             Some(&first),
+            &[],
         );
         if let Err(e) = result {
             self.open = None;
@@ -776,14 +778,17 @@ impl DeviceStore {
                 reason: "a shift is started with start_shift".into(),
             }));
         }
-        self.append(body, options, None)
+        self.append(body, options, None, &[])
     }
 
-    fn append(
+    /// Appends an event to the open shift's log, with the bytes of the `files` it references
+    /// (kept in the same commit).
+    pub(crate) fn append(
         &mut self,
         body: EventBody,
         options: RecordOptions,
         new_shift: Option<&LocalChange>,
+        files: &[KeptFile<'_>],
     ) -> Result<EventId> {
         let Some(open) = self.open.as_mut() else {
             return Err(Error::NoOpenShift);
@@ -835,6 +840,7 @@ impl DeviceStore {
             shift,
             &row,
             incident.as_ref(),
+            files,
             &self.unwritten,
         );
         match written {
@@ -877,7 +883,7 @@ impl DeviceStore {
         let (written, built) = match builder.start(log, prepared) {
             Ok(()) => {
                 let shift = ShiftOfRow::Stored(row_id);
-                let written = write_event(&mut self.conn, shift, &row, None, &self.unwritten);
+                let written = write_event(&mut self.conn, shift, &row, None, &[], &self.unwritten);
                 (written, builder.finish())
             }
             Err(e) => (Err(e), None),
@@ -1328,6 +1334,7 @@ fn row_only(
             EventBody::ShiftEnded { .. }
                 | EventBody::Panic { .. }
                 | EventBody::CheckInMissed { .. }
+                | EventBody::NoteWithAttachments { .. }
         )
 }
 
@@ -1338,6 +1345,7 @@ fn write_event(
     shift: ShiftOfRow<'_>,
     row: &EventRow<'_>,
     incident: Option<&collab::NewIncident>,
+    files: &[KeptFile<'_>],
     unwritten: &[UnwrittenChange],
 ) -> Result<i64> {
     let record = row.record;
@@ -1395,6 +1403,7 @@ fn write_event(
     if let Some(incident) = incident {
         collab::insert_incident(&tx, incident, record.time.wall_ms)?;
     }
+    attachments::keep_files(&tx, files, record.seq, record.time.wall_ms)?;
     tx.commit()?;
     Ok(row_id)
 }

@@ -391,3 +391,79 @@ fn the_device_cli_attaches_a_file_and_uploads_it_at_the_next_sync() -> Result<()
     );
     Ok(())
 }
+
+/// `patrol device note --attach` on a phone played by the CLI: the note reaches the feed with
+/// its files named, the files follow it at the same sync, and the control room lists them
+/// against the note and downloads them byte for byte.
+#[test]
+fn a_note_with_files_from_the_device_cli_reaches_the_control_room() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(&dir.path().join("server"), &[SITE])?;
+    let phone = Phone::enroll(dir.path().join("phone.db"), &server, SITE)?;
+    phone.run(&["shift", "start", "--guard", "g1"])?;
+    let photo = dir.path().join("fence.jpg");
+    let audio = dir.path().join("fence.m4a");
+    let (photo_bytes, audio_bytes) = (vec![4u8; 1_500_000], vec![8u8; 40_000]);
+    std::fs::write(&photo, &photo_bytes)?;
+    std::fs::write(&audio, &audio_bytes)?;
+    let note = phone
+        .run(&[
+            "note",
+            "fence cut by the loading bay",
+            "--attach",
+            &photo.to_string_lossy(),
+            "--attach",
+            &audio.to_string_lossy(),
+        ])?
+        .trim()
+        .to_owned();
+    let synced = phone.run(&["sync"])?;
+    ensure!(
+        synced.contains("attachments: 2 uploaded, 0 pending"),
+        "{synced}"
+    );
+
+    let table = run_ok(&mut server.control(
+        &server.admin_token,
+        &["attachments", "--site", SITE, "--note", &note],
+    )?)?;
+    ensure!(
+        table.contains(&format!("note {note}"))
+            && table.contains("fence.jpg")
+            && table.contains("audio/mp4")
+            && !table.contains("not yet"),
+        "{table}"
+    );
+    let feed = run_ok(&mut server.control(
+        &server.admin_token,
+        &["pull", "--site", SITE, "--json"],
+    )?)?;
+    let feed: serde_json::Value = serde_json::from_str(&feed)?;
+    let shown = feed["events"]
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["id"] == note.as_str()))
+        .ok_or_else(|| anyhow!("the note is not in the feed: {feed}"))?;
+    ensure!(
+        shown["kind"] == "note" && shown["attachments"][1]["name"] == "fence.m4a",
+        "{shown}"
+    );
+    let sha = shown["attachments"][0]["sha256"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no hash: {shown}"))?
+        .to_owned();
+    let out = dir.path().join("download.jpg");
+    run_ok(&mut server.control(
+        &server.admin_token,
+        &[
+            "attachment",
+            "get",
+            "--site",
+            SITE,
+            &sha,
+            "--out",
+            &out.to_string_lossy(),
+        ],
+    )?)?;
+    ensure!(std::fs::read(&out)? == photo_bytes, "the download differs");
+    Ok(())
+}

@@ -9,11 +9,15 @@ use uuid::Uuid;
 use crate::error::{DecodeError, EncodeError, ValidationError};
 use crate::hlc::Hlc;
 use crate::ids::{CheckpointId, DeviceId, EventId, GuardId, IncidentId, ShiftId, SiteId};
+use crate::incident::Attachment;
+use crate::incident_view::AttachmentView;
 
 /// Longest free text (notes, descriptions, reasons) accepted in one event.
 pub const MAX_TEXT_LEN: usize = 4_096;
 /// Longest NFC tag id or QR payload accepted.
 pub const MAX_TAG_LEN: usize = 512;
+/// Most files one note carries (a handful of photos of one scene; more go in more notes).
+pub const MAX_NOTE_ATTACHMENTS: usize = 10;
 
 /// Version byte in front of every encoded event record, so newer phones can add fields.
 const RECORD_V1: u8 = 1;
@@ -277,6 +281,13 @@ pub enum EventBody {
     CheckInMissed {
         due_ms: i64,
     },
+    /// A note with files attached (photos, short videos, audio recordings): the log holds
+    /// their references, the phone uploads the bytes once the note is delivered. Its kind is
+    /// `note`, like a plain [`EventBody::Note`]; the text may be empty when files say it all.
+    NoteWithAttachments {
+        text: String,
+        attachments: Vec<Attachment>,
+    },
 }
 
 impl EventBody {
@@ -294,6 +305,7 @@ impl EventBody {
             EventBody::CheckedIn => "checked_in",
             EventBody::CheckInTimerStopped => "checkin_timer_stopped",
             EventBody::CheckInMissed { .. } => "checkin_missed",
+            EventBody::NoteWithAttachments { .. } => "note",
         }
     }
 
@@ -383,6 +395,21 @@ impl EventBody {
             EventBody::CheckedIn
             | EventBody::CheckInTimerStopped
             | EventBody::CheckInMissed { .. } => Ok(()),
+            EventBody::NoteWithAttachments {
+                text: t,
+                attachments,
+            } => {
+                text("note", t, MAX_TEXT_LEN)?;
+                if attachments.is_empty() || attachments.len() > MAX_NOTE_ATTACHMENTS {
+                    return Err(ValidationError::OutOfRange {
+                        field: "number of files on a note",
+                        value: attachments.len() as i64,
+                        min: 1,
+                        max: MAX_NOTE_ATTACHMENTS as i64,
+                    });
+                }
+                attachments.iter().try_for_each(Attachment::validate)
+            }
         }
     }
 }
@@ -478,6 +505,13 @@ impl Event {
                     }
                 }
             }
+        }
+        // Files are named by their hash in hex, as everywhere the API shows them (serde would
+        // give 32 numbers).
+        if let EventBody::NoteWithAttachments { attachments, .. } = &r.body {
+            let views: Vec<AttachmentView<'_>> =
+                attachments.iter().map(AttachmentView::new).collect();
+            obj.insert("attachments".into(), json!(views));
         }
         Value::Object(obj)
     }
@@ -595,6 +629,39 @@ mod tests {
         };
         assert!(far.validate().is_err());
         assert!(sample_record(1).body.validate().is_ok());
+    }
+
+    #[test]
+    fn a_note_carries_one_to_ten_files_and_stays_a_note() {
+        let photo = |n: u8| Attachment {
+            sha256: [n; 32],
+            media_type: "image/jpeg".into(),
+            size: 1_000,
+            name: Some(format!("door-{n}.jpg")),
+        };
+        let note = |text: &str, files: Vec<Attachment>| EventBody::NoteWithAttachments {
+            text: text.into(),
+            attachments: files,
+        };
+        // A photo may say it all; the kind is the plain note's.
+        let ok = note("", vec![photo(1)]);
+        assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.kind(), "note");
+        assert!(note("x", vec![]).validate().is_err());
+        let eleven = (0..11).map(photo).collect();
+        assert!(
+            note("x", eleven)
+                .validate()
+                .is_err_and(|e| e.to_string().contains("1 to 10"))
+        );
+        let mut unnamed_type = photo(2);
+        unnamed_type.media_type = " ".into();
+        assert!(note("x", vec![unnamed_type]).validate().is_err());
+        // The record's encoding keeps every reference.
+        let mut record = sample_record(3);
+        record.body = note("broken window", vec![photo(4), photo(5)]);
+        let bytes = record.encode().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(EventRecord::decode(&bytes), Ok(record));
     }
 
     #[test]

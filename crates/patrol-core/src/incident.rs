@@ -76,6 +76,32 @@ pub struct Attachment {
     pub name: Option<String>,
 }
 
+impl Attachment {
+    /// A reference names its media type and may name the file, each within [`MAX_NAME_LEN`].
+    /// (Its size is checked against the limits where the bytes are: on the phone when attached,
+    /// on the server when uploaded.)
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.media_type.trim().is_empty() {
+            return Err(ValidationError::Empty {
+                field: "media type",
+            });
+        }
+        for (field, value) in [
+            ("media type", self.media_type.as_str()),
+            ("attachment name", self.name.as_deref().unwrap_or("")),
+        ] {
+            if value.len() > MAX_NAME_LEN {
+                return Err(ValidationError::TooLong {
+                    field,
+                    len: value.len(),
+                    max: MAX_NAME_LEN,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One immutable entry of an incident document.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,15 +185,7 @@ impl Stamped {
             Entry::Assign { to } => {
                 text("assignee", to.as_deref().unwrap_or(""), MAX_NAME_LEN, false)
             }
-            Entry::Attach { attachment } => {
-                text("media type", &attachment.media_type, MAX_NAME_LEN, true)?;
-                text(
-                    "attachment name",
-                    attachment.name.as_deref().unwrap_or(""),
-                    MAX_NAME_LEN,
-                    false,
-                )
-            }
+            Entry::Attach { attachment } => attachment.validate(),
             Entry::Status { .. } | Entry::Severity { .. } => Ok(()),
         }
     }

@@ -53,7 +53,7 @@ pub use incidents::{
     FfiIncidentHistoryEntry, FfiIncidentNote, FfiSeverity,
 };
 pub use observer::EventObserver;
-pub use recording::{FfiScanInput, FfiScanMethod, FfiShift};
+pub use recording::{FfiNewFile, FfiScanInput, FfiScanMethod, FfiShift};
 pub use records::{FfiEvent, FfiLocation};
 pub use sync::{FfiRejectedLog, FfiSyncReport, FfiSyncStatus, FfiTransport};
 pub use tours::{

@@ -9,7 +9,7 @@ use super::error::{FfiResult, PatrolError};
 use super::observer::notify;
 use super::records::{FfiEvent, FfiLocation, parse_uuid_id};
 use crate::error::Error;
-use crate::store::{DeviceStore, RecordOptions, ShiftInfo};
+use crate::store::{DeviceStore, NewFile, RecordOptions, ShiftInfo};
 
 /// How a checkpoint was proven.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Enum)]
@@ -52,6 +52,17 @@ pub struct FfiScanInput {
     /// the call; otherwise the time of the call.
     #[uniffi(default)]
     pub wall_time_ms: Option<i64>,
+}
+
+/// A file to attach to a note: a photo, a short video or an audio recording, at most 25 MiB.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct FfiNewFile {
+    pub bytes: Vec<u8>,
+    /// For example `image/jpeg`.
+    pub media_type: String,
+    /// The file's name, if it has one.
+    #[uniffi(default)]
+    pub name: Option<String>,
 }
 
 /// The shift in progress.
@@ -199,6 +210,24 @@ impl PatrolDevice {
     pub fn add_note(&self, text: String) -> FfiResult<String> {
         self.record(|store| {
             let id = store.note(text)?;
+            Ok((Some(id), id.to_string()))
+        })
+    }
+
+    /// Records a note with files attached (at most 10; `text` may be empty): the phone keeps
+    /// their bytes with the note, durably, and uploads them after the note at a sync. Returns
+    /// the event id.
+    pub fn add_note_with_files(&self, text: String, files: Vec<FfiNewFile>) -> FfiResult<String> {
+        self.record(|store| {
+            let files: Vec<NewFile<'_>> = files
+                .iter()
+                .map(|f| NewFile {
+                    bytes: &f.bytes,
+                    media_type: &f.media_type,
+                    name: f.name.as_deref(),
+                })
+                .collect();
+            let (id, _) = store.note_with_files(text, &files, RecordOptions::default())?;
             Ok((Some(id), id.to_string()))
         })
     }

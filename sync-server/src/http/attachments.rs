@@ -1,15 +1,15 @@
-//! Attachments: the bytes of files guards attach to incidents (the incident documents hold only
-//! references: hash, media type, size, name).
+//! Attachments: the bytes of files guards attach to incidents and notes (the incident documents
+//! and the notes in shift logs hold only references: hash, media type, size, name).
 //!
 //! - `GET /api/v1/blobs/{sha256}` and `PUT /api/v1/blobs/{sha256}?offset=N`: a phone's upload of
-//!   a blob its site's incidents reference, in chunks of at most
+//!   a blob its site's incidents or notes reference, in chunks of at most
 //!   [`protocol::ATTACHMENT_CHUNK_BYTES`], resumable from what the server holds; the device's
 //!   credential. Uploads take a slot of their own small pool ([`AppState::uploads`]), never the
 //!   sync admission's, and are refused (503) rather than queued when it is full: a sync never
 //!   waits behind a photo.
-//! - `GET /api/v1/sites/{site}/attachments[?incident=I]` and `GET
+//! - `GET /api/v1/sites/{site}/attachments[?incident=I|?note=E]` and `GET
 //!   .../attachments/{sha256}`: the site's attachments and their bytes; a user covering the
-//!   site, and only blobs the site's incidents reference (404 otherwise, so that a hash known
+//!   site, and only blobs the site's incidents or notes reference (404 otherwise, so that a hash known
 //!   from another site reads nothing).
 //!
 //! The rules on the stored bytes are [`crate::store::blobs`]'s.
@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use patrol_core::protocol::{
     ATTACHMENT_CHUNK_BYTES, MAX_ATTACHMENT_BYTES, MAX_DEVICE_PENDING_ATTACHMENT_BYTES,
 };
-use patrol_core::{IncidentId, SiteId};
+use patrol_core::{EventId, IncidentId, SiteId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -35,7 +35,7 @@ use super::extract::{
 use super::state::AppState;
 use super::{Endpoint, Verb, endpoint};
 use crate::now_ms;
-use crate::store::blobs::{self, AttachmentRef, BlobChunk, BlobHash, ChunkOutcome};
+use crate::store::blobs::{self, AttachedTo, AttachmentRef, BlobChunk, BlobHash, ChunkOutcome};
 
 /// The `Retry-After` of a chunk refused because every upload slot is taken.
 const UPLOAD_RETRY_AFTER_SECS: u64 = 5;
@@ -75,12 +75,11 @@ fn hash_from(raw: &str) -> Result<BlobHash, AppError> {
 
 fn unknown_attachment(sha256: &BlobHash, site: &SiteId) -> AppError {
     AppError::NotFound(format!(
-        "no incident of site {site} references attachment {}",
+        "no incident or note of site {site} references attachment {}",
         hex::encode(sha256)
     ))
 }
 
-/// The reference of `sha256` among `site`'s incidents (the first, if several).
 /// The device a blob request comes from (its credential checked first), the request's parts,
 /// and the blob's address as given and as parsed.
 async fn device_upload(
@@ -146,7 +145,7 @@ pub struct UploadStatus {
         (status = 200, description = "How much the server holds", body = UploadStatus),
         (status = 400, description = "`invalid_sha256`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked device credential", body = ErrorBody),
-        (status = 404, description = "`not_found`: no incident of the device's site references this blob (sync the incident first)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no incident or note of the device's site references this blob (sync it first)", body = ErrorBody),
         (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
     )
 )]
@@ -198,7 +197,7 @@ pub struct ChunkParams {
         (status = 200, description = "Appended (`stored` once the whole arrived and matched)", body = UploadStatus),
         (status = 400, description = "`invalid_sha256`, `invalid_query`, `invalid_chunk` (empty, or past the blob's size)", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked device credential", body = ErrorBody),
-        (status = 404, description = "`not_found`: no incident of the device's site references this blob (sync the incident first)", body = ErrorBody),
+        (status = 404, description = "`not_found`: no incident or note of the device's site references this blob (sync it first)", body = ErrorBody),
         (status = 409, description = "`wrong_offset`: the chunk does not start where the upload ends; the message and `GET` say where", body = ErrorBody),
         (status = 413, description = "`payload_too_large` (a chunk over 1 MiB), `attachment_too_large` (a blob over 25 MiB), `device_upload_quota` (the device's unfinished uploads would pass 200 MiB)", body = ErrorBody),
         (status = 422, description = "`hash_mismatch`: the whole does not hash to its address; the upload was discarded", body = ErrorBody),
@@ -312,12 +311,18 @@ pub struct AttachmentParams {
     /// Only this incident's attachments.
     #[param(format = Uuid)]
     incident: Option<String>,
+    /// Only this note's attachments (the note event's id).
+    #[param(format = Uuid)]
+    note: Option<String>,
 }
 
-/// One attachment of a site's incident.
+/// One attachment of a site's incident or note.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttachmentView {
-    incident_id: String,
+    /// The incident it is attached to (`null` for a note's).
+    incident_id: Option<String>,
+    /// The note it is attached to: the note event's id in the feed (`null` for an incident's).
+    note_event_id: Option<String>,
     /// Hex SHA-256: the attachment's address.
     sha256: String,
     media_type: String,
@@ -330,11 +335,11 @@ pub struct AttachmentView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttachmentList {
     site_id: String,
-    /// In incident id, then hash order.
+    /// Incidents' in incident id then hash order, then notes' in feed order.
     attachments: Vec<AttachmentView>,
 }
 
-/// The attachments a site's incidents reference, and whether each has been uploaded.
+/// The attachments a site's incidents and notes reference, and whether each has been uploaded.
 #[utoipa::path(
     get,
     path = "/api/v1/sites/{site}/attachments",
@@ -346,7 +351,7 @@ pub struct AttachmentList {
     ),
     responses(
         (status = 200, description = "The site's attachments", body = AttachmentList),
-        (status = 400, description = "`invalid_query`, `invalid_site_id`, `invalid_incident_id`", body = ErrorBody),
+        (status = 400, description = "`invalid_query`, `invalid_site_id`, `invalid_incident_id`, `invalid_event_id`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site", body = ErrorBody),
         (status = 404, description = "`unknown_site`", body = ErrorBody),
@@ -368,6 +373,12 @@ async fn list_attachments(
                 .map_err(|e| AppError::bad_request("invalid_incident_id", e.to_string()))
         })
         .transpose()?;
+    let note = query_value(&params.note)
+        .map(|s| {
+            s.parse::<EventId>()
+                .map_err(|e| AppError::bad_request("invalid_event_id", e.to_string()))
+        })
+        .transpose()?;
     if state.store.get_site(site.clone()).await?.is_none() {
         return Err(AppError::UnknownSite(site.to_string()));
     }
@@ -376,7 +387,10 @@ async fn list_attachments(
         .attachment_refs(site.clone())
         .await?
         .into_iter()
-        .filter(|r| incident.is_none_or(|i| r.incident == i))
+        .filter(|r| match r.attached_to {
+            AttachedTo::Incident(i) => note.is_none() && incident.is_none_or(|x| x == i),
+            AttachedTo::Note(e) => incident.is_none() && note.is_none_or(|x| x == e),
+        })
         .collect();
     let stored = state
         .store
@@ -385,7 +399,14 @@ async fn list_attachments(
     let attachments = refs
         .into_iter()
         .map(|r| AttachmentView {
-            incident_id: r.incident.to_string(),
+            incident_id: match r.attached_to {
+                AttachedTo::Incident(i) => Some(i.to_string()),
+                AttachedTo::Note(_) => None,
+            },
+            note_event_id: match r.attached_to {
+                AttachedTo::Note(e) => Some(e.to_string()),
+                AttachedTo::Incident(_) => None,
+            },
             sha256: hex::encode(r.sha256),
             uploaded: stored.contains(&r.sha256),
             media_type: r.media_type,
@@ -456,7 +477,7 @@ fn disposition(reference: &AttachmentRef) -> HeaderValue {
         (status = 400, description = "`invalid_site_id`, `invalid_sha256`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site", body = ErrorBody),
-        (status = 404, description = "`not_found`: no incident of the site references it; `not_uploaded`: the phone has not uploaded it yet", body = ErrorBody),
+        (status = 404, description = "`not_found`: no incident or note of the site references it; `not_uploaded`: the phone has not uploaded it yet", body = ErrorBody),
         (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
     )
 )]

@@ -116,7 +116,7 @@ pub const SECTIONS: &[(&str, &[&str])] = &[
             "acknowledged_by",
         ],
     ),
-    ("notes", &["at", "guard", "text", "shift", "event"]),
+    ("notes", &["at", "guard", "text", "shift", "event", "files"]),
     (
         "anomalies",
         &[
@@ -315,6 +315,7 @@ pub fn tables(dar: &Dar) -> Vec<(&'static str, Vec<Vec<String>>)> {
                 n.text.clone(),
                 n.shift.to_string(),
                 n.event.to_string(),
+                n.files.join("; "),
             ]
         })
         .collect();

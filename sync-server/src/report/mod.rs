@@ -173,6 +173,8 @@ pub struct DarNote {
     pub text: String,
     pub shift: ShiftId,
     pub event: EventId,
+    /// The files attached to the note: each its name, or its hash where it has none.
+    pub files: Vec<String>,
 }
 
 /// An event of the day the server flagged.
@@ -212,6 +214,13 @@ pub fn as_of(until_ms: i64, now_ms: i64) -> i64 {
     }
 }
 
+/// A file a note carries, as the feed names it.
+#[derive(Deserialize)]
+struct FeedAttachment {
+    sha256: String,
+    name: Option<String>,
+}
+
 /// An event of the feed as the report reads it (its JSON, `docs/protocol.md`), borrowing what
 /// it can.
 #[derive(Deserialize)]
@@ -236,6 +245,8 @@ struct FeedEvent<'a> {
     checkpoint: Option<Cow<'a, str>>,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    attachments: Vec<FeedAttachment>,
     #[serde(default)]
     note: Option<String>,
     #[serde(default)]
@@ -401,6 +412,11 @@ pub async fn build(store: &dyn Store, request: DarRequest) -> Result<Dar, Report
                     text: e.text.clone().unwrap_or_default(),
                     shift,
                     event: event()?,
+                    files: e
+                        .attachments
+                        .iter()
+                        .map(|a| a.name.clone().unwrap_or_else(|| a.sha256.clone()))
+                        .collect(),
                 }),
                 "incident_reported" => {
                     if let Some(incident) = &e.incident {

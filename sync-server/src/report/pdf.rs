@@ -693,7 +693,15 @@ fn lay_out(dar: &Dar) -> Vec<Vec<Op>> {
     let notes: Vec<Vec<String>> = dar
         .notes
         .iter()
-        .map(|n| vec![when(dar, n.at_ms), n.guard.to_string(), n.text.clone()])
+        .map(|n| {
+            let note = match n.files.len() {
+                0 => n.text.clone(),
+                _ => format!("{} [attached: {}]", n.text, n.files.join(", "))
+                    .trim_start()
+                    .to_owned(),
+            };
+            vec![when(dar, n.at_ms), n.guard.to_string(), note]
+        })
         .collect();
     l.section(
         "Notes",

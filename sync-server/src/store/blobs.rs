@@ -1,10 +1,10 @@
-//! Attachment blobs: the bytes of the files guards attach to incidents, uploaded by their phones
-//! in chunks after the incident documents that reference them.
+//! Attachment blobs: the bytes of the files guards attach to incidents and notes, uploaded by
+//! their phones in chunks after the incident documents or notes that reference them.
 //!
 //! Rules both backends apply, written once here:
 //! - A blob is stored once per content (its SHA-256), whichever devices and sites upload it;
-//!   who may read it is decided by the references in a site's incidents ([`attachment_refs`]),
-//!   never by the blob itself.
+//!   who may read it is decided by the references in a site's incidents and notes
+//!   ([`attachment_refs`], [`note_refs`]), never by the blob itself.
 //! - An upload is kept per (device, blob) until it is whole, and appended only at its end: a
 //!   chunk whose offset is not what the server holds is refused with the offset it holds, so a
 //!   phone cut off resumes from there ([`check_chunk`]).
@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use patrol_core::{DeviceId, IncidentId, SiteId};
+use patrol_core::{DeviceId, Event, EventBody, EventId, IncidentId, SiteId};
 use sha2::{Digest, Sha256};
 
 use super::StoreError;
@@ -67,10 +67,18 @@ pub enum ChunkOutcome {
     HashMismatch,
 }
 
-/// An attachment referenced by one of a site's incidents.
+/// What references an attachment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AttachedTo {
+    Incident(IncidentId),
+    /// A note event in a shift log.
+    Note(EventId),
+}
+
+/// An attachment referenced by one of a site's incidents or notes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachmentRef {
-    pub incident: IncidentId,
+    pub attached_to: AttachedTo,
     pub sha256: BlobHash,
     pub media_type: String,
     pub size: u64,
@@ -111,7 +119,7 @@ pub fn attachment_refs(
             let sha256 = parse_hash(&a.sha256)
                 .ok_or_else(|| corrupt(&incident_id, format!("attachment hash {:?}", a.sha256)))?;
             refs.push(AttachmentRef {
-                incident,
+                attached_to: AttachedTo::Incident(incident),
                 sha256,
                 media_type: a.media_type,
                 size: a.size,
@@ -119,8 +127,48 @@ pub fn attachment_refs(
             });
         }
     }
-    refs.sort_by_key(|r| (r.incident, r.sha256));
+    refs.sort_by_key(|r| (r.attached_to, r.sha256));
     Ok(refs)
+}
+
+/// A note's reference to a file as both backends keep it (`note_attachments`, written at
+/// ingest from [`note_attachment_rows`]): `(event id, sha256, media type, size, name)`, in the
+/// site's feed order then the note's.
+pub type NoteRefRow = (Vec<u8>, Vec<u8>, String, i64, Option<String>);
+
+/// The attachments `site`'s notes reference, from their rows.
+pub fn note_refs(site: &SiteId, rows: Vec<NoteRefRow>) -> Result<Vec<AttachmentRef>, StoreError> {
+    rows.into_iter()
+        .map(|(event, sha256, media_type, size, name)| {
+            let corrupt = |what: &str| {
+                StoreError::CorruptData(format!(
+                    "a note attachment of site {site} has a bad {what}"
+                ))
+            };
+            let event = uuid::Uuid::from_slice(&event).map_err(|_| corrupt("event id"))?;
+            Ok(AttachmentRef {
+                attached_to: AttachedTo::Note(EventId(event)),
+                sha256: BlobHash::try_from(sha256.as_slice()).map_err(|_| corrupt("hash"))?,
+                media_type,
+                size: u64::try_from(size).map_err(|_| corrupt("size"))?,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// A note's reference to a file, as ingest writes it: its position in the note and the file.
+pub type NoteAttachmentRow<'a> = (i64, &'a patrol_core::incident::Attachment);
+
+/// The files `event` references if it is a note with attachments (none for any other event),
+/// each with its position in the note.
+pub fn note_attachment_rows(event: &Event) -> Vec<NoteAttachmentRow<'_>> {
+    match &event.record.body {
+        EventBody::NoteWithAttachments { attachments, .. } => {
+            (0i64..).zip(attachments.iter()).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// A blob hash from its 64 hex digits.

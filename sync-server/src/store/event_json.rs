@@ -23,6 +23,8 @@ use patrol_core::event::{
     try_format_time_ms,
 };
 use patrol_core::flags::EventFlag;
+use patrol_core::incident::Attachment;
+use patrol_core::incident_view::AttachmentView;
 use patrol_core::{CheckpointId, Event, EventBody, EventRecord, GuardId, Hlc, IncidentId};
 
 use super::StoreError;
@@ -138,6 +140,7 @@ impl FeedRenderer {
 /// field.
 #[derive(Default)]
 struct BodyFields<'a> {
+    attachments: Option<&'a Vec<Attachment>>,
     category: Option<&'a IncidentCategory>,
     checkpoint: Option<&'a CheckpointId>,
     description: Option<&'a String>,
@@ -209,6 +212,11 @@ impl<'a> BodyFields<'a> {
                 ..Self::default()
             },
             EventBody::CheckedIn | EventBody::CheckInTimerStopped => Self::default(),
+            EventBody::NoteWithAttachments { text, attachments } => Self {
+                text: Some(text),
+                attachments: Some(attachments),
+                ..Self::default()
+            },
         }
     }
 }
@@ -238,6 +246,11 @@ fn event_json(
     let b = BodyFields::of(body);
     let mut w = Writer(Vec::with_capacity(768));
     // Every field in key order.
+    if let Some(attachments) = b.attachments {
+        // Through a `Value`, as `to_json` builds it: keys in order (a note's few files only).
+        let views: Vec<AttachmentView<'_>> = attachments.iter().map(AttachmentView::new).collect();
+        w.put("attachments", &serde_json::to_value(views)?)?;
+    }
     w.uuid("boot_id", &time.boot_id);
     w.some("category", b.category)?;
     w.some("checkpoint", b.checkpoint)?;
@@ -500,6 +513,23 @@ mod tests {
             EventBody::CheckInTimerStopped,
             EventBody::CheckInMissed {
                 due_ms: 1_740_870_000_000,
+            },
+            EventBody::NoteWithAttachments {
+                text: String::new(),
+                attachments: vec![
+                    patrol_core::incident::Attachment {
+                        sha256: [0xab; 32],
+                        media_type: "image/jpeg".into(),
+                        size: 2_400_000,
+                        name: Some(odd.clone()),
+                    },
+                    patrol_core::incident::Attachment {
+                        sha256: [0; 32],
+                        media_type: "audio/ogg".into(),
+                        size: 0,
+                        name: None,
+                    },
+                ],
             },
         ];
         for (i, location) in locations.iter().enumerate() {

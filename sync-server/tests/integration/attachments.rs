@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode, header};
 use patrol_core::incident::{Attachment, Entry, IncidentAction, IncidentDoc, Party, Stamped};
 use patrol_core::merge::plan_incident_push;
 use patrol_core::protocol::{ATTACHMENT_CHUNK_BYTES, DocOutcome, MAX_ATTACHMENT_BYTES};
-use patrol_core::{Hlc, IncidentCategory, IncidentId, Severity, SiteId};
+use patrol_core::{EventBody, Hlc, IncidentCategory, IncidentId, Severity, SiteId};
 use patrol_server::credentials::{Role, Scope, new_user};
 use patrol_server::store::Site;
 use serde_json::Value;
@@ -516,8 +516,102 @@ async fn two_phones_uploading_one_photo_at_once_store_it_once(backend: Backend) 
     Ok(())
 }
 
+/// A note's files: refused before the note arrives, then uploaded, listed with the note and
+/// served to the site's users only; the feed names them by hash.
+async fn a_notes_files_are_taken_once_the_note_has_arrived(backend: Backend) -> TestResult {
+    let server = TestServer::new(backend).await?;
+    server
+        .state
+        .store
+        .create_site(Site::new(SiteId::new(OTHER_SITE)?, None, 0)?)
+        .await?;
+    let mut phone = server.phone("guard-1").await?;
+    let cred = server.credential(phone.device)?;
+    let photo = vec![5u8; 3_000];
+    let clip = vec![6u8; 700];
+    let (a, b) = (photo_ref(&photo, "hall.jpg"), photo_ref(&clip, "hall.ogg"));
+    // Before the note arrives, nothing references the photo.
+    let (status, _) = put_chunk(&server, &cred, &a.sha256, 0, &photo).await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let note = phone.record(EventBody::NoteWithAttachments {
+        text: "window broken in the hall".into(),
+        attachments: vec![a.clone(), b.clone()],
+    })?;
+    let push = phone.push()?;
+    server.sync(&phone.request(vec![push])).await?;
+    for (r, bytes) in [(&a, &photo), (&b, &clip)] {
+        let (status, body) = put_chunk(&server, &cred, &r.sha256, 0, bytes).await?;
+        assert_eq!((status, body["stored"].clone()), (StatusCode::OK, true.into()));
+    }
+
+    let admin = server.admin.clone();
+    let (status, list) = server
+        .get_json_as(&admin, &format!("/api/v1/sites/{SITE}/attachments?note={note}"))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let listed: Vec<(Value, Value, Value, Value)> = list["attachments"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .map(|x| {
+                    (
+                        x["note_event_id"].clone(),
+                        x["incident_id"].clone(),
+                        x["name"].clone(),
+                        x["uploaded"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let row = |name: &str| (note.to_string().into(), Value::Null, name.into(), true.into());
+    assert_eq!(listed, vec![row("hall.jpg"), row("hall.ogg")]);
+    let (status, _, bytes) = get_bytes(
+        &server,
+        &admin,
+        &format!("/api/v1/sites/{SITE}/attachments/{}", hex::encode(a.sha256)),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(bytes == photo);
+
+    // The feed shows the note with its files by hash.
+    let (_, feed) = server
+        .get_json_as(&admin, &format!("/api/v1/sites/{SITE}/events?kind=note"))
+        .await?;
+    let shown = &feed["events"][0];
+    assert_eq!(shown["id"], note.to_string());
+    assert_eq!(shown["text"], "window broken in the hall");
+    assert_eq!(shown["attachments"][0]["sha256"], hex::encode(a.sha256));
+    assert_eq!(shown["attachments"][1]["name"], "hall.ogg");
+
+    // Another site's user reads nothing of it through either site.
+    let (new, token) = new_user(
+        "other-operator".into(),
+        Role::Operator,
+        Scope::Sites(vec![SiteId::new(OTHER_SITE)?]),
+        None,
+        0,
+        i64::MAX,
+    )?;
+    server.state.store.create_user(new).await?;
+    let other = token.expose().to_owned();
+    for site in [SITE, OTHER_SITE] {
+        let (status, _, _) = get_bytes(
+            &server,
+            &other,
+            &format!("/api/v1/sites/{site}/attachments/{}", hex::encode(a.sha256)),
+        )
+        .await?;
+        assert_ne!(status, StatusCode::OK, "through {site}");
+    }
+    Ok(())
+}
+
 crate::on_every_backend!(
     uploads_wait_for_no_one_and_syncs_never_wait_for_uploads,
+    a_notes_files_are_taken_once_the_note_has_arrived,
     an_upload_left_unfinished_for_a_week_is_dropped,
     two_phones_uploading_one_photo_at_once_store_it_once,
     an_upload_resumes_from_what_the_server_holds_and_is_stored_once,

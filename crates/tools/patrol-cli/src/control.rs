@@ -135,8 +135,11 @@ enum ControlCommand {
         #[arg(long)]
         site: SiteId,
         /// Only this incident's.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "note")]
         incident: Option<IncidentId>,
+        /// Only this note's (the note's event id).
+        #[arg(long)]
+        note: Option<EventId>,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -656,10 +659,15 @@ fn check_ins_table(view: &Value) -> String {
 
 fn attachments_table(view: &Value) -> String {
     let list = view["attachments"].as_array().cloned().unwrap_or_default();
-    let mut t = show::table(&["INCIDENT", "SHA256", "TYPE", "SIZE", "NAME", "UPLOADED"]);
+    let mut t = show::table(&["ATTACHED TO", "SHA256", "TYPE", "SIZE", "NAME", "UPLOADED"]);
     for a in &list {
+        let to = match (a["incident_id"].as_str(), a["note_event_id"].as_str()) {
+            (Some(incident), _) => format!("incident {incident}"),
+            (None, Some(note)) => format!("note {note}"),
+            (None, None) => String::new(),
+        };
         t.add_row(vec![
-            text_field(&a["incident_id"]),
+            to,
             text_field(&a["sha256"]),
             text_field(&a["media_type"]),
             a["size"].as_u64().map_or(String::new(), |n| n.to_string()),
@@ -1244,9 +1252,14 @@ pub async fn control(args: ControlArgs) -> Result<()> {
         ControlCommand::Attachments {
             site,
             incident,
+            note,
             json,
         } => {
-            let query = incident.map_or(String::new(), |i| format!("?incident={i}"));
+            let query = match (incident, note) {
+                (Some(i), _) => format!("?incident={i}"),
+                (None, Some(e)) => format!("?note={e}"),
+                (None, None) => String::new(),
+            };
             let body = api
                 .get(&format!("/api/v1/sites/{site}/attachments{query}"))
                 .await?;

@@ -18,7 +18,7 @@ use patrol_core::{
 };
 use patrol_mobile::clock::{Clock, ClockReading, SystemClock};
 use patrol_mobile::sync::DEFAULT_TIMEOUT;
-use patrol_mobile::{AlarmState, DeviceStore, RecordOptions, StoreOptions, SyncClient};
+use patrol_mobile::{AlarmState, DeviceStore, NewFile, RecordOptions, StoreOptions, SyncClient};
 use serde_json::{Value, json};
 
 use crate::show::{self, NONE, local_ms, rfc3339_ms};
@@ -64,10 +64,15 @@ enum DeviceCommand {
     },
     /// Record a checkpoint scan; prints its event id (flags, if any, on stderr).
     Scan(ScanArgs),
-    /// Record a note in the shift log; prints its event id.
+    /// Record a note in the shift log, with files attached if given (photos, short videos,
+    /// audio; uploaded after the note at a sync); prints its event id.
     Note {
-        /// The note's text.
+        /// The note's text (may be empty when files are attached).
         text: String,
+        /// A file to attach (repeat for more, at most 10; its media type is guessed from its
+        /// extension).
+        #[arg(long = "attach", value_name = "FILE")]
+        attach: Vec<PathBuf>,
     },
     /// Raise a panic alarm; prints its event id (the control room acknowledges it by that id).
     Panic(LocationArgs),
@@ -390,6 +395,17 @@ fn describe(body: &EventBody) -> String {
         ),
         EventBody::Panic { .. } => "PANIC".into(),
         EventBody::Note { text } => text.clone(),
+        EventBody::NoteWithAttachments { text, attachments } => {
+            let files = match attachments.len() {
+                1 => "1 file".to_owned(),
+                n => format!("{n} files"),
+            };
+            if text.is_empty() {
+                format!("[{files}]")
+            } else {
+                format!("{text} [{files}]")
+            }
+        }
         EventBody::Handover { to_guard, text } => match to_guard {
             Some(g) => format!("to {g}: {text}"),
             None => text.clone(),
@@ -623,19 +639,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             media_type,
             name,
         } => {
-            let size = std::fs::metadata(&file)
-                .with_context(|| format!("reading {}", file.display()))?
-                .len();
-            // Refused before the file is read into memory.
-            if size > patrol_core::protocol::MAX_ATTACHMENT_BYTES {
-                return Err(patrol_mobile::Error::AttachmentTooLarge {
-                    size,
-                    limit: patrol_core::protocol::MAX_ATTACHMENT_BYTES,
-                }
-                .into());
-            }
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes = read_attachment(&file)?;
             let media_type = media_type.unwrap_or_else(|| guess_media_type(&file).to_owned());
             let name = name.or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()));
             let (attachment, _) = store.attach_file(incident, &bytes, &media_type, name)?;
@@ -646,9 +650,35 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             );
             outln!("{}", hex::encode(attachment.sha256));
         }
-        DeviceCommand::Note { text } => {
+        DeviceCommand::Note { text, attach } if attach.is_empty() => {
             let id = store.note(text)?;
             eprintln!("note recorded");
+            outln!("{id}");
+        }
+        DeviceCommand::Note { text, attach } => {
+            let mut read = Vec::with_capacity(attach.len());
+            for file in &attach {
+                let bytes = read_attachment(file)?;
+                let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+                read.push((bytes, guess_media_type(file), name));
+            }
+            let files: Vec<NewFile<'_>> = read
+                .iter()
+                .map(|(bytes, media_type, name)| NewFile {
+                    bytes,
+                    media_type,
+                    name: name.as_deref(),
+                })
+                .collect();
+            let (id, refs) = store.note_with_files(text, &files, RecordOptions::default())?;
+            let bytes: u64 = refs.iter().map(|r| r.size).sum();
+            eprintln!(
+                "note recorded with {} attached ({bytes} bytes); uploaded at the next sync after it",
+                match refs.len() {
+                    1 => "1 file".to_owned(),
+                    n => format!("{n} files"),
+                }
+            );
             outln!("{id}");
         }
         DeviceCommand::Panic(loc) => {
@@ -1017,6 +1047,21 @@ fn log_row(e: &Event, delivered: bool, flags: &[EventFlag]) -> Vec<String> {
             shown(&flags_in_words(flags))
         },
     ]
+}
+
+/// A file to attach, read whole; one over the size limit is refused before it is read.
+fn read_attachment(file: &std::path::Path) -> Result<Vec<u8>> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("reading {}", file.display()))?
+        .len();
+    if size > patrol_core::protocol::MAX_ATTACHMENT_BYTES {
+        return Err(patrol_mobile::Error::AttachmentTooLarge {
+            size,
+            limit: patrol_core::protocol::MAX_ATTACHMENT_BYTES,
+        }
+        .into());
+    }
+    std::fs::read(file).with_context(|| format!("reading {}", file.display()))
 }
 
 /// A media type from a file name's extension, for the common kinds a phone records.

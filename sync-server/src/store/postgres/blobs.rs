@@ -27,7 +27,55 @@ pub(super) async fn attachment_refs<C: GenericClient>(
         .into_iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect::<Result<Vec<(String, String)>, tokio_postgres::Error>>()?;
-    blobs::attachment_refs(site, rows)
+    let mut refs = blobs::attachment_refs(site, rows)?;
+    let notes = c
+        .query(
+            "SELECT event_id, sha256, media_type, size, name FROM note_attachments
+              WHERE site_id = $1 ORDER BY seq, position",
+            &[&site.as_str()],
+        )
+        .await?
+        .into_iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+            ))
+        })
+        .collect::<Result<Vec<blobs::NoteRefRow>, tokio_postgres::Error>>()?;
+    refs.extend(blobs::note_refs(site, notes)?);
+    Ok(refs)
+}
+
+/// Keeps the files a new note references, for [`attachment_refs`].
+pub(super) async fn insert_note_refs<C: GenericClient>(
+    c: &C,
+    site: &str,
+    seq: i64,
+    event: &patrol_core::Event,
+) -> Result<(), StoreError> {
+    for (position, a) in blobs::note_attachment_rows(event) {
+        c.execute(
+            "INSERT INTO note_attachments
+                 (site_id, seq, position, event_id, sha256, media_type, size, name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &site,
+                &seq,
+                &(position as i32),
+                &event.id.0.as_bytes().as_slice(),
+                &a.sha256.as_slice(),
+                &a.media_type,
+                &to_i64(a.size),
+                &a.name,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 pub(super) async fn stored_blobs<C: GenericClient>(

@@ -529,6 +529,7 @@ async fn write_events(
     let mut written = vec![false; log.new_events.len()];
     let mut renderer = FeedRenderer::default();
     let mut panics = Vec::new();
+    let mut notes = Vec::new();
     for (i, event) in log.new_events.iter().enumerate() {
         let wall_ms = event.record.time.wall_ms;
         match event.record.body.kind() {
@@ -567,6 +568,7 @@ async fn write_events(
         json_col.push(json);
         corrected_col.push(stamp.corrected_ms);
         flags_col.push(stamps.flags_json[i].as_deref());
+        notes.push((next_seq, event));
         if event.record.body.kind() == "panic" {
             // Only a new panic looks for endpoints: the rest of the sync never does.
             panics.push(webhooks::panic_raised(
@@ -628,6 +630,9 @@ async fn write_events(
         &[&site, &hour_col, &first_col, &last_col],
     )
     .await?;
+    for (seq, event) in notes {
+        super::blobs::insert_note_refs(tx, site, seq, event).await?;
+    }
     seqs.advance(next_seq);
     for outgoing in &panics {
         super::webhooks::enqueue(tx, outgoing).await?;

@@ -24,6 +24,7 @@ use crate::store::StoreError;
 use crate::store::blobs::{
     self, AttachmentRef, BlobChunk, BlobHash, ChunkOutcome, Hasher, UploadState,
 };
+use crate::store::rows::to_i64;
 use patrol_core::SiteId;
 
 /// Where the blobs of a store live, and the lock its uploads are appended under.
@@ -212,7 +213,7 @@ fn sync_dir(_dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The attachments `site`'s incidents reference.
+/// The attachments `site`'s incidents reference, then those its notes do.
 pub(super) fn attachment_refs(
     conn: &Connection,
     site: &SiteId,
@@ -221,5 +222,43 @@ pub(super) fn attachment_refs(
         .prepare_cached("SELECT incident_id, state FROM incidents WHERE site_id = ?1")?
         .query_map(params![site.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<Vec<(String, String)>, _>>()?;
-    blobs::attachment_refs(site, rows)
+    let mut refs = blobs::attachment_refs(site, rows)?;
+    let notes = conn
+        .prepare_cached(
+            "SELECT event_id, sha256, media_type, size, name FROM note_attachments
+              WHERE site_id = ?1 ORDER BY seq, position",
+        )?
+        .query_map(params![site.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<Vec<blobs::NoteRefRow>, _>>()?;
+    refs.extend(blobs::note_refs(site, notes)?);
+    Ok(refs)
+}
+
+/// Keeps the files a new note references, for [`attachment_refs`].
+pub(super) fn insert_note_refs(
+    tx: &Connection,
+    site: &str,
+    seq: i64,
+    event: &patrol_core::Event,
+) -> Result<(), StoreError> {
+    for (position, a) in blobs::note_attachment_rows(event) {
+        tx.prepare_cached(
+            "INSERT INTO note_attachments
+                 (site_id, seq, position, event_id, sha256, media_type, size, name)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            site,
+            seq,
+            position,
+            event.id.0.as_bytes().as_slice(),
+            a.sha256.as_slice(),
+            a.media_type,
+            to_i64(a.size),
+            a.name
+        ])?;
+    }
+    Ok(())
 }

@@ -569,6 +569,7 @@ fn write_doc(
             };
             super::webhooks::enqueue(tx, &webhooks::panic_raised(&batch.site, &panic))?;
         }
+        super::blobs::insert_note_refs(tx, site, *next_seq, event)?;
         written[i] = true;
         hours.push((*next_seq, stamps.stamps[i].corrected_ms));
         inserted += 1;
