@@ -434,10 +434,8 @@ fn a_note_with_files_from_the_device_cli_reaches_the_control_room() -> Result<()
             && !table.contains("not yet"),
         "{table}"
     );
-    let feed = run_ok(&mut server.control(
-        &server.admin_token,
-        &["pull", "--site", SITE, "--json"],
-    )?)?;
+    let feed =
+        run_ok(&mut server.control(&server.admin_token, &["pull", "--site", SITE, "--json"])?)?;
     let feed: serde_json::Value = serde_json::from_str(&feed)?;
     let shown = feed["events"]
         .as_array()

@@ -4,8 +4,8 @@
 //! deliver everything, and the server must hold each event exactly once.
 //!
 //! In the second test the writer also attaches a file (64 KiB to 1.5 MiB, several upload
-//! chunks) to an incident at every start and every 20 events, so kills land in attachments'
-//! writes and uploads too: every attachment whose call returned must be held whole after each
+//! chunks) at every start and every 20 events, alternately to an incident and to a new note,
+//! so kills land in attachments' writes and uploads too: every attachment whose call returned must be held whole after each
 //! restart, and after the last sync stored on the server, byte for byte (each stored blob
 //! hashes to its name).
 //!
@@ -25,7 +25,7 @@ use patrol_core::{
     ScanMethod, Severity, SiteId,
 };
 use patrol_e2e::{Phone, control_pull};
-use patrol_mobile::{DeviceStore, Durability, RecordOptions, StoreOptions, SyncClient};
+use patrol_mobile::{DeviceStore, Durability, NewFile, RecordOptions, StoreOptions, SyncClient};
 use patrol_testkit::Server;
 
 const STORE_ENV: &str = "PATROL_CRASH_STORE";
@@ -117,8 +117,24 @@ fn child_writer() -> Result<()> {
         {
             let len = 64 * 1024 + bytes_rng.next() % (1536 * 1024 - 64 * 1024);
             let bytes: Vec<u8> = (0..len).map(|_| bytes_rng.next() as u8).collect();
-            let (a, _) = store.attach_file(incident, &bytes, "image/jpeg", None)?;
-            writeln!(out, "ATTACHED {}", hex(&a.sha256))?;
+            // Alternately to the incident and to a note (an event whose bytes commit with it).
+            let sha = if n % 40 == 0 {
+                store
+                    .attach_file(incident, &bytes, "image/jpeg", None)?
+                    .0
+                    .sha256
+            } else {
+                let file = NewFile {
+                    bytes: &bytes,
+                    media_type: "image/jpeg",
+                    name: None,
+                };
+                let (id, refs) =
+                    store.note_with_files("crash test", &[file], RecordOptions::default())?;
+                writeln!(out, "RECORDED {id}")?;
+                refs[0].sha256
+            };
+            writeln!(out, "ATTACHED {}", hex(&sha))?;
             out.flush()?;
         }
         if let Some(client) = &client

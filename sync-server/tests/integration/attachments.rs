@@ -542,12 +542,18 @@ async fn a_notes_files_are_taken_once_the_note_has_arrived(backend: Backend) -> 
     server.sync(&phone.request(vec![push])).await?;
     for (r, bytes) in [(&a, &photo), (&b, &clip)] {
         let (status, body) = put_chunk(&server, &cred, &r.sha256, 0, bytes).await?;
-        assert_eq!((status, body["stored"].clone()), (StatusCode::OK, true.into()));
+        assert_eq!(
+            (status, body["stored"].clone()),
+            (StatusCode::OK, true.into())
+        );
     }
 
     let admin = server.admin.clone();
     let (status, list) = server
-        .get_json_as(&admin, &format!("/api/v1/sites/{SITE}/attachments?note={note}"))
+        .get_json_as(
+            &admin,
+            &format!("/api/v1/sites/{SITE}/attachments?note={note}"),
+        )
         .await?;
     assert_eq!(status, StatusCode::OK, "{list}");
     let listed: Vec<(Value, Value, Value, Value)> = list["attachments"]
@@ -565,7 +571,14 @@ async fn a_notes_files_are_taken_once_the_note_has_arrived(backend: Backend) -> 
                 .collect()
         })
         .unwrap_or_default();
-    let row = |name: &str| (note.to_string().into(), Value::Null, name.into(), true.into());
+    let row = |name: &str| {
+        (
+            note.to_string().into(),
+            Value::Null,
+            name.into(),
+            true.into(),
+        )
+    };
     assert_eq!(listed, vec![row("hall.jpg"), row("hall.ogg")]);
     let (status, _, bytes) = get_bytes(
         &server,
