@@ -38,6 +38,10 @@
 //!   upload of an attachment's bytes; the device's credential. `GET
 //!   /api/v1/sites/{site}/attachments` and `.../attachments/{sha256}`: the site's attachments
 //!   and their bytes; a user covering the site.
+//! - [`console`]: `GET /` and `GET /console/{file}`: the control room's web console, a page and
+//!   its scripts compiled into the binary; `POST /console/qr`: a QR code (SVG) of an
+//!   enrollment code, for an administrator. Not API routes: not in [`routes`] nor the OpenAPI
+//!   document.
 //! - [`health`]: `GET /healthz`: liveness; `GET /metrics`: the counters in Prometheus text
 //!   format ([`crate::metrics`]); [`openapi`]: `GET /openapi.json`: this list as an OpenAPI
 //!   document; open, no credential.
@@ -69,6 +73,7 @@ pub mod alarms;
 pub mod attachments;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod counting;
 pub mod devices;
 pub mod enroll;
@@ -176,7 +181,7 @@ fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
     .collect()
 }
 
-/// Every method and path the router serves (paths in axum's `{param}` form, as in OpenAPI).
+/// Every method and path the API serves (paths in axum's `{param}` form, as in OpenAPI).
 pub fn routes() -> Vec<(Method, &'static str)> {
     endpoints(0)
         .into_iter()
@@ -193,6 +198,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route(path, method_router);
     }
     router
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http().on_failure(log_failure))

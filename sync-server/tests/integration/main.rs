@@ -10,6 +10,7 @@ mod auth;
 mod cli;
 mod compliance;
 mod config_alarms;
+mod console;
 mod corrected_time;
 mod credentials;
 mod data_dir;
