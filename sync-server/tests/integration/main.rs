@@ -22,6 +22,7 @@ mod incidents;
 mod metrics;
 mod openapi;
 mod report;
+mod sessions;
 mod shifts;
 mod store;
 mod sync_batch;
