@@ -23,6 +23,7 @@ mod incidents;
 mod metrics;
 mod openapi;
 mod report;
+mod sessions;
 mod shifts;
 mod store;
 mod sync_batch;
