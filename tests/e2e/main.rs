@@ -8,6 +8,7 @@ mod cli_output;
 mod clock_skew;
 mod compliance;
 mod connections;
+mod console;
 mod console_sign_in;
 mod crash;
 mod demo;
