@@ -22,7 +22,8 @@ export function render(ctx) {
 
   function draw() {
     if (!answer) return;
-    note.textContent = `A phone on shift is shown silent after ${Math.round(answer.no_contact_after_secs / 60)} min without contact.`;
+    const secs = answer.no_contact_after_secs;
+    note.textContent = `A phone on shift is shown silent after ${secs < 120 ? `${secs} s` : `${Math.round(secs / 60)} min`} without contact.`;
     const devices = [...answer.devices].sort((a, b) => (a.revoked_at ? 1 : 0) - (b.revoked_at ? 1 : 0) || String(a.guard).localeCompare(String(b.guard)));
     fill(body, devices.map((d) => {
       const warnings = [];

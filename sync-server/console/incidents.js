@@ -5,7 +5,7 @@
 // when it changed.
 
 import { api, sitePath, query } from "./api.js";
-import { h, fill, time, words, short } from "./util.js";
+import { h, fill, time, words, short, size } from "./util.js";
 
 const STATUSES = ["open", "acknowledged", "dispatched", "resolved", "closed"];
 const SEVERITIES = ["low", "medium", "high", "critical"];
@@ -142,7 +142,7 @@ function detail(ctx) {
       i.attachments.length
         ? h("ul.attachments", {}, i.attachments.map((a) =>
           h("li", {}, h("a", { href: sitePath(ctx.site, `/attachments/${a.sha256}`) }, a.name || short(a.sha256)),
-            ` ${a.media_type}, ${Math.round(a.size / 1024)} KiB`)))
+            ` ${a.media_type}, ${size(a.size)}`)))
         : h("p.empty", {}, "None."),
       h("div.images", {}, images.map((a) => h("img", {
         src: sitePath(ctx.site, `/attachments/${a.sha256}`),

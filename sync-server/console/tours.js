@@ -4,7 +4,7 @@
 // a window changed, and every minute as windows open and close.
 
 import { api, sitePath, query } from "./api.js";
-import { h, fill, time, localDate, localHour } from "./util.js";
+import { h, fill, time, hm, localDate, localHour } from "./util.js";
 
 const STATE = {
   done: ["on time", "ok"],
@@ -67,7 +67,7 @@ export function render(ctx) {
         class: ["window", w.status, w.amendments.length ? "amended" : "", `phase-${w.phase}`].join(" "),
         title: `${w.status}${w.final_by ? ` (${w.final_by})` : ""}; ${w.phase}; closes ${time(w.closes_at)}`,
       },
-        h("div", {}, time(w.start)),
+        h("div", {}, hm(w.start)),
         h("div.pct", {}, `${w.percent}%`),
         h("div.mark", {}, w.status === "provisional" ? "provisional" : "final", w.amendments.length ? " · amended" : ""))));
     const rows = checkpoints.map((cp) => h("tr", {},
@@ -82,7 +82,7 @@ export function render(ctx) {
           dataset: { checkpoint: cp.id, state: c.state, window: w.start },
           title: c.corrected_time ? `${label}: ${c.guard} at ${time(c.corrected_time)}` : label,
         }, label, amended ? h("span.amend", { title: "changed after the window was final" }, "A") : null,
-          c.corrected_time ? h("div.meta", {}, `${c.guard} ${time(c.corrected_time)}`) : null);
+          c.corrected_time ? h("div.meta", {}, `${c.guard} ${hm(c.corrected_time)}`) : null);
       })));
     return h("div.tour", { dataset: { tour: tourId } },
       h("h2", {}, tour.name || tourId),

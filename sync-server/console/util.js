@@ -50,6 +50,22 @@ const dateClock = new Intl.DateTimeFormat(undefined, {
   month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false,
 });
 
+const hourMinute = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hour12: false });
+
+/** 22:14: a tour window's start, a scan in a grid cell. */
+export function hm(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : hourMinute.format(d);
+}
+
+/** A size in bytes as people read it. */
+export function size(bytes) {
+  if (bytes < 1024) return `${bytes} bytes`;
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
 /** 22:14:03 for today, else "Mar 1, 22:14". */
 export function time(iso) {
   if (!iso) return "—";
@@ -91,9 +107,10 @@ export function offset(ms) {
   return `${sign}${Math.floor(mins / 60)} h ${mins % 60} min`;
 }
 
-/** The first 8 characters of a UUID, enough to tell devices apart on one site. */
+/** The last 8 characters of a UUID: its random part (a UUIDv7 starts with its time, which
+ * phones enrolled together share), enough to tell devices apart on one site. */
 export function short(id) {
-  return id ? String(id).slice(0, 8) : "—";
+  return id ? String(id).slice(-8) : "—";
 }
 
 /** snake_case to words: "checkpoint_scanned" -> "checkpoint scanned". */

@@ -428,7 +428,17 @@ async fn an_operator_of_one_site_sees_nothing_of_another() -> Result<()> {
 /// view is drawn, and pictured for docs/console.md when `PATROL_WRITE_SCREENSHOTS=1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<()> {
-    let Some(c) = Console::start(&[SITE], &["--compliance-check-secs", "1"]).await? else {
+    // Windows' changes and silent phones checked every second; a phone on shift is silent
+    // after 20 s without contact (30 min in a real night).
+    let args = [
+        "--compliance-check-secs",
+        "1",
+        "--gap-check-secs",
+        "1",
+        "--no-contact-after-secs",
+        "20",
+    ];
+    let Some(c) = Console::start(&[SITE], &args).await? else {
         return Ok(());
     };
     let zone = SiteZone::new("Europe/London")?;
@@ -453,6 +463,11 @@ async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<
 
     let anna = c.phone("anna-phone", SITE)?;
     let ben = c.phone("ben-phone", SITE)?;
+    // Carl's phone starts his shift and is not heard from again.
+    let carl = c.phone("carl-phone", SITE)?;
+    carl.run(&["shift", "start", "--guard", "carl"])?;
+    carl.run(&["sync"])?;
+    let carl_synced = Instant::now();
     // What each phone records, and when by its clock; played in order of time.
     let mut script: Vec<(i64, &Phone, Vec<String>)> = Vec::new();
     let mut at = |when: i64, phone: &'static str, args: &[&str]| {
@@ -638,9 +653,23 @@ async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<
         .await?;
     b.screenshot("live").await?;
 
+    // Anna and Ben in contact, Carl silent: silence is time passing (the seeding above has
+    // usually taken longer already), not a wait for something to happen.
+    if let Some(left) = std::time::Duration::from_secs(21).checked_sub(carl_synced.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    anna.run(&["sync"])?;
+    ben.run(&["sync"])?;
     b.goto(&format!("{}/#/{SITE}/devices", c.server.url))
         .await?;
     b.wait_text("#device-rows", "anna").await?;
+    b.wait_for(
+        "Carl's phone shown silent",
+        "return [...document.querySelectorAll('#device-rows tr.silent')].some(
+            r => r.innerText.includes('carl') && r.innerText.includes('No contact since'))",
+        vec![],
+    )
+    .await?;
     b.screenshot("devices").await?;
 
     b.goto(&format!("{}/#/{SITE}/plan", c.server.url)).await?;
