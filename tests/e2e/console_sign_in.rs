@@ -420,7 +420,7 @@ async fn failed_sign_ins_are_refused_per_address_and_per_name_and_counted() -> R
             "600",
         ],
     )?;
-    for name in ["op-1", "op-2"] {
+    for name in ["op-1", "op-2", "op-3"] {
         with_stdin_ok(
             &mut server_command(
                 &server,
@@ -456,8 +456,8 @@ async fn failed_sign_ins_are_refused_per_address_and_per_name_and_counted() -> R
         refused.body
     );
 
-    // Guesses at one name from three addresses: that name is refused from a fourth, while
-    // another name signs in from it.
+    // Guesses at one name from three addresses: that name is refused from a fourth (as op-1
+    // is now), while another name signs in from it.
     for (from, guess) in [
         (3, "guess number four"),
         (4, "guess number five"),
@@ -472,7 +472,8 @@ async fn failed_sign_ins_are_refused_per_address_and_per_name_and_counted() -> R
     }
     let desk = client([127, 0, 0, 6])?;
     ensure!(sign_in(&desk, &server, "op-2", PASSWORD).await?.status == 429);
-    ensure!(sign_in(&desk, &server, "op-1", PASSWORD).await?.status == 200);
+    ensure!(sign_in(&desk, &server, "op-1", PASSWORD).await?.status == 429);
+    ensure!(sign_in(&desk, &server, "op-3", PASSWORD).await?.status == 200);
 
     let counters = side_metrics(&reqwest::Client::new(), &server).await?;
     ensure!(
