@@ -17,9 +17,10 @@ use thiserror::Error;
 /// account reads a whole site's record).
 pub const MIN_PASSWORD_CHARS: usize = 12;
 
-/// Longest password accepted, in bytes: far beyond any passphrase, and it bounds the work a
-/// request can ask of the hash.
-pub const MAX_PASSWORD_BYTES: usize = 1_024;
+/// Longest password accepted, in characters (so at most 1 KiB): far beyond any passphrase, and
+/// it bounds the work a request can ask of the hash. Characters, as JSON Schema counts them,
+/// so that the API's document states the limit exactly.
+pub const MAX_PASSWORD_CHARS: usize = 256;
 
 /// Why a password is refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -28,7 +29,7 @@ pub enum PasswordError {
         "a password needs at least {MIN_PASSWORD_CHARS} characters (this one has {0}); a few unrelated words make a good one"
     )]
     TooShort(usize),
-    #[error("a password may have at most {MAX_PASSWORD_BYTES} bytes")]
+    #[error("a password may have at most {MAX_PASSWORD_CHARS} characters")]
     TooLong,
     #[error("a password may not contain control characters (line breaks, tabs)")]
     ControlCharacter,
@@ -44,13 +45,13 @@ pub struct NewPassword(String);
 
 impl NewPassword {
     pub fn new(password: String) -> Result<NewPassword, PasswordError> {
-        if password.len() > MAX_PASSWORD_BYTES {
+        let chars = password.chars().count();
+        if chars > MAX_PASSWORD_CHARS {
             return Err(PasswordError::TooLong);
         }
         if password.chars().any(char::is_control) {
             return Err(PasswordError::ControlCharacter);
         }
-        let chars = password.chars().count();
         if chars < MIN_PASSWORD_CHARS {
             return Err(PasswordError::TooShort(chars));
         }
@@ -141,7 +142,7 @@ mod tests {
         assert!(NewPassword::new("ééééééééééé".into()).is_err());
         assert!(NewPassword::new("éééééééééééé".into()).is_ok());
         assert_eq!(
-            NewPassword::new("x".repeat(MAX_PASSWORD_BYTES + 1)),
+            NewPassword::new("é".repeat(MAX_PASSWORD_CHARS + 1)),
             Err(PasswordError::TooLong)
         );
         assert_eq!(

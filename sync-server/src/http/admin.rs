@@ -28,7 +28,7 @@ use super::extract::{
 use super::state::AppState;
 use super::user_view::UserView;
 use super::{Endpoint, Verb, endpoint};
-use crate::credentials::passwords::{MAX_PASSWORD_BYTES, MIN_PASSWORD_CHARS, NewPassword};
+use crate::credentials::passwords::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, NewPassword};
 use crate::credentials::{Role, UserTokenState, new_user, user_rotation, user_scope};
 use crate::now_ms;
 use crate::store::Site;
@@ -249,13 +249,13 @@ impl PartialSchema for PasswordDoc {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .description(Some(format!(
-                "A password to sign in to the console with (`POST /api/v1/session`): at least \
-                 {MIN_PASSWORD_CHARS} characters, at most {MAX_PASSWORD_BYTES} bytes, no control \
+                "A password to sign in to the console with (`POST /api/v1/session`): \
+                 {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters, no control \
                  characters. Stored only as its argon2id hash"
             )))
             .pattern(Some(format!("^[^{CONTROL}]*$")))
             .min_length(Some(MIN_PASSWORD_CHARS))
-            .max_length(Some(MAX_PASSWORD_BYTES))
+            .max_length(Some(MAX_PASSWORD_CHARS))
             .into()
     }
 }
@@ -620,7 +620,7 @@ fn new_password(password: String) -> Result<NewPassword, AppError> {
 struct OwnPasswordBody {
     /// The user's password now; ignored (may be empty) when the user has none yet, which only
     /// a bearer token can then ask.
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 256)]
     current: String,
     #[schema(value_type = PasswordDoc)]
     new: String,
@@ -656,6 +656,14 @@ async fn change_own_password(
         .throttle
         .client(request.extensions(), request.headers());
     let body: OwnPasswordBody = read_json(&state, request, None).await?;
+    if body.current.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(AppError::bad_request(
+            "invalid_password",
+            format!(
+                "the current password has more than {MAX_PASSWORD_CHARS} characters, which no password has"
+            ),
+        ));
+    }
     let new = new_password(body.new)?;
     sign_in_allowed(&state, client, &session.user.name)?;
     let (_, stored) = state

@@ -390,16 +390,25 @@ pub async fn authenticate_user(
         && let Some(cookie) = session_cookie(headers)
     {
         check_cookie_request(parts, state.config.https)?;
-        return throttled(state, client, "session cookie", async {
-            match TokenKind::of(cookie) {
-                Some(TokenKind::Session) => cookie_session(state, TokenHash::of(cookie)).await,
-                _ => Err(unauthorized(
-                    "invalid_credential",
-                    "the session cookie is not a session of this server: sign in again",
-                )),
-            }
-        })
-        .await;
+        // A locked-out address is refused, but a refused cookie is not counted as a failure:
+        // every browser holds one once its session ended (the console's open tabs keep asking
+        // until they show the sign-in page), which must not lock a control room's address out,
+        // and 256 random bits are not guessed.
+        if let Err(refused) = state.throttle.check(client) {
+            state.metrics.auth_refused();
+            return Err(refused);
+        }
+        let result = match TokenKind::of(cookie) {
+            Some(TokenKind::Session) => cookie_session(state, TokenHash::of(cookie)).await,
+            _ => Err(unauthorized(
+                "invalid_credential",
+                "the session cookie is not a session of this server: sign in again",
+            )),
+        };
+        if let Err(e) = &result {
+            tracing::debug!(?client, code = e.code(), "a session cookie was refused");
+        }
+        return result;
     }
     throttled(state, client, "user token", async {
         let hash = presented(headers, TokenKind::User)?;

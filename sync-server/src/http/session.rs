@@ -27,7 +27,7 @@ use super::extract::{MAX_JSON_BODY_BYTES, read_json};
 use super::state::AppState;
 use super::user_view::UserView;
 use super::{Endpoint, Verb, endpoint};
-use crate::credentials::passwords::MAX_PASSWORD_BYTES;
+use crate::credentials::passwords::MAX_PASSWORD_CHARS;
 use crate::credentials::sessions::new_session;
 use crate::credentials::{MAX_NAME_LEN, TokenHash, TokenKind, User};
 use crate::now_ms;
@@ -48,7 +48,7 @@ pub(super) fn routes() -> Vec<Endpoint> {
 struct SignInBody {
     #[schema(max_length = 64)]
     name: String,
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 256)]
     password: String,
 }
 
@@ -94,7 +94,8 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Result<Resp
     sign_in_allowed(&state, client, &body.name)?;
     // A name or password no user can have is refused without a look-up, but after the same
     // hash as any other, so that its time says nothing either.
-    let plausible = body.name.len() <= MAX_NAME_LEN && body.password.len() <= MAX_PASSWORD_BYTES;
+    let plausible =
+        body.name.len() <= MAX_NAME_LEN && body.password.chars().count() <= MAX_PASSWORD_CHARS;
     let found = if plausible {
         state
             .store

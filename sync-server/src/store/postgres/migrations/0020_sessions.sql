@@ -1,8 +1,8 @@
 -- 0020: signing in like a person (the PostgreSQL form of SQLite's 0022; credentials::passwords,
 -- credentials::sessions). A user's password as an argon2id PHC string (NULL: none), and the
 -- sessions of signed-in browsers, each stored as the SHA-256 of its cookie's token. Like
--- `users`, not keyed by site. (Version 19 is another change's number; the list in schema.rs
--- says which file is which.)
+-- `users`, not keyed by site. (File 0019 belongs to another change in flight; a schema's
+-- version is its position in schema.rs's list, so the two are in order once both have landed.)
 ALTER TABLE users ADD COLUMN password_hash text;
 
 CREATE TABLE user_sessions (

@@ -1,7 +1,8 @@
 -- 0022: signing in like a person (credentials::passwords, credentials::sessions). A user's
 -- password as an argon2id PHC string (NULL: none; the user signs in with its token only), and
 -- the sessions of signed-in browsers, each stored as the SHA-256 of its cookie's token.
--- (Version 21 is another change's number; the list in schema.rs says which file is which.)
+-- (File 0021 belongs to another change in flight; a schema's version is its position in
+-- schema.rs's list, so the two are in order once both have landed.)
 ALTER TABLE users ADD COLUMN password_hash TEXT;
 
 CREATE TABLE user_sessions (
