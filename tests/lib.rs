@@ -4,7 +4,8 @@
 //! `patrol-server` child process, scratch PostgreSQL databases): phones played by the `patrol`
 //! command, the control room's pull, a TCP proxy that kills a client process at the worst
 //! moment of a sync, a relay that kills the server at the worst moment of an answer, and the
-//! seeded generator of the crash tests.
+//! seeded generator of the crash tests; [`browser`], a headless Chromium for the web console's
+//! tests.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use patrol_testkit::{Server, bins, run_ok};
+
+pub mod browser;
 
 /// A guard's phone played by the `patrol` command on its own store file.
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use patrol_core::siteconfig::{SiteConfig, SiteRules};
 
+use crate::credentials::sessions::SessionPolicy;
 use crate::store::webhooks::RetryPolicy;
 
 /// Default request body limit for `POST /api/v1/sync`.
@@ -100,6 +101,14 @@ pub const MAX_USER_TOKEN_TTL_DAYS: u64 = 3_650;
 /// How long a rotated user token keeps working after its rotation, in seconds: ten minutes for
 /// a program to switch to the new one (a configuration reload, a restart).
 pub const DEFAULT_USER_TOKEN_ROTATION_OVERLAP_SECS: u64 = 10 * 60;
+
+/// How long a sign-in session lasts from sign-in, in hours, whatever its use: a twelve-hour
+/// night shift, after which the operator signs in again.
+pub const DEFAULT_SESSION_TTL_HOURS: u64 = 12;
+
+/// How long a sign-in session lasts without use, in minutes: a console left open with its live
+/// stream is in use; a browser closed or a screen abandoned for an hour is not.
+pub const DEFAULT_SESSION_IDLE_MINUTES: u64 = 60;
 
 /// The age, in days, at which a phone's credential is rotated at its next sync.
 pub const DEFAULT_DEVICE_CREDENTIAL_MAX_AGE_DAYS: u64 = 30;
@@ -211,6 +220,10 @@ pub enum AdminCommand {
         /// Administer only this site (repeatable); without it, all sites.
         #[arg(long = "site")]
         sites: Vec<String>,
+        /// Also give it a password to sign in to the console with, read as one line from
+        /// standard input (at least 12 characters).
+        #[arg(long)]
+        password_stdin: bool,
         #[command(flatten)]
         ttl: UserTokenTtlArg,
         #[command(flatten)]
@@ -233,6 +246,10 @@ pub enum UserCommand {
         /// Cover all sites (administrators only).
         #[arg(long, conflicts_with = "sites")]
         all_sites: bool,
+        /// Also give it a password to sign in to the console with, read as one line from
+        /// standard input (at least 12 characters).
+        #[arg(long)]
+        password_stdin: bool,
         #[command(flatten)]
         ttl: UserTokenTtlArg,
         #[command(flatten)]
@@ -252,6 +269,19 @@ pub enum UserCommand {
     Revoke {
         /// The user's id or name (`patrol-server user list` shows both).
         user: String,
+        #[command(flatten)]
+        data: DataDirArg,
+    },
+    /// Set a user's (by id or name) password to sign in to the console with, read as one line
+    /// from standard input (at least 12 characters); its sign-in sessions end (a running
+    /// server's open live streams within --stream-recheck-secs).
+    Password {
+        /// The user's id or name (`patrol-server user list` shows both).
+        user: String,
+        /// Read the password as one line from standard input (the only way: never an argument,
+        /// which other users of the machine could see).
+        #[arg(long, required = true)]
+        password_stdin: bool,
         #[command(flatten)]
         data: DataDirArg,
     },
@@ -417,6 +447,20 @@ pub struct ServeArgs {
           default_value_t = DEFAULT_USER_TOKEN_ROTATION_OVERLAP_SECS,
           value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub user_token_rotation_overlap_secs: u64,
+    /// Hours a sign-in session (the console's cookie) lasts from sign-in, whatever its use.
+    #[arg(long, env = "PATROL_SESSION_TTL_HOURS",
+          default_value_t = DEFAULT_SESSION_TTL_HOURS,
+          value_parser = clap::value_parser!(u64).range(1..=168))]
+    pub session_ttl_hours: u64,
+    /// Minutes a sign-in session lasts without use (an open live stream is use).
+    #[arg(long, env = "PATROL_SESSION_IDLE_MINUTES",
+          default_value_t = DEFAULT_SESSION_IDLE_MINUTES,
+          value_parser = clap::value_parser!(u64).range(1..=10_080))]
+    pub session_idle_minutes: u64,
+    /// Mark the session cookie `Secure` even though this server serves plain HTTP: for a
+    /// TLS-terminating proxy in front of it (with --tls-cert the cookie is always `Secure`).
+    #[arg(long, env = "PATROL_SESSION_COOKIE_SECURE")]
+    pub session_cookie_secure: bool,
     /// Days after which a phone's credential is rotated at its next sync (the phone keeps its
     /// old one until the new one has worked once); 0 rotates it at every sync.
     #[arg(long, env = "PATROL_DEVICE_CREDENTIAL_MAX_AGE_DAYS",
@@ -567,6 +611,11 @@ pub struct ApiConfig {
     pub user_token_rotation_overlap_ms: i64,
     /// The age at which a device credential is due for rotation, in milliseconds.
     pub device_credential_max_age_ms: i64,
+    /// How long sign-in sessions last.
+    pub sessions: SessionPolicy,
+    /// Whether the session cookie is `Secure` and browsers' origins `https`: the server serves
+    /// TLS, or a proxy in front of it does.
+    pub https: bool,
     /// How often an open live stream re-checks its user.
     pub stream_recheck: Duration,
     /// Most live streams open at once per user.
@@ -596,6 +645,11 @@ impl Default for ApiConfig {
             user_token_ttl_ms: days_ms(DEFAULT_USER_TOKEN_TTL_DAYS),
             user_token_rotation_overlap_ms: secs_ms(DEFAULT_USER_TOKEN_ROTATION_OVERLAP_SECS),
             device_credential_max_age_ms: days_ms(DEFAULT_DEVICE_CREDENTIAL_MAX_AGE_DAYS),
+            sessions: SessionPolicy {
+                ttl_ms: hours_ms(DEFAULT_SESSION_TTL_HOURS),
+                idle_ms: secs_ms(DEFAULT_SESSION_IDLE_MINUTES * 60),
+            },
+            https: false,
             stream_recheck: Duration::from_secs(DEFAULT_STREAM_RECHECK_SECS),
             max_streams_per_user: DEFAULT_MAX_STREAMS_PER_USER,
             overrides: RuleOverrides::default(),
@@ -607,6 +661,10 @@ impl Default for ApiConfig {
             webhook_timeout: Duration::from_millis(DEFAULT_WEBHOOK_TIMEOUT_MS),
         }
     }
+}
+
+fn hours_ms(hours: u64) -> i64 {
+    secs_ms(hours.saturating_mul(3_600))
 }
 
 fn secs_ms(secs: u64) -> i64 {
@@ -628,6 +686,11 @@ impl From<&ServeArgs> for ApiConfig {
             user_token_ttl_ms: args.user_token_ttl.ttl_ms(),
             user_token_rotation_overlap_ms: secs_ms(args.user_token_rotation_overlap_secs),
             device_credential_max_age_ms: days_ms(args.device_credential_max_age_days),
+            sessions: SessionPolicy {
+                ttl_ms: hours_ms(args.session_ttl_hours),
+                idle_ms: secs_ms(args.session_idle_minutes.saturating_mul(60)),
+            },
+            https: args.tls_cert.is_some() || args.session_cookie_secure,
             stream_recheck: Duration::from_secs(args.stream_recheck_secs),
             max_streams_per_user: args.max_streams_per_user,
             overrides: RuleOverrides {

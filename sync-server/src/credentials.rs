@@ -9,6 +9,7 @@
 //! | `pd_` | device credential | one enrolled phone | `POST /api/v1/enroll`, then `POST /api/v1/devices/me/credential` at each rotation |
 //! | `pu_` | user token | one administrator or operator | `patrol-server admin create`, `patrol-server user create` / `rotate`, `POST /api/v1/users`, `POST /api/v1/users/me/token`, `POST /api/v1/users/{id}/token` |
 //! | `pe_` | enrollment code, one-time, expiring | whoever sets up a phone | `POST /api/v1/sites/{site}/enrollment-codes` |
+//! | `ps_` | sign-in session, in a cookie ([`sessions`]) | a person's browser | `POST /api/v1/session` (name and password, [`passwords`]) |
 //!
 //! The server stores only the SHA-256 of each token ([`TokenHash`]) and finds the row by it. A
 //! digest found that way is compared again with the presented one in constant time
@@ -40,6 +41,9 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 use thiserror::Error;
 
+pub mod passwords;
+pub mod sessions;
+
 /// Random bytes in every token.
 pub const SECRET_BYTES: usize = 32;
 
@@ -52,6 +56,7 @@ pub enum TokenKind {
     Device,
     User,
     Enrollment,
+    Session,
 }
 
 impl TokenKind {
@@ -60,6 +65,7 @@ impl TokenKind {
             TokenKind::Device => "pd_",
             TokenKind::User => "pu_",
             TokenKind::Enrollment => "pe_",
+            TokenKind::Session => "ps_",
         }
     }
 
@@ -68,22 +74,28 @@ impl TokenKind {
             TokenKind::Device => "a device credential (pd_…)",
             TokenKind::User => "a user token (pu_…)",
             TokenKind::Enrollment => "an enrollment code (pe_…)",
+            TokenKind::Session => "a sign-in session (ps_…)",
         }
     }
 
     /// The kind a presented token claims by its form: prefix and length and alphabet of the
     /// random part. `None` for anything else.
     pub fn of(token: &str) -> Option<TokenKind> {
-        [TokenKind::Device, TokenKind::User, TokenKind::Enrollment]
-            .into_iter()
-            .find(|kind| {
-                token.strip_prefix(kind.prefix()).is_some_and(|rest| {
-                    rest.len() == ENCODED_LEN
-                        && rest
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                })
+        [
+            TokenKind::Device,
+            TokenKind::User,
+            TokenKind::Enrollment,
+            TokenKind::Session,
+        ]
+        .into_iter()
+        .find(|kind| {
+            token.strip_prefix(kind.prefix()).is_some_and(|rest| {
+                rest.len() == ENCODED_LEN
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             })
+        })
     }
 }
 
@@ -264,11 +276,12 @@ impl User {
     }
 }
 
-/// A user to create, with the hash of its token.
+/// A user to create, with the hash of its token and, if it has one, of its password.
 #[derive(Clone, Debug)]
 pub struct NewUser {
     pub user: User,
     pub token_hash: TokenHash,
+    pub password: Option<passwords::PasswordHashString>,
 }
 
 /// Longest user name.
@@ -335,6 +348,7 @@ pub fn new_user(
         NewUser {
             user,
             token_hash: token.hash(),
+            password: None,
         },
         token,
     ))

@@ -4,13 +4,14 @@
 //! documents, one per site, device and shift) to `POST /api/v1/sync`; the server checks each
 //! push with `patrol_core::merge`, stores the document and projects its events into a per-site
 //! feed with server sequence numbers, all in one transaction per request. The control room
-//! reads the feed and the device list over JSON.
+//! reads the feed and the device list over JSON, or in the web console the server serves at `/`
+//! (hand-written scripts under `console/`, compiled in: [`http::console`]).
 //!
 //! Four layers, each importing only from those below it:
 //!
 //! | layer | module | holds | may import |
 //! |---|---|---|---|
-//! | HTTP | [`http`] | the axum router ([`router`]), one file per resource with its routes; [`AppState`], the sync admission queue, extractors, [`AppError`] (the JSON error body), bearer authentication, the OpenAPI document, the traffic-counting wrappers | `report`, `store`, `credentials`, `config`, `metrics` |
+//! | HTTP | [`http`] | the axum router ([`router`]), one file per resource with its routes; [`AppState`], the sync admission queue, extractors, [`AppError`] (the JSON error body), bearer authentication, the OpenAPI document, the traffic-counting wrappers; the web console's page and scripts | `report`, `store`, `credentials`, `config`, `metrics` |
 //! | reports | [`report`] | the daily activity report: its model, built from a [`Store`] (so the same on every backend), and its CSV and PDF | `store` |
 //! | storage | [`store`] | the [`Store`] trait (the canonical site record) and its backends: [`SqliteStore`], an embedded SQLite file in the data directory (the default), and [`PostgresStore`], which several server instances can share | `credentials` |
 //! | credentials | [`credentials`] | token kinds, secrets and their SHA-256 (the only form stored), users, roles, scopes, and who may do what | nothing of this crate |

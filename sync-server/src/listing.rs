@@ -7,7 +7,8 @@ use chrono::TimeZone;
 use comfy_table::Table;
 
 use crate::credentials::{Scope, User};
-use crate::http::admin::{SiteView, UserView};
+use crate::http::admin::SiteView;
+use crate::http::user_view::UserView;
 use crate::store::Site;
 
 pub use patrol_term::ms_in as local_time;

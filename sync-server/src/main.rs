@@ -14,6 +14,7 @@ use patrol_core::SiteId;
 use patrol_server::config::{
     AdminCommand, Cli, Command, DataDirArg, ServeArgs, SiteCommand, UserCommand,
 };
+use patrol_server::credentials::passwords::NewPassword;
 use patrol_server::credentials::{self, Role, User};
 use patrol_server::listing::{self, describe_scope};
 use patrol_server::store::Site;
@@ -112,22 +113,66 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Create {
             name,
             sites,
+            password_stdin,
             ttl,
             data,
         }) => {
             let all_sites = sites.is_empty();
-            create_user(&data, name, Role::Admin, sites, all_sites, ttl.ttl_ms()).await
+            let password = password_stdin.then(read_password).transpose()?;
+            let new = NewUserArgs {
+                name,
+                role: Role::Admin,
+                sites,
+                all_sites,
+                password,
+            };
+            create_user(&data, new, ttl.ttl_ms()).await
         }
         Command::User(UserCommand::Create {
             name,
             role,
             sites,
             all_sites,
+            password_stdin,
             ttl,
             data,
         }) => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-            create_user(&data, name, role, sites, all_sites, ttl.ttl_ms()).await
+            let password = password_stdin.then(read_password).transpose()?;
+            let new = NewUserArgs {
+                name,
+                role,
+                sites,
+                all_sites,
+                password,
+            };
+            create_user(&data, new, ttl.ttl_ms()).await
+        }
+        Command::User(UserCommand::Password {
+            user,
+            password_stdin: _,
+            data,
+        }) => {
+            // Read and checked before the store is opened: a refused password changes nothing.
+            let password = read_password()?;
+            let store = open_store(&data, StoreUse::Read, PostgresOptions::default()).await?;
+            let target = find_user(store.as_ref(), &user).await?;
+            if target.revoked_at_ms.is_some() {
+                anyhow::bail!(
+                    "user {} is revoked, and stays so: create a new user instead",
+                    target.name
+                );
+            }
+            let hash = tokio::task::spawn_blocking(move || password.hash()).await??;
+            let changed = store
+                .set_user_password(target.id.clone(), hash, None)
+                .await?
+                .context("the user disappeared while its password was set")?;
+            outln(&format!(
+                "set the password of user {} ({}); its sign-in sessions ended",
+                changed.name, changed.id
+            ))?;
+            Ok(())
         }
         Command::User(UserCommand::List { json, data }) => {
             let store = open_store(&data, StoreUse::Read, PostgresOptions::default()).await?;
@@ -201,16 +246,36 @@ async fn find_user(store: &dyn Store, user: &str) -> anyhow::Result<User> {
     }
 }
 
-/// Creates a user on the data directory and prints its token, alone, on stdout (so that a
-/// script can capture it); what was done goes to stderr.
-async fn create_user(
-    data: &DataDirArg,
+/// A password read as one line from standard input (its line break dropped), checked.
+fn read_password() -> anyhow::Result<NewPassword> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    Ok(NewPassword::new(line.to_owned())?)
+}
+
+/// A user to create, as the command line gives it.
+struct NewUserArgs {
     name: String,
     role: Role,
     sites: Vec<String>,
     all_sites: bool,
-    token_ttl_ms: i64,
-) -> anyhow::Result<()> {
+    password: Option<NewPassword>,
+}
+
+/// Creates a user on the data directory and prints its token, alone, on stdout (so that a
+/// script can capture it); what was done goes to stderr.
+async fn create_user(data: &DataDirArg, new: NewUserArgs, token_ttl_ms: i64) -> anyhow::Result<()> {
+    let NewUserArgs {
+        name,
+        role,
+        sites,
+        all_sites,
+        password,
+    } = new;
     let sites = sites
         .into_iter()
         .map(SiteId::new)
@@ -218,15 +283,24 @@ async fn create_user(
         .context("invalid site id")?;
     let scope =
         credentials::user_scope(&name, role, sites, all_sites).map_err(anyhow::Error::msg)?;
+    let (mut new, token) = credentials::new_user(name, role, scope, None, now_ms(), token_ttl_ms)?;
+    let new_has_password = password.is_some();
+    if let Some(password) = password {
+        new.password = Some(tokio::task::spawn_blocking(move || password.hash()).await??);
+    }
     let store = open_store(data, StoreUse::Write, PostgresOptions::default()).await?;
-    let (new, token) = credentials::new_user(name, role, scope, None, now_ms(), token_ttl_ms)?;
     let user = store.create_user(new).await?;
     say(&format!(
-        "created {} {} ({}) over {}; its token, valid until {}, follows, shown this once: keep \
+        "created {} {} ({}){} over {}; its token, valid until {}, follows, shown this once: keep \
          it secret",
         user.role.as_str(),
         user.name,
         user.id,
+        if new_has_password {
+            " with a password"
+        } else {
+            ""
+        },
         match describe_scope(&user.scope).as_str() {
             "all" => "all sites".to_owned(),
             sites => format!("site(s) {sites}"),

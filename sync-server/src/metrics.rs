@@ -85,6 +85,8 @@ pub struct Metrics {
     /// (`http::throttle`).
     auth_failures: AtomicU64,
     auth_refused: AtomicU64,
+    /// Sign-ins with a wrong name or password (and wrong current passwords at a change).
+    sign_in_failures: AtomicU64,
     /// Panic alarms: raised (corrected phone time) to received, and received to acknowledged,
     /// observed at their first acknowledgement; escalated for want of one.
     panic_delivery: Histogram,
@@ -196,6 +198,7 @@ pub struct MetricsSnapshot {
     pub panic_syncs: u64,
     pub auth_failures: u64,
     pub auth_refused: u64,
+    pub sign_in_failures: u64,
     pub panic_delivery: HistogramSnapshot,
     pub panic_acknowledgement: HistogramSnapshot,
     pub alarm_escalations: u64,
@@ -247,6 +250,7 @@ impl Metrics {
             panic_syncs: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             auth_refused: AtomicU64::new(0),
+            sign_in_failures: AtomicU64::new(0),
             panic_delivery: Histogram::default(),
             panic_acknowledgement: Histogram::default(),
             alarm_escalations: AtomicU64::new(0),
@@ -290,6 +294,11 @@ impl Metrics {
     /// A credential or enrollment code presented and refused.
     pub fn auth_failed(&self) {
         add(&self.auth_failures, 1);
+    }
+
+    /// A sign-in refused for a wrong name or password.
+    pub fn sign_in_failed(&self) {
+        add(&self.sign_in_failures, 1);
     }
 
     /// A request refused with `429 too_many_failed_attempts`.
@@ -420,6 +429,7 @@ impl Metrics {
             panic_syncs: load(&self.panic_syncs),
             auth_failures: load(&self.auth_failures),
             auth_refused: load(&self.auth_refused),
+            sign_in_failures: load(&self.sign_in_failures),
             panic_delivery: self.panic_delivery.snapshot(),
             panic_acknowledgement: self.panic_acknowledgement.snapshot(),
             alarm_escalations: load(&self.alarm_escalations),
@@ -547,6 +557,11 @@ impl MetricsSnapshot {
             "patrol_auth_failures_total",
             "Credentials and enrollment codes presented and refused (each is logged with the client address and the reason).",
             &[("", self.auth_failures)],
+        );
+        counter(
+            "patrol_sign_in_failures_total",
+            "Sign-ins with a wrong name or password, and password changes with a wrong current password (each also counts in patrol_auth_failures_total).",
+            &[("", self.sign_in_failures)],
         );
         counter(
             "patrol_auth_throttled_total",

@@ -8,6 +8,8 @@ mod cli_output;
 mod clock_skew;
 mod compliance;
 mod connections;
+mod console;
+mod console_sign_in;
 mod crash;
 mod demo;
 mod evidence;

@@ -281,3 +281,52 @@ fn patrol_refuses_plain_http_off_loopback_before_sending_anything() -> Result<()
     );
     Ok(())
 }
+
+#[test]
+fn over_https_the_session_cookie_is_secure() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let pki = make_pki(&tmp.path().join("pki"), "site")?;
+    let server = start_tls(&tmp.path().join("data"), &pki)?;
+    let mut create = Command::new(&bins()?.server);
+    create
+        .args(["user", "create", "op", "--role", "operator", "--site", SITE])
+        .args(["--password-stdin", "--data-dir"])
+        .arg(&server.data_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = create.spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, b"a passphrase over https\n")?;
+    }
+    ensure!(child.wait_with_output()?.status.success(), "user create");
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca)?)?;
+    let https = reqwest::Client::builder().tls_certs_only([ca]).build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (status, cookie) = runtime.block_on(async {
+        let response = https
+            .post(format!("{}/api/v1/session", server.url))
+            .json(&serde_json::json!({"name": "op", "password": "a passphrase over https"}))
+            .send()
+            .await?;
+        Ok::<_, reqwest::Error>((
+            response.status().as_u16(),
+            response
+                .headers()
+                .get(reqwest::header::SET_COOKIE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ))
+    })?;
+    let cookie = cookie.unwrap_or_default();
+    ensure!(status == 200, "sign-in over https: {status}");
+    for part in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        ensure!(
+            cookie.split("; ").any(|p| p == part),
+            "{part} missing: {cookie}"
+        );
+    }
+    Ok(())
+}

@@ -18,19 +18,24 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::auth::{AuthSession, AuthUser};
+use super::auth::{
+    AuthSession, AuthUser, Via, hash_password, sign_in_allowed, verify_password, wrong_password,
+};
 use super::error::{AppError, ErrorBody};
 use super::extract::{
     CONTROL, JsonFalse, JsonTrue, MAX_JSON_BODY_BYTES, SlugId, UserName, WHITE_SPACE, read_json,
 };
 use super::state::AppState;
+use super::user_view::UserView;
 use super::{Endpoint, Verb, endpoint};
-use crate::credentials::{Role, Scope, User, UserTokenState, new_user, user_rotation, user_scope};
+use crate::credentials::passwords::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, NewPassword};
+use crate::credentials::{Role, UserTokenState, new_user, user_rotation, user_scope};
 use crate::now_ms;
 use crate::store::Site;
+use crate::store::UserKey;
 
 pub(super) fn routes() -> Vec<Endpoint> {
-    use Verb::{Get, Post};
+    use Verb::{Get, Post, Put};
     let json = MAX_JSON_BODY_BYTES;
     vec![
         endpoint(Get, "/api/v1/sites", list_sites, json),
@@ -41,6 +46,8 @@ pub(super) fn routes() -> Vec<Endpoint> {
         endpoint(Get, "/api/v1/users/me", whoami, json),
         endpoint(Post, "/api/v1/users/me/token", rotate_own_token, json),
         endpoint(Post, "/api/v1/users/{id}/token", reissue_token, json),
+        endpoint(Put, "/api/v1/users/me/password", change_own_password, json),
+        endpoint(Put, "/api/v1/users/{id}/password", set_password, json),
     ]
 }
 
@@ -167,41 +174,6 @@ async fn create_site(
     Ok((StatusCode::CREATED, Json(site.into())))
 }
 
-/// A user as `GET /api/v1/users` and `patrol-server user list --json` show it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserView {
-    id: String,
-    name: String,
-    role: &'static str,
-    all_sites: bool,
-    sites: Vec<String>,
-    created_at: String,
-    created_by: Option<String>,
-    revoked_at: Option<String>,
-    /// When the user's current token stops working unless rotated (RFC 3339).
-    token_expires_at: String,
-}
-
-impl From<User> for UserView {
-    fn from(u: User) -> Self {
-        let (all_sites, sites) = match u.scope {
-            Scope::AllSites => (true, Vec::new()),
-            Scope::Sites(sites) => (false, sites.iter().map(|s| s.to_string()).collect()),
-        };
-        UserView {
-            id: u.id,
-            name: u.name,
-            role: u.role.as_str(),
-            all_sites,
-            sites,
-            created_at: format_time_ms(u.created_at_ms),
-            created_by: u.created_by,
-            revoked_at: u.revoked_at_ms.map(format_time_ms),
-            token_expires_at: format_time_ms(u.token_expires_at_ms),
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewUserBody {
@@ -211,6 +183,8 @@ struct NewUserBody {
     sites: Vec<String>,
     #[serde(default)]
     all_sites: bool,
+    #[serde(default)]
+    password: Option<String>,
 }
 
 /// A new user: an administrator over all sites, or an administrator or operator over a list of
@@ -240,6 +214,9 @@ struct NewAllSitesUser {
     #[serde(default)]
     #[schema(max_items = 0, value_type = Vec<SlugId>)]
     sites: Vec<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<PasswordDoc>)]
+    password: Option<String>,
 }
 
 /// An administrator or operator over the sites listed.
@@ -258,6 +235,35 @@ struct NewSitesUser {
     #[serde(default)]
     #[schema(value_type = JsonFalse)]
     all_sites: bool,
+    #[serde(default)]
+    #[schema(value_type = Option<PasswordDoc>)]
+    password: Option<String>,
+}
+
+// A password as `NewPassword::new` accepts it. Documentation only.
+#[derive(Debug)]
+struct PasswordDoc;
+
+impl PartialSchema for PasswordDoc {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "A password to sign in to the console with (`POST /api/v1/session`): \
+                 {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters, no control \
+                 characters. Stored only as its argon2id hash"
+            )))
+            .pattern(Some(format!("^[^{CONTROL}]*$")))
+            .min_length(Some(MIN_PASSWORD_CHARS))
+            .max_length(Some(MAX_PASSWORD_CHARS))
+            .into()
+    }
+}
+
+impl ToSchema for PasswordDoc {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("Password")
+    }
 }
 
 /// A user's role.
@@ -297,7 +303,7 @@ struct CreatedUserView {
     request_body(content = NewUserDoc, content_type = "application/json"),
     responses(
         (status = 201, description = "The new user and its token, shown once", body = CreatedUserView),
-        (status = 400, description = "`invalid_json`, `invalid_role`, `invalid_site_id`, `invalid_user`", body = ErrorBody),
+        (status = 400, description = "`invalid_json`, `invalid_role`, `invalid_site_id`, `invalid_user`, `invalid_password`", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "Not an administrator, or the scope is beyond the caller's", body = ErrorBody),
         (status = 404, description = "`unknown_site`: a site of `sites` does not exist", body = ErrorBody),
@@ -332,7 +338,8 @@ async fn create_user(
             user.0.name
         )));
     }
-    let (new, token) = new_user(
+    let password = body.password.map(new_password).transpose()?;
+    let (mut new, token) = new_user(
         body.name,
         role,
         scope,
@@ -341,6 +348,9 @@ async fn create_user(
         state.config.user_token_ttl_ms,
     )
     .map_err(AppError::internal)?;
+    if let Some(password) = password {
+        new.password = Some(hash_password(&state, password).await?);
+    }
     let created = state.store.create_user(new).await?;
     tracing::info!(user = %created.name, role = created.role.as_str(), by = %user.0.name, "created a user");
     Ok((
@@ -598,4 +608,161 @@ async fn reissue_token(
         "expires_at": format_time_ms(rotation.expires_at_ms),
         "previous_token_valid_until": null,
     })))
+}
+
+/// A new password from a request: 400 `invalid_password` unless long enough.
+fn new_password(password: String) -> Result<NewPassword, AppError> {
+    NewPassword::new(password).map_err(|e| AppError::bad_request("invalid_password", e.to_string()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct OwnPasswordBody {
+    /// The user's password now; ignored (may be empty) when the user has none yet, which only
+    /// a bearer token can then ask.
+    #[schema(max_length = 256)]
+    current: String,
+    #[schema(value_type = PasswordDoc)]
+    new: String,
+}
+
+/// Changes the caller's own password (it must give its current one), and ends the caller's
+/// other sign-in sessions; the one it asks from, if any, stays. A wrong current password counts
+/// as a failed sign-in (`429` after too many).
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/me/password",
+    tag = "administration",
+    security(("user_token" = []), ("session_cookie" = [])),
+    request_body(content = OwnPasswordBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Changed; the caller's other sessions ended"),
+        (status = 400, description = "`invalid_json`, `invalid_password`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or expired credential", body = ErrorBody),
+        (status = 403, description = "`wrong_password`: the current password is not this; or a cookie request without `X-Patrol-Request: 1` or from another origin", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 429, description = "`too_many_failed_attempts`: too many wrong passwords", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn change_own_password(
+    session: AuthSession,
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<StatusCode, AppError> {
+    let session = session.0;
+    let client = state
+        .throttle
+        .client(request.extensions(), request.headers());
+    let body: OwnPasswordBody = read_json(&state, request, None).await?;
+    if body.current.chars().count() > MAX_PASSWORD_CHARS {
+        return Err(AppError::bad_request(
+            "invalid_password",
+            format!(
+                "the current password has more than {MAX_PASSWORD_CHARS} characters, which no password has"
+            ),
+        ));
+    }
+    let new = new_password(body.new)?;
+    sign_in_allowed(&state, client, &session.user.name)?;
+    let (_, stored) = state
+        .store
+        .user_with_password(UserKey::Id(session.user.id.clone()))
+        .await?
+        .ok_or_else(|| AppError::UnknownUser(session.user.id.clone()))?;
+    if let Some(stored) = stored
+        && !verify_password(&state, Some(stored), body.current).await?
+    {
+        tokio::time::sleep(wrong_password(&state, client, &session.user.name)).await;
+        return Err(AppError::ForbiddenCode {
+            code: "wrong_password",
+            message: "the current password is not this one; nothing was changed".into(),
+        });
+    }
+    let hash = hash_password(&state, new).await?;
+    let keep = (session.via == Via::Cookie).then_some(session.token);
+    state
+        .store
+        .set_user_password(session.user.id.clone(), hash, keep)
+        .await?
+        .ok_or_else(|| AppError::UnknownUser(session.user.id.clone()))?;
+    // Its other sessions' open live streams end now.
+    state.feed.credentials_changed();
+    tracing::info!(user = %session.user.name, "a user changed its password");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SetPasswordBody {
+    #[schema(value_type = PasswordDoc)]
+    new: String,
+}
+
+/// Sets the password of a user within the caller's scope (one who forgot theirs, or a new
+/// user), and ends all of that user's sign-in sessions.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{id}/password",
+    tag = "administration",
+    security(("user_token" = []), ("session_cookie" = [])),
+    params(
+        ("id" = String, Path, format = Uuid, description = "User id"),
+    ),
+    request_body(content = SetPasswordBody, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Set; the user's sessions ended"),
+        (status = 400, description = "`invalid_path`, `invalid_json`, `invalid_password`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown, revoked or expired credential", body = ErrorBody),
+        (status = 403, description = "Not an administrator, or the user is beyond the caller's scope", body = ErrorBody),
+        (status = 404, description = "`unknown_user`", body = ErrorBody),
+        (status = 409, description = "`user_revoked`: a revoked user stays revoked; create a new user", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 500, description = "The server failed; details are in its log", body = ErrorBody),
+    )
+)]
+async fn set_password(
+    user: AuthSession,
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    request: Request,
+) -> Result<StatusCode, AppError> {
+    let caller = user.user();
+    caller.is_admin()?;
+    let Path(id) = path.map_err(|e| AppError::bad_request("invalid_path", e.body_text()))?;
+    let body: SetPasswordBody = read_json(&state, request, None).await?;
+    let new = new_password(body.new)?;
+    let (target, _) = state
+        .store
+        .user_with_password(UserKey::Id(id.clone()))
+        .await?
+        .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
+    if !caller.0.manages(&target.scope) {
+        return Err(AppError::Forbidden(format!(
+            "user {} may not set the password of a user over sites it does not administer",
+            caller.0.name
+        )));
+    }
+    if target.revoked_at_ms.is_some() {
+        return Err(AppError::Conflict {
+            code: "user_revoked",
+            message: format!(
+                "user {} is revoked, and stays so; create a new user instead",
+                target.name
+            ),
+        });
+    }
+    let hash = hash_password(&state, new).await?;
+    // An administrator setting its own password this way keeps the session it asks from.
+    let keep = (user.0.via == Via::Cookie && target.id == caller.0.id).then_some(user.0.token);
+    state
+        .store
+        .set_user_password(target.id.clone(), hash, keep)
+        .await?
+        .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
+    state.feed.credentials_changed();
+    tracing::info!(user = %target.name, by = %caller.0.name, "set a user's password");
+    Ok(StatusCode::NO_CONTENT)
 }

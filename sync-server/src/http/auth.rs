@@ -1,9 +1,17 @@
 //! Who is asking. Requests carry `Authorization: Bearer <token>` (token kinds, their hashes and
-//! users are [`crate::credentials`]). [`AuthUser`] authenticates a user for the control-room routes
-//! ([`AuthSession`] also says which of its tokens); [`authenticate_device`] a device for sync. A
-//! missing, malformed, unknown, revoked or expired token is 401; a valid one that does not cover
-//! the request is 403. Every check from a request goes through [`throttled`]: an address that
-//! fails too often is slowed, then refused with 429.
+//! users are [`crate::credentials`]), or, from a browser signed in with a password, the session
+//! cookie [`SESSION_COOKIE`] ([`crate::credentials::sessions`]). [`AuthUser`] authenticates a
+//! user for the control-room routes by either ([`AuthSession`] also says which credential);
+//! [`authenticate_device`] a device for sync. A missing, malformed, unknown, revoked or expired
+//! credential is 401; a valid one that does not cover the request is 403. Every check from a
+//! request goes through [`throttled`]: an address that fails too often is slowed, then refused
+//! with 429.
+//!
+//! The cookie is looked at only when there is no `Authorization` header, and a request it
+//! authenticates that could change something (any method but GET and HEAD) must show it comes
+//! from the console itself ([`check_cookie_request`]): an `X-Patrol-Request: 1` header, which
+//! no cross-site form can send, and no `Origin` but the server's own. Beside the cookie's
+//! `SameSite=Strict`, that is two locks against cross-site request forgery.
 //!
 //! A user's token that a rotation replaced still authenticates until its overlap ends. A device's
 //! rotated credential authenticates from its first use, which makes it the current one: the old
@@ -14,9 +22,9 @@ use std::future::Future;
 use std::net::IpAddr;
 
 use axum::extract::{FromRef, FromRequestParts};
-use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
 use patrol_core::SiteId;
 use patrol_core::incident::MAX_NAME_LEN;
 
@@ -24,6 +32,8 @@ use patrol_core::event::format_time_ms;
 
 use super::error::AppError;
 use super::state::AppState;
+use crate::credentials::passwords::{self, NewPassword, PasswordHashString};
+use crate::credentials::sessions::{SessionRefusal, check_session};
 use crate::credentials::{
     DeviceCredentialState, TokenHash, TokenKind, TokenRefusal, User, UserToken, UserTokenState,
     check_user_token,
@@ -93,16 +103,199 @@ fn presented(headers: &HeaderMap, expected: TokenKind) -> Result<TokenHash, AppE
     }
 }
 
-/// A user authenticated by one of its tokens.
+/// The name of the session cookie a browser holds after signing in.
+pub const SESSION_COOKIE: &str = "patrol_session";
+
+/// The header the console sends with every request it makes with the cookie.
+pub const REQUEST_HEADER: &str = "x-patrol-request";
+
+/// What authenticated a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// A bearer token (`pu_…`).
+    Token,
+    /// The session cookie of a person signed in with a password (`ps_…`).
+    Cookie,
+}
+
+/// A user authenticated by one of its tokens or by a sign-in session.
 #[derive(Clone, Debug)]
 pub struct Session {
     pub user: User,
-    /// The token's hash: what a live stream checks again later.
+    /// The token's or session's hash: what a live stream checks again later.
     pub token: TokenHash,
-    /// Whether it is the user's current token or one a rotation replaced.
+    /// Whether it is the user's current token or one a rotation replaced (a session: current).
     pub state: UserTokenState,
-    /// When the token stops working.
+    /// When the token stops working (a session: when it ends unless used again).
     pub expires_at_ms: i64,
+    pub via: Via,
+}
+
+/// `session` checked again now, by the credential it was authenticated with (a live stream
+/// does this over time).
+pub async fn session_again(state: &AppState, session: &Session) -> Result<Session, AppError> {
+    match session.via {
+        Via::Token => user_session(state, session.token).await,
+        Via::Cookie => cookie_session(state, session.token).await,
+    }
+}
+
+/// The value of the session cookie, if the request carries one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+}
+
+/// The sign-in session whose token hashes to `hash`, if it may be used now (its use is
+/// recorded, at most once a minute): 401 unless it is a known session, of a user not revoked,
+/// within its lifetime and idle limit.
+pub async fn cookie_session(state: &AppState, hash: TokenHash) -> Result<Session, AppError> {
+    let (user, mut stored) = state
+        .store
+        .session_by_token(hash)
+        .await?
+        .filter(|(_, s)| s.hash.matches(&hash))
+        .ok_or_else(|| {
+            unauthorized(
+                "invalid_credential",
+                "this session is not known to the server (it ended, or its user signed out or \
+                 changed password): sign in again",
+            )
+        })?;
+    let now = now_ms();
+    let idle_ms = state.config.sessions.idle_ms;
+    check_session(&user, &stored, now, idle_ms).map_err(|refusal| match refusal {
+        SessionRefusal::Revoked => {
+            unauthorized("revoked_credential", "this session's user has been revoked")
+        }
+        SessionRefusal::Expired { at_ms } => unauthorized(
+            "expired_credential",
+            format!(
+                "this session ended at {}: sign in again",
+                format_time_ms(at_ms)
+            ),
+        ),
+    })?;
+    if stored.touch_due(now) {
+        state.store.touch_session(hash, now).await?;
+        stored.last_used_at_ms = now;
+    }
+    Ok(Session {
+        user,
+        token: hash,
+        state: UserTokenState::Current,
+        expires_at_ms: stored.ends_at_ms(idle_ms),
+        via: Via::Cookie,
+    })
+}
+
+/// Refuses (403) a cookie-authenticated request that could change something unless it shows
+/// it comes from the console: `X-Patrol-Request: 1`, and an `Origin`, if any, that is this
+/// server (scheme, host and port, as the request's `Host` names it).
+pub fn check_cookie_request(parts: &Parts, https: bool) -> Result<(), AppError> {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let headers = &parts.headers;
+    if let Some(origin) = headers.get(ORIGIN) {
+        let host = headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.as_str().to_owned()));
+        let same = origin
+            .to_str()
+            .ok()
+            .zip(host.as_deref())
+            .is_some_and(|(origin, host)| same_origin(origin, host, https));
+        if !same {
+            return Err(AppError::Forbidden(format!(
+                "a request from another origin ({}) may not use the session cookie",
+                origin.to_str().unwrap_or("not text")
+            )));
+        }
+    }
+    if headers.get(REQUEST_HEADER).map(|v| v.as_bytes()) != Some(b"1") {
+        return Err(AppError::Forbidden(
+            "a request made with the session cookie that changes something needs the header \
+             `X-Patrol-Request: 1` (the console sends it; a program uses a bearer token instead)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is this server, reached at `host` (`host[:port]`)
+/// over https or http; default ports count as given.
+fn same_origin(origin: &str, host: &str, https: bool) -> bool {
+    let (scheme, default_port) = if https {
+        ("https://", ":443")
+    } else {
+        ("http://", ":80")
+    };
+    let Some(authority) = origin.strip_prefix(scheme) else {
+        return false;
+    };
+    let normal = |a: &str| {
+        let a = a.to_ascii_lowercase();
+        a.strip_suffix(default_port).map(str::to_owned).unwrap_or(a)
+    };
+    normal(authority) == normal(host)
+}
+
+/// Counts and logs a wrong password given for user `name` from `client` (per address and per
+/// name, [`super::throttle`]); returns how long to hold the answer back.
+pub fn wrong_password(state: &AppState, client: Option<IpAddr>, name: &str) -> std::time::Duration {
+    state.metrics.auth_failed();
+    state.metrics.sign_in_failed();
+    let by_address = state.throttle.failed(client, "password", "wrong_password");
+    by_address.max(state.throttle.failed_name(name))
+}
+
+/// 429 if sign-ins from `client` or as `name` are locked out now.
+pub fn sign_in_allowed(
+    state: &AppState,
+    client: Option<IpAddr>,
+    name: &str,
+) -> Result<(), AppError> {
+    state
+        .throttle
+        .check(client)
+        .and_then(|()| state.throttle.check_name(name))
+        .inspect_err(|_| state.metrics.auth_refused())
+}
+
+/// The hash of a new password, computed off the async threads, a few at a time.
+pub async fn hash_password(
+    state: &AppState,
+    password: NewPassword,
+) -> Result<PasswordHashString, AppError> {
+    let _permit = state.hashing.acquire().await.map_err(AppError::internal)?;
+    tokio::task::spawn_blocking(move || password.hash())
+        .await
+        .map_err(AppError::internal)?
+        .map_err(AppError::internal)
+}
+
+/// Whether `presented` is the password whose hash is `stored` (`None`: no password, checked
+/// against a dummy hash for the same time), computed off the async threads, a few at a time.
+pub async fn verify_password(
+    state: &AppState,
+    stored: Option<PasswordHashString>,
+    presented: String,
+) -> Result<bool, AppError> {
+    let _permit = state.hashing.acquire().await.map_err(AppError::internal)?;
+    tokio::task::spawn_blocking(move || {
+        passwords::verify(stored.as_ref().map(|s| s.0.as_str()), &presented)
+    })
+    .await
+    .map_err(AppError::internal)
 }
 
 /// The user whose token hashes to `hash`, if the token may be used now: 401 unless it is a known
@@ -127,6 +320,7 @@ pub async fn user_session(state: &AppState, hash: TokenHash) -> Result<Session, 
         state: token.state,
         expires_at_ms: token.expires_at_ms,
         user: token.user,
+        via: Via::Token,
     })
 }
 
@@ -183,13 +377,39 @@ pub async fn throttled<T>(
     result
 }
 
-/// The user whose token the request carries: 401 unless it is a known user token that may be
-/// used now. Throttled per `client` address.
+/// The user whose token the request carries (or, without an `Authorization` header, whose
+/// session cookie it carries, for a request [`check_cookie_request`] lets through): 401 unless
+/// it is a known user token or session that may be used now. Throttled per `client` address.
 pub async fn authenticate_user(
     state: &AppState,
-    headers: &HeaderMap,
+    parts: &Parts,
     client: Option<IpAddr>,
 ) -> Result<Session, AppError> {
+    let headers = &parts.headers;
+    if !headers.contains_key(AUTHORIZATION)
+        && let Some(cookie) = session_cookie(headers)
+    {
+        check_cookie_request(parts, state.config.https)?;
+        // A locked-out address is refused, but a refused cookie is not counted as a failure:
+        // every browser holds one once its session ended (the console's open tabs keep asking
+        // until they show the sign-in page), which must not lock a control room's address out,
+        // and 256 random bits are not guessed.
+        if let Err(refused) = state.throttle.check(client) {
+            state.metrics.auth_refused();
+            return Err(refused);
+        }
+        let result = match TokenKind::of(cookie) {
+            Some(TokenKind::Session) => cookie_session(state, TokenHash::of(cookie)).await,
+            _ => Err(unauthorized(
+                "invalid_credential",
+                "the session cookie is not a session of this server: sign in again",
+            )),
+        };
+        if let Err(e) = &result {
+            tracing::debug!(?client, code = e.code(), "a session cookie was refused");
+        }
+        return result;
+    }
     throttled(state, client, "user token", async {
         let hash = presented(headers, TokenKind::User)?;
         user_session(state, hash).await
@@ -317,7 +537,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         let client = state.throttle.client(&parts.extensions, &parts.headers);
-        authenticate_user(&state, &parts.headers, client)
+        authenticate_user(&state, parts, client)
             .await
             .map(AuthSession)
     }
@@ -410,6 +630,68 @@ mod tests {
         ] {
             h.insert(AUTHORIZATION, axum::http::HeaderValue::from_static(value));
             assert_eq!(bearer(&h).is_ok(), ok, "{value}");
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others_and_guarded_against_other_origins() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            COOKIE,
+            axum::http::HeaderValue::from_static("theme=dark; patrol_session=ps_abc ; x=y"),
+        );
+        assert_eq!(session_cookie(&h), Some("ps_abc"));
+        assert!(same_origin(
+            "http://127.0.0.1:8080",
+            "127.0.0.1:8080",
+            false
+        ));
+        assert!(same_origin(
+            "https://Console.example",
+            "console.example:443",
+            true
+        ));
+        assert!(!same_origin(
+            "http://console.example",
+            "console.example",
+            true
+        ));
+        assert!(!same_origin(
+            "http://evil.example:8080",
+            "127.0.0.1:8080",
+            false
+        ));
+        assert!(!same_origin("null", "127.0.0.1:8080", false));
+
+        let request = |method: &str, origin: Option<&'static str>, marked: bool| {
+            let mut b = axum::http::Request::builder()
+                .method(method)
+                .uri("/api/v1/x")
+                .header(HOST, "127.0.0.1:8080");
+            if let Some(o) = origin {
+                b = b.header(ORIGIN, o);
+            }
+            if marked {
+                b = b.header(REQUEST_HEADER, "1");
+            }
+            b.body(()).map(|r| r.into_parts().0)
+        };
+        for (method, origin, marked, ok) in [
+            ("GET", Some("http://evil.example"), false, true),
+            ("POST", None, true, true),
+            ("POST", Some("http://127.0.0.1:8080"), true, true),
+            ("POST", Some("http://evil.example"), true, false),
+            ("POST", Some("http://127.0.0.1:8080"), false, false),
+            ("DELETE", None, false, false),
+        ] {
+            let Ok(parts) = request(method, origin, marked) else {
+                panic!("request");
+            };
+            assert_eq!(
+                check_cookie_request(&parts, false).is_ok(),
+                ok,
+                "{method} {origin:?} {marked}"
+            );
         }
     }
 

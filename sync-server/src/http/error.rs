@@ -63,6 +63,9 @@ pub enum AppError {
     /// A valid credential that does not cover the request.
     #[error("{0}")]
     Forbidden(String),
+    /// Refused for a reason a client tells apart from a role or site check (`wrong_password`).
+    #[error("{message}")]
+    ForbiddenCode { code: &'static str, message: String },
     #[error(
         "this request's request_seq is not greater than {last_seq}, the last one accepted from \
          this device: a replayed or stale request; prepare a new one"
@@ -203,7 +206,7 @@ impl AppError {
             | AppError::UserExists(_)
             | AppError::Replayed { .. } => StatusCode::CONFLICT,
             AppError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::Forbidden(_) | AppError::ForbiddenCode { .. } => StatusCode::FORBIDDEN,
             AppError::Gone { .. } => StatusCode::GONE,
             AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -234,6 +237,7 @@ impl AppError {
             | AppError::Unprocessable { code, .. }
             | AppError::BadRequest { code, .. }
             | AppError::Unauthorized { code, .. }
+            | AppError::ForbiddenCode { code, .. }
             | AppError::UnknownWebhook { code, .. }
             | AppError::Gone { code, .. } => code,
             AppError::Forbidden(_) => "forbidden",

@@ -5,8 +5,9 @@
 //! instance's syncs and for commits the store reports ([`Store::subscribe`]), which on
 //! PostgreSQL include those made through other instances.
 //!
-//! A stream is as good as the token that opened it, for as long as it is open: it checks its
-//! user again every `--stream-recheck-secs`, when its token's time runs out, and at once when a
+//! A stream is as good as the token (or sign-in session) that opened it, for as long as it is
+//! open: it checks its user again every `--stream-recheck-secs`, when its token's or session's
+//! time runs out (each check is a use of a session, so an open console stays signed in), and at once when a
 //! user's token is revoked or rotated through this instance ([`FeedNotifier::credentials_changed`];
 //! other instances sharing a PostgreSQL database learn at their next periodic check). A stream
 //! whose user may no longer read its site sends a last `closed` event saying why, and ends. A
@@ -23,7 +24,7 @@ use patrol_core::SiteId;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-use super::auth::{Session, user_session};
+use super::auth::{Session, session_again};
 use super::error::AppError;
 use super::gaps::{self, GapAlert};
 use super::state::AppState;
@@ -318,7 +319,7 @@ impl Authorization {
     async fn check(&mut self) -> Result<(), AppError> {
         self.changed.borrow_and_update();
         self.notified = false;
-        let session = user_session(&self.state, self.session.token).await?;
+        let session = session_again(&self.state, &self.session).await?;
         if !session.user.can_read(&self.site) {
             return Err(AppError::Forbidden(format!(
                 "user {} may no longer read site {}",

@@ -9,7 +9,11 @@
 //!   a phone on the site; an administrator of the site.
 //! - [`admin`]: `GET /api/v1/sites`: the sites the user covers; `POST /api/v1/sites`: a new site
 //!   (administrators over all sites). `POST /api/v1/users`, `GET /api/v1/users`,
-//!   `POST /api/v1/users/{id}/revoke`: an administrator, for users within its scope.
+//!   `POST /api/v1/users/{id}/revoke`, `PUT /api/v1/users/{id}/password`: an administrator, for
+//!   users within its scope. `PUT /api/v1/users/me/password`: any user, its own password.
+//! - [`session`]: `POST`, `GET` and `DELETE /api/v1/session`: a person signing in with a name and
+//!   password, receiving the session cookie that authenticates the console's requests like a
+//!   user token, and signing out.
 //! - [`feed`]: `GET /api/v1/sites/{site}/events?after=<seq>&limit=<n>`: the site's event feed,
 //!   in server sequence order; `GET /api/v1/sites/{site}/stream`: the same, live ([`live`]); a
 //!   user covering the site.
@@ -38,13 +42,18 @@
 //!   upload of an attachment's bytes; the device's credential. `GET
 //!   /api/v1/sites/{site}/attachments` and `.../attachments/{sha256}`: the site's attachments
 //!   and their bytes; a user covering the site.
+//! - [`console`]: `GET /` and `GET /console/{file}`: the control room's web console, a page and
+//!   its scripts compiled into the binary; `POST /console/qr`: a QR code (SVG) of an
+//!   enrollment code, for an administrator. Not API routes: not in [`routes`] nor the OpenAPI
+//!   document.
 //! - [`health`]: `GET /healthz`: liveness; `GET /metrics`: the counters in Prometheus text
 //!   format ([`crate::metrics`]); [`openapi`]: `GET /openapi.json`: this list as an OpenAPI
 //!   document; open, no credential.
 //!
 //! What they share: [`state`] ([`AppState`]), [`admission`] (the sync queue), [`extract`]
 //! (reading bodies, paths and their checks), [`error`] ([`AppError`] and the JSON error body),
-//! [`auth`] (bearer tokens, [`auth::AuthUser`]), [`throttle`] (failed authentications per
+//! [`auth`] (bearer tokens and session cookies, [`auth::AuthUser`]), [`user_view`] (a user's
+//! JSON), [`throttle`] (failed authentications per
 //! client address), [`counting`] (the traffic counters' socket and
 //! body wrappers), [`live`] (the live feed's wake-ups and stream), [`gaps`] (devices gone
 //! silent and shifts overdue: the rule, and the watcher that announces them on live streams)
@@ -69,6 +78,7 @@ pub mod alarms;
 pub mod attachments;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod counting;
 pub mod devices;
 pub mod enroll;
@@ -83,11 +93,13 @@ pub mod incidents;
 pub mod live;
 pub mod openapi;
 pub mod reports;
+pub mod session;
 pub mod shifts;
 pub mod state;
 pub mod sync;
 pub mod throttle;
 pub mod tours;
+pub mod user_view;
 pub mod webhook_sender;
 pub mod webhooks;
 
@@ -159,6 +171,7 @@ fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
         sync::routes(sync_body_limit),
         enroll::routes(),
         admin::routes(),
+        session::routes(),
         feed::routes(),
         devices::routes(),
         shifts::routes(),
@@ -176,7 +189,7 @@ fn endpoints(sync_body_limit: usize) -> Vec<Endpoint> {
     .collect()
 }
 
-/// Every method and path the router serves (paths in axum's `{param}` form, as in OpenAPI).
+/// Every method and path the API serves (paths in axum's `{param}` form, as in OpenAPI).
 pub fn routes() -> Vec<(Method, &'static str)> {
     endpoints(0)
         .into_iter()
@@ -193,6 +206,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route(path, method_router);
     }
     router
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(TraceLayer::new_for_http().on_failure(log_failure))

@@ -4,14 +4,18 @@
 //! only lists the resources' handlers; no resource imports it.
 //!
 //! Two bearer schemes: `device_credential` (`pd_…`, the phone's, for sync) and `user_token`
-//! (`pu_…`, an administrator's or operator's, for everything else). `/healthz`, `/metrics`,
+//! (`pu_…`, an administrator's or operator's, for everything else); every route that takes a
+//! user token also takes the console's `session_cookie` (`patrol_session`, from
+//! `POST /api/v1/session`). `/healthz`, `/metrics`,
 //! `/openapi.json` and `/api/v1/enroll` (whose code is in the body) need neither.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
@@ -20,7 +24,7 @@ use super::extract::MAX_JSON_BODY_BYTES;
 use super::{
     Endpoint, Verb, admin, alarms, config, devices, endpoint, enroll, export, feed, health,
 };
-use super::{attachments, incidents, reports, shifts, sync, tours, webhooks};
+use super::{attachments, incidents, reports, session, shifts, sync, tours, webhooks};
 
 pub(super) fn routes() -> Vec<Endpoint> {
     vec![endpoint(
@@ -35,6 +39,8 @@ pub(super) fn routes() -> Vec<Endpoint> {
 pub const DEVICE_CREDENTIAL: &str = "device_credential";
 /// Security scheme name of a user token.
 pub const USER_TOKEN: &str = "user_token";
+/// Security scheme name of the console's session cookie.
+pub const SESSION_COOKIE: &str = "session_cookie";
 
 /// The document. Schemas named by the paths are collected from them.
 #[derive(Debug, OpenApi)]
@@ -88,6 +94,11 @@ pub const USER_TOKEN: &str = "user_token";
         admin::whoami,
         admin::rotate_own_token,
         admin::reissue_token,
+        admin::change_own_password,
+        admin::set_password,
+        session::sign_in,
+        session::current,
+        session::sign_out,
         devices::this_device,
         devices::rotate_credential,
     ),
@@ -132,6 +143,15 @@ impl Modify for BearerSchemes {
                 "A user token (`pu_…`) of an administrator or operator, scoped to sites; from \
                  `patrol-server admin create` or `POST /api/v1/users`.",
             ),
+        );
+        components.add_security_scheme(
+            SESSION_COOKIE,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                super::auth::SESSION_COOKIE,
+                "The console's session (`ps_…`), set by `POST /api/v1/session`. Accepted \
+                 wherever a user token is, when there is no `Authorization` header; a request \
+                 with it other than GET needs `X-Patrol-Request: 1` and no foreign `Origin`.",
+            ))),
         );
     }
 }
@@ -207,6 +227,8 @@ const LOCKED_OUT: &str = "`too_many_failed_attempts`: this address presented too
                           is looked at; `Retry-After` (seconds) says when it is heard again";
 const EXPIRED: &str = "`expired_credential`: a user token past its expiry, or replaced by a \
                        rotation and past its overlap";
+const CSRF: &str = "`forbidden`: made with the session cookie without `X-Patrol-Request: 1`, or \
+                    from another origin";
 const STALLED: &str = "`request_timeout`: the body stopped arriving for the server's body read \
                        timeout; nothing was changed";
 
@@ -224,21 +246,33 @@ impl Modify for GuardAnswers {
                 .build()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            for op in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
+            for (method, op) in [
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("post", &mut item.post),
+                ("delete", &mut item.delete),
             ]
             .into_iter()
-            .flatten()
+            .filter_map(|(m, op)| Some((m, op.as_mut()?)))
             {
                 let authenticated =
                     op.security.as_ref().is_some_and(|s| !s.is_empty()) || path == "/api/v1/enroll";
                 let user_token = op.security.iter().flatten().any(|requirement| {
                     serde_json::to_value(requirement).is_ok_and(|v| v.get(USER_TOKEN).is_some())
                 });
+                let by_cookie = op.security.iter().flatten().any(|requirement| {
+                    serde_json::to_value(requirement).is_ok_and(|v| v.get(SESSION_COOKIE).is_some())
+                });
+                if user_token && !by_cookie {
+                    // The session cookie goes wherever a user token does (`auth::AuthUser`).
+                    op.security
+                        .get_or_insert_with(Vec::new)
+                        .push(SecurityRequirement::new::<_, _, &str>(SESSION_COOKIE, []));
+                }
                 let answers = &mut op.responses.responses;
+                if user_token && !matches!(method, "get") && !answers.contains_key("403") {
+                    answers.insert("403".into(), RefOr::T(error(CSRF)));
+                }
                 if user_token
                     && let Some(RefOr::T(unauthorized)) = answers.get_mut("401")
                     && !unauthorized.description.contains("expired_credential")

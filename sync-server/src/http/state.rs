@@ -32,6 +32,9 @@ pub struct AppState {
     pub feed: Arc<FeedNotifier>,
     /// Failed authentications per client address ([`AuthThrottle`]).
     pub throttle: Arc<AuthThrottle>,
+    /// Password hashes computed at once (argon2id: 19 MiB and tens of milliseconds each), so
+    /// that a burst of sign-ins queues instead of taking the memory and every core.
+    pub(super) hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ impl AppState {
                 retry_after_secs: DEFAULT_SYNC_RETRY_AFTER_SECS,
             })),
             uploads: Arc::new(tokio::sync::Semaphore::new(cpus.max(2))),
+            hashing: Arc::new(tokio::sync::Semaphore::new(cpus.max(2))),
             feed: Arc::new(FeedNotifier::default()),
         }
     }

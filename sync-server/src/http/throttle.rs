@@ -1,4 +1,5 @@
-//! Failed authentication, slowed and then refused per client address, and every failure logged.
+//! Failed authentication, slowed and then refused per client address (and sign-ins also per
+//! user name), and every failure logged.
 //!
 //! A failure is a credential presented and refused (unknown, revoked, expired, malformed, of the
 //! wrong kind), or an enrollment code that does not enroll. Per client address (an IPv4
@@ -16,6 +17,11 @@
 //! further requests are not logged one by one (the lockout is, once), so a flood cannot fill
 //! the log. The client address is the TCP peer's, or with `--trusted-proxy` the address that
 //! proxy put last in `X-Forwarded-For`. The counts are per server instance and in memory.
+//!
+//! Failed sign-ins with a password (`POST /api/v1/session`) are counted the same way per user
+//! name too, so that a guess at one account from many addresses is slowed and refused as well.
+//! The cost: someone who knows a name can keep its sign-ins refused; the person still has
+//! their bearer token, and an administrator sees the lockout in the log.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -42,18 +48,99 @@ struct Record {
     locked_until: Option<Instant>,
 }
 
-/// The failure counts per client address.
+/// Failure counts by some key (a client address, a user name).
+#[derive(Debug)]
+struct Counts<K> {
+    records: Mutex<HashMap<K, Record>>,
+}
+
+/// What [`Counts::failed`] found: the failures counted in the window, and whether this one
+/// locked the key out.
+struct Counted {
+    failures: u32,
+    locked_now: bool,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Counts<K> {
+    fn new() -> Self {
+        Counts {
+            records: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// 429 if `key` is locked out now.
+    fn check(&self, key: &K) -> Result<(), AppError> {
+        let now = Instant::now();
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(record) = records.get_mut(key) else {
+            return Ok(());
+        };
+        match record.locked_until {
+            Some(until) if until > now => Err(AppError::TooManyFailedAttempts {
+                retry_after_secs: (until - now).as_secs().max(1),
+            }),
+            Some(_) => {
+                // The lockout is over: a clean slate.
+                records.remove(key);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failure of `key`; `None` when too many keys are tracked to count a new one.
+    fn failed(&self, key: K, config: &ThrottleConfig) -> Option<Counted> {
+        let now = Instant::now();
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if records.len() >= MAX_TRACKED && !records.contains_key(&key) {
+            let window = config.window;
+            records.retain(|_, r| {
+                r.locked_until.is_some_and(|u| u > now) || now.duration_since(r.since) < window
+            });
+            if records.len() >= MAX_TRACKED {
+                return None;
+            }
+        }
+        let record = records.entry(key).or_insert(Record {
+            failures: 0,
+            since: now,
+            locked_until: None,
+        });
+        if now.duration_since(record.since) >= config.window {
+            *record = Record {
+                failures: 0,
+                since: now,
+                locked_until: None,
+            };
+        }
+        record.failures = record.failures.saturating_add(1);
+        let locked_now = record.failures >= config.max_failures && record.locked_until.is_none();
+        if locked_now {
+            record.locked_until = Some(now + config.lockout);
+        }
+        Some(Counted {
+            failures: record.failures,
+            locked_now,
+        })
+    }
+}
+
+/// The failure counts per client address, and per user name for sign-ins.
 #[derive(Debug)]
 pub struct AuthThrottle {
     config: ThrottleConfig,
-    records: Mutex<HashMap<IpAddr, Record>>,
+    by_address: Counts<IpAddr>,
+    /// Failed sign-ins per user name (as given, lower-cased): a guess at one account spread
+    /// over many addresses is slowed and refused too.
+    by_name: Counts<String>,
 }
 
 impl AuthThrottle {
     pub fn new(config: ThrottleConfig) -> Self {
         AuthThrottle {
             config,
-            records: Mutex::new(HashMap::new()),
+            by_address: Counts::new(),
+            by_name: Counts::new(),
         }
     }
 
@@ -81,23 +168,8 @@ impl AuthThrottle {
 
     /// 429 if `client` is locked out now.
     pub fn check(&self, client: Option<IpAddr>) -> Result<(), AppError> {
-        let Some(key) = client.map(key) else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(record) = records.get_mut(&key) else {
-            return Ok(());
-        };
-        match record.locked_until {
-            Some(until) if until > now => Err(AppError::TooManyFailedAttempts {
-                retry_after_secs: (until - now).as_secs().max(1),
-            }),
-            Some(_) => {
-                // The lockout is over: a clean slate.
-                records.remove(&key);
-                Ok(())
-            }
+        match client.map(key) {
+            Some(key) => self.by_address.check(&key),
             None => Ok(()),
         }
     }
@@ -107,48 +179,59 @@ impl AuthThrottle {
     pub fn failed(&self, client: Option<IpAddr>, credential: &str, reason: &str) -> Duration {
         let shown = client.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         tracing::warn!(target: "patrol_server::auth", client = %shown, credential, reason, "authentication failed");
-        let Some(key) = client.map(key) else {
+        let Some(counted) = client.and_then(|c| self.by_address.failed(key(c), &self.config))
+        else {
             return Duration::ZERO;
         };
-        let now = Instant::now();
-        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
-        if records.len() >= MAX_TRACKED && !records.contains_key(&key) {
-            let window = self.config.window;
-            records.retain(|_, r| {
-                r.locked_until.is_some_and(|u| u > now) || now.duration_since(r.since) < window
-            });
-            if records.len() >= MAX_TRACKED {
-                return Duration::ZERO;
-            }
-        }
-        let record = records.entry(key).or_insert(Record {
-            failures: 0,
-            since: now,
-            locked_until: None,
-        });
-        if now.duration_since(record.since) >= self.config.window {
-            *record = Record {
-                failures: 0,
-                since: now,
-                locked_until: None,
-            };
-        }
-        record.failures = record.failures.saturating_add(1);
-        if record.failures >= self.config.max_failures && record.locked_until.is_none() {
-            record.locked_until = Some(now + self.config.lockout);
+        if counted.locked_now {
             tracing::warn!(
                 target: "patrol_server::auth",
                 client = %shown,
-                failures = record.failures,
+                failures = counted.failures,
                 lockout_secs = self.config.lockout.as_secs(),
                 "too many failed authentications; refusing this address for a while"
             );
         }
-        let over = record
-            .failures
-            .saturating_sub(self.config.slow_after.saturating_sub(1));
+        self.delay(counted.failures)
+    }
+
+    /// 429 if sign-ins as `name` are locked out now.
+    pub fn check_name(&self, name: &str) -> Result<(), AppError> {
+        self.by_name.check(&name_key(name))
+    }
+
+    /// Counts a failed sign-in as `name` (logged with its address by [`AuthThrottle::failed`]);
+    /// returns how long to hold the answer back.
+    pub fn failed_name(&self, name: &str) -> Duration {
+        let Some(counted) = self.by_name.failed(name_key(name), &self.config) else {
+            return Duration::ZERO;
+        };
+        if counted.locked_now {
+            tracing::warn!(
+                target: "patrol_server::auth",
+                user = %name_key(name),
+                failures = counted.failures,
+                lockout_secs = self.config.lockout.as_secs(),
+                "too many failed sign-ins as this user; refusing its sign-ins for a while"
+            );
+        }
+        self.delay(counted.failures)
+    }
+
+    /// How long the `failures`th failure in the window is held back.
+    fn delay(&self, failures: u32) -> Duration {
+        let over = failures.saturating_sub(self.config.slow_after.saturating_sub(1));
         Duration::from_secs(u64::from(over)).min(MAX_DELAY)
     }
+}
+
+/// What sign-in failures are counted by: the name as given, lower-cased and cut to the longest
+/// user name, so that case and padding do not make new counts.
+fn name_key(name: &str) -> String {
+    name.chars()
+        .take(crate::credentials::MAX_NAME_LEN)
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// What the counts are kept by: an IPv4 address, or an IPv6 address's /64.
@@ -196,6 +279,21 @@ mod tests {
         ));
         assert!(t.check(Some(b)).is_ok(), "another address is not refused");
         assert!(t.check(None).is_ok());
+    }
+
+    #[test]
+    fn failed_sign_ins_are_counted_per_name_whatever_the_case() {
+        let t = throttle(3);
+        for _ in 0..2 {
+            t.failed_name("Anna");
+        }
+        assert!(t.check_name("anna").is_ok());
+        assert_eq!(t.failed_name("ANNA").as_secs(), 1);
+        assert!(matches!(
+            t.check_name("anna"),
+            Err(AppError::TooManyFailedAttempts { .. })
+        ));
+        assert!(t.check_name("bob").is_ok());
     }
 
     #[test]

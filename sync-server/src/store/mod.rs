@@ -51,6 +51,11 @@
 //!   has at most two tokens (the current one, and the one its last rotation replaced, until its
 //!   overlap ends); a device at most two credentials (the current one, and a rotated one it has
 //!   not used yet).
+//! - A user's password is stored only as its argon2id PHC string, a sign-in session only as the
+//!   SHA-256 of its token; the rules of both are [`crate::credentials::passwords`] and
+//!   [`crate::credentials::sessions`], which the HTTP layer applies. Setting a password deletes
+//!   the user's sessions but the one kept, and revoking a user deletes all of them, each in the
+//!   same transaction.
 //! - [`Store::subscribe`] wakes a site's readers after every commit that added events to it,
 //!   whichever process committed them (PostgreSQL: `LISTEN`/`NOTIFY`, see [`postgres`]).
 //! - Tour compliance ([`compliance`]) is written in the sync's transaction, from what it
@@ -95,6 +100,8 @@ use thiserror::Error;
 
 // The users the store keeps are defined with the credentials they hold; the store's methods
 // take and return them.
+use crate::credentials::passwords::PasswordHashString;
+use crate::credentials::sessions::StoredSession;
 use crate::credentials::{
     NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
 };
@@ -707,6 +714,17 @@ pub enum EnrollRefusal {
     },
 }
 
+/// A user with its password's hash (`None`: it has none).
+pub type UserWithPassword = (User, Option<PasswordHashString>);
+
+/// How a user is looked up for its password.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserKey {
+    Id(String),
+    /// Exact, as stored (user names are case-sensitive).
+    Name(String),
+}
+
 /// Why a sync request was refused as a whole, in its transaction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncRefusal {
@@ -1067,12 +1085,51 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'_, Result<Option<User>, StoreError>>;
 
     /// Revokes a user's token at `at_ms` (a revoked user stays revoked, with its first
-    /// revocation time); `None` if there is no such user.
+    /// revocation time) and deletes its sessions; `None` if there is no such user.
     fn revoke_user(
         &self,
         id: String,
         at_ms: i64,
     ) -> BoxFuture<'_, Result<Option<User>, StoreError>>;
+
+    /// The user `key` names (revoked or not) with its password's hash (`None`: it has none);
+    /// `None` if there is no such user.
+    fn user_with_password(
+        &self,
+        key: UserKey,
+    ) -> BoxFuture<'_, Result<Option<UserWithPassword>, StoreError>>;
+
+    /// Sets a user's password and, in the same transaction, deletes its sessions but `keep`
+    /// (the session it was changed from, if any). `None` if there is no such user.
+    fn set_user_password(
+        &self,
+        id: String,
+        password: PasswordHashString,
+        keep: Option<TokenHash>,
+    ) -> BoxFuture<'_, Result<Option<User>, StoreError>>;
+
+    /// Stores a new session of user `user_id`, and deletes every session that ended by
+    /// `session.created_at_ms` (its lifetime, or its last use more than `idle_ms` before), so
+    /// that abandoned sessions do not pile up.
+    fn create_session(
+        &self,
+        user_id: String,
+        session: StoredSession,
+        idle_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The session whose token hashes to `hash`, with its user (whether it may be used is
+    /// [`crate::credentials::sessions::check_session`]'s to say).
+    fn session_by_token(
+        &self,
+        hash: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<(User, StoredSession)>, StoreError>>;
+
+    /// Records a use of the session at `now_ms` (no earlier than the last one recorded).
+    fn touch_session(&self, hash: TokenHash, now_ms: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Deletes a session (sign-out); whether there was one.
+    fn delete_session(&self, hash: TokenHash) -> BoxFuture<'_, Result<bool, StoreError>>;
 
     /// Stores a one-time enrollment code; [`StoreError::UnknownSite`] if its site does not exist.
     fn create_enrollment_code(

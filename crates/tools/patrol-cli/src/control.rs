@@ -373,6 +373,24 @@ enum UserCommand {
         /// Cover all sites (administrators only).
         #[arg(long, conflicts_with = "sites")]
         all_sites: bool,
+        /// Also give the user a password to sign in to the console with, read as one line from
+        /// standard input (at least 12 characters).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a password to sign in to the console with, read from standard input. With a user
+    /// (an administrator, for a user it manages): one line, the new password; all the user's
+    /// sign-in sessions end. Without: your own, two lines, your current password (an empty
+    /// line if you have none yet) then the new one; your other sessions end.
+    Password {
+        /// The user's id or name; without it, your own password.
+        user: Option<String>,
+        /// Read the password(s) from standard input (the only way: never an argument, which
+        /// other users of the machine could see).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// List the users you manage.
     List(JsonArg),
@@ -416,15 +434,13 @@ impl Api {
     /// A DELETE, which answers no body when it succeeds.
     async fn delete(&self, path: &str) -> Result<()> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .authorized(self.http.delete(&url))
-            .send()
-            .await
-            .with_context(|| url.clone())?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        answer_of(resp, &url).await.map(drop)
+        no_content(self.authorized(self.http.delete(&url)), &url).await
+    }
+
+    /// A PUT that answers no body when it succeeds (204).
+    async fn put_no_content(&self, path: &str, body: Value) -> Result<()> {
+        let url = format!("{}{path}", self.base);
+        no_content(self.authorized(self.http.put(&url).json(&body)), &url).await
     }
 
     /// The body of a GET that answers a file (a report), not JSON.
@@ -490,6 +506,28 @@ impl Api {
 async fn answer(request: reqwest::RequestBuilder, url: &str) -> Result<Value> {
     let resp = request.send().await.with_context(|| url.to_owned())?;
     answer_of(resp, url).await
+}
+
+/// Sends a request whose success answers no body; the error its message says otherwise.
+async fn no_content(request: reqwest::RequestBuilder, url: &str) -> Result<()> {
+    let resp = request.send().await.with_context(|| url.to_owned())?;
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    answer_of(resp, url).await.map(drop)
+}
+
+/// One line from standard input, its line break dropped (a password: never an argument).
+fn stdin_line(what: &str) -> Result<String> {
+    let mut line = String::new();
+    let read = std::io::stdin()
+        .read_line(&mut line)
+        .with_context(|| format!("cannot read {what} from standard input"))?;
+    if read == 0 {
+        bail!("standard input ended before {what}");
+    }
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(line.strip_suffix('\r').unwrap_or(line).to_owned())
 }
 
 /// A response's JSON body, or the error its message says.
@@ -1345,24 +1383,78 @@ pub async fn control(args: ControlArgs) -> Result<()> {
                     role,
                     sites,
                     all_sites,
+                    password_stdin,
                 },
         } => {
             let sites: Vec<&str> = sites.iter().map(SiteId::as_str).collect();
-            let body = api
-                .post(
-                    "/api/v1/users",
-                    json!({
-                        "name": name, "role": role, "sites": sites, "all_sites": all_sites
-                    }),
-                )
-                .await?;
+            let mut request = json!({
+                "name": name, "role": role, "sites": sites, "all_sites": all_sites
+            });
+            if password_stdin {
+                request["password"] = json!(stdin_line("the password")?);
+            }
+            let body = api.post("/api/v1/users", request).await?;
             eprintln!(
-                "created {} {} ({}); its token follows, shown this once",
+                "created {} {} ({}){}; its token follows, shown this once",
                 text_field(&body["user"]["role"]),
                 text_field(&body["user"]["name"]),
                 text_field(&body["user"]["id"]),
+                if password_stdin {
+                    " with a password to sign in to the console"
+                } else {
+                    ""
+                },
             );
             outln!("{}", shown(body["token"].as_str().unwrap_or_default()));
+        }
+        ControlCommand::User {
+            command:
+                UserCommand::Password {
+                    user,
+                    password_stdin: _,
+                    json,
+                },
+        } => {
+            let (id, name, ended) = match user {
+                Some(user) => {
+                    let (id, name) = api.user(&user).await?;
+                    let new = stdin_line("the new password")?;
+                    api.put_no_content(
+                        &format!("/api/v1/users/{id}/password"),
+                        json!({ "new": new }),
+                    )
+                    .await?;
+                    (id, name, "all its sign-in sessions ended")
+                }
+                None => {
+                    let current = stdin_line("the current password")?;
+                    let new = stdin_line("the new password")?;
+                    api.put_no_content(
+                        "/api/v1/users/me/password",
+                        json!({ "current": current, "new": new }),
+                    )
+                    .await?;
+                    let me = api.get("/api/v1/users/me").await?;
+                    let field = |k: &str| me["user"][k].as_str().unwrap_or_default().to_owned();
+                    (
+                        field("id"),
+                        field("name"),
+                        "your other sign-in sessions ended",
+                    )
+                }
+            };
+            if json.json {
+                outln!(
+                    "{}",
+                    json!({ "user": { "id": id, "name": name }, "password_set": true })
+                );
+            } else {
+                outln!(
+                    "set the password of user {} ({}); {ended}",
+                    shown(&name),
+                    shown(&id)
+                );
+            }
         }
         ControlCommand::User {
             command: UserCommand::List(json),

@@ -8,17 +8,19 @@ use patrol_core::{DeviceId, SiteId};
 use tokio_postgres::Row;
 
 use super::{execute, query, query_opt, to_i64};
+use crate::credentials::passwords::PasswordHashString;
+use crate::credentials::sessions::StoredSession;
 use crate::credentials::{
     NewUser, Scope, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
 };
 use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
     DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_credentials, read_device_id,
-    read_public_key, read_site_id, read_user_tokens,
+    read_hash, read_public_key, read_site_id, read_user_tokens,
 };
 use crate::store::{
     DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, Site, StoreError, SyncBatch,
-    SyncRefusal,
+    SyncRefusal, UserKey, UserWithPassword,
 };
 
 fn read_site(row: &Row) -> Result<Site, StoreError> {
@@ -122,16 +124,21 @@ pub(super) async fn create_user<C: GenericClient>(
     tx: &C,
     new: NewUser,
 ) -> Result<User, StoreError> {
-    let NewUser { user, token_hash } = new;
+    let NewUser {
+        user,
+        token_hash,
+        password,
+    } = new;
     let sites = access::scope_sites(&user.scope);
     for site in sites {
         access::require_site(site, get_site(tx, site).await?)?;
     }
+    let password = password.map(|p| p.0);
     let inserted = execute(
         tx,
         "INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at, created_by,
-             token_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             token_expires_at, password_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (name) DO NOTHING",
         &[
             &user.id,
@@ -142,6 +149,7 @@ pub(super) async fn create_user<C: GenericClient>(
             &user.created_at_ms,
             &user.created_by,
             &user.token_expires_at_ms,
+            &password,
         ],
     )
     .await?;
@@ -213,6 +221,7 @@ pub(super) async fn revoke_user<C: GenericClient>(
         &[&id, &at_ms],
     )
     .await?;
+    execute(tx, "DELETE FROM user_sessions WHERE user_id = $1", &[&id]).await?;
     user_by_id(tx, id).await
 }
 
@@ -238,6 +247,107 @@ pub(super) async fn rotate_user_token<C: GenericClient>(
     )
     .await?;
     user_by_id(c, id).await
+}
+
+pub(super) async fn user_with_password<C: GenericClient>(
+    c: &C,
+    key: &UserKey,
+) -> Result<Option<UserWithPassword>, StoreError> {
+    let (column, value) = match key {
+        UserKey::Id(id) => ("user_id", id),
+        UserKey::Name(name) => ("name", name),
+    };
+    let sql = format!("SELECT {USER_COLUMNS}, password_hash FROM users WHERE {column} = $1");
+    match query_opt(c, &sql, &[value]).await? {
+        Some(row) => {
+            let (user, _) = read_user(c, &row).await?;
+            let password: Option<String> = row.try_get(11)?;
+            Ok(Some((user, password.map(PasswordHashString))))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(super) async fn set_user_password<C: GenericClient>(
+    tx: &C,
+    id: &str,
+    password: &PasswordHashString,
+    keep: Option<TokenHash>,
+) -> Result<Option<User>, StoreError> {
+    let changed = execute(
+        tx,
+        "UPDATE users SET password_hash = $2 WHERE user_id = $1",
+        &[&id, &password.0],
+    )
+    .await?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let keep = keep.map(|k| k.0.to_vec());
+    execute(
+        tx,
+        "DELETE FROM user_sessions
+         WHERE user_id = $1 AND ($2::bytea IS NULL OR session_hash <> $2)",
+        &[&id, &keep],
+    )
+    .await?;
+    user_by_id(tx, id).await
+}
+
+pub(super) async fn create_session<C: GenericClient>(
+    tx: &C,
+    user_id: &str,
+    session: &StoredSession,
+    idle_ms: i64,
+) -> Result<(), StoreError> {
+    let now = session.created_at_ms;
+    execute(
+        tx,
+        "DELETE FROM user_sessions WHERE expires_at <= $1 OR last_used_at <= $2",
+        &[&now, &now.saturating_sub(idle_ms)],
+    )
+    .await?;
+    execute(
+        tx,
+        "INSERT INTO user_sessions (session_hash, user_id, created_at, expires_at, last_used_at)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &session.hash.0.as_slice(),
+            &user_id,
+            &session.created_at_ms,
+            &session.expires_at_ms,
+            &session.last_used_at_ms,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn session_by_token<C: GenericClient>(
+    c: &C,
+    hash: &TokenHash,
+) -> Result<Option<(User, StoredSession)>, StoreError> {
+    let Some(row) = query_opt(
+        c,
+        "SELECT session_hash, user_id, created_at, expires_at, last_used_at
+         FROM user_sessions WHERE session_hash = $1",
+        &[&hash.0.as_slice()],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let user_id: String = row.try_get(1)?;
+    let Some(user) = user_by_id(c, &user_id).await? else {
+        return Ok(None);
+    };
+    let session = StoredSession {
+        hash: read_hash(row.try_get::<_, &[u8]>(0)?, "a session hash")?,
+        created_at_ms: row.try_get(2)?,
+        expires_at_ms: row.try_get(3)?,
+        last_used_at_ms: row.try_get(4)?,
+    };
+    Ok(Some((user, session)))
 }
 
 pub(super) async fn create_enrollment_code<C: GenericClient>(

@@ -65,8 +65,10 @@ use super::{
     DeviceCredential, DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
     NewEnrollmentCode, OperatorAction, PanicAlarm, SettleReport, ShiftLogEvidence, ShiftPage,
     ShiftQuery, ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor,
-    TimePage, check_ins::CheckInTimerView,
+    TimePage, UserKey, UserWithPassword, check_ins::CheckInTimerView,
 };
+use crate::credentials::passwords::PasswordHashString;
+use crate::credentials::sessions::StoredSession;
 use crate::credentials::{
     NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
 };
@@ -899,6 +901,83 @@ impl Store for PostgresStore {
             let user = auth::revoke_user(&tx, &id, at_ms).await?;
             tx.commit().await?;
             Ok(user)
+        })
+    }
+
+    fn user_with_password(
+        &self,
+        key: UserKey,
+    ) -> BoxFuture<'_, Result<Option<UserWithPassword>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            auth::user_with_password(&client, &key).await
+        })
+    }
+
+    fn set_user_password(
+        &self,
+        id: String,
+        password: PasswordHashString,
+        keep: Option<TokenHash>,
+    ) -> BoxFuture<'_, Result<Option<User>, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let user = auth::set_user_password(&tx, &id, &password, keep).await?;
+            tx.commit().await?;
+            Ok(user)
+        })
+    }
+
+    fn create_session(
+        &self,
+        user_id: String,
+        session: StoredSession,
+        idle_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            auth::create_session(&tx, &user_id, &session, idle_ms).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn session_by_token(
+        &self,
+        hash: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<(User, StoredSession)>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            auth::session_by_token(&client, &hash).await
+        })
+    }
+
+    fn touch_session(&self, hash: TokenHash, now_ms: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            execute(
+                &client,
+                "UPDATE user_sessions SET last_used_at = GREATEST(last_used_at, $2)
+                 WHERE session_hash = $1",
+                &[&hash.0.as_slice(), &now_ms],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn delete_session(&self, hash: TokenHash) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let deleted = execute(
+                &client,
+                "DELETE FROM user_sessions WHERE session_hash = $1",
+                &[&hash.0.as_slice()],
+            )
+            .await?;
+            Ok(deleted > 0)
         })
     }
 

@@ -28,6 +28,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0017_webhooks.sql"),
     include_str!("migrations/0018_attachments.sql"),
     include_str!("migrations/0019_note_attachments.sql"),
+    include_str!("migrations/0020_sessions.sql"),
 ];
 
 /// The advisory lock key migrations run under (any constant; this is "patrol" in ASCII).

@@ -7,17 +7,19 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::to_i64;
+use crate::credentials::passwords::PasswordHashString;
+use crate::credentials::sessions::StoredSession;
 use crate::credentials::{
     NewUser, Scope, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
 };
 use crate::store::access::{self, StoredCode};
 use crate::store::rows::{
     DEVICE_CREDENTIAL_COLUMNS, USER_COLUMNS, corrupt, read_device_credentials, read_device_id,
-    read_public_key, read_site_id, read_user_tokens,
+    read_hash, read_public_key, read_site_id, read_user_tokens,
 };
 use crate::store::{
     DeviceCredential, EnrollRefusal, Enrollment, NewEnrollmentCode, Site, StoreError, SyncBatch,
-    SyncRefusal,
+    SyncRefusal, UserKey, UserWithPassword,
 };
 use patrol_core::{DeviceId, SiteId};
 
@@ -113,15 +115,19 @@ fn user_by_id(conn: &Connection, id: &str) -> Result<Option<User>, StoreError> {
 
 pub(super) fn create_user(conn: &mut Connection, new: NewUser) -> Result<User, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let NewUser { user, token_hash } = new;
+    let NewUser {
+        user,
+        token_hash,
+        password,
+    } = new;
     let sites = access::scope_sites(&user.scope);
     for site in sites {
         access::require_site(site, get_site(&tx, site)?)?;
     }
     let inserted = tx.execute(
         "INSERT INTO users (user_id, name, role, all_sites, token_hash, created_at, created_by,
-             token_expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             token_expires_at, password_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (name) DO NOTHING",
         params![
             user.id,
@@ -132,6 +138,7 @@ pub(super) fn create_user(conn: &mut Connection, new: NewUser) -> Result<User, S
             user.created_at_ms,
             user.created_by,
             user.token_expires_at_ms,
+            password.map(|p| p.0),
         ],
     )?;
     if inserted == 0 {
@@ -198,6 +205,7 @@ pub(super) fn revoke_user(
         "UPDATE users SET revoked_at = COALESCE(revoked_at, ?2) WHERE user_id = ?1",
         params![id, at_ms],
     )?;
+    tx.execute("DELETE FROM user_sessions WHERE user_id = ?1", [id])?;
     let user = user_by_id(&tx, id)?;
     tx.commit()?;
     Ok(user)
@@ -227,6 +235,136 @@ pub(super) fn rotate_user_token(
     let user = user_by_id(&tx, id)?;
     tx.commit()?;
     Ok(user)
+}
+
+pub(super) fn user_with_password(
+    conn: &mut Connection,
+    key: &UserKey,
+) -> Result<Option<UserWithPassword>, StoreError> {
+    let tx = conn.transaction()?;
+    let (column, value) = match key {
+        UserKey::Id(id) => ("user_id", id),
+        UserKey::Name(name) => ("name", name),
+    };
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS}, password_hash FROM users WHERE {column} = ?1"
+    ))?;
+    let mut rows = stmt.query([value])?;
+    match rows.next()? {
+        Some(row) => {
+            let (user, _) = read_user(&tx, row)?;
+            let password: Option<String> = row.get(11)?;
+            Ok(Some((user, password.map(PasswordHashString))))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(super) fn set_user_password(
+    conn: &mut Connection,
+    id: &str,
+    password: &PasswordHashString,
+    keep: Option<TokenHash>,
+) -> Result<Option<User>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let changed = tx.execute(
+        "UPDATE users SET password_hash = ?2 WHERE user_id = ?1",
+        params![id, password.0],
+    )?;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let keep = keep.map(|k| k.0.to_vec());
+    tx.execute(
+        "DELETE FROM user_sessions WHERE user_id = ?1 AND (?2 IS NULL OR session_hash <> ?2)",
+        params![id, keep],
+    )?;
+    let user = user_by_id(&tx, id)?;
+    tx.commit()?;
+    Ok(user)
+}
+
+pub(super) fn create_session(
+    conn: &mut Connection,
+    user_id: &str,
+    session: &StoredSession,
+    idle_ms: i64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now = session.created_at_ms;
+    tx.execute(
+        "DELETE FROM user_sessions WHERE expires_at <= ?1 OR last_used_at <= ?2",
+        params![now, now.saturating_sub(idle_ms)],
+    )?;
+    tx.execute(
+        "INSERT INTO user_sessions (session_hash, user_id, created_at, expires_at, last_used_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            session.hash.0.as_slice(),
+            user_id,
+            session.created_at_ms,
+            session.expires_at_ms,
+            session.last_used_at_ms,
+        ],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn session_by_token(
+    conn: &mut Connection,
+    hash: &TokenHash,
+) -> Result<Option<(User, StoredSession)>, StoreError> {
+    let tx = conn.transaction()?;
+    let found = tx
+        .query_row(
+            "SELECT session_hash, user_id, created_at, expires_at, last_used_at
+             FROM user_sessions WHERE session_hash = ?1",
+            [hash.0.as_slice()],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((stored, user_id, created_at_ms, expires_at_ms, last_used_at_ms)) = found else {
+        return Ok(None);
+    };
+    let Some(user) = user_by_id(&tx, &user_id)? else {
+        return Ok(None);
+    };
+    let session = StoredSession {
+        hash: read_hash(&stored, "a session hash")?,
+        created_at_ms,
+        expires_at_ms,
+        last_used_at_ms,
+    };
+    Ok(Some((user, session)))
+}
+
+pub(super) fn touch_session(
+    conn: &mut Connection,
+    hash: &TokenHash,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE user_sessions SET last_used_at = MAX(last_used_at, ?2) WHERE session_hash = ?1",
+        params![hash.0.as_slice(), now_ms],
+    )?;
+    Ok(())
+}
+
+pub(super) fn delete_session(conn: &mut Connection, hash: &TokenHash) -> Result<bool, StoreError> {
+    let deleted = conn.execute(
+        "DELETE FROM user_sessions WHERE session_hash = ?1",
+        [hash.0.as_slice()],
+    )?;
+    Ok(deleted > 0)
 }
 
 pub(super) fn create_enrollment_code(

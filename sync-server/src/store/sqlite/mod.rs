@@ -43,6 +43,8 @@ use std::sync::mpsc::{self, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::credentials::passwords::PasswordHashString;
+use crate::credentials::sessions::StoredSession;
 use crate::credentials::{
     NewUser, StoredDeviceCredentials, StoredUserTokens, TokenHash, User, UserTokenRotation,
 };
@@ -64,7 +66,7 @@ use super::{
     DeviceCredential, DeviceStatus, Enrollment, EventPage, FeedFilter, IncidentList, IncidentQuery,
     NewEnrollmentCode, OperatorAction, PanicAlarm, SettleReport, ShiftLogEvidence, ShiftPage,
     ShiftQuery, ShiftSummary, Site, Store, StoreError, StoredConfig, SyncBatch, TimeCursor,
-    TimePage, check_ins::CheckInTimerView,
+    TimePage, UserKey, UserWithPassword, check_ins::CheckInTimerView,
 };
 
 mod alarms;
@@ -624,6 +626,46 @@ impl Store for SqliteStore {
         at_ms: i64,
     ) -> BoxFuture<'_, Result<Option<User>, StoreError>> {
         Box::pin(self.write(move |conn| auth::revoke_user(conn, &id, at_ms)))
+    }
+
+    fn user_with_password(
+        &self,
+        key: UserKey,
+    ) -> BoxFuture<'_, Result<Option<UserWithPassword>, StoreError>> {
+        Box::pin(self.read(move |conn| auth::user_with_password(conn, &key)))
+    }
+
+    fn set_user_password(
+        &self,
+        id: String,
+        password: PasswordHashString,
+        keep: Option<TokenHash>,
+    ) -> BoxFuture<'_, Result<Option<User>, StoreError>> {
+        Box::pin(self.write(move |conn| auth::set_user_password(conn, &id, &password, keep)))
+    }
+
+    fn create_session(
+        &self,
+        user_id: String,
+        session: StoredSession,
+        idle_ms: i64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| auth::create_session(conn, &user_id, &session, idle_ms)))
+    }
+
+    fn session_by_token(
+        &self,
+        hash: TokenHash,
+    ) -> BoxFuture<'_, Result<Option<(User, StoredSession)>, StoreError>> {
+        Box::pin(self.read(move |conn| auth::session_by_token(conn, &hash)))
+    }
+
+    fn touch_session(&self, hash: TokenHash, now_ms: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.write(move |conn| auth::touch_session(conn, &hash, now_ms)))
+    }
+
+    fn delete_session(&self, hash: TokenHash) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(self.write(move |conn| auth::delete_session(conn, &hash)))
     }
 
     fn create_enrollment_code(

@@ -33,6 +33,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0019_check_in_timers.sql"),
     include_str!("migrations/0020_webhooks.sql"),
     include_str!("migrations/0021_note_attachments.sql"),
+    include_str!("migrations/0022_sessions.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
