@@ -32,6 +32,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0018_alarm_escalations.sql"),
     include_str!("migrations/0019_check_in_timers.sql"),
     include_str!("migrations/0020_webhooks.sql"),
+    // 0021 and 0022 are other branches' (renumber on merge: the array's order is the version).
+    include_str!("migrations/0023_scan_neighbours_coarse.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
