@@ -10,8 +10,10 @@
 //!    of the stored record for them: the guard's scans around the log's scans (one query per
 //!    log, [`GuardScans`]) and, for each scan of a tag, other devices' scans of its checkpoint
 //!    near its time (one query per such scan, [`TagScans`]);
-//! 2. the backend runs those queries (its SQL, on the indexes of SQLite migration 14 and
-//!    PostgreSQL migration 10) and reads each row with [`read_scan_row`];
+//! 2. the backend runs those queries (its SQL: on SQLite, the guard's scans through
+//!    `scan_hours` and the events' primary key, a tag's through the index of tag scans,
+//!    migration 23; on PostgreSQL, the indexes of migration 10) and reads each row with
+//!    [`read_scan_row`];
 //! 3. [`LogFlags::finish`]: each event's stamp, and the stored scans its arrival flags too (a
 //!    cloned tag is on both scans, whichever arrived first), which the backend updates in the
 //!    same transaction.

@@ -615,7 +615,7 @@ pub struct TimePage {
 /// An event's corrected time in SQL, as [`event_json::Stamp::stored`] reads it: its
 /// `corrected_ms`, or for an event stored before corrected times, its device time bounded by
 /// its receipt; `least` is the backend's two-argument minimum (`MIN`, `LEAST`). The scan indexes
-/// of SQLite's migration 14 (PostgreSQL's 10) hold exactly this expression, which a query must
+/// of SQLite's migration 23 (PostgreSQL's 10) hold exactly this expression, which a query must
 /// write the same for an index to serve it.
 pub fn corrected_ms_sql(least: &str) -> String {
     format!("COALESCE(corrected_ms, {least}(device_time_ms, received_at_ms))")

@@ -12,8 +12,9 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use patrol_core::flags::tag_of;
 use patrol_core::protocol::DocOutcome;
-use patrol_core::{ShiftId, SiteId};
+use patrol_core::{EventBody, ShiftId, SiteId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
@@ -512,16 +513,18 @@ fn write_doc(
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
              checkpoint_id, device_seq, device_time_ms, received_at_ms, record, corrected_ms,
-             flags)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             flags, tagged)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
     let mut inserted: u32 = 0;
     // The device times of the log's start and end, if among its new events (the first of each).
     let mut started_at: Option<i64> = None;
     let mut ended_at: Option<i64> = None;
     let mut written = vec![false; log.new_events.len()];
-    // Seq and corrected time of each event inserted, for `event_hours`.
+    // Seq and corrected time of each event inserted, for `event_hours`; of each scan, by guard,
+    // for `scan_hours`.
     let mut hours = Vec::with_capacity(log.new_events.len());
+    let mut scan_hours: Vec<(&str, Vec<(i64, i64)>)> = Vec::new();
     for (i, event) in log.new_events.iter().enumerate() {
         match event.record.body.kind() {
             "shift_started" if started_at.is_none() => started_at = Some(event.record.time.wall_ms),
@@ -540,6 +543,11 @@ fn write_doc(
             .record
             .encode()
             .map_err(|e| StoreError::Encode(e.to_string()))?;
+        // Whether a scan is of a tag (`events_tag_scans_by_checkpoint`); NULL for other events.
+        let tagged = match &event.record.body {
+            EventBody::CheckpointScanned(scan) => Some(i64::from(tag_of(scan).is_some())),
+            _ => None,
+        };
         insert.execute(params![
             site,
             *next_seq,
@@ -555,6 +563,7 @@ fn write_doc(
             record,
             stamps.stamps[i].corrected_ms,
             stamps.flags_json[i],
+            tagged,
         ])?;
         if event.record.body.kind() == "panic" {
             // Only a new panic looks for endpoints: the rest of the sync never does.
@@ -572,6 +581,14 @@ fn write_doc(
         super::blobs::insert_note_refs(tx, site, *next_seq, event)?;
         written[i] = true;
         hours.push((*next_seq, stamps.stamps[i].corrected_ms));
+        if tagged.is_some() {
+            let guard = event.guard.as_str();
+            let at = (*next_seq, stamps.stamps[i].corrected_ms);
+            match scan_hours.iter_mut().find(|(g, _)| *g == guard) {
+                Some((_, scans)) => scans.push(at),
+                None => scan_hours.push((guard, vec![at])),
+            }
+        }
         inserted += 1;
         *next_seq += 1;
     }
@@ -581,6 +598,21 @@ fn write_doc(
              VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![site, span.hour_ms, span.first_seq, span.last_seq])?;
+    }
+    for (guard, scans) in scan_hours {
+        for span in event_hours::spans(scans) {
+            tx.prepare_cached(
+                "INSERT INTO scan_hours (site_id, guard_id, hour_ms, first_seq, last_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                site,
+                guard,
+                span.hour_ms,
+                span.first_seq,
+                span.last_seq
+            ])?;
+        }
     }
     // The stored scans the new ones flag too (a cloned tag).
     for update in stamps.updates.iter().filter(|u| written[u.by]) {
@@ -643,7 +675,7 @@ fn write_doc(
 }
 
 /// The columns [`scan_row`] reads, from the first: a scan's seq, id, device, corrected time
-/// (as the feed reads it: the expression the indexes of migration 14 hold), record, JSON (rows
+/// (as the feed reads it: the expression the index of migration 23 holds), record, JSON (rows
 /// stored before migration 8) and flags.
 fn scan_columns() -> String {
     format!(
@@ -667,29 +699,123 @@ fn scan_row(row: &rusqlite::Row<'_>) -> Result<StoredScan, StoreError> {
     })
 }
 
-/// The query of [`GuardScans`]: ?1 site, ?2 guard, ?3 and ?4 the span, ?5 the most rows.
-fn guard_scans_sql() -> String {
-    let columns = scan_columns();
-    let corrected = corrected_ms();
+/// The rows of `scan_hours` (migration 23) a guard's scans in a span are read through: ?1 site,
+/// ?2 guard, ?3 and ?4 the hours (both included).
+const GUARD_HOURS_SQL: &str = "SELECT first_seq, last_seq FROM scan_hours
+     WHERE site_id = ?1 AND guard_id = ?2 AND hour_ms BETWEEN ?3 AND ?4";
+
+/// The latest hour of a guard's scans up to ?3: ?1 site, ?2 guard.
+const GUARD_LAST_HOUR_SQL: &str = "SELECT MAX(hour_ms) FROM scan_hours
+     WHERE site_id = ?1 AND guard_id = ?2 AND hour_ms <= ?3";
+
+/// A guard's scans in one seq range of [`GUARD_HOURS_SQL`]: ?1 site, ?2 and ?3 the range, ?4
+/// guard, ?5 and ?6 the span of corrected time (both included). The primary key serves it.
+fn guard_range_sql() -> String {
     format!(
-        "SELECT * FROM (SELECT {columns} FROM events
-             WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
-               AND {corrected} BETWEEN ?3 AND ?4
-             ORDER BY {corrected} DESC LIMIT ?5)
-         UNION ALL
-         SELECT * FROM (SELECT {columns} FROM events
-             WHERE site_id = ?1 AND guard_id = ?2 AND kind = 'checkpoint_scanned'
-               AND {corrected} < ?3
-             ORDER BY {corrected} DESC LIMIT 1)"
+        "SELECT {} FROM events
+         WHERE site_id = ?1 AND seq BETWEEN ?2 AND ?3 AND guard_id = ?4
+           AND kind = 'checkpoint_scanned' AND {} BETWEEN ?5 AND ?6",
+        scan_columns(),
+        corrected_ms()
     )
 }
 
+/// The guard's last scan in one seq range before ?5: ?1 site, ?2 and ?3 the range, ?4 guard;
+/// its seq and corrected time.
+fn guard_range_last_sql() -> String {
+    let corrected = corrected_ms();
+    format!(
+        "SELECT seq, {corrected} FROM events
+         WHERE site_id = ?1 AND seq BETWEEN ?2 AND ?3 AND guard_id = ?4
+           AND kind = 'checkpoint_scanned' AND {corrected} < ?5
+         ORDER BY {corrected} DESC, seq DESC LIMIT 1"
+    )
+}
+
+/// The seq ranges of a guard's scans in the hours `from_hour` to `to_ms` (both included).
+fn guard_ranges(
+    tx: &Connection,
+    site: &str,
+    guard: &str,
+    from_hour: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, i64)>, StoreError> {
+    let mut stmt = tx.prepare_cached(GUARD_HOURS_SQL)?;
+    let rows = stmt.query_map(params![site, guard, from_hour, to_ms], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(event_hours::ranges(rows.collect::<Result<_, _>>()?, None))
+}
+
+/// The guard's stored scans of [`GuardScans`]: those with a corrected time from `from_ms` to
+/// `to_ms` (at most [`MAX_GUARD_SCANS`], the latest) and the last one before `from_ms`, read
+/// through `scan_hours` and the events' primary key.
+fn read_guard_scans(
+    tx: &Connection,
+    site: &str,
+    guard: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<StoredScan>, StoreError> {
+    let mut out = Vec::new();
+    let mut stmt = tx.prepare_cached(&guard_range_sql())?;
+    for (first, last) in guard_ranges(tx, site, guard, event_hours::hour_of(from_ms), to_ms)? {
+        let mut rows = stmt.query(params![site, first, last, guard, from_ms, to_ms])?;
+        while let Some(row) = rows.next()? {
+            out.push(scan_row(row)?);
+        }
+    }
+    let most = usize::try_from(MAX_GUARD_SCANS).unwrap_or(usize::MAX);
+    if out.len() > most {
+        out.sort_unstable_by_key(|s| std::cmp::Reverse((s.scan.corrected_ms, s.seq)));
+        out.truncate(most);
+    }
+    // The last before `from_ms`: in the latest hour up to its own that holds one. A row of an
+    // hour before `from_ms`'s holds only scans before it, so at most two hours are read.
+    let mut up_to = from_ms;
+    let before = loop {
+        let hour: Option<i64> = tx
+            .prepare_cached(GUARD_LAST_HOUR_SQL)?
+            .query_row(params![site, guard, up_to], |r| r.get(0))?;
+        let Some(hour) = hour else {
+            break None;
+        };
+        let mut best: Option<(i64, i64)> = None;
+        let mut last_stmt = tx.prepare_cached(&guard_range_last_sql())?;
+        for (first, last) in guard_ranges(tx, site, guard, hour, hour)? {
+            let found: Option<(i64, i64)> = last_stmt
+                .query_row(params![site, first, last, guard, from_ms], |r| {
+                    Ok((r.get(1)?, r.get(0)?))
+                })
+                .optional()?;
+            best = best.max(found);
+        }
+        if best.is_some() {
+            break best;
+        }
+        up_to = hour - 1;
+    };
+    if let Some((_, seq)) = before {
+        let mut stmt = tx.prepare_cached(&format!(
+            "SELECT {} FROM events WHERE site_id = ?1 AND seq = ?2",
+            scan_columns()
+        ))?;
+        let mut rows = stmt.query(params![site, seq])?;
+        while let Some(row) = rows.next()? {
+            out.push(scan_row(row)?);
+        }
+    }
+    Ok(out)
+}
+
 /// The query of [`TagScans`]: ?1 site, ?2 checkpoint, ?3 and ?4 the span, ?5 the device left
-/// out, ?6 the most rows.
+/// out, ?6 the most rows. Only a scan of a tag can be another's cloned tag: the index of
+/// migration 23 holds those (and scans stored before it).
 fn tag_scans_sql() -> String {
     format!(
         "SELECT {} FROM events
          WHERE site_id = ?1 AND checkpoint_id = ?2 AND kind = 'checkpoint_scanned'
+           AND tagged IS NOT 0
            AND {} BETWEEN ?3 AND ?4 AND device_id <> ?5
          LIMIT ?6",
         scan_columns(),
@@ -706,19 +832,14 @@ fn stamp_events(
     events: &[patrol_core::Event],
 ) -> Result<LogStamps, StoreError> {
     let plan = flags.plan(events);
-    let mut guard = Vec::new();
-    if let Some(GuardScans {
-        guard: guard_id,
-        from_ms,
-        to_ms,
-    }) = plan.guard_scans()
-    {
-        let mut stmt = tx.prepare_cached(&guard_scans_sql())?;
-        let mut rows = stmt.query(params![site, guard_id, from_ms, to_ms, MAX_GUARD_SCANS])?;
-        while let Some(row) = rows.next()? {
-            guard.push(scan_row(row)?);
-        }
-    }
+    let guard = match plan.guard_scans() {
+        Some(GuardScans {
+            guard,
+            from_ms,
+            to_ms,
+        }) => read_guard_scans(tx, site, guard, *from_ms, *to_ms)?,
+        None => Vec::new(),
+    };
     let mut tags = Vec::new();
     for TagScans {
         checkpoint,
@@ -1082,29 +1203,159 @@ mod tests {
         Ok(())
     }
 
-    /// The queries of a new scan's flags read the scans around it through the indexes of
-    /// migration 14, not the whole site's events.
+    /// The queries of a new scan's flags read the scans around it through `scan_hours`, the
+    /// events' primary key and the index of tag scans (migration 23), not the whole site's
+    /// events.
     #[test]
     fn the_queries_for_flags_use_their_indexes() -> TestResult {
         let dir = tempfile::tempdir()?;
         let (_path, conn) = test_site_db(dir.path())?;
-        let guard_params = params!["site-1", "x", 1, 2, 3];
+        let hours_params = params!["site-1", "x", 1, 2];
+        let last_hour_params = params!["site-1", "x", 1];
+        let range_params = params!["site-1", 1, 2, "x", 3, 4];
+        let last_params = params!["site-1", 1, 2, "x", 3];
         let tag_params = params!["site-1", "x", 1, 2, "d", 4];
-        for (sql, values, index) in [
-            (guard_scans_sql(), guard_params, "events_scans_by_guard"),
-            (tag_scans_sql(), tag_params, "events_scans_by_checkpoint"),
+        for (sql, values, table, index) in [
+            (
+                GUARD_HOURS_SQL.to_owned(),
+                hours_params,
+                "scan_hours",
+                "PRIMARY KEY",
+            ),
+            (
+                GUARD_LAST_HOUR_SQL.to_owned(),
+                last_hour_params,
+                "scan_hours",
+                "PRIMARY KEY",
+            ),
+            (guard_range_sql(), range_params, "events", "PRIMARY KEY"),
+            (guard_range_last_sql(), last_params, "events", "PRIMARY KEY"),
+            (
+                tag_scans_sql(),
+                tag_params,
+                "events",
+                "events_tag_scans_by_checkpoint",
+            ),
         ] {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
             let plan: Vec<String> = stmt
                 .query_map(values, |r| r.get(3))?
                 .collect::<Result<_, _>>()?;
-            let searches: Vec<&String> = plan.iter().filter(|p| p.contains("events")).collect();
+            let searches: Vec<&String> = plan.iter().filter(|p| p.contains(table)).collect();
             assert!(!searches.is_empty(), "{plan:?}");
             for step in searches {
                 assert!(
                     step.starts_with("SEARCH") && step.contains(index),
                     "{index}: {plan:?}"
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// A guard's scans read through `scan_hours` are exactly those the flags ask for: in the
+    /// span (the latest [`MAX_GUARD_SCANS`]), and the last one before it, however the guard's
+    /// and other guards' scans fall in hours and seq ranges, and past events that are not scans.
+    #[test]
+    fn a_guards_scans_are_read_through_their_hours() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (_path, conn) = test_site_db(dir.path())?;
+        const H: i64 = 3_600_000;
+        let t0 = 1_740_866_400_000 - 1_740_866_400_000 % H;
+        // (guard, kind, corrected time) of each event in seq order; the writes are runs of 5.
+        let mut events = Vec::new();
+        for i in 0..60_i64 {
+            let guard = if i % 3 == 0 { "guard-b" } else { "guard-a" };
+            let kind = if i % 7 == 0 {
+                "note"
+            } else {
+                "checkpoint_scanned"
+            };
+            // Back and forth across hours, as late and out-of-order deliveries are.
+            let at = t0 + ((i * 37) % 11) * H / 2 + i * 1_000;
+            events.push((guard, kind, at));
+        }
+        let scan = patrol_core::Scan {
+            checkpoint: patrol_core::CheckpointId::new("cp-1")?,
+            method: patrol_core::ScanMethod::Gps,
+            location: None,
+            note: None,
+        };
+        for (i, (guard, kind, at)) in events.iter().enumerate() {
+            let seq = i64::try_from(i)? + 1;
+            let record = patrol_core::EventRecord {
+                seq: u64::try_from(seq)?,
+                time: patrol_core::DeviceTime {
+                    wall_ms: *at,
+                    boot_id: uuid::Uuid::nil(),
+                    mono_ms: 0,
+                    hlc: patrol_core::Hlc::default(),
+                },
+                config_version: 1,
+                body: EventBody::CheckpointScanned(scan.clone()),
+            }
+            .encode()?;
+            conn.execute(
+                "INSERT INTO events (site_id, seq, event_id, device_id, shift_id, guard_id, kind,
+                     checkpoint_id, device_seq, device_time_ms, received_at_ms, record,
+                     corrected_ms, tagged)
+                 VALUES ('site-1', ?1, randomblob(16), ?2, 's', ?3, ?4, 'cp-1', ?1, ?5, ?5, ?6,
+                     ?5, 0)",
+                params![
+                    seq,
+                    patrol_core::DeviceId::generate().to_string(),
+                    guard,
+                    kind,
+                    at,
+                    record
+                ],
+            )?;
+        }
+        for (w, write) in events.chunks(5).enumerate() {
+            for guard in ["guard-a", "guard-b"] {
+                let scans = write.iter().enumerate().filter_map(|(j, (g, kind, at))| {
+                    let seq = i64::try_from(w * 5 + j).ok()? + 1;
+                    (*g == guard && *kind == "checkpoint_scanned").then_some((seq, *at))
+                });
+                for span in event_hours::spans(scans) {
+                    conn.execute(
+                        "INSERT INTO scan_hours VALUES ('site-1', ?1, ?2, ?3, ?4)",
+                        params![guard, span.hour_ms, span.first_seq, span.last_seq],
+                    )?;
+                }
+            }
+        }
+        for guard in ["guard-a", "guard-b", "guard-c"] {
+            for (from, to) in [
+                (t0, t0 + 6 * H),
+                (t0 + 2 * H + 5, t0 + 3 * H + 7),
+                (t0 + 4 * H, t0 + 4 * H),
+                (t0 - H, t0 - 1),
+                (t0 + 9 * H, t0 + 10 * H),
+            ] {
+                let mut got: Vec<i64> = read_guard_scans(&conn, "site-1", guard, from, to)?
+                    .iter()
+                    .map(|s| s.seq)
+                    .collect();
+                got.sort_unstable();
+                let theirs = || {
+                    events
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (g, kind, _))| *g == guard && *kind == "checkpoint_scanned")
+                };
+                let mut want: Vec<i64> = theirs()
+                    .filter(|(_, (_, _, at))| (from..=to).contains(at))
+                    .map(|(i, _)| i64::try_from(i).unwrap_or(0) + 1)
+                    .collect();
+                if let Some((i, _)) = theirs()
+                    .filter(|(_, (_, _, at))| *at < from)
+                    .max_by_key(|(i, (_, _, at))| (*at, *i))
+                {
+                    want.push(i64::try_from(i)? + 1);
+                }
+                want.sort_unstable();
+                assert_eq!(got, want, "{guard} {from} {to}");
             }
         }
         Ok(())
