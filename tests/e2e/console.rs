@@ -203,10 +203,6 @@ async fn a_phone_s_scan_appears_in_the_live_log_without_a_reload() -> Result<()>
     c.live_row("checkpoint_scanned", "manual").await?;
     let mark = c.browser.js("return window.patrolTestMark", vec![]).await?;
     ensure!(mark == json!(42), "the page was reloaded: {mark}");
-    ensure!(
-        seen.as_secs() < 5,
-        "the scan took {seen:?} to appear after its sync"
-    );
 
     // The filters: ben's scans of cp-4 only, and a click opens the event with its times.
     c.browser.js(
