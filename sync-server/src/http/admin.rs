@@ -578,21 +578,7 @@ async fn reissue_token(
         .into_iter()
         .find(|u| u.id == id)
         .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
-    if !user.0.manages(&target.scope) {
-        return Err(AppError::Forbidden(format!(
-            "user {} may not issue tokens to a user over sites it does not administer",
-            user.0.name
-        )));
-    }
-    if target.revoked_at_ms.is_some() {
-        return Err(AppError::Conflict {
-            code: "user_revoked",
-            message: format!(
-                "user {} is revoked, and stays so; create a new user instead",
-                target.name
-            ),
-        });
-    }
+    may_manage(&user.0, &target, "issue tokens to")?;
     let (rotation, token) = user_rotation(&target, now_ms(), state.config.user_token_ttl_ms, None)
         .map_err(AppError::internal)?;
     let reissued = state
@@ -739,21 +725,7 @@ async fn set_password(
         .user_with_password(UserKey::Id(id.clone()))
         .await?
         .ok_or_else(|| AppError::UnknownUser(id.clone()))?;
-    if !caller.0.manages(&target.scope) {
-        return Err(AppError::Forbidden(format!(
-            "user {} may not set the password of a user over sites it does not administer",
-            caller.0.name
-        )));
-    }
-    if target.revoked_at_ms.is_some() {
-        return Err(AppError::Conflict {
-            code: "user_revoked",
-            message: format!(
-                "user {} is revoked, and stays so; create a new user instead",
-                target.name
-            ),
-        });
-    }
+    may_manage(&caller.0, &target, "set the password of")?;
     let hash = hash_password(&state, new).await?;
     // An administrator setting its own password this way keeps the session it asks from.
     let keep = (user.0.via == Via::Cookie && target.id == caller.0.id).then_some(user.0.token);
@@ -765,4 +737,29 @@ async fn set_password(
     state.feed.credentials_changed();
     tracing::info!(user = %target.name, by = %caller.0.name, "set a user's password");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether `caller` may `act_on` ("issue tokens to", "set the password of") `target`: 403
+/// unless it administers every site of the target's, 409 when the target is revoked.
+fn may_manage(
+    caller: &crate::credentials::User,
+    target: &crate::credentials::User,
+    act_on: &str,
+) -> Result<(), AppError> {
+    if !caller.manages(&target.scope) {
+        return Err(AppError::Forbidden(format!(
+            "user {} may not {act_on} a user over sites it does not administer",
+            caller.name
+        )));
+    }
+    if target.revoked_at_ms.is_some() {
+        return Err(AppError::Conflict {
+            code: "user_revoked",
+            message: format!(
+                "user {} is revoked, and stays so; create a new user instead",
+                target.name
+            ),
+        });
+    }
+    Ok(())
 }
