@@ -134,6 +134,20 @@ async fn stored_blob_count(server: &TestServer) -> Result<i64, Box<dyn std::erro
     }
 }
 
+/// The token of an operator of the other site only (which `server` must have).
+async fn other_site_operator(server: &TestServer) -> Result<String, Box<dyn std::error::Error>> {
+    let (new, token) = new_user(
+        "other-operator".into(),
+        Role::Operator,
+        Scope::Sites(vec![SiteId::new(OTHER_SITE)?]),
+        None,
+        0,
+        i64::MAX,
+    )?;
+    server.state.store.create_user(new).await?;
+    Ok(token.expose().to_owned())
+}
+
 async fn get_bytes(
     server: &TestServer,
     token: &str,
@@ -318,16 +332,7 @@ async fn another_sites_users_and_devices_get_nothing(backend: Backend) -> TestRe
     let hash = hex::encode(a.sha256);
 
     // A user of the other site only: 403 on this site's attachments.
-    let (new, token) = new_user(
-        "other-operator".into(),
-        Role::Operator,
-        Scope::Sites(vec![SiteId::new(OTHER_SITE)?]),
-        None,
-        0,
-        i64::MAX,
-    )?;
-    server.state.store.create_user(new).await?;
-    let other = token.expose().to_owned();
+    let other = other_site_operator(&server).await?;
     let (status, _, _) = get_bytes(
         &server,
         &other,
@@ -600,16 +605,7 @@ async fn a_notes_files_are_taken_once_the_note_has_arrived(backend: Backend) -> 
     assert_eq!(shown["attachments"][1]["name"], "hall.ogg");
 
     // Another site's user reads nothing of it through either site.
-    let (new, token) = new_user(
-        "other-operator".into(),
-        Role::Operator,
-        Scope::Sites(vec![SiteId::new(OTHER_SITE)?]),
-        None,
-        0,
-        i64::MAX,
-    )?;
-    server.state.store.create_user(new).await?;
-    let other = token.expose().to_owned();
+    let other = other_site_operator(&server).await?;
     for site in [SITE, OTHER_SITE] {
         let (status, _, _) = get_bytes(
             &server,

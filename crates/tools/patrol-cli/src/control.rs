@@ -564,7 +564,10 @@ fn feed_detail(e: &Value) -> String {
         }
         // What the operator does next, with the id it needs.
         "panic" => format!("PANIC  ack-alarm {}", s("id")),
-        "note" | "handover" => s("text"),
+        "note" => {
+            show::note_with_files(&s("text"), e["attachments"].as_array().map_or(0, Vec::len))
+        }
+        "handover" => s("text"),
         "shift_ended" => s("note"),
         _ => String::new(),
     }

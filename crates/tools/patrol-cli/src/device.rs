@@ -396,15 +396,7 @@ fn describe(body: &EventBody) -> String {
         EventBody::Panic { .. } => "PANIC".into(),
         EventBody::Note { text } => text.clone(),
         EventBody::NoteWithAttachments { text, attachments } => {
-            let files = match attachments.len() {
-                1 => "1 file".to_owned(),
-                n => format!("{n} files"),
-            };
-            if text.is_empty() {
-                format!("[{files}]")
-            } else {
-                format!("{text} [{files}]")
-            }
+            show::note_with_files(text, attachments.len())
         }
         EventBody::Handover { to_guard, text } => match to_guard {
             Some(g) => format!("to {g}: {text}"),
@@ -674,10 +666,7 @@ pub async fn device(args: DeviceArgs) -> Result<()> {
             let bytes: u64 = refs.iter().map(|r| r.size).sum();
             eprintln!(
                 "note recorded with {} attached ({bytes} bytes); uploaded at the next sync after it",
-                match refs.len() {
-                    1 => "1 file".to_owned(),
-                    n => format!("{n} files"),
-                }
+                show::files(refs.len())
             );
             outln!("{id}");
         }

@@ -56,6 +56,24 @@ fn party(value: &Value) -> String {
     }
 }
 
+/// "1 file", "3 files".
+pub fn files(n: usize) -> String {
+    match n {
+        1 => "1 file".to_owned(),
+        n => format!("{n} files"),
+    }
+}
+
+/// A note's text with the number of files attached to it: `text [2 files]`, or `[1 file]`
+/// for a note that is only its files.
+pub fn note_with_files(text: &str, n: usize) -> String {
+    match (text.is_empty(), n) {
+        (_, 0) => text.to_owned(),
+        (true, n) => format!("[{}]", files(n)),
+        (false, n) => format!("{text} [{}]", files(n)),
+    }
+}
+
 /// A table of incidents (the API's incident objects), newest first as given; `sync` adds the
 /// phone's column saying whether its last change reached the server.
 pub fn incidents_table(incidents: &[Value], sync: bool) -> String {

@@ -568,7 +568,10 @@ async fn write_events(
         json_col.push(json);
         corrected_col.push(stamp.corrected_ms);
         flags_col.push(stamps.flags_json[i].as_deref());
-        notes.push((next_seq, event));
+        // Only a note with files has references to keep (most events have none).
+        if !crate::store::blobs::note_attachment_rows(event).is_empty() {
+            notes.push((next_seq, event));
+        }
         if event.record.body.kind() == "panic" {
             // Only a new panic looks for endpoints: the rest of the sync never does.
             panics.push(webhooks::panic_raised(
