@@ -15,7 +15,8 @@ pub struct Bins {
 }
 
 /// Builds both binaries once per test process (a no-op when they are fresh) and returns their
-/// paths, next to this test executable's profile directory.
+/// paths, next to this test executable's profile directory. `PATROL_SERVER_BIN`, when set,
+/// names another `patrol-server` to run instead (a benchmark's A/B against an older build).
 pub fn bins() -> Result<&'static Bins> {
     static BINS: OnceLock<Result<Bins, String>> = OnceLock::new();
     BINS.get_or_init(|| build().map_err(|e| format!("{e:#}")))
@@ -56,8 +57,12 @@ fn build() -> Result<Bins> {
     if !status.success() {
         bail!("cargo build failed: {status}");
     }
+    // Another build of the server (an older commit, for an A/B run of the same benchmark).
+    let server = std::env::var_os("PATROL_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| profile_dir.join("patrol-server"));
     let bins = Bins {
-        server: profile_dir.join("patrol-server"),
+        server,
         patrol: profile_dir.join("patrol"),
     };
     for b in [&bins.server, &bins.patrol] {

@@ -101,7 +101,18 @@ impl Server {
 
     fn serve(data_dir: &Path, metrics: bool, args: &[&str], admin_token: String) -> Result<Server> {
         let bins = bins()?;
-        let mut cmd = Command::new(&bins.server);
+        // A profiler the server runs under (`valgrind --tool=callgrind ...`), for benchmarks
+        // that count the server's instructions; it must exec the server in its own process.
+        let wrapper = std::env::var("PATROL_SERVER_WRAPPER").unwrap_or_default();
+        let mut wrapper = wrapper.split_whitespace();
+        let mut cmd = match wrapper.next() {
+            Some(program) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper).arg(&bins.server);
+                cmd
+            }
+            None => Command::new(&bins.server),
+        };
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir);
         Self::spawn(cmd, data_dir, metrics, args, admin_token)

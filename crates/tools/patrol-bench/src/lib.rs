@@ -52,6 +52,10 @@ pub struct Params {
     /// before W1, so that W1 measures the server's tour compliance at ingest too (the shared
     /// workloads have no configuration).
     pub tours: bool,
+    /// The server runs under callgrind (`PATROL_SERVER_WRAPPER`, started with
+    /// `--instr-atstart=no`): count its instructions over W1 alone, dumped when W1 ends. Each
+    /// phone's request bound is raised, since the server runs some fifty times slower.
+    pub callgrind_w1: bool,
 }
 
 impl Params {
@@ -67,6 +71,7 @@ impl Params {
             pull_timeout: Duration::from_secs(600),
             w3_timeout: Duration::from_secs(300),
             tours: false,
+            callgrind_w1: false,
         }
     }
 }
@@ -188,6 +193,21 @@ pub fn one_address_server_args(devices: u64, given: &[String]) -> Vec<String> {
     }
     args.extend(given.iter().cloned());
     args
+}
+
+/// Runs `callgrind_control OPTION PID` against the server running under callgrind.
+fn callgrind_control(pid: u32, option: &str) -> Result<()> {
+    let out = std::process::Command::new("callgrind_control")
+        .arg(option)
+        .arg(pid.to_string())
+        .output()
+        .context("running callgrind_control (valgrind)")?;
+    ensure!(
+        out.status.success(),
+        "callgrind_control {option} {pid} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {
@@ -621,10 +641,18 @@ pub async fn run(params: &Params) -> Result<Results> {
     let cpu_before = procfs::cpu_ms(pid)?;
     let client_cpu_before = procfs::self_cpu_ms()?;
     // Each phone has its HTTP client from app start; building them is not part of the sync.
+    let timeout = if params.callgrind_w1 {
+        Duration::from_secs(3_600)
+    } else {
+        patrol_mobile::sync::DEFAULT_TIMEOUT
+    };
     let clients = stores
         .iter()
-        .map(|_| SyncClient::new(&server.url))
+        .map(|_| SyncClient::with_timeout(&server.url, timeout))
         .collect::<Result<Vec<_>, _>>()?;
+    if params.callgrind_w1 {
+        callgrind_control(pid, "--instr=on")?;
+    }
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (mut store, client)) in stores.into_iter().zip(clients).enumerate() {
@@ -658,6 +686,10 @@ pub async fn run(params: &Params) -> Result<Results> {
         finished(joined)?;
     }
     let after = quiesce(&http, &metrics_url).await?;
+    if params.callgrind_w1 {
+        callgrind_control(pid, "--dump=W1")?;
+        callgrind_control(pid, "--instr=off")?;
+    }
     let wire_up = after.delta(&before, "patrol_wire_read_bytes_total");
     let wire_down = after.delta(&before, "patrol_wire_written_bytes_total");
     let w1 = W1 {

@@ -28,6 +28,11 @@ struct Args {
     /// measures the server's tour compliance at ingest too.
     #[arg(long)]
     tours: bool,
+    /// Count the server's instructions over W1 with callgrind: run with
+    /// `PATROL_SERVER_WRAPPER="valgrind --tool=callgrind --instr-atstart=no
+    /// --callgrind-out-file=DIR/server.%p"`; W1's counts are dumped to `DIR/server.PID.1`.
+    #[arg(long)]
+    callgrind_w1: bool,
     /// Where to write the results.
     #[arg(long, default_value = "results.json")]
     out: PathBuf,
@@ -42,6 +47,7 @@ async fn main() -> Result<()> {
         w3_n: args.w3_n,
         w3_reps: args.w3_reps,
         tours: args.tours,
+        callgrind_w1: args.callgrind_w1,
         ..Params::new(args.site.devices, args.site.events)
     };
     // TOTAL_TIMEOUT_S: a bound around the whole run.
