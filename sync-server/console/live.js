@@ -1,7 +1,9 @@
 // The live log: the merged site record as it arrives, newest on top, filtered by guard, kind,
 // checkpoint and flag; anomaly flags shown on the row; a click opens every time the event has.
 
+import { api, sitePath, query } from "./api.js";
 import { h, fill, time, fullTime, words, short, offset } from "./util.js";
+import { noteWithFiles, fileList, images } from "./files.js";
 
 const KINDS = [
   "shift_started", "shift_ended", "checkpoint_scanned", "incident_reported", "panic", "note",
@@ -36,7 +38,7 @@ export function summary(ev, checkpointName) {
     case "panic":
       return "PANIC";
     case "note":
-      return ev.text;
+      return noteWithFiles(ev.text, ev.attachments?.length);
     case "handover":
       return `${ev.to_guard ? `to ${ev.to_guard}: ` : ""}${ev.text}`;
     case "shift_ended":
@@ -141,10 +143,26 @@ export function render(ctx) {
       ev.method ? ["Method", JSON.stringify(ev.method)] : null,
       ["Flags", ev.flags.length ? flagBadges(ev) : "none"],
     ].filter(Boolean);
+    const attached = ev.attachments || [];
+    const files = h("div", { id: "event-files" }, fileList(ctx.site, attached));
     fill(detail,
       h("header", {}, h("h2", {}, "Event"), h("button", { onclick: () => { selected = null; fill(detail); detail.classList.remove("open"); } }, "Close")),
-      h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+      h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
+      attached.length ? [h("h3", {}, "Files"), files, images(ctx.site, attached)] : null);
     detail.classList.add("open");
+    if (attached.length) markUploaded(ev, files);
+  }
+
+  /** Which of a note's files the phone has uploaded yet, as the server says. */
+  async function markUploaded(ev, files) {
+    try {
+      const { attachments } = await api("GET", sitePath(ctx.site, "/attachments") + query({ note: ev.id }));
+      if (selected !== ev.id || !files.isConnected) return;
+      const uploaded = new Set(attachments.filter((a) => a.uploaded).map((a) => a.sha256));
+      fill(files, fileList(ctx.site, ev.attachments, uploaded));
+    } catch {
+      // The list as the event gives it stays: each link says what the server has when followed.
+    }
   }
 
   drawFilters();
@@ -171,7 +189,7 @@ export function render(ctx) {
           count.textContent = "";
         }
         if (!filterBar.contains(document.activeElement)) drawFilters();
-      } else if (kind === "events" || kind === "config" || kind === "reset") {
+      } else if (kind === "events" || kind === "reset") {
         drawFilters();
         draw();
       }
