@@ -123,10 +123,12 @@ export function render(ctx) {
 
   function showDetail(ev) {
     const loc = ev.location;
-    const rows = [
+    const what = [
       ["Kind", words(ev.kind)],
       ["Guard", ev.guard_id],
       ["What", summary(ev, checkpointName)],
+    ];
+    const rows = [
       ["Corrected time", fullTime(ev.corrected_time)],
       ["Device time", fullTime(ev.device_time)],
       ["Received by the server", fullTime(ev.received_at)],
@@ -145,10 +147,13 @@ export function render(ctx) {
     ].filter(Boolean);
     const attached = ev.attachments || [];
     const files = h("div", { id: "event-files" }, fileList(ctx.site, attached));
+    const dl = (list) => h("dl", {}, list.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    // A note's files are what it says: right below its text, above the times.
     fill(detail,
       h("header", {}, h("h2", {}, "Event"), h("button", { onclick: () => { selected = null; fill(detail); detail.classList.remove("open"); } }, "Close")),
-      h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])),
-      attached.length ? [h("h3", {}, "Files"), files, images(ctx.site, attached)] : null);
+      dl(what),
+      attached.length ? [h("h3", {}, "Files"), files, images(ctx.site, attached)] : null,
+      dl(rows));
     detail.classList.add("open");
     if (attached.length) markUploaded(ev, files);
   }

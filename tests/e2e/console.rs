@@ -471,6 +471,10 @@ async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<
     carl.run(&["sync"])?;
     let carl_synced = Instant::now();
     // What each phone records, and when by its clock; played in order of time.
+    // Ben's photo of the door he closed, on his note.
+    let door = c.dir.path().join("door-b2.png");
+    std::fs::write(&door, include_bytes!("fence.png"))?;
+    let door = door.to_str().ok_or_else(|| anyhow!("path"))?;
     let mut script: Vec<(i64, &Phone, Vec<String>)> = Vec::new();
     let mut at = |when: i64, phone: &'static str, args: &[&str]| {
         script.push((
@@ -520,7 +524,12 @@ async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<
     at(
         w(2) + 10 * MIN,
         "ben",
-        &["note", "fire door B2 propped open, closed it"],
+        &[
+            "note",
+            "fire door B2 propped open, closed it",
+            "--attach",
+            door,
+        ],
     );
     at(
         w(5) + 2 * MIN,
@@ -654,6 +663,17 @@ async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<
     b.wait_text("#event-detail", "Received by the server")
         .await?;
     b.screenshot("live").await?;
+    // Ben's note, with its photo.
+    b.click("#live-rows tr[data-kind=note]").await?;
+    b.wait_text("#event-files", "door-b2.png").await?;
+    b.wait_for(
+        "the note's photo to be shown",
+        "const img = document.querySelector('#event-detail .images img');
+         return img && img.complete && img.naturalWidth > 0",
+        vec![],
+    )
+    .await?;
+    b.screenshot("live-note").await?;
 
     // Anna and Ben in contact, Carl silent: silence is time passing (the seeding above has
     // usually taken longer already), not a wait for something to happen.
