@@ -182,7 +182,9 @@ async function route() {
     if (!store.sites.length) {
       disposeView();
       renderTop(null, null);
-      fill(document.getElementById("view"), h("p.empty", {}, "You cover no site yet. An administrator adds sites to your account."));
+      // Their own password is theirs to change without a site.
+      current = view === "account" ? account.render({ store }) : null;
+      fill(document.getElementById("view"), current?.el ?? h("p.empty", {}, "You cover no site yet. An administrator adds sites to your account."));
       return;
     }
     // Another site's address (or none): the user's first site, not a hint of what exists.

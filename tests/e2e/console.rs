@@ -663,6 +663,7 @@ async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<
     b.wait_text("#event-detail", "Received by the server")
         .await?;
     b.screenshot("live").await?;
+    header_on_one_line(b).await?;
     // Ben's note, with its photo.
     b.click("#live-rows tr[data-kind=note]").await?;
     b.wait_text("#event-files", "door-b2.png").await?;
@@ -762,6 +763,7 @@ async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<
         .await?;
     b.wait_text("#tour-grids", "missed").await?;
     b.screenshot("tablet-tours").await?;
+    header_on_one_line(b).await?;
 
     // And the way in.
     b.click("#sign-out").await?;
@@ -774,6 +776,25 @@ async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<
     b.resize(patrol_e2e::browser::DESKTOP).await?;
     b.screenshot("signin").await?;
     c.browser.close().await
+}
+
+/// Fails unless everything the header shows sits on one line (the same vertical middle).
+async fn header_on_one_line(b: &Browser) -> Result<()> {
+    let spread = b
+        .js(
+            "const mids = [...document.querySelectorAll('#top > *')]
+               .map(e => e.getBoundingClientRect()).filter(r => r.width > 0)
+               .map(r => r.top + r.height / 2);
+             return Math.max(...mids) - Math.min(...mids);",
+            vec![],
+        )
+        .await?;
+    let (width, _) = b.client.get_window_size().await?;
+    ensure!(
+        spread.as_f64().is_some_and(|s| s < 4.0),
+        "the header is on more than one line at {width} px wide (its items' middles {spread} px apart)"
+    );
+    Ok(())
 }
 
 /// The live log's time cell as the site's zone writes `ms`: "22:14:03" (the row is today's in
