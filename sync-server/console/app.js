@@ -328,6 +328,8 @@ async function connect(site) {
     store.config = config;
     setZone(config.time_zone);
   } catch (e) {
+    // Not the last site's zone: UTC, which the header then names.
+    setZone("UTC");
     console.error(e);
   }
   follow(site);

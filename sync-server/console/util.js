@@ -99,7 +99,7 @@ export function time(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
-  return ymd.format(d) === ymd.format(new Date()) ? clock.format(d) : dateClock.format(d);
+  return localDate(zone, d) === localDate() ? clock.format(d) : dateClock.format(d);
 }
 
 /** The site's date and time with milliseconds and the zone's name, and below it the instant as
@@ -148,6 +148,7 @@ export function words(s) {
 
 /** The date (YYYY-MM-DD) in `timeZone` at `date`. */
 export function localDate(timeZone = zone, date = new Date()) {
+  if (timeZone === zone) return ymd.format(date);
   try {
     return new Intl.DateTimeFormat("en-CA", {
       timeZone, year: "numeric", month: "2-digit", day: "2-digit",
