@@ -11,6 +11,8 @@ export function render(ctx) {
   const enrollment = h("div", { id: "admin-enrollment" });
   const devices = h("div", { id: "admin-devices" });
   const message = h("p.message", { role: "status", id: "admin-message" });
+  // Outside the users' list, which is redrawn after a user is added: the token stays shown.
+  const token = h("p.secret", { id: "new-user-token" });
   const global = ctx.store.user?.all_sites || ctx.store.user?.sites === undefined;
 
   async function loadSites() {
@@ -34,9 +36,12 @@ export function render(ctx) {
 
   async function loadUsers() {
     const { users: list } = await api("GET", "/api/v1/users");
-    const name = h("input", { placeholder: "name", id: "new-user-name" });
+    const name = h("input", { placeholder: "name", id: "new-user-name", autocomplete: "off" });
     const role = h("select", { id: "new-user-role" }, h("option", { value: "operator" }, "operator"), h("option", { value: "admin" }, "administrator"));
-    const token = h("p.secret", { id: "new-user-token" });
+    const password = h("input", { type: "password", placeholder: "password (optional)", id: "new-user-password", autocomplete: "new-password" });
+    const active = list.filter((u) => !u.revoked_at);
+    const who = h("select", { id: "set-password-user", "aria-label": "User" }, active.map((u) => h("option", { value: u.id }, u.name)));
+    const newPassword = h("input", { type: "password", placeholder: "new password", id: "set-password", autocomplete: "new-password" });
     fill(users, h("h2", {}, "Users"),
       h("table.log", {},
         h("thead", {}, h("tr", {}, ["Name", "Role", "Sites", "Created", ""].map((t) => h("th", {}, t)))),
@@ -51,18 +56,38 @@ export function render(ctx) {
               await loadUsers();
             }),
           }, "Revoke")))))),
+      h("h3", {}, `Add a user of ${ctx.site}`),
       h("form.inline", {
+        id: "new-user",
         onsubmit: async (e) => {
           e.preventDefault();
           await run(async () => {
-            const created = await api("POST", "/api/v1/users", { name: name.value.trim(), role: role.value, sites: [ctx.site] });
+            const body = { name: name.value.trim(), role: role.value, sites: [ctx.site] };
+            // Without one the user has only the API token until a password is set below.
+            if (password.value) body.password = password.value;
+            const created = await api("POST", "/api/v1/users", body);
             fill(token, `${created.user.name} can use the API with this token, shown once: `, h("code", {}, created.token),
-              `. A password to sign in here: patrol-server user password ${created.user.name} --password-stdin.`);
+              body.password ? ". They sign in here with the password given." : ". To sign in here they need a password: set one below.");
             await loadUsers();
           });
         },
-      }, name, role, h("span.meta", {}, `on ${ctx.site}`), h("button", { type: "submit" }, "Add user")),
-      token);
+      }, name, role, password, h("button", { type: "submit" }, "Add user")),
+      token,
+      h("h3", {}, "Set a user's password"),
+      h("p.meta", {}, "For a user who forgot theirs: they are signed out everywhere and sign in with this one."),
+      h("form.inline", {
+        id: "set-password-form",
+        onsubmit: async (e) => {
+          e.preventDefault();
+          const user = active.find((u) => u.id === who.value);
+          if (!user) return;
+          await run(async () => {
+            await api("PUT", `/api/v1/users/${encodeURIComponent(user.id)}/password`, { new: newPassword.value });
+            newPassword.value = "";
+            message.textContent = `${user.name}'s password is set.`;
+          });
+        },
+      }, who, newPassword, h("button", { type: "submit" }, "Set password")));
   }
 
   function drawEnrollment() {

@@ -2,7 +2,7 @@
 // the alarm bar on top of every page, and hash routing (#/<site>/<view>[/<id>]).
 
 import { api, onSignedOut, sitePath, query } from "./api.js";
-import { h, fill } from "./util.js";
+import { h, s, fill, hm, setZone, siteZone, zoneAbbr } from "./util.js";
 import * as alarms from "./alarms.js";
 import * as live from "./live.js";
 import * as incidents from "./incidents.js";
@@ -11,15 +11,19 @@ import * as devices from "./devices.js";
 import * as plan from "./plan.js";
 import * as reports from "./reports.js";
 import * as admin from "./admin.js";
+import * as account from "./account.js";
 
 const VIEWS = [
   ["live", "Live log", live],
   ["incidents", "Incidents", incidents],
   ["tours", "Tours", tours],
   ["devices", "Devices", devices],
-  ["plan", "Site plan", plan],
+  // Short names: the header holds everything on one line down to a tablet's width.
+  ["plan", "Plan", plan],
   ["reports", "Reports", reports],
-  ["admin", "Administration", admin],
+  ["admin", "Admin", admin],
+  // Reached from the user's name in the header, not the views' bar.
+  ["account", "Your password", account],
 ];
 
 /** Events kept in memory per site: a long night's worth; older ones stay on the server. */
@@ -86,6 +90,7 @@ async function start() {
   store.listeners.add((kind) => {
     if (kind === "alarms" || kind === "notices") alarms.renderBar(document.getElementById("alarms"));
     if (kind === "connection") renderConnection();
+    if (kind === "tick") renderZone();
   });
   setInterval(() => emit("tick"), 1000);
   try {
@@ -161,7 +166,12 @@ async function signOut() {
   signedOutLocally("Signed out.");
 }
 
-function route() {
+let routing = 0;
+/** The current site's connection until its configuration is read. */
+let connecting = null;
+
+async function route() {
+  const turn = ++routing;
   if (!store.user) {
     showSignIn();
     return;
@@ -172,7 +182,9 @@ function route() {
     if (!store.sites.length) {
       disposeView();
       renderTop(null, null);
-      fill(document.getElementById("view"), h("p.empty", {}, "You cover no site yet. An administrator adds sites to your account."));
+      // Their own password is theirs to change without a site.
+      current = view === "account" ? account.render({ store }) : null;
+      fill(document.getElementById("view"), current?.el ?? h("p.empty", {}, "You cover no site yet. An administrator adds sites to your account."));
       return;
     }
     // Another site's address (or none): the user's first site, not a hint of what exists.
@@ -184,7 +196,10 @@ function route() {
     navigate(`#/${encodeURIComponent(site)}/live`);
     return;
   }
-  if (streamSite !== site) connect(site);
+  // The site's configuration (its time zone above all) is read before a view is drawn.
+  if (streamSite !== site) connecting = connect(site);
+  await connecting;
+  if (turn !== routing) return;
   renderTop(site, entry[0]);
   disposeView();
   const ctx = { site, arg, store, navigate, checkpointName, isAdmin, emit };
@@ -210,7 +225,7 @@ function renderTop(site, view) {
     onchange: (e) => navigate(`#/${encodeURIComponent(e.target.value)}/${view || "live"}`),
   }, store.sites.map((s) => h("option", { value: s.site_id, selected: s.site_id === site }, s.name)));
   const nav = h("nav", {},
-    VIEWS.filter(([name]) => name !== "admin" || isAdmin()).map(([name, title]) =>
+    VIEWS.filter(([name]) => name !== "account" && (name !== "admin" || isAdmin())).map(([name, title]) =>
       h("a", {
         href: `#/${encodeURIComponent(site ?? "")}/${name}`,
         class: name === view ? "active" : "",
@@ -218,25 +233,56 @@ function renderTop(site, view) {
       }, title)));
   const mute = h("button", {
     id: "sound-toggle",
-    title: "The alarm's sound",
     onclick: () => {
       alarms.setMuted(!alarms.muted());
-      mute.textContent = alarms.muted() ? "Sound off" : "Sound on";
-      mute.classList.toggle("off", alarms.muted());
+      drawMute();
     },
-  }, alarms.muted() ? "Sound off" : "Sound on");
-  mute.classList.toggle("off", alarms.muted());
+  });
+  function drawMute() {
+    const off = alarms.muted();
+    fill(mute, speaker(off), h("span.label", {}, off ? "Sound off" : "Sound on"));
+    mute.title = off ? "The alarm's sound is off: click to turn it on" : "The alarm's sound is on: click to turn it off";
+    mute.setAttribute("aria-label", off ? "Alarm sound off" : "Alarm sound on");
+    mute.classList.toggle("off", off);
+  }
+  drawMute();
   fill(top,
     h("span.brand", {}, "Patrol"),
     site ? picker : null,
     site ? nav : null,
     h("span.spacer"),
+    site ? h("span.zone", { id: "site-zone" }, h("span.zone-label", {}, "Site time "), h("span.clock")) : null,
     h("span", { id: "connection" }),
     mute,
-    h("span.who", { id: "who" }, `${store.user.name} · ${store.user.role}`),
+    h("a.who", {
+      id: "who",
+      href: `#/${encodeURIComponent(site ?? "")}/account`,
+      title: `${store.user.name}, ${store.user.role}: change your password`,
+    }, store.user.name, h("span.role", {}, ` · ${store.user.role}`)),
     h("button", { id: "sign-out", onclick: signOut }, "Sign out"),
   );
   renderConnection();
+  renderZone();
+}
+
+/** The site's clock and zone, once in the header: every time on the page is in this zone. */
+function renderZone() {
+  const el = document.getElementById("site-zone");
+  if (!el) return;
+  const now = new Date();
+  const text = `${hm(now.toISOString())} ${zoneAbbr(now)}`;
+  const clock = el.querySelector(".clock");
+  if (clock.textContent !== text) clock.textContent = text;
+  el.title = `Every time on this console is the site's local time (${siteZone()})`;
+}
+
+/** A loudspeaker, with sound waves, or crossed out when `off`. */
+function speaker(off) {
+  return s("svg", { viewBox: "0 0 20 20", width: 18, height: 18, "aria-hidden": "true", class: "icon" },
+    s("path", { d: "M3 7.5h3l4-3.5v12l-4-3.5H3z", class: "fill" }),
+    off
+      ? s("path", { d: "M13 7.5l5 5M18 7.5l-5 5" })
+      : s("path", { d: "M13 7.2a4 4 0 0 1 0 5.6M15.3 5a7 7 0 0 1 0 10" }));
 }
 
 function renderConnection() {
@@ -262,7 +308,8 @@ function disconnect() {
   setConnection("offline");
 }
 
-/** Loads `site`'s configuration, open alarms and the night's events, then follows its stream. */
+/** Loads `site`'s configuration (before its views are drawn: their times are in its zone),
+ * then its open alarms and the night's events, then follows its stream. */
 async function connect(site) {
   disconnect();
   streamSite = site;
@@ -276,14 +323,21 @@ async function connect(site) {
   setConnection("connecting");
   emit("reset");
   try {
-    const [config] = await Promise.all([
-      api("GET", sitePath(site, "/config")),
-      refreshAlarms(site),
-      loadHistory(site),
-    ]);
+    const config = await api("GET", sitePath(site, "/config"));
     if (streamSite !== site) return;
     store.config = config;
-    emit("config");
+    setZone(config.time_zone);
+  } catch (e) {
+    // Not the last site's zone: UTC, which the header then names.
+    setZone("UTC");
+    console.error(e);
+  }
+  follow(site);
+}
+
+async function follow(site) {
+  try {
+    await Promise.all([refreshAlarms(site), loadHistory(site)]);
   } catch (e) {
     console.error(e);
   }

@@ -5,7 +5,8 @@
 // when it changed.
 
 import { api, sitePath, query } from "./api.js";
-import { h, fill, time, words, short, size } from "./util.js";
+import { h, fill, time, words, short } from "./util.js";
+import { files, fileList, images } from "./files.js";
 
 const STATUSES = ["open", "acknowledged", "dispatched", "resolved", "closed"];
 const SEVERITIES = ["low", "medium", "high", "critical"];
@@ -46,7 +47,7 @@ function list(ctx) {
           h("td", {}, h("span", { class: `badge st-${i.status}` }, i.status)),
           h("td", {}, i.assignee || "—"),
           h("td", {}, i.reported_by?.guard || by(i.reported_by)),
-          h("td", {}, i.attachments.length ? `${i.attachments.length} 📎` : ""))));
+          h("td", {}, i.attachments.length ? files(i.attachments.length) : ""))));
       note.textContent = incidents.length ? "" : "No incidents.";
     } catch (e) {
       note.textContent = e.message;
@@ -111,7 +112,6 @@ function detail(ctx) {
     const severity = h("select", { id: "incident-severity", onchange: (e) => act({ action: "set_severity", severity: e.target.value }) },
       SEVERITIES.map((s) => h("option", { value: s, selected: s === i.severity }, s)));
     if (document.activeElement !== assignTo) assignTo.value = i.assignee || "";
-    const images = i.attachments.filter((a) => a.media_type.startsWith("image/"));
     fill(el,
       h("p", {}, h("a", { href: `#/${encodeURIComponent(ctx.site)}/incidents` }, "← All incidents")),
       h("header.incident-head", {},
@@ -139,17 +139,8 @@ function detail(ctx) {
         },
       }, noteText, h("button", { type: "submit", id: "incident-add-note" }, "Add note")),
       h("h3", {}, "Attachments"),
-      i.attachments.length
-        ? h("ul.attachments", {}, i.attachments.map((a) =>
-          h("li", {}, h("a", { href: sitePath(ctx.site, `/attachments/${a.sha256}`) }, a.name || short(a.sha256)),
-            ` ${a.media_type}, ${size(a.size)}`)))
-        : h("p.empty", {}, "None."),
-      h("div.images", {}, images.map((a) => h("img", {
-        src: sitePath(ctx.site, `/attachments/${a.sha256}`),
-        alt: a.name || "attachment",
-        // Not uploaded yet by the phone: say so instead of a broken picture.
-        onerror: (e) => e.target.replaceWith(h("p.empty", {}, `${a.name || short(a.sha256)}: not uploaded yet`)),
-      }))),
+      fileList(ctx.site, i.attachments),
+      images(ctx.site, i.attachments),
       h("h3", {}, "History"),
       h("ol.history", {}, i.history.map((e) => h("li", { class: e.took_effect ? "" : "no-effect" },
         h("span.meta", {}, `${time(e.at)} ${by(e.by)}`), " ", e.what))));

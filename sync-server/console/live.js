@@ -1,7 +1,9 @@
 // The live log: the merged site record as it arrives, newest on top, filtered by guard, kind,
 // checkpoint and flag; anomaly flags shown on the row; a click opens every time the event has.
 
+import { api, sitePath, query } from "./api.js";
 import { h, fill, time, fullTime, words, short, offset } from "./util.js";
+import { noteWithFiles, fileList, images } from "./files.js";
 
 const KINDS = [
   "shift_started", "shift_ended", "checkpoint_scanned", "incident_reported", "panic", "note",
@@ -36,7 +38,7 @@ export function summary(ev, checkpointName) {
     case "panic":
       return "PANIC";
     case "note":
-      return ev.text;
+      return noteWithFiles(ev.text, ev.attachments?.length);
     case "handover":
       return `${ev.to_guard ? `to ${ev.to_guard}: ` : ""}${ev.text}`;
     case "shift_ended":
@@ -121,10 +123,12 @@ export function render(ctx) {
 
   function showDetail(ev) {
     const loc = ev.location;
-    const rows = [
+    const what = [
       ["Kind", words(ev.kind)],
       ["Guard", ev.guard_id],
       ["What", summary(ev, checkpointName)],
+    ];
+    const rows = [
       ["Corrected time", fullTime(ev.corrected_time)],
       ["Device time", fullTime(ev.device_time)],
       ["Received by the server", fullTime(ev.received_at)],
@@ -141,10 +145,29 @@ export function render(ctx) {
       ev.method ? ["Method", JSON.stringify(ev.method)] : null,
       ["Flags", ev.flags.length ? flagBadges(ev) : "none"],
     ].filter(Boolean);
+    const attached = ev.attachments || [];
+    const files = h("div", { id: "event-files" }, fileList(ctx.site, attached));
+    const dl = (list) => h("dl", {}, list.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+    // A note's files are what it says: right below its text, above the times.
     fill(detail,
       h("header", {}, h("h2", {}, "Event"), h("button", { onclick: () => { selected = null; fill(detail); detail.classList.remove("open"); } }, "Close")),
-      h("dl", {}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])));
+      dl(what),
+      attached.length ? [h("h3", {}, "Files"), files, images(ctx.site, attached)] : null,
+      dl(rows));
     detail.classList.add("open");
+    if (attached.length) markUploaded(ev, files);
+  }
+
+  /** Which of a note's files the phone has uploaded yet, as the server says. */
+  async function markUploaded(ev, files) {
+    try {
+      const { attachments } = await api("GET", sitePath(ctx.site, "/attachments") + query({ note: ev.id }));
+      if (selected !== ev.id || !files.isConnected) return;
+      const uploaded = new Set(attachments.filter((a) => a.uploaded).map((a) => a.sha256));
+      fill(files, fileList(ctx.site, ev.attachments, uploaded));
+    } catch {
+      // The list as the event gives it stays: each link says what the server has when followed.
+    }
   }
 
   drawFilters();
@@ -171,7 +194,7 @@ export function render(ctx) {
           count.textContent = "";
         }
         if (!filterBar.contains(document.activeElement)) drawFilters();
-      } else if (kind === "events" || kind === "config" || kind === "reset") {
+      } else if (kind === "events" || kind === "reset") {
         drawFilters();
         draw();
       }

@@ -100,7 +100,7 @@ export function render(ctx) {
   return {
     el: h("section.tours", {}, h("div.filters", {}, h("label", {}, "Night of", dateInput), asOf), legend, grids),
     update(kind, data) {
-      if (kind === "window" || kind === "config" || (kind === "event" && data.kind === "checkpoint_scanned")) load();
+      if (kind === "window" || (kind === "event" && data.kind === "checkpoint_scanned")) load();
     },
     dispose() {
       clearInterval(timer);

@@ -43,14 +43,42 @@ export function fill(el, ...children) {
   return el;
 }
 
-const clock = new Intl.DateTimeFormat(undefined, {
-  hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false,
-});
-const dateClock = new Intl.DateTimeFormat(undefined, {
-  month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false,
-});
+// Every time on the console is the site's local time, whatever the operator's computer's zone
+// (a control room may watch a site in another zone): set once the site's configuration is read.
+let zone = "UTC";
+let clock, dateClock, hourMinute, day, ymd, abbr;
 
-const hourMinute = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hour12: false });
+/** Makes `timeZone` (IANA) the zone of every time shown; an unknown one keeps UTC. */
+export function setZone(timeZone) {
+  const z = { timeZone: validZone(timeZone) ? timeZone : "UTC" };
+  zone = z.timeZone;
+  clock = new Intl.DateTimeFormat(undefined, { ...z, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+  dateClock = new Intl.DateTimeFormat(undefined, { ...z, month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  hourMinute = new Intl.DateTimeFormat(undefined, { ...z, hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  day = new Intl.DateTimeFormat(undefined, { ...z, year: "numeric", month: "short", day: "numeric" });
+  ymd = new Intl.DateTimeFormat("en-CA", { ...z, year: "numeric", month: "2-digit", day: "2-digit" });
+  abbr = new Intl.DateTimeFormat("en-US", { ...z, timeZoneName: "short" });
+}
+setZone("UTC");
+
+function validZone(timeZone) {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone });
+    return Boolean(timeZone);
+  } catch {
+    return false;
+  }
+}
+
+/** The zone every time is shown in (the site's). */
+export function siteZone() {
+  return zone;
+}
+
+/** The zone's short name at `date`: "PST", "GMT", "GMT+13" (it changes with summer time). */
+export function zoneAbbr(date = new Date()) {
+  return abbr.formatToParts(date).find((p) => p.type === "timeZoneName")?.value ?? zone;
+}
 
 /** 22:14: a tour window's start, a scan in a grid cell. */
 export function hm(iso) {
@@ -66,22 +94,22 @@ export function size(bytes) {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 }
 
-/** 22:14:03 for today, else "Mar 1, 22:14". */
+/** 22:14:03 for today (the site's today), else "Mar 1, 22:14". */
 export function time(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
-  const today = new Date();
-  return d.toDateString() === today.toDateString() ? clock.format(d) : dateClock.format(d);
+  return localDate(zone, d) === localDate() ? clock.format(d) : dateClock.format(d);
 }
 
-/** Full local date and time with seconds and milliseconds, for an event's detail. */
+/** The site's date and time with milliseconds and the zone's name, and below it the instant as
+ * sent (UTC), for an event's detail. */
 export function fullTime(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return iso;
   const ms = String(d.getMilliseconds()).padStart(3, "0");
-  return `${d.toLocaleDateString()} ${clock.format(d)}.${ms} (${iso})`;
+  return [`${day.format(d)} ${clock.format(d)}.${ms} ${zoneAbbr(d)}`, h("div.meta.mono", {}, iso)];
 }
 
 /** "12 s ago", "4 min ago", "2 h 5 min ago". */
@@ -119,7 +147,8 @@ export function words(s) {
 }
 
 /** The date (YYYY-MM-DD) in `timeZone` at `date`. */
-export function localDate(timeZone, date = new Date()) {
+export function localDate(timeZone = zone, date = new Date()) {
+  if (timeZone === zone) return ymd.format(date);
   try {
     return new Intl.DateTimeFormat("en-CA", {
       timeZone, year: "numeric", month: "2-digit", day: "2-digit",
@@ -130,7 +159,7 @@ export function localDate(timeZone, date = new Date()) {
 }
 
 /** The hour (0-23) in `timeZone` at `date`. */
-export function localHour(timeZone, date = new Date()) {
+export function localHour(timeZone = zone, date = new Date()) {
   try {
     return Number(new Intl.DateTimeFormat("en-GB", {
       timeZone, hour: "2-digit", hour12: false,

@@ -72,6 +72,8 @@ const ASSETS: &[Asset] = &[
     asset!("plan.js", JS),
     asset!("reports.js", JS),
     asset!("admin.js", JS),
+    asset!("account.js", JS),
+    asset!("files.js", JS),
 ];
 
 /// The console's routes, merged into the API's router by [`super::router`].
