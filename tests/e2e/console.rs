@@ -1,5 +1,6 @@
-//! The web console in a real headless Chromium (`patrol_e2e::browser`), against the real
+//! The web console in real headless browsers (`patrol_e2e::browser`), against the real
 //! `patrol-server` and phones played by the `patrol` command: what an operator sees and does.
+//! Each test runs once in Chromium and once in Firefox (`<test>::chromium`, `<test>::firefox`).
 //!
 //! - Signing in, and a wrong password refused on the page.
 //! - A phone's scan appears in the live log without a reload.
@@ -9,10 +10,10 @@
 //!   the operator's and the guard's notes kept, on the page and on the phone.
 //! - An operator of one site sees nothing of another.
 //! - A seeded night: the tours grid shows on time, late and missed; every view is drawn, and
-//!   with `PATROL_WRITE_SCREENSHOTS=1` its picture is written to `docs/images/` for
-//!   docs/console.md.
+//!   with `PATROL_WRITE_SCREENSHOTS=1` its picture (Chromium's) is written to `docs/images/`
+//!   for docs/console.md.
 //!
-//! Without Chromium the tests skip with a notice, unless `PATROL_REQUIRE_BROWSER` is set.
+//! Without a browser the tests in it skip with a notice, unless `PATROL_REQUIRE_BROWSER` is set.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -23,13 +24,42 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use patrol_core::event::format_time_ms;
 use patrol_core::siteconfig::SiteZone;
 use patrol_e2e::Phone;
-use patrol_e2e::browser::{Browser, TABLET};
+use patrol_e2e::browser::{Browser, Kind, TABLET};
 use patrol_testkit::{Server, bins};
 use serde_json::{Value, json};
 
 const SITE: &str = "site-1";
 const MIN: i64 = 60_000;
 const PASSWORD: &str = "correct horse battery staple";
+
+/// Runs each named test, an `async fn(Kind) -> Result<()>` below, once per browser: as
+/// `<test>::chromium` and `<test>::firefox`.
+macro_rules! in_each_browser {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn chromium() -> Result<()> {
+                super::$test(Kind::Chromium).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn firefox() -> Result<()> {
+                super::$test(Kind::Firefox).await
+            }
+        }
+    )*};
+}
+
+in_each_browser!(
+    an_operator_signs_in_and_a_wrong_password_is_refused,
+    a_phone_s_scan_appears_in_the_live_log_without_a_reload,
+    a_panic_is_on_top_sounding_until_acknowledged_with_a_click_and_the_phone_learns_of_it,
+    an_incident_worked_from_the_console_while_the_phone_edits_it_offline_keeps_both,
+    an_operator_of_one_site_sees_nothing_of_another,
+    a_seeded_night_shows_late_and_missed_rounds_and_every_view,
+);
 
 /// Makes a user with a password, as an administrator would on the server's machine:
 /// `patrol-server user create <name> --role <role> --site <site>... --password-stdin`.
@@ -90,8 +120,8 @@ fn set_config(server: &Server, dir: &Path, config: &Value) -> Result<()> {
 }
 
 /// A server with `sites`, an operator `anna` of site-1 with a password, the example
-/// configuration (a round that ran from three hours ago), and a browser, or `None` without
-/// one.
+/// configuration (a round that ran from three hours ago), and a `kind` browser, or `None`
+/// without one.
 struct Console {
     dir: tempfile::TempDir,
     server: Server,
@@ -99,8 +129,8 @@ struct Console {
 }
 
 impl Console {
-    async fn start(sites: &[&str], args: &[&str]) -> Result<Option<Console>> {
-        let Some(browser) = Browser::start().await? else {
+    async fn start(kind: Kind, sites: &[&str], args: &[&str]) -> Result<Option<Console>> {
+        let Some(browser) = Browser::start(kind).await? else {
             return Ok(None);
         };
         let dir = tempfile::tempdir()?;
@@ -146,9 +176,8 @@ impl Console {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_signs_in_and_a_wrong_password_is_refused() -> Result<()> {
-    let Some(c) = Console::start(&[SITE], &[]).await? else {
+async fn an_operator_signs_in_and_a_wrong_password_is_refused(kind: Kind) -> Result<()> {
+    let Some(c) = Console::start(kind, &[SITE], &[]).await? else {
         return Ok(());
     };
     let b = &c.browser;
@@ -178,9 +207,8 @@ async fn an_operator_signs_in_and_a_wrong_password_is_refused() -> Result<()> {
     c.browser.close().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_s_scan_appears_in_the_live_log_without_a_reload() -> Result<()> {
-    let Some(c) = Console::start(&[SITE], &[]).await? else {
+async fn a_phone_s_scan_appears_in_the_live_log_without_a_reload(kind: Kind) -> Result<()> {
+    let Some(c) = Console::start(kind, &[SITE], &[]).await? else {
         return Ok(());
     };
     let phone = c.phone("ben", SITE)?;
@@ -231,10 +259,10 @@ async fn a_phone_s_scan_appears_in_the_live_log_without_a_reload() -> Result<()>
     c.browser.close().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_is_on_top_sounding_until_acknowledged_with_a_click_and_the_phone_learns_of_it()
--> Result<()> {
-    let Some(c) = Console::start(&[SITE], &[]).await? else {
+async fn a_panic_is_on_top_sounding_until_acknowledged_with_a_click_and_the_phone_learns_of_it(
+    kind: Kind,
+) -> Result<()> {
+    let Some(c) = Console::start(kind, &[SITE], &[]).await? else {
         return Ok(());
     };
     let phone = c.phone("ben", SITE)?;
@@ -302,10 +330,10 @@ async fn a_panic_is_on_top_sounding_until_acknowledged_with_a_click_and_the_phon
     c.browser.close().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_incident_worked_from_the_console_while_the_phone_edits_it_offline_keeps_both()
--> Result<()> {
-    let Some(c) = Console::start(&[SITE], &[]).await? else {
+async fn an_incident_worked_from_the_console_while_the_phone_edits_it_offline_keeps_both(
+    kind: Kind,
+) -> Result<()> {
+    let Some(c) = Console::start(kind, &[SITE], &[]).await? else {
         return Ok(());
     };
     let phone = c.phone("ben", SITE)?;
@@ -369,9 +397,8 @@ async fn an_incident_worked_from_the_console_while_the_phone_edits_it_offline_ke
     c.browser.close().await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_of_one_site_sees_nothing_of_another() -> Result<()> {
-    let Some(c) = Console::start(&[SITE, "site-2"], &[]).await? else {
+async fn an_operator_of_one_site_sees_nothing_of_another(kind: Kind) -> Result<()> {
+    let Some(c) = Console::start(kind, &[SITE, "site-2"], &[]).await? else {
         return Ok(());
     };
     let other = c.phone("zoe", "site-2")?;
@@ -422,8 +449,7 @@ async fn an_operator_of_one_site_sees_nothing_of_another() -> Result<()> {
 /// round every 30 minutes (on time, late, missed), flagged scans, an incident with a photo that
 /// the control room works, a panic, a handover. The tours grid shows late and missed; each
 /// view is drawn, and pictured for docs/console.md when `PATROL_WRITE_SCREENSHOTS=1`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<()> {
+async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view(kind: Kind) -> Result<()> {
     // Windows' changes and silent phones checked every second; a phone on shift is silent
     // after 20 s without contact (30 min in a real night).
     let args = [
@@ -434,7 +460,7 @@ async fn a_seeded_night_shows_late_and_missed_rounds_and_every_view() -> Result<
         "--no-contact-after-secs",
         "20",
     ];
-    let Some(c) = Console::start(&[SITE], &args).await? else {
+    let Some(c) = Console::start(kind, &[SITE], &args).await? else {
         return Ok(());
     };
     let zone = SiteZone::new("Europe/London")?;
