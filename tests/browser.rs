@@ -195,15 +195,16 @@ impl Browser {
         let browser = program(programs.browser_env, programs.browsers);
         let driver = program(programs.driver_env, &[programs.driver]);
         let (Some(browser), Some(driver)) = (browser, driver) else {
-            let (browsers, driver) = (programs.browsers.join(" or "), programs.driver);
+            let (browsers, driver) = (programs.browsers.join(", "), programs.driver);
             if browser_required() {
                 bail!(
-                    "PATROL_REQUIRE_BROWSER is set but {browsers} or {driver} is missing ({})",
+                    "PATROL_REQUIRE_BROWSER is set but {kind} ({browsers}) or {driver} is \
+                     missing ({})",
                     programs.install
                 );
             }
             eprintln!(
-                "skipping {kind}: no {browsers} and {driver} on PATH ({}; \
+                "skipping {kind}: no {browsers} or no {driver} on PATH ({}; \
                  PATROL_REQUIRE_BROWSER=1 makes this a failure)",
                 programs.install
             );
