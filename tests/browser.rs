@@ -227,7 +227,7 @@ impl Browser {
         // Its own process group, so that dropping the browser ends the driver and every
         // browser process it started, and nothing else.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let driver = cmd
+        let mut driver = cmd
             .spawn()
             .with_context(|| format!("starting {}", driver_path.display()))?;
         let caps = kind.capabilities(binary, profile.path());
@@ -235,6 +235,7 @@ impl Browser {
             Ok(client) => client,
             Err(e) => {
                 kill_group(driver.id());
+                let _ = driver.wait();
                 let said = std::fs::read_to_string(&log_path).unwrap_or_default();
                 return Err(e.context(format!(
                     "{kind}: {} gave no session; it said:\n{said}",
