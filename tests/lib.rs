@@ -4,8 +4,8 @@
 //! `patrol-server` child process, scratch PostgreSQL databases): phones played by the `patrol`
 //! command, the control room's pull, a TCP proxy that kills a client process at the worst
 //! moment of a sync, a relay that kills the server at the worst moment of an answer, and the
-//! seeded generator of the crash tests; [`browser`], a headless Chromium for the web console's
-//! tests.
+//! seeded generator of the crash tests; [`browser`], headless Chromium and Firefox for the web
+//! console's tests.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

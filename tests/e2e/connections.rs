@@ -181,7 +181,7 @@ async fn a_live_stream_outlives_the_idle_timeout() -> Result<()> {
         .send()
         .await?;
     ensure!(stream.status().is_success(), "{}", stream.status());
-    // Three idle timeouts with nothing to send.
+    // Three idle timeouts with nothing to send after the opening keep-alive comment.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let phone = patrol_e2e::Phone::enroll(dir.path().join("phone.db"), &server, "site-1")?;

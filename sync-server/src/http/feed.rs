@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::sse::{KeepAlive, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use patrol_core::flags::EventFlag;
 use patrol_core::{CheckpointId, DeviceId, EventBody, GuardId};
 use serde::Deserialize;
@@ -394,7 +395,7 @@ pub const MORE_HEADER: &str = "patrol-more";
         ("Last-Event-ID" = Option<u64>, Header, nullable = false, format = "uint64", maximum = 18446744073709551615usize, description = "Resume after this sequence number (a reconnecting EventSource sends it); overrides `after`"),
     ),
     responses(
-        (status = 200, description = "Server-sent events, one per feed event (`event: event`): `id` is its sequence number, `data` the event's JSON as in the paged feed; keep-alive comments are sent while idle. Ends when the server shuts down, or after a last `event: closed` (no `id`) whose `data` is an error body (`revoked_credential`, `expired_credential`, `forbidden`) once the user may no longer read the site. The schema is that of one event.", content_type = "text/event-stream", body = StreamEvent),
+        (status = 200, description = "Server-sent events, one per feed event (`event: event`): `id` is its sequence number, `data` the event's JSON as in the paged feed; a keep-alive comment is sent at once and then while idle. Ends when the server shuts down, or after a last `event: closed` (no `id`) whose `data` is an error body (`revoked_credential`, `expired_credential`, `forbidden`) once the user may no longer read the site. The schema is that of one event.", content_type = "text/event-stream", body = StreamEvent),
         (status = 400, description = "A bad, unknown or repeated query parameter, a bad site id or `Last-Event-ID` (`invalid_query`, `invalid_site_id`, `invalid_last_event_id`)", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked token (`WWW-Authenticate: Bearer`)", body = ErrorBody),
         (status = 403, description = "The token does not cover this site or action", body = ErrorBody),
@@ -434,7 +435,11 @@ async fn stream(
         .feed
         .open_stream(&session.0.user.id, state.config.max_streams_per_user)?;
     let events = super::live::stream(state.clone(), session.0, slot, site, filter, after);
-    Ok(Sse::new(events)
+    // A first keep-alive comment at once: Firefox's EventSource reports a stream open only when
+    // its first bytes come, not at the headers as Chromium does, so on a quiet site the console
+    // said "Connecting…" until the first keep-alive, 15 s on.
+    let opened = futures_util::stream::once(async { Ok(Event::default().comment("")) });
+    Ok(Sse::new(opened.chain(events))
         .keep_alive(KeepAlive::default())
         .into_response())
 }
