@@ -260,15 +260,17 @@ pub(super) fn alarm_changes(
 }
 
 /// The timer events of the site's open shifts, each shift's in its order, through the index
-/// of timer events (migration 0019) and that of open shifts (0012), named: the planner,
-/// without statistics, might walk the site's events instead.
+/// of timer events (migrations 0019, 0024: its condition written exactly as there, or the
+/// index cannot be used) and that of open shifts (0012), named: the planner, without
+/// statistics, might walk the site's events instead.
 fn timer_rows(conn: &Connection, site: &SiteId) -> Result<Vec<TimerEventRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT e.shift_id, e.device_id, e.guard_id, {}, e.record, e.json, e.kind
          FROM docs d INDEXED BY docs_open
          JOIN events e INDEXED BY events_check_ins
            ON e.site_id = d.site_id AND e.shift_id = d.doc_id
-          AND e.kind IN ('checkin_timer_started', 'checked_in', 'checkin_timer_stopped')
+          AND (e.kind = 'checkin_timer_started' OR e.kind = 'checked_in'
+               OR e.kind = 'checkin_timer_stopped')
          WHERE d.site_id = ?1 AND d.ended_at IS NULL
          ORDER BY e.shift_id, e.device_seq",
         super::feed::corrected_ms()

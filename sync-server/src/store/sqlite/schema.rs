@@ -35,6 +35,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0021_note_attachments.sql"),
     include_str!("migrations/0022_sessions.sql"),
     include_str!("migrations/0023_scan_neighbours_coarse.sql"),
+    include_str!("migrations/0024_check_ins_index_without_in_list.sql"),
 ];
 
 /// Page size of a new database (an existing one keeps its own). Every commit appends its pages
