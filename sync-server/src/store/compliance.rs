@@ -126,7 +126,8 @@ pub struct DeliveryUpdate {
 /// What one sync tells compliance.
 #[derive(Clone, Debug, Default)]
 pub struct Ingest {
-    /// The scans new to their logs, in order ([`ScanRow::order`]).
+    /// The scans new to their logs of checkpoints a tour of the site's configuration holds (the
+    /// others are of no tour's concern), in order ([`ScanRow::order`]).
     pub scans: Vec<ScanRow>,
     pub deliveries: Vec<DeliveryUpdate>,
 }
@@ -136,6 +137,14 @@ impl Ingest {
     /// times by the request's clock offset, as they are stamped.
     pub fn of(batch: &SyncBatch, merged: &[Option<Prepared>]) -> Ingest {
         let delivery = batch.delivery();
+        // Only a tour's checkpoints are kept: on a site without tours no scan is (W1's pushes
+        // are whole nights of scans, each copied and sorted for nothing otherwise).
+        let held: HashSet<&CheckpointId> = batch
+            .config
+            .tours
+            .iter()
+            .flat_map(|t| &t.checkpoints)
+            .collect();
         let mut out = Ingest::default();
         for prepared in merged.iter().flatten() {
             let Merge::Accepted(log) = &prepared.merge else {
@@ -159,13 +168,15 @@ impl Ingest {
                     EventBody::ShiftEnded { .. } => {
                         ended.get_or_insert(at);
                     }
-                    EventBody::CheckpointScanned(scan) => out.scans.push(ScanRow {
-                        checkpoint: scan.checkpoint.clone(),
-                        at_ms: at,
-                        event: event.id,
-                        device: event.device,
-                        guard: event.guard.clone(),
-                    }),
+                    EventBody::CheckpointScanned(scan) if held.contains(&scan.checkpoint) => {
+                        out.scans.push(ScanRow {
+                            checkpoint: scan.checkpoint.clone(),
+                            at_ms: at,
+                            event: event.id,
+                            device: event.device,
+                            guard: event.guard.clone(),
+                        })
+                    }
                     _ => {}
                 }
             }
@@ -178,17 +189,6 @@ impl Ingest {
         }
         out.scans.sort_by_key(ScanRow::order);
         out
-    }
-
-    /// The scans that count for a tour of `config` (the others are of no tour's concern).
-    pub fn tour_scans(&self, config: &SiteConfig) -> Vec<ScanRow> {
-        let held: HashSet<&CheckpointId> =
-            config.tours.iter().flat_map(|t| &t.checkpoints).collect();
-        self.scans
-            .iter()
-            .filter(|s| held.contains(&s.checkpoint))
-            .cloned()
-            .collect()
     }
 }
 

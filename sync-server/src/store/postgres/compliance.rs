@@ -236,15 +236,13 @@ pub(super) async fn ingest(
         )
         .await?;
     }
-    if ingest.scans.is_empty() {
+    // Only the scans of a tour's checkpoints ([`Ingest::of`]).
+    let scans = ingest.scans;
+    if scans.is_empty() {
         return Ok(());
     }
     // The configuration the sync's flags were computed with, read once per request.
     let config = &*batch.config;
-    let scans = ingest.tour_scans(config);
-    if scans.is_empty() {
-        return Ok(());
-    }
     // The site's lock, which a request that added events holds already: one writer of the
     // site's windows at a time.
     query_one(

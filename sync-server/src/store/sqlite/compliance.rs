@@ -211,15 +211,13 @@ pub(super) fn ingest(
             d.delivered_to_ms
         ])?;
     }
-    if ingest.scans.is_empty() {
+    // Only the scans of a tour's checkpoints ([`Ingest::of`]).
+    let scans = ingest.scans;
+    if scans.is_empty() {
         return Ok(());
     }
     // The configuration the sync's flags were computed with, read once per request.
     let config = &*batch.config;
-    let scans = ingest.tour_scans(config);
-    if scans.is_empty() {
-        return Ok(());
-    }
     let mut keep = tx.prepare_cached(
         "INSERT INTO tour_scans (site_id, checkpoint_id, corrected_ms, event_id, device_id,
              guard_id)
