@@ -224,9 +224,28 @@ pub struct Prepared {
     pub doc_id: String,
     pub version: Option<Vec<u8>>,
     pub merge: Merge,
+    /// Each new event's record as the embedded store keeps it
+    /// ([`patrol_core::EventRecord::encode`]), when [`Prepared::encode_records`] made them in a
+    /// merge thread, beside the single writer that W1 waits on; empty otherwise, and the
+    /// writer encodes them itself.
+    pub records: Vec<Vec<u8>>,
 }
 
 impl Prepared {
+    /// Encodes each new event's record ([`MergedLog::records`]), for a backend that stores
+    /// them, in the merge phase.
+    pub fn encode_records(&mut self) -> Result<(), StoreError> {
+        if let Merge::Accepted(log) = &self.merge {
+            self.records = log
+                .new_events
+                .iter()
+                .map(|e| e.record.encode())
+                .collect::<Result<_, _>>()
+                .map_err(|e| StoreError::Encode(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Whether the write phase has something to persist for it (and so checks its version).
     pub fn writes(&self) -> bool {
         matches!(&self.merge, Merge::Accepted(m) if m.write != ChunkWrite::Nothing)
@@ -251,6 +270,7 @@ pub fn merge_push(
         doc_id,
         version: stored.version,
         merge,
+        records: Vec::new(),
     })
 }
 

@@ -227,7 +227,9 @@ pub(super) fn merge_thread(path: &Path, jobs: &Mutex<mpsc::Receiver<MergeJob>>) 
                 for i in todo {
                     let doc_id = shift_log_doc_id(&batch.pushes[i].shift);
                     let stored = read_stored(conn, site, &doc_id)?;
-                    merged[i] = Some(merge_push(&batch, i, stored)?);
+                    let mut prepared = merge_push(&batch, i, stored)?;
+                    prepared.encode_records()?;
+                    merged[i] = Some(prepared);
                 }
                 Ok(merged)
             })();
@@ -355,15 +357,7 @@ fn write_request(
         let Some(log) = phase.accepted(prepared) else {
             continue;
         };
-        let new_events = write_doc(
-            tx,
-            claims,
-            &flags,
-            batch,
-            &prepared.doc_id,
-            log,
-            &mut next_seq,
-        )?;
+        let new_events = write_doc(tx, claims, &flags, batch, prepared, log, &mut next_seq)?;
         phase.wrote(&prepared.doc_id, log, new_events);
     }
     super::compliance::ingest(tx, batch, merged)?;
@@ -489,10 +483,12 @@ fn write_doc(
     claims: &mut Claims<'_>,
     flags: &IngestFlags,
     batch: &SyncBatch,
-    doc_id: &str,
+    prepared: &Prepared,
     log: &MergedLog,
     next_seq: &mut i64,
 ) -> Result<u32, StoreError> {
+    let doc_id = prepared.doc_id.as_str();
+    let records = &prepared.records;
     let site = batch.site.as_str();
     let received_at_ms = batch.received_at_ms;
     let chunk = match &log.write {
@@ -539,10 +535,17 @@ fn write_doc(
             continue;
         }
         claims.claim(site, *event_id, *next_seq);
-        let record = event
-            .record
-            .encode()
-            .map_err(|e| StoreError::Encode(e.to_string()))?;
+        let encoded;
+        let record = match records.get(i) {
+            Some(record) => record,
+            None => {
+                encoded = event
+                    .record
+                    .encode()
+                    .map_err(|e| StoreError::Encode(e.to_string()))?;
+                &encoded
+            }
+        };
         // Whether a scan is of a tag (`events_tag_scans_by_checkpoint`); NULL for other events.
         let tagged = match &event.record.body {
             EventBody::CheckpointScanned(scan) => Some(i64::from(tag_of(scan).is_some())),
