@@ -52,13 +52,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    let mut hex = String::with_capacity(3 + digest.len() * 2);
-    hex.push_str("v1=");
-    for byte in digest.iter() {
-        hex.push_str(&format!("{byte:02x}"));
-    }
-    hex
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// Runs this instance's sender (see the module docs) until the server closes its live streams.

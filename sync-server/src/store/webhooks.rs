@@ -255,7 +255,7 @@ pub fn incident(
         (INCIDENT_CREATED, incident.to_string())
     } else {
         let digest = Sha256::digest(&row.heads);
-        let heads: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let heads = hex::encode(&digest[..12]);
         (INCIDENT_CHANGED, format!("{incident}:{heads}"))
     };
     let state: serde_json::Value =
