@@ -80,7 +80,7 @@ export function render(ctx) {
         h("span.dot-stale", {}, "not since"), " ◆ a guard's last known position"),
       holder, unplaced),
     update(kind) {
-      if (["event", "events", "config", "reset"].includes(kind)) draw();
+      if (["event", "events", "reset"].includes(kind)) draw();
     },
     dispose() {
       clearInterval(timer);

@@ -2,11 +2,11 @@
 // it, downloaded as CSV or PDF (plain links: the browser saves the server's attachment).
 
 import { sitePath, query } from "./api.js";
-import { h, localDate } from "./util.js";
+import { h, localDate, siteZone } from "./util.js";
 
 export function render(ctx) {
-  const zone = ctx.store.config?.time_zone || "UTC";
-  const date = h("input", { type: "date", id: "report-date", value: localDate(zone) });
+  // Today in the site's zone (util.js holds it, set from the site's configuration).
+  const date = h("input", { type: "date", id: "report-date", value: localDate() });
   const csv = h("a.button", { id: "report-csv" }, "Download CSV");
   const pdf = h("a.button", { id: "report-pdf" }, "Download PDF");
   function links() {
@@ -18,7 +18,7 @@ export function render(ctx) {
   return {
     el: h("section.reports", {},
       h("h2", {}, "Daily activity report"),
-      h("p", {}, "Guards, rounds, incidents, alarms, notes and flagged events of one day in the site's time zone (", zone, "), every line from a recorded event."),
+      h("p", {}, "Guards, rounds, incidents, alarms, notes and flagged events of one day in the site's time zone (", siteZone(), "), every line from a recorded event."),
       h("div.filters", {}, h("label", {}, "Date", date), csv, pdf)),
   };
 }

@@ -19,10 +19,12 @@ const STATE = {
 let chosenDate = "";
 
 /** The night shown by default: the one that started today, or yesterday's before noon. */
-function tonight(timeZone) {
+/** The night under way in the site's zone (util.js holds it): before noon, the one that began
+ * yesterday. */
+function tonight() {
   const now = new Date();
-  const hour = localHour(timeZone, now);
-  return localDate(timeZone, hour < 12 ? new Date(now.getTime() - 24 * 3600 * 1000) : now);
+  const hour = localHour(undefined, now);
+  return localDate(undefined, hour < 12 ? new Date(now.getTime() - 24 * 3600 * 1000) : now);
 }
 
 export function render(ctx) {
@@ -31,9 +33,8 @@ export function render(ctx) {
   const asOf = h("span.meta");
 
   async function load() {
-    const zone = ctx.store.config?.time_zone || "UTC";
     // A night named in the address (#/<site>/tours/2026-12-06) is shown as asked.
-    const date = chosenDate || (/^\d{4}-\d{2}-\d{2}$/.test(ctx.arg) ? ctx.arg : tonight(zone));
+    const date = chosenDate || (/^\d{4}-\d{2}-\d{2}$/.test(ctx.arg) ? ctx.arg : tonight());
     dateInput.value = date;
     try {
       const answer = await api("GET", sitePath(ctx.site, "/tours/windows") + query({ date }));

@@ -60,10 +60,8 @@ impl Server {
         log: &Path,
     ) -> Result<Server> {
         let admin_token = Self::prepare_dir(data_dir, sites)?;
-        let mut cmd = Command::new(&bins()?.server);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .stderr(std::fs::File::create(log).context("creating the server's log file")?);
+        let mut cmd = serve_command(data_dir)?;
+        cmd.stderr(std::fs::File::create(log).context("creating the server's log file")?);
         Self::spawn(cmd, data_dir, false, args, admin_token)
     }
 
@@ -100,21 +98,7 @@ impl Server {
     }
 
     fn serve(data_dir: &Path, metrics: bool, args: &[&str], admin_token: String) -> Result<Server> {
-        let bins = bins()?;
-        // A profiler the server runs under (`valgrind --tool=callgrind ...`), for benchmarks
-        // that count the server's instructions; it must exec the server in its own process.
-        let wrapper = std::env::var("PATROL_SERVER_WRAPPER").unwrap_or_default();
-        let mut wrapper = wrapper.split_whitespace();
-        let mut cmd = match wrapper.next() {
-            Some(program) => {
-                let mut cmd = Command::new(program);
-                cmd.args(wrapper).arg(&bins.server);
-                cmd
-            }
-            None => Command::new(&bins.server),
-        };
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir);
+        let cmd = serve_command(data_dir)?;
         Self::spawn(cmd, data_dir, metrics, args, admin_token)
     }
 
@@ -147,10 +131,8 @@ impl Server {
         admin_token: &str,
         data_dir: &Path,
     ) -> Result<Server> {
-        let mut cmd = Command::new(&bins()?.server);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("PATROL_DATABASE_URL", database_url);
+        let mut cmd = serve_command(data_dir)?;
+        cmd.env("PATROL_DATABASE_URL", database_url);
         Self::spawn(cmd, data_dir, false, &[], admin_token.to_owned())
     }
 
@@ -255,4 +237,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `patrol-server serve` on a free loopback port over `data_dir`, not yet run. Under the
+/// profiler `PATROL_SERVER_WRAPPER` names (`valgrind --tool=callgrind ...`), for benchmarks that
+/// count the server's instructions; it must exec the server in its own process.
+fn serve_command(data_dir: &Path) -> Result<Command> {
+    let server = &bins()?.server;
+    let wrapper = std::env::var("PATROL_SERVER_WRAPPER").unwrap_or_default();
+    let mut wrapper = wrapper.split_whitespace();
+    let mut cmd = match wrapper.next() {
+        Some(program) => {
+            let mut cmd = Command::new(program);
+            cmd.args(wrapper).arg(server);
+            cmd
+        }
+        None => Command::new(server),
+    };
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir);
+    Ok(cmd)
 }
